@@ -1,0 +1,15 @@
+//! Types glue over k8s-openapi: the resource registry (group, version, kind,
+//! plural, scope, short names, subresources), defaulting, validation,
+//! patching, OpenAPI documents and table printing. This crate does no I/O.
+
+pub mod apply;
+pub mod defaults;
+pub mod openapi;
+pub mod patch;
+pub mod registry;
+pub mod selector;
+pub mod table;
+pub mod validation;
+
+/// The Kubernetes version skiff's API corresponds to (k8s-openapi feature v1_33).
+pub const KUBERNETES_VERSION: &str = "v1.33.0+skiff";

@@ -1,0 +1,346 @@
+//! OpenAPI documents generated from k8s-openapi's schemas, and the unknown-
+//! field check behind `fieldValidation=Strict|Warn`.
+//!
+//! kubectl reads OpenAPI v3 (`/openapi/v3` index, then one document per
+//! group-version) for `kubectl explain` and to learn that the server supports
+//! the `fieldValidation` query parameter (a PATCH operation tagged with the
+//! kind's `x-kubernetes-group-version-kind` must list it).
+
+use std::sync::LazyLock;
+
+use serde_json::{Map, Value, json};
+
+use crate::registry::{ResourceInfo, registry};
+
+struct Schemas {
+    /// All component schemas, by name, in OpenAPI 3 form.
+    defs: Map<String, Value>,
+}
+
+static SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| {
+    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    for r in registry().all() {
+        (r.add_schema)(&mut generator);
+    }
+    let mut defs = generator.take_definitions(true);
+    for r in registry().all() {
+        if let Some(Value::Object(schema)) = defs.get_mut(&r.schema_name) {
+            schema.insert(
+                "x-kubernetes-group-version-kind".into(),
+                json!([{"group": r.group, "version": r.version, "kind": r.kind}]),
+            );
+        }
+    }
+    // The strategic-merge-patch extensions kubectl reads when it builds an apply patch from OpenAPI.
+    for (type_name, field, strategy, merge_key) in crate::patch::PATCH_STRATEGIES {
+        if let Some(prop) = defs.get_mut(*type_name).and_then(|d| d.pointer_mut(&format!("/properties/{field}"))).and_then(Value::as_object_mut) {
+            prop.insert("x-kubernetes-patch-strategy".into(), json!(strategy));
+            if let Some(key) = merge_key {
+                prop.insert("x-kubernetes-patch-merge-key".into(), json!(key));
+            }
+        }
+    }
+    Schemas { defs }
+});
+
+fn resolve<'a>(defs: &'a Map<String, Value>, schema: &'a Value) -> &'a Value {
+    let mut cur = schema;
+    for _ in 0..8 {
+        if let Some(r) = cur.get("$ref").and_then(Value::as_str) {
+            match r.rsplit('/').next().and_then(|name| defs.get(name)) {
+                Some(next) => cur = next,
+                None => return cur,
+            }
+        } else if let Some(first) = cur.get("allOf").and_then(Value::as_array).and_then(|a| a.first()) {
+            cur = first;
+        } else {
+            return cur;
+        }
+    }
+    cur
+}
+
+/// Paths (".spec.foo" style without the leading dot, as Kubernetes words
+/// them: `unknown field "spec.foo"`) of the fields of `value` that the kind's
+/// schema does not know.
+pub fn unknown_fields(info: &ResourceInfo, value: &Value) -> Vec<String> {
+    let defs = &SCHEMAS.defs;
+    let mut out = Vec::new();
+    if let Some(root) = defs.get(&info.schema_name) {
+        walk(defs, root, value, String::new(), &mut out);
+    }
+    out
+}
+
+fn walk(defs: &Map<String, Value>, schema: &Value, value: &Value, path: String, out: &mut Vec<String>) {
+    let schema = resolve(defs, schema);
+    if schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true)
+        || schema.get("x-kubernetes-int-or-string").is_some()
+    {
+        return;
+    }
+    match value {
+        Value::Object(map) => {
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                for (k, v) in map {
+                    let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    match props.get(k) {
+                        Some(s) => walk(defs, s, v, child, out),
+                        None => out.push(child),
+                    }
+                }
+            } else if let Some(additional) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                for (k, v) in map {
+                    walk(defs, additional, v, format!("{path}.{k}"), out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (i, v) in items.iter().enumerate() {
+                    walk(defs, item_schema, v, format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The `/openapi/v3` index.
+pub fn v3_index() -> Value {
+    let mut paths = Map::new();
+    for (group, versions) in registry().groups() {
+        for version in versions {
+            let key = gv_key(group, version);
+            paths.insert(key.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={}", doc_hash(group, version))}));
+        }
+    }
+    paths.insert("version".into(), json!({"serverRelativeURL": "/openapi/v3/version"}));
+    json!({ "paths": paths })
+}
+
+fn gv_key(group: &str, version: &str) -> String {
+    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+}
+
+/// A stable hash of a group-version document (its content never changes
+/// within one binary, so the binary's version and the group-version do).
+fn doc_hash(group: &str, version: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in env!("CARGO_PKG_VERSION").bytes().chain(group.bytes()).chain(version.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016X}")
+}
+
+fn query_param(name: &str, description: &str) -> Value {
+    json!({"name": name, "in": "query", "description": description, "schema": {"type": "string", "uniqueItems": true}})
+}
+
+fn operation(r: &ResourceInfo, action: &str, verb_id: &str, params: Vec<Value>, body: bool) -> Value {
+    let kind_ref = json!({"$ref": format!("#/components/schemas/{}", r.schema_name)});
+    let mut op = json!({
+        "tags": [format!("{}{}", if r.group.is_empty() { "core" } else { r.group }, r.version)],
+        "operationId": format!("{verb_id}{}", r.kind),
+        "parameters": params,
+        "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": kind_ref}}}},
+        "x-kubernetes-action": action,
+        "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
+    });
+    if body {
+        op["requestBody"] = json!({"content": {"*/*": {"schema": kind_ref}}, "required": true});
+    }
+    op
+}
+
+/// One group-version's OpenAPI v3 document.
+pub fn v3_document(group: &str, version: &str) -> Option<Value> {
+    let resources: Vec<&ResourceInfo> = registry().in_group_version(group, version).collect();
+    if resources.is_empty() {
+        return None;
+    }
+    let write_params = || {
+        vec![
+            query_param("dryRun", "When present, indicates that modifications should not be persisted."),
+            query_param("fieldManager", "fieldManager is a name associated with the actor or entity that is making these changes."),
+            query_param(
+                "fieldValidation",
+                "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields.",
+            ),
+        ]
+    };
+    let mut paths = Map::new();
+    let mut needed: Vec<String> = Vec::new();
+    for r in &resources {
+        needed.push(r.schema_name.clone());
+        let base = if r.namespaced {
+            format!("/{}/namespaces/{{namespace}}/{}", gv_key(group, version), r.plural)
+        } else {
+            format!("/{}/{}", gv_key(group, version), r.plural)
+        };
+        paths.insert(
+            base.clone(),
+            json!({
+                "get": operation(r, "list", "list", vec![query_param("labelSelector", "A selector to restrict the list of returned objects by their labels."), query_param("fieldSelector", "A selector to restrict the list of returned objects by their fields.")], false),
+                "post": operation(r, "post", "create", write_params(), true),
+                "delete": operation(r, "deletecollection", "deletecollection", vec![], false),
+            }),
+        );
+        let mut patch_params = write_params();
+        patch_params.push(query_param("force", "Force is going to \"force\" Apply requests."));
+        paths.insert(
+            format!("{base}/{{name}}"),
+            json!({
+                "get": operation(r, "get", "read", vec![], false),
+                "put": operation(r, "put", "replace", write_params(), true),
+                "patch": operation(r, "patch", "patch", patch_params, true),
+                "delete": operation(r, "delete", "delete", vec![], false),
+            }),
+        );
+    }
+    // The component schemas this document needs: everything reachable from its kinds.
+    let defs = &SCHEMAS.defs;
+    let mut schemas = Map::new();
+    while let Some(name) = needed.pop() {
+        if schemas.contains_key(&name) {
+            continue;
+        }
+        if let Some(s) = defs.get(&name) {
+            collect_refs(s, &mut needed);
+            schemas.insert(name, s.clone());
+        }
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": crate::KUBERNETES_VERSION},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }))
+}
+
+fn collect_refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(r) = m.get("$ref").and_then(Value::as_str)
+                && let Some(name) = r.rsplit('/').next()
+            {
+                out.push(name.to_string());
+            }
+            for child in m.values() {
+                collect_refs(child, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|c| collect_refs(c, out)),
+        _ => {}
+    }
+}
+
+/// The OpenAPI v2 (swagger) document as JSON, with `#/definitions/` refs.
+/// Paths carry the same operations as the v3 documents (older kubectl
+/// releases look for the `fieldValidation` parameter here).
+pub fn v2_document() -> Value {
+    let mut defs = SCHEMAS.defs.clone();
+    for v in defs.values_mut() {
+        rewrite_refs(v);
+    }
+    let mut paths = Map::new();
+    for (group, versions) in registry().groups() {
+        for version in versions {
+            let Some(doc) = v3_document(group, version) else { continue };
+            let Some(doc_paths) = doc.get("paths").and_then(Value::as_object) else { continue };
+            for (path, item) in doc_paths {
+                let mut v2_item = Map::new();
+                for (method, op) in item.as_object().into_iter().flatten() {
+                    v2_item.insert(method.clone(), v2_operation(op));
+                }
+                paths.insert(path.clone(), Value::Object(v2_item));
+            }
+        }
+    }
+    json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": crate::KUBERNETES_VERSION},
+        "paths": paths,
+        "definitions": defs,
+    })
+}
+
+fn v2_operation(op: &Value) -> Value {
+    let mut out = op.clone();
+    let Some(m) = out.as_object_mut() else { return out };
+    let mut params: Vec<Value> = m
+        .get("parameters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            json!({"name": p["name"], "in": p["in"], "description": p["description"], "type": "string", "uniqueItems": true})
+        })
+        .collect();
+    if let Some(body) = m.remove("requestBody") {
+        let mut schema = body.pointer("/content/*~1*/schema").cloned().unwrap_or_else(|| json!({}));
+        rewrite_refs(&mut schema);
+        params.insert(0, json!({"name": "body", "in": "body", "required": true, "schema": schema}));
+    }
+    m.insert("parameters".into(), Value::Array(params));
+    if let Some(Value::Object(responses)) = m.get_mut("responses") {
+        for r in responses.values_mut() {
+            let mut schema = r.pointer("/content/application~1json/schema").cloned();
+            if let Some(s) = schema.as_mut() {
+                rewrite_refs(s);
+            }
+            let mut resp = json!({"description": r.get("description").cloned().unwrap_or(json!("OK"))});
+            if let Some(s) = schema {
+                resp["schema"] = s;
+            }
+            *r = resp;
+        }
+    }
+    m.insert("consumes".into(), json!(["*/*"]));
+    m.insert("produces".into(), json!(["application/json", "application/yaml"]));
+    m.insert("schemes".into(), json!(["https"]));
+    out
+}
+
+fn rewrite_refs(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get_mut("$ref") {
+                *r = r.replace("#/components/schemas/", "#/definitions/");
+            }
+            m.values_mut().for_each(rewrite_refs);
+        }
+        Value::Array(a) => a.iter_mut().for_each(rewrite_refs),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_found_with_their_paths() {
+        let pods = registry().lookup("", "v1", "pods").unwrap();
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "labels": {"x": "y"}, "bogus": 1},
+            "spec": {"containers": [{"name": "c", "image": "i", "imagePullPolicy": "Always", "foo": 2,
+                "resources": {"limits": {"cpu": "1"}}, "ports": [{"containerPort": 80}]}]}});
+        assert_eq!(unknown_fields(pods, &pod), vec!["metadata.bogus".to_string(), "spec.containers[0].foo".to_string()]);
+    }
+
+    #[test]
+    fn v3_document_tags_patch_with_field_validation() {
+        let doc = v3_document("apps", "v1").unwrap();
+        let patch = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Deployment");
+        assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+        let schema = &doc["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"];
+        assert_eq!(schema["x-kubernetes-group-version-kind"][0]["kind"], "Deployment");
+        assert!(doc["components"]["schemas"].get("io.k8s.api.core.v1.PodSpec").is_some());
+        let containers = &doc["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
+        assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
+        assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
+        assert!(v3_index()["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap().starts_with("/openapi/v3/apis/apps/v1?hash="));
+    }
+}

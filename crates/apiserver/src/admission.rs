@@ -1,0 +1,462 @@
+//! What happens to an object between decoding and storage: system metadata,
+//! defaulting, mutating admission (service account, default tolerations,
+//! priority, ClusterIP and NodePort allocation), and the rules of updates
+//! (status vs spec, immutable system fields, generation).
+
+use std::net::Ipv4Addr;
+
+use serde_json::{Value, json};
+use skiff_api::registry::ResourceInfo;
+
+use crate::handlers::{Req, name_of, now_rfc3339};
+use crate::state::{Allocators, ApiServer};
+use crate::status::{ApiError, ApiResult, Cause};
+
+const NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+fn generated_suffix() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..5).map(|_| NAME_CHARS[rng.random_range(0..NAME_CHARS.len())] as char).collect()
+}
+
+fn meta_mut(obj: &mut Value) -> ApiResult<&mut serde_json::Map<String, Value>> {
+    obj.get_mut("metadata").and_then(Value::as_object_mut).ok_or_else(|| ApiError::bad_request("metadata is required"))
+}
+
+fn has_spec(info: &ResourceInfo) -> bool {
+    !matches!(
+        (info.group, info.kind),
+        ("", "ConfigMap" | "Secret" | "ServiceAccount" | "Event" | "Endpoints")
+            | ("events.k8s.io", "Event")
+            | ("discovery.k8s.io", "EndpointSlice")
+            | ("rbac.authorization.k8s.io", _)
+            | ("apps", "ControllerRevision")
+            | ("scheduling.k8s.io", "PriorityClass")
+            | ("storage.k8s.io", "StorageClass")
+    )
+}
+
+/// Namespaced objects need their namespace to exist and not be terminating.
+pub async fn ensure_namespace_active(req: &Req<'_>) -> ApiResult<()> {
+    if !req.info.namespaced {
+        return Ok(());
+    }
+    let ns = req.namespace.as_deref().unwrap_or_default();
+    let key = format!("/registry/namespaces/{ns}");
+    let mut found = req.server.cache.get(&key);
+    if found.is_none() {
+        req.server.cache.sync().await?;
+        found = req.server.cache.get(&key);
+    }
+    let ns_obj = found.ok_or_else(|| ApiError::not_found("", "namespaces", ns))?;
+    if ns_obj.value.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+        let mut e = ApiError::forbidden(format!(
+            "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+            crate::status::qualified(req.info.group, req.info.plural),
+            req.query.get("name").unwrap_or_default()
+        ));
+        e.details = Some((req.info.group.to_string(), req.info.plural.to_string(), String::new()));
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// System metadata, status reset, defaulting and mutating admission of a new object.
+pub fn prepare_create(req: &Req<'_>, obj: &mut Value) -> ApiResult<()> {
+    let info = req.info;
+    let now = now_rfc3339();
+    {
+        let meta = meta_mut(obj)?;
+        let name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        if name.is_empty()
+            && let Some(prefix) = meta.get("generateName").and_then(Value::as_str).filter(|s| !s.is_empty())
+        {
+            let mut base = prefix.to_string();
+            base.truncate(63 - 5);
+            meta.insert("name".into(), json!(format!("{base}{}", generated_suffix())));
+        }
+        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("creationTimestamp".into(), json!(now));
+        for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+            meta.remove(k);
+        }
+        if has_spec(info) {
+            meta.insert("generation".into(), json!(1));
+        } else {
+            meta.remove("generation");
+        }
+    }
+    // Status is the controllers' to write: a create starts from an empty one.
+    if info.has_subresource("status")
+        && info.kind != "Node"
+        && let Some(m) = obj.as_object_mut()
+    {
+        m.remove("status");
+    }
+    skiff_api::defaults::apply_defaults(info.group, info.kind, obj);
+    match (info.group, info.kind) {
+        ("", "Pod") => admit_pod(req, obj),
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") | ("", "ReplicationController") => {
+            if let Some(m) = obj.as_object_mut() {
+                m.insert("status".into(), json!({}));
+            }
+        }
+        _ => {}
+    }
+    record_manager(req, None, obj);
+    Ok(())
+}
+
+fn record_manager(req: &Req<'_>, old: Option<&Value>, obj: &mut Value) {
+    *obj = skiff_api::apply::record_update(old, obj, &req.field_manager, &now_rfc3339());
+}
+
+/// ServiceAccount, DefaultTolerationSeconds and Priority admission.
+fn admit_pod(req: &Req<'_>, pod: &mut Value) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if spec.get("serviceAccountName").and_then(Value::as_str).is_none_or(str::is_empty) {
+        let sa = spec.get("serviceAccount").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("default").to_string();
+        spec.insert("serviceAccountName".into(), json!(sa));
+    }
+    let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
+    if let Some(list) = tolerations.as_array_mut() {
+        for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+            let tolerated = list.iter().any(|t| {
+                let k = t.get("key").and_then(Value::as_str);
+                let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+                let op = t.get("operator").and_then(Value::as_str).unwrap_or("Equal");
+                (k == Some(key) || (k.is_none() && op == "Exists")) && (effect.is_empty() || effect == "NoExecute")
+            });
+            if !tolerated {
+                list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+            }
+        }
+    }
+    if spec.get("priority").is_none() {
+        let class = spec.get("priorityClassName").and_then(Value::as_str).unwrap_or_default().to_string();
+        let value = if class.is_empty() {
+            0
+        } else {
+            req.server
+                .cache
+                .get(&format!("/registry/priorityclasses/{class}"))
+                .and_then(|pc| pc.value.get("value").and_then(Value::as_i64))
+                .unwrap_or(0)
+        };
+        spec.insert("priority".into(), json!(value));
+    }
+}
+
+/// Resources taken from the allocators for one object.
+#[derive(Default)]
+pub struct Allocated {
+    ips: Vec<Ipv4Addr>,
+    ports: Vec<u16>,
+}
+
+fn invalid_field(req: &Req<'_>, obj: &Value, field: &str, value: &str, message: &str) -> ApiError {
+    ApiError::invalid(
+        req.info.group,
+        req.info.kind,
+        name_of(obj),
+        vec![Cause { reason: "FieldValueInvalid".into(), message: format!("Invalid value: \"{value}\": {message}"), field: field.into() }],
+    )
+}
+
+/// ClusterIP and NodePort allocation for a new Service.
+pub fn allocate(req: &Req<'_>, obj: &mut Value) -> ApiResult<Allocated> {
+    let mut out = Allocated::default();
+    if req.info.kind != "Service" || !req.info.group.is_empty() {
+        return Ok(out);
+    }
+    let mut alloc = req.server.allocators.lock().map_err(|_| ApiError::internal("allocator lock poisoned"))?;
+    let svc_type = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    if svc_type != "ExternalName" {
+        let wanted = obj.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
+        if wanted != "None" {
+            let ip = if wanted.is_empty() {
+                None
+            } else {
+                Some(wanted.parse::<Ipv4Addr>().map_err(|_| invalid_field(req, obj, "spec.clusterIPs[0]", &wanted, "must be a valid IP address"))?)
+            };
+            let ip = alloc.allocate_ip(ip).map_err(|m| invalid_field(req, obj, "spec.clusterIPs", &wanted, &m))?;
+            out.ips.push(ip);
+            obj["spec"]["clusterIP"] = json!(ip.to_string());
+            obj["spec"]["clusterIPs"] = json!([ip.to_string()]);
+        } else {
+            obj["spec"]["clusterIPs"] = json!(["None"]);
+        }
+        obj["spec"]["ipFamilies"] = json!(["IPv4"]);
+        obj["spec"]["ipFamilyPolicy"] = json!("SingleStack");
+    }
+    if svc_type == "NodePort" || svc_type == "LoadBalancer" {
+        let n = obj.pointer("/spec/ports").and_then(Value::as_array).map_or(0, Vec::len);
+        for i in 0..n {
+            let wanted = obj["spec"]["ports"][i].get("nodePort").and_then(Value::as_u64).filter(|p| *p != 0).map(|p| p as u16);
+            match alloc.allocate_port(wanted) {
+                Ok(p) => {
+                    out.ports.push(p);
+                    obj["spec"]["ports"][i]["nodePort"] = json!(p);
+                }
+                Err(m) => {
+                    for ip in &out.ips {
+                        alloc.release_ip(*ip);
+                    }
+                    for p in &out.ports {
+                        alloc.release_port(*p);
+                    }
+                    return Err(invalid_field(req, obj, &format!("spec.ports[{i}].nodePort"), &wanted.unwrap_or(0).to_string(), &m));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn release(server: &ApiServer, a: &Allocated) {
+    if let Ok(mut alloc) = server.allocators.lock() {
+        for ip in &a.ips {
+            alloc.release_ip(*ip);
+        }
+        for p in &a.ports {
+            alloc.release_port(*p);
+        }
+    }
+}
+
+/// Give back what a deleted object held.
+pub fn release_object(server: &ApiServer, info: &ResourceInfo, obj: &Value) {
+    if info.kind != "Service" || !info.group.is_empty() {
+        return;
+    }
+    if let Ok(mut alloc) = server.allocators.lock() {
+        if let Some(ip) = obj.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse().ok()) {
+            alloc.release_ip(ip);
+        }
+        for p in obj.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(n) = p.get("nodePort").and_then(Value::as_u64) {
+                alloc.release_port(n as u16);
+            }
+        }
+    }
+}
+
+/// Mark a stored Service's addresses as taken (at start).
+pub fn reserve_service(alloc: &mut Allocators, svc: &Value) {
+    if let Some(ip) = svc.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse().ok()) {
+        let _ = alloc.allocate_ip(Some(ip));
+    }
+    for p in svc.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
+        if let Some(n) = p.get("nodePort").and_then(Value::as_u64) {
+            let _ = alloc.allocate_port(Some(n as u16));
+        }
+    }
+}
+
+/// Carry over what an update may not change, per subresource.
+pub fn prepare_update(req: &Req<'_>, new: &mut Value, old: &Value, sub: Option<&str>) -> ApiResult<()> {
+    let info = req.info;
+    match sub {
+        Some("status") => {
+            // Only status changes through /status (metadata labels/annotations too, as Kubernetes allows).
+            let status = new.get("status").cloned();
+            let labels = new.pointer("/metadata/labels").cloned();
+            let annotations = new.pointer("/metadata/annotations").cloned();
+            let mut merged = old.clone();
+            match status {
+                Some(s) => merged["status"] = s,
+                None => {
+                    if let Some(m) = merged.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+            if let Some(l) = labels {
+                merged["metadata"]["labels"] = l;
+            }
+            if let Some(a) = annotations {
+                merged["metadata"]["annotations"] = a;
+            }
+            *new = merged;
+        }
+        Some("finalize") => {
+            let finalizers = new.pointer("/spec/finalizers").cloned();
+            let mut merged = old.clone();
+            merged["spec"]["finalizers"] = finalizers.unwrap_or_else(|| json!([]));
+            *new = merged;
+        }
+        _ => {
+            if info.has_subresource("status") && info.kind != "Node" {
+                match old.get("status") {
+                    Some(s) => new["status"] = s.clone(),
+                    None => {
+                        if let Some(m) = new.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // System metadata is the server's.
+    let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    {
+        let meta = meta_mut(new)?;
+        for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "generateName"] {
+            match old_meta.get(k) {
+                Some(v) => {
+                    meta.insert(k.into(), v.clone());
+                }
+                None => {
+                    meta.remove(k);
+                }
+            }
+        }
+        // Finalizers cannot be added to an object being deleted.
+        if old_meta.get("deletionTimestamp").is_some() {
+            let old_f: Vec<Value> = old_meta.get("finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+            if let Some(new_f) = meta.get("finalizers").and_then(Value::as_array)
+                && new_f.iter().any(|f| !old_f.contains(f))
+            {
+                return Err(ApiError::forbidden("no new finalizers can be added if the object is being deleted"));
+            }
+        }
+    }
+    skiff_api::defaults::apply_defaults(info.group, info.kind, new);
+    if has_spec(info) && sub.is_none() {
+        let changed = new.get("spec") != old.get("spec")
+            || (info.kind != "Pod" && strip_meta_status(new) != strip_meta_status(old));
+        if changed {
+            let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+            new["metadata"]["generation"] = json!(generation);
+        }
+    }
+    if new != old {
+        record_manager(req, Some(old), new);
+    }
+    Ok(())
+}
+
+fn strip_meta_status(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+    }
+    v
+}
+
+/// The grace period a delete gets, or None for an immediate delete.
+pub fn graceful_period(info: &ResourceInfo, obj: &Value, requested: Option<i64>) -> Option<i64> {
+    if info.kind != "Pod" || !info.group.is_empty() {
+        return None;
+    }
+    let unscheduled = obj.pointer("/spec/nodeName").and_then(Value::as_str).is_none_or(str::is_empty);
+    let phase = obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+    if unscheduled || phase == "Succeeded" || phase == "Failed" {
+        return None;
+    }
+    let grace = requested.unwrap_or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30));
+    if grace <= 0 { None } else { Some(grace) }
+}
+
+/// Kinds whose finished delete answers with a Status rather than the object.
+pub fn delete_returns_status(info: &ResourceInfo) -> bool {
+    !matches!((info.group, info.kind), ("", "Pod" | "Service" | "Namespace" | "Node"))
+}
+
+/// The autoscaling/v1 Scale of a scalable resource.
+pub fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
+    let selector = match obj.pointer("/spec/selector") {
+        Some(Value::Object(m)) if m.contains_key("matchLabels") || m.contains_key("matchExpressions") => selector_string(obj.pointer("/spec/selector")),
+        // ReplicationController: a plain map.
+        Some(Value::Object(m)) => m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","),
+        _ => String::new(),
+    };
+    let meta = obj.get("metadata").cloned().unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+            "creationTimestamp": meta.get("creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(if info.kind == "StatefulSet" { 1 } else { 1 })},
+        "status": {"replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0), "selector": selector},
+    })
+}
+
+fn selector_string(sel: Option<&Value>) -> String {
+    let Some(sel) = sel else { return String::new() };
+    let mut parts = Vec::new();
+    if let Some(ml) = sel.get("matchLabels").and_then(Value::as_object) {
+        for (k, v) in ml {
+            parts.push(format!("{k}={}", v.as_str().unwrap_or_default()));
+        }
+    }
+    for e in sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+        let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
+        let values: Vec<&str> = e.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+        match e.get("operator").and_then(Value::as_str).unwrap_or_default() {
+            "In" => parts.push(format!("{key} in ({})", values.join(","))),
+            "NotIn" => parts.push(format!("{key} notin ({})", values.join(","))),
+            "Exists" => parts.push(key.to_string()),
+            "DoesNotExist" => parts.push(format!("!{key}")),
+            _ => {}
+        }
+    }
+    parts.join(",")
+}
+
+/// Set (or replace) a pod condition.
+pub fn set_pod_condition(pod: &mut Value, kind: &str, status: &str, reason: Option<&str>, message: Option<&str>) {
+    if !pod.get("status").is_some_and(Value::is_object) {
+        pod["status"] = json!({});
+    }
+    let mut cond = json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now_rfc3339()});
+    if let Some(r) = reason {
+        cond["reason"] = json!(r);
+    }
+    if let Some(m) = message {
+        cond["message"] = json!(m);
+    }
+    let conds = pod["status"].as_object_mut().map(|s| s.entry("conditions").or_insert_with(|| json!([])));
+    if let Some(list) = conds.and_then(Value::as_array_mut) {
+        match list.iter_mut().find(|c| c.get("type").and_then(Value::as_str) == Some(kind)) {
+            Some(c) => *c = cond,
+            None => list.push(cond),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_selector_strings() {
+        let info = skiff_api::registry::registry().lookup("apps", "v1", "deployments").unwrap();
+        let d = json!({"metadata": {"name": "web"}, "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]}}, "status": {"replicas": 1}});
+        let s = scale_of(info, &d);
+        assert_eq!(s["spec"]["replicas"], 2);
+        assert_eq!(s["status"]["selector"], "app=web,tier in (a,b)");
+    }
+
+    #[test]
+    fn grace_periods() {
+        let pods = skiff_api::registry::registry().lookup("", "v1", "pods").unwrap();
+        let unscheduled = json!({"spec": {}});
+        assert_eq!(graceful_period(pods, &unscheduled, None), None);
+        let bound = json!({"spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 30}, "status": {"phase": "Running"}});
+        assert_eq!(graceful_period(pods, &bound, None), Some(30));
+        assert_eq!(graceful_period(pods, &bound, Some(0)), None);
+        assert_eq!(graceful_period(pods, &bound, Some(5)), Some(5));
+    }
+}

@@ -1,0 +1,421 @@
+//! The watch cache: every object of the cluster decoded in memory, fed by
+//! one store watch, with a ring of recent events. LIST, GET and WATCH are
+//! served from here, so reads never touch the store (kube-apiserver's
+//! cacher, k8s.io/apiserver/pkg/storage/cacher).
+//!
+//! **Invariant:** the cache applies store events in revision order, and a
+//! reader that asked for revision `r` (see [`WatchCache::sync_to`]) sees every
+//! write with revision `<= r`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::Value;
+use skiff_store::{Event, KeyValue, Store, StoreError, WatchStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::status::ApiError;
+
+/// One object as served: decoded, with its resourceVersion set, and encoded
+/// once so that lists and watches copy bytes instead of re-serializing.
+#[derive(Debug)]
+pub struct CachedObject {
+    pub key: String,
+    pub value: Value,
+    pub bytes: Bytes,
+    pub revision: i64,
+}
+
+pub type ObjRef = Arc<CachedObject>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct CacheEvent {
+    pub revision: i64,
+    pub kind: EventType,
+    /// The object after the event (for a delete: its last state, with the
+    /// delete's revision as resourceVersion).
+    pub object: ObjRef,
+    pub prev: Option<ObjRef>,
+}
+
+struct Watcher {
+    id: u64,
+    prefix: String,
+    tx: mpsc::Sender<Arc<CacheEvent>>,
+}
+
+struct State {
+    revision: i64,
+    /// Events after this revision are in `events`.
+    history_start: i64,
+    objects: BTreeMap<String, ObjRef>,
+    events: VecDeque<Arc<CacheEvent>>,
+    watchers: Vec<Watcher>,
+    next_watcher: u64,
+}
+
+pub struct WatchCache {
+    state: RwLock<State>,
+    revision_tx: watch::Sender<i64>,
+    store: Arc<dyn Store>,
+    history: usize,
+}
+
+/// Decode a stored value into a served object.
+pub fn decode(key: &str, value: &[u8], revision: i64) -> Option<CachedObject> {
+    let mut v: Value = match serde_json::from_slice(value) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(key, error = %e, "undecodable object in store, skipped");
+            return None;
+        }
+    };
+    set_resource_version(&mut v, revision);
+    let bytes = Bytes::from(serde_json::to_vec(&v).ok()?);
+    Some(CachedObject { key: key.to_string(), value: v, bytes, revision })
+}
+
+pub fn set_resource_version(v: &mut Value, revision: i64) {
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), Value::String(revision.to_string()));
+    }
+}
+
+const WATCHER_BUFFER: usize = 10_000;
+
+impl WatchCache {
+    /// Load everything under /registry/ and follow the store from there.
+    pub async fn start(store: Arc<dyn Store>, history: usize) -> Result<Arc<WatchCache>, StoreError> {
+        let (objects, revision, stream) = Self::load(&*store).await?;
+        let (revision_tx, _) = watch::channel(revision);
+        let cache = Arc::new(WatchCache {
+            state: RwLock::new(State {
+                revision,
+                history_start: revision,
+                objects,
+                events: VecDeque::new(),
+                watchers: Vec::new(),
+                next_watcher: 0,
+            }),
+            revision_tx,
+            store,
+            history,
+        });
+        let feeder = cache.clone();
+        tokio::spawn(async move { feeder.feed(stream).await });
+        Ok(cache)
+    }
+
+    async fn load(store: &dyn Store) -> Result<(BTreeMap<String, ObjRef>, i64, WatchStream), StoreError> {
+        let range = store.range("/registry/", None, 0).await?;
+        let mut objects = BTreeMap::new();
+        for kv in range.kvs {
+            if let Some(o) = decode(&kv.key, &kv.value, kv.mod_revision) {
+                objects.insert(kv.key.clone(), Arc::new(o));
+            }
+        }
+        let stream = store.watch("/registry/", range.revision + 1).await?;
+        Ok((objects, range.revision, stream))
+    }
+
+    async fn feed(self: Arc<Self>, mut stream: WatchStream) {
+        loop {
+            match stream.next().await {
+                Some(Ok(batch)) => self.apply(batch.events, batch.revision),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "store watch failed; reloading the watch cache");
+                    stream = self.reload().await;
+                }
+                None => {
+                    tracing::warn!("store watch ended; reloading the watch cache");
+                    stream = self.reload().await;
+                }
+            }
+        }
+    }
+
+    /// Re-list after a broken watch. Watchers are dropped (their clients
+    /// re-watch) and history restarts at the new revision.
+    async fn reload(&self) -> WatchStream {
+        loop {
+            match Self::load(&*self.store).await {
+                Ok((objects, revision, stream)) => {
+                    let mut st = self.write_state();
+                    st.objects = objects;
+                    st.events.clear();
+                    st.watchers.clear();
+                    st.revision = revision;
+                    st.history_start = revision;
+                    drop(st);
+                    self.revision_tx.send_replace(revision);
+                    return stream;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch cache reload failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply(&self, events: Vec<Event>, batch_revision: i64) {
+        // Decode outside the lock.
+        let mut decoded: Vec<(i64, EventType, Option<CachedObject>, String)> = Vec::with_capacity(events.len());
+        for ev in &events {
+            match ev {
+                Event::Put { kv, prev } => {
+                    let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
+                    decoded.push((kv.mod_revision, kind, decode(&kv.key, &kv.value, kv.mod_revision), kv.key.clone()));
+                }
+                Event::Delete { prev, revision } => {
+                    decoded.push((*revision, EventType::Deleted, decode_deleted(prev, *revision), prev.key.clone()));
+                }
+            }
+        }
+        let mut st = self.write_state();
+        for (revision, kind, obj, key) in decoded {
+            if revision <= st.revision {
+                continue;
+            }
+            st.revision = revision;
+            let Some(obj) = obj else {
+                if kind == EventType::Deleted {
+                    st.objects.remove(&key);
+                }
+                continue;
+            };
+            let obj = Arc::new(obj);
+            let (prev, kind) = if kind == EventType::Deleted {
+                (st.objects.remove(&key), kind)
+            } else {
+                let prev = st.objects.insert(key.clone(), obj.clone());
+                // A put over a key the cache did not have is an add.
+                let kind = if prev.is_none() { EventType::Added } else { EventType::Modified };
+                (prev, kind)
+            };
+            let event = Arc::new(CacheEvent { revision, kind, object: obj, prev });
+            st.events.push_back(event.clone());
+            while st.events.len() > self.history {
+                if let Some(old) = st.events.pop_front() {
+                    st.history_start = old.revision;
+                }
+            }
+            st.watchers.retain(|w| {
+                if !key.starts_with(&w.prefix) {
+                    return !w.tx.is_closed();
+                }
+                match w.tx.try_send(event.clone()) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        tracing::warn!(watcher = w.id, prefix = %w.prefix, "terminating watcher: slow consumer");
+                        false
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                }
+            });
+        }
+        if batch_revision > st.revision {
+            st.revision = batch_revision;
+        }
+        let revision = st.revision;
+        drop(st);
+        self.revision_tx.send_replace(revision);
+    }
+
+    /// The cache's revision.
+    pub fn revision(&self) -> i64 {
+        *self.revision_tx.borrow()
+    }
+
+    /// Wait until the cache has applied revision `revision`.
+    pub async fn wait_for(&self, revision: i64) -> Result<i64, ApiError> {
+        let mut rx = self.revision_tx.subscribe();
+        let wait = rx.wait_for(|r| *r >= revision);
+        match tokio::time::timeout(Duration::from_secs(10), wait).await {
+            Ok(Ok(r)) => Ok(*r),
+            Ok(Err(_)) => Err(ApiError::unavailable("watch cache stopped")),
+            Err(_) => Err(ApiError::new(504, "Timeout", format!("Too large resource version: {revision}, current: {}", self.revision()))),
+        }
+    }
+
+    /// Make the cache at least as new as the store is now (a consistent read).
+    pub async fn sync(&self) -> Result<i64, ApiError> {
+        let revision = self
+            .store
+            .current_revision()
+            .await
+            .map_err(|e| ApiError::from_store(e, "", "", ""))?;
+        self.wait_for(revision).await
+    }
+
+    pub fn get(&self, key: &str) -> Option<ObjRef> {
+        self.read_state().objects.get(key).cloned()
+    }
+
+    /// Objects under `prefix` after `start_after`, those that `keep` accepts,
+    /// at most `limit` (0: all). Returns them, the cache revision, and
+    /// whether more matching objects follow.
+    pub fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&CachedObject) -> bool,
+    ) -> (Vec<ObjRef>, i64, bool) {
+        let st = self.read_state();
+        let start = match start_after {
+            Some(k) if k.starts_with(prefix) => Bound::Excluded(k.to_string()),
+            _ => Bound::Included(prefix.to_string()),
+        };
+        let mut out = Vec::new();
+        let mut more = false;
+        for (k, o) in st.objects.range((start, Bound::Unbounded)) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if keep(o) {
+                if limit > 0 && out.len() == limit {
+                    more = true;
+                    break;
+                }
+                out.push(o.clone());
+            }
+        }
+        (out, st.revision, more)
+    }
+
+    /// Count the objects under a prefix.
+    pub fn count(&self, prefix: &str) -> usize {
+        let st = self.read_state();
+        st.objects.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).count()
+    }
+
+    /// Start a watch on `prefix`. With `from` = None, the current objects
+    /// come first as ADDED events; with `from` = Some(r), every event after
+    /// revision r is replayed (410 Gone when history no longer reaches r).
+    pub fn watch(
+        &self,
+        prefix: &str,
+        from: Option<i64>,
+    ) -> Result<(Vec<Arc<CacheEvent>>, mpsc::Receiver<Arc<CacheEvent>>), ApiError> {
+        let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
+        let mut st = self.write_state();
+        let initial: Vec<Arc<CacheEvent>> = match from {
+            None => st
+                .objects
+                .range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(_, o)| Arc::new(CacheEvent { revision: o.revision, kind: EventType::Added, object: o.clone(), prev: None }))
+                .collect(),
+            Some(r) => {
+                if r < st.history_start {
+                    return Err(ApiError::gone(format!("too old resource version: {r} ({})", st.history_start)));
+                }
+                // Events are in revision order: find the first after r.
+                let first = st.events.partition_point(|e| e.revision <= r);
+                st.events.range(first..).filter(|e| e.object.key.starts_with(prefix)).cloned().collect()
+            }
+        };
+        let id = st.next_watcher;
+        st.next_watcher += 1;
+        st.watchers.push(Watcher { id, prefix: prefix.to_string(), tx });
+        Ok((initial, rx))
+    }
+
+    pub fn watcher_count(&self) -> usize {
+        self.read_state().watchers.len()
+    }
+}
+
+fn decode_deleted(prev: &KeyValue, revision: i64) -> Option<CachedObject> {
+    decode(&prev.key, &prev.value, revision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn cache() -> (tempfile::TempDir, Arc<dyn Store>, Arc<WatchCache>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(skiff_store_sqlite::SqliteStore::open(&dir.path().join("db")).unwrap());
+        let cache = WatchCache::start(store.clone(), 3).await.unwrap();
+        (dir, store, cache)
+    }
+
+    fn obj(name: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({"metadata": {"name": name}})).unwrap()
+    }
+
+    #[tokio::test]
+    async fn lists_what_was_written_and_replays_history() {
+        let (_d, store, cache) = cache().await;
+        let a = store.create("/registry/pods/default/a", obj("a")).await.unwrap();
+        store.create("/registry/pods/default/b", obj("b")).await.unwrap();
+        store.create("/registry/podsx/c", obj("c")).await.unwrap();
+        cache.sync().await.unwrap();
+        let (items, rev, more) = cache.list("/registry/pods/", None, 0, |_| true);
+        assert_eq!(items.len(), 2);
+        assert!(!more);
+        assert!(rev >= a.mod_revision);
+        assert_eq!(items[0].value["metadata"]["resourceVersion"], a.mod_revision.to_string());
+        let (page, _, more) = cache.list("/registry/pods/", None, 1, |_| true);
+        assert_eq!(page.len(), 1);
+        assert!(more);
+        let (rest, _, _) = cache.list("/registry/pods/", Some(&page[0].key), 1, |_| true);
+        assert_eq!(rest[0].key, "/registry/pods/default/b");
+
+        let (replay, _) = cache.watch("/registry/pods/", Some(a.mod_revision)).unwrap();
+        assert_eq!(replay.len(), 1);
+        assert_eq!(replay[0].object.key, "/registry/pods/default/b");
+    }
+
+    #[tokio::test]
+    async fn live_events_and_gone() {
+        let (_d, store, cache) = cache().await;
+        let (initial, mut rx) = cache.watch("/registry/pods/", None).unwrap();
+        assert!(initial.is_empty());
+        let a = store.create("/registry/pods/default/a", obj("a")).await.unwrap();
+        let ev = rx.recv().await.unwrap();
+        assert_eq!(ev.kind, EventType::Added);
+        store.update("/registry/pods/default/a", obj("a"), a.mod_revision).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().kind, EventType::Modified);
+        let (_, del_rev) = store.delete("/registry/pods/default/a", 0).await.unwrap();
+        let ev = rx.recv().await.unwrap();
+        assert_eq!(ev.kind, EventType::Deleted);
+        assert_eq!(ev.object.value["metadata"]["resourceVersion"], del_rev.to_string());
+        // History holds 3 events: a watch from before the first is gone.
+        store.create("/registry/pods/default/z", obj("z")).await.unwrap();
+        cache.sync().await.unwrap();
+        let err = cache.watch("/registry/pods/", Some(a.mod_revision - 1)).unwrap_err();
+        assert_eq!(err.code, 410);
+    }
+}

@@ -1,0 +1,24 @@
+//! skiff's Kubernetes API server (k8s.io/apiserver + kube-apiserver in Go):
+//! HTTPS with bearer-token authentication, discovery, OpenAPI, resource
+//! verbs, watch, patch and apply, admission, and a watch cache in front of
+//! the store. Errors become a Kubernetes `Status` only in this crate.
+//!
+//! **Architecture Invariant:** this crate is the only component that talks
+//! to the store; everything else reaches the cluster through its HTTP API.
+
+pub mod admission;
+pub mod bootstrap;
+pub mod cache;
+pub mod discovery;
+pub mod handlers;
+pub mod metrics;
+pub mod output;
+pub mod patching;
+pub mod request;
+pub mod server;
+pub mod state;
+pub mod status;
+pub mod tls;
+pub mod watch;
+
+pub use state::{ApiServer, Config, Running, StartError, run, start};

@@ -1,0 +1,244 @@
+//! The HTTPS server: TLS accept, authentication, routing to discovery,
+//! OpenAPI, health and resource handlers, metrics around every request.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::discovery;
+use crate::metrics::RequestLabels;
+use crate::request::{Query, parse_resource_path};
+use crate::state::ApiServer;
+use crate::status::ApiError;
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Bodies above this are refused with 413 (kube-apiserver's limit is 3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+pub fn json_response(code: u16, value: &Value) -> Response<Body> {
+    bytes_response(code, "application/json", serde_json::to_vec(value).unwrap_or_default())
+}
+
+pub fn bytes_response(code: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    let mut resp = json_response(e.code, &e.to_status());
+    if let Some(s) = e.retry_after
+        && let Ok(v) = HeaderValue::from_str(&s.to_string())
+    {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// Accept TLS connections until `shutdown` resolves.
+pub async fn serve(
+    server: Arc<ApiServer>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let server = server.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(move |req| {
+                let server = server.clone();
+                async move { Ok::<_, Infallible>(handle(server, req).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+    }
+}
+
+fn verb_for(method: &Method, has_name: bool, watch: bool) -> &'static str {
+    match (method, has_name) {
+        (&Method::GET, _) if watch => "WATCH",
+        (&Method::GET, true) => "GET",
+        (&Method::GET, false) => "LIST",
+        (&Method::POST, _) => "POST",
+        (&Method::PUT, _) => "PUT",
+        (&Method::PATCH, _) => "PATCH",
+        (&Method::DELETE, true) => "DELETE",
+        (&Method::DELETE, false) => "DELETECOLLECTION",
+        _ => "OTHER",
+    }
+}
+
+async fn handle(server: Arc<ApiServer>, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let path = req.uri().path().to_string();
+    let query = Query::parse(req.uri().query());
+    let mut labels = RequestLabels {
+        verb: "OTHER",
+        group: String::new(),
+        version: String::new(),
+        resource: String::new(),
+        subresource: String::new(),
+        scope: "",
+    };
+    let resp = match route(&server, req, &path, &query, &mut labels).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    let code = resp.status().as_u16();
+    server.metrics.observe(&labels, code, started.elapsed());
+    tracing::debug!(verb = labels.verb, %path, code, elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    resp
+}
+
+fn authenticated(server: &ApiServer, req: &Request<Incoming>) -> bool {
+    let Some(auth) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(token) = auth.strip_prefix("Bearer ").map(str::trim) else {
+        return false;
+    };
+    server.authenticate(token)
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<(hyper::http::request::Parts, Bytes), ApiError> {
+    let (parts, body) = req.into_parts();
+    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
+        && len > MAX_BODY
+    {
+        return Err(ApiError::too_large());
+    }
+    let collected = Limited::new(body, MAX_BODY).collect().await.map_err(|e| {
+        if e.is::<http_body_util::LengthLimitError>() {
+            ApiError::too_large()
+        } else {
+            ApiError::bad_request(format!("error reading request body: {e}"))
+        }
+    })?;
+    Ok((parts, collected.to_bytes()))
+}
+
+async fn route(
+    server: &Arc<ApiServer>,
+    req: Request<Incoming>,
+    path: &str,
+    query: &Query,
+    labels: &mut RequestLabels,
+) -> Result<Response<Body>, ApiError> {
+    // Health endpoints answer without credentials (load balancers and probes).
+    match path {
+        "/healthz" | "/livez" | "/readyz" => return Ok(bytes_response(200, "text/plain; charset=utf-8", "ok")),
+        _ => {}
+    }
+    if !authenticated(server, &req) {
+        return Err(ApiError::unauthorized());
+    }
+    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let method = req.method().clone();
+    if let Some(rp) = parse_resource_path(path)? {
+        let watch = rp.watch_prefix || (method == Method::GET && query.flag("watch"));
+        labels.verb = verb_for(&method, rp.name.is_some(), watch);
+        labels.group = rp.info.group.to_string();
+        labels.version = rp.info.version.to_string();
+        labels.resource = rp.info.plural.to_string();
+        labels.subresource = rp.subresource.clone().unwrap_or_default();
+        labels.scope = match (&rp.name, &rp.namespace) {
+            (Some(_), _) => "resource",
+            (None, Some(_)) => "namespace",
+            (None, None) => "cluster",
+        };
+        let (parts, body) = read_body(req).await?;
+        return crate::handlers::resource(server, rp, &parts, body, query, &accept, watch).await;
+    }
+    if method != Method::GET {
+        return Err(ApiError::method_not_allowed());
+    }
+    labels.verb = "GET";
+    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        ["version"] => Ok(json_response(200, &crate::state::version_info())),
+        ["metrics"] => Ok(bytes_response(200, "text/plain; version=0.0.4", server.render_metrics())),
+        ["api"] => match discovery::wants_aggregated(&accept) {
+            Some(media) => Ok(bytes_response(200, media, serde_json::to_vec(&discovery::aggregated(true, media)).unwrap_or_default())),
+            None => Ok(json_response(200, &discovery::api_versions(&server.advertise_address))),
+        },
+        ["apis"] => match discovery::wants_aggregated(&accept) {
+            Some(media) => Ok(bytes_response(200, media, serde_json::to_vec(&discovery::aggregated(false, media)).unwrap_or_default())),
+            None => Ok(json_response(200, &discovery::api_group_list())),
+        },
+        ["api", version] => discovery::api_resource_list("", version).map(|v| json_response(200, &v)).ok_or_else(ApiError::no_route),
+        ["apis", group] => discovery::api_group_doc(group).map(|v| json_response(200, &v)).ok_or_else(ApiError::no_route),
+        ["apis", group, version] => {
+            discovery::api_resource_list(group, version).map(|v| json_response(200, &v)).ok_or_else(ApiError::no_route)
+        }
+        ["openapi", "v2"] => {
+            // kubectl asks for protobuf; without it, it falls back to v3 and built-in types.
+            if accept.contains("json") || accept.is_empty() || accept.contains("*/*") {
+                Ok(json_response(200, &skiff_api::openapi::v2_document()))
+            } else {
+                Err(ApiError::new(406, "NotAcceptable", "only application/json is served for /openapi/v2"))
+            }
+        }
+        ["openapi", "v3"] => Ok(json_response(200, &skiff_api::openapi::v3_index())),
+        ["openapi", "v3", rest @ ..] => {
+            let (group, version) = match rest {
+                ["api", v] => ("", *v),
+                ["apis", g, v] => (*g, *v),
+                _ => return Err(ApiError::no_route()),
+            };
+            let doc = server.openapi_v3(group, version).ok_or_else(ApiError::no_route)?;
+            let mut resp = bytes_response(200, "application/json", doc);
+            resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, immutable"));
+            Ok(resp)
+        }
+        _ => Err(ApiError::no_route()),
+    }
+}

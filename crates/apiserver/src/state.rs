@@ -1,0 +1,270 @@
+//! The API server's shared state and its entry point.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use skiff_store::Store;
+use tokio::net::TcpListener;
+
+use crate::cache::WatchCache;
+use crate::metrics::Metrics;
+use crate::status::ApiError;
+use crate::tls::{Pki, TlsError};
+
+/// How to run the API server.
+#[derive(Clone)]
+pub struct Config {
+    pub bind_address: IpAddr,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+    pub data_dir: PathBuf,
+    /// Extra names and addresses for the serving certificate.
+    pub tls_sans: Vec<String>,
+    /// The Service ClusterIP range (10.43.0.0/16 by default).
+    pub service_cidr: (Ipv4Addr, u8),
+    pub node_port_range: (u16, u16),
+    pub store: Arc<dyn Store>,
+    /// Events kept by the watch cache for watches that resume.
+    pub watch_history: usize,
+}
+
+impl Config {
+    pub fn new(data_dir: PathBuf, store: Arc<dyn Store>) -> Config {
+        Config {
+            bind_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 6443,
+            data_dir,
+            tls_sans: Vec::new(),
+            service_cidr: (Ipv4Addr::new(10, 43, 0, 0), 16),
+            node_port_range: (30000, 32767),
+            store,
+            watch_history: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("pki: {0}")]
+    Tls(#[from] TlsError),
+    #[error("store: {0}")]
+    Store(#[from] skiff_store::StoreError),
+    #[error("listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("bootstrap: {0}")]
+    Bootstrap(ApiError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// Allocates Service ClusterIPs and NodePorts from in-memory sets seeded
+/// from the watch cache. (A single API server owns allocation; with several
+/// servers on one store, the store's CAS on the Service catches duplicates
+/// only per object: a shared allocator object is future work.)
+pub struct Allocators {
+    pub cidr: (Ipv4Addr, u8),
+    pub node_ports: (u16, u16),
+    ips: HashSet<u32>,
+    ports: HashSet<u16>,
+    next_ip: u32,
+    next_port: u16,
+}
+
+impl Allocators {
+    fn range(&self) -> (u32, u32) {
+        let base = u32::from(self.cidr.0) & (u32::MAX << (32 - u32::from(self.cidr.1)));
+        let size = 1u32 << (32 - u32::from(self.cidr.1));
+        (base, size)
+    }
+
+    /// The n-th address of the service range (1: the kubernetes Service, 10: DNS).
+    pub fn nth(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(self.range().0 + n)
+    }
+
+    pub fn allocate_ip(&mut self, wanted: Option<Ipv4Addr>) -> Result<Ipv4Addr, String> {
+        let (base, size) = self.range();
+        if let Some(ip) = wanted {
+            let n = u32::from(ip);
+            if n <= base || n >= base + size - 1 {
+                return Err(format!("the provided IP ({ip}) is not in the valid range. The range of valid IPs is {}/{}", self.cidr.0, self.cidr.1));
+            }
+            if !self.ips.insert(n) {
+                return Err(format!("provided IP is already allocated"));
+            }
+            return Ok(ip);
+        }
+        // Dynamic allocation avoids the low band kept for well-known addresses.
+        let low = (size / 16).clamp(1, 256);
+        for _ in 0..size {
+            self.next_ip = if self.next_ip < low || self.next_ip >= size - 1 { low } else { self.next_ip + 1 };
+            let n = base + self.next_ip;
+            if self.ips.insert(n) {
+                return Ok(Ipv4Addr::from(n));
+            }
+        }
+        Err("range is full".into())
+    }
+
+    pub fn release_ip(&mut self, ip: Ipv4Addr) {
+        self.ips.remove(&u32::from(ip));
+    }
+
+    pub fn allocate_port(&mut self, wanted: Option<u16>) -> Result<u16, String> {
+        let (lo, hi) = self.node_ports;
+        if let Some(p) = wanted {
+            if p < lo || p > hi {
+                return Err(format!("provided port is not in the valid range. The range of valid ports is {lo}-{hi}"));
+            }
+            if !self.ports.insert(p) {
+                return Err("provided port is already allocated".into());
+            }
+            return Ok(p);
+        }
+        for _ in lo..=hi {
+            self.next_port = if self.next_port < lo || self.next_port >= hi { lo } else { self.next_port + 1 };
+            if self.ports.insert(self.next_port) {
+                return Ok(self.next_port);
+            }
+        }
+        Err("range is full".into())
+    }
+
+    pub fn release_port(&mut self, p: u16) {
+        self.ports.remove(&p);
+    }
+}
+
+pub struct ApiServer {
+    pub store: Arc<dyn Store>,
+    pub cache: Arc<WatchCache>,
+    pub metrics: Metrics,
+    pub allocators: Mutex<Allocators>,
+    pub advertise_address: String,
+    tokens: HashMap<String, String>,
+    openapi: Mutex<HashMap<(String, String), Bytes>>,
+}
+
+pub fn version_info() -> Value {
+    let v = skiff_api::KUBERNETES_VERSION;
+    json!({
+        "major": "1",
+        "minor": "33",
+        "gitVersion": v,
+        "gitCommit": env!("CARGO_PKG_VERSION"),
+        "gitTreeState": "clean",
+        "buildDate": "2026-11-24T00:00:00Z",
+        "goVersion": "rust",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, if std::env::consts::ARCH == "x86_64" { "amd64" } else { std::env::consts::ARCH }),
+    })
+}
+
+impl ApiServer {
+    pub fn authenticate(&self, token: &str) -> bool {
+        self.tokens.contains_key(token)
+    }
+
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(&[(
+            "apiserver_registered_watchers",
+            "Number of currently registered watchers.",
+            self.cache.watcher_count() as f64,
+        ), ("etcd_current_revision", "The store's revision as seen by the watch cache.", self.cache.revision() as f64)])
+    }
+
+    pub fn openapi_v3(&self, group: &str, version: &str) -> Option<Bytes> {
+        let key = (group.to_string(), version.to_string());
+        if let Ok(m) = self.openapi.lock()
+            && let Some(b) = m.get(&key)
+        {
+            return Some(b.clone());
+        }
+        let doc = Bytes::from(serde_json::to_vec(&skiff_api::openapi::v3_document(group, version)?).ok()?);
+        if let Ok(mut m) = self.openapi.lock() {
+            m.insert(key, doc.clone());
+        }
+        Some(doc)
+    }
+}
+
+/// A running API server.
+pub struct Running {
+    pub addr: SocketAddr,
+    /// The admin kubeconfig (also written to `<data-dir>/kubeconfig.yaml`).
+    pub kubeconfig: String,
+    pub kubeconfig_path: PathBuf,
+    pub admin_token: String,
+    pub ca_pem: String,
+    pub server: Arc<ApiServer>,
+}
+
+/// Start serving; returns once the port is bound and the cluster bootstrapped.
+/// The server runs until `shutdown` resolves.
+pub async fn start(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(Running, tokio::task::JoinHandle<()>), StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io { path: config.data_dir.clone(), source })?;
+    let mut sans = config.tls_sans.clone();
+    if !config.bind_address.is_unspecified() {
+        sans.push(config.bind_address.to_string());
+    }
+    let pki = Pki::load_or_create(&config.data_dir, &sans)?;
+    let tls = pki.server_config()?;
+    let addr = SocketAddr::new(config.bind_address, config.port);
+    let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
+    let local = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
+    let cache = WatchCache::start(config.store.clone(), config.watch_history).await?;
+    let mut allocators = Allocators {
+        cidr: config.service_cidr,
+        node_ports: config.node_port_range,
+        ips: HashSet::new(),
+        ports: HashSet::new(),
+        next_ip: 0,
+        next_port: 0,
+    };
+    let (services, _, _) = cache.list("/registry/services/specs/", None, 0, |_| true);
+    for s in services {
+        crate::admission::reserve_service(&mut allocators, &s.value);
+    }
+    let advertise_ip = if config.bind_address.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { config.bind_address };
+    let mut tokens = HashMap::new();
+    tokens.insert(pki.admin_token.clone(), "admin".to_string());
+    tokens.insert(pki.node_token.clone(), "node".to_string());
+    let server = Arc::new(ApiServer {
+        store: config.store.clone(),
+        cache,
+        metrics: Metrics::default(),
+        allocators: Mutex::new(allocators),
+        advertise_address: SocketAddr::new(advertise_ip, local.port()).to_string(),
+        tokens,
+        openapi: Mutex::new(HashMap::new()),
+    });
+    crate::bootstrap::bootstrap(&server, local.port()).await.map_err(StartError::Bootstrap)?;
+    let kubeconfig = pki.kubeconfig(&format!("https://{}", SocketAddr::new(advertise_ip, local.port())));
+    let kubeconfig_path = config.data_dir.join("kubeconfig.yaml");
+    crate::tls::write_private(&kubeconfig_path, kubeconfig.as_bytes())?;
+    let running = Running {
+        addr: local,
+        kubeconfig,
+        kubeconfig_path,
+        admin_token: pki.admin_token.clone(),
+        ca_pem: pki.ca_pem.clone(),
+        server: server.clone(),
+    };
+    let handle = tokio::spawn(crate::server::serve(server, listener, tls, shutdown));
+    tracing::info!(addr = %local, "API server listening");
+    Ok((running, handle))
+}
+
+/// Run the API server until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+    let (_running, handle) = start(config, shutdown).await?;
+    let _ = handle.await;
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! The cluster's PKI and credentials: a CA and a serving certificate
+//! generated into the data directory on first start (as k3s does), the
+//! admin and node-join tokens, and the admin kubeconfig.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("TLS configuration failed: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("{0}: no certificate or key found")]
+    Empty(PathBuf),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> TlsError + '_ {
+    move |source| TlsError::Io { path: path.to_path_buf(), source }
+}
+
+/// Write a file readable only by its owner, atomically (temp file + rename).
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        f.write_all(contents).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// The credentials of a cluster, as kept in `<data-dir>/tls` and `<data-dir>/token`.
+pub struct Pki {
+    pub ca_pem: String,
+    pub serving_cert_pem: String,
+    pub serving_key_pem: String,
+    /// Bearer token of the cluster admin (the kubeconfig's).
+    pub admin_token: String,
+    /// Token agents join with (printed by the server, as k3s's node-token).
+    pub node_token: String,
+}
+
+fn random_token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn read_or_create(path: &Path, make: impl FnOnce() -> Result<String, TlsError>) -> Result<String, TlsError> {
+    match fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        Ok(_) => {
+            let s = make()?.trim().to_string();
+            write_private(path, s.as_bytes())?;
+            Ok(s)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let s = make()?.trim().to_string();
+            write_private(path, s.as_bytes())?;
+            Ok(s)
+        }
+        Err(e) => Err(TlsError::Io { path: path.to_path_buf(), source: e }),
+    }
+}
+
+/// The CA's parameters: fixed, so that the issuer of a serving certificate
+/// signed later matches the CA certificate made on first start.
+fn ca_params() -> Result<CertificateParams, TlsError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, "skiff-server-ca");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    Ok(params)
+}
+
+impl Pki {
+    /// Load the PKI from `data_dir`, generating what is missing. The serving
+    /// certificate is regenerated when `sans` asks for names it lacks.
+    pub fn load_or_create(data_dir: &Path, sans: &[String]) -> Result<Pki, TlsError> {
+        let dir = data_dir.join("tls");
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let ca_key_path = dir.join("server-ca.key");
+        let ca_path = dir.join("server-ca.crt");
+        let ca_key_pem = read_or_create(&ca_key_path, || Ok(KeyPair::generate()?.serialize_pem()))?;
+        let ca_key = KeyPair::from_pem(&ca_key_pem)?;
+        let ca_params = ca_params()?;
+        let ca_pem = read_or_create(&ca_path, || Ok(ca_params.self_signed(&ca_key)?.pem()))?;
+
+        let sans_path = dir.join("serving.sans");
+        let mut all_sans: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into(), "kubernetes".into(),
+            "kubernetes.default".into(), "kubernetes.default.svc".into(), "kubernetes.default.svc.cluster.local".into()];
+        if let Ok(h) = fs::read_to_string("/etc/hostname") {
+            let h = h.trim();
+            if !h.is_empty() {
+                all_sans.push(h.to_string());
+            }
+        }
+        for s in sans {
+            if !all_sans.contains(s) {
+                all_sans.push(s.clone());
+            }
+        }
+        let wanted = all_sans.join("\n");
+        let cert_path = dir.join("serving.crt");
+        let key_path = dir.join("serving.key");
+        let current = fs::read_to_string(&sans_path).unwrap_or_default();
+        let have_all = all_sans.iter().all(|s| current.lines().any(|l| l == s));
+        if !have_all || !cert_path.exists() || !key_path.exists() {
+            let key = KeyPair::generate()?;
+            let mut params = CertificateParams::new(Vec::<String>::new())?;
+            params.distinguished_name.push(DnType::CommonName, "skiff-apiserver");
+            params.subject_alt_names = all_sans
+                .iter()
+                .map(|s| match s.parse::<std::net::IpAddr>() {
+                    Ok(ip) => Ok(SanType::IpAddress(ip)),
+                    Err(_) => Ok(SanType::DnsName(s.clone().try_into()?)),
+                })
+                .collect::<Result<_, rcgen::Error>>()?;
+            // The issuer is named from the CA's (fixed) parameters and key.
+            let issuer = Issuer::from_params(&ca_params, &ca_key);
+            let cert = params.signed_by(&key, &issuer)?;
+            write_private(&key_path, key.serialize_pem().as_bytes())?;
+            write_private(&cert_path, cert.pem().as_bytes())?;
+            write_private(&sans_path, wanted.as_bytes())?;
+        }
+        let serving_cert_pem = fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
+        let serving_key_pem = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
+        let admin_token = read_or_create(&data_dir.join("admin.token"), || Ok(random_token()))?;
+        let node_token = read_or_create(&data_dir.join("node-token"), || Ok(random_token()))?;
+        Ok(Pki { ca_pem, serving_cert_pem, serving_key_pem, admin_token, node_token })
+    }
+
+    /// The rustls server configuration (HTTP/2 and HTTP/1.1 by ALPN).
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let certs: Vec<_> = rustls_pemfile::certs(&mut self.serving_cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| TlsError::Io { path: "serving.crt".into(), source: e })?;
+        let key = rustls_pemfile::private_key(&mut self.serving_key_pem.as_bytes())
+            .map_err(|e| TlsError::Io { path: "serving.key".into(), source: e })?
+            .ok_or_else(|| TlsError::Empty("serving.key".into()))?;
+        if certs.is_empty() {
+            return Err(TlsError::Empty("serving.crt".into()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// An admin kubeconfig for `server` (e.g. https://127.0.0.1:6443).
+    pub fn kubeconfig(&self, server: &str) -> String {
+        let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem.as_bytes());
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: {server}\n  name: skiff\ncontexts:\n- context:\n    cluster: skiff\n    user: admin\n  name: skiff\ncurrent-context: skiff\npreferences: {{}}\nusers:\n- name: admin\n  user:\n    token: {}\n",
+            self.admin_token
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generates_once_and_reloads_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Pki::load_or_create(dir.path(), &["10.0.0.1".into()]).unwrap();
+        let b = Pki::load_or_create(dir.path(), &["10.0.0.1".into()]).unwrap();
+        assert_eq!(a.ca_pem, b.ca_pem);
+        assert_eq!(a.serving_cert_pem, b.serving_cert_pem);
+        assert_eq!(a.admin_token, b.admin_token);
+        a.server_config().unwrap();
+        // A new SAN re-issues the serving certificate from the same CA.
+        let c = Pki::load_or_create(dir.path(), &["example.test".into()]).unwrap();
+        assert_eq!(a.ca_pem, c.ca_pem);
+        assert_ne!(a.serving_cert_pem, c.serving_cert_pem);
+        assert!(a.kubeconfig("https://127.0.0.1:6443").contains("token: "));
+    }
+}

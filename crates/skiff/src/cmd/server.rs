@@ -1,0 +1,90 @@
+//! `skiff server`: the control plane (API server on the embedded store).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where the store, certificates, tokens and kubeconfig live.
+    #[arg(long, env = "SKIFF_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the API server listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// HTTPS port of the API server.
+    #[arg(long, default_value_t = 6443)]
+    pub https_listen_port: u16,
+    /// Extra names or addresses for the serving certificate.
+    #[arg(long = "tls-san")]
+    pub tls_san: Vec<String>,
+    /// Service ClusterIP range.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    pub service_cidr: String,
+    /// NodePort range.
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
+    /// Do not run a node agent in this process (there is none yet: accepted for k3s compatibility).
+    #[arg(long)]
+    pub disable_agent: bool,
+}
+
+fn parse_cidr(s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
+    let (ip, bits) = s.split_once('/').with_context(|| format!("{s}: not a CIDR"))?;
+    let ip: Ipv4Addr = ip.parse().with_context(|| format!("{s}: bad address"))?;
+    let bits: u8 = bits.parse().with_context(|| format!("{s}: bad prefix length"))?;
+    if !(8..=30).contains(&bits) {
+        bail!("{s}: prefix length must be between 8 and 30");
+    }
+    Ok((ip, bits))
+}
+
+fn parse_range(s: &str) -> anyhow::Result<(u16, u16)> {
+    let (a, b) = s.split_once('-').with_context(|| format!("{s}: not a range"))?;
+    let (a, b): (u16, u16) = (a.parse()?, b.parse()?);
+    if a > b {
+        bail!("{s}: empty range");
+    }
+    Ok((a, b))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    super::init_tracing();
+    let data_dir = args.data_dir.clone().unwrap_or_else(super::default_data_dir);
+    let service_cidr = parse_cidr(&args.service_cidr)?;
+    let node_ports = parse_range(&args.service_node_port_range)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let db_dir = data_dir.join("db");
+        std::fs::create_dir_all(&db_dir).with_context(|| format!("creating {}", db_dir.display()))?;
+        let store = skiff_store_sqlite::SqliteStore::open(&db_dir.join("state.db")).context("opening the embedded store")?;
+        let mut config = skiff_apiserver::Config::new(data_dir.clone(), Arc::new(store));
+        config.bind_address = args.bind_address;
+        config.port = args.https_listen_port;
+        config.tls_sans = args.tls_san.clone();
+        config.service_cidr = service_cidr;
+        config.node_port_range = node_ports;
+        let (running, handle) = skiff_apiserver::start(config, shutdown_signal()).await.context("starting the API server")?;
+        eprintln!("skiff: API server on https://{}; kubeconfig: {}", running.addr, running.kubeconfig_path.display());
+        eprintln!("skiff: node join token in {}", data_dir.join("node-token").display());
+        let _ = handle.await;
+        tracing::info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

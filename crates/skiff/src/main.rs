@@ -1,0 +1,38 @@
+//! The `skiff` binary: one thin dispatcher over the component crates (as
+//! k3s dispatches its subcommands from one main). Each subcommand lives in
+//! its own file under `cmd/`.
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+#[derive(Parser)]
+#[command(name = "skiff", version, about = "A Kubernetes-compatible container orchestrator in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane: API server with its embedded store.
+    Server(cmd::server::Args),
+    /// Run the system kubectl with this cluster's admin kubeconfig.
+    #[command(disable_help_flag = true)]
+    Kubectl(cmd::kubectl::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server(args) => cmd::server::run(args),
+        Command::Kubectl(args) => cmd::kubectl::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("skiff: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
