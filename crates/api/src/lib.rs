@@ -5,7 +5,9 @@
 pub mod apply;
 pub mod defaults;
 pub mod openapi;
+pub mod openapi_v2_proto;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod selector;
 pub mod table;

@@ -41,12 +41,24 @@ impl Column {
 
 /// A priority 0 column.
 const fn c(name: &'static str, type_: &'static str, description: &'static str) -> Column {
-    Column { name, type_, format: "", description, priority: 0 }
+    Column {
+        name,
+        type_,
+        format: "",
+        description,
+        priority: 0,
+    }
 }
 
 /// A priority 1 (wide) column.
 const fn w(name: &'static str, type_: &'static str, description: &'static str) -> Column {
-    Column { name, type_, format: "", description, priority: 1 }
+    Column {
+        name,
+        type_,
+        format: "",
+        description,
+        priority: 1,
+    }
 }
 
 const NAME: Column = Column {
@@ -80,7 +92,8 @@ const CJ_SCHEDULE: &str = "The schedule in Cron format, see https://en.wikipedia
 const CJ_TIMEZONE: &str = "The time zone name for the given schedule, see https://en.wikipedia.org/wiki/List_of_tz_database_time_zones. If not specified, this will default to the time zone of the kube-controller-manager process. The set of valid time zone names and the time zone offset is loaded from the system-wide time zone database by the API server during CronJob validation and the controller manager during execution. If no system-wide time zone database can be found a bundled version of the database is used instead. If the time zone name becomes invalid during the lifetime of a CronJob or due to a change in host configuration, the controller will stop creating new new Jobs and will create a system event with the reason UnknownTimeZone. More information can be found in https://kubernetes.io/docs/concepts/workloads/controllers/cron-jobs/#time-zones";
 const CJ_SUSPEND: &str = "This flag tells the controller to suspend subsequent executions, it does not apply to already started executions.  Defaults to false.";
 const CJ_ACTIVE: &str = "A list of pointers to currently running jobs.";
-const CJ_LAST_SCHEDULE: &str = "Information when was the last time the job was successfully scheduled.";
+const CJ_LAST_SCHEDULE: &str =
+    "Information when was the last time the job was successfully scheduled.";
 const SVC_TYPE: &str = "type determines how the Service is exposed. Defaults to ClusterIP. Valid options are ExternalName, ClusterIP, NodePort, and LoadBalancer. \"ClusterIP\" allocates a cluster-internal IP address for load-balancing to endpoints. Endpoints are determined by the selector or if that is not specified, by manual construction of an Endpoints object or EndpointSlice objects. If clusterIP is \"None\", no virtual IP is allocated and the endpoints are published as a set of endpoints rather than a virtual IP. \"NodePort\" builds on ClusterIP and allocates a port on every node which routes to the same endpoints as the clusterIP. \"LoadBalancer\" builds on NodePort and creates an external load-balancer (if supported in the current cloud) which routes to the same endpoints as the clusterIP. \"ExternalName\" aliases this service to the specified externalName. Several other fields do not apply to ExternalName services. More info: https://kubernetes.io/docs/concepts/services-networking/service/#publishing-services-service-types";
 const SVC_CLUSTER_IP: &str = "clusterIP is the IP address of the service and is usually assigned randomly. If an address is specified manually, is in-range (as per system configuration), and is not in use, it will be allocated to the service; otherwise creation of the service will fail. This field may not be changed through updates unless the type field is also being changed to ExternalName (which requires this field to be blank) or the type field is being changed from ExternalName (in which case this field may optionally be specified, as describe above).  Valid values are \"None\", empty string (\"\"), or a valid IP address. Setting this to \"None\" makes a \"headless service\" (no virtual IP), which is useful when direct endpoint connections are preferred and proxying is not required.  Only applies to types ClusterIP, NodePort, and LoadBalancer. If this field is specified when creating a Service of type ExternalName, creation will fail. This field will be wiped when updating a Service to type ExternalName. More info: https://kubernetes.io/docs/concepts/services-networking/service/#virtual-ips-and-service-proxies";
 const SVC_EXTERNAL_IPS: &str = "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.  These IPs are not managed by Kubernetes.  The user is responsible for ensuring that traffic arrives at a node with this IP.  A common example is external load-balancers that are not part of the Kubernetes system.";
@@ -89,17 +102,22 @@ const SVC_SELECTOR: &str = "Route service traffic to pods with label keys and va
 const EP_SUBSETS: &str = "The set of all endpoints is the union of all subsets. Addresses are placed into subsets according to the IPs they share. A single address with multiple ports, some of which are ready and some of which are not (because they come from different containers) will result in the address being displayed in different subsets for the different ports. No address will appear in both Addresses and NotReadyAddresses in the same subset. Sets of addresses and ports that comprise a service.";
 const NODE_KUBELET_VERSION: &str = "Kubelet Version reported by the node.";
 const NODE_ADDRESSES: &str = "List of addresses reachable to the node. Queried from cloud provider, if available. More info: https://kubernetes.io/docs/reference/node/node-status/#addresses Note: This field is declared as mergeable, but the merge key is not sufficiently unique, which can cause data corruption when it is merged. Callers should instead use a full-replacement patch. See https://pr.k8s.io/79391 for an example. Consumers should assume that addresses can change during the lifetime of a Node. However, there are some exceptions where this may not be possible, such as Pods that inherit a Node's address in its own status or consumers of the downward API (status.hostIP).";
-const NODE_OS_IMAGE: &str = "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).";
-const NODE_KERNEL: &str = "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).";
+const NODE_OS_IMAGE: &str =
+    "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).";
+const NODE_KERNEL: &str =
+    "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).";
 const NODE_CRI: &str = "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).";
 const EV_LAST: &str = "The time at which the most recent occurrence of this event was recorded.";
-const EV_TYPE: &str = "Type of this event (Normal, Warning), new types could be added in the future";
+const EV_TYPE: &str =
+    "Type of this event (Normal, Warning), new types could be added in the future";
 const EV_REASON: &str = "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.";
 const EV_INVOLVED: &str = "The object that this event is about.";
 const EV_FIELD_PATH: &str = "If referring to a piece of an object instead of an entire object, this string should contain a valid JSON/Go field access statement, such as desiredState.manifest.containers[2]. For example, if the object reference is to a container within a pod, this would take on a value like: \"spec.containers{name}\" (where \"name\" refers to the name of the container that triggered the event) or if no container name is specified \"spec.containers[2]\" (container with index 2 in this pod). This syntax is chosen only to have some well-defined way of referencing a part of an object.";
-const EV_SOURCE: &str = "The component reporting this event. Should be a short machine understandable string.";
+const EV_SOURCE: &str =
+    "The component reporting this event. Should be a short machine understandable string.";
 const EV_MESSAGE: &str = "A human-readable description of the status of this operation.";
-const EV_FIRST: &str = "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)";
+const EV_FIRST: &str =
+    "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)";
 const EV_COUNT: &str = "The number of times this event has occurred.";
 const SECRET_TYPE: &str = "Used to facilitate programmatic handling of secret data. More info: https://kubernetes.io/docs/concepts/configuration/secret/#secret-types";
 const SECRET_DATA: &str = "Data contains the secret data. Each key must consist of alphanumeric characters, '-', '_' or '.'. The serialized form of the secret data is a base64 encoded string, representing the arbitrary (possibly non-string) data value here. Described in https://tools.ietf.org/html/rfc4648#section-4";
@@ -112,7 +130,8 @@ const PV_CLAIM: &str = "claimRef is part of a bi-directional binding between Per
 const PV_REASON: &str = "reason is a brief CamelCase string that describes any failure and is meant for machine parsing and tidy display in the CLI.";
 const PV_VOLUME_MODE: &str = "volumeMode defines if a volume is intended to be used with a formatted filesystem or to remain in raw block state. Value of Filesystem is implied when not included in spec.";
 const PVC_PHASE: &str = "phase represents the current phase of PersistentVolumeClaim.";
-const PVC_VOLUME_NAME: &str = "volumeName is the binding reference to the PersistentVolume backing this claim.";
+const PVC_VOLUME_NAME: &str =
+    "volumeName is the binding reference to the PersistentVolume backing this claim.";
 const PVC_CAPACITY: &str = "capacity represents the actual resources of the underlying volume.";
 const PVC_ACCESS_MODES: &str = "accessModes contains the actual access modes the volume backing the PVC has. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#access-modes-1";
 const PVC_VOLUME_MODE: &str = "volumeMode defines what type of volume is required by the claim. Value of Filesystem is implied when not included in claim spec.";
@@ -128,7 +147,8 @@ const LEASE_HOLDER: &str = "holderIdentity contains the identity of the holder o
 const SC_PROVISIONER: &str = "provisioner indicates the type of the provisioner.";
 const SC_RECLAIM: &str = "reclaimPolicy controls the reclaimPolicy for dynamically provisioned PersistentVolumes of this storage class. Defaults to Delete.";
 const SC_BINDING_MODE: &str = "volumeBindingMode indicates how PersistentVolumeClaims should be provisioned and bound.  When unset, VolumeBindingImmediate is used. This field is only honored by servers that enable the VolumeScheduling feature.";
-const SC_EXPANSION: &str = "allowVolumeExpansion shows whether the storage class allow volume expand.";
+const SC_EXPANSION: &str =
+    "allowVolumeExpansion shows whether the storage class allow volume expand.";
 const CR_REVISION: &str = "Revision indicates the revision of the state represented by Data.";
 const PC_VALUE: &str = "value represents the integer value of this priority class. This is the actual priority that pods receive when they have the name of this class in their pod spec.";
 const PC_GLOBAL_DEFAULT: &str = "globalDefault specifies whether this PriorityClass should be considered as the default priority for pods that do not have any priority class. Only one PriorityClass can be marked as `globalDefault`. However, if more than one PriorityClasses exists with their `globalDefault` field set to true, the smallest value of such global default PriorityClasses will be used as the default priority.";
@@ -154,7 +174,8 @@ const CSID_REPUBLISH: &str = "requiresRepublish indicates the CSI driver wants `
 const CSID_MODES: &str = "volumeLifecycleModes defines what kind of volumes this CSI volume driver supports. The default if the list is empty is \"Persistent\", which is the usage defined by the CSI specification and implemented in Kubernetes via the usual PV/PVC mechanism.\n\nThe other mode is \"Ephemeral\". In this mode, volumes are defined inline inside the pod spec with CSIVolumeSource and their lifecycle is tied to the lifecycle of that pod. A driver has to be aware of this because it is only going to get a NodePublishVolume call for such a volume.\n\nFor more information about implementing this mode, see https://kubernetes-csi.github.io/docs/ephemeral-local-volumes.html A driver can support one or more of these modes and more modes may be added in the future.\n\nThis field is beta. This field is immutable.";
 const CSISC_CLASS: &str = "storageClassName represents the name of the StorageClass that the reported capacity applies to. It must meet the same requirements as the name of a StorageClass object (non-empty, DNS subdomain). If that object no longer exists, the CSIStorageCapacity object is obsolete and should be removed by its creator. This field is immutable.";
 const CSISC_CAPACITY: &str = "capacity is the value reported by the CSI driver in its GetCapacityResponse for a GetCapacityRequest with topology and parameters that match the previous fields.\n\nThe semantic is currently (CSI spec 1.2) defined as: The available capacity, in bytes, of the storage that can be used to provision volumes. If not set, that information is currently unavailable.";
-const FS_PL: &str = "`name` is the name of the priority level configuration being referenced Required.";
+const FS_PL: &str =
+    "`name` is the name of the priority level configuration being referenced Required.";
 const FS_PRECEDENCE: &str = "`matchingPrecedence` is used to choose among the FlowSchemas that match a given request. The chosen FlowSchema is among those with the numerically lowest (which we take to be logically highest) MatchingPrecedence.  Each MatchingPrecedence value must be ranged in [1,10000]. Note that if the precedence is not specified, it will be set to 1000 as default.";
 const FS_DISTINGUISHER: &str = "`distinguisherMethod` defines how to compute the flow distinguisher for requests that match this schema. `nil` specifies that the distinguisher is disabled and thus will always be the empty string.";
 const PL_TYPE: &str = "`type` indicates whether this priority level is subject to limitation on request execution.  A value of `\"Exempt\"` means that requests of this priority level are not subject to a limit (and thus are never queued) and do not detract from the capacity made available to other priority levels.  A value of `\"Limited\"` means that (a) requests of this priority level _are_ subject to limits and (b) some of the server's limited capacity is made available exclusively to this priority level. Required.";
@@ -162,12 +183,15 @@ const PL_NCS: &str = "`nominalConcurrencyShares` (NCS) contributes to the comput
 const PL_QUEUES: &str = "`queues` is the number of queues for this priority level. The queues exist independently at each apiserver. The value must be positive.  Setting it to 1 effectively precludes shufflesharding and thus makes the distinguisher method of associated flow schemas irrelevant.  This field has a default value of 64.";
 const PL_HANDSIZE: &str = "`handSize` is a small positive number that configures the shuffle sharding of requests into queues.  When enqueuing a request at this priority level the request's flow identifier (a string pair) is hashed and the hash value is used to shuffle the list of queues and deal a hand of the size specified here.  The request is put into one of the shortest queues in that hand. `handSize` must be no larger than `queues`, and should be significantly smaller (so that a few heavy flows do not saturate most of the queues).  See the user-facing documentation for more extensive guidance on setting this field.  This field has a default value of 8.";
 const PL_QLL: &str = "`queueLengthLimit` is the maximum number of requests allowed to be waiting in a given queue of this priority level at a time; excess requests are rejected.  This value must be positive.  If not specified, it will be defaulted to 50.";
-const SCALE_SPEC_REPLICAS: &str = "replicas is the desired number of instances for the scaled object.";
-const SCALE_STATUS_REPLICAS: &str = "replicas is the actual number of observed instances of the scaled object.";
+const SCALE_SPEC_REPLICAS: &str =
+    "replicas is the desired number of instances for the scaled object.";
+const SCALE_STATUS_REPLICAS: &str =
+    "replicas is the actual number of observed instances of the scaled object.";
 // extensions/v1beta1 SwaggerDoc texts (the printer refers to these types).
 const RS_SPEC_REPLICAS: &str = "Replicas is the number of desired replicas. This is a pointer to distinguish between explicit zero and unspecified. Defaults to 1. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicationcontroller/#what-is-a-replicationcontroller";
 const RS_STATUS_REPLICAS: &str = "Replicas is the most recently observed number of replicas. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicationcontroller/#what-is-a-replicationcontroller";
-const RS_STATUS_READY: &str = "readyReplicas is the number of pods targeted by this ReplicaSet with a Ready Condition.";
+const RS_STATUS_READY: &str =
+    "readyReplicas is the number of pods targeted by this ReplicaSet with a Ready Condition.";
 const RS_SPEC_SELECTOR: &str = "Selector is a label query over pods that should match the replica count. If the selector is empty, it is defaulted to the labels present on the pod template. Label keys and values that must match in order to be controlled by this replica set. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors";
 const DS_DESIRED: &str = "The total number of nodes that should be running the daemon pod (including nodes correctly running the daemon pod). More info: https://kubernetes.io/docs/concepts/workloads/controllers/daemonset/";
 const DS_CURRENT: &str = "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod. More info: https://kubernetes.io/docs/concepts/workloads/controllers/daemonset/";
@@ -312,8 +336,16 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
     match printer(group, kind) {
         P::Pod => vec![
             NAME,
-            c("Ready", "string", "The aggregate readiness state of this pod for accepting traffic."),
-            c("Status", "string", "The aggregate status of the containers in this pod."),
+            c(
+                "Ready",
+                "string",
+                "The aggregate readiness state of this pod for accepting traffic.",
+            ),
+            c(
+                "Status",
+                "string",
+                "The aggregate status of the containers in this pod.",
+            ),
             c(
                 "Restarts",
                 "string",
@@ -333,9 +365,21 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
         ],
         P::PodDisruptionBudget => vec![
             NAME,
-            c("Min Available", "string", "The minimum number of pods that must be available."),
-            c("Max Unavailable", "string", "The maximum number of pods that may be unavailable."),
-            c("Allowed Disruptions", "integer", "Calculated number of pods that may be disrupted at this time."),
+            c(
+                "Min Available",
+                "string",
+                "The minimum number of pods that must be available.",
+            ),
+            c(
+                "Max Unavailable",
+                "string",
+                "The maximum number of pods that may be unavailable.",
+            ),
+            c(
+                "Allowed Disruptions",
+                "integer",
+                "Calculated number of pods that may be disrupted at this time.",
+            ),
             AGE,
         ],
         P::ReplicationController => vec![
@@ -424,8 +468,16 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
         ],
         P::IngressClass => vec![
             NAME,
-            c("Controller", "string", "Controller that is responsible for handling this class"),
-            c("Parameters", "string", "A reference to a resource with additional parameters"),
+            c(
+                "Controller",
+                "string",
+                "Controller that is responsible for handling this class",
+            ),
+            c(
+                "Parameters",
+                "string",
+                "A reference to a resource with additional parameters",
+            ),
             AGE,
         ],
         P::StatefulSet => vec![
@@ -458,9 +510,16 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             c("Message", "string", EV_MESSAGE),
             w("First Seen", "string", EV_FIRST),
             w("Count", "string", EV_COUNT),
-            Column { priority: 1, ..NAME },
+            Column {
+                priority: 1,
+                ..NAME
+            },
         ],
-        P::Namespace => vec![NAME, c("Status", "string", "The status of the namespace"), AGE],
+        P::Namespace => vec![
+            NAME,
+            c("Status", "string", "The status of the namespace"),
+            AGE,
+        ],
         P::Secret => vec![
             NAME,
             c("Type", "string", SECRET_TYPE),
@@ -476,7 +535,11 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             c("Status", "string", PV_PHASE),
             c("Claim", "string", PV_CLAIM),
             c("StorageClass", "string", "StorageClass of the pv"),
-            c("VolumeAttributesClass", "string", "VolumeAttributesClass of the pv"),
+            c(
+                "VolumeAttributesClass",
+                "string",
+                "VolumeAttributesClass of the pv",
+            ),
             c("Reason", "string", PV_REASON),
             AGE,
             w("VolumeMode", "string", PV_VOLUME_MODE),
@@ -488,7 +551,11 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             c("Capacity", "string", PVC_CAPACITY),
             c("Access Modes", "string", PVC_ACCESS_MODES),
             c("StorageClass", "string", "StorageClass of the pvc"),
-            c("VolumeAttributesClass", "string", "VolumeAttributesClass of the pvc"),
+            c(
+                "VolumeAttributesClass",
+                "string",
+                "VolumeAttributesClass of the pvc",
+            ),
             AGE,
             w("VolumeMode", "string", PVC_VOLUME_MODE),
         ],
@@ -525,7 +592,11 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             AGE,
             w("Users", "string", "Users in the roleBinding"),
             w("Groups", "string", "Groups in the roleBinding"),
-            w("ServiceAccounts", "string", "ServiceAccounts in the roleBinding"),
+            w(
+                "ServiceAccounts",
+                "string",
+                "ServiceAccounts in the roleBinding",
+            ),
         ],
         P::ClusterRoleBinding => vec![
             NAME,
@@ -533,7 +604,11 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             AGE,
             w("Users", "string", "Users in the clusterRoleBinding"),
             w("Groups", "string", "Groups in the clusterRoleBinding"),
-            w("ServiceAccounts", "string", "ServiceAccounts in the clusterRoleBinding"),
+            w(
+                "ServiceAccounts",
+                "string",
+                "ServiceAccounts in the clusterRoleBinding",
+            ),
         ],
         P::CertificateSigningRequest => vec![
             NAME,
@@ -583,7 +658,10 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
         P::RuntimeClass => vec![NAME, c("Handler", "string", ""), AGE],
         P::VolumeAttachment => vec![
             NAME,
-            Column { format: "name", ..c("Attacher", "string", VA_ATTACHER) },
+            Column {
+                format: "name",
+                ..c("Attacher", "string", VA_ATTACHER)
+            },
             c("PV", "string", VA_PV),
             c("Node", "string", VA_NODE),
             c("Attached", "boolean", VA_ATTACHED),
@@ -746,7 +824,8 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Timestamp) -> Vec<Va
         P::Job => job_cells(obj, now, name, age),
         P::CronJob => {
             let job_spec = get(obj, &["spec", "jobTemplate", "spec"]);
-            let (names, images) = container_cells(get(job_spec, &["template", "spec", "containers"]));
+            let (names, images) =
+                container_cells(get(job_spec, &["template", "spec", "containers"]));
             let last = match ts(obj, &["status", "lastScheduleTime"]) {
                 Some(t) => human_duration(now.duration_since(t)),
                 None => "<none>".to_string(),
@@ -774,7 +853,11 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Timestamp) -> Vec<Va
                 Some(c) => c.to_string(),
                 None => "<none>".to_string(),
             };
-            let ports = if arr(obj, &["spec", "tls"]).is_empty() { "80" } else { "80, 443" };
+            let ports = if arr(obj, &["spec", "tls"]).is_empty() {
+                "80"
+            } else {
+                "80, 443"
+            };
             vec![
                 name,
                 class.into(),
@@ -798,7 +881,12 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Timestamp) -> Vec<Va
             } else {
                 "<none>".to_string()
             };
-            vec![name, st(obj, &["spec", "controller"]).into(), parameters.into(), age]
+            vec![
+                name,
+                st(obj, &["spec", "controller"]).into(),
+                parameters.into(),
+                age,
+            ]
         }
         P::StatefulSet => {
             let (names, images) =
@@ -825,7 +913,12 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Timestamp) -> Vec<Va
                 "" => "Opaque",
                 t => t,
             };
-            vec![name, ty.into(), (map_len(obj, &["data"]) as i64).into(), age]
+            vec![
+                name,
+                ty.into(),
+                (map_len(obj, &["data"]) as i64).into(),
+                age,
+            ]
         }
         P::ServiceAccount => vec![name, (arr(obj, &["secrets"]).len() as i64).into(), age],
         P::PersistentVolume => {
@@ -899,7 +992,11 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Timestamp) -> Vec<Va
             let mut error = "";
             for cond in arr(obj, &["conditions"]) {
                 if st(cond, &["type"]) == "Healthy" {
-                    status = if st(cond, &["status"]) == "True" { "Healthy" } else { "Unhealthy" };
+                    status = if st(cond, &["status"]) == "True" {
+                        "Healthy"
+                    } else {
+                        "Unhealthy"
+                    };
                     message = st(cond, &["message"]);
                     error = st(cond, &["error"]);
                     break;
@@ -985,7 +1082,10 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Timestamp) -> Vec<Va
                 st(obj, &["provisioner"]).into(),
                 str_or(obj, &["reclaimPolicy"], "Delete").into(),
                 str_or(obj, &["volumeBindingMode"], "Immediate").into(),
-                get(obj, &["allowVolumeExpansion"]).as_bool().unwrap_or(false).into(),
+                get(obj, &["allowVolumeExpansion"])
+                    .as_bool()
+                    .unwrap_or(false)
+                    .into(),
                 age,
             ]
         }
@@ -1021,7 +1121,10 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Timestamp) -> Vec<Va
         P::PriorityClass => vec![
             name,
             int(obj, &["value"]).into(),
-            get(obj, &["globalDefault"]).as_bool().unwrap_or(false).into(),
+            get(obj, &["globalDefault"])
+                .as_bool()
+                .unwrap_or(false)
+                .into(),
             age,
             st(obj, &["preemptionPolicy"]).into(),
         ],
@@ -1031,7 +1134,10 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Timestamp) -> Vec<Va
             st(obj, &["spec", "attacher"]).into(),
             st(obj, &["spec", "source", "persistentVolumeName"]).into(),
             st(obj, &["spec", "nodeName"]).into(),
-            get(obj, &["status", "attached"]).as_bool().unwrap_or(false).into(),
+            get(obj, &["status", "attached"])
+                .as_bool()
+                .unwrap_or(false)
+                .into(),
             age,
         ],
         P::EndpointSlice => vec![
@@ -1041,13 +1147,23 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Timestamp) -> Vec<Va
             format_discovery_endpoints(arr(obj, &["endpoints"])).into(),
             age,
         ],
-        P::CsiNode => vec![name, (arr(obj, &["spec", "drivers"]).len() as i64).into(), age],
+        P::CsiNode => vec![
+            name,
+            (arr(obj, &["spec", "drivers"]).len() as i64).into(),
+            age,
+        ],
         P::CsiDriver => {
             let spec = get(obj, &["spec"]);
             let flag = |key: &str, default: bool| get(spec, &[key]).as_bool().unwrap_or(default);
-            let modes: Vec<&str> =
-                arr(spec, &["volumeLifecycleModes"]).iter().filter_map(Value::as_str).collect();
-            let modes = if modes.is_empty() { "<none>".to_string() } else { modes.join(",") };
+            let modes: Vec<&str> = arr(spec, &["volumeLifecycleModes"])
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            let modes = if modes.is_empty() {
+                "<none>".to_string()
+            } else {
+                modes.join(",")
+            };
             let tokens = match get(spec, &["tokenRequests"]) {
                 Value::Array(reqs) => reqs
                     .iter()
@@ -1109,11 +1225,21 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Timestamp) -> Vec<Va
                     qll = int(q, &["queueLengthLimit"]).into();
                 }
             }
-            vec![name, st(obj, &["spec", "type"]).into(), ncs, queues, hand, qll, age]
+            vec![
+                name,
+                st(obj, &["spec", "type"]).into(),
+                ncs,
+                queues,
+                hand,
+                qll,
+                age,
+            ]
         }
         P::ServiceCidr => {
-            let cidrs: Vec<&str> =
-                arr(obj, &["spec", "cidrs"]).iter().filter_map(Value::as_str).collect();
+            let cidrs: Vec<&str> = arr(obj, &["spec", "cidrs"])
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
             vec![name, cidrs.join(",").into(), age]
         }
         P::IpAddress => {
@@ -1147,7 +1273,8 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: Timestamp) -> Vec<Va
         ],
         P::CreatedAt => {
             let created = match ts(obj, &["metadata", "creationTimestamp"]) {
-                Some(t) => t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                Some(t) => jiff::fmt::strtime::format("%Y-%m-%dT%H:%M:%SZ", t)
+                    .unwrap_or_else(|_| "0001-01-01T00:00:00Z".to_string()),
                 None => "0001-01-01T00:00:00Z".to_string(),
             };
             vec![name, created.into()]
@@ -1487,8 +1614,10 @@ fn service_cells(obj: &Value, name: Value, age: Value) -> Vec<Value> {
         .and_then(Value::as_str)
         .unwrap_or_else(|| st(spec, &["clusterIP"]));
     let cluster_ip = non_empty_or(cluster_ip, "<none>");
-    let external_ips: Vec<&str> =
-        arr(spec, &["externalIPs"]).iter().filter_map(Value::as_str).collect();
+    let external_ips: Vec<&str> = arr(spec, &["externalIPs"])
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     let external = match ty {
         "ClusterIP" | "NodePort" => {
             if external_ips.is_empty() {
@@ -1711,10 +1840,10 @@ fn node_cells(obj: &Value, name: Value, age: Value) -> Vec<Value> {
                 if !role.is_empty() {
                     roles.insert(role.to_string());
                 }
-            } else if k == "kubernetes.io/role" {
-                if let Some(v) = v.as_str().filter(|v| !v.is_empty()) {
-                    roles.insert(v.to_string());
-                }
+            } else if k == "kubernetes.io/role"
+                && let Some(v) = v.as_str().filter(|v| !v.is_empty())
+            {
+                roles.insert(v.to_string());
             }
         }
     }
@@ -1776,7 +1905,10 @@ fn event_cells(group: &str, obj: &Value, now: Timestamp) -> Vec<Value> {
         "" => kind,
         n => format!("{kind}/{n}"),
     };
-    let component = non_empty_or(st(source, &["component"]), st(obj, &["reportingController"]));
+    let component = non_empty_or(
+        st(source, &["component"]),
+        st(obj, &["reportingController"]),
+    );
     let host = non_empty_or(st(source, &["host"]), st(obj, &["reportingInstance"]));
     let source = if host.is_empty() {
         component.to_string()
@@ -1852,7 +1984,11 @@ fn format_hpa_metrics(obj: &Value) -> String {
         };
         let entry = match st(m, &["type"]) {
             "External" | "Object" => {
-                let source = if st(m, &["type"]) == "External" { "external" } else { "object" };
+                let source = if st(m, &["type"]) == "External" {
+                    "external"
+                } else {
+                    "object"
+                };
                 let target = get(m, &[source, "target"]);
                 if !get(target, &["averageValue"]).is_null() {
                     format!(
@@ -1873,11 +2009,18 @@ fn format_hpa_metrics(obj: &Value) -> String {
                     Some(v) if v.is_object() => quantity(get(v, &["current", "averageValue"])),
                     _ => unknown(),
                 };
-                format!("{}/{}", current, quantity(get(m, &["pods", "target", "averageValue"])))
+                format!(
+                    "{}/{}",
+                    current,
+                    quantity(get(m, &["pods", "target", "averageValue"]))
+                )
             }
             "Resource" | "ContainerResource" => {
-                let source =
-                    if st(m, &["type"]) == "Resource" { "resource" } else { "containerResource" };
+                let source = if st(m, &["type"]) == "Resource" {
+                    "resource"
+                } else {
+                    "containerResource"
+                };
                 let res_name = st(m, &[source, "name"]);
                 let target = get(m, &[source, "target"]);
                 if !get(target, &["averageValue"]).is_null() {
@@ -1885,7 +2028,12 @@ fn format_hpa_metrics(obj: &Value) -> String {
                         Some(v) if v.is_object() => quantity(get(v, &["current", "averageValue"])),
                         _ => unknown(),
                     };
-                    format!("{}: {}/{}", res_name, current, quantity(get(target, &["averageValue"])))
+                    format!(
+                        "{}: {}/{}",
+                        res_name,
+                        current,
+                        quantity(get(target, &["averageValue"]))
+                    )
                 } else {
                     let current = st_metric
                         .and_then(|s| opt_int(s, &[source, "current", "averageUtilization"]))
@@ -2051,12 +2199,18 @@ fn label_selector_string(selector: &Value) -> Result<String, ()> {
     let mut reqs: Vec<(String, String)> = Vec::new();
     if let Some(ml) = get(selector, &["matchLabels"]).as_object() {
         for (k, v) in ml {
-            reqs.push((k.clone(), format!("{}={}", k, v.as_str().unwrap_or_default())));
+            reqs.push((
+                k.clone(),
+                format!("{}={}", k, v.as_str().unwrap_or_default()),
+            ));
         }
     }
     for expr in arr(selector, &["matchExpressions"]) {
         let key = st(expr, &["key"]);
-        let mut values: Vec<&str> = arr(expr, &["values"]).iter().filter_map(Value::as_str).collect();
+        let mut values: Vec<&str> = arr(expr, &["values"])
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
         values.sort();
         let s = match st(expr, &["operator"]) {
             "In" | "NotIn" if values.is_empty() => return Err(()),
@@ -2070,7 +2224,11 @@ fn label_selector_string(selector: &Value) -> Result<String, ()> {
         reqs.push((key.to_string(), s));
     }
     reqs.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(reqs.into_iter().map(|(_, s)| s).collect::<Vec<_>>().join(","))
+    Ok(reqs
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect::<Vec<_>>()
+        .join(","))
 }
 
 // ---------------------------------------------------------------------------
@@ -2130,11 +2288,15 @@ fn is_set(v: &Value, path: &[&str]) -> bool {
 }
 
 fn ts(v: &Value, path: &[&str]) -> Option<Timestamp> {
-    get(v, path).as_str().and_then(|s| s.parse::<Timestamp>().ok())
+    get(v, path)
+        .as_str()
+        .and_then(|s| s.parse::<Timestamp>().ok())
 }
 
 fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
-    get(obj, &["metadata", "annotations"]).get(key).and_then(Value::as_str)
+    get(obj, &["metadata", "annotations"])
+        .get(key)
+        .and_then(Value::as_str)
 }
 
 /// An IntOrString rendered like Go's `IntOrString.String()`.
@@ -2156,6 +2318,7 @@ fn quantity(v: &Value) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -2165,7 +2328,11 @@ mod tests {
 
     fn cells(group: &str, kind: &str, obj: Value) -> Vec<Value> {
         let cells = row_cells(group, kind, &obj, now());
-        assert_eq!(cells.len(), columns(group, kind).len(), "{kind}: cells vs columns");
+        assert_eq!(
+            cells.len(),
+            columns(group, kind).len(),
+            "{kind}: cells vs columns"
+        );
         cells
     }
 
@@ -2206,7 +2373,11 @@ mod tests {
             (9 * 365 * 86400 + 20 * 86400, "9y"),
         ];
         for (secs, want) in cases {
-            assert_eq!(human_duration(SignedDuration::from_secs(secs)), want, "{secs}s");
+            assert_eq!(
+                human_duration(SignedDuration::from_secs(secs)),
+                want,
+                "{secs}s"
+            );
         }
         // Sub-second precision truncates towards zero, like Go's int(d.Seconds()).
         assert_eq!(human_duration(SignedDuration::from_millis(-1500)), "0s");
@@ -2221,12 +2392,24 @@ mod tests {
         assert_eq!(first["type"], "string");
         assert_eq!(first["format"], "name");
         assert_eq!(first["priority"], 0);
-        assert!(first["description"].as_str().unwrap().starts_with("Name must be unique"));
+        assert!(
+            first["description"]
+                .as_str()
+                .unwrap()
+                .starts_with("Name must be unique")
+        );
         let names: Vec<&str> = columns("", "Pod").iter().map(|c| c.name).collect();
         assert_eq!(
             names,
             [
-                "Name", "Ready", "Status", "Restarts", "Age", "IP", "Node", "Nominated Node",
+                "Name",
+                "Ready",
+                "Status",
+                "Restarts",
+                "Age",
+                "IP",
+                "Node",
+                "Nominated Node",
                 "Readiness Gates"
             ]
         );
@@ -2266,7 +2449,9 @@ mod tests {
         );
         assert_eq!(
             strs(&c),
-            ["web", "1/2", "Running", "0", "5m", "10.0.0.5", "n1", "<none>", "<none>"]
+            [
+                "web", "1/2", "Running", "0", "5m", "10.0.0.5", "n1", "<none>", "<none>"
+            ]
         );
     }
 
@@ -2434,12 +2619,12 @@ mod tests {
         assert_eq!(row_conditions("", "Pod", &done)[0]["reason"], "Succeeded");
         // A completed container next to a running one: Running/NotReady.
         let mixed = pod(json!({"phase": "Running",
-            "conditions": [{"type": "Ready", "status": "False"}],
-            "containerStatuses": [
-                {"name": "b", "ready": false, "restartCount": 0,
-                 "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}},
-                {"name": "a", "ready": true, "restartCount": 0, "state": {"running": {}}}
-            ]}));
+        "conditions": [{"type": "Ready", "status": "False"}],
+        "containerStatuses": [
+            {"name": "b", "ready": false, "restartCount": 0,
+             "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}},
+            {"name": "a", "ready": true, "restartCount": 0, "state": {"running": {}}}
+        ]}));
         assert_eq!(cells("", "Pod", mixed)[2], "NotReady");
     }
 
@@ -2481,21 +2666,36 @@ mod tests {
                 json!({}),
             ),
         );
-        assert_eq!(strs(&c), ["s", "ClusterIP", "10.96.0.1", "<none>", "443/TCP", "24h", "a=1,b=2"]);
+        assert_eq!(
+            strs(&c),
+            [
+                "s",
+                "ClusterIP",
+                "10.96.0.1",
+                "<none>",
+                "443/TCP",
+                "24h",
+                "a=1,b=2"
+            ]
+        );
         let c = cells(
             "",
             "Service",
-            svc(json!({"type": "LoadBalancer", "clusterIPs": ["10.0.0.1"],
+            svc(
+                json!({"type": "LoadBalancer", "clusterIPs": ["10.0.0.1"],
                        "ports": [{"port": 80, "protocol": "TCP", "nodePort": 31000}]}),
-                json!({})),
+                json!({}),
+            ),
         );
         assert_eq!(c[3], "<pending>");
         assert_eq!(c[4], "80:31000/TCP");
         let c = cells(
             "",
             "Service",
-            svc(json!({"type": "LoadBalancer", "clusterIPs": ["10.0.0.1"], "externalIPs": ["5.5.5.5"]}),
-                json!({"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}, {"hostname": "lb.example.com"}]}})),
+            svc(
+                json!({"type": "LoadBalancer", "clusterIPs": ["10.0.0.1"], "externalIPs": ["5.5.5.5"]}),
+                json!({"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}, {"hostname": "lb.example.com"}]}}),
+            ),
         );
         assert_eq!(c[3], "1.2.3.4,lb.example.com,5.5.5.5");
         assert_eq!(c[4], "<none>");
@@ -2503,11 +2703,21 @@ mod tests {
         let c = cells(
             "",
             "Service",
-            svc(json!({"type": "ExternalName", "externalName": "db.example.com"}), json!({})),
+            svc(
+                json!({"type": "ExternalName", "externalName": "db.example.com"}),
+                json!({}),
+            ),
         );
         assert_eq!(c[2], "<none>");
         assert_eq!(c[3], "db.example.com");
-        let c = cells("", "Service", svc(json!({"clusterIP": "None", "ports": [{"port": 80}]}), json!({})));
+        let c = cells(
+            "",
+            "Service",
+            svc(
+                json!({"clusterIP": "None", "ports": [{"port": 80}]}),
+                json!({}),
+            ),
+        );
         assert_eq!(c[1], "ClusterIP");
         assert_eq!(c[2], "None");
     }
@@ -2535,11 +2745,22 @@ mod tests {
         assert_eq!(
             strs(&c),
             [
-                "n1", "Ready", "control-plane,etcd,master", "30d", "v1.33.0", "192.168.1.10",
-                "<none>", "Debian", "6.1.0", "containerd://1.7"
+                "n1",
+                "Ready",
+                "control-plane,etcd,master",
+                "30d",
+                "v1.33.0",
+                "192.168.1.10",
+                "<none>",
+                "Debian",
+                "6.1.0",
+                "containerd://1.7"
             ]
         );
-        assert_eq!(cells("", "Node", node("True", true))[1], "Ready,SchedulingDisabled");
+        assert_eq!(
+            cells("", "Node", node("True", true))[1],
+            "Ready,SchedulingDisabled"
+        );
         assert_eq!(cells("", "Node", node("Unknown", false))[1], "NotReady");
         let bare = json!({"metadata": {"name": "n2"}, "spec": {"unschedulable": true}});
         let c = cells("", "Node", bare);
@@ -2574,13 +2795,29 @@ mod tests {
                 json!("app=web,!canary,tier in (a,b)")
             ]
         );
-        let names: Vec<&str> = columns("apps", "Deployment").iter().map(|c| c.name).collect();
+        let names: Vec<&str> = columns("apps", "Deployment")
+            .iter()
+            .map(|c| c.name)
+            .collect();
         assert_eq!(
             names,
-            ["Name", "Ready", "Up-to-date", "Available", "Age", "Containers", "Images", "Selector"]
+            [
+                "Name",
+                "Ready",
+                "Up-to-date",
+                "Available",
+                "Age",
+                "Containers",
+                "Images",
+                "Selector"
+            ]
         );
         // Missing replicas defaults to 1; missing status to zero.
-        let c = cells("apps", "Deployment", json!({"metadata": {"name": "x"}, "spec": {}}));
+        let c = cells(
+            "apps",
+            "Deployment",
+            json!({"metadata": {"name": "x"}, "spec": {}}),
+        );
         assert_eq!(c[1], "0/1");
         assert_eq!(c[7], "");
     }
@@ -2590,7 +2827,10 @@ mod tests {
         let rs = json!({"metadata": {"name": "rs"},
             "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "a"}}},
             "status": {"replicas": 2, "readyReplicas": 1}});
-        assert_eq!(strs(&cells("apps", "ReplicaSet", rs))[1..4], ["2", "2", "1"]);
+        assert_eq!(
+            strs(&cells("apps", "ReplicaSet", rs))[1..4],
+            ["2", "2", "1"]
+        );
         let sts = json!({"metadata": {"name": "db"}, "spec": {"replicas": 3}, "status": {"readyReplicas": 3}});
         assert_eq!(cells("apps", "StatefulSet", sts)[1], "3/3");
         let ds = json!({"metadata": {"name": "ds"},
@@ -2626,7 +2866,18 @@ mod tests {
         let c = cells("batch", "CronJob", cj);
         assert_eq!(
             strs(&c),
-            ["cj", "*/5 * * * *", "<none>", "False", "1", "5m", "9d", "c", "i", "<none>"]
+            [
+                "cj",
+                "*/5 * * * *",
+                "<none>",
+                "False",
+                "1",
+                "5m",
+                "9d",
+                "c",
+                "i",
+                "<none>"
+            ]
         );
     }
 
@@ -2645,7 +2896,10 @@ mod tests {
             "status": {"phase": "Bound", "capacity": {"storage": "1Gi"},
                        "accessModes": ["ReadWriteOnce", "ReadOnlyMany"]}});
         let c = strs(&cells("", "PersistentVolumeClaim", pvc));
-        assert_eq!(c[1..7], ["Bound", "pv1", "1Gi", "RWO,ROX", "standard", "<unset>"]);
+        assert_eq!(
+            c[1..7],
+            ["Bound", "pv1", "1Gi", "RWO,ROX", "standard", "<unset>"]
+        );
         let pv = json!({"metadata": {"name": "pv1"},
             "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
                      "persistentVolumeReclaimPolicy": "Retain",
@@ -2653,7 +2907,12 @@ mod tests {
                      "volumeMode": "Filesystem"},
             "status": {"phase": "Bound"}});
         let c = strs(&cells("", "PersistentVolume", pv));
-        assert_eq!(c[1..9], ["1Gi", "RWO", "Retain", "Bound", "ns/data", "standard", "<unset>", ""]);
+        assert_eq!(
+            c[1..9],
+            [
+                "1Gi", "RWO", "Retain", "Bound", "ns/data", "standard", "<unset>", ""
+            ]
+        );
         assert_eq!(c[10], "Filesystem");
         let sc = json!({"metadata": {"name": "standard",
                 "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
@@ -2675,8 +2934,18 @@ mod tests {
         let c = cells("", "Event", ev);
         assert_eq!(
             strs(&c),
-            ["2m", "Normal", "Pulled", "pod/web", "spec.containers{a}", "kubelet, n1",
-             "Pulled image", "60m", "4", "web.17c"]
+            [
+                "2m",
+                "Normal",
+                "Pulled",
+                "pod/web",
+                "spec.containers{a}",
+                "kubelet, n1",
+                "Pulled image",
+                "60m",
+                "4",
+                "web.17c"
+            ]
         );
         let names: Vec<&str> = columns("", "Event").iter().map(|c| c.name).collect();
         assert_eq!(names[..4], ["Last Seen", "Type", "Reason", "Object"]);
@@ -2684,7 +2953,12 @@ mod tests {
             "note": "hello", "eventTime": "2024-05-10T11:59:30.000000Z", "reportingController": "ctl",
             "type": "Warning", "reason": "X"});
         let c = strs(&cells("events.k8s.io", "Event", new_api));
-        assert_eq!(c, ["30s", "Warning", "X", "node/n1", "", "ctl", "hello", "30s", "1", "e"]);
+        assert_eq!(
+            c,
+            [
+                "30s", "Warning", "X", "node/n1", "", "ctl", "hello", "30s", "1", "e"
+            ]
+        );
     }
 
     #[test]
@@ -2706,7 +2980,10 @@ mod tests {
         let np = json!({"metadata": {"name": "np"}, "spec": {"podSelector": {}}});
         assert_eq!(cells("networking.k8s.io", "NetworkPolicy", np)[1], "<none>");
         let pdb = json!({"metadata": {"name": "p"}, "spec": {"minAvailable": 2}, "status": {"disruptionsAllowed": 1}});
-        assert_eq!(strs(&cells("policy", "PodDisruptionBudget", pdb))[1..4], ["2", "N/A", "1"]);
+        assert_eq!(
+            strs(&cells("policy", "PodDisruptionBudget", pdb))[1..4],
+            ["2", "N/A", "1"]
+        );
         let hpa = json!({"metadata": {"name": "h"},
             "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "minReplicas": 1, "maxReplicas": 5,
                      "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]},
@@ -2730,18 +3007,30 @@ mod tests {
         let cols = columns("rbac.authorization.k8s.io", "ClusterRole");
         assert_eq!(cols[1].name, "Created At");
         assert_eq!(cols[1].type_, "date");
-        assert_eq!(cells("rbac.authorization.k8s.io", "Role", role)[1], "2024-05-10T11:00:00Z");
+        assert_eq!(
+            cells("rbac.authorization.k8s.io", "Role", role)[1],
+            "2024-05-10T11:00:00Z"
+        );
         let pc = json!({"metadata": {"name": "high"}, "value": 1000, "globalDefault": false,
             "preemptionPolicy": "PreemptLowerPriority"});
         assert_eq!(
             cells("scheduling.k8s.io", "PriorityClass", pc),
-            vec![json!("high"), json!(1000), json!(false), json!("<unknown>"), json!("PreemptLowerPriority")]
+            vec![
+                json!("high"),
+                json!(1000),
+                json!(false),
+                json!("<unknown>"),
+                json!("PreemptLowerPriority")
+            ]
         );
         let rq = json!({"metadata": {"name": "q"}, "status": {
             "hard": {"pods": "10", "limits.cpu": "2", "requests.memory": "1Gi"},
             "used": {"pods": "3", "limits.cpu": "500m"}}});
         let c = strs(&cells("", "ResourceQuota", rq));
-        assert_eq!(c[1..3], ["pods: 3/10, requests.memory: 0/1Gi", "limits.cpu: 500m/2"]);
+        assert_eq!(
+            c[1..3],
+            ["pods: 3/10, requests.memory: 0/1Gi", "limits.cpu: 500m/2"]
+        );
         let cr = json!({"metadata": {"name": "web-5d", "ownerReferences": [
             {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "web", "controller": true}]},
             "revision": 2});
@@ -2756,22 +3045,35 @@ mod tests {
             cells("", "Endpoints", eps)[1],
             "10.0.0.1:80,10.0.0.2:80,10.0.0.1:443 + 1 more..."
         );
-        assert_eq!(cells("", "Endpoints", json!({"metadata": {"name": "e"}}))[1], "<none>");
+        assert_eq!(
+            cells("", "Endpoints", json!({"metadata": {"name": "e"}}))[1],
+            "<none>"
+        );
         let es = json!({"metadata": {"name": "es"}, "addressType": "IPv6",
             "ports": [{"port": 80}, {"name": "x"}], "endpoints": [{"addresses": ["fd00::1"]}]});
-        assert_eq!(strs(&cells("discovery.k8s.io", "EndpointSlice", es))[1..4], ["IPv6", "80,x", "fd00::1"]);
+        assert_eq!(
+            strs(&cells("discovery.k8s.io", "EndpointSlice", es))[1..4],
+            ["IPv6", "80,x", "fd00::1"]
+        );
         let es_empty = json!({"metadata": {"name": "es"}, "addressType": "IPv4"});
-        assert_eq!(strs(&cells("discovery.k8s.io", "EndpointSlice", es_empty))[2..4], ["<unset>", "<unset>"]);
+        assert_eq!(
+            strs(&cells("discovery.k8s.io", "EndpointSlice", es_empty))[2..4],
+            ["<unset>", "<unset>"]
+        );
     }
 
     #[test]
     fn default_table_for_unknown_kinds() {
-        let obj = json!({"metadata": {"name": "thing", "creationTimestamp": "2024-05-10T11:59:00Z"}});
+        let obj =
+            json!({"metadata": {"name": "thing", "creationTimestamp": "2024-05-10T11:59:00Z"}});
         let cols = columns("example.com", "Widget");
         assert_eq!(cols.len(), 2);
         assert_eq!(cols[0].name, "Name");
         assert_eq!(cols[1].name, "Age");
-        assert_eq!(cells("example.com", "Widget", obj.clone()), vec![json!("thing"), json!("60s")]);
+        assert_eq!(
+            cells("example.com", "Widget", obj.clone()),
+            vec![json!("thing"), json!("60s")]
+        );
         // A same-named kind in another group is not the built-in.
         assert_eq!(columns("example.com", "Pod").len(), 2);
         assert_eq!(columns("core", "Pod").len(), 9);
@@ -2782,7 +3084,9 @@ mod tests {
         assert_eq!(format_label_selector(&Value::Null), "<none>");
         assert_eq!(format_label_selector(&json!({})), "<none>");
         assert_eq!(
-            format_label_selector(&json!({"matchExpressions": [{"key": "a", "operator": "Bogus"}]})),
+            format_label_selector(
+                &json!({"matchExpressions": [{"key": "a", "operator": "Bogus"}]})
+            ),
             "<error>"
         );
         assert_eq!(

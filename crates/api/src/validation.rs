@@ -85,13 +85,26 @@ impl FieldError {
     }
 
     fn with(kind: FieldErrorKind, field: impl Into<String>, body: String, detail: &str) -> Self {
-        let message = if detail.is_empty() { body } else { format!("{body}: {detail}") };
-        FieldError { kind, field: field.into(), message }
+        let message = if detail.is_empty() {
+            body
+        } else {
+            format!("{body}: {detail}")
+        };
+        FieldError {
+            kind,
+            field: field.into(),
+            message,
+        }
     }
 
     /// `field.Required`: "Required value[: detail]".
     pub fn required(field: impl Into<String>, detail: &str) -> Self {
-        Self::with(FieldErrorKind::Required, field, "Required value".into(), detail)
+        Self::with(
+            FieldErrorKind::Required,
+            field,
+            "Required value".into(),
+            detail,
+        )
     }
 
     /// `field.Forbidden`: "Forbidden[: detail]".
@@ -133,7 +146,12 @@ impl FieldError {
 
     /// `field.Duplicate` with an already rendered value.
     pub fn duplicate_repr(field: impl Into<String>, value_repr: &str) -> Self {
-        Self::with(FieldErrorKind::Duplicate, field, format!("Duplicate value: {value_repr}"), "")
+        Self::with(
+            FieldErrorKind::Duplicate,
+            field,
+            format!("Duplicate value: {value_repr}"),
+            "",
+        )
     }
 
     /// `field.NotSupported`: `Unsupported value: "x": supported values: "a", "b"`.
@@ -154,7 +172,12 @@ impl FieldError {
 
     /// `field.NotFound`.
     pub fn not_found(field: impl Into<String>, value: &Value) -> Self {
-        Self::with(FieldErrorKind::NotFound, field, format!("Not found: {}", go_value(value)), "")
+        Self::with(
+            FieldErrorKind::NotFound,
+            field,
+            format!("Not found: {}", go_value(value)),
+            "",
+        )
     }
 
     /// The `metav1.StatusCause` JSON: `{"reason", "message", "field"}`.
@@ -183,7 +206,12 @@ pub fn status_message(group: &str, kind: &str, name: &str, errs: &[FieldError]) 
     match msgs.len() {
         0 => format!("{} {} is invalid", qualified, go_quote(name)),
         1 => format!("{} {} is invalid: {}", qualified, go_quote(name), msgs[0]),
-        _ => format!("{} {} is invalid: [{}]", qualified, go_quote(name), msgs.join(", ")),
+        _ => format!(
+            "{} {} is invalid: [{}]",
+            qualified,
+            go_quote(name),
+            msgs.join(", ")
+        ),
     }
 }
 
@@ -196,7 +224,10 @@ pub fn invalid_status(group: &str, kind: &str, name: &str, errs: &[FieldError]) 
         details.insert("group".into(), group.into());
     }
     details.insert("kind".into(), kind.into());
-    details.insert("causes".into(), Value::Array(errs.iter().map(FieldError::to_cause).collect()));
+    details.insert(
+        "causes".into(),
+        Value::Array(errs.iter().map(FieldError::to_cause).collect()),
+    );
     json!({
         "kind": "Status",
         "apiVersion": "v1",
@@ -225,7 +256,8 @@ const QUALIFIED_NAME_ERR: &str = "must consist of alphanumeric characters, '-', 
 const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
 const LABEL_VALUE_ERR: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 const CONFIG_KEY_FMT: &str = "[-._a-zA-Z0-9]+";
-const CONFIG_KEY_ERR: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.'";
+const CONFIG_KEY_ERR: &str =
+    "a valid config key must consist of alphanumeric characters, '-', '_' or '.'";
 
 /// Max length of a DNS-1123 label / DNS-1035 label / qualified name part / label value.
 pub const DNS1123_LABEL_MAX_LENGTH: usize = 63;
@@ -279,7 +311,9 @@ fn matches_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     match (b.first(), b.last()) {
         (Some(&f), Some(&l)) => {
-            is_lower_alnum(f) && is_lower_alnum(l) && b.iter().all(|&c| is_lower_alnum(c) || c == b'-')
+            is_lower_alnum(f)
+                && is_lower_alnum(l)
+                && b.iter().all(|&c| is_lower_alnum(c) || c == b'-')
         }
         _ => false,
     }
@@ -307,7 +341,8 @@ fn matches_qualified_name_part(s: &str) -> bool {
         (Some(&f), Some(&l)) => {
             f.is_ascii_alphanumeric()
                 && l.is_ascii_alphanumeric()
-                && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+                && b.iter()
+                    .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         }
         _ => false,
     }
@@ -324,7 +359,11 @@ pub fn is_dns1123_label(value: &str) -> Vec<String> {
         if matches_dns1123_subdomain(value) {
             errs.push("must not contain dots".to_string());
         } else {
-            errs.push(regex_error(DNS1123_LABEL_ERR, DNS1123_LABEL_FMT, &["my-name", "123-abc"]));
+            errs.push(regex_error(
+                DNS1123_LABEL_ERR,
+                DNS1123_LABEL_FMT,
+                &["my-name", "123-abc"],
+            ));
         }
     }
     errs
@@ -337,7 +376,11 @@ pub fn is_dns1123_subdomain(value: &str) -> Vec<String> {
         errs.push(max_len_error(DNS1123_SUBDOMAIN_MAX_LENGTH));
     }
     if !matches_dns1123_subdomain(value) {
-        errs.push(regex_error(DNS1123_SUBDOMAIN_ERR, DNS1123_SUBDOMAIN_FMT, &["example.com"]));
+        errs.push(regex_error(
+            DNS1123_SUBDOMAIN_ERR,
+            DNS1123_SUBDOMAIN_FMT,
+            &["example.com"],
+        ));
     }
     errs
 }
@@ -349,7 +392,11 @@ pub fn is_dns1035_label(value: &str) -> Vec<String> {
         errs.push(max_len_error(DNS1123_LABEL_MAX_LENGTH));
     }
     if !matches_dns1035_label(value) {
-        errs.push(regex_error(DNS1035_LABEL_ERR, DNS1035_LABEL_FMT, &["my-name", "abc-123"]));
+        errs.push(regex_error(
+            DNS1035_LABEL_ERR,
+            DNS1035_LABEL_FMT,
+            &["my-name", "abc-123"],
+        ));
     }
     errs
 }
@@ -382,12 +429,19 @@ pub fn is_qualified_name(value: &str) -> Vec<String> {
     if name.is_empty() {
         errs.push("name part must be non-empty".to_string());
     } else if name.len() > DNS1123_LABEL_MAX_LENGTH {
-        errs.push(format!("name part {}", max_len_error(DNS1123_LABEL_MAX_LENGTH)));
+        errs.push(format!(
+            "name part {}",
+            max_len_error(DNS1123_LABEL_MAX_LENGTH)
+        ));
     }
     if !matches_qualified_name_part(name) {
         errs.push(format!(
             "name part {}",
-            regex_error(QUALIFIED_NAME_ERR, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])
+            regex_error(
+                QUALIFIED_NAME_ERR,
+                QUALIFIED_NAME_FMT,
+                &["MyName", "my.name", "123-abc"]
+            )
         ));
     }
     errs
@@ -400,7 +454,11 @@ pub fn is_valid_label_value(value: &str) -> Vec<String> {
         errs.push(max_len_error(DNS1123_LABEL_MAX_LENGTH));
     }
     if !value.is_empty() && !matches_qualified_name_part(value) {
-        errs.push(regex_error(LABEL_VALUE_ERR, LABEL_VALUE_FMT, &["MyValue", "my_value", "12345"]));
+        errs.push(regex_error(
+            LABEL_VALUE_ERR,
+            LABEL_VALUE_FMT,
+            &["MyValue", "my_value", "12345"],
+        ));
     }
     errs
 }
@@ -412,9 +470,15 @@ pub fn is_config_map_key(value: &str) -> Vec<String> {
         errs.push(max_len_error(DNS1123_SUBDOMAIN_MAX_LENGTH));
     }
     let valid = !value.is_empty()
-        && value.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'));
+        && value
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'));
     if !valid {
-        errs.push(regex_error(CONFIG_KEY_ERR, CONFIG_KEY_FMT, &["key.name", "KEY_NAME", "key-name"]));
+        errs.push(regex_error(
+            CONFIG_KEY_ERR,
+            CONFIG_KEY_FMT,
+            &["key.name", "KEY_NAME", "key-name"],
+        ));
     }
     if value == "." {
         errs.push("must not be '.'".to_string());
@@ -524,9 +588,10 @@ fn name_rule(group: &str, kind: &str) -> NameRule {
     match (group, kind) {
         ("", "Namespace") => NameRule::Dns1123Label,
         ("", "Service") => NameRule::Dns1035Label,
-        ("rbac.authorization.k8s.io", "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding") => {
-            NameRule::PathSegment
-        }
+        (
+            "rbac.authorization.k8s.io",
+            "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding",
+        ) => NameRule::PathSegment,
         _ => NameRule::Dns1123Subdomain,
     }
 }
@@ -581,7 +646,10 @@ pub fn validate_label_selector(selector: &Value, field: &str) -> Vec<FieldError>
     if !selector.is_object() {
         return errs;
     }
-    errs.extend(validate_labels(get(selector, &["matchLabels"]), &child(field, "matchLabels")));
+    errs.extend(validate_labels(
+        get(selector, &["matchLabels"]),
+        &child(field, "matchLabels"),
+    ));
     for (i, expr) in arr(selector, &["matchExpressions"]).iter().enumerate() {
         let path = index(&child(field, "matchExpressions"), i);
         let values = arr(expr, &["values"]);
@@ -611,7 +679,11 @@ pub fn validate_label_selector(selector: &Value, field: &str) -> Vec<FieldError>
         }
         let key = st(expr, &["key"]);
         for msg in is_qualified_name(key) {
-            errs.push(FieldError::invalid_repr(child(&path, "key"), &go_quote(key), &msg));
+            errs.push(FieldError::invalid_repr(
+                child(&path, "key"),
+                &go_quote(key),
+                &msg,
+            ));
         }
         for (j, v) in values.iter().enumerate() {
             let value = v.as_str().unwrap_or_default();
@@ -643,7 +715,10 @@ fn selector_matches(selector: &Value, labels: &Value) -> bool {
     }
     for expr in arr(selector, &["matchExpressions"]) {
         let key = st(expr, &["key"]);
-        let values: Vec<&str> = arr(expr, &["values"]).iter().filter_map(Value::as_str).collect();
+        let values: Vec<&str> = arr(expr, &["values"])
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
         let ok = match st(expr, &["operator"]) {
             "In" => label(key).is_some_and(|v| values.contains(&v)),
             "NotIn" => label(key).is_none_or(|v| !values.contains(&v)),
@@ -681,11 +756,18 @@ fn validate_object_meta(obj: &Value, namespaced: bool, rule: NameRule, errs: &mu
     let name = st(meta, &["name"]);
     if name.is_empty() {
         if generate_name.is_empty() {
-            errs.push(FieldError::required("metadata.name", "name or generateName is required"));
+            errs.push(FieldError::required(
+                "metadata.name",
+                "name or generateName is required",
+            ));
         }
     } else {
         for msg in rule.check(name, false) {
-            errs.push(FieldError::invalid_repr("metadata.name", &go_quote(name), &msg));
+            errs.push(FieldError::invalid_repr(
+                "metadata.name",
+                &go_quote(name),
+                &msg,
+            ));
         }
     }
     let namespace = st(meta, &["namespace"]);
@@ -694,14 +776,25 @@ fn validate_object_meta(obj: &Value, namespaced: bool, rule: NameRule, errs: &mu
             errs.push(FieldError::required("metadata.namespace", ""));
         } else {
             for msg in is_dns1123_label(namespace) {
-                errs.push(FieldError::invalid_repr("metadata.namespace", &go_quote(namespace), &msg));
+                errs.push(FieldError::invalid_repr(
+                    "metadata.namespace",
+                    &go_quote(namespace),
+                    &msg,
+                ));
             }
         }
     } else if !namespace.is_empty() {
-        errs.push(FieldError::forbidden("metadata.namespace", "not allowed on this type"));
+        errs.push(FieldError::forbidden(
+            "metadata.namespace",
+            "not allowed on this type",
+        ));
     }
     if let Some(g) = opt_int(meta, &["generation"]).filter(|g| *g < 0) {
-        errs.push(FieldError::invalid_repr("metadata.generation", &g.to_string(), IS_NEGATIVE_ERROR_MSG));
+        errs.push(FieldError::invalid_repr(
+            "metadata.generation",
+            &g.to_string(),
+            IS_NEGATIVE_ERROR_MSG,
+        ));
     }
     validate_common_meta(meta, errs);
     validate_finalizers(meta, errs);
@@ -710,7 +803,10 @@ fn validate_object_meta(obj: &Value, namespaced: bool, rule: NameRule, errs: &mu
 /// Labels, annotations and owner references: checked on create and update.
 fn validate_common_meta(meta: &Value, errs: &mut Vec<FieldError>) {
     errs.extend(validate_labels(get(meta, &["labels"]), "metadata.labels"));
-    errs.extend(validate_annotations(get(meta, &["annotations"]), "metadata.annotations"));
+    errs.extend(validate_annotations(
+        get(meta, &["annotations"]),
+        "metadata.annotations",
+    ));
     let refs = arr(meta, &["ownerReferences"]);
     let path = "metadata.ownerReferences";
     let mut first_controller: Option<String> = None;
@@ -727,10 +823,18 @@ fn validate_common_meta(meta: &Value, errs: &mut Vec<FieldError>) {
                 "version must not be empty",
             ));
         }
-        for (key, detail) in [("kind", "must not be empty"), ("name", "must not be empty"), ("uid", "must not be empty")] {
+        for (key, detail) in [
+            ("kind", "must not be empty"),
+            ("name", "must not be empty"),
+            ("uid", "must not be empty"),
+        ] {
             let v = st(r, &[key]);
             if v.is_empty() {
-                errs.push(FieldError::invalid_repr(child(path, key), &go_quote(v), detail));
+                errs.push(FieldError::invalid_repr(
+                    child(path, key),
+                    &go_quote(v),
+                    detail,
+                ));
             }
         }
         if get(r, &["controller"]).as_bool() == Some(true) {
@@ -750,10 +854,17 @@ fn validate_common_meta(meta: &Value, errs: &mut Vec<FieldError>) {
 }
 
 fn validate_finalizers(meta: &Value, errs: &mut Vec<FieldError>) {
-    let finalizers: Vec<&str> = arr(meta, &["finalizers"]).iter().filter_map(Value::as_str).collect();
+    let finalizers: Vec<&str> = arr(meta, &["finalizers"])
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     for f in &finalizers {
         for msg in is_qualified_name(f) {
-            errs.push(FieldError::invalid_repr("metadata.finalizers", &go_quote(f), &msg));
+            errs.push(FieldError::invalid_repr(
+                "metadata.finalizers",
+                &go_quote(f),
+                &msg,
+            ));
         }
     }
     if finalizers.contains(&"orphan") && finalizers.contains(&"foregroundDeletion") {
@@ -769,8 +880,10 @@ fn validate_object_meta_update(new: &Value, old: &Value, errs: &mut Vec<FieldErr
     let meta = get(new, &["metadata"]);
     let old_meta = get(old, &["metadata"]);
     if is_set(old_meta, &["deletionTimestamp"]) {
-        let old_finalizers: HashSet<&str> =
-            arr(old_meta, &["finalizers"]).iter().filter_map(Value::as_str).collect();
+        let old_finalizers: HashSet<&str> = arr(old_meta, &["finalizers"])
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
         let mut extra: Vec<&str> = arr(meta, &["finalizers"])
             .iter()
             .filter_map(Value::as_str)
@@ -801,10 +914,17 @@ fn validate_object_meta_update(new: &Value, old: &Value, errs: &mut Vec<FieldErr
         }
     }
     validate_common_meta(meta, errs);
-    let finalizers: Vec<&str> = arr(meta, &["finalizers"]).iter().filter_map(Value::as_str).collect();
+    let finalizers: Vec<&str> = arr(meta, &["finalizers"])
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     for f in &finalizers {
         for msg in is_qualified_name(f) {
-            errs.push(FieldError::invalid_repr("metadata.finalizers", &go_quote(f), &msg));
+            errs.push(FieldError::invalid_repr(
+                "metadata.finalizers",
+                &go_quote(f),
+                &msg,
+            ));
         }
     }
 }
@@ -827,7 +947,11 @@ pub fn validate_object(
     let group = if group == "core" { "" } else { group };
     let mut errs = Vec::new();
     if !obj.is_object() {
-        errs.push(FieldError::invalid_repr("", &json_repr(obj), "must be an object"));
+        errs.push(FieldError::invalid_repr(
+            "",
+            &json_repr(obj),
+            "must be an object",
+        ));
         return errs;
     }
     match old {
@@ -872,12 +996,20 @@ fn validate_pod(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
     }
 }
 
-fn validate_pod_template(template: &Value, path: &str, extra_volumes: &[&str], errs: &mut Vec<FieldError>) {
+fn validate_pod_template(
+    template: &Value,
+    path: &str,
+    extra_volumes: &[&str],
+    errs: &mut Vec<FieldError>,
+) {
     if !template.is_object() {
         errs.push(FieldError::required(path, ""));
         return;
     }
-    errs.extend(validate_labels(get(template, &["metadata", "labels"]), &child(path, "labels")));
+    errs.extend(validate_labels(
+        get(template, &["metadata", "labels"]),
+        &child(path, "labels"),
+    ));
     errs.extend(validate_annotations(
         get(template, &["metadata", "annotations"]),
         &child(path, "annotations"),
@@ -909,7 +1041,12 @@ fn validate_pod_spec(
         let name = st(vol, &["name"]);
         let sources: Vec<&String> = vol
             .as_object()
-            .map(|m| m.iter().filter(|(k, v)| *k != "name" && !v.is_null()).map(|(k, _)| k).collect())
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, v)| *k != "name" && !v.is_null())
+                    .map(|(k, _)| k)
+                    .collect()
+            })
             .unwrap_or_default();
         if sources.is_empty() {
             errs.push(FieldError::required(&vpath, "must specify a volume type"));
@@ -955,14 +1092,14 @@ fn validate_pod_spec(
     for (i, c) in arr(spec, &["initContainers"]).iter().enumerate() {
         let cpath = index(&init_path, i);
         validate_container(c, &cpath, &volumes, &mut names, is_pod, errs);
-        if let Some(policy) = get(c, &["restartPolicy"]).as_str() {
-            if policy != "Always" {
-                errs.push(FieldError::not_supported(
-                    child(&cpath, "restartPolicy"),
-                    &Value::from(policy),
-                    &["Always"],
-                ));
-            }
+        if let Some(policy) = get(c, &["restartPolicy"]).as_str()
+            && policy != "Always"
+        {
+            errs.push(FieldError::not_supported(
+                child(&cpath, "restartPolicy"),
+                &Value::from(policy),
+                &["Always"],
+            ));
         }
     }
 
@@ -987,33 +1124,48 @@ fn validate_pod_spec(
             )),
         }
     }
-    errs.extend(validate_labels(get(spec, &["nodeSelector"]), &child(path, "nodeSelector")));
+    errs.extend(validate_labels(
+        get(spec, &["nodeSelector"]),
+        &child(path, "nodeSelector"),
+    ));
     let sa = st(spec, &["serviceAccountName"]);
     if !sa.is_empty() {
         for msg in is_dns1123_subdomain(sa) {
-            errs.push(FieldError::invalid_repr(child(path, "serviceAccountName"), &go_quote(sa), &msg));
+            errs.push(FieldError::invalid_repr(
+                child(path, "serviceAccountName"),
+                &go_quote(sa),
+                &msg,
+            ));
         }
     }
     let node = st(spec, &["nodeName"]);
     if !node.is_empty() {
         for msg in is_dns1123_subdomain(node) {
-            errs.push(FieldError::invalid_repr(child(path, "nodeName"), &go_quote(node), &msg));
-        }
-    }
-    if let Some(ads) = opt_int(spec, &["activeDeadlineSeconds"]) {
-        if !(1..=i64::from(i32::MAX)).contains(&ads) {
             errs.push(FieldError::invalid_repr(
-                child(path, "activeDeadlineSeconds"),
-                &ads.to_string(),
-                &inclusive_range_error(1, i64::from(i32::MAX)),
+                child(path, "nodeName"),
+                &go_quote(node),
+                &msg,
             ));
         }
+    }
+    if let Some(ads) = opt_int(spec, &["activeDeadlineSeconds"])
+        && !(1..=i64::from(i32::MAX)).contains(&ads)
+    {
+        errs.push(FieldError::invalid_repr(
+            child(path, "activeDeadlineSeconds"),
+            &ads.to_string(),
+            &inclusive_range_error(1, i64::from(i32::MAX)),
+        ));
     }
     for key in ["hostname", "subdomain"] {
         let v = st(spec, &[key]);
         if !v.is_empty() {
             for msg in is_dns1123_label(v) {
-                errs.push(FieldError::invalid_repr(child(path, key), &go_quote(v), &msg));
+                errs.push(FieldError::invalid_repr(
+                    child(path, key),
+                    &go_quote(v),
+                    &msg,
+                ));
             }
         }
     }
@@ -1070,10 +1222,17 @@ fn validate_container(
             let msgs = is_valid_port_name(pname);
             if !msgs.is_empty() {
                 for msg in msgs {
-                    errs.push(FieldError::invalid_repr(child(&ppath, "name"), &go_quote(pname), &msg));
+                    errs.push(FieldError::invalid_repr(
+                        child(&ppath, "name"),
+                        &go_quote(pname),
+                        &msg,
+                    ));
                 }
             } else if !port_names.insert(pname) {
-                errs.push(FieldError::duplicate_repr(child(&ppath, "name"), &go_quote(pname)));
+                errs.push(FieldError::duplicate_repr(
+                    child(&ppath, "name"),
+                    &go_quote(pname),
+                ));
             }
         }
         let container_port = int(p, &["containerPort"]);
@@ -1091,7 +1250,11 @@ fn validate_container(
         let host_port = int(p, &["hostPort"]);
         if host_port != 0 {
             for msg in is_valid_port_num(host_port) {
-                errs.push(FieldError::invalid_repr(child(&ppath, "hostPort"), &host_port.to_string(), &msg));
+                errs.push(FieldError::invalid_repr(
+                    child(&ppath, "hostPort"),
+                    &host_port.to_string(),
+                    &msg,
+                ));
             }
         }
         validate_protocol(get(p, &["protocol"]), &child(&ppath, "protocol"), errs);
@@ -1106,14 +1269,21 @@ fn validate_container(
             errs.push(FieldError::required(child(&mpath, "name"), ""));
         }
         if !volumes.contains(mname) {
-            errs.push(FieldError::not_found(child(&mpath, "name"), &Value::from(mname)));
+            errs.push(FieldError::not_found(
+                child(&mpath, "name"),
+                &Value::from(mname),
+            ));
         }
         let mount_path = st(m, &["mountPath"]);
         if mount_path.is_empty() {
             errs.push(FieldError::required(child(&mpath, "mountPath"), ""));
         }
         if !mount_points.insert(mount_path) {
-            errs.push(FieldError::invalid_repr(child(&mpath, "mountPath"), &go_quote(mount_path), "must be unique"));
+            errs.push(FieldError::invalid_repr(
+                child(&mpath, "mountPath"),
+                &go_quote(mount_path),
+                "must be unique",
+            ));
         }
     }
 }
@@ -1153,15 +1323,15 @@ fn validate_pod_update(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
             ));
             return;
         }
-        if let Some(old_ads) = opt_int(old, &["activeDeadlineSeconds"]) {
-            if old_ads < new_ads {
-                errs.push(FieldError::invalid_repr(
-                    "spec.activeDeadlineSeconds",
-                    &new_ads.to_string(),
-                    "must be less than or equal to previous value",
-                ));
-                return;
-            }
+        if let Some(old_ads) = opt_int(old, &["activeDeadlineSeconds"])
+            && old_ads < new_ads
+        {
+            errs.push(FieldError::invalid_repr(
+                "spec.activeDeadlineSeconds",
+                &new_ads.to_string(),
+                "must be less than or equal to previous value",
+            ));
+            return;
         }
     } else if is_set(old, &["activeDeadlineSeconds"]) {
         errs.push(FieldError::invalid_repr(
@@ -1193,8 +1363,10 @@ fn validate_pod_update(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
     }
 
     // Only deletions from schedulingGates.
-    let old_gates: HashSet<&str> =
-        arr(old, &["schedulingGates"]).iter().map(|g| st(g, &["name"])).collect();
+    let old_gates: HashSet<&str> = arr(old, &["schedulingGates"])
+        .iter()
+        .map(|g| st(g, &["name"]))
+        .collect();
     let mut added: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, g) in arr(new, &["schedulingGates"]).iter().enumerate() {
         added.insert(st(g, &["name"]), i);
@@ -1226,7 +1398,12 @@ fn validate_pod_update(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
                 }
             }
         }
-        for key in ["activeDeadlineSeconds", "schedulingGates", "tolerations", "ephemeralContainers"] {
+        for key in [
+            "activeDeadlineSeconds",
+            "schedulingGates",
+            "tolerations",
+            "ephemeralContainers",
+        ] {
             match old.get(key) {
                 Some(v) => m.insert(key.into(), v.clone()),
                 None => m.remove(key),
@@ -1234,10 +1411,10 @@ fn validate_pod_update(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
         }
         let old_grace = opt_int(old, &["terminationGracePeriodSeconds"]);
         let new_grace = opt_int(new, &["terminationGracePeriodSeconds"]);
-        if let (Some(o), Some(1)) = (old_grace, new_grace) {
-            if o < 0 {
-                m.insert("terminationGracePeriodSeconds".into(), Value::from(o));
-            }
+        if let (Some(o), Some(1)) = (old_grace, new_grace)
+            && o < 0
+        {
+            m.insert("terminationGracePeriodSeconds".into(), Value::from(o));
         }
     }
     let munged = normalize(&munged);
@@ -1282,17 +1459,17 @@ fn spec_diff(type_name: &str, old: &Value, new: &Value) -> String {
 
 fn validate_nonnegative(obj: &Value, path: &[&str], field: &str, errs: &mut Vec<FieldError>) {
     if let Some(v) = opt_int(obj, path).filter(|v| *v < 0) {
-        errs.push(FieldError::invalid_repr(field, &v.to_string(), IS_NEGATIVE_ERROR_MSG));
+        errs.push(FieldError::invalid_repr(
+            field,
+            &v.to_string(),
+            IS_NEGATIVE_ERROR_MSG,
+        ));
     }
 }
 
 /// Selector required, valid and non-empty; template labels must match it (a nil
 /// selector matches nothing, an empty one is not checked).
-fn validate_selector_and_template_labels(
-    obj: &Value,
-    what: &str,
-    errs: &mut Vec<FieldError>,
-) {
+fn validate_selector_and_template_labels(obj: &Value, what: &str, errs: &mut Vec<FieldError>) {
     let selector = get(obj, &["spec", "selector"]);
     if selector.is_null() {
         errs.push(FieldError::required("spec.selector", ""));
@@ -1319,7 +1496,11 @@ fn validate_selector_and_template_labels(
 }
 
 fn validate_template_restart_always(obj: &Value, errs: &mut Vec<FieldError>) {
-    let policy = str_or(obj, &["spec", "template", "spec", "restartPolicy"], "Always");
+    let policy = str_or(
+        obj,
+        &["spec", "template", "spec", "restartPolicy"],
+        "Always",
+    );
     if policy != "Always" {
         errs.push(FieldError::not_supported(
             "spec.template.spec.restartPolicy",
@@ -1352,7 +1533,12 @@ fn validate_replica_set_like(
     errs: &mut Vec<FieldError>,
 ) {
     validate_nonnegative(obj, &["spec", "replicas"], "spec.replicas", errs);
-    validate_nonnegative(obj, &["spec", "minReadySeconds"], "spec.minReadySeconds", errs);
+    validate_nonnegative(
+        obj,
+        &["spec", "minReadySeconds"],
+        "spec.minReadySeconds",
+        errs,
+    );
     validate_selector_and_template_labels(obj, "deployment", errs);
     validate_pod_template(get(obj, &["spec", "template"]), "spec.template", &[], errs);
     validate_template_restart_always(obj, errs);
@@ -1362,21 +1548,27 @@ fn validate_replica_set_like(
             "activeDeadlineSeconds in ReplicaSet is not Supported",
         ));
     }
-    if let Some(strategy) = get(obj, &["spec", "strategy", "type"]).as_str() {
-        if is_deployment && !matches!(strategy, "Recreate" | "RollingUpdate") {
-            errs.push(FieldError::not_supported(
-                "spec.strategy.type",
-                &Value::from(strategy),
-                &["Recreate", "RollingUpdate"],
-            ));
-        }
+    if let Some(strategy) = get(obj, &["spec", "strategy", "type"]).as_str()
+        && is_deployment
+        && !matches!(strategy, "Recreate" | "RollingUpdate")
+    {
+        errs.push(FieldError::not_supported(
+            "spec.strategy.type",
+            &Value::from(strategy),
+            &["Recreate", "RollingUpdate"],
+        ));
     }
     validate_selector_immutable(obj, old, errs);
 }
 
 fn validate_replication_controller(obj: &Value, errs: &mut Vec<FieldError>) {
     validate_nonnegative(obj, &["spec", "replicas"], "spec.replicas", errs);
-    validate_nonnegative(obj, &["spec", "minReadySeconds"], "spec.minReadySeconds", errs);
+    validate_nonnegative(
+        obj,
+        &["spec", "minReadySeconds"],
+        "spec.minReadySeconds",
+        errs,
+    );
     let template = get(obj, &["spec", "template"]);
     // An empty selector defaults to the template labels.
     let selector = match get(obj, &["spec", "selector"]) {
@@ -1414,7 +1606,12 @@ fn validate_replication_controller(obj: &Value, errs: &mut Vec<FieldError>) {
 }
 
 fn validate_daemon_set(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
-    validate_nonnegative(obj, &["spec", "minReadySeconds"], "spec.minReadySeconds", errs);
+    validate_nonnegative(
+        obj,
+        &["spec", "minReadySeconds"],
+        "spec.minReadySeconds",
+        errs,
+    );
     validate_selector_and_template_labels(obj, "daemonset", errs);
     validate_pod_template(get(obj, &["spec", "template"]), "spec.template", &[], errs);
     validate_template_restart_always(obj, errs);
@@ -1425,14 +1622,14 @@ fn validate_daemon_set(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldErr
             "activeDeadlineSeconds must be nil for daemons",
         ));
     }
-    if let Some(strategy) = get(obj, &["spec", "updateStrategy", "type"]).as_str() {
-        if !matches!(strategy, "OnDelete" | "RollingUpdate") {
-            errs.push(FieldError::not_supported(
-                "spec.updateStrategy.type",
-                &Value::from(strategy),
-                &["OnDelete", "RollingUpdate"],
-            ));
-        }
+    if let Some(strategy) = get(obj, &["spec", "updateStrategy", "type"]).as_str()
+        && !matches!(strategy, "OnDelete" | "RollingUpdate")
+    {
+        errs.push(FieldError::not_supported(
+            "spec.updateStrategy.type",
+            &Value::from(strategy),
+            &["OnDelete", "RollingUpdate"],
+        ));
     }
     validate_selector_immutable(obj, old, errs);
 }
@@ -1449,22 +1646,32 @@ const STATEFULSET_MUTABLE_SPEC_FIELDS: [&str; 7] = [
 
 fn validate_stateful_set(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
     validate_nonnegative(obj, &["spec", "replicas"], "spec.replicas", errs);
-    validate_nonnegative(obj, &["spec", "minReadySeconds"], "spec.minReadySeconds", errs);
-    if let Some(policy) = get(obj, &["spec", "podManagementPolicy"]).as_str() {
-        if !matches!(policy, "OrderedReady" | "Parallel") {
-            errs.push(FieldError::not_supported(
-                "spec.podManagementPolicy",
-                &Value::from(policy),
-                &["OrderedReady", "Parallel"],
-            ));
-        }
+    validate_nonnegative(
+        obj,
+        &["spec", "minReadySeconds"],
+        "spec.minReadySeconds",
+        errs,
+    );
+    if let Some(policy) = get(obj, &["spec", "podManagementPolicy"]).as_str()
+        && !matches!(policy, "OrderedReady" | "Parallel")
+    {
+        errs.push(FieldError::not_supported(
+            "spec.podManagementPolicy",
+            &Value::from(policy),
+            &["OrderedReady", "Parallel"],
+        ));
     }
     validate_selector_and_template_labels(obj, "statefulset", errs);
     let claim_names: Vec<&str> = arr(obj, &["spec", "volumeClaimTemplates"])
         .iter()
         .map(|t| st(t, &["metadata", "name"]))
         .collect();
-    validate_pod_template(get(obj, &["spec", "template"]), "spec.template", &claim_names, errs);
+    validate_pod_template(
+        get(obj, &["spec", "template"]),
+        "spec.template",
+        &claim_names,
+        errs,
+    );
     validate_template_restart_always(obj, errs);
     if is_set(obj, &["spec", "template", "spec", "activeDeadlineSeconds"]) {
         errs.push(FieldError::forbidden(
@@ -1492,7 +1699,13 @@ fn validate_stateful_set(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldE
 }
 
 fn validate_job_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
-    for key in ["parallelism", "completions", "activeDeadlineSeconds", "backoffLimit", "ttlSecondsAfterFinished"] {
+    for key in [
+        "parallelism",
+        "completions",
+        "activeDeadlineSeconds",
+        "backoffLimit",
+        "ttlSecondsAfterFinished",
+    ] {
         validate_nonnegative(spec, &[key], &child(path, key), errs);
     }
     let selector = get(spec, &["selector"]);
@@ -1508,14 +1721,14 @@ fn validate_job_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
             ));
         }
     }
-    if let Some(mode) = get(spec, &["completionMode"]).as_str() {
-        if !matches!(mode, "NonIndexed" | "Indexed") {
-            errs.push(FieldError::not_supported(
-                child(path, "completionMode"),
-                &Value::from(mode),
-                &["NonIndexed", "Indexed"],
-            ));
-        }
+    if let Some(mode) = get(spec, &["completionMode"]).as_str()
+        && !matches!(mode, "NonIndexed" | "Indexed")
+    {
+        errs.push(FieldError::not_supported(
+            child(path, "completionMode"),
+            &Value::from(mode),
+            &["NonIndexed", "Indexed"],
+        ));
     }
     validate_pod_template(template, &child(path, "template"), &[], errs);
     let policy = st(template, &["spec", "restartPolicy"]);
@@ -1563,7 +1776,10 @@ fn validate_job(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
         ));
     }
     for key in ["completionMode", "podFailurePolicy", "backoffLimitPerIndex"] {
-        let (n, o) = (normalize(get(spec, &[key])), normalize(get(old_spec, &[key])));
+        let (n, o) = (
+            normalize(get(spec, &[key])),
+            normalize(get(old_spec, &[key])),
+        );
         if n != o {
             errs.push(FieldError::invalid_repr(
                 format!("spec.{key}"),
@@ -1587,25 +1803,39 @@ fn validate_cron_job(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError
     if schedule.is_empty() {
         errs.push(FieldError::required("spec.schedule", ""));
     } else if let Err(msg) = check_cron_schedule(schedule) {
-        errs.push(FieldError::invalid_repr("spec.schedule", &go_quote(schedule), &msg));
+        errs.push(FieldError::invalid_repr(
+            "spec.schedule",
+            &go_quote(schedule),
+            &msg,
+        ));
     }
-    if let Some(policy) = get(obj, &["spec", "concurrencyPolicy"]).as_str() {
-        if !matches!(policy, "Allow" | "Forbid" | "Replace") {
-            errs.push(FieldError::not_supported(
-                "spec.concurrencyPolicy",
-                &Value::from(policy),
-                &["Allow", "Forbid", "Replace"],
-            ));
-        }
+    if let Some(policy) = get(obj, &["spec", "concurrencyPolicy"]).as_str()
+        && !matches!(policy, "Allow" | "Forbid" | "Replace")
+    {
+        errs.push(FieldError::not_supported(
+            "spec.concurrencyPolicy",
+            &Value::from(policy),
+            &["Allow", "Forbid", "Replace"],
+        ));
     }
-    validate_nonnegative(obj, &["spec", "startingDeadlineSeconds"], "spec.startingDeadlineSeconds", errs);
+    validate_nonnegative(
+        obj,
+        &["spec", "startingDeadlineSeconds"],
+        "spec.startingDeadlineSeconds",
+        errs,
+    );
     validate_nonnegative(
         obj,
         &["spec", "successfulJobsHistoryLimit"],
         "spec.successfulJobsHistoryLimit",
         errs,
     );
-    validate_nonnegative(obj, &["spec", "failedJobsHistoryLimit"], "spec.failedJobsHistoryLimit", errs);
+    validate_nonnegative(
+        obj,
+        &["spec", "failedJobsHistoryLimit"],
+        "spec.failedJobsHistoryLimit",
+        errs,
+    );
     let job_template = get(obj, &["spec", "jobTemplate"]);
     errs.extend(validate_labels(
         get(job_template, &["metadata", "labels"]),
@@ -1628,7 +1858,8 @@ fn check_cron_schedule(schedule: &str) -> Result<(), String> {
     }
     if spec.starts_with('@') {
         return match spec {
-            "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight" | "@hourly" => Ok(()),
+            "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight"
+            | "@hourly" => Ok(()),
             s if s.starts_with("@every ") => Ok(()),
             s => Err(format!("unrecognized descriptor: {s}")),
         };
@@ -1652,7 +1883,10 @@ fn check_cron_schedule(schedule: &str) -> Result<(), String> {
 pub const NODE_PORT_RANGE: (i64, i64) = (30000, 32767);
 
 fn cluster_ips(spec: &Value) -> Vec<&str> {
-    let ips: Vec<&str> = arr(spec, &["clusterIPs"]).iter().filter_map(Value::as_str).collect();
+    let ips: Vec<&str> = arr(spec, &["clusterIPs"])
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     if !ips.is_empty() {
         return ips;
     }
@@ -1675,7 +1909,10 @@ fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
     if ports.is_empty() && !headless && ty != "ExternalName" {
         errs.push(FieldError::required("spec.ports", ""));
     }
-    if !matches!(ty, "ClusterIP" | "ExternalName" | "LoadBalancer" | "NodePort") {
+    if !matches!(
+        ty,
+        "ClusterIP" | "ExternalName" | "LoadBalancer" | "NodePort"
+    ) {
         errs.push(FieldError::not_supported(
             "spec.type",
             &Value::from(ty),
@@ -1684,7 +1921,10 @@ fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
     }
     if ty == "ExternalName" {
         if !ips.is_empty() {
-            errs.push(FieldError::forbidden("spec.clusterIPs", "may not be set for ExternalName services"));
+            errs.push(FieldError::forbidden(
+                "spec.clusterIPs",
+                "may not be set for ExternalName services",
+            ));
         }
         let external = st(spec, &["externalName"]);
         let clean = external.strip_suffix('.').unwrap_or(external);
@@ -1692,7 +1932,11 @@ fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
             errs.push(FieldError::required("spec.externalName", ""));
         } else {
             for msg in is_dns1123_subdomain(clean) {
-                errs.push(FieldError::invalid_repr("spec.externalName", &go_quote(clean), &msg));
+                errs.push(FieldError::invalid_repr(
+                    "spec.externalName",
+                    &go_quote(clean),
+                    &msg,
+                ));
             }
         }
     } else {
@@ -1701,7 +1945,11 @@ fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
                 continue;
             }
             for msg in is_valid_ip(ip) {
-                errs.push(FieldError::invalid_repr(format!("spec.clusterIPs[{i}]"), &go_quote(ip), &msg));
+                errs.push(FieldError::invalid_repr(
+                    format!("spec.clusterIPs[{i}]"),
+                    &go_quote(ip),
+                    &msg,
+                ));
             }
         }
     }
@@ -1717,15 +1965,26 @@ fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
             errs.push(FieldError::required(child(&ppath, "name"), ""));
         } else if !name.is_empty() {
             for msg in is_dns1123_label(name) {
-                errs.push(FieldError::invalid_repr(child(&ppath, "name"), &go_quote(name), &msg));
+                errs.push(FieldError::invalid_repr(
+                    child(&ppath, "name"),
+                    &go_quote(name),
+                    &msg,
+                ));
             }
             if !names.insert(name) {
-                errs.push(FieldError::duplicate_repr(child(&ppath, "name"), &go_quote(name)));
+                errs.push(FieldError::duplicate_repr(
+                    child(&ppath, "name"),
+                    &go_quote(name),
+                ));
             }
         }
         let port = int(p, &["port"]);
         for msg in is_valid_port_num(port) {
-            errs.push(FieldError::invalid_repr(child(&ppath, "port"), &port.to_string(), &msg));
+            errs.push(FieldError::invalid_repr(
+                child(&ppath, "port"),
+                &port.to_string(),
+                &msg,
+            ));
         }
         validate_protocol(get(p, &["protocol"]), &child(&ppath, "protocol"), errs);
         let protocol = str_or(p, &["protocol"], "TCP");
@@ -1735,20 +1994,32 @@ fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
                 // 0 means "unset" (defaulted to the port).
                 if tp != 0 {
                     for msg in is_valid_port_num(tp) {
-                        errs.push(FieldError::invalid_repr(child(&ppath, "targetPort"), &tp.to_string(), &msg));
+                        errs.push(FieldError::invalid_repr(
+                            child(&ppath, "targetPort"),
+                            &tp.to_string(),
+                            &msg,
+                        ));
                     }
                 }
             }
             Value::String(s) if !s.is_empty() => {
                 for msg in is_valid_port_name(s) {
-                    errs.push(FieldError::invalid_repr(child(&ppath, "targetPort"), &go_quote(s), &msg));
+                    errs.push(FieldError::invalid_repr(
+                        child(&ppath, "targetPort"),
+                        &go_quote(s),
+                        &msg,
+                    ));
                 }
             }
             _ => {}
         }
         if let Some(app) = get(p, &["appProtocol"]).as_str() {
             for msg in is_qualified_name(app) {
-                errs.push(FieldError::invalid_repr(child(&ppath, "appProtocol"), &go_quote(app), &msg));
+                errs.push(FieldError::invalid_repr(
+                    child(&ppath, "appProtocol"),
+                    &go_quote(app),
+                    &msg,
+                ));
             }
         }
         let node_port = int(p, &["nodePort"]);
@@ -1762,7 +2033,11 @@ fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
             let msgs = is_valid_port_num(node_port);
             if !msgs.is_empty() {
                 for msg in msgs {
-                    errs.push(FieldError::invalid_repr(child(&ppath, "nodePort"), &node_port.to_string(), &msg));
+                    errs.push(FieldError::invalid_repr(
+                        child(&ppath, "nodePort"),
+                        &node_port.to_string(),
+                        &msg,
+                    ));
                 }
             } else if node_port < NODE_PORT_RANGE.0 || node_port > NODE_PORT_RANGE.1 {
                 errs.push(FieldError::invalid_repr(
@@ -1775,7 +2050,10 @@ fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
                 ));
             }
             if !seen_node_ports.insert((protocol, node_port)) {
-                errs.push(FieldError::duplicate_repr(child(&ppath, "nodePort"), &node_port.to_string()));
+                errs.push(FieldError::duplicate_repr(
+                    child(&ppath, "nodePort"),
+                    &node_port.to_string(),
+                ));
             }
         }
         if !seen_ports.insert((protocol, port)) {
@@ -1790,14 +2068,14 @@ fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
         }
     }
 
-    if let Some(affinity) = get(spec, &["sessionAffinity"]).as_str() {
-        if !matches!(affinity, "ClientIP" | "None" | "") {
-            errs.push(FieldError::not_supported(
-                "spec.sessionAffinity",
-                &Value::from(affinity),
-                &["ClientIP", "None"],
-            ));
-        }
+    if let Some(affinity) = get(spec, &["sessionAffinity"]).as_str()
+        && !matches!(affinity, "ClientIP" | "None" | "")
+    {
+        errs.push(FieldError::not_supported(
+            "spec.sessionAffinity",
+            &Value::from(affinity),
+            &["ClientIP", "None"],
+        ));
     }
     errs.extend(validate_labels(get(spec, &["selector"]), "spec.selector"));
 
@@ -1826,7 +2104,11 @@ fn validate_cluster_ip_update(new: &Value, old: &Value, errs: &mut Vec<FieldErro
         _ => !old_ips.is_empty() && old_ips[0] != new_ips[0],
     };
     if changed {
-        errs.push(FieldError::invalid_repr("spec.clusterIPs[0]", &repr, "may not change once set"));
+        errs.push(FieldError::invalid_repr(
+            "spec.clusterIPs[0]",
+            &repr,
+            "may not change once set",
+        ));
     }
 }
 
@@ -1840,7 +2122,11 @@ fn validate_config_map(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldErr
     if let Some(data) = get(obj, &["data"]).as_object() {
         for (k, v) in sorted(data) {
             for msg in is_config_map_key(k) {
-                errs.push(FieldError::invalid_repr(format!("data[{k}]"), &go_quote(k), &msg));
+                errs.push(FieldError::invalid_repr(
+                    format!("data[{k}]"),
+                    &go_quote(k),
+                    &msg,
+                ));
             }
             if binary.get(k).is_some() {
                 errs.push(FieldError::invalid_repr(
@@ -1855,7 +2141,11 @@ fn validate_config_map(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldErr
     if let Some(data) = binary.as_object() {
         for (k, v) in sorted(data) {
             for msg in is_config_map_key(k) {
-                errs.push(FieldError::invalid_repr(format!("binaryData[{k}]"), &go_quote(k), &msg));
+                errs.push(FieldError::invalid_repr(
+                    format!("binaryData[{k}]"),
+                    &go_quote(k),
+                    &msg,
+                ));
             }
             total += base64_decoded_len(v.as_str().unwrap_or_default());
         }
@@ -1873,11 +2163,17 @@ fn validate_immutable_data(obj: &Value, old: &Value, keys: &[&str], errs: &mut V
         return;
     }
     if get(obj, &["immutable"]).as_bool() != Some(true) {
-        errs.push(FieldError::forbidden("immutable", "field is immutable when `immutable` is set"));
+        errs.push(FieldError::forbidden(
+            "immutable",
+            "field is immutable when `immutable` is set",
+        ));
     }
     for key in keys {
         if normalize(get(obj, &[key])) != normalize(get(old, &[key])) {
-            errs.push(FieldError::forbidden(*key, "field is immutable when `immutable` is set"));
+            errs.push(FieldError::forbidden(
+                *key,
+                "field is immutable when `immutable` is set",
+            ));
         }
     }
 }
@@ -1898,7 +2194,11 @@ fn validate_secret(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>)
     let mut total = 0usize;
     for (k, len) in &keys {
         for msg in is_config_map_key(k) {
-            errs.push(FieldError::invalid_repr(format!("data[{k}]"), &go_quote(k), &msg));
+            errs.push(FieldError::invalid_repr(
+                format!("data[{k}]"),
+                &go_quote(k),
+                &msg,
+            ));
         }
         total += len;
     }
@@ -1913,9 +2213,14 @@ fn validate_secret(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>)
     match ty {
         "kubernetes.io/service-account-token" => {
             let key = "kubernetes.io/service-account.name";
-            let sa = get(obj, &["metadata", "annotations", key]).as_str().unwrap_or_default();
+            let sa = get(obj, &["metadata", "annotations", key])
+                .as_str()
+                .unwrap_or_default();
             if sa.is_empty() {
-                errs.push(FieldError::required(format!("metadata.annotations[{key}]"), ""));
+                errs.push(FieldError::required(
+                    format!("metadata.annotations[{key}]"),
+                    "",
+                ));
             }
         }
         "kubernetes.io/dockercfg" if !has(".dockercfg") => {
@@ -1946,16 +2251,27 @@ fn validate_secret(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>)
             t => t,
         };
         if ty != old_ty {
-            errs.push(FieldError::invalid_repr("type", &go_quote(ty), FIELD_IMMUTABLE_ERROR_MSG));
+            errs.push(FieldError::invalid_repr(
+                "type",
+                &go_quote(ty),
+                FIELD_IMMUTABLE_ERROR_MSG,
+            ));
         }
         validate_immutable_data(obj, old, &["data"], errs);
     }
 }
 
 fn validate_namespace(obj: &Value, errs: &mut Vec<FieldError>) {
-    for f in arr(obj, &["spec", "finalizers"]).iter().filter_map(Value::as_str) {
+    for f in arr(obj, &["spec", "finalizers"])
+        .iter()
+        .filter_map(Value::as_str)
+    {
         for msg in is_qualified_name(f) {
-            errs.push(FieldError::invalid_repr("spec.finalizers", &go_quote(f), &msg));
+            errs.push(FieldError::invalid_repr(
+                "spec.finalizers",
+                &go_quote(f),
+                &msg,
+            ));
         }
         if !f.contains('/') && !matches!(f, "kubernetes" | "orphan" | "foregroundDeletion") {
             errs.push(FieldError::invalid_repr(
@@ -2024,7 +2340,13 @@ fn go_string_map(v: &Value) -> String {
         Some(m) => {
             let pairs: Vec<String> = sorted(m)
                 .into_iter()
-                .map(|(k, v)| format!("{}:{}", go_quote(k), go_quote(v.as_str().unwrap_or_default())))
+                .map(|(k, v)| {
+                    format!(
+                        "{}:{}",
+                        go_quote(k),
+                        go_quote(v.as_str().unwrap_or_default())
+                    )
+                })
                 .collect();
             format!("map[string]string{{{}}}", pairs.join(", "))
         }
@@ -2132,7 +2454,11 @@ fn sorted(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
 }
 
 fn child(path: &str, name: &str) -> String {
-    if path.is_empty() { name.to_string() } else { format!("{path}.{name}") }
+    if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}.{name}")
+    }
 }
 
 fn index(path: &str, i: usize) -> String {
@@ -2165,6 +2491,7 @@ fn normalize(v: &Value) -> Value {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -2172,7 +2499,9 @@ mod tests {
 
     /// (field, reason, message) triples for easy comparison.
     fn triples(errs: &[FieldError]) -> Vec<(String, &'static str, String)> {
-        errs.iter().map(|e| (e.field.clone(), e.reason(), e.message.clone())).collect()
+        errs.iter()
+            .map(|e| (e.field.clone(), e.reason(), e.message.clone()))
+            .collect()
     }
 
     fn fields(errs: &[FieldError]) -> Vec<String> {
@@ -2180,13 +2509,18 @@ mod tests {
     }
 
     fn has(errs: &[FieldError], field: &str, message_start: &str) -> bool {
-        errs.iter().any(|e| e.field == field && e.message.starts_with(message_start))
+        errs.iter()
+            .any(|e| e.field == field && e.message.starts_with(message_start))
     }
 
     #[test]
     fn dns1123_subdomain() {
         assert_eq!(
-            regex_error(DNS1123_SUBDOMAIN_ERR, DNS1123_SUBDOMAIN_FMT, &["example.com"]),
+            regex_error(
+                DNS1123_SUBDOMAIN_ERR,
+                DNS1123_SUBDOMAIN_FMT,
+                &["example.com"]
+            ),
             SUBDOMAIN_MSG
         );
         let long = "a".repeat(254);
@@ -2200,7 +2534,10 @@ mod tests {
             ("-a", vec![SUBDOMAIN_MSG.to_string()]),
             ("a-", vec![SUBDOMAIN_MSG.to_string()]),
             (".a", vec![SUBDOMAIN_MSG.to_string()]),
-            (long.as_str(), vec!["must be no more than 253 characters".to_string()]),
+            (
+                long.as_str(),
+                vec!["must be no more than 253 characters".to_string()],
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(is_dns1123_subdomain(input), want, "{input:?}");
@@ -2289,29 +2626,48 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(is_config_map_key(input), want, "{input:?}");
         }
-        for (port, ok) in [(0, false), (1, true), (65535, true), (65536, false), (-1, false)] {
+        for (port, ok) in [
+            (0, false),
+            (1, true),
+            (65535, true),
+            (65536, false),
+            (-1, false),
+        ] {
             assert_eq!(is_valid_port_num(port).is_empty(), ok, "{port}");
         }
-        assert_eq!(is_valid_port_num(0), ["must be between 1 and 65535, inclusive"]);
+        assert_eq!(
+            is_valid_port_num(0),
+            ["must be between 1 and 65535, inclusive"]
+        );
         assert!(is_valid_port_name("http").is_empty());
         assert_eq!(
             is_valid_port_name("123"),
             ["must contain at least one letter (a-z)"]
         );
-        assert_eq!(is_valid_port_name("a--b"), ["must not contain consecutive hyphens"]);
+        assert_eq!(
+            is_valid_port_name("a--b"),
+            ["must not contain consecutive hyphens"]
+        );
         assert_eq!(is_valid_port_name("http-metrics-port").len(), 1);
         assert!(is_valid_ip("10.0.0.1").is_empty());
         assert!(is_valid_ip("fd00::1").is_empty());
         assert_eq!(is_valid_ip("10.0.0.300").len(), 1);
         assert_eq!(is_valid_path_segment_name(".."), ["may not be '..'"]);
-        assert_eq!(is_valid_path_segment_name("a/b%"), ["may not contain '/'", "may not contain '%'"]);
+        assert_eq!(
+            is_valid_path_segment_name("a/b%"),
+            ["may not contain '/'", "may not contain '%'"]
+        );
         assert!(is_valid_path_segment_name("system:controller:foo").is_empty());
     }
 
     #[test]
     fn field_error_bodies() {
         let cases = vec![
-            (FieldError::required("spec.x", ""), "FieldValueRequired", "Required value"),
+            (
+                FieldError::required("spec.x", ""),
+                "FieldValueRequired",
+                "Required value",
+            ),
             (
                 FieldError::required("metadata.name", "name or generateName is required"),
                 "FieldValueRequired",
@@ -2327,19 +2683,31 @@ mod tests {
                 "FieldValueInvalid",
                 "Invalid value: \"a\\\"b\\n\": bad",
             ),
-            (FieldError::duplicate("x", &json!("c")), "FieldValueDuplicate", "Duplicate value: \"c\""),
+            (
+                FieldError::duplicate("x", &json!("c")),
+                "FieldValueDuplicate",
+                "Duplicate value: \"c\"",
+            ),
             (
                 FieldError::not_supported("x", &json!("Sometimes"), &["Always", "Never"]),
                 "FieldValueNotSupported",
                 "Unsupported value: \"Sometimes\": supported values: \"Always\", \"Never\"",
             ),
-            (FieldError::forbidden("x", "nope"), "FieldValueForbidden", "Forbidden: nope"),
+            (
+                FieldError::forbidden("x", "nope"),
+                "FieldValueForbidden",
+                "Forbidden: nope",
+            ),
             (
                 FieldError::too_long("metadata.annotations", 262144),
                 "FieldValueTooLong",
                 "Too long: may not be more than 262144 bytes",
             ),
-            (FieldError::not_found("x", &json!("v")), "FieldValueNotFound", "Not found: \"v\""),
+            (
+                FieldError::not_found("x", &json!("v")),
+                "FieldValueNotFound",
+                "Not found: \"v\"",
+            ),
         ];
         for (err, reason, message) in cases {
             assert_eq!(err.reason(), reason);
@@ -2374,19 +2742,36 @@ mod tests {
         assert_eq!(st["reason"], "Invalid");
         assert_eq!(st["details"]["group"], "apps");
         assert_eq!(st["details"]["causes"].as_array().unwrap().len(), 3);
-        assert!(invalid_status("", "Pod", "p", &one)["details"].get("group").is_none());
+        assert!(
+            invalid_status("", "Pod", "p", &one)["details"]
+                .get("group")
+                .is_none()
+        );
     }
 
     #[test]
     fn labels_and_annotations() {
-        let errs = validate_labels(&json!({"app": "web", "bad key!": "x", "k": "bad value"}), "metadata.labels");
+        let errs = validate_labels(
+            &json!({"app": "web", "bad key!": "x", "k": "bad value"}),
+            "metadata.labels",
+        );
         assert_eq!(fields(&errs), ["metadata.labels", "metadata.labels"]);
-        assert!(errs[0].message.starts_with("Invalid value: \"bad key!\": name part must consist"));
-        assert!(errs[1].message.starts_with("Invalid value: \"bad value\": a valid label must"));
+        assert!(
+            errs[0]
+                .message
+                .starts_with("Invalid value: \"bad key!\": name part must consist")
+        );
+        assert!(
+            errs[1]
+                .message
+                .starts_with("Invalid value: \"bad value\": a valid label must")
+        );
         assert!(validate_labels(&Value::Null, "x").is_empty());
 
         // Annotation keys are case-insensitive qualified names; values are free-form.
-        assert!(validate_annotations(&json!({"Example.COM/Key": "any value at all"}), "a").is_empty());
+        assert!(
+            validate_annotations(&json!({"Example.COM/Key": "any value at all"}), "a").is_empty()
+        );
         let big = "x".repeat(TOTAL_ANNOTATION_SIZE_LIMIT);
         let errs = validate_annotations(&json!({ "k": big }), "metadata.annotations");
         assert_eq!(
@@ -2399,7 +2784,11 @@ mod tests {
         );
         let errs = validate_annotations(&json!({"a/b/c": "v"}), "metadata.annotations");
         assert_eq!(errs.len(), 1);
-        assert!(errs[0].message.starts_with("Invalid value: \"a/b/c\": a qualified name must"));
+        assert!(
+            errs[0]
+                .message
+                .starts_with("Invalid value: \"a/b/c\": a qualified name must")
+        );
     }
 
     #[test]
@@ -2432,7 +2821,10 @@ mod tests {
             &json!({"matchLabels": {"a": "b"}, "matchExpressions": [{"key": "c", "operator": "NotIn", "values": ["x"]}]}),
             &json!({"a": "b"})
         ));
-        assert!(!selector_matches(&json!({"matchLabels": {"a": "c"}}), &json!({"a": "b"})));
+        assert!(!selector_matches(
+            &json!({"matchLabels": {"a": "c"}}),
+            &json!({"a": "b"})
+        ));
     }
 
     #[test]
@@ -2446,67 +2838,128 @@ mod tests {
         }
         let ok_pod_spec = json!({"containers": [{"name": "c", "image": "i"}]});
         let cases = vec![
-            Case { group: "", kind: "ConfigMap", namespaced: true, meta: json!({"name": "ok", "namespace": "default"}), want: vec![] },
             Case {
-                group: "", kind: "ConfigMap", namespaced: true,
+                group: "",
+                kind: "ConfigMap",
+                namespaced: true,
+                meta: json!({"name": "ok", "namespace": "default"}),
+                want: vec![],
+            },
+            Case {
+                group: "",
+                kind: "ConfigMap",
+                namespaced: true,
                 meta: json!({"namespace": "default"}),
-                want: vec![("metadata.name", "Required value: name or generateName is required")],
+                want: vec![(
+                    "metadata.name",
+                    "Required value: name or generateName is required",
+                )],
             },
-            Case { group: "", kind: "ConfigMap", namespaced: true, meta: json!({"generateName": "cm-", "namespace": "default"}), want: vec![] },
             Case {
-                group: "", kind: "ConfigMap", namespaced: true,
+                group: "",
+                kind: "ConfigMap",
+                namespaced: true,
+                meta: json!({"generateName": "cm-", "namespace": "default"}),
+                want: vec![],
+            },
+            Case {
+                group: "",
+                kind: "ConfigMap",
+                namespaced: true,
                 meta: json!({"name": "My_Pod", "namespace": "default"}),
-                want: vec![("metadata.name", "Invalid value: \"My_Pod\": a lowercase RFC 1123 subdomain must consist of")],
+                want: vec![(
+                    "metadata.name",
+                    "Invalid value: \"My_Pod\": a lowercase RFC 1123 subdomain must consist of",
+                )],
             },
             Case {
-                group: "", kind: "ConfigMap", namespaced: true,
+                group: "",
+                kind: "ConfigMap",
+                namespaced: true,
                 meta: json!({"name": "x"}),
                 want: vec![("metadata.namespace", "Required value")],
             },
             Case {
-                group: "", kind: "Node", namespaced: false,
+                group: "",
+                kind: "Node",
+                namespaced: false,
                 meta: json!({"name": "n1", "namespace": "default"}),
                 want: vec![("metadata.namespace", "Forbidden: not allowed on this type")],
             },
             Case {
-                group: "", kind: "Namespace", namespaced: false,
+                group: "",
+                kind: "Namespace",
+                namespaced: false,
                 meta: json!({"name": "a.b"}),
-                want: vec![("metadata.name", "Invalid value: \"a.b\": must not contain dots")],
+                want: vec![(
+                    "metadata.name",
+                    "Invalid value: \"a.b\": must not contain dots",
+                )],
             },
             Case {
-                group: "", kind: "Service", namespaced: true,
+                group: "",
+                kind: "Service",
+                namespaced: true,
                 meta: json!({"name": "1web", "namespace": "default"}),
-                want: vec![("metadata.name", "Invalid value: \"1web\": a DNS-1035 label must consist")],
+                want: vec![(
+                    "metadata.name",
+                    "Invalid value: \"1web\": a DNS-1035 label must consist",
+                )],
             },
             Case {
-                group: "rbac.authorization.k8s.io", kind: "ClusterRole", namespaced: false,
+                group: "rbac.authorization.k8s.io",
+                kind: "ClusterRole",
+                namespaced: false,
                 meta: json!({"name": "system:controller:x"}),
                 want: vec![],
             },
             Case {
-                group: "rbac.authorization.k8s.io", kind: "Role", namespaced: true,
+                group: "rbac.authorization.k8s.io",
+                kind: "Role",
+                namespaced: true,
                 meta: json!({"name": "a/b", "namespace": "ns"}),
-                want: vec![("metadata.name", "Invalid value: \"a/b\": may not contain '/'")],
+                want: vec![(
+                    "metadata.name",
+                    "Invalid value: \"a/b\": may not contain '/'",
+                )],
             },
             Case {
-                group: "example.com", kind: "Widget", namespaced: true,
+                group: "example.com",
+                kind: "Widget",
+                namespaced: true,
                 meta: json!({"name": "w", "namespace": "Bad_NS"}),
-                want: vec![("metadata.namespace", "Invalid value: \"Bad_NS\": a lowercase RFC 1123 label")],
+                want: vec![(
+                    "metadata.namespace",
+                    "Invalid value: \"Bad_NS\": a lowercase RFC 1123 label",
+                )],
             },
             Case {
-                group: "", kind: "ConfigMap", namespaced: true,
+                group: "",
+                kind: "ConfigMap",
+                namespaced: true,
                 meta: json!({"name": "x", "namespace": "d", "labels": {"ok": "-bad"}, "finalizers": ["a/b/c"],
                              "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "p"}]}),
                 want: vec![
                     ("metadata.labels", "Invalid value: \"-bad\": a valid label"),
-                    ("metadata.ownerReferences.uid", "Invalid value: \"\": must not be empty"),
-                    ("metadata.finalizers", "Invalid value: \"a/b/c\": a qualified name"),
+                    (
+                        "metadata.ownerReferences.uid",
+                        "Invalid value: \"\": must not be empty",
+                    ),
+                    (
+                        "metadata.finalizers",
+                        "Invalid value: \"a/b/c\": a qualified name",
+                    ),
                 ],
             },
             Case {
-                group: "", kind: "ConfigMap", namespaced: true,
+                group: "",
+                kind: "ConfigMap",
+                namespaced: true,
                 meta: json!({"generateName": "Bad-", "namespace": "d"}),
-                want: vec![("metadata.generateName", "Invalid value: \"Bad-\": a lowercase RFC 1123 subdomain")],
+                want: vec![(
+                    "metadata.generateName",
+                    "Invalid value: \"Bad-\": a lowercase RFC 1123 subdomain",
+                )],
             },
         ];
         for case in cases {
@@ -2518,9 +2971,20 @@ mod tests {
                 obj["spec"] = json!({"clusterIP": "None"});
             }
             let errs = validate_object(case.group, case.kind, &obj, None, case.namespaced);
-            assert_eq!(errs.len(), case.want.len(), "{}: {:?}", case.kind, triples(&errs));
+            assert_eq!(
+                errs.len(),
+                case.want.len(),
+                "{}: {:?}",
+                case.kind,
+                triples(&errs)
+            );
             for (field, msg) in case.want {
-                assert!(has(&errs, field, msg), "{}: want {field} {msg}, got {:?}", case.kind, triples(&errs));
+                assert!(
+                    has(&errs, field, msg),
+                    "{}: want {field} {msg}, got {:?}",
+                    case.kind,
+                    triples(&errs)
+                );
             }
         }
     }
@@ -2529,15 +2993,24 @@ mod tests {
     fn metadata_update_rules() {
         let old = json!({"metadata": {"name": "a", "namespace": "ns", "uid": "u1", "resourceVersion": "5"}, "data": {}});
         let cases = vec![
-            (json!({"metadata": {"name": "a", "namespace": "ns"}}), vec![]),
-            (json!({"metadata": {"name": "a", "namespace": "ns", "uid": "u1"}}), vec![]),
+            (
+                json!({"metadata": {"name": "a", "namespace": "ns"}}),
+                vec![],
+            ),
+            (
+                json!({"metadata": {"name": "a", "namespace": "ns", "uid": "u1"}}),
+                vec![],
+            ),
             (
                 json!({"metadata": {"name": "b", "namespace": "ns"}}),
                 vec![("metadata.name", "Invalid value: \"b\": field is immutable")],
             ),
             (
                 json!({"metadata": {"name": "a", "namespace": "other"}}),
-                vec![("metadata.namespace", "Invalid value: \"other\": field is immutable")],
+                vec![(
+                    "metadata.namespace",
+                    "Invalid value: \"other\": field is immutable",
+                )],
             ),
             (
                 json!({"metadata": {"name": "a", "namespace": "ns", "uid": "u2"}}),
@@ -2567,12 +3040,21 @@ mod tests {
     #[test]
     fn pod_rules() {
         let cases: Vec<(Value, Vec<(&str, &str)>)> = vec![
-            (json!({"containers": [{"name": "c", "image": "nginx"}]}), vec![]),
+            (
+                json!({"containers": [{"name": "c", "image": "nginx"}]}),
+                vec![],
+            ),
             (json!({}), vec![("spec.containers", "Required value")]),
-            (json!({"containers": []}), vec![("spec.containers", "Required value")]),
+            (
+                json!({"containers": []}),
+                vec![("spec.containers", "Required value")],
+            ),
             (
                 json!({"containers": [{"name": "C_1", "image": "nginx"}]}),
-                vec![("spec.containers[0].name", "Invalid value: \"C_1\": a lowercase RFC 1123 label")],
+                vec![(
+                    "spec.containers[0].name",
+                    "Invalid value: \"C_1\": a lowercase RFC 1123 label",
+                )],
             ),
             (
                 json!({"containers": [{"image": "nginx"}]}),
@@ -2592,31 +3074,58 @@ mod tests {
             ),
             (
                 json!({"containers": [{"name": "c", "image": " nginx"}]}),
-                vec![("spec.containers[0].image", "Invalid value: \" nginx\": must not have leading or trailing whitespace")],
+                vec![(
+                    "spec.containers[0].image",
+                    "Invalid value: \" nginx\": must not have leading or trailing whitespace",
+                )],
             ),
             (
                 json!({"containers": [{"name": "c", "image": "i", "ports": [
                     {"containerPort": 80}, {"containerPort": 70000, "protocol": "HTTP"}, {"containerPort": 0},
                     {"name": "Http", "containerPort": 81, "hostPort": 99999}]}]}),
                 vec![
-                    ("spec.containers[0].ports[1].containerPort", "Invalid value: 70000: must be between 1 and 65535, inclusive"),
-                    ("spec.containers[0].ports[1].protocol", "Unsupported value: \"HTTP\": supported values: \"SCTP\", \"TCP\", \"UDP\""),
-                    ("spec.containers[0].ports[2].containerPort", "Required value"),
-                    ("spec.containers[0].ports[3].name", "Invalid value: \"Http\": must contain only alpha-numeric characters"),
-                    ("spec.containers[0].ports[3].hostPort", "Invalid value: 99999: must be between 1 and 65535, inclusive"),
+                    (
+                        "spec.containers[0].ports[1].containerPort",
+                        "Invalid value: 70000: must be between 1 and 65535, inclusive",
+                    ),
+                    (
+                        "spec.containers[0].ports[1].protocol",
+                        "Unsupported value: \"HTTP\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
+                    ),
+                    (
+                        "spec.containers[0].ports[2].containerPort",
+                        "Required value",
+                    ),
+                    (
+                        "spec.containers[0].ports[3].name",
+                        "Invalid value: \"Http\": must contain only alpha-numeric characters",
+                    ),
+                    (
+                        "spec.containers[0].ports[3].hostPort",
+                        "Invalid value: 99999: must be between 1 and 65535, inclusive",
+                    ),
                 ],
             ),
             (
                 json!({"containers": [{"name": "c", "image": "i"}], "restartPolicy": "Sometimes"}),
-                vec![("spec.restartPolicy", "Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\"")],
+                vec![(
+                    "spec.restartPolicy",
+                    "Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\"",
+                )],
             ),
             (
                 json!({"containers": [{"name": "c", "image": "i", "imagePullPolicy": "Maybe"}]}),
-                vec![("spec.containers[0].imagePullPolicy", "Unsupported value: \"Maybe\": supported values: \"Always\", \"IfNotPresent\", \"Never\"")],
+                vec![(
+                    "spec.containers[0].imagePullPolicy",
+                    "Unsupported value: \"Maybe\": supported values: \"Always\", \"IfNotPresent\", \"Never\"",
+                )],
             ),
             (
                 json!({"containers": [{"name": "c", "image": "i", "volumeMounts": [{"name": "data", "mountPath": "/d"}]}]}),
-                vec![("spec.containers[0].volumeMounts[0].name", "Not found: \"data\"")],
+                vec![(
+                    "spec.containers[0].volumeMounts[0].name",
+                    "Not found: \"data\"",
+                )],
             ),
             (
                 json!({"volumes": [{"name": "data", "emptyDir": {}}],
@@ -2625,22 +3134,35 @@ mod tests {
             ),
             (
                 json!({"volumes": [{"name": "data"}], "containers": [{"name": "c", "image": "i"}]}),
-                vec![("spec.volumes[0]", "Required value: must specify a volume type")],
+                vec![(
+                    "spec.volumes[0]",
+                    "Required value: must specify a volume type",
+                )],
             ),
             (
                 json!({"containers": [{"name": "c", "image": "i"}], "activeDeadlineSeconds": 0}),
-                vec![("spec.activeDeadlineSeconds", "Invalid value: 0: must be between 1 and 2147483647, inclusive")],
+                vec![(
+                    "spec.activeDeadlineSeconds",
+                    "Invalid value: 0: must be between 1 and 2147483647, inclusive",
+                )],
             ),
             (
                 json!({"containers": [{"name": "c", "image": "i"}], "nodeSelector": {"disk": "s s d"}}),
-                vec![("spec.nodeSelector", "Invalid value: \"s s d\": a valid label")],
+                vec![(
+                    "spec.nodeSelector",
+                    "Invalid value: \"s s d\": a valid label",
+                )],
             ),
         ];
         for (spec, want) in cases {
             let errs = validate_object("", "Pod", &pod(spec.clone()), None, true);
             assert_eq!(errs.len(), want.len(), "{spec}: {:#?}", triples(&errs));
             for (f, m) in want {
-                assert!(has(&errs, f, m), "{spec}: want {f}: {m}; got {:#?}", triples(&errs));
+                assert!(
+                    has(&errs, f, m),
+                    "{spec}: want {f}: {m}; got {:#?}",
+                    triples(&errs)
+                );
             }
         }
     }
@@ -2678,27 +3200,51 @@ mod tests {
         assert!(errs[0].message.contains("- \tnodeName: \"n1\""));
         assert!(errs[0].message.contains("+ \tnodeName: \"n2\""));
 
-        let added = with(&|p| p["spec"]["containers"] = json!([{"name": "c", "image": "a"}, {"name": "d", "image": "b"}]));
+        let added = with(&|p| {
+            p["spec"]["containers"] =
+                json!([{"name": "c", "image": "a"}, {"name": "d", "image": "b"}])
+        });
         let errs = validate_object("", "Pod", &added, Some(&old), true);
         assert_eq!(
             triples(&errs),
-            [("spec.containers".to_string(), "FieldValueForbidden", "Forbidden: pod updates may not add or remove containers".to_string())]
+            [(
+                "spec.containers".to_string(),
+                "FieldValueForbidden",
+                "Forbidden: pod updates may not add or remove containers".to_string()
+            )]
         );
 
         let removed_tol = with(&|p| p["spec"]["tolerations"] = json!([]));
         let errs = validate_object("", "Pod", &removed_tol, Some(&old), true);
-        assert!(has(&errs, "spec.tolerations", "Forbidden: existing toleration can not be modified except its tolerationSeconds"));
+        assert!(has(
+            &errs,
+            "spec.tolerations",
+            "Forbidden: existing toleration can not be modified except its tolerationSeconds"
+        ));
 
-        let new_gate = with(&|p| p["spec"]["schedulingGates"] = json!([{"name": "g1"}, {"name": "g2"}]));
+        let new_gate =
+            with(&|p| p["spec"]["schedulingGates"] = json!([{"name": "g1"}, {"name": "g2"}]));
         let errs = validate_object("", "Pod", &new_gate, Some(&old), true);
-        assert!(has(&errs, "spec.schedulingGates[1].name", "Forbidden: only deletion is allowed, but found new scheduling gate 'g2'"));
+        assert!(has(
+            &errs,
+            "spec.schedulingGates[1].name",
+            "Forbidden: only deletion is allowed, but found new scheduling gate 'g2'"
+        ));
 
         let ads_old = with(&|p| p["spec"]["activeDeadlineSeconds"] = json!(100));
         let ads_up = with(&|p| p["spec"]["activeDeadlineSeconds"] = json!(200));
         let errs = validate_object("", "Pod", &ads_up, Some(&ads_old), true);
-        assert!(has(&errs, "spec.activeDeadlineSeconds", "Invalid value: 200: must be less than or equal to previous value"));
+        assert!(has(
+            &errs,
+            "spec.activeDeadlineSeconds",
+            "Invalid value: 200: must be less than or equal to previous value"
+        ));
         let errs = validate_object("", "Pod", &old, Some(&ads_old), true);
-        assert!(has(&errs, "spec.activeDeadlineSeconds", "Invalid value: null: must not update from a positive integer to nil value"));
+        assert!(has(
+            &errs,
+            "spec.activeDeadlineSeconds",
+            "Invalid value: null: must not update from a positive integer to nil value"
+        ));
     }
 
     fn deployment(spec: Value) -> Value {
@@ -2717,12 +3263,17 @@ mod tests {
     #[test]
     fn deployment_rules() {
         let mismatch = "Invalid value: map[string]string{\"app\":\"other\"}: `selector` does not match template `labels`";
-        let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, Vec<(&str, &str)>)> = vec![
+        type Mutate = Box<dyn Fn(&mut Value)>;
+        type Expected = Vec<(&'static str, &'static str)>;
+        let cases: Vec<(&str, Mutate, Expected)> = vec![
             ("valid", Box::new(|_| {}), vec![]),
             (
                 "negative replicas",
                 Box::new(|s| s["replicas"] = json!(-1)),
-                vec![("spec.replicas", "Invalid value: -1: must be greater than or equal to 0")],
+                vec![(
+                    "spec.replicas",
+                    "Invalid value: -1: must be greater than or equal to 0",
+                )],
             ),
             (
                 "label mismatch",
@@ -2736,7 +3287,10 @@ mod tests {
                 }),
                 vec![
                     ("spec.selector", "Required value"),
-                    ("spec.template.metadata.labels", "Invalid value: map[string]string{\"app\":\"web\"}: `selector` does not match template `labels`"),
+                    (
+                        "spec.template.metadata.labels",
+                        "Invalid value: map[string]string{\"app\":\"web\"}: `selector` does not match template `labels`",
+                    ),
                 ],
             ),
             (
@@ -2750,12 +3304,18 @@ mod tests {
             (
                 "restart policy",
                 Box::new(|s| s["template"]["spec"]["restartPolicy"] = json!("Never")),
-                vec![("spec.template.spec.restartPolicy", "Unsupported value: \"Never\": supported values: \"Always\"")],
+                vec![(
+                    "spec.template.spec.restartPolicy",
+                    "Unsupported value: \"Never\": supported values: \"Always\"",
+                )],
             ),
             (
                 "container image",
                 Box::new(|s| {
-                    s["template"]["spec"]["containers"][0].as_object_mut().unwrap().remove("image");
+                    s["template"]["spec"]["containers"][0]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("image");
                 }),
                 vec![("spec.template.spec.containers[0].image", "Required value")],
             ),
@@ -2778,15 +3338,27 @@ mod tests {
             let errs = validate_object("apps", "Deployment", &deployment(spec), None, true);
             assert_eq!(errs.len(), want.len(), "{name}: {:#?}", triples(&errs));
             for (f, m) in want {
-                assert!(has(&errs, f, m), "{name}: want {f}: {m}; got {:#?}", triples(&errs));
+                assert!(
+                    has(&errs, f, m),
+                    "{name}: want {f}: {m}; got {:#?}",
+                    triples(&errs)
+                );
             }
         }
         // ReplicaSets share the rules (and the "for deployment" wording).
         let mut rs = good_deploy_spec();
         rs["selector"] = json!({});
         let errs = validate_object("apps", "ReplicaSet", &deployment(rs), None, true);
-        assert!(has(&errs, "spec.selector", "Invalid value: v1.LabelSelector{"));
-        assert!(errs[0].message.ends_with("empty selector is invalid for deployment"));
+        assert!(has(
+            &errs,
+            "spec.selector",
+            "Invalid value: v1.LabelSelector{"
+        ));
+        assert!(
+            errs[0]
+                .message
+                .ends_with("empty selector is invalid for deployment")
+        );
     }
 
     #[test]
@@ -2808,16 +3380,33 @@ mod tests {
         let mut spec = good_deploy_spec();
         spec["replicas"] = json!(5);
         spec["template"]["spec"]["containers"][0]["image"] = json!("nginx:2");
-        assert!(validate_object("apps", "Deployment", &deployment(spec), Some(&old), true).is_empty());
+        assert!(
+            validate_object("apps", "Deployment", &deployment(spec), Some(&old), true).is_empty()
+        );
         // Same for ReplicaSets and DaemonSets.
         let mut spec = good_deploy_spec();
-        spec["selector"]["matchExpressions"] = json!([{"key": "tier", "operator": "In", "values": ["a"]}]);
+        spec["selector"]["matchExpressions"] =
+            json!([{"key": "tier", "operator": "In", "values": ["a"]}]);
         spec["template"]["metadata"]["labels"]["tier"] = json!("a");
-        let errs = validate_object("apps", "ReplicaSet", &deployment(spec.clone()), Some(&old), true);
-        assert!(has(&errs, "spec.selector", "Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"web\"}, MatchExpressions:[]v1.LabelSelectorRequirement{v1.LabelSelectorRequirement{Key:\"tier\", Operator:\"In\", Values:[]string{\"a\"}}}}: field is immutable"));
+        let errs = validate_object(
+            "apps",
+            "ReplicaSet",
+            &deployment(spec.clone()),
+            Some(&old),
+            true,
+        );
+        assert!(has(
+            &errs,
+            "spec.selector",
+            "Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"web\"}, MatchExpressions:[]v1.LabelSelectorRequirement{v1.LabelSelectorRequirement{Key:\"tier\", Operator:\"In\", Values:[]string{\"a\"}}}}: field is immutable"
+        ));
         spec.as_object_mut().unwrap().remove("replicas");
         let errs = validate_object("apps", "DaemonSet", &deployment(spec), Some(&old), true);
-        assert!(has(&errs, "spec.selector", "Invalid value: v1.LabelSelector{"));
+        assert!(has(
+            &errs,
+            "spec.selector",
+            "Invalid value: v1.LabelSelector{"
+        ));
     }
 
     #[test]
@@ -2825,31 +3414,63 @@ mod tests {
         let mut sts = good_deploy_spec();
         sts["serviceName"] = json!("web");
         sts["volumeClaimTemplates"] = json!([{"metadata": {"name": "data"}}]);
-        sts["template"]["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "data", "mountPath": "/data"}]);
+        sts["template"]["spec"]["containers"][0]["volumeMounts"] =
+            json!([{"name": "data", "mountPath": "/data"}]);
         let obj = deployment(sts.clone());
         assert!(validate_object("apps", "StatefulSet", &obj, None, true).is_empty());
         let mut bad = sts.clone();
         bad["selector"] = json!({});
         let errs = validate_object("apps", "StatefulSet", &deployment(bad), None, true);
-        assert!(has(&errs, "spec.selector", "Invalid value: v1.LabelSelector{"));
-        assert!(errs[0].message.ends_with("empty selector is invalid for statefulset"));
+        assert!(has(
+            &errs,
+            "spec.selector",
+            "Invalid value: v1.LabelSelector{"
+        ));
+        assert!(
+            errs[0]
+                .message
+                .ends_with("empty selector is invalid for statefulset")
+        );
         // Updates: replicas/template ok, serviceName forbidden.
         let mut upd = sts.clone();
         upd["replicas"] = json!(7);
         upd["template"]["spec"]["containers"][0]["image"] = json!("nginx:2");
-        assert!(validate_object("apps", "StatefulSet", &deployment(upd.clone()), Some(&obj), true).is_empty());
+        assert!(
+            validate_object(
+                "apps",
+                "StatefulSet",
+                &deployment(upd.clone()),
+                Some(&obj),
+                true
+            )
+            .is_empty()
+        );
         upd["serviceName"] = json!("other");
         let errs = validate_object("apps", "StatefulSet", &deployment(upd), Some(&obj), true);
-        assert!(has(&errs, "spec", "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"));
+        assert!(has(
+            &errs,
+            "spec",
+            "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
+        ));
 
         let mut ds = good_deploy_spec();
         ds.as_object_mut().unwrap().remove("replicas");
-        assert!(validate_object("apps", "DaemonSet", &deployment(ds.clone()), None, true).is_empty());
+        assert!(
+            validate_object("apps", "DaemonSet", &deployment(ds.clone()), None, true).is_empty()
+        );
         ds["template"]["metadata"]["labels"] = json!({"app": "x"});
         ds["template"]["spec"]["activeDeadlineSeconds"] = json!(5);
         let errs = validate_object("apps", "DaemonSet", &deployment(ds), None, true);
-        assert!(has(&errs, "spec.template.metadata.labels", "Invalid value: map[string]string{\"app\":\"x\"}: `selector` does not match template `labels`"));
-        assert!(has(&errs, "spec.template.spec.activeDeadlineSeconds", "Invalid value: 5: activeDeadlineSeconds must be nil for daemons"));
+        assert!(has(
+            &errs,
+            "spec.template.metadata.labels",
+            "Invalid value: map[string]string{\"app\":\"x\"}: `selector` does not match template `labels`"
+        ));
+        assert!(has(
+            &errs,
+            "spec.template.spec.activeDeadlineSeconds",
+            "Invalid value: 5: activeDeadlineSeconds must be nil for daemons"
+        ));
     }
 
     fn job(spec: Value) -> Value {
@@ -2862,7 +3483,10 @@ mod tests {
             "containers": [{"name": "c", "image": "busybox"}]}}});
         assert!(validate_object("batch", "Job", &job(good.clone()), None, true).is_empty());
         let mut no_policy = good.clone();
-        no_policy["template"]["spec"].as_object_mut().unwrap().remove("restartPolicy");
+        no_policy["template"]["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("restartPolicy");
         let errs = validate_object("batch", "Job", &job(no_policy), None, true);
         assert_eq!(
             triples(&errs),
@@ -2881,7 +3505,8 @@ mod tests {
         // Updates: template and selector are immutable.
         let mut stored = good.clone();
         stored["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u"}});
-        stored["template"]["metadata"] = json!({"labels": {"batch.kubernetes.io/controller-uid": "u"}});
+        stored["template"]["metadata"] =
+            json!({"labels": {"batch.kubernetes.io/controller-uid": "u"}});
         let old = job(stored.clone());
         let mut upd = stored.clone();
         upd["template"]["spec"]["containers"][0]["image"] = json!("busybox:2");
@@ -2892,11 +3517,19 @@ mod tests {
         upd["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "v"}});
         upd["template"]["metadata"]["labels"]["batch.kubernetes.io/controller-uid"] = json!("v");
         let errs = validate_object("batch", "Job", &job(upd), Some(&old), true);
-        assert!(has(&errs, "spec.selector", "Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"batch.kubernetes.io/controller-uid\":\"v\"}"));
+        assert!(has(
+            &errs,
+            "spec.selector",
+            "Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"batch.kubernetes.io/controller-uid\":\"v\"}"
+        ));
         let mut upd = stored.clone();
         upd["completions"] = json!(3);
         let errs = validate_object("batch", "Job", &job(upd), Some(&old), true);
-        assert!(has(&errs, "spec.completions", "Invalid value: 3: field is immutable"));
+        assert!(has(
+            &errs,
+            "spec.completions",
+            "Invalid value: 3: field is immutable"
+        ));
         // Suspending is fine.
         let mut upd = stored;
         upd["suspend"] = json!(true);
@@ -2908,11 +3541,17 @@ mod tests {
         let good = json!({"schedule": "*/1 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
             "restartPolicy": "OnFailure", "containers": [{"name": "c", "image": "busybox"}]}}}}});
         let mk = |name: &str, spec: Value| json!({"metadata": {"name": name, "namespace": "d"}, "spec": spec});
-        assert!(validate_object("batch", "CronJob", &mk("cj", good.clone()), None, true).is_empty());
+        assert!(
+            validate_object("batch", "CronJob", &mk("cj", good.clone()), None, true).is_empty()
+        );
         let long = "c".repeat(53);
         let errs = validate_object("batch", "CronJob", &mk(&long, good.clone()), None, true);
         assert!(has(&errs, "metadata.name", "Invalid value: \"ccc"));
-        assert!(errs[0].message.ends_with("must be no more than 52 characters"));
+        assert!(
+            errs[0]
+                .message
+                .ends_with("must be no more than 52 characters")
+        );
         let mut bad = good.clone();
         bad["schedule"] = json!("bogus");
         bad["concurrencyPolicy"] = json!("Sometimes");
@@ -2920,12 +3559,23 @@ mod tests {
         let errs = validate_object("batch", "CronJob", &mk("cj", bad), None, true);
         assert_eq!(
             fields(&errs),
-            ["spec.schedule", "spec.concurrencyPolicy", "spec.jobTemplate.spec.template.spec.restartPolicy"]
+            [
+                "spec.schedule",
+                "spec.concurrencyPolicy",
+                "spec.jobTemplate.spec.template.spec.restartPolicy"
+            ]
         );
-        assert_eq!(errs[0].message, "Invalid value: \"bogus\": expected exactly 5 fields, found 1: [bogus]");
+        assert_eq!(
+            errs[0].message,
+            "Invalid value: \"bogus\": expected exactly 5 fields, found 1: [bogus]"
+        );
         let mut empty = good;
         empty["schedule"] = json!("");
-        assert!(has(&validate_object("batch", "CronJob", &mk("cj", empty), None, true), "spec.schedule", "Required value"));
+        assert!(has(
+            &validate_object("batch", "CronJob", &mk("cj", empty), None, true),
+            "spec.schedule",
+            "Required value"
+        ));
     }
 
     fn svc(spec: Value) -> Value {
@@ -2936,25 +3586,40 @@ mod tests {
     fn service_rules() {
         let cases: Vec<(Value, Vec<(&str, &str)>)> = vec![
             (json!({"ports": [{"port": 80}]}), vec![]),
-            (json!({"ports": [{"port": 80, "targetPort": "http"}], "selector": {"app": "web"}}), vec![]),
+            (
+                json!({"ports": [{"port": 80, "targetPort": "http"}], "selector": {"app": "web"}}),
+                vec![],
+            ),
             (json!({}), vec![("spec.ports", "Required value")]),
             (json!({"clusterIP": "None"}), vec![]),
-            (json!({"type": "ExternalName", "externalName": "db.example.com."}), vec![]),
+            (
+                json!({"type": "ExternalName", "externalName": "db.example.com."}),
+                vec![],
+            ),
             (
                 json!({"type": "ExternalName"}),
                 vec![("spec.externalName", "Required value")],
             ),
             (
                 json!({"type": "Magic", "ports": [{"port": 80}]}),
-                vec![("spec.type", "Unsupported value: \"Magic\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\"")],
+                vec![(
+                    "spec.type",
+                    "Unsupported value: \"Magic\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\"",
+                )],
             ),
             (
                 json!({"ports": [{"port": 0}]}),
-                vec![("spec.ports[0].port", "Invalid value: 0: must be between 1 and 65535, inclusive")],
+                vec![(
+                    "spec.ports[0].port",
+                    "Invalid value: 0: must be between 1 and 65535, inclusive",
+                )],
             ),
             (
                 json!({"ports": [{"port": 80, "protocol": "ICMP"}]}),
-                vec![("spec.ports[0].protocol", "Unsupported value: \"ICMP\": supported values: \"SCTP\", \"TCP\", \"UDP\"")],
+                vec![(
+                    "spec.ports[0].protocol",
+                    "Unsupported value: \"ICMP\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
+                )],
             ),
             (
                 json!({"ports": [{"port": 80, "name": "http"}, {"port": 443}]}),
@@ -2962,15 +3627,24 @@ mod tests {
             ),
             (
                 json!({"ports": [{"port": 80, "name": "a"}, {"port": 80, "name": "b"}]}),
-                vec![("spec.ports[1]", "Duplicate value: core.ServicePort{Name:\"\", Protocol:\"TCP\", AppProtocol:(*string)(nil), Port:80, TargetPort:intstr.IntOrString{Type:0, IntVal:0, StrVal:\"\"}, NodePort:0}")],
+                vec![(
+                    "spec.ports[1]",
+                    "Duplicate value: core.ServicePort{Name:\"\", Protocol:\"TCP\", AppProtocol:(*string)(nil), Port:80, TargetPort:intstr.IntOrString{Type:0, IntVal:0, StrVal:\"\"}, NodePort:0}",
+                )],
             ),
             (
                 json!({"ports": [{"port": 80, "nodePort": 30080}]}),
-                vec![("spec.ports[0].nodePort", "Forbidden: may not be used when `type` is 'ClusterIP'")],
+                vec![(
+                    "spec.ports[0].nodePort",
+                    "Forbidden: may not be used when `type` is 'ClusterIP'",
+                )],
             ),
             (
                 json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]}),
-                vec![("spec.ports[0].nodePort", "Invalid value: 80: provided port is not in the valid range. The range of valid ports is 30000-32767")],
+                vec![(
+                    "spec.ports[0].nodePort",
+                    "Invalid value: 80: provided port is not in the valid range. The range of valid ports is 30000-32767",
+                )],
             ),
             (
                 json!({"type": "NodePort", "ports": [{"port": 80, "name": "a", "nodePort": 30080}, {"port": 81, "name": "b", "nodePort": 30080}]}),
@@ -2978,40 +3652,52 @@ mod tests {
             ),
             (
                 json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 70000}]}),
-                vec![("spec.ports[0].nodePort", "Invalid value: 70000: must be between 1 and 65535, inclusive")],
+                vec![(
+                    "spec.ports[0].nodePort",
+                    "Invalid value: 70000: must be between 1 and 65535, inclusive",
+                )],
             ),
-            (
-                json!({"ports": [{"port": 80, "targetPort": 0}]}),
-                vec![],
-            ),
+            (json!({"ports": [{"port": 80, "targetPort": 0}]}), vec![]),
             (
                 json!({"ports": [{"port": 80, "targetPort": 99999}]}),
                 vec![("spec.ports[0].targetPort", "Invalid value: 99999")],
             ),
             (
                 json!({"clusterIP": "10.0.0.300", "ports": [{"port": 80}]}),
-                vec![("spec.clusterIPs[0]", "Invalid value: \"10.0.0.300\": must be a valid IP address")],
+                vec![(
+                    "spec.clusterIPs[0]",
+                    "Invalid value: \"10.0.0.300\": must be a valid IP address",
+                )],
             ),
         ];
         for (spec, want) in cases {
             let errs = validate_object("", "Service", &svc(spec.clone()), None, true);
             assert_eq!(errs.len(), want.len(), "{spec}: {:#?}", triples(&errs));
             for (f, m) in want {
-                assert!(has(&errs, f, m), "{spec}: want {f}: {m}; got {:#?}", triples(&errs));
+                assert!(
+                    has(&errs, f, m),
+                    "{spec}: want {f}: {m}; got {:#?}",
+                    triples(&errs)
+                );
             }
         }
     }
 
     #[test]
     fn service_cluster_ip_immutable() {
-        let old = svc(json!({"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"], "ports": [{"port": 53, "protocol": "UDP"}]}));
-        let same = svc(json!({"clusterIP": "10.96.0.10", "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "name": "tcp", "protocol": "TCP"}]}));
+        let old = svc(
+            json!({"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"], "ports": [{"port": 53, "protocol": "UDP"}]}),
+        );
+        let same = svc(
+            json!({"clusterIP": "10.96.0.10", "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "name": "tcp", "protocol": "TCP"}]}),
+        );
         let mut same = same;
         same["spec"]["ports"][0]["name"] = json!("udp");
         assert!(validate_object("", "Service", &same, Some(&old), true).is_empty());
         let omitted = svc(json!({"ports": [{"port": 53, "protocol": "UDP"}]}));
         assert!(validate_object("", "Service", &omitted, Some(&old), true).is_empty());
-        let changed = svc(json!({"clusterIP": "10.96.0.11", "ports": [{"port": 53, "protocol": "UDP"}]}));
+        let changed =
+            svc(json!({"clusterIP": "10.96.0.11", "ports": [{"port": 53, "protocol": "UDP"}]}));
         let errs = validate_object("", "Service", &changed, Some(&old), true);
         assert_eq!(
             triples(&errs),
@@ -3029,18 +3715,40 @@ mod tests {
     #[test]
     fn config_map_and_secret_rules() {
         let cm = |data: Value| json!({"metadata": {"name": "c", "namespace": "d"}, "data": data});
-        assert!(validate_object("", "ConfigMap", &cm(json!({"a.b_C-1": "x"})), None, true).is_empty());
-        let errs = validate_object("", "ConfigMap", &cm(json!({"a/b": "x", "..x": "y"})), None, true);
+        assert!(
+            validate_object("", "ConfigMap", &cm(json!({"a.b_C-1": "x"})), None, true).is_empty()
+        );
+        let errs = validate_object(
+            "",
+            "ConfigMap",
+            &cm(json!({"a/b": "x", "..x": "y"})),
+            None,
+            true,
+        );
         assert_eq!(fields(&errs), ["data[..x]", "data[a/b]"]);
-        assert_eq!(errs[0].message, "Invalid value: \"..x\": must not start with '..'");
+        assert_eq!(
+            errs[0].message,
+            "Invalid value: \"..x\": must not start with '..'"
+        );
         assert!(errs[1].message.starts_with("Invalid value: \"a/b\": a valid config key must consist of alphanumeric characters, '-', '_' or '.'"));
         let mut dup = cm(json!({"k": "v"}));
         dup["binaryData"] = json!({"k": "AAAA"});
         let errs = validate_object("", "ConfigMap", &dup, None, true);
-        assert!(has(&errs, "data[k]", "Invalid value: \"k\": duplicate of key present in binaryData"));
+        assert!(has(
+            &errs,
+            "data[k]",
+            "Invalid value: \"k\": duplicate of key present in binaryData"
+        ));
         let big = cm(json!({"k": "x".repeat(MAX_SECRET_SIZE + 1)}));
         let errs = validate_object("", "ConfigMap", &big, None, true);
-        assert_eq!(triples(&errs), [(String::new(), "FieldValueTooLong", "Too long: may not be more than 1048576 bytes".to_string())]);
+        assert_eq!(
+            triples(&errs),
+            [(
+                String::new(),
+                "FieldValueTooLong",
+                "Too long: may not be more than 1048576 bytes".to_string()
+            )]
+        );
 
         let mut immutable = cm(json!({"k": "v"}));
         immutable["immutable"] = json!(true);
@@ -3048,27 +3756,89 @@ mod tests {
         changed["data"]["k"] = json!("w");
         let errs = validate_object("", "ConfigMap", &changed, Some(&immutable), true);
         assert_eq!(fields(&errs), ["data"]);
-        assert_eq!(errs[0].message, "Forbidden: field is immutable when `immutable` is set");
+        assert_eq!(
+            errs[0].message,
+            "Forbidden: field is immutable when `immutable` is set"
+        );
         changed["immutable"] = json!(false);
         changed["data"]["k"] = json!("v");
-        assert_eq!(fields(&validate_object("", "ConfigMap", &changed, Some(&immutable), true)), ["immutable"]);
+        assert_eq!(
+            fields(&validate_object(
+                "",
+                "ConfigMap",
+                &changed,
+                Some(&immutable),
+                true
+            )),
+            ["immutable"]
+        );
 
         let secret = |ty: &str, data: Value| json!({"metadata": {"name": "s", "namespace": "d"}, "type": ty, "data": data});
-        assert!(validate_object("", "Secret", &secret("Opaque", json!({"password": "cGFzcw=="})), None, true).is_empty());
-        let errs = validate_object("", "Secret", &secret("kubernetes.io/tls", json!({"tls.crt": "eA=="})), None, true);
-        assert_eq!(triples(&errs), [("data[tls.key]".to_string(), "FieldValueRequired", "Required value".to_string())]);
-        let errs = validate_object("", "Secret", &secret("kubernetes.io/basic-auth", json!({})), None, true);
-        assert_eq!(fields(&errs), ["data[username]", "data[password]"]);
-        let errs = validate_object("", "Secret", &secret("kubernetes.io/service-account-token", json!({})), None, true);
-        assert_eq!(fields(&errs), ["metadata.annotations[kubernetes.io/service-account.name]"]);
-        let mut string_data = secret("Opaque", json!({}));
-        string_data["stringData"] = json!({"bad key": "v"});
-        assert_eq!(fields(&validate_object("", "Secret", &string_data, None, true)), ["data[bad key]"]);
-        let old = secret("Opaque", json!({}));
-        let errs = validate_object("", "Secret", &secret("kubernetes.io/tls", json!({"tls.crt": "", "tls.key": ""})), Some(&old), true);
+        assert!(
+            validate_object(
+                "",
+                "Secret",
+                &secret("Opaque", json!({"password": "cGFzcw=="})),
+                None,
+                true
+            )
+            .is_empty()
+        );
+        let errs = validate_object(
+            "",
+            "Secret",
+            &secret("kubernetes.io/tls", json!({"tls.crt": "eA=="})),
+            None,
+            true,
+        );
         assert_eq!(
             triples(&errs),
-            [("type".to_string(), "FieldValueInvalid", "Invalid value: \"kubernetes.io/tls\": field is immutable".to_string())]
+            [(
+                "data[tls.key]".to_string(),
+                "FieldValueRequired",
+                "Required value".to_string()
+            )]
+        );
+        let errs = validate_object(
+            "",
+            "Secret",
+            &secret("kubernetes.io/basic-auth", json!({})),
+            None,
+            true,
+        );
+        assert_eq!(fields(&errs), ["data[username]", "data[password]"]);
+        let errs = validate_object(
+            "",
+            "Secret",
+            &secret("kubernetes.io/service-account-token", json!({})),
+            None,
+            true,
+        );
+        assert_eq!(
+            fields(&errs),
+            ["metadata.annotations[kubernetes.io/service-account.name]"]
+        );
+        let mut string_data = secret("Opaque", json!({}));
+        string_data["stringData"] = json!({"bad key": "v"});
+        assert_eq!(
+            fields(&validate_object("", "Secret", &string_data, None, true)),
+            ["data[bad key]"]
+        );
+        let old = secret("Opaque", json!({}));
+        let errs = validate_object(
+            "",
+            "Secret",
+            &secret("kubernetes.io/tls", json!({"tls.crt": "", "tls.key": ""})),
+            Some(&old),
+            true,
+        );
+        assert_eq!(
+            triples(&errs),
+            [(
+                "type".to_string(),
+                "FieldValueInvalid",
+                "Invalid value: \"kubernetes.io/tls\": field is immutable".to_string()
+            )]
         );
         assert_eq!(base64_decoded_len("cGFzcw=="), 4);
     }
@@ -3076,21 +3846,63 @@ mod tests {
     #[test]
     fn namespace_rules() {
         let ns = |name: &str, spec: Value| json!({"metadata": {"name": name}, "spec": spec});
-        assert!(validate_object("", "Namespace", &ns("team-a", json!({"finalizers": ["kubernetes"]})), None, false).is_empty());
+        assert!(
+            validate_object(
+                "",
+                "Namespace",
+                &ns("team-a", json!({"finalizers": ["kubernetes"]})),
+                None,
+                false
+            )
+            .is_empty()
+        );
         let errs = validate_object("", "Namespace", &ns("Team_A", json!({})), None, false);
         assert_eq!(fields(&errs), ["metadata.name"]);
-        assert!(errs[0].message.starts_with("Invalid value: \"Team_A\": a lowercase RFC 1123 label must consist of"));
-        let errs = validate_object("", "Namespace", &ns("a", json!({"finalizers": ["custom"]})), None, false);
-        assert!(has(&errs, "spec.finalizers", "Invalid value: \"custom\": name is neither a standard finalizer name nor is it fully qualified"));
-        let errs = validate_object("", "Namespace", &json!({"metadata": {"name": "a", "namespace": "b"}}), None, false);
-        assert!(has(&errs, "metadata.namespace", "Forbidden: not allowed on this type"));
+        assert!(
+            errs[0].message.starts_with(
+                "Invalid value: \"Team_A\": a lowercase RFC 1123 label must consist of"
+            )
+        );
+        let errs = validate_object(
+            "",
+            "Namespace",
+            &ns("a", json!({"finalizers": ["custom"]})),
+            None,
+            false,
+        );
+        assert!(has(
+            &errs,
+            "spec.finalizers",
+            "Invalid value: \"custom\": name is neither a standard finalizer name nor is it fully qualified"
+        ));
+        let errs = validate_object(
+            "",
+            "Namespace",
+            &json!({"metadata": {"name": "a", "namespace": "b"}}),
+            None,
+            false,
+        );
+        assert!(has(
+            &errs,
+            "metadata.namespace",
+            "Forbidden: not allowed on this type"
+        ));
     }
 
     #[test]
     fn replication_controller_rules() {
         let rc = |spec: Value| json!({"metadata": {"name": "rc", "namespace": "d"}, "spec": spec});
         let tmpl = json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
-        assert!(validate_object("", "ReplicationController", &rc(json!({"template": tmpl.clone()})), None, true).is_empty());
+        assert!(
+            validate_object(
+                "",
+                "ReplicationController",
+                &rc(json!({"template": tmpl.clone()})),
+                None,
+                true
+            )
+            .is_empty()
+        );
         let errs = validate_object(
             "",
             "ReplicationController",
@@ -3103,11 +3915,23 @@ mod tests {
 
     #[test]
     fn other_kinds_only_get_metadata_checks() {
-        let obj = json!({"metadata": {"name": "x", "namespace": "d"}, "spec": {"anything": [1, 2]}});
+        let obj =
+            json!({"metadata": {"name": "x", "namespace": "d"}, "spec": {"anything": [1, 2]}});
         assert!(validate_object("example.com", "Widget", &obj, None, true).is_empty());
-        assert!(validate_object("core", "Pod", &json!({"metadata": {"name": "x", "namespace": "d"}}), None, true)
+        assert!(
+            validate_object(
+                "core",
+                "Pod",
+                &json!({"metadata": {"name": "x", "namespace": "d"}}),
+                None,
+                true
+            )
             .iter()
-            .any(|e| e.field == "spec.containers"));
-        assert_eq!(validate_object("", "Pod", &json!("nope"), None, true).len(), 1);
+            .any(|e| e.field == "spec.containers")
+        );
+        assert_eq!(
+            validate_object("", "Pod", &json!("nope"), None, true).len(),
+            1
+        );
     }
 }

@@ -165,7 +165,10 @@ pub fn decode_body(body: &[u8], media: &str) -> Result<Value, ApiError> {
                 .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
             serde_json::to_value(yaml).map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
         }
-        "application/vnd.kubernetes.protobuf" => Err(ApiError::unsupported_media_type(media)),
+        // kubectl's typed clients (create configmap/secret/deployment, ...) send protobuf.
+        "application/vnd.kubernetes.protobuf" => {
+            skiff_api::protobuf::decode(body).map_err(|e| ApiError::bad_request(e.to_string()))
+        }
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }
@@ -214,6 +217,7 @@ mod tests {
         assert!(decode_body(b"{", "application/json").unwrap_err().code == 400);
         let v = decode_body(b"kind: Pod\nmetadata:\n  name: a\n", "application/yaml").unwrap();
         assert_eq!(v["metadata"]["name"], "a");
-        assert_eq!(decode_body(b"x", "application/vnd.kubernetes.protobuf").unwrap_err().code, 415);
+        assert_eq!(decode_body(b"x", "application/vnd.kubernetes.protobuf").unwrap_err().code, 400);
+        assert_eq!(decode_body(b"x", "application/cbor").unwrap_err().code, 415);
     }
 }

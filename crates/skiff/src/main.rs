@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Run the control plane: API server with its embedded store.
     Server(cmd::server::Args),
+    /// Benchmarks that print figures (`skiff bench api`).
+    Bench(cmd::bench::Args),
     /// Run the system kubectl with this cluster's admin kubeconfig.
     #[command(disable_help_flag = true)]
     Kubectl(cmd::kubectl::Args),
@@ -27,6 +29,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Server(args) => cmd::server::run(args),
         Command::Kubectl(args) => cmd::kubectl::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     };
     match result {
         Ok(code) => code,

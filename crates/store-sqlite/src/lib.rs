@@ -120,6 +120,14 @@ pub enum SqliteError {
     Schema { path: PathBuf, reason: String },
     #[error("cannot start the writer thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// Another `SqliteStore` (in this process or another) has the file open.
+    #[error("{0} is in use by another store")]
+    Locked(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A [`Store`] in one SQLite file. See the crate documentation.
@@ -132,6 +140,9 @@ pub struct SqliteStore {
     shared: Arc<Shared>,
     writer: Option<JoinHandle<()>>,
     progress_interval: Option<Duration>,
+    /// Held (flock) for the life of the store: one writer per file, as the
+    /// revisions are allocated in memory. Released after the writer stopped.
+    _lock: std::fs::File,
 }
 
 impl SqliteStore {
@@ -143,6 +154,7 @@ impl SqliteStore {
 
     /// Opens the store at `path` with `options`. Blocks while it opens the file.
     pub fn open_with(path: &Path, options: SqliteOptions) -> Result<SqliteStore, SqliteError> {
+        let lock = lock(path)?;
         let (conn, state) = schema::open_writer(path, &options)?;
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
@@ -177,6 +189,7 @@ impl SqliteStore {
             shared,
             writer: Some(writer),
             progress_interval,
+            _lock: lock,
         })
     }
 
@@ -225,6 +238,29 @@ impl Drop for SqliteStore {
         {
             tracing::error!("sqlite writer thread panicked");
         }
+    }
+}
+
+/// Takes the exclusive lock of the store at `path`: an advisory lock on
+/// `<path>.lock`, released by the kernel if the process dies.
+fn lock(path: &Path) -> Result<std::fs::File, SqliteError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let io = |source| SqliteError::Io {
+        path: lock_path.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(SqliteError::Locked(path.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
     }
 }
 

@@ -159,11 +159,12 @@ impl Writer {
         self.shutdown();
     }
 
-    /// Adds the queued requests to the batch. When far fewer writes are
-    /// queued than the previous batch had, the clients answered by that
-    /// batch are most likely about to send their next write: wait for them
-    /// a little (at most [`GATHER_WAIT`], far less than an fsync) rather than
-    /// pay an fsync for a handful of writes and leave the rest for the next.
+    /// Adds the queued requests to the batch. When fewer writes are queued
+    /// than the previous batch had, the clients answered by that batch are
+    /// most likely about to send their next write: wait for them a little
+    /// (at most [`GATHER_WAIT`] in all, less than an fsync) rather than pay an
+    /// fsync for a handful of writes and leave the others for the next one.
+    /// With a single client there is no wait (its previous batch had one).
     fn gather(
         &self,
         writes: &mut Vec<(WriteOp, Reply<WriteOutcome>)>,

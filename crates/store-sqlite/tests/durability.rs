@@ -164,3 +164,18 @@ async fn refuses_a_foreign_database() {
     drop(conn);
     assert!(SqliteStore::open(&path).is_err());
 }
+
+#[tokio::test]
+async fn one_store_per_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("skiff.db");
+    let store = common::open(&path);
+    assert!(matches!(
+        SqliteStore::open(&path),
+        Err(skiff_store_sqlite::SqliteError::Locked(_))
+    ));
+    drop(store);
+    // Released with the store.
+    let store = common::open(&path);
+    store.create("/a", Vec::new()).await.unwrap();
+}

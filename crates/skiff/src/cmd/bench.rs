@@ -1,0 +1,306 @@
+//! `skiff bench api`: the API benchmark of the API server issue. Starts a
+//! `skiff server` child process on a temporary data directory (or uses
+//! `--kubeconfig`), drives it with the kube client library over HTTPS, and
+//! prints figures. It never fails on a slow figure: it measures.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand)]
+enum What {
+    /// API server throughput, latency, LIST, watch fan-out, idle RSS.
+    Api(ApiArgs),
+}
+
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// Benchmark an already running server instead of starting one.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Pods created by the throughput phase (and then listed).
+    #[arg(long, default_value_t = 10_000)]
+    pods: usize,
+    /// Concurrent clients of the throughput phase.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Writes per second of the latency phase.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Seconds of the latency phase.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent watches of the watch phase.
+    #[arg(long, default_value_t = 1000)]
+    watches: usize,
+}
+
+struct Child {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server() -> anyhow::Result<Child> {
+    let dir = tempfile::tempdir().context("tempdir")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let exe = std::env::current_exe().context("current exe")?;
+    let child = std::process::Command::new(exe)
+        .args(["server", "--bind-address", "127.0.0.1", "--https-listen-port", &port.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting skiff server")?;
+    let kubeconfig = dir.path().join("kubeconfig.yaml");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !kubeconfig.exists() {
+        if Instant::now() > deadline {
+            bail!("skiff server did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Child { child, _dir: dir, kubeconfig })
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn client(kubeconfig: &PathBuf) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn pod(name: &str) -> anyhow::Result<Pod> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"app": "bench"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox:1.36", "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}
+    }))?)
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let What::Api(args) = args.what;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(bench_api(args))
+}
+
+async fn bench_api(args: ApiArgs) -> anyhow::Result<ExitCode> {
+    let child = match &args.kubeconfig {
+        Some(_) => None,
+        None => Some(start_server()?),
+    };
+    let kubeconfig = args.kubeconfig.clone().or_else(|| child.as_ref().map(|c| c.kubeconfig.clone())).context("kubeconfig")?;
+    let client = client(&kubeconfig).await?;
+    // Wait for readiness.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if client.apiserver_version().await.is_ok() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("server not ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("skiff bench api: {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    if let Some(c) = &child {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if let Some(rss) = rss_kib(c.child.id()) {
+            println!("idle RSS of skiff server:            {:.1} MiB", rss as f64 / 1024.0);
+        }
+    }
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for ns in ["bench", "latency", "watch"] {
+        let n: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))?;
+        let _ = namespaces.create(&PostParams::default(), &n).await;
+    }
+
+    // 1. Durable creates with N concurrent clients.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "bench");
+    let per = args.pods.div_ceil(args.concurrency);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..args.concurrency {
+        let pods = pods.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per);
+            for i in 0..per {
+                let p = pod(&format!("p-{w}-{i}"))?;
+                let t = Instant::now();
+                pods.create(&PostParams::default(), &p).await?;
+                lat.push(t.elapsed());
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let elapsed = start.elapsed();
+    lat.sort();
+    println!(
+        "creates/s, {} clients, {} pods:     {:.0}/s (p50 {:.2} ms, p99 {:.2} ms)",
+        args.concurrency,
+        lat.len(),
+        lat.len() as f64 / elapsed.as_secs_f64(),
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.99))
+    );
+
+    // 2. LIST of all those pods (server time + transfer, and with decoding).
+    let mut raw_times = Vec::new();
+    let mut typed_times = Vec::new();
+    let mut count = 0;
+    for _ in 0..5 {
+        let req = http::Request::get("/api/v1/namespaces/bench/pods").body(Vec::new())?;
+        let t = Instant::now();
+        let text = client.request_text(req).await?;
+        raw_times.push(t.elapsed());
+        let _ = text.len();
+        let t = Instant::now();
+        count = pods.list(&ListParams::default()).await?.items.len();
+        typed_times.push(t.elapsed());
+    }
+    raw_times.sort();
+    typed_times.sort();
+    println!(
+        "LIST {count} pods:                   {:.1} ms median (raw JSON), {:.1} ms with client decoding",
+        ms(percentile(&raw_times, 0.5)),
+        ms(percentile(&typed_times, 0.5))
+    );
+
+    // 3. Single-object write latency at a fixed rate (open loop).
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "latency");
+    let total = (args.rate * args.seconds) as usize;
+    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let start = tokio::time::Instant::now();
+    let mut handles = Vec::with_capacity(total);
+    for i in 0..total {
+        tokio::time::sleep_until(start + interval * i as u32).await;
+        let cms = cms.clone();
+        handles.push(tokio::spawn(async move {
+            let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": format!("c{i}")}, "data": {"k": "v"}}))?;
+            let t = Instant::now();
+            cms.create(&PostParams::default(), &cm).await?;
+            anyhow::Ok(t.elapsed())
+        }));
+    }
+    let mut lat = Vec::with_capacity(total);
+    for h in handles {
+        lat.push(h.await??);
+    }
+    let achieved = total as f64 / start.elapsed().as_secs_f64();
+    lat.sort();
+    println!(
+        "write latency at {}/s ({:.0}/s achieved): p50 {:.2} ms, p99 {:.2} ms",
+        args.rate,
+        achieved,
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.99))
+    );
+
+    // 4. Watch fan-out: N watches, each write's delivery delay to every watcher.
+    let wcm: Api<ConfigMap> = Api::namespaced(client.clone(), "watch");
+    let sent: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+    let mut watchers = Vec::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    for _ in 0..args.watches {
+        let wcm = wcm.clone();
+        let sent = sent.clone();
+        let tx = tx.clone();
+        let ready_tx = ready_tx.clone();
+        watchers.push(tokio::spawn(async move {
+            let stream = wcm.watch(&WatchParams::default().timeout(290), "0").await?;
+            let _ = ready_tx.send(());
+            let mut stream = stream.boxed();
+            while let Some(ev) = stream.try_next().await? {
+                if let WatchEvent::Added(cm) = ev {
+                    let now = Instant::now();
+                    let name = cm.metadata.name.unwrap_or_default();
+                    let at = sent.lock().ok().and_then(|m| m.get(&name).copied());
+                    if let Some(at) = at {
+                        let _ = tx.send(now.saturating_duration_since(at));
+                    }
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    drop(tx);
+    for _ in 0..args.watches {
+        ready_rx.recv().await.context("watch setup")?;
+    }
+    let writes = 20;
+    for i in 0..writes {
+        let name = format!("w{i}");
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+        if let Ok(mut m) = sent.lock() {
+            m.insert(name, Instant::now());
+        }
+        wcm.create(&PostParams::default(), &cm).await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let expected = writes * args.watches;
+    let mut delays = Vec::with_capacity(expected);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while delays.len() < expected {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(d)) => delays.push(d),
+            _ => break,
+        }
+    }
+    for w in watchers {
+        w.abort();
+    }
+    delays.sort();
+    println!(
+        "watch delivery, {} watches x {writes} writes: {} of {expected} delivered, p50 {:.2} ms, p99 {:.2} ms",
+        args.watches,
+        delays.len(),
+        ms(percentile(&delays, 0.5)),
+        ms(percentile(&delays, 0.99))
+    );
+    if let Some(c) = &child
+        && let Some(rss) = rss_kib(c.child.id())
+    {
+        println!("RSS of skiff server after the run:   {:.1} MiB", rss as f64 / 1024.0);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,43 @@
+//! An in-process API server for integration tests: a real skiff API server
+//! on 127.0.0.1:0 over HTTPS with an embedded store in a temporary
+//! directory, and a kube client for it. Dropping it shuts the server down.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    pub client: kube::Client,
+    pub running: skiff_apiserver::Running,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let store = skiff_store_sqlite::SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        let mut config = skiff_apiserver::Config::new(dir.path().to_path_buf(), Arc::new(store));
+        config.bind_address = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        config.port = 0;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (running, _handle) = skiff_apiserver::start(config, async move {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+        let kubeconfig = running.kubeconfig_path.clone();
+        let client = skiff_runtime::client_from_kubeconfig(&kubeconfig).await.unwrap();
+        TestServer { dir, kubeconfig, client, running, stop: Some(tx) }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
