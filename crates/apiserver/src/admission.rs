@@ -349,6 +349,13 @@ fn strip_meta_status(v: &Value) -> Value {
     v
 }
 
+/// Whether finalizers still hold an object being deleted: metadata.finalizers,
+/// and for a Namespace also spec.finalizers (cleared through /finalize).
+pub fn has_finalizers(info: &ResourceInfo, obj: &Value) -> bool {
+    let non_empty = |p: &str| obj.pointer(p).and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+    non_empty("/metadata/finalizers") || (info.kind == "Namespace" && info.group.is_empty() && non_empty("/spec/finalizers"))
+}
+
 /// The grace period a delete gets, or None for an immediate delete.
 pub fn graceful_period(info: &ResourceInfo, obj: &Value, requested: Option<i64>) -> Option<i64> {
     if info.kind != "Pod" || !info.group.is_empty() {

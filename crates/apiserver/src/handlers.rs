@@ -412,8 +412,7 @@ pub async fn write_update(req: &Req<'_>, mut new: Value, old: &Value, revision: 
     validate(req, &new, Some(old))?;
     let name = name_of(old).to_string();
     // Finalizers gone from an object being deleted: delete it now.
-    let finalizers_empty = new.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
-    if finalizers_empty && new.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+    if !admission::has_finalizers(req.info, &new) && new.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
         if req.dry_run {
             return Ok(Written::Deleted(new));
         }
@@ -653,7 +652,9 @@ pub async fn delete_one(req: &Req<'_>, name: &str, opts_body: &[u8]) -> ApiResul
         }
         let graceful = admission::graceful_period(req.info, &old, opts.grace);
         let already_deleting = old.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
-        if finalizers.is_empty() && graceful.is_none() {
+        let namespace_finalizers = req.info.kind == "Namespace"
+            && old.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+        if finalizers.is_empty() && graceful.is_none() && !namespace_finalizers {
             if req.dry_run {
                 return Ok((old, true));
             }
@@ -686,6 +687,9 @@ pub async fn delete_one(req: &Req<'_>, name: &str, opts_body: &[u8]) -> ApiResul
                 meta.insert("deletionTimestamp".into(), json!(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
                 meta.insert("deletionGracePeriodSeconds".into(), json!(g));
             }
+        }
+        if req.info.kind == "Namespace" {
+            new["status"]["phase"] = json!("Terminating");
         }
         if new == old {
             return Ok((old, false));
