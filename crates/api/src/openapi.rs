@@ -306,6 +306,15 @@ fn v2_operation(op: &Value) -> Value {
 fn rewrite_refs(v: &mut Value) {
     match v {
         Value::Object(m) => {
+            // Swagger 2 tools (kubectl's proto models) read `$ref` beside a
+            // description, not single-element `allOf` wrappers.
+            if let Some(Value::Array(all)) = m.get("allOf")
+                && all.len() == 1
+                && let Some(r) = all[0].get("$ref").cloned()
+            {
+                m.remove("allOf");
+                m.insert("$ref".into(), r);
+            }
             if let Some(Value::String(r)) = m.get_mut("$ref") {
                 *r = r.replace("#/components/schemas/", "#/definitions/");
             }
@@ -341,6 +350,10 @@ mod tests {
         let containers = &doc["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
         assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
         assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
+        let v2 = v2_document();
+        let spec = &v2["definitions"]["io.k8s.api.apps.v1.Deployment"]["properties"]["spec"];
+        assert_eq!(spec["$ref"], "#/definitions/io.k8s.api.apps.v1.DeploymentSpec");
+        assert!(spec.get("allOf").is_none());
         assert!(v3_index()["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap().starts_with("/openapi/v3/apis/apps/v1?hash="));
     }
 }

@@ -220,11 +220,12 @@ async fn route(
             discovery::api_resource_list(group, version).map(|v| json_response(200, &v)).ok_or_else(ApiError::no_route)
         }
         ["openapi", "v2"] => {
-            // kubectl asks for protobuf; without it, it falls back to v3 and built-in types.
-            if accept.contains("json") || accept.is_empty() || accept.contains("*/*") {
-                Ok(json_response(200, &skiff_api::openapi::v2_document()))
+            // kubectl (1.27 for validation and explain) asks for gnostic protobuf.
+            if accept.contains("application/com.github.proto-openapi.spec.v2") {
+                let bytes = server.openapi_v2_proto()?;
+                Ok(bytes_response(200, "application/com.github.proto-openapi.spec.v2.v1.0+protobuf", bytes))
             } else {
-                Err(ApiError::new(406, "NotAcceptable", "only application/json is served for /openapi/v2"))
+                Ok(bytes_response(200, "application/json", server.openapi_v2_json()))
             }
         }
         ["openapi", "v3"] => Ok(json_response(200, &skiff_api::openapi::v3_index())),

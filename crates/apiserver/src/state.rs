@@ -147,6 +147,7 @@ pub struct ApiServer {
     pub advertise_address: String,
     tokens: HashMap<String, String>,
     openapi: Mutex<HashMap<(String, String), Bytes>>,
+    openapi_v2: std::sync::OnceLock<(Bytes, Bytes)>,
 }
 
 pub fn version_info() -> Value {
@@ -175,6 +176,34 @@ impl ApiServer {
             "Number of currently registered watchers.",
             self.cache.watcher_count() as f64,
         ), ("etcd_current_revision", "The store's revision as seen by the watch cache.", self.cache.revision() as f64)])
+    }
+
+    /// The v2 document as (JSON, gnostic protobuf), built once.
+    fn openapi_v2(&self) -> &(Bytes, Bytes) {
+        self.openapi_v2.get_or_init(|| {
+            let doc = skiff_api::openapi::v2_document();
+            let json = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
+            let proto = match skiff_api::openapi_v2_proto::encode_document(&doc) {
+                Ok(b) => Bytes::from(b),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode the OpenAPI v2 document as protobuf");
+                    Bytes::new()
+                }
+            };
+            (json, proto)
+        })
+    }
+
+    pub fn openapi_v2_json(&self) -> Bytes {
+        self.openapi_v2().0.clone()
+    }
+
+    pub fn openapi_v2_proto(&self) -> Result<Bytes, ApiError> {
+        let b = self.openapi_v2().1.clone();
+        if b.is_empty() {
+            return Err(ApiError::internal("the OpenAPI v2 document could not be encoded"));
+        }
+        Ok(b)
     }
 
     pub fn openapi_v3(&self, group: &str, version: &str) -> Option<Bytes> {
@@ -244,6 +273,7 @@ pub async fn start(
         advertise_address: SocketAddr::new(advertise_ip, local.port()).to_string(),
         tokens,
         openapi: Mutex::new(HashMap::new()),
+        openapi_v2: std::sync::OnceLock::new(),
     });
     crate::bootstrap::bootstrap(&server, local.port()).await.map_err(StartError::Bootstrap)?;
     let kubeconfig = pki.kubeconfig(&format!("https://{}", SocketAddr::new(advertise_ip, local.port())));
