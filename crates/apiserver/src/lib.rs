@@ -7,6 +7,7 @@
 //! to the store; everything else reaches the cluster through its HTTP API.
 
 pub mod admission;
+pub mod authz;
 pub mod bootstrap;
 pub mod cache;
 pub mod discovery;

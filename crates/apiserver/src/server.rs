@@ -183,6 +183,19 @@ async fn route(
     }
     let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let method = req.method().clone();
+    if method == Method::POST
+        && let Some(kind) = match path {
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" => Some("SelfSubjectAccessReview"),
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews" => Some("SelfSubjectReview"),
+            _ => None,
+        }
+    {
+        labels.verb = "POST";
+        let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let (_, body) = read_body(req).await?;
+        let review = crate::request::decode_body(&body, &crate::request::media_type(ct.as_deref()))?;
+        return Ok(json_response(201, &crate::authz::review(kind, review)));
+    }
     if let Some(rp) = parse_resource_path(path)? {
         let watch = rp.watch_prefix || (method == Method::GET && query.flag("watch"));
         labels.verb = verb_for(&method, rp.name.is_some(), watch);

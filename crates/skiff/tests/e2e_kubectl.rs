@@ -137,6 +137,8 @@ fn create_helpers_dry_run_server_explain_diff() {
     let out = s.ok(&["run", "dry", "--image=busybox", "--dry-run=server", "-o", "yaml"]);
     assert!(out.contains("uid:") && out.contains("name: dry"), "{out}");
     assert!(!s.kubectl(&["get", "pod", "dry"]).status.success(), "dry-run=server created the pod");
+    assert_eq!(s.ok(&["auth", "can-i", "create", "pods"]).trim(), "yes");
+    assert!(s.ok(&["auth", "whoami"]).contains("admin"));
     let out = s.ok(&["explain", "pods.spec.containers.image"]);
     assert!(out.contains("image") && out.contains("Container image name"), "{out}");
     let out = s.ok(&["explain", "deployment.spec"]);
