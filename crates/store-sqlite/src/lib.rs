@@ -31,6 +31,13 @@
 //!   between write batches. The writer also compacts on a timer, runs
 //!   `PRAGMA incremental_vacuum` and `wal_checkpoint(TRUNCATE)` so that the
 //!   database and its WAL stay bounded under churn.
+//! - One store per file: `open` takes an advisory lock on `<path>.lock`
+//!   (released by the kernel if the process dies), since revisions are
+//!   allocated by the writer thread.
+//!
+//! A watch from a revision above the current one waits for it (as etcd's
+//! does). Progress notifications are off unless
+//! [`SqliteOptions::progress_interval`] is set.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;

@@ -135,9 +135,10 @@ async fn automatic_maintenance_bounds_the_file() {
         compacted <= current - 1_000,
         "automatic compaction must keep the last 1,000 revisions"
     );
-    // 40,000 updates are 40 MiB of history; the file stays far below.
+    // 40,000 updates are 40 MiB of values (57 MiB of file uncompacted);
+    // the file stays far below: the history kept plus a WAL of a few MiB.
     assert!(
-        largest < UNBOUNDED / 2,
+        largest < 2 * UNBOUNDED / 3,
         "file reached {} under churn",
         mib(largest)
     );
