@@ -17,6 +17,12 @@ struct Cli {
 enum Command {
     /// Run the control plane: API server with its embedded store.
     Server(cmd::server::Args),
+    /// Run the controller manager alone (leader-elected).
+    // ControllerManager(cmd::controller_manager::Args),
+    /// Run the scheduler alone (leader-elected).
+    Scheduler(cmd::scheduler::Args),
+    /// Simulated (hollow) nodes for rehearsing scale and scheduling.
+    Sim(cmd::sim::Args),
     /// Benchmarks that print figures (`skiff bench api`).
     Bench(cmd::bench::Args),
     /// Run the system kubectl with this cluster's admin kubeconfig.
@@ -30,6 +36,9 @@ fn main() -> std::process::ExitCode {
         Command::Server(args) => cmd::server::run(args),
         Command::Kubectl(args) => cmd::kubectl::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Scheduler(args) => cmd::scheduler::run(args),
+        Command::Sim(args) => cmd::sim::run(args),
+        // Command::ControllerManager(args) => cmd::controller_manager::run(args),
     };
     match result {
         Ok(code) => code,

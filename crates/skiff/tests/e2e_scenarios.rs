@@ -2,7 +2,7 @@
 //! the real kubectl against a real `skiff server`.
 
 mod support;
-use support::{Server, scenario};
+use support::{Server, eventually, scenario, sim};
 
 #[test]
 fn pod_manifest_apply_get_describe() {
@@ -70,4 +70,18 @@ fn run_dry_run_client_and_imperative_run() {
     assert_eq!(pod["spec"]["schedulerName"], "default-scheduler");
     assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 30);
     assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
+}
+
+#[test]
+fn pod_is_scheduled_onto_a_node_and_runs() {
+    let s = Server::start();
+    let _sim = sim(&s, 3);
+    s.ok(&["apply", "-f", &scenario("pod.yaml")]);
+    eventually("myapp-pod running on a node", &s, || {
+        let wide = s.ok(&["get", "pods", "-o", "wide", "--no-headers"]);
+        wide.contains("myapp-pod") && wide.contains("Running") && wide.contains("sim-node-")
+    });
+    let desc = s.ok(&["describe", "pod", "myapp-pod"]);
+    assert!(desc.contains("Successfully assigned default/myapp-pod to sim-node-"), "{desc}");
+    assert!(desc.contains("Node:") && desc.contains("sim-node-"), "{desc}");
 }

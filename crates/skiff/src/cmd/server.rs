@@ -30,9 +30,18 @@ pub struct Args {
     /// Do not run a node agent in this process (there is none yet: accepted for k3s compatibility).
     #[arg(long)]
     pub disable_agent: bool,
+    /// Do not run the controller manager in this process.
+    #[arg(long)]
+    pub disable_controller_manager: bool,
+    /// Do not run the scheduler in this process.
+    #[arg(long)]
+    pub disable_scheduler: bool,
+    /// Cluster pod CIDR (nodes get a /24 each).
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
 }
 
-fn parse_cidr(s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
+pub fn parse_cidr(s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
     let (ip, bits) = s.split_once('/').with_context(|| format!("{s}: not a CIDR"))?;
     let ip: Ipv4Addr = ip.parse().with_context(|| format!("{s}: bad address"))?;
     let bits: u8 = bits.parse().with_context(|| format!("{s}: bad prefix length"))?;
@@ -56,6 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let data_dir = args.data_dir.clone().unwrap_or_else(super::default_data_dir);
     let service_cidr = parse_cidr(&args.service_cidr)?;
     let node_ports = parse_range(&args.service_node_port_range)?;
+    let cluster_cidr = parse_cidr(&args.cluster_cidr)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
         let db_dir = data_dir.join("db");
@@ -67,24 +77,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.tls_sans = args.tls_san.clone();
         config.service_cidr = service_cidr;
         config.node_port_range = node_ports;
-        let (running, handle) = skiff_apiserver::start(config, shutdown_signal()).await.context("starting the API server")?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            super::shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let (running, handle) = skiff_apiserver::start(config, stopped()).await.context("starting the API server")?;
         eprintln!("skiff: API server on https://{}; kubeconfig: {}", running.addr, running.kubeconfig_path.display());
         eprintln!("skiff: node join token in {}", data_dir.join("node-token").display());
+        // The other control-plane components are clients of the API server, as in k3s.
+        let client = skiff_runtime::client_from_kubeconfig(&running.kubeconfig_path).await.context("kube client")?;
+        if !args.disable_controller_manager {
+            // tokio::spawn(super::controller_manager::run_elected(client.clone(), cluster_cidr, stopped()));
+        }
+        if !args.disable_scheduler {
+            tokio::spawn(super::scheduler::run_elected(client.clone(), "default-scheduler".into(), stopped()));
+        }
         let _ = handle.await;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down");
-}

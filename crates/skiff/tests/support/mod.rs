@@ -181,3 +181,37 @@ impl Drop for Server {
         }
     }
 }
+
+pub struct Sim(std::process::Child);
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn sim(s: &Server, nodes: usize) -> Sim {
+    let log = std::fs::File::create(s.data_dir().join("sim.log")).expect("sim log");
+    let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["sim", "--nodes", &nodes.to_string(), "--cpu", "2", "--memory", "4Gi", "--kubeconfig"])
+        .arg(s.kubeconfig())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn skiff sim");
+    Sim(child)
+}
+
+/// Poll `check` until it returns true (60 s at most).
+pub fn eventually(what: &str, s: &Server, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("timed out waiting for {what}\nserver log tail:\n{}", s.log().lines().rev().take(40).collect::<Vec<_>>().join("\n"));
+}
+
