@@ -18,7 +18,7 @@ enum Command {
     /// Run the control plane: API server with its embedded store.
     Server(cmd::server::Args),
     /// Run the controller manager alone (leader-elected).
-    // ControllerManager(cmd::controller_manager::Args),
+    ControllerManager(cmd::controller_manager::Args),
     /// Run the scheduler alone (leader-elected).
     Scheduler(cmd::scheduler::Args),
     /// Simulated (hollow) nodes for rehearsing scale and scheduling.
@@ -38,7 +38,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => cmd::bench::run(args),
         Command::Scheduler(args) => cmd::scheduler::run(args),
         Command::Sim(args) => cmd::sim::run(args),
-        // Command::ControllerManager(args) => cmd::controller_manager::run(args),
+        Command::ControllerManager(args) => cmd::controller_manager::run(args),
     };
     match result {
         Ok(code) => code,

@@ -23,15 +23,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let client = skiff_runtime::client_from_kubeconfig(&args.kubeconfig).await.context("kube client")?;
-        run_elected(client, cidr, super::shutdown_signal()).await;
+        let root_ca = skiff_controllers::serviceaccount::root_ca_from_kubeconfig(&args.kubeconfig).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "no cluster CA for kube-root-ca.crt");
+            None
+        });
+        run_elected(client, cidr, root_ca, super::shutdown_signal()).await;
         Ok(ExitCode::SUCCESS)
     })
 }
 
 /// The controller manager under leader election, until `shutdown`.
-pub async fn run_elected(client: kube::Client, cluster_cidr: (std::net::Ipv4Addr, u8), shutdown: impl std::future::Future<Output = ()>) {
+pub async fn run_elected(
+    client: kube::Client,
+    cluster_cidr: (std::net::Ipv4Addr, u8),
+    root_ca: Option<String>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let identity = super::identity("controller-manager");
-    let config = skiff_controllers::Config { cluster_cidr, ..Default::default() };
+    let config = skiff_controllers::Config { cluster_cidr, root_ca, ..Default::default() };
     let ctx = skiff_controllers::Context {
         client: client.clone(),
         recorder: Arc::new(skiff_runtime::events::Recorder::new(client.clone(), "controller-manager", Some(&identity))),

@@ -1,5 +1,5 @@
 pub mod bench;
-// pub mod controller_manager;
+pub mod controller_manager;
 pub mod kubectl;
 pub mod scheduler;
 pub mod server;

@@ -94,7 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // The other control-plane components are clients of the API server, as in k3s.
         let client = skiff_runtime::client_from_kubeconfig(&running.kubeconfig_path).await.context("kube client")?;
         if !args.disable_controller_manager {
-            // tokio::spawn(super::controller_manager::run_elected(client.clone(), cluster_cidr, stopped()));
+            tokio::spawn(super::controller_manager::run_elected(client.clone(), cluster_cidr, Some(running.ca_pem.clone()), stopped()));
         }
         if !args.disable_scheduler {
             tokio::spawn(super::scheduler::run_elected(client.clone(), "default-scheduler".into(), stopped()));

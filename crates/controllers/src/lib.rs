@@ -1,0 +1,72 @@
+//! The controller manager (↔ kube-controller-manager): one module per
+//! controller, each a `kube` client of the API server that watches what it
+//! needs and writes through the API. Nothing here touches the store.
+//!
+//! Every controller exposes `pub async fn run(ctx: Context)` that runs until
+//! the future is dropped (the manager drops it when leadership is lost or
+//! at shutdown).
+
+use std::sync::Arc;
+
+pub mod ctrlutil;
+pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
+pub mod gc;
+pub mod loopkit;
+pub mod namespace;
+pub mod nodeipam;
+pub mod nodelifecycle;
+pub mod podgc;
+pub mod replicaset;
+pub mod serviceaccount;
+
+/// What every controller gets.
+#[derive(Clone)]
+pub struct Context {
+    pub client: kube::Client,
+    pub recorder: Arc<skiff_runtime::events::Recorder>,
+    pub config: Arc<Config>,
+}
+
+/// Controller manager settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The cluster pod CIDR nodes get /24s from (spec.podCIDR).
+    pub cluster_cidr: (std::net::Ipv4Addr, u8),
+    pub node_cidr_mask: u8,
+    /// A node whose Lease is not renewed for this long becomes NotReady/Unknown.
+    pub node_monitor_grace_period: std::time::Duration,
+    /// Terminated pods kept before pod GC deletes the oldest.
+    pub terminated_pod_gc_threshold: usize,
+    /// The cluster CA (PEM) published as kube-root-ca.crt in every namespace.
+    pub root_ca: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cluster_cidr: (std::net::Ipv4Addr::new(10, 42, 0, 0), 16),
+            node_cidr_mask: 24,
+            node_monitor_grace_period: std::time::Duration::from_secs(40),
+            terminated_pod_gc_threshold: 12500,
+            root_ca: None,
+        }
+    }
+}
+
+/// Run every controller until the future is dropped.
+pub async fn run_all(ctx: Context) {
+    tokio::join!(
+        replicaset::run(ctx.clone()),
+        deployment::run(ctx.clone()),
+        gc::run(ctx.clone()),
+        namespace::run(ctx.clone()),
+        serviceaccount::run_with_root_ca(ctx.clone(), ctx.config.root_ca.clone()),
+        endpoints::run(ctx.clone()),
+        endpointslice::run(ctx.clone()),
+        nodelifecycle::run(ctx.clone()),
+        podgc::run(ctx.clone()),
+        nodeipam::run(ctx.clone()),
+    );
+}
