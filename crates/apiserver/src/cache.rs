@@ -92,8 +92,63 @@ pub fn decode(key: &str, value: &[u8], revision: i64) -> Option<CachedObject> {
         }
     };
     set_resource_version(&mut v, revision);
-    let bytes = Bytes::from(serde_json::to_vec(&v).ok()?);
+    // Splice the resourceVersion into the stored encoding rather than
+    // encoding the whole object again.
+    let bytes = match splice_resource_version(value, revision) {
+        Some(b) => Bytes::from(b),
+        None => Bytes::from(serde_json::to_vec(&v).ok()?),
+    };
     Some(CachedObject { key: key.to_string(), value: v, bytes, revision })
+}
+
+/// Insert `"resourceVersion":"<rev>"` first in the top-level `metadata`
+/// object of compact JSON. None when there is no such object (or a
+/// resourceVersion is already there).
+pub fn splice_resource_version(json: &[u8], revision: i64) -> Option<Vec<u8>> {
+    const KEY: &[u8] = b"\"metadata\":{";
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut i = 0;
+    while i < json.len() {
+        let c = json[i];
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                in_string = false;
+            }
+        } else {
+            match c {
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => depth = depth.saturating_sub(1),
+                b'"' => {
+                    if depth == 1 && json[i..].starts_with(KEY) {
+                        let at = i + KEY.len();
+                        let rest = &json[at..];
+                        if rest.starts_with(b"\"resourceVersion\"") {
+                            return None;
+                        }
+                        let field = format!("\"resourceVersion\":\"{revision}\"");
+                        let mut out = Vec::with_capacity(json.len() + field.len() + 1);
+                        out.extend_from_slice(&json[..at]);
+                        out.extend_from_slice(field.as_bytes());
+                        if rest.first() != Some(&b'}') {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(rest);
+                        return Some(out);
+                    }
+                    in_string = true;
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    None
 }
 
 pub fn set_resource_version(v: &mut Value, revision: i64) {
@@ -373,6 +428,22 @@ mod tests {
 
     fn obj(name: &str) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({"metadata": {"name": name}})).unwrap()
+    }
+
+    #[test]
+    fn splicing_matches_reencoding() {
+        for v in [
+            serde_json::json!({"apiVersion": "v1", "data": {"metadata": {"x": "\"metadata\":{"}}, "kind": "ConfigMap", "metadata": {"name": "a"}}),
+            serde_json::json!({"kind": "X", "metadata": {}}),
+            serde_json::json!({"a": "\\\"metadata\":{", "metadata": {"labels": {"k": "v"}, "name": "n"}}),
+        ] {
+            let raw = serde_json::to_vec(&v).unwrap();
+            let spliced: serde_json::Value = serde_json::from_slice(&splice_resource_version(&raw, 42).unwrap()).unwrap();
+            let mut want = v.clone();
+            set_resource_version(&mut want, 42);
+            assert_eq!(spliced, want);
+        }
+        assert!(splice_resource_version(br#"{"kind":"X"}"#, 1).is_none());
     }
 
     #[tokio::test]

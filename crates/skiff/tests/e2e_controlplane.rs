@@ -3,7 +3,9 @@
 
 mod support;
 
-use support::{Server, eventually, sim};
+use std::time::Duration;
+
+use support::{Server, eventually, eventually_within, sim, sim_named};
 
 #[test]
 fn deployment_is_scheduled_rolled_out_scaled_and_deleted() {
@@ -73,4 +75,103 @@ fn replicaset_heals_and_namespace_deletion_cleans_up() {
     // Deleting the namespace deletes its contents, then the namespace.
     s.ok(&["delete", "namespace", "team", "--timeout=60s"]);
     assert!(!s.kubectl(&["get", "namespace", "team"]).status.success());
+}
+
+#[test]
+fn taints_tolerations_and_affinity_steer_pods() {
+    let s = Server::start();
+    let _sim = sim(&s, 3);
+    eventually("3 Ready nodes", &s, || s.ok(&["get", "nodes", "--no-headers"]).lines().filter(|l| l.contains(" Ready ")).count() == 3);
+    s.ok(&["taint", "nodes", "sim-node-0", "dedicated=db:NoSchedule"]);
+    s.ok(&["create", "deployment", "spread", "--image=busybox", "--replicas=4"]);
+    eventually("4 running pods", &s, || s.ok(&["get", "pods", "-l", "app=spread", "--no-headers"]).lines().filter(|l| l.contains("Running")).count() == 4);
+    let nodes = s.ok(&["get", "pods", "-l", "app=spread", "-o", "jsonpath={.items[*].spec.nodeName}"]);
+    assert!(!nodes.contains("sim-node-0"), "a pod landed on the tainted node: {nodes}");
+    // A pod that tolerates the taint and requires that node by affinity goes there.
+    let pod = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: db
+spec:
+  tolerations:
+  - {key: dedicated, operator: Equal, value: db, effect: NoSchedule}
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms:
+        - matchExpressions:
+          - {key: kubernetes.io/hostname, operator: In, values: [sim-node-0]}
+  containers:
+  - {name: db, image: busybox}
+"#;
+    s.ok_stdin(&["apply", "-f", "-"], pod);
+    eventually("db on sim-node-0", &s, || s.ok(&["get", "pod", "db", "-o", "jsonpath={.spec.nodeName}"]) == "sim-node-0");
+    // Required anti-affinity: no two 'solo' pods on one node.
+    let solo = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: solo}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: solo}}
+  template:
+    metadata: {labels: {app: solo}}
+    spec:
+      tolerations: [{key: dedicated, operator: Exists}]
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - labelSelector: {matchLabels: {app: solo}}
+            topologyKey: kubernetes.io/hostname
+      containers: [{name: c, image: busybox}]
+"#;
+    s.ok_stdin(&["apply", "-f", "-"], solo);
+    eventually("3 solo pods on 3 nodes", &s, || {
+        let nodes = s.ok(&["get", "pods", "-l", "app=solo", "-o", "jsonpath={.items[*].spec.nodeName}"]);
+        let mut v: Vec<&str> = nodes.split_whitespace().collect();
+        v.sort();
+        v.dedup();
+        v.len() == 3
+    });
+}
+
+#[test]
+fn failed_node_is_tainted_and_its_pods_recreated_elsewhere() {
+    let s = Server::start_with(&["--node-monitor-grace-period", "6"]);
+    let mut doomed = sim_named(&s, 1, "doomed-");
+    eventually("doomed node Ready", &s, || s.ok(&["get", "nodes", "--no-headers"]).contains(" Ready "));
+    let web = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      tolerations:
+      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 3}
+      - {key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 3}
+      containers: [{name: web, image: busybox}]
+"#;
+    s.ok_stdin(&["apply", "-f", "-"], web);
+    eventually("2 pods on the doomed node", &s, || {
+        s.ok(&["get", "pods", "-l", "app=web", "-o", "wide", "--no-headers"]).lines().filter(|l| l.contains("Running") && l.contains("doomed-0")).count() == 2
+    });
+    let _healthy = sim_named(&s, 2, "healthy-");
+    // The doomed node's agent dies: no more Lease renewals.
+    drop(std::mem::replace(&mut doomed, support::Sim::none()));
+    eventually_within(Duration::from_secs(90), "doomed node NotReady and tainted", &s, || {
+        let taints = s.ok(&["get", "node", "doomed-0", "-o", "jsonpath={.spec.taints[*].key}"]);
+        let ready = s.ok(&["get", "node", "doomed-0", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
+        taints.contains("node.kubernetes.io/unreachable") && ready == "Unknown"
+    });
+    eventually_within(Duration::from_secs(90), "pods recreated on healthy nodes", &s, || {
+        let out = s.ok(&["get", "pods", "-l", "app=web", "-o", "wide", "--no-headers"]);
+        out.lines().filter(|l| l.contains("Running") && l.contains("healthy-")).count() == 2
+    });
+    let events = s.ok(&["get", "events", "-A"]);
+    assert!(events.contains("TaintManagerEviction") || events.contains("NodeNotReady"), "{events}");
 }

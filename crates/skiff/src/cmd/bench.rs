@@ -23,6 +23,24 @@ pub struct Args {
 enum What {
     /// API server throughput, latency, LIST, watch fan-out, idle RSS.
     Api(ApiArgs),
+    /// Scheduling throughput end to end through the API server, on hollow nodes.
+    Scheduler(SchedulerArgs),
+}
+
+#[derive(clap::Args)]
+struct SchedulerArgs {
+    /// Hollow nodes.
+    #[arg(long, default_value_t = 5000)]
+    nodes: usize,
+    /// Pods created as fast as the API takes them.
+    #[arg(long, default_value_t = 10_000)]
+    pods: usize,
+    /// Replicas of the Deployment phase.
+    #[arg(long, default_value_t = 1000)]
+    replicas: i32,
+    /// Concurrent creating clients.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
 }
 
 #[derive(clap::Args)]
@@ -114,9 +132,11 @@ fn pod(name: &str) -> anyhow::Result<Pod> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let What::Api(args) = args.what;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(bench_api(args))
+    match args.what {
+        What::Api(args) => runtime.block_on(bench_api(args)),
+        What::Scheduler(args) => runtime.block_on(bench_scheduler(args)),
+    }
 }
 
 async fn bench_api(args: ApiArgs) -> anyhow::Result<ExitCode> {
@@ -300,6 +320,118 @@ async fn bench_api(args: ApiArgs) -> anyhow::Result<ExitCode> {
     if let Some(c) = &child
         && let Some(rss) = rss_kib(c.child.id())
     {
+        println!("RSS of skiff server after the run:   {:.1} MiB", rss as f64 / 1024.0);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Wait until `want` pods in `namespace` (matching `selector`) have a node.
+async fn wait_bound(client: &kube::Client, namespace: &str, selector: &str, want: usize, limit: Duration) -> anyhow::Result<(usize, Duration)> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let start = Instant::now();
+    let mut bound = std::collections::HashSet::new();
+    let list = pods.list_metadata(&ListParams::default().labels(selector)).await?;
+    let mut rv = list.metadata.resource_version.unwrap_or_default();
+    for p in pods.list(&ListParams::default().labels(selector)).await?.items {
+        if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+            bound.insert(p.metadata.name.unwrap_or_default());
+        }
+    }
+    while bound.len() < want && start.elapsed() < limit {
+        let mut stream = pods.watch(&WatchParams::default().labels(selector).timeout(60), &rv).await?.boxed();
+        while let Some(ev) = stream.try_next().await? {
+            match ev {
+                WatchEvent::Added(p) | WatchEvent::Modified(p) => {
+                    rv = p.metadata.resource_version.clone().unwrap_or(rv);
+                    if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+                        bound.insert(p.metadata.name.unwrap_or_default());
+                    }
+                }
+                WatchEvent::Bookmark(b) => rv = b.metadata.resource_version,
+                _ => {}
+            }
+            if bound.len() >= want || start.elapsed() >= limit {
+                break;
+            }
+        }
+    }
+    Ok((bound.len(), start.elapsed()))
+}
+
+async fn bench_scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
+    let child = start_server()?;
+    let client = client(&child.kubeconfig).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.apiserver_version().await.is_err() {
+        if Instant::now() > deadline {
+            bail!("server not ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("skiff bench scheduler: {} cores, {} hollow nodes", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), args.nodes);
+    let sim = skiff_sim::SimConfig { nodes: args.nodes, cpu: "32".into(), memory: "256Gi".into(), pods: 110, ..Default::default() };
+    let sim_task = tokio::spawn(skiff_sim::run(client.clone(), sim));
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let start = Instant::now();
+    loop {
+        let n = nodes.list_metadata(&ListParams::default().labels("type=sim")).await?.items.len();
+        if n >= args.nodes {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("only {n} nodes registered");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!("{} nodes registered in:              {:.1} s", args.nodes, start.elapsed().as_secs_f64());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": "sched"}}))?;
+    namespaces.create(&PostParams::default(), &ns).await?;
+    // Give the scheduler's node cache time to fill.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "sched");
+    let per = args.pods.div_ceil(args.concurrency);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..args.concurrency {
+        let pods = pods.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per {
+                let mut p = pod(&format!("s-{w}-{i}"))?;
+                p.metadata.labels = Some([("app".to_string(), "sched".to_string())].into());
+                pods.create(&PostParams::default(), &p).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let created = start.elapsed();
+    let total = per * args.concurrency;
+    let (bound, elapsed) = wait_bound(&client, "sched", "app=sched", total, Duration::from_secs(900)).await?;
+    println!(
+        "{total} pods: created in {:.1} s ({:.0}/s); {bound} bound after {:.1} s: {:.0} pods/s end to end",
+        created.as_secs_f64(),
+        total as f64 / created.as_secs_f64(),
+        elapsed.as_secs_f64() + created.as_secs_f64(),
+        bound as f64 / (elapsed + created).as_secs_f64()
+    );
+
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), "sched");
+    let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "big"},
+        "spec": {"replicas": args.replicas, "selector": {"matchLabels": {"app": "big"}},
+            "template": {"metadata": {"labels": {"app": "big"}}, "spec": {"containers": [{"name": "c", "image": "busybox:1.36",
+                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}}
+    }))?;
+    let start = Instant::now();
+    deployments.create(&PostParams::default(), &d).await?;
+    let (bound, elapsed) = wait_bound(&client, "sched", "app=big", args.replicas as usize, Duration::from_secs(600)).await?;
+    println!("Deployment of {} replicas: {bound} pods bound in {:.1} s", args.replicas, elapsed.max(start.elapsed()).as_secs_f64());
+    sim_task.abort();
+    if let Some(rss) = rss_kib(child.child.id()) {
         println!("RSS of skiff server after the run:   {:.1} MiB", rss as f64 / 1024.0);
     }
     Ok(ExitCode::SUCCESS)

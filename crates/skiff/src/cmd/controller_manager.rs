@@ -15,6 +15,16 @@ pub struct Args {
     /// Cluster pod CIDR nodes get their spec.podCIDR from.
     #[arg(long, default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
+    /// How long a node may go without renewing its Lease before it is NotReady/Unknown (seconds).
+    #[arg(long, default_value_t = 40)]
+    pub node_monitor_grace_period: u64,
+}
+
+/// What the binary configures of the controllers.
+pub struct Settings {
+    pub cluster_cidr: (std::net::Ipv4Addr, u8),
+    pub root_ca: Option<String>,
+    pub node_monitor_grace_period: std::time::Duration,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -27,20 +37,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             tracing::warn!(error = %e, "no cluster CA for kube-root-ca.crt");
             None
         });
-        run_elected(client, cidr, root_ca, super::shutdown_signal()).await;
+        let settings = Settings { cluster_cidr: cidr, root_ca, node_monitor_grace_period: std::time::Duration::from_secs(args.node_monitor_grace_period) };
+        run_elected(client, settings, super::shutdown_signal()).await;
         Ok(ExitCode::SUCCESS)
     })
 }
 
 /// The controller manager under leader election, until `shutdown`.
-pub async fn run_elected(
-    client: kube::Client,
-    cluster_cidr: (std::net::Ipv4Addr, u8),
-    root_ca: Option<String>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
+pub async fn run_elected(client: kube::Client, settings: Settings, shutdown: impl std::future::Future<Output = ()>) {
     let identity = super::identity("controller-manager");
-    let config = skiff_controllers::Config { cluster_cidr, root_ca, ..Default::default() };
+    let config = skiff_controllers::Config {
+        cluster_cidr: settings.cluster_cidr,
+        root_ca: settings.root_ca,
+        node_monitor_grace_period: settings.node_monitor_grace_period,
+        ..Default::default()
+    };
     let ctx = skiff_controllers::Context {
         client: client.clone(),
         recorder: Arc::new(skiff_runtime::events::Recorder::new(client.clone(), "controller-manager", Some(&identity))),

@@ -39,6 +39,9 @@ pub struct Args {
     /// Cluster pod CIDR (nodes get a /24 each).
     #[arg(long, default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
+    /// How long a node may go without renewing its Lease before it is NotReady/Unknown (seconds).
+    #[arg(long, default_value_t = 40)]
+    pub node_monitor_grace_period: u64,
 }
 
 pub fn parse_cidr(s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
@@ -94,7 +97,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // The other control-plane components are clients of the API server, as in k3s.
         let client = skiff_runtime::client_from_kubeconfig(&running.kubeconfig_path).await.context("kube client")?;
         if !args.disable_controller_manager {
-            tokio::spawn(super::controller_manager::run_elected(client.clone(), cluster_cidr, Some(running.ca_pem.clone()), stopped()));
+            let settings = super::controller_manager::Settings {
+                cluster_cidr,
+                root_ca: Some(running.ca_pem.clone()),
+                node_monitor_grace_period: std::time::Duration::from_secs(args.node_monitor_grace_period),
+            };
+            tokio::spawn(super::controller_manager::run_elected(client.clone(), settings, stopped()));
         }
         if !args.disable_scheduler {
             tokio::spawn(super::scheduler::run_elected(client.clone(), "default-scheduler".into(), stopped()));

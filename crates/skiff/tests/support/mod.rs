@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 pub struct Server {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -34,8 +35,13 @@ fn which(cmd: &str) -> Option<PathBuf> {
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Start with extra `skiff server` flags.
+    pub fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut s = Server { dir, port: free_port(), child: None };
+        let mut s = Server { dir, port: free_port(), extra: extra.iter().map(|a| a.to_string()).collect(), child: None };
         s.spawn();
         s
     }
@@ -53,6 +59,7 @@ impl Server {
         let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
             .args(["server", "--bind-address", "127.0.0.1", "--https-listen-port", &self.port.to_string(), "--data-dir"])
             .arg(self.dir.path())
+            .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -182,30 +189,49 @@ impl Drop for Server {
     }
 }
 
-pub struct Sim(std::process::Child);
+pub struct Sim(Option<std::process::Child>);
+
+impl Sim {
+    /// A handle that owns no process.
+    pub fn none() -> Sim {
+        Sim(None)
+    }
+}
 
 impl Drop for Sim {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
 pub fn sim(s: &Server, nodes: usize) -> Sim {
-    let log = std::fs::File::create(s.data_dir().join("sim.log")).expect("sim log");
+    sim_named(s, nodes, "sim-node-")
+}
+
+/// Hollow nodes named `<prefix>0..N` in their own process.
+pub fn sim_named(s: &Server, nodes: usize, prefix: &str) -> Sim {
+    let log = std::fs::File::create(s.data_dir().join(format!("sim-{prefix}log"))).expect("sim log");
     let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args(["sim", "--nodes", &nodes.to_string(), "--cpu", "2", "--memory", "4Gi", "--kubeconfig"])
+        .args(["sim", "--nodes", &nodes.to_string(), "--prefix", prefix, "--cpu", "2", "--memory", "4Gi", "--kubeconfig"])
         .arg(s.kubeconfig())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .expect("spawn skiff sim");
-    Sim(child)
+    Sim(Some(child))
 }
 
 /// Poll `check` until it returns true (60 s at most).
-pub fn eventually(what: &str, s: &Server, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+pub fn eventually(what: &str, s: &Server, check: impl FnMut() -> bool) {
+    eventually_within(Duration::from_secs(60), what, s, check)
+}
+
+/// Poll `check` until it returns true, for at most `limit`.
+pub fn eventually_within(limit: Duration, what: &str, s: &Server, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if check() {
             return;
