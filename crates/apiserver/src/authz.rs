@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 /// Answer a SelfSubjectAccessReview or SelfSubjectReview.
-pub fn review(kind: &str, mut body: Value) -> Value {
+pub fn review(kind: &str, mut body: Value, user: &str) -> Value {
     let group = if kind == "SelfSubjectAccessReview" { "authorization.k8s.io/v1" } else { "authentication.k8s.io/v1" };
     if !body.is_object() {
         body = json!({});
@@ -19,7 +19,17 @@ pub fn review(kind: &str, mut body: Value) -> Value {
     body["metadata"]["creationTimestamp"] = json!(crate::handlers::now_rfc3339());
     body["status"] = match kind {
         "SelfSubjectAccessReview" => json!({"allowed": true, "reason": "skiff authorizes every authenticated user (RBAC is not enforced yet)"}),
-        _ => json!({"userInfo": {"username": "admin", "groups": ["system:masters", "system:authenticated"]}}),
+        _ => {
+            let groups = if user == "admin" {
+                json!(["system:masters", "system:authenticated"])
+            } else if let Some(rest) = user.strip_prefix("system:serviceaccount:") {
+                let ns = rest.split(':').next().unwrap_or_default();
+                json!(["system:serviceaccounts", format!("system:serviceaccounts:{ns}"), "system:authenticated"])
+            } else {
+                json!(["system:authenticated"])
+            };
+            json!({"userInfo": {"username": user, "groups": groups}})
+        }
     };
     body
 }
@@ -30,10 +40,12 @@ mod tests {
 
     #[test]
     fn reviews() {
-        let r = review("SelfSubjectAccessReview", json!({"spec": {"resourceAttributes": {"verb": "create", "resource": "pods"}}}));
+        let r = review("SelfSubjectAccessReview", json!({"spec": {"resourceAttributes": {"verb": "create", "resource": "pods"}}}), "admin");
         assert_eq!(r["status"]["allowed"], true);
         assert_eq!(r["spec"]["resourceAttributes"]["verb"], "create");
-        let w = review("SelfSubjectReview", json!({}));
+        let w = review("SelfSubjectReview", json!({}), "admin");
         assert_eq!(w["status"]["userInfo"]["username"], "admin");
+        let sa = review("SelfSubjectReview", json!({}), "system:serviceaccount:team:builder");
+        assert_eq!(sa["status"]["userInfo"]["groups"][1], "system:serviceaccounts:team");
     }
 }

@@ -116,6 +116,7 @@ pub async fn resource(
         }
         (&Method::POST, Some(n), Some("binding")) => bind(&req, &n, decode_body(&body, &media)?).await,
         (&Method::POST, Some(n), Some("eviction")) => evict(&req, &n).await,
+        (&Method::POST, Some(n), Some("token")) => token_request(&req, &n, decode_body(&body, &media)?).await,
         (&Method::PUT, Some(n), sub @ (None | Some("status") | Some("finalize"))) => {
             let obj = decode_body(&body, &media)?;
             update(&mut req, &n, obj, sub).await
@@ -791,4 +792,55 @@ async fn evict(req: &Req<'_>, name: &str) -> ApiResult<Response<Body>> {
     // status; until it runs, an eviction is a graceful delete.
     delete_one(req, name, b"").await?;
     Ok(json_response(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+}
+
+/// TokenRequest: a signed, expiring token for a service account.
+async fn token_request(req: &Req<'_>, name: &str, mut request: Value) -> ApiResult<Response<Body>> {
+    let sa = read(req, name).await?;
+    let uid = sa.value.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+    let expiration = request.pointer("/spec/expirationSeconds").and_then(Value::as_i64).unwrap_or(3600);
+    if expiration < 600 {
+        return Err(ApiError::invalid(
+            "authentication.k8s.io",
+            "TokenRequest",
+            name,
+            vec![crate::status::Cause {
+                reason: "FieldValueInvalid".into(),
+                message: format!("Invalid value: {expiration}: may not specify a duration less than 10 minutes"),
+                field: "spec.expirationSeconds".into(),
+            }],
+        ));
+    }
+    let audiences: Vec<String> = request
+        .pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let bound = request.pointer("/spec/boundObjectRef").map(|b| {
+        (
+            b.get("kind").and_then(Value::as_str).unwrap_or_default().to_string(),
+            b.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+            b.get("uid").and_then(Value::as_str).unwrap_or_default().to_string(),
+        )
+    });
+    let now = jiff::Timestamp::now().as_second();
+    let user = crate::tokens::ServiceAccountUser { namespace: req.namespace.clone().unwrap_or_default(), name: name.to_string(), uid };
+    let token = req
+        .server
+        .token_signer
+        .issue(&user, &audiences, now, expiration, bound.as_ref().map(|(k, n, u)| (k.as_str(), n.as_str(), u.as_str())))
+        .ok_or_else(|| ApiError::internal("could not sign the token"))?;
+    let expires = jiff::Timestamp::from_second(now + expiration).map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default();
+    if !request.is_object() {
+        request = json!({});
+    }
+    request["apiVersion"] = json!("authentication.k8s.io/v1");
+    request["kind"] = json!("TokenRequest");
+    request["metadata"] = json!({"name": name, "namespace": req.namespace, "creationTimestamp": now_rfc3339()});
+    request["spec"]["expirationSeconds"] = json!(expiration);
+    if request.pointer("/spec/audiences").is_none() {
+        request["spec"]["audiences"] = json!([]);
+    }
+    request["status"] = json!({"token": token, "expirationTimestamp": expires});
+    Ok(json_response(201, &request))
 }

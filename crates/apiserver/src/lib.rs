@@ -20,6 +20,7 @@ pub mod server;
 pub mod state;
 pub mod status;
 pub mod tls;
+pub mod tokens;
 pub mod watch;
 
 pub use state::{ApiServer, Config, Running, StartError, run, start};

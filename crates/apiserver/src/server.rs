@@ -139,13 +139,9 @@ async fn handle(server: Arc<ApiServer>, req: Request<Incoming>) -> Response<Body
     resp
 }
 
-fn authenticated(server: &ApiServer, req: &Request<Incoming>) -> bool {
-    let Some(auth) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let Some(token) = auth.strip_prefix("Bearer ").map(str::trim) else {
-        return false;
-    };
+fn authenticated(server: &ApiServer, req: &Request<Incoming>) -> Option<String> {
+    let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())?;
+    let token = auth.strip_prefix("Bearer ").map(str::trim)?;
     server.authenticate(token)
 }
 
@@ -178,9 +174,9 @@ async fn route(
         "/healthz" | "/livez" | "/readyz" => return Ok(bytes_response(200, "text/plain; charset=utf-8", "ok")),
         _ => {}
     }
-    if !authenticated(server, &req) {
+    let Some(user) = authenticated(server, &req) else {
         return Err(ApiError::unauthorized());
-    }
+    };
     let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let method = req.method().clone();
     if method == Method::POST
@@ -194,7 +190,7 @@ async fn route(
         let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
         let (_, body) = read_body(req).await?;
         let review = crate::request::decode_body(&body, &crate::request::media_type(ct.as_deref()))?;
-        return Ok(json_response(201, &crate::authz::review(kind, review)));
+        return Ok(json_response(201, &crate::authz::review(kind, review, &user)));
     }
     if let Some(rp) = parse_resource_path(path)? {
         let watch = rp.watch_prefix || (method == Method::GET && query.flag("watch"));

@@ -146,6 +146,7 @@ pub struct ApiServer {
     pub allocators: Mutex<Allocators>,
     pub advertise_address: String,
     tokens: HashMap<String, String>,
+    pub token_signer: crate::tokens::TokenSigner,
     openapi: Mutex<HashMap<(String, String), Bytes>>,
     openapi_v2: std::sync::OnceLock<(Bytes, Bytes)>,
 }
@@ -166,8 +167,16 @@ pub fn version_info() -> Value {
 }
 
 impl ApiServer {
-    pub fn authenticate(&self, token: &str) -> bool {
-        self.tokens.contains_key(token)
+    /// The user name a bearer token authenticates, if any.
+    pub fn authenticate(&self, token: &str) -> Option<String> {
+        if let Some(user) = self.tokens.get(token) {
+            return Some(user.clone());
+        }
+        // A service account token: valid signature and lifetime, and the account still exists.
+        let user = self.token_signer.verify(token, jiff::Timestamp::now().as_second())?;
+        let sa = self.cache.get(&format!("/registry/serviceaccounts/{}/{}", user.namespace, user.name))?;
+        let uid_matches = user.uid.is_empty() || sa.value.pointer("/metadata/uid").and_then(Value::as_str) == Some(user.uid.as_str());
+        uid_matches.then(|| user.username())
     }
 
     pub fn render_metrics(&self) -> String {
@@ -264,7 +273,8 @@ pub async fn start(
     let advertise_ip = if config.bind_address.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { config.bind_address };
     let mut tokens = HashMap::new();
     tokens.insert(pki.admin_token.clone(), "admin".to_string());
-    tokens.insert(pki.node_token.clone(), "node".to_string());
+    tokens.insert(pki.node_token.clone(), "system:node".to_string());
+    let token_signer = crate::tokens::TokenSigner::load_or_create(&config.data_dir)?;
     let server = Arc::new(ApiServer {
         store: config.store.clone(),
         cache,
@@ -272,6 +282,7 @@ pub async fn start(
         allocators: Mutex::new(allocators),
         advertise_address: SocketAddr::new(advertise_ip, local.port()).to_string(),
         tokens,
+        token_signer,
         openapi: Mutex::new(HashMap::new()),
         openapi_v2: std::sync::OnceLock::new(),
     });

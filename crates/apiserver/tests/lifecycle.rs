@@ -66,3 +66,26 @@ async fn bound_pods_terminate_gracefully_and_unbound_pods_go_at_once() {
     pods.delete("bound", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
     assert!(pods.get_opt("bound").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn service_account_tokens_authenticate_until_the_account_goes() {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let s = TestServer::start().await;
+    let sas: Api<ServiceAccount> = Api::namespaced(s.client.clone(), "default");
+    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "builder"}})).unwrap();
+    sas.create(&PostParams::default(), &sa).await.unwrap();
+    let tr: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}})).unwrap();
+    let out: TokenRequest = sas.create_subresource("token", "builder", &PostParams::default(), &tr).await.unwrap();
+    let token = out.status.unwrap().token;
+    // A client using only that token.
+    let kc = kube::config::Kubeconfig::read_from(&s.kubeconfig).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    config.auth_info.token = Some(token.into());
+    let as_sa = kube::Client::try_from(config).unwrap();
+    let nss: Api<Namespace> = Api::all(as_sa.clone());
+    nss.list(&Default::default()).await.unwrap();
+    sas.delete("builder", &DeleteParams::default()).await.unwrap();
+    let err = nss.list(&Default::default()).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(ref e) if e.code == 401), "{err:?}");
+}
