@@ -186,3 +186,17 @@ fn delete_with_cascade_and_watch() {
     assert!(out.contains("deployment.apps \"gone\" deleted"), "{out}");
     assert!(!s.kubectl(&["get", "deploy", "gone"]).status.success());
 }
+
+#[test]
+fn service_account_token_from_kubectl_create_token() {
+    let s = Server::start();
+    s.ok(&["create", "serviceaccount", "bot"]);
+    let token = s.ok(&["create", "token", "bot", "--duration=1h"]);
+    let token = token.trim();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    let who = s.ok(&["auth", "whoami", "--token", token]);
+    assert!(who.contains("system:serviceaccount:default:bot"), "{who}");
+    s.ok(&["delete", "serviceaccount", "bot"]);
+    let out = s.kubectl(&["get", "pods", "--token", token]);
+    assert!(!out.status.success(), "a deleted account's token still works");
+}
