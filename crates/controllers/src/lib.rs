@@ -8,11 +8,16 @@
 
 use std::sync::Arc;
 
+pub mod cron;
+pub mod cronjob;
 pub mod ctrlutil;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
+pub mod history;
+pub mod job;
 pub mod loopkit;
 pub mod namespace;
 pub mod nodeipam;
@@ -20,6 +25,8 @@ pub mod nodelifecycle;
 pub mod podgc;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod statefulset;
+pub mod workload;
 
 /// What every controller gets.
 #[derive(Clone)]
@@ -68,5 +75,9 @@ pub async fn run_all(ctx: Context) {
         nodelifecycle::run(ctx.clone()),
         podgc::run(ctx.clone()),
         nodeipam::run(ctx.clone()),
+        daemonset::run(ctx.clone()),
+        statefulset::run(ctx.clone()),
+        job::run(ctx.clone()),
+        cronjob::run(ctx.clone()),
     );
 }
