@@ -97,6 +97,7 @@ pub fn prepare_create(req: &Req<'_>, obj: &mut Value) -> ApiResult<()> {
     skiff_api::defaults::apply_defaults(info.group, info.kind, obj);
     match (info.group, info.kind) {
         ("", "Pod") => admit_pod(req, obj),
+        ("batch", "Job") => generate_job_selector(obj),
         ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") | ("", "ReplicationController") => {
             if let Some(m) = obj.as_object_mut() {
                 m.insert("status".into(), json!({}));
@@ -110,6 +111,36 @@ pub fn prepare_create(req: &Req<'_>, obj: &mut Value) -> ApiResult<()> {
 
 fn record_manager(req: &Req<'_>, old: Option<&Value>, obj: &mut Value) {
     *obj = skiff_api::apply::record_update(old, obj, &req.field_manager, &now_rfc3339());
+}
+
+/// A Job without a manual selector selects its pods by its uid, and its
+/// template carries the matching labels (as the Job registry strategy does).
+fn generate_job_selector(job: &mut Value) {
+    if job.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true) {
+        return;
+    }
+    let uid = job.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+    let name = job.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    if job.pointer("/spec/selector").is_some_and(|s| s.as_object().is_some_and(|m| !m.is_empty())) {
+        return;
+    }
+    if job.get("spec").is_none_or(|s| !s.is_object()) {
+        return;
+    }
+    job["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+    if !job.pointer("/spec/template/metadata").is_some_and(Value::is_object) {
+        if !job.pointer("/spec/template").is_some_and(Value::is_object) {
+            job["spec"]["template"] = json!({});
+        }
+        job["spec"]["template"]["metadata"] = json!({});
+    }
+    let meta = &mut job["spec"]["template"]["metadata"];
+    if !meta.get("labels").is_some_and(Value::is_object) {
+        meta["labels"] = json!({});
+    }
+    for (k, v) in [("batch.kubernetes.io/controller-uid", &uid), ("controller-uid", &uid), ("batch.kubernetes.io/job-name", &name), ("job-name", &name)] {
+        meta["labels"][k] = json!(v);
+    }
 }
 
 /// ServiceAccount, DefaultTolerationSeconds and Priority admission.
@@ -454,6 +485,17 @@ mod tests {
         let s = scale_of(info, &d);
         assert_eq!(s["spec"]["replicas"], 2);
         assert_eq!(s["status"]["selector"], "app=web,tier in (a,b)");
+    }
+
+    #[test]
+    fn job_selectors_are_generated_from_the_uid() {
+        let mut job = json!({"metadata": {"name": "pi", "uid": "u-1"}, "spec": {"template": {"spec": {}}}});
+        generate_job_selector(&mut job);
+        assert_eq!(job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"], "u-1");
+        assert_eq!(job["spec"]["template"]["metadata"]["labels"]["job-name"], "pi");
+        let mut manual = json!({"metadata": {"uid": "u"}, "spec": {"manualSelector": true, "selector": {"matchLabels": {"a": "b"}}}});
+        generate_job_selector(&mut manual);
+        assert_eq!(manual["spec"]["selector"]["matchLabels"]["a"], "b");
     }
 
     #[test]

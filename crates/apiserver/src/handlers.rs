@@ -413,7 +413,10 @@ pub async fn write_update(req: &Req<'_>, mut new: Value, old: &Value, revision: 
     validate(req, &new, Some(old))?;
     let name = name_of(old).to_string();
     // Finalizers gone from an object being deleted: delete it now.
-    if !admission::has_finalizers(req.info, &new) && new.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+    // (A pod still in its grace period stays until the kubelet's final delete,
+    // as Kubernetes' ShouldDeleteDuringUpdate.)
+    let grace_pending = new.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).is_some_and(|g| g > 0);
+    if !admission::has_finalizers(req.info, &new) && !grace_pending && new.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
         if req.dry_run {
             return Ok(Written::Deleted(new));
         }

@@ -175,3 +175,61 @@ spec:
     let events = s.ok(&["get", "events", "-A"]);
     assert!(events.contains("TaintManagerEviction") || events.contains("NodeNotReady"), "{events}");
 }
+
+#[test]
+fn daemonset_statefulset_and_job() {
+    let s = Server::start();
+    let _sim = sim(&s, 3);
+    eventually("3 Ready nodes", &s, || s.ok(&["get", "nodes", "--no-headers"]).lines().filter(|l| l.contains(" Ready ")).count() == 3);
+    let ds = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers: [{name: agent, image: busybox}]
+"#;
+    s.ok_stdin(&["apply", "-f", "-"], ds);
+    let out = s.ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let nodes = s.ok(&["get", "pods", "-l", "app=agent", "-o", "jsonpath={.items[*].spec.nodeName}"]);
+    let mut v: Vec<&str> = nodes.split_whitespace().collect();
+    v.sort();
+    assert_eq!(v, ["sim-node-0", "sim-node-1", "sim-node-2"]);
+
+    let sts = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  serviceName: web
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: busybox}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 1Gi}}
+"#;
+    s.ok_stdin(&["apply", "-f", "-"], sts);
+    let out = s.ok(&["rollout", "status", "statefulset/web", "--timeout=60s"]);
+    assert!(out.contains("partitioned roll out complete") || out.contains("roll out complete"), "{out}");
+    let names = s.ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].metadata.name}"]);
+    assert_eq!(names, "web-0 web-1 web-2");
+    let pvcs = s.ok(&["get", "pvc", "-o", "jsonpath={.items[*].metadata.name}"]);
+    assert_eq!(pvcs, "data-web-0 data-web-1 data-web-2");
+
+    s.ok(&["create", "job", "pi", "--image=busybox", "--", "sh", "-c", "echo done"]);
+    s.ok(&["wait", "--for=condition=complete", "job/pi", "--timeout=60s"]);
+    let job = s.ok(&["get", "job", "pi"]);
+    assert!(job.contains("Complete") && job.contains("1/1"), "{job}");
+    let selector = s.ok(&["get", "job", "pi", "-o", "jsonpath={.spec.selector.matchLabels}"]);
+    assert!(selector.contains("batch.kubernetes.io/controller-uid"), "{selector}");
+}
