@@ -8,11 +8,17 @@ declare -A needs=(
   [cc]=gcc
   [make]=make
   [sqlite3]=sqlite3
+  [protoc]=protobuf-compiler
+  [containerd]=containerd
+  [runc]=runc
+  [busybox]=busybox-static
+  [iptables]=iptables
 )
 missing=()
 for cmd in "${!needs[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${needs[$cmd]}")
 done
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 if ! command -v kubectl >/dev/null 2>&1; then
   echo "setup: kubectl is not on the PATH; the end-to-end tests and 'skiff kubectl' need it" >&2
 fi

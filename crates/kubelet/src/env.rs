@@ -1,0 +1,309 @@
+//! Container environments (↔ kubelet's makeEnvironmentVariables): env
+//! values with $(VAR) expansion, valueFrom fieldRef, resourceFieldRef,
+//! configMapKeyRef and secretKeyRef, and envFrom.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::api::Api;
+
+/// Where configMaps and secrets come from (the API; a stub in tests).
+#[async_trait::async_trait]
+pub trait Lookup: Send + Sync {
+    /// The data of a configMap; None when it does not exist.
+    async fn config_map(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, String>>, String>;
+    /// The (decoded) data of a secret; None when it does not exist.
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, String>>, String>;
+}
+
+/// Looks nothing up: every configMap and secret is missing.
+pub struct NoLookup;
+
+#[async_trait::async_trait]
+impl Lookup for NoLookup {
+    async fn config_map(&self, _: &str, _: &str) -> Result<Option<BTreeMap<String, String>>, String> {
+        Ok(None)
+    }
+    async fn secret(&self, _: &str, _: &str) -> Result<Option<BTreeMap<String, String>>, String> {
+        Ok(None)
+    }
+}
+
+/// Reads configMaps and secrets through the API.
+pub struct ApiLookup(pub kube::Client);
+
+#[async_trait::async_trait]
+impl Lookup for ApiLookup {
+    async fn config_map(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, String>>, String> {
+        let api: Api<ConfigMap> = Api::namespaced(self.0.clone(), namespace);
+        match api.get_opt(name).await {
+            Ok(Some(cm)) => {
+                let mut data = cm.data.unwrap_or_default();
+                for (k, v) in cm.binary_data.unwrap_or_default() {
+                    data.entry(k).or_insert_with(|| String::from_utf8_lossy(&v.0).into_owned());
+                }
+                Ok(Some(data))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, String>>, String> {
+        let api: Api<Secret> = Api::namespaced(self.0.clone(), namespace);
+        match api.get_opt(name).await {
+            Ok(Some(s)) => {
+                let mut data: BTreeMap<String, String> =
+                    s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect();
+                for (k, v) in s.string_data.unwrap_or_default() {
+                    data.insert(k, v);
+                }
+                Ok(Some(data))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Expand $(VAR) from `vars`; $$ is a literal $; unknown references stay as written.
+pub fn expand(input: &str, vars: &HashMap<String, String>) -> String {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(body) = after.strip_prefix('(')
+            && let Some(end) = body.find(')')
+        {
+            let name = &body[..end];
+            match vars.get(name) {
+                Some(v) => out.push_str(v),
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The value of a fieldRef path.
+pub fn field_ref(pod: &Pod, path: &str, host_ip: &str, pod_ip: &str) -> Option<String> {
+    let m = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    let v = match path {
+        "metadata.name" => m.name.clone().unwrap_or_default(),
+        "metadata.namespace" => m.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => m.uid.clone().unwrap_or_default(),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
+        "status.hostIP" => host_ip.into(),
+        "status.hostIPs" => host_ip.into(),
+        "status.podIP" => pod_ip.into(),
+        "status.podIPs" => pod_ip.into(),
+        p => {
+            let (map, key) = if let Some(k) = p.strip_prefix("metadata.labels['").and_then(|k| k.strip_suffix("']")) {
+                (m.labels.as_ref(), k)
+            } else if let Some(k) = p.strip_prefix("metadata.annotations['").and_then(|k| k.strip_suffix("']")) {
+                (m.annotations.as_ref(), k)
+            } else {
+                return None;
+            };
+            map.and_then(|m| m.get(key)).cloned().unwrap_or_default()
+        }
+    };
+    Some(v)
+}
+
+/// The environment of `c`, in order, or why it cannot be made (a
+/// CreateContainerConfigError).
+pub async fn container_env(pod: &Pod, c: &Container, host_ip: &str, pod_ip: &str, lookup: &dyn Lookup) -> Result<Vec<(String, String)>, String> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut vars: HashMap<String, String> = HashMap::new();
+    let set = |out: &mut Vec<(String, String)>, vars: &mut HashMap<String, String>, k: String, v: String| {
+        if let Some(slot) = out.iter_mut().find(|(name, _)| *name == k) {
+            slot.1 = v.clone();
+        } else {
+            out.push((k.clone(), v.clone()));
+        }
+        vars.insert(k, v);
+    };
+    for from in c.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        let (data, optional, what) = if let Some(r) = &from.config_map_ref {
+            (lookup.config_map(ns, &r.name).await?, r.optional.unwrap_or(false), format!("configmap \"{}\"", r.name))
+        } else if let Some(r) = &from.secret_ref {
+            (lookup.secret(ns, &r.name).await?, r.optional.unwrap_or(false), format!("secret \"{}\"", r.name))
+        } else {
+            continue;
+        };
+        match data {
+            Some(d) => {
+                for (k, v) in d {
+                    set(&mut out, &mut vars, format!("{prefix}{k}"), v);
+                }
+            }
+            None if optional => {}
+            None => return Err(format!("{what} not found")),
+        }
+    }
+    for e in c.env.iter().flatten() {
+        let value = if let Some(v) = &e.value {
+            expand(v, &vars)
+        } else if let Some(from) = &e.value_from {
+            if let Some(f) = &from.field_ref {
+                field_ref(pod, &f.field_path, host_ip, pod_ip).ok_or_else(|| format!("unsupported fieldRef {}", f.field_path))?
+            } else if let Some(r) = &from.resource_field_ref {
+                resource_field(c, &r.resource)
+            } else if let Some(r) = &from.config_map_key_ref {
+                match lookup.config_map(ns, &r.name).await? {
+                    Some(d) => match d.get(&r.key) {
+                        Some(v) => v.clone(),
+                        None if r.optional.unwrap_or(false) => continue,
+                        None => return Err(format!("couldn't find key {} in ConfigMap {}/{}", r.key, ns, r.name)),
+                    },
+                    None if r.optional.unwrap_or(false) => continue,
+                    None => return Err(format!("configmap \"{}\" not found", r.name)),
+                }
+            } else if let Some(r) = &from.secret_key_ref {
+                match lookup.secret(ns, &r.name).await? {
+                    Some(d) => match d.get(&r.key) {
+                        Some(v) => v.clone(),
+                        None if r.optional.unwrap_or(false) => continue,
+                        None => return Err(format!("couldn't find key {} in Secret {}/{}", r.key, ns, r.name)),
+                    },
+                    None if r.optional.unwrap_or(false) => continue,
+                    None => return Err(format!("secret \"{}\" not found", r.name)),
+                }
+            } else {
+                String::new()
+            }
+        } else {
+            String::new()
+        };
+        set(&mut out, &mut vars, e.name.clone(), value);
+    }
+    Ok(out)
+}
+
+/// requests/limits as resourceFieldRef reports them (cpu in whole cores, rounded up; memory in bytes).
+fn resource_field(c: &Container, resource: &str) -> String {
+    let res = c.resources.as_ref();
+    let (map, key) = match resource.split_once('.') {
+        Some(("limits", k)) => (res.and_then(|r| r.limits.as_ref()), k),
+        Some(("requests", k)) => (res.and_then(|r| r.requests.as_ref()), k),
+        _ => return String::new(),
+    };
+    let Some(q) = map.and_then(|m| m.get(key)) else {
+        return if key == "cpu" { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string() } else { String::new() };
+    };
+    let q = q.0.as_str();
+    if key == "cpu" {
+        let cores = if let Some(m) = q.strip_suffix('m') { m.parse::<f64>().unwrap_or(0.0) / 1000.0 } else { q.parse::<f64>().unwrap_or(0.0) };
+        return (cores.ceil() as i64).max(1).to_string();
+    }
+    parse_bytes(q).map(|b| b.to_string()).unwrap_or_else(|| q.to_string())
+}
+
+/// A memory quantity in bytes ("128Mi", "1G", "1000").
+pub fn parse_bytes(q: &str) -> Option<u64> {
+    let units: [(&str, u64); 12] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("Pi", 1 << 50),
+        ("Ei", 1 << 60),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+        ("P", 1_000_000_000_000_000),
+        ("E", 1_000_000_000_000_000_000),
+    ];
+    for (suffix, mult) in units {
+        if let Some(n) = q.strip_suffix(suffix) {
+            return n.parse::<f64>().ok().map(|n| (n * mult as f64) as u64);
+        }
+    }
+    q.parse::<f64>().ok().map(|n| n as u64)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn expansion() {
+        let vars: HashMap<String, String> = [("A".to_string(), "1".to_string())].into();
+        assert_eq!(expand("x$(A)y", &vars), "x1y");
+        assert_eq!(expand("$(B)", &vars), "$(B)");
+        assert_eq!(expand("$$(A)", &vars), "$(A)");
+        assert_eq!(expand("cost $5", &vars), "cost $5");
+        assert_eq!(expand("$(A", &vars), "$(A");
+    }
+
+    struct Stub;
+    #[async_trait::async_trait]
+    impl Lookup for Stub {
+        async fn config_map(&self, _: &str, name: &str) -> Result<Option<BTreeMap<String, String>>, String> {
+            Ok((name == "cm").then(|| [("k".to_string(), "from-cm".to_string())].into()))
+        }
+        async fn secret(&self, _: &str, _: &str) -> Result<Option<BTreeMap<String, String>>, String> {
+            Ok(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn env_values() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u", "labels": {"app": "web"}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i",
+                "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}},
+                "envFrom": [{"configMapRef": {"name": "cm"}, "prefix": "CM_"}],
+                "env": [
+                    {"name": "A", "value": "a"},
+                    {"name": "B", "value": "$(A)-b"},
+                    {"name": "NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+                    {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}}},
+                    {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+                    {"name": "K", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k"}}},
+                    {"name": "OPT", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k", "optional": true}}}
+                ]}]}
+        }))
+        .unwrap();
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        let env = container_env(&pod, c, "192.168.0.1", "10.42.0.5", &Stub).await.unwrap();
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("CM_k").as_deref(), Some("from-cm"));
+        assert_eq!(get("B").as_deref(), Some("a-b"));
+        assert_eq!(get("NAME").as_deref(), Some("p"));
+        assert_eq!(get("APP").as_deref(), Some("web"));
+        assert_eq!(get("IP").as_deref(), Some("10.42.0.5"));
+        assert_eq!(get("MEM").as_deref(), Some("67108864"));
+        assert_eq!(get("CPU").as_deref(), Some("1"));
+        assert_eq!(get("K").as_deref(), Some("from-cm"));
+        assert_eq!(get("OPT"), None);
+
+        let missing: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c",
+            "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "k"}}}]}]}}))
+        .unwrap();
+        let err = container_env(&missing, &missing.spec.as_ref().unwrap().containers[0], "", "", &Stub).await.unwrap_err();
+        assert!(err.contains("not found"), "{err}");
+    }
+}

@@ -1,0 +1,259 @@
+//! The node agent (↔ pkg/kubelet): registers the Node, renews its Lease
+//! in kube-node-lease, and runs the pods bound to it as real containers
+//! through CRI — by default in its own supervised containerd under
+//! `<data_dir>/containerd`, with a locally built pause image and CNI
+//! bridge networking on the node's pod CIDR — reporting their status
+//! through pods/status.
+//!
+//! Entry point: [`run`], which runs until the future is dropped.
+//! The pod logic is [`sync::PodWorker`] over the [`runtime::Runtime`] trait;
+//! [`cri::CriRuntime`] is the real runtime.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod cni;
+pub mod containerd;
+pub mod cri;
+pub mod env;
+pub mod image;
+pub mod node;
+pub mod pods;
+pub mod runtime;
+pub mod sync;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use runtime::Runtime;
+
+/// How the agent runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node_name: String,
+    /// State: `containerd/` (its root, state, socket, config and log),
+    /// `cni/` (the CNI config and IPAM state), `pods/` (container logs),
+    /// `images/` (the pause image tarball).
+    pub data_dir: PathBuf,
+    /// An existing CRI socket to use instead of starting containerd.
+    pub container_runtime_endpoint: Option<PathBuf>,
+    /// The node's InternalIP; the default route's source address when unset.
+    pub node_ip: Option<IpAddr>,
+    /// The pod CIDR when the Node has no spec.podCIDR.
+    pub default_pod_cidr: String,
+    pub cni_bin_dir: PathBuf,
+    pub cni_bridge: String,
+    pub containerd_binary: PathBuf,
+    /// The static busybox the pause image is built from.
+    pub busybox: PathBuf,
+    pub max_pods: u32,
+    pub node_labels: BTreeMap<String, String>,
+    /// Initial and maximum crash-loop backoff (10 s and 5 min in Kubernetes).
+    pub crash_backoff: (Duration, Duration),
+    /// Initial and maximum image pull backoff.
+    pub image_backoff: (Duration, Duration),
+}
+
+impl Config {
+    pub fn new(node_name: impl Into<String>, data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            node_name: node_name.into(),
+            data_dir: data_dir.into(),
+            container_runtime_endpoint: None,
+            node_ip: None,
+            default_pod_cidr: cni::DEFAULT_POD_CIDR.into(),
+            cni_bin_dir: PathBuf::from("/usr/lib/cni"),
+            cni_bridge: cni::DEFAULT_BRIDGE.into(),
+            containerd_binary: PathBuf::from("containerd"),
+            busybox: PathBuf::from("/bin/busybox"),
+            max_pods: 110,
+            node_labels: BTreeMap::new(),
+            crash_backoff: (Duration::from_secs(10), Duration::from_secs(300)),
+            image_backoff: (Duration::from_secs(10), Duration::from_secs(300)),
+        }
+    }
+
+    /// The CRI socket the agent talks to.
+    pub fn runtime_socket(&self) -> PathBuf {
+        match &self.container_runtime_endpoint {
+            Some(p) => strip_unix(p),
+            None => containerd::socket_path(&self.data_dir),
+        }
+    }
+
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.data_dir.join("cni")
+    }
+}
+
+fn strip_unix(p: &Path) -> PathBuf {
+    let s = p.display().to_string();
+    match s.strip_prefix("unix://") {
+        Some(rest) => PathBuf::from(rest),
+        None => p.to_path_buf(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Containerd(#[from] containerd::ContainerdError),
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("the container runtime did not answer within {0:?}: {1}")]
+    RuntimeNotReady(Duration, runtime::RuntimeError),
+    #[error("building the pause image from {path}: {source}")]
+    PauseImage { path: String, source: std::io::Error },
+    #[error("registering node {node}: {source}")]
+    Register { node: String, source: kube::Error },
+    #[error("updating the status of node {node}: {source}")]
+    NodeStatus { node: String, source: kube::Error },
+    #[error("renewing the lease of node {node}: {source}")]
+    Lease { node: String, source: kube::Error },
+}
+
+/// The HTTP status of an API error, if it is one.
+pub(crate) fn status_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.display().to_string(), source }
+}
+
+/// Wait until the runtime answers Version.
+pub async fn wait_for_runtime(runtime: &dyn Runtime, within: Duration) -> Result<runtime::RuntimeVersion, Error> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match runtime.version().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(Error::RuntimeNotReady(within, e)),
+            Err(e) => tracing::debug!(error = %e, "waiting for the container runtime"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Build the pause image from busybox and import it, unless present.
+pub async fn ensure_pause_image(runtime: &dyn Runtime, config: &Config) -> Result<(), Error> {
+    if runtime.image_status(containerd::PAUSE_IMAGE).await?.is_some() {
+        return Ok(());
+    }
+    let busybox = std::fs::read(&config.busybox).map_err(|source| Error::PauseImage { path: config.busybox.display().to_string(), source })?;
+    let tar = image::pause_image(containerd::PAUSE_IMAGE, &busybox).map_err(|source| Error::PauseImage { path: config.busybox.display().to_string(), source })?;
+    let dir = config.data_dir.join("images");
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let path = dir.join("pause.tar");
+    std::fs::write(&path, tar).map_err(io_err(&path))?;
+    runtime.import_image(&path).await?;
+    tracing::info!(image = containerd::PAUSE_IMAGE, "pause image imported");
+    Ok(())
+}
+
+/// Import an image tarball (docker-archive or OCI) into the runtime this
+/// config's agent uses (`skiff images import`).
+pub async fn import_image(config: &Config, path: &Path) -> Result<(), Error> {
+    containerd::import_image(&config.runtime_socket(), path).await.map_err(Error::from)
+}
+
+/// Run the node agent until the future is dropped. Returns only when the
+/// runtime cannot be started; everything later is retried.
+pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
+    std::fs::create_dir_all(&config.data_dir).map_err(io_err(&config.data_dir))?;
+    let own_containerd = config.container_runtime_endpoint.is_none();
+    if own_containerd {
+        // A first config so that the CRI plugin finds a network at once.
+        cni::write(&config.cni_conf_dir(), &config.cni_bridge, &config.default_pod_cidr).map_err(io_err(&config.cni_conf_dir()))?;
+    }
+    let supervisor = if own_containerd {
+        let c = containerd::ContainerdConfig {
+            dir: config.data_dir.join("containerd"),
+            binary: config.containerd_binary.clone(),
+            sandbox_image: containerd::PAUSE_IMAGE.into(),
+            cni_bin_dir: config.cni_bin_dir.clone(),
+            cni_conf_dir: config.cni_conf_dir(),
+            restrict_oom_score_adj: !containerd::can_lower_oom_score_adj(),
+        };
+        Some(containerd::start(c).await?)
+    } else {
+        None
+    };
+    let socket = config.runtime_socket();
+    let cri = cri::CriRuntime::new(&socket)?;
+    let runtime: Arc<dyn Runtime> = Arc::new(cri);
+    let version = wait_for_runtime(runtime.as_ref(), Duration::from_secs(60)).await?;
+    tracing::info!(runtime = %version.name, version = %version.version, socket = %socket.display(), "container runtime ready");
+    if own_containerd {
+        ensure_pause_image(runtime.as_ref(), &config).await?;
+    }
+
+    let host_ip = config.node_ip.unwrap_or_else(node::default_node_ip);
+    let spec = node::NodeSpec {
+        name: config.node_name.clone(),
+        ip: host_ip,
+        max_pods: config.max_pods,
+        runtime_version: format!("{}://{}", version.name, version.version),
+        machine: node::MachineInfo::read(),
+        labels: config.node_labels.clone(),
+    };
+    let agent = node::NodeAgent::new(client.clone(), spec);
+    let registered = agent.register_until_done().await;
+    if own_containerd && let Some(cidr) = registered.spec.as_ref().and_then(|s| s.pod_cidr.clone()).filter(|c| !c.is_empty()) {
+        match cni::write(&config.cni_conf_dir(), &config.cni_bridge, &cidr) {
+            Ok(true) => tracing::info!(pod_cidr = %cidr, "pod network set to the node's podCIDR"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "writing the CNI config failed"),
+        }
+    }
+
+    let mut settings = sync::Settings::new(&config.node_name, &host_ip.to_string(), config.data_dir.join("pods"));
+    settings.runtime_name = version.name.clone();
+    settings.memory_capacity = node::MachineInfo::read().memory;
+    settings.crash_backoff_initial = config.crash_backoff.0;
+    settings.crash_backoff_max = config.crash_backoff.1;
+    settings.image_backoff_initial = config.image_backoff.0;
+    settings.image_backoff_max = config.image_backoff.1;
+    let shared = Arc::new(pods::Shared {
+        client: client.clone(),
+        runtime: runtime.clone(),
+        settings: Arc::new(settings),
+        recorder: skiff_runtime::events::Recorder::new(client.clone(), "kubelet", Some(&config.node_name)),
+        lookup: Box::new(env::ApiLookup(client.clone())),
+    });
+    let heartbeat = async {
+        let mut tick = tokio::time::interval(node::NODE_STATUS_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let ready = runtime.version().await.is_ok();
+            if let Err(e) = agent.heartbeat(ready).await {
+                tracing::warn!(error = %e, "node heartbeat failed");
+            }
+            // A podCIDR assigned after registration (by the node IPAM controller).
+            if own_containerd && let Some(cidr) = agent.pod_cidr().await {
+                match cni::write(&config.cni_conf_dir(), &config.cni_bridge, &cidr) {
+                    Ok(true) => tracing::info!(pod_cidr = %cidr, "pod network set to the node's podCIDR"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "writing the CNI config failed"),
+                }
+            }
+        }
+    };
+    tracing::info!(node = %config.node_name, "agent running");
+    tokio::join!(agent.lease_loop(), heartbeat, pods::run(shared));
+    drop(supervisor);
+    Ok(())
+}

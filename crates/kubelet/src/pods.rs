@@ -1,0 +1,407 @@
+//! The pod workers' manager (↔ kubelet's syncLoop, podWorkers and status
+//! manager): watches the pods bound to this node, runs one worker task per
+//! pod, writes pods/status, finishes deletions, and removes what the
+//! runtime runs for pods that no longer exist.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use serde_json::{Value, json};
+use skiff_runtime::events::{EventType, Recorder};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::env::Lookup;
+use crate::runtime::{ContainerState, LABEL_NODE, LABEL_POD_UID, Runtime};
+use crate::status_code;
+use crate::sync::{EventKind, PodWorker, Settings, grace_period, remove_pod};
+
+/// How often pods nobody claims are looked for.
+pub const ORPHAN_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the runtime is relisted for container state changes (↔ the kubelet's PLEG).
+pub const RELIST_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct Shared {
+    pub client: kube::Client,
+    pub runtime: Arc<dyn Runtime>,
+    pub settings: Arc<Settings>,
+    pub recorder: Recorder,
+    pub lookup: Box<dyn Lookup>,
+}
+
+fn uid_of(p: &Pod) -> String {
+    p.metadata.uid.clone().unwrap_or_default()
+}
+
+fn key_of(p: &Pod) -> String {
+    format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or("default"), p.metadata.name.as_deref().unwrap_or_default())
+}
+
+/// Watch this node's pods and run their workers, until dropped.
+pub async fn run(shared: Arc<Shared>) {
+    let api: Api<Pod> = Api::all(shared.client.clone());
+    let selector = format!("spec.nodeName={}", shared.settings.node_name);
+    let mut stream = watcher::watcher(api, watcher::Config::default().fields(&selector)).default_backoff().boxed();
+    let mut workers = Workers::default();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut listed = false;
+    let mut sweep = tokio::time::interval(ORPHAN_SWEEP_INTERVAL);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut relist = tokio::time::interval(RELIST_INTERVAL);
+    relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pleg = Pleg::default();
+    loop {
+        tokio::select! {
+            ev = stream.next() => {
+                let Some(ev) = ev else { break };
+                match ev {
+                    Ok(Event::Init) => seen.clear(),
+                    Ok(Event::InitApply(p)) => {
+                        seen.insert(uid_of(&p));
+                        workers.dispatch(&shared, p);
+                    }
+                    Ok(Event::InitDone) => {
+                        for (uid, (_, tx)) in &workers.senders {
+                            if !seen.contains(uid) {
+                                tx.send_modify(|u| u.pod = None);
+                            }
+                        }
+                        if !listed {
+                            listed = true;
+                            // Restart safety: what runs for pods that are gone goes.
+                            let claimed: HashSet<String> = workers.senders.keys().cloned().collect();
+                            remove_orphans(shared.runtime.as_ref(), &shared.settings.node_name, &claimed, &shared.settings.cgroup_root).await;
+                        }
+                    }
+                    Ok(Event::Apply(p)) => workers.dispatch(&shared, p),
+                    Ok(Event::Delete(p)) => {
+                        if let Some((_, tx)) = workers.senders.get(&uid_of(&p)) {
+                            tx.send_modify(|u| u.pod = None);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "pod watch failed; retrying"),
+                }
+            }
+            Some(done) = workers.tasks.join_next(), if !workers.tasks.is_empty() => {
+                match done {
+                    Ok((uid, generation)) => {
+                        if workers.senders.get(&uid).is_some_and(|(g, _)| *g == generation) {
+                            workers.senders.remove(&uid);
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "a pod worker panicked"),
+                }
+            }
+            _ = relist.tick(), if listed => {
+                for uid in pleg.relist(shared.runtime.as_ref(), &shared.settings.node_name).await {
+                    if let Some((_, tx)) = workers.senders.get(&uid) {
+                        // Wake the worker: its containers changed.
+                        tx.send_modify(|u| u.pokes += 1);
+                    }
+                }
+            }
+            _ = sweep.tick(), if listed => {
+                let claimed: HashSet<String> = workers.senders.keys().cloned().collect();
+                remove_orphans(shared.runtime.as_ref(), &shared.settings.node_name, &claimed, &shared.settings.cgroup_root).await;
+            }
+        }
+    }
+}
+
+/// Pod lifecycle event generator: one relist of the node's sandboxes and
+/// containers per interval instead of every worker polling the runtime.
+#[derive(Default)]
+struct Pleg {
+    last: HashMap<String, Vec<(String, String)>>,
+}
+
+impl Pleg {
+    /// The pod uids whose sandboxes or containers changed state since the last relist.
+    async fn relist(&mut self, runtime: &dyn Runtime, node: &str) -> Vec<String> {
+        let mine: crate::runtime::Labels = [(LABEL_NODE.to_string(), node.to_string())].into();
+        let (sandboxes, containers) = match (runtime.list_sandboxes(&mine).await, runtime.list_containers(&mine).await) {
+            (Ok(s), Ok(c)) => (s, c),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::debug!(error = %e, "relisting the runtime failed");
+                return Vec::new();
+            }
+        };
+        let mut now: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for s in sandboxes {
+            if let Some(uid) = s.labels.get(LABEL_POD_UID) {
+                now.entry(uid.clone()).or_default().push((s.id, format!("{:?}", s.state)));
+            }
+        }
+        for c in containers {
+            if let Some(uid) = c.labels.get(LABEL_POD_UID) {
+                now.entry(uid.clone()).or_default().push((c.id, format!("{:?}", c.state)));
+            }
+        }
+        for v in now.values_mut() {
+            v.sort();
+        }
+        let mut changed: Vec<String> = now.iter().filter(|(uid, v)| self.last.get(*uid) != Some(*v)).map(|(uid, _)| uid.clone()).collect();
+        changed.extend(self.last.keys().filter(|uid| !now.contains_key(*uid)).cloned());
+        self.last = now;
+        changed
+    }
+}
+
+/// The running workers: a channel to each (the pod's latest version, or
+/// None once it is gone from the API) and their tasks.
+#[derive(Default)]
+struct Workers {
+    senders: HashMap<String, (u64, watch::Sender<Update>)>,
+    tasks: JoinSet<(String, u64)>,
+    generation: u64,
+}
+
+impl Workers {
+    fn dispatch(&mut self, shared: &Arc<Shared>, pod: Pod) {
+        let uid = uid_of(&pod);
+        if uid.is_empty() {
+            return;
+        }
+        if let Some((_, tx)) = self.senders.get(&uid)
+            && !tx.is_closed()
+        {
+            tx.send_modify(|u| u.pod = Some(pod));
+            return;
+        }
+        let (tx, rx) = watch::channel(Update { pod: Some(pod), pokes: 0 });
+        self.generation += 1;
+        let generation = self.generation;
+        self.senders.insert(uid.clone(), (generation, tx));
+        let shared = shared.clone();
+        self.tasks.spawn(async move { (worker(shared, uid, rx).await, generation) });
+    }
+}
+
+/// One pod's worker task; returns the pod's uid when the pod is gone.
+/// What a worker is told: the pod's latest version (None once it is gone
+/// from the API), and a counter the relist bumps when its containers change.
+#[derive(Clone, Debug)]
+struct Update {
+    pod: Option<Pod>,
+    pokes: u64,
+}
+
+/// Whether the pod changed in a way that needs a sync now: not our own
+/// status writes coming back (as the kubelet ignores status-only updates).
+fn needs_sync(before: Option<&Pod>, after: Option<&Pod>) -> bool {
+    match (before, after) {
+        (Some(a), Some(b)) => {
+            a.spec != b.spec
+                || a.metadata.deletion_timestamp != b.metadata.deletion_timestamp
+                || a.metadata.labels != b.metadata.labels
+                || a.metadata.annotations != b.metadata.annotations
+        }
+        _ => true,
+    }
+}
+
+async fn worker(shared: Arc<Shared>, uid: String, mut rx: watch::Receiver<Update>) -> String {
+    let mut w = PodWorker::new(shared.runtime.clone(), shared.settings.clone());
+    let mut written: Option<Value> = None;
+    let mut last: Option<Pod> = None;
+    loop {
+        let update = rx.borrow_and_update().clone();
+        let pokes = update.pokes;
+        let current = update.pod;
+        let requeue = match current {
+            None => {
+                // Gone from the API without us (force deletion): kill what runs.
+                if let Some(p) = &last {
+                    match w.terminate(p, 0).await {
+                        Ok(()) => {
+                            record_events(&shared, p, &mut w).await;
+                            tracing::info!(pod = %key_of(p), "pod removed");
+                            return uid;
+                        }
+                        Err(e) => tracing::warn!(error = %e, pod = %key_of(p), "removing a deleted pod's containers failed; retrying"),
+                    }
+                    Duration::from_secs(2)
+                } else {
+                    return uid;
+                }
+            }
+            Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
+                let grace = grace_period(&pod, None);
+                tracing::info!(pod = %key_of(&pod), grace, "terminating pod");
+                let result = w.terminate(&pod, grace).await;
+                record_events(&shared, &pod, &mut w).await;
+                match result {
+                    Ok(()) => match delete_pod(&shared.client, &pod).await {
+                        Ok(()) => {
+                            tracing::info!(pod = %key_of(&pod), "pod terminated and deleted");
+                            return uid;
+                        }
+                        Err(e) => tracing::warn!(error = %e, pod = %key_of(&pod), "deleting a terminated pod failed; retrying"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, pod = %key_of(&pod), "terminating a pod failed; retrying"),
+                }
+                last = Some(pod);
+                Duration::from_secs(2)
+            }
+            Some(pod) => {
+                let requeue = match w.sync(&pod, shared.lookup.as_ref()).await {
+                    Ok(r) => {
+                        record_events(&shared, &pod, &mut w).await;
+                        if written.as_ref() != Some(&r.status) {
+                            match patch_status(&shared.client, &pod, &r.status).await {
+                                Ok(()) => written = Some(r.status),
+                                Err(e) => tracing::warn!(error = %e, pod = %key_of(&pod), "writing the pod status failed"),
+                            }
+                        }
+                        r.requeue
+                    }
+                    Err(e) => {
+                        record_events(&shared, &pod, &mut w).await;
+                        tracing::warn!(error = %e, pod = %key_of(&pod), "pod sync failed; retrying");
+                        Duration::from_secs(2)
+                    }
+                };
+                last = Some(pod);
+                requeue
+            }
+        };
+        let deadline = tokio::time::Instant::now() + requeue;
+        loop {
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        return uid;
+                    }
+                    let u = rx.borrow();
+                    if u.pokes != pokes || needs_sync(last.as_ref(), u.pod.as_ref()) {
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+    }
+}
+
+async fn record_events(shared: &Shared, pod: &Pod, w: &mut PodWorker) {
+    for e in w.take_events() {
+        let mut reference = skiff_runtime::events::reference(pod);
+        reference.field_path = e.field_path.clone();
+        let kind = match e.kind {
+            EventKind::Normal => EventType::Normal,
+            EventKind::Warning => EventType::Warning,
+        };
+        shared.recorder.record(&reference, kind, &e.reason, &e.message).await;
+    }
+}
+
+async fn patch_status(client: &kube::Client, pod: &Pod, status: &Value) -> Result<(), kube::Error> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let patch = json!({"status": status});
+    match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(e) if status_code(&e) == Some(404) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The last step of a graceful deletion: the kubelet's delete with gracePeriodSeconds=0.
+async fn delete_pod(client: &kube::Client, pod: &Pod) -> Result<(), kube::Error> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let dp = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
+        ..Default::default()
+    };
+    match api.delete(name, &dp).await {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(status_code(&e), Some(404 | 409)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Stop and remove the sandboxes and containers of this node's agent
+/// whose pod uid nobody claims.
+pub async fn remove_orphans(runtime: &dyn Runtime, node: &str, claimed: &HashSet<String>, cgroup_root: &str) {
+    let mine: crate::runtime::Labels = [(LABEL_NODE.to_string(), node.to_string())].into();
+    let mut uids: HashSet<String> = HashSet::new();
+    match runtime.list_sandboxes(&mine).await {
+        Ok(sbs) => uids.extend(sbs.into_iter().filter_map(|s| s.labels.get(LABEL_POD_UID).cloned())),
+        Err(e) => {
+            tracing::warn!(error = %e, "listing sandboxes for cleanup failed");
+            return;
+        }
+    }
+    match runtime.list_containers(&mine).await {
+        Ok(cs) => uids.extend(cs.into_iter().filter_map(|c| c.labels.get(LABEL_POD_UID).cloned())),
+        Err(e) => {
+            tracing::warn!(error = %e, "listing containers for cleanup failed");
+            return;
+        }
+    }
+    for uid in uids.into_iter().filter(|u| !claimed.contains(u)) {
+        tracing::info!(pod_uid = %uid, "removing the containers of a pod that no longer exists");
+        if let Ok(cs) = runtime.list_containers(&[(LABEL_POD_UID.to_string(), uid.clone())].into()).await {
+            for c in cs.iter().filter(|c| c.state == ContainerState::Running) {
+                let _ = runtime.stop_container(&c.id, 10).await;
+            }
+        }
+        match remove_pod(runtime, &uid).await {
+            Ok(()) if !cgroup_root.is_empty() => crate::sync::remove_pod_cgroups_soon(cgroup_root, &uid).await,
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, pod_uid = %uid, "removing an orphaned pod failed"),
+        }
+    }
+    if !cgroup_root.is_empty() {
+        sweep_pod_cgroups(cgroup_root, claimed);
+    }
+}
+
+/// Remove the empty cgroupfs directories of pods nobody claims.
+fn sweep_pod_cgroups(root: &str, claimed: &HashSet<String>) {
+    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else { return };
+    let mut uids = HashSet::new();
+    for c in controllers.flatten() {
+        let Ok(pods) = std::fs::read_dir(c.path().join(root.trim_start_matches('/'))) else { continue };
+        for p in pods.flatten() {
+            if let Some(uid) = p.file_name().to_str().and_then(|n| n.strip_prefix("pod"))
+                && !claimed.contains(uid)
+                && p.path().is_dir()
+            {
+                uids.insert(uid.to_string());
+            }
+        }
+    }
+    for uid in uids {
+        crate::sync::remove_pod_cgroups(root, &uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_only_updates_do_not_need_a_sync() {
+        let a: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "resourceVersion": "1"}, "spec": {"containers": [{"name": "c"}]}})).unwrap();
+        let mut b = a.clone();
+        b.metadata.resource_version = Some("2".into());
+        b.status = Some(serde_json::from_value(json!({"phase": "Running"})).unwrap());
+        assert!(!needs_sync(Some(&a), Some(&b)));
+        let mut c = b.clone();
+        c.metadata.deletion_timestamp = Some(skiff_runtime::now_time());
+        assert!(needs_sync(Some(&b), Some(&c)));
+        assert!(needs_sync(Some(&a), None));
+        assert!(needs_sync(None, Some(&a)));
+    }
+}

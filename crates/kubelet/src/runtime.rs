@@ -1,0 +1,232 @@
+//! The container runtime as the pod workers see it (↔ the kubelet's
+//! kubecontainer.Runtime over CRI): pod sandboxes, containers and images.
+//! [`crate::cri::CriRuntime`] implements it over CRI v1; tests use a fake.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub type Labels = BTreeMap<String, String>;
+
+/// Labels skiff puts on every sandbox and container (the kubelet's own
+/// names, so that crictl shows them), and the one that says which node's
+/// agent owns it.
+pub const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
+pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
+pub const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
+pub const LABEL_NODE: &str = "skiff.dev/node";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("runtime call {call} failed: {message}")]
+    Call { call: &'static str, message: String },
+    #[error("runtime call {call} timed out")]
+    Timeout { call: &'static str },
+    #[error("connecting to the runtime at {endpoint}: {message}")]
+    Connect { endpoint: String, message: String },
+    #[error("importing image {path}: {message}")]
+    Import { path: String, message: String },
+}
+
+impl RuntimeError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RuntimeError::NotFound(_))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeVersion {
+    /// "containerd".
+    pub name: String,
+    /// "1.6.20~ds1".
+    pub version: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortMapping {
+    pub protocol: Protocol,
+    pub container_port: i32,
+    pub host_port: i32,
+    pub host_ip: String,
+}
+
+/// What a pod sandbox is made from.
+#[derive(Clone, Debug, Default)]
+pub struct SandboxConfig {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub attempt: u32,
+    pub hostname: String,
+    /// Where the containers' logs go (`<dir>/<container>/<attempt>.log`).
+    pub log_directory: PathBuf,
+    pub labels: Labels,
+    pub annotations: Labels,
+    pub host_network: bool,
+    pub host_pid: bool,
+    pub host_ipc: bool,
+    /// shareProcessNamespace.
+    pub share_pid: bool,
+    pub port_mappings: Vec<PortMapping>,
+    pub cgroup_parent: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SandboxState {
+    Ready,
+    NotReady,
+}
+
+#[derive(Clone, Debug)]
+pub struct Sandbox {
+    pub id: String,
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub attempt: u32,
+    pub state: SandboxState,
+    /// Nanoseconds since the epoch.
+    pub created_at: i64,
+    pub labels: Labels,
+}
+
+#[derive(Clone, Debug)]
+pub struct SandboxStatus {
+    pub id: String,
+    pub state: SandboxState,
+    /// The pod's IP (none with host networking).
+    pub ip: Option<String>,
+    pub additional_ips: Vec<String>,
+}
+
+/// cgroup limits of a container (↔ CRI's LinuxContainerResources).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// CFS period and quota in microseconds (0: unlimited).
+    pub cpu_period: i64,
+    pub cpu_quota: i64,
+    pub cpu_shares: i64,
+    /// Bytes (0: unlimited).
+    pub memory_limit_in_bytes: i64,
+    pub oom_score_adj: i64,
+}
+
+/// What a container is made from.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerConfig {
+    pub name: String,
+    pub attempt: u32,
+    pub image: String,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub working_dir: String,
+    pub env: Vec<(String, String)>,
+    pub labels: Labels,
+    pub annotations: Labels,
+    /// Relative to the sandbox's log directory.
+    pub log_path: String,
+    pub stdin: bool,
+    pub stdin_once: bool,
+    pub tty: bool,
+    pub privileged: bool,
+    pub run_as_user: Option<i64>,
+    pub run_as_group: Option<i64>,
+    pub read_only_root: bool,
+    pub capabilities_add: Vec<String>,
+    pub capabilities_drop: Vec<String>,
+    pub resources: Resources,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Exited,
+    Unknown,
+}
+
+/// A container as listed.
+#[derive(Clone, Debug)]
+pub struct Container {
+    pub id: String,
+    pub sandbox_id: String,
+    pub name: String,
+    pub attempt: u32,
+    pub state: ContainerState,
+    /// Nanoseconds since the epoch.
+    pub created_at: i64,
+    pub image: String,
+    pub image_ref: String,
+    pub labels: Labels,
+}
+
+/// A container in detail.
+#[derive(Clone, Debug)]
+pub struct ContainerStatus {
+    pub id: String,
+    pub name: String,
+    pub attempt: u32,
+    pub state: ContainerState,
+    /// Nanoseconds since the epoch; 0 when not (yet) so.
+    pub created_at: i64,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub exit_code: i32,
+    /// "Completed", "Error", "OOMKilled", ... (exited containers).
+    pub reason: String,
+    pub message: String,
+    /// The image as the runtime names it.
+    pub image: String,
+    /// The image's digest reference.
+    pub image_ref: String,
+    pub labels: Labels,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    pub id: String,
+    pub repo_tags: Vec<String>,
+    pub repo_digests: Vec<String>,
+    pub size: u64,
+}
+
+/// Pod sandbox and container lifecycle, and images (↔ CRI's
+/// RuntimeService and ImageService).
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync {
+    async fn version(&self) -> Result<RuntimeVersion, RuntimeError>;
+
+    async fn run_sandbox(&self, config: &SandboxConfig) -> Result<String, RuntimeError>;
+    async fn stop_sandbox(&self, id: &str) -> Result<(), RuntimeError>;
+    async fn remove_sandbox(&self, id: &str) -> Result<(), RuntimeError>;
+    async fn sandbox_status(&self, id: &str) -> Result<SandboxStatus, RuntimeError>;
+    /// Sandboxes carrying all of `labels`.
+    async fn list_sandboxes(&self, labels: &Labels) -> Result<Vec<Sandbox>, RuntimeError>;
+
+    async fn create_container(&self, sandbox_id: &str, config: &ContainerConfig, sandbox: &SandboxConfig) -> Result<String, RuntimeError>;
+    async fn start_container(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Stop with SIGTERM (or the image's stop signal), SIGKILL after `timeout_seconds`.
+    async fn stop_container(&self, id: &str, timeout_seconds: i64) -> Result<(), RuntimeError>;
+    async fn remove_container(&self, id: &str) -> Result<(), RuntimeError>;
+    async fn container_status(&self, id: &str) -> Result<ContainerStatus, RuntimeError>;
+    /// Containers carrying all of `labels`.
+    async fn list_containers(&self, labels: &Labels) -> Result<Vec<Container>, RuntimeError>;
+
+    /// The image if present.
+    async fn image_status(&self, image: &str) -> Result<Option<Image>, RuntimeError>;
+    /// Pull from a registry; the image reference pulled.
+    async fn pull_image(&self, image: &str) -> Result<String, RuntimeError>;
+    async fn list_images(&self) -> Result<Vec<Image>, RuntimeError>;
+    async fn remove_image(&self, image: &str) -> Result<(), RuntimeError>;
+    /// Import a docker-archive or OCI archive tarball.
+    async fn import_image(&self, path: &Path) -> Result<(), RuntimeError>;
+}

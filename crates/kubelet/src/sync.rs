@@ -1,0 +1,1101 @@
+//! One pod's worker logic (↔ kubelet's SyncPod, computePodActions and
+//! generateAPIPodStatus): from the pod spec and what the runtime has,
+//! start what is missing (sandbox, init containers in order, then
+//! containers), restart per restartPolicy with exponential backoff, and
+//! compute the pod's status. Stateless towards the runtime: a new worker
+//! adopts whatever sandboxes and containers carry the pod's uid.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::core::v1::{Container as SpecContainer, Pod};
+use serde_json::{Value, json};
+
+use crate::env::{Lookup, container_env, expand};
+use crate::runtime::*;
+
+/// Tunables of the pod workers.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub node_name: String,
+    pub host_ip: String,
+    /// Pod log directories go under here (`<ns>_<name>_<uid>`).
+    pub log_root: PathBuf,
+    /// The scheme of containerIDs ("containerd").
+    pub runtime_name: String,
+    pub crash_backoff_initial: Duration,
+    pub crash_backoff_max: Duration,
+    pub image_backoff_initial: Duration,
+    pub image_backoff_max: Duration,
+    /// How often a pod is looked at when nothing happens (the relist wakes
+    /// workers whose containers change).
+    pub resync: Duration,
+    /// cgroupfs parent of pods (`<parent>/pod<uid>`); empty for the runtime's default.
+    pub cgroup_root: String,
+    /// The node's memory in bytes (Burstable pods' oom_score_adj).
+    pub memory_capacity: u64,
+}
+
+impl Settings {
+    pub fn new(node_name: &str, host_ip: &str, log_root: PathBuf) -> Settings {
+        Settings {
+            node_name: node_name.into(),
+            host_ip: host_ip.into(),
+            log_root,
+            runtime_name: "containerd".into(),
+            crash_backoff_initial: Duration::from_secs(10),
+            crash_backoff_max: Duration::from_secs(300),
+            image_backoff_initial: Duration::from_secs(10),
+            image_backoff_max: Duration::from_secs(300),
+            resync: Duration::from_secs(10),
+            cgroup_root: "/skiff".into(),
+            memory_capacity: 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Normal,
+    Warning,
+}
+
+/// An event about the pod (or one of its containers) for the recorder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodEvent {
+    pub kind: EventKind,
+    pub reason: String,
+    pub message: String,
+    /// "spec.containers{name}".
+    pub field_path: Option<String>,
+}
+
+/// What one sync computed.
+#[derive(Clone, Debug)]
+pub struct SyncResult {
+    /// The pod's status (the JSON written to pods/status).
+    pub status: Value,
+    /// When to look again at the latest.
+    pub requeue: Duration,
+}
+
+/// Exponential backoff per key (↔ client-go's flowcontrol.Backoff).
+#[derive(Debug, Default)]
+pub struct Backoff {
+    entries: HashMap<String, (Duration, SystemTime)>,
+}
+
+impl Backoff {
+    /// Until when `key` is backing off from an event at `since`.
+    pub fn until(&self, key: &str, since: SystemTime, now: SystemTime) -> Option<SystemTime> {
+        let (delay, _) = self.entries.get(key)?;
+        let until = since + *delay;
+        (now < until).then_some(until)
+    }
+
+    /// Record one more failure: the delay doubles up to `max` (and starts
+    /// over after 2×max without failures).
+    pub fn next(&mut self, key: &str, now: SystemTime, initial: Duration, max: Duration) -> Duration {
+        let delay = match self.entries.get(key) {
+            Some((d, last)) if now.duration_since(*last).unwrap_or_default() <= max * 2 => (*d * 2).min(max),
+            _ => initial,
+        };
+        self.entries.insert(key.into(), (delay, now));
+        delay
+    }
+
+    pub fn last(&self, key: &str) -> Option<SystemTime> {
+        self.entries.get(key).map(|(_, t)| *t)
+    }
+
+    pub fn forget(&mut self, key: &str) {
+        self.entries.remove(key);
+    }
+}
+
+fn nanos_to_time(ns: i64) -> SystemTime {
+    if ns <= 0 { UNIX_EPOCH } else { UNIX_EPOCH + Duration::from_nanos(ns as u64) }
+}
+
+/// RFC 3339 with second precision, as metav1.Time serializes.
+pub fn rfc3339(t: SystemTime) -> String {
+    let ts = jiff::Timestamp::try_from(t).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn rfc3339_ns(ns: i64) -> Option<String> {
+    (ns > 0).then(|| rfc3339(nanos_to_time(ns)))
+}
+
+/// The pull policy Kubernetes defaults to: Always for :latest or no tag.
+pub fn pull_policy(c: &SpecContainer) -> String {
+    if let Some(p) = c.image_pull_policy.as_deref().filter(|p| !p.is_empty()) {
+        return p.to_string();
+    }
+    let image = c.image.as_deref().unwrap_or_default();
+    if image.contains('@') {
+        return "IfNotPresent".into();
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once(':') {
+        Some((_, "latest")) | None => "Always".into(),
+        Some(_) => "IfNotPresent".into(),
+    }
+}
+
+fn pod_key(pod: &Pod) -> String {
+    format!(
+        "{}_{}({})",
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.uid.as_deref().unwrap_or_default()
+    )
+}
+
+/// The labels that mark a pod's sandboxes and containers.
+pub fn pod_labels(pod: &Pod, node: &str) -> Labels {
+    let mut l = Labels::new();
+    l.insert(LABEL_POD_UID.into(), pod.metadata.uid.clone().unwrap_or_default());
+    l.insert(LABEL_POD_NAME.into(), pod.metadata.name.clone().unwrap_or_default());
+    l.insert(LABEL_POD_NAMESPACE.into(), pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()));
+    l.insert(LABEL_NODE.into(), node.into());
+    l
+}
+
+fn uid_selector(uid: &str) -> Labels {
+    [(LABEL_POD_UID.to_string(), uid.to_string())].into()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Init,
+    App,
+}
+
+impl Kind {
+    fn field(self, name: &str) -> String {
+        match self {
+            Kind::Init => format!("spec.initContainers{{{name}}}"),
+            Kind::App => format!("spec.containers{{{name}}}"),
+        }
+    }
+}
+
+/// Why a container waits, when the runtime's state does not say it.
+#[derive(Clone, Debug)]
+struct Waiting {
+    reason: String,
+    message: String,
+}
+
+fn is_terminal(phase: Option<&str>) -> bool {
+    matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+/// One pod's worker.
+pub struct PodWorker {
+    runtime: Arc<dyn Runtime>,
+    settings: Arc<Settings>,
+    crash: Backoff,
+    pulls: Backoff,
+    /// Container details by id (exited containers do not change).
+    details: HashMap<String, ContainerStatus>,
+    events: Vec<PodEvent>,
+    start_time: Option<String>,
+    /// The status once the pod reached Succeeded or Failed.
+    final_status: Option<Value>,
+    /// Per container: the crash-loop event was reported for this backoff.
+    backoff_reported: HashMap<String, SystemTime>,
+    /// Sandbox id → its IPs (they do not change).
+    sandbox_ips: HashMap<String, Vec<String>>,
+}
+
+enum Step {
+    /// Nothing to do for this container now.
+    Fine,
+    /// The container is running or was just started; later ones (inits) wait.
+    Busy,
+    /// Could not start now (the reason is in `waiting`).
+    Blocked,
+}
+
+impl PodWorker {
+    pub fn new(runtime: Arc<dyn Runtime>, settings: Arc<Settings>) -> PodWorker {
+        PodWorker {
+            runtime,
+            settings,
+            crash: Backoff::default(),
+            pulls: Backoff::default(),
+            details: HashMap::new(),
+            events: Vec::new(),
+            start_time: None,
+            final_status: None,
+            backoff_reported: HashMap::new(),
+            sandbox_ips: HashMap::new(),
+        }
+    }
+
+    /// Events since the last call.
+    pub fn take_events(&mut self) -> Vec<PodEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn event(&mut self, kind: EventKind, reason: &str, message: String, field_path: Option<String>) {
+        self.events.push(PodEvent { kind, reason: reason.into(), message, field_path });
+    }
+
+    fn log_dir(&self, pod: &Pod) -> PathBuf {
+        self.settings.log_root.join(format!(
+            "{}_{}_{}",
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            pod.metadata.uid.as_deref().unwrap_or_default()
+        ))
+    }
+
+    /// The sandbox config of `pod` at `attempt`.
+    pub fn sandbox_config(&self, pod: &Pod, attempt: u32) -> SandboxConfig {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let mut port_mappings = Vec::new();
+        for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+            for p in c.ports.iter().flatten() {
+                let Some(host_port) = p.host_port.filter(|h| *h > 0) else { continue };
+                port_mappings.push(PortMapping {
+                    protocol: match p.protocol.as_deref() {
+                        Some("UDP") => Protocol::Udp,
+                        Some("SCTP") => Protocol::Sctp,
+                        _ => Protocol::Tcp,
+                    },
+                    container_port: p.container_port,
+                    host_port,
+                    host_ip: p.host_ip.clone().unwrap_or_default(),
+                });
+            }
+        }
+        let hostname = spec.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| name.clone());
+        let hostname = if spec.host_network.unwrap_or(false) { String::new() } else { hostname.chars().take(63).collect() };
+        SandboxConfig {
+            name,
+            namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            uid: uid.clone(),
+            attempt,
+            hostname,
+            log_directory: self.log_dir(pod),
+            labels: pod_labels(pod, &self.settings.node_name),
+            annotations: pod.metadata.annotations.clone().unwrap_or_default(),
+            host_network: spec.host_network.unwrap_or(false),
+            host_pid: spec.host_pid.unwrap_or(false),
+            host_ipc: spec.host_ipc.unwrap_or(false),
+            share_pid: spec.share_process_namespace.unwrap_or(false),
+            port_mappings,
+            cgroup_parent: if self.settings.cgroup_root.is_empty() { String::new() } else { format!("{}/pod{}", self.settings.cgroup_root, uid) },
+        }
+    }
+
+    async fn sandbox_ips(&mut self, id: &str) -> Vec<String> {
+        if let Some(ips) = self.sandbox_ips.get(id) {
+            return ips.clone();
+        }
+        match self.runtime.sandbox_status(id).await {
+            Ok(st) => {
+                let ips: Vec<String> = st.ip.into_iter().chain(st.additional_ips).collect();
+                self.sandbox_ips.retain(|k, _| k == id);
+                self.sandbox_ips.insert(id.to_string(), ips.clone());
+                ips
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "sandbox status failed");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn detail(&mut self, c: &Container) -> Option<ContainerStatus> {
+        if let Some(d) = self.details.get(&c.id)
+            && (d.state == ContainerState::Exited || d.state == c.state)
+        {
+            return Some(d.clone());
+        }
+        match self.runtime.container_status(&c.id).await {
+            Ok(d) => {
+                self.details.insert(c.id.clone(), d.clone());
+                Some(d)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, container = %c.id, "container status failed");
+                None
+            }
+        }
+    }
+
+    /// Make the runtime match the pod and compute its status.
+    pub async fn sync(&mut self, pod: &Pod, lookup: &dyn Lookup) -> Result<SyncResult, RuntimeError> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let spec = pod.spec.clone().unwrap_or_default();
+        if let Some(status) = &self.final_status {
+            return Ok(SyncResult { status: status.clone(), requeue: Duration::from_secs(60) });
+        }
+        let status_phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if is_terminal(status_phase) {
+            // Finished before this worker existed (an agent restart): keep it so.
+            self.stop_sandboxes(&uid).await;
+            let status = serde_json::to_value(pod.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
+            self.final_status = Some(status.clone());
+            return Ok(SyncResult { status, requeue: Duration::from_secs(60) });
+        }
+        if self.start_time.is_none() {
+            self.start_time =
+                pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()).or_else(|| Some(rfc3339(SystemTime::now())));
+        }
+        let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let mut waiting: HashMap<String, Waiting> = HashMap::new();
+        let mut requeue = self.settings.resync;
+        let now = SystemTime::now();
+
+        let mut sandboxes = self.runtime.list_sandboxes(&uid_selector(&uid)).await?;
+        sandboxes.sort_by_key(|s| std::cmp::Reverse((s.attempt, s.created_at)));
+        let mut containers = self.runtime.list_containers(&uid_selector(&uid)).await?;
+
+        // The sandbox.
+        let mut acted = false;
+        let mut pod_ip: Option<String> = None;
+        let mut pod_ips: Vec<String> = Vec::new();
+        let host_network = spec.host_network.unwrap_or(false);
+        let mut sandbox: Option<(String, SandboxConfig)> = None;
+        match sandboxes.first().filter(|s| s.state == SandboxState::Ready) {
+            Some(sb) => {
+                let cfg = self.sandbox_config(pod, sb.attempt);
+                pod_ips = self.sandbox_ips(&sb.id).await;
+                pod_ip = pod_ips.first().cloned();
+                sandbox = Some((sb.id.clone(), cfg));
+            }
+            None => {
+                let all_created = spec.containers.iter().all(|c| containers.iter().any(|x| x.name == c.name));
+                let done = restart_policy == "Never" && all_created;
+                if !done {
+                    acted = true;
+                    let attempt = sandboxes.first().map(|s| s.attempt + 1).unwrap_or(0);
+                    // Whatever ran in a dead sandbox is stopped; the new one starts over.
+                    for c in containers.iter().filter(|c| c.state == ContainerState::Running) {
+                        if let Err(e) = self.runtime.stop_container(&c.id, 0).await {
+                            tracing::debug!(error = %e, "stopping a container of a dead sandbox failed");
+                        }
+                    }
+                    for (i, sb) in sandboxes.iter().enumerate() {
+                        let _ = self.runtime.stop_sandbox(&sb.id).await;
+                        if i > 0 {
+                            let _ = self.runtime.remove_sandbox(&sb.id).await;
+                        }
+                    }
+                    if attempt > 0 {
+                        self.event(EventKind::Normal, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.".into(), None);
+                    }
+                    let cfg = self.sandbox_config(pod, attempt);
+                    if let Err(e) = std::fs::create_dir_all(&cfg.log_directory) {
+                        tracing::warn!(error = %e, dir = %cfg.log_directory.display(), "creating the pod log directory failed");
+                    }
+                    match self.runtime.run_sandbox(&cfg).await {
+                        Ok(id) => {
+                            pod_ips = self.sandbox_ips(&id).await;
+                            pod_ip = pod_ips.first().cloned();
+                            sandbox = Some((id, cfg));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, pod = %pod_key(pod), "creating the pod sandbox failed");
+                            self.event(EventKind::Warning, "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {e}"), None);
+                            requeue = Duration::from_secs(5);
+                        }
+                    }
+                }
+            }
+        }
+        if host_network {
+            pod_ip = Some(self.settings.host_ip.clone());
+            pod_ips = vec![self.settings.host_ip.clone()];
+        }
+
+        // Containers: inits in order, then the others.
+        let mut init_done = true;
+        let mut init_failed = false;
+        if let Some((sandbox_id, cfg)) = &sandbox {
+            let ip = pod_ip.clone().unwrap_or_default();
+            for c in spec.init_containers.iter().flatten() {
+                let sidecar = c.restart_policy.as_deref() == Some("Always");
+                let latest = latest_of(&containers, &c.name);
+                let step = match latest {
+                    Some(l) if l.state == ContainerState::Running => {
+                        if sidecar {
+                            Step::Fine
+                        } else {
+                            Step::Busy
+                        }
+                    }
+                    Some(l) => {
+                        let d = self.detail(&l).await;
+                        let exit = d.as_ref().map(|d| d.exit_code).unwrap_or(-1);
+                        let finished = d.as_ref().map(|d| nanos_to_time(d.finished_at)).unwrap_or(now);
+                        if l.state == ContainerState::Exited && exit == 0 && !sidecar {
+                            Step::Fine
+                        } else if restart_policy == "Never" && !sidecar && l.state == ContainerState::Exited {
+                            init_failed = true;
+                            Step::Blocked
+                        } else {
+                            acted = true;
+                            self.restart(pod, c, Kind::Init, &l, finished, sandbox_id, cfg, &ip, lookup, &mut waiting, &mut requeue).await
+                        }
+                    }
+                    None => {
+                        acted = true;
+                        self.start(pod, c, Kind::Init, 0, sandbox_id, cfg, &ip, lookup, &mut waiting, &mut requeue).await
+                    }
+                };
+                match step {
+                    Step::Fine => {}
+                    Step::Busy | Step::Blocked => {
+                        init_done = false;
+                        break;
+                    }
+                }
+            }
+            if init_done {
+                for c in &spec.containers {
+                    match latest_of(&containers, &c.name) {
+                        Some(l) if l.state == ContainerState::Running => {}
+                        Some(l) => {
+                            let d = self.detail(&l).await;
+                            let exit = d.as_ref().map(|d| d.exit_code).unwrap_or(-1);
+                            let finished = d.as_ref().map(|d| nanos_to_time(d.finished_at)).unwrap_or(now);
+                            let restart = match restart_policy.as_str() {
+                                "Never" => false,
+                                "OnFailure" => l.state != ContainerState::Exited || exit != 0,
+                                _ => true,
+                            };
+                            if restart {
+                                acted = true;
+                                self.restart(pod, c, Kind::App, &l, finished, sandbox_id, cfg, &ip, lookup, &mut waiting, &mut requeue).await;
+                            }
+                        }
+                        None => {
+                            acted = true;
+                            self.start(pod, c, Kind::App, 0, sandbox_id, cfg, &ip, lookup, &mut waiting, &mut requeue).await;
+                        }
+                    }
+                }
+            }
+        } else {
+            init_done = spec.init_containers.as_ref().is_none_or(|i| i.is_empty());
+        }
+
+        if acted {
+            containers = self.runtime.list_containers(&uid_selector(&uid)).await?;
+        }
+        self.details.retain(|id, _| containers.iter().any(|c| &c.id == id));
+
+        // The status.
+        let init_statuses = self.statuses(spec.init_containers.as_deref().unwrap_or_default(), Kind::Init, &containers, &waiting, false).await;
+        let app_statuses = self.statuses(&spec.containers, Kind::App, &containers, &waiting, !init_done).await;
+        let inits_complete = spec.init_containers.iter().flatten().zip(&init_statuses).all(|(c, s)| {
+            if c.restart_policy.as_deref() == Some("Always") {
+                s["started"] == true
+            } else {
+                s.pointer("/state/terminated/exitCode").and_then(Value::as_i64) == Some(0)
+            }
+        });
+        let phase = phase(&restart_policy, inits_complete, init_failed, &app_statuses);
+        let sandbox_ready = sandbox.is_some();
+        let status = self.pod_status(pod, &phase, pod_ip.as_deref(), &pod_ips, inits_complete, sandbox_ready, &spec, &init_statuses, &app_statuses);
+        if is_terminal(Some(&phase)) {
+            // Done: free the sandbox (and its IP); keep the containers for their logs.
+            self.stop_sandboxes(&uid).await;
+            self.final_status = Some(status.clone());
+            requeue = Duration::from_secs(60);
+        }
+        Ok(SyncResult { status, requeue })
+    }
+
+    async fn stop_sandboxes(&mut self, uid: &str) {
+        let Ok(sandboxes) = self.runtime.list_sandboxes(&uid_selector(uid)).await else { return };
+        for sb in sandboxes.iter().filter(|s| s.state == SandboxState::Ready) {
+            if let Err(e) = self.runtime.stop_sandbox(&sb.id).await {
+                tracing::warn!(error = %e, sandbox = %sb.id, "stopping a finished pod's sandbox failed");
+            }
+        }
+    }
+
+    /// Restart `c` (whose latest instance `latest` ended at `finished`), unless backing off.
+    #[allow(clippy::too_many_arguments)]
+    async fn restart(
+        &mut self,
+        pod: &Pod,
+        c: &SpecContainer,
+        kind: Kind,
+        latest: &Container,
+        finished: SystemTime,
+        sandbox_id: &str,
+        cfg: &SandboxConfig,
+        pod_ip: &str,
+        lookup: &dyn Lookup,
+        waiting: &mut HashMap<String, Waiting>,
+        requeue: &mut Duration,
+    ) -> Step {
+        let now = SystemTime::now();
+        if let Some(until) = self.crash.until(&c.name, finished, now) {
+            let delay = until.duration_since(finished).unwrap_or_default();
+            waiting.insert(
+                c.name.clone(),
+                Waiting {
+                    reason: "CrashLoopBackOff".into(),
+                    message: format!("back-off {} restarting failed container={} pod={}", human(delay), c.name, pod_key(pod)),
+                },
+            );
+            *requeue = (*requeue).min(until.duration_since(now).unwrap_or_default() + Duration::from_millis(10));
+            if self.backoff_reported.get(&c.name) != Some(&until) {
+                self.backoff_reported.insert(c.name.clone(), until);
+                self.event(EventKind::Warning, "BackOff", format!("Back-off restarting failed container {} in pod {}", c.name, pod_key(pod)), Some(kind.field(&c.name)));
+            }
+            return Step::Blocked;
+        }
+        self.crash.next(&c.name, now, self.settings.crash_backoff_initial, self.settings.crash_backoff_max);
+        self.start(pod, c, kind, latest.attempt + 1, sandbox_id, cfg, pod_ip, lookup, waiting, requeue).await
+    }
+
+    /// Pull if needed, create and start instance `attempt` of `c`.
+    #[allow(clippy::too_many_arguments)]
+    async fn start(
+        &mut self,
+        pod: &Pod,
+        c: &SpecContainer,
+        kind: Kind,
+        attempt: u32,
+        sandbox_id: &str,
+        cfg: &SandboxConfig,
+        pod_ip: &str,
+        lookup: &dyn Lookup,
+        waiting: &mut HashMap<String, Waiting>,
+        requeue: &mut Duration,
+    ) -> Step {
+        let field = Some(kind.field(&c.name));
+        let image = c.image.clone().unwrap_or_default();
+        if let Err(w) = self.ensure_image(c, &image, field.clone(), requeue).await {
+            waiting.insert(c.name.clone(), w);
+            return Step::Blocked;
+        }
+        let env = match container_env(pod, c, &self.settings.host_ip, pod_ip, lookup).await {
+            Ok(env) => env,
+            Err(message) => {
+                self.event(EventKind::Warning, "Failed", format!("Error: {message}"), field);
+                waiting.insert(c.name.clone(), Waiting { reason: "CreateContainerConfigError".into(), message });
+                *requeue = (*requeue).min(Duration::from_secs(5));
+                return Step::Blocked;
+            }
+        };
+        let vars: HashMap<String, String> = env.iter().cloned().collect();
+        let sc = c.security_context.clone().unwrap_or_default();
+        let psc = pod.spec.as_ref().and_then(|s| s.security_context.clone()).unwrap_or_default();
+        let caps = sc.capabilities.clone().unwrap_or_default();
+        let mut labels = cfg.labels.clone();
+        labels.insert(LABEL_CONTAINER_NAME.into(), c.name.clone());
+        let mut annotations = BTreeMap::new();
+        annotations.insert("io.kubernetes.container.restartCount".to_string(), attempt.to_string());
+        annotations.insert("io.kubernetes.pod.terminationGracePeriod".to_string(), grace_period(pod, None).to_string());
+        let log_path = format!("{}/{}.log", c.name, attempt);
+        if let Err(e) = std::fs::create_dir_all(cfg.log_directory.join(&c.name)) {
+            tracing::debug!(error = %e, "creating the container log directory failed");
+        }
+        let config = ContainerConfig {
+            name: c.name.clone(),
+            attempt,
+            image: image.clone(),
+            command: c.command.iter().flatten().map(|s| expand(s, &vars)).collect(),
+            args: c.args.iter().flatten().map(|s| expand(s, &vars)).collect(),
+            working_dir: c.working_dir.clone().unwrap_or_default(),
+            env,
+            labels,
+            annotations,
+            log_path,
+            stdin: c.stdin.unwrap_or(false),
+            stdin_once: c.stdin_once.unwrap_or(false),
+            tty: c.tty.unwrap_or(false),
+            privileged: sc.privileged.unwrap_or(false),
+            run_as_user: sc.run_as_user.or(psc.run_as_user),
+            run_as_group: sc.run_as_group.or(psc.run_as_group),
+            read_only_root: sc.read_only_root_filesystem.unwrap_or(false),
+            capabilities_add: caps.add.unwrap_or_default(),
+            capabilities_drop: caps.drop.unwrap_or_default(),
+            resources: resources(pod, c, self.settings.memory_capacity),
+        };
+        let id = match self.runtime.create_container(sandbox_id, &config, cfg).await {
+            Ok(id) => id,
+            Err(e) => {
+                self.event(EventKind::Warning, "Failed", format!("Error: {e}"), field);
+                waiting.insert(c.name.clone(), Waiting { reason: "CreateContainerError".into(), message: e.to_string() });
+                *requeue = (*requeue).min(Duration::from_secs(5));
+                return Step::Blocked;
+            }
+        };
+        self.event(EventKind::Normal, "Created", format!("Created container: {}", c.name), field.clone());
+        if let Err(e) = self.runtime.start_container(&id).await {
+            self.event(EventKind::Warning, "Failed", format!("Error: {e}"), field);
+            waiting.insert(c.name.clone(), Waiting { reason: "RunContainerError".into(), message: e.to_string() });
+            return Step::Blocked;
+        }
+        self.event(EventKind::Normal, "Started", format!("Started container {}", c.name), field);
+        // Keep this instance and the one before it (for lastState and logs --previous).
+        if attempt >= 2
+            && let Ok(old) = self.runtime.list_containers(&uid_selector(pod.metadata.uid.as_deref().unwrap_or_default())).await
+        {
+            for o in old.iter().filter(|o| o.name == c.name && o.attempt + 1 < attempt && o.state != ContainerState::Running) {
+                if let Err(e) = self.runtime.remove_container(&o.id).await {
+                    tracing::debug!(error = %e, "removing an old container failed");
+                }
+            }
+        }
+        Step::Busy
+    }
+
+    async fn ensure_image(&mut self, c: &SpecContainer, image: &str, field: Option<String>, requeue: &mut Duration) -> Result<(), Waiting> {
+        if image.is_empty() {
+            return Err(Waiting { reason: "InvalidImageName".into(), message: "the container has no image".into() });
+        }
+        let policy = pull_policy(c);
+        let present = match self.runtime.image_status(image).await {
+            Ok(p) => p.is_some(),
+            Err(e) => return Err(Waiting { reason: "ErrImagePull".into(), message: e.to_string() }),
+        };
+        if policy == "Never" {
+            if present {
+                return Ok(());
+            }
+            let message = format!("Container image \"{image}\" is not present with pull policy of Never");
+            self.event(EventKind::Warning, "ErrImageNeverPull", message.clone(), field);
+            return Err(Waiting { reason: "ErrImageNeverPull".into(), message });
+        }
+        if present && policy != "Always" {
+            self.event(EventKind::Normal, "Pulled", format!("Container image \"{image}\" already present on machine"), field);
+            return Ok(());
+        }
+        let now = SystemTime::now();
+        if let Some(last) = self.pulls.last(image)
+            && let Some(until) = self.pulls.until(image, last, now)
+        {
+            if present {
+                // Pulls fail (no registry) but the image is here: use it.
+                return Ok(());
+            }
+            *requeue = (*requeue).min(until.duration_since(now).unwrap_or_default() + Duration::from_millis(10));
+            let message = format!("Back-off pulling image \"{image}\"");
+            self.event(EventKind::Normal, "BackOff", message.clone(), field);
+            return Err(Waiting { reason: "ImagePullBackOff".into(), message });
+        }
+        self.event(EventKind::Normal, "Pulling", format!("Pulling image \"{image}\""), field.clone());
+        let started = std::time::Instant::now();
+        match self.runtime.pull_image(image).await {
+            Ok(_) => {
+                self.pulls.forget(image);
+                self.event(EventKind::Normal, "Pulled", format!("Successfully pulled image \"{image}\" in {:?}", started.elapsed()), field);
+                Ok(())
+            }
+            Err(e) => {
+                let delay = self.pulls.next(image, SystemTime::now(), self.settings.image_backoff_initial, self.settings.image_backoff_max);
+                if present {
+                    tracing::warn!(image, error = %e, "pull failed; using the image present on the node");
+                    return Ok(());
+                }
+                *requeue = (*requeue).min(delay);
+                let message = format!("Failed to pull image \"{image}\": {e}");
+                self.event(EventKind::Warning, "Failed", message.clone(), field.clone());
+                self.event(EventKind::Warning, "Failed", "Error: ErrImagePull".into(), field);
+                Err(Waiting { reason: "ErrImagePull".into(), message })
+            }
+        }
+    }
+
+    /// The containerStatuses of `specs`.
+    async fn statuses(&mut self, specs: &[SpecContainer], kind: Kind, containers: &[Container], waiting: &HashMap<String, Waiting>, initializing: bool) -> Vec<Value> {
+        let mut out = Vec::new();
+        for c in specs {
+            let mut instances: Vec<&Container> = containers.iter().filter(|x| x.name == c.name).collect();
+            instances.sort_by_key(|x| std::cmp::Reverse((x.attempt, x.created_at)));
+            let latest = match instances.first() {
+                Some(l) => self.detail(l).await,
+                None => None,
+            };
+            let previous = match instances.get(1) {
+                Some(p) => self.detail(p).await,
+                None => None,
+            };
+            let container_id = |d: &ContainerStatus| format!("{}://{}", self.settings.runtime_name, d.id);
+            let terminated = |d: &ContainerStatus| {
+                let reason = if !d.reason.is_empty() {
+                    d.reason.clone()
+                } else if d.exit_code == 0 {
+                    "Completed".into()
+                } else {
+                    "Error".into()
+                };
+                let mut t = json!({"exitCode": d.exit_code, "reason": reason, "containerID": container_id(d)});
+                if let Some(s) = rfc3339_ns(d.started_at) {
+                    t["startedAt"] = json!(s);
+                }
+                if let Some(f) = rfc3339_ns(d.finished_at) {
+                    t["finishedAt"] = json!(f);
+                }
+                if !d.message.is_empty() {
+                    t["message"] = json!(d.message);
+                }
+                json!({"terminated": t})
+            };
+            let (state, last_state) = match (waiting.get(&c.name), &latest) {
+                (Some(w), Some(l)) if l.state == ContainerState::Exited => {
+                    (json!({"waiting": {"reason": w.reason, "message": w.message}}), terminated(l))
+                }
+                (Some(w), _) => (json!({"waiting": {"reason": w.reason, "message": w.message}}), previous.as_ref().map(terminated).unwrap_or_else(|| json!({}))),
+                (None, Some(l)) => {
+                    let last = previous.as_ref().map(terminated).unwrap_or_else(|| json!({}));
+                    match l.state {
+                        ContainerState::Running => {
+                            let mut r = json!({});
+                            if let Some(s) = rfc3339_ns(l.started_at) {
+                                r["startedAt"] = json!(s);
+                            }
+                            (json!({"running": r}), last)
+                        }
+                        ContainerState::Exited => (terminated(l), last),
+                        _ => (json!({"waiting": {"reason": "ContainerCreating"}}), last),
+                    }
+                }
+                (None, None) => {
+                    let reason = if kind == Kind::App && initializing { "PodInitializing" } else { "ContainerCreating" };
+                    (json!({"waiting": {"reason": reason}}), json!({}))
+                }
+            };
+            let running = state.get("running").is_some();
+            let ready = match kind {
+                Kind::App => running,
+                Kind::Init => {
+                    if c.restart_policy.as_deref() == Some("Always") {
+                        running
+                    } else {
+                        state.pointer("/terminated/exitCode").and_then(Value::as_i64) == Some(0)
+                    }
+                }
+            };
+            let image = latest.as_ref().map(|l| l.image.clone()).filter(|i| !i.is_empty()).unwrap_or_else(|| c.image.clone().unwrap_or_default());
+            let mut s = json!({
+                "name": c.name,
+                "state": state,
+                "lastState": last_state,
+                "ready": ready,
+                "restartCount": latest.as_ref().map(|l| l.attempt).unwrap_or(0),
+                "image": image,
+                "imageID": latest.as_ref().map(|l| l.image_ref.clone()).unwrap_or_default(),
+                "started": running,
+            });
+            if let Some(l) = &latest {
+                s["containerID"] = json!(container_id(l));
+            }
+            out.push(s);
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn pod_status(
+        &self,
+        pod: &Pod,
+        phase: &str,
+        pod_ip: Option<&str>,
+        pod_ips: &[String],
+        initialized: bool,
+        sandbox_ready: bool,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        init_statuses: &[Value],
+        app_statuses: &[Value],
+    ) -> Value {
+        let old: Vec<Value> = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .map(|cs| cs.iter().filter_map(|c| serde_json::to_value(c).ok()).collect())
+            .unwrap_or_default();
+        let now = rfc3339(SystemTime::now());
+        let condition = |kind: &str, ok: bool, reason: Option<&str>, message: Option<String>| {
+            let status = if ok { "True" } else { "False" };
+            let since = old
+                .iter()
+                .find(|c| c["type"] == kind && c["status"] == status)
+                .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_string))
+                .unwrap_or_else(|| now.clone());
+            let mut c = json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": since});
+            if !ok {
+                if let Some(r) = reason {
+                    c["reason"] = json!(r);
+                }
+                if let Some(m) = message {
+                    c["message"] = json!(m);
+                }
+            }
+            c
+        };
+        let terminal = is_terminal(Some(phase));
+        let unready = |statuses: &[Value], want_ready: bool| -> Vec<String> {
+            statuses.iter().filter(|s| s["ready"] != want_ready).filter_map(|s| s["name"].as_str().map(str::to_string)).collect()
+        };
+        let not_ready = unready(app_statuses, true);
+        let not_init: Vec<String> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .zip(init_statuses)
+            .filter(|(_, s)| s["ready"] != true)
+            .map(|(c, _)| c.name.clone())
+            .collect();
+        let ready = not_ready.is_empty() && !terminal && initialized;
+        let (ready_reason, ready_message) = if terminal {
+            ("PodCompleted", None)
+        } else if !initialized {
+            ("ContainersNotInitialized", Some(format!("containers with incomplete status: [{}]", not_init.join(" "))))
+        } else {
+            ("ContainersNotReady", Some(format!("containers with unready status: [{}]", not_ready.join(" "))))
+        };
+        let scheduled = old
+            .iter()
+            .find(|c| c["type"] == "PodScheduled")
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+        let conditions = json!([
+            condition("PodReadyToStartContainers", sandbox_ready, None, None),
+            condition(
+                "Initialized",
+                initialized,
+                Some(if terminal { "PodCompleted" } else { "ContainersNotInitialized" }),
+                (!terminal).then(|| format!("containers with incomplete status: [{}]", not_init.join(" ")))
+            ),
+            condition("Ready", ready, Some(ready_reason), ready_message.clone()),
+            condition("ContainersReady", ready, Some(ready_reason), ready_message),
+            scheduled,
+        ]);
+        let mut status = json!({
+            "phase": phase,
+            "conditions": conditions,
+            "hostIP": self.settings.host_ip,
+            "hostIPs": [{"ip": self.settings.host_ip}],
+            "startTime": self.start_time,
+            "containerStatuses": app_statuses,
+            "message": null,
+            "reason": null,
+        });
+        if let Some(ip) = pod_ip {
+            status["podIP"] = json!(ip);
+            status["podIPs"] = json!(pod_ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>());
+        }
+        if !init_statuses.is_empty() {
+            status["initContainerStatuses"] = json!(init_statuses);
+        }
+        status
+    }
+
+    /// Stop the pod's containers (SIGTERM, SIGKILL after `grace` seconds),
+    /// then its sandboxes, and remove them all.
+    pub async fn terminate(&mut self, pod: &Pod, grace: i64) -> Result<(), RuntimeError> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let containers = self.runtime.list_containers(&uid_selector(&uid)).await?;
+        let running: Vec<&Container> = containers.iter().filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Created | ContainerState::Unknown)).collect();
+        for c in &running {
+            self.event(EventKind::Normal, "Killing", format!("Stopping container {}", c.name), Some(Kind::App.field(&c.name)));
+        }
+        let runtime = self.runtime.clone();
+        let stops = running.iter().map(|c| {
+            let runtime = runtime.clone();
+            let id = c.id.clone();
+            async move { runtime.stop_container(&id, grace).await }
+        });
+        let mut first_error = None;
+        for r in futures::future::join_all(stops).await {
+            if let Err(e) = r
+                && !e.is_not_found()
+            {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        remove_pod(self.runtime.as_ref(), &uid).await?;
+        if !self.settings.cgroup_root.is_empty() {
+            remove_pod_cgroups_soon(&self.settings.cgroup_root, &uid).await;
+        }
+        Ok(())
+    }
+}
+
+/// Remove the stopped containers and the sandboxes of pod `uid`.
+pub async fn remove_pod(runtime: &dyn Runtime, uid: &str) -> Result<(), RuntimeError> {
+    let containers = runtime.list_containers(&uid_selector(uid)).await?;
+    for c in &containers {
+        if c.state == ContainerState::Running {
+            runtime.stop_container(&c.id, 0).await.or_else(ignore_not_found)?;
+        }
+        runtime.remove_container(&c.id).await.or_else(ignore_not_found)?;
+    }
+    for sb in runtime.list_sandboxes(&uid_selector(uid)).await? {
+        runtime.stop_sandbox(&sb.id).await.or_else(ignore_not_found)?;
+        runtime.remove_sandbox(&sb.id).await.or_else(ignore_not_found)?;
+    }
+    Ok(())
+}
+
+fn ignore_not_found(e: RuntimeError) -> Result<(), RuntimeError> {
+    if e.is_not_found() { Ok(()) } else { Err(e) }
+}
+
+/// [`remove_pod_cgroups`], retried for a few seconds: the runtime may
+/// remove the containers' cgroups a moment after it removed them.
+pub async fn remove_pod_cgroups_soon(root: &str, uid: &str) {
+    for _ in 0..30 {
+        if remove_pod_cgroups(root, uid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Best effort: the pod's (now empty) cgroupfs directories; true when none is left.
+pub fn remove_pod_cgroups(root: &str, uid: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else { return true };
+    let mut all = true;
+    for e in entries.flatten() {
+        let dir = e.path().join(root.trim_start_matches('/')).join(format!("pod{uid}"));
+        if dir.is_dir() && std::fs::remove_dir(&dir).is_err() {
+            all = false;
+        }
+    }
+    all
+}
+
+fn latest_of(containers: &[Container], name: &str) -> Option<Container> {
+    containers.iter().filter(|c| c.name == name).max_by_key(|c| (c.attempt, c.created_at)).cloned()
+}
+
+/// "10s", "1m20s", "5m0s" as Go prints durations.
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s < 60 { format!("{s}s") } else { format!("{}m{}s", s / 60, s % 60) }
+}
+
+/// A CPU quantity in millicores ("500m", "1", "0.25").
+pub fn parse_millicores(q: &str) -> Option<i64> {
+    match q.strip_suffix('m') {
+        Some(m) => m.parse::<f64>().ok().map(|m| m.ceil() as i64),
+        None => q.parse::<f64>().ok().map(|c| (c * 1000.0).ceil() as i64),
+    }
+}
+
+/// The pod's QoS class (↔ qos.GetPodQOS): Guaranteed when every container
+/// has equal cpu and memory requests and limits, BestEffort when none has
+/// any, else Burstable.
+pub fn qos_class(pod: &Pod) -> &'static str {
+    let Some(spec) = pod.spec.as_ref() else { return "BestEffort" };
+    let all: Vec<&SpecContainer> = spec.containers.iter().chain(spec.init_containers.iter().flatten()).collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in all {
+        let r = c.resources.clone().unwrap_or_default();
+        let requests = r.requests.unwrap_or_default();
+        let limits = r.limits.unwrap_or_default();
+        if !requests.is_empty() || !limits.is_empty() {
+            any = true;
+        }
+        for k in ["cpu", "memory"] {
+            let limit = limits.get(k).map(|q| q.0.clone());
+            let request = requests.get(k).map(|q| q.0.clone()).or_else(|| limit.clone());
+            if limit.is_none() || request != limit {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// The cgroup limits of `c` as the kubelet sets them: cpu shares from the
+/// request (2 when none), CFS quota from the cpu limit, the memory limit,
+/// and oom_score_adj by QoS class.
+pub fn resources(pod: &Pod, c: &SpecContainer, memory_capacity: u64) -> Resources {
+    const PERIOD: i64 = 100_000;
+    let r = c.resources.clone().unwrap_or_default();
+    let requests = r.requests.unwrap_or_default();
+    let limits = r.limits.unwrap_or_default();
+    let cpu_limit = limits.get("cpu").and_then(|q| parse_millicores(&q.0));
+    let cpu_request = requests.get("cpu").and_then(|q| parse_millicores(&q.0)).or(cpu_limit);
+    let memory_limit = limits.get("memory").and_then(|q| crate::env::parse_bytes(&q.0)).unwrap_or(0);
+    let memory_request = requests.get("memory").and_then(|q| crate::env::parse_bytes(&q.0)).unwrap_or(memory_limit);
+    let oom_score_adj = match qos_class(pod) {
+        "Guaranteed" => -997,
+        "BestEffort" => 1000,
+        _ if memory_capacity == 0 => 999,
+        _ => (1000 - (1000 * memory_request as i128 / memory_capacity as i128) as i64).clamp(2, 999),
+    };
+    Resources {
+        cpu_period: if cpu_limit.is_some() { PERIOD } else { 0 },
+        cpu_quota: cpu_limit.map(|m| (m * PERIOD / 1000).max(1000)).unwrap_or(0),
+        cpu_shares: cpu_request.map(|m| (m * 1024 / 1000).max(2)).unwrap_or(2),
+        memory_limit_in_bytes: memory_limit as i64,
+        oom_score_adj,
+    }
+}
+
+/// The grace period of a deletion: the one the deletion set, else the spec's, else 30 s.
+pub fn grace_period(pod: &Pod, deletion: Option<i64>) -> i64 {
+    deletion
+        .or(pod.metadata.deletion_grace_period_seconds)
+        .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .unwrap_or(30)
+        .max(0)
+}
+
+/// The pod's phase from its containers' statuses (↔ kubelet's getPhase).
+pub fn phase(restart_policy: &str, inits_complete: bool, init_failed: bool, statuses: &[Value]) -> String {
+    if !inits_complete {
+        return if init_failed { "Failed".into() } else { "Pending".into() };
+    }
+    let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+    for s in statuses {
+        let st = &s["state"];
+        if st.get("running").is_some() {
+            running += 1;
+        } else if let Some(t) = st.get("terminated") {
+            stopped += 1;
+            if t["exitCode"] == 0 {
+                succeeded += 1;
+            }
+        } else if s.pointer("/lastState/terminated").is_some() {
+            stopped += 1;
+        } else {
+            waiting += 1;
+        }
+    }
+    if waiting > 0 {
+        "Pending".into()
+    } else if running > 0 {
+        "Running".into()
+    } else if stopped > 0 {
+        match restart_policy {
+            "Never" if succeeded == stopped => "Succeeded".into(),
+            "Never" => "Failed".into(),
+            "OnFailure" if succeeded == stopped => "Succeeded".into(),
+            _ => "Running".into(),
+        }
+    } else {
+        "Pending".into()
+    }
+}
