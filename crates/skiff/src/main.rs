@@ -22,6 +22,10 @@ struct Cli {
 enum Command {
     /// Run the control plane: API server with its embedded store.
     Server(cmd::server::Args),
+    /// Run the node agent (kubelet) and join a cluster.
+    Agent(cmd::agent::Args),
+    /// Manage the local node's images (`skiff images import FILE`).
+    Images(cmd::images::Args),
     /// Run the controller manager alone (leader-elected).
     ControllerManager(cmd::controller_manager::Args),
     /// Run the scheduler alone (leader-elected).
@@ -41,6 +45,8 @@ fn main() -> std::process::ExitCode {
         Command::Server(args) => cmd::server::run(args),
         Command::Kubectl(args) => cmd::kubectl::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Agent(args) => cmd::agent::run(args),
+        Command::Images(args) => cmd::images::run(args),
         Command::Scheduler(args) => cmd::scheduler::run(args),
         Command::Sim(args) => cmd::sim::run(args),
         Command::ControllerManager(args) => cmd::controller_manager::run(args),

@@ -83,7 +83,7 @@ fn start_server() -> anyhow::Result<Child> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let exe = std::env::current_exe().context("current exe")?;
     let child = std::process::Command::new(exe)
-        .args(["server", "--bind-address", "127.0.0.1", "--https-listen-port", &port.to_string(), "--data-dir"])
+        .args(["server", "--disable-agent", "--bind-address", "127.0.0.1", "--https-listen-port", &port.to_string(), "--data-dir"])
         .arg(dir.path())
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
@@ -104,6 +104,16 @@ fn start_server() -> anyhow::Result<Child> {
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU time (user + system) a process has used so far.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(Duration::from_millis(ticks * 10))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -173,6 +183,7 @@ async fn bench_api(args: ApiArgs) -> anyhow::Result<ExitCode> {
     // 1. Durable creates with N concurrent clients.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "bench");
     let per = args.pods.div_ceil(args.concurrency);
+    let cpu_before = child.as_ref().and_then(|c| cpu_time(c.child.id()));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..args.concurrency {
@@ -202,6 +213,15 @@ async fn bench_api(args: ApiArgs) -> anyhow::Result<ExitCode> {
         ms(percentile(&lat, 0.5)),
         ms(percentile(&lat, 0.99))
     );
+    if let (Some(c), Some(before)) = (&child, cpu_before)
+        && let Some(after) = cpu_time(c.child.id())
+    {
+        let per_create = after.saturating_sub(before).as_secs_f64() * 1e6 / lat.len().max(1) as f64;
+        println!(
+            "server CPU per create:               {per_create:.0} µs (the server alone could do {:.0}/s per core)",
+            1e6 / per_create.max(1.0)
+        );
+    }
 
     // 2. LIST of all those pods (server time + transfer, and with decoding).
     let mut raw_times = Vec::new();

@@ -1,5 +1,7 @@
+pub mod agent;
 pub mod bench;
 pub mod controller_manager;
+pub mod images;
 pub mod kubectl;
 pub mod scheduler;
 pub mod server;

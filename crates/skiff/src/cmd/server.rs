@@ -27,9 +27,15 @@ pub struct Args {
     /// NodePort range.
     #[arg(long, default_value = "30000-32767")]
     pub service_node_port_range: String,
-    /// Do not run a node agent in this process (there is none yet: accepted for k3s compatibility).
+    /// Do not run a node agent (kubelet + containerd) in this process.
     #[arg(long)]
     pub disable_agent: bool,
+    /// Node name of the in-process agent (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// CRI socket for the in-process agent instead of a supervised containerd.
+    #[arg(long)]
+    pub container_runtime_endpoint: Option<PathBuf>,
     /// Do not run the controller manager in this process.
     #[arg(long)]
     pub disable_controller_manager: bool,
@@ -103,6 +109,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 node_monitor_grace_period: std::time::Duration::from_secs(args.node_monitor_grace_period),
             };
             tokio::spawn(super::controller_manager::run_elected(client.clone(), settings, stopped()));
+        }
+        if !args.disable_agent {
+            let agent = super::agent::config(data_dir.clone(), args.node_name.clone(), args.container_runtime_endpoint.clone());
+            let agent_client = client.clone();
+            let stop = stopped();
+            tokio::spawn(async move {
+                // An agent that cannot start (no containerd, not root) leaves the control plane running.
+                tokio::select! {
+                    r = skiff_kubelet::run(agent_client, agent) => {
+                        if let Err(e) = r {
+                            tracing::error!(error = %e, "node agent stopped; use --disable-agent to run a control plane only");
+                        }
+                    }
+                    () = stop => {}
+                }
+            });
         }
         if !args.disable_scheduler {
             tokio::spawn(super::scheduler::run_elected(client.clone(), "default-scheduler".into(), stopped()));

@@ -38,10 +38,21 @@ impl Server {
         Server::start_with(&[])
     }
 
-    /// Start with extra `skiff server` flags.
+    /// Start with extra `skiff server` flags (no node agent).
     pub fn start_with(extra: &[&str]) -> Server {
+        let mut args = vec!["--disable-agent".to_string()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Server::start_args(args)
+    }
+
+    /// Start with the in-process node agent (containerd): needs root.
+    pub fn start_with_agent() -> Server {
+        Server::start_args(Vec::new())
+    }
+
+    fn start_args(extra: Vec<String>) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut s = Server { dir, port: free_port(), extra: extra.iter().map(|a| a.to_string()).collect(), child: None };
+        let mut s = Server { dir, port: free_port(), extra, child: None };
         s.spawn();
         s
     }
@@ -183,9 +194,20 @@ pub fn scenario(name: &str) -> String {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // SIGTERM first so the agent stops its containerd, then SIGKILL.
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
+        // Whatever this server started (containerd, shims) names its data directory.
+        let _ = Command::new("pkill").args(["-KILL", "-f"]).arg(self.dir.path()).status();
     }
 }
 

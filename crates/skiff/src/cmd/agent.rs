@@ -1,0 +1,93 @@
+//! `skiff agent`: the node agent (kubelet) joining a cluster, as
+//! `k3s agent --server URL --token TOKEN`. It registers this machine as a
+//! Node and runs the pods bound to it under containerd through CRI.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// API server URL (https://host:6443).
+    #[arg(long, env = "SKIFF_URL")]
+    pub server: Option<String>,
+    /// Node-join token (the server's <data-dir>/node-token).
+    #[arg(long, env = "SKIFF_TOKEN")]
+    pub token: Option<String>,
+    /// The cluster CA (the server's <data-dir>/tls/server-ca.crt); without it the server's certificate is not verified.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Or a kubeconfig instead of --server/--token.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Where containerd, CNI state and pod logs live.
+    #[arg(long, env = "SKIFF_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Node name (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Use this CRI socket instead of a supervised containerd.
+    #[arg(long)]
+    pub container_runtime_endpoint: Option<PathBuf>,
+}
+
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "skiff-node".into())
+}
+
+/// The agent's settings under a data directory.
+pub fn config(data_dir: PathBuf, node_name: Option<String>, endpoint: Option<PathBuf>) -> skiff_kubelet::Config {
+    let mut c = skiff_kubelet::Config::new(node_name.unwrap_or_else(host_name).to_ascii_lowercase(), data_dir.join("agent"));
+    c.container_runtime_endpoint = endpoint;
+    c
+}
+
+async fn client(args: &Args) -> anyhow::Result<kube::Client> {
+    if let Some(kc) = &args.kubeconfig {
+        return Ok(skiff_runtime::client_from_kubeconfig(kc).await?);
+    }
+    let server = args.server.clone().context("--server (or --kubeconfig) is required")?;
+    let token = args.token.clone().context("--token is required with --server")?;
+    let mut config = kube::Config::new(server.parse().context("--server is not a URL")?);
+    config.auth_info.token = Some(token.into());
+    match &args.ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let der = pem_to_der(&pem).context("the CA file holds no certificate")?;
+            config.root_cert = Some(vec![der]);
+        }
+        None => {
+            tracing::warn!("no --ca-file: the API server's certificate is not verified");
+            config.accept_invalid_certs = true;
+        }
+    }
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn pem_to_der(pem: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let text = std::str::from_utf8(pem).ok()?;
+    let body: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE-----"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    super::init_tracing();
+    let data_dir = args.data_dir.clone().unwrap_or_else(super::default_data_dir);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let client = client(&args).await?;
+        let config = config(data_dir, args.node_name.clone(), args.container_runtime_endpoint.clone());
+        tokio::select! {
+            r = skiff_kubelet::run(client, config) => r.context("node agent")?,
+            () = super::shutdown_signal() => {}
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
