@@ -173,13 +173,17 @@ fn delete_with_cascade_and_watch() {
     assert!(text.lines().any(|l| l == "ADDED w1"), "{text}");
     assert!(text.lines().any(|l| l == "ADDED w2"), "{text}");
     assert!(text.lines().any(|l| l == "DELETED w1"), "{text}");
-    // Cascade flags are stored as Kubernetes does (orphan finalizer).
+    // --cascade=orphan: the deployment goes, its ReplicaSet stays, released
+    // (the orphan finalizer is processed by the garbage collector).
     s.ok(&["create", "deployment", "keep", "--image=busybox"]);
-    let out = s.kubectl(&["delete", "deployment", "keep", "--cascade=orphan", "--wait=false"]);
+    support::eventually("the ReplicaSet of keep", &s, || !s.ok(&["get", "rs", "-l", "app=keep", "--no-headers"]).trim().is_empty());
+    let out = s.kubectl(&["delete", "deployment", "keep", "--cascade=orphan"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let d = s.json(&["get", "deploy", "keep"]);
-    assert!(d["metadata"]["deletionTimestamp"].is_string(), "{d}");
-    assert_eq!(d["metadata"]["finalizers"][0], "orphan");
+    assert!(!s.kubectl(&["get", "deploy", "keep"]).status.success());
+    support::eventually("the orphaned ReplicaSet released", &s, || {
+        s.ok(&["get", "rs", "-l", "app=keep", "-o", "jsonpath={.items[*].metadata.ownerReferences}"]).trim().is_empty()
+    });
+    assert_eq!(s.ok(&["get", "rs", "-l", "app=keep", "--no-headers"]).lines().count(), 1);
     // Plain delete waits for the object to go.
     s.ok(&["create", "deployment", "gone", "--image=busybox"]);
     let out = s.ok(&["delete", "deployment", "gone"]);
