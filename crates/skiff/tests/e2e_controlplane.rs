@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Server, eventually, eventually_within, sim, sim_named};
+use support::{Server, eventually, eventually_within, sim, sim_named, sim_sized};
 
 #[test]
 fn deployment_is_scheduled_rolled_out_scaled_and_deleted() {
@@ -34,6 +34,8 @@ fn deployment_is_scheduled_rolled_out_scaled_and_deleted() {
     eventually("4 running pods", &s, || {
         s.ok(&["get", "pods", "-l", "app=web", "--no-headers"]).lines().filter(|l| l.contains("Running")).count() == 4
     });
+    s.ok(&["scale", "deployment", "web", "--replicas=3"]);
+    eventually("3 pods after scaling down", &s, || s.ok(&["get", "pods", "-l", "app=web", "--no-headers"]).lines().count() == 3);
     // A new template rolls out a new ReplicaSet; undo goes back.
     s.ok(&["set", "image", "deployment/web", "web=busybox:1.37"]);
     let out = s.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
@@ -72,6 +74,10 @@ fn replicaset_heals_and_namespace_deletion_cleans_up() {
     // An unschedulable pod says why.
     s.ok(&["run", "huge", "-n", "team", "--image=busybox", "--overrides", r#"{"spec":{"containers":[{"name":"huge","image":"busybox","resources":{"requests":{"cpu":"64"}}}]}}"#]);
     eventually("FailedScheduling event", &s, || s.ok(&["describe", "pod", "huge", "-n", "team"]).contains("Insufficient cpu"));
+    assert!(s.ok(&["get", "pod", "huge", "-n", "team", "--no-headers"]).contains("Pending"));
+    // A node with room appears: the pending pod is bound to it.
+    let _big = sim_sized(&s, 1, "big-", "128");
+    eventually("huge bound to the big node", &s, || s.ok(&["get", "pod", "huge", "-n", "team", "-o", "jsonpath={.spec.nodeName}"]) == "big-0");
     // Deleting the namespace deletes its contents, then the namespace.
     s.ok(&["delete", "namespace", "team", "--timeout=60s"]);
     assert!(!s.kubectl(&["get", "namespace", "team"]).status.success());

@@ -78,13 +78,17 @@ impl Drop for Child {
     }
 }
 
-fn start_server() -> anyhow::Result<Child> {
+/// Start a `skiff server` child. The API benchmark runs the API server
+/// alone (`control_plane` false); the scheduler benchmark runs the whole
+/// control plane.
+fn start_server(control_plane: bool) -> anyhow::Result<Child> {
     let dir = tempfile::tempdir().context("tempdir")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let exe = std::env::current_exe().context("current exe")?;
     let child = std::process::Command::new(exe)
         .args(["server", "--disable-agent", "--bind-address", "127.0.0.1", "--https-listen-port", &port.to_string(), "--data-dir"])
         .arg(dir.path())
+        .args(if control_plane { &[][..] } else { &["--disable-controller-manager", "--disable-scheduler"][..] })
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -152,7 +156,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 async fn bench_api(args: ApiArgs) -> anyhow::Result<ExitCode> {
     let child = match &args.kubeconfig {
         Some(_) => None,
-        None => Some(start_server()?),
+        None => Some(start_server(false)?),
     };
     let kubeconfig = args.kubeconfig.clone().or_else(|| child.as_ref().map(|c| c.kubeconfig.clone())).context("kubeconfig")?;
     let client = client(&kubeconfig).await?;
@@ -379,7 +383,7 @@ async fn wait_bound(client: &kube::Client, namespace: &str, selector: &str, want
 }
 
 async fn bench_scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
-    let child = start_server()?;
+    let child = start_server(true)?;
     let client = client(&child.kubeconfig).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while client.apiserver_version().await.is_err() {

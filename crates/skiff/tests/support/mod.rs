@@ -235,9 +235,14 @@ pub fn sim(s: &Server, nodes: usize) -> Sim {
 
 /// Hollow nodes named `<prefix>0..N` in their own process.
 pub fn sim_named(s: &Server, nodes: usize, prefix: &str) -> Sim {
+    sim_sized(s, nodes, prefix, "2")
+}
+
+/// Hollow nodes with `cpu` cores each.
+pub fn sim_sized(s: &Server, nodes: usize, prefix: &str, cpu: &str) -> Sim {
     let log = std::fs::File::create(s.data_dir().join(format!("sim-{prefix}log"))).expect("sim log");
     let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args(["sim", "--nodes", &nodes.to_string(), "--prefix", prefix, "--cpu", "2", "--memory", "4Gi", "--kubeconfig"])
+        .args(["sim", "--nodes", &nodes.to_string(), "--prefix", prefix, "--cpu", cpu, "--memory", "4Gi", "--kubeconfig"])
         .arg(s.kubeconfig())
         .stdout(Stdio::null())
         .stderr(log)
