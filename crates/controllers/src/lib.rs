@@ -36,6 +36,14 @@ pub struct Context {
     pub config: Arc<Config>,
 }
 
+impl Context {
+    /// A context whose events are recorded as from "controller-manager".
+    pub fn new(client: kube::Client, config: Config) -> Context {
+        let recorder = Arc::new(skiff_runtime::events::Recorder::new(client.clone(), "controller-manager", None));
+        Context { client, recorder, config: Arc::new(config) }
+    }
+}
+
 /// Controller manager settings.
 #[derive(Clone, Debug)]
 pub struct Config {

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -17,11 +16,7 @@ use skiff_controllers::{Config, Context};
 use skiff_testsupport::TestServer;
 
 fn context(client: &Client) -> Context {
-    Context {
-        client: client.clone(),
-        recorder: Arc::new(skiff_runtime::events::Recorder::new(client.clone(), "controller-manager", None)),
-        config: Arc::new(Config::default()),
-    }
+    Context::new(client.clone(), Config::default())
 }
 
 async fn eventually_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T

@@ -3,8 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
@@ -13,29 +11,12 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use skiff_controllers::{Config, Context};
-use skiff_testsupport::TestServer;
+use skiff_testsupport::{TestServer, eventually};
 
 fn context(client: &Client) -> Context {
-    Context {
-        client: client.clone(),
-        recorder: Arc::new(skiff_runtime::events::Recorder::new(client.clone(), "controller-manager", None)),
-        config: Arc::new(Config::default()),
-    }
+    Context::new(client.clone(), Config::default())
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    for _ in 0..600 {
-        if let Some(v) = f().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
 
 fn daemonset(name: &str, extra_spec: serde_json::Value) -> DaemonSet {
     let mut template_spec = json!({"containers": [{"name": "c", "image": "agent:1"}]});

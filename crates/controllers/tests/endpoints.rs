@@ -17,7 +17,7 @@ use serde_json::json;
 use skiff_controllers::endpoints::TRIGGER_TIME_ANNOTATION;
 use skiff_controllers::endpointslice::{self, MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL};
 use skiff_controllers::{Config, Context};
-use skiff_testsupport::TestServer;
+use skiff_testsupport::{TestServer, eventually};
 
 const NS: &str = "shop";
 
@@ -29,20 +29,6 @@ fn context(server: &TestServer) -> Context {
     }
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn setup(client: &kube::Client) {
     let namespaces: Api<Namespace> = Api::all(client.clone());

@@ -2,8 +2,6 @@
 //! to success; failures are written through the pods' status subresource.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
@@ -12,29 +10,12 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use skiff_controllers::{Config, Context};
-use skiff_testsupport::TestServer;
+use skiff_testsupport::{TestServer, eventually};
 
 fn context(client: &Client) -> Context {
-    Context {
-        client: client.clone(),
-        recorder: Arc::new(skiff_runtime::events::Recorder::new(client.clone(), "controller-manager", None)),
-        config: Arc::new(Config::default()),
-    }
+    Context::new(client.clone(), Config::default())
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    for _ in 0..600 {
-        if let Some(v) = f().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
 
 fn job(name: &str, spec: serde_json::Value) -> Job {
     let mut s = json!({

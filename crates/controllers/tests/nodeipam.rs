@@ -4,12 +4,11 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, Node, NodeSpec};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use skiff_controllers::{Config, Context, nodeipam};
-use skiff_testsupport::TestServer;
+use skiff_testsupport::{TestServer, eventually};
 
 fn context(server: &TestServer, cidr: (Ipv4Addr, u8)) -> Context {
     Context {
@@ -19,20 +18,6 @@ fn context(server: &TestServer, cidr: (Ipv4Addr, u8)) -> Context {
     }
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn create_node(client: &kube::Client, name: &str, cidr: Option<&str>) {
     let nodes: Api<Node> = Api::all(client.clone());

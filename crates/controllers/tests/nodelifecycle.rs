@@ -13,7 +13,7 @@ use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 use skiff_controllers::nodelifecycle::{self, TAINT_UNREACHABLE};
 use skiff_controllers::{Config, Context};
-use skiff_testsupport::TestServer;
+use skiff_testsupport::{TestServer, eventually};
 
 const NS: &str = "apps";
 
@@ -26,20 +26,6 @@ fn context(server: &TestServer) -> Context {
     }
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn now() -> Time {
     Time(jiff::Timestamp::now())

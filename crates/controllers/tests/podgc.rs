@@ -10,7 +10,7 @@ use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, P
 use serde_json::json;
 use skiff_controllers::podgc::{self, Settings};
 use skiff_controllers::{Config, Context};
-use skiff_testsupport::TestServer;
+use skiff_testsupport::{TestServer, eventually};
 
 const NS: &str = "jobs";
 
@@ -26,20 +26,6 @@ fn settings() -> Settings {
     Settings { period: Duration::from_millis(300), quarantine: Duration::from_secs(1) }
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn setup(client: &kube::Client) {
     let namespaces: Api<Namespace> = Api::all(client.clone());

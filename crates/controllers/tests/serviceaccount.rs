@@ -2,13 +2,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use skiff_controllers::serviceaccount::{self, ROOT_CA_CONFIGMAP, ROOT_CA_KEY};
 use skiff_controllers::{Config, Context};
-use skiff_testsupport::TestServer;
+use skiff_testsupport::{TestServer, eventually};
 
 fn context(server: &TestServer) -> Context {
     Context {
@@ -18,20 +17,6 @@ fn context(server: &TestServer) -> Context {
     }
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_service_account_and_root_ca_in_every_namespace() {

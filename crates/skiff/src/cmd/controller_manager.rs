@@ -52,11 +52,8 @@ pub async fn run_elected(client: kube::Client, settings: Settings, shutdown: imp
         node_monitor_grace_period: settings.node_monitor_grace_period,
         ..Default::default()
     };
-    let ctx = skiff_controllers::Context {
-        client: client.clone(),
-        recorder: Arc::new(skiff_runtime::events::Recorder::new(client.clone(), "controller-manager", Some(&identity))),
-        config: Arc::new(config),
-    };
+    let mut ctx = skiff_controllers::Context::new(client.clone(), config);
+    ctx.recorder = Arc::new(skiff_runtime::events::Recorder::new(client.clone(), "controller-manager", Some(&identity)));
     let elector = skiff_runtime::leader::LeaderElector::new(client, "kube-system", "kube-controller-manager", &identity, Default::default());
     elector.run(shutdown, || skiff_controllers::run_all(ctx.clone())).await;
 }
