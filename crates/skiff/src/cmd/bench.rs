@@ -25,6 +25,21 @@ enum What {
     Api(ApiArgs),
     /// Scheduling throughput end to end through the API server, on hollow nodes.
     Scheduler(SchedulerArgs),
+    /// Pod startup latency and burst on one real node (containerd); needs root.
+    Pods(PodsArgs),
+}
+
+#[derive(clap::Args)]
+struct PodsArgs {
+    /// Pods of the steady phase.
+    #[arg(long, default_value_t = 100)]
+    pods: usize,
+    /// Pods created per second in the steady phase.
+    #[arg(long, default_value_t = 5)]
+    rate: u64,
+    /// Pods of the burst phase, created at once.
+    #[arg(long, default_value_t = 30)]
+    burst: usize,
 }
 
 #[derive(clap::Args)]
@@ -65,10 +80,10 @@ struct ApiArgs {
     watches: usize,
 }
 
-struct Child {
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
+pub(super) struct Child {
+    pub(super) child: std::process::Child,
+    pub(super) _dir: tempfile::TempDir,
+    pub(super) kubeconfig: PathBuf,
 }
 
 impl Drop for Child {
@@ -81,7 +96,7 @@ impl Drop for Child {
 /// Start a `skiff server` child. The API benchmark runs the API server
 /// alone (`control_plane` false); the scheduler benchmark runs the whole
 /// control plane.
-fn start_server(control_plane: bool) -> anyhow::Result<Child> {
+pub(super) fn start_server(control_plane: bool) -> anyhow::Result<Child> {
     let dir = tempfile::tempdir().context("tempdir")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let exe = std::env::current_exe().context("current exe")?;
@@ -105,7 +120,7 @@ fn start_server(control_plane: bool) -> anyhow::Result<Child> {
     Ok(Child { child, _dir: dir, kubeconfig })
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
+pub(super) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
 }
@@ -120,7 +135,7 @@ fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(super) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -128,11 +143,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-fn ms(d: Duration) -> f64 {
+pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-async fn client(kubeconfig: &PathBuf) -> anyhow::Result<kube::Client> {
+pub(super) async fn client(kubeconfig: &PathBuf) -> anyhow::Result<kube::Client> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
     let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
     Ok(kube::Client::try_from(config)?)
@@ -150,6 +165,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.what {
         What::Api(args) => runtime.block_on(bench_api(args)),
         What::Scheduler(args) => runtime.block_on(bench_scheduler(args)),
+        What::Pods(args) => runtime.block_on(super::bench_pods::run(args.pods, args.rate, args.burst)),
     }
 }
 

@@ -1,5 +1,6 @@
 pub mod agent;
 pub mod bench;
+mod bench_pods;
 pub mod controller_manager;
 pub mod images;
 pub mod kubectl;
