@@ -54,6 +54,10 @@ pub fn endpoint_slice(node: &Node, addr: SocketAddr) -> Result<EndpointSlice, se
 /// Create the kube-dns Service unless it exists.
 pub async fn ensure_service(client: &kube::Client, cluster_ip: IpAddr) -> Result<(), kube::Error> {
     let api: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
+    // Look first: creating it again would fail on its ClusterIP (422), not on its name.
+    if api.get_opt(SERVICE).await?.is_some() {
+        return Ok(());
+    }
     let svc = service(cluster_ip).map_err(kube::Error::SerdeError)?;
     match api.create(&PostParams::default(), &svc).await {
         Ok(_) => Ok(()),

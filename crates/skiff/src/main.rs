@@ -34,6 +34,8 @@ enum Command {
     Sim(cmd::sim::Args),
     /// Benchmarks that print figures (`skiff bench api`).
     Bench(cmd::bench::Args),
+    /// Save or restore all cluster state (`skiff backup save FILE`, `skiff backup restore FILE --data-dir DIR`).
+    Backup(cmd::backup::Args),
     /// Run the system kubectl with this cluster's admin kubeconfig.
     #[command(disable_help_flag = true)]
     Kubectl(cmd::kubectl::Args),
@@ -44,6 +46,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Server(args) => cmd::server::run(args),
         Command::Kubectl(args) => cmd::kubectl::run(args),
+        Command::Backup(args) => cmd::backup::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Agent(args) => cmd::agent::run(args),
         Command::Images(args) => cmd::images::run(args),

@@ -248,6 +248,18 @@ impl Drop for SqliteStore {
     }
 }
 
+/// Every key under `prefix` of the store file at `path`, read in one read
+/// transaction (so at one revision) without taking the store's lock: WAL lets
+/// it run while a server owns the store. For backups. Blocks.
+pub fn read_snapshot(path: &Path, prefix: &str) -> skiff_store::Result<RangeResult> {
+    if !path.is_file() {
+        return Err(StoreError::Backend(format!("{}: no store there", path.display())));
+    }
+    let mut conn = schema::open_reader(path, Duration::from_secs(5))
+        .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+    read::range(&mut conn, prefix, None, 0)
+}
+
 /// Takes the exclusive lock of the store at `path`: an advisory lock on
 /// `<path>.lock`, released by the kernel if the process dies.
 fn lock(path: &Path) -> Result<std::fs::File, SqliteError> {

@@ -1,9 +1,11 @@
 pub mod agent;
+pub mod backup;
 pub mod bench;
 mod bench_pods;
 pub mod controller_manager;
 pub mod images;
 pub mod kubectl;
+pub mod node;
 pub mod scheduler;
 pub mod server;
 pub mod sim;

@@ -3,7 +3,6 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
@@ -36,6 +35,9 @@ pub struct Args {
     /// CRI socket for the in-process agent instead of a supervised containerd.
     #[arg(long)]
     pub container_runtime_endpoint: Option<PathBuf>,
+    /// The node components beside the in-process agent (proxy, DNS).
+    #[command(flatten)]
+    pub node: super::node::NodeArgs,
     /// Do not run the controller manager in this process.
     #[arg(long)]
     pub disable_controller_manager: bool,
@@ -48,6 +50,9 @@ pub struct Args {
     /// How long a node may go without renewing its Lease before it is NotReady/Unknown (seconds).
     #[arg(long, default_value_t = 40)]
     pub node_monitor_grace_period: u64,
+    /// The datastore: embedded SQLite in the data directory unless --datastore-endpoint names etcd.
+    #[command(flatten)]
+    pub datastore: super::backup::DatastoreArgs,
 }
 
 pub fn parse_cidr(s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
@@ -77,10 +82,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cluster_cidr = parse_cidr(&args.cluster_cidr)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
-        let db_dir = data_dir.join("db");
-        std::fs::create_dir_all(&db_dir).with_context(|| format!("creating {}", db_dir.display()))?;
-        let store = skiff_store_sqlite::SqliteStore::open(&db_dir.join("state.db")).context("opening the embedded store")?;
-        let mut config = skiff_apiserver::Config::new(data_dir.clone(), Arc::new(store));
+        let store = super::backup::open_store(&args.datastore, &data_dir).await?;
+        let mut config = skiff_apiserver::Config::new(data_dir.clone(), store);
         config.bind_address = args.bind_address;
         config.port = args.https_listen_port;
         config.tls_sans = args.tls_san.clone();
@@ -112,6 +115,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         if !args.disable_agent {
             let agent = super::agent::config(data_dir.clone(), args.node_name.clone(), args.container_runtime_endpoint.clone());
+            let mut agent = agent;
+            agent.cni_bridge = args.node.cni_bridge.clone();
+            let cluster = super::node::Cluster {
+                node_name: agent.node_name.clone(),
+                node_ip: agent.node_ip.unwrap_or_else(skiff_kubelet::node::default_node_ip),
+                cluster_cidr,
+                service_cidr,
+            };
+            tokio::spawn(super::node::run(client.clone(), args.node.clone(), cluster, stopped()));
             let agent_client = client.clone();
             let stop = stopped();
             tokio::spawn(async move {

@@ -46,8 +46,38 @@ impl Server {
     }
 
     /// Start with the in-process node agent (containerd): needs root.
+    /// Each such server gets its own cluster CIDR (10.100-219.0.0/16), so
+    /// that agents of tests running side by side on one host never hand
+    /// out the same pod IP on the shared bridge.
+    /// The same for the service CIDR (10.<octet+1>.0.0/16, the cluster DNS
+    /// at its 10th address), and each has its own nftables table (removed
+    /// on drop) and a DNS server on a free port of the node's address.
     pub fn start_with_agent() -> Server {
-        Server::start_args(Vec::new())
+        Server::start_with_agent_and(&[])
+    }
+
+    pub fn start_with_agent_and(extra: &[&str]) -> Server {
+        let octet = 100 + 2 * ((std::process::id() as usize * 7 + free_port() as usize) % 60);
+        let mut args = vec![
+            "--cluster-cidr".to_string(),
+            format!("10.{octet}.0.0/16"),
+            "--service-cidr".into(),
+            format!("10.{}.0.0/16", octet + 1),
+            "--dns-port".into(),
+            "0".into(),
+            "--proxy-table".into(),
+            format!("skiff-test-{octet}"),
+            "--cni-bridge".into(),
+            format!("skiff-t{octet}"),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Server::start_args(args)
+    }
+
+    /// The ClusterIP of kube-dns for a server started with an agent.
+    pub fn cluster_dns(&self) -> String {
+        let cidr = self.extra.iter().skip_while(|a| *a != "--service-cidr").nth(1).cloned().unwrap_or_else(|| "10.43.0.0/16".into());
+        cidr.replace(".0.0/16", ".0.10")
     }
 
     fn start_args(extra: Vec<String>) -> Server {
@@ -62,11 +92,7 @@ impl Server {
     }
 
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("server.log"))
-            .expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
             .args(["server", "--bind-address", "127.0.0.1", "--https-listen-port", &self.port.to_string(), "--data-dir"])
             .arg(self.dir.path())
@@ -208,6 +234,13 @@ impl Drop for Server {
         }
         // Whatever this server started (containerd, shims) names its data directory.
         let _ = Command::new("pkill").args(["-KILL", "-f"]).arg(self.dir.path()).status();
+        // The service proxy's rules stay after it exits, as kube-proxy's do.
+        if let Some(table) = self.extra.iter().skip_while(|a| *a != "--proxy-table").nth(1) {
+            let _ = Command::new("nft").args(["delete", "table", "ip", table]).stderr(Stdio::null()).status();
+        }
+        if let Some(bridge) = self.extra.iter().skip_while(|a| *a != "--cni-bridge").nth(1) {
+            let _ = Command::new("ip").args(["link", "delete", bridge]).stderr(Stdio::null()).status();
+        }
     }
 }
 
@@ -268,3 +301,56 @@ pub fn eventually_within(limit: Duration, what: &str, s: &Server, mut check: imp
     panic!("timed out waiting for {what}\nserver log tail:\n{}", s.log().lines().rev().take(40).collect::<Vec<_>>().join("\n"));
 }
 
+/// Start a server (no node agent) in a data directory prepared beforehand
+/// (e.g. restored from a backup, or holding another server's CA).
+pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
+    let mut args = vec!["--disable-agent".to_string()];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let mut s = Server { dir, port: free_port(), extra: args, child: None };
+    s.spawn();
+    s
+}
+
+/// Run `skiff backup ARGS...`.
+pub fn skiff_backup(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_skiff")).arg("backup").args(args).env("RUST_LOG", "warn").output().expect("run skiff backup")
+}
+
+/// Why tests with real containers cannot run here, if they cannot: they
+/// need root and Debian's containerd, runc, containernetworking-plugins,
+/// busybox-static and nftables.
+pub fn agent_prerequisite_missing() -> Option<String> {
+    let root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
+    if !root {
+        return Some("not running as root".into());
+    }
+    for (path, pkg) in [
+        ("/usr/bin/containerd", "containerd"),
+        ("/usr/sbin/runc", "runc"),
+        ("/usr/lib/cni/bridge", "containernetworking-plugins"),
+        ("/bin/busybox", "busybox-static"),
+        ("/usr/sbin/nft", "nftables"),
+    ] {
+        if !Path::new(path).exists() {
+            return Some(format!("{path} is missing (apt-get install {pkg})"));
+        }
+    }
+    None
+}
+
+/// Build `busybox:skiff` from busybox-static and import it into the
+/// server's node (there is no registry here).
+pub fn import_busybox(s: &Server) {
+    let image = s.data_dir().join("busybox-skiff.tar");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-test-image.sh");
+    let out = Command::new("bash").arg(&script).arg(&image).output().expect("build image");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["images", "import"])
+        .arg(&image)
+        .arg("--data-dir")
+        .arg(s.data_dir())
+        .output()
+        .expect("skiff images import");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,0 +1,128 @@
+//! The node components beside the kubelet, as k3s runs them on every node:
+//! the service proxy (kube-proxy's job) and the cluster DNS. `skiff server`
+//! (with its in-process agent) and `skiff agent` both start them here.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct NodeArgs {
+    /// Do not run the service proxy (nftables) on this node.
+    #[arg(long)]
+    pub disable_proxy: bool,
+    /// Do not run the cluster DNS server on this node.
+    #[arg(long)]
+    pub disable_dns: bool,
+    /// The kube-dns Service's ClusterIP pods resolve names through
+    /// (default: the 10th address of the service CIDR, 10.43.0.10).
+    #[arg(long)]
+    pub cluster_dns: Option<IpAddr>,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Port of this node's DNS server on the node's address (0: any free
+    /// port; the kube-dns ClusterIP forwards to it either way).
+    #[arg(long, default_value_t = 53)]
+    pub dns_port: u16,
+    /// The Linux bridge pods attach to.
+    #[arg(long, default_value = skiff_kubelet::cni::DEFAULT_BRIDGE, hide = true)]
+    pub cni_bridge: String,
+    /// The nftables table of the service proxy.
+    #[arg(long, default_value = skiff_proxy::DEFAULT_TABLE, hide = true)]
+    pub proxy_table: String,
+}
+
+/// What the node components need to know about the cluster.
+pub struct Cluster {
+    pub node_name: String,
+    pub node_ip: IpAddr,
+    pub cluster_cidr: (Ipv4Addr, u8),
+    pub service_cidr: (Ipv4Addr, u8),
+}
+
+/// The cluster DNS address: as given, or the service CIDR's 10th address.
+pub fn cluster_dns(args: &NodeArgs, service_cidr: (Ipv4Addr, u8)) -> IpAddr {
+    args.cluster_dns.unwrap_or_else(|| IpAddr::V4(Ipv4Addr::from(u32::from(service_cidr.0) + 10)))
+}
+
+/// Run the proxy and the DNS server until `stop` completes. A component
+/// that cannot start is logged and left out; the others go on.
+pub async fn run(client: kube::Client, args: NodeArgs, cluster: Cluster, stop: impl std::future::Future<Output = ()> + Send + 'static) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    if !args.disable_proxy {
+        let config = skiff_proxy::Config {
+            node_name: cluster.node_name.clone(),
+            node_ips: vec![cluster.node_ip],
+            cluster_cidr: vec![skiff_proxy::Cidr { addr: IpAddr::V4(cluster.cluster_cidr.0), prefix: cluster.cluster_cidr.1 }],
+            service_cidr: vec![skiff_proxy::Cidr { addr: IpAddr::V4(cluster.service_cidr.0), prefix: cluster.service_cidr.1 }],
+            table: args.proxy_table.clone(),
+            ..Default::default()
+        };
+        let (client, stop) = (client.clone(), stopped());
+        tasks.spawn(async move {
+            if let Err(e) = skiff_proxy::run(client, config, stop).await {
+                tracing::error!(error = %e, "the service proxy stopped; Services will not be reachable from this node");
+            }
+        });
+    }
+    if !args.disable_dns {
+        let config = skiff_dns::Config {
+            listen: vec![SocketAddr::new(cluster.node_ip, args.dns_port)],
+            cluster_domain: args.cluster_domain.clone(),
+            ..Default::default()
+        };
+        let dns_ip = cluster_dns(&args, cluster.service_cidr);
+        let (client, stop, node) = (client.clone(), stopped(), cluster.node_name.clone());
+        tasks.spawn(async move {
+            if let Err(e) = skiff_dns::run_node(client, config, node, dns_ip, stop).await {
+                tracing::error!(error = %e, "the cluster DNS server stopped on this node");
+            }
+        });
+    }
+    stop.await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+/// Parse `a.b.c.d/n` (the server's and agent's CIDR flags).
+pub fn parse_cidr(s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
+    let (ip, bits) = s.split_once('/').with_context(|| format!("{s}: not a CIDR"))?;
+    let ip: Ipv4Addr = ip.parse().with_context(|| format!("{s}: bad address"))?;
+    let bits: u8 = bits.parse().with_context(|| format!("{s}: bad prefix length"))?;
+    anyhow::ensure!((8..=30).contains(&bits), "{s}: prefix length must be between 8 and 30");
+    Ok((ip, bits))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_dns_defaults_to_the_tenth_service_address() {
+        let args = NodeArgs {
+            disable_proxy: false,
+            disable_dns: false,
+            cluster_dns: None,
+            cluster_domain: "cluster.local".into(),
+            dns_port: 53,
+            cni_bridge: "b".into(),
+            proxy_table: "t".into(),
+        };
+        assert_eq!(cluster_dns(&args, (Ipv4Addr::new(10, 43, 0, 0), 16)), IpAddr::from([10, 43, 0, 10]));
+        assert_eq!(cluster_dns(&args, (Ipv4Addr::new(10, 150, 0, 0), 16)), IpAddr::from([10, 150, 0, 10]));
+        let given = NodeArgs { cluster_dns: Some(IpAddr::from([10, 0, 0, 2])), ..args };
+        assert_eq!(cluster_dns(&given, (Ipv4Addr::new(10, 43, 0, 0), 16)), IpAddr::from([10, 0, 0, 2]));
+    }
+}
