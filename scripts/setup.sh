@@ -13,6 +13,8 @@ declare -A needs=(
   [runc]=runc
   [busybox]=busybox-static
   [iptables]=iptables
+  [nft]=nftables
+  [etcd]=etcd-server
 )
 missing=()
 for cmd in "${!needs[@]}"; do
