@@ -63,7 +63,27 @@ pub async fn ensure_namespace_active(req: &Req<'_>) -> ApiResult<()> {
 }
 
 /// System metadata, status reset, defaulting and mutating admission of a new object.
+/// A Secret's write-only stringData is merged into data, over the same
+/// keys (as the v1 → internal conversion does), and not stored.
+fn merge_string_data(secret: &mut Value) {
+    use base64::Engine as _;
+    let Some(m) = secret.as_object_mut() else { return };
+    let Some(Value::Object(strings)) = m.remove("stringData") else { return };
+    let data = m.entry("data").or_insert_with(|| json!({}));
+    if data.is_null() {
+        *data = json!({});
+    }
+    let Some(data) = data.as_object_mut() else { return };
+    for (k, v) in strings {
+        let text = v.as_str().unwrap_or_default();
+        data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(text)));
+    }
+}
+
 pub fn prepare_create(req: &Req<'_>, obj: &mut Value) -> ApiResult<()> {
+    if req.info.group.is_empty() && req.info.kind == "Secret" {
+        merge_string_data(obj);
+    }
     let info = req.info;
     let now = now_rfc3339();
     {
@@ -143,6 +163,59 @@ fn generate_job_selector(job: &mut Value) {
     }
 }
 
+/// Where the ServiceAccount admission plugin mounts the API credentials.
+pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Whether the pod gets a token: the pod's automountServiceAccountToken,
+/// else its ServiceAccount's, else true.
+fn automount_token(req: &Req<'_>, pod: &Value) -> bool {
+    if let Some(b) = pod.pointer("/spec/automountServiceAccountToken").and_then(Value::as_bool) {
+        return b;
+    }
+    let ns = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+    let sa = pod.pointer("/spec/serviceAccountName").and_then(Value::as_str).unwrap_or("default");
+    req.server
+        .cache
+        .get(&format!("/registry/serviceaccounts/{ns}/{sa}"))
+        .and_then(|o| o.value.get("automountServiceAccountToken").and_then(Value::as_bool))
+        .unwrap_or(true)
+}
+
+/// The ServiceAccount admission plugin's `kube-api-access-<suffix>`
+/// projected volume (bound token, cluster CA, namespace), mounted read-only
+/// into every container that does not mount something there already.
+fn mount_service_account_token(pod: &mut Value, suffix: &str) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    let kinds = ["initContainers", "containers", "ephemeralContainers"];
+    let mounted_already = |c: &Value| {
+        c.get("volumeMounts").and_then(Value::as_array).is_some_and(|m| m.iter().any(|m| m.get("mountPath").and_then(Value::as_str) == Some(SERVICE_ACCOUNT_MOUNT)))
+    };
+    let needs = kinds.iter().any(|k| spec.get(*k).and_then(Value::as_array).is_some_and(|cs| cs.iter().any(|c| !mounted_already(c))));
+    if !needs {
+        return;
+    }
+    let name = format!("kube-api-access-{suffix}");
+    let volume = json!({"name": name, "projected": {"defaultMode": 420, "sources": [
+        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+    ]}});
+    match spec.entry("volumes").or_insert_with(|| json!([])).as_array_mut() {
+        Some(v) => v.push(volume),
+        None => return,
+    }
+    for k in kinds {
+        for c in spec.get_mut(k).and_then(Value::as_array_mut).into_iter().flatten() {
+            if mounted_already(c) {
+                continue;
+            }
+            if let Some(mounts) = c.as_object_mut().map(|c| c.entry("volumeMounts").or_insert_with(|| json!([]))).and_then(Value::as_array_mut) {
+                mounts.push(json!({"name": name, "readOnly": true, "mountPath": SERVICE_ACCOUNT_MOUNT}));
+            }
+        }
+    }
+}
+
 /// ServiceAccount, DefaultTolerationSeconds and Priority admission.
 fn admit_pod(req: &Req<'_>, pod: &mut Value) {
     let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
@@ -152,6 +225,13 @@ fn admit_pod(req: &Req<'_>, pod: &mut Value) {
         let sa = spec.get("serviceAccount").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("default").to_string();
         spec.insert("serviceAccountName".into(), json!(sa));
     }
+    let mirror = pod.pointer("/metadata/annotations/kubernetes.io~1config.mirror").is_some();
+    if !mirror && automount_token(req, pod) {
+        mount_service_account_token(pod, &generated_suffix());
+    }
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
     let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
     if let Some(list) = tolerations.as_array_mut() {
         for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
@@ -290,6 +370,9 @@ pub fn reserve_service(alloc: &mut Allocators, svc: &Value) {
 /// Carry over what an update may not change, per subresource.
 pub fn prepare_update(req: &Req<'_>, new: &mut Value, old: &Value, sub: Option<&str>) -> ApiResult<()> {
     let info = req.info;
+    if info.group.is_empty() && info.kind == "Secret" {
+        merge_string_data(new);
+    }
     match sub {
         Some("status") => {
             // Only status changes through /status (metadata labels/annotations too, as Kubernetes allows).
@@ -485,6 +568,35 @@ mod tests {
         let s = scale_of(info, &d);
         assert_eq!(s["spec"]["replicas"], 2);
         assert_eq!(s["status"]["selector"], "app=web,tier in (a,b)");
+    }
+
+    #[test]
+    fn service_account_credentials_are_mounted_into_every_container_once() {
+        let mut pod = json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {
+            "initContainers": [{"name": "i"}],
+            "containers": [{"name": "a"}, {"name": "b", "volumeMounts": [{"name": "own", "mountPath": SERVICE_ACCOUNT_MOUNT}]}]}});
+        mount_service_account_token(&mut pod, "x7k2q");
+        let vols = pod["spec"]["volumes"].as_array().unwrap();
+        assert_eq!(vols.len(), 1);
+        assert_eq!(vols[0]["name"], "kube-api-access-x7k2q");
+        assert_eq!(vols[0]["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"], 3607);
+        assert_eq!(vols[0]["projected"]["sources"][1]["configMap"]["name"], "kube-root-ca.crt");
+        assert_eq!(pod["spec"]["initContainers"][0]["volumeMounts"][0]["mountPath"], SERVICE_ACCOUNT_MOUNT);
+        assert_eq!(pod["spec"]["containers"][0]["volumeMounts"][0]["readOnly"], true);
+        assert_eq!(pod["spec"]["containers"][1]["volumeMounts"].as_array().unwrap().len(), 1, "its own mount is kept");
+        let mut all_own = json!({"spec": {"containers": [{"name": "b", "volumeMounts": [{"name": "own", "mountPath": SERVICE_ACCOUNT_MOUNT}]}]}});
+        mount_service_account_token(&mut all_own, "aaaaa");
+        assert!(all_own["spec"].get("volumes").is_none());
+    }
+
+    #[test]
+    fn secret_string_data_is_merged_into_data() {
+        let mut s = json!({"data": {"a": "eA==", "b": "eQ=="}, "stringData": {"b": "new", "c": "z"}});
+        merge_string_data(&mut s);
+        assert_eq!(s, json!({"data": {"a": "eA==", "b": "bmV3", "c": "eg=="}}));
+        let mut only = json!({"stringData": {"k": "v"}});
+        merge_string_data(&mut only);
+        assert_eq!(only, json!({"data": {"k": "dg=="}}));
     }
 
     #[test]

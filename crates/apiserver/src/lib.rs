@@ -15,6 +15,7 @@ pub mod handlers;
 pub mod metrics;
 pub mod output;
 pub mod patching;
+pub mod proxy;
 pub mod request;
 pub mod server;
 pub mod state;

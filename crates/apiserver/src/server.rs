@@ -204,6 +204,10 @@ async fn route(
             (None, Some(_)) => "namespace",
             (None, None) => "cluster",
         };
+        // Served by the node's kubelet; upgrades need the request itself.
+        if crate::proxy::handles(&rp) {
+            return crate::proxy::handle(server, rp, req).await;
+        }
         let (parts, body) = read_body(req).await?;
         return crate::handlers::resource(server, rp, &parts, body, query, &accept, watch).await;
     }

@@ -145,7 +145,7 @@ pub struct ApiServer {
     pub metrics: Metrics,
     pub allocators: Mutex<Allocators>,
     pub advertise_address: String,
-    tokens: HashMap<String, String>,
+    pub(crate) tokens: HashMap<String, String>,
     pub token_signer: crate::tokens::TokenSigner,
     openapi: Mutex<HashMap<(String, String), Bytes>>,
     openapi_v2: std::sync::OnceLock<(Bytes, Bytes)>,

@@ -113,7 +113,7 @@ pub(crate) fn sandbox_config(c: &SandboxConfig) -> cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata { name: c.name.clone(), uid: c.uid.clone(), namespace: c.namespace.clone(), attempt: c.attempt }),
         hostname: c.hostname.clone(),
         log_directory: c.log_directory.display().to_string(),
-        dns_config: None,
+        dns_config: c.dns.as_ref().map(|d| cri::DnsConfig { servers: d.servers.clone(), searches: d.searches.clone(), options: d.options.clone() }),
         port_mappings: c
             .port_mappings
             .iter()
@@ -154,6 +154,21 @@ fn container_config(c: &ContainerConfig, sandbox: &SandboxConfig) -> cri::Contai
         labels: to_map(&c.labels),
         annotations: to_map(&c.annotations),
         log_path: c.log_path.clone(),
+        mounts: c
+            .mounts
+            .iter()
+            .map(|m| cri::Mount {
+                container_path: m.container_path.clone(),
+                host_path: m.host_path.clone(),
+                readonly: m.readonly,
+                propagation: match m.propagation {
+                    MountPropagation::Private => cri::MountPropagation::PropagationPrivate as i32,
+                    MountPropagation::HostToContainer => cri::MountPropagation::PropagationHostToContainer as i32,
+                    MountPropagation::Bidirectional => cri::MountPropagation::PropagationBidirectional as i32,
+                },
+                ..Default::default()
+            })
+            .collect(),
         stdin: c.stdin,
         stdin_once: c.stdin_once,
         tty: c.tty,
@@ -355,5 +370,45 @@ impl Runtime for CriRuntime {
 
     async fn import_image(&self, path: &Path) -> Result<(), RuntimeError> {
         crate::containerd::import_image(&self.socket, path).await
+    }
+
+    async fn exec_sync(&self, container_id: &str, command: &[String], timeout: Duration) -> Result<ExecResult, RuntimeError> {
+        let mut c = self.runtime.clone();
+        let secs = timeout.as_secs().max(1) as i64;
+        let req = cri::ExecSyncRequest { container_id: container_id.into(), cmd: command.to_vec(), timeout: secs };
+        // The runtime enforces `timeout`; allow it a little longer to answer.
+        let r = call("ExecSync", timeout + Duration::from_secs(5), c.exec_sync(req)).await?;
+        Ok(ExecResult { exit_code: r.exit_code, stdout: r.stdout, stderr: r.stderr })
+    }
+
+    async fn exec(&self, request: &StreamRequest) -> Result<String, RuntimeError> {
+        let mut c = self.runtime.clone();
+        let req = cri::ExecRequest {
+            container_id: request.container_id.clone(),
+            cmd: request.command.clone(),
+            tty: request.tty,
+            stdin: request.stdin,
+            stdout: request.stdout,
+            stderr: request.stderr,
+        };
+        Ok(call("Exec", REQUEST_TIMEOUT, c.exec(req)).await?.url)
+    }
+
+    async fn attach(&self, request: &StreamRequest) -> Result<String, RuntimeError> {
+        let mut c = self.runtime.clone();
+        let req = cri::AttachRequest {
+            container_id: request.container_id.clone(),
+            stdin: request.stdin,
+            tty: request.tty,
+            stdout: request.stdout,
+            stderr: request.stderr,
+        };
+        Ok(call("Attach", REQUEST_TIMEOUT, c.attach(req)).await?.url)
+    }
+
+    async fn port_forward(&self, sandbox_id: &str, ports: &[i32]) -> Result<String, RuntimeError> {
+        let mut c = self.runtime.clone();
+        let req = cri::PortForwardRequest { pod_sandbox_id: sandbox_id.into(), port: ports.to_vec() };
+        Ok(call("PortForward", REQUEST_TIMEOUT, c.port_forward(req)).await?.url)
     }
 }

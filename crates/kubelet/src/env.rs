@@ -14,6 +14,41 @@ pub trait Lookup: Send + Sync {
     async fn config_map(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, String>>, String>;
     /// The (decoded) data of a secret; None when it does not exist.
     async fn secret(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, String>>, String>;
+    /// A configMap's data and binaryData as files' bytes (volumes); None when it does not exist.
+    async fn config_map_files(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        Ok(self.config_map(namespace, name).await?.map(into_bytes))
+    }
+    /// A secret's data as files' bytes (volumes); None when it does not exist.
+    async fn secret_files(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        Ok(self.secret(namespace, name).await?.map(into_bytes))
+    }
+    /// A service account token bound to a pod (↔ TokenRequest).
+    async fn service_account_token(&self, namespace: &str, request: &TokenRequest) -> Result<Token, String> {
+        let _ = (namespace, request);
+        Err("service account tokens are not available".into())
+    }
+}
+
+fn into_bytes(m: BTreeMap<String, String>) -> BTreeMap<String, Vec<u8>> {
+    m.into_iter().map(|(k, v)| (k, v.into_bytes())).collect()
+}
+
+/// What a projected serviceAccountToken asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenRequest {
+    pub service_account: String,
+    /// Empty: the API server's audiences.
+    pub audiences: Vec<String>,
+    pub expiration_seconds: i64,
+    pub pod_name: String,
+    pub pod_uid: String,
+}
+
+/// A token and how long it is valid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    pub token: String,
+    pub expiration_seconds: i64,
 }
 
 /// Looks nothing up: every configMap and secret is missing.
@@ -62,6 +97,56 @@ impl Lookup for ApiLookup {
             Ok(None) => Ok(None),
             Err(e) => Err(e.to_string()),
         }
+    }
+    async fn config_map_files(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        let api: Api<ConfigMap> = Api::namespaced(self.0.clone(), namespace);
+        match api.get_opt(name).await {
+            Ok(Some(cm)) => {
+                let mut files: BTreeMap<String, Vec<u8>> = cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+                for (k, v) in cm.binary_data.unwrap_or_default() {
+                    files.entry(k).or_insert(v.0);
+                }
+                Ok(Some(files))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    async fn secret_files(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        let api: Api<Secret> = Api::namespaced(self.0.clone(), namespace);
+        match api.get_opt(name).await {
+            Ok(Some(s)) => {
+                let mut files: BTreeMap<String, Vec<u8>> = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+                // stringData, should the API server have kept it (Kubernetes merges it into data on write).
+                for (k, v) in s.string_data.unwrap_or_default() {
+                    files.insert(k, v.into_bytes());
+                }
+                Ok(Some(files))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    async fn service_account_token(&self, namespace: &str, request: &TokenRequest) -> Result<Token, String> {
+        use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest as ApiTokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let api: Api<ServiceAccount> = Api::namespaced(self.0.clone(), namespace);
+        let body = ApiTokenRequest {
+            spec: TokenRequestSpec {
+                audiences: request.audiences.clone(),
+                expiration_seconds: Some(request.expiration_seconds),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: Some(request.pod_name.clone()),
+                    uid: Some(request.pod_uid.clone()),
+                }),
+            },
+            ..Default::default()
+        };
+        let out = api.create_token_request(&request.service_account, &Default::default(), &body).await.map_err(|e| e.to_string())?;
+        let status = out.status.ok_or_else(|| format!("the TokenRequest for service account {:?} returned no token", request.service_account))?;
+        Ok(Token { token: status.token, expiration_seconds: out.spec.expiration_seconds.unwrap_or(request.expiration_seconds) })
     }
 }
 

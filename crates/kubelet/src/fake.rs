@@ -37,6 +37,11 @@ pub struct State {
     pub exit_on_start: HashMap<String, i32>,
     /// Container names whose start fails.
     pub fail_start: BTreeSet<String>,
+    /// Exec results by (container name, first word of the command); a
+    /// missing entry answers exit code 0.
+    pub exec_results: HashMap<(String, String), ExecResult>,
+    /// (container id, command) of every ExecSync.
+    pub execs: Vec<(String, Vec<String>)>,
     /// (container id, timeout) of every StopContainer.
     pub stops: Vec<(String, i64)>,
     pub calls: Vec<String>,
@@ -285,5 +290,29 @@ impl Runtime for FakeRuntime {
         let mut s = self.lock();
         self.call(&mut s, format!("Import {}", path.display()));
         Ok(())
+    }
+
+    async fn exec_sync(&self, container_id: &str, command: &[String], _timeout: std::time::Duration) -> Result<ExecResult, RuntimeError> {
+        let mut s = self.lock();
+        self.call(&mut s, format!("ExecSync {container_id} {}", command.join(" ")));
+        s.execs.push((container_id.into(), command.to_vec()));
+        let c = s.containers.get(container_id).ok_or_else(|| RuntimeError::NotFound(container_id.into()))?;
+        if c.state != ContainerState::Running {
+            return Err(RuntimeError::Call { call: "ExecSync", message: format!("container {container_id} is not running") });
+        }
+        let key = (c.config.name.clone(), command.first().cloned().unwrap_or_default());
+        Ok(s.exec_results.get(&key).cloned().unwrap_or_default())
+    }
+
+    async fn exec(&self, request: &StreamRequest) -> Result<String, RuntimeError> {
+        Ok(format!("http://fake-streaming/exec/{}", request.container_id))
+    }
+
+    async fn attach(&self, request: &StreamRequest) -> Result<String, RuntimeError> {
+        Ok(format!("http://fake-streaming/attach/{}", request.container_id))
+    }
+
+    async fn port_forward(&self, sandbox_id: &str, _ports: &[i32]) -> Result<String, RuntimeError> {
+        Ok(format!("http://fake-streaming/portforward/{sandbox_id}"))
     }
 }

@@ -14,12 +14,19 @@
 pub mod cni;
 pub mod containerd;
 pub mod cri;
+pub mod dns;
 pub mod env;
+pub mod hooks;
 pub mod image;
+pub mod mount;
+pub mod logs;
 pub mod node;
 pub mod pods;
+pub mod probes;
 pub mod runtime;
+pub mod server;
 pub mod sync;
+pub mod volumes;
 
 #[cfg(test)]
 mod fake;
@@ -34,12 +41,16 @@ use std::time::Duration;
 
 use runtime::Runtime;
 
+/// How long a starting agent waits for its Node's podCIDR before running
+/// pods on the default range.
+const POD_CIDR_WAIT: Duration = Duration::from_secs(15);
+
 /// How the agent runs.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub node_name: String,
     /// State: `containerd/` (its root, state, socket, config and log),
-    /// `cni/` (the CNI config and IPAM state), `pods/` (container logs),
+    /// `cni/` (the CNI config and IPAM state), `pods/` (container logs, and pod volumes under `<uid>/volumes/`),
     /// `images/` (the pause image tarball).
     pub data_dir: PathBuf,
     /// An existing CRI socket to use instead of starting containerd.
@@ -59,6 +70,15 @@ pub struct Config {
     pub crash_backoff: (Duration, Duration),
     /// Initial and maximum image pull backoff.
     pub image_backoff: (Duration, Duration),
+    /// The cluster DNS service's addresses (pods' nameservers) and the cluster domain.
+    pub cluster_dns: Vec<IpAddr>,
+    pub cluster_domain: String,
+    /// The kubelet API's port (10250; 0: a free port). The port actually
+    /// used is published in the Node's status.daemonEndpoints.
+    pub kubelet_port: u16,
+    /// The bearer token the API server presents to the kubelet API (the
+    /// node-join token); without one the API refuses every request.
+    pub kubelet_token: Option<String>,
 }
 
 impl Config {
@@ -77,6 +97,10 @@ impl Config {
             node_labels: BTreeMap::new(),
             crash_backoff: (Duration::from_secs(10), Duration::from_secs(300)),
             image_backoff: (Duration::from_secs(10), Duration::from_secs(300)),
+            cluster_dns: vec![IpAddr::from([10, 43, 0, 10])],
+            cluster_domain: "cluster.local".into(),
+            kubelet_port: server::DEFAULT_PORT,
+            kubelet_token: None,
         }
     }
 
@@ -168,6 +192,44 @@ pub async fn import_image(config: &Config, path: &Path) -> Result<(), Error> {
     containerd::import_image(&config.runtime_socket(), path).await.map_err(Error::from)
 }
 
+/// Bind the kubelet API; its port and the future serving it. A kubelet
+/// API that cannot start leaves the agent running without it.
+async fn start_kubelet_api(
+    config: &Config,
+    client: kube::Client,
+    runtime: Arc<dyn Runtime>,
+    host_ip: IpAddr,
+) -> Option<(u16, impl std::future::Future<Output = ()> + use<>)> {
+    if config.kubelet_token.as_deref().is_none_or(str::is_empty) {
+        tracing::warn!("no token for the kubelet API: it refuses every request (logs, exec and port-forward do not work)");
+    }
+    let names = vec![config.node_name.clone(), host_ip.to_string(), "localhost".into(), "127.0.0.1".into()];
+    let tls = match server::tls_config(&config.node_name, &names) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "the kubelet API cannot start");
+            return None;
+        }
+    };
+    let listener = match server::bind(config.kubelet_port).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "the kubelet API cannot start");
+            return None;
+        }
+    };
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(config.kubelet_port);
+    tracing::info!(port, "kubelet API listening");
+    let api = Arc::new(server::KubeletApi {
+        runtime,
+        client,
+        node_name: config.node_name.clone(),
+        token: config.kubelet_token.clone(),
+        log_root: config.data_dir.join("pods"),
+    });
+    Some((port, server::serve(api, listener, tls)))
+}
+
 /// Run the node agent until the future is dropped. Returns only when the
 /// runtime cannot be started; everything later is retried.
 pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
@@ -200,6 +262,7 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
     }
 
     let host_ip = config.node_ip.unwrap_or_else(node::default_node_ip);
+    let kubelet_api = start_kubelet_api(&config, client.clone(), runtime.clone(), host_ip).await;
     let spec = node::NodeSpec {
         name: config.node_name.clone(),
         ip: host_ip,
@@ -207,10 +270,20 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
         runtime_version: format!("{}://{}", version.name, version.version),
         machine: node::MachineInfo::read(),
         labels: config.node_labels.clone(),
+        kubelet_port: kubelet_api.as_ref().map(|(port, _)| *port).unwrap_or(config.kubelet_port),
     };
     let agent = node::NodeAgent::new(client.clone(), spec);
     let registered = agent.register_until_done().await;
-    if own_containerd && let Some(cidr) = registered.spec.as_ref().and_then(|s| s.pod_cidr.clone()).filter(|c| !c.is_empty()) {
+    let mut pod_cidr = registered.spec.as_ref().and_then(|s| s.pod_cidr.clone()).filter(|c| !c.is_empty());
+    // The node IPAM controller assigns the podCIDR right after
+    // registration: wait for it a little, so that the first pods do not
+    // get addresses from the default range.
+    let wait_cidr = tokio::time::Instant::now() + POD_CIDR_WAIT;
+    while own_containerd && pod_cidr.is_none() && tokio::time::Instant::now() < wait_cidr {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        pod_cidr = agent.pod_cidr().await;
+    }
+    if own_containerd && let Some(cidr) = pod_cidr {
         match cni::write(&config.cni_conf_dir(), &config.cni_bridge, &cidr) {
             Ok(true) => tracing::info!(pod_cidr = %cidr, "pod network set to the node's podCIDR"),
             Ok(false) => {}
@@ -225,6 +298,8 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
     settings.crash_backoff_max = config.crash_backoff.1;
     settings.image_backoff_initial = config.image_backoff.0;
     settings.image_backoff_max = config.image_backoff.1;
+    settings.cluster_dns = config.cluster_dns.clone();
+    settings.cluster_domain = config.cluster_domain.clone();
     let shared = Arc::new(pods::Shared {
         client: client.clone(),
         runtime: runtime.clone(),
@@ -253,7 +328,13 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
         }
     };
     tracing::info!(node = %config.node_name, "agent running");
-    tokio::join!(agent.lease_loop(), heartbeat, pods::run(shared));
+    let api_server = async {
+        match kubelet_api {
+            Some((_, serve)) => serve.await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::join!(agent.lease_loop(), heartbeat, pods::run(shared), api_server);
     drop(supervisor);
     Ok(())
 }

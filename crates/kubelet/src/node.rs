@@ -107,6 +107,8 @@ pub struct NodeSpec {
     pub runtime_version: String,
     pub machine: MachineInfo,
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The port the kubelet API listens on (status.daemonEndpoints).
+    pub kubelet_port: u16,
 }
 
 pub fn node_status(n: &NodeSpec, ready: bool, heartbeat: &Time, transition: &Time) -> Value {
@@ -120,7 +122,7 @@ pub fn node_status(n: &NodeSpec, ready: bool, heartbeat: &Time, transition: &Tim
         "allocatable": resources,
         "conditions": conditions(ready, heartbeat, transition),
         "addresses": [{"type": "InternalIP", "address": n.ip.to_string()}, {"type": "Hostname", "address": n.name}],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": n.kubelet_port}},
         "nodeInfo": {
             "machineID": n.machine.machine_id,
             "systemUUID": n.machine.system_uuid,
@@ -294,6 +296,7 @@ mod tests {
             runtime_version: "containerd://1.6.20".into(),
             machine: MachineInfo::read(),
             labels: Default::default(),
+            kubelet_port: 40123,
         };
         let v = node_object(&spec, true, &skiff_runtime::now_time());
         let n: Node = serde_json::from_value(v.clone()).unwrap();
@@ -302,5 +305,6 @@ mod tests {
         assert_eq!(st.capacity.unwrap()["pods"].0, "110");
         assert_eq!(v["status"]["conditions"][3]["status"], "True");
         assert_eq!(v["status"]["addresses"][0]["address"], "192.168.1.5");
+        assert_eq!(st.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port, 40123);
     }
 }

@@ -77,6 +77,7 @@ pub async fn run(shared: Arc<Shared>) {
                             // Restart safety: what runs for pods that are gone goes.
                             let claimed: HashSet<String> = workers.senders.keys().cloned().collect();
                             remove_orphans(shared.runtime.as_ref(), &shared.settings.node_name, &claimed, &shared.settings.cgroup_root).await;
+                remove_orphaned_volumes(&shared, &claimed);
                         }
                     }
                     Ok(Event::Apply(p)) => workers.dispatch(&shared, p),
@@ -109,6 +110,7 @@ pub async fn run(shared: Arc<Shared>) {
             _ = sweep.tick(), if listed => {
                 let claimed: HashSet<String> = workers.senders.keys().cloned().collect();
                 remove_orphans(shared.runtime.as_ref(), &shared.settings.node_name, &claimed, &shared.settings.cgroup_root).await;
+                remove_orphaned_volumes(&shared, &claimed);
             }
         }
     }
@@ -208,6 +210,8 @@ fn needs_sync(before: Option<&Pod>, after: Option<&Pod>) -> bool {
 
 async fn worker(shared: Arc<Shared>, uid: String, mut rx: watch::Receiver<Update>) -> String {
     let mut w = PodWorker::new(shared.runtime.clone(), shared.settings.clone());
+    // Probe results that change wake a sync; probe events are recorded as they come.
+    let (probe_results, probe_events) = w.probe_signals();
     let mut written: Option<Value> = None;
     let mut last: Option<Pod> = None;
     loop {
@@ -284,6 +288,12 @@ async fn worker(shared: Arc<Shared>, uid: String, mut rx: watch::Receiver<Update
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => break,
+                _ = probe_results.notified() => break,
+                _ = probe_events.notified() => {
+                    if let Some(p) = &last {
+                        record_events(&shared, p, &mut w).await;
+                    }
+                }
             }
         }
     }
@@ -332,6 +342,13 @@ async fn delete_pod(client: &kube::Client, pod: &Pod) -> Result<(), kube::Error>
 
 /// Stop and remove the sandboxes and containers of this node's agent
 /// whose pod uid nobody claims.
+/// Volumes of pods that no longer exist (deleted while the agent was down).
+fn remove_orphaned_volumes(shared: &Shared, claimed: &HashSet<String>) {
+    for uid in crate::volumes::remove_orphaned(&shared.settings.log_root, claimed, shared.settings.mounter.as_ref()) {
+        tracing::info!(pod_uid = %uid, "removed the volumes of a pod that no longer exists");
+    }
+}
+
 pub async fn remove_orphans(runtime: &dyn Runtime, node: &str, claimed: &HashSet<String>, cgroup_root: &str) {
     let mine: crate::runtime::Labels = [(LABEL_NODE.to_string(), node.to_string())].into();
     let mut uids: HashSet<String> = HashSet::new();

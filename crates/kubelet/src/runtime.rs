@@ -78,6 +78,16 @@ pub struct SandboxConfig {
     pub share_pid: bool,
     pub port_mappings: Vec<PortMapping>,
     pub cgroup_parent: String,
+    /// The pod's resolv.conf (None: the runtime copies the host's).
+    pub dns: Option<DnsConfig>,
+}
+
+/// A pod's resolv.conf (↔ CRI's DNSConfig).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DnsConfig {
+    pub servers: Vec<String>,
+    pub searches: Vec<String>,
+    pub options: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,6 +154,47 @@ pub struct ContainerConfig {
     pub capabilities_add: Vec<String>,
     pub capabilities_drop: Vec<String>,
     pub resources: Resources,
+    /// Bind mounts (volumes, /etc/hosts, termination log).
+    pub mounts: Vec<Mount>,
+}
+
+/// A bind mount into a container (↔ CRI's Mount).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Mount {
+    pub container_path: String,
+    pub host_path: String,
+    pub readonly: bool,
+    /// Accept a missing or unusual host path as is (no SELinux relabel etc.).
+    pub propagation: MountPropagation,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MountPropagation {
+    #[default]
+    Private,
+    HostToContainer,
+    Bidirectional,
+}
+
+/// The result of a synchronous exec (probes, hooks).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// An exec or attach through the runtime's streaming server (↔ CRI's
+/// ExecRequest / AttachRequest).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamRequest {
+    pub container_id: String,
+    /// Empty for attach.
+    pub command: Vec<String>,
+    pub tty: bool,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,4 +280,15 @@ pub trait Runtime: Send + Sync {
     async fn remove_image(&self, image: &str) -> Result<(), RuntimeError>;
     /// Import a docker-archive or OCI archive tarball.
     async fn import_image(&self, path: &Path) -> Result<(), RuntimeError>;
+
+    /// Run `command` in a container and wait for it, at most `timeout`
+    /// (↔ CRI ExecSync; exec probes and hooks).
+    async fn exec_sync(&self, container_id: &str, command: &[String], timeout: std::time::Duration) -> Result<ExecResult, RuntimeError>;
+    /// The URL of the runtime's streaming server for an exec (↔ CRI Exec).
+    async fn exec(&self, request: &StreamRequest) -> Result<String, RuntimeError>;
+    /// The URL of the runtime's streaming server for an attach (↔ CRI Attach).
+    async fn attach(&self, request: &StreamRequest) -> Result<String, RuntimeError>;
+    /// The URL of the runtime's streaming server for a port forward into
+    /// a sandbox (↔ CRI PortForward).
+    async fn port_forward(&self, sandbox_id: &str, ports: &[i32]) -> Result<String, RuntimeError>;
 }

@@ -36,6 +36,15 @@ pub struct Settings {
     pub cgroup_root: String,
     /// The node's memory in bytes (Burstable pods' oom_score_adj).
     pub memory_capacity: u64,
+    /// The cluster DNS service's addresses and the cluster domain (pods' resolv.conf).
+    pub cluster_dns: Vec<std::net::IpAddr>,
+    pub cluster_domain: String,
+    /// The host's resolv.conf (dnsPolicy Default, host networking).
+    pub resolv_conf: PathBuf,
+    /// Mounts the tmpfs of memory-backed volumes.
+    pub mounter: Arc<dyn crate::mount::Mounter>,
+    /// How often configMap, secret, downwardAPI and projected volumes are refreshed.
+    pub volume_refresh: Duration,
 }
 
 impl Settings {
@@ -52,6 +61,11 @@ impl Settings {
             resync: Duration::from_secs(10),
             cgroup_root: "/skiff".into(),
             memory_capacity: 0,
+            cluster_dns: vec![std::net::IpAddr::from([10, 43, 0, 10])],
+            cluster_domain: "cluster.local".into(),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            mounter: Arc::new(crate::mount::SystemMounter),
+            volume_refresh: Duration::from_secs(30),
         }
     }
 }
@@ -210,6 +224,10 @@ pub struct PodWorker {
     backoff_reported: HashMap<String, SystemTime>,
     /// Sandbox id → its IPs (they do not change).
     sandbox_ips: HashMap<String, Vec<String>>,
+    /// The pod's volumes.
+    volumes: crate::volumes::PodVolumes,
+    /// The pod's probe workers and their results.
+    probes: crate::probes::ProbeManager,
 }
 
 enum Step {
@@ -223,6 +241,7 @@ enum Step {
 
 impl PodWorker {
     pub fn new(runtime: Arc<dyn Runtime>, settings: Arc<Settings>) -> PodWorker {
+        let runtime_for_probes = runtime.clone();
         PodWorker {
             runtime,
             settings,
@@ -234,12 +253,28 @@ impl PodWorker {
             final_status: None,
             backoff_reported: HashMap::new(),
             sandbox_ips: HashMap::new(),
+            volumes: crate::volumes::PodVolumes::default(),
+            probes: crate::probes::ProbeManager::new(runtime_for_probes, Arc::new(crate::probes::NetProber)),
         }
+    }
+
+    /// Use `prober` for httpGet, tcpSocket and gRPC probes and hooks (tests);
+    /// before the first sync, and before [`PodWorker::probe_signals`].
+    pub fn set_prober(&mut self, prober: Arc<dyn crate::probes::Prober>) {
+        self.probes = crate::probes::ProbeManager::new(self.runtime.clone(), prober);
+    }
+
+    /// Woken when a probe result changes (the pod needs a sync), and when
+    /// probe events wait in [`PodWorker::take_events`].
+    pub fn probe_signals(&self) -> (Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>) {
+        (self.probes.results_changed(), self.probes.events_added())
     }
 
     /// Events since the last call.
     pub fn take_events(&mut self) -> Vec<PodEvent> {
-        std::mem::take(&mut self.events)
+        let mut events = std::mem::take(&mut self.events);
+        events.extend(self.probes.take_events());
+        events
     }
 
     fn event(&mut self, kind: EventKind, reason: &str, message: String, field_path: Option<String>) {
@@ -293,6 +328,7 @@ impl PodWorker {
             share_pid: spec.share_process_namespace.unwrap_or(false),
             port_mappings,
             cgroup_parent: if self.settings.cgroup_root.is_empty() { String::new() } else { format!("{}/pod{}", self.settings.cgroup_root, uid) },
+            dns: Some(crate::dns::pod_dns_from(pod, &self.settings.cluster_dns, &self.settings.cluster_domain, &self.settings.resolv_conf)),
         }
     }
 
@@ -347,6 +383,7 @@ impl PodWorker {
             self.final_status = Some(status.clone());
             return Ok(SyncResult { status, requeue: Duration::from_secs(60) });
         }
+        self.probes.add_pod(pod);
         if self.start_time.is_none() {
             self.start_time =
                 pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()).or_else(|| Some(rfc3339(SystemTime::now())));
@@ -418,6 +455,10 @@ impl PodWorker {
             pod_ips = vec![self.settings.host_ip.clone()];
         }
 
+        if sandbox.is_some() {
+            self.volumes.refresh(pod, &self.settings, lookup, self.settings.volume_refresh).await;
+        }
+
         // Containers: inits in order, then the others.
         let mut init_done = true;
         let mut init_failed = false;
@@ -464,7 +505,12 @@ impl PodWorker {
             if init_done {
                 for c in &spec.containers {
                     match latest_of(&containers, &c.name) {
-                        Some(l) if l.state == ContainerState::Running => {}
+                        Some(l) if l.state == ContainerState::Running => {
+                            if let Some(probe) = self.probes.failed(&l.id) {
+                                acted = true;
+                                self.kill_unhealthy(pod, c, &l, probe, &restart_policy, sandbox_id, cfg, &ip, lookup, &mut waiting, &mut requeue).await;
+                            }
+                        }
                         Some(l) => {
                             let d = self.detail(&l).await;
                             let exit = d.as_ref().map(|d| d.exit_code).unwrap_or(-1);
@@ -506,6 +552,7 @@ impl PodWorker {
             }
         });
         let phase = phase(&restart_policy, inits_complete, init_failed, &app_statuses);
+        self.probes.observe(pod, &app_statuses, pod_ip.as_deref(), is_terminal(Some(&phase)));
         let sandbox_ready = sandbox.is_some();
         let status = self.pod_status(pod, &phase, pod_ip.as_deref(), &pod_ips, inits_complete, sandbox_ready, &spec, &init_statuses, &app_statuses);
         if is_terminal(Some(&phase)) {
@@ -515,6 +562,54 @@ impl PodWorker {
             requeue = Duration::from_secs(60);
         }
         Ok(SyncResult { status, requeue })
+    }
+
+    /// Kill running container `l` of `c` whose liveness or startup probe
+    /// failed, and restart it unless the restart policy is Never (↔
+    /// computePodActions' kill of an unhealthy container, then its start).
+    #[allow(clippy::too_many_arguments)]
+    async fn kill_unhealthy(
+        &mut self,
+        pod: &Pod,
+        c: &SpecContainer,
+        l: &Container,
+        probe: crate::probes::ProbeKind,
+        restart_policy: &str,
+        sandbox_id: &str,
+        cfg: &SandboxConfig,
+        pod_ip: &str,
+        lookup: &dyn Lookup,
+        waiting: &mut HashMap<String, Waiting>,
+        requeue: &mut Duration,
+    ) {
+        let (what, spec_probe) = match probe {
+            crate::probes::ProbeKind::Startup => ("startup", c.startup_probe.as_ref()),
+            _ => ("liveness", c.liveness_probe.as_ref()),
+        };
+        let restart = restart_policy != "Never";
+        let mut message = format!("Container {} failed {what} probe", c.name);
+        if restart {
+            message.push_str(", will be restarted");
+        }
+        let field = Some(Kind::App.field(&c.name));
+        self.event(EventKind::Normal, "Killing", message, field.clone());
+        // ↔ setTerminationGracePeriod: the deletion's, else the probe's, else the pod's.
+        let grace = match spec_probe.and_then(|p| p.termination_grace_period_seconds) {
+            Some(g) if pod.metadata.deletion_grace_period_seconds.is_none() => g.max(0),
+            _ => grace_period(pod, None),
+        };
+        let prober = self.probes.prober();
+        let (stopped, events) = crate::hooks::stop_with_pre_stop(self.runtime.as_ref(), prober.as_ref(), pod, Some(c), field, &l.id, pod_ip, grace).await;
+        self.events.extend(events);
+        if let Err(e) = stopped {
+            tracing::warn!(error = %e, pod = %pod_key(pod), container = %c.name, "killing an unhealthy container failed");
+            *requeue = (*requeue).min(Duration::from_secs(2));
+            return;
+        }
+        self.details.remove(&l.id);
+        if restart {
+            self.restart(pod, c, Kind::App, l, SystemTime::now(), sandbox_id, cfg, pod_ip, lookup, waiting, requeue).await;
+        }
     }
 
     async fn stop_sandboxes(&mut self, uid: &str) {
@@ -594,6 +689,14 @@ impl PodWorker {
             }
         };
         let vars: HashMap<String, String> = env.iter().cloned().collect();
+        let mounts = match self.volume_mounts(pod, c, kind, &vars, lookup).await {
+            Ok(m) => m,
+            Err(w) => {
+                waiting.insert(c.name.clone(), w);
+                *requeue = (*requeue).min(Duration::from_secs(5));
+                return Step::Blocked;
+            }
+        };
         let sc = c.security_context.clone().unwrap_or_default();
         let psc = pod.spec.as_ref().and_then(|s| s.security_context.clone()).unwrap_or_default();
         let caps = sc.capabilities.clone().unwrap_or_default();
@@ -627,6 +730,7 @@ impl PodWorker {
             capabilities_add: caps.add.unwrap_or_default(),
             capabilities_drop: caps.drop.unwrap_or_default(),
             resources: resources(pod, c, self.settings.memory_capacity),
+            mounts,
         };
         let id = match self.runtime.create_container(sandbox_id, &config, cfg).await {
             Ok(id) => id,
@@ -643,7 +747,21 @@ impl PodWorker {
             waiting.insert(c.name.clone(), Waiting { reason: "RunContainerError".into(), message: e.to_string() });
             return Step::Blocked;
         }
-        self.event(EventKind::Normal, "Started", format!("Started container {}", c.name), field);
+        self.event(EventKind::Normal, "Started", format!("Started container {}", c.name), field.clone());
+        let prober = self.probes.prober();
+        if let Err(message) = crate::hooks::post_start(self.runtime.as_ref(), prober.as_ref(), pod, c, &id, pod_ip).await {
+            // ↔ startContainer: the hook failed, the container is killed (and restarted per its policy).
+            self.event(EventKind::Warning, "FailedPostStartHook", message.clone(), field.clone());
+            self.event(EventKind::Normal, "Killing", "FailedPostStartHook".into(), field.clone());
+            let (stopped, events) = crate::hooks::stop_with_pre_stop(self.runtime.as_ref(), prober.as_ref(), pod, Some(c), field, &id, pod_ip, grace_period(pod, None)).await;
+            self.events.extend(events);
+            if let Err(e) = stopped {
+                tracing::warn!(error = %e, pod = %pod_key(pod), container = %c.name, "killing a container whose postStart hook failed failed");
+            }
+            waiting.insert(c.name.clone(), Waiting { reason: "PostStartHookError".into(), message });
+            *requeue = (*requeue).min(Duration::from_secs(1));
+            return Step::Blocked;
+        }
         // Keep this instance and the one before it (for lastState and logs --previous).
         if attempt >= 2
             && let Ok(old) = self.runtime.list_containers(&uid_selector(pod.metadata.uid.as_deref().unwrap_or_default())).await
@@ -655,6 +773,22 @@ impl PodWorker {
             }
         }
         Step::Busy
+    }
+
+    /// Set up the pod's volumes and the mounts of `c`; why not (FailedMount events).
+    async fn volume_mounts(&mut self, pod: &Pod, c: &SpecContainer, kind: Kind, vars: &HashMap<String, String>, lookup: &dyn Lookup) -> Result<Vec<Mount>, Waiting> {
+        let reason = if kind == Kind::Init { "PodInitializing" } else { "ContainerCreating" };
+        if let Err(errors) = self.volumes.setup(pod, &self.settings, lookup).await {
+            let message = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            for e in errors {
+                self.event(EventKind::Warning, "FailedMount", e.to_string(), None);
+            }
+            return Err(Waiting { reason: reason.into(), message });
+        }
+        self.volumes.mounts(pod, c, vars).map_err(|message| {
+            self.event(EventKind::Warning, "Failed", format!("Error: {message}"), Some(kind.field(&c.name)));
+            Waiting { reason: "CreateContainerConfigError".into(), message }
+        })
     }
 
     async fn ensure_image(&mut self, c: &SpecContainer, image: &str, field: Option<String>, requeue: &mut Duration) -> Result<(), Waiting> {
@@ -774,8 +908,14 @@ impl PodWorker {
                 }
             };
             let running = state.get("running").is_some();
+            // ↔ the prober manager's UpdatePodStatus: started once the
+            // startup probe succeeded, ready once the readiness probe did.
+            let started = match (kind, &latest) {
+                (Kind::App, Some(l)) => running && self.probes.started(&c.name, &l.id),
+                _ => running,
+            };
             let ready = match kind {
-                Kind::App => running,
+                Kind::App => started && latest.as_ref().is_some_and(|l| self.probes.ready(&c.name, &l.id)),
                 Kind::Init => {
                     if c.restart_policy.as_deref() == Some("Always") {
                         running
@@ -793,7 +933,7 @@ impl PodWorker {
                 "restartCount": latest.as_ref().map(|l| l.attempt).unwrap_or(0),
                 "image": image,
                 "imageID": latest.as_ref().map(|l| l.image_ref.clone()).unwrap_or_default(),
-                "started": running,
+                "started": started,
             });
             if let Some(l) = &latest {
                 s["containerID"] = json!(container_id(l));
@@ -908,14 +1048,25 @@ impl PodWorker {
         for c in &running {
             self.event(EventKind::Normal, "Killing", format!("Stopping container {}", c.name), Some(Kind::App.field(&c.name)));
         }
+        // No probing while the pod goes; each running container's preStop
+        // hook runs inside the grace period, before its SIGTERM.
+        self.probes.stop();
+        let prober = self.probes.prober();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default();
         let runtime = self.runtime.clone();
         let stops = running.iter().map(|c| {
             let runtime = runtime.clone();
+            let prober = prober.clone();
             let id = c.id.clone();
-            async move { runtime.stop_container(&id, grace).await }
+            let hooked = if c.state == ContainerState::Running { spec.containers.iter().find(|s| s.name == c.name) } else { None };
+            let field = Some(Kind::App.field(&c.name));
+            let pod_ip = pod_ip.as_str();
+            async move { crate::hooks::stop_with_pre_stop(runtime.as_ref(), prober.as_ref(), pod, hooked, field, &id, pod_ip, grace).await }
         });
         let mut first_error = None;
-        for r in futures::future::join_all(stops).await {
+        for (r, events) in futures::future::join_all(stops).await {
+            self.events.extend(events);
             if let Err(e) = r
                 && !e.is_not_found()
             {
@@ -926,6 +1077,9 @@ impl PodWorker {
             return Err(e);
         }
         remove_pod(self.runtime.as_ref(), &uid).await?;
+        if let Err(e) = crate::volumes::teardown(&self.settings.log_root, &uid, self.settings.mounter.as_ref()) {
+            tracing::warn!(error = %e, pod = %pod_key(pod), "removing the pod's volumes failed");
+        }
         if !self.settings.cgroup_root.is_empty() {
             remove_pod_cgroups_soon(&self.settings.cgroup_root, &uid).await;
         }

@@ -447,3 +447,360 @@ fn resources_follow_the_kubelet() {
     assert_eq!(crate::sync::parse_millicores("1.5"), Some(1500));
     assert_eq!(crate::sync::parse_millicores("250m"), Some(250));
 }
+
+/// Volumes and DNS through the pod worker, with a fake mounter and a stub API.
+mod volume_tests {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use k8s_openapi::api::core::v1::Pod;
+    use serde_json::{Value, json};
+
+    use crate::env::{Lookup, Token, TokenRequest};
+    use crate::fake::FakeRuntime;
+    use crate::mount::FakeMounter;
+    use crate::runtime::{DnsConfig, Mount, Runtime};
+    use crate::sync::{EventKind, PodWorker, Settings};
+
+    #[derive(Default)]
+    struct Api {
+        config_maps: Mutex<BTreeMap<String, BTreeMap<String, Vec<u8>>>>,
+        secrets: Mutex<BTreeMap<String, BTreeMap<String, Vec<u8>>>>,
+        tokens: Mutex<Vec<TokenRequest>>,
+    }
+
+    impl Api {
+        fn put_config_map(&self, name: &str, data: &[(&str, &str)]) {
+            self.config_maps.lock().unwrap().insert(name.into(), data.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect());
+        }
+    }
+
+    fn to_strings(m: BTreeMap<String, Vec<u8>>) -> BTreeMap<String, String> {
+        m.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect()
+    }
+
+    #[async_trait::async_trait]
+    impl Lookup for Api {
+        async fn config_map(&self, _: &str, name: &str) -> Result<Option<BTreeMap<String, String>>, String> {
+            Ok(self.config_maps.lock().unwrap().get(name).cloned().map(to_strings))
+        }
+        async fn secret(&self, _: &str, name: &str) -> Result<Option<BTreeMap<String, String>>, String> {
+            Ok(self.secrets.lock().unwrap().get(name).cloned().map(to_strings))
+        }
+        async fn config_map_files(&self, _: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+            Ok(self.config_maps.lock().unwrap().get(name).cloned())
+        }
+        async fn secret_files(&self, _: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+            Ok(self.secrets.lock().unwrap().get(name).cloned())
+        }
+        async fn service_account_token(&self, namespace: &str, request: &TokenRequest) -> Result<Token, String> {
+            let mut t = self.tokens.lock().unwrap();
+            t.push(request.clone());
+            Ok(Token { token: format!("token-{}-{}-{}", namespace, request.service_account, t.len()), expiration_seconds: request.expiration_seconds })
+        }
+    }
+
+    struct H {
+        rt: Arc<FakeRuntime>,
+        mounter: Arc<FakeMounter>,
+        worker: PodWorker,
+        api: Api,
+        dir: tempfile::TempDir,
+    }
+
+    impl H {
+        fn new(refresh: Duration) -> H {
+            let dir = tempfile::tempdir().unwrap();
+            let rt = Arc::new(FakeRuntime::with_images(&["busybox:skiff"]));
+            let mounter = Arc::new(FakeMounter::default());
+            let resolv = dir.path().join("resolv.conf");
+            std::fs::write(&resolv, "nameserver 192.168.1.1\nsearch corp.example\n").unwrap();
+            let mut s = Settings::new("node-1", "192.168.1.10", dir.path().join("pods"));
+            s.cgroup_root = String::new();
+            s.mounter = mounter.clone();
+            s.resolv_conf = resolv;
+            s.volume_refresh = refresh;
+            let worker = PodWorker::new(rt.clone() as Arc<dyn Runtime>, Arc::new(s));
+            H { rt, mounter, worker, api: Api::default(), dir }
+        }
+
+        async fn sync(&mut self, pod: &Pod) -> Value {
+            self.worker.sync(pod, &self.api).await.unwrap().status
+        }
+
+        fn mounts(&self, container: &str) -> Vec<Mount> {
+            let s = self.rt.lock();
+            s.containers.values().find(|c| c.config.name == container).map(|c| c.config.mounts.clone()).unwrap_or_default()
+        }
+
+        fn volume(&self, plugin: &str, name: &str) -> PathBuf {
+            crate::volumes::volume_dir(&self.dir.path().join("pods"), "uid-1", plugin, name)
+        }
+    }
+
+    fn pod(spec: Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "team", "uid": "uid-1", "labels": {"app": "web", "tier": "front"}},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn read(p: &Path) -> String {
+        std::fs::read_to_string(p).unwrap()
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    fn full_pod() -> Pod {
+        pod(json!({"nodeName": "node-1", "serviceAccountName": "builder", "volumes": [
+            {"name": "cfg", "configMap": {"name": "app-config", "defaultMode": 0o440, "items": [{"key": "a", "path": "conf/a.txt"}, {"key": "b", "path": "b", "mode": 0o400}]}},
+            {"name": "sec", "secret": {"secretName": "creds"}},
+            {"name": "info", "downwardAPI": {"items": [
+                {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                {"path": "mem", "resourceFieldRef": {"containerName": "app", "resource": "limits.memory", "divisor": "1Mi"}}]}},
+            {"name": "kube-api-access-x1", "projected": {"defaultMode": 420, "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}},
+            {"name": "scratch", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+            {"name": "disk", "emptyDir": {}},
+        ], "containers": [{"name": "app", "image": "busybox:skiff", "resources": {"limits": {"memory": "64Mi"}},
+            "env": [{"name": "SUB", "value": "logs"}],
+            "volumeMounts": [
+                {"name": "cfg", "mountPath": "/etc/app"},
+                {"name": "sec", "mountPath": "/secrets", "readOnly": true},
+                {"name": "info", "mountPath": "/info"},
+                {"name": "kube-api-access-x1", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"},
+                {"name": "scratch", "mountPath": "/scratch", "mountPropagation": "HostToContainer"},
+                {"name": "disk", "mountPath": "/logs", "subPathExpr": "$(SUB)"},
+                {"name": "cfg", "mountPath": "/b-only", "subPath": "b"}]}]}))
+    }
+
+    #[tokio::test]
+    async fn api_volumes_are_written_and_mounted() {
+        let mut h = H::new(Duration::from_secs(30));
+        h.api.put_config_map("app-config", &[("a", "alpha"), ("b", "beta"), ("unused", "x")]);
+        h.api.put_config_map("kube-root-ca.crt", &[("ca.crt", "PEM")]);
+        h.api.secrets.lock().unwrap().insert("creds".into(), [("password".to_string(), vec![0xff, 0x00, b'p'])].into());
+        let st = h.sync(&full_pod()).await;
+        assert!(st["containerStatuses"][0]["state"]["running"].is_object(), "{st:#}");
+
+        let cfg = h.volume("kubernetes.io~configmap", "cfg");
+        assert_eq!(read(&cfg.join("conf/a.txt")), "alpha");
+        assert_eq!(mode(&cfg.join("conf/a.txt")), 0o440);
+        assert_eq!(mode(&cfg.join("b")), 0o400);
+        assert!(!cfg.join("unused").exists());
+        assert_eq!(std::fs::read_link(cfg.join("conf")).unwrap(), Path::new("..data/conf"));
+        let sec = h.volume("kubernetes.io~secret", "sec");
+        assert_eq!(std::fs::read(sec.join("password")).unwrap(), vec![0xff, 0x00, b'p']);
+        assert_eq!(mode(&sec.join("password")), 0o644);
+        let info = h.volume("kubernetes.io~downward-api", "info");
+        assert_eq!(read(&info.join("labels")), "app=\"web\"\ntier=\"front\"");
+        assert_eq!(read(&info.join("mem")), "64");
+        let sa = h.volume("kubernetes.io~projected", "kube-api-access-x1");
+        assert_eq!(read(&sa.join("token")), "token-team-builder-1");
+        assert_eq!(read(&sa.join("ca.crt")), "PEM");
+        assert_eq!(read(&sa.join("namespace")), "team");
+        let req = h.api.tokens.lock().unwrap()[0].clone();
+        assert_eq!((req.expiration_seconds, req.pod_name.as_str(), req.pod_uid.as_str()), (3607, "web", "uid-1"));
+        assert!(req.audiences.is_empty());
+        let scratch = h.volume("kubernetes.io~empty-dir", "scratch");
+        let disk = h.volume("kubernetes.io~empty-dir", "disk");
+        assert!(disk.join("logs").is_dir(), "the subPathExpr directory is made");
+        assert_eq!(mode(&disk), 0o777);
+        // Memory-backed: the memory emptyDir, the secret and the projection.
+        let mounted = h.mounter.mounted.lock().unwrap().clone();
+        assert_eq!(mounted, [scratch.clone(), sec.clone(), sa.clone()].into_iter().collect());
+
+        let mounts = h.mounts("app");
+        let by_path = |p: &str| mounts.iter().find(|m| m.container_path == p).cloned().unwrap();
+        assert_eq!(by_path("/etc/app"), Mount { container_path: "/etc/app".into(), host_path: cfg.display().to_string(), readonly: true, ..Default::default() });
+        assert!(by_path("/secrets").readonly && by_path("/info").readonly && by_path("/var/run/secrets/kubernetes.io/serviceaccount").readonly);
+        assert!(!by_path("/scratch").readonly);
+        assert_eq!(by_path("/scratch").propagation, crate::runtime::MountPropagation::HostToContainer);
+        assert_eq!(by_path("/logs").host_path, std::fs::canonicalize(disk.join("logs")).unwrap().display().to_string());
+        // A subPath into a configMap volume is the file itself (and gets no updates).
+        let b = PathBuf::from(by_path("/b-only").host_path);
+        assert_eq!(read(&b), "beta");
+        assert!(b.parent().unwrap().file_name().unwrap().to_string_lossy().starts_with("..2"), "{}", b.display());
+        assert_eq!(mounts.len(), 7);
+
+        // DNS: ClusterFirst.
+        let dns = h.rt.lock().sandboxes.values().next().unwrap().config.dns.clone().unwrap();
+        assert_eq!(
+            dns,
+            DnsConfig {
+                servers: vec!["10.43.0.10".into()],
+                searches: vec!["team.svc.cluster.local".into(), "svc.cluster.local".into(), "cluster.local".into(), "corp.example".into()],
+                options: vec!["ndots:5".into()],
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_config_map_blocks_with_failed_mount_until_created() {
+        let mut h = H::new(Duration::from_secs(30));
+        let p = pod(json!({"nodeName": "node-1", "volumes": [{"name": "cfg", "configMap": {"name": "x"}}],
+            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]}]}));
+        let st = h.sync(&p).await;
+        assert_eq!(st["phase"], "Pending");
+        assert_eq!(st["containerStatuses"][0]["state"]["waiting"]["reason"], "ContainerCreating", "{st:#}");
+        assert_eq!(h.rt.count_calls("CreateContainer"), 0);
+        let events = h.worker.take_events();
+        let failed: Vec<_> = events.iter().filter(|e| e.reason == "FailedMount").collect();
+        assert_eq!(failed.len(), 1, "{events:?}");
+        assert_eq!(failed[0].kind, EventKind::Warning);
+        assert_eq!(failed[0].message, "MountVolume.SetUp failed for volume \"cfg\" : configmap \"x\" not found");
+        // A missing key is an error too.
+        h.api.put_config_map("x", &[("other", "1")]);
+        let keyed = pod(json!({"nodeName": "node-1", "volumes": [{"name": "cfg", "configMap": {"name": "x", "items": [{"key": "k", "path": "k"}]}}],
+            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]}]}));
+        h.sync(&keyed).await;
+        assert!(h.worker.take_events().iter().any(|e| e.message.ends_with("configmap references non-existent config key: k")));
+        // Once it exists, the container starts.
+        h.api.put_config_map("x", &[("k", "v")]);
+        let st = h.sync(&keyed).await;
+        assert_eq!(st["phase"], "Running", "{st:#}");
+        assert_eq!(read(&h.volume("kubernetes.io~configmap", "cfg").join("k")), "v");
+    }
+
+    #[tokio::test]
+    async fn optional_sources_may_be_missing() {
+        let mut h = H::new(Duration::from_secs(30));
+        let p = pod(json!({"nodeName": "node-1", "volumes": [
+                {"name": "cfg", "configMap": {"name": "x", "optional": true}},
+                {"name": "sec", "secret": {"secretName": "s", "optional": true, "items": [{"key": "k", "path": "k"}]}}],
+            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}, {"name": "sec", "mountPath": "/sec"}]}]}));
+        let st = h.sync(&p).await;
+        assert_eq!(st["phase"], "Running", "{st:#}");
+        assert!(!h.worker.take_events().iter().any(|e| e.reason == "FailedMount"));
+        let cfg = h.volume("kubernetes.io~configmap", "cfg");
+        assert_eq!(std::fs::read_dir(&cfg).unwrap().filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with("..")).count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_missing_secret_and_a_bad_host_path_fail_each_volume() {
+        let mut h = H::new(Duration::from_secs(30));
+        let p = pod(json!({"nodeName": "node-1", "volumes": [
+                {"name": "sec", "secret": {"secretName": "gone"}},
+                {"name": "host", "hostPath": {"path": "/nonexistent/skiff-test", "type": "Directory"}}],
+            "initContainers": [{"name": "init", "image": "busybox:skiff"}],
+            "containers": [{"name": "app", "image": "busybox:skiff"}]}));
+        let st = h.sync(&p).await;
+        let messages: Vec<String> = h.worker.take_events().into_iter().filter(|e| e.reason == "FailedMount").map(|e| e.message).collect();
+        assert_eq!(
+            messages,
+            vec![
+                "MountVolume.SetUp failed for volume \"sec\" : secret \"gone\" not found".to_string(),
+                "MountVolume.SetUp failed for volume \"host\" : hostPath type check failed: /nonexistent/skiff-test is not a directory".to_string(),
+            ]
+        );
+        assert_eq!(st["initContainerStatuses"][0]["state"]["waiting"]["reason"], "PodInitializing", "{st:#}");
+        assert_eq!(h.rt.count_calls("CreateContainer"), 0);
+    }
+
+    #[tokio::test]
+    async fn host_paths_are_mounted_as_they_are() {
+        let mut h = H::new(Duration::from_secs(30));
+        let target = h.dir.path().join("host-data");
+        let p = pod(json!({"nodeName": "node-1", "volumes": [{"name": "host", "hostPath": {"path": target, "type": "DirectoryOrCreate"}}],
+            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "host", "mountPath": "/data", "readOnly": true}]}]}));
+        h.sync(&p).await;
+        assert!(target.is_dir());
+        assert_eq!(h.mounts("app"), vec![Mount { container_path: "/data".into(), host_path: target.display().to_string(), readonly: true, ..Default::default() }]);
+    }
+
+    #[tokio::test]
+    async fn a_subpath_cannot_leave_its_volume() {
+        let mut h = H::new(Duration::from_secs(30));
+        let p = pod(json!({"nodeName": "node-1", "volumes": [{"name": "d", "emptyDir": {}}],
+            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "d", "mountPath": "/x", "subPath": "../../etc"}]}]}));
+        let st = h.sync(&p).await;
+        assert_eq!(st["containerStatuses"][0]["state"]["waiting"]["reason"], "CreateContainerConfigError", "{st:#}");
+        // A link inside the volume that points out of it.
+        let d = h.volume("kubernetes.io~empty-dir", "d");
+        std::os::unix::fs::symlink("/etc", d.join("out")).unwrap();
+        let p2 = pod(json!({"nodeName": "node-1", "volumes": [{"name": "d", "emptyDir": {}}],
+            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "d", "mountPath": "/x", "subPath": "out"}]}]}));
+        let st = h.sync(&p2).await;
+        assert!(st["containerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap().contains("outside the volume"), "{st:#}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn updates_are_swapped_in_atomically_on_refresh() {
+        let mut h = H::new(Duration::from_secs(30));
+        h.api.put_config_map("app-config", &[("a", "1")]);
+        let mut p = pod(json!({"nodeName": "node-1", "volumes": [
+                {"name": "cfg", "configMap": {"name": "app-config"}},
+                {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}],
+            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}, {"name": "info", "mountPath": "/info"}]}]}));
+        h.sync(&p).await;
+        let cfg = h.volume("kubernetes.io~configmap", "cfg");
+        let first = std::fs::read_link(cfg.join("..data")).unwrap();
+        h.api.put_config_map("app-config", &[("a", "2"), ("new", "n")]);
+        p.metadata.labels.as_mut().unwrap().insert("version".into(), "2".into());
+        // Not before the refresh period.
+        h.sync(&p).await;
+        assert_eq!(read(&cfg.join("a")), "1");
+        tokio::time::advance(Duration::from_secs(31)).await;
+        h.sync(&p).await;
+        assert_eq!(read(&cfg.join("a")), "2");
+        assert_eq!(read(&cfg.join("new")), "n");
+        assert_ne!(std::fs::read_link(cfg.join("..data")).unwrap(), first);
+        assert!(!cfg.join(&first).exists(), "the old contents are removed");
+        assert!(read(&h.volume("kubernetes.io~downward-api", "info").join("labels")).contains("version=\"2\""));
+        // A key removed from the configMap goes.
+        h.api.put_config_map("app-config", &[("a", "3")]);
+        tokio::time::advance(Duration::from_secs(31)).await;
+        h.sync(&p).await;
+        assert!(std::fs::symlink_metadata(cfg.join("new")).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_are_reused_then_renewed_near_expiry() {
+        let mut h = H::new(Duration::from_secs(1));
+        let p = pod(json!({"nodeName": "node-1", "volumes": [{"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "token", "audience": "vault", "expirationSeconds": 1000}}]}}],
+            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "t", "mountPath": "/t"}]}]}));
+        h.sync(&p).await;
+        let t = h.volume("kubernetes.io~projected", "t").join("token");
+        assert_eq!(read(&t), "token-team-default-1");
+        assert_eq!(h.api.tokens.lock().unwrap()[0].audiences, vec!["vault".to_string()]);
+        tokio::time::advance(Duration::from_secs(700)).await;
+        h.sync(&p).await;
+        assert_eq!(h.api.tokens.lock().unwrap().len(), 1, "fresh tokens are reused");
+        tokio::time::advance(Duration::from_secs(150)).await;
+        h.sync(&p).await;
+        assert_eq!(read(&t), "token-team-default-2");
+    }
+
+    #[tokio::test]
+    async fn termination_unmounts_and_removes_the_volumes() {
+        let mut h = H::new(Duration::from_secs(30));
+        let p = pod(json!({"nodeName": "node-1", "volumes": [{"name": "m", "emptyDir": {"medium": "Memory"}}, {"name": "d", "emptyDir": {}}],
+            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "m", "mountPath": "/m"}, {"name": "d", "mountPath": "/d"}]}]}));
+        h.sync(&p).await;
+        let m = h.volume("kubernetes.io~empty-dir", "m");
+        std::fs::write(h.volume("kubernetes.io~empty-dir", "d").join("f"), "x").unwrap();
+        assert!(h.mounter.is_mounted(&m));
+        h.worker.terminate(&p, 0).await.unwrap();
+        assert!(!h.mounter.is_mounted(&m));
+        assert_eq!(h.mounter.calls.lock().unwrap().last().unwrap(), &format!("umount {}", m.display()));
+        assert!(!h.dir.path().join("pods").join("uid-1").exists());
+    }
+
+    #[tokio::test]
+    async fn host_network_pods_use_the_hosts_resolv_conf() {
+        let mut h = H::new(Duration::from_secs(30));
+        let p = pod(json!({"nodeName": "node-1", "hostNetwork": true, "dnsConfig": {"options": [{"name": "ndots", "value": "3"}]},
+            "containers": [{"name": "app", "image": "busybox:skiff"}]}));
+        h.sync(&p).await;
+        let dns = h.rt.lock().sandboxes.values().next().unwrap().config.dns.clone().unwrap();
+        assert_eq!(dns, DnsConfig { servers: vec!["192.168.1.1".into()], searches: vec!["corp.example".into()], options: vec!["ndots:3".into()] });
+    }
+}

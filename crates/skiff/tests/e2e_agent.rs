@@ -5,26 +5,11 @@
 
 mod support;
 
-use std::path::Path;
-
 use support::{Server, eventually};
-
-fn missing_prerequisite() -> Option<String> {
-    let root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
-    if !root {
-        return Some("not running as root".into());
-    }
-    for (path, pkg) in [("/usr/bin/containerd", "containerd"), ("/usr/sbin/runc", "runc"), ("/usr/lib/cni/bridge", "containernetworking-plugins"), ("/bin/busybox", "busybox-static")] {
-        if !Path::new(path).exists() {
-            return Some(format!("{path} is missing (apt-get install {pkg})"));
-        }
-    }
-    None
-}
 
 #[test]
 fn kubectl_run_starts_a_real_container() {
-    if let Some(why) = missing_prerequisite() {
+    if let Some(why) = support::agent_prerequisite_missing() {
         eprintln!("skipping the node agent end-to-end test: {why}");
         return;
     }
@@ -32,23 +17,17 @@ fn kubectl_run_starts_a_real_container() {
     eventually("the node Ready", &s, || s.ok(&["get", "nodes", "--no-headers"]).contains(" Ready "));
     let runtime = s.ok(&["get", "nodes", "-o", "jsonpath={.items[0].status.nodeInfo.containerRuntimeVersion}"]);
     assert!(runtime.starts_with("containerd://"), "{runtime}");
-    let image = s.data_dir().join("busybox-skiff.tar");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-test-image.sh");
-    let out = std::process::Command::new("bash").arg(&script).arg(&image).output().expect("build image");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args(["images", "import"])
-        .arg(&image)
-        .arg("--data-dir")
-        .arg(s.data_dir())
-        .output()
-        .expect("skiff images import");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    support::import_busybox(&s);
 
     s.ok(&["run", "hello", "--image=busybox:skiff", "--image-pull-policy=IfNotPresent", "--", "sh", "-c", "echo hello from skiff; sleep 3600"]);
+    // The pod's IP comes from the node's podCIDR (first three octets of a /24).
+    eventually("the node's podCIDR", &s, || s.ok(&["get", "nodes", "-o", "jsonpath={.items[0].spec.podCIDR}"]).ends_with("/24"));
+    let cidr = s.ok(&["get", "nodes", "-o", "jsonpath={.items[0].spec.podCIDR}"]);
+    let prefix = cidr.trim().rsplit_once('.').map(|(p, _)| format!("{p}.")).unwrap_or_default();
+    assert!(cidr.ends_with(".0/24"), "podCIDR {cidr}");
     eventually("hello Running with an IP", &s, || {
         let wide = s.ok(&["get", "pod", "hello", "-o", "wide", "--no-headers"]);
-        wide.contains("Running") && wide.contains("10.42.")
+        wide.contains("Running") && wide.contains(&prefix)
     });
     let pod = s.json(&["get", "pod", "hello"]);
     assert_eq!(pod["status"]["containerStatuses"][0]["ready"], true);

@@ -30,6 +30,18 @@ pub struct Args {
     /// Use this CRI socket instead of a supervised containerd.
     #[arg(long)]
     pub container_runtime_endpoint: Option<PathBuf>,
+    /// The kubelet API's port (logs, exec, port-forward); 0 picks a free one.
+    #[arg(long, env = "SKIFF_KUBELET_PORT", default_value_t = skiff_kubelet::server::DEFAULT_PORT)]
+    pub kubelet_port: u16,
+    /// The cluster's Service ClusterIP range (as the server's --service-cidr).
+    #[arg(long, default_value = "10.43.0.0/16")]
+    pub service_cidr: String,
+    /// The cluster's pod range (as the server's --cluster-cidr).
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// The node components beside the kubelet (proxy, DNS).
+    #[command(flatten)]
+    pub node: super::node::NodeArgs,
 }
 
 pub fn host_name() -> String {
@@ -40,6 +52,9 @@ pub fn host_name() -> String {
 pub fn config(data_dir: PathBuf, node_name: Option<String>, endpoint: Option<PathBuf>) -> skiff_kubelet::Config {
     let mut c = skiff_kubelet::Config::new(node_name.unwrap_or_else(host_name).to_ascii_lowercase(), data_dir.join("agent"));
     c.container_runtime_endpoint = endpoint;
+    // The API server authenticates to the kubelet API with the node-join
+    // token: the server's own file for its in-process agent.
+    c.kubelet_token = std::fs::read_to_string(data_dir.join("node-token")).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
     c
 }
 
@@ -83,10 +98,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let client = client(&args).await?;
-        let config = config(data_dir, args.node_name.clone(), args.container_runtime_endpoint.clone());
+        let mut config = config(data_dir, args.node_name.clone(), args.container_runtime_endpoint.clone());
+        config.kubelet_port = args.kubelet_port;
+        if let Some(token) = args.token.clone().filter(|t| !t.is_empty()) {
+            config.kubelet_token = Some(token);
+        }
+        let service_cidr = super::node::parse_cidr(&args.service_cidr)?;
+        config.cni_bridge = args.node.cni_bridge.clone();
+        config.cluster_dns = vec![super::node::cluster_dns(&args.node, service_cidr)];
+        config.cluster_domain = args.node.cluster_domain.clone();
+        let cluster = super::node::Cluster {
+            node_name: config.node_name.clone(),
+            node_ip: config.node_ip.unwrap_or_else(skiff_kubelet::node::default_node_ip),
+            cluster_cidr: super::node::parse_cidr(&args.cluster_cidr)?,
+            service_cidr,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let node = tokio::spawn(super::node::run(client.clone(), args.node.clone(), cluster, async move {
+            let _ = stop_rx.await;
+        }));
         tokio::select! {
             r = skiff_kubelet::run(client, config) => r.context("node agent")?,
-            () = super::shutdown_signal() => {}
+            () = super::shutdown_signal() => {
+                let _ = stop_tx.send(());
+                let _ = node.await;
+            }
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -1,5 +1,6 @@
 //! The node components beside the kubelet, as k3s runs them on every node:
-//! the service proxy (kube-proxy's job) and the cluster DNS. `skiff server`
+//! the service proxy (kube-proxy's job), the cluster DNS and the ingress
+//! controller (k3s's Traefik). `skiff server`
 //! (with its in-process agent) and `skiff agent` both start them here.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -15,6 +16,15 @@ pub struct NodeArgs {
     /// Do not run the cluster DNS server on this node.
     #[arg(long)]
     pub disable_dns: bool,
+    /// Do not run the ingress controller (IngressClass `skiff`) on this node.
+    #[arg(long)]
+    pub disable_ingress: bool,
+    /// HTTP port of the ingress controller.
+    #[arg(long, default_value_t = 80)]
+    pub ingress_http_port: u16,
+    /// HTTPS port of the ingress controller.
+    #[arg(long, default_value_t = 443)]
+    pub ingress_https_port: u16,
     /// The kube-dns Service's ClusterIP pods resolve names through
     /// (default: the 10th address of the service CIDR, 10.43.0.10).
     #[arg(long)]
@@ -47,7 +57,7 @@ pub fn cluster_dns(args: &NodeArgs, service_cidr: (Ipv4Addr, u8)) -> IpAddr {
     args.cluster_dns.unwrap_or_else(|| IpAddr::V4(Ipv4Addr::from(u32::from(service_cidr.0) + 10)))
 }
 
-/// Run the proxy and the DNS server until `stop` completes. A component
+/// Run the proxy, the DNS server and the ingress controller until `stop` completes. A component
 /// that cannot start is logged and left out; the others go on.
 pub async fn run(client: kube::Client, args: NodeArgs, cluster: Cluster, stop: impl std::future::Future<Output = ()> + Send + 'static) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -88,6 +98,21 @@ pub async fn run(client: kube::Client, args: NodeArgs, cluster: Cluster, stop: i
             }
         });
     }
+    if !args.disable_ingress {
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let config = skiff_ingress::Config {
+            http: SocketAddr::new(any, args.ingress_http_port),
+            https: SocketAddr::new(any, args.ingress_https_port),
+            status_address: Some(cluster.node_ip.to_string()),
+            ..Default::default()
+        };
+        let (client, stop) = (client.clone(), stopped());
+        tasks.spawn(async move {
+            if let Err(e) = skiff_ingress::run(client, config, stop).await {
+                tracing::error!(error = %e, "the ingress controller stopped on this node");
+            }
+        });
+    }
     stop.await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
@@ -114,6 +139,9 @@ mod tests {
         let args = NodeArgs {
             disable_proxy: false,
             disable_dns: false,
+            disable_ingress: false,
+            ingress_http_port: 80,
+            ingress_https_port: 443,
             cluster_dns: None,
             cluster_domain: "cluster.local".into(),
             dns_port: 53,

@@ -1,6 +1,6 @@
 //! `skiff server`: the control plane (API server on the embedded store).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -55,15 +55,7 @@ pub struct Args {
     pub datastore: super::backup::DatastoreArgs,
 }
 
-pub fn parse_cidr(s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
-    let (ip, bits) = s.split_once('/').with_context(|| format!("{s}: not a CIDR"))?;
-    let ip: Ipv4Addr = ip.parse().with_context(|| format!("{s}: bad address"))?;
-    let bits: u8 = bits.parse().with_context(|| format!("{s}: bad prefix length"))?;
-    if !(8..=30).contains(&bits) {
-        bail!("{s}: prefix length must be between 8 and 30");
-    }
-    Ok((ip, bits))
-}
+pub use super::node::parse_cidr;
 
 fn parse_range(s: &str) -> anyhow::Result<(u16, u16)> {
     let (a, b) = s.split_once('-').with_context(|| format!("{s}: not a range"))?;
@@ -117,6 +109,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let agent = super::agent::config(data_dir.clone(), args.node_name.clone(), args.container_runtime_endpoint.clone());
             let mut agent = agent;
             agent.cni_bridge = args.node.cni_bridge.clone();
+            agent.cluster_dns = vec![super::node::cluster_dns(&args.node, service_cidr)];
+            agent.cluster_domain = args.node.cluster_domain.clone();
             let cluster = super::node::Cluster {
                 node_name: agent.node_name.clone(),
                 node_ip: agent.node_ip.unwrap_or_else(skiff_kubelet::node::default_node_ip),

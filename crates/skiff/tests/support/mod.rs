@@ -65,6 +65,10 @@ impl Server {
             format!("10.{}.0.0/16", octet + 1),
             "--dns-port".into(),
             "0".into(),
+            "--ingress-http-port".into(),
+            free_port().to_string(),
+            "--ingress-https-port".into(),
+            free_port().to_string(),
             "--proxy-table".into(),
             format!("skiff-test-{octet}"),
             "--cni-bridge".into(),
@@ -72,6 +76,11 @@ impl Server {
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
         Server::start_args(args)
+    }
+
+    /// The value of one of this server's extra flags.
+    pub fn flag(&self, name: &str) -> Option<String> {
+        self.extra.iter().skip_while(|a| *a != name).nth(1).cloned()
     }
 
     /// The ClusterIP of kube-dns for a server started with an agent.
