@@ -27,6 +27,19 @@ enum What {
     Scheduler(SchedulerArgs),
     /// Pod startup latency and burst on one real node (containerd); needs root.
     Pods(PodsArgs),
+    /// Service proxy programming, cluster DNS, ClusterIP vs direct throughput; needs root.
+    Proxy(ProxyArgs),
+}
+
+#[derive(clap::Args)]
+struct ProxyArgs {
+    #[arg(long, default_value_t = 5000)]
+    services: usize,
+    #[arg(long, default_value_t = 10)]
+    endpoints: usize,
+    /// Seconds of each throughput run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
 }
 
 #[derive(clap::Args)]
@@ -166,6 +179,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         What::Api(args) => runtime.block_on(bench_api(args)),
         What::Scheduler(args) => runtime.block_on(bench_scheduler(args)),
         What::Pods(args) => runtime.block_on(super::bench_pods::run(args.pods, args.rate, args.burst)),
+        What::Proxy(args) => runtime.block_on(super::bench_proxy::run(args.services, args.endpoints, args.seconds)),
     }
 }
 

@@ -68,8 +68,8 @@ fn signal(pid: u32, sig: &str) {
     let _ = std::process::Command::new("kill").args([sig, &pid.to_string()]).status();
 }
 
-struct Agent {
-    child: std::process::Child,
+pub(super) struct Agent {
+    pub(super) child: std::process::Child,
 }
 
 impl Drop for Agent {
@@ -90,7 +90,7 @@ impl Drop for Agent {
     }
 }
 
-fn start_agent(server: &Child, dir: &Path) -> anyhow::Result<Agent> {
+pub(super) fn start_agent(server: &Child, dir: &Path, extra: &[&str]) -> anyhow::Result<Agent> {
     let data = server._dir.path();
     let token = std::fs::read_to_string(data.join("node-token")).context("reading the node token")?;
     let kubeconfig = std::fs::read_to_string(&server.kubeconfig)?;
@@ -101,6 +101,7 @@ fn start_agent(server: &Child, dir: &Path) -> anyhow::Result<Agent> {
         .arg(dir)
         .arg("--ca-file")
         .arg(data.join("tls/server-ca.crt"))
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(dir.with_extension("log")).context("agent log")?)
@@ -147,15 +148,8 @@ async fn wait_started(book: &Arc<Mutex<Book>>, names: &[String], limit: Duration
     }
 }
 
-pub async fn run(count: usize, rate: u64, burst: usize) -> anyhow::Result<ExitCode> {
-    let root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
-    if !root {
-        bail!("skiff bench pods runs real containers: it needs root");
-    }
-    let server = start_server(true)?;
-    let client = client(&server.kubeconfig).await?;
-    let agent_dir = server._dir.path().join("agent");
-    let agent = start_agent(&server, &agent_dir)?;
+/// Wait until the benchmark's node is Ready.
+pub(super) async fn wait_node_ready(client: &kube::Client, agent_dir: &Path) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let start = Instant::now();
     loop {
@@ -163,13 +157,29 @@ pub async fn run(count: usize, rate: u64, burst: usize) -> anyhow::Result<ExitCo
             c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
         });
         if ready {
-            break;
+            return Ok(());
         }
         if start.elapsed() > Duration::from_secs(120) {
             bail!("the agent's node did not become Ready; see {}", agent_dir.with_extension("log").display());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+pub(super) fn is_root() -> bool {
+    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+}
+
+pub async fn run(count: usize, rate: u64, burst: usize) -> anyhow::Result<ExitCode> {
+    if !is_root() {
+        bail!("skiff bench pods runs real containers: it needs root");
+    }
+    let server = start_server(true)?;
+    let client = client(&server.kubeconfig).await?;
+    let agent_dir = server._dir.path().join("agent");
+    let agent = start_agent(&server, &agent_dir, &["--disable-ingress", "--dns-port", "0"])?;
+    let start = Instant::now();
+    wait_node_ready(&client, &agent_dir).await?;
     println!("skiff bench pods: {} cores; node Ready {:.1} s after the agent started", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), start.elapsed().as_secs_f64());
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces.create(&PostParams::default(), &serde_json::from_value(serde_json::json!({"metadata": {"name": "bench"}}))?).await?;

@@ -2,6 +2,7 @@ pub mod agent;
 pub mod backup;
 pub mod bench;
 mod bench_pods;
+mod bench_proxy;
 pub mod controller_manager;
 pub mod images;
 pub mod kubectl;
