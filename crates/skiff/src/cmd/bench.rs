@@ -91,6 +91,16 @@ struct ApiArgs {
     /// Concurrent watches of the watch phase.
     #[arg(long, default_value_t = 1000)]
     watches: usize,
+    /// Run the whole benchmark twice, side by side: on the embedded store,
+    /// then on a one-member etcd (Debian's `etcd`) started for the run.
+    #[arg(long)]
+    compare_etcd: bool,
+}
+
+/// The figures compared across stores.
+struct ApiFigures {
+    creates_per_second: f64,
+    write_p99: Duration,
 }
 
 pub(super) struct Child {
@@ -110,6 +120,10 @@ impl Drop for Child {
 /// alone (`control_plane` false); the scheduler benchmark runs the whole
 /// control plane.
 pub(super) fn start_server(control_plane: bool) -> anyhow::Result<Child> {
+    start_server_with(control_plane, &[])
+}
+
+fn start_server_with(control_plane: bool, extra: &[String]) -> anyhow::Result<Child> {
     let dir = tempfile::tempdir().context("tempdir")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let exe = std::env::current_exe().context("current exe")?;
@@ -117,6 +131,7 @@ pub(super) fn start_server(control_plane: bool) -> anyhow::Result<Child> {
         .args(["server", "--disable-agent", "--bind-address", "127.0.0.1", "--https-listen-port", &port.to_string(), "--data-dir"])
         .arg(dir.path())
         .args(if control_plane { &[][..] } else { &["--disable-controller-manager", "--disable-scheduler"][..] })
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -184,9 +199,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn bench_api(args: ApiArgs) -> anyhow::Result<ExitCode> {
+    if !args.compare_etcd {
+        bench_api_once(&args, &[]).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("== embedded SQLite store");
+    let sqlite = bench_api_once(&args, &[]).await?;
+    let etcd = skiff_store_etcd::testing::Cluster::start(1).context("starting etcd (apt-get install etcd-server)")?;
+    println!("== etcd ({}), one member on this machine", etcd.endpoint_list());
+    let on_etcd = bench_api_once(&args, &["--datastore-endpoint".into(), etcd.endpoint_list()]).await?;
+    println!(
+        "etcd / embedded: creates/s {:.0} / {:.0} = {:.2}; write p99 {:.2} / {:.2} ms = {:.2}",
+        on_etcd.creates_per_second,
+        sqlite.creates_per_second,
+        on_etcd.creates_per_second / sqlite.creates_per_second.max(1.0),
+        ms(on_etcd.write_p99),
+        ms(sqlite.write_p99),
+        on_etcd.write_p99.as_secs_f64() / sqlite.write_p99.as_secs_f64().max(1e-9)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench_api_once(args: &ApiArgs, extra: &[String]) -> anyhow::Result<ApiFigures> {
+    let mut figures = ApiFigures { creates_per_second: 0.0, write_p99: Duration::ZERO };
     let child = match &args.kubeconfig {
         Some(_) => None,
-        None => Some(start_server(false)?),
+        None => Some(start_server_with(false, extra)?),
     };
     let kubeconfig = args.kubeconfig.clone().or_else(|| child.as_ref().map(|c| c.kubeconfig.clone())).context("kubeconfig")?;
     let client = client(&kubeconfig).await?;
@@ -239,6 +277,7 @@ async fn bench_api(args: ApiArgs) -> anyhow::Result<ExitCode> {
     }
     let elapsed = start.elapsed();
     lat.sort();
+    figures.creates_per_second = lat.len() as f64 / elapsed.as_secs_f64();
     println!(
         "creates/s, {} clients, {} pods:     {:.0}/s (p50 {:.2} ms, p99 {:.2} ms)",
         args.concurrency,
@@ -301,6 +340,7 @@ async fn bench_api(args: ApiArgs) -> anyhow::Result<ExitCode> {
     }
     let achieved = total as f64 / start.elapsed().as_secs_f64();
     lat.sort();
+    figures.write_p99 = percentile(&lat, 0.99);
     println!(
         "write latency at {}/s ({:.0}/s achieved): p50 {:.2} ms, p99 {:.2} ms",
         args.rate,
@@ -376,7 +416,7 @@ async fn bench_api(args: ApiArgs) -> anyhow::Result<ExitCode> {
     {
         println!("RSS of skiff server after the run:   {:.1} MiB", rss as f64 / 1024.0);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(figures)
 }
 
 /// Wait until `want` pods in `namespace` (matching `selector`) have a node.
