@@ -23,6 +23,7 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podgc;
+pub mod servicelb;
 pub mod replicaset;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -83,6 +84,7 @@ pub async fn run_all(ctx: Context) {
         nodelifecycle::run(ctx.clone()),
         podgc::run(ctx.clone()),
         nodeipam::run(ctx.clone()),
+        servicelb::run(ctx.clone()),
         daemonset::run(ctx.clone()),
         statefulset::run(ctx.clone()),
         job::run(ctx.clone()),

@@ -103,6 +103,11 @@ fn deployment_behind_a_service_answers_through_cluster_ip_node_port_and_dns() {
     eventually("headless endpoints", &s, || s.ok(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web-headless", "-o", "jsonpath={.items[*].endpoints[*].addresses[*]}"]).split_whitespace().count() == 2);
     assert!(client_pod(&s, "headless", &checks.join("; ")), "headless lookup failed");
 
+    // As a LoadBalancer (ServiceLB): the node's address is its external IP, port 80 answers there.
+    s.ok(&["patch", "svc", "web", "-p", r#"{"spec":{"type":"LoadBalancer"}}"#]);
+    eventually("the LoadBalancer ingress", &s, || s.ok(&["get", "svc", "web", "--no-headers"]).split_whitespace().nth(3) == Some(node_ip.as_str()));
+    eventually("the LoadBalancer address answering on port 80", &s, || host_get(&format!("{node_ip}:80")).is_some_and(|b| pods.contains(&b)));
+
     // A Service going away takes its rules with it.
     s.ok(&["delete", "svc", "web"]);
     eventually("the ClusterIP no longer answering", &s, || host_get(&format!("{cluster_ip}:80")).is_none());
