@@ -1,6 +1,6 @@
 //! The node components beside the kubelet, as k3s runs them on every node:
-//! the service proxy (kube-proxy's job), the cluster DNS and the ingress
-//! controller (k3s's Traefik). `skiff server`
+//! the service proxy (kube-proxy's job), the cluster DNS, the ingress
+//! controller (k3s's Traefik) and NetworkPolicy enforcement. `skiff server`
 //! (with its in-process agent) and `skiff agent` both start them here.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -42,6 +42,12 @@ pub struct NodeArgs {
     /// The nftables table of the service proxy.
     #[arg(long, default_value = skiff_proxy::DEFAULT_TABLE, hide = true)]
     pub proxy_table: String,
+    /// Do not enforce NetworkPolicies (nftables) on this node.
+    #[arg(long)]
+    pub disable_network_policy: bool,
+    /// The nftables table of the NetworkPolicy enforcement.
+    #[arg(long, default_value = skiff_netpol::DEFAULT_TABLE, hide = true)]
+    pub netpol_table: String,
 }
 
 /// What the node components need to know about the cluster.
@@ -113,6 +119,15 @@ pub async fn run(client: kube::Client, args: NodeArgs, cluster: Cluster, stop: i
             }
         });
     }
+    if !args.disable_network_policy {
+        let config = skiff_netpol::Config { node_name: cluster.node_name.clone(), table: args.netpol_table.clone(), ..Default::default() };
+        let (client, stop) = (client.clone(), stopped());
+        tasks.spawn(async move {
+            if let Err(e) = skiff_netpol::run(client, config, stop).await {
+                tracing::error!(error = %e, "network policy enforcement stopped; NetworkPolicies are not enforced on this node");
+            }
+        });
+    }
     stop.await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
@@ -147,6 +162,8 @@ mod tests {
             dns_port: 53,
             cni_bridge: "b".into(),
             proxy_table: "t".into(),
+            disable_network_policy: false,
+            netpol_table: "np".into(),
         };
         assert_eq!(cluster_dns(&args, (Ipv4Addr::new(10, 43, 0, 0), 16)), IpAddr::from([10, 43, 0, 10]));
         assert_eq!(cluster_dns(&args, (Ipv4Addr::new(10, 150, 0, 0), 16)), IpAddr::from([10, 150, 0, 10]));

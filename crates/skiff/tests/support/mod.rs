@@ -74,6 +74,9 @@ impl Server {
             "--cni-bridge".into(),
             format!("skiff-t{octet}"),
         ];
+        if !extra.contains(&"--netpol-table") {
+            args.extend(["--netpol-table".to_string(), format!("skiff-np-{octet}")]);
+        }
         args.extend(extra.iter().map(|a| a.to_string()));
         Server::start_args(args)
     }
@@ -247,6 +250,10 @@ impl Drop for Server {
         if let Some(table) = self.extra.iter().skip_while(|a| *a != "--proxy-table").nth(1) {
             let _ = Command::new("nft").args(["delete", "table", "ip", table]).stderr(Stdio::null()).status();
         }
+        // The NetworkPolicy table, should the server have been killed before removing it.
+        if let Some(table) = self.extra.iter().skip_while(|a| *a != "--netpol-table").nth(1) {
+            let _ = Command::new("nft").args(["delete", "table", "inet", table]).stderr(Stdio::null()).status();
+        }
         if let Some(bridge) = self.extra.iter().skip_while(|a| *a != "--cni-bridge").nth(1) {
             let _ = Command::new("ip").args(["link", "delete", bridge]).stderr(Stdio::null()).status();
         }
@@ -362,4 +369,27 @@ pub fn import_busybox(s: &Server) {
         .output()
         .expect("skiff images import");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Start a server (no node agent) listening on `address` instead of the
+/// loopback, with `address` in its certificate: for agents in other
+/// network namespaces that reach it through a bridge.
+pub fn start_bound(address: &str, extra: &[&str]) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args = vec!["--disable-agent".to_string(), "--tls-san".into(), address.to_string()];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let mut s = Server { dir, port: free_port(), extra: args, child: None };
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(s.dir.path().join("server.log")).expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["server", "--bind-address", address, "--https-listen-port", &s.port.to_string(), "--data-dir"])
+        .arg(s.dir.path())
+        .args(&s.extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn skiff server");
+    s.child = Some(child);
+    s.wait_ready();
+    s
 }
