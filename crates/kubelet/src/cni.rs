@@ -18,11 +18,18 @@ pub fn have_iptables() -> bool {
 
 /// The conflist for a bridge on `subnet`, with host-local's state in `ipam_dir`.
 pub fn conflist(bridge: &str, subnet: &str, ipam_dir: &Path, iptables: bool) -> Value {
+    conflist_masq(bridge, subnet, ipam_dir, iptables, iptables)
+}
+
+/// The conflist, with the bridge's ipMasq as given: off when the agent
+/// masquerades itself only what leaves the pod network (crate::routes), as
+/// the bridge's would also masquerade pod-to-pod traffic across nodes.
+pub fn conflist_masq(bridge: &str, subnet: &str, ipam_dir: &Path, iptables: bool, ip_masq: bool) -> Value {
     let mut plugins = vec![json!({
         "type": "bridge",
         "bridge": bridge,
         "isGateway": true,
-        "ipMasq": iptables,
+        "ipMasq": ip_masq && iptables,
         "hairpinMode": true,
         "ipam": {
             "type": "host-local",
@@ -44,9 +51,15 @@ pub fn conf_path(conf_dir: &Path) -> PathBuf {
 
 /// Write the conflist (atomically) unless it already says the same; true when written.
 pub fn write(conf_dir: &Path, bridge: &str, subnet: &str) -> std::io::Result<bool> {
+    write_masq(conf_dir, bridge, subnet, true)
+}
+
+/// [`write`] with the bridge's ipMasq on or off.
+pub fn write_masq(conf_dir: &Path, bridge: &str, subnet: &str, ip_masq: bool) -> std::io::Result<bool> {
     std::fs::create_dir_all(conf_dir)?;
     let ipam = conf_dir.join("networks");
-    let text = serde_json::to_string_pretty(&conflist(bridge, subnet, &ipam, have_iptables())).map_err(std::io::Error::other)?;
+    let iptables = have_iptables();
+    let text = serde_json::to_string_pretty(&conflist_masq(bridge, subnet, &ipam, iptables, ip_masq)).map_err(std::io::Error::other)?;
     let path = conf_path(conf_dir);
     if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
         return Ok(false);
@@ -70,6 +83,11 @@ mod tests {
         assert_eq!(c["plugins"][1]["type"], "portmap");
         let c = conflist("skiff0", "10.42.3.0/24", Path::new("/d"), false);
         assert_eq!(c["plugins"].as_array().unwrap().len(), 1);
+        assert_eq!(c["plugins"][0]["ipMasq"], false);
+        let c = conflist_masq("skiff0", "10.42.3.0/24", Path::new("/d"), true, false);
+        assert_eq!(c["plugins"][0]["ipMasq"], false);
+        assert_eq!(c["plugins"][1]["type"], "portmap");
+        assert_eq!(conflist("skiff0", "10.42.3.0/24", Path::new("/d"), true)["plugins"][0]["ipMasq"], true);
     }
 
     #[test]

@@ -23,8 +23,10 @@ pub mod logs;
 pub mod node;
 pub mod pods;
 pub mod probes;
+pub mod routes;
 pub mod runtime;
 pub mod server;
+pub mod static_pods;
 pub mod sync;
 pub mod volumes;
 
@@ -79,6 +81,10 @@ pub struct Config {
     /// The bearer token the API server presents to the kubelet API (the
     /// node-join token); without one the API refuses every request.
     pub kubelet_token: Option<String>,
+    /// Route the other nodes' podCIDRs via their InternalIPs and masquerade
+    /// only pod traffic leaving the pod network ([`routes`]), when the agent
+    /// runs its own containerd and CNI.
+    pub route_pod_cidrs: bool,
 }
 
 impl Config {
@@ -101,6 +107,7 @@ impl Config {
             cluster_domain: "cluster.local".into(),
             kubelet_port: server::DEFAULT_PORT,
             kubelet_token: None,
+            route_pod_cidrs: true,
         }
     }
 
@@ -114,6 +121,11 @@ impl Config {
 
     pub fn cni_conf_dir(&self) -> PathBuf {
         self.data_dir.join("cni")
+    }
+
+    /// Whether the CNI bridge masquerades (not when [`routes`] does it).
+    fn bridge_ip_masq(&self) -> bool {
+        !(self.route_pod_cidrs && routes::have_nft())
     }
 }
 
@@ -237,7 +249,7 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
     let own_containerd = config.container_runtime_endpoint.is_none();
     if own_containerd {
         // A first config so that the CRI plugin finds a network at once.
-        cni::write(&config.cni_conf_dir(), &config.cni_bridge, &config.default_pod_cidr).map_err(io_err(&config.cni_conf_dir()))?;
+        cni::write_masq(&config.cni_conf_dir(), &config.cni_bridge, &config.default_pod_cidr, config.bridge_ip_masq()).map_err(io_err(&config.cni_conf_dir()))?;
     }
     let supervisor = if own_containerd {
         let c = containerd::ContainerdConfig {
@@ -284,7 +296,7 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
         pod_cidr = agent.pod_cidr().await;
     }
     if own_containerd && let Some(cidr) = pod_cidr {
-        match cni::write(&config.cni_conf_dir(), &config.cni_bridge, &cidr) {
+        match cni::write_masq(&config.cni_conf_dir(), &config.cni_bridge, &cidr, config.bridge_ip_masq()) {
             Ok(true) => tracing::info!(pod_cidr = %cidr, "pod network set to the node's podCIDR"),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "writing the CNI config failed"),
@@ -319,7 +331,7 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
             }
             // A podCIDR assigned after registration (by the node IPAM controller).
             if own_containerd && let Some(cidr) = agent.pod_cidr().await {
-                match cni::write(&config.cni_conf_dir(), &config.cni_bridge, &cidr) {
+                match cni::write_masq(&config.cni_conf_dir(), &config.cni_bridge, &cidr, config.bridge_ip_masq()) {
                     Ok(true) => tracing::info!(pod_cidr = %cidr, "pod network set to the node's podCIDR"),
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "writing the CNI config failed"),
@@ -334,7 +346,14 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
             None => std::future::pending().await,
         }
     };
-    tokio::join!(agent.lease_loop(), heartbeat, pods::run(shared), api_server);
+    let pod_routes = async {
+        if own_containerd && config.route_pod_cidrs {
+            let settings = routes::Settings { node_name: config.node_name.clone(), node_ip: host_ip, local_pod_cidr: config.default_pod_cidr.clone() };
+            routes::run(client.clone(), settings, Arc::new(routes::IpRoute), Arc::new(routes::NftHost::for_bridge(&config.cni_bridge))).await;
+        }
+    };
+    let static_pods = static_pods::run(client.clone(), config.node_name.clone(), config.data_dir.join("pod-manifests"));
+    tokio::join!(agent.lease_loop(), heartbeat, pods::run(shared), api_server, pod_routes, static_pods);
     drop(supervisor);
     Ok(())
 }

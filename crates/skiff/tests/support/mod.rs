@@ -256,6 +256,7 @@ impl Drop for Server {
         }
         if let Some(bridge) = self.extra.iter().skip_while(|a| *a != "--cni-bridge").nth(1) {
             let _ = Command::new("ip").args(["link", "delete", bridge]).stderr(Stdio::null()).status();
+            let _ = Command::new("nft").args(["delete", "table", "ip", &format!("skiff-pods-{bridge}")]).stderr(Stdio::null()).status();
         }
     }
 }
