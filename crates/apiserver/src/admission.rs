@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use skiff_api::registry::ResourceInfo;
 
 use crate::handlers::{Req, name_of, now_rfc3339};
-use crate::state::{Allocators, ApiServer};
+use crate::state::ApiServer;
 use crate::status::{ApiError, ApiResult, Cause};
 
 const NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -261,9 +261,11 @@ fn admit_pod(req: &Req<'_>, pod: &mut Value) {
     }
 }
 
-/// Resources taken from the allocators for one object.
+/// Resources claimed for one object (only those this request claimed:
+/// released again when the object is not stored).
 #[derive(Default)]
 pub struct Allocated {
+    parent: Option<crate::alloc::Parent>,
     ips: Vec<Ipv4Addr>,
     ports: Vec<u16>,
 }
@@ -277,13 +279,27 @@ fn invalid_field(req: &Req<'_>, obj: &Value, field: &str, value: &str, message: 
     )
 }
 
-/// ClusterIP and NodePort allocation for a new Service.
-pub fn allocate(req: &Req<'_>, obj: &mut Value) -> ApiResult<Allocated> {
+fn alloc_error(req: &Req<'_>, obj: &Value, field: &str, value: &str, e: crate::alloc::AllocError) -> ApiError {
+    match e {
+        crate::alloc::AllocError::Invalid(m) => invalid_field(req, obj, field, value, &m),
+        crate::alloc::AllocError::Store(e) => ApiError::from_store(e, req.info.group, req.info.plural, name_of(obj)),
+    }
+}
+
+/// ClusterIP and NodePort allocation for a new Service: each value is
+/// claimed in the store (see [`crate::alloc`]), so several API servers on
+/// one store never hand out the same one.
+pub async fn allocate(req: &Req<'_>, obj: &mut Value) -> ApiResult<Allocated> {
     let mut out = Allocated::default();
     if req.info.kind != "Service" || !req.info.group.is_empty() {
         return Ok(out);
     }
-    let mut alloc = req.server.allocators.lock().map_err(|_| ApiError::internal("allocator lock poisoned"))?;
+    let mut parent = crate::alloc::Parent::of(obj);
+    if parent.namespace.is_empty() {
+        parent.namespace = req.namespace.clone().unwrap_or_default();
+    }
+    out.parent = Some(parent.clone());
+    let allocator = crate::alloc::Allocator { server: req.server };
     let svc_type = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
     if svc_type != "ExternalName" {
         let wanted = obj.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
@@ -293,8 +309,10 @@ pub fn allocate(req: &Req<'_>, obj: &mut Value) -> ApiResult<Allocated> {
             } else {
                 Some(wanted.parse::<Ipv4Addr>().map_err(|_| invalid_field(req, obj, "spec.clusterIPs[0]", &wanted, "must be a valid IP address"))?)
             };
-            let ip = alloc.allocate_ip(ip).map_err(|m| invalid_field(req, obj, "spec.clusterIPs", &wanted, &m))?;
-            out.ips.push(ip);
+            let (ip, owned) = allocator.ip(ip, &parent, req.dry_run).await.map_err(|e| alloc_error(req, obj, "spec.clusterIPs", &wanted, e))?;
+            if owned {
+                out.ips.push(ip);
+            }
             obj["spec"]["clusterIP"] = json!(ip.to_string());
             obj["spec"]["clusterIPs"] = json!([ip.to_string()]);
         } else {
@@ -307,19 +325,16 @@ pub fn allocate(req: &Req<'_>, obj: &mut Value) -> ApiResult<Allocated> {
         let n = obj.pointer("/spec/ports").and_then(Value::as_array).map_or(0, Vec::len);
         for i in 0..n {
             let wanted = obj["spec"]["ports"][i].get("nodePort").and_then(Value::as_u64).filter(|p| *p != 0).map(|p| p as u16);
-            match alloc.allocate_port(wanted) {
-                Ok(p) => {
-                    out.ports.push(p);
+            match allocator.port(wanted, &parent, req.dry_run).await {
+                Ok((p, owned)) => {
+                    if owned {
+                        out.ports.push(p);
+                    }
                     obj["spec"]["ports"][i]["nodePort"] = json!(p);
                 }
-                Err(m) => {
-                    for ip in &out.ips {
-                        alloc.release_ip(*ip);
-                    }
-                    for p in &out.ports {
-                        alloc.release_port(*p);
-                    }
-                    return Err(invalid_field(req, obj, &format!("spec.ports[{i}].nodePort"), &wanted.unwrap_or(0).to_string(), &m));
+                Err(e) => {
+                    release(req.server, &out).await;
+                    return Err(alloc_error(req, obj, &format!("spec.ports[{i}].nodePort"), &wanted.unwrap_or(0).to_string(), e));
                 }
             }
         }
@@ -327,44 +342,25 @@ pub fn allocate(req: &Req<'_>, obj: &mut Value) -> ApiResult<Allocated> {
     Ok(out)
 }
 
-pub fn release(server: &ApiServer, a: &Allocated) {
-    if let Ok(mut alloc) = server.allocators.lock() {
-        for ip in &a.ips {
-            alloc.release_ip(*ip);
-        }
-        for p in &a.ports {
-            alloc.release_port(*p);
-        }
+pub async fn release(server: &ApiServer, a: &Allocated) {
+    let Some(parent) = &a.parent else { return };
+    let allocator = crate::alloc::Allocator { server };
+    for ip in &a.ips {
+        allocator.release_ip(*ip, parent).await;
+    }
+    for p in &a.ports {
+        allocator.release_port(*p, parent).await;
     }
 }
 
 /// Give back what a deleted object held.
-pub fn release_object(server: &ApiServer, info: &ResourceInfo, obj: &Value) {
+pub async fn release_object(server: &ApiServer, info: &ResourceInfo, obj: &Value) {
     if info.kind != "Service" || !info.group.is_empty() {
         return;
     }
-    if let Ok(mut alloc) = server.allocators.lock() {
-        if let Some(ip) = obj.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse().ok()) {
-            alloc.release_ip(ip);
-        }
-        for p in obj.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
-            if let Some(n) = p.get("nodePort").and_then(Value::as_u64) {
-                alloc.release_port(n as u16);
-            }
-        }
-    }
-}
-
-/// Mark a stored Service's addresses as taken (at start).
-pub fn reserve_service(alloc: &mut Allocators, svc: &Value) {
-    if let Some(ip) = svc.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse().ok()) {
-        let _ = alloc.allocate_ip(Some(ip));
-    }
-    for p in svc.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
-        if let Some(n) = p.get("nodePort").and_then(Value::as_u64) {
-            let _ = alloc.allocate_port(Some(n as u16));
-        }
-    }
+    let (ip, ports) = crate::alloc::service_addresses(obj);
+    let a = Allocated { parent: Some(crate::alloc::Parent::of(obj)), ips: ip.into_iter().collect(), ports };
+    release(server, &a).await;
 }
 
 /// Carry over what an update may not change, per subresource.

@@ -365,10 +365,10 @@ pub async fn create_object(req: &Req<'_>, obj: &mut Value) -> ApiResult<Value> {
     admission::ensure_namespace_active(req).await?;
     admission::prepare_create(req, obj)?;
     validate(req, obj, None)?;
-    let allocated = admission::allocate(req, obj)?;
+    let allocated = admission::allocate(req, obj).await?;
     let name = name_of(obj).to_string();
     if req.dry_run {
-        admission::release(req.server, &allocated);
+        admission::release(req.server, &allocated).await;
         return Ok(obj.clone());
     }
     let bytes = serde_json::to_vec(&*obj).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -378,7 +378,7 @@ pub async fn create_object(req: &Req<'_>, obj: &mut Value) -> ApiResult<Value> {
             Ok(obj.clone())
         }
         Err(e) => {
-            admission::release(req.server, &allocated);
+            admission::release(req.server, &allocated).await;
             Err(ApiError::from_store(e, req.info.group, req.info.plural, &name))
         }
     }
@@ -426,7 +426,7 @@ pub async fn write_update(req: &Req<'_>, mut new: Value, old: &Value, revision: 
             .delete(&req.key(&name), revision)
             .await
             .map_err(|e| ApiError::from_store(e, req.info.group, req.info.plural, &name))?;
-        admission::release_object(req.server, req.info, old);
+        admission::release_object(req.server, req.info, old).await;
         set_resource_version(&mut new, rev);
         return Ok(Written::Deleted(new));
     }
@@ -664,7 +664,7 @@ pub async fn delete_one(req: &Req<'_>, name: &str, opts_body: &[u8]) -> ApiResul
             }
             match req.server.store.delete(&req.key(name), revision).await {
                 Ok((_, rev)) => {
-                    admission::release_object(req.server, req.info, &old);
+                    admission::release_object(req.server, req.info, &old).await;
                     let mut last = old;
                     set_resource_version(&mut last, rev);
                     return Ok((last, true));

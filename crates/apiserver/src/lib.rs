@@ -7,11 +7,14 @@
 //! to the store; everything else reaches the cluster through its HTTP API.
 
 pub mod admission;
+pub mod alloc;
 pub mod authz;
+pub mod bootdata;
 pub mod bootstrap;
 pub mod cache;
 pub mod discovery;
 pub mod handlers;
+pub mod identity;
 pub mod metrics;
 pub mod output;
 pub mod patching;

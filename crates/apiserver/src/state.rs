@@ -1,6 +1,6 @@
 //! The API server's shared state and its entry point.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -61,83 +61,7 @@ pub enum StartError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
-/// Allocates Service ClusterIPs and NodePorts from in-memory sets seeded
-/// from the watch cache. (A single API server owns allocation; with several
-/// servers on one store, the store's CAS on the Service catches duplicates
-/// only per object: a shared allocator object is future work.)
-pub struct Allocators {
-    pub cidr: (Ipv4Addr, u8),
-    pub node_ports: (u16, u16),
-    ips: HashSet<u32>,
-    ports: HashSet<u16>,
-    next_ip: u32,
-    next_port: u16,
-}
-
-impl Allocators {
-    fn range(&self) -> (u32, u32) {
-        let base = u32::from(self.cidr.0) & (u32::MAX << (32 - u32::from(self.cidr.1)));
-        let size = 1u32 << (32 - u32::from(self.cidr.1));
-        (base, size)
-    }
-
-    /// The n-th address of the service range (1: the kubernetes Service, 10: DNS).
-    pub fn nth(&self, n: u32) -> Ipv4Addr {
-        Ipv4Addr::from(self.range().0 + n)
-    }
-
-    pub fn allocate_ip(&mut self, wanted: Option<Ipv4Addr>) -> Result<Ipv4Addr, String> {
-        let (base, size) = self.range();
-        if let Some(ip) = wanted {
-            let n = u32::from(ip);
-            if n <= base || n >= base + size - 1 {
-                return Err(format!("the provided IP ({ip}) is not in the valid range. The range of valid IPs is {}/{}", self.cidr.0, self.cidr.1));
-            }
-            if !self.ips.insert(n) {
-                return Err(format!("provided IP is already allocated"));
-            }
-            return Ok(ip);
-        }
-        // Dynamic allocation avoids the low band kept for well-known addresses.
-        let low = (size / 16).clamp(1, 256);
-        for _ in 0..size {
-            self.next_ip = if self.next_ip < low || self.next_ip >= size - 1 { low } else { self.next_ip + 1 };
-            let n = base + self.next_ip;
-            if self.ips.insert(n) {
-                return Ok(Ipv4Addr::from(n));
-            }
-        }
-        Err("range is full".into())
-    }
-
-    pub fn release_ip(&mut self, ip: Ipv4Addr) {
-        self.ips.remove(&u32::from(ip));
-    }
-
-    pub fn allocate_port(&mut self, wanted: Option<u16>) -> Result<u16, String> {
-        let (lo, hi) = self.node_ports;
-        if let Some(p) = wanted {
-            if p < lo || p > hi {
-                return Err(format!("provided port is not in the valid range. The range of valid ports is {lo}-{hi}"));
-            }
-            if !self.ports.insert(p) {
-                return Err("provided port is already allocated".into());
-            }
-            return Ok(p);
-        }
-        for _ in lo..=hi {
-            self.next_port = if self.next_port < lo || self.next_port >= hi { lo } else { self.next_port + 1 };
-            if self.ports.insert(self.next_port) {
-                return Ok(self.next_port);
-            }
-        }
-        Err("range is full".into())
-    }
-
-    pub fn release_port(&mut self, p: u16) {
-        self.ports.remove(&p);
-    }
-}
+pub use crate::alloc::Allocators;
 
 pub struct ApiServer {
     pub store: Arc<dyn Store>,
@@ -147,6 +71,8 @@ pub struct ApiServer {
     pub advertise_address: String,
     pub(crate) tokens: HashMap<String, String>,
     pub token_signer: crate::tokens::TokenSigner,
+    /// This server's identity Lease (kube-system/apiserver-<id>).
+    pub identity: crate::identity::Identity,
     openapi: Mutex<HashMap<(String, String), Bytes>>,
     openapi_v2: std::sync::OnceLock<(Bytes, Bytes)>,
 }
@@ -258,18 +184,7 @@ pub async fn start(
     let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
     let local = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
     let cache = WatchCache::start(config.store.clone(), config.watch_history).await?;
-    let mut allocators = Allocators {
-        cidr: config.service_cidr,
-        node_ports: config.node_port_range,
-        ips: HashSet::new(),
-        ports: HashSet::new(),
-        next_ip: 0,
-        next_port: 0,
-    };
-    let (services, _, _) = cache.list("/registry/services/specs/", None, 0, |_| true);
-    for s in services {
-        crate::admission::reserve_service(&mut allocators, &s.value);
-    }
+    let allocators = Allocators::new(config.service_cidr, config.node_port_range);
     let advertise_ip = if config.bind_address.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { config.bind_address };
     let mut tokens = HashMap::new();
     tokens.insert(pki.admin_token.clone(), "admin".to_string());
@@ -281,12 +196,16 @@ pub async fn start(
         metrics: Metrics::default(),
         allocators: Mutex::new(allocators),
         advertise_address: SocketAddr::new(advertise_ip, local.port()).to_string(),
+        identity: crate::identity::Identity::new(&crate::identity::hostname(), &SocketAddr::new(advertise_ip, local.port()).to_string()),
         tokens,
         token_signer,
         openapi: Mutex::new(HashMap::new()),
         openapi_v2: std::sync::OnceLock::new(),
     });
+    crate::alloc::claim_existing(&server).await?;
+    crate::alloc::spawn_repair(&server);
     crate::bootstrap::bootstrap(&server, local.port()).await.map_err(StartError::Bootstrap)?;
+    tokio::spawn(crate::identity::run(Arc::downgrade(&server), server.identity.clone()));
     let kubeconfig = pki.kubeconfig(&format!("https://{}", SocketAddr::new(advertise_ip, local.port())));
     let kubeconfig_path = config.data_dir.join("kubeconfig.yaml");
     crate::tls::write_private(&kubeconfig_path, kubeconfig.as_bytes())?;

@@ -145,6 +145,9 @@ async fn runs_a_real_pod_through_containerd() {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "hello"},
         "spec": {
+            // No controller manager here publishes kube-root-ca.crt, which the
+            // service account token volume needs.
+            "automountServiceAccountToken": false,
             "initContainers": [{"name": "init", "image": "busybox:skiff", "command": ["sh", "-c", "echo init done"]}],
             "containers": [{"name": "app", "image": "busybox:skiff", "command": ["sh", "-c"],
                 "args": ["echo hello $GREETING from $(pwd) as $POD_NAME; sleep 3600"],
@@ -188,7 +191,7 @@ async fn runs_a_real_pod_through_containerd() {
         serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name},
-            "spec": {"nodeName": "e2e-node", "terminationGracePeriodSeconds": 0,
+            "spec": {"nodeName": "e2e-node", "terminationGracePeriodSeconds": 0, "automountServiceAccountToken": false,
                 "containers": [{"name": "app", "image": image, "command": ["sh", "-c", command]}]}
         }))
         .unwrap()

@@ -187,6 +187,25 @@ fn two_servers_on_three_etcd_members_fail_over() {
         acknowledged.push(name);
     }
     assert_eq!(lease_holder(&s2, "kube-scheduler").as_deref(), Some(first.as_str()), "the lease moved while its holder was alive");
+    // Services created on either server never share a ClusterIP or NodePort
+    // (both servers' allocators start at the same place).
+    for i in 0..4 {
+        let s = if i % 2 == 0 { &s1 } else { &s2 };
+        s.ok(&["create", "service", "nodeport", &format!("np-{i}"), "--tcp=80:80"]);
+    }
+    support::eventually("server 2 to see every Service", &s2, || {
+        s2.ok(&["get", "svc", "-o", "name"]).lines().filter(|l| l.contains("np-")).count() == 4
+    });
+    let ips: Vec<String> = s2.ok(&["get", "svc", "-o", "jsonpath={.items[*].spec.clusterIP}"]).split_whitespace().map(str::to_string).collect();
+    let unique: std::collections::HashSet<&String> = ips.iter().collect();
+    assert_eq!(unique.len(), ips.len(), "duplicate ClusterIPs: {ips:?}");
+    let ports: Vec<String> = s2.ok(&["get", "svc", "-o", "jsonpath={.items[*].spec.ports[*].nodePort}"]).split_whitespace().map(str::to_string).collect();
+    let unique: std::collections::HashSet<&String> = ports.iter().collect();
+    assert_eq!((unique.len(), ports.len()), (4, 4), "duplicate NodePorts: {ports:?}");
+    // Each server publishes its identity Lease.
+    support::eventually("an identity Lease per server", &s2, || {
+        s2.ok(&["-n", "kube-system", "get", "lease", "-l", "apiserver.kubernetes.io/identity=kube-apiserver", "-o", "name"]).lines().count() == 2
+    });
     support::eventually("the first server to take the controller-manager Lease", &s1, || lease_holder(&s1, "kube-controller-manager").is_some());
     let first_cm = lease_holder(&s1, "kube-controller-manager").unwrap();
 
@@ -246,4 +265,29 @@ fn quorum_loss_is_503_and_recovers() {
     assert!(cms.contains(&"before".to_string()) && cms.contains(&"after".to_string()), "{cms:?}");
     // ("during" may or may not be there: as with etcd itself, a write that
     // timed out while quorum was lost has an unknown outcome.)
+}
+
+/// A server started with an empty data directory and the same datastore
+/// and cluster token restores the cluster CA, keys and tokens that the
+/// first server stored there (encrypted with the token) and serves the same
+/// cluster; with another token it gets none of them.
+#[test]
+fn a_server_joins_with_the_cluster_token() {
+    let Some(cluster) = etcd(1) else { return };
+    let endpoint = cluster.endpoint_list();
+    let flags = ["--datastore-endpoint", endpoint.as_str(), "--token", "cluster-secret"];
+    let s1 = Server::start_with(&flags);
+    s1.ok(&["create", "configmap", "from-1"]);
+    assert_eq!(std::fs::read_to_string(s1.data_dir().join("node-token")).unwrap().trim(), "cluster-secret");
+    let s2 = Server::start_with(&flags);
+    for f in ["tls/server-ca.crt", "tls/server-ca.key", "tls/service-account.key", "admin.token", "node-token"] {
+        assert_eq!(std::fs::read(s1.data_dir().join(f)).unwrap(), std::fs::read(s2.data_dir().join(f)).unwrap(), "{f}");
+    }
+    s2.ok(&["get", "configmap", "from-1"]);
+    // The data in etcd is encrypted.
+    let sealed = etcd_get(&cluster, "/registry/", &skiff_apiserver::bootdata::key_for("cluster-secret")).unwrap();
+    let ca_key = std::fs::read_to_string(s1.data_dir().join("tls/server-ca.key")).unwrap();
+    assert!(!String::from_utf8_lossy(&sealed).contains(ca_key.lines().nth(1).unwrap()));
+    let other = Server::start_with(&["--datastore-endpoint", endpoint.as_str(), "--token", "another-secret"]);
+    assert_ne!(std::fs::read(s1.data_dir().join("tls/server-ca.crt")).unwrap(), std::fs::read(other.data_dir().join("tls/server-ca.crt")).unwrap());
 }

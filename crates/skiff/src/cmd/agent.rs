@@ -7,11 +7,19 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
+#[path = "agentlb.rs"]
+pub mod agentlb;
+
 #[derive(clap::Args)]
 pub struct Args {
-    /// API server URL (https://host:6443).
-    #[arg(long, env = "SKIFF_URL")]
-    pub server: Option<String>,
+    /// API server URL (https://host:6443). Give it several times (or a
+    /// comma-separated list) for several servers: the agent then talks to
+    /// them through a local load balancer that fails over (as k3s's agent).
+    #[arg(long, env = "SKIFF_URL", value_delimiter = ',')]
+    pub server: Vec<String>,
+    /// The local load balancer's port on 127.0.0.1 with several --server (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    pub lb_server_port: u16,
     /// Node-join token (the server's <data-dir>/node-token).
     #[arg(long, env = "SKIFF_TOKEN")]
     pub token: Option<String>,
@@ -58,12 +66,22 @@ pub fn config(data_dir: PathBuf, node_name: Option<String>, endpoint: Option<Pat
     c
 }
 
-async fn client(args: &Args) -> anyhow::Result<kube::Client> {
+/// The agent's client, and the load balancer it goes through with several servers.
+async fn client(args: &Args) -> anyhow::Result<(kube::Client, Option<agentlb::LoadBalancer>)> {
     if let Some(kc) = &args.kubeconfig {
-        return Ok(skiff_runtime::client_from_kubeconfig(kc).await?);
+        return Ok((skiff_runtime::client_from_kubeconfig(kc).await?, None));
     }
-    let server = args.server.clone().context("--server (or --kubeconfig) is required")?;
+    let first = args.server.first().cloned().context("--server (or --kubeconfig) is required")?;
     let token = args.token.clone().context("--token is required with --server")?;
+    let (server, lb) = if args.server.len() > 1 {
+        let bind = std::net::SocketAddr::from(([127, 0, 0, 1], args.lb_server_port));
+        let lb = agentlb::LoadBalancer::start(bind, &args.server).await?;
+        tracing::info!(local = %lb.addr, first = %lb.current(), "talking to the API servers through the agent load balancer");
+        // Every skiff server's certificate names 127.0.0.1.
+        (format!("https://127.0.0.1:{}", lb.addr.port()), Some(lb))
+    } else {
+        (first, None)
+    };
     let mut config = kube::Config::new(server.parse().context("--server is not a URL")?);
     config.auth_info.token = Some(token.into());
     match &args.ca_file {
@@ -77,7 +95,7 @@ async fn client(args: &Args) -> anyhow::Result<kube::Client> {
             config.accept_invalid_certs = true;
         }
     }
-    Ok(kube::Client::try_from(config)?)
+    Ok((kube::Client::try_from(config)?, lb))
 }
 
 fn pem_to_der(pem: &[u8]) -> Option<Vec<u8>> {
@@ -97,7 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let data_dir = args.data_dir.clone().unwrap_or_else(super::default_data_dir);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let client = client(&args).await?;
+        let (client, _lb) = client(&args).await?;
         let mut config = config(data_dir, args.node_name.clone(), args.container_runtime_endpoint.clone());
         config.kubelet_port = args.kubelet_port;
         if let Some(token) = args.token.clone().filter(|t| !t.is_empty()) {

@@ -53,6 +53,12 @@ pub struct Args {
     /// The datastore: embedded SQLite in the data directory unless --datastore-endpoint names etcd.
     #[command(flatten)]
     pub datastore: super::backup::DatastoreArgs,
+    /// Cluster token (as k3s's --token). It becomes the node-join token of a
+    /// new cluster; with a shared --datastore-endpoint, the first server
+    /// stores the cluster CA and keys there encrypted with it, and a server
+    /// started later with the same datastore and token joins that cluster.
+    #[arg(long, env = "SKIFF_TOKEN")]
+    pub token: Option<String>,
 }
 
 pub use super::node::parse_cidr;
@@ -75,6 +81,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
         let store = super::backup::open_store(&args.datastore, &data_dir).await?;
+        let token = args.token.clone().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+        if let Some(token) = &token {
+            if !args.datastore.datastore_endpoint.is_empty()
+                && skiff_apiserver::bootdata::restore(&*store, token, &data_dir).await.context("restoring the cluster's bootstrap data")?
+            {
+                eprintln!("skiff: joining the cluster whose bootstrap data is in the datastore");
+            }
+            let node_token = data_dir.join("node-token");
+            if !node_token.exists() {
+                std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+                skiff_apiserver::tls::write_private(&node_token, token.as_bytes())?;
+            }
+        }
         let mut config = skiff_apiserver::Config::new(data_dir.clone(), store);
         config.bind_address = args.bind_address;
         config.port = args.https_listen_port;
@@ -92,7 +111,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
-        let (running, handle) = skiff_apiserver::start(config, stopped()).await.context("starting the API server")?;
+        let (running, handle) = skiff_apiserver::start(config.clone(), stopped()).await.context("starting the API server")?;
+        if let Some(token) = token.as_ref().filter(|_| !args.datastore.datastore_endpoint.is_empty()) {
+            skiff_apiserver::bootdata::publish(&*config.store, token, &data_dir).await.context("storing the cluster's bootstrap data")?;
+        }
         eprintln!("skiff: API server on https://{}; kubeconfig: {}", running.addr, running.kubeconfig_path.display());
         eprintln!("skiff: node join token in {}", data_dir.join("node-token").display());
         // The other control-plane components are clients of the API server, as in k3s.
