@@ -176,33 +176,11 @@ pub async fn run_loop<N: Netfilter>(enforcer: &mut Enforcer<N>, updates: &mut mp
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use skiff_proxy::Recorder;
     use crate::rules::tests::{pod_obj, policy_obj};
     use serde_json::json;
-    use std::sync::{Arc, Mutex};
 
-    /// Records scripts (with the paused clock's time); fails while `fail` is set.
-    #[derive(Default, Clone)]
-    struct Recorder {
-        scripts: Arc<Mutex<Vec<(Instant, String)>>>,
-        fail: Arc<Mutex<bool>>,
-    }
 
-    impl Recorder {
-        fn take(&self) -> Vec<String> {
-            self.scripts.lock().unwrap().drain(..).map(|(_, s)| s).collect()
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl Netfilter for Recorder {
-        async fn apply(&self, script: &str) -> Result<(), skiff_proxy::Error> {
-            if *self.fail.lock().unwrap() {
-                return Err(skiff_proxy::Error::Nft("injected".into()));
-            }
-            self.scripts.lock().unwrap().push((Instant::now(), script.to_string()));
-            Ok(())
-        }
-    }
 
     fn config() -> Config {
         Config { node_name: "n1".into(), table: "t".into(), ..Default::default() }

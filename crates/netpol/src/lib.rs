@@ -45,11 +45,9 @@ pub mod rules;
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use tokio::sync::mpsc;
 
@@ -126,17 +124,16 @@ pub async fn run_with<N: Netfilter>(client: kube::Client, config: Config, nft: N
     tracing::info!(node = %config.node_name, table = %config.table, "network policy enforcement starting");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let table = config.table.clone();
-    let watch_policies = watch(
-        Api::<NetworkPolicy>::all(client.clone()),
-        tx.clone(),
+    let watch_policies = skiff_proxy::watch(Api::<NetworkPolicy>::all(client.clone()), watcher::Config::default(), tx.clone(),
         |o| Update::PolicyApplied(Box::new(o)),
         |o| Update::PolicyDeleted(Box::new(o)),
         Update::PoliciesListed,
     );
     let watch_pods =
-        watch(Api::<Pod>::all(client.clone()), tx.clone(), |o| Update::PodApplied(Box::new(o)), |o| Update::PodDeleted(Box::new(o)), Update::PodsListed);
-    let watch_namespaces = watch(
+        skiff_proxy::watch(Api::<Pod>::all(client.clone()), watcher::Config::default(), tx.clone(), |o| Update::PodApplied(Box::new(o)), |o| Update::PodDeleted(Box::new(o)), Update::PodsListed);
+    let watch_namespaces = skiff_proxy::watch(
         Api::<Namespace>::all(client),
+        watcher::Config::default(),
         tx,
         |o| Update::NamespaceApplied(Box::new(o)),
         |o| Update::NamespaceDeleted(Box::new(o)),
@@ -162,35 +159,3 @@ pub async fn cleanup(nft: &dyn Netfilter, table: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Feeds one kind's watch events into the update channel, relists as a whole.
-async fn watch<K>(api: Api<K>, tx: mpsc::UnboundedSender<Update>, applied: fn(K) -> Update, deleted: fn(K) -> Update, listed: fn(Vec<K>) -> Update)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
-    let mut buffer: Vec<K> = Vec::new();
-    while let Some(event) = stream.next().await {
-        let update = match event {
-            Ok(watcher::Event::Init) => {
-                buffer.clear();
-                None
-            }
-            Ok(watcher::Event::InitApply(o)) => {
-                buffer.push(o);
-                None
-            }
-            Ok(watcher::Event::InitDone) => Some(listed(std::mem::take(&mut buffer))),
-            Ok(watcher::Event::Apply(o)) => Some(applied(o)),
-            Ok(watcher::Event::Delete(o)) => Some(deleted(o)),
-            Err(e) => {
-                tracing::warn!(error = %e, "network policy watch failed; retrying");
-                None
-            }
-        };
-        if let Some(u) = update
-            && tx.send(u).is_err()
-        {
-            return;
-        }
-    }
-}

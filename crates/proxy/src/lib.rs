@@ -49,7 +49,7 @@ use tokio::sync::mpsc;
 
 pub use bench::{BenchReport, bench};
 pub use model::{Cidr, Family};
-pub use netfilter::{Host, Netfilter, NoHost, RealHost, RealNft};
+pub use netfilter::{Host, Netfilter, NoHost, RealHost, RealNft, Recorder};
 pub use proxier::{Proxier, SyncStats, Update};
 
 #[derive(Debug, thiserror::Error)]
@@ -199,17 +199,20 @@ pub async fn cleanup(nft: &dyn Netfilter, table: &str) -> Result<(), Error> {
     nft.apply(&script).await
 }
 
-/// Feeds one kind's watch events into the update channel, relists as a whole.
-async fn watch<K>(
+/// Feeds one kind's watch events into an update channel, a relist as one
+/// `listed` update (also used by the NetworkPolicy enforcer).
+pub async fn watch<K, U>(
     api: Api<K>,
     config: watcher::Config,
-    tx: mpsc::UnboundedSender<Update>,
-    applied: fn(K) -> Update,
-    deleted: fn(K) -> Update,
-    listed: fn(Vec<K>) -> Update,
+    tx: mpsc::UnboundedSender<U>,
+    applied: fn(K) -> U,
+    deleted: fn(K) -> U,
+    listed: fn(Vec<K>) -> U,
 ) where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
 {
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
     let mut stream = watcher::watcher(api, config).default_backoff().boxed();
     let mut buffer: Vec<K> = Vec::new();
     while let Some(event) = stream.next().await {
@@ -226,7 +229,7 @@ async fn watch<K>(
             Ok(watcher::Event::Apply(o)) => Some(applied(o)),
             Ok(watcher::Event::Delete(o)) => Some(deleted(o)),
             Err(e) => {
-                tracing::warn!(error = %e, "proxy watch failed; retrying");
+                tracing::warn!(kind, error = %e, "watch failed; retrying");
                 None
             }
         };

@@ -152,3 +152,30 @@ impl Host for NoHost {
         Ok(())
     }
 }
+
+/// A [`Netfilter`] that records the scripts it is given (with the tokio
+/// clock's time, so paused-time tests see batching) and fails while
+/// `fail` is set: the test double of rule-programming unit tests.
+#[derive(Default, Clone)]
+pub struct Recorder {
+    pub scripts: std::sync::Arc<std::sync::Mutex<Vec<(tokio::time::Instant, String)>>>,
+    pub fail: std::sync::Arc<std::sync::Mutex<bool>>,
+}
+
+impl Recorder {
+    /// The scripts applied since the last call.
+    pub fn take(&self) -> Vec<String> {
+        self.scripts.lock().unwrap_or_else(|e| e.into_inner()).drain(..).map(|(_, s)| s).collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Netfilter for Recorder {
+    async fn apply(&self, script: &str) -> Result<(), Error> {
+        if *self.fail.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Err(Error::Nft("injected".into()));
+        }
+        self.scripts.lock().unwrap_or_else(|e| e.into_inner()).push((tokio::time::Instant::now(), script.to_string()));
+        Ok(())
+    }
+}

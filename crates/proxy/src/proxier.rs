@@ -466,33 +466,11 @@ pub async fn run_loop<N: Netfilter>(proxier: &mut Proxier<N>, updates: &mut mpsc
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::netfilter::Recorder;
     use crate::rules::object_name;
     use serde_json::json;
-    use std::sync::{Arc, Mutex};
 
-    /// Records scripts (with the paused clock's time); fails while `fail` is set.
-    #[derive(Default, Clone)]
-    struct Recorder {
-        scripts: Arc<Mutex<Vec<(Instant, String)>>>,
-        fail: Arc<Mutex<bool>>,
-    }
 
-    impl Recorder {
-        fn take(&self) -> Vec<String> {
-            self.scripts.lock().unwrap().drain(..).map(|(_, s)| s).collect()
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl Netfilter for Recorder {
-        async fn apply(&self, script: &str) -> Result<(), Error> {
-            if *self.fail.lock().unwrap() {
-                return Err(Error::Nft("injected".into()));
-            }
-            self.scripts.lock().unwrap().push((Instant::now(), script.to_string()));
-            Ok(())
-        }
-    }
 
     fn config() -> Config {
         Config { table: "t".into(), ..Config::default() }

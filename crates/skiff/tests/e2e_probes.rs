@@ -18,18 +18,7 @@ use support::{Server, eventually, eventually_within};
 fn server_with_busybox() -> Server {
     let s = Server::start_with_agent();
     eventually("the node Ready", &s, || s.ok(&["get", "nodes", "--no-headers"]).contains(" Ready "));
-    let image = s.data_dir().join("busybox-skiff.tar");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-test-image.sh");
-    let out = std::process::Command::new("bash").arg(&script).arg(&image).output().expect("build image");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args(["images", "import"])
-        .arg(&image)
-        .arg("--data-dir")
-        .arg(s.data_dir())
-        .output()
-        .expect("skiff images import");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    support::import_busybox(&s);
     s
 }
 
