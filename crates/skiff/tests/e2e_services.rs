@@ -11,12 +11,15 @@ use std::collections::BTreeSet;
 
 use support::{Server, agent_prerequisite_missing, eventually, eventually_within, import_busybox, scenario};
 
-const WEB: &str = "sh -c 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www'";
+const WEB: &str = "touch /tmp/ready && mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www";
 
-/// The seeds' manifest, with busybox httpd serving each pod's name.
+/// The seeds' manifest, with busybox httpd serving each pod's name, Ready
+/// while /tmp/ready exists (an exec readiness probe).
 fn web_manifest() -> String {
     let text = std::fs::read_to_string(scenario("web-deployment-service.yaml")).expect("the seeds' manifest");
-    let cmd = format!("        image: busybox:skiff\n        imagePullPolicy: IfNotPresent\n        command: [\"sh\", \"-c\", {:?}]\n", &WEB[7..WEB.len() - 1]);
+    let cmd = format!(
+        "        image: busybox:skiff\n        imagePullPolicy: IfNotPresent\n        command: [\"sh\", \"-c\", {WEB:?}]\n        readinessProbe:\n          exec: {{command: [\"test\", \"-f\", \"/tmp/ready\"]}}\n          periodSeconds: 1\n"
+    );
     text.replace("        image: nginx\n", &cmd)
 }
 
@@ -102,6 +105,15 @@ fn deployment_behind_a_service_answers_through_cluster_ip_node_port_and_dns() {
     let checks: Vec<String> = ips.split_whitespace().map(|ip| format!("nslookup web-headless.default.svc.cluster.local | grep -q {ip} || exit 4")).collect();
     eventually("headless endpoints", &s, || s.ok(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web-headless", "-o", "jsonpath={.items[*].endpoints[*].addresses[*]}"]).split_whitespace().count() == 2);
     assert!(client_pod(&s, "headless", &checks.join("; ")), "headless lookup failed");
+
+    // A failing readiness probe takes a pod out of rotation.
+    let out_of_rotation = pods.iter().next().cloned().expect("a pod");
+    s.ok(&["exec", &out_of_rotation, "--", "rm", "/tmp/ready"]);
+    eventually("one endpoint left", &s, || s.ok(&["get", "endpoints", "web", "-o", "jsonpath={.subsets[*].addresses[*].ip}"]).split_whitespace().count() == 1);
+    let answers: Vec<Option<String>> = (0..20).map(|_| host_get(&format!("{cluster_ip}:80"))).collect();
+    assert!(answers.iter().all(|a| a.as_ref().is_some_and(|b| *b != out_of_rotation && pods.contains(b))), "{answers:?}");
+    s.ok(&["exec", &out_of_rotation, "--", "touch", "/tmp/ready"]);
+    eventually("both endpoints back", &s, || s.ok(&["get", "endpoints", "web", "-o", "jsonpath={.subsets[*].addresses[*].ip}"]).split_whitespace().count() == 2);
 
     // As a LoadBalancer (ServiceLB): the node's address is its external IP, port 80 answers there.
     s.ok(&["patch", "svc", "web", "-p", r#"{"spec":{"type":"LoadBalancer"}}"#]);
