@@ -349,9 +349,16 @@ impl Runtime for CriRuntime {
         }
     }
 
-    async fn pull_image(&self, name: &str) -> Result<String, RuntimeError> {
+    async fn pull_image(&self, name: &str, auth: Option<&RegistryAuth>) -> Result<String, RuntimeError> {
         let mut c = self.images.clone();
-        let req = cri::PullImageRequest { image: Some(cri::ImageSpec { image: name.into(), ..Default::default() }), auth: None, sandbox_config: None };
+        let auth = auth.map(|a| cri::AuthConfig {
+            username: a.username.clone(),
+            password: a.password.clone(),
+            auth: a.auth.clone(),
+            server_address: a.server_address.clone(),
+            ..Default::default()
+        });
+        let req = cri::PullImageRequest { image: Some(cri::ImageSpec { image: name.into(), ..Default::default() }), auth, sandbox_config: None };
         Ok(call("PullImage", PULL_TIMEOUT, c.pull_image(req)).await?.image_ref)
     }
 

@@ -42,6 +42,8 @@ pub struct State {
     pub exec_results: HashMap<(String, String), ExecResult>,
     /// (container id, command) of every ExecSync.
     pub execs: Vec<(String, Vec<String>)>,
+    /// (image, credentials) of every PullImage.
+    pub pull_auths: Vec<(String, Option<RegistryAuth>)>,
     /// (container id, timeout) of every StopContainer.
     pub stops: Vec<(String, i64)>,
     pub calls: Vec<String>,
@@ -270,7 +272,8 @@ impl Runtime for FakeRuntime {
         Ok(s.images.contains(image).then(|| Image { id: format!("sha256:{}", image.len()), repo_tags: vec![image.into()], repo_digests: vec![], size: 1 }))
     }
 
-    async fn pull_image(&self, image: &str) -> Result<String, RuntimeError> {
+    async fn pull_image(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<String, RuntimeError> {
+        self.lock().pull_auths.push((image.to_string(), auth.cloned()));
         let mut s = self.lock();
         self.call(&mut s, format!("PullImage {image}"));
         Err(RuntimeError::Call { call: "PullImage", message: format!("failed to resolve reference \"{image}\": no registry") })

@@ -22,6 +22,7 @@ pub mod mount;
 pub mod logs;
 pub mod node;
 pub mod pods;
+pub mod pullsecrets;
 pub mod probes;
 pub mod routes;
 pub mod runtime;

@@ -176,6 +176,16 @@ pub enum MountPropagation {
     Bidirectional,
 }
 
+/// Registry credentials for a pull (↔ CRI's AuthConfig).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistryAuth {
+    pub username: String,
+    pub password: String,
+    /// base64 of `username:password`, as in Docker's config.
+    pub auth: String,
+    pub server_address: String,
+}
+
 /// The result of a synchronous exec (probes, hooks).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExecResult {
@@ -274,8 +284,8 @@ pub trait Runtime: Send + Sync {
 
     /// The image if present.
     async fn image_status(&self, image: &str) -> Result<Option<Image>, RuntimeError>;
-    /// Pull from a registry; the image reference pulled.
-    async fn pull_image(&self, image: &str) -> Result<String, RuntimeError>;
+    /// Pull from a registry, with credentials if given; the image reference pulled.
+    async fn pull_image(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<String, RuntimeError>;
     async fn list_images(&self) -> Result<Vec<Image>, RuntimeError>;
     async fn remove_image(&self, image: &str) -> Result<(), RuntimeError>;
     /// Import a docker-archive or OCI archive tarball.

@@ -675,7 +675,7 @@ impl PodWorker {
     ) -> Step {
         let field = Some(kind.field(&c.name));
         let image = c.image.clone().unwrap_or_default();
-        if let Err(w) = self.ensure_image(c, &image, field.clone(), requeue).await {
+        if let Err(w) = self.ensure_image(pod, c, &image, field.clone(), lookup, requeue).await {
             waiting.insert(c.name.clone(), w);
             return Step::Blocked;
         }
@@ -791,7 +791,30 @@ impl PodWorker {
         })
     }
 
-    async fn ensure_image(&mut self, c: &SpecContainer, image: &str, field: Option<String>, requeue: &mut Duration) -> Result<(), Waiting> {
+    /// The pod's imagePullSecrets' credentials for `image`; missing
+    /// secrets are skipped, as the kubelet does.
+    async fn pull_auth(pod: &Pod, image: &str, lookup: &dyn Lookup) -> Option<RegistryAuth> {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let mut secrets = Vec::new();
+        for r in pod.spec.as_ref().and_then(|s| s.image_pull_secrets.as_ref()).into_iter().flatten() {
+            match lookup.secret_files(ns, &r.name).await {
+                Ok(Some(data)) => secrets.push(data),
+                Ok(None) => tracing::warn!(secret = %r.name, "imagePullSecret not found; pulling without it"),
+                Err(e) => tracing::warn!(secret = %r.name, error = %e, "reading an imagePullSecret failed"),
+            }
+        }
+        crate::pullsecrets::auth_for(image, &secrets)
+    }
+
+    async fn ensure_image(
+        &mut self,
+        pod: &Pod,
+        c: &SpecContainer,
+        image: &str,
+        field: Option<String>,
+        lookup: &dyn Lookup,
+        requeue: &mut Duration,
+    ) -> Result<(), Waiting> {
         if image.is_empty() {
             return Err(Waiting { reason: "InvalidImageName".into(), message: "the container has no image".into() });
         }
@@ -827,7 +850,8 @@ impl PodWorker {
         }
         self.event(EventKind::Normal, "Pulling", format!("Pulling image \"{image}\""), field.clone());
         let started = std::time::Instant::now();
-        match self.runtime.pull_image(image).await {
+        let auth = Self::pull_auth(pod, image, lookup).await;
+        match self.runtime.pull_image(image, auth.as_ref()).await {
             Ok(_) => {
                 self.pulls.forget(image);
                 self.event(EventKind::Normal, "Pulled", format!("Successfully pulled image \"{image}\" in {:?}", started.elapsed()), field);

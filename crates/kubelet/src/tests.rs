@@ -557,6 +557,20 @@ mod volume_tests {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777
     }
 
+    #[tokio::test]
+    async fn image_pull_secrets_give_the_pull_its_credentials() {
+        let mut h = H::new(Duration::from_secs(30));
+        let cfg = r#"{"auths": {"registry.example.com": {"username": "robot", "password": "s3cret"}}}"#;
+        h.api.secrets.lock().unwrap().insert("regcred".into(), BTreeMap::from([(".dockerconfigjson".to_string(), cfg.as_bytes().to_vec())]));
+        let p = pod(json!({"imagePullSecrets": [{"name": "regcred"}, {"name": "missing"}],
+            "containers": [{"name": "app", "image": "registry.example.com/team/app:1"}, {"name": "side", "image": "quay.io/x/y:2"}]}));
+        h.sync(&p).await;
+        let pulls = h.rt.lock().pull_auths.clone();
+        let app = pulls.iter().find(|(i, _)| i.starts_with("registry.example.com")).and_then(|(_, a)| a.clone()).expect("credentials for the matching registry");
+        assert_eq!((app.username.as_str(), app.password.as_str()), ("robot", "s3cret"));
+        assert!(pulls.iter().any(|(i, a)| i.starts_with("quay.io") && a.is_none()), "no credentials for another registry: {pulls:?}");
+    }
+
     fn full_pod() -> Pod {
         pod(json!({"nodeName": "node-1", "serviceAccountName": "builder", "volumes": [
             {"name": "cfg", "configMap": {"name": "app-config", "defaultMode": 0o440, "items": [{"key": "a", "path": "conf/a.txt"}, {"key": "b", "path": "b", "mode": 0o400}]}},
