@@ -20,6 +20,7 @@ use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
+use skiff_kubelet::runtime::Runtime as _;
 
 use super::bench::{Child, client, ms, percentile, rss_kib, start_server};
 
@@ -108,6 +109,22 @@ pub(super) fn start_agent(server: &Child, dir: &Path, extra: &[&str]) -> anyhow:
         .spawn()
         .context("starting skiff agent")?;
     Ok(Agent { child })
+}
+
+/// Remove every pod sandbox of the benchmark's node straight through CRI,
+/// so that no container outlives the benchmark (the agent itself leaves
+/// containers running when it stops, by design).
+pub(super) async fn remove_all_pods(agent_dir: &Path) {
+    let socket = skiff_kubelet::containerd::socket_path(&agent_dir.join("agent"));
+    let Ok(rt) = skiff_kubelet::cri::CriRuntime::new(&socket) else { return };
+    let mine = [(skiff_kubelet::runtime::LABEL_NODE.to_string(), "bench-node".to_string())].into();
+    let Ok(sandboxes) = rt.list_sandboxes(&mine).await else { return };
+    let uids: std::collections::BTreeSet<String> = sandboxes.into_iter().filter_map(|s| s.labels.get(skiff_kubelet::runtime::LABEL_POD_UID).cloned()).collect();
+    for uid in uids {
+        if let Err(e) = skiff_kubelet::sync::remove_pod(&rt, &uid).await {
+            eprintln!("removing pod {uid}: {e}");
+        }
+    }
 }
 
 /// Record when each pod is first seen with all its containers started.
@@ -272,6 +289,7 @@ pub async fn run(count: usize, rate: u64, burst: usize) -> anyhow::Result<ExitCo
     while Instant::now() < deadline && !pods.list_metadata(&ListParams::default()).await.map(|l| l.items.is_empty()).unwrap_or(true) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    remove_all_pods(&agent_dir).await;
     drop(agent);
     Ok(ExitCode::SUCCESS)
 }

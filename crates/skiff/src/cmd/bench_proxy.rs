@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, PostParams};
 
 use super::bench::{client, start_server};
-use super::bench_pods::{is_root, start_agent, wait_node_ready};
+use super::bench_pods::{is_root, remove_all_pods, start_agent, wait_node_ready};
 
 /// Requests/s that wrk reports for `url`.
 fn wrk(url: &str, seconds: u64) -> anyhow::Result<f64> {
@@ -97,6 +97,7 @@ async fn through_cluster_ip(seconds: u64) -> anyhow::Result<()> {
     while Instant::now() < deadline && pods.get_opt("web").await.ok().flatten().is_some() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    remove_all_pods(&agent_dir).await;
     drop(agent);
     Ok(())
 }
