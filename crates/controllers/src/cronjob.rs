@@ -42,7 +42,7 @@ struct Controller {
 
 /// Run the CronJob controller until the future is dropped.
 pub async fn run(ctx: crate::Context) {
-    let c = Arc::new(Controller { ctx: ctx.clone(), cronjobs: Cache::default(), jobs: Cache::default(), queue: Arc::new(WorkQueue::default()) });
+    let c = Arc::new(Controller { ctx: ctx.clone(), cronjobs: Cache::default(), jobs: ctx.informers.get::<Job>().cache(), queue: Arc::new(WorkQueue::default()) });
     let cj_informer = {
         let c = c.clone();
         informer::run(Api::<CronJob>::all(ctx.client.clone()), watcher::Config::default(), c.cronjobs.clone(), move |ch| match ch {
@@ -52,7 +52,7 @@ pub async fn run(ctx: crate::Context) {
     };
     let job_informer = {
         let c = c.clone();
-        informer::run(Api::<Job>::all(ctx.client.clone()), watcher::Config::default(), c.jobs.clone(), move |ch| {
+        ctx.informers.get::<Job>().run(move |ch| {
             let job = match &ch {
                 Change::Apply { new, .. } => new.clone(),
                 Change::Delete(old) => old.clone(),

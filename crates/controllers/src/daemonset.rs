@@ -60,9 +60,9 @@ pub async fn run(ctx: crate::Context) {
     let c = Arc::new(Controller {
         ctx: ctx.clone(),
         dss: Cache::default(),
-        pods: Cache::default(),
-        nodes: Cache::default(),
-        revisions: Cache::default(),
+        pods: ctx.informers.get::<Pod>().cache(),
+        nodes: ctx.informers.get::<Node>().cache(),
+        revisions: ctx.informers.get::<ControllerRevision>().cache(),
         queue: Arc::new(WorkQueue::default()),
         expectations: Expectations::default(),
         failed_backoff: Mutex::default(),
@@ -80,15 +80,15 @@ pub async fn run(ctx: crate::Context) {
     };
     let pod_informer = {
         let c = c.clone();
-        informer::run(Api::<Pod>::all(ctx.client.clone()), watcher::Config::default(), c.pods.clone(), move |ch| c.on_pod(ch))
+        ctx.informers.get::<Pod>().run(move |ch| c.on_pod(ch))
     };
     let node_informer = {
         let c = c.clone();
-        informer::run(Api::<Node>::all(ctx.client.clone()), watcher::Config::default(), c.nodes.clone(), move |ch| c.on_node(ch))
+        ctx.informers.get::<Node>().run(move |ch| c.on_node(ch))
     };
     let rev_informer = {
         let c = c.clone();
-        informer::run(Api::<ControllerRevision>::all(ctx.client.clone()), watcher::Config::default(), c.revisions.clone(), move |ch| {
+        ctx.informers.get::<ControllerRevision>().run(move |ch| {
             let obj = match &ch {
                 Change::Apply { new, .. } => new.clone(),
                 Change::Delete(old) => old.clone(),

@@ -61,8 +61,8 @@ pub async fn run(ctx: crate::Context) {
     let c = Arc::new(Controller {
         ctx: ctx.clone(),
         deployments: Cache::default(),
-        replicasets: Cache::default(),
-        pods: Cache::default(),
+        replicasets: ctx.informers.get::<ReplicaSet>().cache(),
+        pods: ctx.informers.get::<Pod>().cache(),
         queue: Arc::new(WorkQueue::default()),
     });
     let d_informer = {
@@ -76,13 +76,13 @@ pub async fn run(ctx: crate::Context) {
     };
     let rs_informer = {
         let c = c.clone();
-        informer::run(Api::<ReplicaSet>::all(ctx.client.clone()), watcher::Config::default(), c.replicasets.clone(), move |ch| {
+        ctx.informers.get::<ReplicaSet>().run(move |ch| {
             c.on_replicaset(ch)
         })
     };
     let pod_informer = {
         let c = c.clone();
-        informer::run(Api::<Pod>::all(ctx.client.clone()), watcher::Config::default(), c.pods.clone(), move |ch| c.on_pod(ch))
+        ctx.informers.get::<Pod>().run(move |ch| c.on_pod(ch))
     };
     let workers = {
         let c = c.clone();

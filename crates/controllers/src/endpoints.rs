@@ -16,7 +16,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
-use kube::runtime::reflector::Store;
+use crate::loopkit::Store;
 use kube::runtime::watcher;
 
 use crate::loopkit::{self, Key, Outcome, WorkQueue, informer, is_status};
@@ -332,14 +332,14 @@ pub async fn run(ctx: crate::Context) {
     let queue = Arc::new(WorkQueue::<Key>::new());
 
     let q = queue.clone();
-    let (services, svc_informer) = informer(Api::<Service>::all(client.clone()), watcher::Config::default(), move |ev, _| {
+    let (services, svc_informer) = ctx.informers.get::<Service>().informer(move |ev, _| {
         if let Some(svc) = loopkit::event_object(ev) {
             q.add(Key::of(svc));
         }
     });
     let q = queue.clone();
     let svcs = services.clone();
-    let (pods, pod_informer) = informer(Api::<Pod>::all(client.clone()), watcher::Config::default(), move |ev, old| match ev {
+    let (pods, pod_informer) = ctx.informers.get::<Pod>().informer(move |ev, old| match ev {
         // After a relist, pods deleted while disconnected left no event: look at every service.
         watcher::Event::InitDone => svcs.state().iter().for_each(|s| q.add(Key::of(s.as_ref()))),
         _ => {

@@ -18,7 +18,8 @@ use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use crate::loopkit::Store;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use tokio::time::Instant;
 
@@ -333,14 +334,14 @@ pub async fn run(ctx: crate::Context) {
     let queue = Arc::new(WorkQueue::<Key>::new());
 
     let q = queue.clone();
-    let (services, svc_informer) = informer(Api::<Service>::all(client.clone()), watcher::Config::default(), move |ev, _| {
+    let (services, svc_informer) = ctx.informers.get::<Service>().informer(move |ev, _| {
         if let Some(svc) = loopkit::event_object(ev) {
             q.add(Key::of(svc));
         }
     });
     let q = queue.clone();
     let svcs = services.clone();
-    let (pods, pod_informer) = informer(Api::<Pod>::all(client.clone()), watcher::Config::default(), move |ev, old| match ev {
+    let (pods, pod_informer) = ctx.informers.get::<Pod>().informer(move |ev, old| match ev {
         watcher::Event::InitDone => svcs.state().iter().for_each(|s| q.add(Key::of(s.as_ref()))),
         _ => {
             if let Some(pod) = loopkit::event_object(ev) {
@@ -352,7 +353,7 @@ pub async fn run(ctx: crate::Context) {
     let q = queue.clone();
     let svcs = services.clone();
     let pods_for_nodes = pods.clone();
-    let (nodes, node_informer) = informer(Api::<Node>::all(client.clone()), watcher::Config::default(), move |ev, old| {
+    let (nodes, node_informer) = ctx.informers.get::<Node>().informer(move |ev, old| {
         let Some(node) = loopkit::event_object(ev) else { return };
         if old.as_deref().map(node_zone) == Some(node_zone(node)) {
             return;

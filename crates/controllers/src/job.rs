@@ -39,11 +39,10 @@ use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod,
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
-use kube::runtime::watcher;
 use serde_json::json;
 use skiff_runtime::events::EventType;
 
-use crate::ctrlutil::{self, Cache, Change, ObjKey, Result, WorkQueue, controller_of, informer, is_not_found};
+use crate::ctrlutil::{self, Cache, Change, ObjKey, Result, WorkQueue, controller_of, is_not_found};
 use crate::workload::{self, Expectations, owner_key};
 
 pub const JOB_TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
@@ -110,8 +109,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub async fn run(ctx: crate::Context) {
     let c = Arc::new(Controller {
         ctx: ctx.clone(),
-        jobs: Cache::default(),
-        pods: Cache::default(),
+        jobs: ctx.informers.get::<Job>().cache(),
+        pods: ctx.informers.get::<Pod>().cache(),
         queue: Arc::new(WorkQueue::default()),
         expectations: Expectations::default(),
         finalizer_expectations: Mutex::default(),
@@ -120,11 +119,11 @@ pub async fn run(ctx: crate::Context) {
     });
     let job_informer = {
         let c = c.clone();
-        informer::run(Api::<Job>::all(ctx.client.clone()), watcher::Config::default(), c.jobs.clone(), move |ch| c.on_job(ch))
+        ctx.informers.get::<Job>().run(move |ch| c.on_job(ch))
     };
     let pod_informer = {
         let c = c.clone();
-        informer::run(Api::<Pod>::all(ctx.client.clone()), watcher::Config::default(), c.pods.clone(), move |ch| c.on_pod(ch))
+        ctx.informers.get::<Pod>().run(move |ch| c.on_pod(ch))
     };
     let workers = {
         let c = c.clone();

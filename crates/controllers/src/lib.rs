@@ -1,6 +1,8 @@
 //! The controller manager (↔ kube-controller-manager): one module per
 //! controller, each a `kube` client of the API server that watches what it
 //! needs and writes through the API. Nothing here touches the store.
+//! Kinds several controllers watch (pods, nodes, services, ...) are watched
+//! once and cached once, through `Context::informers` (see [`shared`]).
 //!
 //! Every controller exposes `pub async fn run(ctx: Context)` that runs until
 //! the future is dropped (the manager drops it when leadership is lost or
@@ -24,6 +26,7 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podgc;
 pub mod servicelb;
+pub mod shared;
 pub mod replicaset;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -35,13 +38,16 @@ pub struct Context {
     pub client: kube::Client,
     pub recorder: Arc<skiff_runtime::events::Recorder>,
     pub config: Arc<Config>,
+    /// One watch and cache per kind, shared by every controller.
+    pub informers: shared::SharedInformers,
 }
 
 impl Context {
     /// A context whose events are recorded as from "controller-manager".
     pub fn new(client: kube::Client, config: Config) -> Context {
         let recorder = Arc::new(skiff_runtime::events::Recorder::new(client.clone(), "controller-manager", None));
-        Context { client, recorder, config: Arc::new(config) }
+        let informers = shared::SharedInformers::new(client.clone());
+        Context { client, recorder, config: Arc::new(config), informers }
     }
 }
 
@@ -73,6 +79,8 @@ impl Default for Config {
 
 /// Run every controller until the future is dropped.
 pub async fn run_all(ctx: Context) {
+    // A fresh set of shared informers per run (leadership term), stopped with it.
+    let ctx = Context { informers: shared::SharedInformers::new(ctx.client.clone()), ..ctx };
     tokio::join!(
         replicaset::run(ctx.clone()),
         deployment::run(ctx.clone()),

@@ -1,19 +1,21 @@
 //! Plumbing shared by the serviceaccount, endpoints, endpointslice,
 //! nodelifecycle, podgc and nodeipam controllers: a deduplicating work queue
 //! with delayed and rate-limited adds (↔ client-go's workqueue), informers
-//! (a watcher feeding a reflector store, reporting every change with the
-//! object's previous state to a handler), and the errors of a reconcile.
+//! (a watcher feeding a store, reporting every change with the object's
+//! previous state to a handler; the kinds several controllers watch come
+//! from the shared informers, `crate::shared`), and the errors of a reconcile.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::{self, Debug, Display};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::ctrlutil::informer::{Hub, watch_into};
 use std::time::Duration;
 
-use futures::StreamExt;
 use kube::Api;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -234,44 +236,35 @@ impl<K: Eq + Hash + Clone + Debug> WorkQueue<K> {
     }
 }
 
-/// An informer: a reflector store of `api`'s objects (optionally filtered)
+/// The local cache of an informer (one `Arc` per object, shared by every
+/// controller reading it).
+pub type Store<K> = crate::ctrlutil::informer::Cache<K>;
+
+/// An informer: a store of `api`'s objects (optionally filtered)
 /// and the future that keeps it current. `on_event` sees every event after
 /// the store applied it, with the object's previous state (for
 /// `Apply`/`Delete`/`InitApply`; `None` if it was not known). The future
 /// runs until dropped; watch failures are logged and retried with backoff.
-pub fn informer<K, F>(api: Api<K>, config: watcher::Config, mut on_event: F) -> (Store<K>, impl Future<Output = ()> + Send)
+/// For the kinds most controllers watch, use [`crate::shared::SharedInformer::informer`].
+pub fn informer<K, F>(api: Api<K>, config: watcher::Config, on_event: F) -> (Store<K>, impl Future<Output = ()> + Send)
 where
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
     F: FnMut(&watcher::Event<K>, Option<Arc<K>>) + Send + 'static,
 {
-    let mut writer = reflector::store::Writer::<K>::default();
-    let reader = writer.as_reader();
-    let store = reader.clone();
+    let hub = Hub::new(Store::default());
+    let store = hub.cache();
+    let registration = hub.register_raw(on_event);
     let fut = async move {
-        let kind = K::kind(&K::DynamicType::default()).into_owned();
-        let mut stream = std::pin::pin!(watcher(api, config).default_backoff());
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(event) => {
-                    let old = event_object(&event).and_then(|o| reader.get(&ObjectRef::from_obj(o)));
-                    writer.apply_watcher_event(&event);
-                    on_event(&event, old);
-                }
-                Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying"),
-            }
-        }
+        let _registration = registration;
+        watch_into(api, config, hub).await;
     };
     (store, fut)
 }
 
-/// Wait until every store has listed once.
-pub async fn wait_ready<K>(store: &Store<K>) -> bool
-where
-    K: kube::runtime::reflector::Lookup + Clone + 'static,
-    K::DynamicType: Eq + Hash + Clone,
-{
-    store.wait_until_ready().await.is_ok()
+/// Wait until the store has listed once.
+pub async fn wait_ready<K>(store: &Store<K>) -> bool {
+    store.wait_synced().await;
+    true
 }
 
 /// Ticks every `period` (the first tick after one period), for periodic resyncs.

@@ -18,11 +18,10 @@ use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition, NamespaceStatus}
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams, Preconditions};
 use kube::core::PartialObjectMeta;
 use kube::discovery::{Discovery, Scope, verbs};
-use kube::runtime::watcher;
 use kube::ResourceExt;
 use tokio::time::Instant;
 
-use crate::ctrlutil::{self, Cache, Change, Error, Result, WorkQueue, informer, is_not_found};
+use crate::ctrlutil::{self, Cache, Change, Error, Result, WorkQueue, is_not_found};
 
 /// The finalizer this controller owns in spec.finalizers.
 pub const KUBERNETES_FINALIZER: &str = "kubernetes";
@@ -82,13 +81,13 @@ struct Content {
 pub async fn run(ctx: crate::Context) {
     let c = Arc::new(Controller {
         ctx: ctx.clone(),
-        namespaces: Cache::default(),
+        namespaces: ctx.informers.get::<Namespace>().cache(),
         queue: Arc::new(WorkQueue::default()),
         discovered: Mutex::new(None),
     });
     let ns_informer = {
         let c = c.clone();
-        informer::run(Api::<Namespace>::all(ctx.client.clone()), watcher::Config::default(), c.namespaces.clone(), move |ch| match ch {
+        ctx.informers.get::<Namespace>().run(move |ch| match ch {
             Change::Apply { new, .. } => {
                 if new.metadata.deletion_timestamp.is_some() {
                     c.queue.add(Item::Finalize(new.name_any()));

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use crate::loopkit::Store;
+use kube::runtime::reflector::ObjectRef;
 use skiff_runtime::events::{EventType, reference};
 
-use crate::loopkit::{self, Error, Outcome, WorkQueue, informer, is_status};
+use crate::loopkit::{self, Error, Outcome, WorkQueue, is_status};
 
 const CONTROLLER: &str = "nodeipam";
 /// A node that found no free block looks again this often anyway.
@@ -189,10 +189,9 @@ pub async fn run(ctx: crate::Context) {
             return std::future::pending().await;
         }
     };
-    let client = ctx.client.clone();
     let queue = Arc::new(WorkQueue::<String>::new());
     let q = queue.clone();
-    let (nodes, node_informer) = informer(Api::<Node>::all(client.clone()), watcher::Config::default(), move |ev, _| {
+    let (nodes, node_informer) = ctx.informers.get::<Node>().informer(move |ev, _| {
         if let Some(node) = loopkit::event_object(ev) {
             q.add(node.metadata.name.clone().unwrap_or_default());
         }

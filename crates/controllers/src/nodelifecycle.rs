@@ -34,7 +34,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use crate::loopkit::Store;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use skiff_runtime::events::{EventType, reference};
 use tokio::time::Instant;
@@ -298,7 +299,7 @@ pub async fn run(ctx: crate::Context) {
 
     // Pods: those on nodes with NoExecute taints go to the taint manager.
     let q = queue.clone();
-    let (pods, pod_informer) = informer(Api::<Pod>::all(client.clone()), watcher::Config::default(), move |ev, _| {
+    let (pods, pod_informer) = ctx.informers.get::<Pod>().informer(move |ev, _| {
         if let watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) = ev
             && pod_node(pod).is_some()
             && pod.metadata.deletion_timestamp.is_none()
@@ -308,7 +309,7 @@ pub async fn run(ctx: crate::Context) {
     });
     let q = queue.clone();
     let pod_store = pods.clone();
-    let (nodes, node_informer) = informer(Api::<Node>::all(client.clone()), watcher::Config::default(), move |ev, old| {
+    let (nodes, node_informer) = ctx.informers.get::<Node>().informer(move |ev, old| {
         let Some(node) = loopkit::event_object(ev) else { return };
         let name = node.metadata.name.clone().unwrap_or_default();
         q.add(Work::Node(name.clone()));

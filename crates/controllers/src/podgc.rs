@@ -18,11 +18,10 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use crate::loopkit::Store;
 use tokio::time::Instant;
 
-use crate::loopkit::{self, Key, informer, is_status};
+use crate::loopkit::{self, Key, is_status};
 
 pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
 
@@ -126,9 +125,9 @@ pub async fn run(ctx: crate::Context) {
 }
 
 pub async fn run_with(ctx: crate::Context, settings: Settings) {
-    let client = ctx.client.clone();
-    let (pods, pod_informer) = informer(Api::<Pod>::all(client.clone()), watcher::Config::default(), |_, _| {});
-    let (nodes, node_informer) = informer(Api::<Node>::all(client.clone()), watcher::Config::default(), |_, _| {});
+    // Only the shared caches are read: no handler.
+    let pods = ctx.informers.get::<Pod>().cache();
+    let nodes = ctx.informers.get::<Node>().cache();
     let worker = async {
         if !(loopkit::wait_ready(&pods).await && loopkit::wait_ready(&nodes).await) {
             return;
@@ -147,7 +146,7 @@ pub async fn run_with(ctx: crate::Context, settings: Settings) {
             gc.pass(full).await;
         }
     };
-    tokio::join!(pod_informer, node_informer, worker);
+    worker.await;
 }
 
 struct Gc {

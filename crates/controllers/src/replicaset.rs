@@ -14,7 +14,6 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController, ReplicationControllerCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
 use k8s_openapi::NamespaceResourceScope;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -23,7 +22,7 @@ use serde_json::json;
 use skiff_runtime::events::EventType;
 
 use crate::ctrlutil::{
-    self, Cache, Change, Error, Expectations, ObjKey, Result, WorkQueue, controller_of, controller_ref, informer,
+    self, Cache, Change, Error, Expectations, ObjKey, Result, WorkQueue, controller_of, controller_ref,
     is_not_found, pod_is_active, pod_is_available, pod_is_ready,
 };
 
@@ -211,20 +210,20 @@ async fn run_kind<W: Replicated>(ctx: crate::Context) {
     let c = Arc::new(Controller::<W> {
         ctx: ctx.clone(),
         name,
-        owners: Cache::default(),
-        pods: Cache::default(),
+        owners: ctx.informers.get::<W>().cache(),
+        pods: ctx.informers.get::<Pod>().cache(),
         queue: Arc::new(WorkQueue::default()),
         expectations: Expectations::default(),
     });
     let owners_informer = {
         let c = c.clone();
-        informer::run(Api::<W>::all(ctx.client.clone()), watcher::Config::default(), c.owners.clone(), move |change| {
+        ctx.informers.get::<W>().run(move |change| {
             c.on_owner(change)
         })
     };
     let pods_informer = {
         let c = c.clone();
-        informer::run(Api::<Pod>::all(ctx.client.clone()), watcher::Config::default(), c.pods.clone(), move |change| {
+        ctx.informers.get::<Pod>().run(move |change| {
             c.on_pod(change)
         })
     };

@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
 use kube::api::{Api, ObjectMeta, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use crate::loopkit::Store;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use crate::loopkit::{self, Error, Outcome, WorkQueue, informer, is_status};
@@ -45,7 +46,7 @@ pub async fn run_with_root_ca(ctx: crate::Context, root_ca: Option<String>) {
     let queue = Arc::new(WorkQueue::<String>::new());
 
     let q = queue.clone();
-    let (namespaces, ns_informer) = informer(Api::<Namespace>::all(client.clone()), watcher::Config::default(), move |ev, _| {
+    let (namespaces, ns_informer) = ctx.informers.get::<Namespace>().informer(move |ev, _| {
         if let Some(ns) = loopkit::event_object(ev) {
             q.add(ns.metadata.name.clone().unwrap_or_default());
         }

@@ -9,11 +9,10 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use crate::loopkit::Store;
 use serde_json::json;
 
-use crate::loopkit::{self, Key, Outcome, WorkQueue, informer, is_status};
+use crate::loopkit::{self, Key, Outcome, WorkQueue, is_status};
 
 const CONTROLLER: &str = "servicelb";
 
@@ -45,10 +44,9 @@ fn current_ingress(svc: &Service) -> Vec<String> {
 }
 
 pub async fn run(ctx: crate::Context) {
-    let client = ctx.client.clone();
     let queue = Arc::new(WorkQueue::<Key>::new());
     let q = queue.clone();
-    let (services, service_informer) = informer(Api::<Service>::all(client.clone()), watcher::Config::default(), move |ev, _| {
+    let (services, service_informer) = ctx.informers.get::<Service>().informer(move |ev, _| {
         if let Some(s) = loopkit::event_object(ev) {
             q.add(Key::of(s));
         }
@@ -56,7 +54,7 @@ pub async fn run(ctx: crate::Context) {
     let q = queue.clone();
     let services_for_nodes: Arc<std::sync::OnceLock<Store<Service>>> = Arc::default();
     let s4n = services_for_nodes.clone();
-    let (nodes, node_informer) = informer(Api::<Node>::all(client.clone()), watcher::Config::default(), move |ev, _| {
+    let (nodes, node_informer) = ctx.informers.get::<Node>().informer(move |ev, _| {
         if loopkit::event_object(ev).is_none() {
             return;
         }

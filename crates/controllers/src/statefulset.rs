@@ -49,9 +49,9 @@ pub async fn run(ctx: crate::Context) {
     let c = Arc::new(Controller {
         ctx: ctx.clone(),
         sets: Cache::default(),
-        pods: Cache::default(),
+        pods: ctx.informers.get::<Pod>().cache(),
         claims: Cache::default(),
-        revisions: Cache::default(),
+        revisions: ctx.informers.get::<ControllerRevision>().cache(),
         queue: Arc::new(WorkQueue::default()),
     });
     let set_informer = {
@@ -63,12 +63,12 @@ pub async fn run(ctx: crate::Context) {
     };
     let pod_informer = {
         let c = c.clone();
-        informer::run(Api::<Pod>::all(ctx.client.clone()), watcher::Config::default(), c.pods.clone(), move |ch| c.on_pod(ch))
+        ctx.informers.get::<Pod>().run(move |ch| c.on_pod(ch))
     };
     let claim_informer = informer::run(Api::<PersistentVolumeClaim>::all(ctx.client.clone()), watcher::Config::default(), c.claims.clone(), |_| {});
     let rev_informer = {
         let c = c.clone();
-        informer::run(Api::<ControllerRevision>::all(ctx.client.clone()), watcher::Config::default(), c.revisions.clone(), move |ch| {
+        ctx.informers.get::<ControllerRevision>().run(move |ch| {
             let obj = match &ch {
                 Change::Apply { new, .. } => new.clone(),
                 Change::Delete(old) => old.clone(),

@@ -26,6 +26,7 @@ fn context(server: &TestServer) -> Context {
         client: server.client.clone(),
         recorder: Arc::new(skiff_runtime::events::Recorder::new(server.client.clone(), "controller-manager", None)),
         config: Arc::new(Config::default()),
+        informers: skiff_controllers::shared::SharedInformers::new(server.client.clone()),
     }
 }
 

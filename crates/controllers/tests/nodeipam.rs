@@ -15,6 +15,7 @@ fn context(server: &TestServer, cidr: (Ipv4Addr, u8)) -> Context {
         client: server.client.clone(),
         recorder: Arc::new(skiff_runtime::events::Recorder::new(server.client.clone(), "controller-manager", None)),
         config: Arc::new(Config { cluster_cidr: cidr, node_cidr_mask: 24, ..Config::default() }),
+        informers: skiff_controllers::shared::SharedInformers::new(server.client.clone()),
     }
 }
 

@@ -19,6 +19,7 @@ fn context(server: &TestServer, threshold: usize) -> Context {
         client: server.client.clone(),
         recorder: Arc::new(skiff_runtime::events::Recorder::new(server.client.clone(), "controller-manager", None)),
         config: Arc::new(Config { terminated_pod_gc_threshold: threshold, ..Config::default() }),
+        informers: skiff_controllers::shared::SharedInformers::new(server.client.clone()),
     }
 }
 
