@@ -349,8 +349,11 @@ pub async fn run(ctx: crate::Context) {
         }
     });
     let q = queue.clone();
+    // As Kubernetes' endpoints controller: a deleted Endpoints object is
+    // recreated if its Service still wants one; adds and updates are ours
+    // or someone's manual ones, and leftovers are swept at start.
     let (endpoints, ep_informer) = informer(Api::<Endpoints>::all(client.clone()), watcher::Config::default(), move |ev, _| {
-        if let Some(ep) = loopkit::event_object(ev) {
+        if let watcher::Event::Delete(ep) = ev {
             q.add(Key::of(ep));
         }
     });
@@ -389,8 +392,11 @@ async fn reconcile(client: &kube::Client, stores: &Stores, key: &Key) -> Outcome
     let api: Api<Endpoints> = Api::namespaced(client.clone(), &key.namespace);
     let existing = stores.endpoints.get(&key.object_ref());
     let Some(svc) = stores.services.get(&key.object_ref()) else {
-        // The service is gone: so are its endpoints.
-        if existing.is_some() {
+        // The service is gone: so are its endpoints. The Endpoints and the
+        // Service come from different watches, so the Service may just not
+        // be in the cache yet: ask the API before deleting.
+        let services: Api<Service> = Api::namespaced(client.clone(), &key.namespace);
+        if existing.is_some() && services.get_opt(&key.name).await?.is_none() {
             match api.delete(&key.name, &DeleteParams::default()).await {
                 Ok(_) => tracing::info!(service = %key, "deleted the endpoints of a deleted service"),
                 Err(e) if is_status(&e, 404) => {}

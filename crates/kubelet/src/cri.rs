@@ -413,6 +413,32 @@ impl Runtime for CriRuntime {
         Ok(call("Attach", REQUEST_TIMEOUT, c.attach(req)).await?.url)
     }
 
+    async fn container_stats(&self, labels: &Labels) -> Result<Vec<ContainerStats>, RuntimeError> {
+        let mut c = self.runtime.clone();
+        let req = cri::ListContainerStatsRequest { filter: Some(cri::ContainerStatsFilter { label_selector: to_map(labels), ..Default::default() }) };
+        let r = call("ListContainerStats", REQUEST_TIMEOUT, c.list_container_stats(req)).await?;
+        let v = |x: Option<cri::UInt64Value>| x.map(|x| x.value).unwrap_or(0);
+        Ok(r
+            .stats
+            .into_iter()
+            .map(|s| {
+                let (id, labels) = s.attributes.map(|a| (a.id, from_map(a.labels))).unwrap_or_default();
+                let cpu = s.cpu.unwrap_or_default();
+                let mem = s.memory.unwrap_or_default();
+                ContainerStats {
+                    id,
+                    labels,
+                    timestamp: cpu.timestamp.max(mem.timestamp),
+                    usage_core_nano_seconds: v(cpu.usage_core_nano_seconds),
+                    usage_nano_cores: v(cpu.usage_nano_cores),
+                    working_set_bytes: v(mem.working_set_bytes),
+                    usage_bytes: v(mem.usage_bytes),
+                    rss_bytes: v(mem.rss_bytes),
+                }
+            })
+            .collect())
+    }
+
     async fn port_forward(&self, sandbox_id: &str, ports: &[i32]) -> Result<String, RuntimeError> {
         let mut c = self.runtime.clone();
         let req = cri::PortForwardRequest { pod_sandbox_id: sandbox_id.into(), port: ports.to_vec() };

@@ -315,6 +315,15 @@ impl Runtime for FakeRuntime {
         Ok(format!("http://fake-streaming/attach/{}", request.container_id))
     }
 
+    async fn container_stats(&self, labels: &Labels) -> Result<Vec<ContainerStats>, RuntimeError> {
+        let s = self.lock();
+        Ok(s.containers
+            .iter()
+            .filter(|(_, c)| c.state == ContainerState::Running && matches(&c.config.labels, labels))
+            .map(|(id, c)| ContainerStats { id: id.clone(), labels: c.config.labels.clone(), timestamp: now_ns(), ..Default::default() })
+            .collect())
+    }
+
     async fn port_forward(&self, sandbox_id: &str, _ports: &[i32]) -> Result<String, RuntimeError> {
         Ok(format!("http://fake-streaming/portforward/{sandbox_id}"))
     }

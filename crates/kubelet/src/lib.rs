@@ -28,6 +28,7 @@ pub mod routes;
 pub mod runtime;
 pub mod server;
 pub mod static_pods;
+pub mod stats;
 pub mod sync;
 pub mod volumes;
 

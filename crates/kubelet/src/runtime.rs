@@ -176,6 +176,20 @@ pub enum MountPropagation {
     Bidirectional,
 }
 
+/// A container's resource usage (↔ CRI's ContainerStats).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerStats {
+    pub id: String,
+    pub labels: Labels,
+    /// Nanoseconds since the epoch.
+    pub timestamp: i64,
+    pub usage_core_nano_seconds: u64,
+    pub usage_nano_cores: u64,
+    pub working_set_bytes: u64,
+    pub usage_bytes: u64,
+    pub rss_bytes: u64,
+}
+
 /// Registry credentials for a pull (↔ CRI's AuthConfig).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RegistryAuth {
@@ -298,6 +312,8 @@ pub trait Runtime: Send + Sync {
     async fn exec(&self, request: &StreamRequest) -> Result<String, RuntimeError>;
     /// The URL of the runtime's streaming server for an attach (↔ CRI Attach).
     async fn attach(&self, request: &StreamRequest) -> Result<String, RuntimeError>;
+    /// Resource usage of the containers carrying all of `labels`.
+    async fn container_stats(&self, labels: &Labels) -> Result<Vec<ContainerStats>, RuntimeError>;
     /// The URL of the runtime's streaming server for a port forward into
     /// a sandbox (↔ CRI PortForward).
     async fn port_forward(&self, sandbox_id: &str, ports: &[i32]) -> Result<String, RuntimeError>;

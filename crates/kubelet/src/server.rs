@@ -232,6 +232,7 @@ async fn handle(api: Arc<KubeletApi>, req: Request<Incoming>) -> Response<Body> 
     let method = req.method().clone();
     let result = match (&method, segs.as_slice()) {
         (&Method::GET, ["pods"]) => api.pods().await,
+        (&Method::GET, ["stats", "summary"]) => api.stats_summary().await,
         (&Method::GET, ["containerLogs", ns, pod, container]) => api.container_logs(ns, pod, container, &query).await,
         (&Method::GET | &Method::POST, ["exec", ns, pod, container]) => match api.stream_url(ns, pod, container, &query, true).await {
             Ok(url) => relay_upgrade(req, &url).await,
@@ -261,6 +262,17 @@ fn runtime_err(e: crate::runtime::RuntimeError) -> HttpError {
 }
 
 impl KubeletApi {
+    /// The Summary API (what metrics-server scrapes).
+    async fn stats_summary(&self) -> Result<Response<Body>, HttpError> {
+        let mine: Labels = [(LABEL_NODE.to_string(), self.node_name.clone())].into();
+        let stats = self.runtime.container_stats(&mine).await.map_err(runtime_err)?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
+        let body = crate::stats::summary(&self.node_name, &crate::stats::NodeUsage::read(now), &stats);
+        let mut r = text(200, serde_json::to_vec(&body).unwrap_or_default());
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(r)
+    }
+
     async fn pods(&self) -> Result<Response<Body>, HttpError> {
         let api: Api<Pod> = Api::all(self.client.clone());
         let list =

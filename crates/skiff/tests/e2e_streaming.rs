@@ -160,6 +160,15 @@ fn logs_exec_attach_port_forward_and_cp() {
     });
     assert_eq!(s.ok(&["logs", "crasher", "--previous"]), "attempt\n");
 
+    // The kubelet's Summary API through nodes/proxy (what metrics-server reads).
+    let node = s.ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let summary: serde_json::Value = serde_json::from_str(&s.ok(&["get", "--raw", &format!("/api/v1/nodes/{node}/proxy/stats/summary")])).expect("summary JSON");
+    assert_eq!(summary["node"]["nodeName"], node.as_str());
+    assert!(summary["node"]["memory"]["availableBytes"].as_u64().unwrap_or(0) > 0, "{summary}");
+    let talker = summary["pods"].as_array().and_then(|p| p.iter().find(|p| p["podRef"]["name"] == "talker")).cloned().unwrap_or_default();
+    assert_eq!(talker["containers"][0]["name"], "talker", "{summary}");
+    assert!(talker["memory"]["workingSetBytes"].as_u64().unwrap_or(0) > 0, "{talker}");
+
     // Exec into a pod that is not bound to a node.
     s.ok(&["run", "unbound", "--image=busybox:skiff", "--overrides", r#"{"spec": {"schedulerName": "none"}}"#]);
     let err = s.fails(&["exec", "unbound", "--", "true"]);

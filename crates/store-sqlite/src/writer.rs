@@ -60,6 +60,8 @@ pub(crate) struct Committed {
 
 /// The longest the writer waits to gather more writes into a batch.
 const GATHER_WAIT: Duration = Duration::from_micros(200);
+/// How soon a checkpoint that readers kept from truncating the WAL is retried.
+const CHECKPOINT_RETRY: Duration = Duration::from_millis(20);
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -149,7 +151,7 @@ impl Writer {
                         self.start_compaction(revision, Some(reply))
                     }
                     Request::Checkpoint { reply } => {
-                        let _ = reply.send(self.checkpoint().map_err(sql_error));
+                        let _ = reply.send(self.checkpoint().map(|_| ()).map_err(sql_error));
                     }
                     Request::Write { .. } => {}
                 }
@@ -342,14 +344,19 @@ impl Writer {
             && now >= due
         {
             self.next_checkpoint = Some(now + interval);
-            if let Err(e) = self.checkpoint() {
-                tracing::warn!(error = %e, "sqlite checkpoint failed");
+            match self.checkpoint() {
+                // Readers held the WAL: try again soon rather than let it
+                // grow for a whole interval under a steady write load.
+                Ok(false) => self.next_checkpoint = Some(now + interval.min(CHECKPOINT_RETRY)),
+                Ok(true) => {}
+                Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed"),
             }
         }
     }
 
     /// Gives free pages back (incremental vacuum) and truncates the WAL.
-    fn checkpoint(&mut self) -> rusqlite::Result<()> {
+    /// True when the WAL was truncated (no reader held it).
+    fn checkpoint(&mut self) -> rusqlite::Result<bool> {
         {
             // Each step of this pragma frees pages: run it to the end.
             let mut stmt = self.conn.prepare_cached("PRAGMA incremental_vacuum")?;
@@ -370,7 +377,7 @@ impl Writer {
         } else {
             tracing::trace!(wal_pages, checkpointed, "sqlite checkpoint");
         }
-        Ok(())
+        Ok(busy == 0)
     }
 
     fn shutdown(mut self) {
