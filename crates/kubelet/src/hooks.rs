@@ -122,44 +122,11 @@ pub async fn stop_with_pre_stop(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::env::NoLookup;
-    use crate::fake::FakeRuntime;
-    use crate::probes::tests::FakeProber;
+    use crate::probes::tests::H;
     use crate::runtime::ExecResult;
-    use crate::sync::{PodWorker, Settings};
-
-    struct H {
-        rt: Arc<FakeRuntime>,
-        prober: Arc<FakeProber>,
-        w: PodWorker,
-        _dir: tempfile::TempDir,
-    }
-
-    impl H {
-        fn new() -> H {
-            let dir = tempfile::tempdir().unwrap();
-            let rt = Arc::new(FakeRuntime::with_images(&["busybox:skiff"]));
-            let mut s = Settings::new("node-1", "192.168.1.10", dir.path().to_path_buf());
-            s.cgroup_root = String::new();
-            let mut w = PodWorker::new(rt.clone() as Arc<dyn Runtime>, Arc::new(s));
-            let prober = Arc::new(FakeProber::default());
-            w.set_prober(prober.clone());
-            H { rt, prober, w, _dir: dir }
-        }
-
-        async fn sync(&mut self, pod: &Pod) -> Value {
-            self.w.sync(pod, &NoLookup).await.unwrap().status
-        }
-
-        fn events(&mut self) -> Vec<(String, String)> {
-            self.w.take_events().into_iter().map(|e| (e.reason, e.message)).collect()
-        }
-    }
 
     fn pod(lifecycle: Value) -> Pod {
         serde_json::from_value(json!({

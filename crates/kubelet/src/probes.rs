@@ -871,15 +871,16 @@ pub(crate) mod tests {
         }
     }
 
-    struct H {
-        rt: Arc<FakeRuntime>,
-        prober: Arc<FakeProber>,
-        w: PodWorker,
+    /// A pod worker over the fake runtime and prober (also the hooks' tests').
+    pub(crate) struct H {
+        pub(crate) rt: Arc<FakeRuntime>,
+        pub(crate) prober: Arc<FakeProber>,
+        pub(crate) w: PodWorker,
         _dir: tempfile::TempDir,
     }
 
     impl H {
-        fn new() -> H {
+        pub(crate) fn new() -> H {
             let dir = tempfile::tempdir().unwrap();
             let rt = Arc::new(FakeRuntime::with_images(&["busybox:skiff"]));
             let mut s = Settings::new("node-1", "192.168.1.10", dir.path().to_path_buf());
@@ -890,19 +891,19 @@ pub(crate) mod tests {
             H { rt, prober, w, _dir: dir }
         }
 
-        async fn sync(&mut self, pod: &Pod) -> Value {
+        pub(crate) async fn sync(&mut self, pod: &Pod) -> Value {
             self.w.sync(pod, &NoLookup).await.unwrap().status
         }
 
-        fn exec_result(&self, container: &str, word: &str, exit_code: i32, output: &str) {
+        pub(crate) fn exec_result(&self, container: &str, word: &str, exit_code: i32, output: &str) {
             self.rt.lock().exec_results.insert((container.into(), word.into()), ExecResult { exit_code, stdout: output.as_bytes().to_vec(), stderr: vec![] });
         }
 
-        fn execs(&self, word: &str) -> usize {
+        pub(crate) fn execs(&self, word: &str) -> usize {
             self.rt.lock().execs.iter().filter(|(_, cmd)| cmd.first().map(String::as_str) == Some(word)).count()
         }
 
-        fn events(&mut self) -> Vec<(String, String)> {
+        pub(crate) fn events(&mut self) -> Vec<(String, String)> {
             self.w.take_events().into_iter().map(|e| (e.reason, e.message)).collect()
         }
     }
