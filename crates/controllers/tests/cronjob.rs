@@ -111,11 +111,14 @@ async fn cronjob_runs_a_missed_minute_and_tracks_it() {
     assert_eq!(job.labels().get("cron").map(String::as_str), Some("tick"));
     let r = &job.owner_references()[0];
     assert_eq!((r.kind.as_str(), r.name.as_str(), r.controller), ("CronJob", "tick", Some(true)));
-    let cj = api.get("tick").await.unwrap();
-    let s = cj.status.as_ref().unwrap();
-    // The most recent scheduled time: this job's minute, or a later one if
-    // the next minute has come (and its job been created) in the meantime.
-    let last = s.last_schedule_time.as_ref().map(|t| t.0).expect("lastScheduleTime");
+    // The status is written after the Job is created: wait for it. The most
+    // recent scheduled time: this job's minute, or a later one if the next
+    // minute has come (and its job been created) in the meantime.
+    let last = eventually("lastScheduleTime updated", || async {
+        let cj = api.get("tick").await.unwrap();
+        cj.status.as_ref().and_then(|s| s.last_schedule_time.as_ref()).map(|t| t.0).filter(|t| *t > last)
+    })
+    .await;
     assert!(last >= scheduled && last.as_second() % 60 == 0, "lastScheduleTime {last}, first job for {scheduled}");
     if last > scheduled {
         let jobs = jobs_of(&client, &uid).await;
