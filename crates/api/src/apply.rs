@@ -109,7 +109,12 @@ impl ApplyConflict {
 
 impl fmt::Display for ApplyConflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "conflict with {}: {}", self.manager_description(), self.field)
+        write!(
+            f,
+            "conflict with {}: {}",
+            self.manager_description(),
+            self.field
+        )
     }
 }
 
@@ -142,7 +147,10 @@ impl ApplyError {
     /// One StatusCause per conflict (`reason: FieldManagerConflict`,
     /// `field: .spec.replicas`, `message: conflict with "m" using v1`).
     pub fn causes(&self) -> Vec<StatusCause> {
-        self.conflicts().iter().map(ApplyConflict::to_status_cause).collect()
+        self.conflicts()
+            .iter()
+            .map(ApplyConflict::to_status_cause)
+            .collect()
     }
 
     /// The HTTP status code: 409 for conflicts, 422 for invalid input.
@@ -166,7 +174,10 @@ impl ApplyError {
         let causes = self.causes();
         Status {
             code: Some(i32::from(self.code())),
-            details: (!causes.is_empty()).then(|| StatusDetails { causes: Some(causes), ..Default::default() }),
+            details: (!causes.is_empty()).then(|| StatusDetails {
+                causes: Some(causes),
+                ..Default::default()
+            }),
             message: Some(self.message()),
             reason: Some(self.reason().to_string()),
             status: Some("Failure".to_string()),
@@ -197,7 +208,11 @@ fn conflict_message(conflicts: &[ApplyConflict]) -> String {
             lines.push(format!("- {f}"));
         }
     }
-    format!("Apply failed with {} conflicts: {}", conflicts.len(), lines.join("\n"))
+    format!(
+        "Apply failed with {} conflicts: {}",
+        conflicts.len(),
+        lines.join("\n")
+    )
 }
 
 /// Server-side apply of `applied` (the parsed apply patch) onto `live` (None
@@ -217,25 +232,38 @@ pub fn apply(
     now: &str,
 ) -> Result<Value, ApplyError> {
     let Some(applied_map) = applied.as_object() else {
-        return Err(ApplyError::Invalid("the apply patch must be a JSON object".to_string()));
+        return Err(ApplyError::Invalid(
+            "the apply patch must be a JSON object".to_string(),
+        ));
     };
     if manager.is_empty() {
-        return Err(ApplyError::Invalid("fieldManager is required for apply requests".to_string()));
+        return Err(ApplyError::Invalid(
+            "fieldManager is required for apply requests".to_string(),
+        ));
     }
-    if let Some(mf) = applied_map.get("metadata").and_then(|m| m.get("managedFields"))
+    if let Some(mf) = applied_map
+        .get("metadata")
+        .and_then(|m| m.get("managedFields"))
         && !(mf.is_null() || mf.as_array().is_some_and(Vec::is_empty))
     {
-        return Err(ApplyError::Invalid("metadata.managedFields must be nil".to_string()));
+        return Err(ApplyError::Invalid(
+            "metadata.managedFields must be nil".to_string(),
+        ));
     }
     if let Some(l) = live
         && !l.is_object()
     {
-        return Err(ApplyError::Invalid("the live object is not a JSON object".to_string()));
+        return Err(ApplyError::Invalid(
+            "the live object is not a JSON object".to_string(),
+        ));
     }
 
-    let kind = str_field(applied, "kind").or_else(|| live.and_then(|l| str_field(l, "kind"))).unwrap_or_default();
-    let api_version =
-        str_field(applied, "apiVersion").or_else(|| live.and_then(|l| str_field(l, "apiVersion"))).unwrap_or_default();
+    let kind = str_field(applied, "kind")
+        .or_else(|| live.and_then(|l| str_field(l, "kind")))
+        .unwrap_or_default();
+    let api_version = str_field(applied, "apiVersion")
+        .or_else(|| live.and_then(|l| str_field(l, "apiVersion")))
+        .unwrap_or_default();
 
     let config = strip_system_metadata(applied);
     let live_obj = match live {
@@ -259,7 +287,9 @@ pub fn apply(
             managers.push(ManagerEntry {
                 manager: BEFORE_FIRST_APPLY_MANAGER.to_string(),
                 operation: Operation::Update,
-                api_version: str_field(&live_obj, "apiVersion").unwrap_or_default().to_string(),
+                api_version: str_field(&live_obj, "apiVersion")
+                    .unwrap_or_default()
+                    .to_string(),
                 subresource: String::new(),
                 time: Some(now.to_string()),
                 set,
@@ -373,11 +403,17 @@ pub fn record_update_subresource(
     if !new.is_object() {
         return new.clone();
     }
-    let kind = str_field(new, "kind").or_else(|| old.and_then(|o| str_field(o, "kind"))).unwrap_or_default();
-    let api_version =
-        str_field(new, "apiVersion").or_else(|| old.and_then(|o| str_field(o, "apiVersion"))).unwrap_or_default();
+    let kind = str_field(new, "kind")
+        .or_else(|| old.and_then(|o| str_field(o, "kind")))
+        .unwrap_or_default();
+    let api_version = str_field(new, "apiVersion")
+        .or_else(|| old.and_then(|o| str_field(o, "apiVersion")))
+        .unwrap_or_default();
 
-    let old_managed = || old.and_then(|o| decode_managed_fields(managed_fields_of(o)).ok()).unwrap_or_default();
+    let old_managed = || {
+        old.and_then(|o| decode_managed_fields(managed_fields_of(o)).ok())
+            .unwrap_or_default()
+    };
     let new_mf = managed_fields_of(new);
     let mut managers = if !subresource.is_empty() {
         old_managed()
@@ -404,7 +440,13 @@ pub fn record_update_subresource(
     }
     let current = strip_ignored(&changed.difference(&cmp.removed));
     if !current.is_empty() {
-        match find_manager(&managers, manager, Operation::Update, api_version, subresource) {
+        match find_manager(
+            &managers,
+            manager,
+            Operation::Update,
+            api_version,
+            subresource,
+        ) {
             Some(i) => {
                 managers[i].set.union_with(&current);
                 managers[i].time = Some(now.to_string());
@@ -449,7 +491,10 @@ pub enum ListType {
 }
 
 const fn key(name: &'static str) -> KeyField {
-    KeyField { name, default: None }
+    KeyField {
+        name,
+        default: None,
+    }
 }
 
 static BY_NAME: &[KeyField] = &[key("name")];
@@ -458,8 +503,20 @@ static BY_IP: &[KeyField] = &[key("ip")];
 static BY_TYPE: &[KeyField] = &[key("type")];
 static BY_MOUNT_PATH: &[KeyField] = &[key("mountPath")];
 static BY_DEVICE_PATH: &[KeyField] = &[key("devicePath")];
-static CONTAINER_PORT: &[KeyField] = &[key("containerPort"), KeyField { name: "protocol", default: Some("TCP") }];
-static SERVICE_PORT: &[KeyField] = &[key("port"), KeyField { name: "protocol", default: Some("TCP") }];
+static CONTAINER_PORT: &[KeyField] = &[
+    key("containerPort"),
+    KeyField {
+        name: "protocol",
+        default: Some("TCP"),
+    },
+];
+static SERVICE_PORT: &[KeyField] = &[
+    key("port"),
+    KeyField {
+        name: "protocol",
+        default: Some("TCP"),
+    },
+];
 static TOPOLOGY_SPREAD: &[KeyField] = &[key("topologyKey"), key("whenUnsatisfiable")];
 
 /// Kinds whose `status.conditions` is a map keyed by `type`.
@@ -490,30 +547,52 @@ pub fn list_type(kind: &str, fields: &[String]) -> ListType {
         return ListType::Atomic;
     };
     let parent = if n >= 2 { fields[n - 2].as_str() } else { "" };
-    let in_container = matches!(parent, "containers" | "initContainers" | "ephemeralContainers");
-    let is = |path: &[&str]| fields.len() == path.len() && fields.iter().zip(path).all(|(a, b)| a == b);
+    let in_container = matches!(
+        parent,
+        "containers" | "initContainers" | "ephemeralContainers"
+    );
+    let is =
+        |path: &[&str]| fields.len() == path.len() && fields.iter().zip(path).all(|(a, b)| a == b);
     match last {
         "ownerReferences" if parent == "metadata" => ListType::Map(BY_UID),
         "finalizers" if parent == "metadata" => ListType::Set,
-        "containers" | "initContainers" | "ephemeralContainers" if parent == "spec" => ListType::Map(BY_NAME),
+        "containers" | "initContainers" | "ephemeralContainers" if parent == "spec" => {
+            ListType::Map(BY_NAME)
+        }
         "ports" if in_container => ListType::Map(CONTAINER_PORT),
         "env" if in_container => ListType::Map(BY_NAME),
         "volumeMounts" if in_container => ListType::Map(BY_MOUNT_PATH),
         "volumeDevices" if in_container => ListType::Map(BY_DEVICE_PATH),
         "claims" if parent == "resources" => ListType::Map(BY_NAME),
         "ports" if kind == "Service" && is(&["spec", "ports"]) => ListType::Map(SERVICE_PORT),
-        "volumes" | "imagePullSecrets" | "resourceClaims" | "schedulingGates" if parent == "spec" => {
+        "volumes" | "imagePullSecrets" | "resourceClaims" | "schedulingGates"
+            if parent == "spec" =>
+        {
             ListType::Map(BY_NAME)
         }
         "hostAliases" if parent == "spec" => ListType::Map(BY_IP),
         "topologySpreadConstraints" if parent == "spec" => ListType::Map(TOPOLOGY_SPREAD),
-        "conditions" if is(&["status", "conditions"]) && CONDITION_MAP_KINDS.contains(&kind) => ListType::Map(BY_TYPE),
+        "conditions" if is(&["status", "conditions"]) && CONDITION_MAP_KINDS.contains(&kind) => {
+            ListType::Map(BY_TYPE)
+        }
         "addresses" if kind == "Node" && is(&["status", "addresses"]) => ListType::Map(BY_TYPE),
         "podCIDRs" if kind == "Node" && is(&["spec", "podCIDRs"]) => ListType::Set,
-        "podIPs" | "hostIPs" if kind == "Pod" && parent == "status" && n == 2 => ListType::Map(BY_IP),
-        "secrets" | "imagePullSecrets" if kind == "ServiceAccount" && n == 1 => ListType::Map(BY_NAME),
-        "versions" if kind == "CustomResourceDefinition" && is(&["spec", "versions"]) => ListType::Map(BY_NAME),
-        "webhooks" if n == 1 && matches!(kind, "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration") => {
+        "podIPs" | "hostIPs" if kind == "Pod" && parent == "status" && n == 2 => {
+            ListType::Map(BY_IP)
+        }
+        "secrets" | "imagePullSecrets" if kind == "ServiceAccount" && n == 1 => {
+            ListType::Map(BY_NAME)
+        }
+        "versions" if kind == "CustomResourceDefinition" && is(&["spec", "versions"]) => {
+            ListType::Map(BY_NAME)
+        }
+        "webhooks"
+            if n == 1
+                && matches!(
+                    kind,
+                    "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration"
+                ) =>
+        {
             ListType::Map(BY_NAME)
         }
         _ => ListType::Atomic,
@@ -552,7 +631,9 @@ impl Pe {
                 let v: Value = serde_json::from_str(rest).ok()?;
                 v.is_object().then(|| Pe::Key(canonical(&v)))
             }
-            "v:" => serde_json::from_str::<Value>(rest).ok().map(|v| Pe::Value(canonical(&v))),
+            "v:" => serde_json::from_str::<Value>(rest)
+                .ok()
+                .map(|v| Pe::Value(canonical(&v))),
             "i:" => rest.parse().ok().map(Pe::Index),
             _ => None,
         }
@@ -566,7 +647,10 @@ impl fmt::Display for Pe {
             Pe::Field(n) => write!(f, ".{n}"),
             Pe::Key(k) => match serde_json::from_str::<Value>(k) {
                 Ok(Value::Object(m)) => {
-                    let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={}", value_string(v))).collect();
+                    let parts: Vec<String> = m
+                        .iter()
+                        .map(|(k, v)| format!("{k}={}", value_string(v)))
+                        .collect();
                     write!(f, "[{}]", parts.join(","))
                 }
                 _ => write!(f, "[{k}]"),
@@ -588,9 +672,18 @@ fn display_path(path: &[Pe]) -> String {
 fn value_string(v: &Value) -> String {
     match v {
         Value::String(s) => quote(s),
-        Value::Array(a) => format!("[{}]", a.iter().map(value_string).collect::<Vec<_>>().join(",")),
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(value_string).collect::<Vec<_>>().join(",")
+        ),
         Value::Object(m) => {
-            format!("{{{}}}", m.iter().map(|(k, v)| format!("{k}={}", value_string(v))).collect::<Vec<_>>().join(","))
+            format!(
+                "{{{}}}",
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", value_string(v)))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
         }
         other => other.to_string(),
     }
@@ -881,7 +974,11 @@ struct Ctx<'k> {
 
 impl<'k> Ctx<'k> {
     fn new(kind: &'k str) -> Self {
-        Ctx { kind, fields: Vec::new(), path: Vec::new() }
+        Ctx {
+            kind,
+            fields: Vec::new(),
+            path: Vec::new(),
+        }
     }
 
     fn list_type(&self) -> ListType {
@@ -944,7 +1041,10 @@ impl<'k> Ctx<'k> {
                 Err(_) => continue,
             };
             if strict && node.members.contains(&pe) {
-                return Err(format!("{}: duplicate entries for key {pe}", display_path(&self.path)));
+                return Err(format!(
+                    "{}: duplicate entries for key {pe}",
+                    display_path(&self.path)
+                ));
             }
             if let (ListType::Map(_), Value::Object(m)) = (lt, item) {
                 self.path.push(pe.clone());
@@ -952,7 +1052,10 @@ impl<'k> Ctx<'k> {
                 self.path.pop();
                 let sub = sub?;
                 if !sub.is_empty() {
-                    node.children.entry(pe.clone()).or_default().union_with(&sub);
+                    node.children
+                        .entry(pe.clone())
+                        .or_default()
+                        .union_with(&sub);
                 }
             }
             node.members.insert(pe);
@@ -995,8 +1098,14 @@ impl<'k> Ctx<'k> {
             }
             self.mark_added_removed(l, r, out);
         } else if arr_or_none(l) && arr_or_none(r) {
-            let la = l.and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-            let ra = r.and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+            let la = l
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let ra = r
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             let lt = self.list_type();
             if lt == ListType::Atomic || (la.is_empty() && ra.is_empty()) {
                 self.leaf(l, r, out);
@@ -1091,7 +1200,12 @@ impl<'k> Ctx<'k> {
             }
         }
         let observed_r: HashSet<&Pe> = rpes.iter().flatten().collect();
-        let mut shared = rpes.iter().flatten().filter(|pe| observed_l.contains_key(pe)).collect::<Vec<_>>().into_iter();
+        let mut shared = rpes
+            .iter()
+            .flatten()
+            .filter(|pe| observed_l.contains_key(pe))
+            .collect::<Vec<_>>()
+            .into_iter();
         let mut next_shared: Option<&Pe> = shared.next();
         let mut merged_r: HashSet<&Pe> = HashSet::new();
         let mut out = Vec::with_capacity(la.len().max(ra.len()));
@@ -1328,7 +1442,13 @@ struct ManagerEntry {
 
 impl ManagerEntry {
     /// Kubernetes' manager identity: the apiVersion counts for `Update` only.
-    fn is(&self, manager: &str, operation: Operation, api_version: &str, subresource: &str) -> bool {
+    fn is(
+        &self,
+        manager: &str,
+        operation: Operation,
+        api_version: &str,
+        subresource: &str,
+    ) -> bool {
         self.manager == manager
             && self.operation == operation
             && self.subresource == subresource
@@ -1337,14 +1457,22 @@ impl ManagerEntry {
 
     fn identity_cmp(&self, other: &ManagerEntry) -> std::cmp::Ordering {
         let key = |e: &ManagerEntry| {
-            let v = if e.operation == Operation::Update { e.api_version.clone() } else { String::new() };
+            let v = if e.operation == Operation::Update {
+                e.api_version.clone()
+            } else {
+                String::new()
+            };
             (e.manager.clone(), e.operation, v, e.subresource.clone())
         };
         key(self).cmp(&key(other))
     }
 
     fn time_seconds(&self) -> i64 {
-        self.time.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok()).map(|t| t.as_second()).unwrap_or(0)
+        self.time
+            .as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_second())
+            .unwrap_or(0)
     }
 
     fn encode(&self) -> Value {
@@ -1355,9 +1483,15 @@ impl ManagerEntry {
         m.insert("fieldsType".into(), Value::String("FieldsV1".into()));
         m.insert("fieldsV1".into(), self.set.to_fields_v1());
         m.insert("manager".into(), Value::String(self.manager.clone()));
-        m.insert("operation".into(), Value::String(self.operation.as_str().into()));
+        m.insert(
+            "operation".into(),
+            Value::String(self.operation.as_str().into()),
+        );
         if !self.subresource.is_empty() {
-            m.insert("subresource".into(), Value::String(self.subresource.clone()));
+            m.insert(
+                "subresource".into(),
+                Value::String(self.subresource.clone()),
+            );
         }
         if let Some(t) = &self.time {
             m.insert("time".into(), Value::String(t.clone()));
@@ -1373,7 +1507,9 @@ fn find_manager(
     api_version: &str,
     subresource: &str,
 ) -> Option<usize> {
-    managers.iter().position(|m| m.is(manager, operation, api_version, subresource))
+    managers
+        .iter()
+        .position(|m| m.is(manager, operation, api_version, subresource))
 }
 
 fn str_field<'a>(v: &'a Value, name: &str) -> Option<&'a str> {
@@ -1410,7 +1546,12 @@ fn decode_managed_fields(mf: Option<&Value>) -> Result<Vec<ManagerEntry>, String
         let Some(obj) = e.as_object() else {
             return Err("managedFields entries must be objects".to_string());
         };
-        let s = |k: &str| obj.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let s = |k: &str| {
+            obj.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         let operation = match obj.get("operation").and_then(Value::as_str) {
             Some("Apply") => Operation::Apply,
             Some("Update") => Operation::Update,
@@ -1432,7 +1573,14 @@ fn decode_managed_fields(mf: Option<&Value>) -> Result<Vec<ManagerEntry>, String
             time: obj.get("time").and_then(Value::as_str).map(str::to_string),
             set,
         };
-        match out.iter_mut().find(|m| m.is(&entry.manager, entry.operation, &entry.api_version, &entry.subresource)) {
+        match out.iter_mut().find(|m| {
+            m.is(
+                &entry.manager,
+                entry.operation,
+                &entry.api_version,
+                &entry.subresource,
+            )
+        }) {
             Some(existing) => existing.set.union_with(&entry.set),
             None => out.push(entry),
         }
@@ -1443,14 +1591,17 @@ fn decode_managed_fields(mf: Option<&Value>) -> Result<Vec<ManagerEntry>, String
 /// Merges the oldest `Update` entries into per-version "ancient-changes"
 /// entries while there are more than [`MAX_UPDATE_MANAGERS`].
 fn cap_update_managers(managers: &mut Vec<ManagerEntry>) {
-    let mut updaters: Vec<usize> =
-        (0..managers.len()).filter(|&i| managers[i].operation == Operation::Update).collect();
+    let mut updaters: Vec<usize> = (0..managers.len())
+        .filter(|&i| managers[i].operation == Operation::Update)
+        .collect();
     if updaters.len() <= MAX_UPDATE_MANAGERS {
         return;
     }
     updaters.sort_by(|&a, &b| {
         let (ma, mb) = (&managers[a], &managers[b]);
-        ma.time_seconds().cmp(&mb.time_seconds()).then_with(|| ma.identity_cmp(mb))
+        ma.time_seconds()
+            .cmp(&mb.time_seconds())
+            .then_with(|| ma.identity_cmp(mb))
     });
     let mut length = updaters.len();
     let mut first_of_version: HashMap<String, usize> = HashMap::new();
@@ -1465,7 +1616,8 @@ fn cap_update_managers(managers: &mut Vec<ManagerEntry>) {
             continue;
         };
         let bucket = (0..managers.len()).find(|&j| {
-            !removed.contains(&j) && managers[j].is(ANCIENT_CHANGES_MANAGER, Operation::Update, &version, "")
+            !removed.contains(&j)
+                && managers[j].is(ANCIENT_CHANGES_MANAGER, Operation::Update, &version, "")
         });
         let bucket = match bucket {
             Some(b) => b,
@@ -1516,7 +1668,9 @@ fn set_managed_fields(obj: &mut Value, managers: &[ManagerEntry]) {
         return;
     }
     let encoded = Value::Array(sorted.into_iter().map(ManagerEntry::encode).collect());
-    let meta = root.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+    let meta = root
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
     if let Value::Object(meta) = meta {
         meta.insert("managedFields".to_string(), encoded);
     }
@@ -1575,7 +1729,10 @@ mod tests {
     const T2: &str = "2024-01-01T00:02:00Z";
 
     fn managed(obj: &Value) -> Vec<Value> {
-        managed_fields_of(obj).and_then(Value::as_array).cloned().unwrap_or_default()
+        managed_fields_of(obj)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn entry(obj: &Value, manager: &str) -> Option<Value> {
@@ -1583,7 +1740,9 @@ mod tests {
     }
 
     fn fields_of(obj: &Value, manager: &str) -> Value {
-        entry(obj, manager).map(|e| e["fieldsV1"].clone()).unwrap_or(Value::Null)
+        entry(obj, manager)
+            .map(|e| e["fieldsV1"].clone())
+            .unwrap_or(Value::Null)
     }
 
     fn cm(labels: Value, data: Value) -> Value {
@@ -1640,17 +1799,28 @@ mod tests {
             },
             Case {
                 name: "value changed",
-                second: cm(json!({"app": "web", "tier": "front"}), json!({"a": "9", "b": "2"})),
+                second: cm(
+                    json!({"app": "web", "tier": "front"}),
+                    json!({"a": "9", "b": "2"}),
+                ),
                 want_labels: Some(json!({"app": "web", "tier": "front"})),
                 want_data: json!({"a": "9", "b": "2"}),
                 want_fields: json!({"f:data": {"f:a": {}, "f:b": {}}, "f:metadata": {"f:labels": {"f:app": {}, "f:tier": {}}}}),
             },
         ];
         for c in cases {
-            let first = cm(json!({"app": "web", "tier": "front"}), json!({"a": "1", "b": "2"}));
+            let first = cm(
+                json!({"app": "web", "tier": "front"}),
+                json!({"a": "1", "b": "2"}),
+            );
             let live = apply(None, &first, "kubectl", false, T0).unwrap();
             let out = apply(Some(&live), &c.second, "kubectl", false, T1).unwrap();
-            assert_eq!(out["metadata"].get("labels").cloned(), c.want_labels, "{}", c.name);
+            assert_eq!(
+                out["metadata"].get("labels").cloned(),
+                c.want_labels,
+                "{}",
+                c.name
+            );
             assert_eq!(out["data"], c.want_data, "{}", c.name);
             assert_eq!(fields_of(&out, "kubectl"), c.want_fields, "{}", c.name);
             assert_eq!(managed(&out).len(), 1, "{}", c.name);
@@ -1699,13 +1869,23 @@ mod tests {
 
         // Same value: no conflict, shared ownership.
         let shared = apply(Some(&live), &set_replicas(1), "kubectl", false, T1).unwrap();
-        assert_eq!(fields_of(&shared, "kubectl"), json!({"f:spec": {"f:replicas": {}}}));
-        assert!(fields_of(&shared, "kubectl-client-side-apply")["f:spec"].get("f:replicas").is_some());
+        assert_eq!(
+            fields_of(&shared, "kubectl"),
+            json!({"f:spec": {"f:replicas": {}}})
+        );
+        assert!(
+            fields_of(&shared, "kubectl-client-side-apply")["f:spec"]
+                .get("f:replicas")
+                .is_some()
+        );
 
         // Force: the value changes and ownership moves.
         let forced = apply(Some(&live), &set_replicas(3), "kubectl", true, T1).unwrap();
         assert_eq!(forced["spec"]["replicas"], 3);
-        assert_eq!(fields_of(&forced, "kubectl"), json!({"f:spec": {"f:replicas": {}}}));
+        assert_eq!(
+            fields_of(&forced, "kubectl"),
+            json!({"f:spec": {"f:replicas": {}}})
+        );
         let csa = fields_of(&forced, "kubectl-client-side-apply");
         assert!(csa["f:spec"].get("f:replicas").is_none());
         assert!(csa["f:spec"].get("f:template").is_some());
@@ -1722,8 +1902,15 @@ mod tests {
         assert_eq!(err.conflicts()[0].field(), ".spec.replicas");
         let out = apply(Some(&live), &null_replicas, "kubectl", true, T1).unwrap();
         assert!(out["spec"].get("replicas").is_none());
-        assert_eq!(fields_of(&out, "kubectl"), json!({"f:spec": {"f:replicas": {}}}));
-        assert!(fields_of(&out, "creator")["f:spec"].get("f:replicas").is_none());
+        assert_eq!(
+            fields_of(&out, "kubectl"),
+            json!({"f:spec": {"f:replicas": {}}})
+        );
+        assert!(
+            fields_of(&out, "creator")["f:spec"]
+                .get("f:replicas")
+                .is_none()
+        );
     }
 
     #[test]
@@ -1737,7 +1924,11 @@ mod tests {
         };
         let cases = [
             (
-                vec![c("kubectl-client-side-apply", Operation::Update, ".spec.replicas")],
+                vec![c(
+                    "kubectl-client-side-apply",
+                    Operation::Update,
+                    ".spec.replicas",
+                )],
                 "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.replicas",
             ),
             (
@@ -1748,7 +1939,11 @@ mod tests {
                 vec![
                     c("a", Operation::Apply, ".spec.replicas"),
                     c("b", Operation::Update, ".spec.paused"),
-                    c("b", Operation::Update, ".spec.template.spec.containers[name=\"web\"].image"),
+                    c(
+                        "b",
+                        Operation::Update,
+                        ".spec.template.spec.containers[name=\"web\"].image",
+                    ),
                 ],
                 "Apply failed with 3 conflicts: conflicts with \"a\":\n- .spec.replicas\nconflicts with \"b\" using apps/v1:\n- .spec.paused\n- .spec.template.spec.containers[name=\"web\"].image",
             ),
@@ -1756,8 +1951,14 @@ mod tests {
         for (conflicts, want) in cases {
             assert_eq!(ApplyError::Conflict(conflicts).message(), want);
         }
-        let sub = ApplyConflict { subresource: "status".into(), ..c("kubelet", Operation::Update, ".status.phase") };
-        assert_eq!(sub.cause_message(), "conflict with \"kubelet\" with subresource \"status\" using apps/v1");
+        let sub = ApplyConflict {
+            subresource: "status".into(),
+            ..c("kubelet", Operation::Update, ".status.phase")
+        };
+        assert_eq!(
+            sub.cause_message(),
+            "conflict with \"kubelet\" with subresource \"status\" using apps/v1"
+        );
     }
 
     #[test]
@@ -1776,21 +1977,41 @@ mod tests {
 
     #[test]
     fn apply_after_update_by_other_manager_keeps_both() {
-        let live = apply(None, &cm(json!({"app": "web"}), json!({"a": "1"})), "kubectl", false, T0).unwrap();
+        let live = apply(
+            None,
+            &cm(json!({"app": "web"}), json!({"a": "1"})),
+            "kubectl",
+            false,
+            T0,
+        )
+        .unwrap();
         let mut edited = live.clone();
         edited["data"]["z"] = json!("26");
         let live = record_update(Some(&live), &edited, "kubectl-edit", T1);
-        assert_eq!(fields_of(&live, "kubectl-edit"), json!({"f:data": {"f:z": {}}}));
+        assert_eq!(
+            fields_of(&live, "kubectl-edit"),
+            json!({"f:data": {"f:z": {}}})
+        );
         assert_eq!(entry(&live, "kubectl-edit").unwrap()["operation"], "Update");
 
         // Re-applying the same configuration keeps the edited field and both owners.
-        let out = apply(Some(&live), &cm(json!({"app": "web"}), json!({"a": "1"})), "kubectl", false, T2).unwrap();
+        let out = apply(
+            Some(&live),
+            &cm(json!({"app": "web"}), json!({"a": "1"})),
+            "kubectl",
+            false,
+            T2,
+        )
+        .unwrap();
         assert_eq!(out["data"], json!({"a": "1", "z": "26"}));
         assert_eq!(
             fields_of(&out, "kubectl"),
             json!({"f:data": {"f:a": {}}, "f:metadata": {"f:labels": {"f:app": {}}}})
         );
-        assert_eq!(fields_of(&out, "kubectl-edit"), json!({"f:data": {"f:z": {}}}));
+        assert_eq!(
+            fields_of(&out, "kubectl-edit"),
+            json!({"f:data": {"f:z": {}}})
+        );
         // Nothing changed: the applier's time is kept.
         assert_eq!(entry(&out, "kubectl").unwrap()["time"], T0);
 
@@ -1798,8 +2019,18 @@ mod tests {
         let mut edited = out.clone();
         edited["data"]["a"] = json!("2");
         let live = record_update(Some(&out), &edited, "kubectl-edit", T2);
-        assert_eq!(fields_of(&live, "kubectl"), json!({"f:metadata": {"f:labels": {"f:app": {}}}}));
-        let out = apply(Some(&live), &cm(json!({"app": "web"}), json!({"b": "3"})), "kubectl", false, T2).unwrap();
+        assert_eq!(
+            fields_of(&live, "kubectl"),
+            json!({"f:metadata": {"f:labels": {"f:app": {}}}})
+        );
+        let out = apply(
+            Some(&live),
+            &cm(json!({"app": "web"}), json!({"b": "3"})),
+            "kubectl",
+            false,
+            T2,
+        )
+        .unwrap();
         assert_eq!(out["data"], json!({"a": "2", "b": "3", "z": "26"}));
     }
 
@@ -1825,7 +2056,14 @@ mod tests {
             }}}})
         );
 
-        let live = apply(Some(&live), &pod(json!([{"name": "sidecar", "image": "busybox"}])), "b", false, T1).unwrap();
+        let live = apply(
+            Some(&live),
+            &pod(json!([{"name": "sidecar", "image": "busybox"}])),
+            "b",
+            false,
+            T1,
+        )
+        .unwrap();
         assert_eq!(
             live["spec"]["containers"],
             json!([{"name": "web", "image": "nginx:1", "ports": [{"containerPort": 80}]}, {"name": "sidecar", "image": "busybox"}])
@@ -1863,7 +2101,10 @@ mod tests {
 
         // a drops its container: it goes away, b's stays.
         let live = apply(Some(&live), &pod(json!([])), "a", false, T2).unwrap();
-        assert_eq!(live["spec"]["containers"], json!([{"name": "sidecar", "image": "busybox"}]));
+        assert_eq!(
+            live["spec"]["containers"],
+            json!([{"name": "sidecar", "image": "busybox"}])
+        );
         assert!(entry(&live, "a").is_none());
     }
 
@@ -1876,14 +2117,30 @@ mod tests {
         }
         let n = |names: &[&str]| Value::Array(names.iter().map(|n| json!({"name": n})).collect());
         let cases = [
-            Case { live: n(&["a", "b"]), applied: n(&["c"]), want: n(&["a", "b", "c"]) },
-            Case { live: n(&["a", "b", "c"]), applied: n(&["c", "a"]), want: n(&["b", "c", "a"]) },
-            Case { live: n(&["x", "a", "y"]), applied: n(&["a", "b"]), want: n(&["x", "a", "y", "b"]) },
+            Case {
+                live: n(&["a", "b"]),
+                applied: n(&["c"]),
+                want: n(&["a", "b", "c"]),
+            },
+            Case {
+                live: n(&["a", "b", "c"]),
+                applied: n(&["c", "a"]),
+                want: n(&["b", "c", "a"]),
+            },
+            Case {
+                live: n(&["x", "a", "y"]),
+                applied: n(&["a", "b"]),
+                want: n(&["x", "a", "y", "b"]),
+            },
         ];
         for c in cases {
             let live = apply(None, &pod(c.live.clone()), "other", false, T0).unwrap();
             let out = apply(Some(&live), &pod(c.applied.clone()), "me", false, T1).unwrap();
-            assert_eq!(out["spec"]["containers"], c.want, "live {} applied {}", c.live, c.applied);
+            assert_eq!(
+                out["spec"]["containers"], c.want,
+                "live {} applied {}",
+                c.live, c.applied
+            );
         }
         // Sets (finalizers) and atomic lists (args).
         let live = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "finalizers": ["a"]},
@@ -1892,7 +2149,10 @@ mod tests {
         let applied = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "finalizers": ["b"]}});
         let out = apply(Some(&live), &applied, "me", false, T1).unwrap();
         assert_eq!(out["metadata"]["finalizers"], json!(["a", "b"]));
-        assert_eq!(fields_of(&out, "me"), json!({"f:metadata": {"f:finalizers": {"v:\"b\"": {}}}}));
+        assert_eq!(
+            fields_of(&out, "me"),
+            json!({"f:metadata": {"f:finalizers": {"v:\"b\"": {}}}})
+        );
         let applied = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "args": ["3"]}]}});
         let out = apply(Some(&live), &applied, "me", true, T1).unwrap();
         assert_eq!(out["spec"]["containers"][0]["args"], json!(["3"]));
@@ -1912,7 +2172,10 @@ mod tests {
         assert_eq!(e["fieldsType"], "FieldsV1");
         let f = &e["fieldsV1"];
         assert_eq!(f["f:spec"]["f:replicas"], json!({}));
-        assert!(f.get("f:metadata").is_none(), "name/namespace are not owned: {f}");
+        assert!(
+            f.get("f:metadata").is_none(),
+            "name/namespace are not owned: {f}"
+        );
         // A list that did not exist before is itself added ("."), as in Kubernetes.
         assert_eq!(
             f["f:spec"]["f:template"]["f:spec"]["f:containers"],
@@ -1923,9 +2186,15 @@ mod tests {
         // field removes it from everyone.
         let mut next = created.clone();
         next["spec"]["replicas"] = json!(5);
-        next["spec"]["template"]["spec"]["containers"][0].as_object_mut().unwrap().remove("image");
+        next["spec"]["template"]["spec"]["containers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("image");
         let updated = record_update(Some(&created), &next, "hpa", T1);
-        assert_eq!(fields_of(&updated, "hpa"), json!({"f:spec": {"f:replicas": {}}}));
+        assert_eq!(
+            fields_of(&updated, "hpa"),
+            json!({"f:spec": {"f:replicas": {}}})
+        );
         let creator = fields_of(&updated, "kubectl-create");
         assert!(creator["f:spec"].get("f:replicas").is_none());
         assert_eq!(
@@ -1939,8 +2208,14 @@ mod tests {
 
         // Without managedFields in the request the stored ones are kept; [{}] resets.
         let mut stripped = updated.clone();
-        stripped["metadata"].as_object_mut().unwrap().remove("managedFields");
-        assert_eq!(managed(&record_update(Some(&updated), &stripped, "x", T2)), managed(&updated));
+        stripped["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("managedFields");
+        assert_eq!(
+            managed(&record_update(Some(&updated), &stripped, "x", T2)),
+            managed(&updated)
+        );
         let mut reset = updated.clone();
         reset["metadata"]["managedFields"] = json!([{}]);
         assert!(managed_fields_of(&record_update(Some(&updated), &reset, "x", T2)).is_none());
@@ -1948,10 +2223,14 @@ mod tests {
         // Subresource updates are their own entries.
         let mut st = updated.clone();
         st["status"] = json!({"replicas": 5});
-        let out = record_update_subresource(Some(&updated), &st, "kube-controller-manager", "status", T2);
+        let out =
+            record_update_subresource(Some(&updated), &st, "kube-controller-manager", "status", T2);
         let e = entry(&out, "kube-controller-manager").unwrap();
         assert_eq!(e["subresource"], "status");
-        assert_eq!(e["fieldsV1"], json!({"f:status": {".": {}, "f:replicas": {}}}));
+        assert_eq!(
+            e["fieldsV1"],
+            json!({"f:status": {".": {}, "f:replicas": {}}})
+        );
     }
 
     #[test]
@@ -1990,7 +2269,10 @@ mod tests {
             assert_eq!(err.code(), 422);
             assert!(err.causes().is_empty());
         }
-        assert!(matches!(apply(None, &pod(json!([])), "", false, T0), Err(ApplyError::Invalid(_))));
+        assert!(matches!(
+            apply(None, &pod(json!([])), "", false, T0),
+            Err(ApplyError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -2015,31 +2297,52 @@ mod tests {
             ]
         );
         // Keys are canonicalised.
-        let set = FieldSet::from_fields_v1(&json!({"k:{\"protocol\":\"TCP\", \"containerPort\":80}": {}})).unwrap();
-        assert_eq!(set.to_fields_v1(), json!({"k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {}}));
+        let set = FieldSet::from_fields_v1(
+            &json!({"k:{\"protocol\":\"TCP\", \"containerPort\":80}": {}}),
+        )
+        .unwrap();
+        assert_eq!(
+            set.to_fields_v1(),
+            json!({"k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {}})
+        );
         assert!(FieldSet::from_fields_v1(&json!({"x:y": {}})).is_err());
     }
 
     #[test]
     fn update_managers_are_capped() {
-        let mut live = record_update(None, &cm(json!({}), json!({})), "creator", "2024-01-01T00:00:00Z");
+        let mut live = record_update(
+            None,
+            &cm(json!({}), json!({})),
+            "creator",
+            "2024-01-01T00:00:00Z",
+        );
         for i in 0..12 {
             let mut next = live.clone();
             next["data"][format!("k{i}")] = json!("v");
-            live = record_update(Some(&live), &next, &format!("m{i:02}"), &format!("2024-01-01T01:{i:02}:00Z"));
+            live = record_update(
+                Some(&live),
+                &next,
+                &format!("m{i:02}"),
+                &format!("2024-01-01T01:{i:02}:00Z"),
+            );
         }
         let entries = managed(&live);
         assert_eq!(entries.len(), MAX_UPDATE_MANAGERS);
         let ancient = entry(&live, ANCIENT_CHANGES_MANAGER).unwrap();
         assert!(ancient["fieldsV1"]["f:data"].get("f:k0").is_some());
         // Every field still has an owner.
-        let owned: usize = entries.iter().map(|e| e["fieldsV1"]["f:data"].as_object().map_or(0, Map::len)).sum();
+        let owned: usize = entries
+            .iter()
+            .map(|e| e["fieldsV1"]["f:data"].as_object().map_or(0, Map::len))
+            .sum();
         assert_eq!(owned, 12);
     }
 
     #[test]
     fn large_objects_do_not_blow_up() {
-        let items: Vec<Value> = (0..3000).map(|i| json!({"name": format!("e{i}"), "value": i.to_string()})).collect();
+        let items: Vec<Value> = (0..3000)
+            .map(|i| json!({"name": format!("e{i}"), "value": i.to_string()}))
+            .collect();
         let obj = pod(json!([{"name": "c", "image": "i", "env": items}]));
         let created = record_update(None, &obj, "creator", T0);
         let mut next = created.clone();
@@ -2050,6 +2353,9 @@ mod tests {
             json!({"f:spec": {"f:containers": {"k:{\"name\":\"c\"}": {"f:env": {"k:{\"name\":\"e1500\"}": {"f:value": {}}}}}}})
         );
         let applied = apply(Some(&out), &obj, "applier", true, T2).unwrap();
-        assert_eq!(applied["spec"]["containers"][0]["env"][1500]["value"], "1500");
+        assert_eq!(
+            applied["spec"]["containers"][0]["env"][1500]["value"],
+            "1500"
+        );
     }
 }

@@ -43,7 +43,10 @@ pub fn apply_defaults(group: &str, kind: &str, obj: &mut Value) {
             default_template_in_spec(obj);
             // An RC without a selector selects its template's labels.
             let labels = obj.pointer("/spec/template/metadata/labels").cloned();
-            if let (Some(spec), Some(labels)) = (obj.pointer_mut("/spec").and_then(Value::as_object_mut), labels) {
+            if let (Some(spec), Some(labels)) = (
+                obj.pointer_mut("/spec").and_then(Value::as_object_mut),
+                labels,
+            ) {
                 set_default(spec, "selector", labels);
             }
         }
@@ -54,11 +57,18 @@ pub fn apply_defaults(group: &str, kind: &str, obj: &mut Value) {
                 set_default(spec, "progressDeadlineSeconds", json!(600));
                 set_default(spec, "strategy", json!({"type": "RollingUpdate"}));
                 if let Some(strategy) = spec.get_mut("strategy").and_then(Value::as_object_mut)
-                    && strategy.get("type").and_then(Value::as_str).unwrap_or("RollingUpdate") == "RollingUpdate"
+                    && strategy
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("RollingUpdate")
+                        == "RollingUpdate"
                 {
                     set_default(strategy, "type", json!("RollingUpdate"));
                     set_default(strategy, "rollingUpdate", json!({}));
-                    if let Some(ru) = strategy.get_mut("rollingUpdate").and_then(Value::as_object_mut) {
+                    if let Some(ru) = strategy
+                        .get_mut("rollingUpdate")
+                        .and_then(Value::as_object_mut)
+                    {
                         set_default(ru, "maxUnavailable", json!("25%"));
                         set_default(ru, "maxSurge", json!("25%"));
                     }
@@ -77,7 +87,11 @@ pub fn apply_defaults(group: &str, kind: &str, obj: &mut Value) {
                 set_default(spec, "replicas", json!(1));
                 set_default(spec, "podManagementPolicy", json!("OrderedReady"));
                 set_default(spec, "revisionHistoryLimit", json!(10));
-                set_default(spec, "updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
+                set_default(
+                    spec,
+                    "updateStrategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+                );
                 set_default(
                     spec,
                     "persistentVolumeClaimRetentionPolicy",
@@ -107,7 +121,9 @@ pub fn apply_defaults(group: &str, kind: &str, obj: &mut Value) {
                 set_default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
             }
             if obj.pointer("/spec/template/spec/restartPolicy").is_none()
-                && let Some(tspec) = obj.pointer_mut("/spec/template/spec").and_then(Value::as_object_mut)
+                && let Some(tspec) = obj
+                    .pointer_mut("/spec/template/spec")
+                    .and_then(Value::as_object_mut)
             {
                 tspec.insert("restartPolicy".into(), json!("Never"));
             }
@@ -131,7 +147,11 @@ pub fn apply_defaults(group: &str, kind: &str, obj: &mut Value) {
         ("", "Service") => {
             if let Some(spec) = object_at(obj, "spec") {
                 set_default(spec, "type", json!("ClusterIP"));
-                let svc_type = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+                let svc_type = spec
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("ClusterIP")
+                    .to_string();
                 if svc_type != "ExternalName" {
                     set_default(spec, "sessionAffinity", json!("None"));
                     set_default(spec, "internalTrafficPolicy", json!("Cluster"));
@@ -235,7 +255,12 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>) {
     }
     if let Some(volumes) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
         for v in volumes.iter_mut().filter_map(Value::as_object_mut) {
-            for (source, mode_key) in [("configMap", "defaultMode"), ("secret", "defaultMode"), ("downwardAPI", "defaultMode"), ("projected", "defaultMode")] {
+            for (source, mode_key) in [
+                ("configMap", "defaultMode"),
+                ("secret", "defaultMode"),
+                ("downwardAPI", "defaultMode"),
+                ("projected", "defaultMode"),
+            ] {
                 if let Some(src) = v.get_mut(source).and_then(Value::as_object_mut) {
                     set_default(src, mode_key, json!(420));
                 }
@@ -254,7 +279,11 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>) {
 }
 
 fn default_container(c: &mut Map<String, Value>) {
-    let image = c.get("image").and_then(Value::as_str).unwrap_or_default().to_string();
+    let image = c
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     set_default(c, "imagePullPolicy", json!(default_pull_policy(&image)));
     set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
     set_default(c, "terminationMessagePolicy", json!("File"));
@@ -336,7 +365,10 @@ mod tests {
         assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 30);
         assert_eq!(pod["spec"]["schedulerName"], "default-scheduler");
         assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
-        assert_eq!(pod["spec"]["containers"][1]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(
+            pod["spec"]["containers"][1]["imagePullPolicy"],
+            "IfNotPresent"
+        );
         assert_eq!(pod["spec"]["containers"][0]["ports"][0]["protocol"], "TCP");
         assert_eq!(pod["status"]["phase"], "Pending");
         assert_eq!(pod["status"]["qosClass"], "BestEffort");

@@ -33,7 +33,11 @@ static SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| {
     }
     // The strategic-merge-patch extensions kubectl reads when it builds an apply patch from OpenAPI.
     for (type_name, field, strategy, merge_key) in crate::patch::PATCH_STRATEGIES {
-        if let Some(prop) = defs.get_mut(*type_name).and_then(|d| d.pointer_mut(&format!("/properties/{field}"))).and_then(Value::as_object_mut) {
+        if let Some(prop) = defs
+            .get_mut(*type_name)
+            .and_then(|d| d.pointer_mut(&format!("/properties/{field}")))
+            .and_then(Value::as_object_mut)
+        {
             prop.insert("x-kubernetes-patch-strategy".into(), json!(strategy));
             if let Some(key) = merge_key {
                 prop.insert("x-kubernetes-patch-merge-key".into(), json!(key));
@@ -51,7 +55,11 @@ fn resolve<'a>(defs: &'a Map<String, Value>, schema: &'a Value) -> &'a Value {
                 Some(next) => cur = next,
                 None => return cur,
             }
-        } else if let Some(first) = cur.get("allOf").and_then(Value::as_array).and_then(|a| a.first()) {
+        } else if let Some(first) = cur
+            .get("allOf")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+        {
             cur = first;
         } else {
             return cur;
@@ -72,9 +80,18 @@ pub fn unknown_fields(info: &ResourceInfo, value: &Value) -> Vec<String> {
     out
 }
 
-fn walk(defs: &Map<String, Value>, schema: &Value, value: &Value, path: String, out: &mut Vec<String>) {
+fn walk(
+    defs: &Map<String, Value>,
+    schema: &Value,
+    value: &Value,
+    path: String,
+    out: &mut Vec<String>,
+) {
     let schema = resolve(defs, schema);
-    if schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true)
+    if schema
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        == Some(true)
         || schema.get("x-kubernetes-int-or-string").is_some()
     {
         return;
@@ -83,13 +100,19 @@ fn walk(defs: &Map<String, Value>, schema: &Value, value: &Value, path: String, 
         Value::Object(map) => {
             if let Some(props) = schema.get("properties").and_then(Value::as_object) {
                 for (k, v) in map {
-                    let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    let child = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
                     match props.get(k) {
                         Some(s) => walk(defs, s, v, child, out),
                         None => out.push(child),
                     }
                 }
-            } else if let Some(additional) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+            } else if let Some(additional) =
+                schema.get("additionalProperties").filter(|a| a.is_object())
+            {
                 for (k, v) in map {
                     walk(defs, additional, v, format!("{path}.{k}"), out);
                 }
@@ -115,19 +138,30 @@ pub fn v3_index() -> Value {
             paths.insert(key.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={}", doc_hash(group, version))}));
         }
     }
-    paths.insert("version".into(), json!({"serverRelativeURL": "/openapi/v3/version"}));
+    paths.insert(
+        "version".into(),
+        json!({"serverRelativeURL": "/openapi/v3/version"}),
+    );
     json!({ "paths": paths })
 }
 
 fn gv_key(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 /// A stable hash of a group-version document (its content never changes
 /// within one binary, so the binary's version and the group-version do).
 fn doc_hash(group: &str, version: &str) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
-    for b in env!("CARGO_PKG_VERSION").bytes().chain(group.bytes()).chain(version.bytes()) {
+    for b in env!("CARGO_PKG_VERSION")
+        .bytes()
+        .chain(group.bytes())
+        .chain(version.bytes())
+    {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x100000001b3);
     }
@@ -138,7 +172,13 @@ fn query_param(name: &str, description: &str) -> Value {
     json!({"name": name, "in": "query", "description": description, "schema": {"type": "string", "uniqueItems": true}})
 }
 
-fn operation(r: &ResourceInfo, action: &str, verb_id: &str, params: Vec<Value>, body: bool) -> Value {
+fn operation(
+    r: &ResourceInfo,
+    action: &str,
+    verb_id: &str,
+    params: Vec<Value>,
+    body: bool,
+) -> Value {
     let kind_ref = json!({"$ref": format!("#/components/schemas/{}", r.schema_name)});
     let mut op = json!({
         "tags": [format!("{}{}", if r.group.is_empty() { "core" } else { r.group }, r.version)],
@@ -162,8 +202,14 @@ pub fn v3_document(group: &str, version: &str) -> Option<Value> {
     }
     let write_params = || {
         vec![
-            query_param("dryRun", "When present, indicates that modifications should not be persisted."),
-            query_param("fieldManager", "fieldManager is a name associated with the actor or entity that is making these changes."),
+            query_param(
+                "dryRun",
+                "When present, indicates that modifications should not be persisted.",
+            ),
+            query_param(
+                "fieldManager",
+                "fieldManager is a name associated with the actor or entity that is making these changes.",
+            ),
             query_param(
                 "fieldValidation",
                 "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields.",
@@ -175,7 +221,11 @@ pub fn v3_document(group: &str, version: &str) -> Option<Value> {
     for r in &resources {
         needed.push(r.schema_name.clone());
         let base = if r.namespaced {
-            format!("/{}/namespaces/{{namespace}}/{}", gv_key(group, version), r.plural)
+            format!(
+                "/{}/namespaces/{{namespace}}/{}",
+                gv_key(group, version),
+                r.plural
+            )
         } else {
             format!("/{}/{}", gv_key(group, version), r.plural)
         };
@@ -188,7 +238,10 @@ pub fn v3_document(group: &str, version: &str) -> Option<Value> {
             }),
         );
         let mut patch_params = write_params();
-        patch_params.push(query_param("force", "Force is going to \"force\" Apply requests."));
+        patch_params.push(query_param(
+            "force",
+            "Force is going to \"force\" Apply requests.",
+        ));
         paths.insert(
             format!("{base}/{{name}}"),
             json!({
@@ -247,8 +300,12 @@ pub fn v2_document() -> Value {
     let mut paths = Map::new();
     for (group, versions) in registry().groups() {
         for version in versions {
-            let Some(doc) = v3_document(group, version) else { continue };
-            let Some(doc_paths) = doc.get("paths").and_then(Value::as_object) else { continue };
+            let Some(doc) = v3_document(group, version) else {
+                continue;
+            };
+            let Some(doc_paths) = doc.get("paths").and_then(Value::as_object) else {
+                continue;
+            };
             for (path, item) in doc_paths {
                 let mut v2_item = Map::new();
                 for (method, op) in item.as_object().into_iter().flatten() {
@@ -268,7 +325,9 @@ pub fn v2_document() -> Value {
 
 fn v2_operation(op: &Value) -> Value {
     let mut out = op.clone();
-    let Some(m) = out.as_object_mut() else { return out };
+    let Some(m) = out.as_object_mut() else {
+        return out;
+    };
     let mut params: Vec<Value> = m
         .get("parameters")
         .and_then(Value::as_array)
@@ -279,9 +338,15 @@ fn v2_operation(op: &Value) -> Value {
         })
         .collect();
     if let Some(body) = m.remove("requestBody") {
-        let mut schema = body.pointer("/content/*~1*/schema").cloned().unwrap_or_else(|| json!({}));
+        let mut schema = body
+            .pointer("/content/*~1*/schema")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
         rewrite_refs(&mut schema);
-        params.insert(0, json!({"name": "body", "in": "body", "required": true, "schema": schema}));
+        params.insert(
+            0,
+            json!({"name": "body", "in": "body", "required": true, "schema": schema}),
+        );
     }
     m.insert("parameters".into(), Value::Array(params));
     if let Some(Value::Object(responses)) = m.get_mut("responses") {
@@ -290,7 +355,8 @@ fn v2_operation(op: &Value) -> Value {
             if let Some(s) = schema.as_mut() {
                 rewrite_refs(s);
             }
-            let mut resp = json!({"description": r.get("description").cloned().unwrap_or(json!("OK"))});
+            let mut resp =
+                json!({"description": r.get("description").cloned().unwrap_or(json!("OK"))});
             if let Some(s) = schema {
                 resp["schema"] = s;
             }
@@ -298,7 +364,10 @@ fn v2_operation(op: &Value) -> Value {
         }
     }
     m.insert("consumes".into(), json!(["*/*"]));
-    m.insert("produces".into(), json!(["application/json", "application/yaml"]));
+    m.insert(
+        "produces".into(),
+        json!(["application/json", "application/yaml"]),
+    );
     m.insert("schemes".into(), json!(["https"]));
     out
 }
@@ -335,25 +404,57 @@ mod tests {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "labels": {"x": "y"}, "bogus": 1},
             "spec": {"containers": [{"name": "c", "image": "i", "imagePullPolicy": "Always", "foo": 2,
                 "resources": {"limits": {"cpu": "1"}}, "ports": [{"containerPort": 80}]}]}});
-        assert_eq!(unknown_fields(pods, &pod), vec!["metadata.bogus".to_string(), "spec.containers[0].foo".to_string()]);
+        assert_eq!(
+            unknown_fields(pods, &pod),
+            vec![
+                "metadata.bogus".to_string(),
+                "spec.containers[0].foo".to_string()
+            ]
+        );
     }
 
     #[test]
     fn v3_document_tags_patch_with_field_validation() {
         let doc = v3_document("apps", "v1").unwrap();
-        let patch = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
-        assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Deployment");
-        assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+        let patch =
+            &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert_eq!(
+            patch["x-kubernetes-group-version-kind"]["kind"],
+            "Deployment"
+        );
+        assert!(
+            patch["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "fieldValidation")
+        );
         let schema = &doc["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"];
-        assert_eq!(schema["x-kubernetes-group-version-kind"][0]["kind"], "Deployment");
-        assert!(doc["components"]["schemas"].get("io.k8s.api.core.v1.PodSpec").is_some());
-        let containers = &doc["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
+        assert_eq!(
+            schema["x-kubernetes-group-version-kind"][0]["kind"],
+            "Deployment"
+        );
+        assert!(
+            doc["components"]["schemas"]
+                .get("io.k8s.api.core.v1.PodSpec")
+                .is_some()
+        );
+        let containers =
+            &doc["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
         assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
         assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
         let v2 = v2_document();
         let spec = &v2["definitions"]["io.k8s.api.apps.v1.Deployment"]["properties"]["spec"];
-        assert_eq!(spec["$ref"], "#/definitions/io.k8s.api.apps.v1.DeploymentSpec");
+        assert_eq!(
+            spec["$ref"],
+            "#/definitions/io.k8s.api.apps.v1.DeploymentSpec"
+        );
         assert!(spec.get("allOf").is_none());
-        assert!(v3_index()["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap().starts_with("/openapi/v3/apis/apps/v1?hash="));
+        assert!(
+            v3_index()["paths"]["apis/apps/v1"]["serverRelativeURL"]
+                .as_str()
+                .unwrap()
+                .starts_with("/openapi/v3/apis/apps/v1?hash=")
+        );
     }
 }

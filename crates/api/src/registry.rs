@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use k8s_openapi::api::{
-    apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch, coordination::v1 as coordination,
-    core::v1 as core, discovery::v1 as discovery, events::v1 as events, networking::v1 as networking,
-    policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
+    apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
+    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+    events::v1 as events, networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
+    scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use serde_json::Value;
 
@@ -52,7 +53,11 @@ impl std::fmt::Debug for ResourceInfo {
 impl ResourceInfo {
     /// "v1" or "apps/v1".
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     /// "/api/v1" or "/apis/apps/v1".
@@ -72,7 +77,16 @@ impl ResourceInfo {
     pub fn verbs(&self) -> &'static [&'static str] {
         match (self.group, self.kind) {
             ("", "Binding") | ("policy", "Eviction") => &["create"],
-            _ => &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            _ => &[
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ],
         }
     }
 
@@ -89,18 +103,24 @@ impl ResourceInfo {
     /// The store key of one object.
     pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
         match namespace {
-            Some(ns) if self.namespaced => format!("/registry/{}/{}/{}", self.storage_prefix, ns, name),
+            Some(ns) if self.namespaced => {
+                format!("/registry/{}/{}/{}", self.storage_prefix, ns, name)
+            }
             _ => format!("/registry/{}/{}", self.storage_prefix, name),
         }
     }
 }
 
-fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(v: Value) -> Result<Value, DecodeError> {
+fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(
+    v: Value,
+) -> Result<Value, DecodeError> {
     let typed: T = serde_json::from_value(v)?;
     serde_json::to_value(typed)
 }
 
-fn add_schema<T: schemars::JsonSchema>(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+fn add_schema<T: schemars::JsonSchema>(
+    generator: &mut schemars::SchemaGenerator,
+) -> schemars::Schema {
     generator.subschema_for::<T>()
 }
 
@@ -157,30 +177,100 @@ pub fn registry() -> &'static Registry {
 impl Registry {
     fn build() -> Registry {
         let resources = vec![
-            resource!(core::Namespace, "namespaces", ["ns"], [], ["status", "finalize"]),
+            resource!(
+                core::Namespace,
+                "namespaces",
+                ["ns"],
+                [],
+                ["status", "finalize"]
+            ),
             resource!(
                 core::Pod,
                 "pods",
                 ["po"],
                 ["all"],
-                ["status", "binding", "eviction", "log", "exec", "attach", "portforward", "proxy", "ephemeralcontainers"]
+                [
+                    "status",
+                    "binding",
+                    "eviction",
+                    "log",
+                    "exec",
+                    "attach",
+                    "portforward",
+                    "proxy",
+                    "ephemeralcontainers"
+                ]
             ),
             resource!(core::Node, "minions", ["no"], [], ["status", "proxy"]),
-            resource!(core::Service, "services/specs", ["svc"], ["all"], ["status", "proxy"]),
+            resource!(
+                core::Service,
+                "services/specs",
+                ["svc"],
+                ["all"],
+                ["status", "proxy"]
+            ),
             resource!(core::Endpoints, "services/endpoints", ["ep"], [], []),
             resource!(core::ConfigMap, "configmaps", ["cm"], [], []),
             resource!(core::Secret, "secrets", [], [], []),
-            resource!(core::ServiceAccount, "serviceaccounts", ["sa"], [], ["token"]),
+            resource!(
+                core::ServiceAccount,
+                "serviceaccounts",
+                ["sa"],
+                [],
+                ["token"]
+            ),
             resource!(core::Event, "events", ["ev"], [], []),
             resource!(core::LimitRange, "limitranges", ["limits"], [], []),
-            resource!(core::ResourceQuota, "resourcequotas", ["quota"], [], ["status"]),
-            resource!(core::PersistentVolume, "persistentvolumes", ["pv"], [], ["status"]),
-            resource!(core::PersistentVolumeClaim, "persistentvolumeclaims", ["pvc"], [], ["status"]),
-            resource!(core::ReplicationController, "controllers", ["rc"], ["all"], ["status", "scale"]),
+            resource!(
+                core::ResourceQuota,
+                "resourcequotas",
+                ["quota"],
+                [],
+                ["status"]
+            ),
+            resource!(
+                core::PersistentVolume,
+                "persistentvolumes",
+                ["pv"],
+                [],
+                ["status"]
+            ),
+            resource!(
+                core::PersistentVolumeClaim,
+                "persistentvolumeclaims",
+                ["pvc"],
+                [],
+                ["status"]
+            ),
+            resource!(
+                core::ReplicationController,
+                "controllers",
+                ["rc"],
+                ["all"],
+                ["status", "scale"]
+            ),
             resource!(core::PodTemplate, "podtemplates", [], [], []),
-            resource!(apps::Deployment, "deployments", ["deploy"], ["all"], ["status", "scale"]),
-            resource!(apps::ReplicaSet, "replicasets", ["rs"], ["all"], ["status", "scale"]),
-            resource!(apps::StatefulSet, "statefulsets", ["sts"], ["all"], ["status", "scale"]),
+            resource!(
+                apps::Deployment,
+                "deployments",
+                ["deploy"],
+                ["all"],
+                ["status", "scale"]
+            ),
+            resource!(
+                apps::ReplicaSet,
+                "replicasets",
+                ["rs"],
+                ["all"],
+                ["status", "scale"]
+            ),
+            resource!(
+                apps::StatefulSet,
+                "statefulsets",
+                ["sts"],
+                ["all"],
+                ["status", "scale"]
+            ),
             resource!(apps::DaemonSet, "daemonsets", ["ds"], ["all"], ["status"]),
             resource!(apps::ControllerRevision, "controllerrevisions", [], [], []),
             resource!(batch::Job, "jobs", [], ["all"], ["status"]),
@@ -189,9 +279,27 @@ impl Registry {
             resource!(discovery::EndpointSlice, "endpointslices", [], [], []),
             resource!(networking::Ingress, "ingress", ["ing"], [], ["status"]),
             resource!(networking::IngressClass, "ingressclasses", [], [], []),
-            resource!(networking::NetworkPolicy, "networkpolicies", ["netpol"], [], []),
-            resource!(policy::PodDisruptionBudget, "poddisruptionbudgets", ["pdb"], [], ["status"]),
-            resource!(autoscaling::HorizontalPodAutoscaler, "horizontalpodautoscalers", ["hpa"], ["all"], ["status"]),
+            resource!(
+                networking::NetworkPolicy,
+                "networkpolicies",
+                ["netpol"],
+                [],
+                []
+            ),
+            resource!(
+                policy::PodDisruptionBudget,
+                "poddisruptionbudgets",
+                ["pdb"],
+                [],
+                ["status"]
+            ),
+            resource!(
+                autoscaling::HorizontalPodAutoscaler,
+                "horizontalpodautoscalers",
+                ["hpa"],
+                ["all"],
+                ["status"]
+            ),
             resource!(rbac::Role, "roles", [], [], []),
             resource!(rbac::ClusterRole, "clusterroles", [], [], []),
             resource!(rbac::RoleBinding, "rolebindings", [], [], []),
@@ -200,16 +308,35 @@ impl Registry {
             resource!(storage::StorageClass, "storageclasses", ["sc"], [], []),
             resource!(storage::CSIDriver, "csidrivers", [], [], []),
             resource!(storage::CSINode, "csinodes", [], [], []),
-            resource!(storage::VolumeAttachment, "volumeattachments", [], [], ["status"]),
+            resource!(
+                storage::VolumeAttachment,
+                "volumeattachments",
+                [],
+                [],
+                ["status"]
+            ),
             resource!(events::Event, "events.k8s.io", ["ev"], [], []),
         ];
         let mut by_path = HashMap::new();
         let mut by_kind = HashMap::new();
         for (i, r) in resources.iter().enumerate() {
-            by_path.insert((r.group.to_string(), r.version.to_string(), r.plural.to_string()), i);
-            by_kind.entry((r.api_version(), r.kind.to_string())).or_insert(i);
+            by_path.insert(
+                (
+                    r.group.to_string(),
+                    r.version.to_string(),
+                    r.plural.to_string(),
+                ),
+                i,
+            );
+            by_kind
+                .entry((r.api_version(), r.kind.to_string()))
+                .or_insert(i);
         }
-        Registry { resources, by_path, by_kind }
+        Registry {
+            resources,
+            by_path,
+            by_kind,
+        }
     }
 
     pub fn all(&self) -> &[ResourceInfo] {
@@ -225,7 +352,9 @@ impl Registry {
 
     /// The resource for an apiVersion ("apps/v1") and kind.
     pub fn lookup_kind(&self, api_version: &str, kind: &str) -> Option<&ResourceInfo> {
-        self.by_kind.get(&(api_version.to_string(), kind.to_string())).map(|&i| &self.resources[i])
+        self.by_kind
+            .get(&(api_version.to_string(), kind.to_string()))
+            .map(|&i| &self.resources[i])
     }
 
     /// The served groups in discovery order ("" first), each with its versions.
@@ -245,8 +374,14 @@ impl Registry {
     }
 
     /// The resources of one group/version.
-    pub fn in_group_version<'a>(&'a self, group: &'a str, version: &'a str) -> impl Iterator<Item = &'a ResourceInfo> {
-        self.resources.iter().filter(move |r| r.group == group && r.version == version)
+    pub fn in_group_version<'a>(
+        &'a self,
+        group: &'a str,
+        version: &'a str,
+    ) -> impl Iterator<Item = &'a ResourceInfo> {
+        self.resources
+            .iter()
+            .filter(move |r| r.group == group && r.version == version)
     }
 }
 
@@ -278,7 +413,12 @@ mod tests {
         for a in all {
             for b in all {
                 if !std::ptr::eq(a, b) {
-                    assert!(!b.key_prefix().starts_with(&a.key_prefix()), "{} nests in {}", b.plural, a.plural);
+                    assert!(
+                        !b.key_prefix().starts_with(&a.key_prefix()),
+                        "{} nests in {}",
+                        b.plural,
+                        a.plural
+                    );
                 }
             }
         }

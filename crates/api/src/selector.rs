@@ -83,7 +83,11 @@ fn parse_set(rest: &str, whole: &str) -> Result<Vec<String>, SelectorError> {
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
         .ok_or_else(|| SelectorError::Parse(format!("{whole}: expected a set in parentheses")))?;
-    Ok(inner.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+    Ok(inner
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect())
 }
 
 impl LabelSelector {
@@ -107,23 +111,42 @@ impl LabelSelector {
         let mut reqs = Vec::new();
         if let Some(ml) = sel.get("matchLabels").and_then(Value::as_object) {
             for (k, v) in ml {
-                reqs.push(Requirement { key: k.clone(), op: Op::Eq(v.as_str().unwrap_or_default().to_string()) });
+                reqs.push(Requirement {
+                    key: k.clone(),
+                    op: Op::Eq(v.as_str().unwrap_or_default().to_string()),
+                });
             }
         }
         if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
             for e in exprs {
-                let key = e.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
+                let key = e
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 let values: Vec<String> = e
                     .get("values")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    })
                     .unwrap_or_default();
-                let op = match e.get("operator").and_then(Value::as_str).unwrap_or_default() {
+                let op = match e
+                    .get("operator")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                {
                     "In" => Op::In(values),
                     "NotIn" => Op::NotIn(values),
                     "Exists" => Op::Exists,
                     "DoesNotExist" => Op::NotExists,
-                    other => return Err(SelectorError::Parse(format!("{other:?} is not a valid label selector operator"))),
+                    other => {
+                        return Err(SelectorError::Parse(format!(
+                            "{other:?} is not a valid label selector operator"
+                        )));
+                    }
                 };
                 reqs.push(Requirement { key, op });
             }
@@ -136,7 +159,9 @@ impl LabelSelector {
     }
 
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.reqs.iter().all(|r| r.matches(labels.get(&r.key).map(String::as_str)))
+        self.reqs
+            .iter()
+            .all(|r| r.matches(labels.get(&r.key).map(String::as_str)))
     }
 
     /// Match against an object's `metadata.labels`.
@@ -145,13 +170,18 @@ impl LabelSelector {
             return true;
         }
         let labels = obj.pointer("/metadata/labels").and_then(Value::as_object);
-        self.reqs.iter().all(|r| r.matches(labels.and_then(|l| l.get(&r.key)).and_then(Value::as_str)))
+        self.reqs
+            .iter()
+            .all(|r| r.matches(labels.and_then(|l| l.get(&r.key)).and_then(Value::as_str)))
     }
 }
 
 fn parse_label_requirement(part: &str) -> Result<Requirement, SelectorError> {
     if let Some(key) = part.strip_prefix('!') {
-        return Ok(Requirement { key: key.trim().to_string(), op: Op::NotExists });
+        return Ok(Requirement {
+            key: key.trim().to_string(),
+            op: Op::NotExists,
+        });
     }
     for (sep, kind) in [("!=", 0), ("==", 1), ("=", 1)] {
         if let Some((k, v)) = part.split_once(sep) {
@@ -159,7 +189,10 @@ fn parse_label_requirement(part: &str) -> Result<Requirement, SelectorError> {
             if k.is_empty() {
                 return Err(SelectorError::Parse(format!("{part}: missing key")));
             }
-            return Ok(Requirement { key: k, op: if kind == 0 { Op::NotEq(v) } else { Op::Eq(v) } });
+            return Ok(Requirement {
+                key: k,
+                op: if kind == 0 { Op::NotEq(v) } else { Op::Eq(v) },
+            });
         }
     }
     let words: Vec<&str> = part.splitn(2, char::is_whitespace).collect();
@@ -167,23 +200,38 @@ fn parse_label_requirement(part: &str) -> Result<Requirement, SelectorError> {
         let key = words[0].trim().to_string();
         let rest = words[1].trim();
         if let Some(r) = rest.strip_prefix("notin") {
-            return Ok(Requirement { key, op: Op::NotIn(parse_set(r, part)?) });
+            return Ok(Requirement {
+                key,
+                op: Op::NotIn(parse_set(r, part)?),
+            });
         }
         if let Some(r) = rest.strip_prefix("in") {
-            return Ok(Requirement { key, op: Op::In(parse_set(r, part)?) });
+            return Ok(Requirement {
+                key,
+                op: Op::In(parse_set(r, part)?),
+            });
         }
         return Err(SelectorError::Parse(format!("{part}: unknown operator")));
     }
     for (sep, gt) in [(">", true), ("<", false)] {
         if let Some((k, v)) = part.split_once(sep) {
-            let n = v.trim().parse::<i64>().map_err(|_| SelectorError::Parse(format!("{part}: not an integer")))?;
-            return Ok(Requirement { key: k.trim().to_string(), op: if gt { Op::Gt(n) } else { Op::Lt(n) } });
+            let n = v
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| SelectorError::Parse(format!("{part}: not an integer")))?;
+            return Ok(Requirement {
+                key: k.trim().to_string(),
+                op: if gt { Op::Gt(n) } else { Op::Lt(n) },
+            });
         }
     }
     if part.contains(['(', ')', ' ']) {
         return Err(SelectorError::Parse(part.to_string()));
     }
-    Ok(Requirement { key: part.to_string(), op: Op::Exists })
+    Ok(Requirement {
+        key: part.to_string(),
+        op: Op::Exists,
+    })
 }
 
 /// A parsed field selector (`=`, `==`, `!=` only, as Kubernetes).
@@ -218,7 +266,14 @@ fn supported_fields(group: &str, kind: &str) -> &'static [&'static str] {
             "source",
             "type",
         ],
-        ("events.k8s.io", "Event") => &["regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid", "reason", "type"],
+        ("events.k8s.io", "Event") => &[
+            "regarding.kind",
+            "regarding.namespace",
+            "regarding.name",
+            "regarding.uid",
+            "reason",
+            "type",
+        ],
         ("", "Node") => &["spec.unschedulable"],
         ("", "Namespace") => &["status.phase"],
         ("", "Secret") => &["type"],
@@ -245,13 +300,21 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, Op::Eq(v.to_string()))
             } else {
-                return Err(SelectorError::Parse(format!("invalid field selector: {part}")));
+                return Err(SelectorError::Parse(format!(
+                    "invalid field selector: {part}"
+                )));
             };
             let key = key.trim();
-            if key != "metadata.name" && key != "metadata.namespace" && !supported_fields(group, kind).contains(&key) {
+            if key != "metadata.name"
+                && key != "metadata.namespace"
+                && !supported_fields(group, kind).contains(&key)
+            {
                 return Err(SelectorError::UnsupportedField(key.to_string()));
             }
-            reqs.push(Requirement { key: key.to_string(), op });
+            reqs.push(Requirement {
+                key: key.to_string(),
+                op,
+            });
         }
         Ok(FieldSelector { reqs })
     }
@@ -287,7 +350,10 @@ pub fn field_value(obj: &Value, path: &str) -> Option<String> {
         Value::String(s) => Some(s.clone()),
         Value::Bool(b) => Some(b.to_string()),
         Value::Number(n) => Some(n.to_string()),
-        Value::Object(o) if path == "source" => o.get("component").and_then(Value::as_str).map(str::to_string),
+        Value::Object(o) if path == "source" => o
+            .get("component")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         _ => None,
     }
 }
@@ -298,7 +364,10 @@ mod tests {
     use serde_json::json;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -308,7 +377,11 @@ mod tests {
             ("app=web", &[("app", "web")], true),
             ("app==web", &[("app", "db")], false),
             ("app!=web", &[], true),
-            ("app in (web, db),tier", &[("app", "db"), ("tier", "x")], true),
+            (
+                "app in (web, db),tier",
+                &[("app", "db"), ("tier", "x")],
+                true,
+            ),
             ("app notin (web)", &[("app", "web")], false),
             ("!legacy", &[("legacy", "1")], false),
             ("app,!legacy", &[("app", "x")], true),
@@ -346,6 +419,10 @@ mod tests {
             Err(SelectorError::UnsupportedField("spec.bogus".into()))
         );
         let ev = json!({"involvedObject": {"name": "p", "kind": "Pod"}, "source": {"component": "kubelet"}});
-        assert!(FieldSelector::parse("involvedObject.name=p,source=kubelet", "", "Event").unwrap().matches_object(&ev));
+        assert!(
+            FieldSelector::parse("involvedObject.name=p,source=kubelet", "", "Event")
+                .unwrap()
+                .matches_object(&ev)
+        );
     }
 }

@@ -17,18 +17,24 @@ const NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 fn generated_suffix() -> String {
     use rand::Rng;
     let mut rng = rand::rng();
-    (0..5).map(|_| NAME_CHARS[rng.random_range(0..NAME_CHARS.len())] as char).collect()
+    (0..5)
+        .map(|_| NAME_CHARS[rng.random_range(0..NAME_CHARS.len())] as char)
+        .collect()
 }
 
 fn meta_mut(obj: &mut Value) -> ApiResult<&mut serde_json::Map<String, Value>> {
-    obj.get_mut("metadata").and_then(Value::as_object_mut).ok_or_else(|| ApiError::bad_request("metadata is required"))
+    obj.get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| ApiError::bad_request("metadata is required"))
 }
 
 fn has_spec(info: &ResourceInfo) -> bool {
     !matches!(
         (info.group, info.kind),
-        ("", "ConfigMap" | "Secret" | "ServiceAccount" | "Event" | "Endpoints")
-            | ("events.k8s.io", "Event")
+        (
+            "",
+            "ConfigMap" | "Secret" | "ServiceAccount" | "Event" | "Endpoints"
+        ) | ("events.k8s.io", "Event")
             | ("discovery.k8s.io", "EndpointSlice")
             | ("rbac.authorization.k8s.io", _)
             | ("apps", "ControllerRevision")
@@ -50,13 +56,21 @@ pub async fn ensure_namespace_active(req: &Req<'_>) -> ApiResult<()> {
         found = req.server.cache.get(&key);
     }
     let ns_obj = found.ok_or_else(|| ApiError::not_found("", "namespaces", ns))?;
-    if ns_obj.value.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+    if ns_obj
+        .value
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
+    {
         let mut e = ApiError::forbidden(format!(
             "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
             crate::status::qualified(req.info.group, req.info.plural),
             req.query.get("name").unwrap_or_default()
         ));
-        e.details = Some((req.info.group.to_string(), req.info.plural.to_string(), String::new()));
+        e.details = Some((
+            req.info.group.to_string(),
+            req.info.plural.to_string(),
+            String::new(),
+        ));
         return Err(e);
     }
     Ok(())
@@ -67,16 +81,25 @@ pub async fn ensure_namespace_active(req: &Req<'_>) -> ApiResult<()> {
 /// keys (as the v1 → internal conversion does), and not stored.
 fn merge_string_data(secret: &mut Value) {
     use base64::Engine as _;
-    let Some(m) = secret.as_object_mut() else { return };
-    let Some(Value::Object(strings)) = m.remove("stringData") else { return };
+    let Some(m) = secret.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(strings)) = m.remove("stringData") else {
+        return;
+    };
     let data = m.entry("data").or_insert_with(|| json!({}));
     if data.is_null() {
         *data = json!({});
     }
-    let Some(data) = data.as_object_mut() else { return };
+    let Some(data) = data.as_object_mut() else {
+        return;
+    };
     for (k, v) in strings {
         let text = v.as_str().unwrap_or_default();
-        data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(text)));
+        data.insert(
+            k,
+            json!(base64::engine::general_purpose::STANDARD.encode(text)),
+        );
     }
 }
 
@@ -88,17 +111,32 @@ pub fn prepare_create(req: &Req<'_>, obj: &mut Value) -> ApiResult<()> {
     let now = now_rfc3339();
     {
         let meta = meta_mut(obj)?;
-        let name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if name.is_empty()
-            && let Some(prefix) = meta.get("generateName").and_then(Value::as_str).filter(|s| !s.is_empty())
+            && let Some(prefix) = meta
+                .get("generateName")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
         {
             let mut base = prefix.to_string();
             base.truncate(63 - 5);
-            meta.insert("name".into(), json!(format!("{base}{}", generated_suffix())));
+            meta.insert(
+                "name".into(),
+                json!(format!("{base}{}", generated_suffix())),
+            );
         }
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(now));
-        for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+        for k in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ] {
             meta.remove(k);
         }
         if has_spec(info) {
@@ -118,7 +156,8 @@ pub fn prepare_create(req: &Req<'_>, obj: &mut Value) -> ApiResult<()> {
     match (info.group, info.kind) {
         ("", "Pod") => admit_pod(req, obj),
         ("batch", "Job") => generate_job_selector(obj),
-        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") | ("", "ReplicationController") => {
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet")
+        | ("", "ReplicationController") => {
             if let Some(m) = obj.as_object_mut() {
                 m.insert("status".into(), json!({}));
             }
@@ -139,16 +178,30 @@ fn generate_job_selector(job: &mut Value) {
     if job.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true) {
         return;
     }
-    let uid = job.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
-    let name = job.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
-    if job.pointer("/spec/selector").is_some_and(|s| s.as_object().is_some_and(|m| !m.is_empty())) {
+    let uid = job
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let name = job
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if job
+        .pointer("/spec/selector")
+        .is_some_and(|s| s.as_object().is_some_and(|m| !m.is_empty()))
+    {
         return;
     }
     if job.get("spec").is_none_or(|s| !s.is_object()) {
         return;
     }
     job["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
-    if !job.pointer("/spec/template/metadata").is_some_and(Value::is_object) {
+    if !job
+        .pointer("/spec/template/metadata")
+        .is_some_and(Value::is_object)
+    {
         if !job.pointer("/spec/template").is_some_and(Value::is_object) {
             job["spec"]["template"] = json!({});
         }
@@ -158,7 +211,12 @@ fn generate_job_selector(job: &mut Value) {
     if !meta.get("labels").is_some_and(Value::is_object) {
         meta["labels"] = json!({});
     }
-    for (k, v) in [("batch.kubernetes.io/controller-uid", &uid), ("controller-uid", &uid), ("batch.kubernetes.io/job-name", &name), ("job-name", &name)] {
+    for (k, v) in [
+        ("batch.kubernetes.io/controller-uid", &uid),
+        ("controller-uid", &uid),
+        ("batch.kubernetes.io/job-name", &name),
+        ("job-name", &name),
+    ] {
         meta["labels"][k] = json!(v);
     }
 }
@@ -169,15 +227,28 @@ pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/servicea
 /// Whether the pod gets a token: the pod's automountServiceAccountToken,
 /// else its ServiceAccount's, else true.
 fn automount_token(req: &Req<'_>, pod: &Value) -> bool {
-    if let Some(b) = pod.pointer("/spec/automountServiceAccountToken").and_then(Value::as_bool) {
+    if let Some(b) = pod
+        .pointer("/spec/automountServiceAccountToken")
+        .and_then(Value::as_bool)
+    {
         return b;
     }
-    let ns = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
-    let sa = pod.pointer("/spec/serviceAccountName").and_then(Value::as_str).unwrap_or("default");
+    let ns = pod
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let sa = pod
+        .pointer("/spec/serviceAccountName")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
     req.server
         .cache
         .get(&format!("/registry/serviceaccounts/{ns}/{sa}"))
-        .and_then(|o| o.value.get("automountServiceAccountToken").and_then(Value::as_bool))
+        .and_then(|o| {
+            o.value
+                .get("automountServiceAccountToken")
+                .and_then(Value::as_bool)
+        })
         .unwrap_or(true)
 }
 
@@ -185,12 +256,24 @@ fn automount_token(req: &Req<'_>, pod: &Value) -> bool {
 /// projected volume (bound token, cluster CA, namespace), mounted read-only
 /// into every container that does not mount something there already.
 fn mount_service_account_token(pod: &mut Value, suffix: &str) {
-    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
     let kinds = ["initContainers", "containers", "ephemeralContainers"];
     let mounted_already = |c: &Value| {
-        c.get("volumeMounts").and_then(Value::as_array).is_some_and(|m| m.iter().any(|m| m.get("mountPath").and_then(Value::as_str) == Some(SERVICE_ACCOUNT_MOUNT)))
+        c.get("volumeMounts")
+            .and_then(Value::as_array)
+            .is_some_and(|m| {
+                m.iter().any(|m| {
+                    m.get("mountPath").and_then(Value::as_str) == Some(SERVICE_ACCOUNT_MOUNT)
+                })
+            })
     };
-    let needs = kinds.iter().any(|k| spec.get(*k).and_then(Value::as_array).is_some_and(|cs| cs.iter().any(|c| !mounted_already(c))));
+    let needs = kinds.iter().any(|k| {
+        spec.get(*k)
+            .and_then(Value::as_array)
+            .is_some_and(|cs| cs.iter().any(|c| !mounted_already(c)))
+    });
     if !needs {
         return;
     }
@@ -200,17 +283,32 @@ fn mount_service_account_token(pod: &mut Value, suffix: &str) {
         {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
         {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
     ]}});
-    match spec.entry("volumes").or_insert_with(|| json!([])).as_array_mut() {
+    match spec
+        .entry("volumes")
+        .or_insert_with(|| json!([]))
+        .as_array_mut()
+    {
         Some(v) => v.push(volume),
         None => return,
     }
     for k in kinds {
-        for c in spec.get_mut(k).and_then(Value::as_array_mut).into_iter().flatten() {
+        for c in spec
+            .get_mut(k)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
             if mounted_already(c) {
                 continue;
             }
-            if let Some(mounts) = c.as_object_mut().map(|c| c.entry("volumeMounts").or_insert_with(|| json!([]))).and_then(Value::as_array_mut) {
-                mounts.push(json!({"name": name, "readOnly": true, "mountPath": SERVICE_ACCOUNT_MOUNT}));
+            if let Some(mounts) = c
+                .as_object_mut()
+                .map(|c| c.entry("volumeMounts").or_insert_with(|| json!([])))
+                .and_then(Value::as_array_mut)
+            {
+                mounts.push(
+                    json!({"name": name, "readOnly": true, "mountPath": SERVICE_ACCOUNT_MOUNT}),
+                );
             }
         }
     }
@@ -221,11 +319,22 @@ fn admit_pod(req: &Req<'_>, pod: &mut Value) {
     let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
     };
-    if spec.get("serviceAccountName").and_then(Value::as_str).is_none_or(str::is_empty) {
-        let sa = spec.get("serviceAccount").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("default").to_string();
+    if spec
+        .get("serviceAccountName")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        let sa = spec
+            .get("serviceAccount")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or("default")
+            .to_string();
         spec.insert("serviceAccountName".into(), json!(sa));
     }
-    let mirror = pod.pointer("/metadata/annotations/kubernetes.io~1config.mirror").is_some();
+    let mirror = pod
+        .pointer("/metadata/annotations/kubernetes.io~1config.mirror")
+        .is_some();
     if !mirror && automount_token(req, pod) {
         mount_service_account_token(pod, &generated_suffix());
     }
@@ -234,12 +343,16 @@ fn admit_pod(req: &Req<'_>, pod: &mut Value) {
     };
     let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
     if let Some(list) = tolerations.as_array_mut() {
-        for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+        for key in [
+            "node.kubernetes.io/not-ready",
+            "node.kubernetes.io/unreachable",
+        ] {
             let tolerated = list.iter().any(|t| {
                 let k = t.get("key").and_then(Value::as_str);
                 let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
                 let op = t.get("operator").and_then(Value::as_str).unwrap_or("Equal");
-                (k == Some(key) || (k.is_none() && op == "Exists")) && (effect.is_empty() || effect == "NoExecute")
+                (k == Some(key) || (k.is_none() && op == "Exists"))
+                    && (effect.is_empty() || effect == "NoExecute")
             });
             if !tolerated {
                 list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
@@ -247,7 +360,11 @@ fn admit_pod(req: &Req<'_>, pod: &mut Value) {
         }
     }
     if spec.get("priority").is_none() {
-        let class = spec.get("priorityClassName").and_then(Value::as_str).unwrap_or_default().to_string();
+        let class = spec
+            .get("priorityClassName")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let value = if class.is_empty() {
             0
         } else {
@@ -275,14 +392,26 @@ fn invalid_field(req: &Req<'_>, obj: &Value, field: &str, value: &str, message: 
         req.info.group,
         req.info.kind,
         name_of(obj),
-        vec![Cause { reason: "FieldValueInvalid".into(), message: format!("Invalid value: \"{value}\": {message}"), field: field.into() }],
+        vec![Cause {
+            reason: "FieldValueInvalid".into(),
+            message: format!("Invalid value: \"{value}\": {message}"),
+            field: field.into(),
+        }],
     )
 }
 
-fn alloc_error(req: &Req<'_>, obj: &Value, field: &str, value: &str, e: crate::alloc::AllocError) -> ApiError {
+fn alloc_error(
+    req: &Req<'_>,
+    obj: &Value,
+    field: &str,
+    value: &str,
+    e: crate::alloc::AllocError,
+) -> ApiError {
     match e {
         crate::alloc::AllocError::Invalid(m) => invalid_field(req, obj, field, value, &m),
-        crate::alloc::AllocError::Store(e) => ApiError::from_store(e, req.info.group, req.info.plural, name_of(obj)),
+        crate::alloc::AllocError::Store(e) => {
+            ApiError::from_store(e, req.info.group, req.info.plural, name_of(obj))
+        }
     }
 }
 
@@ -300,16 +429,35 @@ pub async fn allocate(req: &Req<'_>, obj: &mut Value) -> ApiResult<Allocated> {
     }
     out.parent = Some(parent.clone());
     let allocator = crate::alloc::Allocator { server: req.server };
-    let svc_type = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    let svc_type = obj
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
     if svc_type != "ExternalName" {
-        let wanted = obj.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
+        let wanted = obj
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if wanted != "None" {
             let ip = if wanted.is_empty() {
                 None
             } else {
-                Some(wanted.parse::<Ipv4Addr>().map_err(|_| invalid_field(req, obj, "spec.clusterIPs[0]", &wanted, "must be a valid IP address"))?)
+                Some(wanted.parse::<Ipv4Addr>().map_err(|_| {
+                    invalid_field(
+                        req,
+                        obj,
+                        "spec.clusterIPs[0]",
+                        &wanted,
+                        "must be a valid IP address",
+                    )
+                })?)
             };
-            let (ip, owned) = allocator.ip(ip, &parent, req.dry_run).await.map_err(|e| alloc_error(req, obj, "spec.clusterIPs", &wanted, e))?;
+            let (ip, owned) = allocator
+                .ip(ip, &parent, req.dry_run)
+                .await
+                .map_err(|e| alloc_error(req, obj, "spec.clusterIPs", &wanted, e))?;
             if owned {
                 out.ips.push(ip);
             }
@@ -322,9 +470,16 @@ pub async fn allocate(req: &Req<'_>, obj: &mut Value) -> ApiResult<Allocated> {
         obj["spec"]["ipFamilyPolicy"] = json!("SingleStack");
     }
     if svc_type == "NodePort" || svc_type == "LoadBalancer" {
-        let n = obj.pointer("/spec/ports").and_then(Value::as_array).map_or(0, Vec::len);
+        let n = obj
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
         for i in 0..n {
-            let wanted = obj["spec"]["ports"][i].get("nodePort").and_then(Value::as_u64).filter(|p| *p != 0).map(|p| p as u16);
+            let wanted = obj["spec"]["ports"][i]
+                .get("nodePort")
+                .and_then(Value::as_u64)
+                .filter(|p| *p != 0)
+                .map(|p| p as u16);
             match allocator.port(wanted, &parent, req.dry_run).await {
                 Ok((p, owned)) => {
                     if owned {
@@ -334,7 +489,13 @@ pub async fn allocate(req: &Req<'_>, obj: &mut Value) -> ApiResult<Allocated> {
                 }
                 Err(e) => {
                     release(req.server, &out).await;
-                    return Err(alloc_error(req, obj, &format!("spec.ports[{i}].nodePort"), &wanted.unwrap_or(0).to_string(), e));
+                    return Err(alloc_error(
+                        req,
+                        obj,
+                        &format!("spec.ports[{i}].nodePort"),
+                        &wanted.unwrap_or(0).to_string(),
+                        e,
+                    ));
                 }
             }
         }
@@ -359,12 +520,21 @@ pub async fn release_object(server: &ApiServer, info: &ResourceInfo, obj: &Value
         return;
     }
     let (ip, ports) = crate::alloc::service_addresses(obj);
-    let a = Allocated { parent: Some(crate::alloc::Parent::of(obj)), ips: ip.into_iter().collect(), ports };
+    let a = Allocated {
+        parent: Some(crate::alloc::Parent::of(obj)),
+        ips: ip.into_iter().collect(),
+        ports,
+    };
     release(server, &a).await;
 }
 
 /// Carry over what an update may not change, per subresource.
-pub fn prepare_update(req: &Req<'_>, new: &mut Value, old: &Value, sub: Option<&str>) -> ApiResult<()> {
+pub fn prepare_update(
+    req: &Req<'_>,
+    new: &mut Value,
+    old: &Value,
+    sub: Option<&str>,
+) -> ApiResult<()> {
     let info = req.info;
     if info.group.is_empty() && info.kind == "Secret" {
         merge_string_data(new);
@@ -415,7 +585,14 @@ pub fn prepare_update(req: &Req<'_>, new: &mut Value, old: &Value, sub: Option<&
     let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
     {
         let meta = meta_mut(new)?;
-        for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "generateName"] {
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "generateName",
+        ] {
             match old_meta.get(k) {
                 Some(v) => {
                     meta.insert(k.into(), v.clone());
@@ -427,11 +604,17 @@ pub fn prepare_update(req: &Req<'_>, new: &mut Value, old: &Value, sub: Option<&
         }
         // Finalizers cannot be added to an object being deleted.
         if old_meta.get("deletionTimestamp").is_some() {
-            let old_f: Vec<Value> = old_meta.get("finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+            let old_f: Vec<Value> = old_meta
+                .get("finalizers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             if let Some(new_f) = meta.get("finalizers").and_then(Value::as_array)
                 && new_f.iter().any(|f| !old_f.contains(f))
             {
-                return Err(ApiError::forbidden("no new finalizers can be added if the object is being deleted"));
+                return Err(ApiError::forbidden(
+                    "no new finalizers can be added if the object is being deleted",
+                ));
             }
         }
     }
@@ -440,7 +623,11 @@ pub fn prepare_update(req: &Req<'_>, new: &mut Value, old: &Value, sub: Option<&
         let changed = new.get("spec") != old.get("spec")
             || (info.kind != "Pod" && strip_meta_status(new) != strip_meta_status(old));
         if changed {
-            let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+            let generation = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                + 1;
             new["metadata"]["generation"] = json!(generation);
         }
     }
@@ -462,8 +649,13 @@ fn strip_meta_status(v: &Value) -> Value {
 /// Whether finalizers still hold an object being deleted: metadata.finalizers,
 /// and for a Namespace also spec.finalizers (cleared through /finalize).
 pub fn has_finalizers(info: &ResourceInfo, obj: &Value) -> bool {
-    let non_empty = |p: &str| obj.pointer(p).and_then(Value::as_array).is_some_and(|f| !f.is_empty());
-    non_empty("/metadata/finalizers") || (info.kind == "Namespace" && info.group.is_empty() && non_empty("/spec/finalizers"))
+    let non_empty = |p: &str| {
+        obj.pointer(p)
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty())
+    };
+    non_empty("/metadata/finalizers")
+        || (info.kind == "Namespace" && info.group.is_empty() && non_empty("/spec/finalizers"))
 }
 
 /// The grace period a delete gets, or None for an immediate delete.
@@ -471,26 +663,47 @@ pub fn graceful_period(info: &ResourceInfo, obj: &Value, requested: Option<i64>)
     if info.kind != "Pod" || !info.group.is_empty() {
         return None;
     }
-    let unscheduled = obj.pointer("/spec/nodeName").and_then(Value::as_str).is_none_or(str::is_empty);
-    let phase = obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+    let unscheduled = obj
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty);
+    let phase = obj
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if unscheduled || phase == "Succeeded" || phase == "Failed" {
         return None;
     }
-    let grace = requested.unwrap_or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30));
+    let grace = requested.unwrap_or_else(|| {
+        obj.pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(30)
+    });
     if grace <= 0 { None } else { Some(grace) }
 }
 
 /// Kinds whose finished delete answers with a Status rather than the object.
 pub fn delete_returns_status(info: &ResourceInfo) -> bool {
-    !matches!((info.group, info.kind), ("", "Pod" | "Service" | "Namespace" | "Node"))
+    !matches!(
+        (info.group, info.kind),
+        ("", "Pod" | "Service" | "Namespace" | "Node")
+    )
 }
 
 /// The autoscaling/v1 Scale of a scalable resource.
 pub fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
     let selector = match obj.pointer("/spec/selector") {
-        Some(Value::Object(m)) if m.contains_key("matchLabels") || m.contains_key("matchExpressions") => selector_string(obj.pointer("/spec/selector")),
+        Some(Value::Object(m))
+            if m.contains_key("matchLabels") || m.contains_key("matchExpressions") =>
+        {
+            selector_string(obj.pointer("/spec/selector"))
+        }
         // ReplicationController: a plain map.
-        Some(Value::Object(m)) => m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join(","),
         _ => String::new(),
     };
     let meta = obj.get("metadata").cloned().unwrap_or_default();
@@ -517,10 +730,25 @@ fn selector_string(sel: Option<&Value>) -> String {
             parts.push(format!("{k}={}", v.as_str().unwrap_or_default()));
         }
     }
-    for e in sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+    for e in sel
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
-        let values: Vec<&str> = e.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
-        match e.get("operator").and_then(Value::as_str).unwrap_or_default() {
+        let values: Vec<&str> = e
+            .get("values")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        match e
+            .get("operator")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+        {
             "In" => parts.push(format!("{key} in ({})", values.join(","))),
             "NotIn" => parts.push(format!("{key} notin ({})", values.join(","))),
             "Exists" => parts.push(key.to_string()),
@@ -532,7 +760,13 @@ fn selector_string(sel: Option<&Value>) -> String {
 }
 
 /// Set (or replace) a pod condition.
-pub fn set_pod_condition(pod: &mut Value, kind: &str, status: &str, reason: Option<&str>, message: Option<&str>) {
+pub fn set_pod_condition(
+    pod: &mut Value,
+    kind: &str,
+    status: &str,
+    reason: Option<&str>,
+    message: Option<&str>,
+) {
     if !pod.get("status").is_some_and(Value::is_object) {
         pod["status"] = json!({});
     }
@@ -543,9 +777,14 @@ pub fn set_pod_condition(pod: &mut Value, kind: &str, status: &str, reason: Opti
     if let Some(m) = message {
         cond["message"] = json!(m);
     }
-    let conds = pod["status"].as_object_mut().map(|s| s.entry("conditions").or_insert_with(|| json!([])));
+    let conds = pod["status"]
+        .as_object_mut()
+        .map(|s| s.entry("conditions").or_insert_with(|| json!([])));
     if let Some(list) = conds.and_then(Value::as_array_mut) {
-        match list.iter_mut().find(|c| c.get("type").and_then(Value::as_str) == Some(kind)) {
+        match list
+            .iter_mut()
+            .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
+        {
             Some(c) => *c = cond,
             None => list.push(cond),
         }
@@ -558,7 +797,9 @@ mod tests {
 
     #[test]
     fn scale_selector_strings() {
-        let info = skiff_api::registry::registry().lookup("apps", "v1", "deployments").unwrap();
+        let info = skiff_api::registry::registry()
+            .lookup("apps", "v1", "deployments")
+            .unwrap();
         let d = json!({"metadata": {"name": "web"}, "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"},
             "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]}}, "status": {"replicas": 1}});
         let s = scale_of(info, &d);
@@ -575,11 +816,30 @@ mod tests {
         let vols = pod["spec"]["volumes"].as_array().unwrap();
         assert_eq!(vols.len(), 1);
         assert_eq!(vols[0]["name"], "kube-api-access-x7k2q");
-        assert_eq!(vols[0]["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"], 3607);
-        assert_eq!(vols[0]["projected"]["sources"][1]["configMap"]["name"], "kube-root-ca.crt");
-        assert_eq!(pod["spec"]["initContainers"][0]["volumeMounts"][0]["mountPath"], SERVICE_ACCOUNT_MOUNT);
-        assert_eq!(pod["spec"]["containers"][0]["volumeMounts"][0]["readOnly"], true);
-        assert_eq!(pod["spec"]["containers"][1]["volumeMounts"].as_array().unwrap().len(), 1, "its own mount is kept");
+        assert_eq!(
+            vols[0]["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"],
+            3607
+        );
+        assert_eq!(
+            vols[0]["projected"]["sources"][1]["configMap"]["name"],
+            "kube-root-ca.crt"
+        );
+        assert_eq!(
+            pod["spec"]["initContainers"][0]["volumeMounts"][0]["mountPath"],
+            SERVICE_ACCOUNT_MOUNT
+        );
+        assert_eq!(
+            pod["spec"]["containers"][0]["volumeMounts"][0]["readOnly"],
+            true
+        );
+        assert_eq!(
+            pod["spec"]["containers"][1]["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1,
+            "its own mount is kept"
+        );
         let mut all_own = json!({"spec": {"containers": [{"name": "b", "volumeMounts": [{"name": "own", "mountPath": SERVICE_ACCOUNT_MOUNT}]}]}});
         mount_service_account_token(&mut all_own, "aaaaa");
         assert!(all_own["spec"].get("volumes").is_none());
@@ -587,7 +847,8 @@ mod tests {
 
     #[test]
     fn secret_string_data_is_merged_into_data() {
-        let mut s = json!({"data": {"a": "eA==", "b": "eQ=="}, "stringData": {"b": "new", "c": "z"}});
+        let mut s =
+            json!({"data": {"a": "eA==", "b": "eQ=="}, "stringData": {"b": "new", "c": "z"}});
         merge_string_data(&mut s);
         assert_eq!(s, json!({"data": {"a": "eA==", "b": "bmV3", "c": "eg=="}}));
         let mut only = json!({"stringData": {"k": "v"}});
@@ -597,10 +858,17 @@ mod tests {
 
     #[test]
     fn job_selectors_are_generated_from_the_uid() {
-        let mut job = json!({"metadata": {"name": "pi", "uid": "u-1"}, "spec": {"template": {"spec": {}}}});
+        let mut job =
+            json!({"metadata": {"name": "pi", "uid": "u-1"}, "spec": {"template": {"spec": {}}}});
         generate_job_selector(&mut job);
-        assert_eq!(job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"], "u-1");
-        assert_eq!(job["spec"]["template"]["metadata"]["labels"]["job-name"], "pi");
+        assert_eq!(
+            job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+            "u-1"
+        );
+        assert_eq!(
+            job["spec"]["template"]["metadata"]["labels"]["job-name"],
+            "pi"
+        );
         let mut manual = json!({"metadata": {"uid": "u"}, "spec": {"manualSelector": true, "selector": {"matchLabels": {"a": "b"}}}});
         generate_job_selector(&mut manual);
         assert_eq!(manual["spec"]["selector"]["matchLabels"]["a"], "b");
@@ -608,7 +876,9 @@ mod tests {
 
     #[test]
     fn grace_periods() {
-        let pods = skiff_api::registry::registry().lookup("", "v1", "pods").unwrap();
+        let pods = skiff_api::registry::registry()
+            .lookup("", "v1", "pods")
+            .unwrap();
         let unscheduled = json!({"spec": {}});
         assert_eq!(graceful_period(pods, &unscheduled, None), None);
         let bound = json!({"spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 30}, "status": {"phase": "Running"}});

@@ -45,8 +45,16 @@ pub struct Parent {
 
 impl Parent {
     pub fn of(svc: &Value) -> Parent {
-        let s = |p: &str| svc.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
-        Parent { namespace: s("/metadata/namespace"), name: s("/metadata/name") }
+        let s = |p: &str| {
+            svc.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        Parent {
+            namespace: s("/metadata/namespace"),
+            name: s("/metadata/name"),
+        }
     }
 
     fn to_json(&self) -> Value {
@@ -55,7 +63,11 @@ impl Parent {
 
     fn matches(&self, claim: &Value) -> bool {
         let r = claim.pointer("/spec/parentRef");
-        let s = |k: &str| r.and_then(|r| r.get(k)).and_then(Value::as_str).unwrap_or_default();
+        let s = |k: &str| {
+            r.and_then(|r| r.get(k))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        };
         s("resource") == "services" && s("namespace") == self.namespace && s("name") == self.name
     }
 }
@@ -87,7 +99,12 @@ pub enum Claim {
 }
 
 /// Atomically create the claim `key` for `parent`.
-pub async fn claim(store: &dyn Store, key: &str, value: &Value, parent: &Parent) -> Result<Claim, StoreError> {
+pub async fn claim(
+    store: &dyn Store,
+    key: &str,
+    value: &Value,
+    parent: &Parent,
+) -> Result<Claim, StoreError> {
     let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Backend(e.to_string()))?;
     match store.create(key, bytes).await {
         Ok(kv) => Ok(Claim::Owned(kv.mod_revision)),
@@ -97,7 +114,11 @@ pub async fn claim(store: &dyn Store, key: &str, value: &Value, parent: &Parent)
                 return Ok(Claim::Taken);
             };
             let existing: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
-            Ok(if parent.matches(&existing) { Claim::Adopted } else { Claim::Taken })
+            Ok(if parent.matches(&existing) {
+                Claim::Adopted
+            } else {
+                Claim::Taken
+            })
         }
         Err(e) => Err(e),
     }
@@ -105,7 +126,9 @@ pub async fn claim(store: &dyn Store, key: &str, value: &Value, parent: &Parent)
 
 /// Delete the claim `key` if it still belongs to `parent`.
 pub async fn unclaim(store: &dyn Store, key: &str, parent: &Parent) -> Result<(), StoreError> {
-    let Some(kv) = store.get(key).await? else { return Ok(()) };
+    let Some(kv) = store.get(key).await? else {
+        return Ok(());
+    };
     let existing: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
     if !parent.matches(&existing) {
         return Ok(());
@@ -135,7 +158,14 @@ fn locally_held(rev: Option<&i64>, cache_revision: i64) -> bool {
 
 impl Allocators {
     pub fn new(cidr: (Ipv4Addr, u8), node_ports: (u16, u16)) -> Allocators {
-        Allocators { cidr, node_ports, ips: HashMap::new(), ports: HashMap::new(), next_ip: 0, next_port: 0 }
+        Allocators {
+            cidr,
+            node_ports,
+            ips: HashMap::new(),
+            ports: HashMap::new(),
+            next_ip: 0,
+            next_port: 0,
+        }
     }
 
     fn range(&self) -> (u32, u32) {
@@ -153,7 +183,10 @@ impl Allocators {
         let (base, size) = self.range();
         let n = u32::from(ip);
         if n <= base || n >= base + size - 1 {
-            return Err(format!("the provided IP ({ip}) is not in the valid range. The range of valid IPs is {}/{}", self.cidr.0, self.cidr.1));
+            return Err(format!(
+                "the provided IP ({ip}) is not in the valid range. The range of valid IPs is {}/{}",
+                self.cidr.0, self.cidr.1
+            ));
         }
         Ok(())
     }
@@ -161,7 +194,9 @@ impl Allocators {
     pub fn check_port(&self, p: u16) -> Result<(), String> {
         let (lo, hi) = self.node_ports;
         if p < lo || p > hi {
-            return Err(format!("provided port is not in the valid range. The range of valid ports is {lo}-{hi}"));
+            return Err(format!(
+                "provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
+            ));
         }
         Ok(())
     }
@@ -187,12 +222,20 @@ impl Allocators {
     /// The next free address after the cursor (skipping the low band kept
     /// for well-known addresses), marked in flight. `taken` says whether the
     /// cache holds a claim.
-    fn next_free_ip(&mut self, cache_revision: i64, taken: impl Fn(Ipv4Addr) -> bool) -> Option<Ipv4Addr> {
+    fn next_free_ip(
+        &mut self,
+        cache_revision: i64,
+        taken: impl Fn(Ipv4Addr) -> bool,
+    ) -> Option<Ipv4Addr> {
         self.prune(cache_revision);
         let (base, size) = self.range();
         let low = (size / 16).clamp(1, 256);
         for _ in 0..size {
-            self.next_ip = if self.next_ip < low || self.next_ip >= size - 2 { low } else { self.next_ip + 1 };
+            self.next_ip = if self.next_ip < low || self.next_ip >= size - 2 {
+                low
+            } else {
+                self.next_ip + 1
+            };
             let ip = Ipv4Addr::from(base + self.next_ip);
             if !locally_held(self.ips.get(&u32::from(ip)), cache_revision) && !taken(ip) {
                 self.ips.insert(u32::from(ip), 0);
@@ -205,7 +248,11 @@ impl Allocators {
     fn next_free_port(&mut self, cache_revision: i64, taken: impl Fn(u16) -> bool) -> Option<u16> {
         let (lo, hi) = self.node_ports;
         for _ in lo..=hi {
-            self.next_port = if self.next_port < lo || self.next_port >= hi { lo } else { self.next_port + 1 };
+            self.next_port = if self.next_port < lo || self.next_port >= hi {
+                lo
+            } else {
+                self.next_port + 1
+            };
             let p = self.next_port;
             if !locally_held(self.ports.get(&p), cache_revision) && !taken(p) {
                 self.ports.insert(p, 0);
@@ -233,10 +280,12 @@ impl Allocators {
     /// Drop entries the cache has caught up with (it is authoritative for them).
     fn prune(&mut self, cache_revision: i64) {
         if self.ips.len() > 256 {
-            self.ips.retain(|_, r| locally_held(Some(r), cache_revision));
+            self.ips
+                .retain(|_, r| locally_held(Some(r), cache_revision));
         }
         if self.ports.len() > 256 {
-            self.ports.retain(|_, r| locally_held(Some(r), cache_revision));
+            self.ports
+                .retain(|_, r| locally_held(Some(r), cache_revision));
         }
     }
 }
@@ -265,13 +314,21 @@ impl Allocator<'_> {
     }
 
     fn local(&self) -> std::sync::MutexGuard<'_, Allocators> {
-        self.server.allocators.lock().unwrap_or_else(|p| p.into_inner())
+        self.server
+            .allocators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Claim a ClusterIP for `parent`: `wanted`, or the next free one. The
     /// bool says whether the claim is this call's (to release on failure).
     /// A dry run checks but claims nothing.
-    pub async fn ip(&self, wanted: Option<Ipv4Addr>, parent: &Parent, dry_run: bool) -> Result<(Ipv4Addr, bool), AllocError> {
+    pub async fn ip(
+        &self,
+        wanted: Option<Ipv4Addr>,
+        parent: &Parent,
+        dry_run: bool,
+    ) -> Result<(Ipv4Addr, bool), AllocError> {
         if let Some(ip) = wanted {
             self.local().check_ip(ip).map_err(AllocError::Invalid)?;
             let already = || AllocError::Invalid("provided IP is already allocated".into());
@@ -309,7 +366,8 @@ impl Allocator<'_> {
         for _ in 0..size {
             let candidate = {
                 let cache = self.cache();
-                self.local().next_free_ip(cache.revision(), |ip| cache.get(&ip_key(ip)).is_some())
+                self.local()
+                    .next_free_ip(cache.revision(), |ip| cache.get(&ip_key(ip)).is_some())
             };
             let Some(ip) = candidate else { break };
             if dry_run {
@@ -335,7 +393,12 @@ impl Allocator<'_> {
     }
 
     /// Claim a NodePort for `parent` (as [`Allocator::ip`]).
-    pub async fn port(&self, wanted: Option<u16>, parent: &Parent, dry_run: bool) -> Result<(u16, bool), AllocError> {
+    pub async fn port(
+        &self,
+        wanted: Option<u16>,
+        parent: &Parent,
+        dry_run: bool,
+    ) -> Result<(u16, bool), AllocError> {
         if let Some(p) = wanted {
             self.local().check_port(p).map_err(AllocError::Invalid)?;
             let already = || AllocError::Invalid("provided port is already allocated".into());
@@ -373,7 +436,8 @@ impl Allocator<'_> {
         for _ in lo..=hi {
             let candidate = {
                 let cache = self.cache();
-                self.local().next_free_port(cache.revision(), |p| cache.get(&port_key(p)).is_some())
+                self.local()
+                    .next_free_port(cache.revision(), |p| cache.get(&port_key(p)).is_some())
             };
             let Some(p) = candidate else { break };
             if dry_run {
@@ -415,7 +479,10 @@ impl Allocator<'_> {
 
 /// The ClusterIP and NodePorts a Service holds.
 pub fn service_addresses(svc: &Value) -> (Option<Ipv4Addr>, Vec<u16>) {
-    let ip = svc.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse().ok());
+    let ip = svc
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok());
     let ports = svc
         .pointer("/spec/ports")
         .and_then(Value::as_array)
@@ -435,14 +502,29 @@ pub async fn claim_existing(server: &ApiServer) -> Result<(), StoreError> {
     for s in services {
         let parent = Parent::of(&s.value);
         let (ip, ports) = service_addresses(&s.value);
-        let range_ok = ip.is_some_and(|ip| server.allocators.lock().map(|a| a.check_ip(ip).is_ok()).unwrap_or(false));
+        let range_ok = ip.is_some_and(|ip| {
+            server
+                .allocators
+                .lock()
+                .map(|a| a.check_ip(ip).is_ok())
+                .unwrap_or(false)
+        });
         if let Some(ip) = ip.filter(|_| range_ok)
-            && claim(&*server.store, &ip_key(ip), &ip_claim(ip, &parent), &parent).await? == Claim::Taken
+            && claim(&*server.store, &ip_key(ip), &ip_claim(ip, &parent), &parent).await?
+                == Claim::Taken
         {
             tracing::warn!(%ip, service = %format!("{}/{}", parent.namespace, parent.name), "ClusterIP is claimed by another Service");
         }
         for p in ports {
-            if claim(&*server.store, &port_key(p), &port_claim(p, &parent), &parent).await? == Claim::Taken {
+            if claim(
+                &*server.store,
+                &port_key(p),
+                &port_claim(p, &parent),
+                &parent,
+            )
+            .await?
+                == Claim::Taken
+            {
                 tracing::warn!(port = p, service = %format!("{}/{}", parent.namespace, parent.name), "NodePort is claimed by another Service");
             }
         }
@@ -458,11 +540,21 @@ fn orphans(cache: &WatchCache) -> Vec<(String, i64)> {
         for c in claims {
             let value = c.key.trim_start_matches(prefix);
             let r = c.value.pointer("/spec/parentRef");
-            let s = |k: &str| r.and_then(|r| r.get(k)).and_then(Value::as_str).unwrap_or_default();
-            let held = cache.get(&format!("{SERVICE_PREFIX}{}/{}", s("namespace"), s("name"))).is_some_and(|svc| {
-                let (ip, ports) = service_addresses(&svc.value);
-                if is_ip { ip.is_some_and(|ip| ip.to_string() == value) } else { ports.iter().any(|p| p.to_string() == value) }
-            });
+            let s = |k: &str| {
+                r.and_then(|r| r.get(k))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            };
+            let held = cache
+                .get(&format!("{SERVICE_PREFIX}{}/{}", s("namespace"), s("name")))
+                .is_some_and(|svc| {
+                    let (ip, ports) = service_addresses(&svc.value);
+                    if is_ip {
+                        ip.is_some_and(|ip| ip.to_string() == value)
+                    } else {
+                        ports.iter().any(|p| p.to_string() == value)
+                    }
+                });
             if !held {
                 out.push((c.key.clone(), c.revision));
             }
@@ -477,7 +569,9 @@ pub async fn repair_loop(server: Weak<ApiServer>, period: Duration) {
     let mut suspects: HashMap<String, i64> = HashMap::new();
     loop {
         tokio::time::sleep(period).await;
-        let Some(server) = server.upgrade() else { return };
+        let Some(server) = server.upgrade() else {
+            return;
+        };
         let found = orphans(&server.cache);
         let mut next = HashMap::new();
         for (key, rev) in found {
@@ -485,7 +579,9 @@ pub async fn repair_loop(server: Weak<ApiServer>, period: Duration) {
                 match server.store.delete(&key, rev).await {
                     Ok(_) => tracing::info!(key, "released an orphaned allocation"),
                     Err(StoreError::NotFound(_) | StoreError::Conflict { .. }) => {}
-                    Err(e) => tracing::warn!(key, error = %e, "cannot release an orphaned allocation"),
+                    Err(e) => {
+                        tracing::warn!(key, error = %e, "cannot release an orphaned allocation")
+                    }
                 }
             } else {
                 next.insert(key, rev);
@@ -497,7 +593,10 @@ pub async fn repair_loop(server: Weak<ApiServer>, period: Duration) {
 
 /// Start the repair pass for `server`.
 pub fn spawn_repair(server: &Arc<ApiServer>) {
-    tokio::spawn(repair_loop(Arc::downgrade(server), Duration::from_secs(180)));
+    tokio::spawn(repair_loop(
+        Arc::downgrade(server),
+        Duration::from_secs(180),
+    ));
 }
 
 #[cfg(test)]
@@ -509,7 +608,9 @@ mod tests {
         let mut a = Allocators::new((Ipv4Addr::new(10, 43, 0, 0), 24), (30000, 30002));
         // The low band of a /24 is 16 addresses; in-flight .16 and cached .17 are skipped.
         assert!(a.begin_ip(Ipv4Addr::new(10, 43, 0, 16), 5));
-        let ip = a.next_free_ip(5, |ip| ip == Ipv4Addr::new(10, 43, 0, 17)).unwrap();
+        let ip = a
+            .next_free_ip(5, |ip| ip == Ipv4Addr::new(10, 43, 0, 17))
+            .unwrap();
         assert_eq!(ip, Ipv4Addr::new(10, 43, 0, 18));
         // A claim made at revision 9 holds until the cache reaches 9.
         a.finish_ip(ip, Some(9));

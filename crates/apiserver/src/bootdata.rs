@@ -16,7 +16,13 @@ use serde_json::{Value, json};
 use skiff_store::{Store, StoreError};
 
 /// The files that make a server part of a cluster (relative to the data dir).
-pub const FILES: [&str; 5] = ["tls/server-ca.crt", "tls/server-ca.key", "tls/service-account.key", "admin.token", "node-token"];
+pub const FILES: [&str; 5] = [
+    "tls/server-ca.crt",
+    "tls/server-ca.key",
+    "tls/service-account.key",
+    "admin.token",
+    "node-token",
+];
 const ITERATIONS: u32 = 100_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,12 +30,17 @@ pub enum BootError {
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the bootstrap data cannot be decrypted with this token")]
     WrongToken,
     #[error("the bootstrap data in the datastore is corrupt: {0}")]
     Corrupt(String),
-    #[error("{0} differs from the cluster's bootstrap data: this data directory belongs to another cluster")]
+    #[error(
+        "{0} differs from the cluster's bootstrap data: this data directory belongs to another cluster"
+    )]
     Mismatch(PathBuf),
     #[error("crypto: {0}")]
     Crypto(String),
@@ -38,15 +49,26 @@ pub enum BootError {
 /// Where the data for `token` lives.
 pub fn key_for(token: &str) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-    let hex: String = d.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = d.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("/bootstrap/{hex}")
 }
 
 fn derive(token: &str, salt: &[u8]) -> Result<LessSafeKey, BootError> {
     let mut key = [0u8; 32];
-    let iterations = NonZeroU32::new(ITERATIONS).ok_or_else(|| BootError::Crypto("iterations".into()))?;
-    ring::pbkdf2::derive(ring::pbkdf2::PBKDF2_HMAC_SHA256, iterations, salt, token.as_bytes(), &mut key);
-    let unbound = UnboundKey::new(&AES_256_GCM, &key).map_err(|_| BootError::Crypto("key".into()))?;
+    let iterations =
+        NonZeroU32::new(ITERATIONS).ok_or_else(|| BootError::Crypto("iterations".into()))?;
+    ring::pbkdf2::derive(
+        ring::pbkdf2::PBKDF2_HMAC_SHA256,
+        iterations,
+        salt,
+        token.as_bytes(),
+        &mut key,
+    );
+    let unbound =
+        UnboundKey::new(&AES_256_GCM, &key).map_err(|_| BootError::Crypto("key".into()))?;
     Ok(LessSafeKey::new(unbound))
 }
 
@@ -58,13 +80,17 @@ pub fn seal(token: &str, files: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, B
     let rng = SystemRandom::new();
     let mut salt = [0u8; 16];
     let mut nonce = [0u8; 12];
-    rng.fill(&mut salt).map_err(|_| BootError::Crypto("random".into()))?;
-    rng.fill(&mut nonce).map_err(|_| BootError::Crypto("random".into()))?;
+    rng.fill(&mut salt)
+        .map_err(|_| BootError::Crypto("random".into()))?;
+    rng.fill(&mut nonce)
+        .map_err(|_| BootError::Crypto("random".into()))?;
     derive(token, &salt)?
         .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut data)
         .map_err(|_| BootError::Crypto("seal".into()))?;
-    serde_json::to_vec(&json!({"salt": b64.encode(salt), "nonce": b64.encode(nonce), "data": b64.encode(data)}))
-        .map_err(|e| BootError::Corrupt(e.to_string()))
+    serde_json::to_vec(
+        &json!({"salt": b64.encode(salt), "nonce": b64.encode(nonce), "data": b64.encode(data)}),
+    )
+    .map_err(|e| BootError::Corrupt(e.to_string()))
 }
 
 /// Decrypt what [`seal`] made.
@@ -72,23 +98,41 @@ pub fn open(token: &str, sealed: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, Boo
     let b64 = base64::engine::general_purpose::STANDARD;
     let v: Value = serde_json::from_slice(sealed).map_err(|e| BootError::Corrupt(e.to_string()))?;
     let field = |k: &str| -> Result<Vec<u8>, BootError> {
-        let s = v.get(k).and_then(Value::as_str).ok_or_else(|| BootError::Corrupt(format!("no {k}")))?;
-        b64.decode(s).map_err(|e| BootError::Corrupt(format!("{k}: {e}")))
+        let s = v
+            .get(k)
+            .and_then(Value::as_str)
+            .ok_or_else(|| BootError::Corrupt(format!("no {k}")))?;
+        b64.decode(s)
+            .map_err(|e| BootError::Corrupt(format!("{k}: {e}")))
     };
     let (salt, nonce, mut data) = (field("salt")?, field("nonce")?, field("data")?);
-    let nonce: [u8; 12] = nonce.try_into().map_err(|_| BootError::Corrupt("nonce length".into()))?;
+    let nonce: [u8; 12] = nonce
+        .try_into()
+        .map_err(|_| BootError::Corrupt("nonce length".into()))?;
     let plain = derive(token, &salt)?
         .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut data)
         .map_err(|_| BootError::WrongToken)?;
-    let files: BTreeMap<String, String> = serde_json::from_slice(plain).map_err(|e| BootError::Corrupt(e.to_string()))?;
-    files.into_iter().map(|(k, v)| Ok((k, b64.decode(v).map_err(|e| BootError::Corrupt(e.to_string()))?))).collect()
+    let files: BTreeMap<String, String> =
+        serde_json::from_slice(plain).map_err(|e| BootError::Corrupt(e.to_string()))?;
+    files
+        .into_iter()
+        .map(|(k, v)| {
+            Ok((
+                k,
+                b64.decode(v)
+                    .map_err(|e| BootError::Corrupt(e.to_string()))?,
+            ))
+        })
+        .collect()
 }
 
 /// Restore the cluster's bootstrap files into `data_dir` when the datastore
 /// has them for `token`. Missing files are written; a present one that
 /// differs is refused. Returns whether there was bootstrap data.
 pub async fn restore(store: &dyn Store, token: &str, data_dir: &Path) -> Result<bool, BootError> {
-    let Some(kv) = store.get(&key_for(token)).await? else { return Ok(false) };
+    let Some(kv) = store.get(&key_for(token)).await? else {
+        return Ok(false);
+    };
     let files = open(token, &kv.value)?;
     for (name, content) in &files {
         if !FILES.contains(&name.as_str()) {
@@ -100,9 +144,15 @@ pub async fn restore(store: &dyn Store, token: &str, data_dir: &Path) -> Result<
             Ok(have) if !have.is_empty() => return Err(BootError::Mismatch(path)),
             _ => {
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|source| BootError::Io { path: dir.to_path_buf(), source })?;
+                    std::fs::create_dir_all(dir).map_err(|source| BootError::Io {
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
                 }
-                crate::tls::write_private(&path, content).map_err(|e| BootError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
+                crate::tls::write_private(&path, content).map_err(|e| BootError::Io {
+                    path: path.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
             }
         }
     }
@@ -110,8 +160,14 @@ pub async fn restore(store: &dyn Store, token: &str, data_dir: &Path) -> Result<
 }
 
 fn trimmed(b: &[u8]) -> &[u8] {
-    let s = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let e = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(s, |e| e + 1);
+    let s = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let e = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(s, |e| e + 1);
     &b[s..e.max(s)]
 }
 
@@ -125,7 +181,10 @@ pub async fn publish(store: &dyn Store, token: &str, data_dir: &Path) -> Result<
     let mut files = BTreeMap::new();
     for name in FILES {
         let path = data_dir.join(name);
-        let content = std::fs::read(&path).map_err(|source| BootError::Io { path: path.clone(), source })?;
+        let content = std::fs::read(&path).map_err(|source| BootError::Io {
+            path: path.clone(),
+            source,
+        })?;
         files.insert(name.to_string(), content);
     }
     match store.create(&key, seal(token, &files)?).await {

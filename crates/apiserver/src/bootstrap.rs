@@ -14,10 +14,16 @@ use crate::state::ApiServer;
 use crate::status::ApiResult;
 
 /// Create an object through the normal create path; an existing one is left alone.
-pub async fn ensure(server: &Arc<ApiServer>, api_version: &str, kind: &str, namespace: Option<&str>, obj: Value) -> ApiResult<()> {
-    let info = registry()
-        .lookup_kind(api_version, kind)
-        .ok_or_else(|| crate::status::ApiError::internal(format!("unknown kind {api_version} {kind}")))?;
+pub async fn ensure(
+    server: &Arc<ApiServer>,
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    obj: Value,
+) -> ApiResult<()> {
+    let info = registry().lookup_kind(api_version, kind).ok_or_else(|| {
+        crate::status::ApiError::internal(format!("unknown kind {api_version} {kind}"))
+    })?;
     let query = Query::default();
     let req = Req {
         server,
@@ -29,11 +35,16 @@ pub async fn ensure(server: &Arc<ApiServer>, api_version: &str, kind: &str, name
         dry_run: false,
         warnings: Vec::new(),
     };
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if server.cache.get(&req.key(&name)).is_some() {
         return Ok(());
     }
-    let mut obj = (info.roundtrip)(obj).map_err(|e| crate::status::ApiError::internal(e.to_string()))?;
+    let mut obj =
+        (info.roundtrip)(obj).map_err(|e| crate::status::ApiError::internal(e.to_string()))?;
     if let Some(ns) = namespace {
         obj["metadata"]["namespace"] = json!(ns);
     }
@@ -46,9 +57,20 @@ pub async fn ensure(server: &Arc<ApiServer>, api_version: &str, kind: &str, name
 
 pub async fn bootstrap(server: &Arc<ApiServer>, port: u16) -> ApiResult<()> {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        ensure(server, "v1", "Namespace", None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await?;
+        ensure(
+            server,
+            "v1",
+            "Namespace",
+            None,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await?;
     }
-    let first_ip = server.allocators.lock().map(|a| a.nth(1).to_string()).unwrap_or_default();
+    let first_ip = server
+        .allocators
+        .lock()
+        .map(|a| a.nth(1).to_string())
+        .unwrap_or_default();
     ensure(
         server,
         "v1",
@@ -58,7 +80,11 @@ pub async fn bootstrap(server: &Arc<ApiServer>, port: u16) -> ApiResult<()> {
             "spec": {"clusterIP": first_ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}], "sessionAffinity": "None", "type": "ClusterIP"}}),
     )
     .await?;
-    let host = server.advertise_address.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_default();
+    let host = server
+        .advertise_address
+        .rsplit_once(':')
+        .map(|(h, _)| h.to_string())
+        .unwrap_or_default();
     ensure(
         server,
         "v1",
@@ -69,8 +95,16 @@ pub async fn bootstrap(server: &Arc<ApiServer>, port: u16) -> ApiResult<()> {
     )
     .await?;
     for (name, value, description) in [
-        ("system-node-critical", 2_000_001_000, "Used for system critical pods that must not be moved from their current node."),
-        ("system-cluster-critical", 2_000_000_000, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
+        (
+            "system-node-critical",
+            2_000_001_000,
+            "Used for system critical pods that must not be moved from their current node.",
+        ),
+        (
+            "system-cluster-critical",
+            2_000_000_000,
+            "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.",
+        ),
     ] {
         ensure(
             server,

@@ -98,7 +98,12 @@ pub fn decode(key: &str, value: &[u8], revision: i64) -> Option<CachedObject> {
         Some(b) => Bytes::from(b),
         None => Bytes::from(serde_json::to_vec(&v).ok()?),
     };
-    Some(CachedObject { key: key.to_string(), value: v, bytes, revision })
+    Some(CachedObject {
+        key: key.to_string(),
+        value: v,
+        bytes,
+        revision,
+    })
 }
 
 /// Insert `"resourceVersion":"<rev>"` first in the top-level `metadata`
@@ -153,7 +158,10 @@ pub fn splice_resource_version(json: &[u8], revision: i64) -> Option<Vec<u8>> {
 
 pub fn set_resource_version(v: &mut Value, revision: i64) {
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.insert("resourceVersion".into(), Value::String(revision.to_string()));
+        meta.insert(
+            "resourceVersion".into(),
+            Value::String(revision.to_string()),
+        );
     }
 }
 
@@ -161,7 +169,10 @@ const WATCHER_BUFFER: usize = 10_000;
 
 impl WatchCache {
     /// Load everything under /registry/ and follow the store from there.
-    pub async fn start(store: Arc<dyn Store>, history: usize) -> Result<Arc<WatchCache>, StoreError> {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        history: usize,
+    ) -> Result<Arc<WatchCache>, StoreError> {
         let (objects, revision, stream) = Self::load(&*store).await?;
         let (revision_tx, _) = watch::channel(revision);
         let cache = Arc::new(WatchCache {
@@ -182,7 +193,9 @@ impl WatchCache {
         Ok(cache)
     }
 
-    async fn load(store: &dyn Store) -> Result<(BTreeMap<String, ObjRef>, i64, WatchStream), StoreError> {
+    async fn load(
+        store: &dyn Store,
+    ) -> Result<(BTreeMap<String, ObjRef>, i64, WatchStream), StoreError> {
         let range = store.range("/registry/", None, 0).await?;
         let mut objects = BTreeMap::new();
         for kv in range.kvs {
@@ -244,15 +257,30 @@ impl WatchCache {
 
     fn apply(&self, events: Vec<Event>, batch_revision: i64) {
         // Decode outside the lock.
-        let mut decoded: Vec<(i64, EventType, Option<CachedObject>, String)> = Vec::with_capacity(events.len());
+        let mut decoded: Vec<(i64, EventType, Option<CachedObject>, String)> =
+            Vec::with_capacity(events.len());
         for ev in &events {
             match ev {
                 Event::Put { kv, prev } => {
-                    let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
-                    decoded.push((kv.mod_revision, kind, decode(&kv.key, &kv.value, kv.mod_revision), kv.key.clone()));
+                    let kind = if prev.is_some() {
+                        EventType::Modified
+                    } else {
+                        EventType::Added
+                    };
+                    decoded.push((
+                        kv.mod_revision,
+                        kind,
+                        decode(&kv.key, &kv.value, kv.mod_revision),
+                        kv.key.clone(),
+                    ));
                 }
                 Event::Delete { prev, revision } => {
-                    decoded.push((*revision, EventType::Deleted, decode_deleted(prev, *revision), prev.key.clone()));
+                    decoded.push((
+                        *revision,
+                        EventType::Deleted,
+                        decode_deleted(prev, *revision),
+                        prev.key.clone(),
+                    ));
                 }
             }
         }
@@ -274,10 +302,19 @@ impl WatchCache {
             } else {
                 let prev = st.objects.insert(key.clone(), obj.clone());
                 // A put over a key the cache did not have is an add.
-                let kind = if prev.is_none() { EventType::Added } else { EventType::Modified };
+                let kind = if prev.is_none() {
+                    EventType::Added
+                } else {
+                    EventType::Modified
+                };
                 (prev, kind)
             };
-            let event = Arc::new(CacheEvent { revision, kind, object: obj, prev });
+            let event = Arc::new(CacheEvent {
+                revision,
+                kind,
+                object: obj,
+                prev,
+            });
             st.events.push_back(event.clone());
             while st.events.len() > self.history {
                 if let Some(old) = st.events.pop_front() {
@@ -318,7 +355,14 @@ impl WatchCache {
         match tokio::time::timeout(Duration::from_secs(10), wait).await {
             Ok(Ok(r)) => Ok(*r),
             Ok(Err(_)) => Err(ApiError::unavailable("watch cache stopped")),
-            Err(_) => Err(ApiError::new(504, "Timeout", format!("Too large resource version: {revision}, current: {}", self.revision()))),
+            Err(_) => Err(ApiError::new(
+                504,
+                "Timeout",
+                format!(
+                    "Too large resource version: {revision}, current: {}",
+                    self.revision()
+                ),
+            )),
         }
     }
 
@@ -371,7 +415,10 @@ impl WatchCache {
     /// Count the objects under a prefix.
     pub fn count(&self, prefix: &str) -> usize {
         let st = self.read_state();
-        st.objects.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).count()
+        st.objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .count()
     }
 
     /// Start a watch on `prefix`. With `from` = None, the current objects
@@ -389,20 +436,38 @@ impl WatchCache {
                 .objects
                 .range(prefix.to_string()..)
                 .take_while(|(k, _)| k.starts_with(prefix))
-                .map(|(_, o)| Arc::new(CacheEvent { revision: o.revision, kind: EventType::Added, object: o.clone(), prev: None }))
+                .map(|(_, o)| {
+                    Arc::new(CacheEvent {
+                        revision: o.revision,
+                        kind: EventType::Added,
+                        object: o.clone(),
+                        prev: None,
+                    })
+                })
                 .collect(),
             Some(r) => {
                 if r < st.history_start {
-                    return Err(ApiError::gone(format!("too old resource version: {r} ({})", st.history_start)));
+                    return Err(ApiError::gone(format!(
+                        "too old resource version: {r} ({})",
+                        st.history_start
+                    )));
                 }
                 // Events are in revision order: find the first after r.
                 let first = st.events.partition_point(|e| e.revision <= r);
-                st.events.range(first..).filter(|e| e.object.key.starts_with(prefix)).cloned().collect()
+                st.events
+                    .range(first..)
+                    .filter(|e| e.object.key.starts_with(prefix))
+                    .cloned()
+                    .collect()
             }
         };
         let id = st.next_watcher;
         st.next_watcher += 1;
-        st.watchers.push(Watcher { id, prefix: prefix.to_string(), tx });
+        st.watchers.push(Watcher {
+            id,
+            prefix: prefix.to_string(),
+            tx,
+        });
         Ok((initial, rx))
     }
 
@@ -421,7 +486,8 @@ mod tests {
 
     async fn cache() -> (tempfile::TempDir, Arc<dyn Store>, Arc<WatchCache>) {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(skiff_store_sqlite::SqliteStore::open(&dir.path().join("db")).unwrap());
+        let store: Arc<dyn Store> =
+            Arc::new(skiff_store_sqlite::SqliteStore::open(&dir.path().join("db")).unwrap());
         let cache = WatchCache::start(store.clone(), 3).await.unwrap();
         (dir, store, cache)
     }
@@ -438,7 +504,8 @@ mod tests {
             serde_json::json!({"a": "\\\"metadata\":{", "metadata": {"labels": {"k": "v"}, "name": "n"}}),
         ] {
             let raw = serde_json::to_vec(&v).unwrap();
-            let spliced: serde_json::Value = serde_json::from_slice(&splice_resource_version(&raw, 42).unwrap()).unwrap();
+            let spliced: serde_json::Value =
+                serde_json::from_slice(&splice_resource_version(&raw, 42).unwrap()).unwrap();
             let mut want = v.clone();
             set_resource_version(&mut want, 42);
             assert_eq!(spliced, want);
@@ -449,22 +516,33 @@ mod tests {
     #[tokio::test]
     async fn lists_what_was_written_and_replays_history() {
         let (_d, store, cache) = cache().await;
-        let a = store.create("/registry/pods/default/a", obj("a")).await.unwrap();
-        store.create("/registry/pods/default/b", obj("b")).await.unwrap();
+        let a = store
+            .create("/registry/pods/default/a", obj("a"))
+            .await
+            .unwrap();
+        store
+            .create("/registry/pods/default/b", obj("b"))
+            .await
+            .unwrap();
         store.create("/registry/podsx/c", obj("c")).await.unwrap();
         cache.sync().await.unwrap();
         let (items, rev, more) = cache.list("/registry/pods/", None, 0, |_| true);
         assert_eq!(items.len(), 2);
         assert!(!more);
         assert!(rev >= a.mod_revision);
-        assert_eq!(items[0].value["metadata"]["resourceVersion"], a.mod_revision.to_string());
+        assert_eq!(
+            items[0].value["metadata"]["resourceVersion"],
+            a.mod_revision.to_string()
+        );
         let (page, _, more) = cache.list("/registry/pods/", None, 1, |_| true);
         assert_eq!(page.len(), 1);
         assert!(more);
         let (rest, _, _) = cache.list("/registry/pods/", Some(&page[0].key), 1, |_| true);
         assert_eq!(rest[0].key, "/registry/pods/default/b");
 
-        let (replay, _) = cache.watch("/registry/pods/", Some(a.mod_revision)).unwrap();
+        let (replay, _) = cache
+            .watch("/registry/pods/", Some(a.mod_revision))
+            .unwrap();
         assert_eq!(replay.len(), 1);
         assert_eq!(replay[0].object.key, "/registry/pods/default/b");
     }
@@ -474,19 +552,33 @@ mod tests {
         let (_d, store, cache) = cache().await;
         let (initial, mut rx) = cache.watch("/registry/pods/", None).unwrap();
         assert!(initial.is_empty());
-        let a = store.create("/registry/pods/default/a", obj("a")).await.unwrap();
+        let a = store
+            .create("/registry/pods/default/a", obj("a"))
+            .await
+            .unwrap();
         let ev = rx.recv().await.unwrap();
         assert_eq!(ev.kind, EventType::Added);
-        store.update("/registry/pods/default/a", obj("a"), a.mod_revision).await.unwrap();
+        store
+            .update("/registry/pods/default/a", obj("a"), a.mod_revision)
+            .await
+            .unwrap();
         assert_eq!(rx.recv().await.unwrap().kind, EventType::Modified);
         let (_, del_rev) = store.delete("/registry/pods/default/a", 0).await.unwrap();
         let ev = rx.recv().await.unwrap();
         assert_eq!(ev.kind, EventType::Deleted);
-        assert_eq!(ev.object.value["metadata"]["resourceVersion"], del_rev.to_string());
+        assert_eq!(
+            ev.object.value["metadata"]["resourceVersion"],
+            del_rev.to_string()
+        );
         // History holds 3 events: a watch from before the first is gone.
-        store.create("/registry/pods/default/z", obj("z")).await.unwrap();
+        store
+            .create("/registry/pods/default/z", obj("z"))
+            .await
+            .unwrap();
         cache.sync().await.unwrap();
-        let err = cache.watch("/registry/pods/", Some(a.mod_revision - 1)).unwrap_err();
+        let err = cache
+            .watch("/registry/pods/", Some(a.mod_revision - 1))
+            .unwrap_err();
         assert_eq!(err.code, 410);
     }
 }

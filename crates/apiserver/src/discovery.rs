@@ -10,8 +10,10 @@ use serde_json::{Value, json};
 use skiff_api::registry::{ResourceInfo, registry};
 
 /// The media type of aggregated discovery responses.
-pub const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
-pub const AGGREGATED_V2BETA1: &str = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
+pub const AGGREGATED_V2: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_V2BETA1: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
 
 /// Which aggregated discovery version the Accept header asks for, if any.
 pub fn wants_aggregated(accept: &str) -> Option<&'static str> {
@@ -37,7 +39,11 @@ pub fn api_versions(server_address: &str) -> Value {
             server_address: server_address.into(),
         }],
     };
-    with_kind(serde_json::to_value(v).unwrap_or_default(), "APIVersions", "v1")
+    with_kind(
+        serde_json::to_value(v).unwrap_or_default(),
+        "APIVersions",
+        "v1",
+    )
 }
 
 fn with_kind(mut v: Value, kind: &str, api_version: &str) -> Value {
@@ -51,7 +57,10 @@ fn with_kind(mut v: Value, kind: &str, api_version: &str) -> Value {
 fn api_group(group: &str, versions: &[&str]) -> APIGroup {
     let gvs: Vec<GroupVersionForDiscovery> = versions
         .iter()
-        .map(|v| GroupVersionForDiscovery { group_version: format!("{group}/{v}"), version: v.to_string() })
+        .map(|v| GroupVersionForDiscovery {
+            group_version: format!("{group}/{v}"),
+            version: v.to_string(),
+        })
         .collect();
     APIGroup {
         name: group.into(),
@@ -68,12 +77,23 @@ pub fn api_group_list() -> Value {
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, versions)| api_group(g, &versions))
         .collect();
-    with_kind(serde_json::to_value(APIGroupList { groups }).unwrap_or_default(), "APIGroupList", "v1")
+    with_kind(
+        serde_json::to_value(APIGroupList { groups }).unwrap_or_default(),
+        "APIGroupList",
+        "v1",
+    )
 }
 
 pub fn api_group_doc(group: &str) -> Option<Value> {
-    let (_, versions) = registry().groups().into_iter().find(|(g, _)| *g == group && !g.is_empty())?;
-    Some(with_kind(serde_json::to_value(api_group(group, &versions)).unwrap_or_default(), "APIGroup", "v1"))
+    let (_, versions) = registry()
+        .groups()
+        .into_iter()
+        .find(|(g, _)| *g == group && !g.is_empty())?;
+    Some(with_kind(
+        serde_json::to_value(api_group(group, &versions)).unwrap_or_default(),
+        "APIGroup",
+        "v1",
+    ))
 }
 
 fn verbs(list: &[&str]) -> Vec<String> {
@@ -82,15 +102,38 @@ fn verbs(list: &[&str]) -> Vec<String> {
 
 /// (verbs, response kind as (group, version, kind)) of a subresource.
 fn subresource_shape(r: &ResourceInfo, sub: &str) -> (Vec<String>, (String, String, String)) {
-    let own = (r.group.to_string(), r.version.to_string(), r.kind.to_string());
+    let own = (
+        r.group.to_string(),
+        r.version.to_string(),
+        r.kind.to_string(),
+    );
     match sub {
         "status" => (verbs(&["get", "patch", "update"]), own),
-        "scale" => (verbs(&["get", "patch", "update"]), ("autoscaling".into(), "v1".into(), "Scale".into())),
-        "binding" => (verbs(&["create"]), ("".into(), "v1".into(), "Binding".into())),
-        "eviction" => (verbs(&["create"]), ("policy".into(), "v1".into(), "Eviction".into())),
-        "token" => (verbs(&["create"]), ("authentication.k8s.io".into(), "v1".into(), "TokenRequest".into())),
+        "scale" => (
+            verbs(&["get", "patch", "update"]),
+            ("autoscaling".into(), "v1".into(), "Scale".into()),
+        ),
+        "binding" => (
+            verbs(&["create"]),
+            ("".into(), "v1".into(), "Binding".into()),
+        ),
+        "eviction" => (
+            verbs(&["create"]),
+            ("policy".into(), "v1".into(), "Eviction".into()),
+        ),
+        "token" => (
+            verbs(&["create"]),
+            (
+                "authentication.k8s.io".into(),
+                "v1".into(),
+                "TokenRequest".into(),
+            ),
+        ),
         "log" => (verbs(&["get"]), ("".into(), "v1".into(), "Pod".into())),
-        "exec" | "attach" | "portforward" => (verbs(&["create", "get"]), ("".into(), "v1".into(), "PodExecOptions".into())),
+        "exec" | "attach" | "portforward" => (
+            verbs(&["create", "get"]),
+            ("".into(), "v1".into(), "PodExecOptions".into()),
+        ),
         "proxy" => (
             verbs(&["create", "delete", "get", "patch", "update"]),
             ("".into(), "v1".into(), format!("{}ProxyOptions", r.kind)),
@@ -135,15 +178,31 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
     if resources.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    let list = APIResourceList { group_version: gv, resources };
-    Some(with_kind(serde_json::to_value(list).unwrap_or_default(), "APIResourceList", "v1"))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    let list = APIResourceList {
+        group_version: gv,
+        resources,
+    };
+    Some(with_kind(
+        serde_json::to_value(list).unwrap_or_default(),
+        "APIResourceList",
+        "v1",
+    ))
 }
 
 fn storage_version_hash(r: &ResourceInfo) -> String {
     use base64::Engine;
     let mut h: u64 = 0xcbf29ce484222325;
-    for b in r.group.bytes().chain(r.version.bytes()).chain(r.kind.bytes()) {
+    for b in r
+        .group
+        .bytes()
+        .chain(r.version.bytes())
+        .chain(r.kind.bytes())
+    {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x100000001b3);
     }
@@ -152,7 +211,11 @@ fn storage_version_hash(r: &ResourceInfo) -> String {
 
 /// Aggregated discovery for /api (legacy = true) or /apis.
 pub fn aggregated(legacy: bool, media: &str) -> Value {
-    let api_version = if media == AGGREGATED_V2BETA1 { "apidiscovery.k8s.io/v2beta1" } else { "apidiscovery.k8s.io/v2" };
+    let api_version = if media == AGGREGATED_V2BETA1 {
+        "apidiscovery.k8s.io/v2beta1"
+    } else {
+        "apidiscovery.k8s.io/v2"
+    };
     let mut items = Vec::new();
     for (group, versions) in registry().groups() {
         if group.is_empty() != legacy {
@@ -194,7 +257,11 @@ pub fn aggregated(legacy: bool, media: &str) -> Value {
                 json!({"version": v, "resources": resources, "freshness": "Current"})
             })
             .collect();
-        let metadata = if group.is_empty() { json!({"creationTimestamp": null}) } else { json!({"name": group, "creationTimestamp": null}) };
+        let metadata = if group.is_empty() {
+            json!({"creationTimestamp": null})
+        } else {
+            json!({"name": group, "creationTimestamp": null})
+        };
         items.push(json!({"metadata": metadata, "versions": versions}));
     }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": api_version, "metadata": {}, "items": items})
@@ -207,11 +274,21 @@ mod tests {
     #[test]
     fn resource_lists_include_subresources() {
         let v = api_resource_list("", "v1").unwrap();
-        let names: Vec<&str> = v["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = v["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
         assert!(names.contains(&"pods"));
         assert!(names.contains(&"pods/log"));
         assert!(names.contains(&"replicationcontrollers/scale"));
-        let pods = v["resources"].as_array().unwrap().iter().find(|r| r["name"] == "pods").unwrap();
+        let pods = v["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "pods")
+            .unwrap();
         assert_eq!(pods["shortNames"][0], "po");
         assert_eq!(pods["categories"][0], "all");
         assert_eq!(pods["singularName"], "pod");
@@ -219,12 +296,29 @@ mod tests {
 
     #[test]
     fn aggregated_has_groups() {
-        assert_eq!(wants_aggregated("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"), Some(AGGREGATED_V2));
+        assert_eq!(
+            wants_aggregated(
+                "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+            ),
+            Some(AGGREGATED_V2)
+        );
         assert_eq!(wants_aggregated("application/json"), None);
         let apis = aggregated(false, AGGREGATED_V2);
-        assert!(apis["items"].as_array().unwrap().iter().any(|g| g["metadata"]["name"] == "apps"));
+        assert!(
+            apis["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g["metadata"]["name"] == "apps")
+        );
         let api = aggregated(true, AGGREGATED_V2);
         assert_eq!(api["items"].as_array().unwrap().len(), 1);
-        assert!(api_group_list()["groups"].as_array().unwrap().iter().any(|g| g["name"] == "coordination.k8s.io"));
+        assert!(
+            api_group_list()["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g["name"] == "coordination.k8s.io")
+        );
     }
 }

@@ -24,15 +24,21 @@ use crate::status::{ApiError, ApiResult, success_status};
 const MAX_RETRIES: usize = 16;
 
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 pub fn name_of(v: &Value) -> &str {
-    v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+    v.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 fn rv_of(v: &Value) -> Option<&str> {
-    v.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|s| !s.is_empty())
+    v.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 /// A decoded request on a resource.
@@ -58,12 +64,18 @@ impl Req<'_> {
 
     fn respond(&self, code: u16, obj: &Value) -> Response<Body> {
         let mut resp = match self.output {
-            Output::Table(inc) => json_response(code, &output::table(self.info, [obj], inc, rv_of(obj), None, true)),
+            Output::Table(inc) => json_response(
+                code,
+                &output::table(self.info, [obj], inc, rv_of(obj), None, true),
+            ),
             Output::PartialMetadata => json_response(code, &output::partial_metadata(obj)),
             Output::Json => json_response(code, obj),
         };
         for w in &self.warnings {
-            if let Ok(v) = hyper::header::HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "\\\""))) {
+            if let Ok(v) = hyper::header::HeaderValue::from_str(&format!(
+                "299 - \"{}\"",
+                w.replace('"', "\\\"")
+            )) {
                 resp.headers_mut().append(hyper::header::WARNING, v);
             }
         }
@@ -91,10 +103,17 @@ pub async fn resource(
         warnings: Vec::new(),
     };
     if req.field_manager.is_empty() {
-        let ua = parts.headers.get(hyper::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+        let ua = parts
+            .headers
+            .get(hyper::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("unknown");
         req.field_manager = ua.split('/').next().unwrap_or("unknown").to_string();
     }
-    let content_type = parts.headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let content_type = parts
+        .headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     let media = media_type(content_type);
     let name = rp.name.clone();
     let sub = rp.subresource.as_deref();
@@ -114,9 +133,13 @@ pub async fn resource(
             let obj = decode_body(&body, &media)?;
             create(&mut req, obj).await
         }
-        (&Method::POST, Some(n), Some("binding")) => bind(&req, &n, decode_body(&body, &media)?).await,
+        (&Method::POST, Some(n), Some("binding")) => {
+            bind(&req, &n, decode_body(&body, &media)?).await
+        }
         (&Method::POST, Some(n), Some("eviction")) => evict(&req, &n).await,
-        (&Method::POST, Some(n), Some("token")) => token_request(&req, &n, decode_body(&body, &media)?).await,
+        (&Method::POST, Some(n), Some("token")) => {
+            token_request(&req, &n, decode_body(&body, &media)?).await
+        }
         (&Method::PUT, Some(n), sub @ (None | Some("status") | Some("finalize"))) => {
             let obj = decode_body(&body, &media)?;
             update(&mut req, &n, obj, sub).await
@@ -132,15 +155,24 @@ pub async fn resource(
         (&Method::PATCH, Some(n), Some("scale")) => {
             let patch = decode_body(&body, &media)?;
             let info = req.info;
-            update_scale(&req, &n, |current| crate::patching::apply_patch(info, &media, current, &patch, true)).await
+            update_scale(&req, &n, |current| {
+                crate::patching::apply_patch(info, &media, current, &patch, true)
+            })
+            .await
         }
         (&Method::DELETE, Some(n), None) => delete(&req, &n, &body).await,
         (&Method::DELETE, None, None) => delete_collection(&req, &body).await,
-        (_, Some(_), Some(sub)) if ["log", "exec", "attach", "portforward", "proxy"].contains(&sub) => Err(ApiError::new(
-            503,
-            "ServiceUnavailable",
-            format!("the {sub} subresource needs a node agent (kubelet), which this server does not run yet"),
-        )),
+        (_, Some(_), Some(sub))
+            if ["log", "exec", "attach", "portforward", "proxy"].contains(&sub) =>
+        {
+            Err(ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!(
+                    "the {sub} subresource needs a node agent (kubelet), which this server does not run yet"
+                ),
+            ))
+        }
         _ => Err(ApiError::method_not_allowed()),
     }
 }
@@ -150,12 +182,19 @@ pub async fn read(req: &Req<'_>, name: &str) -> ApiResult<ObjRef> {
     let key = req.key(name);
     if let Some(o) = req.server.cache.get(&key) {
         // Fast path: the cache may be a little behind; sync when asked for the latest.
-        if req.query.get("resourceVersion").is_some_and(|rv| !rv.is_empty()) {
+        if req
+            .query
+            .get("resourceVersion")
+            .is_some_and(|rv| !rv.is_empty())
+        {
             return Ok(o);
         }
     }
     req.server.cache.sync().await?;
-    req.server.cache.get(&key).ok_or_else(|| req.not_found(name))
+    req.server
+        .cache
+        .get(&key)
+        .ok_or_else(|| req.not_found(name))
 }
 
 async fn get(req: &Req<'_>, name: &str) -> ApiResult<Response<Body>> {
@@ -184,8 +223,12 @@ impl Filter {
     pub fn from_query(req: &Req<'_>) -> ApiResult<Filter> {
         let labels = LabelSelector::parse(req.query.get("labelSelector").unwrap_or_default())
             .map_err(|e| ApiError::bad_request(format!("unable to parse labelSelector: {e}")))?;
-        let fields = FieldSelector::parse(req.query.get("fieldSelector").unwrap_or_default(), req.info.group, req.info.kind)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let fields = FieldSelector::parse(
+            req.query.get("fieldSelector").unwrap_or_default(),
+            req.info.group,
+            req.info.kind,
+        )
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
         Ok(Filter { labels, fields })
     }
 
@@ -203,14 +246,25 @@ pub fn scope_prefix(req: &Req<'_>) -> String {
 }
 
 fn encode_continue(key: &str, rv: i64) -> String {
-    base64::engine::general_purpose::STANDARD.encode(json!({"v": "meta.k8s.io/v1", "rv": rv, "start": key}).to_string())
+    base64::engine::general_purpose::STANDARD
+        .encode(json!({"v": "meta.k8s.io/v1", "rv": rv, "start": key}).to_string())
 }
 
 fn decode_continue(token: &str) -> ApiResult<(String, i64)> {
-    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
-    let raw = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| bad())?;
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?.to_string();
+    let start = v
+        .get("start")
+        .and_then(Value::as_str)
+        .ok_or_else(bad)?
+        .to_string();
     let rv = v.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
     Ok((start, rv))
 }
@@ -223,7 +277,9 @@ async fn list(req: &Req<'_>) -> ApiResult<Response<Body>> {
         Some(token) => {
             let (start, _) = decode_continue(token)?;
             if !start.starts_with(&prefix) {
-                return Err(ApiError::bad_request("continue key is not valid: does not match the request"));
+                return Err(ApiError::bad_request(
+                    "continue key is not valid: does not match the request",
+                ));
             }
             Some(start)
         }
@@ -235,7 +291,9 @@ async fn list(req: &Req<'_>) -> ApiResult<Response<Body>> {
             req.server.cache.sync().await?;
         }
         Some(rv) => {
-            let rv: i64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
+            let rv: i64 = rv
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
             if rv > 0 {
                 req.server.cache.wait_for(rv).await?;
             }
@@ -243,29 +301,62 @@ async fn list(req: &Req<'_>) -> ApiResult<Response<Body>> {
     }
     // Name-pinned field selectors read one key instead of scanning.
     let (items, rev, more) = match (filter.fields.name(), &req.namespace) {
-        (Some(name), Some(_)) | (Some(name), None) if !(req.info.namespaced && req.namespace.is_none()) => {
+        (Some(name), Some(_)) | (Some(name), None)
+            if !(req.info.namespaced && req.namespace.is_none()) =>
+        {
             let key = req.key(name);
             let rev = req.server.cache.revision();
-            let items: Vec<ObjRef> = req.server.cache.get(&key).filter(|o| filter.matches(&o.value)).into_iter().collect();
+            let items: Vec<ObjRef> = req
+                .server
+                .cache
+                .get(&key)
+                .filter(|o| filter.matches(&o.value))
+                .into_iter()
+                .collect();
             (items, rev, false)
         }
-        _ => req.server.cache.list(&prefix, start_after.as_deref(), limit, |o| filter.matches(&o.value)),
+        _ => req
+            .server
+            .cache
+            .list(&prefix, start_after.as_deref(), limit, |o| {
+                filter.matches(&o.value)
+            }),
     };
-    let continue_token = if more { items.last().map(|o| encode_continue(&o.key, rev)) } else { None };
+    let continue_token = if more {
+        items.last().map(|o| encode_continue(&o.key, rev))
+    } else {
+        None
+    };
     Ok(match req.output {
-        Output::Json => bytes_response(200, "application/json", output::list_bytes(req.info, &items, rev, continue_token.as_deref(), None)),
+        Output::Json => bytes_response(
+            200,
+            "application/json",
+            output::list_bytes(req.info, &items, rev, continue_token.as_deref(), None),
+        ),
         Output::Table(inc) => json_response(
             200,
-            &output::table(req.info, items.iter().map(|o| &o.value), inc, Some(&rev.to_string()), continue_token.as_deref(), true),
+            &output::table(
+                req.info,
+                items.iter().map(|o| &o.value),
+                inc,
+                Some(&rev.to_string()),
+                continue_token.as_deref(),
+                true,
+            ),
         ),
-        Output::PartialMetadata => json_response(200, &output::partial_metadata_list(&items, rev, continue_token.as_deref())),
+        Output::PartialMetadata => json_response(
+            200,
+            &output::partial_metadata_list(&items, rev, continue_token.as_deref()),
+        ),
     })
 }
 
 /// Check apiVersion/kind of a body against the resource, filling them when absent.
 fn check_type(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
     let Some(map) = obj.as_object_mut() else {
-        return Err(ApiError::bad_request("the request body must be a JSON or YAML object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON or YAML object",
+        ));
     };
     let api_version = info.api_version();
     match map.get("apiVersion").and_then(Value::as_str) {
@@ -285,7 +376,10 @@ fn check_type(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
         }
         Some(k) if k == info.kind => {}
         Some(k) => {
-            return Err(ApiError::bad_request(format!("the kind in the data ({k}) does not match the expected kind ({})", info.kind)));
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                info.kind
+            )));
         }
     }
     Ok(())
@@ -299,10 +393,18 @@ fn decode_typed(req: &mut Req<'_>, obj: Value) -> ApiResult<Value> {
         if !unknown.is_empty() {
             match mode {
                 "Strict" => {
-                    let msgs: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
-                    return Err(ApiError::bad_request(format!("strict decoding error: {}", msgs.join(", "))));
+                    let msgs: Vec<String> = unknown
+                        .iter()
+                        .map(|f| format!("unknown field \"{f}\""))
+                        .collect();
+                    return Err(ApiError::bad_request(format!(
+                        "strict decoding error: {}",
+                        msgs.join(", ")
+                    )));
                 }
-                "Warn" => req.warnings.extend(unknown.iter().map(|f| format!("unknown field \"{f}\""))),
+                "Warn" => req
+                    .warnings
+                    .extend(unknown.iter().map(|f| format!("unknown field \"{f}\""))),
                 other => {
                     return Err(ApiError::bad_request(format!(
                         "fieldValidation parameter unsupported: {other} (supported values: Ignore, Warn, Strict)"
@@ -311,11 +413,16 @@ fn decode_typed(req: &mut Req<'_>, obj: Value) -> ApiResult<Value> {
             }
         }
     }
-    (req.info.roundtrip)(obj).map_err(|e| ApiError::bad_request(format!("error decoding {}: {e}", req.info.kind)))
+    (req.info.roundtrip)(obj)
+        .map_err(|e| ApiError::bad_request(format!("error decoding {}: {e}", req.info.kind)))
 }
 
 fn check_namespace(req: &Req<'_>, obj: &mut Value) -> ApiResult<()> {
-    let body_ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+    let body_ns = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
     let meta = obj
         .as_object_mut()
         .and_then(|m| {
@@ -331,7 +438,9 @@ fn check_namespace(req: &Req<'_>, obj: &mut Value) -> ApiResult<()> {
         if let Some(b) = body_ns
             && b != ns
         {
-            return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
         }
         meta.insert("namespace".into(), json!(ns));
     } else {
@@ -341,15 +450,30 @@ fn check_namespace(req: &Req<'_>, obj: &mut Value) -> ApiResult<()> {
 }
 
 fn validate(req: &Req<'_>, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
-    let errs = skiff_api::validation::validate_object(req.info.group, req.info.kind, obj, old, req.info.namespaced);
+    let errs = skiff_api::validation::validate_object(
+        req.info.group,
+        req.info.kind,
+        obj,
+        old,
+        req.info.namespaced,
+    );
     if errs.is_empty() {
         return Ok(());
     }
     let causes = errs
         .iter()
-        .map(|e| crate::status::Cause { reason: e.reason().to_string(), message: e.message.clone(), field: e.field.clone() })
+        .map(|e| crate::status::Cause {
+            reason: e.reason().to_string(),
+            message: e.message.clone(),
+            field: e.field.clone(),
+        })
         .collect();
-    Err(ApiError::invalid(req.info.group, req.info.kind, name_of(obj), causes))
+    Err(ApiError::invalid(
+        req.info.group,
+        req.info.kind,
+        name_of(obj),
+        causes,
+    ))
 }
 
 async fn create(req: &mut Req<'_>, mut obj: Value) -> ApiResult<Response<Body>> {
@@ -379,7 +503,12 @@ pub async fn create_object(req: &Req<'_>, obj: &mut Value) -> ApiResult<Value> {
         }
         Err(e) => {
             admission::release(req.server, &allocated).await;
-            Err(ApiError::from_store(e, req.info.group, req.info.plural, &name))
+            Err(ApiError::from_store(
+                e,
+                req.info.group,
+                req.info.plural,
+                &name,
+            ))
         }
     }
 }
@@ -394,7 +523,8 @@ async fn read_current(req: &Req<'_>, name: &str) -> ApiResult<(Value, i64)> {
         .await
         .map_err(|e| ApiError::from_store(e, req.info.group, req.info.plural, name))?
         .ok_or_else(|| req.not_found(name))?;
-    let mut v: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("stored object is corrupt: {e}")))?;
+    let mut v: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("stored object is corrupt: {e}")))?;
     set_resource_version(&mut v, kv.mod_revision);
     Ok((v, kv.mod_revision))
 }
@@ -408,15 +538,29 @@ pub enum Written {
 
 /// Write `new` over `old` (read at `revision`): carries over what clients
 /// cannot change, validates, and stores with compare-and-swap.
-pub async fn write_update(req: &Req<'_>, mut new: Value, old: &Value, revision: i64, sub: Option<&str>) -> ApiResult<Written> {
+pub async fn write_update(
+    req: &Req<'_>,
+    mut new: Value,
+    old: &Value,
+    revision: i64,
+    sub: Option<&str>,
+) -> ApiResult<Written> {
     admission::prepare_update(req, &mut new, old, sub)?;
     validate(req, &new, Some(old))?;
     let name = name_of(old).to_string();
     // Finalizers gone from an object being deleted: delete it now.
     // (A pod still in its grace period stays until the kubelet's final delete,
     // as Kubernetes' ShouldDeleteDuringUpdate.)
-    let grace_pending = new.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).is_some_and(|g| g > 0);
-    if !admission::has_finalizers(req.info, &new) && !grace_pending && new.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+    let grace_pending = new
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .is_some_and(|g| g > 0);
+    if !admission::has_finalizers(req.info, &new)
+        && !grace_pending
+        && new
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|v| !v.is_null())
+    {
         if req.dry_run {
             return Ok(Written::Deleted(new));
         }
@@ -459,7 +603,12 @@ fn strip_resource_version(v: &mut Value) {
     }
 }
 
-async fn update(req: &mut Req<'_>, name: &str, mut obj: Value, sub: Option<&str>) -> ApiResult<Response<Body>> {
+async fn update(
+    req: &mut Req<'_>,
+    name: &str,
+    mut obj: Value,
+    sub: Option<&str>,
+) -> ApiResult<Response<Body>> {
     check_type(req.info, &mut obj)?;
     check_namespace(req, &mut obj)?;
     if name_of(&obj) != name {
@@ -486,16 +635,26 @@ async fn update(req: &mut Req<'_>, name: &str, mut obj: Value, sub: Option<&str>
     Err(ApiError::modified(req.info.group, req.info.plural, name))
 }
 
-async fn patch_object(req: &mut Req<'_>, name: &str, media: &str, patch: Value, sub: Option<&str>) -> ApiResult<Response<Body>> {
+async fn patch_object(
+    req: &mut Req<'_>,
+    name: &str,
+    media: &str,
+    patch: Value,
+    sub: Option<&str>,
+) -> ApiResult<Response<Body>> {
     let apply = media == "application/apply-patch+yaml";
     if apply {
         if req.field_manager.is_empty() || req.query.get("fieldManager").is_none() {
-            return Err(ApiError::bad_request("PATCH, application/apply-patch+yaml requests must include a fieldManager"));
+            return Err(ApiError::bad_request(
+                "PATCH, application/apply-patch+yaml requests must include a fieldManager",
+            ));
         }
         let mut p = patch.clone();
         check_type(req.info, &mut p)?;
         if name_of(&p) != name && !name_of(&p).is_empty() {
-            return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+            return Err(ApiError::bad_request(
+                "the name of the object does not match the name on the URL",
+            ));
         }
     }
     for _ in 0..MAX_RETRIES {
@@ -510,7 +669,13 @@ async fn patch_object(req: &mut Req<'_>, name: &str, media: &str, patch: Value, 
             check_type(req.info, &mut applied)?;
             check_namespace(req, &mut applied)?;
             let force = req.query.flag("force");
-            let mut obj = crate::patching::server_side_apply(req.info, None, &applied, &req.field_manager, force)?;
+            let mut obj = crate::patching::server_side_apply(
+                req.info,
+                None,
+                &applied,
+                &req.field_manager,
+                force,
+            )?;
             obj = decode_typed(req, obj)?;
             let out = create_object(req, &mut obj).await?;
             return Ok(req.respond(201, &out));
@@ -519,7 +684,13 @@ async fn patch_object(req: &mut Req<'_>, name: &str, media: &str, patch: Value, 
             let mut applied = patch.clone();
             check_type(req.info, &mut applied)?;
             check_namespace(req, &mut applied)?;
-            crate::patching::server_side_apply(req.info, Some(&old), &applied, &req.field_manager, req.query.flag("force"))?
+            crate::patching::server_side_apply(
+                req.info,
+                Some(&old),
+                &applied,
+                &req.field_manager,
+                req.query.flag("force"),
+            )?
         } else {
             crate::patching::apply_patch(req.info, media, &old, &patch, false)?
         };
@@ -543,7 +714,11 @@ async fn patch_object(req: &mut Req<'_>, name: &str, media: &str, patch: Value, 
     Err(ApiError::modified(req.info.group, req.info.plural, name))
 }
 
-async fn update_scale(req: &Req<'_>, name: &str, new_scale: impl Fn(&Value) -> ApiResult<Value>) -> ApiResult<Response<Body>> {
+async fn update_scale(
+    req: &Req<'_>,
+    name: &str,
+    new_scale: impl Fn(&Value) -> ApiResult<Value>,
+) -> ApiResult<Response<Body>> {
     for _ in 0..MAX_RETRIES {
         let (old, revision) = read_current(req, name).await?;
         let scale = new_scale(&admission::scale_of(req.info, &old))?;
@@ -558,7 +733,9 @@ async fn update_scale(req: &Req<'_>, name: &str, new_scale: impl Fn(&Value) -> A
                 name,
                 vec![crate::status::Cause {
                     reason: "FieldValueInvalid".into(),
-                    message: format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+                    message: format!(
+                        "Invalid value: {replicas}: must be greater than or equal to 0"
+                    ),
                     field: "spec.replicas".into(),
                 }],
             ));
@@ -571,7 +748,9 @@ async fn update_scale(req: &Req<'_>, name: &str, new_scale: impl Fn(&Value) -> A
         let mut new = old.clone();
         new["spec"]["replicas"] = json!(replicas);
         match write_update(req, new, &old, revision, None).await {
-            Ok(Written::Updated(v) | Written::Deleted(v)) => return Ok(req.respond(200, &admission::scale_of(req.info, &v))),
+            Ok(Written::Updated(v) | Written::Deleted(v)) => {
+                return Ok(req.respond(200, &admission::scale_of(req.info, &v)));
+            }
             Err(e) if e.code == 409 && e.reason == "Conflict" => continue,
             Err(e) => return Err(e),
         }
@@ -595,18 +774,27 @@ fn delete_options(req: &Req<'_>, body: &[u8]) -> ApiResult<DeleteOptions> {
         resource_version: None,
     };
     if !body.iter().all(u8::is_ascii_whitespace) {
-        let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
         if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
             o.grace = Some(g);
         }
         if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
             o.propagation = Some(p.to_string());
         }
-        if v.get("orphanDependents").and_then(Value::as_bool) == Some(true) && o.propagation.is_none() {
+        if v.get("orphanDependents").and_then(Value::as_bool) == Some(true)
+            && o.propagation.is_none()
+        {
             o.propagation = Some("Orphan".into());
         }
-        o.uid = v.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
-        o.resource_version = v.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
+        o.uid = v
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        o.resource_version = v
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         if let Some(dr) = v.get("dryRun").and_then(Value::as_array)
             && dr.iter().any(|d| d == "All")
         {
@@ -616,7 +804,9 @@ fn delete_options(req: &Req<'_>, body: &[u8]) -> ApiResult<DeleteOptions> {
     if let Some(p) = &o.propagation
         && !["Orphan", "Background", "Foreground"].contains(&p.as_str())
     {
-        return Err(ApiError::bad_request(format!("propagationPolicy {p:?} is not supported: use Orphan, Background or Foreground")));
+        return Err(ApiError::bad_request(format!(
+            "propagationPolicy {p:?} is not supported: use Orphan, Background or Foreground"
+        )));
     }
     Ok(o)
 }
@@ -634,7 +824,12 @@ pub async fn delete_one(req: &Req<'_>, name: &str, opts_body: &[u8]) -> ApiResul
                 req.info.group,
                 req.info.plural,
                 name,
-                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", old.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default()),
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    old.pointer("/metadata/uid")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                ),
             ));
         }
         if let Some(rv) = &opts.resource_version
@@ -644,20 +839,35 @@ pub async fn delete_one(req: &Req<'_>, name: &str, opts_body: &[u8]) -> ApiResul
                 req.info.group,
                 req.info.plural,
                 name,
-                &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {revision}"),
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {revision}"
+                ),
             ));
         }
         let mut new = old.clone();
-        let mut finalizers: Vec<Value> = new.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut finalizers: Vec<Value> = new
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         match opts.propagation.as_deref() {
-            Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => finalizers.push(json!("foregroundDeletion")),
-            Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => finalizers.push(json!("orphan")),
+            Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
+                finalizers.push(json!("foregroundDeletion"))
+            }
+            Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => {
+                finalizers.push(json!("orphan"))
+            }
             _ => {}
         }
         let graceful = admission::graceful_period(req.info, &old, opts.grace);
-        let already_deleting = old.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
+        let already_deleting = old
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|v| !v.is_null());
         let namespace_finalizers = req.info.kind == "Namespace"
-            && old.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+            && old
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty());
         if finalizers.is_empty() && graceful.is_none() && !namespace_finalizers {
             if req.dry_run {
                 return Ok((old, true));
@@ -670,25 +880,44 @@ pub async fn delete_one(req: &Req<'_>, name: &str, opts_body: &[u8]) -> ApiResul
                     return Ok((last, true));
                 }
                 Err(skiff_store::StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(ApiError::from_store(e, req.info.group, req.info.plural, name)),
+                Err(e) => {
+                    return Err(ApiError::from_store(
+                        e,
+                        req.info.group,
+                        req.info.plural,
+                        name,
+                    ));
+                }
             }
         }
         // Mark for deletion: finalizers and graceful termination finish it.
-        let meta = new.get_mut("metadata").and_then(Value::as_object_mut).ok_or_else(|| ApiError::internal("object without metadata"))?;
+        let meta = new
+            .get_mut("metadata")
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| ApiError::internal("object without metadata"))?;
         if !finalizers.is_empty() {
             meta.insert("finalizers".into(), Value::Array(finalizers));
         }
         let grace = graceful.unwrap_or(0);
         if !already_deleting {
             let ts = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
-            meta.insert("deletionTimestamp".into(), json!(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
+            meta.insert(
+                "deletionTimestamp".into(),
+                json!(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+            );
             meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
         } else if let Some(g) = graceful {
             // A shorter grace period may replace a longer one.
-            let current = meta.get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(i64::MAX);
+            let current = meta
+                .get("deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(i64::MAX);
             if g < current {
                 let ts = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(g);
-                meta.insert("deletionTimestamp".into(), json!(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                meta.insert(
+                    "deletionTimestamp".into(),
+                    json!(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                );
                 meta.insert("deletionGracePeriodSeconds".into(), json!(g));
             }
         }
@@ -703,13 +932,25 @@ pub async fn delete_one(req: &Req<'_>, name: &str, opts_body: &[u8]) -> ApiResul
         }
         strip_resource_version(&mut new);
         let bytes = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
-        match req.server.store.update(&req.key(name), bytes, revision).await {
+        match req
+            .server
+            .store
+            .update(&req.key(name), bytes, revision)
+            .await
+        {
             Ok(kv) => {
                 set_resource_version(&mut new, kv.mod_revision);
                 return Ok((new, false));
             }
             Err(skiff_store::StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(ApiError::from_store(e, req.info.group, req.info.plural, name)),
+            Err(e) => {
+                return Err(ApiError::from_store(
+                    e,
+                    req.info.group,
+                    req.info.plural,
+                    name,
+                ));
+            }
         }
     }
     Err(ApiError::modified(req.info.group, req.info.plural, name))
@@ -720,8 +961,14 @@ async fn delete(req: &Req<'_>, name: &str, body: &[u8]) -> ApiResult<Response<Bo
     // Kubernetes answers a finished delete with the object for most kinds
     // and a Status for a few (namespaces too answer with the object).
     if gone && admission::delete_returns_status(req.info) {
-        let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
-        return Ok(json_response(200, &success_status(req.info.group, req.info.plural, name, uid)));
+        let uid = obj
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        return Ok(json_response(
+            200,
+            &success_status(req.info.group, req.info.plural, name, uid),
+        ));
     }
     Ok(req.respond(200, &obj))
 }
@@ -729,14 +976,21 @@ async fn delete(req: &Req<'_>, name: &str, body: &[u8]) -> ApiResult<Response<Bo
 async fn delete_collection(req: &Req<'_>, body: &[u8]) -> ApiResult<Response<Body>> {
     let filter = Filter::from_query(req)?;
     req.server.cache.sync().await?;
-    let (items, rev, _) = req.server.cache.list(&scope_prefix(req), None, 0, |o| filter.matches(&o.value));
+    let (items, rev, _) = req
+        .server
+        .cache
+        .list(&scope_prefix(req), None, 0, |o| filter.matches(&o.value));
     let mut deleted = Vec::new();
     for o in &items {
         let name = name_of(&o.value).to_string();
         let ns_req = Req {
             server: req.server,
             info: req.info,
-            namespace: o.value.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string),
+            namespace: o
+                .value
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             query: req.query,
             output: Output::Json,
             field_manager: req.field_manager.clone(),
@@ -765,13 +1019,35 @@ async fn bind(req: &Req<'_>, name: &str, binding: Value) -> ApiResult<Response<B
         if let Some(uid) = binding.pointer("/metadata/uid").and_then(Value::as_str)
             && old.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
         {
-            return Err(ApiError::conflict("", "pods", name, "the UID in the binding does not match the pod"));
+            return Err(ApiError::conflict(
+                "",
+                "pods",
+                name,
+                "the UID in the binding does not match the pod",
+            ));
         }
-        if old.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
-            return Err(ApiError::conflict("", "pods", name, "pod is being deleted, cannot be assigned to a host"));
+        if old
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|v| !v.is_null())
+        {
+            return Err(ApiError::conflict(
+                "",
+                "pods",
+                name,
+                "pod is being deleted, cannot be assigned to a host",
+            ));
         }
-        if let Some(current) = old.pointer("/spec/nodeName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
-            return Err(ApiError::conflict("", "pods", name, &format!("pod {name} is already assigned to node \"{current}\"")));
+        if let Some(current) = old
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
+            return Err(ApiError::conflict(
+                "",
+                "pods",
+                name,
+                &format!("pod {name} is already assigned to node \"{current}\""),
+            ));
         }
         let mut new = old.clone();
         new["spec"]["nodeName"] = json!(node);
@@ -781,27 +1057,46 @@ async fn bind(req: &Req<'_>, name: &str, binding: Value) -> ApiResult<Response<B
         }
         strip_resource_version(&mut new);
         let bytes = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
-        match req.server.store.update(&req.key(name), bytes, revision).await {
+        match req
+            .server
+            .store
+            .update(&req.key(name), bytes, revision)
+            .await
+        {
             Ok(_) => break,
             Err(skiff_store::StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(ApiError::from_store(e, "", "pods", name)),
         }
     }
-    Ok(json_response(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+    Ok(json_response(
+        201,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }
 
 async fn evict(req: &Req<'_>, name: &str) -> ApiResult<Response<Body>> {
     // PodDisruptionBudgets are enforced by the disruption controller's
     // status; until it runs, an eviction is a graceful delete.
     delete_one(req, name, b"").await?;
-    Ok(json_response(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+    Ok(json_response(
+        201,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }
 
 /// TokenRequest: a signed, expiring token for a service account.
 async fn token_request(req: &Req<'_>, name: &str, mut request: Value) -> ApiResult<Response<Body>> {
     let sa = read(req, name).await?;
-    let uid = sa.value.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
-    let expiration = request.pointer("/spec/expirationSeconds").and_then(Value::as_i64).unwrap_or(3600);
+    let uid = sa
+        .value
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let expiration = request
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(3600);
     if expiration < 600 {
         return Err(ApiError::invalid(
             "authentication.k8s.io",
@@ -809,7 +1104,9 @@ async fn token_request(req: &Req<'_>, name: &str, mut request: Value) -> ApiResu
             name,
             vec![crate::status::Cause {
                 reason: "FieldValueInvalid".into(),
-                message: format!("Invalid value: {expiration}: may not specify a duration less than 10 minutes"),
+                message: format!(
+                    "Invalid value: {expiration}: may not specify a duration less than 10 minutes"
+                ),
                 field: "spec.expirationSeconds".into(),
             }],
         ));
@@ -817,29 +1114,57 @@ async fn token_request(req: &Req<'_>, name: &str, mut request: Value) -> ApiResu
     let audiences: Vec<String> = request
         .pointer("/spec/audiences")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let bound = request.pointer("/spec/boundObjectRef").map(|b| {
         (
-            b.get("kind").and_then(Value::as_str).unwrap_or_default().to_string(),
-            b.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
-            b.get("uid").and_then(Value::as_str).unwrap_or_default().to_string(),
+            b.get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            b.get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            b.get("uid")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
         )
     });
     let now = jiff::Timestamp::now().as_second();
-    let user = crate::tokens::ServiceAccountUser { namespace: req.namespace.clone().unwrap_or_default(), name: name.to_string(), uid };
+    let user = crate::tokens::ServiceAccountUser {
+        namespace: req.namespace.clone().unwrap_or_default(),
+        name: name.to_string(),
+        uid,
+    };
     let token = req
         .server
         .token_signer
-        .issue(&user, &audiences, now, expiration, bound.as_ref().map(|(k, n, u)| (k.as_str(), n.as_str(), u.as_str())))
+        .issue(
+            &user,
+            &audiences,
+            now,
+            expiration,
+            bound
+                .as_ref()
+                .map(|(k, n, u)| (k.as_str(), n.as_str(), u.as_str())),
+        )
         .ok_or_else(|| ApiError::internal("could not sign the token"))?;
-    let expires = jiff::Timestamp::from_second(now + expiration).map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default();
+    let expires = jiff::Timestamp::from_second(now + expiration)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default();
     if !request.is_object() {
         request = json!({});
     }
     request["apiVersion"] = json!("authentication.k8s.io/v1");
     request["kind"] = json!("TokenRequest");
-    request["metadata"] = json!({"name": name, "namespace": req.namespace, "creationTimestamp": now_rfc3339()});
+    request["metadata"] =
+        json!({"name": name, "namespace": req.namespace, "creationTimestamp": now_rfc3339()});
     request["spec"]["expirationSeconds"] = json!(expiration);
     if request.pointer("/spec/audiences").is_none() {
         request["spec"]["audiences"] = json!([]);

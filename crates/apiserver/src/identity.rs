@@ -38,16 +38,30 @@ impl Identity {
     /// several servers on one host (on loopback addresses) stay distinct and
     /// a restarted server takes back its own Lease.
     pub fn new(hostname: &str, advertise_address: &str) -> Identity {
-        let digest = ring::digest::digest(&ring::digest::SHA256, format!("{hostname}/{advertise_address}").as_bytes());
-        let id: String = digest.as_ref()[..13].iter().map(|b| format!("{b:02x}")).collect();
+        let digest = ring::digest::digest(
+            &ring::digest::SHA256,
+            format!("{hostname}/{advertise_address}").as_bytes(),
+        );
+        let id: String = digest.as_ref()[..13]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let lease_name = format!("apiserver-{id}");
         let holder = format!("{lease_name}_{}", uuid::Uuid::new_v4());
-        Identity { lease_name, holder, hostname: hostname.to_string() }
+        Identity {
+            lease_name,
+            holder,
+            hostname: hostname.to_string(),
+        }
     }
 }
 
 pub fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).unwrap_or_else(|| "localhost".into())
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 fn now_micro(now: jiff::Timestamp) -> String {
@@ -55,11 +69,17 @@ fn now_micro(now: jiff::Timestamp) -> String {
 }
 
 fn lease_info() -> ApiResult<&'static ResourceInfo> {
-    registry().lookup_kind("coordination.k8s.io/v1", "Lease").ok_or_else(|| ApiError::internal("Lease is not registered"))
+    registry()
+        .lookup_kind("coordination.k8s.io/v1", "Lease")
+        .ok_or_else(|| ApiError::internal("Lease is not registered"))
 }
 
 /// Create or renew this server's identity Lease.
-pub async fn renew(server: &Arc<ApiServer>, identity: &Identity, now: jiff::Timestamp) -> ApiResult<()> {
+pub async fn renew(
+    server: &Arc<ApiServer>,
+    identity: &Identity,
+    now: jiff::Timestamp,
+) -> ApiResult<()> {
     let info = lease_info()?;
     let query = Query::default();
     let req = Req {
@@ -105,8 +125,13 @@ pub async fn renew(server: &Arc<ApiServer>, identity: &Identity, now: jiff::Time
 /// Whether an identity Lease is expired at `now` (one without a renew time
 /// or duration is invalid and counts as expired, as in kube-apiserver).
 pub fn expired(lease: &Value, now: jiff::Timestamp) -> bool {
-    let renew = lease.pointer("/spec/renewTime").and_then(Value::as_str).and_then(|s| s.parse::<jiff::Timestamp>().ok());
-    let duration = lease.pointer("/spec/leaseDurationSeconds").and_then(Value::as_i64);
+    let renew = lease
+        .pointer("/spec/renewTime")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<jiff::Timestamp>().ok());
+    let duration = lease
+        .pointer("/spec/leaseDurationSeconds")
+        .and_then(Value::as_i64);
     match (renew, duration) {
         (Some(r), Some(d)) => r.as_second().saturating_add(d) < now.as_second(),
         _ => true,
@@ -114,15 +139,28 @@ pub fn expired(lease: &Value, now: jiff::Timestamp) -> bool {
 }
 
 /// Delete the expired identity Leases of other servers. Returns their names.
-pub async fn collect_garbage(server: &ApiServer, identity: &Identity, now: jiff::Timestamp) -> ApiResult<Vec<String>> {
+pub async fn collect_garbage(
+    server: &ApiServer,
+    identity: &Identity,
+    now: jiff::Timestamp,
+) -> ApiResult<Vec<String>> {
     let info = lease_info()?;
     let prefix = info.key(Some(NAMESPACE), "");
     let (leases, _, _) = server.cache.list(&prefix, None, 0, |o| {
-        o.value.pointer("/metadata/labels").and_then(|l| l.get(IDENTITY_LABEL)).and_then(Value::as_str) == Some(IDENTITY_VALUE)
+        o.value
+            .pointer("/metadata/labels")
+            .and_then(|l| l.get(IDENTITY_LABEL))
+            .and_then(Value::as_str)
+            == Some(IDENTITY_VALUE)
     });
     let mut deleted = Vec::new();
     for lease in leases {
-        let name = lease.value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let name = lease
+            .value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if name == identity.lease_name || !expired(&lease.value, now) {
             continue;
         }
@@ -132,7 +170,9 @@ pub async fn collect_garbage(server: &ApiServer, identity: &Identity, now: jiff:
                 deleted.push(name);
             }
             // Renewed or deleted meanwhile.
-            Err(skiff_store::StoreError::Conflict { .. } | skiff_store::StoreError::NotFound(_)) => {}
+            Err(
+                skiff_store::StoreError::Conflict { .. } | skiff_store::StoreError::NotFound(_),
+            ) => {}
             Err(e) => return Err(ApiError::from_store(e, info.group, info.plural, &name)),
         }
     }
@@ -183,10 +223,14 @@ mod tests {
     #[test]
     fn expiry() {
         let now: jiff::Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
-        let lease = |renew: &str| json!({"spec": {"renewTime": renew, "leaseDurationSeconds": 3600}});
+        let lease =
+            |renew: &str| json!({"spec": {"renewTime": renew, "leaseDurationSeconds": 3600}});
         assert!(!expired(&lease("2026-12-03T09:30:00.000000Z"), now));
         assert!(expired(&lease("2026-12-03T08:59:59.000000Z"), now));
-        assert!(expired(&json!({"spec": {"leaseDurationSeconds": 3600}}), now));
+        assert!(expired(
+            &json!({"spec": {"leaseDurationSeconds": 3600}}),
+            now
+        ));
         assert_eq!(now_micro(now), "2026-12-03T10:00:00.000000Z");
     }
 }

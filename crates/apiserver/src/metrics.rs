@@ -6,7 +6,9 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
-const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 5.0, 10.0, 60.0];
+const BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 5.0, 10.0, 60.0,
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct Labels {
@@ -86,7 +88,11 @@ impl Metrics {
             let mut rows: Vec<_> = t.iter().collect();
             rows.sort_by_key(|((l, c), _)| (fmt_labels(l), *c));
             for ((l, code), n) in rows {
-                let _ = writeln!(out, "apiserver_request_total{{code=\"{code}\",{}}} {n}", fmt_labels(l));
+                let _ = writeln!(
+                    out,
+                    "apiserver_request_total{{code=\"{code}\",{}}} {n}",
+                    fmt_labels(l)
+                );
             }
         }
         out.push_str("# HELP apiserver_request_duration_seconds Response latency distribution in seconds for each verb, dry run value, group, version, resource, subresource, scope and component.\n# TYPE apiserver_request_duration_seconds histogram\n");
@@ -96,15 +102,34 @@ impl Metrics {
             for (l, h) in rows {
                 let ls = fmt_labels(l);
                 for (i, le) in BUCKETS.iter().enumerate() {
-                    let _ = writeln!(out, "apiserver_request_duration_seconds_bucket{{{ls},le=\"{le}\"}} {}", h.buckets[i]);
+                    let _ = writeln!(
+                        out,
+                        "apiserver_request_duration_seconds_bucket{{{ls},le=\"{le}\"}} {}",
+                        h.buckets[i]
+                    );
                 }
-                let _ = writeln!(out, "apiserver_request_duration_seconds_bucket{{{ls},le=\"+Inf\"}} {}", h.count);
-                let _ = writeln!(out, "apiserver_request_duration_seconds_sum{{{ls}}} {}", h.sum);
-                let _ = writeln!(out, "apiserver_request_duration_seconds_count{{{ls}}} {}", h.count);
+                let _ = writeln!(
+                    out,
+                    "apiserver_request_duration_seconds_bucket{{{ls},le=\"+Inf\"}} {}",
+                    h.count
+                );
+                let _ = writeln!(
+                    out,
+                    "apiserver_request_duration_seconds_sum{{{ls}}} {}",
+                    h.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "apiserver_request_duration_seconds_count{{{ls}}} {}",
+                    h.count
+                );
             }
         }
         for (name, help, value) in extra {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         }
         out
     }

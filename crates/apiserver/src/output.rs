@@ -37,7 +37,10 @@ impl Output {
             if p.contains("as=PartialObjectMetadata") && p.contains("g=meta.k8s.io") {
                 return Output::PartialMetadata;
             }
-            if p.starts_with("application/json") || p.starts_with("*/*") || p.starts_with("application/yaml") {
+            if p.starts_with("application/json")
+                || p.starts_with("*/*")
+                || p.starts_with("application/yaml")
+            {
                 return Output::Json;
             }
         }
@@ -74,7 +77,10 @@ pub fn table<'a>(
     columns: bool,
 ) -> Value {
     let now = jiff::Timestamp::now();
-    let rows: Vec<Value> = objects.into_iter().map(|o| row(info, o, include, now)).collect();
+    let rows: Vec<Value> = objects
+        .into_iter()
+        .map(|o| row(info, o, include, now))
+        .collect();
     let mut meta = json!({});
     if let Some(rv) = resource_version {
         meta["resourceVersion"] = json!(rv);
@@ -82,12 +88,22 @@ pub fn table<'a>(
     if let Some(c) = continue_token {
         meta["continue"] = json!(c);
     }
-    let defs = if columns { skiff_api::table::columns_json(info.group, info.kind) } else { json!([]) };
+    let defs = if columns {
+        skiff_api::table::columns_json(info.group, info.kind)
+    } else {
+        json!([])
+    };
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": defs, "rows": rows})
 }
 
 /// A list response, assembled from the objects' cached encodings.
-pub fn list_bytes(info: &ResourceInfo, items: &[ObjRef], resource_version: i64, continue_token: Option<&str>, remaining: Option<i64>) -> Bytes {
+pub fn list_bytes(
+    info: &ResourceInfo,
+    items: &[ObjRef],
+    resource_version: i64,
+    continue_token: Option<&str>,
+    remaining: Option<i64>,
+) -> Bytes {
     let mut meta = json!({"resourceVersion": resource_version.to_string()});
     if let Some(c) = continue_token {
         meta["continue"] = json!(c);
@@ -114,7 +130,11 @@ pub fn list_bytes(info: &ResourceInfo, items: &[ObjRef], resource_version: i64, 
     buf.freeze()
 }
 
-pub fn partial_metadata_list(items: &[ObjRef], resource_version: i64, continue_token: Option<&str>) -> Value {
+pub fn partial_metadata_list(
+    items: &[ObjRef],
+    resource_version: i64,
+    continue_token: Option<&str>,
+) -> Value {
     let mut meta = json!({"resourceVersion": resource_version.to_string()});
     if let Some(c) = continue_token {
         meta["continue"] = json!(c);
@@ -134,13 +154,19 @@ mod tests {
     #[test]
     fn negotiation() {
         assert_eq!(
-            Output::negotiate("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json", None),
+            Output::negotiate(
+                "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json",
+                None
+            ),
             Output::Table(IncludeObject::Metadata)
         );
         assert_eq!(Output::negotiate("application/json", None), Output::Json);
         assert_eq!(Output::negotiate("", None), Output::Json);
         assert_eq!(
-            Output::negotiate("application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io,application/json", None),
+            Output::negotiate(
+                "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io,application/json",
+                None
+            ),
             Output::PartialMetadata
         );
     }

@@ -10,7 +10,13 @@ use crate::status::{ApiError, Cause};
 
 /// Apply a JSON, merge or strategic merge patch to `current`.
 /// `scale` is true for the autoscaling/v1 Scale of a resource (no strategic keys).
-pub fn apply_patch(info: &ResourceInfo, media: &str, current: &Value, patch: &Value, scale: bool) -> Result<Value, ApiError> {
+pub fn apply_patch(
+    info: &ResourceInfo,
+    media: &str,
+    current: &Value,
+    patch: &Value,
+    scale: bool,
+) -> Result<Value, ApiError> {
     let result = match media {
         "application/json-patch+json" => skiff_api::patch::json_patch(current, patch),
         "application/merge-patch+json" => skiff_api::patch::merge_patch(current, patch),
@@ -22,21 +28,37 @@ pub fn apply_patch(info: &ResourceInfo, media: &str, current: &Value, patch: &Va
             }
         }
         "application/apply-patch+yaml" => {
-            return Err(ApiError::unsupported_media_type("application/apply-patch+yaml is not supported on this subresource"));
+            return Err(ApiError::unsupported_media_type(
+                "application/apply-patch+yaml is not supported on this subresource",
+            ));
         }
         other => {
             return Err(ApiError::new(
                 415,
                 "UnsupportedMediaType",
-                format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json; got {other}"),
+                format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json; got {other}"
+                ),
             ));
         }
     };
-    result.map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))
+    result.map_err(|e| {
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("the server rejected our request due to an error in our request: {e}"),
+        )
+    })
 }
 
 /// Server-side apply of `applied` by `manager` over `live`.
-pub fn server_side_apply(info: &ResourceInfo, live: Option<&Value>, applied: &Value, manager: &str, force: bool) -> Result<Value, ApiError> {
+pub fn server_side_apply(
+    info: &ResourceInfo,
+    live: Option<&Value>,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+) -> Result<Value, ApiError> {
     skiff_api::apply::apply(live, applied, manager, force, &now_rfc3339()).map_err(|e| {
         let mut err = ApiError::new(e.code(), e.reason(), e.message());
         err.causes = e
@@ -49,7 +71,11 @@ pub fn server_side_apply(info: &ResourceInfo, live: Option<&Value>, applied: &Va
             })
             .collect();
         if e.code() == 409 {
-            err.details = Some((info.group.to_string(), info.plural.to_string(), crate::handlers::name_of(applied).to_string()));
+            err.details = Some((
+                info.group.to_string(),
+                info.plural.to_string(),
+                crate::handlers::name_of(applied).to_string(),
+            ));
         }
         err
     })

@@ -80,11 +80,18 @@ fn encode(s: &str) -> String {
 }
 
 fn encode_query(pairs: &[(String, String)]) -> String {
-    pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn get<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
-    q.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+    q.iter()
+        .rev()
+        .find(|(key, _)| key == k)
+        .map(|(_, v)| v.as_str())
 }
 
 fn truthy(v: Option<&str>) -> bool {
@@ -95,7 +102,12 @@ fn truthy(v: Option<&str>) -> bool {
 fn container_names(pod: &Value) -> Vec<String> {
     ["initContainers", "containers", "ephemeralContainers"]
         .iter()
-        .flat_map(|f| pod.pointer(&format!("/spec/{f}")).and_then(Value::as_array).cloned().unwrap_or_default())
+        .flat_map(|f| {
+            pod.pointer(&format!("/spec/{f}"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
         .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
         .collect()
 }
@@ -108,11 +120,19 @@ pub fn pick_container(pod: &Value, pod_name: &str, requested: Option<&str>) -> A
             let regular: Vec<String> = pod
                 .pointer("/spec/containers")
                 .and_then(Value::as_array)
-                .map(|cs| cs.iter().filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string)).collect())
+                .map(|cs| {
+                    cs.iter()
+                        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default();
             match regular.as_slice() {
                 [one] => one.clone(),
-                [] => return Err(ApiError::bad_request(format!("a container name must be specified for pod {pod_name}"))),
+                [] => {
+                    return Err(ApiError::bad_request(format!(
+                        "a container name must be specified for pod {pod_name}"
+                    )));
+                }
                 _ => {
                     return Err(ApiError::bad_request(format!(
                         "a container name must be specified for pod {pod_name}, choose one of: [{}]",
@@ -123,13 +143,21 @@ pub fn pick_container(pod: &Value, pod_name: &str, requested: Option<&str>) -> A
         }
     };
     if !container_names(pod).contains(&name) {
-        return Err(ApiError::bad_request(format!("container {name} is not valid for pod {pod_name}")));
+        return Err(ApiError::bad_request(format!(
+            "container {name} is not valid for pod {pod_name}"
+        )));
     }
     Ok(name)
 }
 
 /// The kubelet path and query for a pod subresource request.
-pub fn kubelet_target(sub: &str, ns: &str, pod: &str, container: &str, q: &[(String, String)]) -> String {
+pub fn kubelet_target(
+    sub: &str,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    q: &[(String, String)],
+) -> String {
     let mut out: Vec<(String, String)> = Vec::new();
     let pass = |out: &mut Vec<(String, String)>, from: &str, to: &str| {
         for (k, v) in q {
@@ -145,12 +173,25 @@ pub fn kubelet_target(sub: &str, ns: &str, pod: &str, container: &str, q: &[(Str
     };
     let path = match sub {
         "log" => {
-            for k in ["follow", "previous", "timestamps", "sinceSeconds", "sinceTime", "tailLines", "limitBytes"] {
+            for k in [
+                "follow",
+                "previous",
+                "timestamps",
+                "sinceSeconds",
+                "sinceTime",
+                "tailLines",
+                "limitBytes",
+            ] {
                 if let Some(v) = get(q, k) {
                     out.push((k.to_string(), v.to_string()));
                 }
             }
-            format!("/containerLogs/{}/{}/{}", encode(ns), encode(pod), encode(container))
+            format!(
+                "/containerLogs/{}/{}/{}",
+                encode(ns),
+                encode(pod),
+                encode(container)
+            )
         }
         "exec" | "attach" => {
             flag(&mut out, "stdin", "input");
@@ -160,22 +201,42 @@ pub fn kubelet_target(sub: &str, ns: &str, pod: &str, container: &str, q: &[(Str
             if sub == "exec" {
                 pass(&mut out, "command", "command");
             }
-            format!("/{sub}/{}/{}/{}", encode(ns), encode(pod), encode(container))
+            format!(
+                "/{sub}/{}/{}/{}",
+                encode(ns),
+                encode(pod),
+                encode(container)
+            )
         }
         _ => {
             pass(&mut out, "ports", "port");
             format!("/portForward/{}/{}", encode(ns), encode(pod))
         }
     };
-    if out.is_empty() { path } else { format!("{path}?{}", encode_query(&out)) }
+    if out.is_empty() {
+        path
+    } else {
+        format!("{path}?{}", encode_query(&out))
+    }
 }
 
 /// The kubelet endpoint of a Node: its InternalIP (else another address)
 /// and status.daemonEndpoints.kubeletEndpoint.Port.
 pub fn kubelet_endpoint(node: &Value) -> Option<(String, u16)> {
-    let addrs = node.pointer("/status/addresses").and_then(Value::as_array)?;
-    let by_type = |t: &str| addrs.iter().find(|a| a.get("type").and_then(Value::as_str) == Some(t)).and_then(|a| a.get("address")).and_then(Value::as_str);
-    let host = by_type("InternalIP").or_else(|| by_type("ExternalIP")).or_else(|| by_type("Hostname"))?.to_string();
+    let addrs = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)?;
+    let by_type = |t: &str| {
+        addrs
+            .iter()
+            .find(|a| a.get("type").and_then(Value::as_str) == Some(t))
+            .and_then(|a| a.get("address"))
+            .and_then(Value::as_str)
+    };
+    let host = by_type("InternalIP")
+        .or_else(|| by_type("ExternalIP"))
+        .or_else(|| by_type("Hostname"))?
+        .to_string();
     let port = node
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_u64)
@@ -207,7 +268,10 @@ impl http_body::Body for ChannelBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
     }
 }
@@ -234,7 +298,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -243,7 +312,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -268,12 +342,26 @@ fn client_tls() -> ApiResult<Arc<rustls::ClientConfig>> {
 }
 
 fn node_token(server: &ApiServer) -> Option<String> {
-    server.tokens.iter().find(|(_, user)| user.as_str() == "system:node").map(|(t, _)| t.clone())
+    server
+        .tokens
+        .iter()
+        .find(|(_, user)| user.as_str() == "system:node")
+        .map(|(t, _)| t.clone())
 }
 
 /// Headers about the connection rather than the request: not relayed.
 fn relayed(name: &header::HeaderName) -> bool {
-    !matches!(name.as_str(), "host" | "authorization" | "content-length" | "transfer-encoding" | "keep-alive" | "proxy-connection" | "te" | "trailer")
+    !matches!(
+        name.as_str(),
+        "host"
+            | "authorization"
+            | "content-length"
+            | "transfer-encoding"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+    )
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -285,25 +373,48 @@ fn unavailable(message: String) -> ApiError {
 }
 
 /// Send a request to the kubelet at `host:port`.
-async fn kubelet_request(server: &ApiServer, host: &str, port: u16, method: Method, target: &str, headers: &HeaderMap) -> ApiResult<Response<Incoming>> {
-    let token = node_token(server).ok_or_else(|| ApiError::internal("no node token to authenticate to the kubelet"))?;
+async fn kubelet_request(
+    server: &ApiServer,
+    host: &str,
+    port: u16,
+    method: Method,
+    target: &str,
+    headers: &HeaderMap,
+) -> ApiResult<Response<Incoming>> {
+    let token = node_token(server)
+        .ok_or_else(|| ApiError::internal("no node token to authenticate to the kubelet"))?;
     let addr = format!("{host}:{port}");
     let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port))).await {
         Ok(Ok(t)) => t,
-        Ok(Err(e)) => return Err(unavailable(format!("error dialing backend: dial tcp {addr}: {e}"))),
-        Err(_) => return Err(unavailable(format!("error dialing backend: dial tcp {addr}: i/o timeout"))),
+        Ok(Err(e)) => {
+            return Err(unavailable(format!(
+                "error dialing backend: dial tcp {addr}: {e}"
+            )));
+        }
+        Err(_) => {
+            return Err(unavailable(format!(
+                "error dialing backend: dial tcp {addr}: i/o timeout"
+            )));
+        }
     };
     let _ = tcp.set_nodelay(true);
     let name = match host.parse::<IpAddr>() {
         Ok(ip) => ServerName::IpAddress(ip.into()),
-        Err(_) => ServerName::try_from(host.to_string()).map_err(|e| ApiError::internal(format!("kubelet host {host:?}: {e}")))?,
+        Err(_) => ServerName::try_from(host.to_string())
+            .map_err(|e| ApiError::internal(format!("kubelet host {host:?}: {e}")))?,
     };
     let tls = tokio_rustls::TlsConnector::from(client_tls()?)
         .connect(name, tcp)
         .await
-        .map_err(|e| unavailable(format!("error dialing backend: TLS handshake with {addr}: {e}")))?;
+        .map_err(|e| {
+            unavailable(format!(
+                "error dialing backend: TLS handshake with {addr}: {e}"
+            ))
+        })?;
     let (mut sender, conn) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tls)).await.map_err(|e| unavailable(format!("error dialing backend: {e}")))?;
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tls))
+            .await
+            .map_err(|e| unavailable(format!("error dialing backend: {e}")))?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "kubelet connection ended with an error");
@@ -321,14 +432,23 @@ async fn kubelet_request(server: &ApiServer, host: &str, port: u16, method: Meth
             req = req.header(k, v);
         }
     }
-    let req = req.body(Empty::new()).map_err(|e| ApiError::internal(e.to_string()))?;
-    sender.send_request(req).await.map_err(|e| unavailable(format!("error talking to the kubelet at {addr}: {e}")))
+    let req = req
+        .body(Empty::new())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| unavailable(format!("error talking to the kubelet at {addr}: {e}")))
 }
 
 /// A kubelet's error answer as a Status (passed through when it is one).
 async fn error_from(resp: Response<Incoming>) -> ApiError {
     let code = resp.status().as_u16();
-    let body = Limited::new(resp.into_body(), 64 * 1024).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = Limited::new(resp.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     if let Ok(v) = serde_json::from_slice::<Value>(&body)
         && v.get("kind").and_then(Value::as_str) == Some("Status")
         && let Some(message) = v.get("message").and_then(Value::as_str)
@@ -336,7 +456,15 @@ async fn error_from(resp: Response<Incoming>) -> ApiError {
         return ApiError::new(code, reason_for(code), message);
     }
     let text = String::from_utf8_lossy(&body).trim().to_string();
-    ApiError::new(code, reason_for(code), if text.is_empty() { format!("the kubelet answered {code}") } else { text })
+    ApiError::new(
+        code,
+        reason_for(code),
+        if text.is_empty() {
+            format!("the kubelet answered {code}")
+        } else {
+            text
+        },
+    )
 }
 
 /// Stream a kubelet's response body back.
@@ -364,7 +492,10 @@ fn stream_back(resp: Response<Incoming>) -> Response<Body> {
     });
     let mut out = Response::new(BodyExt::boxed(ChannelBody(rx)));
     *out.status_mut() = status;
-    out.headers_mut().insert(header::CONTENT_TYPE, content_type.unwrap_or_else(|| HeaderValue::from_static("text/plain")));
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        content_type.unwrap_or_else(|| HeaderValue::from_static("text/plain")),
+    );
     out
 }
 
@@ -388,7 +519,9 @@ fn splice(client_upgrade: hyper::upgrade::OnUpgrade, resp: Response<Incoming>) -
                     tracing::debug!(error = %e, "stream relay ended with an error");
                 }
             }
-            (a, b) => tracing::debug!(client = ?a.err(), kubelet = ?b.err(), "stream upgrade failed"),
+            (a, b) => {
+                tracing::debug!(client = ?a.err(), kubelet = ?b.err(), "stream upgrade failed")
+            }
         }
     });
     out
@@ -400,15 +533,29 @@ async fn read_object(server: &ApiServer, key: &str) -> ApiResult<Option<Value>> 
 }
 
 /// Serve a kubelet-backed subresource (see [`handles`]).
-pub async fn handle(server: &Arc<ApiServer>, rp: ResourcePath, mut req: Request<Incoming>) -> ApiResult<Response<Body>> {
+pub async fn handle(
+    server: &Arc<ApiServer>,
+    rp: ResourcePath,
+    mut req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     let name = rp.name.clone().unwrap_or_default();
     let sub = rp.subresource.clone().unwrap_or_default();
     let q = parse_query(req.uri().query());
     let upgrade = is_upgrade(req.headers());
-    if upgrade && req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.to_ascii_lowercase().contains("websocket")) {
-        return Err(ApiError::bad_request("websocket streaming (v5.channel.k8s.io) is not supported by this server; use the SPDY/3.1 upgrade"));
+    if upgrade
+        && req
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("websocket"))
+    {
+        return Err(ApiError::bad_request(
+            "websocket streaming (v5.channel.k8s.io) is not supported by this server; use the SPDY/3.1 upgrade",
+        ));
     }
-    let nodes = skiff_api::registry::registry().lookup("", "v1", "nodes").ok_or_else(|| ApiError::internal("no nodes resource"))?;
+    let nodes = skiff_api::registry::registry()
+        .lookup("", "v1", "nodes")
+        .ok_or_else(|| ApiError::internal("no nodes resource"))?;
     let (node_name, target) = if rp.info.plural == "nodes" {
         // /api/v1/nodes/{name}/proxy/{path...}
         let prefix = format!("/api/v1/nodes/{name}/proxy");
@@ -421,24 +568,42 @@ pub async fn handle(server: &Arc<ApiServer>, rp: ResourcePath, mut req: Request<
         (name.clone(), target)
     } else {
         let ns = rp.namespace.clone().unwrap_or_else(|| "default".into());
-        let pod = read_object(server, &rp.info.key(Some(&ns), &name)).await?.ok_or_else(|| ApiError::not_found("", "pods", &name))?;
+        let pod = read_object(server, &rp.info.key(Some(&ns), &name))
+            .await?
+            .ok_or_else(|| ApiError::not_found("", "pods", &name))?;
         let container = match sub.as_str() {
             "portforward" => String::new(),
             _ => pick_container(&pod, &name, get(&q, "container"))?,
         };
-        let node_name = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default().to_string();
+        let node_name = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if node_name.is_empty() {
             if sub == "log" {
                 // As kube-apiserver: no location, an empty log.
                 return Ok(bytes_response(200, "text/plain", Bytes::new()));
             }
-            return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
+            return Err(ApiError::bad_request(format!(
+                "pod {name} does not have a host assigned"
+            )));
         }
         (node_name, kubelet_target(&sub, &ns, &name, &container, &q))
     };
-    let node = read_object(server, &nodes.key(None, &node_name)).await?.ok_or_else(|| ApiError::not_found("", "nodes", &node_name))?;
-    let (host, port) = kubelet_endpoint(&node).ok_or_else(|| ApiError::bad_request(format!("node {node_name} has no address to reach its kubelet at")))?;
-    let method = if upgrade || rp.info.plural == "nodes" { req.method().clone() } else { Method::GET };
+    let node = read_object(server, &nodes.key(None, &node_name))
+        .await?
+        .ok_or_else(|| ApiError::not_found("", "nodes", &node_name))?;
+    let (host, port) = kubelet_endpoint(&node).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "node {node_name} has no address to reach its kubelet at"
+        ))
+    })?;
+    let method = if upgrade || rp.info.plural == "nodes" {
+        req.method().clone()
+    } else {
+        Method::GET
+    };
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let resp = kubelet_request(server, &host, port, method, &target, req.headers()).await?;
     match client_upgrade {
@@ -460,12 +625,42 @@ mod tests {
 
     #[test]
     fn maps_queries_to_the_kubelet() {
-        let t = kubelet_target("exec", "default", "p", "c", &q("command=sh&command=-c&command=exit+3&stdin=true&stdout=true&tty=false&container=c"));
-        assert_eq!(t, "/exec/default/p/c?input=1&output=1&command=sh&command=-c&command=exit%203");
-        let t = kubelet_target("log", "ns", "p", "c", &q("container=c&follow=true&tailLines=5&previous=false"));
-        assert_eq!(t, "/containerLogs/ns/p/c?follow=true&previous=false&tailLines=5");
-        assert_eq!(kubelet_target("portforward", "ns", "p", "", &q("ports=8080&ports=9090")), "/portForward/ns/p?port=8080&port=9090");
-        assert_eq!(kubelet_target("attach", "ns", "p", "c", &q("stdin=1&stdout=1&stderr=1&tty=1")), "/attach/ns/p/c?input=1&output=1&error=1&tty=1");
+        let t = kubelet_target(
+            "exec",
+            "default",
+            "p",
+            "c",
+            &q("command=sh&command=-c&command=exit+3&stdin=true&stdout=true&tty=false&container=c"),
+        );
+        assert_eq!(
+            t,
+            "/exec/default/p/c?input=1&output=1&command=sh&command=-c&command=exit%203"
+        );
+        let t = kubelet_target(
+            "log",
+            "ns",
+            "p",
+            "c",
+            &q("container=c&follow=true&tailLines=5&previous=false"),
+        );
+        assert_eq!(
+            t,
+            "/containerLogs/ns/p/c?follow=true&previous=false&tailLines=5"
+        );
+        assert_eq!(
+            kubelet_target("portforward", "ns", "p", "", &q("ports=8080&ports=9090")),
+            "/portForward/ns/p?port=8080&port=9090"
+        );
+        assert_eq!(
+            kubelet_target(
+                "attach",
+                "ns",
+                "p",
+                "c",
+                &q("stdin=1&stdout=1&stderr=1&tty=1")
+            ),
+            "/attach/ns/p/c?input=1&output=1&error=1&tty=1"
+        );
     }
 
     #[test]
@@ -474,9 +669,15 @@ mod tests {
         assert_eq!(pick_container(&one, "p", None).unwrap(), "app");
         assert_eq!(pick_container(&one, "p", Some("init")).unwrap(), "init");
         let e = pick_container(&one, "p", Some("nope")).unwrap_err();
-        assert_eq!((e.code, e.message.as_str()), (400, "container nope is not valid for pod p"));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (400, "container nope is not valid for pod p")
+        );
         let two = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]}});
-        assert_eq!(pick_container(&two, "p", None).unwrap_err().message, "a container name must be specified for pod p, choose one of: [a b]");
+        assert_eq!(
+            pick_container(&two, "p", None).unwrap_err().message,
+            "a container name must be specified for pod p, choose one of: [a b]"
+        );
     }
 
     #[test]

@@ -22,7 +22,11 @@ pub struct ResourcePath {
 /// Parse `/api/v1/...` and `/apis/{group}/{version}/...` resource paths.
 /// Returns Ok(None) for paths that are not resource paths (discovery).
 pub fn parse_resource_path(path: &str) -> Result<Option<ResourcePath>, ApiError> {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let (group, version, rest) = match segs.as_slice() {
         ["api", version, rest @ ..] if !rest.is_empty() => ("", *version, rest),
         ["apis", group, version, rest @ ..] if !rest.is_empty() => (*group, *version, rest),
@@ -32,7 +36,11 @@ pub fn parse_resource_path(path: &str) -> Result<Option<ResourcePath>, ApiError>
         ["watch", r @ ..] => (true, r),
         r => (false, r),
     };
-    let lookup = |plural: &str| registry().lookup(group, version, plural).ok_or_else(ApiError::no_route);
+    let lookup = |plural: &str| {
+        registry()
+            .lookup(group, version, plural)
+            .ok_or_else(ApiError::no_route)
+    };
     let (info, namespace, tail): (&'static ResourceInfo, Option<String>, &[&str]) = match rest {
         ["namespaces", ns, plural, tail @ ..] => {
             if group.is_empty()
@@ -68,7 +76,13 @@ pub fn parse_resource_path(path: &str) -> Result<Option<ResourcePath>, ApiError>
             (Some(name.to_string()), Some(sub.to_string()))
         }
     };
-    Ok(Some(ResourcePath { info, namespace, name, subresource, watch_prefix }))
+    Ok(Some(ResourcePath {
+        info,
+        namespace,
+        name,
+        subresource,
+        watch_prefix,
+    }))
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -88,15 +102,13 @@ pub fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h * 16 + l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -129,7 +141,10 @@ impl Query {
     pub fn int(&self, k: &str) -> Result<Option<i64>, ApiError> {
         match self.get(k) {
             None | Some("") => Ok(None),
-            Some(v) => v.parse::<i64>().map(Some).map_err(|_| ApiError::bad_request(format!("invalid value for {k}: {v:?}"))),
+            Some(v) => v
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| ApiError::bad_request(format!("invalid value for {k}: {v:?}"))),
         }
     }
 
@@ -137,14 +152,22 @@ impl Query {
         match self.get("dryRun") {
             None | Some("") => Ok(false),
             Some("All") => Ok(true),
-            Some(other) => Err(ApiError::bad_request(format!("Invalid dry run value: {other}: supported values are [All]"))),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "Invalid dry run value: {other}: supported values are [All]"
+            ))),
         }
     }
 }
 
 /// The media type of a request body, without parameters.
 pub fn media_type(content_type: Option<&str>) -> String {
-    content_type.unwrap_or("application/json").split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+    content_type
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// Decode a JSON or YAML body into a value.
@@ -153,17 +176,26 @@ pub fn decode_body(body: &[u8], media: &str) -> Result<Value, ApiError> {
         return Err(ApiError::bad_request("the request body is empty"));
     }
     match media {
-        "application/json" | "" | "*/*" | "application/merge-patch+json" | "application/json-patch+json"
-        | "application/strategic-merge-patch+json" => serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding request body as JSON: {e}"))),
-        "application/yaml" | "application/apply-patch+yaml" | "application/x-yaml" | "text/yaml" => {
+        "application/json"
+        | ""
+        | "*/*"
+        | "application/merge-patch+json"
+        | "application/json-patch+json"
+        | "application/strategic-merge-patch+json" => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("error decoding request body as JSON: {e}"))
+        }),
+        "application/yaml"
+        | "application/apply-patch+yaml"
+        | "application/x-yaml"
+        | "text/yaml" => {
             // JSON is YAML: try the fast path first.
             if let Ok(v) = serde_json::from_slice::<Value>(body) {
                 return Ok(v);
             }
             let yaml: serde_yaml::Value = serde_yaml::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
-            serde_json::to_value(yaml).map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
+            serde_json::to_value(yaml)
+                .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
         }
         // kubectl's typed clients (create configmap/secret/deployment, ...) send protobuf.
         "application/vnd.kubernetes.protobuf" => {
@@ -179,32 +211,61 @@ mod tests {
 
     #[test]
     fn paths() {
-        let p = parse_resource_path("/api/v1/namespaces/default/pods/web/status").unwrap().unwrap();
+        let p = parse_resource_path("/api/v1/namespaces/default/pods/web/status")
+            .unwrap()
+            .unwrap();
         assert_eq!(p.info.plural, "pods");
         assert_eq!(p.namespace.as_deref(), Some("default"));
         assert_eq!(p.name.as_deref(), Some("web"));
         assert_eq!(p.subresource.as_deref(), Some("status"));
-        let p = parse_resource_path("/api/v1/namespaces/kube-system").unwrap().unwrap();
+        let p = parse_resource_path("/api/v1/namespaces/kube-system")
+            .unwrap()
+            .unwrap();
         assert_eq!(p.info.plural, "namespaces");
         assert_eq!(p.name.as_deref(), Some("kube-system"));
-        let p = parse_resource_path("/api/v1/namespaces/x/finalize").unwrap().unwrap();
+        let p = parse_resource_path("/api/v1/namespaces/x/finalize")
+            .unwrap()
+            .unwrap();
         assert_eq!(p.subresource.as_deref(), Some("finalize"));
-        let p = parse_resource_path("/apis/apps/v1/watch/namespaces/a/deployments").unwrap().unwrap();
+        let p = parse_resource_path("/apis/apps/v1/watch/namespaces/a/deployments")
+            .unwrap()
+            .unwrap();
         assert!(p.watch_prefix);
         assert_eq!(p.info.kind, "Deployment");
-        let p = parse_resource_path("/apis/apps/v1/namespaces/default/replicasets/r/scale").unwrap().unwrap();
-        assert_eq!((p.info.kind, p.namespace.as_deref(), p.subresource.as_deref()), ("ReplicaSet", Some("default"), Some("scale")));
+        let p = parse_resource_path("/apis/apps/v1/namespaces/default/replicasets/r/scale")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                p.info.kind,
+                p.namespace.as_deref(),
+                p.subresource.as_deref()
+            ),
+            ("ReplicaSet", Some("default"), Some("scale"))
+        );
         let p = parse_resource_path("/api/v1/pods").unwrap().unwrap();
         assert!(p.namespace.is_none() && p.name.is_none());
         assert!(parse_resource_path("/api/v1").unwrap().is_none());
         assert_eq!(parse_resource_path("/api/v1/bogus").unwrap_err().code, 404);
-        assert_eq!(parse_resource_path("/api/v1/namespaces/a/pods/p/bogus").unwrap_err().code, 404);
-        assert_eq!(parse_resource_path("/api/v1/namespaces/a/nodes").unwrap_err().code, 404);
+        assert_eq!(
+            parse_resource_path("/api/v1/namespaces/a/pods/p/bogus")
+                .unwrap_err()
+                .code,
+            404
+        );
+        assert_eq!(
+            parse_resource_path("/api/v1/namespaces/a/nodes")
+                .unwrap_err()
+                .code,
+            404
+        );
     }
 
     #[test]
     fn query() {
-        let q = Query::parse(Some("labelSelector=app%3Dweb%2Ctier+in+(a)&watch=1&limit=5"));
+        let q = Query::parse(Some(
+            "labelSelector=app%3Dweb%2Ctier+in+(a)&watch=1&limit=5",
+        ));
         assert_eq!(q.get("labelSelector"), Some("app=web,tier in (a)"));
         assert!(q.flag("watch"));
         assert_eq!(q.int("limit").unwrap(), Some(5));
@@ -217,7 +278,12 @@ mod tests {
         assert!(decode_body(b"{", "application/json").unwrap_err().code == 400);
         let v = decode_body(b"kind: Pod\nmetadata:\n  name: a\n", "application/yaml").unwrap();
         assert_eq!(v["metadata"]["name"], "a");
-        assert_eq!(decode_body(b"x", "application/vnd.kubernetes.protobuf").unwrap_err().code, 400);
+        assert_eq!(
+            decode_body(b"x", "application/vnd.kubernetes.protobuf")
+                .unwrap_err()
+                .code,
+            400
+        );
         assert_eq!(decode_body(b"x", "application/cbor").unwrap_err().code, 415);
     }
 }

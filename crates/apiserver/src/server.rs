@@ -30,7 +30,11 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 pub fn json_response(code: u16, value: &Value) -> Response<Body> {
-    bytes_response(code, "application/json", serde_json::to_vec(value).unwrap_or_default())
+    bytes_response(
+        code,
+        "application/json",
+        serde_json::to_vec(value).unwrap_or_default(),
+    )
 }
 
 pub fn bytes_response(code: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -89,8 +93,10 @@ pub async fn serve(
                 let server = server.clone();
                 async move { Ok::<_, Infallible>(handle(server, req).await) }
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service);
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let conn =
+                builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -140,14 +146,23 @@ async fn handle(server: Arc<ApiServer>, req: Request<Incoming>) -> Response<Body
 }
 
 fn authenticated(server: &ApiServer, req: &Request<Incoming>) -> Option<String> {
-    let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())?;
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())?;
     let token = auth.strip_prefix("Bearer ").map(str::trim)?;
     server.authenticate(token)
 }
 
-async fn read_body(req: Request<Incoming>) -> Result<(hyper::http::request::Parts, Bytes), ApiError> {
+async fn read_body(
+    req: Request<Incoming>,
+) -> Result<(hyper::http::request::Parts, Bytes), ApiError> {
     let (parts, body) = req.into_parts();
-    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
+    if let Some(len) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
         && len > MAX_BODY
     {
         return Err(ApiError::too_large());
@@ -171,26 +186,43 @@ async fn route(
 ) -> Result<Response<Body>, ApiError> {
     // Health endpoints answer without credentials (load balancers and probes).
     match path {
-        "/healthz" | "/livez" | "/readyz" => return Ok(bytes_response(200, "text/plain; charset=utf-8", "ok")),
+        "/healthz" | "/livez" | "/readyz" => {
+            return Ok(bytes_response(200, "text/plain; charset=utf-8", "ok"));
+        }
         _ => {}
     }
     let Some(user) = authenticated(server, &req) else {
         return Err(ApiError::unauthorized());
     };
-    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let method = req.method().clone();
     if method == Method::POST
         && let Some(kind) = match path {
-            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" => Some("SelfSubjectAccessReview"),
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" => {
+                Some("SelfSubjectAccessReview")
+            }
             "/apis/authentication.k8s.io/v1/selfsubjectreviews" => Some("SelfSubjectReview"),
             _ => None,
         }
     {
         labels.verb = "POST";
-        let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let (_, body) = read_body(req).await?;
-        let review = crate::request::decode_body(&body, &crate::request::media_type(ct.as_deref()))?;
-        return Ok(json_response(201, &crate::authz::review(kind, review, &user)));
+        let review =
+            crate::request::decode_body(&body, &crate::request::media_type(ct.as_deref()))?;
+        return Ok(json_response(
+            201,
+            &crate::authz::review(kind, review, &user),
+        ));
     }
     if let Some(rp) = parse_resource_path(path)? {
         let watch = rp.watch_prefix || (method == Method::GET && query.flag("watch"));
@@ -215,30 +247,61 @@ async fn route(
         return Err(ApiError::method_not_allowed());
     }
     labels.verb = "GET";
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     match segs.as_slice() {
         ["version"] => Ok(json_response(200, &crate::state::version_info())),
-        ["metrics"] => Ok(bytes_response(200, "text/plain; version=0.0.4", server.render_metrics())),
+        ["metrics"] => Ok(bytes_response(
+            200,
+            "text/plain; version=0.0.4",
+            server.render_metrics(),
+        )),
         ["api"] => match discovery::wants_aggregated(&accept) {
-            Some(media) => Ok(bytes_response(200, media, serde_json::to_vec(&discovery::aggregated(true, media)).unwrap_or_default())),
-            None => Ok(json_response(200, &discovery::api_versions(&server.advertise_address))),
+            Some(media) => Ok(bytes_response(
+                200,
+                media,
+                serde_json::to_vec(&discovery::aggregated(true, media)).unwrap_or_default(),
+            )),
+            None => Ok(json_response(
+                200,
+                &discovery::api_versions(&server.advertise_address),
+            )),
         },
         ["apis"] => match discovery::wants_aggregated(&accept) {
-            Some(media) => Ok(bytes_response(200, media, serde_json::to_vec(&discovery::aggregated(false, media)).unwrap_or_default())),
+            Some(media) => Ok(bytes_response(
+                200,
+                media,
+                serde_json::to_vec(&discovery::aggregated(false, media)).unwrap_or_default(),
+            )),
             None => Ok(json_response(200, &discovery::api_group_list())),
         },
-        ["api", version] => discovery::api_resource_list("", version).map(|v| json_response(200, &v)).ok_or_else(ApiError::no_route),
-        ["apis", group] => discovery::api_group_doc(group).map(|v| json_response(200, &v)).ok_or_else(ApiError::no_route),
-        ["apis", group, version] => {
-            discovery::api_resource_list(group, version).map(|v| json_response(200, &v)).ok_or_else(ApiError::no_route)
-        }
+        ["api", version] => discovery::api_resource_list("", version)
+            .map(|v| json_response(200, &v))
+            .ok_or_else(ApiError::no_route),
+        ["apis", group] => discovery::api_group_doc(group)
+            .map(|v| json_response(200, &v))
+            .ok_or_else(ApiError::no_route),
+        ["apis", group, version] => discovery::api_resource_list(group, version)
+            .map(|v| json_response(200, &v))
+            .ok_or_else(ApiError::no_route),
         ["openapi", "v2"] => {
             // kubectl (1.27 for validation and explain) asks for gnostic protobuf.
             if accept.contains("application/com.github.proto-openapi.spec.v2") {
                 let bytes = server.openapi_v2_proto()?;
-                Ok(bytes_response(200, "application/com.github.proto-openapi.spec.v2.v1.0+protobuf", bytes))
+                Ok(bytes_response(
+                    200,
+                    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                    bytes,
+                ))
             } else {
-                Ok(bytes_response(200, "application/json", server.openapi_v2_json()))
+                Ok(bytes_response(
+                    200,
+                    "application/json",
+                    server.openapi_v2_json(),
+                ))
             }
         }
         ["openapi", "v3"] => Ok(json_response(200, &skiff_api::openapi::v3_index())),
@@ -248,9 +311,14 @@ async fn route(
                 ["apis", g, v] => (*g, *v),
                 _ => return Err(ApiError::no_route()),
             };
-            let doc = server.openapi_v3(group, version).ok_or_else(ApiError::no_route)?;
+            let doc = server
+                .openapi_v3(group, version)
+                .ok_or_else(ApiError::no_route)?;
             let mut resp = bytes_response(200, "application/json", doc);
-            resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, immutable"));
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, immutable"),
+            );
             Ok(resp)
         }
         _ => Err(ApiError::no_route()),

@@ -54,11 +54,17 @@ pub enum StartError {
     #[error("store: {0}")]
     Store(#[from] skiff_store::StoreError),
     #[error("listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("bootstrap: {0}")]
     Bootstrap(ApiError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub use crate::alloc::Allocators;
@@ -99,18 +105,31 @@ impl ApiServer {
             return Some(user.clone());
         }
         // A service account token: valid signature and lifetime, and the account still exists.
-        let user = self.token_signer.verify(token, jiff::Timestamp::now().as_second())?;
-        let sa = self.cache.get(&format!("/registry/serviceaccounts/{}/{}", user.namespace, user.name))?;
-        let uid_matches = user.uid.is_empty() || sa.value.pointer("/metadata/uid").and_then(Value::as_str) == Some(user.uid.as_str());
+        let user = self
+            .token_signer
+            .verify(token, jiff::Timestamp::now().as_second())?;
+        let sa = self.cache.get(&format!(
+            "/registry/serviceaccounts/{}/{}",
+            user.namespace, user.name
+        ))?;
+        let uid_matches = user.uid.is_empty()
+            || sa.value.pointer("/metadata/uid").and_then(Value::as_str) == Some(user.uid.as_str());
         uid_matches.then(|| user.username())
     }
 
     pub fn render_metrics(&self) -> String {
-        self.metrics.render(&[(
-            "apiserver_registered_watchers",
-            "Number of currently registered watchers.",
-            self.cache.watcher_count() as f64,
-        ), ("etcd_current_revision", "The store's revision as seen by the watch cache.", self.cache.revision() as f64)])
+        self.metrics.render(&[
+            (
+                "apiserver_registered_watchers",
+                "Number of currently registered watchers.",
+                self.cache.watcher_count() as f64,
+            ),
+            (
+                "etcd_current_revision",
+                "The store's revision as seen by the watch cache.",
+                self.cache.revision() as f64,
+            ),
+        ])
     }
 
     /// The v2 document as (JSON, gnostic protobuf), built once.
@@ -136,7 +155,9 @@ impl ApiServer {
     pub fn openapi_v2_proto(&self) -> Result<Bytes, ApiError> {
         let b = self.openapi_v2().1.clone();
         if b.is_empty() {
-            return Err(ApiError::internal("the OpenAPI v2 document could not be encoded"));
+            return Err(ApiError::internal(
+                "the OpenAPI v2 document could not be encoded",
+            ));
         }
         Ok(b)
     }
@@ -148,7 +169,9 @@ impl ApiServer {
         {
             return Some(b.clone());
         }
-        let doc = Bytes::from(serde_json::to_vec(&skiff_api::openapi::v3_document(group, version)?).ok()?);
+        let doc = Bytes::from(
+            serde_json::to_vec(&skiff_api::openapi::v3_document(group, version)?).ok()?,
+        );
         if let Ok(mut m) = self.openapi.lock() {
             m.insert(key, doc.clone());
         }
@@ -173,7 +196,10 @@ pub async fn start(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(Running, tokio::task::JoinHandle<()>), StartError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io { path: config.data_dir.clone(), source })?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io {
+        path: config.data_dir.clone(),
+        source,
+    })?;
     let mut sans = config.tls_sans.clone();
     if !config.bind_address.is_unspecified() {
         sans.push(config.bind_address.to_string());
@@ -181,11 +207,19 @@ pub async fn start(
     let pki = Pki::load_or_create(&config.data_dir, &sans)?;
     let tls = pki.server_config()?;
     let addr = SocketAddr::new(config.bind_address, config.port);
-    let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
-    let local = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| StartError::Listen { addr, source })?;
     let cache = WatchCache::start(config.store.clone(), config.watch_history).await?;
     let allocators = Allocators::new(config.service_cidr, config.node_port_range);
-    let advertise_ip = if config.bind_address.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { config.bind_address };
+    let advertise_ip = if config.bind_address.is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        config.bind_address
+    };
     let mut tokens = HashMap::new();
     tokens.insert(pki.admin_token.clone(), "admin".to_string());
     tokens.insert(pki.node_token.clone(), "system:node".to_string());
@@ -196,7 +230,10 @@ pub async fn start(
         metrics: Metrics::default(),
         allocators: Mutex::new(allocators),
         advertise_address: SocketAddr::new(advertise_ip, local.port()).to_string(),
-        identity: crate::identity::Identity::new(&crate::identity::hostname(), &SocketAddr::new(advertise_ip, local.port()).to_string()),
+        identity: crate::identity::Identity::new(
+            &crate::identity::hostname(),
+            &SocketAddr::new(advertise_ip, local.port()).to_string(),
+        ),
         tokens,
         token_signer,
         openapi: Mutex::new(HashMap::new()),
@@ -204,9 +241,17 @@ pub async fn start(
     });
     crate::alloc::claim_existing(&server).await?;
     crate::alloc::spawn_repair(&server);
-    crate::bootstrap::bootstrap(&server, local.port()).await.map_err(StartError::Bootstrap)?;
-    tokio::spawn(crate::identity::run(Arc::downgrade(&server), server.identity.clone()));
-    let kubeconfig = pki.kubeconfig(&format!("https://{}", SocketAddr::new(advertise_ip, local.port())));
+    crate::bootstrap::bootstrap(&server, local.port())
+        .await
+        .map_err(StartError::Bootstrap)?;
+    tokio::spawn(crate::identity::run(
+        Arc::downgrade(&server),
+        server.identity.clone(),
+    ));
+    let kubeconfig = pki.kubeconfig(&format!(
+        "https://{}",
+        SocketAddr::new(advertise_ip, local.port())
+    ));
     let kubeconfig_path = config.data_dir.join("kubeconfig.yaml");
     crate::tls::write_private(&kubeconfig_path, kubeconfig.as_bytes())?;
     let running = Running {
@@ -223,7 +268,10 @@ pub async fn start(
 }
 
 /// Run the API server until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     let (_running, handle) = start(config, shutdown).await?;
     let _ = handle.await;
     Ok(())

@@ -29,12 +29,23 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 /// "pods" or "deployments.apps", as Kubernetes names a resource in messages.
 pub fn qualified(group: &str, plural: &str) -> String {
-    if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") }
+    if group.is_empty() {
+        plural.to_string()
+    } else {
+        format!("{plural}.{group}")
+    }
 }
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { code, reason, message: message.into(), details: None, causes: Vec::new(), retry_after: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+            causes: Vec::new(),
+            retry_after: None,
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -42,18 +53,30 @@ impl ApiError {
     }
 
     pub fn not_found(group: &str, plural: &str, name: &str) -> ApiError {
-        let mut e = ApiError::new(404, "NotFound", format!("{} \"{name}\" not found", qualified(group, plural)));
+        let mut e = ApiError::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", qualified(group, plural)),
+        );
         e.details = Some((group.to_string(), plural.to_string(), name.to_string()));
         e
     }
 
     /// A 404 for a path that is not served at all.
     pub fn no_route() -> ApiError {
-        ApiError::new(404, "NotFound", "the server could not find the requested resource")
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     pub fn already_exists(group: &str, plural: &str, name: &str) -> ApiError {
-        let mut e = ApiError::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", qualified(group, plural)));
+        let mut e = ApiError::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", qualified(group, plural)),
+        );
         e.details = Some((group.to_string(), plural.to_string(), name.to_string()));
         e
     }
@@ -62,7 +85,10 @@ impl ApiError {
         let mut e = ApiError::new(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {} \"{name}\": {why}", qualified(group, plural)),
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {why}",
+                qualified(group, plural)
+            ),
         );
         e.details = Some((group.to_string(), plural.to_string(), name.to_string()));
         e
@@ -78,16 +104,31 @@ impl ApiError {
     }
 
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> ApiError {
-        let detail: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
-        let detail = if detail.len() == 1 { detail[0].clone() } else { format!("[{}]", detail.join(", ")) };
-        let mut e = ApiError::new(422, "Invalid", format!("{} \"{name}\" is invalid: {detail}", qualified(group, kind)));
+        let detail: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        let detail = if detail.len() == 1 {
+            detail[0].clone()
+        } else {
+            format!("[{}]", detail.join(", "))
+        };
+        let mut e = ApiError::new(
+            422,
+            "Invalid",
+            format!("{} \"{name}\" is invalid: {detail}", qualified(group, kind)),
+        );
         e.details = Some((group.to_string(), kind.to_string(), name.to_string()));
         e.causes = causes;
         e
     }
 
     pub fn method_not_allowed() -> ApiError {
-        ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
     }
 
     pub fn unauthorized() -> ApiError {
@@ -99,11 +140,21 @@ impl ApiError {
     }
 
     pub fn too_large() -> ApiError {
-        ApiError::new(413, "RequestEntityTooLarge", "the request body is too large: limit is 3145728 bytes")
+        ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            "the request body is too large: limit is 3145728 bytes",
+        )
     }
 
     pub fn unsupported_media_type(ct: &str) -> ApiError {
-        ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf; got {ct}"))
+        ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf; got {ct}"
+            ),
+        )
     }
 
     pub fn gone(message: impl Into<String>) -> ApiError {
@@ -111,7 +162,11 @@ impl ApiError {
     }
 
     pub fn internal(message: impl Into<String>) -> ApiError {
-        ApiError::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        ApiError::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
 
     pub fn unavailable(message: impl Into<String>) -> ApiError {
@@ -144,7 +199,9 @@ impl ApiError {
                 details["causes"] = Value::Array(
                     self.causes
                         .iter()
-                        .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                        .map(
+                            |c| json!({"reason": c.reason, "message": c.message, "field": c.field}),
+                        )
                         .collect(),
                 );
             }
@@ -162,15 +219,21 @@ impl ApiError {
             StoreError::AlreadyExists(_) => ApiError::already_exists(group, plural, name),
             StoreError::NotFound(_) => ApiError::not_found(group, plural, name),
             StoreError::Conflict { .. } => ApiError::modified(group, plural, name),
-            StoreError::Compacted { requested, compacted } => {
-                ApiError::gone(format!("too old resource version: {requested} ({compacted})"))
-            }
+            StoreError::Compacted {
+                requested,
+                compacted,
+            } => ApiError::gone(format!(
+                "too old resource version: {requested} ({compacted})"
+            )),
             StoreError::FutureRevision(r) => {
-                let mut e = ApiError::new(504, "Timeout", format!("Too large resource version: {r}"));
+                let mut e =
+                    ApiError::new(504, "Timeout", format!("Too large resource version: {r}"));
                 e.retry_after = Some(1);
                 e
             }
-            StoreError::Unavailable(m) => ApiError::unavailable(format!("storage is unavailable: {m}")),
+            StoreError::Unavailable(m) => {
+                ApiError::unavailable(format!("storage is unavailable: {m}"))
+            }
             StoreError::Backend(m) => ApiError::internal(m),
         }
     }
@@ -200,10 +263,17 @@ mod tests {
             "",
             "Pod",
             "p",
-            vec![Cause { reason: "FieldValueRequired".into(), message: "Required value".into(), field: "spec.containers".into() }],
+            vec![Cause {
+                reason: "FieldValueRequired".into(),
+                message: "Required value".into(),
+                field: "spec.containers".into(),
+            }],
         )
         .to_status();
-        assert_eq!(inv["message"], "Pod \"p\" is invalid: spec.containers: Required value");
+        assert_eq!(
+            inv["message"],
+            "Pod \"p\" is invalid: spec.containers: Required value"
+        );
         assert_eq!(inv["details"]["causes"][0]["field"], "spec.containers");
     }
 }

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -23,7 +25,10 @@ pub enum TlsError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> TlsError + '_ {
-    move |source| TlsError::Io { path: path.to_path_buf(), source }
+    move |source| TlsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Write a file readable only by its owner, atomically (temp file + rename).
@@ -62,7 +67,10 @@ fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn read_or_create(path: &Path, make: impl FnOnce() -> Result<String, TlsError>) -> Result<String, TlsError> {
+fn read_or_create(
+    path: &Path,
+    make: impl FnOnce() -> Result<String, TlsError>,
+) -> Result<String, TlsError> {
     match fs::read_to_string(path) {
         Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
         Ok(_) => {
@@ -75,7 +83,10 @@ fn read_or_create(path: &Path, make: impl FnOnce() -> Result<String, TlsError>) 
             write_private(path, s.as_bytes())?;
             Ok(s)
         }
-        Err(e) => Err(TlsError::Io { path: path.to_path_buf(), source: e }),
+        Err(e) => Err(TlsError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
     }
 }
 
@@ -83,9 +94,15 @@ fn read_or_create(path: &Path, make: impl FnOnce() -> Result<String, TlsError>) 
 /// signed later matches the CA certificate made on first start.
 fn ca_params() -> Result<CertificateParams, TlsError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(DnType::CommonName, "skiff-server-ca");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "skiff-server-ca");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     Ok(params)
 }
 
@@ -103,8 +120,15 @@ impl Pki {
         let ca_pem = read_or_create(&ca_path, || Ok(ca_params.self_signed(&ca_key)?.pem()))?;
 
         let sans_path = dir.join("serving.sans");
-        let mut all_sans: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into(), "kubernetes".into(),
-            "kubernetes.default".into(), "kubernetes.default.svc".into(), "kubernetes.default.svc.cluster.local".into()];
+        let mut all_sans: Vec<String> = vec![
+            "localhost".into(),
+            "127.0.0.1".into(),
+            "::1".into(),
+            "kubernetes".into(),
+            "kubernetes.default".into(),
+            "kubernetes.default.svc".into(),
+            "kubernetes.default.svc.cluster.local".into(),
+        ];
         if let Ok(h) = fs::read_to_string("/etc/hostname") {
             let h = h.trim();
             if !h.is_empty() {
@@ -124,7 +148,9 @@ impl Pki {
         if !have_all || !cert_path.exists() || !key_path.exists() {
             let key = KeyPair::generate()?;
             let mut params = CertificateParams::new(Vec::<String>::new())?;
-            params.distinguished_name.push(DnType::CommonName, "skiff-apiserver");
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "skiff-apiserver");
             params.subject_alt_names = all_sans
                 .iter()
                 .map(|s| match s.parse::<std::net::IpAddr>() {
@@ -143,16 +169,28 @@ impl Pki {
         let serving_key_pem = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
         let admin_token = read_or_create(&data_dir.join("admin.token"), || Ok(random_token()))?;
         let node_token = read_or_create(&data_dir.join("node-token"), || Ok(random_token()))?;
-        Ok(Pki { ca_pem, serving_cert_pem, serving_key_pem, admin_token, node_token })
+        Ok(Pki {
+            ca_pem,
+            serving_cert_pem,
+            serving_key_pem,
+            admin_token,
+            node_token,
+        })
     }
 
     /// The rustls server configuration (HTTP/2 and HTTP/1.1 by ALPN).
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let certs: Vec<_> = rustls_pemfile::certs(&mut self.serving_cert_pem.as_bytes())
             .collect::<Result<_, _>>()
-            .map_err(|e| TlsError::Io { path: "serving.crt".into(), source: e })?;
+            .map_err(|e| TlsError::Io {
+                path: "serving.crt".into(),
+                source: e,
+            })?;
         let key = rustls_pemfile::private_key(&mut self.serving_key_pem.as_bytes())
-            .map_err(|e| TlsError::Io { path: "serving.key".into(), source: e })?
+            .map_err(|e| TlsError::Io {
+                path: "serving.key".into(),
+                source: e,
+            })?
             .ok_or_else(|| TlsError::Empty("serving.key".into()))?;
         if certs.is_empty() {
             return Err(TlsError::Empty("serving.crt".into()));

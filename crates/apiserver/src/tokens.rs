@@ -50,7 +50,10 @@ impl TokenSigner {
         };
         let rng = SystemRandom::new();
         let key = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &der, &rng)
-            .map_err(|e| TlsError::Io { path: path.clone(), source: std::io::Error::other(format!("bad service account key: {e}")) })?;
+            .map_err(|e| TlsError::Io {
+                path: path.clone(),
+                source: std::io::Error::other(format!("bad service account key: {e}")),
+            })?;
         let digest = ring::digest::digest(&ring::digest::SHA256, key.public_key().as_ref());
         let key_id = B64.encode(&digest.as_ref()[..16]);
         Ok(TokenSigner { key, key_id, rng })
@@ -70,7 +73,11 @@ impl TokenSigner {
             let field = if kind == "Pod" { "pod" } else { "secret" };
             k8s[field] = json!({"name": name, "uid": uid});
         }
-        let aud: Vec<String> = if audiences.is_empty() { vec![ISSUER.to_string()] } else { audiences.to_vec() };
+        let aud: Vec<String> = if audiences.is_empty() {
+            vec![ISSUER.to_string()]
+        } else {
+            audiences.to_vec()
+        };
         let claims = json!({
             "aud": aud,
             "exp": now + expiration_seconds,
@@ -82,7 +89,11 @@ impl TokenSigner {
             "sub": user.username(),
         });
         let header = json!({"alg": "ES256", "kid": self.key_id, "typ": "JWT"});
-        let signing_input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
+        let signing_input = format!(
+            "{}.{}",
+            B64.encode(header.to_string()),
+            B64.encode(claims.to_string())
+        );
         let sig = self.key.sign(&self.rng, signing_input.as_bytes()).ok()?;
         Some(format!("{signing_input}.{}", B64.encode(sig.as_ref())))
     }
@@ -95,7 +106,10 @@ impl TokenSigner {
             return None;
         }
         let sig = B64.decode(s).ok()?;
-        let public = signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, self.key.public_key().as_ref());
+        let public = signature::UnparsedPublicKey::new(
+            &signature::ECDSA_P256_SHA256_FIXED,
+            self.key.public_key().as_ref(),
+        );
         public.verify(format!("{h}.{c}").as_bytes(), &sig).ok()?;
         let claims: Value = serde_json::from_slice(&B64.decode(c).ok()?).ok()?;
         if claims.get("iss").and_then(Value::as_str) != Some(ISSUER) {
@@ -110,7 +124,11 @@ impl TokenSigner {
         Some(ServiceAccountUser {
             namespace: k8s.get("namespace")?.as_str()?.to_string(),
             name: k8s.pointer("/serviceaccount/name")?.as_str()?.to_string(),
-            uid: k8s.pointer("/serviceaccount/uid").and_then(Value::as_str).unwrap_or_default().to_string(),
+            uid: k8s
+                .pointer("/serviceaccount/uid")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
         })
     }
 }
@@ -124,7 +142,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("tls")).unwrap();
         let signer = TokenSigner::load_or_create(dir.path()).unwrap();
-        let user = ServiceAccountUser { namespace: "default".into(), name: "default".into(), uid: "u1".into() };
+        let user = ServiceAccountUser {
+            namespace: "default".into(),
+            name: "default".into(),
+            uid: "u1".into(),
+        };
         let token = signer.issue(&user, &[], 1000, 3600, None).unwrap();
         assert_eq!(signer.verify(&token, 1001), Some(user.clone()));
         assert_eq!(signer.verify(&token, 4600), None, "expired");

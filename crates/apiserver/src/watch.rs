@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body_util::{BodyExt, StreamBody};
+use hyper::Response;
 use hyper::body::Frame;
 use hyper::header::{self, HeaderValue};
-use hyper::Response;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -47,10 +47,19 @@ impl Encoder {
     fn encode(&mut self, kind: &str, ev: &CacheEvent) -> Bytes {
         match self.output {
             Output::Json => frame_raw(kind, &ev.object.bytes),
-            Output::PartialMetadata => frame_value(kind, &output::partial_metadata(&ev.object.value)),
+            Output::PartialMetadata => {
+                frame_value(kind, &output::partial_metadata(&ev.object.value))
+            }
             Output::Table(inc) => {
                 let rv = ev.revision.to_string();
-                let t = output::table(self.info, [&ev.object.value], inc, Some(&rv), None, !self.sent_columns);
+                let t = output::table(
+                    self.info,
+                    [&ev.object.value],
+                    inc,
+                    Some(&rv),
+                    None,
+                    !self.sent_columns,
+                );
                 self.sent_columns = true;
                 frame_value(kind, &t)
             }
@@ -63,9 +72,15 @@ impl Encoder {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
         let obj = match self.output {
-            Output::Table(_) => json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": [], "rows": []}),
-            Output::PartialMetadata => json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta}),
-            Output::Json => json!({"kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": meta}),
+            Output::Table(_) => {
+                json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": [], "rows": []})
+            }
+            Output::PartialMetadata => {
+                json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
+            }
+            Output::Json => {
+                json!({"kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": meta})
+            }
         };
         frame_value("BOOKMARK", &obj)
     }
@@ -95,7 +110,11 @@ pub async fn serve(req: &Req<'_>, name: Option<String>) -> ApiResult<Response<Bo
     let name = name.or_else(|| filter.fields.name().map(str::to_string));
     let bookmarks = req.query.flag("allowWatchBookmarks");
     let send_initial = req.query.get("sendInitialEvents") == Some("true");
-    let timeout = req.query.int("timeoutSeconds")?.filter(|t| *t > 0).map(|t| Duration::from_secs(t as u64));
+    let timeout = req
+        .query
+        .int("timeoutSeconds")?
+        .filter(|t| *t > 0)
+        .map(|t| Duration::from_secs(t as u64));
     let from = match req.query.get("resourceVersion") {
         None | Some("") => {
             req.server.cache.sync().await?;
@@ -103,7 +122,9 @@ pub async fn serve(req: &Req<'_>, name: Option<String>) -> ApiResult<Response<Bo
         }
         Some("0") => None,
         Some(rv) => {
-            let rv: i64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
+            let rv: i64 = rv
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
             if send_initial {
                 req.server.cache.wait_for(rv).await?;
                 None
@@ -125,7 +146,11 @@ pub async fn serve(req: &Req<'_>, name: Option<String>) -> ApiResult<Response<Bo
         }
         Err(e) => return Err(e),
     };
-    let mut enc = Encoder { info: req.info, output: req.output, sent_columns: false };
+    let mut enc = Encoder {
+        info: req.info,
+        output: req.output,
+        sent_columns: false,
+    };
     let (tx, body_rx) = mpsc::channel::<Bytes>(256);
     let cache = req.server.cache.clone();
     let start_revision = cache.revision();
@@ -142,7 +167,12 @@ pub async fn serve(req: &Req<'_>, name: Option<String>) -> ApiResult<Response<Bo
             }
             last_sent = last_sent.max(ev.revision);
         }
-        if send_initial && tx.send(enc.bookmark(start_revision.max(last_sent), true)).await.is_err() {
+        if send_initial
+            && tx
+                .send(enc.bookmark(start_revision.max(last_sent), true))
+                .await
+                .is_err()
+        {
             return;
         }
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
@@ -185,9 +215,19 @@ fn single(b: Bytes) -> mpsc::Receiver<Bytes> {
 }
 
 fn stream_response(_req: &Req<'_>, rx: mpsc::Receiver<Bytes>) -> Response<Body> {
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx)) });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
     let mut resp = Response::new(StreamBody::new(stream).boxed());
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     resp
 }

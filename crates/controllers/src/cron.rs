@@ -31,27 +31,72 @@ struct Bounds {
     names: &'static [(&'static str, u32)],
 }
 
-const MINUTES: Bounds = Bounds { min: 0, max: 59, names: &[] };
-const HOURS: Bounds = Bounds { min: 0, max: 23, names: &[] };
-const DOM: Bounds = Bounds { min: 1, max: 31, names: &[] };
+const MINUTES: Bounds = Bounds {
+    min: 0,
+    max: 59,
+    names: &[],
+};
+const HOURS: Bounds = Bounds {
+    min: 0,
+    max: 23,
+    names: &[],
+};
+const DOM: Bounds = Bounds {
+    min: 1,
+    max: 31,
+    names: &[],
+};
 const MONTHS: Bounds = Bounds {
     min: 1,
     max: 12,
-    names: &[("jan", 1), ("feb", 2), ("mar", 3), ("apr", 4), ("may", 5), ("jun", 6), ("jul", 7), ("aug", 8), ("sep", 9), ("oct", 10), ("nov", 11), ("dec", 12)],
+    names: &[
+        ("jan", 1),
+        ("feb", 2),
+        ("mar", 3),
+        ("apr", 4),
+        ("may", 5),
+        ("jun", 6),
+        ("jul", 7),
+        ("aug", 8),
+        ("sep", 9),
+        ("oct", 10),
+        ("nov", 11),
+        ("dec", 12),
+    ],
 };
-const DOW: Bounds = Bounds { min: 0, max: 6, names: &[("sun", 0), ("mon", 1), ("tue", 2), ("wed", 3), ("thu", 4), ("fri", 5), ("sat", 6)] };
+const DOW: Bounds = Bounds {
+    min: 0,
+    max: 6,
+    names: &[
+        ("sun", 0),
+        ("mon", 1),
+        ("tue", 2),
+        ("wed", 3),
+        ("thu", 4),
+        ("fri", 5),
+        ("sat", 6),
+    ],
+};
 
 /// A parsed schedule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Schedule {
     /// Bit sets per field (bit n = value n), with a "was *" marker bit.
-    Spec { minute: u64, hour: u64, dom: u64, month: u64, dow: u64 },
+    Spec {
+        minute: u64,
+        hour: u64,
+        dom: u64,
+        month: u64,
+        dow: u64,
+    },
     /// `@every <duration>`: a fixed delay, whole seconds, at least 1 s.
     Every(Duration),
 }
 
 fn bits(min: u32, max: u32, step: u32) -> u64 {
-    (min..=max).step_by(step.max(1) as usize).fold(0, |acc, v| acc | (1u64 << v))
+    (min..=max)
+        .step_by(step.max(1) as usize)
+        .fold(0, |acc, v| acc | (1u64 << v))
 }
 
 fn all(b: Bounds) -> u64 {
@@ -59,11 +104,17 @@ fn all(b: Bounds) -> u64 {
 }
 
 fn parse_int(s: &str) -> Result<u32, ScheduleError> {
-    let n: i64 = s.parse().map_err(|_| ScheduleError::Parse(format!("failed to parse int from {s}: invalid syntax")))?;
+    let n: i64 = s.parse().map_err(|_| {
+        ScheduleError::Parse(format!("failed to parse int from {s}: invalid syntax"))
+    })?;
     if n < 0 {
-        return Err(ScheduleError::Parse(format!("negative number ({n}) not allowed: {s}")));
+        return Err(ScheduleError::Parse(format!(
+            "negative number ({n}) not allowed: {s}"
+        )));
     }
-    u32::try_from(n).map_err(|_| ScheduleError::Parse(format!("failed to parse int from {s}: value out of range")))
+    u32::try_from(n).map_err(|_| {
+        ScheduleError::Parse(format!("failed to parse int from {s}: value out of range"))
+    })
 }
 
 fn int_or_name(s: &str, b: Bounds) -> Result<u32, ScheduleError> {
@@ -106,16 +157,26 @@ fn range(expr: &str, b: Bounds) -> Result<u64, ScheduleError> {
         _ => return Err(ScheduleError::Parse(format!("too many slashes: {expr}"))),
     };
     if start < b.min {
-        return Err(ScheduleError::Parse(format!("beginning of range ({start}) below minimum ({}): {expr}", b.min)));
+        return Err(ScheduleError::Parse(format!(
+            "beginning of range ({start}) below minimum ({}): {expr}",
+            b.min
+        )));
     }
     if end > b.max {
-        return Err(ScheduleError::Parse(format!("end of range ({end}) above maximum ({}): {expr}", b.max)));
+        return Err(ScheduleError::Parse(format!(
+            "end of range ({end}) above maximum ({}): {expr}",
+            b.max
+        )));
     }
     if start > end {
-        return Err(ScheduleError::Parse(format!("beginning of range ({start}) beyond end of range ({end}): {expr}")));
+        return Err(ScheduleError::Parse(format!(
+            "beginning of range ({start}) beyond end of range ({end}): {expr}"
+        )));
     }
     if step == 0 {
-        return Err(ScheduleError::Parse(format!("step of range should be a positive number: {expr}")));
+        return Err(ScheduleError::Parse(format!(
+            "step of range should be a positive number: {expr}"
+        )));
     }
     Ok(bits(start, end, step) | extra)
 }
@@ -126,7 +187,11 @@ fn field(s: &str, b: Bounds) -> Result<u64, ScheduleError> {
 
 /// A Go duration ("1h30m", "90s", "1.5h").
 fn parse_go_duration(s: &str) -> Result<Duration, ScheduleError> {
-    let err = || ScheduleError::Parse(format!("failed to parse duration {s}: time: invalid duration {s:?}"));
+    let err = || {
+        ScheduleError::Parse(format!(
+            "failed to parse duration {s}: time: invalid duration {s:?}"
+        ))
+    };
     let mut rest = s.trim();
     if rest == "0" {
         return Ok(Duration::ZERO);
@@ -136,13 +201,17 @@ fn parse_go_duration(s: &str) -> Result<Duration, ScheduleError> {
     }
     let mut total = 0f64;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(err)?;
         if num_len == 0 {
             return Err(err());
         }
         let value: f64 = rest[..num_len].parse().map_err(|_| err())?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" | "μs" => 1e-6,
@@ -166,10 +235,18 @@ impl Schedule {
             return Err(ScheduleError::Parse("empty spec string".into()));
         }
         if spec.starts_with("TZ=") || spec.starts_with("CRON_TZ=") {
-            return Err(ScheduleError::Parse("cannot use TZ or CRON_TZ in schedule, use timeZone field instead".into()));
+            return Err(ScheduleError::Parse(
+                "cannot use TZ or CRON_TZ in schedule, use timeZone field instead".into(),
+            ));
         }
         if let Some(d) = spec.strip_prefix('@') {
-            let spec_of = |minute, hour, dom, month, dow| Schedule::Spec { minute, hour, dom, month, dow };
+            let spec_of = |minute, hour, dom, month, dow| Schedule::Spec {
+                minute,
+                hour,
+                dom,
+                month,
+                dow,
+            };
             return Ok(match d {
                 "yearly" | "annually" => spec_of(1, 1, 1 << 1, 1 << 1, all(DOW)),
                 "monthly" => spec_of(1, 1, 1 << 1, all(MONTHS), all(DOW)),
@@ -182,13 +259,21 @@ impl Schedule {
                         // Whole seconds, at least one.
                         Schedule::Every(Duration::from_secs(d.as_secs().max(1)))
                     }
-                    None => return Err(ScheduleError::Parse(format!("unrecognized descriptor: {spec}"))),
+                    None => {
+                        return Err(ScheduleError::Parse(format!(
+                            "unrecognized descriptor: {spec}"
+                        )));
+                    }
                 },
             });
         }
         let fields: Vec<&str> = spec.split_whitespace().collect();
         if fields.len() != 5 {
-            return Err(ScheduleError::Parse(format!("expected exactly 5 fields, found {}: [{}]", fields.len(), fields.join(" "))));
+            return Err(ScheduleError::Parse(format!(
+                "expected exactly 5 fields, found {}: [{}]",
+                fields.len(),
+                fields.join(" ")
+            )));
         }
         Ok(Schedule::Spec {
             minute: field(fields[0], MINUTES)?,
@@ -208,9 +293,19 @@ impl Schedule {
                 let base = Timestamp::from_second(t.as_second()).ok()?;
                 base.checked_add(SignedDuration::try_from(*d).ok()?).ok()
             }
-            Schedule::Spec { minute, hour, dom, month, dow } => {
+            Schedule::Spec {
+                minute,
+                hour,
+                dom,
+                month,
+                dow,
+            } => {
                 let local = tz.to_datetime(t);
-                let mut cur = local.date().at(local.hour(), local.minute(), 0, 0).checked_add(SignedDuration::from_mins(1)).ok()?;
+                let mut cur = local
+                    .date()
+                    .at(local.hour(), local.minute(), 0, 0)
+                    .checked_add(SignedDuration::from_mins(1))
+                    .ok()?;
                 // A civil match can map back before `t` in a repeated hour: keep looking.
                 for _ in 0..4 {
                     let found = next_civil(cur, *minute, *hour, *dom, *month, *dow)?;
@@ -231,11 +326,22 @@ fn day_matches(date: Date, dom: u64, dow: u64) -> bool {
     let w = u32::from(date.weekday().to_sunday_zero_offset().unsigned_abs());
     let dom_match = dom & (1 << d) != 0;
     let dow_match = dow & (1 << w) != 0;
-    if dom & STAR != 0 || dow & STAR != 0 { dom_match && dow_match } else { dom_match || dow_match }
+    if dom & STAR != 0 || dow & STAR != 0 {
+        dom_match && dow_match
+    } else {
+        dom_match || dow_match
+    }
 }
 
 /// The first civil minute at or after `start` matching every field (↔ SpecSchedule.Next).
-fn next_civil(start: DateTime, minute: u64, hour: u64, dom: u64, month: u64, dow: u64) -> Option<DateTime> {
+fn next_civil(
+    start: DateTime,
+    minute: u64,
+    hour: u64,
+    dom: u64,
+    month: u64,
+    dow: u64,
+) -> Option<DateTime> {
     let year_limit = start.year() + 5;
     let mut t = start;
     'wrap: loop {
@@ -243,7 +349,11 @@ fn next_civil(start: DateTime, minute: u64, hour: u64, dom: u64, month: u64, dow
             return None;
         }
         while month & (1 << t.month()) == 0 {
-            let next = if t.month() == 12 { Date::new(t.year() + 1, 1, 1).ok()? } else { Date::new(t.year(), t.month() + 1, 1).ok()? };
+            let next = if t.month() == 12 {
+                Date::new(t.year() + 1, 1, 1).ok()?
+            } else {
+                Date::new(t.year(), t.month() + 1, 1).ok()?
+            };
             t = next.at(0, 0, 0, 0);
             if t.month() == 1 {
                 continue 'wrap;
@@ -256,7 +366,11 @@ fn next_civil(start: DateTime, minute: u64, hour: u64, dom: u64, month: u64, dow
             }
         }
         while hour & (1 << t.hour()) == 0 {
-            t = t.date().at(t.hour(), 0, 0, 0).checked_add(SignedDuration::from_hours(1)).ok()?;
+            t = t
+                .date()
+                .at(t.hour(), 0, 0, 0)
+                .checked_add(SignedDuration::from_hours(1))
+                .ok()?;
             if t.hour() == 0 {
                 continue 'wrap;
             }
@@ -273,9 +387,18 @@ fn next_civil(start: DateTime, minute: u64, hour: u64, dom: u64, month: u64, dow
 
 /// The latest schedule time in (earliest, now], and how many there were
 /// (counted up to 101: "more than 100") (↔ mostRecentScheduleTime).
-pub fn most_recent(schedule: &Schedule, tz: &TimeZone, earliest: Timestamp, now: Timestamp) -> Result<(Option<Timestamp>, usize), ScheduleError> {
-    let Some(t1) = schedule.next(earliest, tz).filter(|t| *t <= now) else { return Ok((None, 0)) };
-    let Some(t2) = schedule.next(t1, tz).filter(|t| *t <= now) else { return Ok((Some(t1), 1)) };
+pub fn most_recent(
+    schedule: &Schedule,
+    tz: &TimeZone,
+    earliest: Timestamp,
+    now: Timestamp,
+) -> Result<(Option<Timestamp>, usize), ScheduleError> {
+    let Some(t1) = schedule.next(earliest, tz).filter(|t| *t <= now) else {
+        return Ok((None, 0));
+    };
+    let Some(t2) = schedule.next(t1, tz).filter(|t| *t <= now) else {
+        return Ok((Some(t1), 1));
+    };
     if t2.duration_since(t1) < SignedDuration::from_secs(1) {
         return Err(ScheduleError::TooFrequent);
     }
@@ -335,15 +458,43 @@ mod tests {
         let utc = TimeZone::UTC;
         let cases = [
             ("* * * * *", "2024-03-10T12:00:00Z", "2024-03-10T12:01:00Z"),
-            ("* * * * *", "2024-03-10T12:00:30.5Z", "2024-03-10T12:01:00Z"),
-            ("*/15 * * * *", "2024-03-10T12:01:00Z", "2024-03-10T12:15:00Z"),
-            ("*/15 * * * *", "2024-03-10T12:45:00Z", "2024-03-10T13:00:00Z"),
+            (
+                "* * * * *",
+                "2024-03-10T12:00:30.5Z",
+                "2024-03-10T12:01:00Z",
+            ),
+            (
+                "*/15 * * * *",
+                "2024-03-10T12:01:00Z",
+                "2024-03-10T12:15:00Z",
+            ),
+            (
+                "*/15 * * * *",
+                "2024-03-10T12:45:00Z",
+                "2024-03-10T13:00:00Z",
+            ),
             ("5 4 * * *", "2024-03-10T04:05:00Z", "2024-03-11T04:05:00Z"),
             ("0 0 1 1 *", "2024-03-10T00:00:00Z", "2025-01-01T00:00:00Z"),
-            ("30 6-16/4 * * 1-5", "2024-03-08T15:00:00Z", "2024-03-11T06:30:00Z"),
-            ("0 9 * * MON,wed", "2024-03-10T00:00:00Z", "2024-03-11T09:00:00Z"),
-            ("0 9 * * mon,WED", "2024-03-11T09:00:00Z", "2024-03-13T09:00:00Z"),
-            ("0 0 * JAN-MAR/2 *", "2024-02-01T00:00:00Z", "2024-03-01T00:00:00Z"),
+            (
+                "30 6-16/4 * * 1-5",
+                "2024-03-08T15:00:00Z",
+                "2024-03-11T06:30:00Z",
+            ),
+            (
+                "0 9 * * MON,wed",
+                "2024-03-10T00:00:00Z",
+                "2024-03-11T09:00:00Z",
+            ),
+            (
+                "0 9 * * mon,WED",
+                "2024-03-11T09:00:00Z",
+                "2024-03-13T09:00:00Z",
+            ),
+            (
+                "0 0 * JAN-MAR/2 *",
+                "2024-02-01T00:00:00Z",
+                "2024-03-01T00:00:00Z",
+            ),
             ("0 0 29 2 *", "2024-03-01T00:00:00Z", "2028-02-29T00:00:00Z"),
             // Both day fields restricted: either matches (the 13th or a Friday).
             ("0 0 13 * 5", "2024-09-01T00:00:00Z", "2024-09-06T00:00:00Z"),
@@ -351,9 +502,21 @@ mod tests {
             // One is *: both must match.
             ("0 0 13 * *", "2024-09-01T00:00:00Z", "2024-09-13T00:00:00Z"),
             ("0 0 * * 0", "2024-09-01T00:00:00Z", "2024-09-08T00:00:00Z"),
-            ("1,2,3 * * * *", "2024-09-01T00:02:00Z", "2024-09-01T00:03:00Z"),
-            ("59 23 31 12 *", "2024-12-31T23:59:00Z", "2025-12-31T23:59:00Z"),
-            ("7/20 * * * *", "2024-09-01T00:08:00Z", "2024-09-01T00:27:00Z"),
+            (
+                "1,2,3 * * * *",
+                "2024-09-01T00:02:00Z",
+                "2024-09-01T00:03:00Z",
+            ),
+            (
+                "59 23 31 12 *",
+                "2024-12-31T23:59:00Z",
+                "2025-12-31T23:59:00Z",
+            ),
+            (
+                "7/20 * * * *",
+                "2024-09-01T00:08:00Z",
+                "2024-09-01T00:27:00Z",
+            ),
             ("@hourly", "2024-09-01T00:00:00Z", "2024-09-01T01:00:00Z"),
             ("@daily", "2024-09-01T00:00:00Z", "2024-09-02T00:00:00Z"),
             ("@midnight", "2024-09-01T10:00:00Z", "2024-09-02T00:00:00Z"),
@@ -361,14 +524,27 @@ mod tests {
             ("@monthly", "2024-09-03T00:00:00Z", "2024-10-01T00:00:00Z"),
             ("@yearly", "2024-09-03T00:00:00Z", "2025-01-01T00:00:00Z"),
             ("@annually", "2024-09-03T00:00:00Z", "2025-01-01T00:00:00Z"),
-            ("@every 1h30m", "2024-09-03T00:00:00.7Z", "2024-09-03T01:30:00Z"),
+            (
+                "@every 1h30m",
+                "2024-09-03T00:00:00.7Z",
+                "2024-09-03T01:30:00Z",
+            ),
             ("@every 90s", "2024-09-03T00:00:00Z", "2024-09-03T00:01:30Z"),
         ];
         for (spec, after, want) in cases {
             let s = Schedule::parse(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
-            assert_eq!(s.next(ts(after), &utc), Some(ts(want)), "{spec} after {after}");
+            assert_eq!(
+                s.next(ts(after), &utc),
+                Some(ts(want)),
+                "{spec} after {after}"
+            );
         }
-        assert_eq!(Schedule::parse("0 0 30 2 *").unwrap().next(ts("2024-01-01T00:00:00Z"), &utc), None);
+        assert_eq!(
+            Schedule::parse("0 0 30 2 *")
+                .unwrap()
+                .next(ts("2024-01-01T00:00:00Z"), &utc),
+            None
+        );
     }
 
     #[test]
@@ -382,7 +558,10 @@ mod tests {
             ("* * 0 * *", "beginning of range (0) below minimum (1)"),
             ("* * * 13 *", "above maximum (12)"),
             ("* * * * 7", "above maximum (6)"),
-            ("5-1 * * * *", "beginning of range (5) beyond end of range (1)"),
+            (
+                "5-1 * * * *",
+                "beginning of range (5) beyond end of range (1)",
+            ),
             ("*/0 * * * *", "step of range should be a positive number"),
             ("1-2-3 * * * *", "too many hyphens"),
             ("*/2/3 * * * *", "too many slashes"),
@@ -408,15 +587,30 @@ mod tests {
         };
         let s = Schedule::parse("0 9 * * *").unwrap();
         // 09:00 EST is 14:00 UTC; after the DST switch 09:00 EDT is 13:00 UTC.
-        assert_eq!(s.next(ts("2024-03-08T15:00:00Z"), &ny), Some(ts("2024-03-09T14:00:00Z")));
-        assert_eq!(s.next(ts("2024-03-09T15:00:00Z"), &ny), Some(ts("2024-03-10T13:00:00Z")));
+        assert_eq!(
+            s.next(ts("2024-03-08T15:00:00Z"), &ny),
+            Some(ts("2024-03-09T14:00:00Z"))
+        );
+        assert_eq!(
+            s.next(ts("2024-03-09T15:00:00Z"), &ny),
+            Some(ts("2024-03-10T13:00:00Z"))
+        );
         // 02:30 does not exist on 2024-03-10 in New York: it maps forward.
         let gap = Schedule::parse("30 2 * * *").unwrap();
-        assert_eq!(gap.next(ts("2024-03-10T05:00:00Z"), &ny), Some(ts("2024-03-10T07:30:00Z")));
+        assert_eq!(
+            gap.next(ts("2024-03-10T05:00:00Z"), &ny),
+            Some(ts("2024-03-10T07:30:00Z"))
+        );
         // 01:30 happens twice on 2024-11-03: the first one counts, and the next run is the day after.
         let fold = Schedule::parse("30 1 * * *").unwrap();
-        assert_eq!(fold.next(ts("2024-11-03T04:00:00Z"), &ny), Some(ts("2024-11-03T05:30:00Z")));
-        assert_eq!(fold.next(ts("2024-11-03T05:30:00Z"), &ny), Some(ts("2024-11-04T06:30:00Z")));
+        assert_eq!(
+            fold.next(ts("2024-11-03T04:00:00Z"), &ny),
+            Some(ts("2024-11-03T05:30:00Z"))
+        );
+        assert_eq!(
+            fold.next(ts("2024-11-03T05:30:00Z"), &ny),
+            Some(ts("2024-11-04T06:30:00Z"))
+        );
         assert!(time_zone(Some("Not/AZone")).is_err());
         assert_eq!(time_zone(None).unwrap(), TimeZone::UTC);
     }
@@ -428,15 +622,63 @@ mod tests {
         let hourly = Schedule::parse("0 * * * *").unwrap();
         let weekdays = Schedule::parse("30 6-16/4 * * 1-5").unwrap();
         let cases: Vec<(&Schedule, &str, &str, Option<&str>, usize)> = vec![
-            (&every_min, "2024-03-10T12:00:30Z", "2024-03-10T12:00:50Z", None, 0),
-            (&every_min, "2024-03-10T12:00:30Z", "2024-03-10T12:01:00Z", Some("2024-03-10T12:01:00Z"), 1),
-            (&every_min, "2024-03-10T12:00:30Z", "2024-03-10T12:01:59Z", Some("2024-03-10T12:01:00Z"), 1),
-            (&every_min, "2024-03-10T12:00:00Z", "2024-03-10T12:05:10Z", Some("2024-03-10T12:05:00Z"), 5),
-            (&hourly, "2024-03-10T00:00:00Z", "2024-03-14T10:30:00Z", Some("2024-03-14T10:00:00Z"), 101),
-            (&every_min, "2020-01-01T00:00:00Z", "2024-03-14T10:30:30Z", Some("2024-03-14T10:30:00Z"), 101),
+            (
+                &every_min,
+                "2024-03-10T12:00:30Z",
+                "2024-03-10T12:00:50Z",
+                None,
+                0,
+            ),
+            (
+                &every_min,
+                "2024-03-10T12:00:30Z",
+                "2024-03-10T12:01:00Z",
+                Some("2024-03-10T12:01:00Z"),
+                1,
+            ),
+            (
+                &every_min,
+                "2024-03-10T12:00:30Z",
+                "2024-03-10T12:01:59Z",
+                Some("2024-03-10T12:01:00Z"),
+                1,
+            ),
+            (
+                &every_min,
+                "2024-03-10T12:00:00Z",
+                "2024-03-10T12:05:10Z",
+                Some("2024-03-10T12:05:00Z"),
+                5,
+            ),
+            (
+                &hourly,
+                "2024-03-10T00:00:00Z",
+                "2024-03-14T10:30:00Z",
+                Some("2024-03-14T10:00:00Z"),
+                101,
+            ),
+            (
+                &every_min,
+                "2020-01-01T00:00:00Z",
+                "2024-03-14T10:30:30Z",
+                Some("2024-03-14T10:30:00Z"),
+                101,
+            ),
             // Over a weekend the interval estimate is wrong; the search still finds Friday's last run.
-            (&weekdays, "2024-03-04T00:00:00Z", "2024-03-09T12:00:00Z", Some("2024-03-08T14:30:00Z"), 15),
-            (&weekdays, "2024-01-01T00:00:00Z", "2024-03-09T12:00:00Z", Some("2024-03-08T14:30:00Z"), 101),
+            (
+                &weekdays,
+                "2024-03-04T00:00:00Z",
+                "2024-03-09T12:00:00Z",
+                Some("2024-03-08T14:30:00Z"),
+                15,
+            ),
+            (
+                &weekdays,
+                "2024-01-01T00:00:00Z",
+                "2024-03-09T12:00:00Z",
+                Some("2024-03-08T14:30:00Z"),
+                101,
+            ),
         ];
         for (s, earliest, now, want, count) in cases {
             let got = most_recent(s, &utc, ts(earliest), ts(now)).unwrap();

@@ -23,7 +23,9 @@ use kube::runtime::watcher;
 use skiff_runtime::events::EventType;
 
 use crate::cron::{self, Schedule};
-use crate::ctrlutil::{self, Cache, Change, ObjKey, Result, WorkQueue, controller_of, informer, is_not_found};
+use crate::ctrlutil::{
+    self, Cache, Change, ObjKey, Result, WorkQueue, controller_of, informer, is_not_found,
+};
 use crate::job::is_finished;
 use crate::workload::{self, owner_key};
 
@@ -42,13 +44,23 @@ struct Controller {
 
 /// Run the CronJob controller until the future is dropped.
 pub async fn run(ctx: crate::Context) {
-    let c = Arc::new(Controller { ctx: ctx.clone(), cronjobs: Cache::default(), jobs: ctx.informers.get::<Job>().cache(), queue: Arc::new(WorkQueue::default()) });
+    let c = Arc::new(Controller {
+        ctx: ctx.clone(),
+        cronjobs: Cache::default(),
+        jobs: ctx.informers.get::<Job>().cache(),
+        queue: Arc::new(WorkQueue::default()),
+    });
     let cj_informer = {
         let c = c.clone();
-        informer::run(Api::<CronJob>::all(ctx.client.clone()), watcher::Config::default(), c.cronjobs.clone(), move |ch| match ch {
-            Change::Apply { new, .. } => c.queue.add(ObjKey::of(new.as_ref())),
-            Change::Delete(old) => c.queue.add(ObjKey::of(old.as_ref())),
-        })
+        informer::run(
+            Api::<CronJob>::all(ctx.client.clone()),
+            watcher::Config::default(),
+            c.cronjobs.clone(),
+            move |ch| match ch {
+                Change::Apply { new, .. } => c.queue.add(ObjKey::of(new.as_ref())),
+                Change::Delete(old) => c.queue.add(ObjKey::of(old.as_ref())),
+            },
+        )
     };
     let job_informer = {
         let c = c.clone();
@@ -58,7 +70,9 @@ pub async fn run(ctx: crate::Context) {
                 Change::Delete(old) => old.clone(),
             };
             let ns = job.namespace().unwrap_or_default();
-            if let Some(key) = controller_of(&job.metadata).and_then(|r| owner_key::<CronJob>(&ns, r)) {
+            if let Some(key) =
+                controller_of(&job.metadata).and_then(|r| owner_key::<CronJob>(&ns, r))
+            {
                 c.queue.add(key);
             }
         })
@@ -97,7 +111,10 @@ pub enum Action {
     /// Nothing is due (or the CronJob is suspended).
     Nothing,
     /// The spec cannot be used: an event, and no requeue.
-    Invalid { reason: &'static str, message: String },
+    Invalid {
+        reason: &'static str,
+        message: String,
+    },
     /// The most recent time is past startingDeadlineSeconds.
     MissSchedule(jiff::Timestamp),
     /// That time already has its Job.
@@ -105,7 +122,10 @@ pub enum Action {
     /// Forbid, and a Job is still active.
     Forbidden,
     /// Start the Job for `scheduled`, deleting the active ones first if `replace`.
-    Start { scheduled: jiff::Timestamp, replace: bool },
+    Start {
+        scheduled: jiff::Timestamp,
+        replace: bool,
+    },
 }
 
 /// The decision of one sync and when to look again.
@@ -125,7 +145,12 @@ pub fn job_name(cronjob: &str, scheduled: jiff::Timestamp) -> String {
 /// The earliest time to consider: the last schedule (or creation), but no
 /// earlier than startingDeadlineSeconds ago.
 pub fn earliest_time(cj: &CronJob, now: jiff::Timestamp) -> jiff::Timestamp {
-    let mut earliest = cj.status.as_ref().and_then(|s| s.last_schedule_time.as_ref()).or(cj.metadata.creation_timestamp.as_ref()).map_or(now, |t| t.0);
+    let mut earliest = cj
+        .status
+        .as_ref()
+        .and_then(|s| s.last_schedule_time.as_ref())
+        .or(cj.metadata.creation_timestamp.as_ref())
+        .map_or(now, |t| t.0);
     if let Some(deadline) = cj.spec.as_ref().and_then(|s| s.starting_deadline_seconds) {
         let limit = now - jiff::SignedDuration::from_secs(deadline);
         if limit > earliest {
@@ -137,8 +162,14 @@ pub fn earliest_time(cj: &CronJob, now: jiff::Timestamp) -> jiff::Timestamp {
 
 /// Decide what to do at `now` (↔ the schedule half of syncCronJob). Pure.
 pub fn plan(cj: &CronJob, now: jiff::Timestamp) -> Plan {
-    let none = |action| Plan { action, requeue: None, too_many_missed: false };
-    let Some(spec) = cj.spec.as_ref() else { return none(Action::Nothing) };
+    let none = |action| Plan {
+        action,
+        requeue: None,
+        too_many_missed: false,
+    };
+    let Some(spec) = cj.spec.as_ref() else {
+        return none(Action::Nothing);
+    };
     if spec.suspend.unwrap_or(false) {
         return none(Action::Nothing);
     }
@@ -147,21 +178,43 @@ pub fn plan(cj: &CronJob, now: jiff::Timestamp) -> Plan {
         Err(e) => {
             return none(Action::Invalid {
                 reason: "UnknownTimeZone",
-                message: format!("invalid timeZone: {:?}: {e}", spec.time_zone.as_deref().unwrap_or("")),
+                message: format!(
+                    "invalid timeZone: {:?}: {e}",
+                    spec.time_zone.as_deref().unwrap_or("")
+                ),
             });
         }
     };
     let schedule = match Schedule::parse(&spec.schedule) {
         Ok(s) => s,
-        Err(e) => return none(Action::Invalid { reason: "UnparseableSchedule", message: format!("unparseable schedule: {:?} : {e}", spec.schedule) }),
+        Err(e) => {
+            return none(Action::Invalid {
+                reason: "UnparseableSchedule",
+                message: format!("unparseable schedule: {:?} : {e}", spec.schedule),
+            });
+        }
     };
-    let (most_recent, missed) = match cron::most_recent(&schedule, &tz, earliest_time(cj, now), now) {
+    let (most_recent, missed) = match cron::most_recent(&schedule, &tz, earliest_time(cj, now), now)
+    {
         Ok(r) => r,
-        Err(e) => return none(Action::Invalid { reason: "InvalidSchedule", message: format!("invalid schedule: {} : {e}", spec.schedule) }),
+        Err(e) => {
+            return none(Action::Invalid {
+                reason: "InvalidSchedule",
+                message: format!("invalid schedule: {} : {e}", spec.schedule),
+            });
+        }
     };
-    let requeue = schedule.next(now, &tz).map(|next| Duration::try_from(next.duration_since(now)).unwrap_or(Duration::ZERO) + NEXT_SCHEDULE_DELTA);
-    let with = |action| Plan { action, requeue, too_many_missed: missed > 100 };
-    let Some(scheduled) = most_recent else { return with(Action::Nothing) };
+    let requeue = schedule.next(now, &tz).map(|next| {
+        Duration::try_from(next.duration_since(now)).unwrap_or(Duration::ZERO) + NEXT_SCHEDULE_DELTA
+    });
+    let with = |action| Plan {
+        action,
+        requeue,
+        too_many_missed: missed > 100,
+    };
+    let Some(scheduled) = most_recent else {
+        return with(Action::Nothing);
+    };
     if let Some(deadline) = spec.starting_deadline_seconds
         && scheduled + jiff::SignedDuration::from_secs(deadline) < now
     {
@@ -170,30 +223,54 @@ pub fn plan(cj: &CronJob, now: jiff::Timestamp) -> Plan {
     let name = job_name(&cj.name_any(), scheduled);
     let status = cj.status.as_ref();
     let active = status.and_then(|s| s.active.as_deref()).unwrap_or_default();
-    let last = status.and_then(|s| s.last_schedule_time.as_ref()).map(|t| t.0);
-    if active.iter().any(|r| r.name.as_deref() == Some(name.as_str())) || last == Some(scheduled) {
+    let last = status
+        .and_then(|s| s.last_schedule_time.as_ref())
+        .map(|t| t.0);
+    if active
+        .iter()
+        .any(|r| r.name.as_deref() == Some(name.as_str()))
+        || last == Some(scheduled)
+    {
         return with(Action::AlreadyProcessed);
     }
     match spec.concurrency_policy.as_deref().unwrap_or("Allow") {
         "Forbid" if !active.is_empty() => with(Action::Forbidden),
-        "Replace" => with(Action::Start { scheduled, replace: !active.is_empty() }),
-        _ => with(Action::Start { scheduled, replace: false }),
+        "Replace" => with(Action::Start {
+            scheduled,
+            replace: !active.is_empty(),
+        }),
+        _ => with(Action::Start {
+            scheduled,
+            replace: false,
+        }),
     }
 }
 
 /// RFC 3339 in the schedule's zone ("Z" for UTC), as Go formats it.
 pub fn scheduled_timestamp(scheduled: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> String {
     let z = scheduled.to_zoned(tz.clone());
-    if z.offset().seconds() == 0 { z.strftime("%Y-%m-%dT%H:%M:%SZ").to_string() } else { z.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string() }
+    if z.offset().seconds() == 0 {
+        z.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    } else {
+        z.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string()
+    }
 }
 
 /// The Job for `scheduled` (↔ getJobFromTemplate2).
 pub fn job_from_template(cj: &CronJob, scheduled: jiff::Timestamp) -> Job {
-    let template = cj.spec.as_ref().map(|s| s.job_template.clone()).unwrap_or_default();
+    let template = cj
+        .spec
+        .as_ref()
+        .map(|s| s.job_template.clone())
+        .unwrap_or_default();
     let tmeta = template.metadata.unwrap_or_default();
-    let tz = cron::time_zone(cj.spec.as_ref().and_then(|s| s.time_zone.as_deref())).unwrap_or(jiff::tz::TimeZone::UTC);
+    let tz = cron::time_zone(cj.spec.as_ref().and_then(|s| s.time_zone.as_deref()))
+        .unwrap_or(jiff::tz::TimeZone::UTC);
     let mut annotations = tmeta.annotations.unwrap_or_default();
-    annotations.insert(SCHEDULED_TIMESTAMP_ANNOTATION.into(), scheduled_timestamp(scheduled, &tz));
+    annotations.insert(
+        SCHEDULED_TIMESTAMP_ANNOTATION.into(),
+        scheduled_timestamp(scheduled, &tz),
+    );
     Job {
         metadata: ObjectMeta {
             name: Some(job_name(&cj.name_any(), scheduled)),
@@ -210,27 +287,45 @@ pub fn job_from_template(cj: &CronJob, scheduled: jiff::Timestamp) -> Job {
 
 /// Finished Jobs to delete beyond `limit`, oldest start first (no start time last) (↔ removeOldestJobs).
 pub fn oldest_beyond(mut jobs: Vec<&Job>, limit: Option<i32>) -> Vec<&Job> {
-    let Some(limit) = limit else { return Vec::new() };
+    let Some(limit) = limit else {
+        return Vec::new();
+    };
     let limit = usize::try_from(limit.max(0)).unwrap_or(0);
     if jobs.len() <= limit {
         return Vec::new();
     }
-    let start = |j: &Job| j.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0);
+    let start = |j: &Job| {
+        j.status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| t.0)
+    };
     jobs.sort_by(|a, b| match (start(a), start(b)) {
         (None, Some(_)) => std::cmp::Ordering::Greater,
         (Some(_), None) => std::cmp::Ordering::Less,
-        (x, y) => x.cmp(&y).then_with(|| a.metadata.name.cmp(&b.metadata.name)),
+        (x, y) => x
+            .cmp(&y)
+            .then_with(|| a.metadata.name.cmp(&b.metadata.name)),
     });
     let excess = jobs.len() - limit;
     jobs.into_iter().take(excess).collect()
 }
 
 fn finished_type(job: &Job) -> Option<&str> {
-    job.status.as_ref()?.conditions.iter().flatten().find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True").map(|c| c.type_.as_str())
+    job.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        .map(|c| c.type_.as_str())
 }
 
 fn in_active(cj: &CronJob, uid: &str) -> bool {
-    cj.status.as_ref().and_then(|s| s.active.as_ref()).is_some_and(|a| a.iter().any(|r| r.uid.as_deref() == Some(uid)))
+    cj.status
+        .as_ref()
+        .and_then(|s| s.active.as_ref())
+        .is_some_and(|a| a.iter().any(|r| r.uid.as_deref() == Some(uid)))
 }
 
 fn remove_active(cj: &mut CronJob, uid: &str) {
@@ -253,39 +348,65 @@ impl Controller {
     }
 
     async fn event(&self, cj: &CronJob, kind: EventType, reason: &str, message: &str) {
-        self.ctx.recorder.record(&skiff_runtime::events::reference(cj), kind, reason, message).await;
+        self.ctx
+            .recorder
+            .record(&skiff_runtime::events::reference(cj), kind, reason, message)
+            .await;
     }
 
     /// Delete a Job and its pods in the background; Ok(false) if it was gone.
     async fn delete_job(&self, cj: &CronJob, job_name: &str) -> Result<bool> {
         let ns = cj.namespace().unwrap_or_default();
-        let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..Default::default()
+        };
         match self.job_api(&ns).delete(job_name, &dp).await {
             Ok(_) => {
-                self.event(cj, EventType::Normal, "SuccessfulDelete", &format!("Deleted job {job_name}")).await;
+                self.event(
+                    cj,
+                    EventType::Normal,
+                    "SuccessfulDelete",
+                    &format!("Deleted job {job_name}"),
+                )
+                .await;
                 Ok(true)
             }
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => {
-                self.event(cj, EventType::Warning, "FailedDelete", &format!("Deleted job: {e}")).await;
+                self.event(
+                    cj,
+                    EventType::Warning,
+                    "FailedDelete",
+                    &format!("Deleted job: {e}"),
+                )
+                .await;
                 Err(e.into())
             }
         }
     }
 
     async fn sync(&self, key: &ObjKey) -> Result<Option<Duration>> {
-        let Some(cached) = self.cronjobs.get(key) else { return Ok(None) };
+        let Some(cached) = self.cronjobs.get(key) else {
+            return Ok(None);
+        };
         if cached.metadata.deletion_timestamp.is_some() {
             return Ok(None);
         }
         let mut original = (*cached).clone();
         let uid = original.metadata.uid.clone().unwrap_or_default();
         let now = jiff::Timestamp::now();
-        let jobs: Vec<Arc<Job>> =
-            self.jobs.list_namespace(&key.namespace).into_iter().filter(|j| controller_of(&j.metadata).is_some_and(|r| r.uid == uid)).collect();
+        let jobs: Vec<Arc<Job>> = self
+            .jobs
+            .list_namespace(&key.namespace)
+            .into_iter()
+            .filter(|j| controller_of(&j.metadata).is_some_and(|r| r.uid == uid))
+            .collect();
         // A running Job missing from our cached status may be one we just
         // listed there ourselves: read the live object first.
-        if jobs.iter().any(|j| !is_finished(j) && !in_active(&original, j.metadata.uid.as_deref().unwrap_or_default())) {
+        if jobs.iter().any(|j| {
+            !is_finished(j) && !in_active(&original, j.metadata.uid.as_deref().unwrap_or_default())
+        }) {
             match self.api(&key.namespace).get(&key.name).await {
                 Ok(fresh) if fresh.metadata.uid == original.metadata.uid => original = fresh,
                 Ok(_) => return Ok(None),
@@ -301,34 +422,72 @@ impl Controller {
             let found = in_active(&cj, &juid);
             let finished = is_finished(j);
             if !found && !finished {
-                self.event(&cj, EventType::Warning, "UnexpectedJob", &format!("Saw a job that the controller did not create or forgot: {}", j.name_any()))
-                    .await;
-                cj.status.get_or_insert_with(Default::default).active.get_or_insert_with(Vec::new).push(job_ref(j));
+                self.event(
+                    &cj,
+                    EventType::Warning,
+                    "UnexpectedJob",
+                    &format!(
+                        "Saw a job that the controller did not create or forgot: {}",
+                        j.name_any()
+                    ),
+                )
+                .await;
+                cj.status
+                    .get_or_insert_with(Default::default)
+                    .active
+                    .get_or_insert_with(Vec::new)
+                    .push(job_ref(j));
             } else if found && finished {
                 remove_active(&mut cj, &juid);
                 let condition = finished_type(j).unwrap_or_default().to_string();
-                self.event(&cj, EventType::Normal, "SawCompletedJob", &format!("Saw completed job: {}, condition: {condition}", j.name_any())).await;
+                self.event(
+                    &cj,
+                    EventType::Normal,
+                    "SawCompletedJob",
+                    &format!(
+                        "Saw completed job: {}, condition: {condition}",
+                        j.name_any()
+                    ),
+                )
+                .await;
             }
             if finished_type(j) == Some("Complete")
                 && let Some(done) = j.status.as_ref().and_then(|s| s.completion_time.clone())
             {
                 let status = cj.status.get_or_insert_with(Default::default);
-                if status.last_successful_time.as_ref().is_none_or(|t| t.0 < done.0) {
+                if status
+                    .last_successful_time
+                    .as_ref()
+                    .is_none_or(|t| t.0 < done.0)
+                {
                     status.last_successful_time = Some(done);
                 }
             }
         }
-        let listed: Vec<ObjectReference> = cj.status.as_ref().and_then(|s| s.active.clone()).unwrap_or_default();
+        let listed: Vec<ObjectReference> = cj
+            .status
+            .as_ref()
+            .and_then(|s| s.active.clone())
+            .unwrap_or_default();
         for r in listed {
             let ruid = r.uid.clone().unwrap_or_default();
-            if jobs.iter().any(|j| j.metadata.uid.as_deref() == Some(ruid.as_str())) {
+            if jobs
+                .iter()
+                .any(|j| j.metadata.uid.as_deref() == Some(ruid.as_str()))
+            {
                 continue;
             }
             // Not in the cache: ask the API before forgetting it.
             let name = r.name.clone().unwrap_or_default();
             match self.job_api(&key.namespace).get(&name).await {
                 Err(e) if is_not_found(&e) => {
-                    self.event(&cj, EventType::Normal, "MissingJob", &format!("Active job went missing: {name}")).await;
+                    self.event(
+                        &cj,
+                        EventType::Normal,
+                        "MissingJob",
+                        &format!("Active job went missing: {name}"),
+                    )
+                    .await;
                     remove_active(&mut cj, &ruid);
                 }
                 Err(e) => return Err(e.into()),
@@ -340,29 +499,51 @@ impl Controller {
         let p = plan(&cj, now);
         if p.too_many_missed {
             let msg = "too many missed start times. Set or decrease .spec.startingDeadlineSeconds or check clock skew";
-            self.event(&cj, EventType::Warning, "TooManyMissedTimes", msg).await;
+            self.event(&cj, EventType::Warning, "TooManyMissedTimes", msg)
+                .await;
         }
         let mut result: Result<()> = Ok(());
         match &p.action {
             Action::Nothing | Action::AlreadyProcessed => {}
-            Action::Invalid { reason, message } => self.event(&cj, EventType::Warning, reason, message).await,
+            Action::Invalid { reason, message } => {
+                self.event(&cj, EventType::Warning, reason, message).await
+            }
             Action::MissSchedule(t) => {
-                let msg = format!("Missed scheduled time to start a job: {}", t.strftime("%a, %d %b %Y %H:%M:%S %z"));
-                self.event(&cj, EventType::Warning, "MissSchedule", &msg).await;
+                let msg = format!(
+                    "Missed scheduled time to start a job: {}",
+                    t.strftime("%a, %d %b %Y %H:%M:%S %z")
+                );
+                self.event(&cj, EventType::Warning, "MissSchedule", &msg)
+                    .await;
             }
             Action::Forbidden => {
                 let msg = "Not starting job because prior execution is running and concurrency policy is Forbid";
-                self.event(&cj, EventType::Normal, "JobAlreadyActive", msg).await;
+                self.event(&cj, EventType::Normal, "JobAlreadyActive", msg)
+                    .await;
             }
-            Action::Start { scheduled, replace } => result = self.start(&mut cj, *scheduled, *replace).await,
+            Action::Start { scheduled, replace } => {
+                result = self.start(&mut cj, *scheduled, *replace).await
+            }
         }
 
         // History limits (↔ cleanupFinishedJobs).
         if result.is_ok() {
             let spec = cj.spec.clone().unwrap_or_default();
-            let finished: Vec<&Job> = jobs.iter().map(|j| j.as_ref()).filter(|j| is_finished(j)).collect();
-            let successful: Vec<&Job> = finished.iter().copied().filter(|j| finished_type(j) == Some("Complete")).collect();
-            let failed: Vec<&Job> = finished.iter().copied().filter(|j| finished_type(j) == Some("Failed")).collect();
+            let finished: Vec<&Job> = jobs
+                .iter()
+                .map(|j| j.as_ref())
+                .filter(|j| is_finished(j))
+                .collect();
+            let successful: Vec<&Job> = finished
+                .iter()
+                .copied()
+                .filter(|j| finished_type(j) == Some("Complete"))
+                .collect();
+            let failed: Vec<&Job> = finished
+                .iter()
+                .copied()
+                .filter(|j| finished_type(j) == Some("Failed"))
+                .collect();
             let mut doomed = oldest_beyond(successful, spec.successful_jobs_history_limit);
             doomed.extend(oldest_beyond(failed, spec.failed_jobs_history_limit));
             for j in doomed {
@@ -386,10 +567,19 @@ impl Controller {
     }
 
     /// Create the Job for `scheduled`, replacing active ones if asked.
-    async fn start(&self, cj: &mut CronJob, scheduled: jiff::Timestamp, replace: bool) -> Result<()> {
+    async fn start(
+        &self,
+        cj: &mut CronJob,
+        scheduled: jiff::Timestamp,
+        replace: bool,
+    ) -> Result<()> {
         let ns = cj.namespace().unwrap_or_default();
         if replace {
-            let active: Vec<ObjectReference> = cj.status.as_ref().and_then(|s| s.active.clone()).unwrap_or_default();
+            let active: Vec<ObjectReference> = cj
+                .status
+                .as_ref()
+                .and_then(|s| s.active.clone())
+                .unwrap_or_default();
             for r in active {
                 let name = r.name.clone().unwrap_or_default();
                 tracing::debug!(cronjob = %cj.name_any(), job = %name, "deleting the job still running at the next scheduled start");
@@ -400,12 +590,19 @@ impl Controller {
         let job = job_from_template(cj, scheduled);
         let created = match self.job_api(&ns).create(&PostParams::default(), &job).await {
             Ok(created) => {
-                self.event(cj, EventType::Normal, "SuccessfulCreate", &format!("Created job {}", created.name_any())).await;
+                self.event(
+                    cj,
+                    EventType::Normal,
+                    "SuccessfulCreate",
+                    &format!("Created job {}", created.name_any()),
+                )
+                .await;
                 created
             }
             Err(e) if ctrlutil::is_already_exists(&e) => {
                 let existing = self.job_api(&ns).get(&job.name_any()).await?;
-                let ours = controller_of(&existing.metadata).is_some_and(|r| Some(&r.uid) == cj.metadata.uid.as_ref());
+                let ours = controller_of(&existing.metadata)
+                    .is_some_and(|r| Some(&r.uid) == cj.metadata.uid.as_ref());
                 if !ours || in_active(cj, existing.metadata.uid.as_deref().unwrap_or_default()) {
                     return Ok(());
                 }
@@ -414,14 +611,23 @@ impl Controller {
             }
             Err(e) if ctrlutil::is_namespace_terminating(&e) => return Ok(()),
             Err(e) => {
-                self.event(cj, EventType::Warning, "FailedCreate", &format!("Error creating job: {e}")).await;
+                self.event(
+                    cj,
+                    EventType::Warning,
+                    "FailedCreate",
+                    &format!("Error creating job: {e}"),
+                )
+                .await;
                 return Err(e.into());
             }
         };
         let status = cj.status.get_or_insert_with(Default::default);
         // A finished Job (created earlier, status lost) is not active.
         if !is_finished(&created) {
-            status.active.get_or_insert_with(Vec::new).push(job_ref(&created));
+            status
+                .active
+                .get_or_insert_with(Vec::new)
+                .push(job_ref(&created));
         }
         status.last_schedule_time = Some(Time(scheduled));
         Ok(())
@@ -457,7 +663,10 @@ mod tests {
 
     #[test]
     fn plans_table() {
-        let start = |t: &str| Action::Start { scheduled: ts(t), replace: false };
+        let start = |t: &str| Action::Start {
+            scheduled: ts(t),
+            replace: false,
+        };
         let cases: Vec<(&str, serde_json::Value, serde_json::Value, &str, Action)> = vec![
             ("nothing due before the first minute", json!({}), json!({}), "2024-03-10T12:00:45Z", Action::Nothing),
             ("the first minute", json!({}), json!({}), "2024-03-10T12:01:00.2Z", start("2024-03-10T12:01:00Z")),
@@ -513,56 +722,133 @@ mod tests {
             let got = plan(&cronjob(spec, status), ts(now));
             assert_eq!(got.action, want, "{what}");
         }
-        let bad_tz = plan(&cronjob(json!({"timeZone": "Mars/Olympus"}), json!({})), ts("2024-03-10T12:05:10Z"));
-        assert!(matches!(bad_tz.action, Action::Invalid { reason: "UnknownTimeZone", .. }), "{bad_tz:?}");
+        let bad_tz = plan(
+            &cronjob(json!({"timeZone": "Mars/Olympus"}), json!({})),
+            ts("2024-03-10T12:05:10Z"),
+        );
+        assert!(
+            matches!(
+                bad_tz.action,
+                Action::Invalid {
+                    reason: "UnknownTimeZone",
+                    ..
+                }
+            ),
+            "{bad_tz:?}"
+        );
     }
 
     #[test]
     fn requeue_at_the_next_time() {
         let p = plan(&cronjob(json!({}), json!({})), ts("2024-03-10T12:00:45Z"));
-        assert_eq!(p.requeue, Some(Duration::from_secs(15) + NEXT_SCHEDULE_DELTA));
-        let p = plan(&cronjob(json!({"schedule": "@hourly"}), json!({})), ts("2024-03-10T12:30:00Z"));
-        assert_eq!(p.requeue, Some(Duration::from_secs(1800) + NEXT_SCHEDULE_DELTA));
-        let p = plan(&cronjob(json!({"suspend": true}), json!({})), ts("2024-03-10T12:30:00Z"));
+        assert_eq!(
+            p.requeue,
+            Some(Duration::from_secs(15) + NEXT_SCHEDULE_DELTA)
+        );
+        let p = plan(
+            &cronjob(json!({"schedule": "@hourly"}), json!({})),
+            ts("2024-03-10T12:30:00Z"),
+        );
+        assert_eq!(
+            p.requeue,
+            Some(Duration::from_secs(1800) + NEXT_SCHEDULE_DELTA)
+        );
+        let p = plan(
+            &cronjob(json!({"suspend": true}), json!({})),
+            ts("2024-03-10T12:30:00Z"),
+        );
         assert_eq!(p.requeue, None);
         // Many missed times: flagged, and only the latest runs.
-        let p = plan(&cronjob(json!({}), json!({"lastScheduleTime": "2024-03-09T00:00:00Z"})), ts("2024-03-10T12:30:05Z"));
+        let p = plan(
+            &cronjob(
+                json!({}),
+                json!({"lastScheduleTime": "2024-03-09T00:00:00Z"}),
+            ),
+            ts("2024-03-10T12:30:05Z"),
+        );
         assert!(p.too_many_missed);
-        assert_eq!(p.action, Action::Start { scheduled: ts("2024-03-10T12:30:00Z"), replace: false });
+        assert_eq!(
+            p.action,
+            Action::Start {
+                scheduled: ts("2024-03-10T12:30:00Z"),
+                replace: false
+            }
+        );
     }
 
     #[test]
     fn earliest_respects_the_deadline() {
-        let cj = cronjob(json!({"startingDeadlineSeconds": 100}), json!({"lastScheduleTime": "2024-03-10T12:00:00Z"}));
-        assert_eq!(earliest_time(&cj, ts("2024-03-10T12:01:00Z")), ts("2024-03-10T12:00:00Z"));
-        assert_eq!(earliest_time(&cj, ts("2024-03-10T13:00:00Z")), ts("2024-03-10T12:58:20Z"));
+        let cj = cronjob(
+            json!({"startingDeadlineSeconds": 100}),
+            json!({"lastScheduleTime": "2024-03-10T12:00:00Z"}),
+        );
+        assert_eq!(
+            earliest_time(&cj, ts("2024-03-10T12:01:00Z")),
+            ts("2024-03-10T12:00:00Z")
+        );
+        assert_eq!(
+            earliest_time(&cj, ts("2024-03-10T13:00:00Z")),
+            ts("2024-03-10T12:58:20Z")
+        );
         let fresh = cronjob(json!({}), json!({}));
-        assert_eq!(earliest_time(&fresh, ts("2024-03-10T13:00:00Z")), ts("2024-03-10T12:00:30Z"));
+        assert_eq!(
+            earliest_time(&fresh, ts("2024-03-10T13:00:00Z")),
+            ts("2024-03-10T12:00:30Z")
+        );
     }
 
     #[test]
     fn jobs_from_the_template() {
         let mut cj = cronjob(json!({}), json!({}));
-        cj.spec.as_mut().unwrap().job_template.metadata = Some(ObjectMeta { labels: Some([("team".into(), "a".into())].into()), ..Default::default() });
+        cj.spec.as_mut().unwrap().job_template.metadata = Some(ObjectMeta {
+            labels: Some([("team".into(), "a".into())].into()),
+            ..Default::default()
+        });
         let job = job_from_template(&cj, ts("2024-03-10T12:05:00Z"));
         assert_eq!(job.name_any(), "tick-28501205");
         assert_eq!(job.labels().get("team").map(String::as_str), Some("a"));
-        assert_eq!(job.annotations().get(SCHEDULED_TIMESTAMP_ANNOTATION).map(String::as_str), Some("2024-03-10T12:05:00Z"));
+        assert_eq!(
+            job.annotations()
+                .get(SCHEDULED_TIMESTAMP_ANNOTATION)
+                .map(String::as_str),
+            Some("2024-03-10T12:05:00Z")
+        );
         let r = &job.owner_references()[0];
-        assert_eq!((r.kind.as_str(), r.name.as_str(), r.controller), ("CronJob", "tick", Some(true)));
-        assert_eq!(job.spec.unwrap().template.spec.unwrap().containers[0].name, "c");
+        assert_eq!(
+            (r.kind.as_str(), r.name.as_str(), r.controller),
+            ("CronJob", "tick", Some(true))
+        );
+        assert_eq!(
+            job.spec.unwrap().template.spec.unwrap().containers[0].name,
+            "c"
+        );
         if let Ok(tz) = jiff::tz::TimeZone::get("Europe/Berlin") {
-            assert_eq!(scheduled_timestamp(ts("2024-03-10T12:05:00Z"), &tz), "2024-03-10T13:05:00+01:00");
+            assert_eq!(
+                scheduled_timestamp(ts("2024-03-10T12:05:00Z"), &tz),
+                "2024-03-10T13:05:00+01:00"
+            );
         }
     }
 
     #[test]
     fn history_keeps_the_newest() {
-        let job =
-            |name: &str, start: Option<&str>| -> Job { serde_json::from_value(json!({"metadata": {"name": name}, "status": {"startTime": start}})).unwrap() };
-        let jobs = [job("a", Some("2024-01-01T00:03:00Z")), job("b", Some("2024-01-01T00:01:00Z")), job("c", None), job("d", Some("2024-01-01T00:02:00Z"))];
+        let job = |name: &str, start: Option<&str>| -> Job {
+            serde_json::from_value(
+                json!({"metadata": {"name": name}, "status": {"startTime": start}}),
+            )
+            .unwrap()
+        };
+        let jobs = [
+            job("a", Some("2024-01-01T00:03:00Z")),
+            job("b", Some("2024-01-01T00:01:00Z")),
+            job("c", None),
+            job("d", Some("2024-01-01T00:02:00Z")),
+        ];
         let names = |v: Vec<&Job>| v.iter().map(|j| j.name_any()).collect::<Vec<_>>();
-        assert_eq!(names(oldest_beyond(jobs.iter().collect(), Some(1))), ["b", "d", "a"]);
+        assert_eq!(
+            names(oldest_beyond(jobs.iter().collect(), Some(1))),
+            ["b", "d", "a"]
+        );
         assert_eq!(names(oldest_beyond(jobs.iter().collect(), Some(3))), ["b"]);
         assert!(oldest_beyond(jobs.iter().collect(), Some(4)).is_empty());
         assert!(oldest_beyond(jobs.iter().collect(), None).is_empty());

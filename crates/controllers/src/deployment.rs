@@ -10,18 +10,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
+};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use serde_json::{Value, json};
 use skiff_runtime::events::EventType;
 
 use crate::ctrlutil::{
-    self, Cache, Change, Error, ObjKey, Result, WorkQueue, controller_of, controller_ref, informer, is_not_found,
+    self, Cache, Change, Error, ObjKey, Result, WorkQueue, controller_of, controller_ref, informer,
+    is_not_found,
 };
 
 pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
@@ -67,18 +70,21 @@ pub async fn run(ctx: crate::Context) {
     });
     let d_informer = {
         let c = c.clone();
-        informer::run(Api::<Deployment>::all(ctx.client.clone()), watcher::Config::default(), c.deployments.clone(), move |ch| {
-            match ch {
+        informer::run(
+            Api::<Deployment>::all(ctx.client.clone()),
+            watcher::Config::default(),
+            c.deployments.clone(),
+            move |ch| match ch {
                 Change::Apply { new, .. } => c.queue.add(ObjKey::of(new.as_ref())),
                 Change::Delete(old) => c.queue.add(ObjKey::of(old.as_ref())),
-            }
-        })
+            },
+        )
     };
     let rs_informer = {
         let c = c.clone();
-        ctx.informers.get::<ReplicaSet>().run(move |ch| {
-            c.on_replicaset(ch)
-        })
+        ctx.informers
+            .get::<ReplicaSet>()
+            .run(move |ch| c.on_replicaset(ch))
     };
     let pod_informer = {
         let c = c.clone();
@@ -127,7 +133,9 @@ impl Controller {
     fn enqueue_matching(&self, rs: &ReplicaSet) {
         let ns = rs.namespace().unwrap_or_default();
         for d in self.deployments.list_namespace(&ns) {
-            if !ctrlutil::selector_is_empty(&spec_selector(&d)) && ctrlutil::selector_matches(&spec_selector(&d), rs.metadata.labels.as_ref()) {
+            if !ctrlutil::selector_is_empty(&spec_selector(&d))
+                && ctrlutil::selector_matches(&spec_selector(&d), rs.metadata.labels.as_ref())
+            {
                 self.queue.add(ObjKey::of(d.as_ref()));
             }
         }
@@ -143,7 +151,10 @@ impl Controller {
                     None => {}
                 }
             }
-            Change::Apply { old: Some(old), new } => {
+            Change::Apply {
+                old: Some(old),
+                new,
+            } => {
                 if old.metadata.resource_version == new.metadata.resource_version {
                     return;
                 }
@@ -157,7 +168,11 @@ impl Controller {
                 }
                 match self.resolve(&ns, &new.metadata) {
                     Some(key) => self.queue.add(key),
-                    None if cur.is_none() && (old.metadata.labels != new.metadata.labels || cur != prev) => self.enqueue_matching(&new),
+                    None if cur.is_none()
+                        && (old.metadata.labels != new.metadata.labels || cur != prev) =>
+                    {
+                        self.enqueue_matching(&new)
+                    }
                     None => {}
                 }
             }
@@ -174,8 +189,12 @@ impl Controller {
     fn on_pod(&self, ch: Change<Pod>) {
         let Change::Delete(pod) = ch else { return };
         let ns = pod.namespace().unwrap_or_default();
-        let Some(r) = controller_of(&pod.metadata).filter(|r| r.kind == "ReplicaSet") else { return };
-        let Some(rs) = self.replicasets.get(&ObjKey::new(&ns, &r.name)) else { return };
+        let Some(r) = controller_of(&pod.metadata).filter(|r| r.kind == "ReplicaSet") else {
+            return;
+        };
+        let Some(rs) = self.replicasets.get(&ObjKey::new(&ns, &r.name)) else {
+            return;
+        };
         if let Some(key) = self.resolve(&ns, &rs.metadata)
             && let Some(d) = self.deployments.get(&key)
             && strategy_type(&d) == "Recreate"
@@ -193,7 +212,10 @@ impl Controller {
     }
 
     async fn event(&self, d: &Deployment, kind: EventType, reason: &str, message: &str) {
-        self.ctx.recorder.record(&skiff_runtime::events::reference(d), kind, reason, message).await;
+        self.ctx
+            .recorder
+            .record(&skiff_runtime::events::reference(d), kind, reason, message)
+            .await;
     }
 
     async fn sync(&self, key: &ObjKey) -> Result<Option<Duration>> {
@@ -202,9 +224,18 @@ impl Controller {
         };
         let mut d = (*cached).clone();
         if ctrlutil::selector_is_empty(&spec_selector(&d)) {
-            self.event(&d, EventType::Warning, "SelectingAll", "This deployment is selecting all pods. A non-empty selector is required.")
-                .await;
-            let observed = d.status.as_ref().and_then(|s| s.observed_generation).unwrap_or(0);
+            self.event(
+                &d,
+                EventType::Warning,
+                "SelectingAll",
+                "This deployment is selecting all pods. A non-empty selector is required.",
+            )
+            .await;
+            let observed = d
+                .status
+                .as_ref()
+                .and_then(|s| s.observed_generation)
+                .unwrap_or(0);
             if observed < d.metadata.generation.unwrap_or(0) {
                 let mut status = d.status.clone().unwrap_or_default();
                 status.observed_generation = d.metadata.generation;
@@ -214,8 +245,11 @@ impl Controller {
         }
         let mut rs_list = self.claim_replicasets(&d).await?;
         if d.metadata.deletion_timestamp.is_some() {
-            let (new_rs, old) = self.get_all_rs_and_sync_revision(&mut d, &mut rs_list, false).await?;
-            self.sync_deployment_status(&mut d, &all_of(&new_rs, &old), new_rs.as_ref()).await?;
+            let (new_rs, old) = self
+                .get_all_rs_and_sync_revision(&mut d, &mut rs_list, false)
+                .await?;
+            self.sync_deployment_status(&mut d, &all_of(&new_rs, &old), new_rs.as_ref())
+                .await?;
             return Ok(None);
         }
         self.check_paused_conditions(&mut d).await?;
@@ -227,7 +261,11 @@ impl Controller {
             self.sync_scale(&mut d, &mut rs_list).await?;
             return Ok(None);
         }
-        if strategy_type(&d) == "Recreate" { self.rollout_recreate(&mut d, &mut rs_list).await } else { self.rollout_rolling(&mut d, &mut rs_list).await }
+        if strategy_type(&d) == "Recreate" {
+            self.rollout_recreate(&mut d, &mut rs_list).await
+        } else {
+            self.rollout_rolling(&mut d, &mut rs_list).await
+        }
     }
 
     /// Adopt orphan ReplicaSets matching the selector, release owned ones
@@ -248,7 +286,15 @@ impl Controller {
                         claimed.push((*rs).clone());
                     } else if !deleting {
                         let patch = json!({"metadata": {"ownerReferences": [{"$patch": "delete", "uid": uid}], "uid": rs.metadata.uid}});
-                        match self.rs_api(&ns).patch(&rs.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await {
+                        match self
+                            .rs_api(&ns)
+                            .patch(
+                                &rs.name_any(),
+                                &PatchParams::default(),
+                                &Patch::Strategic(&patch),
+                            )
+                            .await
+                        {
                             Ok(_) => {}
                             Err(e) if is_not_found(&e) => {}
                             Err(e) => return Err(e.into()),
@@ -263,7 +309,10 @@ impl Controller {
                         Some(a) => a,
                         None => {
                             let a = match self.d_api(&ns).get(&d.name_any()).await {
-                                Ok(fresh) => fresh.metadata.uid == d.metadata.uid && fresh.metadata.deletion_timestamp.is_none(),
+                                Ok(fresh) => {
+                                    fresh.metadata.uid == d.metadata.uid
+                                        && fresh.metadata.deletion_timestamp.is_none()
+                                }
                                 Err(e) if is_not_found(&e) => false,
                                 Err(e) => return Err(e.into()),
                             };
@@ -275,7 +324,15 @@ impl Controller {
                         continue;
                     }
                     let patch = json!({"metadata": {"ownerReferences": [controller_ref(d)], "uid": rs.metadata.uid}});
-                    match self.rs_api(&ns).patch(&rs.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await {
+                    match self
+                        .rs_api(&ns)
+                        .patch(
+                            &rs.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Strategic(&patch),
+                        )
+                        .await
+                    {
                         Ok(adopted) => claimed.push(adopted),
                         Err(e) if is_not_found(&e) => {}
                         Err(e) => return Err(e.into()),
@@ -289,7 +346,10 @@ impl Controller {
     async fn update_status(&self, d: &mut Deployment, status: DeploymentStatus) -> Result<()> {
         let mut obj = d.clone();
         obj.status = Some(status);
-        *d = self.d_api(&d.namespace().unwrap_or_default()).replace_status(&d.name_any(), &PostParams::default(), &obj).await?;
+        *d = self
+            .d_api(&d.namespace().unwrap_or_default())
+            .replace_status(&d.name_any(), &PostParams::default(), &obj)
+            .await?;
         Ok(())
     }
 
@@ -310,7 +370,11 @@ impl Controller {
         let existing = find_new_replicaset(d, rs_list).cloned();
         let old: Vec<ReplicaSet> = rs_list
             .iter()
-            .filter(|rs| existing.as_ref().is_none_or(|n| n.metadata.uid != rs.metadata.uid))
+            .filter(|rs| {
+                existing
+                    .as_ref()
+                    .is_none_or(|n| n.metadata.uid != rs.metadata.uid)
+            })
             .cloned()
             .collect();
         let new_rs = self.get_new_replicaset(d, existing, &old, create).await?;
@@ -331,21 +395,32 @@ impl Controller {
         let new_revision = max_revision(old) + 1;
         if let Some(existing) = existing {
             let mut copy = existing.clone();
-            let annotations_updated = set_new_replicaset_annotations(d, &mut copy, new_revision, true);
+            let annotations_updated =
+                set_new_replicaset_annotations(d, &mut copy, new_revision, true);
             let min_ready_changed = rs_min_ready(&copy) != d_min_ready(d);
             if annotations_updated || min_ready_changed {
                 if let Some(spec) = copy.spec.as_mut() {
                     spec.min_ready_seconds = Some(d_min_ready(d));
                 }
-                let updated = self.rs_api(&ns).replace(&copy.name_any(), &PostParams::default(), &copy).await?;
+                let updated = self
+                    .rs_api(&ns)
+                    .replace(&copy.name_any(), &PostParams::default(), &copy)
+                    .await?;
                 return Ok(Some(updated));
             }
-            let rev = copy.annotations().get(REVISION_ANNOTATION).cloned().unwrap_or_default();
+            let rev = copy
+                .annotations()
+                .get(REVISION_ANNOTATION)
+                .cloned()
+                .unwrap_or_default();
             let mut needs_update = set_deployment_revision(d, &rev);
             let has_progressing = condition(d.status.as_ref(), "Progressing").is_some();
             if has_progress_deadline(d) && !has_progressing {
                 let msg = format!("Found new replica set \"{}\"", copy.name_any());
-                set_condition(status_mut(d), new_condition("Progressing", "True", FOUND_NEW_RS_REASON, &msg));
+                set_condition(
+                    status_mut(d),
+                    new_condition("Progressing", "True", FOUND_NEW_RS_REASON, &msg),
+                );
                 needs_update = true;
             }
             if needs_update {
@@ -358,12 +433,22 @@ impl Controller {
         }
         // Create the new ReplicaSet.
         let collision_count = d.status.as_ref().and_then(|s| s.collision_count);
-        let mut template = d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+        let mut template = d
+            .spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default();
         let hash = compute_hash(&template, collision_count);
         let tmeta = template.metadata.get_or_insert_with(ObjectMeta::default);
-        tmeta.labels.get_or_insert_with(BTreeMap::new).insert(POD_TEMPLATE_HASH_LABEL.into(), hash.clone());
+        tmeta
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(POD_TEMPLATE_HASH_LABEL.into(), hash.clone());
         let mut selector = spec_selector(d);
-        selector.match_labels.get_or_insert_with(BTreeMap::new).insert(POD_TEMPLATE_HASH_LABEL.into(), hash.clone());
+        selector
+            .match_labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(POD_TEMPLATE_HASH_LABEL.into(), hash.clone());
         let mut new_rs = ReplicaSet {
             metadata: ObjectMeta {
                 name: Some(format!("{}-{}", d.name_any(), hash)),
@@ -389,7 +474,11 @@ impl Controller {
         set_new_replicaset_annotations(d, &mut new_rs, new_revision, false);
         let rs_name = new_rs.name_any();
         let mut already_exists = false;
-        let created = match self.rs_api(&ns).create(&PostParams::default(), &new_rs).await {
+        let created = match self
+            .rs_api(&ns)
+            .create(&PostParams::default(), &new_rs)
+            .await
+        {
             Ok(rs) => rs,
             Err(e) if ctrlutil::is_already_exists(&e) => {
                 already_exists = true;
@@ -397,38 +486,57 @@ impl Controller {
                     Ok(rs) => rs,
                     Err(e) => return Err(e.into()),
                 };
-                let ours = controller_of(&current.metadata).is_some_and(|r| Some(&r.uid) == d.metadata.uid.as_ref());
-                let same = d.spec.as_ref().zip(current.spec.as_ref().and_then(|s| s.template.as_ref())).is_some_and(|(ds, t)| equal_ignore_hash(&ds.template, t));
+                let ours = controller_of(&current.metadata)
+                    .is_some_and(|r| Some(&r.uid) == d.metadata.uid.as_ref());
+                let same = d
+                    .spec
+                    .as_ref()
+                    .zip(current.spec.as_ref().and_then(|s| s.template.as_ref()))
+                    .is_some_and(|(ds, t)| equal_ignore_hash(&ds.template, t));
                 if ours && same {
                     current
                 } else {
                     // A hash collision: bump collisionCount and try again.
                     let status = status_mut(d);
-                    status.collision_count = Some(status.collision_count.unwrap_or(0).saturating_add(1));
+                    status.collision_count =
+                        Some(status.collision_count.unwrap_or(0).saturating_add(1));
                     self.write_status(d).await?;
                     tracing::info!(deployment = %d.name_any(), "hash collision for the new ReplicaSet; bumped collisionCount");
-                    return Err(Error::Other(format!("replica set {rs_name} already exists with another template")));
+                    return Err(Error::Other(format!(
+                        "replica set {rs_name} already exists with another template"
+                    )));
                 }
             }
             Err(e) if ctrlutil::is_namespace_terminating(&e) => return Err(e.into()),
             Err(e) => {
                 let msg = format!("Failed to create new replica set \"{rs_name}\": {e}");
                 if has_progress_deadline(d) {
-                    set_condition(status_mut(d), new_condition("Progressing", "False", FAILED_RS_CREATE_REASON, &msg));
+                    set_condition(
+                        status_mut(d),
+                        new_condition("Progressing", "False", FAILED_RS_CREATE_REASON, &msg),
+                    );
                     let _ = self.write_status(d).await;
                 }
-                self.event(d, EventType::Warning, FAILED_RS_CREATE_REASON, &msg).await;
+                self.event(d, EventType::Warning, FAILED_RS_CREATE_REASON, &msg)
+                    .await;
                 return Err(e.into());
             }
         };
         if !already_exists && new_replicas > 0 {
-            let msg = format!("Scaled up replica set {} from 0 to {new_replicas}", created.name_any());
-            self.event(d, EventType::Normal, "ScalingReplicaSet", &msg).await;
+            let msg = format!(
+                "Scaled up replica set {} from 0 to {new_replicas}",
+                created.name_any()
+            );
+            self.event(d, EventType::Normal, "ScalingReplicaSet", &msg)
+                .await;
         }
         let mut needs_update = set_deployment_revision(d, &new_revision.to_string());
         if !already_exists && has_progress_deadline(d) {
             let msg = format!("Created new replica set \"{}\"", created.name_any());
-            set_condition(status_mut(d), new_condition("Progressing", "True", NEW_RS_REASON, &msg));
+            set_condition(
+                status_mut(d),
+                new_condition("Progressing", "True", NEW_RS_REASON, &msg),
+            );
             needs_update = true;
         }
         if needs_update {
@@ -439,7 +547,13 @@ impl Controller {
 
     /// Scale `rs` to `new_scale`, also refreshing its desired/max annotations;
     /// records ScalingReplicaSet. Returns whether anything was written.
-    async fn scale_replicaset(&self, rs: &mut ReplicaSet, new_scale: i32, d: &Deployment, operation: &str) -> Result<bool> {
+    async fn scale_replicaset(
+        &self,
+        rs: &mut ReplicaSet,
+        new_scale: i32,
+        d: &Deployment,
+        operation: &str,
+    ) -> Result<bool> {
         let old_scale = rs_replicas(rs);
         let size_changed = old_scale != new_scale;
         let desired = d_replicas(d);
@@ -454,15 +568,27 @@ impl Controller {
         }
         set_replicas_annotations(&mut copy, desired, max);
         let ns = rs.namespace().unwrap_or_default();
-        *rs = self.rs_api(&ns).replace(&rs.name_any(), &PostParams::default(), &copy).await?;
+        *rs = self
+            .rs_api(&ns)
+            .replace(&rs.name_any(), &PostParams::default(), &copy)
+            .await?;
         if size_changed {
-            let msg = format!("Scaled {operation} replica set {} from {old_scale} to {new_scale}", rs.name_any());
-            self.event(d, EventType::Normal, "ScalingReplicaSet", &msg).await;
+            let msg = format!(
+                "Scaled {operation} replica set {} from {old_scale} to {new_scale}",
+                rs.name_any()
+            );
+            self.event(d, EventType::Normal, "ScalingReplicaSet", &msg)
+                .await;
         }
         Ok(true)
     }
 
-    async fn scale_and_record(&self, rs: &mut ReplicaSet, new_scale: i32, d: &Deployment) -> Result<bool> {
+    async fn scale_and_record(
+        &self,
+        rs: &mut ReplicaSet,
+        new_scale: i32,
+        d: &Deployment,
+    ) -> Result<bool> {
         let current = rs_replicas(rs);
         if current == new_scale {
             return Ok(false);
@@ -472,10 +598,17 @@ impl Controller {
     }
 
     /// Whether the deployment's replicas changed since its ReplicaSets were annotated.
-    async fn is_scaling_event(&self, d: &mut Deployment, rs_list: &mut Vec<ReplicaSet>) -> Result<bool> {
+    async fn is_scaling_event(
+        &self,
+        d: &mut Deployment,
+        rs_list: &mut Vec<ReplicaSet>,
+    ) -> Result<bool> {
         let (new_rs, old) = self.get_all_rs_and_sync_revision(d, rs_list, false).await?;
         let desired = d_replicas(d);
-        for rs in all_of(&new_rs, &old).iter().filter(|rs| rs_replicas(rs) > 0) {
+        for rs in all_of(&new_rs, &old)
+            .iter()
+            .filter(|rs| rs_replicas(rs) > 0)
+        {
             if let Some(v) = annotation_i32(rs, DESIRED_REPLICAS_ANNOTATION)
                 && v != desired
             {
@@ -497,7 +630,12 @@ impl Controller {
     }
 
     /// Proportional scaling (↔ DeploymentController.scale).
-    async fn scale(&self, d: &Deployment, new_rs: &mut Option<ReplicaSet>, old: &mut [ReplicaSet]) -> Result<()> {
+    async fn scale(
+        &self,
+        d: &Deployment,
+        new_rs: &mut Option<ReplicaSet>,
+        old: &mut [ReplicaSet],
+    ) -> Result<()> {
         let desired = d_replicas(d);
         // Only one active ReplicaSet (or none): it gets everything.
         if let Some(target) = find_active_or_latest(new_rs.as_ref(), old) {
@@ -523,7 +661,11 @@ impl Controller {
             return Ok(());
         }
         // Spread the difference over the active ReplicaSets by their size.
-        let mut all: Vec<&mut ReplicaSet> = new_rs.iter_mut().chain(old.iter_mut()).filter(|rs| rs_replicas(rs) > 0).collect();
+        let mut all: Vec<&mut ReplicaSet> = new_rs
+            .iter_mut()
+            .chain(old.iter_mut())
+            .filter(|rs| rs_replicas(rs) > 0)
+            .collect();
         let (sizes, operation) = proportional_sizes(d, &mut all)?;
         for (rs, size) in all.into_iter().zip(sizes) {
             self.scale_replicaset(rs, size, d, operation).await?;
@@ -531,26 +673,40 @@ impl Controller {
         Ok(())
     }
 
-    async fn rollout_rolling(&self, d: &mut Deployment, rs_list: &mut Vec<ReplicaSet>) -> Result<Option<Duration>> {
+    async fn rollout_rolling(
+        &self,
+        d: &mut Deployment,
+        rs_list: &mut Vec<ReplicaSet>,
+    ) -> Result<Option<Duration>> {
         let (new_rs, mut old) = self.get_all_rs_and_sync_revision(d, rs_list, true).await?;
         let Some(mut new_rs) = new_rs else {
             return Err(Error::Other("no new replica set".into()));
         };
         // Scale up the new ReplicaSet.
         if self.reconcile_new_replicaset(d, &mut new_rs, &old).await? {
-            return self.sync_rollout_status(d, &all_of(&Some(new_rs.clone()), &old), Some(&new_rs)).await;
+            return self
+                .sync_rollout_status(d, &all_of(&Some(new_rs.clone()), &old), Some(&new_rs))
+                .await;
         }
         // Scale down old ReplicaSets.
         if self.reconcile_old_replicasets(d, &new_rs, &mut old).await? {
-            return self.sync_rollout_status(d, &all_of(&Some(new_rs.clone()), &old), Some(&new_rs)).await;
+            return self
+                .sync_rollout_status(d, &all_of(&Some(new_rs.clone()), &old), Some(&new_rs))
+                .await;
         }
         if deployment_complete(d, d.status.as_ref()) {
             self.cleanup(d, &old).await?;
         }
-        self.sync_rollout_status(d, &all_of(&Some(new_rs.clone()), &old), Some(&new_rs)).await
+        self.sync_rollout_status(d, &all_of(&Some(new_rs.clone()), &old), Some(&new_rs))
+            .await
     }
 
-    async fn reconcile_new_replicaset(&self, d: &Deployment, new_rs: &mut ReplicaSet, old: &[ReplicaSet]) -> Result<bool> {
+    async fn reconcile_new_replicaset(
+        &self,
+        d: &Deployment,
+        new_rs: &mut ReplicaSet,
+        old: &[ReplicaSet],
+    ) -> Result<bool> {
         let desired = d_replicas(d);
         let current = rs_replicas(new_rs);
         if current == desired {
@@ -565,7 +721,12 @@ impl Controller {
         self.scale_and_record(new_rs, count, d).await
     }
 
-    async fn reconcile_old_replicasets(&self, d: &Deployment, new_rs: &ReplicaSet, old: &mut [ReplicaSet]) -> Result<bool> {
+    async fn reconcile_old_replicasets(
+        &self,
+        d: &Deployment,
+        new_rs: &ReplicaSet,
+        old: &mut [ReplicaSet],
+    ) -> Result<bool> {
         let old_pods: i32 = old.iter().map(rs_replicas).sum();
         if old_pods == 0 {
             return Ok(false);
@@ -613,7 +774,11 @@ impl Controller {
         Ok(cleaned + scaled > 0)
     }
 
-    async fn rollout_recreate(&self, d: &mut Deployment, rs_list: &mut Vec<ReplicaSet>) -> Result<Option<Duration>> {
+    async fn rollout_recreate(
+        &self,
+        d: &mut Deployment,
+        rs_list: &mut Vec<ReplicaSet>,
+    ) -> Result<Option<Duration>> {
         let (mut new_rs, mut old) = self.get_all_rs_and_sync_revision(d, rs_list, false).await?;
         // Scale down old ReplicaSets first.
         let mut scaled_down = false;
@@ -623,11 +788,15 @@ impl Controller {
             }
         }
         if scaled_down {
-            return self.sync_rollout_status(d, &all_of(&new_rs, &old), new_rs.as_ref()).await;
+            return self
+                .sync_rollout_status(d, &all_of(&new_rs, &old), new_rs.as_ref())
+                .await;
         }
         // Wait for old pods to be gone.
         if self.old_pods_running(new_rs.as_ref(), &old) {
-            return self.sync_rollout_status(d, &all_of(&new_rs, &old), new_rs.as_ref()).await;
+            return self
+                .sync_rollout_status(d, &all_of(&new_rs, &old), new_rs.as_ref())
+                .await;
         }
         if new_rs.is_none() {
             let (n, o) = self.get_all_rs_and_sync_revision(d, rs_list, true).await?;
@@ -640,7 +809,8 @@ impl Controller {
         if deployment_complete(d, d.status.as_ref()) {
             self.cleanup(d, &old).await?;
         }
-        self.sync_rollout_status(d, &all_of(&new_rs, &old), new_rs.as_ref()).await
+        self.sync_rollout_status(d, &all_of(&new_rs, &old), new_rs.as_ref())
+            .await
     }
 
     fn old_pods_running(&self, new_rs: Option<&ReplicaSet>, old: &[ReplicaSet]) -> bool {
@@ -652,35 +822,70 @@ impl Controller {
             .filter(|rs| new_rs.is_none_or(|n| n.metadata.uid != rs.metadata.uid))
             .filter_map(|rs| rs.metadata.uid.as_deref())
             .collect();
-        let ns = old.first().and_then(|rs| rs.namespace()).unwrap_or_default();
+        let ns = old
+            .first()
+            .and_then(|rs| rs.namespace())
+            .unwrap_or_default();
         self.pods.list_namespace(&ns).iter().any(|p| {
             controller_of(&p.metadata).is_some_and(|r| old_uids.contains(&r.uid.as_str()))
-                && !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Failed" | "Succeeded"))
+                && !matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Failed" | "Succeeded")
+                )
         })
     }
 
     /// Delete old ReplicaSets beyond revisionHistoryLimit (↔ cleanupDeployment).
     async fn cleanup(&self, d: &Deployment, old: &[ReplicaSet]) -> Result<()> {
-        let Some(limit) = d.spec.as_ref().and_then(|s| s.revision_history_limit).filter(|l| *l != i32::MAX) else {
+        let Some(limit) = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.revision_history_limit)
+            .filter(|l| *l != i32::MAX)
+        else {
             return Ok(());
         };
-        let mut cleanable: Vec<&ReplicaSet> = old.iter().filter(|rs| rs.metadata.deletion_timestamp.is_none()).collect();
+        let mut cleanable: Vec<&ReplicaSet> = old
+            .iter()
+            .filter(|rs| rs.metadata.deletion_timestamp.is_none())
+            .collect();
         let diff = cleanable.len() as i64 - i64::from(limit.max(0));
         if diff <= 0 {
             return Ok(());
         }
-        cleanable.sort_by(|a, b| revision(a).cmp(&revision(b)).then_with(|| by_creation(a, b)));
-        for rs in cleanable.into_iter().take(usize::try_from(diff).unwrap_or(0)) {
-            let observed = rs.status.as_ref().and_then(|s| s.observed_generation).unwrap_or(0);
-            if rs_status_replicas(rs) != 0 || rs_replicas(rs) != 0 || rs.metadata.generation.unwrap_or(0) > observed {
+        cleanable.sort_by(|a, b| {
+            revision(a)
+                .cmp(&revision(b))
+                .then_with(|| by_creation(a, b))
+        });
+        for rs in cleanable
+            .into_iter()
+            .take(usize::try_from(diff).unwrap_or(0))
+        {
+            let observed = rs
+                .status
+                .as_ref()
+                .and_then(|s| s.observed_generation)
+                .unwrap_or(0);
+            if rs_status_replicas(rs) != 0
+                || rs_replicas(rs) != 0
+                || rs.metadata.generation.unwrap_or(0) > observed
+            {
                 continue;
             }
             tracing::debug!(deployment = %d.name_any(), replicaset = %rs.name_any(), "trying to clean up replica set");
             let dp = DeleteParams {
-                preconditions: Some(Preconditions { uid: rs.metadata.uid.clone(), resource_version: None }),
+                preconditions: Some(Preconditions {
+                    uid: rs.metadata.uid.clone(),
+                    resource_version: None,
+                }),
                 ..DeleteParams::default()
             };
-            match self.rs_api(&rs.namespace().unwrap_or_default()).delete(&rs.name_any(), &dp).await {
+            match self
+                .rs_api(&rs.namespace().unwrap_or_default())
+                .delete(&rs.name_any(), &dp)
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(e.into()),
@@ -700,16 +905,37 @@ impl Controller {
         let paused_cond = cond.is_some_and(|c| c.reason.as_deref() == Some(PAUSED_REASON));
         let paused = is_paused(d);
         if paused && !paused_cond {
-            set_condition(status_mut(d), new_condition("Progressing", "Unknown", PAUSED_REASON, "Deployment is paused"));
+            set_condition(
+                status_mut(d),
+                new_condition(
+                    "Progressing",
+                    "Unknown",
+                    PAUSED_REASON,
+                    "Deployment is paused",
+                ),
+            );
         } else if !paused && paused_cond {
-            set_condition(status_mut(d), new_condition("Progressing", "Unknown", RESUMED_REASON, "Deployment is resumed"));
+            set_condition(
+                status_mut(d),
+                new_condition(
+                    "Progressing",
+                    "Unknown",
+                    RESUMED_REASON,
+                    "Deployment is resumed",
+                ),
+            );
         } else {
             return Ok(());
         }
         self.write_status(d).await
     }
 
-    async fn sync_deployment_status(&self, d: &mut Deployment, all: &[ReplicaSet], new_rs: Option<&ReplicaSet>) -> Result<()> {
+    async fn sync_deployment_status(
+        &self,
+        d: &mut Deployment,
+        all: &[ReplicaSet],
+        new_rs: Option<&ReplicaSet>,
+    ) -> Result<()> {
         let status = calculate_status(d, all, new_rs)?;
         if d.status.as_ref() == Some(&status) {
             return Ok(());
@@ -719,7 +945,12 @@ impl Controller {
 
     /// Status with the Progressing condition (↔ syncRolloutStatus); returns
     /// when to look again for a progress deadline.
-    async fn sync_rollout_status(&self, d: &mut Deployment, all: &[ReplicaSet], new_rs: Option<&ReplicaSet>) -> Result<Option<Duration>> {
+    async fn sync_rollout_status(
+        &self,
+        d: &mut Deployment,
+        all: &[ReplicaSet],
+        new_rs: Option<&ReplicaSet>,
+    ) -> Result<Option<Duration>> {
         let mut status = calculate_status(d, all, new_rs)?;
         let now = jiff::Timestamp::now();
         if !has_progress_deadline(d) {
@@ -727,14 +958,25 @@ impl Controller {
         }
         let current = condition(d.status.as_ref(), "Progressing").cloned();
         let complete_before = status.replicas == status.updated_replicas
-            && current.as_ref().is_some_and(|c| c.reason.as_deref() == Some(NEW_RS_AVAILABLE_REASON));
+            && current
+                .as_ref()
+                .is_some_and(|c| c.reason.as_deref() == Some(NEW_RS_AVAILABLE_REASON));
         if has_progress_deadline(d) && !complete_before {
             if deployment_complete(d, Some(&status)) {
                 let msg = match new_rs {
-                    Some(rs) => format!("ReplicaSet \"{}\" has successfully progressed.", rs.name_any()),
-                    None => format!("Deployment \"{}\" has successfully progressed.", d.name_any()),
+                    Some(rs) => format!(
+                        "ReplicaSet \"{}\" has successfully progressed.",
+                        rs.name_any()
+                    ),
+                    None => format!(
+                        "Deployment \"{}\" has successfully progressed.",
+                        d.name_any()
+                    ),
                 };
-                set_condition(&mut status, new_condition("Progressing", "True", NEW_RS_AVAILABLE_REASON, &msg));
+                set_condition(
+                    &mut status,
+                    new_condition("Progressing", "True", NEW_RS_AVAILABLE_REASON, &msg),
+                );
             } else if deployment_progressing(d, &status) {
                 let msg = match new_rs {
                     Some(rs) => format!("ReplicaSet \"{}\" is progressing.", rs.name_any()),
@@ -750,10 +992,16 @@ impl Controller {
                 set_condition(&mut status, cond);
             } else if deployment_timed_out(d, &status, now) {
                 let msg = match new_rs {
-                    Some(rs) => format!("ReplicaSet \"{}\" has timed out progressing.", rs.name_any()),
+                    Some(rs) => format!(
+                        "ReplicaSet \"{}\" has timed out progressing.",
+                        rs.name_any()
+                    ),
                     None => format!("Deployment \"{}\" has timed out progressing.", d.name_any()),
                 };
-                set_condition(&mut status, new_condition("Progressing", "False", TIMED_OUT_REASON, &msg));
+                set_condition(
+                    &mut status,
+                    new_condition("Progressing", "False", TIMED_OUT_REASON, &msg),
+                );
             }
         }
         // No ReplicaFailure aggregation from ReplicaSets beyond removing stale ones.
@@ -772,11 +1020,18 @@ impl Controller {
 // ---- pure helpers (↔ pkg/controller/deployment/util) ----
 
 fn spec_selector(d: &Deployment) -> LabelSelector {
-    d.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default()
+    d.spec
+        .as_ref()
+        .map(|s| s.selector.clone())
+        .unwrap_or_default()
 }
 
 fn strategy_type(d: &Deployment) -> &str {
-    d.spec.as_ref().and_then(|s| s.strategy.as_ref()).and_then(|s| s.type_.as_deref()).unwrap_or("RollingUpdate")
+    d.spec
+        .as_ref()
+        .and_then(|s| s.strategy.as_ref())
+        .and_then(|s| s.type_.as_deref())
+        .unwrap_or("RollingUpdate")
 }
 
 fn is_paused(d: &Deployment) -> bool {
@@ -788,11 +1043,17 @@ pub fn d_replicas(d: &Deployment) -> i32 {
 }
 
 fn d_min_ready(d: &Deployment) -> i32 {
-    d.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+    d.spec
+        .as_ref()
+        .and_then(|s| s.min_ready_seconds)
+        .unwrap_or(0)
 }
 
 fn rs_min_ready(rs: &ReplicaSet) -> i32 {
-    rs.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+    rs.spec
+        .as_ref()
+        .and_then(|s| s.min_ready_seconds)
+        .unwrap_or(0)
 }
 
 pub fn rs_replicas(rs: &ReplicaSet) -> i32 {
@@ -804,15 +1065,27 @@ fn rs_status_replicas(rs: &ReplicaSet) -> i32 {
 }
 
 fn rs_available(rs: &ReplicaSet) -> i32 {
-    rs.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0)
+    rs.status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0)
 }
 
 fn rs_ready(rs: &ReplicaSet) -> i32 {
-    rs.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0)
+    rs.status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
 }
 
 fn rs_failure(rs: &ReplicaSet) -> Option<DeploymentCondition> {
-    let c = rs.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "ReplicaFailure" && c.status == "True")?;
+    let c = rs
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")?;
     Some(DeploymentCondition {
         type_: "ReplicaFailure".into(),
         status: c.status.clone(),
@@ -828,7 +1101,12 @@ fn annotation_i32(rs: &ReplicaSet, key: &str) -> Option<i32> {
 }
 
 pub fn revision(rs: &ReplicaSet) -> i64 {
-    rs.metadata.annotations.as_ref().and_then(|a| a.get(REVISION_ANNOTATION)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    rs.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REVISION_ANNOTATION))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn max_revision(rss: &[ReplicaSet]) -> i64 {
@@ -853,17 +1131,22 @@ fn put(list: &mut Vec<ReplicaSet>, rs: &ReplicaSet) {
 fn by_creation(a: &ReplicaSet, b: &ReplicaSet) -> Ordering {
     let ta = a.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let tb = b.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    ta.cmp(&tb).then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    ta.cmp(&tb)
+        .then_with(|| a.metadata.name.cmp(&b.metadata.name))
 }
 
 /// Larger first; among equals, newer first (↔ ReplicaSetsBySizeNewer).
 fn size_newer(a: &ReplicaSet, b: &ReplicaSet) -> Ordering {
-    rs_replicas(b).cmp(&rs_replicas(a)).then_with(|| by_creation(b, a))
+    rs_replicas(b)
+        .cmp(&rs_replicas(a))
+        .then_with(|| by_creation(b, a))
 }
 
 /// Larger first; among equals, older first (↔ ReplicaSetsBySizeOlder).
 fn size_older(a: &ReplicaSet, b: &ReplicaSet) -> Ordering {
-    rs_replicas(b).cmp(&rs_replicas(a)).then_with(|| by_creation(a, b))
+    rs_replicas(b)
+        .cmp(&rs_replicas(a))
+        .then_with(|| by_creation(a, b))
 }
 
 /// FNV-1a (32 bit) of the template, encoded with Kubernetes' safe alphabet
@@ -883,7 +1166,10 @@ pub fn compute_hash(template: &PodTemplateSpec, collision_count: Option<i32>) ->
         write(&bytes);
     }
     const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    hash.to_string().bytes().map(|b| char::from(ALPHANUMS[usize::from(b) % ALPHANUMS.len()])).collect()
+    hash.to_string()
+        .bytes()
+        .map(|b| char::from(ALPHANUMS[usize::from(b) % ALPHANUMS.len()]))
+        .collect()
 }
 
 /// A template as JSON with empty maps/lists and nulls dropped (Kubernetes'
@@ -927,7 +1213,12 @@ fn find_new_replicaset<'a>(d: &Deployment, rss: &'a [ReplicaSet]) -> Option<&'a 
     let template = &d.spec.as_ref()?.template;
     let mut sorted: Vec<&ReplicaSet> = rss.iter().collect();
     sorted.sort_by(|a, b| by_creation(a, b));
-    sorted.into_iter().find(|rs| rs.spec.as_ref().and_then(|s| s.template.as_ref()).is_some_and(|t| equal_ignore_hash(t, template)))
+    sorted.into_iter().find(|rs| {
+        rs.spec
+            .as_ref()
+            .and_then(|s| s.template.as_ref())
+            .is_some_and(|t| equal_ignore_hash(t, template))
+    })
 }
 
 /// An int or a percentage of `total`, rounded up or down (↔ GetScaledValueFromIntOrPercent).
@@ -940,14 +1231,22 @@ pub fn scaled_value(v: &IntOrString, total: i32, round_up: bool) -> Result<i32> 
                 .and_then(|p| p.parse().ok())
                 .ok_or_else(|| Error::Other(format!("invalid value for IntOrString: invalid value {s:?}: must be an integer or a percentage")))?;
             let product = pct * i64::from(total);
-            let value = if round_up { (product + 99).div_euclid(100) } else { product.div_euclid(100) };
+            let value = if round_up {
+                (product + 99).div_euclid(100)
+            } else {
+                product.div_euclid(100)
+            };
             Ok(i32::try_from(value).unwrap_or(i32::MAX))
         }
     }
 }
 
 /// maxSurge and maxUnavailable for `desired` replicas; both zero means one unavailable (↔ ResolveFenceposts).
-pub fn resolve_fenceposts(max_surge: Option<&IntOrString>, max_unavailable: Option<&IntOrString>, desired: i32) -> Result<(i32, i32)> {
+pub fn resolve_fenceposts(
+    max_surge: Option<&IntOrString>,
+    max_unavailable: Option<&IntOrString>,
+    desired: i32,
+) -> Result<(i32, i32)> {
     let default = IntOrString::String("25%".into());
     let surge = scaled_value(max_surge.unwrap_or(&default), desired, true)?;
     let mut unavailable = scaled_value(max_unavailable.unwrap_or(&default), desired, false)?;
@@ -958,8 +1257,15 @@ pub fn resolve_fenceposts(max_surge: Option<&IntOrString>, max_unavailable: Opti
 }
 
 fn rolling_params(d: &Deployment) -> (Option<&IntOrString>, Option<&IntOrString>) {
-    let ru = d.spec.as_ref().and_then(|s| s.strategy.as_ref()).and_then(|s| s.rolling_update.as_ref());
-    (ru.and_then(|r| r.max_surge.as_ref()), ru.and_then(|r| r.max_unavailable.as_ref()))
+    let ru = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.strategy.as_ref())
+        .and_then(|s| s.rolling_update.as_ref());
+    (
+        ru.and_then(|r| r.max_surge.as_ref()),
+        ru.and_then(|r| r.max_unavailable.as_ref()),
+    )
 }
 
 pub fn max_surge(d: &Deployment) -> Result<i32> {
@@ -997,7 +1303,9 @@ pub fn new_rs_new_replicas(d: &Deployment, all: &[ReplicaSet], new_rs: &ReplicaS
 
 fn is_saturated(d: &Deployment, rs: &ReplicaSet) -> bool {
     let desired = d_replicas(d);
-    annotation_i32(rs, DESIRED_REPLICAS_ANNOTATION) == Some(desired) && rs_replicas(rs) == desired && rs_available(rs) == desired
+    annotation_i32(rs, DESIRED_REPLICAS_ANNOTATION) == Some(desired)
+        && rs_replicas(rs) == desired
+        && rs_available(rs) == desired
 }
 
 /// The only active ReplicaSet, or the newest if none is active (↔ FindActiveOrLatest).
@@ -1007,7 +1315,12 @@ fn find_active_or_latest(new_rs: Option<&ReplicaSet>, old: &[ReplicaSet]) -> Opt
     }
     let mut sorted: Vec<&ReplicaSet> = old.iter().collect();
     sorted.sort_by(|a, b| by_creation(b, a));
-    let active: Vec<&ReplicaSet> = sorted.iter().copied().chain(new_rs).filter(|rs| rs_replicas(rs) > 0).collect();
+    let active: Vec<&ReplicaSet> = sorted
+        .iter()
+        .copied()
+        .chain(new_rs)
+        .filter(|rs| rs_replicas(rs) > 0)
+        .collect();
     match active.len() {
         0 => new_rs.or(sorted.first().copied()).cloned(),
         1 => Some(active[0].clone()),
@@ -1019,10 +1332,17 @@ fn find_active_or_latest(new_rs: Option<&ReplicaSet>, old: &[ReplicaSet]) -> Opt
 /// rollout is scaled: the difference is spread by their share of the
 /// previous size, leftovers to the largest (↔ the RollingUpdate branch of
 /// DeploymentController.scale). Sorts `all` in the order the sizes follow.
-fn proportional_sizes(d: &Deployment, all: &mut [&mut ReplicaSet]) -> Result<(Vec<i32>, &'static str)> {
+fn proportional_sizes(
+    d: &Deployment,
+    all: &mut [&mut ReplicaSet],
+) -> Result<(Vec<i32>, &'static str)> {
     let desired = d_replicas(d);
     let all_replicas: i32 = all.iter().map(|rs| rs_replicas(rs)).sum();
-    let allowed = if desired > 0 { desired + max_surge(d)? } else { 0 };
+    let allowed = if desired > 0 {
+        desired + max_surge(d)?
+    } else {
+        0
+    };
     let to_add = allowed - all_replicas;
     let operation = match to_add.cmp(&0) {
         Ordering::Greater => {
@@ -1061,7 +1381,11 @@ fn proportion(rs: &ReplicaSet, d: &Deployment, to_add: i32, added: i32) -> Resul
     }
     let fraction = replicaset_fraction(rs, d)?;
     let allowed = to_add - added;
-    Ok(if to_add > 0 { fraction.min(allowed) } else { fraction.max(allowed) })
+    Ok(if to_add > 0 {
+        fraction.min(allowed)
+    } else {
+        fraction.max(allowed)
+    })
 }
 
 fn replicaset_fraction(rs: &ReplicaSet, d: &Deployment) -> Result<i32> {
@@ -1088,7 +1412,10 @@ fn replicas_annotations_need_update(rs: &ReplicaSet, desired: i32, max: i32) -> 
 fn set_replicas_annotations(rs: &mut ReplicaSet, desired: i32, max: i32) -> bool {
     let a = rs.metadata.annotations.get_or_insert_with(BTreeMap::new);
     let mut changed = false;
-    for (k, v) in [(DESIRED_REPLICAS_ANNOTATION, desired), (MAX_REPLICAS_ANNOTATION, max)] {
+    for (k, v) in [
+        (DESIRED_REPLICAS_ANNOTATION, desired),
+        (MAX_REPLICAS_ANNOTATION, max),
+    ] {
         if a.get(k) != Some(&v.to_string()) {
             a.insert(k.into(), v.to_string());
             changed = true;
@@ -1111,7 +1438,12 @@ fn skip_copy_annotation(key: &str) -> bool {
 
 /// Copy the deployment's annotations, bump the revision (keeping history)
 /// and, for a new ReplicaSet, set the replicas annotations (↔ SetNewReplicaSetAnnotations).
-fn set_new_replicaset_annotations(d: &Deployment, rs: &mut ReplicaSet, new_revision: i64, exists: bool) -> bool {
+fn set_new_replicaset_annotations(
+    d: &Deployment,
+    rs: &mut ReplicaSet,
+    new_revision: i64,
+    exists: bool,
+) -> bool {
     let mut changed = false;
     let annotations = rs.metadata.annotations.get_or_insert_with(BTreeMap::new);
     for (k, v) in d.metadata.annotations.iter().flatten() {
@@ -1134,7 +1466,10 @@ fn set_new_replicaset_annotations(d: &Deployment, rs: &mut ReplicaSet, new_revis
         changed = true;
         // Rolling back to this ReplicaSet: keep its earlier revisions.
         if let Some(old) = old_revision.filter(|s| !s.is_empty()) {
-            let history = annotations.get(REVISION_HISTORY_ANNOTATION).cloned().unwrap_or_default();
+            let history = annotations
+                .get(REVISION_HISTORY_ANNOTATION)
+                .cloned()
+                .unwrap_or_default();
             if history.is_empty() {
                 annotations.insert(REVISION_HISTORY_ANNOTATION.into(), old);
             } else {
@@ -1174,18 +1509,33 @@ fn set_deployment_revision(d: &mut Deployment, revision: &str) -> bool {
 }
 
 fn has_progress_deadline(d: &Deployment) -> bool {
-    d.spec.as_ref().and_then(|s| s.progress_deadline_seconds).is_some_and(|p| p != i32::MAX)
+    d.spec
+        .as_ref()
+        .and_then(|s| s.progress_deadline_seconds)
+        .is_some_and(|p| p != i32::MAX)
 }
 
 fn status_mut(d: &mut Deployment) -> &mut DeploymentStatus {
     d.status.get_or_insert_with(DeploymentStatus::default)
 }
 
-fn condition<'a>(status: Option<&'a DeploymentStatus>, type_: &str) -> Option<&'a DeploymentCondition> {
-    status?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
+fn condition<'a>(
+    status: Option<&'a DeploymentStatus>,
+    type_: &str,
+) -> Option<&'a DeploymentCondition> {
+    status?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
-pub fn new_condition(type_: &str, status: &str, reason: &str, message: &str) -> DeploymentCondition {
+pub fn new_condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+) -> DeploymentCondition {
     let now = skiff_runtime::now_time();
     DeploymentCondition {
         type_: type_.into(),
@@ -1222,7 +1572,11 @@ fn remove_condition(status: &mut DeploymentStatus, type_: &str) {
 }
 
 /// ↔ calculateStatus.
-fn calculate_status(d: &Deployment, all: &[ReplicaSet], new_rs: Option<&ReplicaSet>) -> Result<DeploymentStatus> {
+fn calculate_status(
+    d: &Deployment,
+    all: &[ReplicaSet],
+    new_rs: Option<&ReplicaSet>,
+) -> Result<DeploymentStatus> {
     let available: i32 = all.iter().map(rs_available).sum();
     let total: i32 = all.iter().map(rs_replicas).sum();
     let old = d.status.clone().unwrap_or_default();
@@ -1238,11 +1592,24 @@ fn calculate_status(d: &Deployment, all: &[ReplicaSet], new_rs: Option<&ReplicaS
         terminating_replicas: old.terminating_replicas,
     };
     if available >= d_replicas(d) - max_unavailable(d)? {
-        set_condition(&mut status, new_condition("Available", "True", MIN_AVAILABLE_REASON, "Deployment has minimum availability."));
+        set_condition(
+            &mut status,
+            new_condition(
+                "Available",
+                "True",
+                MIN_AVAILABLE_REASON,
+                "Deployment has minimum availability.",
+            ),
+        );
     } else {
         set_condition(
             &mut status,
-            new_condition("Available", "False", MIN_UNAVAILABLE_REASON, "Deployment does not have minimum availability."),
+            new_condition(
+                "Available",
+                "False",
+                MIN_UNAVAILABLE_REASON,
+                "Deployment does not have minimum availability.",
+            ),
         );
     }
     Ok(status)
@@ -1270,23 +1637,38 @@ fn deployment_progressing(d: &Deployment, new: &DeploymentStatus) -> bool {
 }
 
 fn progress_deadline(d: &Deployment) -> Option<jiff::SignedDuration> {
-    let secs = d.spec.as_ref()?.progress_deadline_seconds.filter(|p| *p != i32::MAX)?;
+    let secs = d
+        .spec
+        .as_ref()?
+        .progress_deadline_seconds
+        .filter(|p| *p != i32::MAX)?;
     Some(jiff::SignedDuration::from_secs(i64::from(secs)))
 }
 
 /// ↔ DeploymentTimedOut.
 fn deployment_timed_out(d: &Deployment, status: &DeploymentStatus, now: jiff::Timestamp) -> bool {
-    let Some(deadline) = progress_deadline(d) else { return false };
-    let Some(cond) = condition(Some(status), "Progressing") else { return false };
+    let Some(deadline) = progress_deadline(d) else {
+        return false;
+    };
+    let Some(cond) = condition(Some(status), "Progressing") else {
+        return false;
+    };
     match cond.reason.as_deref() {
         Some(NEW_RS_AVAILABLE_REASON) => false,
         Some(TIMED_OUT_REASON) => true,
-        _ => cond.last_update_time.as_ref().is_some_and(|t| t.0 + deadline < now),
+        _ => cond
+            .last_update_time
+            .as_ref()
+            .is_some_and(|t| t.0 + deadline < now),
     }
 }
 
 /// When to look again so ProgressDeadlineExceeded is noticed (↔ requeueStuckDeployment).
-fn requeue_for_deadline(d: &Deployment, status: &DeploymentStatus, now: jiff::Timestamp) -> Option<Duration> {
+fn requeue_for_deadline(
+    d: &Deployment,
+    status: &DeploymentStatus,
+    now: jiff::Timestamp,
+) -> Option<Duration> {
     let deadline = progress_deadline(d)?;
     let cond = condition(Some(status), "Progressing")?;
     if deployment_complete(d, Some(status)) || cond.reason.as_deref() == Some(TIMED_OUT_REASON) {
@@ -1303,7 +1685,9 @@ fn requeue_for_deadline(d: &Deployment, status: &DeploymentStatus, now: jiff::Ti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStrategy, ReplicaSetStatus, RollingUpdateDeployment};
+    use k8s_openapi::api::apps::v1::{
+        DeploymentSpec, DeploymentStrategy, ReplicaSetStatus, RollingUpdateDeployment,
+    };
     use k8s_openapi::api::core::v1::{Container, PodSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -1316,17 +1700,39 @@ mod tests {
 
     #[test]
     fn fenceposts_round_like_kubernetes() {
-        assert_eq!(resolve_fenceposts(Some(&pct("25%")), Some(&pct("25%")), 10).ok(), Some((3, 2)));
-        assert_eq!(resolve_fenceposts(Some(&pct("25%")), Some(&pct("25%")), 1).ok(), Some((1, 0)));
-        assert_eq!(resolve_fenceposts(Some(&int(0)), Some(&pct("10%")), 5).ok(), Some((0, 1)));
-        assert_eq!(resolve_fenceposts(Some(&int(2)), Some(&int(1)), 3).ok(), Some((2, 1)));
+        assert_eq!(
+            resolve_fenceposts(Some(&pct("25%")), Some(&pct("25%")), 10).ok(),
+            Some((3, 2))
+        );
+        assert_eq!(
+            resolve_fenceposts(Some(&pct("25%")), Some(&pct("25%")), 1).ok(),
+            Some((1, 0))
+        );
+        assert_eq!(
+            resolve_fenceposts(Some(&int(0)), Some(&pct("10%")), 5).ok(),
+            Some((0, 1))
+        );
+        assert_eq!(
+            resolve_fenceposts(Some(&int(2)), Some(&int(1)), 3).ok(),
+            Some((2, 1))
+        );
         assert!(scaled_value(&pct("abc"), 3, true).is_err());
     }
 
     fn template(image: &str) -> PodTemplateSpec {
         PodTemplateSpec {
-            metadata: Some(ObjectMeta { labels: Some([("app".to_string(), "web".to_string())].into()), ..Default::default() }),
-            spec: Some(PodSpec { containers: vec![Container { name: "c".into(), image: Some(image.into()), ..Default::default() }], ..Default::default() }),
+            metadata: Some(ObjectMeta {
+                labels: Some([("app".to_string(), "web".to_string())].into()),
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "c".into(),
+                    image: Some(image.into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
         }
     }
 
@@ -1347,12 +1753,19 @@ mod tests {
 
     fn deployment(replicas: i32, surge: IntOrString, unavailable: IntOrString) -> Deployment {
         Deployment {
-            metadata: ObjectMeta { name: Some("web".into()), generation: Some(1), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                generation: Some(1),
+                ..Default::default()
+            },
             spec: Some(DeploymentSpec {
                 replicas: Some(replicas),
                 strategy: Some(DeploymentStrategy {
                     type_: Some("RollingUpdate".into()),
-                    rolling_update: Some(RollingUpdateDeployment { max_surge: Some(surge), max_unavailable: Some(unavailable) }),
+                    rolling_update: Some(RollingUpdateDeployment {
+                        max_surge: Some(surge),
+                        max_unavailable: Some(unavailable),
+                    }),
                 }),
                 template: template("nginx:1"),
                 ..Default::default()
@@ -1366,11 +1779,19 @@ mod tests {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 uid: Some(name.into()),
-                annotations: max_annotation.map(|m| [(MAX_REPLICAS_ANNOTATION.to_string(), m.to_string())].into()),
+                annotations: max_annotation
+                    .map(|m| [(MAX_REPLICAS_ANNOTATION.to_string(), m.to_string())].into()),
                 ..Default::default()
             },
-            spec: Some(ReplicaSetSpec { replicas: Some(replicas), ..Default::default() }),
-            status: Some(ReplicaSetStatus { replicas, available_replicas: Some(available), ..Default::default() }),
+            spec: Some(ReplicaSetSpec {
+                replicas: Some(replicas),
+                ..Default::default()
+            }),
+            status: Some(ReplicaSetStatus {
+                replicas,
+                available_replicas: Some(available),
+                ..Default::default()
+            }),
         }
     }
 
@@ -1379,9 +1800,15 @@ mod tests {
         let d = deployment(10, pct("25%"), pct("25%"));
         let old = rs("old", 10, 10, None);
         let new = rs("new", 0, 0, None);
-        assert_eq!(new_rs_new_replicas(&d, &[old.clone(), new.clone()], &new).ok(), Some(3));
+        assert_eq!(
+            new_rs_new_replicas(&d, &[old.clone(), new.clone()], &new).ok(),
+            Some(3)
+        );
         let new = rs("new", 3, 0, None);
-        assert_eq!(new_rs_new_replicas(&d, &[old, new.clone()], &new).ok(), Some(3));
+        assert_eq!(
+            new_rs_new_replicas(&d, &[old, new.clone()], &new).ok(),
+            Some(3)
+        );
     }
 
     #[test]
@@ -1404,7 +1831,10 @@ mod tests {
         let mut all = vec![&mut new, &mut old];
         let (sizes, op) = proportional_sizes(&d, &mut all).expect("sizes");
         assert_eq!(op, "up");
-        let names: Vec<String> = all.iter().map(|r| r.metadata.name.clone().unwrap_or_default()).collect();
+        let names: Vec<String> = all
+            .iter()
+            .map(|r| r.metadata.name.clone().unwrap_or_default())
+            .collect();
         assert_eq!(names, ["old", "new"]);
         assert_eq!(sizes, [11, 7]);
         // Scaling down to 5 (allowed 8): the larger gives more.
@@ -1426,7 +1856,10 @@ mod tests {
         assert!(set_new_replicaset_annotations(&d, &mut r, 3, true));
         let a = r.metadata.annotations.unwrap_or_default();
         assert_eq!(a.get(REVISION_ANNOTATION).map(String::as_str), Some("3"));
-        assert_eq!(a.get(REVISION_HISTORY_ANNOTATION).map(String::as_str), Some("1"));
+        assert_eq!(
+            a.get(REVISION_HISTORY_ANNOTATION).map(String::as_str),
+            Some("1")
+        );
     }
 
     #[test]
@@ -1445,9 +1878,14 @@ mod tests {
         assert!(deployment_complete(&d, Some(&status)));
         let mut stuck = DeploymentStatus::default();
         let mut cond = new_condition("Progressing", "True", RS_UPDATED_REASON, "x");
-        cond.last_update_time = Some(Time(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60)));
+        cond.last_update_time = Some(Time(
+            jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60),
+        ));
         stuck.conditions = Some(vec![cond]);
         assert!(deployment_timed_out(&d, &stuck, jiff::Timestamp::now()));
-        assert_eq!(requeue_for_deadline(&d, &stuck, jiff::Timestamp::now()), Some(Duration::from_secs(1)));
+        assert_eq!(
+            requeue_for_deadline(&d, &stuck, jiff::Timestamp::now()),
+            Some(Duration::from_secs(1))
+        );
     }
 }

@@ -14,18 +14,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::loopkit::Store;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
-use crate::loopkit::Store;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use tokio::time::Instant;
 
 use crate::endpoints::{
-    find_port, is_headless, is_pod_ready, pod_hostname_for, pod_ipv4, pod_reference, selector_matches, service_selector, services_for_pod,
-    services_for_pod_change, should_pod_be_in_endpoints, trigger_time_now, HEADLESS_LABEL, TRIGGER_TIME_ANNOTATION,
+    HEADLESS_LABEL, TRIGGER_TIME_ANNOTATION, find_port, is_headless, is_pod_ready,
+    pod_hostname_for, pod_ipv4, pod_reference, selector_matches, service_selector,
+    services_for_pod, services_for_pod_change, should_pod_be_in_endpoints, trigger_time_now,
 };
 use crate::loopkit::{self, Key, Outcome, WorkQueue, informer, is_status};
 
@@ -76,7 +77,11 @@ fn port_key(ports: &[EndpointPort]) -> String {
 
 fn endpoint_key(e: &Endpoint) -> String {
     match e.target_ref.as_ref() {
-        Some(r) => format!("{}/{}", r.namespace.as_deref().unwrap_or(""), r.name.as_deref().unwrap_or("")),
+        Some(r) => format!(
+            "{}/{}",
+            r.namespace.as_deref().unwrap_or(""),
+            r.name.as_deref().unwrap_or("")
+        ),
         None => e.addresses.join(","),
     }
 }
@@ -84,15 +89,27 @@ fn endpoint_key(e: &Endpoint) -> String {
 /// The endpoint a pod contributes (↔ podToEndpoint), or `None` if it has no IPv4.
 pub fn pod_endpoint(pod: &Pod, svc: &Service, zone: Option<String>) -> Option<Endpoint> {
     let ip = pod_ipv4(pod)?;
-    let publish_not_ready = svc.spec.as_ref().and_then(|s| s.publish_not_ready_addresses).unwrap_or(false);
+    let publish_not_ready = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.publish_not_ready_addresses)
+        .unwrap_or(false);
     let serving = publish_not_ready || is_pod_ready(pod);
     let terminating = pod.metadata.deletion_timestamp.is_some();
     let ready = publish_not_ready || (serving && !terminating);
     Some(Endpoint {
         addresses: vec![ip],
-        conditions: Some(EndpointConditions { ready: Some(ready), serving: Some(serving), terminating: Some(terminating) }),
+        conditions: Some(EndpointConditions {
+            ready: Some(ready),
+            serving: Some(serving),
+            terminating: Some(terminating),
+        }),
         hostname: pod_hostname_for(pod, svc),
-        node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()),
+        node_name: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty()),
         target_ref: Some(pod_reference(pod)),
         zone,
         ..Default::default()
@@ -116,7 +133,13 @@ pub fn pod_ports(pod: &Pod, svc: &Service) -> Vec<EndpointPort> {
             })
         })
         .collect();
-    ports.sort_by(|a, b| (a.name.as_deref(), a.port, a.protocol.as_deref()).cmp(&(b.name.as_deref(), b.port, b.protocol.as_deref())));
+    ports.sort_by(|a, b| {
+        (a.name.as_deref(), a.port, a.protocol.as_deref()).cmp(&(
+            b.name.as_deref(),
+            b.port,
+            b.protocol.as_deref(),
+        ))
+    });
     ports
 }
 
@@ -124,7 +147,10 @@ pub fn pod_ports(pod: &Pod, svc: &Service) -> Vec<EndpointPort> {
 pub fn slice_labels(svc: &Service) -> BTreeMap<String, String> {
     let mut labels = svc.metadata.labels.clone().unwrap_or_default();
     labels.remove(HEADLESS_LABEL);
-    labels.insert(SERVICE_NAME_LABEL.into(), svc.metadata.name.clone().unwrap_or_default());
+    labels.insert(
+        SERVICE_NAME_LABEL.into(),
+        svc.metadata.name.clone().unwrap_or_default(),
+    );
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
     if is_headless(svc) {
         labels.insert(HEADLESS_LABEL.into(), String::new());
@@ -144,7 +170,12 @@ pub fn service_owner(svc: &Service) -> OwnerReference {
     }
 }
 
-fn new_slice(svc: &Service, ports: &[EndpointPort], endpoints: Vec<Endpoint>, now: &str) -> EndpointSlice {
+fn new_slice(
+    svc: &Service,
+    ports: &[EndpointPort],
+    endpoints: Vec<Endpoint>,
+    now: &str,
+) -> EndpointSlice {
     let name = svc.metadata.name.clone().unwrap_or_default();
     let mut prefix: String = name.chars().take(57).collect();
     prefix.push('-');
@@ -153,7 +184,10 @@ fn new_slice(svc: &Service, ports: &[EndpointPort], endpoints: Vec<Endpoint>, no
             generate_name: Some(prefix),
             namespace: svc.metadata.namespace.clone(),
             labels: Some(slice_labels(svc)),
-            annotations: Some(BTreeMap::from([(TRIGGER_TIME_ANNOTATION.to_string(), now.to_string())])),
+            annotations: Some(BTreeMap::from([(
+                TRIGGER_TIME_ANNOTATION.to_string(),
+                now.to_string(),
+            )])),
             owner_references: Some(vec![service_owner(svc)]),
             ..Default::default()
         },
@@ -178,15 +212,26 @@ pub fn plan_slices(
 ) -> Plan {
     let max = max.max(1);
     // port key → (ports, endpoint key → endpoint)
-    let mut groups: BTreeMap<String, (Vec<EndpointPort>, BTreeMap<String, Endpoint>)> = BTreeMap::new();
+    let mut groups: BTreeMap<String, (Vec<EndpointPort>, BTreeMap<String, Endpoint>)> =
+        BTreeMap::new();
     for pod in pods {
         if !should_pod_be_in_endpoints(pod, true) {
             continue;
         }
-        let zone = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).and_then(zone_of);
-        let Some(ep) = pod_endpoint(pod, svc, zone) else { continue };
+        let zone = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .and_then(zone_of);
+        let Some(ep) = pod_endpoint(pod, svc, zone) else {
+            continue;
+        };
         let ports = pod_ports(pod, svc);
-        groups.entry(port_key(&ports)).or_insert_with(|| (ports, BTreeMap::new())).1.insert(endpoint_key(&ep), ep);
+        groups
+            .entry(port_key(&ports))
+            .or_insert_with(|| (ports, BTreeMap::new()))
+            .1
+            .insert(endpoint_key(&ep), ep);
     }
     let placeholder = groups.values().all(|(_, eps)| eps.is_empty());
     if placeholder {
@@ -205,7 +250,8 @@ pub fn plan_slices(
         if groups.contains_key(&key) && s.address_type == "IPv4" {
             by_ports.entry(key).or_default().push(s);
         } else {
-            plan.delete.push(s.metadata.name.clone().unwrap_or_default());
+            plan.delete
+                .push(s.metadata.name.clone().unwrap_or_default());
         }
     }
     for (key, (ports, mut wanted)) in groups {
@@ -213,21 +259,28 @@ pub fn plan_slices(
         let mut kept: Vec<(&EndpointSlice, Vec<Endpoint>)> = olds
             .into_iter()
             .map(|s| {
-                let eps: Vec<Endpoint> = s.endpoints.iter().filter_map(|e| wanted.remove(&endpoint_key(e))).collect();
+                let eps: Vec<Endpoint> = s
+                    .endpoints
+                    .iter()
+                    .filter_map(|e| wanted.remove(&endpoint_key(e)))
+                    .collect();
                 (s, eps)
             })
             .collect();
         let mut remaining: std::collections::VecDeque<Endpoint> = wanted.into_values().collect();
         for (_, eps) in kept.iter_mut() {
             while eps.len() < max {
-                let Some(e) = remaining.pop_front() else { break };
+                let Some(e) = remaining.pop_front() else {
+                    break;
+                };
                 eps.push(e);
             }
         }
         let mut keep_placeholder = placeholder;
         for (slice, eps) in kept {
             if eps.is_empty() && !keep_placeholder {
-                plan.delete.push(slice.metadata.name.clone().unwrap_or_default());
+                plan.delete
+                    .push(slice.metadata.name.clone().unwrap_or_default());
                 continue;
             }
             keep_placeholder = false;
@@ -243,7 +296,11 @@ pub fn plan_slices(
                 updated.metadata.labels = Some(labels.clone());
                 updated.metadata.owner_references = Some(owner.clone());
                 updated.metadata.managed_fields = None;
-                updated.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(TRIGGER_TIME_ANNOTATION.into(), now.into());
+                updated
+                    .metadata
+                    .annotations
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(TRIGGER_TIME_ANNOTATION.into(), now.into());
                 plan.update.push(updated);
             }
         }
@@ -252,7 +309,8 @@ pub fn plan_slices(
         }
         let remaining: Vec<Endpoint> = remaining.into();
         for chunk in remaining.chunks(max) {
-            plan.create.push(new_slice(svc, &ports, chunk.to_vec(), now));
+            plan.create
+                .push(new_slice(svc, &ports, chunk.to_vec(), now));
         }
     }
     plan
@@ -269,7 +327,10 @@ enum Expect {
 }
 
 fn rv_at_least(have: Option<&str>, want: &str) -> bool {
-    match (have.and_then(|h| h.parse::<u64>().ok()), want.parse::<u64>().ok()) {
+    match (
+        have.and_then(|h| h.parse::<u64>().ok()),
+        want.parse::<u64>().ok(),
+    ) {
         (Some(h), Some(w)) => h >= w,
         _ => have == Some(want),
     }
@@ -282,7 +343,10 @@ struct Tracker {
 
 impl Tracker {
     fn note_write(&mut self, svc: &Key, slice: String, what: Expect) {
-        let entry = self.pending.entry(svc.clone()).or_insert_with(|| (Instant::now(), Vec::new()));
+        let entry = self
+            .pending
+            .entry(svc.clone())
+            .or_insert_with(|| (Instant::now(), Vec::new()));
         entry.0 = Instant::now();
         entry.1.retain(|(n, _)| n != &slice);
         entry.1.push((slice, what));
@@ -298,7 +362,12 @@ impl Tracker {
             let current = slices.get(&ObjectRef::new(name).within(&svc.namespace));
             let met = match what {
                 Expect::Deleted => current.is_none(),
-                Expect::AtLeast(rv) => rv_at_least(current.as_ref().and_then(|s| s.metadata.resource_version.as_deref()), rv),
+                Expect::AtLeast(rv) => rv_at_least(
+                    current
+                        .as_ref()
+                        .and_then(|s| s.metadata.resource_version.as_deref()),
+                    rv,
+                ),
             };
             !met
         });
@@ -322,11 +391,17 @@ struct Stores {
 
 fn slice_service(slice: &EndpointSlice) -> Option<Key> {
     let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
-    Some(Key::new(slice.metadata.namespace.as_deref().unwrap_or_default(), name))
+    Some(Key::new(
+        slice.metadata.namespace.as_deref().unwrap_or_default(),
+        name,
+    ))
 }
 
 fn node_zone(node: &Node) -> Option<&String> {
-    node.metadata.labels.as_ref().and_then(|l| l.get(ZONE_LABEL))
+    node.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(ZONE_LABEL))
 }
 
 pub async fn run(ctx: crate::Context) {
@@ -341,26 +416,41 @@ pub async fn run(ctx: crate::Context) {
     });
     let q = queue.clone();
     let svcs = services.clone();
-    let (pods, pod_informer) = ctx.informers.get::<Pod>().informer(move |ev, old| match ev {
-        watcher::Event::InitDone => svcs.state().iter().for_each(|s| q.add(Key::of(s.as_ref()))),
-        _ => {
-            if let Some(pod) = loopkit::event_object(ev) {
-                services_for_pod_change(&svcs, pod, old.as_deref()).into_iter().for_each(|k| q.add(k));
+    let (pods, pod_informer) = ctx
+        .informers
+        .get::<Pod>()
+        .informer(move |ev, old| match ev {
+            watcher::Event::InitDone => {
+                svcs.state().iter().for_each(|s| q.add(Key::of(s.as_ref())))
             }
-        }
-    });
+            _ => {
+                if let Some(pod) = loopkit::event_object(ev) {
+                    services_for_pod_change(&svcs, pod, old.as_deref())
+                        .into_iter()
+                        .for_each(|k| q.add(k));
+                }
+            }
+        });
     // A node's zone changes the zone of its pods' endpoints.
     let q = queue.clone();
     let svcs = services.clone();
     let pods_for_nodes = pods.clone();
     let (nodes, node_informer) = ctx.informers.get::<Node>().informer(move |ev, old| {
-        let Some(node) = loopkit::event_object(ev) else { return };
+        let Some(node) = loopkit::event_object(ev) else {
+            return;
+        };
         if old.as_deref().map(node_zone) == Some(node_zone(node)) {
             return;
         }
         let name = node.metadata.name.as_deref().unwrap_or_default();
-        for pod in pods_for_nodes.state().iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name)) {
-            services_for_pod(&svcs, pod).into_iter().for_each(|k| q.add(k));
+        for pod in pods_for_nodes
+            .state()
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name))
+        {
+            services_for_pod(&svcs, pod)
+                .into_iter()
+                .for_each(|k| q.add(k));
         }
     });
     let q = queue.clone();
@@ -380,8 +470,15 @@ pub async fn run(ctx: crate::Context) {
         let mut tick = loopkit::ticker(Duration::from_secs(300));
         loop {
             tick.tick().await;
-            slice_store.state().iter().filter_map(|s| slice_service(s)).for_each(|k| q.add(k));
-            svc_store.state().iter().for_each(|s| q.add(Key::of(s.as_ref())));
+            slice_store
+                .state()
+                .iter()
+                .filter_map(|s| slice_service(s))
+                .for_each(|k| q.add(k));
+            svc_store
+                .state()
+                .iter()
+                .for_each(|s| q.add(Key::of(s.as_ref())));
         }
     };
 
@@ -393,8 +490,17 @@ pub async fn run(ctx: crate::Context) {
         if !ready {
             return;
         }
-        let stores = Stores { services: services.clone(), pods: pods.clone(), nodes: nodes.clone(), slices: slices.clone() };
-        slices.state().iter().filter_map(|s| slice_service(s)).for_each(|k| queue.add(k));
+        let stores = Stores {
+            services: services.clone(),
+            pods: pods.clone(),
+            nodes: nodes.clone(),
+            slices: slices.clone(),
+        };
+        slices
+            .state()
+            .iter()
+            .filter_map(|s| slice_service(s))
+            .for_each(|k| queue.add(k));
         let tracker = Mutex::new(Tracker::default());
         loop {
             let key = queue.next().await;
@@ -402,14 +508,28 @@ pub async fn run(ctx: crate::Context) {
             queue.finish(CONTROLLER, key, outcome);
         }
     };
-    tokio::join!(svc_informer, pod_informer, node_informer, slice_informer, resync, worker);
+    tokio::join!(
+        svc_informer,
+        pod_informer,
+        node_informer,
+        slice_informer,
+        resync,
+        worker
+    );
 }
 
 fn lock(tracker: &Mutex<Tracker>) -> std::sync::MutexGuard<'_, Tracker> {
-    tracker.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    tracker
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-async fn reconcile(client: &kube::Client, stores: &Stores, tracker: &Mutex<Tracker>, key: &Key) -> Outcome {
+async fn reconcile(
+    client: &kube::Client,
+    stores: &Stores,
+    tracker: &Mutex<Tracker>,
+    key: &Key,
+) -> Outcome {
     // The API server owns the `kubernetes` Service's endpoints.
     if key.namespace == "default" && key.name == "kubernetes" {
         return Ok(None);
@@ -421,7 +541,10 @@ async fn reconcile(client: &kube::Client, stores: &Stores, tracker: &Mutex<Track
     let existing: Vec<&EndpointSlice> = all_slices
         .iter()
         .map(|s| s.as_ref())
-        .filter(|s| s.metadata.namespace.as_deref() == Some(key.namespace.as_str()) && slice_service(s).as_ref() == Some(key))
+        .filter(|s| {
+            s.metadata.namespace.as_deref() == Some(key.namespace.as_str())
+                && slice_service(s).as_ref() == Some(key)
+        })
         .collect();
     let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &key.namespace);
 
@@ -444,10 +567,25 @@ async fn reconcile(client: &kube::Client, stores: &Stores, tracker: &Mutex<Track
     let pods: Vec<&Pod> = all_pods
         .iter()
         .map(|p| p.as_ref())
-        .filter(|p| p.metadata.namespace.as_deref() == Some(key.namespace.as_str()) && selector_matches(selector, p.metadata.labels.as_ref()))
+        .filter(|p| {
+            p.metadata.namespace.as_deref() == Some(key.namespace.as_str())
+                && selector_matches(selector, p.metadata.labels.as_ref())
+        })
         .collect();
-    let zone_of = |node: &str| stores.nodes.get(&ObjectRef::new(node)).and_then(|n| node_zone(&n).cloned());
-    let plan = plan_slices(svc, &pods, &zone_of, &existing, MAX_ENDPOINTS_PER_SLICE, &trigger_time_now());
+    let zone_of = |node: &str| {
+        stores
+            .nodes
+            .get(&ObjectRef::new(node))
+            .and_then(|n| node_zone(&n).cloned())
+    };
+    let plan = plan_slices(
+        svc,
+        &pods,
+        &zone_of,
+        &existing,
+        MAX_ENDPOINTS_PER_SLICE,
+        &trigger_time_now(),
+    );
     if plan.is_empty() {
         return Ok(None);
     }
@@ -455,7 +593,9 @@ async fn reconcile(client: &kube::Client, stores: &Stores, tracker: &Mutex<Track
     for slice in &plan.create {
         match api.create(&PostParams::default(), slice).await {
             Ok(created) => {
-                if let (Some(name), Some(rv)) = (created.metadata.name, created.metadata.resource_version) {
+                if let (Some(name), Some(rv)) =
+                    (created.metadata.name, created.metadata.resource_version)
+                {
                     lock(tracker).note_write(key, name, Expect::AtLeast(rv));
                 }
             }
@@ -484,16 +624,24 @@ async fn reconcile(client: &kube::Client, stores: &Stores, tracker: &Mutex<Track
 
 /// Every slice this controller manages for a service, straight from the API
 /// (for callers that do not run the informers, e.g. tests and tools).
-pub async fn list_service_slices(client: &kube::Client, namespace: &str, service: &str) -> Result<Vec<EndpointSlice>, kube::Error> {
+pub async fn list_service_slices(
+    client: &kube::Client,
+    namespace: &str,
+    service: &str,
+) -> Result<Vec<EndpointSlice>, kube::Error> {
     let api: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
-    let lp = ListParams::default().labels(&format!("{SERVICE_NAME_LABEL}={service},{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    let lp = ListParams::default().labels(&format!(
+        "{SERVICE_NAME_LABEL}={service},{MANAGED_BY_LABEL}={MANAGED_BY}"
+    ));
     Ok(api.list(&lp).await?.items)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{Container, ContainerPort, PodCondition, PodSpec, PodStatus, ServicePort, ServiceSpec};
+    use k8s_openapi::api::core::v1::{
+        Container, ContainerPort, PodCondition, PodSpec, PodStatus, ServicePort, ServiceSpec,
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -510,7 +658,12 @@ mod tests {
                 node_name: Some("node-a".into()),
                 containers: vec![Container {
                     name: "c".into(),
-                    ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: port, protocol: Some("TCP".into()), ..Default::default() }]),
+                    ports: Some(vec![ContainerPort {
+                        name: Some("http".into()),
+                        container_port: port,
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    }]),
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -518,7 +671,11 @@ mod tests {
             status: Some(PodStatus {
                 phase: Some("Running".into()),
                 pod_ip: Some(ip.into()),
-                conditions: Some(vec![PodCondition { type_: "Ready".into(), status: if ready { "True" } else { "False" }.into(), ..Default::default() }]),
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
                 ..Default::default()
             }),
         }
@@ -526,7 +683,12 @@ mod tests {
 
     fn service() -> Service {
         Service {
-            metadata: ObjectMeta { name: Some("web".into()), namespace: Some("ns".into()), uid: Some("svc-uid".into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("ns".into()),
+                uid: Some("svc-uid".into()),
+                ..Default::default()
+            },
             spec: Some(ServiceSpec {
                 selector: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
                 ports: Some(vec![ServicePort {
@@ -567,18 +729,32 @@ mod tests {
         let not_ready = pod("b", "10.42.0.2", false, 8080);
         let mut terminating = pod("c", "10.42.0.3", true, 8080);
         terminating.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
-        let cases = [(&ready, (true, true, false)), (&not_ready, (false, false, false)), (&terminating, (false, true, true))];
+        let cases = [
+            (&ready, (true, true, false)),
+            (&not_ready, (false, false, false)),
+            (&terminating, (false, true, true)),
+        ];
         for (p, (r, s, t)) in cases {
             let e = pod_endpoint(p, &svc, None).expect("an endpoint");
             let c = e.conditions.expect("conditions");
-            assert_eq!((c.ready, c.serving, c.terminating), (Some(r), Some(s), Some(t)), "{:?}", p.metadata.name);
+            assert_eq!(
+                (c.ready, c.serving, c.terminating),
+                (Some(r), Some(s), Some(t)),
+                "{:?}",
+                p.metadata.name
+            );
         }
         let mut publish = service();
         if let Some(s) = publish.spec.as_mut() {
             s.publish_not_ready_addresses = Some(true);
         }
-        let c = pod_endpoint(&terminating, &publish, None).and_then(|e| e.conditions).expect("conditions");
-        assert_eq!((c.ready, c.serving, c.terminating), (Some(true), Some(true), Some(true)));
+        let c = pod_endpoint(&terminating, &publish, None)
+            .and_then(|e| e.conditions)
+            .expect("conditions");
+        assert_eq!(
+            (c.ready, c.serving, c.terminating),
+            (Some(true), Some(true), Some(true))
+        );
     }
 
     #[test]
@@ -593,15 +769,36 @@ mod tests {
         assert_eq!(s.address_type, "IPv4");
         assert_eq!(s.metadata.generate_name.as_deref(), Some("web-"));
         let labels = s.metadata.labels.clone().unwrap_or_default();
-        assert_eq!(labels.get(SERVICE_NAME_LABEL).map(String::as_str), Some("web"));
-        assert_eq!(labels.get(MANAGED_BY_LABEL).map(String::as_str), Some(MANAGED_BY));
+        assert_eq!(
+            labels.get(SERVICE_NAME_LABEL).map(String::as_str),
+            Some("web")
+        );
+        assert_eq!(
+            labels.get(MANAGED_BY_LABEL).map(String::as_str),
+            Some(MANAGED_BY)
+        );
         let owner = &s.metadata.owner_references.as_ref().expect("owner")[0];
-        assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str(), owner.controller), ("Service", "web", "svc-uid", Some(true)));
+        assert_eq!(
+            (
+                owner.kind.as_str(),
+                owner.name.as_str(),
+                owner.uid.as_str(),
+                owner.controller
+            ),
+            ("Service", "web", "svc-uid", Some(true))
+        );
         assert_eq!(s.endpoints.len(), 2);
         assert_eq!(s.endpoints[0].zone.as_deref(), Some("zone-1"));
         assert_eq!(s.endpoints[0].node_name.as_deref(), Some("node-a"));
         let ports = s.ports.clone().unwrap_or_default();
-        assert_eq!((ports[0].name.as_deref(), ports[0].port, ports[0].protocol.as_deref()), (Some("http"), Some(8080), Some("TCP")));
+        assert_eq!(
+            (
+                ports[0].name.as_deref(),
+                ports[0].port,
+                ports[0].protocol.as_deref()
+            ),
+            (Some("http"), Some(8080), Some("TCP"))
+        );
 
         // Applied: the same inputs plan nothing.
         let existing = materialize(&plan, 0);
@@ -610,14 +807,24 @@ mod tests {
         // b becomes ready: an in-place update.
         let b_ready = pod("b", "10.42.0.2", true, 8080);
         let plan = plan_slices(&svc, &[&a, &b_ready], &zone, &refs, 100, "T2");
-        assert_eq!((plan.create.len(), plan.update.len(), plan.delete.len()), (0, 1, 0));
-        assert!(plan.update[0].endpoints.iter().all(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true)));
+        assert_eq!(
+            (plan.create.len(), plan.update.len(), plan.delete.len()),
+            (0, 1, 0)
+        );
+        assert!(
+            plan.update[0]
+                .endpoints
+                .iter()
+                .all(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+        );
     }
 
     #[test]
     fn slices_hold_at_most_max_endpoints() {
         let svc = service();
-        let pods: Vec<Pod> = (0..7).map(|i| pod(&format!("p{i}"), &format!("10.42.0.{i}"), true, 8080)).collect();
+        let pods: Vec<Pod> = (0..7)
+            .map(|i| pod(&format!("p{i}"), &format!("10.42.0.{i}"), true, 8080))
+            .collect();
         let refs: Vec<&Pod> = pods.iter().collect();
         let plan = plan_slices(&svc, &refs, &zone, &[], 3, "T");
         let sizes: Vec<usize> = plan.create.iter().map(|s| s.endpoints.len()).collect();
@@ -625,7 +832,11 @@ mod tests {
         // Remove two pods from the first slice, add one: the gap is filled in place, the rest untouched.
         let existing = materialize(&plan, 0);
         let slices: Vec<&EndpointSlice> = existing.iter().collect();
-        let mut next: Vec<&Pod> = refs.iter().copied().filter(|p| !matches!(p.metadata.name.as_deref(), Some("p0" | "p1"))).collect();
+        let mut next: Vec<&Pod> = refs
+            .iter()
+            .copied()
+            .filter(|p| !matches!(p.metadata.name.as_deref(), Some("p0" | "p1")))
+            .collect();
         let extra = pod("p9", "10.42.0.9", true, 8080);
         next.push(&extra);
         let plan = plan_slices(&svc, &next, &zone, &slices, 3, "T2");
@@ -645,10 +856,16 @@ mod tests {
         let slices: Vec<&EndpointSlice> = existing.iter().collect();
         // b goes away: its slice is deleted.
         let plan = plan_slices(&svc, &[&a], &zone, &slices, 100, "T2");
-        assert_eq!((plan.create.len(), plan.update.len(), plan.delete.len()), (0, 0, 1));
+        assert_eq!(
+            (plan.create.len(), plan.update.len(), plan.delete.len()),
+            (0, 0, 1)
+        );
         // Everyone goes: one placeholder slice (no endpoints, no ports) stays.
         let plan = plan_slices(&svc, &[], &zone, &slices, 100, "T3");
-        assert_eq!((plan.create.len(), plan.update.len(), plan.delete.len()), (1, 0, 2));
+        assert_eq!(
+            (plan.create.len(), plan.update.len(), plan.delete.len()),
+            (1, 0, 2)
+        );
         assert!(plan.create[0].endpoints.is_empty() && plan.create[0].ports.is_none());
         // ... and is kept as is.
         let placeholder = materialize(&plan, 5);

@@ -22,7 +22,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions,
+    PropagationPolicy,
+};
 use kube::core::{GroupVersionKind, PartialObjectMeta};
 use kube::discovery::{Discovery, Scope, verbs};
 use kube::runtime::watcher;
@@ -97,12 +100,21 @@ impl Graph {
 
     fn link(&mut self, dependent: &str, owners: &[OwnerReference]) {
         for r in owners {
-            self.dependents.entry(r.uid.clone()).or_default().insert(dependent.to_string());
+            self.dependents
+                .entry(r.uid.clone())
+                .or_default()
+                .insert(dependent.to_string());
         }
     }
 
     fn dependents_of(&self, uid: &str) -> Vec<Node> {
-        self.dependents.get(uid).into_iter().flatten().filter_map(|d| self.nodes.get(d)).cloned().collect()
+        self.dependents
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|d| self.nodes.get(d))
+            .cloned()
+            .collect()
     }
 }
 
@@ -145,18 +157,29 @@ pub async fn run(ctx: crate::Context) {
                 }
                 if first && !watched.is_empty() {
                     first = false;
-                    tracing::info!(controller = "garbagecollector", resources = watched.len(), "monitoring resources");
+                    tracing::info!(
+                        controller = "garbagecollector",
+                        resources = watched.len(),
+                        "monitoring resources"
+                    );
                     let tx = synced_tx.clone();
                     running.push(Box::pin(async move {
                         let all = futures::future::join_all(caches.iter().map(|c| c.wait_synced()));
                         if tokio::time::timeout(SYNC_TIMEOUT, all).await.is_err() {
-                            tracing::warn!(controller = "garbagecollector", "not every resource synced; starting anyway");
+                            tracing::warn!(
+                                controller = "garbagecollector",
+                                "not every resource synced; starting anyway"
+                            );
                         }
                         let _ = tx.send(true);
                         std::future::pending::<()>().await
                     }));
                 }
-                let wait = if watched.is_empty() { Duration::from_secs(2) } else { REDISCOVER };
+                let wait = if watched.is_empty() {
+                    Duration::from_secs(2)
+                } else {
+                    REDISCOVER
+                };
                 let sleep = tokio::time::sleep(wait);
                 tokio::pin!(sleep);
                 loop {
@@ -178,15 +201,25 @@ pub async fn run(ctx: crate::Context) {
                 }
             }
             let g1 = gc.clone();
-            let deleters = ctrlutil::run_workers("garbagecollector", gc.attempt_to_delete.clone(), WORKERS, move |uid| {
-                let gc = g1.clone();
-                async move { gc.attempt_to_delete_item(&uid).await }
-            });
+            let deleters = ctrlutil::run_workers(
+                "garbagecollector",
+                gc.attempt_to_delete.clone(),
+                WORKERS,
+                move |uid| {
+                    let gc = g1.clone();
+                    async move { gc.attempt_to_delete_item(&uid).await }
+                },
+            );
             let g2 = gc.clone();
-            let orphaners = ctrlutil::run_workers("garbagecollector-orphan", gc.attempt_to_orphan.clone(), WORKERS, move |uid| {
-                let gc = g2.clone();
-                async move { gc.attempt_to_orphan_item(&uid).await }
-            });
+            let orphaners = ctrlutil::run_workers(
+                "garbagecollector-orphan",
+                gc.attempt_to_orphan.clone(),
+                WORKERS,
+                move |uid| {
+                    let gc = g2.clone();
+                    async move { gc.attempt_to_orphan_item(&uid).await }
+                },
+            );
             let resync = async {
                 loop {
                     tokio::time::sleep(RESYNC).await;
@@ -219,10 +252,16 @@ impl Gc {
                 if IGNORED.contains(&(ar.group.as_str(), ar.plural.as_str())) {
                     continue;
                 }
-                if ![verbs::LIST, verbs::WATCH, verbs::DELETE].iter().all(|v| caps.supports_operation(v)) {
+                if ![verbs::LIST, verbs::WATCH, verbs::DELETE]
+                    .iter()
+                    .all(|v| caps.supports_operation(v))
+                {
                     continue;
                 }
-                let res = Arc::new(Res { namespaced: caps.scope == Scope::Namespaced, ar });
+                let res = Arc::new(Res {
+                    namespaced: caps.scope == Scope::Namespaced,
+                    ar,
+                });
                 self.remember(&res);
                 out.push(res);
             }
@@ -232,12 +271,20 @@ impl Gc {
 
     fn remember(&self, res: &Arc<Res>) {
         let mut map = self.resources.write().unwrap_or_else(|e| e.into_inner());
-        map.insert((res.ar.api_version.clone(), res.ar.kind.clone()), res.clone());
+        map.insert(
+            (res.ar.api_version.clone(), res.ar.kind.clone()),
+            res.clone(),
+        );
     }
 
     /// The resource of an owner reference's apiVersion and kind.
     async fn resolve(&self, api_version: &str, kind: &str) -> Result<Arc<Res>> {
-        if let Some(r) = self.resources.read().unwrap_or_else(|e| e.into_inner()).get(&(api_version.to_string(), kind.to_string())) {
+        if let Some(r) = self
+            .resources
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(api_version.to_string(), kind.to_string()))
+        {
             return Ok(r.clone());
         }
         let (group, version) = match api_version.split_once('/') {
@@ -246,19 +293,29 @@ impl Gc {
         };
         let gvk = GroupVersionKind::gvk(group, version, kind);
         let (ar, caps) = kube::discovery::pinned_kind(&self.ctx.client, &gvk).await?;
-        let res = Arc::new(Res { ar, namespaced: caps.scope == Scope::Namespaced });
+        let res = Arc::new(Res {
+            ar,
+            namespaced: caps.scope == Scope::Namespaced,
+        });
         self.remember(&res);
         Ok(res)
     }
 
     /// Watch one resource's metadata into the graph.
-    fn monitor(self: Arc<Self>, res: Arc<Res>) -> (Monitor, Cache<PartialObjectMeta<DynamicObject>>) {
+    fn monitor(
+        self: Arc<Self>,
+        res: Arc<Res>,
+    ) -> (Monitor, Cache<PartialObjectMeta<DynamicObject>>) {
         let cache = Cache::default();
-        let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(self.ctx.client.clone(), &res.ar);
+        let api: Api<PartialObjectMeta<DynamicObject>> =
+            Api::all_with(self.ctx.client.clone(), &res.ar);
         let c = cache.clone();
         let fut = async move {
             let gc = self.clone();
-            informer::run(api, watcher::Config::default(), c, move |change| gc.on_change(&res, change)).await
+            informer::run(api, watcher::Config::default(), c, move |change| {
+                gc.on_change(&res, change)
+            })
+            .await
         };
         (Box::pin(fut), cache)
     }
@@ -286,7 +343,10 @@ impl Gc {
         {
             let mut g = self.graph();
             let previous = g.nodes.insert(uid.clone(), node.clone());
-            let prev_owners = previous.as_ref().map(|p| p.owners.clone()).unwrap_or_default();
+            let prev_owners = previous
+                .as_ref()
+                .map(|p| p.owners.clone())
+                .unwrap_or_default();
             if previous.is_none() || prev_owners != node.owners {
                 g.unlink(&uid, &prev_owners);
                 g.link(&uid, &node.owners);
@@ -323,7 +383,9 @@ impl Gc {
         let mut to_delete = Vec::new();
         {
             let mut g = self.graph();
-            let Some(node) = g.nodes.remove(&uid) else { return };
+            let Some(node) = g.nodes.remove(&uid) else {
+                return;
+            };
             g.unlink(&uid, &node.owners);
             // Its dependents lost an owner; owners waiting on it may finish.
             to_delete.extend(g.dependents.get(&uid).into_iter().flatten().cloned());
@@ -345,11 +407,17 @@ impl Gc {
         let items: Vec<String> = g
             .nodes
             .values()
-            .filter(|n| n.owners.iter().any(|r| !g.nodes.contains_key(&r.uid)) || n.deleting_dependents())
+            .filter(|n| {
+                n.owners.iter().any(|r| !g.nodes.contains_key(&r.uid)) || n.deleting_dependents()
+            })
             .map(|n| n.uid.clone())
             .collect();
-        let orphaning: Vec<String> =
-            g.nodes.values().filter(|n| n.deleting && n.has_finalizer(ORPHAN_FINALIZER)).map(|n| n.uid.clone()).collect();
+        let orphaning: Vec<String> = g
+            .nodes
+            .values()
+            .filter(|n| n.deleting && n.has_finalizer(ORPHAN_FINALIZER))
+            .map(|n| n.uid.clone())
+            .collect();
         drop(g);
         for u in items {
             self.attempt_to_delete.add(u);
@@ -360,11 +428,19 @@ impl Gc {
     }
 
     fn dynamic_api(&self, res: &Res, namespace: &str) -> Api<DynamicObject> {
-        if res.namespaced { Api::namespaced_with(self.ctx.client.clone(), namespace, &res.ar) } else { Api::all_with(self.ctx.client.clone(), &res.ar) }
+        if res.namespaced {
+            Api::namespaced_with(self.ctx.client.clone(), namespace, &res.ar)
+        } else {
+            Api::all_with(self.ctx.client.clone(), &res.ar)
+        }
     }
 
     fn meta_api(&self, res: &Res, namespace: &str) -> Api<PartialObjectMeta<DynamicObject>> {
-        if res.namespaced { Api::namespaced_with(self.ctx.client.clone(), namespace, &res.ar) } else { Api::all_with(self.ctx.client.clone(), &res.ar) }
+        if res.namespaced {
+            Api::namespaced_with(self.ctx.client.clone(), namespace, &res.ar)
+        } else {
+            Api::all_with(self.ctx.client.clone(), &res.ar)
+        }
     }
 
     /// The owner's state: Some(deleting_dependents) if it exists, None if gone.
@@ -380,7 +456,12 @@ impl Gc {
         match self.meta_api(&res, &item.namespace).get(&r.name).await {
             Ok(owner) if owner.metadata.uid.as_deref() == Some(r.uid.as_str()) => {
                 let deleting = owner.metadata.deletion_timestamp.is_some()
-                    && owner.metadata.finalizers.iter().flatten().any(|f| f == FOREGROUND_FINALIZER);
+                    && owner
+                        .metadata
+                        .finalizers
+                        .iter()
+                        .flatten()
+                        .any(|f| f == FOREGROUND_FINALIZER);
                 Ok(Some(deleting))
             }
             Ok(_) => Ok(None),
@@ -391,7 +472,9 @@ impl Gc {
 
     /// ↔ attemptToDeleteItem.
     async fn attempt_to_delete_item(&self, uid: &str) -> Result<Option<Duration>> {
-        let Some(item) = self.graph().nodes.get(uid).cloned() else { return Ok(None) };
+        let Some(item) = self.graph().nodes.get(uid).cloned() else {
+            return Ok(None);
+        };
         if item.deleting && !item.has_finalizer(FOREGROUND_FINALIZER) {
             return Ok(None);
         }
@@ -404,14 +487,22 @@ impl Gc {
         // Every owner known and alive: nothing to do (no API call).
         let all_solid = {
             let g = self.graph();
-            item.owners.iter().all(|r| g.nodes.get(&r.uid).is_some_and(|o| !o.deleting_dependents()))
+            item.owners.iter().all(|r| {
+                g.nodes
+                    .get(&r.uid)
+                    .is_some_and(|o| !o.deleting_dependents())
+            })
         };
         if all_solid {
             return Ok(None);
         }
         // Decide on the latest object, not the graph: its owner references
         // may have changed (an orphaning owner removes them before it goes).
-        let latest = match self.meta_api(&item.res, &item.namespace).get(&item.name).await {
+        let latest = match self
+            .meta_api(&item.res, &item.namespace)
+            .get(&item.name)
+            .await
+        {
             Ok(l) => l,
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(e.into()),
@@ -452,7 +543,12 @@ impl Gc {
         let has_dependents = !self.graph().dependents_of(uid).is_empty();
         if !waiting.is_empty() && has_dependents {
             // Foreground all the way down; avoid a cycle of waiting owners.
-            if self.graph().dependents_of(uid).iter().any(Node::deleting_dependents) {
+            if self
+                .graph()
+                .dependents_of(uid)
+                .iter()
+                .any(Node::deleting_dependents)
+            {
                 self.unblock_owner_refs(&item).await?;
             }
             tracing::debug!(controller = "garbagecollector", item = %item.describe(), "deleting in foreground: an owner waits for its dependents");
@@ -469,17 +565,30 @@ impl Gc {
         self.delete_item(&item, policy).await
     }
 
-    async fn delete_item(&self, item: &Node, policy: PropagationPolicy) -> Result<Option<Duration>> {
+    async fn delete_item(
+        &self,
+        item: &Node,
+        policy: PropagationPolicy,
+    ) -> Result<Option<Duration>> {
         let dp = DeleteParams {
             propagation_policy: Some(policy),
-            preconditions: Some(Preconditions { uid: Some(item.uid.clone()), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: Some(item.uid.clone()),
+                resource_version: None,
+            }),
             ..DeleteParams::default()
         };
-        match self.dynamic_api(&item.res, &item.namespace).delete(&item.name, &dp).await {
+        match self
+            .dynamic_api(&item.res, &item.namespace)
+            .delete(&item.name, &dp)
+            .await
+        {
             Ok(_) => Ok(None),
             Err(e) if is_not_found(&e) => Ok(None),
             // The precondition failed: the name now holds another object.
-            Err(e) if ctrlutil::is_conflict(&e) && !self.graph().nodes.contains_key(&item.uid) => Ok(None),
+            Err(e) if ctrlutil::is_conflict(&e) && !self.graph().nodes.contains_key(&item.uid) => {
+                Ok(None)
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -489,7 +598,11 @@ impl Gc {
         let dependents = self.graph().dependents_of(&item.uid);
         let blocking: Vec<&Node> = dependents
             .iter()
-            .filter(|d| d.owners.iter().any(|r| r.uid == item.uid && r.block_owner_deletion == Some(true)))
+            .filter(|d| {
+                d.owners
+                    .iter()
+                    .any(|r| r.uid == item.uid && r.block_owner_deletion == Some(true))
+            })
             .collect();
         if blocking.is_empty() {
             tracing::debug!(controller = "garbagecollector", item = %item.describe(), "dependents gone: removing the foregroundDeletion finalizer");
@@ -506,12 +619,19 @@ impl Gc {
 
     /// ↔ attemptToOrphanWorker.
     async fn attempt_to_orphan_item(&self, uid: &str) -> Result<Option<Duration>> {
-        let Some(owner) = self.graph().nodes.get(uid).cloned() else { return Ok(None) };
+        let Some(owner) = self.graph().nodes.get(uid).cloned() else {
+            return Ok(None);
+        };
         if !(owner.deleting && owner.has_finalizer(ORPHAN_FINALIZER)) {
             return Ok(None);
         }
         let dependents = self.graph().dependents_of(uid);
-        let results = futures::future::join_all(dependents.iter().map(|d| self.remove_owner_refs(d, std::slice::from_ref(&owner.uid)))).await;
+        let results = futures::future::join_all(
+            dependents
+                .iter()
+                .map(|d| self.remove_owner_refs(d, std::slice::from_ref(&owner.uid))),
+        )
+        .await;
         if let Some(e) = results.into_iter().find_map(Result::err) {
             return Err(e);
         }
@@ -521,7 +641,11 @@ impl Gc {
     }
 
     /// Read-modify-write of an object's metadata, guarded by resourceVersion.
-    async fn patch_metadata(&self, item: &Node, change: impl Fn(&ObjectMeta) -> Option<Value>) -> Result<()> {
+    async fn patch_metadata(
+        &self,
+        item: &Node,
+        change: impl Fn(&ObjectMeta) -> Option<Value>,
+    ) -> Result<()> {
         let meta_api = self.meta_api(&item.res, &item.namespace);
         let api = self.dynamic_api(&item.res, &item.namespace);
         for _ in 0..5 {
@@ -533,17 +657,25 @@ impl Gc {
             if current.metadata.uid.as_deref() != Some(item.uid.as_str()) {
                 return Ok(());
             }
-            let Some(mut patch) = change(&current.metadata) else { return Ok(()) };
+            let Some(mut patch) = change(&current.metadata) else {
+                return Ok(());
+            };
             patch["resourceVersion"] = json!(current.metadata.resource_version);
             let body = json!({ "metadata": patch });
-            match api.patch(&item.name, &PatchParams::default(), &Patch::Merge(&body)).await {
+            match api
+                .patch(&item.name, &PatchParams::default(), &Patch::Merge(&body))
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(e) if is_not_found(&e) => return Ok(()),
                 Err(e) if ctrlutil::is_conflict(&e) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Error::Other(format!("{}: too many conflicts updating metadata", item.describe())))
+        Err(Error::Other(format!(
+            "{}: too many conflicts updating metadata",
+            item.describe()
+        )))
     }
 
     async fn remove_owner_refs(&self, item: &Node, owner_uids: &[String]) -> Result<()> {

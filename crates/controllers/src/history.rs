@@ -64,7 +64,9 @@ pub fn normalized(v: &Value) -> Value {
 
 /// Whether a revision stores `data` (↔ history.EqualRevision).
 pub fn equal_data(rev: &ControllerRevision, data: &Value) -> bool {
-    rev.data.as_ref().is_some_and(|d| normalized(&d.0) == normalized(data))
+    rev.data
+        .as_ref()
+        .is_some_and(|d| normalized(&d.0) == normalized(data))
 }
 
 /// FNV-1a (32 bit) of the data and the collision count, encoded with
@@ -87,7 +89,9 @@ pub fn hash_data(data: &Value, collision_count: Option<i32>) -> String {
 /// rand.SafeEncodeString: map each byte into an alphabet without vowels.
 pub fn safe_encode(s: &str) -> String {
     const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    s.bytes().map(|b| char::from(ALPHANUMS[usize::from(b) % ALPHANUMS.len()])).collect()
+    s.bytes()
+        .map(|b| char::from(ALPHANUMS[usize::from(b) % ALPHANUMS.len()]))
+        .collect()
 }
 
 /// The highest revision number, 0 if none.
@@ -100,13 +104,26 @@ pub fn sort_revisions(revs: &mut [ControllerRevision]) {
     revs.sort_by(|a, b| {
         a.revision
             .cmp(&b.revision)
-            .then_with(|| a.metadata.creation_timestamp.as_ref().map(|t| t.0).cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0)))
+            .then_with(|| {
+                a.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0)
+                    .cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0))
+            })
             .then_with(|| a.metadata.name.cmp(&b.metadata.name))
     });
 }
 
 /// A new revision of `owner` (not yet created).
-pub fn new_revision<O: Object>(owner: &O, name: String, hash: &str, labels: BTreeMap<String, String>, data: Value, revision: i64) -> ControllerRevision {
+pub fn new_revision<O: Object>(
+    owner: &O,
+    name: String,
+    hash: &str,
+    labels: BTreeMap<String, String>,
+    data: Value,
+    revision: i64,
+) -> ControllerRevision {
     let mut labels = labels;
     labels.insert(REVISION_HASH_LABEL.into(), hash.to_string());
     ControllerRevision {
@@ -128,20 +145,35 @@ pub fn api(client: &kube::Client, ns: &str) -> Api<ControllerRevision> {
 }
 
 /// Set a revision's number (↔ UpdateControllerRevision).
-pub async fn renumber(client: &kube::Client, rev: &ControllerRevision, revision: i64) -> Result<ControllerRevision> {
+pub async fn renumber(
+    client: &kube::Client,
+    rev: &ControllerRevision,
+    revision: i64,
+) -> Result<ControllerRevision> {
     if rev.revision == revision {
         return Ok(rev.clone());
     }
     let mut r = rev.clone();
     r.revision = revision;
     let ns = rev.namespace().unwrap_or_default();
-    Ok(api(client, &ns).replace(&rev.name_any(), &PostParams::default(), &r).await?)
+    Ok(api(client, &ns)
+        .replace(&rev.name_any(), &PostParams::default(), &r)
+        .await?)
 }
 
 /// Delete old revisions beyond `limit`, oldest first, sparing those in
 /// `live` (names used by pods or the status) (↔ truncateHistory).
-pub async fn truncate(client: &kube::Client, old: &[ControllerRevision], live: &HashSet<String>, limit: i32) -> Result<()> {
-    let mut candidates: Vec<ControllerRevision> = old.iter().filter(|r| !live.contains(&r.name_any())).cloned().collect();
+pub async fn truncate(
+    client: &kube::Client,
+    old: &[ControllerRevision],
+    live: &HashSet<String>,
+    limit: i32,
+) -> Result<()> {
+    let mut candidates: Vec<ControllerRevision> = old
+        .iter()
+        .filter(|r| !live.contains(&r.name_any()))
+        .cloned()
+        .collect();
     let limit = usize::try_from(limit.max(0)).unwrap_or(0);
     if candidates.len() <= limit {
         return Ok(());
@@ -150,7 +182,13 @@ pub async fn truncate(client: &kube::Client, old: &[ControllerRevision], live: &
     let excess = candidates.len() - limit;
     for r in candidates.iter().take(excess) {
         let ns = r.namespace().unwrap_or_default();
-        let dp = DeleteParams { preconditions: Some(Preconditions { uid: r.meta().uid.clone(), resource_version: None }), ..Default::default() };
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: r.meta().uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
         match api(client, &ns).delete(&r.name_any(), &dp).await {
             Ok(_) => tracing::debug!(revision = %r.name_any(), "deleted old controller revision"),
             Err(e) if is_not_found(&e) || crate::ctrlutil::is_conflict(&e) => {}
@@ -178,7 +216,10 @@ mod tests {
         let t = template("nginx:1");
         let data = template_patch(&t);
         assert_eq!(data["spec"]["template"]["$patch"], "replace");
-        let rev = ControllerRevision { data: Some(RawExtension(data.clone())), ..Default::default() };
+        let rev = ControllerRevision {
+            data: Some(RawExtension(data.clone())),
+            ..Default::default()
+        };
         assert_eq!(template_of(&rev), Some(t.clone()));
         assert!(equal_data(&rev, &template_patch(&t)));
         assert!(!equal_data(&rev, &template_patch(&template("nginx:2"))));
@@ -192,14 +233,20 @@ mod tests {
     #[test]
     fn sorting_and_max() {
         let r = |name: &str, n: i64| ControllerRevision {
-            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
             revision: n,
             ..Default::default()
         };
         let mut revs = vec![r("c", 3), r("a", 1), r("b", 2)];
         assert_eq!(max_revision(&revs), 3);
         sort_revisions(&mut revs);
-        assert_eq!(revs.iter().map(|r| r.name_any()).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(
+            revs.iter().map(|r| r.name_any()).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
         assert_eq!(max_revision(&[]), 0);
     }
 }

@@ -38,11 +38,15 @@ use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTermina
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
+use kube::api::{
+    Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy,
+};
 use serde_json::json;
 use skiff_runtime::events::EventType;
 
-use crate::ctrlutil::{self, Cache, Change, ObjKey, Result, WorkQueue, controller_of, is_not_found};
+use crate::ctrlutil::{
+    self, Cache, Change, ObjKey, Result, WorkQueue, controller_of, is_not_found,
+};
 use crate::workload::{self, Expectations, owner_key};
 
 pub const JOB_TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
@@ -176,7 +180,9 @@ impl Controller {
                 let uid = old.metadata.uid.clone().unwrap_or_default();
                 lock(&self.selector_refused).remove(&uid);
                 for pod in self.pods.list_namespace(&key.namespace) {
-                    if has_finalizer(&pod) && controller_of(&pod.metadata).is_some_and(|r| r.uid == uid) {
+                    if has_finalizer(&pod)
+                        && controller_of(&pod.metadata).is_some_and(|r| r.uid == uid)
+                    {
                         self.queue.add(Item::Orphan(ObjKey::of(pod.as_ref())));
                     }
                 }
@@ -208,7 +214,8 @@ impl Controller {
         match self.owner_of(&new) {
             Some(key) => {
                 if gone || new.metadata.deletion_timestamp.is_some() {
-                    self.expectations.deletion_observed(&key, &ObjKey::of(new.as_ref()));
+                    self.expectations
+                        .deletion_observed(&key, &ObjKey::of(new.as_ref()));
                 } else if old.is_none() {
                     self.expectations.creation_observed(&key);
                 }
@@ -218,13 +225,17 @@ impl Controller {
                 self.queue.add(Item::Job(key));
             }
             None => {
-                if !gone && has_finalizer(&new) && controller_of(&new.metadata).is_none_or(|r| r.kind == "Job") {
+                if !gone
+                    && has_finalizer(&new)
+                    && controller_of(&new.metadata).is_none_or(|r| r.kind == "Job")
+                {
                     self.queue.add(Item::Orphan(ObjKey::of(new.as_ref())));
                 }
             }
         }
         if let Some(old) = old
-            && controller_of(&old.metadata).map(|r| &r.uid) != controller_of(&new.metadata).map(|r| &r.uid)
+            && controller_of(&old.metadata).map(|r| &r.uid)
+                != controller_of(&new.metadata).map(|r| &r.uid)
             && let Some(key) = self.owner_of(&old)
         {
             self.queue.add(Item::Job(key));
@@ -240,14 +251,30 @@ impl Controller {
     }
 
     async fn event(&self, job: &Job, kind: EventType, reason: &str, message: &str) {
-        self.ctx.recorder.record(&skiff_runtime::events::reference(job), kind, reason, message).await;
+        self.ctx
+            .recorder
+            .record(
+                &skiff_runtime::events::reference(job),
+                kind,
+                reason,
+                message,
+            )
+            .await;
     }
 
     /// Remove our finalizer from one pod. Ok(false) when the pod is gone.
     async fn remove_finalizer(&self, pod: &Pod) -> Result<bool> {
         let ns = pod.namespace().unwrap_or_default();
         let patch = json!({"metadata": {"$deleteFromPrimitiveList/finalizers": [JOB_TRACKING_FINALIZER], "uid": pod.metadata.uid}});
-        match self.pod_api(&ns).patch(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await {
+        match self
+            .pod_api(&ns)
+            .patch(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(e.into()),
@@ -256,15 +283,21 @@ impl Controller {
 
     /// A pod with our finalizer whose Job is gone or finished loses it (↔ handleOrphanPod).
     async fn sync_orphan(&self, key: &ObjKey) -> Result<Option<Duration>> {
-        let Some(pod) = self.pods.get(key) else { return Ok(None) };
+        let Some(pod) = self.pods.get(key) else {
+            return Ok(None);
+        };
         if !has_finalizer(&pod) {
             return Ok(None);
         }
         if let Some(r) = controller_of(&pod.metadata).filter(|r| r.kind == "Job") {
             match self.job_api(&key.namespace).get(&r.name).await {
-                Ok(job) if job.metadata.uid.as_deref() == Some(r.uid.as_str()) && !is_finished(&job) => {
+                Ok(job)
+                    if job.metadata.uid.as_deref() == Some(r.uid.as_str())
+                        && !is_finished(&job) =>
+                {
                     // A live Job: its own sync counts the pod first.
-                    self.queue.add(Item::Job(ObjKey::new(&key.namespace, &r.name)));
+                    self.queue
+                        .add(Item::Job(ObjKey::new(&key.namespace, &r.name)));
                     return Ok(None);
                 }
                 Ok(_) => {}
@@ -281,25 +314,49 @@ impl Controller {
     /// to store (↔ the API server's generateSelector, not yet done there).
     async fn ensure_selector(&self, job: &mut Job) -> Result<(LabelSelector, bool)> {
         let uid = job.metadata.uid.clone().unwrap_or_default();
-        let spec_selector = job.spec.as_ref().and_then(|s| s.selector.clone()).filter(|s| !ctrlutil::selector_is_empty(s));
-        let manual = job.spec.as_ref().and_then(|s| s.manual_selector).unwrap_or(false);
+        let spec_selector = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.clone())
+            .filter(|s| !ctrlutil::selector_is_empty(s));
+        let manual = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.manual_selector)
+            .unwrap_or(false);
         if let Some(sel) = spec_selector {
             // A selector we (or the API server) generated is not a manual one.
-            let generated = sel.match_labels.as_ref().and_then(|m| m.get(CONTROLLER_UID_LABEL)) == Some(&uid);
+            let generated = sel
+                .match_labels
+                .as_ref()
+                .and_then(|m| m.get(CONTROLLER_UID_LABEL))
+                == Some(&uid);
             return Ok((sel, generated || !manual));
         }
-        let selector = LabelSelector { match_labels: Some([(CONTROLLER_UID_LABEL.to_string(), uid.clone())].into()), match_expressions: None };
+        let selector = LabelSelector {
+            match_labels: Some([(CONTROLLER_UID_LABEL.to_string(), uid.clone())].into()),
+            match_expressions: None,
+        };
         if manual || lock(&self.selector_refused).contains(&uid) {
             return Ok((selector, true));
         }
         let mut updated = job.clone();
         if let Some(spec) = updated.spec.as_mut() {
             spec.selector = Some(selector.clone());
-            let labels = spec.template.metadata.get_or_insert_with(Default::default).labels.get_or_insert_with(BTreeMap::new);
+            let labels = spec
+                .template
+                .metadata
+                .get_or_insert_with(Default::default)
+                .labels
+                .get_or_insert_with(BTreeMap::new);
             labels.extend(generated_labels(job));
         }
         let ns = job.namespace().unwrap_or_default();
-        match self.job_api(&ns).replace(&job.name_any(), &PostParams::default(), &updated).await {
+        match self
+            .job_api(&ns)
+            .replace(&job.name_any(), &PostParams::default(), &updated)
+            .await
+        {
             Ok(stored) => {
                 tracing::debug!(job = %job.name_any(), "stored the generated selector");
                 *job = stored;
@@ -319,14 +376,20 @@ impl Controller {
             return Ok(None);
         };
         let mut job = (*cached).clone();
-        if job.spec.as_ref().and_then(|s| s.managed_by.as_deref()).is_some_and(|m| m != JOB_CONTROLLER_NAME) {
+        if job
+            .spec
+            .as_ref()
+            .and_then(|s| s.managed_by.as_deref())
+            .is_some_and(|m| m != JOB_CONTROLLER_NAME)
+        {
             return Ok(None);
         }
         if is_finished(&job) {
             // Stragglers still holding the finalizer.
             let uid = job.metadata.uid.clone().unwrap_or_default();
             for pod in self.pods.list_namespace(&key.namespace) {
-                if has_finalizer(&pod) && controller_of(&pod.metadata).is_some_and(|r| r.uid == uid) {
+                if has_finalizer(&pod) && controller_of(&pod.metadata).is_some_and(|r| r.uid == uid)
+                {
                     self.queue.add(Item::Orphan(ObjKey::of(pod.as_ref())));
                 }
             }
@@ -340,7 +403,13 @@ impl Controller {
 
     /// One pass of the Job's state machine (↔ syncJob + manageJob +
     /// trackJobStatusAndRemoveFinalizers).
-    async fn sync_job(&self, key: &ObjKey, mut job: Job, pods: Vec<Arc<Pod>>, generated: bool) -> Result<Option<Duration>> {
+    async fn sync_job(
+        &self,
+        key: &ObjKey,
+        mut job: Job,
+        pods: Vec<Arc<Pod>>,
+        generated: bool,
+    ) -> Result<Option<Duration>> {
         let spec = job.spec.clone().unwrap_or_default();
         let now = jiff::Timestamp::now();
         let now_time = Time(now);
@@ -348,22 +417,57 @@ impl Controller {
         let mut status = old_status.clone();
         let indexed = spec.completion_mode.as_deref() == Some("Indexed");
         let suspended = spec.suspend.unwrap_or(false);
-        let expected_rm: HashSet<String> = lock(&self.finalizer_expectations).get(key).cloned().unwrap_or_default();
+        let expected_rm: HashSet<String> = lock(&self.finalizer_expectations)
+            .get(key)
+            .cloned()
+            .unwrap_or_default();
         let uid_of = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
 
         // What the pods say.
-        let active_pods: Vec<Arc<Pod>> = pods.iter().filter(|p| ctrlutil::pod_is_active(p)).cloned().collect();
-        let terminating = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_some() && !matches!(workload::phase(p), "Succeeded" | "Failed")).count();
-        let ready = active_pods.iter().filter(|p| ctrlutil::pod_is_ready(p)).count();
+        let active_pods: Vec<Arc<Pod>> = pods
+            .iter()
+            .filter(|p| ctrlutil::pod_is_active(p))
+            .cloned()
+            .collect();
+        let terminating = pods
+            .iter()
+            .filter(|p| {
+                p.metadata.deletion_timestamp.is_some()
+                    && !matches!(workload::phase(p), "Succeeded" | "Failed")
+            })
+            .count();
+        let ready = active_pods
+            .iter()
+            .filter(|p| ctrlutil::pod_is_ready(p))
+            .count();
         let uncounted = status.uncounted_terminated_pods.clone().unwrap_or_default();
-        let mut unc_succeeded: BTreeSet<String> = uncounted.succeeded.unwrap_or_default().into_iter().collect();
-        let mut unc_failed: BTreeSet<String> = uncounted.failed.unwrap_or_default().into_iter().collect();
+        let mut unc_succeeded: BTreeSet<String> = uncounted
+            .succeeded
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let mut unc_failed: BTreeSet<String> =
+            uncounted.failed.unwrap_or_default().into_iter().collect();
         let tracked = |p: &Pod| has_finalizer(p) && !expected_rm.contains(&uid_of(p));
-        let new_succeeded: Vec<Arc<Pod>> =
-            pods.iter().filter(|p| tracked(p) && workload::phase(p) == "Succeeded" && !unc_succeeded.contains(&uid_of(p))).cloned().collect();
-        let new_failed: Vec<Arc<Pod>> = pods.iter().filter(|p| tracked(p) && is_pod_failed(p, &job) && !unc_failed.contains(&uid_of(p))).cloned().collect();
+        let new_succeeded: Vec<Arc<Pod>> = pods
+            .iter()
+            .filter(|p| {
+                tracked(p)
+                    && workload::phase(p) == "Succeeded"
+                    && !unc_succeeded.contains(&uid_of(p))
+            })
+            .cloned()
+            .collect();
+        let new_failed: Vec<Arc<Pod>> = pods
+            .iter()
+            .filter(|p| tracked(p) && is_pod_failed(p, &job) && !unc_failed.contains(&uid_of(p)))
+            .cloned()
+            .collect();
         let completions = spec.completions;
-        let mut completed = parse_indexes(status.completed_indexes.as_deref().unwrap_or(""), completions.unwrap_or(0));
+        let mut completed = parse_indexes(
+            status.completed_indexes.as_deref().unwrap_or(""),
+            completions.unwrap_or(0),
+        );
         if indexed {
             for p in &new_succeeded {
                 if let Some(ix) = completion_index(p).filter(|ix| *ix < completions.unwrap_or(0)) {
@@ -379,24 +483,32 @@ impl Controller {
         } else {
             status.succeeded.unwrap_or(0) + i32::try_from(unc_succeeded.len()).unwrap_or(i32::MAX)
         };
-        let failed = status.failed.unwrap_or(0) + i32::try_from(unc_failed.len()).unwrap_or(i32::MAX);
+        let failed =
+            status.failed.unwrap_or(0) + i32::try_from(unc_failed.len()).unwrap_or(i32::MAX);
         self.record_backoff(key, new_failed.len(), new_succeeded.len());
 
         if status.start_time.is_none() && !suspended {
             status.start_time = Some(now_time.clone());
         }
         let mut requeue: Option<Duration> = None;
-        let mut add_requeue = |d: Duration| requeue = Some(requeue.map_or(d, |r: Duration| r.min(d)));
+        let mut add_requeue =
+            |d: Duration| requeue = Some(requeue.map_or(d, |r: Duration| r.min(d)));
 
         // Decide whether the Job is done (↔ the finishedCondition logic).
         let mut finish: Option<Finish> = existing_finish(&status);
         let backoff_limit = spec.backoff_limit.unwrap_or(6);
         if finish.is_none() {
             if failed > backoff_limit || past_backoff_limit_on_failure(&job, &active_pods) {
-                finish = Some(Finish::failed(REASON_BACKOFF_LIMIT_EXCEEDED, "Job has reached the specified backoff limit"));
+                finish = Some(Finish::failed(
+                    REASON_BACKOFF_LIMIT_EXCEEDED,
+                    "Job has reached the specified backoff limit",
+                ));
             } else if let Some(left) = deadline_left(&job, &status, now) {
                 if left.is_zero() {
-                    finish = Some(Finish::failed(REASON_DEADLINE_EXCEEDED, "Job was active longer than specified deadline"));
+                    finish = Some(Finish::failed(
+                        REASON_DEADLINE_EXCEEDED,
+                        "Job was active longer than specified deadline",
+                    ));
                 } else {
                     add_requeue(left);
                 }
@@ -407,7 +519,12 @@ impl Controller {
         let mut manage_err = None;
         if finish.as_ref().is_some_and(|f| !f.complete) {
             // Failing: the active pods go; they count as failed once terminating.
-            let results = futures::future::join_all(active_pods.iter().map(|p| workload::delete_pod(&self.ctx, &job, p))).await;
+            let results = futures::future::join_all(
+                active_pods
+                    .iter()
+                    .map(|p| workload::delete_pod(&self.ctx, &job, p)),
+            )
+            .await;
             for r in results {
                 match r {
                     Ok(_) => active = active.saturating_sub(1),
@@ -422,10 +539,22 @@ impl Controller {
             let suspended_before = is_condition_true(&status, "Suspended");
             if suspended {
                 if !suspended_before {
-                    set_condition(&mut status, "Suspended", "True", "JobSuspended", "Job suspended", &now_time);
-                    self.event(&job, EventType::Normal, "Suspended", "Job suspended").await;
+                    set_condition(
+                        &mut status,
+                        "Suspended",
+                        "True",
+                        "JobSuspended",
+                        "Job suspended",
+                        &now_time,
+                    );
+                    self.event(&job, EventType::Normal, "Suspended", "Job suspended")
+                        .await;
                 }
-                self.expectations.expect(key, 0, active_pods.iter().map(|p| ObjKey::of(p.as_ref())));
+                self.expectations.expect(
+                    key,
+                    0,
+                    active_pods.iter().map(|p| ObjKey::of(p.as_ref())),
+                );
                 let deleted = self.delete_job_pods(key, &job, &active_pods).await;
                 match deleted {
                     Ok(n) => active = active.saturating_sub(n),
@@ -433,13 +562,32 @@ impl Controller {
                 }
             } else {
                 if suspended_before {
-                    set_condition(&mut status, "Suspended", "False", "JobResumed", "Job resumed", &now_time);
+                    set_condition(
+                        &mut status,
+                        "Suspended",
+                        "False",
+                        "JobResumed",
+                        "Job resumed",
+                        &now_time,
+                    );
                     // The deadline counts from the resumption.
                     status.start_time = Some(now_time.clone());
-                    self.event(&job, EventType::Normal, "Resumed", "Job resumed").await;
+                    self.event(&job, EventType::Normal, "Resumed", "Job resumed")
+                        .await;
                 }
                 if self.expectations.satisfied(key) && job.metadata.deletion_timestamp.is_none() {
-                    match self.manage(key, &job, &active_pods, succeeded, &completed, indexed, generated).await {
+                    match self
+                        .manage(
+                            key,
+                            &job,
+                            &active_pods,
+                            succeeded,
+                            &completed,
+                            indexed,
+                            generated,
+                        )
+                        .await
+                    {
                         Ok((n, wait)) => {
                             active = n;
                             if let Some(w) = wait {
@@ -465,9 +613,20 @@ impl Controller {
         status.ready = Some(i32::try_from(ready).unwrap_or(i32::MAX));
         status.terminating = Some(i32::try_from(terminating).unwrap_or(i32::MAX));
         if let Some(f) = &finish {
-            let interim = if f.complete { "SuccessCriteriaMet" } else { "FailureTarget" };
+            let interim = if f.complete {
+                "SuccessCriteriaMet"
+            } else {
+                "FailureTarget"
+            };
             if !is_condition_true(&status, interim) {
-                set_condition(&mut status, interim, "True", &f.reason, &f.message, &now_time);
+                set_condition(
+                    &mut status,
+                    interim,
+                    "True",
+                    &f.reason,
+                    &f.message,
+                    &now_time,
+                );
             }
         }
         status.uncounted_terminated_pods = Some(uncounted_of(&unc_succeeded, &unc_failed));
@@ -486,7 +645,9 @@ impl Controller {
             .filter(|p| tracked(p))
             .filter(|p| {
                 let uid = uid_of(p);
-                unc_succeeded.contains(&uid) || unc_failed.contains(&uid) || (indexed && workload::phase(p) == "Succeeded")
+                unc_succeeded.contains(&uid)
+                    || unc_failed.contains(&uid)
+                    || (indexed && workload::phase(p) == "Succeeded")
             })
             .cloned()
             .collect();
@@ -501,7 +662,10 @@ impl Controller {
         status.failed = Some(failed);
         status.uncounted_terminated_pods = Some(UncountedTerminatedPods::default());
         let released_uids: HashSet<String> = to_release.iter().map(|p| uid_of(p)).collect();
-        let holding = pods.iter().filter(|p| tracked(p) && !released_uids.contains(&uid_of(p))).count();
+        let holding = pods
+            .iter()
+            .filter(|p| tracked(p) && !released_uids.contains(&uid_of(p)))
+            .count();
         if let Some(f) = &finish
             && manage_err.is_none()
             && holding == 0
@@ -514,9 +678,11 @@ impl Controller {
             status.ready = Some(0);
             if f.complete {
                 status.completion_time = Some(now_time.clone());
-                self.event(&job, EventType::Normal, "Completed", "Job completed").await;
+                self.event(&job, EventType::Normal, "Completed", "Job completed")
+                    .await;
             } else {
-                self.event(&job, EventType::Warning, &f.reason, &f.message).await;
+                self.event(&job, EventType::Warning, &f.reason, &f.message)
+                    .await;
             }
             lock(&self.backoff).remove(key);
         }
@@ -540,8 +706,13 @@ impl Controller {
             map.remove(key);
         }
         if new_failed > 0 {
-            let entry = map.entry(key.clone()).or_insert(BackoffRecord { failures: 0, last: tokio::time::Instant::now() });
-            entry.failures = entry.failures.saturating_add(u32::try_from(new_failed).unwrap_or(u32::MAX));
+            let entry = map.entry(key.clone()).or_insert(BackoffRecord {
+                failures: 0,
+                last: tokio::time::Instant::now(),
+            });
+            entry.failures = entry
+                .failures
+                .saturating_add(u32::try_from(new_failed).unwrap_or(u32::MAX));
             entry.last = tokio::time::Instant::now();
         }
     }
@@ -573,18 +744,26 @@ impl Controller {
         let mut active = active_pods.len();
         let (to_delete, to_create): (Vec<Arc<Pod>>, Vec<Option<i32>>) = if indexed {
             let completions = spec.completions.unwrap_or(0);
-            let (delete, keep) = indexed_pods_to_delete(active_pods, completed, completions, parallelism);
-            let remaining = usize::try_from(completions.max(0)).unwrap_or(0).saturating_sub(completed.len());
+            let (delete, keep) =
+                indexed_pods_to_delete(active_pods, completed, completions, parallelism);
+            let remaining = usize::try_from(completions.max(0))
+                .unwrap_or(0)
+                .saturating_sub(completed.len());
             let want = parallelism.min(remaining);
             let taken: BTreeSet<i32> = keep.iter().filter_map(|p| completion_index(p)).collect();
-            let missing: Vec<Option<i32>> =
-                (0..completions).filter(|ix| !completed.contains(ix) && !taken.contains(ix)).map(Some).take(want.saturating_sub(keep.len())).collect();
+            let missing: Vec<Option<i32>> = (0..completions)
+                .filter(|ix| !completed.contains(ix) && !taken.contains(ix))
+                .map(Some)
+                .take(want.saturating_sub(keep.len()))
+                .collect();
             (delete, missing)
         } else {
             let want = match spec.completions {
                 None if succeeded > 0 => active,
                 None => parallelism,
-                Some(c) => usize::try_from((c - succeeded).max(0)).unwrap_or(0).min(parallelism),
+                Some(c) => usize::try_from((c - succeeded).max(0))
+                    .unwrap_or(0)
+                    .min(parallelism),
             };
             if active > want {
                 let mut sorted: Vec<Arc<Pod>> = active_pods.to_vec();
@@ -594,12 +773,24 @@ impl Controller {
                 (Vec::new(), vec![None; (want - active).min(workload::BURST)])
             }
         };
-        let wait = if to_create.is_empty() { None } else { self.backoff_left(key) };
-        let to_create = if wait.is_some() { Vec::new() } else { to_create };
+        let wait = if to_create.is_empty() {
+            None
+        } else {
+            self.backoff_left(key)
+        };
+        let to_create = if wait.is_some() {
+            Vec::new()
+        } else {
+            to_create
+        };
         if to_delete.is_empty() && to_create.is_empty() {
             return Ok((active, wait));
         }
-        self.expectations.expect(key, to_create.len(), to_delete.iter().map(|p| ObjKey::of(p.as_ref())));
+        self.expectations.expect(
+            key,
+            to_create.len(),
+            to_delete.iter().map(|p| ObjKey::of(p.as_ref())),
+        );
         if !to_delete.is_empty() {
             match self.delete_job_pods(key, job, &to_delete).await {
                 Ok(n) => active = active.saturating_sub(n),
@@ -648,9 +839,12 @@ impl Controller {
         for (p, r) in pods.iter().zip(results) {
             match r {
                 Ok(true) => deleted += 1,
-                Ok(false) => self.expectations.deletion_observed(key, &ObjKey::of(p.as_ref())),
+                Ok(false) => self
+                    .expectations
+                    .deletion_observed(key, &ObjKey::of(p.as_ref())),
                 Err(e) => {
-                    self.expectations.deletion_observed(key, &ObjKey::of(p.as_ref()));
+                    self.expectations
+                        .deletion_observed(key, &ObjKey::of(p.as_ref()));
                     if first_err.is_none() {
                         first_err = Some(e);
                     }
@@ -670,14 +864,19 @@ impl Controller {
             let set = map.entry(key.clone()).or_default();
             set.extend(pods.iter().filter_map(|p| p.metadata.uid.clone()));
         }
-        let results = futures::future::join_all(pods.iter().map(|p| self.remove_finalizer(p))).await;
+        let results =
+            futures::future::join_all(pods.iter().map(|p| self.remove_finalizer(p))).await;
         let mut first_err = None;
         for (p, r) in pods.iter().zip(results) {
             match r {
                 Ok(true) => {}
-                Ok(false) => self.finalizer_removal_observed(key, p.metadata.uid.as_deref().unwrap_or_default()),
+                Ok(false) => self
+                    .finalizer_removal_observed(key, p.metadata.uid.as_deref().unwrap_or_default()),
                 Err(e) => {
-                    self.finalizer_removal_observed(key, p.metadata.uid.as_deref().unwrap_or_default());
+                    self.finalizer_removal_observed(
+                        key,
+                        p.metadata.uid.as_deref().unwrap_or_default(),
+                    );
                     if first_err.is_none() {
                         first_err = Some(e);
                     }
@@ -693,12 +892,17 @@ impl Controller {
         let mut obj = job.clone();
         obj.status = Some(status.clone());
         let ns = job.namespace().unwrap_or_default();
-        Ok(self.job_api(&ns).replace_status(&job.name_any(), &PostParams::default(), &obj).await?)
+        Ok(self
+            .job_api(&ns)
+            .replace_status(&job.name_any(), &PostParams::default(), &obj)
+            .await?)
     }
 
     /// Delete a finished Job once ttlSecondsAfterFinished passed (↔ ttlafterfinished).
     async fn ttl(&self, job: &Job) -> Result<Option<Duration>> {
-        let Some(ttl) = job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished) else { return Ok(None) };
+        let Some(ttl) = job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished) else {
+            return Ok(None);
+        };
         if job.metadata.deletion_timestamp.is_some() {
             return Ok(None);
         }
@@ -715,7 +919,10 @@ impl Controller {
                     Err(e) if is_not_found(&e) => return Ok(None),
                     Err(e) => return Err(e.into()),
                 };
-                let fresh_ttl = fresh.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished);
+                let fresh_ttl = fresh
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.ttl_seconds_after_finished);
                 match fresh_ttl.and_then(|t| ttl_left(&fresh, t, now)) {
                     Some(left) if left.is_zero() => {}
                     Some(left) => return Ok(Some(left)),
@@ -723,7 +930,10 @@ impl Controller {
                 }
                 let dp = DeleteParams {
                     propagation_policy: Some(PropagationPolicy::Background),
-                    preconditions: Some(Preconditions { uid: fresh.metadata.uid.clone(), resource_version: fresh.metadata.resource_version.clone() }),
+                    preconditions: Some(Preconditions {
+                        uid: fresh.metadata.uid.clone(),
+                        resource_version: fresh.metadata.resource_version.clone(),
+                    }),
                     ..Default::default()
                 };
                 tracing::info!(job = %job.name_any(), "deleting the finished job: ttlSecondsAfterFinished passed");
@@ -747,42 +957,83 @@ struct Finish {
 
 impl Finish {
     fn failed(reason: &str, message: &str) -> Finish {
-        Finish { complete: false, reason: reason.into(), message: message.into() }
+        Finish {
+            complete: false,
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 
     fn complete() -> Finish {
-        Finish { complete: true, reason: REASON_COMPLETIONS_REACHED.into(), message: "Reached expected number of succeeded pods".into() }
+        Finish {
+            complete: true,
+            reason: REASON_COMPLETIONS_REACHED.into(),
+            message: "Reached expected number of succeeded pods".into(),
+        }
     }
 }
 
 /// An interim condition already decided the outcome.
 fn existing_finish(status: &JobStatus) -> Option<Finish> {
-    let cond = |t: &str| status.conditions.iter().flatten().find(|c| c.type_ == t && c.status == "True");
+    let cond = |t: &str| {
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == t && c.status == "True")
+    };
     if let Some(c) = cond("FailureTarget") {
-        return Some(Finish { complete: false, reason: c.reason.clone().unwrap_or_default(), message: c.message.clone().unwrap_or_default() });
+        return Some(Finish {
+            complete: false,
+            reason: c.reason.clone().unwrap_or_default(),
+            message: c.message.clone().unwrap_or_default(),
+        });
     }
     cond("SuccessCriteriaMet").map(|c| Finish {
         complete: true,
-        reason: c.reason.clone().unwrap_or_else(|| REASON_COMPLETIONS_REACHED.into()),
+        reason: c
+            .reason
+            .clone()
+            .unwrap_or_else(|| REASON_COMPLETIONS_REACHED.into()),
         message: c.message.clone().unwrap_or_default(),
     })
 }
 
 pub fn has_finalizer(pod: &Pod) -> bool {
-    pod.metadata.finalizers.iter().flatten().any(|f| f == JOB_TRACKING_FINALIZER)
+    pod.metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == JOB_TRACKING_FINALIZER)
 }
 
 /// Complete or Failed is True (↔ IsJobFinished).
 pub fn is_finished(job: &Job) -> bool {
-    job.status.as_ref().is_some_and(|s| s.conditions.iter().flatten().any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"))
+    job.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .flatten()
+            .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+    })
 }
 
 fn is_condition_true(status: &JobStatus, type_: &str) -> bool {
-    status.conditions.iter().flatten().any(|c| c.type_ == type_ && c.status == "True")
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == type_ && c.status == "True")
 }
 
 /// Set a condition, keeping its transition time when the status did not change.
-fn set_condition(status: &mut JobStatus, type_: &str, value: &str, reason: &str, message: &str, now: &Time) {
+fn set_condition(
+    status: &mut JobStatus,
+    type_: &str,
+    value: &str,
+    reason: &str,
+    message: &str,
+    now: &Time,
+) {
     let conditions = status.conditions.get_or_insert_with(Vec::new);
     let new = JobCondition {
         type_: type_.into(),
@@ -810,14 +1061,17 @@ fn is_pod_failed(pod: &Pod, job: &Job) -> bool {
         return true;
     }
     let spec = job.spec.as_ref();
-    let only_failed = spec.and_then(|s| s.pod_replacement_policy.as_deref()) == Some("Failed") || spec.is_some_and(|s| s.pod_failure_policy.is_some());
+    let only_failed = spec.and_then(|s| s.pod_replacement_policy.as_deref()) == Some("Failed")
+        || spec.is_some_and(|s| s.pod_failure_policy.is_some());
     !only_failed && pod.metadata.deletion_timestamp.is_some() && workload::phase(pod) != "Succeeded"
 }
 
 /// With restartPolicy OnFailure, container restarts count against backoffLimit (↔ pastBackoffLimitOnFailure).
 fn past_backoff_limit_on_failure(job: &Job, active: &[Arc<Pod>]) -> bool {
     let spec = job.spec.as_ref();
-    let policy = spec.and_then(|s| s.template.spec.as_ref()).and_then(|s| s.restart_policy.as_deref());
+    let policy = spec
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.restart_policy.as_deref());
     if policy != Some("OnFailure") {
         return false;
     }
@@ -825,10 +1079,19 @@ fn past_backoff_limit_on_failure(job: &Job, active: &[Arc<Pod>]) -> bool {
     let restarts: i32 = active
         .iter()
         .filter_map(|p| p.status.as_ref())
-        .flat_map(|s| s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten()))
+        .flat_map(|s| {
+            s.init_container_statuses
+                .iter()
+                .flatten()
+                .chain(s.container_statuses.iter().flatten())
+        })
         .map(|c| c.restart_count)
         .sum();
-    if limit == 0 { restarts > 0 } else { restarts >= limit }
+    if limit == 0 {
+        restarts > 0
+    } else {
+        restarts >= limit
+    }
 }
 
 /// Time left before activeDeadlineSeconds (zero once passed); None without a deadline or while suspended.
@@ -865,10 +1128,15 @@ fn pod_failure_backoff(failures: u32) -> Duration {
     if failures == 0 {
         return Duration::ZERO;
     }
-    POD_FAILURE_BACKOFF.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(MAX_POD_FAILURE_BACKOFF)
+    POD_FAILURE_BACKOFF
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(MAX_POD_FAILURE_BACKOFF)
 }
 
-fn uncounted_of(succeeded: &BTreeSet<String>, failed: &BTreeSet<String>) -> UncountedTerminatedPods {
+fn uncounted_of(
+    succeeded: &BTreeSet<String>,
+    failed: &BTreeSet<String>,
+) -> UncountedTerminatedPods {
     UncountedTerminatedPods {
         succeeded: (!succeeded.is_empty()).then(|| succeeded.iter().cloned().collect()),
         failed: (!failed.is_empty()).then(|| failed.iter().cloned().collect()),
@@ -890,13 +1158,22 @@ fn generated_labels(job: &Job) -> BTreeMap<String, String> {
 
 /// The completion index of a pod (annotation, else label).
 pub fn completion_index(pod: &Pod) -> Option<i32> {
-    let from = |m: Option<&BTreeMap<String, String>>| m.and_then(|m| m.get(COMPLETION_INDEX_ANNOTATION)).and_then(|v| v.parse::<i32>().ok());
-    from(pod.metadata.annotations.as_ref()).or_else(|| from(pod.metadata.labels.as_ref())).filter(|i| *i >= 0)
+    let from = |m: Option<&BTreeMap<String, String>>| {
+        m.and_then(|m| m.get(COMPLETION_INDEX_ANNOTATION))
+            .and_then(|v| v.parse::<i32>().ok())
+    };
+    from(pod.metadata.annotations.as_ref())
+        .or_else(|| from(pod.metadata.labels.as_ref()))
+        .filter(|i| *i >= 0)
 }
 
 /// A pod for the Job, with index `index` for Indexed Jobs (↔ manageJob's pod template).
 pub fn new_job_pod(job: &Job, index: Option<i32>, generated: bool) -> Pod {
-    let template = job.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let template = job
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let mut pod = workload::pod_from_template(job, &template);
     let name = job.name_any();
     pod.metadata.generate_name = Some(match index {
@@ -904,15 +1181,24 @@ pub fn new_job_pod(job: &Job, index: Option<i32>, generated: bool) -> Pod {
         None => format!("{name}-"),
     });
     if generated {
-        pod.metadata.labels.get_or_insert_with(BTreeMap::new).extend(generated_labels(job));
+        pod.metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .extend(generated_labels(job));
     }
     let finalizers = pod.metadata.finalizers.get_or_insert_with(Vec::new);
     if !finalizers.iter().any(|f| f == JOB_TRACKING_FINALIZER) {
         finalizers.push(JOB_TRACKING_FINALIZER.into());
     }
     if let Some(ix) = index {
-        pod.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(COMPLETION_INDEX_ANNOTATION.into(), ix.to_string());
-        pod.metadata.labels.get_or_insert_with(BTreeMap::new).insert(COMPLETION_INDEX_ANNOTATION.into(), ix.to_string());
+        pod.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(COMPLETION_INDEX_ANNOTATION.into(), ix.to_string());
+        pod.metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(COMPLETION_INDEX_ANNOTATION.into(), ix.to_string());
         let spec = pod.spec.get_or_insert_with(PodSpec::default);
         if spec.hostname.as_deref().is_none_or(str::is_empty) {
             spec.hostname = Some(format!("{name}-{ix}"));
@@ -921,11 +1207,18 @@ pub fn new_job_pod(job: &Job, index: Option<i32>, generated: bool) -> Pod {
             name: COMPLETION_INDEX_ENV.into(),
             value: None,
             value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector { api_version: None, field_path: format!("metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']") }),
+                field_ref: Some(ObjectFieldSelector {
+                    api_version: None,
+                    field_path: format!("metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"),
+                }),
                 ..Default::default()
             }),
         };
-        for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
             let vars = c.env.get_or_insert_with(Vec::new);
             if !vars.iter().any(|v| v.name == COMPLETION_INDEX_ENV) {
                 vars.push(env.clone());
@@ -937,12 +1230,19 @@ pub fn new_job_pod(job: &Job, index: Option<i32>, generated: bool) -> Pod {
 
 /// Active pods of an Indexed Job to delete (bad index, already completed,
 /// duplicates, beyond parallelism) and the ones kept.
-fn indexed_pods_to_delete(active: &[Arc<Pod>], completed: &BTreeSet<i32>, completions: i32, parallelism: usize) -> (Vec<Arc<Pod>>, Vec<Arc<Pod>>) {
+fn indexed_pods_to_delete(
+    active: &[Arc<Pod>],
+    completed: &BTreeSet<i32>,
+    completions: i32,
+    parallelism: usize,
+) -> (Vec<Arc<Pod>>, Vec<Arc<Pod>>) {
     let mut delete = Vec::new();
     let mut by_index: BTreeMap<i32, Vec<Arc<Pod>>> = BTreeMap::new();
     for p in active {
         match completion_index(p) {
-            Some(ix) if ix < completions && !completed.contains(&ix) => by_index.entry(ix).or_default().push(p.clone()),
+            Some(ix) if ix < completions && !completed.contains(&ix) => {
+                by_index.entry(ix).or_default().push(p.clone())
+            }
             _ => delete.push(p.clone()),
         }
     }
@@ -974,7 +1274,16 @@ fn deletion_order(a: &Pod, b: &Pod) -> std::cmp::Ordering {
         "Running" => 2,
         _ => 0,
     };
-    let restarts = |p: &Pod| p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).into_iter().flatten().map(|c| c.restart_count).max().unwrap_or(0);
+    let restarts = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|c| c.restart_count)
+            .max()
+            .unwrap_or(0)
+    };
     let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
     scheduled(a)
         .cmp(&scheduled(b))
@@ -1011,7 +1320,11 @@ pub fn format_indexes(indexes: &BTreeSet<i32>) -> String {
             end += 1;
             iter.next();
         }
-        parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
     }
     parts.join(",")
 }
@@ -1036,12 +1349,23 @@ mod tests {
 
     #[test]
     fn index_intervals_round_trip() {
-        let cases = [("", vec![]), ("0", vec![0]), ("1,3-5,7", vec![1, 3, 4, 5, 7]), ("0-2", vec![0, 1, 2]), ("5-9", vec![5, 6, 7])];
+        let cases = [
+            ("", vec![]),
+            ("0", vec![0]),
+            ("1,3-5,7", vec![1, 3, 4, 5, 7]),
+            ("0-2", vec![0, 1, 2]),
+            ("5-9", vec![5, 6, 7]),
+        ];
         for (s, want) in cases {
             let got: Vec<i32> = parse_indexes(s, 8).into_iter().collect();
             assert_eq!(got, want, "{s}");
         }
-        let cases = [(vec![], ""), (vec![0, 1, 2], "0-2"), (vec![1, 3, 4, 5, 7], "1,3-5,7"), (vec![4], "4")];
+        let cases = [
+            (vec![], ""),
+            (vec![0, 1, 2], "0-2"),
+            (vec![1, 3, 4, 5, 7], "1,3-5,7"),
+            (vec![4], "4"),
+        ];
         for (ix, want) in cases {
             assert_eq!(format_indexes(&ix.into_iter().collect()), want);
         }
@@ -1053,16 +1377,33 @@ mod tests {
         let pod = new_job_pod(&j, Some(2), true);
         assert_eq!(pod.metadata.generate_name.as_deref(), Some("pi-2-"));
         let labels = pod.labels();
-        assert_eq!(labels.get(CONTROLLER_UID_LABEL).map(String::as_str), Some("j1"));
+        assert_eq!(
+            labels.get(CONTROLLER_UID_LABEL).map(String::as_str),
+            Some("j1")
+        );
         assert_eq!(labels.get(JOB_NAME_LABEL).map(String::as_str), Some("pi"));
-        assert_eq!(labels.get(LEGACY_JOB_NAME_LABEL).map(String::as_str), Some("pi"));
+        assert_eq!(
+            labels.get(LEGACY_JOB_NAME_LABEL).map(String::as_str),
+            Some("pi")
+        );
         assert_eq!(labels.get("app").map(String::as_str), Some("pi"));
-        assert_eq!(pod.annotations().get(COMPLETION_INDEX_ANNOTATION).map(String::as_str), Some("2"));
+        assert_eq!(
+            pod.annotations()
+                .get(COMPLETION_INDEX_ANNOTATION)
+                .map(String::as_str),
+            Some("2")
+        );
         assert_eq!(completion_index(&pod), Some(2));
         assert!(has_finalizer(&pod));
         let spec = pod.spec.as_ref().unwrap();
         assert_eq!(spec.hostname.as_deref(), Some("pi-2"));
-        assert!(spec.containers[0].env.iter().flatten().any(|e| e.name == COMPLETION_INDEX_ENV));
+        assert!(
+            spec.containers[0]
+                .env
+                .iter()
+                .flatten()
+                .any(|e| e.name == COMPLETION_INDEX_ENV)
+        );
         let r = &pod.owner_references()[0];
         assert_eq!((r.kind.as_str(), r.controller), ("Job", Some(true)));
         let plain = new_job_pod(&j, None, false);
@@ -1078,8 +1419,12 @@ mod tests {
     fn failed_pods_include_deleted_unfinished_ones() {
         let j = job(json!({}));
         let failed = pod(json!({"metadata": {"name": "a"}, "status": {"phase": "Failed"}}));
-        let deleting = pod(json!({"metadata": {"name": "b", "deletionTimestamp": "2024-01-01T00:00:00Z"}, "status": {"phase": "Running"}}));
-        let done = pod(json!({"metadata": {"name": "c", "deletionTimestamp": "2024-01-01T00:00:00Z"}, "status": {"phase": "Succeeded"}}));
+        let deleting = pod(
+            json!({"metadata": {"name": "b", "deletionTimestamp": "2024-01-01T00:00:00Z"}, "status": {"phase": "Running"}}),
+        );
+        let done = pod(
+            json!({"metadata": {"name": "c", "deletionTimestamp": "2024-01-01T00:00:00Z"}, "status": {"phase": "Succeeded"}}),
+        );
         assert!(is_pod_failed(&failed, &j));
         assert!(is_pod_failed(&deleting, &j));
         assert!(!is_pod_failed(&done, &j));
@@ -1091,7 +1436,11 @@ mod tests {
     fn backoff_doubles_and_caps() {
         let cases = [(0, 0), (1, 10), (2, 20), (3, 40), (7, 600), (40, 600)];
         for (failures, secs) in cases {
-            assert_eq!(pod_failure_backoff(failures), Duration::from_secs(secs), "{failures}");
+            assert_eq!(
+                pod_failure_backoff(failures),
+                Duration::from_secs(secs),
+                "{failures}"
+            );
         }
     }
 
@@ -1100,9 +1449,18 @@ mod tests {
         let now = jiff::Timestamp::from_second(1_000_000).unwrap();
         let at = |s: i64| Time(jiff::Timestamp::from_second(s).unwrap());
         let j = job(json!({"activeDeadlineSeconds": 30}));
-        let status = JobStatus { start_time: Some(at(999_990)), ..Default::default() };
-        assert_eq!(deadline_left(&j, &status, now), Some(Duration::from_secs(20)));
-        let status = JobStatus { start_time: Some(at(999_900)), ..Default::default() };
+        let status = JobStatus {
+            start_time: Some(at(999_990)),
+            ..Default::default()
+        };
+        assert_eq!(
+            deadline_left(&j, &status, now),
+            Some(Duration::from_secs(20))
+        );
+        let status = JobStatus {
+            start_time: Some(at(999_900)),
+            ..Default::default()
+        };
         assert_eq!(deadline_left(&j, &status, now), Some(Duration::ZERO));
         let suspended = job(json!({"activeDeadlineSeconds": 30, "suspend": true}));
         assert_eq!(deadline_left(&suspended, &status, now), None);
@@ -1125,14 +1483,19 @@ mod tests {
 
     #[test]
     fn on_failure_restarts_count() {
-        let j = job(json!({"backoffLimit": 2, "template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "c", "image": "x"}]}}}));
+        let j = job(
+            json!({"backoffLimit": 2, "template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "c", "image": "x"}]}}}),
+        );
         let restarted = |n: i32| {
             pod(
                 json!({"metadata": {"name": "p"}, "status": {"phase": "Running", "containerStatuses": [{"name": "c", "image": "x", "imageID": "", "ready": false, "restartCount": n}]}}),
             )
         };
         assert!(!past_backoff_limit_on_failure(&j, &[restarted(1)]));
-        assert!(past_backoff_limit_on_failure(&j, &[restarted(1), restarted(1)]));
+        assert!(past_backoff_limit_on_failure(
+            &j,
+            &[restarted(1), restarted(1)]
+        ));
         let never = job(json!({"backoffLimit": 0}));
         assert!(!past_backoff_limit_on_failure(&never, &[restarted(5)]));
     }
@@ -1146,7 +1509,14 @@ mod tests {
             }
             pod(v)
         };
-        let active = vec![p("a0", Some(0)), p("b0", Some(0)), p("c1", Some(1)), p("d9", Some(9)), p("e", None), p("f2", Some(2))];
+        let active = vec![
+            p("a0", Some(0)),
+            p("b0", Some(0)),
+            p("c1", Some(1)),
+            p("d9", Some(9)),
+            p("e", None),
+            p("f2", Some(2)),
+        ];
         let completed: BTreeSet<i32> = [1].into();
         let (delete, keep) = indexed_pods_to_delete(&active, &completed, 4, 1);
         let mut deleted: Vec<String> = delete.iter().map(|p| p.name_any()).collect();
@@ -1168,14 +1538,51 @@ mod tests {
         let mut st = JobStatus::default();
         let t1 = Time(jiff::Timestamp::from_second(100).unwrap());
         let t2 = Time(jiff::Timestamp::from_second(200).unwrap());
-        set_condition(&mut st, "Suspended", "True", "JobSuspended", "Job suspended", &t1);
-        set_condition(&mut st, "Suspended", "True", "JobSuspended", "Job suspended", &t2);
-        assert_eq!(st.conditions.as_ref().unwrap()[0].last_transition_time, Some(t1.clone()));
-        set_condition(&mut st, "Suspended", "False", "JobResumed", "Job resumed", &t2);
+        set_condition(
+            &mut st,
+            "Suspended",
+            "True",
+            "JobSuspended",
+            "Job suspended",
+            &t1,
+        );
+        set_condition(
+            &mut st,
+            "Suspended",
+            "True",
+            "JobSuspended",
+            "Job suspended",
+            &t2,
+        );
+        assert_eq!(
+            st.conditions.as_ref().unwrap()[0].last_transition_time,
+            Some(t1.clone())
+        );
+        set_condition(
+            &mut st,
+            "Suspended",
+            "False",
+            "JobResumed",
+            "Job resumed",
+            &t2,
+        );
         let c = &st.conditions.as_ref().unwrap()[0];
-        assert_eq!((c.status.as_str(), c.last_transition_time.clone()), ("False", Some(t2)));
+        assert_eq!(
+            (c.status.as_str(), c.last_transition_time.clone()),
+            ("False", Some(t2))
+        );
         assert_eq!(existing_finish(&st), None);
-        set_condition(&mut st, "FailureTarget", "True", REASON_DEADLINE_EXCEEDED, "m", &t1);
-        assert_eq!(existing_finish(&st), Some(Finish::failed(REASON_DEADLINE_EXCEEDED, "m")));
+        set_condition(
+            &mut st,
+            "FailureTarget",
+            "True",
+            REASON_DEADLINE_EXCEEDED,
+            "m",
+            &t1,
+        );
+        assert_eq!(
+            existing_finish(&st),
+            Some(Finish::failed(REASON_DEADLINE_EXCEEDED, "m"))
+        );
     }
 }

@@ -25,10 +25,10 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podgc;
-pub mod servicelb;
-pub mod shared;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod servicelb;
+pub mod shared;
 pub mod statefulset;
 pub mod workload;
 
@@ -45,9 +45,18 @@ pub struct Context {
 impl Context {
     /// A context whose events are recorded as from "controller-manager".
     pub fn new(client: kube::Client, config: Config) -> Context {
-        let recorder = Arc::new(skiff_runtime::events::Recorder::new(client.clone(), "controller-manager", None));
+        let recorder = Arc::new(skiff_runtime::events::Recorder::new(
+            client.clone(),
+            "controller-manager",
+            None,
+        ));
         let informers = shared::SharedInformers::new(client.clone());
-        Context { client, recorder, config: Arc::new(config), informers }
+        Context {
+            client,
+            recorder,
+            config: Arc::new(config),
+            informers,
+        }
     }
 }
 
@@ -80,7 +89,10 @@ impl Default for Config {
 /// Run every controller until the future is dropped.
 pub async fn run_all(ctx: Context) {
     // A fresh set of shared informers per run (leadership term), stopped with it.
-    let ctx = Context { informers: shared::SharedInformers::new(ctx.client.clone()), ..ctx };
+    let ctx = Context {
+        informers: shared::SharedInformers::new(ctx.client.clone()),
+        ..ctx
+    };
     tokio::join!(
         replicaset::run(ctx.clone()),
         deployment::run(ctx.clone()),

@@ -53,12 +53,18 @@ pub struct Key {
 
 impl Key {
     pub fn new(namespace: &str, name: &str) -> Key {
-        Key { namespace: namespace.to_string(), name: name.to_string() }
+        Key {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
     }
 
     pub fn of<K: kube::Resource>(obj: &K) -> Key {
         let meta = obj.meta();
-        Key { namespace: meta.namespace.clone().unwrap_or_default(), name: meta.name.clone().unwrap_or_default() }
+        Key {
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+        }
     }
 
     pub fn object_ref<K>(&self) -> ObjectRef<K>
@@ -79,7 +85,9 @@ impl Display for Key {
 /// The object a watch event carries, if any.
 pub fn event_object<K>(event: &watcher::Event<K>) -> Option<&K> {
     match event {
-        watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) => Some(o),
+        watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) => {
+            Some(o)
+        }
         watcher::Event::Init | watcher::Event::InitDone => None,
     }
 }
@@ -118,13 +126,20 @@ impl<K: Eq + Hash + Clone + Debug> Default for WorkQueue<K> {
 impl<K: Eq + Hash + Clone + Debug> WorkQueue<K> {
     pub fn new() -> WorkQueue<K> {
         WorkQueue {
-            state: Mutex::new(State { ready: VecDeque::new(), queued: HashSet::new(), delayed: HashMap::new(), failures: HashMap::new() }),
+            state: Mutex::new(State {
+                ready: VecDeque::new(),
+                queued: HashSet::new(),
+                delayed: HashMap::new(),
+                failures: HashMap::new(),
+            }),
             notify: Notify::new(),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State<K>> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Queue a key now.
@@ -190,7 +205,12 @@ impl<K: Eq + Hash + Clone + Debug> WorkQueue<K> {
             let wake_at = {
                 let mut s = self.lock();
                 let now = Instant::now();
-                let due: Vec<K> = s.delayed.iter().filter(|(_, at)| **at <= now).map(|(k, _)| k.clone()).collect();
+                let due: Vec<K> = s
+                    .delayed
+                    .iter()
+                    .filter(|(_, at)| **at <= now)
+                    .map(|(k, _)| k.clone())
+                    .collect();
                 for k in due {
                     s.delayed.remove(&k);
                     if s.queued.insert(k.clone()) {
@@ -246,7 +266,11 @@ pub type Store<K> = crate::ctrlutil::informer::Cache<K>;
 /// `Apply`/`Delete`/`InitApply`; `None` if it was not known). The future
 /// runs until dropped; watch failures are logged and retried with backoff.
 /// For the kinds most controllers watch, use [`crate::shared::SharedInformer::informer`].
-pub fn informer<K, F>(api: Api<K>, config: watcher::Config, on_event: F) -> (Store<K>, impl Future<Output = ()> + Send)
+pub fn informer<K, F>(
+    api: Api<K>,
+    config: watcher::Config,
+    on_event: F,
+) -> (Store<K>, impl Future<Output = ()> + Send)
 where
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     F: FnMut(&watcher::Event<K>, Option<Arc<K>>) + Send + 'static,
@@ -285,9 +309,20 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let cases = [(1, 100), (2, 200), (3, 400), (11, 60_000), (40, 60_000), (0, 100)];
+        let cases = [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (11, 60_000),
+            (40, 60_000),
+            (0, 100),
+        ];
         for (failures, ms) in cases {
-            assert_eq!(backoff(failures), Duration::from_millis(ms), "failures {failures}");
+            assert_eq!(
+                backoff(failures),
+                Duration::from_millis(ms),
+                "failures {failures}"
+            );
         }
     }
 

@@ -15,10 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition, NamespaceStatus};
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams, Preconditions};
+use kube::ResourceExt;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams, Preconditions,
+};
 use kube::core::PartialObjectMeta;
 use kube::discovery::{Discovery, Scope, verbs};
-use kube::ResourceExt;
 use tokio::time::Instant;
 
 use crate::ctrlutil::{self, Cache, Change, Error, Result, WorkQueue, is_not_found};
@@ -135,10 +137,16 @@ impl Controller {
                 let mut list = Vec::new();
                 for group in d.groups() {
                     for (ar, caps) in group.recommended_resources() {
-                        if caps.scope != Scope::Namespaced || !caps.supports_operation(verbs::LIST) || !caps.supports_operation(verbs::DELETE) {
+                        if caps.scope != Scope::Namespaced
+                            || !caps.supports_operation(verbs::LIST)
+                            || !caps.supports_operation(verbs::DELETE)
+                        {
                             continue;
                         }
-                        list.push(Res { delete_collection: caps.supports_operation(verbs::DELETE_COLLECTION), ar });
+                        list.push(Res {
+                            delete_collection: caps.supports_operation(verbs::DELETE_COLLECTION),
+                            ar,
+                        });
                     }
                 }
                 (list, Vec::new())
@@ -160,10 +168,19 @@ impl Controller {
     /// Delete everything in `namespace` and report what remains.
     async fn delete_content(&self, namespace: &str) -> Content {
         let (resources, discovery_failed) = self.resources().await;
-        let mut content = Content { discovery_failed, ..Content::default() };
-        let results = futures::future::join_all(resources.iter().map(|r| self.delete_resource(namespace, r))).await;
+        let mut content = Content {
+            discovery_failed,
+            ..Content::default()
+        };
+        let results =
+            futures::future::join_all(resources.iter().map(|r| self.delete_resource(namespace, r)))
+                .await;
         for (res, result) in resources.iter().zip(results) {
-            let key = if res.ar.group.is_empty() { res.ar.plural.clone() } else { format!("{}.{}", res.ar.plural, res.ar.group) };
+            let key = if res.ar.group.is_empty() {
+                res.ar.plural.clone()
+            } else {
+                format!("{}.{}", res.ar.plural, res.ar.group)
+            };
             match result {
                 Ok((remaining, finalizers)) => {
                     if remaining > 0 {
@@ -184,18 +201,27 @@ impl Controller {
 
     /// Delete one resource's objects; returns how many remain and their finalizers.
     async fn delete_resource(&self, namespace: &str, res: &Res) -> Result<(usize, Vec<String>)> {
-        let meta: Api<PartialObjectMeta<DynamicObject>> = Api::namespaced_with(self.ctx.client.clone(), namespace, &res.ar);
-        let api: Api<DynamicObject> = Api::namespaced_with(self.ctx.client.clone(), namespace, &res.ar);
+        let meta: Api<PartialObjectMeta<DynamicObject>> =
+            Api::namespaced_with(self.ctx.client.clone(), namespace, &res.ar);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.ctx.client.clone(), namespace, &res.ar);
         let items = meta.list_metadata(&ListParams::default()).await?.items;
         if items.is_empty() {
             return Ok((0, Vec::new()));
         }
-        let live = items.iter().filter(|i| i.metadata.deletion_timestamp.is_none()).count();
+        let live = items
+            .iter()
+            .filter(|i| i.metadata.deletion_timestamp.is_none())
+            .count();
         if live > 0 {
             if res.delete_collection {
-                api.delete_collection(&DeleteParams::background(), &ListParams::default()).await?;
+                api.delete_collection(&DeleteParams::background(), &ListParams::default())
+                    .await?;
             } else {
-                for i in items.iter().filter(|i| i.metadata.deletion_timestamp.is_none()) {
+                for i in items
+                    .iter()
+                    .filter(|i| i.metadata.deletion_timestamp.is_none())
+                {
                     match api.delete(&i.name_any(), &DeleteParams::background()).await {
                         Ok(_) => {}
                         Err(e) if is_not_found(&e) => {}
@@ -205,7 +231,10 @@ impl Controller {
             }
         }
         let left = meta.list_metadata(&ListParams::default()).await?.items;
-        let finalizers = left.iter().flat_map(|i| i.metadata.finalizers.clone().unwrap_or_default()).collect();
+        let finalizers = left
+            .iter()
+            .flat_map(|i| i.metadata.finalizers.clone().unwrap_or_default())
+            .collect();
         Ok((left.len(), finalizers))
     }
 
@@ -238,7 +267,13 @@ impl Controller {
         if !content.failed.is_empty() || !content.discovery_failed.is_empty() {
             return Err(Error::Other(format!(
                 "namespace {name}: deleting content failed for {}",
-                content.failed.iter().chain(&content.discovery_failed).cloned().collect::<Vec<_>>().join(", ")
+                content
+                    .failed
+                    .iter()
+                    .chain(&content.discovery_failed)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         if !content.remaining.is_empty() {
@@ -248,14 +283,35 @@ impl Controller {
         // Everything is gone: finalize.
         let mut finalized = ns.clone();
         let spec = finalized.spec.get_or_insert_with(Default::default);
-        spec.finalizers = Some(spec.finalizers.clone().unwrap_or_default().into_iter().filter(|f| f != KUBERNETES_FINALIZER).collect());
-        let after = match self.api().replace_subresource("finalize", name, &PostParams::default(), &finalized).await {
+        spec.finalizers = Some(
+            spec.finalizers
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|f| f != KUBERNETES_FINALIZER)
+                .collect(),
+        );
+        let after = match self
+            .api()
+            .replace_subresource("finalize", name, &PostParams::default(), &finalized)
+            .await
+        {
             Ok(after) => after,
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        tracing::info!(controller = "namespace", namespace = name, "namespace finalized");
-        if !has_finalizer(&after) && after.spec.as_ref().and_then(|s| s.finalizers.as_ref()).is_none_or(Vec::is_empty) {
+        tracing::info!(
+            controller = "namespace",
+            namespace = name,
+            "namespace finalized"
+        );
+        if !has_finalizer(&after)
+            && after
+                .spec
+                .as_ref()
+                .and_then(|s| s.finalizers.as_ref())
+                .is_none_or(Vec::is_empty)
+        {
             self.delete_namespace(&after).await?;
         }
         Ok(None)
@@ -270,7 +326,10 @@ impl Controller {
             Err(e) => return Err(e.into()),
         }
         let dp = DeleteParams {
-            preconditions: Some(Preconditions { uid: ns.metadata.uid.clone(), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: ns.metadata.uid.clone(),
+                resource_version: None,
+            }),
             ..DeleteParams::default()
         };
         match self.api().delete(&ns.name_any(), &dp).await {
@@ -292,7 +351,11 @@ impl Controller {
         }
         let mut obj = ns.clone();
         obj.status = Some(status);
-        match self.api().replace_status(&ns.name_any(), &PostParams::default(), &obj).await {
+        match self
+            .api()
+            .replace_status(&ns.name_any(), &PostParams::default(), &obj)
+            .await
+        {
             Ok(updated) => Ok(updated),
             // An API server that deletes on any update of an object being
             // deleted may have removed it: the sweep finishes the job.
@@ -315,7 +378,10 @@ impl Controller {
             Err(e) => return Err(e.into()),
         }
         let content = self.delete_content(name).await;
-        if content.remaining.is_empty() && content.failed.is_empty() && content.discovery_failed.is_empty() {
+        if content.remaining.is_empty()
+            && content.failed.is_empty()
+            && content.discovery_failed.is_empty()
+        {
             return Ok(None);
         }
         tracing::debug!(controller = "namespace", namespace = name, remaining = ?content.remaining, "content of a deleted namespace remains");
@@ -324,33 +390,91 @@ impl Controller {
 }
 
 fn has_finalizer(ns: &Namespace) -> bool {
-    ns.spec.as_ref().and_then(|s| s.finalizers.as_ref()).is_some_and(|f| f.iter().any(|x| x == KUBERNETES_FINALIZER))
+    ns.spec
+        .as_ref()
+        .and_then(|s| s.finalizers.as_ref())
+        .is_some_and(|f| f.iter().any(|x| x == KUBERNETES_FINALIZER))
 }
 
 /// The NamespaceDeletion* conditions of Kubernetes (pkg/controller/namespace/deletion/status_condition_utils.go).
 fn set_conditions(status: &mut NamespaceStatus, c: &Content) {
     let discovery = if c.discovery_failed.is_empty() {
-        ("False", "ResourcesDiscovered", "All resources successfully discovered".to_string())
+        (
+            "False",
+            "ResourcesDiscovered",
+            "All resources successfully discovered".to_string(),
+        )
     } else {
-        ("True", "DiscoveryFailed", format!("Discovery failed for some groups, {} failing: {}", c.discovery_failed.len(), c.discovery_failed.join(", ")))
+        (
+            "True",
+            "DiscoveryFailed",
+            format!(
+                "Discovery failed for some groups, {} failing: {}",
+                c.discovery_failed.len(),
+                c.discovery_failed.join(", ")
+            ),
+        )
     };
-    let parsing = ("False", "ParsedGroupVersions", "All legacy kube types successfully parsed".to_string());
+    let parsing = (
+        "False",
+        "ParsedGroupVersions",
+        "All legacy kube types successfully parsed".to_string(),
+    );
     let deletion = if c.failed.is_empty() {
-        ("False", "ContentDeleted", "All content successfully deleted, may be waiting on finalization".to_string())
+        (
+            "False",
+            "ContentDeleted",
+            "All content successfully deleted, may be waiting on finalization".to_string(),
+        )
     } else {
-        ("True", "ContentDeletionFailed", format!("Failed to delete all resource types, {} remaining: {}", c.failed.len(), c.failed.join(", ")))
+        (
+            "True",
+            "ContentDeletionFailed",
+            format!(
+                "Failed to delete all resource types, {} remaining: {}",
+                c.failed.len(),
+                c.failed.join(", ")
+            ),
+        )
     };
     let remaining = if c.remaining.is_empty() {
-        ("False", "ContentRemoved", "All content successfully removed".to_string())
+        (
+            "False",
+            "ContentRemoved",
+            "All content successfully removed".to_string(),
+        )
     } else {
-        let parts: Vec<String> = c.remaining.iter().map(|(r, n)| format!("{r} has {n} resource instances")).collect();
-        ("True", "SomeResourcesRemain", format!("Some resources are remaining: {}", parts.join(", ")))
+        let parts: Vec<String> = c
+            .remaining
+            .iter()
+            .map(|(r, n)| format!("{r} has {n} resource instances"))
+            .collect();
+        (
+            "True",
+            "SomeResourcesRemain",
+            format!("Some resources are remaining: {}", parts.join(", ")),
+        )
     };
     let finalizers = if c.finalizers.is_empty() {
-        ("False", "ContentHasNoFinalizers", "All content-preserving finalizers finished".to_string())
+        (
+            "False",
+            "ContentHasNoFinalizers",
+            "All content-preserving finalizers finished".to_string(),
+        )
     } else {
-        let parts: Vec<String> = c.finalizers.iter().map(|(f, n)| format!("{f} in {n} resource instances")).collect();
-        ("True", "SomeFinalizersRemain", format!("Some content in the namespace has finalizers remaining: {}", parts.join(", ")))
+        let parts: Vec<String> = c
+            .finalizers
+            .iter()
+            .map(|(f, n)| format!("{f} in {n} resource instances"))
+            .collect();
+        (
+            "True",
+            "SomeFinalizersRemain",
+            format!(
+                "Some content in the namespace has finalizers remaining: {}",
+                parts.join(", ")
+            ),
+        )
     };
     for (type_, (st, reason, message)) in [
         ("NamespaceDeletionDiscoveryFailure", discovery),
@@ -397,9 +521,14 @@ mod tests {
         set_conditions(&mut status, &c);
         let conds = status.conditions.clone().unwrap_or_default();
         assert_eq!(conds.len(), 5);
-        let remaining = conds.iter().find(|c| c.type_ == "NamespaceContentRemaining");
+        let remaining = conds
+            .iter()
+            .find(|c| c.type_ == "NamespaceContentRemaining");
         assert_eq!(remaining.map(|c| c.status.as_str()), Some("True"));
-        assert_eq!(remaining.and_then(|c| c.message.as_deref()), Some("Some resources are remaining: pods has 2 resource instances"));
+        assert_eq!(
+            remaining.and_then(|c| c.message.as_deref()),
+            Some("Some resources are remaining: pods has 2 resource instances")
+        );
         set_conditions(&mut status, &Content::default());
         let conds = status.conditions.unwrap_or_default();
         assert!(conds.iter().all(|c| c.status == "False"));

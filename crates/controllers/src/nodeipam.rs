@@ -11,9 +11,9 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::loopkit::Store;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use crate::loopkit::Store;
 use kube::runtime::reflector::ObjectRef;
 use skiff_runtime::events::{EventType, reference};
 
@@ -38,7 +38,11 @@ pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
 }
 
 fn netmask(len: u8) -> u32 {
-    if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) }
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    }
 }
 
 /// The free and used /mask blocks of a cluster CIDR (↔ cidrset.CidrSet).
@@ -56,13 +60,24 @@ impl CidrSet {
     pub fn new(cluster: (Ipv4Addr, u8), mask: u8) -> Result<CidrSet, Error> {
         let (ip, prefix) = cluster;
         if prefix > 32 || mask > 32 || mask < prefix {
-            return Err(Error::Invalid(format!("node CIDR mask /{mask} does not fit in cluster CIDR {ip}/{prefix}")));
+            return Err(Error::Invalid(format!(
+                "node CIDR mask /{mask} does not fit in cluster CIDR {ip}/{prefix}"
+            )));
         }
         if mask - prefix > MAX_BLOCK_BITS {
-            return Err(Error::Invalid(format!("node CIDR mask /{mask} cuts {ip}/{prefix} into too many blocks (at most 2^{MAX_BLOCK_BITS})")));
+            return Err(Error::Invalid(format!(
+                "node CIDR mask /{mask} cuts {ip}/{prefix} into too many blocks (at most 2^{MAX_BLOCK_BITS})"
+            )));
         }
         let count = 1usize << (mask - prefix);
-        Ok(CidrSet { base: u32::from(ip) & netmask(prefix), prefix, mask, used: vec![false; count], next: 0, allocated: 0 })
+        Ok(CidrSet {
+            base: u32::from(ip) & netmask(prefix),
+            prefix,
+            mask,
+            used: vec![false; count],
+            next: 0,
+            allocated: 0,
+        })
     }
 
     pub fn capacity(&self) -> usize {
@@ -115,7 +130,9 @@ impl CidrSet {
 
     /// Mark a CIDR (any size) as used; false if it is not in the cluster CIDR.
     pub fn occupy(&mut self, cidr: &str) -> bool {
-        let Some((first, last)) = self.range(cidr) else { return false };
+        let Some((first, last)) = self.range(cidr) else {
+            return false;
+        };
         for used in &mut self.used[first..=last] {
             if !*used {
                 *used = true;
@@ -127,7 +144,9 @@ impl CidrSet {
 
     /// Free a CIDR (any size) inside the cluster CIDR.
     pub fn release(&mut self, cidr: &str) {
-        let Some((first, last)) = self.range(cidr) else { return };
+        let Some((first, last)) = self.range(cidr) else {
+            return;
+        };
         for used in &mut self.used[first..=last] {
             if *used {
                 *used = false;
@@ -139,10 +158,17 @@ impl CidrSet {
 
 /// The pod CIDRs a node has (spec.podCIDRs, else spec.podCIDR).
 pub fn node_cidrs(node: &Node) -> Vec<String> {
-    let Some(spec) = node.spec.as_ref() else { return Vec::new() };
+    let Some(spec) = node.spec.as_ref() else {
+        return Vec::new();
+    };
     match spec.pod_cidrs.as_ref().filter(|c| !c.is_empty()) {
         Some(cidrs) => cidrs.clone(),
-        None => spec.pod_cidr.iter().filter(|c| !c.is_empty()).cloned().collect(),
+        None => spec
+            .pod_cidr
+            .iter()
+            .filter(|c| !c.is_empty())
+            .cloned()
+            .collect(),
     }
 }
 
@@ -159,7 +185,10 @@ struct Allocator {
 
 impl Allocator {
     fn record(&mut self, node: &str, cidrs: Vec<String>) {
-        let old = self.by_node.insert(node.to_string(), cidrs.clone()).unwrap_or_default();
+        let old = self
+            .by_node
+            .insert(node.to_string(), cidrs.clone())
+            .unwrap_or_default();
         for c in old.iter().filter(|c| !cidrs.contains(c)) {
             self.set.release(c);
         }
@@ -200,7 +229,11 @@ pub async fn run(ctx: crate::Context) {
         if !loopkit::wait_ready(&nodes).await {
             return;
         }
-        let mut alloc = Allocator { set, by_node: HashMap::new(), waiting: BTreeSet::new() };
+        let mut alloc = Allocator {
+            set,
+            by_node: HashMap::new(),
+            waiting: BTreeSet::new(),
+        };
         for node in nodes.state() {
             let name = node.metadata.name.clone().unwrap_or_default();
             let cidrs = node_cidrs(&node);
@@ -209,7 +242,11 @@ pub async fn run(ctx: crate::Context) {
             }
             queue.add(name);
         }
-        tracing::info!(allocated = alloc.set.allocated(), capacity = alloc.set.capacity(), "node IPAM ready");
+        tracing::info!(
+            allocated = alloc.set.allocated(),
+            capacity = alloc.set.capacity(),
+            "node IPAM ready"
+        );
         loop {
             let name = queue.next().await;
             let outcome = reconcile(&ctx, &nodes, &mut alloc, &queue, &name).await;
@@ -219,13 +256,21 @@ pub async fn run(ctx: crate::Context) {
     tokio::join!(node_informer, worker);
 }
 
-async fn reconcile(ctx: &crate::Context, nodes: &Store<Node>, alloc: &mut Allocator, queue: &WorkQueue<String>, name: &str) -> Outcome {
+async fn reconcile(
+    ctx: &crate::Context,
+    nodes: &Store<Node>,
+    alloc: &mut Allocator,
+    queue: &WorkQueue<String>,
+    name: &str,
+) -> Outcome {
     let Some(node) = nodes.get(&ObjectRef::new(name)) else {
         alloc.waiting.remove(name);
         if alloc.forget(name) {
             tracing::info!(node = name, "released the pod CIDR of a deleted node");
             // Someone may be waiting for a block.
-            std::mem::take(&mut alloc.waiting).into_iter().for_each(|n| queue.add(n));
+            std::mem::take(&mut alloc.waiting)
+                .into_iter()
+                .for_each(|n| queue.add(n));
         }
         return Ok(None);
     };
@@ -246,8 +291,19 @@ async fn reconcile(ctx: &crate::Context, nodes: &Store<Node>, alloc: &mut Alloca
             None => {
                 alloc.waiting.insert(name.to_string());
                 let message = format!("Node {name} status is now: CIDRNotAvailable");
-                ctx.recorder.record(&reference(node.as_ref()), EventType::Normal, "CIDRNotAvailable", &message).await;
-                tracing::warn!(node = name, capacity = alloc.set.capacity(), "no pod CIDR left for the node");
+                ctx.recorder
+                    .record(
+                        &reference(node.as_ref()),
+                        EventType::Normal,
+                        "CIDRNotAvailable",
+                        &message,
+                    )
+                    .await;
+                tracing::warn!(
+                    node = name,
+                    capacity = alloc.set.capacity(),
+                    "no pod CIDR left for the node"
+                );
                 return Ok(Some(FULL_RETRY));
             }
         },
@@ -255,7 +311,10 @@ async fn reconcile(ctx: &crate::Context, nodes: &Store<Node>, alloc: &mut Alloca
     alloc.waiting.remove(name);
     let api: Api<Node> = Api::all(ctx.client.clone());
     let patch = serde_json::json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
-    match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => {
             tracing::info!(node = name, cidr, "assigned pod CIDR");
             Ok(None)

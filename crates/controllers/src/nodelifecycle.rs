@@ -29,12 +29,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::loopkit::Store;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use crate::loopkit::Store;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use skiff_runtime::events::{EventType, reference};
@@ -55,7 +55,10 @@ const CONDITION_TAINTS: [(&str, &str); 4] = [
     ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
     ("DiskPressure", "node.kubernetes.io/disk-pressure"),
     ("PIDPressure", "node.kubernetes.io/pid-pressure"),
-    ("NetworkUnavailable", "node.kubernetes.io/network-unavailable"),
+    (
+        "NetworkUnavailable",
+        "node.kubernetes.io/network-unavailable",
+    ),
 ];
 
 /// Conditions a kubelet posts, all set Unknown when it goes silent.
@@ -74,8 +77,13 @@ pub struct Heartbeat {
 impl Heartbeat {
     pub fn of(node: &Node, lease: Option<&Lease>) -> Heartbeat {
         Heartbeat {
-            ready_heartbeat: condition(node, "Ready").and_then(|c| c.last_heartbeat_time.as_ref()).map(|t| t.0),
-            lease_renewed: lease.and_then(|l| l.spec.as_ref()).and_then(|s| s.renew_time.as_ref()).map(|t| t.0),
+            ready_heartbeat: condition(node, "Ready")
+                .and_then(|c| c.last_heartbeat_time.as_ref())
+                .map(|t| t.0),
+            lease_renewed: lease
+                .and_then(|l| l.spec.as_ref())
+                .and_then(|s| s.renew_time.as_ref())
+                .map(|t| t.0),
         }
     }
 }
@@ -93,7 +101,10 @@ pub struct Health {
 pub fn observe(prev: Option<&Health>, heartbeat: Heartbeat, now: Instant) -> Health {
     match prev {
         Some(h) if h.heartbeat == heartbeat => h.clone(),
-        _ => Health { heartbeat, probe: now },
+        _ => Health {
+            heartbeat,
+            probe: now,
+        },
     }
 }
 
@@ -108,7 +119,12 @@ pub fn until_stale(probe: Instant, now: Instant, grace: Duration) -> Duration {
 }
 
 pub fn condition<'a>(node: &'a Node, type_: &str) -> Option<&'a NodeCondition> {
-    node.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 /// The Ready condition's status ("True", "False", "Unknown"), if posted.
@@ -119,7 +135,11 @@ pub fn ready_status(node: &Node) -> Option<&str> {
 /// The conditions of a node whose kubelet went silent: every kubelet
 /// condition Unknown (added if never posted). `None` if already so.
 pub fn unknown_conditions(node: &Node, now: &Time) -> Option<Vec<NodeCondition>> {
-    let mut conditions = node.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let mut conditions = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
     let mut changed = false;
     for type_ in KUBELET_CONDITIONS {
         match conditions.iter_mut().find(|c| c.type_ == type_) {
@@ -150,20 +170,31 @@ pub fn unknown_conditions(node: &Node, now: &Time) -> Option<Vec<NodeCondition>>
 fn is_managed_taint(t: &Taint) -> bool {
     t.key == TAINT_NOT_READY
         || t.key == TAINT_UNREACHABLE
-        || (t.effect == NO_SCHEDULE && (t.key == TAINT_UNSCHEDULABLE || CONDITION_TAINTS.iter().any(|(_, k)| *k == t.key)))
+        || (t.effect == NO_SCHEDULE
+            && (t.key == TAINT_UNSCHEDULABLE || CONDITION_TAINTS.iter().any(|(_, k)| *k == t.key)))
 }
 
 /// The taints a node's conditions call for, or `None` if it has them.
 /// Other taints are kept as they are; kept managed taints keep their
 /// timeAdded; new NoExecute taints get `now`.
 pub fn desired_taints(node: &Node, now: &Time) -> Option<Vec<Taint>> {
-    let existing = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+    let existing = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
     let mut want: Vec<(&str, &str)> = Vec::new();
     let ready = ready_status(node);
     match ready {
         Some("True") => {}
-        Some("False") => want.extend([(TAINT_NOT_READY, NO_SCHEDULE), (TAINT_NOT_READY, NO_EXECUTE)]),
-        Some(_) => want.extend([(TAINT_UNREACHABLE, NO_SCHEDULE), (TAINT_UNREACHABLE, NO_EXECUTE)]),
+        Some("False") => want.extend([
+            (TAINT_NOT_READY, NO_SCHEDULE),
+            (TAINT_NOT_READY, NO_EXECUTE),
+        ]),
+        Some(_) => want.extend([
+            (TAINT_UNREACHABLE, NO_SCHEDULE),
+            (TAINT_UNREACHABLE, NO_EXECUTE),
+        ]),
         None => {}
     }
     for (type_, key) in CONDITION_TAINTS {
@@ -171,7 +202,12 @@ pub fn desired_taints(node: &Node, now: &Time) -> Option<Vec<Taint>> {
             want.push((key, NO_SCHEDULE));
         }
     }
-    if node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
+    if node
+        .spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false)
+    {
         want.push((TAINT_UNSCHEDULABLE, NO_SCHEDULE));
     }
     let wanted = |t: &Taint| want.iter().any(|(k, e)| *k == t.key && *e == t.effect);
@@ -232,7 +268,11 @@ pub enum Eviction {
 /// was added): now if one NoExecute taint is not tolerated (or tolerated
 /// for 0 s), else when the first tolerationSeconds runs out (each taint's
 /// first matching toleration counts, as in Kubernetes).
-pub fn eviction(taints: &[(Taint, Timestamp)], tolerations: &[Toleration], now: Timestamp) -> Eviction {
+pub fn eviction(
+    taints: &[(Taint, Timestamp)],
+    tolerations: &[Toleration],
+    now: Timestamp,
+) -> Eviction {
     let mut deadline: Option<Timestamp> = None;
     for (taint, since) in taints.iter().filter(|(t, _)| t.effect == NO_EXECUTE) {
         let Some(toleration) = tolerations.iter().find(|t| tolerates(t, taint)) else {
@@ -256,11 +296,23 @@ pub fn eviction(taints: &[(Taint, Timestamp)], tolerations: &[Toleration], now: 
 }
 
 fn no_execute_taints(node: &Node) -> Vec<Taint> {
-    node.spec.as_ref().and_then(|s| s.taints.as_ref()).into_iter().flatten().filter(|t| t.effect == NO_EXECUTE).cloned().collect()
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|t| t.effect == NO_EXECUTE)
+        .cloned()
+        .collect()
 }
 
 fn taint_id(node: &str, t: &Taint) -> String {
-    format!("{node}\u{0}{}\u{0}{}\u{0}{}", t.key, t.value.as_deref().unwrap_or(""), t.effect)
+    format!(
+        "{node}\u{0}{}\u{0}{}\u{0}{}",
+        t.key,
+        t.value.as_deref().unwrap_or(""),
+        t.effect
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -285,7 +337,10 @@ struct Controller {
 }
 
 fn pod_node(pod: &Pod) -> Option<&str> {
-    pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty())
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .filter(|n| !n.is_empty())
 }
 
 /// How often every node is looked at (↔ --node-monitor-period, 5 s).
@@ -310,22 +365,32 @@ pub async fn run(ctx: crate::Context) {
     let q = queue.clone();
     let pod_store = pods.clone();
     let (nodes, node_informer) = ctx.informers.get::<Node>().informer(move |ev, old| {
-        let Some(node) = loopkit::event_object(ev) else { return };
+        let Some(node) = loopkit::event_object(ev) else {
+            return;
+        };
         let name = node.metadata.name.clone().unwrap_or_default();
         q.add(Work::Node(name.clone()));
         let deleted = matches!(ev, watcher::Event::Delete(_));
         if !deleted && old.as_deref().map(no_execute_taints) != Some(no_execute_taints(node)) {
-            for pod in pod_store.state().iter().filter(|p| pod_node(p) == Some(name.as_str())) {
+            for pod in pod_store
+                .state()
+                .iter()
+                .filter(|p| pod_node(p) == Some(name.as_str()))
+            {
                 q.add(Work::Pod(Key::of(pod.as_ref())));
             }
         }
     });
     let q = queue.clone();
-    let (leases, lease_informer) = informer(Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE), watcher::Config::default(), move |ev, _| {
-        if let Some(lease) = loopkit::event_object(ev) {
-            q.add(Work::Node(lease.metadata.name.clone().unwrap_or_default()));
-        }
-    });
+    let (leases, lease_informer) = informer(
+        Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE),
+        watcher::Config::default(),
+        move |ev, _| {
+            if let Some(lease) = loopkit::event_object(ev) {
+                q.add(Work::Node(lease.metadata.name.clone().unwrap_or_default()));
+            }
+        },
+    );
     let period = monitor_period(ctx.config.node_monitor_grace_period);
     let q = queue.clone();
     let node_store = nodes.clone();
@@ -333,11 +398,17 @@ pub async fn run(ctx: crate::Context) {
         let mut tick = loopkit::ticker(period);
         loop {
             tick.tick().await;
-            node_store.state().iter().for_each(|n| q.add(Work::Node(n.metadata.name.clone().unwrap_or_default())));
+            node_store
+                .state()
+                .iter()
+                .for_each(|n| q.add(Work::Node(n.metadata.name.clone().unwrap_or_default())));
         }
     };
     let worker = async {
-        if !(loopkit::wait_ready(&nodes).await && loopkit::wait_ready(&leases).await && loopkit::wait_ready(&pods).await) {
+        if !(loopkit::wait_ready(&nodes).await
+            && loopkit::wait_ready(&leases).await
+            && loopkit::wait_ready(&pods).await)
+        {
             return;
         }
         let mut c = Controller {
@@ -372,9 +443,15 @@ impl Controller {
             return Ok(None);
         };
         let api: Api<Node> = Api::all(self.ctx.client.clone());
-        let lease = self.leases.get(&ObjectRef::new(name).within(LEASE_NAMESPACE));
+        let lease = self
+            .leases
+            .get(&ObjectRef::new(name).within(LEASE_NAMESPACE));
         let now = Instant::now();
-        let health = observe(self.health.get(name), Heartbeat::of(&node, lease.as_deref()), now);
+        let health = observe(
+            self.health.get(name),
+            Heartbeat::of(&node, lease.as_deref()),
+            now,
+        );
         let probe = health.probe;
         self.health.insert(name.to_string(), health);
         let grace = self.ctx.config.node_monitor_grace_period;
@@ -385,10 +462,18 @@ impl Controller {
             && let Some(conditions) = unknown_conditions(&node, &wall_now)
         {
             let mut updated = node.clone();
-            updated.status.get_or_insert_with(Default::default).conditions = Some(conditions);
+            updated
+                .status
+                .get_or_insert_with(Default::default)
+                .conditions = Some(conditions);
             updated.metadata.managed_fields = None;
-            node = api.replace_status(name, &PostParams::default(), &updated).await?;
-            tracing::info!(node = name, "node stopped posting status: conditions set to Unknown");
+            node = api
+                .replace_status(name, &PostParams::default(), &updated)
+                .await?;
+            tracing::info!(
+                node = name,
+                "node stopped posting status: conditions set to Unknown"
+            );
         }
 
         // Ready transitions: events, and pods of a node that is not ready stop being ready.
@@ -396,10 +481,21 @@ impl Controller {
         let previous = self.last_ready.insert(name.to_string(), ready.clone());
         if previous.as_deref() == Some("True") && ready != "True" {
             let message = format!("Node {name} status is now: NodeNotReady");
-            self.ctx.recorder.record(&reference(&node), EventType::Normal, "NodeNotReady", &message).await;
+            self.ctx
+                .recorder
+                .record(
+                    &reference(&node),
+                    EventType::Normal,
+                    "NodeNotReady",
+                    &message,
+                )
+                .await;
         } else if previous.is_some_and(|p| p != "True") && ready == "True" {
             let message = format!("Node {name} status is now: NodeReady");
-            self.ctx.recorder.record(&reference(&node), EventType::Normal, "NodeReady", &message).await;
+            self.ctx
+                .recorder
+                .record(&reference(&node), EventType::Normal, "NodeReady", &message)
+                .await;
         }
         if !ready.is_empty() && ready != "True" {
             self.mark_pods_not_ready(name, &wall_now).await?;
@@ -407,24 +503,46 @@ impl Controller {
 
         if let Some(taints) = desired_taints(&node, &wall_now) {
             let mut updated = node.clone();
-            updated.spec.get_or_insert_with(Default::default).taints = (!taints.is_empty()).then_some(taints);
+            updated.spec.get_or_insert_with(Default::default).taints =
+                (!taints.is_empty()).then_some(taints);
             updated.metadata.managed_fields = None;
             api.replace(name, &PostParams::default(), &updated).await?;
             tracing::info!(node = name, ready, "node taints updated");
         }
-        Ok((!is_stale(probe, now, grace)).then(|| until_stale(probe, now, grace) + Duration::from_millis(20)))
+        Ok((!is_stale(probe, now, grace))
+            .then(|| until_stale(probe, now, grace) + Duration::from_millis(20)))
     }
 
     async fn mark_pods_not_ready(&self, node: &str, now: &Time) -> Result<(), loopkit::Error> {
-        let pods: Vec<Arc<Pod>> = self.pods.state().into_iter().filter(|p| pod_node(p) == Some(node) && crate::endpoints::is_pod_ready(p)).collect();
+        let pods: Vec<Arc<Pod>> = self
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| pod_node(p) == Some(node) && crate::endpoints::is_pod_ready(p))
+            .collect();
         for pod in pods {
             let key = Key::of(pod.as_ref());
             let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &key.namespace);
             let patch = serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}]}});
-            match api.patch_status(&key.name, &PatchParams::default(), &Patch::Strategic(&patch)).await {
+            match api
+                .patch_status(
+                    &key.name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(&patch),
+                )
+                .await
+            {
                 Ok(_) => {
                     tracing::info!(pod = %key, node, "marked pod not ready: its node is not ready");
-                    self.ctx.recorder.record(&reference(pod.as_ref()), EventType::Warning, "NodeNotReady", "Node is not ready").await;
+                    self.ctx
+                        .recorder
+                        .record(
+                            &reference(pod.as_ref()),
+                            EventType::Warning,
+                            "NodeNotReady",
+                            "Node is not ready",
+                        )
+                        .await;
                 }
                 Err(e) if is_status(&e, 404) => {}
                 Err(e) => return Err(e.into()),
@@ -452,16 +570,24 @@ impl Controller {
             .map(|t| {
                 let since = match &t.time_added {
                     Some(time) => time.0,
-                    None => *self.first_seen.entry(taint_id(node_name, &t)).or_insert(now),
+                    None => *self
+                        .first_seen
+                        .entry(taint_id(node_name, &t))
+                        .or_insert(now),
                 };
                 (t, since)
             })
             .collect();
         let live: BTreeSet<String> = taints.iter().map(|(t, _)| taint_id(node_name, t)).collect();
         let prefix = format!("{node_name}\u{0}");
-        self.first_seen.retain(|k, _| !k.starts_with(&prefix) || live.contains(k));
+        self.first_seen
+            .retain(|k, _| !k.starts_with(&prefix) || live.contains(k));
 
-        let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
+        let tolerations = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.clone())
+            .unwrap_or_default();
         match eviction(&taints, &tolerations, now) {
             Eviction::Never => Ok(None),
             Eviction::At(at) => {
@@ -471,15 +597,32 @@ impl Controller {
             Eviction::Now => {
                 let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &key.namespace);
                 let message = format!("Marking for deletion Pod {key}");
-                self.ctx.recorder.record(&reference(pod.as_ref()), EventType::Normal, "TaintManagerEviction", &message).await;
+                self.ctx
+                    .recorder
+                    .record(
+                        &reference(pod.as_ref()),
+                        EventType::Normal,
+                        "TaintManagerEviction",
+                        &message,
+                    )
+                    .await;
                 let condition = serde_json::json!({"status": {"conditions": [{
                     "type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager",
                     "message": "Taint manager: deleting due to NoExecute taint", "lastTransitionTime": Time(now)}]}});
-                if let Err(e) = api.patch_status(&key.name, &PatchParams::default(), &Patch::Strategic(&condition)).await {
+                if let Err(e) = api
+                    .patch_status(
+                        &key.name,
+                        &PatchParams::default(),
+                        &Patch::Strategic(&condition),
+                    )
+                    .await
+                {
                     tracing::debug!(pod = %key, error = %e, "could not add the DisruptionTarget condition");
                 }
                 match api.delete(&key.name, &DeleteParams::default()).await {
-                    Ok(_) => tracing::info!(pod = %key, node = node_name, "evicted pod from a NoExecute-tainted node"),
+                    Ok(_) => {
+                        tracing::info!(pod = %key, node = node_name, "evicted pod from a NoExecute-tainted node")
+                    }
                     Err(e) if is_status(&e, 404) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -501,22 +644,48 @@ mod tests {
     }
 
     fn cond(type_: &str, status: &str) -> NodeCondition {
-        NodeCondition { type_: type_.into(), status: status.into(), last_heartbeat_time: Some(Time(ts(0))), ..Default::default() }
+        NodeCondition {
+            type_: type_.into(),
+            status: status.into(),
+            last_heartbeat_time: Some(Time(ts(0))),
+            ..Default::default()
+        }
     }
 
     fn node(conditions: Vec<NodeCondition>, taints: Vec<Taint>) -> Node {
         Node {
-            metadata: kube::api::ObjectMeta { name: Some("n1".into()), creation_timestamp: Some(Time(ts(-100))), ..Default::default() },
-            spec: Some(NodeSpec { taints: (!taints.is_empty()).then_some(taints), ..Default::default() }),
-            status: Some(NodeStatus { conditions: Some(conditions), ..Default::default() }),
+            metadata: kube::api::ObjectMeta {
+                name: Some("n1".into()),
+                creation_timestamp: Some(Time(ts(-100))),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                taints: (!taints.is_empty()).then_some(taints),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                conditions: Some(conditions),
+                ..Default::default()
+            }),
         }
     }
 
     fn taint(key: &str, effect: &str) -> Taint {
-        Taint { key: key.into(), effect: effect.into(), value: None, time_added: None }
+        Taint {
+            key: key.into(),
+            effect: effect.into(),
+            value: None,
+            time_added: None,
+        }
     }
 
-    fn toleration(key: Option<&str>, op: &str, value: Option<&str>, effect: Option<&str>, seconds: Option<i64>) -> Toleration {
+    fn toleration(
+        key: Option<&str>,
+        op: &str,
+        value: Option<&str>,
+        effect: Option<&str>,
+        seconds: Option<i64>,
+    ) -> Toleration {
         Toleration {
             key: key.map(str::to_string),
             operator: Some(op.into()),
@@ -531,7 +700,10 @@ mod tests {
         let t0 = Instant::now();
         let grace = Duration::from_secs(40);
         let lease = |secs: i64| Lease {
-            spec: Some(LeaseSpec { renew_time: Some(MicroTime(ts(secs))), ..Default::default() }),
+            spec: Some(LeaseSpec {
+                renew_time: Some(MicroTime(ts(secs))),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let n = node(vec![cond("Ready", "True")], vec![]);
@@ -541,12 +713,26 @@ mod tests {
         let later = t0 + Duration::from_secs(30);
         let same = observe(Some(&first), Heartbeat::of(&n, Some(&lease(0))), later);
         assert_eq!(same.probe, t0);
-        let cases = [(Duration::from_secs(39), false), (Duration::from_secs(40), false), (Duration::from_secs(41), true)];
+        let cases = [
+            (Duration::from_secs(39), false),
+            (Duration::from_secs(40), false),
+            (Duration::from_secs(41), true),
+        ];
         for (elapsed, stale) in cases {
-            assert_eq!(is_stale(same.probe, t0 + elapsed, grace), stale, "{elapsed:?}");
+            assert_eq!(
+                is_stale(same.probe, t0 + elapsed, grace),
+                stale,
+                "{elapsed:?}"
+            );
         }
-        assert_eq!(until_stale(t0, t0 + Duration::from_secs(30), grace), Duration::from_secs(10));
-        assert_eq!(until_stale(t0, t0 + Duration::from_secs(50), grace), Duration::ZERO);
+        assert_eq!(
+            until_stale(t0, t0 + Duration::from_secs(30), grace),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            until_stale(t0, t0 + Duration::from_secs(50), grace),
+            Duration::ZERO
+        );
         // A renewed lease, or a new Ready heartbeat, moves it.
         let renewed = observe(Some(&same), Heartbeat::of(&n, Some(&lease(10))), later);
         assert_eq!(renewed.probe, later);
@@ -555,21 +741,40 @@ mod tests {
             c[0].last_heartbeat_time = Some(Time(ts(20)));
         }
         let t2 = later + Duration::from_secs(5);
-        assert_eq!(observe(Some(&renewed), Heartbeat::of(&posted, Some(&lease(10))), t2).probe, t2);
+        assert_eq!(
+            observe(Some(&renewed), Heartbeat::of(&posted, Some(&lease(10))), t2).probe,
+            t2
+        );
     }
 
     #[test]
     fn silent_kubelet_conditions_become_unknown() {
         let now = Time(ts(100));
-        let n = node(vec![cond("Ready", "True"), cond("MemoryPressure", "False")], vec![]);
+        let n = node(
+            vec![cond("Ready", "True"), cond("MemoryPressure", "False")],
+            vec![],
+        );
         let conditions = unknown_conditions(&n, &now).expect("a change");
-        let ready = conditions.iter().find(|c| c.type_ == "Ready").expect("Ready");
+        let ready = conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .expect("Ready");
         assert_eq!(ready.status, "Unknown");
         assert_eq!(ready.reason.as_deref(), Some("NodeStatusUnknown"));
-        assert_eq!(ready.message.as_deref(), Some("Kubelet stopped posting node status."));
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("Kubelet stopped posting node status.")
+        );
         assert_eq!(ready.last_transition_time, Some(now.clone()));
-        assert_eq!(ready.last_heartbeat_time, Some(Time(ts(0))), "the heartbeat is kept");
-        let never = conditions.iter().find(|c| c.type_ == "DiskPressure").expect("DiskPressure added");
+        assert_eq!(
+            ready.last_heartbeat_time,
+            Some(Time(ts(0))),
+            "the heartbeat is kept"
+        );
+        let never = conditions
+            .iter()
+            .find(|c| c.type_ == "DiskPressure")
+            .expect("DiskPressure added");
         assert_eq!(never.reason.as_deref(), Some("NodeStatusNeverUpdated"));
         assert_eq!(conditions.len(), 4);
         // Already Unknown: nothing to write.
@@ -579,56 +784,124 @@ mod tests {
         // Never posted at all.
         let fresh = node(vec![], vec![]);
         let c = unknown_conditions(&fresh, &now).expect("a change");
-        assert!(c.iter().all(|c| c.status == "Unknown" && c.message.as_deref() == Some("Kubelet never posted node status.")));
+        assert!(c.iter().all(|c| c.status == "Unknown"
+            && c.message.as_deref() == Some("Kubelet never posted node status.")));
     }
 
     #[test]
     fn taints_follow_conditions() {
         let now = Time(ts(100));
         let keys = |taints: &Option<Vec<Taint>>| -> Option<Vec<String>> {
-            taints.as_ref().map(|ts| ts.iter().map(|t| format!("{}:{}", t.key, t.effect)).collect())
+            taints.as_ref().map(|ts| {
+                ts.iter()
+                    .map(|t| format!("{}:{}", t.key, t.effect))
+                    .collect()
+            })
         };
         let custom = taint("example.com/dedicated", NO_SCHEDULE);
         let cases: Vec<(&str, Node, Option<Vec<&str>>)> = vec![
-            ("ready, untainted", node(vec![cond("Ready", "True")], vec![]), None),
+            (
+                "ready, untainted",
+                node(vec![cond("Ready", "True")], vec![]),
+                None,
+            ),
             (
                 "unknown gets unreachable",
                 node(vec![cond("Ready", "Unknown")], vec![custom.clone()]),
-                Some(vec!["example.com/dedicated:NoSchedule", "node.kubernetes.io/unreachable:NoSchedule", "node.kubernetes.io/unreachable:NoExecute"]),
+                Some(vec![
+                    "example.com/dedicated:NoSchedule",
+                    "node.kubernetes.io/unreachable:NoSchedule",
+                    "node.kubernetes.io/unreachable:NoExecute",
+                ]),
             ),
             (
                 "false swaps unreachable for not-ready",
-                node(vec![cond("Ready", "False")], vec![taint(TAINT_UNREACHABLE, NO_SCHEDULE), taint(TAINT_UNREACHABLE, NO_EXECUTE)]),
-                Some(vec!["node.kubernetes.io/not-ready:NoSchedule", "node.kubernetes.io/not-ready:NoExecute"]),
+                node(
+                    vec![cond("Ready", "False")],
+                    vec![
+                        taint(TAINT_UNREACHABLE, NO_SCHEDULE),
+                        taint(TAINT_UNREACHABLE, NO_EXECUTE),
+                    ],
+                ),
+                Some(vec![
+                    "node.kubernetes.io/not-ready:NoSchedule",
+                    "node.kubernetes.io/not-ready:NoExecute",
+                ]),
             ),
             (
                 "recovered loses them, keeps others",
-                node(vec![cond("Ready", "True")], vec![custom.clone(), taint(TAINT_NOT_READY, NO_EXECUTE)]),
+                node(
+                    vec![cond("Ready", "True")],
+                    vec![custom.clone(), taint(TAINT_NOT_READY, NO_EXECUTE)],
+                ),
                 Some(vec!["example.com/dedicated:NoSchedule"]),
             ),
-            ("already right", node(vec![cond("Ready", "Unknown")], vec![taint(TAINT_UNREACHABLE, NO_SCHEDULE), taint(TAINT_UNREACHABLE, NO_EXECUTE)]), None),
-            ("no Ready condition keeps the kubelet's taint", node(vec![], vec![taint(TAINT_NOT_READY, NO_SCHEDULE)]), None),
+            (
+                "already right",
+                node(
+                    vec![cond("Ready", "Unknown")],
+                    vec![
+                        taint(TAINT_UNREACHABLE, NO_SCHEDULE),
+                        taint(TAINT_UNREACHABLE, NO_EXECUTE),
+                    ],
+                ),
+                None,
+            ),
+            (
+                "no Ready condition keeps the kubelet's taint",
+                node(vec![], vec![taint(TAINT_NOT_READY, NO_SCHEDULE)]),
+                None,
+            ),
             (
                 "pressure",
-                node(vec![cond("Ready", "True"), cond("MemoryPressure", "True"), cond("DiskPressure", "False")], vec![]),
+                node(
+                    vec![
+                        cond("Ready", "True"),
+                        cond("MemoryPressure", "True"),
+                        cond("DiskPressure", "False"),
+                    ],
+                    vec![],
+                ),
                 Some(vec!["node.kubernetes.io/memory-pressure:NoSchedule"]),
             ),
         ];
         for (name, n, want) in cases {
             let got = desired_taints(&n, &now);
-            assert_eq!(keys(&got), want.map(|w| w.into_iter().map(String::from).collect()), "{name}");
+            assert_eq!(
+                keys(&got),
+                want.map(|w| w.into_iter().map(String::from).collect()),
+                "{name}"
+            );
         }
         let mut cordoned = node(vec![cond("Ready", "True")], vec![]);
-        cordoned.spec.get_or_insert_with(Default::default).unschedulable = Some(true);
-        assert_eq!(keys(&desired_taints(&cordoned, &now)), Some(vec![format!("{TAINT_UNSCHEDULABLE}:NoSchedule")]));
+        cordoned
+            .spec
+            .get_or_insert_with(Default::default)
+            .unschedulable = Some(true);
+        assert_eq!(
+            keys(&desired_taints(&cordoned, &now)),
+            Some(vec![format!("{TAINT_UNSCHEDULABLE}:NoSchedule")])
+        );
         // New NoExecute taints are stamped; existing ones keep their stamp.
-        let got = desired_taints(&node(vec![cond("Ready", "Unknown")], vec![]), &now).unwrap_or_default();
-        let ne = got.iter().find(|t| t.effect == NO_EXECUTE).expect("NoExecute");
+        let got =
+            desired_taints(&node(vec![cond("Ready", "Unknown")], vec![]), &now).unwrap_or_default();
+        let ne = got
+            .iter()
+            .find(|t| t.effect == NO_EXECUTE)
+            .expect("NoExecute");
         assert_eq!(ne.time_added, Some(now.clone()));
-        assert!(got.iter().find(|t| t.effect == NO_SCHEDULE).is_some_and(|t| t.time_added.is_none()));
+        assert!(
+            got.iter()
+                .find(|t| t.effect == NO_SCHEDULE)
+                .is_some_and(|t| t.time_added.is_none())
+        );
         let mut stamped = taint(TAINT_UNREACHABLE, NO_EXECUTE);
         stamped.time_added = Some(Time(ts(5)));
-        let got = desired_taints(&node(vec![cond("Ready", "Unknown")], vec![stamped.clone()]), &now).unwrap_or_default();
+        let got = desired_taints(
+            &node(vec![cond("Ready", "Unknown")], vec![stamped.clone()]),
+            &now,
+        )
+        .unwrap_or_default();
         assert!(got.contains(&stamped));
     }
 
@@ -637,12 +910,21 @@ mod tests {
         let mut valued = taint("k", NO_EXECUTE);
         valued.value = Some("v".into());
         let cases = [
-            (toleration(Some("k"), "Equal", Some("v"), Some(NO_EXECUTE), None), true),
-            (toleration(Some("k"), "Equal", Some("w"), Some(NO_EXECUTE), None), false),
+            (
+                toleration(Some("k"), "Equal", Some("v"), Some(NO_EXECUTE), None),
+                true,
+            ),
+            (
+                toleration(Some("k"), "Equal", Some("w"), Some(NO_EXECUTE), None),
+                false,
+            ),
             (toleration(Some("k"), "Exists", None, None, None), true),
             (toleration(Some("other"), "Exists", None, None, None), false),
             (toleration(None, "Exists", None, None, None), true),
-            (toleration(Some("k"), "Exists", None, Some(NO_SCHEDULE), None), false),
+            (
+                toleration(Some("k"), "Exists", None, Some(NO_SCHEDULE), None),
+                false,
+            ),
             (toleration(Some("k"), "Bogus", None, None, None), false),
         ];
         for (t, want) in cases {
@@ -656,33 +938,101 @@ mod tests {
         let unreachable = (taint(TAINT_UNREACHABLE, NO_EXECUTE), added);
         let custom = (taint("example.com/x", NO_EXECUTE), ts(10));
         let no_schedule = (taint("example.com/y", NO_SCHEDULE), added);
-        let tol = |key: &str, secs: Option<i64>| toleration(Some(key), "Exists", None, Some(NO_EXECUTE), secs);
-        type Case = (&'static str, Vec<(Taint, Timestamp)>, Vec<Toleration>, i64, Eviction);
+        let tol = |key: &str, secs: Option<i64>| {
+            toleration(Some(key), "Exists", None, Some(NO_EXECUTE), secs)
+        };
+        type Case = (
+            &'static str,
+            Vec<(Taint, Timestamp)>,
+            Vec<Toleration>,
+            i64,
+            Eviction,
+        );
         let cases: Vec<Case> = vec![
             ("no taints", vec![], vec![], 0, Eviction::Never),
-            ("NoSchedule taints do not evict", vec![no_schedule.clone()], vec![], 0, Eviction::Never),
-            ("not tolerated", vec![unreachable.clone()], vec![], 0, Eviction::Now),
-            ("tolerated forever", vec![unreachable.clone()], vec![tol(TAINT_UNREACHABLE, None)], 1000, Eviction::Never),
-            ("tolerated for 300 s: waiting", vec![unreachable.clone()], vec![tol(TAINT_UNREACHABLE, Some(300))], 100, Eviction::At(ts(300))),
-            ("tolerated for 300 s: over", vec![unreachable.clone()], vec![tol(TAINT_UNREACHABLE, Some(300))], 300, Eviction::Now),
-            ("zero seconds", vec![unreachable.clone()], vec![tol(TAINT_UNREACHABLE, Some(0))], 0, Eviction::Now),
-            ("negative seconds", vec![unreachable.clone()], vec![tol(TAINT_UNREACHABLE, Some(-5))], 0, Eviction::Now),
+            (
+                "NoSchedule taints do not evict",
+                vec![no_schedule.clone()],
+                vec![],
+                0,
+                Eviction::Never,
+            ),
+            (
+                "not tolerated",
+                vec![unreachable.clone()],
+                vec![],
+                0,
+                Eviction::Now,
+            ),
+            (
+                "tolerated forever",
+                vec![unreachable.clone()],
+                vec![tol(TAINT_UNREACHABLE, None)],
+                1000,
+                Eviction::Never,
+            ),
+            (
+                "tolerated for 300 s: waiting",
+                vec![unreachable.clone()],
+                vec![tol(TAINT_UNREACHABLE, Some(300))],
+                100,
+                Eviction::At(ts(300)),
+            ),
+            (
+                "tolerated for 300 s: over",
+                vec![unreachable.clone()],
+                vec![tol(TAINT_UNREACHABLE, Some(300))],
+                300,
+                Eviction::Now,
+            ),
+            (
+                "zero seconds",
+                vec![unreachable.clone()],
+                vec![tol(TAINT_UNREACHABLE, Some(0))],
+                0,
+                Eviction::Now,
+            ),
+            (
+                "negative seconds",
+                vec![unreachable.clone()],
+                vec![tol(TAINT_UNREACHABLE, Some(-5))],
+                0,
+                Eviction::Now,
+            ),
             (
                 "the earliest deadline wins",
                 vec![unreachable.clone(), custom.clone()],
-                vec![tol(TAINT_UNREACHABLE, Some(300)), tol("example.com/x", Some(5))],
+                vec![
+                    tol(TAINT_UNREACHABLE, Some(300)),
+                    tol("example.com/x", Some(5)),
+                ],
                 0,
                 Eviction::At(ts(15)),
             ),
-            ("one taint untolerated", vec![unreachable.clone(), custom.clone()], vec![tol(TAINT_UNREACHABLE, None)], 0, Eviction::Now),
+            (
+                "one taint untolerated",
+                vec![unreachable.clone(), custom.clone()],
+                vec![tol(TAINT_UNREACHABLE, None)],
+                0,
+                Eviction::Now,
+            ),
             (
                 "first matching toleration counts",
                 vec![unreachable.clone()],
-                vec![tol(TAINT_UNREACHABLE, None), tol(TAINT_UNREACHABLE, Some(1))],
+                vec![
+                    tol(TAINT_UNREACHABLE, None),
+                    tol(TAINT_UNREACHABLE, Some(1)),
+                ],
                 100,
                 Eviction::Never,
             ),
-            ("wildcard", vec![unreachable.clone(), custom], vec![toleration(None, "Exists", None, None, Some(60))], 0, Eviction::At(ts(60))),
+            (
+                "wildcard",
+                vec![unreachable.clone(), custom],
+                vec![toleration(None, "Exists", None, None, Some(60))],
+                0,
+                Eviction::At(ts(60)),
+            ),
         ];
         for (name, taints, tolerations, now, want) in cases {
             assert_eq!(eviction(&taints, &tolerations, ts(now)), want, "{name}");
@@ -691,8 +1041,17 @@ mod tests {
 
     #[test]
     fn monitor_period_bounds() {
-        assert_eq!(monitor_period(Duration::from_secs(40)), Duration::from_secs(5));
-        assert_eq!(monitor_period(Duration::from_secs(2)), Duration::from_secs(1));
-        assert_eq!(monitor_period(Duration::from_millis(10)), Duration::from_millis(100));
+        assert_eq!(
+            monitor_period(Duration::from_secs(40)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            monitor_period(Duration::from_secs(2)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            monitor_period(Duration::from_millis(10)),
+            Duration::from_millis(100)
+        );
     }
 }

@@ -15,10 +15,10 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::loopkit::Store;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use crate::loopkit::Store;
 use tokio::time::Instant;
 
 use crate::loopkit::{self, Key, is_status};
@@ -36,7 +36,10 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { period: Duration::from_secs(20), quarantine: Duration::from_secs(40) }
+        Settings {
+            period: Duration::from_secs(20),
+            quarantine: Duration::from_secs(40),
+        }
     }
 }
 
@@ -44,11 +47,17 @@ impl Default for Settings {
 // Decisions (pure).
 
 fn phase(pod: &Pod) -> &str {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
 fn node_name(pod: &Pod) -> Option<&str> {
-    pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty())
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .filter(|n| !n.is_empty())
 }
 
 pub fn is_terminated(pod: &Pod) -> bool {
@@ -66,8 +75,14 @@ pub fn terminated_to_delete(pods: &[&Pod], threshold: usize) -> Vec<Key> {
         return Vec::new();
     }
     terminated.sort_by(|a, b| {
-        let ka = (a.metadata.creation_timestamp.as_ref().map(|t| t.0), Key::of(*a));
-        let kb = (b.metadata.creation_timestamp.as_ref().map(|t| t.0), Key::of(*b));
+        let ka = (
+            a.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            Key::of(*a),
+        );
+        let kb = (
+            b.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            Key::of(*b),
+        );
         ka.cmp(&kb)
     });
     let excess = terminated.len() - threshold;
@@ -76,24 +91,40 @@ pub fn terminated_to_delete(pods: &[&Pod], threshold: usize) -> Vec<Key> {
 
 /// The nodes pods are bound to that do not exist.
 pub fn missing_nodes(pods: &[&Pod], nodes: &HashSet<String>) -> BTreeSet<String> {
-    pods.iter().filter_map(|p| node_name(p)).filter(|n| !nodes.contains(*n)).map(str::to_string).collect()
+    pods.iter()
+        .filter_map(|p| node_name(p))
+        .filter(|n| !nodes.contains(*n))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Track when each missing node was first seen missing (forgetting the ones
 /// that are back) and return those missing for longer than `quarantine`.
-pub fn quarantine_due(since: &mut HashMap<String, Instant>, missing: &BTreeSet<String>, now: Instant, quarantine: Duration) -> Vec<String> {
+pub fn quarantine_due(
+    since: &mut HashMap<String, Instant>,
+    missing: &BTreeSet<String>,
+    now: Instant,
+    quarantine: Duration,
+) -> Vec<String> {
     since.retain(|n, _| missing.contains(n));
     for n in missing {
         since.entry(n.clone()).or_insert(now);
     }
-    let mut due: Vec<String> = since.iter().filter(|(_, t)| now.saturating_duration_since(**t) >= quarantine).map(|(n, _)| n.clone()).collect();
+    let mut due: Vec<String> = since
+        .iter()
+        .filter(|(_, t)| now.saturating_duration_since(**t) >= quarantine)
+        .map(|(n, _)| n.clone())
+        .collect();
     due.sort();
     due
 }
 
 /// Terminating pods that were never bound to a node.
 pub fn unscheduled_terminating(pods: &[&Pod]) -> Vec<Key> {
-    pods.iter().filter(|p| p.metadata.deletion_timestamp.is_some() && node_name(p).is_none()).map(|p| Key::of(*p)).collect()
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_some() && node_name(p).is_none())
+        .map(|p| Key::of(*p))
+        .collect()
 }
 
 /// A node that is not Ready and carries the out-of-service taint.
@@ -104,15 +135,25 @@ pub fn is_out_of_service(node: &Node) -> bool {
         .and_then(|s| s.conditions.as_ref())
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
         .is_some_and(|c| c.status == "True");
-    let tainted = node.spec.as_ref().and_then(|s| s.taints.as_ref()).is_some_and(|ts| ts.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT));
+    let tainted = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| ts.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT));
     !ready && tainted
 }
 
 /// Terminating pods on out-of-service nodes.
 pub fn out_of_service_terminating(pods: &[&Pod], nodes: &[&Node]) -> Vec<Key> {
-    let oos: HashSet<&str> = nodes.iter().filter(|n| is_out_of_service(n)).filter_map(|n| n.metadata.name.as_deref()).collect();
+    let oos: HashSet<&str> = nodes
+        .iter()
+        .filter(|n| is_out_of_service(n))
+        .filter_map(|n| n.metadata.name.as_deref())
+        .collect();
     pods.iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_some() && node_name(p).is_some_and(|n| oos.contains(n)))
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_some() && node_name(p).is_some_and(|n| oos.contains(n))
+        })
         .map(|p| Key::of(*p))
         .collect()
 }
@@ -132,9 +173,20 @@ pub async fn run_with(ctx: crate::Context, settings: Settings) {
         if !(loopkit::wait_ready(&pods).await && loopkit::wait_ready(&nodes).await) {
             return;
         }
-        let mut gc = Gc { ctx: ctx.clone(), pods: pods.clone(), nodes: nodes.clone(), settings: settings.clone(), missing_since: HashMap::new() };
+        let mut gc = Gc {
+            ctx: ctx.clone(),
+            pods: pods.clone(),
+            nodes: nodes.clone(),
+            settings: settings.clone(),
+            missing_since: HashMap::new(),
+        };
         // Missing nodes are re-checked as soon as their quarantine ends.
-        let mut tick = tokio::time::interval(settings.period.min(settings.quarantine).max(Duration::from_millis(10)));
+        let mut tick = tokio::time::interval(
+            settings
+                .period
+                .min(settings.quarantine)
+                .max(Duration::from_millis(10)),
+        );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_full = None::<Instant>;
         loop {
@@ -179,12 +231,23 @@ impl Gc {
                 self.force_delete(&key, None).await;
             }
         }
-        let names: HashSet<String> = nodes.iter().filter_map(|n| n.metadata.name.clone()).collect();
+        let names: HashSet<String> = nodes
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
         let missing = missing_nodes(&pods, &names);
-        let due = quarantine_due(&mut self.missing_since, &missing, Instant::now(), self.settings.quarantine);
+        let due = quarantine_due(
+            &mut self.missing_since,
+            &missing,
+            Instant::now(),
+            self.settings.quarantine,
+        );
         for node in due {
             // The informer may be behind: ask the API before deleting anything.
-            match Api::<Node>::all(self.ctx.client.clone()).get_opt(&node).await {
+            match Api::<Node>::all(self.ctx.client.clone())
+                .get_opt(&node)
+                .await
+            {
                 Ok(None) => {}
                 Ok(Some(_)) => {
                     self.missing_since.remove(&node);
@@ -216,17 +279,28 @@ impl Gc {
             if !is_terminated(pod) {
                 status["phase"] = serde_json::json!("Failed");
             }
-            if let Err(e) = api.patch_status(&key.name, &PatchParams::default(), &Patch::Strategic(&serde_json::json!({"status": status}))).await
+            if let Err(e) = api
+                .patch_status(
+                    &key.name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(&serde_json::json!({"status": status})),
+                )
+                .await
                 && !is_status(&e, 404)
             {
                 tracing::debug!(pod = %key, error = %e, "could not mark the orphaned pod failed");
             }
         }
-        let dp = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
         match api.delete(&key.name, &dp).await {
             Ok(_) => {}
             Err(e) if is_status(&e, 404) => {}
-            Err(e) => tracing::warn!(pod = %key, error = %e, "pod GC could not delete the pod; retrying next pass"),
+            Err(e) => {
+                tracing::warn!(pod = %key, error = %e, "pod GC could not delete the pod; retrying next pass")
+            }
         }
     }
 }
@@ -234,11 +308,18 @@ impl Gc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{NodeCondition, NodeSpec, NodeStatus, PodSpec, PodStatus, Taint};
+    use k8s_openapi::api::core::v1::{
+        NodeCondition, NodeSpec, NodeStatus, PodSpec, PodStatus, Taint,
+    };
     use kube::api::ObjectMeta;
 
     fn pod(name: &str, created: i64, phase: &str, node: Option<&str>, terminating: bool) -> Pod {
-        let t = |s: i64| Time(jiff::Timestamp::from_second(1_700_000_000 + s).unwrap_or(jiff::Timestamp::UNIX_EPOCH));
+        let t = |s: i64| {
+            Time(
+                jiff::Timestamp::from_second(1_700_000_000 + s)
+                    .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+            )
+        };
         Pod {
             metadata: ObjectMeta {
                 name: Some(name.into()),
@@ -247,8 +328,14 @@ mod tests {
                 deletion_timestamp: terminating.then(|| t(1000)),
                 ..Default::default()
             },
-            spec: Some(PodSpec { node_name: node.map(str::to_string), ..Default::default() }),
-            status: Some(PodStatus { phase: Some(phase.into()), ..Default::default() }),
+            spec: Some(PodSpec {
+                node_name: node.map(str::to_string),
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                ..Default::default()
+            }),
         }
     }
 
@@ -275,26 +362,48 @@ mod tests {
             (1, vec!["a-tie", "b-tie", "old-failed", "mid-done"]),
         ];
         for (threshold, want) in cases {
-            assert_eq!(names(&terminated_to_delete(&refs, threshold)), want, "threshold {threshold}");
+            assert_eq!(
+                names(&terminated_to_delete(&refs, threshold)),
+                want,
+                "threshold {threshold}"
+            );
         }
     }
 
     #[test]
     fn orphans_wait_out_the_quarantine() {
-        let pods = [pod("a", 0, "Running", Some("gone"), false), pod("b", 0, "Running", Some("here"), true), pod("c", 0, "Pending", None, false)];
+        let pods = [
+            pod("a", 0, "Running", Some("gone"), false),
+            pod("b", 0, "Running", Some("here"), true),
+            pod("c", 0, "Pending", None, false),
+        ];
         let refs: Vec<&Pod> = pods.iter().collect();
         let nodes: HashSet<String> = ["here".to_string()].into();
         let missing = missing_nodes(&refs, &nodes);
-        assert_eq!(missing.iter().map(String::as_str).collect::<Vec<_>>(), ["gone"]);
+        assert_eq!(
+            missing.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["gone"]
+        );
 
         let q = Duration::from_secs(40);
         let t0 = Instant::now();
         let mut since = HashMap::new();
         assert!(quarantine_due(&mut since, &missing, t0, q).is_empty());
         assert!(quarantine_due(&mut since, &missing, t0 + Duration::from_secs(39), q).is_empty());
-        assert_eq!(quarantine_due(&mut since, &missing, t0 + Duration::from_secs(40), q), ["gone"]);
+        assert_eq!(
+            quarantine_due(&mut since, &missing, t0 + Duration::from_secs(40), q),
+            ["gone"]
+        );
         // The node came back: forgotten, and a new absence starts over.
-        assert!(quarantine_due(&mut since, &BTreeSet::new(), t0 + Duration::from_secs(41), q).is_empty());
+        assert!(
+            quarantine_due(
+                &mut since,
+                &BTreeSet::new(),
+                t0 + Duration::from_secs(41),
+                q
+            )
+            .is_empty()
+        );
         assert!(since.is_empty());
         assert!(quarantine_due(&mut since, &missing, t0 + Duration::from_secs(42), q).is_empty());
     }
@@ -310,15 +419,32 @@ mod tests {
         let refs: Vec<&Pod> = pods.iter().collect();
         assert_eq!(names(&unscheduled_terminating(&refs)), ["unscheduled"]);
         let node = |name: &str, ready: &str| Node {
-            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
             spec: Some(NodeSpec {
-                taints: Some(vec![Taint { key: OUT_OF_SERVICE_TAINT.into(), effect: "NoExecute".into(), ..Default::default() }]),
+                taints: Some(vec![Taint {
+                    key: OUT_OF_SERVICE_TAINT.into(),
+                    effect: "NoExecute".into(),
+                    ..Default::default()
+                }]),
                 ..Default::default()
             }),
-            status: Some(NodeStatus { conditions: Some(vec![NodeCondition { type_: "Ready".into(), status: ready.into(), ..Default::default() }]), ..Default::default() }),
+            status: Some(NodeStatus {
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: ready.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
         };
         let nodes = [node("oos", "False"), node("ready-oos", "True")];
         let node_refs: Vec<&Node> = nodes.iter().collect();
-        assert_eq!(names(&out_of_service_terminating(&refs, &node_refs)), ["on-oos"]);
+        assert_eq!(
+            names(&out_of_service_terminating(&refs, &node_refs)),
+            ["on-oos"]
+        );
     }
 }

@@ -10,11 +10,13 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition};
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController, ReplicationControllerCondition};
+use k8s_openapi::api::core::v1::{
+    Pod, PodTemplateSpec, ReplicationController, ReplicationControllerCondition,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use k8s_openapi::NamespaceResourceScope;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -22,8 +24,8 @@ use serde_json::json;
 use skiff_runtime::events::EventType;
 
 use crate::ctrlutil::{
-    self, Cache, Change, Error, Expectations, ObjKey, Result, WorkQueue, controller_of, controller_ref,
-    is_not_found, pod_is_active, pod_is_available, pod_is_ready,
+    self, Cache, Change, Error, Expectations, ObjKey, Result, WorkQueue, controller_of,
+    controller_ref, is_not_found, pod_is_active, pod_is_available, pod_is_ready,
 };
 
 /// At most this many pods are created or deleted in one sync (↔ BurstReplicas).
@@ -35,7 +37,10 @@ const RESYNC: Duration = Duration::from_secs(60);
 
 /// Run the ReplicaSet and ReplicationController controllers.
 pub async fn run(ctx: crate::Context) {
-    tokio::join!(run_kind::<ReplicaSet>(ctx.clone()), run_kind::<ReplicationController>(ctx));
+    tokio::join!(
+        run_kind::<ReplicaSet>(ctx.clone()),
+        run_kind::<ReplicationController>(ctx)
+    );
 }
 
 /// The condition shared by ReplicaSetStatus and ReplicationControllerStatus.
@@ -60,7 +65,16 @@ pub struct Status {
 }
 
 /// What the controller needs of a ReplicaSet or a ReplicationController.
-pub trait Replicated: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static {
+pub trait Replicated:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
     fn desired_replicas(&self) -> i32;
     fn min_ready_seconds(&self) -> i32;
     /// Whether the selector is missing or empty (such an object manages nothing).
@@ -76,13 +90,21 @@ impl Replicated for ReplicaSet {
         self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
     }
     fn min_ready_seconds(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
     }
     fn selector_is_empty(&self) -> bool {
-        self.spec.as_ref().is_none_or(|s| ctrlutil::selector_is_empty(&s.selector))
+        self.spec
+            .as_ref()
+            .is_none_or(|s| ctrlutil::selector_is_empty(&s.selector))
     }
     fn selects(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
-        self.spec.as_ref().is_some_and(|s| !ctrlutil::selector_is_empty(&s.selector) && ctrlutil::selector_matches(&s.selector, labels))
+        self.spec.as_ref().is_some_and(|s| {
+            !ctrlutil::selector_is_empty(&s.selector)
+                && ctrlutil::selector_matches(&s.selector, labels)
+        })
     }
     fn pod_template(&self) -> Option<&PodTemplateSpec> {
         self.spec.as_ref()?.template.as_ref()
@@ -137,10 +159,16 @@ impl Replicated for ReplicationController {
         self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
     }
     fn min_ready_seconds(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
     }
     fn selector_is_empty(&self) -> bool {
-        self.spec.as_ref().and_then(|s| s.selector.as_ref()).is_none_or(BTreeMap::is_empty)
+        self.spec
+            .as_ref()
+            .and_then(|s| s.selector.as_ref())
+            .is_none_or(BTreeMap::is_empty)
     }
     fn selects(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
         match self.spec.as_ref().and_then(|s| s.selector.as_ref()) {
@@ -206,7 +234,11 @@ struct Controller<W: Replicated> {
 }
 
 async fn run_kind<W: Replicated>(ctx: crate::Context) {
-    let name = if W::kind(&()) == "ReplicaSet" { "replicaset" } else { "replicationcontroller" };
+    let name = if W::kind(&()) == "ReplicaSet" {
+        "replicaset"
+    } else {
+        "replicationcontroller"
+    };
     let c = Arc::new(Controller::<W> {
         ctx: ctx.clone(),
         name,
@@ -217,15 +249,15 @@ async fn run_kind<W: Replicated>(ctx: crate::Context) {
     });
     let owners_informer = {
         let c = c.clone();
-        ctx.informers.get::<W>().run(move |change| {
-            c.on_owner(change)
-        })
+        ctx.informers
+            .get::<W>()
+            .run(move |change| c.on_owner(change))
     };
     let pods_informer = {
         let c = c.clone();
-        ctx.informers.get::<Pod>().run(move |change| {
-            c.on_pod(change)
-        })
+        ctx.informers
+            .get::<Pod>()
+            .run(move |change| c.on_pod(change))
     };
     let workers = {
         let c = c.clone();
@@ -305,7 +337,10 @@ impl<W: Replicated> Controller<W> {
                     None => self.enqueue_matching(&new),
                 }
             }
-            Change::Apply { old: Some(old), new } => {
+            Change::Apply {
+                old: Some(old),
+                new,
+            } => {
                 if old.metadata.resource_version == new.metadata.resource_version {
                     return;
                 }
@@ -372,7 +407,12 @@ impl<W: Replicated> Controller<W> {
             tracing::warn!(controller = self.name, key = %key, "empty selector: managing no pods");
             return Ok(None);
         }
-        let active: Vec<Arc<Pod>> = self.pods.list_namespace(&key.namespace).into_iter().filter(|p| pod_is_active(p)).collect();
+        let active: Vec<Arc<Pod>> = self
+            .pods
+            .list_namespace(&key.namespace)
+            .into_iter()
+            .filter(|p| pod_is_active(p))
+            .collect();
         let claimed = self.claim_pods(&owner, active).await?;
         let mut manage_err = None;
         if needs_sync
@@ -388,7 +428,11 @@ impl<W: Replicated> Controller<W> {
             return Err(e);
         }
         // Wake up when a ready pod becomes available (minReadySeconds).
-        Ok(ctrlutil::next_availability(claimed.iter().map(|p| p.as_ref()), owner.min_ready_seconds(), now))
+        Ok(ctrlutil::next_availability(
+            claimed.iter().map(|p| p.as_ref()),
+            owner.min_ready_seconds(),
+            now,
+        ))
     }
 
     /// Adopt matching orphans, release owned pods that stopped matching
@@ -438,7 +482,10 @@ impl<W: Replicated> Controller<W> {
     async fn can_adopt(&self, owner: &W) -> Result<bool> {
         let ns = owner.namespace().unwrap_or_default();
         match self.api(&ns).get(&owner.name_any()).await {
-            Ok(fresh) => Ok(fresh.meta().uid == owner.meta().uid && fresh.meta().deletion_timestamp.is_none()),
+            Ok(fresh) => {
+                Ok(fresh.meta().uid == owner.meta().uid
+                    && fresh.meta().deletion_timestamp.is_none())
+            }
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(e.into()),
         }
@@ -446,7 +493,15 @@ impl<W: Replicated> Controller<W> {
 
     async fn adopt(&self, ns: &str, owner: &W, pod: &Pod) -> Result<Option<Pod>> {
         let patch = json!({"metadata": {"ownerReferences": [controller_ref(owner)], "uid": pod.metadata.uid}});
-        match self.pod_api(ns).patch(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await {
+        match self
+            .pod_api(ns)
+            .patch(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
+            .await
+        {
             Ok(p) => {
                 tracing::debug!(controller = self.name, pod = %pod.name_any(), owner = %owner.name_any(), "adopted pod");
                 Ok(Some(p))
@@ -458,7 +513,15 @@ impl<W: Replicated> Controller<W> {
 
     async fn release(&self, ns: &str, pod: &Pod, owner_uid: &str) -> Result<()> {
         let patch = json!({"metadata": {"ownerReferences": [{"$patch": "delete", "uid": owner_uid}], "uid": pod.metadata.uid}});
-        match self.pod_api(ns).patch(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await {
+        match self
+            .pod_api(ns)
+            .patch(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
+            .await
+        {
             Ok(_) => {
                 tracing::debug!(controller = self.name, pod = %pod.name_any(), "released pod");
                 Ok(())
@@ -472,10 +535,15 @@ impl<W: Replicated> Controller<W> {
         let desired = usize::try_from(owner.desired_replicas().max(0)).unwrap_or(0);
         if pods.len() < desired {
             let count = (desired - pods.len()).min(BURST_REPLICAS);
-            let template = owner.pod_template().ok_or_else(|| Error::Other("the pod template is missing".into()))?;
+            let template = owner
+                .pod_template()
+                .ok_or_else(|| Error::Other("the pod template is missing".into()))?;
             self.expectations.expect_creations(key, count);
             tracing::debug!(controller = self.name, key = %key, need = desired, creating = count, "too few replicas");
-            let (created, err) = slow_start_batch(count, SLOW_START_INITIAL_BATCH, || self.create_pod(owner, template)).await;
+            let (created, err) = slow_start_batch(count, SLOW_START_INITIAL_BATCH, || {
+                self.create_pod(owner, template)
+            })
+            .await;
             for _ in created..count {
                 // Never attempted (or failed): the informer will not see them.
                 self.expectations.creation_observed(key);
@@ -486,9 +554,12 @@ impl<W: Replicated> Controller<W> {
             let count = (pods.len() - desired).min(BURST_REPLICAS);
             let related = self.related_pods(owner, pods);
             let victims = pods_to_delete(pods, &related, count);
-            self.expectations.expect_deletions(key, victims.iter().map(|p| ObjKey::of(p.as_ref())));
+            self.expectations
+                .expect_deletions(key, victims.iter().map(|p| ObjKey::of(p.as_ref())));
             tracing::debug!(controller = self.name, key = %key, need = desired, deleting = count, "too many replicas");
-            let results = futures::future::join_all(victims.iter().map(|p| self.delete_pod(key, owner, p))).await;
+            let results =
+                futures::future::join_all(victims.iter().map(|p| self.delete_pod(key, owner, p)))
+                    .await;
             if let Some(e) = results.into_iter().find_map(Result::err) {
                 return Err(e);
             }
@@ -513,7 +584,10 @@ impl<W: Replicated> Controller<W> {
         self.pods
             .list_namespace(&ns)
             .into_iter()
-            .filter(|p| pod_is_active(p) && controller_of(&p.metadata).is_some_and(|r| siblings.contains(&r.uid)))
+            .filter(|p| {
+                pod_is_active(p)
+                    && controller_of(&p.metadata).is_some_and(|r| siblings.contains(&r.uid))
+            })
             .collect()
     }
 
@@ -541,13 +615,19 @@ impl<W: Replicated> Controller<W> {
         match self.pod_api(&ns).create(&PostParams::default(), &pod).await {
             Ok(created) => {
                 let msg = format!("Created pod: {}", created.name_any());
-                self.ctx.recorder.record(&reference, EventType::Normal, "SuccessfulCreate", &msg).await;
+                self.ctx
+                    .recorder
+                    .record(&reference, EventType::Normal, "SuccessfulCreate", &msg)
+                    .await;
                 Ok(true)
             }
             Err(e) if ctrlutil::is_namespace_terminating(&e) => Ok(false),
             Err(e) => {
                 let msg = format!("Error creating: {e}");
-                self.ctx.recorder.record(&reference, EventType::Warning, "FailedCreate", &msg).await;
+                self.ctx
+                    .recorder
+                    .record(&reference, EventType::Warning, "FailedCreate", &msg)
+                    .await;
                 Err(e.into())
             }
         }
@@ -556,10 +636,17 @@ impl<W: Replicated> Controller<W> {
     async fn delete_pod(&self, key: &ObjKey, owner: &W, pod: &Pod) -> Result<()> {
         let ns = pod.namespace().unwrap_or_default();
         let reference = skiff_runtime::events::reference(owner);
-        match self.pod_api(&ns).delete(&pod.name_any(), &DeleteParams::default()).await {
+        match self
+            .pod_api(&ns)
+            .delete(&pod.name_any(), &DeleteParams::default())
+            .await
+        {
             Ok(_) => {
                 let msg = format!("Deleted pod: {}", pod.name_any());
-                self.ctx.recorder.record(&reference, EventType::Normal, "SuccessfulDelete", &msg).await;
+                self.ctx
+                    .recorder
+                    .record(&reference, EventType::Normal, "SuccessfulDelete", &msg)
+                    .await;
                 Ok(())
             }
             Err(e) => {
@@ -569,7 +656,10 @@ impl<W: Replicated> Controller<W> {
                     return Ok(());
                 }
                 let msg = format!("Error deleting: {e}");
-                self.ctx.recorder.record(&reference, EventType::Warning, "FailedDelete", &msg).await;
+                self.ctx
+                    .recorder
+                    .record(&reference, EventType::Warning, "FailedDelete", &msg)
+                    .await;
                 Err(e.into())
             }
         }
@@ -583,7 +673,10 @@ impl<W: Replicated> Controller<W> {
         let api = self.api(&ns);
         let mut obj = (**owner).clone();
         obj.set_status(&status);
-        match api.replace_status(&owner.name_any(), &PostParams::default(), &obj).await {
+        match api
+            .replace_status(&owner.name_any(), &PostParams::default(), &obj)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if ctrlutil::is_conflict(&e) => {
                 // The cache was behind: once more on the current object.
@@ -596,7 +689,8 @@ impl<W: Replicated> Controller<W> {
                     return Ok(());
                 }
                 fresh.set_status(&status);
-                api.replace_status(&owner.name_any(), &PostParams::default(), &fresh).await?;
+                api.replace_status(&owner.name_any(), &PostParams::default(), &fresh)
+                    .await?;
                 Ok(())
             }
             Err(e) if is_not_found(&e) => Ok(()),
@@ -640,9 +734,18 @@ where
 }
 
 /// The new status from the owned active pods (↔ calculateStatus).
-fn calculate_status<W: Replicated>(owner: &W, pods: &[Arc<Pod>], manage_err: Option<&Error>, now: jiff::Timestamp) -> Status {
+fn calculate_status<W: Replicated>(
+    owner: &W,
+    pods: &[Arc<Pod>],
+    manage_err: Option<&Error>,
+    now: jiff::Timestamp,
+) -> Status {
     let mut status = owner.status_view();
-    let template_labels = owner.pod_template().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+    let template_labels = owner
+        .pod_template()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
     let min_ready = owner.min_ready_seconds();
     let mut fully_labeled = 0;
     let mut ready = 0;
@@ -658,11 +761,18 @@ fn calculate_status<W: Replicated>(owner: &W, pods: &[Arc<Pod>], manage_err: Opt
             }
         }
     }
-    let has_failure = status.conditions.iter().any(|c| c.type_ == "ReplicaFailure");
+    let has_failure = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "ReplicaFailure");
     match manage_err {
         Some(e) if !has_failure => {
             let diff = pods.len() as i64 - i64::from(owner.desired_replicas());
-            let reason = if diff < 0 { "FailedCreate" } else { "FailedDelete" };
+            let reason = if diff < 0 {
+                "FailedCreate"
+            } else {
+                "FailedDelete"
+            };
             status.conditions.push(Condition {
                 type_: "ReplicaFailure".into(),
                 status: "True".into(),
@@ -692,23 +802,46 @@ fn pods_to_delete(pods: &[Arc<Pod>], related: &[Arc<Pod>], count: usize) -> Vec<
     }
     let mut on_node: HashMap<&str, i32> = HashMap::new();
     for p in related {
-        if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty()) {
+        if let Some(n) = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .filter(|n| !n.is_empty())
+        {
             *on_node.entry(n).or_default() += 1;
         }
     }
     let mut ranked: Vec<(i32, &Arc<Pod>)> = pods
         .iter()
         .map(|p| {
-            let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or("");
-            (if node.is_empty() { 0 } else { on_node.get(node).copied().unwrap_or(0) }, p)
+            let node = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .unwrap_or("");
+            (
+                if node.is_empty() {
+                    0
+                } else {
+                    on_node.get(node).copied().unwrap_or(0)
+                },
+                p,
+            )
         })
         .collect();
     ranked.sort_by(|a, b| deletion_order(a.1, a.0, b.1, b.0));
-    ranked.into_iter().take(count).map(|(_, p)| p.clone()).collect()
+    ranked
+        .into_iter()
+        .take(count)
+        .map(|(_, p)| p.clone())
+        .collect()
 }
 
 fn node_name(p: &Pod) -> &str {
-    p.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or("")
+    p.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .unwrap_or("")
 }
 
 fn phase_ordinal(p: &Pod) -> i32 {
@@ -729,11 +862,21 @@ fn deletion_cost(p: &Pod) -> i64 {
 }
 
 fn max_restarts(p: &Pod) -> i32 {
-    p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).into_iter().flatten().map(|c| c.restart_count).max().unwrap_or(0)
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|c| c.restart_count)
+        .max()
+        .unwrap_or(0)
 }
 
 fn ready_since(p: &Pod) -> Option<jiff::Timestamp> {
-    ctrlutil::pod_ready_condition(p).filter(|c| c.status == "True").and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0)
+    ctrlutil::pod_ready_condition(p)
+        .filter(|c| c.status == "True")
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| t.0)
 }
 
 /// Ordering: Less means "delete first".
@@ -741,7 +884,11 @@ fn deletion_order(a: &Pod, rank_a: i32, b: &Pod, rank_b: i32) -> std::cmp::Order
     use std::cmp::Ordering;
     let (na, nb) = (node_name(a), node_name(b));
     if na.is_empty() != nb.is_empty() {
-        return if na.is_empty() { Ordering::Less } else { Ordering::Greater };
+        return if na.is_empty() {
+            Ordering::Less
+        } else {
+            Ordering::Greater
+        };
     }
     let (pa, pb) = (phase_ordinal(a), phase_ordinal(b));
     if pa != pb {
@@ -749,7 +896,11 @@ fn deletion_order(a: &Pod, rank_a: i32, b: &Pod, rank_b: i32) -> std::cmp::Order
     }
     let (ra, rb) = (pod_is_ready(a), pod_is_ready(b));
     if ra != rb {
-        return if !ra { Ordering::Less } else { Ordering::Greater };
+        return if !ra {
+            Ordering::Less
+        } else {
+            Ordering::Greater
+        };
     }
     let (ca, cb) = (deletion_cost(a), deletion_cost(b));
     if ca != cb {
@@ -770,7 +921,10 @@ fn deletion_order(a: &Pod, rank_a: i32, b: &Pod, rank_b: i32) -> std::cmp::Order
     if xa != xb {
         return xb.cmp(&xa);
     }
-    match (a.metadata.creation_timestamp.as_ref(), b.metadata.creation_timestamp.as_ref()) {
+    match (
+        a.metadata.creation_timestamp.as_ref(),
+        b.metadata.creation_timestamp.as_ref(),
+    ) {
         (Some(x), Some(y)) if x.0 != y.0 => y.0.cmp(&x.0),
         (None, Some(_)) => Ordering::Less,
         (Some(_), None) => Ordering::Greater,
@@ -787,10 +941,15 @@ mod tests {
         Arc::new(Pod {
             metadata: ObjectMeta {
                 name: Some(name.into()),
-                creation_timestamp: Some(Time(jiff::Timestamp::from_second(created).unwrap_or(jiff::Timestamp::UNIX_EPOCH))),
+                creation_timestamp: Some(Time(
+                    jiff::Timestamp::from_second(created).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+                )),
                 ..Default::default()
             },
-            spec: Some(PodSpec { node_name: (!node.is_empty()).then(|| node.to_string()), ..Default::default() }),
+            spec: Some(PodSpec {
+                node_name: (!node.is_empty()).then(|| node.to_string()),
+                ..Default::default()
+            }),
             status: Some(PodStatus {
                 phase: Some(phase.into()),
                 conditions: Some(vec![PodCondition {
@@ -816,12 +975,19 @@ mod tests {
             pod("unscheduled", "", "Pending", false, 10),
             pod("pending", "n4", "Pending", false, 20),
         ];
-        assert_eq!(names(&pods_to_delete(&pods, &pods, 4)), ["unscheduled", "pending", "not-ready", "ready-new"]);
+        assert_eq!(
+            names(&pods_to_delete(&pods, &pods, 4)),
+            ["unscheduled", "pending", "not-ready", "ready-new"]
+        );
     }
 
     #[test]
     fn doubled_up_pods_go_first() {
-        let pods = vec![pod("a", "n1", "Running", true, 100), pod("b", "n2", "Running", true, 100), pod("c", "n2", "Running", true, 100)];
+        let pods = vec![
+            pod("a", "n1", "Running", true, 100),
+            pod("b", "n2", "Running", true, 100),
+            pod("c", "n2", "Running", true, 100),
+        ];
         let victims = names(&pods_to_delete(&pods, &pods, 1));
         assert!(victims == ["b"] || victims == ["c"], "{victims:?}");
     }
@@ -831,7 +997,13 @@ mod tests {
         let calls = std::sync::atomic::AtomicUsize::new(0);
         let (ok, err) = slow_start_batch(10, 1, || {
             let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            async move { if n >= 4 { Err(Error::Other("boom".into())) } else { Ok(true) } }
+            async move {
+                if n >= 4 {
+                    Err(Error::Other("boom".into()))
+                } else {
+                    Ok(true)
+                }
+            }
         })
         .await;
         // Batches 1, 2, then 4 of which the first succeeds.

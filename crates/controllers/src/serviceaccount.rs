@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::loopkit::Store;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
 use kube::api::{Api, ObjectMeta, PostParams};
-use crate::loopkit::Store;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
@@ -40,7 +40,9 @@ pub async fn run(ctx: crate::Context) {
 /// Run, publishing `root_ca` (PEM) as kube-root-ca.crt; `None` publishes no ConfigMaps.
 pub async fn run_with_root_ca(ctx: crate::Context, root_ca: Option<String>) {
     if root_ca.is_none() {
-        tracing::warn!("no cluster CA known from the client configuration: not publishing kube-root-ca.crt ConfigMaps");
+        tracing::warn!(
+            "no cluster CA known from the client configuration: not publishing kube-root-ca.crt ConfigMaps"
+        );
     }
     let client = ctx.client.clone();
     let queue = Arc::new(WorkQueue::<String>::new());
@@ -57,7 +59,10 @@ pub async fn run_with_root_ca(ctx: crate::Context, root_ca: Option<String>) {
         Api::<ServiceAccount>::all(client.clone()),
         watcher::Config::default().fields(&format!("metadata.name={DEFAULT_SERVICE_ACCOUNT}")),
         move |ev, _| match ev {
-            watcher::Event::InitDone => ns_store.state().iter().for_each(|ns| q.add(ns.metadata.name.clone().unwrap_or_default())),
+            watcher::Event::InitDone => ns_store
+                .state()
+                .iter()
+                .for_each(|ns| q.add(ns.metadata.name.clone().unwrap_or_default())),
             _ => {
                 if let Some(sa) = loopkit::event_object(ev) {
                     q.add(sa.metadata.namespace.clone().unwrap_or_default());
@@ -71,7 +76,10 @@ pub async fn run_with_root_ca(ctx: crate::Context, root_ca: Option<String>) {
         Api::<ConfigMap>::all(client.clone()),
         watcher::Config::default().fields(&format!("metadata.name={ROOT_CA_CONFIGMAP}")),
         move |ev, _| match ev {
-            watcher::Event::InitDone => ns_store.state().iter().for_each(|ns| q.add(ns.metadata.name.clone().unwrap_or_default())),
+            watcher::Event::InitDone => ns_store
+                .state()
+                .iter()
+                .for_each(|ns| q.add(ns.metadata.name.clone().unwrap_or_default())),
             _ => {
                 if let Some(cm) = loopkit::event_object(ev) {
                     q.add(cm.metadata.namespace.clone().unwrap_or_default());
@@ -81,10 +89,17 @@ pub async fn run_with_root_ca(ctx: crate::Context, root_ca: Option<String>) {
     );
 
     let worker = async {
-        if !(loopkit::wait_ready(&namespaces).await && loopkit::wait_ready(&accounts).await && loopkit::wait_ready(&configmaps).await) {
+        if !(loopkit::wait_ready(&namespaces).await
+            && loopkit::wait_ready(&accounts).await
+            && loopkit::wait_ready(&configmaps).await)
+        {
             return;
         }
-        let stores = Stores { namespaces: namespaces.clone(), accounts: accounts.clone(), configmaps: configmaps.clone() };
+        let stores = Stores {
+            namespaces: namespaces.clone(),
+            accounts: accounts.clone(),
+            configmaps: configmaps.clone(),
+        };
         loop {
             let ns = queue.next().await;
             let outcome = reconcile(&client, &stores, root_ca.as_deref(), &ns).await;
@@ -102,13 +117,20 @@ struct Stores {
 
 /// A namespace gets objects created in it unless it is being deleted.
 pub fn namespace_active(ns: &Namespace) -> bool {
-    ns.metadata.deletion_timestamp.is_none() && ns.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Terminating")
+    ns.metadata.deletion_timestamp.is_none()
+        && ns.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Terminating")
 }
 
 /// What the root CA ConfigMap of a namespace must change to, if anything:
 /// `None` when `existing` is already right.
-pub fn desired_root_ca_configmap(namespace: &str, ca: &str, existing: Option<&ConfigMap>) -> Option<ConfigMap> {
-    let data_ok = existing.and_then(|cm| cm.data.as_ref()).is_some_and(|d| d.len() == 1 && d.get(ROOT_CA_KEY).map(String::as_str) == Some(ca));
+pub fn desired_root_ca_configmap(
+    namespace: &str,
+    ca: &str,
+    existing: Option<&ConfigMap>,
+) -> Option<ConfigMap> {
+    let data_ok = existing
+        .and_then(|cm| cm.data.as_ref())
+        .is_some_and(|d| d.len() == 1 && d.get(ROOT_CA_KEY).map(String::as_str) == Some(ca));
     let annotation_ok = existing
         .and_then(|cm| cm.metadata.annotations.as_ref())
         .is_some_and(|a| a.get(DESCRIPTION_ANNOTATION).map(String::as_str) == Some(DESCRIPTION));
@@ -116,10 +138,17 @@ pub fn desired_root_ca_configmap(namespace: &str, ca: &str, existing: Option<&Co
         return None;
     }
     let mut cm = existing.cloned().unwrap_or_else(|| ConfigMap {
-        metadata: ObjectMeta { name: Some(ROOT_CA_CONFIGMAP.into()), namespace: Some(namespace.into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(ROOT_CA_CONFIGMAP.into()),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        },
         ..Default::default()
     });
-    cm.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(DESCRIPTION_ANNOTATION.into(), DESCRIPTION.into());
+    cm.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(DESCRIPTION_ANNOTATION.into(), DESCRIPTION.into());
     cm.data = Some(BTreeMap::from([(ROOT_CA_KEY.to_string(), ca.to_string())]));
     cm.binary_data = None;
     Some(cm)
@@ -136,7 +165,11 @@ async fn reconcile(client: &kube::Client, stores: &Stores, ca: Option<&str>, ns:
     if stores.accounts.get(&sa_ref).is_none() {
         let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
         let sa = ServiceAccount {
-            metadata: ObjectMeta { name: Some(DEFAULT_SERVICE_ACCOUNT.into()), namespace: Some(ns.into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(DEFAULT_SERVICE_ACCOUNT.into()),
+                namespace: Some(ns.into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         match api.create(&PostParams::default(), &sa).await {
@@ -152,7 +185,9 @@ async fn reconcile(client: &kube::Client, stores: &Stores, ca: Option<&str>, ns:
         if let Some(cm) = desired_root_ca_configmap(ns, ca, existing.as_deref()) {
             let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
             let result = if existing.is_some() {
-                api.replace(ROOT_CA_CONFIGMAP, &PostParams::default(), &cm).await.map(|_| ())
+                api.replace(ROOT_CA_CONFIGMAP, &PostParams::default(), &cm)
+                    .await
+                    .map(|_| ())
             } else {
                 api.create(&PostParams::default(), &cm).await.map(|_| ())
             };
@@ -168,11 +203,17 @@ async fn reconcile(client: &kube::Client, stores: &Stores, ca: Option<&str>, ns:
 
 /// The CA bundle (PEM) of a kubeconfig's current cluster, if it names one.
 pub async fn root_ca_from_kubeconfig(path: &Path) -> Result<Option<String>, Error> {
-    let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| Error::Invalid(format!("reading {}: {e}", path.display())))?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-        .await
-        .map_err(|e| Error::Invalid(format!("loading {}: {e}", path.display())))?;
-    Ok(config.root_cert.as_deref().filter(|c| !c.is_empty()).map(pem_encode_certs))
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .map_err(|e| Error::Invalid(format!("reading {}: {e}", path.display())))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| Error::Invalid(format!("loading {}: {e}", path.display())))?;
+    Ok(config
+        .root_cert
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(pem_encode_certs))
 }
 
 /// The CA of the inferred client configuration, when that configuration
@@ -185,14 +226,26 @@ async fn discover_root_ca(client: &kube::Client) -> Option<String> {
             return None;
         }
     };
-    let ca = config.root_cert.as_deref().filter(|c| !c.is_empty()).map(pem_encode_certs)?;
+    let ca = config
+        .root_cert
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(pem_encode_certs)?;
     let other = kube::Client::try_from(config).ok()?;
-    let uid = |c: kube::Client| async move { Api::<Namespace>::all(c).get("kube-system").await.ok().and_then(|n| n.metadata.uid) };
+    let uid = |c: kube::Client| async move {
+        Api::<Namespace>::all(c)
+            .get("kube-system")
+            .await
+            .ok()
+            .and_then(|n| n.metadata.uid)
+    };
     let (ours, theirs) = tokio::join!(uid(client.clone()), uid(other));
     match (ours, theirs) {
         (Some(a), Some(b)) if a == b => Some(ca),
         _ => {
-            tracing::warn!("the inferred client configuration reaches another cluster; not using its CA");
+            tracing::warn!(
+                "the inferred client configuration reaches another cluster; not using its CA"
+            );
             None
         }
     }
@@ -217,7 +270,11 @@ fn base64_encode(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -237,7 +294,15 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (input, want) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64_encode(input.as_bytes()), want, "{input}");
         }
     }
@@ -256,10 +321,15 @@ mod tests {
     fn namespace_activity() {
         let mut ns = Namespace::default();
         assert!(namespace_active(&ns));
-        ns.status = Some(NamespaceStatus { phase: Some("Terminating".into()), ..Default::default() });
+        ns.status = Some(NamespaceStatus {
+            phase: Some("Terminating".into()),
+            ..Default::default()
+        });
         assert!(!namespace_active(&ns));
         let mut ns = Namespace::default();
-        ns.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
+        ns.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
         assert!(!namespace_active(&ns));
     }
 
@@ -268,15 +338,37 @@ mod tests {
         let created = desired_root_ca_configmap("ns", "CA1", None).expect("a new configmap");
         assert_eq!(created.metadata.name.as_deref(), Some(ROOT_CA_CONFIGMAP));
         assert_eq!(created.metadata.namespace.as_deref(), Some("ns"));
-        assert_eq!(created.data.as_ref().and_then(|d| d.get(ROOT_CA_KEY)).map(String::as_str), Some("CA1"));
+        assert_eq!(
+            created
+                .data
+                .as_ref()
+                .and_then(|d| d.get(ROOT_CA_KEY))
+                .map(String::as_str),
+            Some("CA1")
+        );
         // Up to date: nothing to do.
         assert!(desired_root_ca_configmap("ns", "CA1", Some(&created)).is_none());
         // Rotated CA, extra keys, lost annotation: rewritten.
         let rotated = desired_root_ca_configmap("ns", "CA2", Some(&created)).expect("an update");
-        assert_eq!(rotated.data.as_ref().and_then(|d| d.get(ROOT_CA_KEY)).map(String::as_str), Some("CA2"));
+        assert_eq!(
+            rotated
+                .data
+                .as_ref()
+                .and_then(|d| d.get(ROOT_CA_KEY))
+                .map(String::as_str),
+            Some("CA2")
+        );
         let mut extra = created.clone();
-        extra.data.get_or_insert_with(BTreeMap::new).insert("x".into(), "y".into());
-        assert_eq!(desired_root_ca_configmap("ns", "CA1", Some(&extra)).and_then(|c| c.data).map(|d| d.len()), Some(1));
+        extra
+            .data
+            .get_or_insert_with(BTreeMap::new)
+            .insert("x".into(), "y".into());
+        assert_eq!(
+            desired_root_ca_configmap("ns", "CA1", Some(&extra))
+                .and_then(|c| c.data)
+                .map(|d| d.len()),
+            Some(1)
+        );
         let mut bare = created.clone();
         bare.metadata.annotations = None;
         assert!(desired_root_ca_configmap("ns", "CA1", Some(&bare)).is_some());

@@ -46,7 +46,12 @@ pub struct SharedInformers {
 
 impl SharedInformers {
     pub fn new(client: kube::Client) -> SharedInformers {
-        SharedInformers { inner: Arc::new(Inner { client, hubs: Mutex::default() }) }
+        SharedInformers {
+            inner: Arc::new(Inner {
+                client,
+                hubs: Mutex::default(),
+            }),
+        }
     }
 
     /// The shared informer of every `K` in the cluster, its watch started
@@ -56,19 +61,33 @@ impl SharedInformers {
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     {
         let mut hubs = self.inner.hubs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(hub) = hubs.get(&TypeId::of::<K>()).and_then(|e| e.hub.clone().downcast::<Hub<K>>().ok()) {
+        if let Some(hub) = hubs
+            .get(&TypeId::of::<K>())
+            .and_then(|e| e.hub.clone().downcast::<Hub<K>>().ok())
+        {
             return SharedInformer { hub };
         }
         let hub = Hub::new(Cache::default());
         let api = Api::<K>::all(self.inner.client.clone());
-        let task = tokio::spawn(watch_into(api, watcher::Config::default(), hub.clone())).abort_handle();
-        hubs.insert(TypeId::of::<K>(), Entry { hub: hub.clone(), task });
+        let task =
+            tokio::spawn(watch_into(api, watcher::Config::default(), hub.clone())).abort_handle();
+        hubs.insert(
+            TypeId::of::<K>(),
+            Entry {
+                hub: hub.clone(),
+                task,
+            },
+        );
         SharedInformer { hub }
     }
 
     /// How many kinds are watched (one watch each).
     pub fn watches(&self) -> usize {
-        self.inner.hubs.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.inner
+            .hubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 }
 

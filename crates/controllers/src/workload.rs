@@ -21,9 +21,29 @@ use skiff_runtime::events::EventType;
 use crate::ctrlutil::{self, Result, controller_of, controller_ref, is_not_found};
 
 /// A namespaced, typed API object.
-pub trait Object: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static {}
+pub trait Object:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
 
-impl<T> Object for T where T: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static {}
+impl<T> Object for T where
+    T: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
 
 /// At most this many pods are created or deleted in one sync (↔ BurstReplicas).
 pub const BURST: usize = 500;
@@ -39,12 +59,18 @@ pub fn selects(selector: &LabelSelector, labels: Option<&BTreeMap<String, String
 
 /// The key of the owner `r` points at when it is of kind `O`.
 pub fn owner_key<O: Object>(namespace: &str, r: &OwnerReference) -> Option<ctrlutil::ObjKey> {
-    (r.kind == O::kind(&()) && r.api_version == O::api_version(&())).then(|| ctrlutil::ObjKey::new(namespace, &r.name))
+    (r.kind == O::kind(&()) && r.api_version == O::api_version(&()))
+        .then(|| ctrlutil::ObjKey::new(namespace, &r.name))
 }
 
 /// Adopt matching orphans and release owned objects that stopped matching
 /// (↔ ControllerRefManager.ClaimObjects); returns the objects `owner` owns.
-pub async fn claim<O: Object, D: Object>(client: &kube::Client, owner: &O, selector: &LabelSelector, candidates: Vec<Arc<D>>) -> Result<Vec<Arc<D>>> {
+pub async fn claim<O: Object, D: Object>(
+    client: &kube::Client,
+    owner: &O,
+    selector: &LabelSelector,
+    candidates: Vec<Arc<D>>,
+) -> Result<Vec<Arc<D>>> {
     let uid = owner.meta().uid.clone().unwrap_or_default();
     let deleting = owner.meta().deletion_timestamp.is_some();
     let ns = owner.namespace().unwrap_or_default();
@@ -59,8 +85,17 @@ pub async fn claim<O: Object, D: Object>(client: &kube::Client, owner: &O, selec
                     claimed.push(obj);
                 } else if !deleting {
                     let patch = json!({"metadata": {"ownerReferences": [{"$patch": "delete", "uid": uid}], "uid": obj.meta().uid}});
-                    match api::<D>(client, &ns).patch(&obj.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await {
-                        Ok(_) => tracing::debug!(kind = %D::kind(&()), name = %obj.name_any(), owner = %owner.name_any(), "released"),
+                    match api::<D>(client, &ns)
+                        .patch(
+                            &obj.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Strategic(&patch),
+                        )
+                        .await
+                    {
+                        Ok(_) => {
+                            tracing::debug!(kind = %D::kind(&()), name = %obj.name_any(), owner = %owner.name_any(), "released")
+                        }
                         Err(e) if is_not_found(&e) => {}
                         Err(e) => return Err(e.into()),
                     }
@@ -75,7 +110,10 @@ pub async fn claim<O: Object, D: Object>(client: &kube::Client, owner: &O, selec
                     None => {
                         // A fresh read: adopt only for the same, live owner (↔ RecheckDeletionTimestamp).
                         let a = match api::<O>(client, &ns).get(&owner.name_any()).await {
-                            Ok(fresh) => fresh.meta().uid == owner.meta().uid && fresh.meta().deletion_timestamp.is_none(),
+                            Ok(fresh) => {
+                                fresh.meta().uid == owner.meta().uid
+                                    && fresh.meta().deletion_timestamp.is_none()
+                            }
                             Err(e) if is_not_found(&e) => false,
                             Err(e) => return Err(e.into()),
                         };
@@ -87,7 +125,14 @@ pub async fn claim<O: Object, D: Object>(client: &kube::Client, owner: &O, selec
                     continue;
                 }
                 let patch = json!({"metadata": {"ownerReferences": [controller_ref(owner)], "uid": obj.meta().uid}});
-                match api::<D>(client, &ns).patch(&obj.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await {
+                match api::<D>(client, &ns)
+                    .patch(
+                        &obj.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Strategic(&patch),
+                    )
+                    .await
+                {
                     Ok(adopted) => {
                         tracing::debug!(kind = %D::kind(&()), name = %obj.name_any(), owner = %owner.name_any(), "adopted");
                         claimed.push(Arc::new(adopted));
@@ -121,19 +166,30 @@ pub fn pod_from_template<O: Object>(owner: &O, template: &PodTemplateSpec) -> Po
 
 /// Create a pod for `owner`, recording SuccessfulCreate/FailedCreate.
 /// `Ok(None)` when the namespace is being deleted.
-pub async fn create_pod<O: Object>(ctx: &crate::Context, owner: &O, pod: &Pod) -> Result<Option<Pod>> {
+pub async fn create_pod<O: Object>(
+    ctx: &crate::Context,
+    owner: &O,
+    pod: &Pod,
+) -> Result<Option<Pod>> {
     let ns = owner.namespace().unwrap_or_default();
     let reference = skiff_runtime::events::reference(owner);
-    match api::<Pod>(&ctx.client, &ns).create(&PostParams::default(), pod).await {
+    match api::<Pod>(&ctx.client, &ns)
+        .create(&PostParams::default(), pod)
+        .await
+    {
         Ok(created) => {
             let msg = format!("Created pod: {}", created.name_any());
-            ctx.recorder.record(&reference, EventType::Normal, "SuccessfulCreate", &msg).await;
+            ctx.recorder
+                .record(&reference, EventType::Normal, "SuccessfulCreate", &msg)
+                .await;
             Ok(Some(created))
         }
         Err(e) if ctrlutil::is_namespace_terminating(&e) => Ok(None),
         Err(e) => {
             let msg = format!("Error creating: {e}");
-            ctx.recorder.record(&reference, EventType::Warning, "FailedCreate", &msg).await;
+            ctx.recorder
+                .record(&reference, EventType::Warning, "FailedCreate", &msg)
+                .await;
             Err(e.into())
         }
     }
@@ -145,13 +201,25 @@ pub async fn delete_pod<O: Object>(ctx: &crate::Context, owner: &O, pod: &Pod) -
     let ns = pod.namespace().unwrap_or_default();
     let reference = skiff_runtime::events::reference(owner);
     let dp = DeleteParams {
-        preconditions: pod.metadata.uid.clone().map(|uid| kube::api::Preconditions { uid: Some(uid), resource_version: None }),
+        preconditions: pod
+            .metadata
+            .uid
+            .clone()
+            .map(|uid| kube::api::Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
         ..Default::default()
     };
-    match api::<Pod>(&ctx.client, &ns).delete(&pod.name_any(), &dp).await {
+    match api::<Pod>(&ctx.client, &ns)
+        .delete(&pod.name_any(), &dp)
+        .await
+    {
         Ok(_) => {
             let msg = format!("Deleted pod: {}", pod.name_any());
-            ctx.recorder.record(&reference, EventType::Normal, "SuccessfulDelete", &msg).await;
+            ctx.recorder
+                .record(&reference, EventType::Normal, "SuccessfulDelete", &msg)
+                .await;
             Ok(true)
         }
         Err(e) if is_not_found(&e) => Ok(false),
@@ -159,7 +227,9 @@ pub async fn delete_pod<O: Object>(ctx: &crate::Context, owner: &O, pod: &Pod) -
         Err(e) if ctrlutil::is_conflict(&e) => Ok(false),
         Err(e) => {
             let msg = format!("Error deleting: {e}");
-            ctx.recorder.record(&reference, EventType::Warning, "FailedDelete", &msg).await;
+            ctx.recorder
+                .record(&reference, EventType::Warning, "FailedDelete", &msg)
+                .await;
             Err(e.into())
         }
     }
@@ -168,12 +238,19 @@ pub async fn delete_pod<O: Object>(ctx: &crate::Context, owner: &O, pod: &Pod) -
 /// Write `obj` with `set` applied to it through the status subresource; on
 /// a conflict, once more on a fresh read of the same object. `Ok(None)`
 /// when the object is gone.
-pub async fn write_status<K: Object>(client: &kube::Client, obj: &K, set: impl Fn(&mut K)) -> Result<Option<K>> {
+pub async fn write_status<K: Object>(
+    client: &kube::Client,
+    obj: &K,
+    set: impl Fn(&mut K),
+) -> Result<Option<K>> {
     let ns = obj.namespace().unwrap_or_default();
     let api = api::<K>(client, &ns);
     let mut o = obj.clone();
     set(&mut o);
-    match api.replace_status(&obj.name_any(), &PostParams::default(), &o).await {
+    match api
+        .replace_status(&obj.name_any(), &PostParams::default(), &o)
+        .await
+    {
         Ok(written) => Ok(Some(written)),
         Err(e) if ctrlutil::is_conflict(&e) => {
             let mut fresh = match api.get(&obj.name_any()).await {
@@ -185,7 +262,10 @@ pub async fn write_status<K: Object>(client: &kube::Client, obj: &K, set: impl F
                 return Ok(None);
             }
             set(&mut fresh);
-            Ok(Some(api.replace_status(&obj.name_any(), &PostParams::default(), &fresh).await?))
+            Ok(Some(
+                api.replace_status(&obj.name_any(), &PostParams::default(), &fresh)
+                    .await?,
+            ))
         }
         Err(e) if is_not_found(&e) => Ok(None),
         Err(e) => Err(e.into()),
@@ -241,16 +321,32 @@ struct Expecting {
 }
 
 impl Expectations {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ctrlutil::ObjKey, Expecting>> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<ctrlutil::ObjKey, Expecting>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn satisfied(&self, owner: &ctrlutil::ObjKey) -> bool {
-        self.lock().get(owner).is_none_or(|e| (e.add <= 0 && e.deleting.is_empty()) || e.at.elapsed() > ctrlutil::expectations::EXPECTATIONS_TTL)
+        self.lock().get(owner).is_none_or(|e| {
+            (e.add <= 0 && e.deleting.is_empty())
+                || e.at.elapsed() > ctrlutil::expectations::EXPECTATIONS_TTL
+        })
     }
 
-    pub fn expect(&self, owner: &ctrlutil::ObjKey, creations: usize, deletions: impl IntoIterator<Item = ctrlutil::ObjKey>) {
-        let e = Expecting { add: i64::try_from(creations).unwrap_or(i64::MAX), deleting: deletions.into_iter().collect(), at: tokio::time::Instant::now() };
+    pub fn expect(
+        &self,
+        owner: &ctrlutil::ObjKey,
+        creations: usize,
+        deletions: impl IntoIterator<Item = ctrlutil::ObjKey>,
+    ) {
+        let e = Expecting {
+            add: i64::try_from(creations).unwrap_or(i64::MAX),
+            deleting: deletions.into_iter().collect(),
+            at: tokio::time::Instant::now(),
+        };
         self.lock().insert(owner.clone(), e);
     }
 
@@ -272,22 +368,31 @@ impl Expectations {
 }
 
 pub fn phase(pod: &Pod) -> &str {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
 /// Running, Ready and not being deleted (↔ isRunningAndReady).
 pub fn is_running_and_ready(pod: &Pod) -> bool {
-    phase(pod) == "Running" && ctrlutil::pod_is_ready(pod) && pod.metadata.deletion_timestamp.is_none()
+    phase(pod) == "Running"
+        && ctrlutil::pod_is_ready(pod)
+        && pod.metadata.deletion_timestamp.is_none()
 }
 
 pub fn node_name(pod: &Pod) -> &str {
-    pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or("")
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .unwrap_or("")
 }
 
 /// Oldest first, by creation time then name.
 pub fn by_creation<K: Resource>(a: &K, b: &K) -> std::cmp::Ordering {
     let t = |k: &K| k.meta().creation_timestamp.as_ref().map(|t| t.0);
-    t(a).cmp(&t(b)).then_with(|| a.meta().name.cmp(&b.meta().name))
+    t(a).cmp(&t(b))
+        .then_with(|| a.meta().name.cmp(&b.meta().name))
 }
 
 #[cfg(test)]
@@ -300,7 +405,13 @@ mod tests {
         let calls = std::sync::Mutex::new(Vec::new());
         let (ok, err) = slow_start(10, |i| {
             calls.lock().unwrap().push(i);
-            async move { if i >= 4 { Err(ctrlutil::Error::Other("boom".into())) } else { Ok(true) } }
+            async move {
+                if i >= 4 {
+                    Err(ctrlutil::Error::Other("boom".into()))
+                } else {
+                    Ok(true)
+                }
+            }
         })
         .await;
         assert_eq!(calls.lock().unwrap().len(), 7);

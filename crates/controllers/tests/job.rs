@@ -16,7 +16,6 @@ fn context(client: &Client) -> Context {
     Context::new(client.clone(), Config::default())
 }
 
-
 fn job(name: &str, spec: serde_json::Value) -> Job {
     let mut s = json!({
         "template": {
@@ -34,8 +33,17 @@ fn job(name: &str, spec: serde_json::Value) -> Job {
 fn start(client: &Client, nodes: bool) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = vec![tokio::spawn(skiff_controllers::job::run(context(client)))];
     if nodes {
-        tasks.push(tokio::spawn(skiff_sim::run(client.clone(), skiff_sim::SimConfig { nodes: 2, ..Default::default() })));
-        tasks.push(tokio::spawn(skiff_scheduler::run(client.clone(), Default::default())));
+        tasks.push(tokio::spawn(skiff_sim::run(
+            client.clone(),
+            skiff_sim::SimConfig {
+                nodes: 2,
+                ..Default::default()
+            },
+        )));
+        tasks.push(tokio::spawn(skiff_scheduler::run(
+            client.clone(),
+            Default::default(),
+        )));
     }
     tasks
 }
@@ -53,26 +61,51 @@ async fn pods_of(client: &Client, uid: &str) -> Vec<Pod> {
         .unwrap()
         .items
         .into_iter()
-        .filter(|p| p.owner_references().iter().any(|r| r.uid == uid && r.controller == Some(true)))
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|r| r.uid == uid && r.controller == Some(true))
+        })
         .collect()
 }
 
 fn phase(p: &Pod) -> &str {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
-fn condition<'a>(job: &'a Job, type_: &str) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
-    job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_ && c.status == "True")
+fn condition<'a>(
+    job: &'a Job,
+    type_: &str,
+) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
 }
 
 /// The STATUS and COMPLETIONS columns of `kubectl get job <name>` (the server-side table).
 async fn kubectl_columns(client: &Client, name: &str) -> (String, String) {
-    let mut req = kube::core::Request::new("/apis/batch/v1/namespaces/default/jobs").get(name, &Default::default()).unwrap();
-    req.headers_mut().insert("accept", "application/json;as=Table;v=v1;g=meta.k8s.io".parse().unwrap());
+    let mut req = kube::core::Request::new("/apis/batch/v1/namespaces/default/jobs")
+        .get(name, &Default::default())
+        .unwrap();
+    req.headers_mut().insert(
+        "accept",
+        "application/json;as=Table;v=v1;g=meta.k8s.io"
+            .parse()
+            .unwrap(),
+    );
     let text = client.request_text(req).await.unwrap();
     let table: serde_json::Value = serde_json::from_str(&text).unwrap();
     let cells = &table["rows"][0]["cells"];
-    (cells[1].as_str().unwrap_or_default().to_string(), cells[2].as_str().unwrap_or_default().to_string())
+    (
+        cells[1].as_str().unwrap_or_default().to_string(),
+        cells[2].as_str().unwrap_or_default().to_string(),
+    )
 }
 
 async fn fail_pod(client: &Client, name: &str) {
@@ -80,7 +113,9 @@ async fn fail_pod(client: &Client, name: &str) {
     let status = json!({"status": {"phase": "Failed", "conditions": [{"type": "Ready", "status": "False"}],
         "containerStatuses": [{"name": "c", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
             "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}});
-    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -89,7 +124,13 @@ async fn job_runs_to_completion_within_parallelism() {
     let client = server.client.clone();
     let tasks = start(&client, true);
     let api: Api<Job> = Api::namespaced(client.clone(), "default");
-    let created = api.create(&PostParams::default(), &job("pi", json!({"completions": 3, "parallelism": 2}))).await.unwrap();
+    let created = api
+        .create(
+            &PostParams::default(),
+            &job("pi", json!({"completions": 3, "parallelism": 2})),
+        )
+        .await
+        .unwrap();
     let uid = created.uid().unwrap();
 
     let max_running = std::sync::atomic::AtomicUsize::new(0);
@@ -98,39 +139,84 @@ async fn job_runs_to_completion_within_parallelism() {
         let max_running = &max_running;
         async move {
             let pods = pods_of(&client, &uid).await;
-            let running = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none() && !matches!(phase(p), "Succeeded" | "Failed")).count();
+            let running = pods
+                .iter()
+                .filter(|p| {
+                    p.metadata.deletion_timestamp.is_none()
+                        && !matches!(phase(p), "Succeeded" | "Failed")
+                })
+                .count();
             max_running.fetch_max(running, std::sync::atomic::Ordering::SeqCst);
             let job = api.get("pi").await.unwrap();
-            assert!(job.status.as_ref().and_then(|s| s.active).unwrap_or(0) <= 2, "status.active within parallelism");
+            assert!(
+                job.status.as_ref().and_then(|s| s.active).unwrap_or(0) <= 2,
+                "status.active within parallelism"
+            );
             condition(&job, "Complete").is_some().then_some(job)
         }
     })
     .await;
     let max_running = max_running.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(max_running <= 2, "at most parallelism pods at once, saw {max_running}");
+    assert!(
+        max_running <= 2,
+        "at most parallelism pods at once, saw {max_running}"
+    );
     let s = done.status.as_ref().unwrap();
-    assert_eq!((s.succeeded, s.failed, s.active, s.ready), (Some(3), Some(0), Some(0), Some(0)));
-    assert!(condition(&done, "SuccessCriteriaMet").is_some(), "the interim condition precedes Complete");
-    assert_eq!(condition(&done, "Complete").unwrap().reason.as_deref(), Some("CompletionsReached"));
+    assert_eq!(
+        (s.succeeded, s.failed, s.active, s.ready),
+        (Some(3), Some(0), Some(0), Some(0))
+    );
+    assert!(
+        condition(&done, "SuccessCriteriaMet").is_some(),
+        "the interim condition precedes Complete"
+    );
+    assert_eq!(
+        condition(&done, "Complete").unwrap().reason.as_deref(),
+        Some("CompletionsReached")
+    );
     assert!(s.start_time.is_some() && s.completion_time.is_some());
     assert!(s.start_time.as_ref().unwrap().0 <= s.completion_time.as_ref().unwrap().0);
     let unc = s.uncounted_terminated_pods.clone().unwrap_or_default();
-    assert!(unc.succeeded.unwrap_or_default().is_empty() && unc.failed.unwrap_or_default().is_empty());
+    assert!(
+        unc.succeeded.unwrap_or_default().is_empty() && unc.failed.unwrap_or_default().is_empty()
+    );
 
     let pods = pods_of(&client, &uid).await;
     assert_eq!(pods.iter().filter(|p| phase(p) == "Succeeded").count(), 3);
     for p in &pods {
         assert!(p.name_any().starts_with("pi-"));
-        assert_eq!(p.labels().get("batch.kubernetes.io/job-name").map(String::as_str), Some("pi"));
+        assert_eq!(
+            p.labels()
+                .get("batch.kubernetes.io/job-name")
+                .map(String::as_str),
+            Some("pi")
+        );
         assert_eq!(p.labels().get("job-name").map(String::as_str), Some("pi"));
-        assert_eq!(p.labels().get("batch.kubernetes.io/controller-uid"), Some(&uid));
-        assert!(p.finalizers().iter().all(|f| f != "batch.kubernetes.io/job-tracking"), "finalizer removed from {}", p.name_any());
+        assert_eq!(
+            p.labels().get("batch.kubernetes.io/controller-uid"),
+            Some(&uid)
+        );
+        assert!(
+            p.finalizers()
+                .iter()
+                .all(|f| f != "batch.kubernetes.io/job-tracking"),
+            "finalizer removed from {}",
+            p.name_any()
+        );
     }
     // The selector is generated (stored once the API server allows or does it).
     if let Some(sel) = done.spec.as_ref().unwrap().selector.as_ref() {
-        assert_eq!(sel.match_labels.as_ref().and_then(|m| m.get("batch.kubernetes.io/controller-uid")), Some(&uid));
+        assert_eq!(
+            sel.match_labels
+                .as_ref()
+                .and_then(|m| m.get("batch.kubernetes.io/controller-uid")),
+            Some(&uid)
+        );
     }
-    assert_eq!(kubectl_columns(&client, "pi").await, ("Complete".to_string(), "3/3".to_string()));
+    assert_eq!(
+        kubectl_columns(&client, "pi").await,
+        ("Complete".to_string(), "3/3".to_string())
+    );
     stop(tasks);
 }
 
@@ -141,29 +227,66 @@ async fn job_fails_after_backoff_limit() {
     // No nodes: pods stay Pending until the test fails them.
     let tasks = start(&client, false);
     let api: Api<Job> = Api::namespaced(client.clone(), "default");
-    let uid = api.create(&PostParams::default(), &job("flaky", json!({"backoffLimit": 1}))).await.unwrap().uid().unwrap();
+    let uid = api
+        .create(
+            &PostParams::default(),
+            &job("flaky", json!({"backoffLimit": 1})),
+        )
+        .await
+        .unwrap()
+        .uid()
+        .unwrap();
 
-    let first = eventually("a pod", || async { pods_of(&client, &uid).await.into_iter().next() }).await;
-    assert!(first.finalizers().iter().any(|f| f == "batch.kubernetes.io/job-tracking"));
+    let first = eventually("a pod", || async {
+        pods_of(&client, &uid).await.into_iter().next()
+    })
+    .await;
+    assert!(
+        first
+            .finalizers()
+            .iter()
+            .any(|f| f == "batch.kubernetes.io/job-tracking")
+    );
     fail_pod(&client, &first.name_any()).await;
     eventually("failed 1 counted, finalizer removed", || async {
         let job = api.get("flaky").await.unwrap();
-        let pod = Api::<Pod>::namespaced(client.clone(), "default").get(&first.name_any()).await.unwrap();
+        let pod = Api::<Pod>::namespaced(client.clone(), "default")
+            .get(&first.name_any())
+            .await
+            .unwrap();
         (job.status.as_ref()?.failed == Some(1) && pod.finalizers().is_empty()).then_some(())
     })
     .await;
     // The replacement comes after the pod failure backoff (10 s).
     let second = eventually("a replacement pod", || async {
-        pods_of(&client, &uid).await.into_iter().find(|p| p.name_any() != first.name_any() && phase(p) != "Failed")
+        pods_of(&client, &uid)
+            .await
+            .into_iter()
+            .find(|p| p.name_any() != first.name_any() && phase(p) != "Failed")
     })
     .await;
     assert!(condition(&api.get("flaky").await.unwrap(), "Failed").is_none());
     fail_pod(&client, &second.name_any()).await;
-    let failed = eventually("the job to fail", || async { Some(api.get("flaky").await.unwrap()).filter(|j| condition(j, "Failed").is_some()) }).await;
-    assert_eq!(condition(&failed, "Failed").unwrap().reason.as_deref(), Some("BackoffLimitExceeded"));
-    assert_eq!(condition(&failed, "FailureTarget").unwrap().reason.as_deref(), Some("BackoffLimitExceeded"));
+    let failed = eventually("the job to fail", || async {
+        Some(api.get("flaky").await.unwrap()).filter(|j| condition(j, "Failed").is_some())
+    })
+    .await;
+    assert_eq!(
+        condition(&failed, "Failed").unwrap().reason.as_deref(),
+        Some("BackoffLimitExceeded")
+    );
+    assert_eq!(
+        condition(&failed, "FailureTarget")
+            .unwrap()
+            .reason
+            .as_deref(),
+        Some("BackoffLimitExceeded")
+    );
     let s = failed.status.as_ref().unwrap();
-    assert_eq!((s.failed, s.succeeded, s.active), (Some(2), Some(0), Some(0)));
+    assert_eq!(
+        (s.failed, s.succeeded, s.active),
+        (Some(2), Some(0), Some(0))
+    );
     assert!(s.completion_time.is_none());
     assert_eq!(kubectl_columns(&client, "flaky").await.0, "Failed");
     stop(tasks);
@@ -175,14 +298,36 @@ async fn job_fails_past_its_active_deadline() {
     let client = server.client.clone();
     let tasks = start(&client, false);
     let api: Api<Job> = Api::namespaced(client.clone(), "default");
-    let uid =
-        api.create(&PostParams::default(), &job("slow", json!({"activeDeadlineSeconds": 1, "parallelism": 2, "completions": 4}))).await.unwrap().uid().unwrap();
-    eventually("2 pods", || async { (pods_of(&client, &uid).await.len() == 2).then_some(()) }).await;
-    let failed = eventually("DeadlineExceeded", || async { Some(api.get("slow").await.unwrap()).filter(|j| condition(j, "Failed").is_some()) }).await;
-    assert_eq!(condition(&failed, "Failed").unwrap().reason.as_deref(), Some("DeadlineExceeded"));
+    let uid = api
+        .create(
+            &PostParams::default(),
+            &job(
+                "slow",
+                json!({"activeDeadlineSeconds": 1, "parallelism": 2, "completions": 4}),
+            ),
+        )
+        .await
+        .unwrap()
+        .uid()
+        .unwrap();
+    eventually("2 pods", || async {
+        (pods_of(&client, &uid).await.len() == 2).then_some(())
+    })
+    .await;
+    let failed = eventually("DeadlineExceeded", || async {
+        Some(api.get("slow").await.unwrap()).filter(|j| condition(j, "Failed").is_some())
+    })
+    .await;
+    assert_eq!(
+        condition(&failed, "Failed").unwrap().reason.as_deref(),
+        Some("DeadlineExceeded")
+    );
     // The active pods were deleted (and counted as failed).
     assert_eq!(failed.status.as_ref().unwrap().failed, Some(2));
-    eventually("pods gone", || async { pods_of(&client, &uid).await.is_empty().then_some(()) }).await;
+    eventually("pods gone", || async {
+        pods_of(&client, &uid).await.is_empty().then_some(())
+    })
+    .await;
     stop(tasks);
 }
 
@@ -193,21 +338,47 @@ async fn indexed_job_completes_every_index() {
     let tasks = start(&client, true);
     let api: Api<Job> = Api::namespaced(client.clone(), "default");
     let spec = json!({"completionMode": "Indexed", "completions": 3, "parallelism": 3});
-    let uid = api.create(&PostParams::default(), &job("idx", spec)).await.unwrap().uid().unwrap();
-    let done = eventually("complete", || async { Some(api.get("idx").await.unwrap()).filter(|j| condition(j, "Complete").is_some()) }).await;
+    let uid = api
+        .create(&PostParams::default(), &job("idx", spec))
+        .await
+        .unwrap()
+        .uid()
+        .unwrap();
+    let done = eventually("complete", || async {
+        Some(api.get("idx").await.unwrap()).filter(|j| condition(j, "Complete").is_some())
+    })
+    .await;
     let s = done.status.as_ref().unwrap();
-    assert_eq!((s.completed_indexes.as_deref(), s.succeeded), (Some("0-2"), Some(3)));
+    assert_eq!(
+        (s.completed_indexes.as_deref(), s.succeeded),
+        (Some("0-2"), Some(3))
+    );
     let mut indexes: Vec<(String, String)> = pods_of(&client, &uid)
         .await
         .iter()
         .map(|p| {
-            let ix = p.annotations().get("batch.kubernetes.io/job-completion-index").cloned().unwrap();
-            assert!(p.name_any().starts_with(&format!("idx-{ix}-")), "{}", p.name_any());
+            let ix = p
+                .annotations()
+                .get("batch.kubernetes.io/job-completion-index")
+                .cloned()
+                .unwrap();
+            assert!(
+                p.name_any().starts_with(&format!("idx-{ix}-")),
+                "{}",
+                p.name_any()
+            );
             (ix, p.spec.as_ref().unwrap().hostname.clone().unwrap())
         })
         .collect();
     indexes.sort();
-    assert_eq!(indexes, [("0".into(), "idx-0".into()), ("1".into(), "idx-1".into()), ("2".into(), "idx-2".into())]);
+    assert_eq!(
+        indexes,
+        [
+            ("0".into(), "idx-0".into()),
+            ("1".into(), "idx-1".into()),
+            ("2".into(), "idx-2".into())
+        ]
+    );
     stop(tasks);
 }
 
@@ -220,17 +391,48 @@ async fn suspended_job_waits_then_runs_and_expires() {
     tasks.push(tokio::spawn(skiff_controllers::gc::run(ctx)));
     let api: Api<Job> = Api::namespaced(client.clone(), "default");
     let spec = json!({"suspend": true, "ttlSecondsAfterFinished": 1});
-    let uid = api.create(&PostParams::default(), &job("later", spec)).await.unwrap().uid().unwrap();
-    let suspended = eventually("Suspended", || async { Some(api.get("later").await.unwrap()).filter(|j| condition(j, "Suspended").is_some()) }).await;
+    let uid = api
+        .create(&PostParams::default(), &job("later", spec))
+        .await
+        .unwrap()
+        .uid()
+        .unwrap();
+    let suspended = eventually("Suspended", || async {
+        Some(api.get("later").await.unwrap()).filter(|j| condition(j, "Suspended").is_some())
+    })
+    .await;
     assert!(suspended.status.as_ref().unwrap().start_time.is_none());
     assert_eq!(kubectl_columns(&client, "later").await.0, "Suspended");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(pods_of(&client, &uid).await.is_empty(), "a suspended job runs nothing");
+    assert!(
+        pods_of(&client, &uid).await.is_empty(),
+        "a suspended job runs nothing"
+    );
 
-    api.patch("later", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"suspend": false}}))).await.unwrap();
-    let done = eventually("complete", || async { Some(api.get("later").await.unwrap()).filter(|j| condition(j, "Complete").is_some()) }).await;
-    let resumed = done.status.as_ref().unwrap().conditions.iter().flatten().find(|c| c.type_ == "Suspended").unwrap();
-    assert_eq!((resumed.status.as_str(), resumed.reason.as_deref()), ("False", Some("JobResumed")));
+    api.patch(
+        "later",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"suspend": false}})),
+    )
+    .await
+    .unwrap();
+    let done = eventually("complete", || async {
+        Some(api.get("later").await.unwrap()).filter(|j| condition(j, "Complete").is_some())
+    })
+    .await;
+    let resumed = done
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Suspended")
+        .unwrap();
+    assert_eq!(
+        (resumed.status.as_str(), resumed.reason.as_deref()),
+        ("False", Some("JobResumed"))
+    );
     assert!(!pods_of(&client, &uid).await.is_empty());
     // ttlSecondsAfterFinished: the Job goes, and the garbage collector takes its pods.
     eventually("the job deleted", || async {
@@ -240,6 +442,9 @@ async fn suspended_job_waits_then_runs_and_expires() {
         }
     })
     .await;
-    eventually("its pods collected", || async { pods_of(&client, &uid).await.is_empty().then_some(()) }).await;
+    eventually("its pods collected", || async {
+        pods_of(&client, &uid).await.is_empty().then_some(())
+    })
+    .await;
     stop(tasks);
 }

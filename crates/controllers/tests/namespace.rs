@@ -1,11 +1,10 @@
 //! The namespace controller against a real API server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use skiff_controllers::{Config, Context};
 use skiff_testsupport::{TestServer, eventually};
@@ -14,34 +13,74 @@ fn context(client: &Client) -> Context {
     Context::new(client.clone(), Config::default())
 }
 
-
 async fn create_namespace(client: &Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
-    api.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+    )
+    .await
+    .unwrap();
 }
 
 async fn populate(client: &Client, ns: &str) {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"a": "b"}})).unwrap()).await.unwrap();
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"a": "b"}})).unwrap(),
+    )
+    .await
+    .unwrap();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    secrets.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"k": "v"}})).unwrap()).await.unwrap();
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"k": "v"}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}});
-    pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.unwrap();
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(pod).unwrap(),
+    )
+    .await
+    .unwrap();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let d = json!({
         "metadata": {"name": "d"},
         "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}
     });
-    deployments.create(&PostParams::default(), &serde_json::from_value(d).unwrap()).await.unwrap();
+    deployments
+        .create(&PostParams::default(), &serde_json::from_value(d).unwrap())
+        .await
+        .unwrap();
 }
 
 async fn content_count(client: &Client, ns: &str) -> usize {
     let lp = ListParams::default();
-    Api::<ConfigMap>::namespaced(client.clone(), ns).list(&lp).await.map(|l| l.items.len()).unwrap_or(0)
-        + Api::<Secret>::namespaced(client.clone(), ns).list(&lp).await.map(|l| l.items.len()).unwrap_or(0)
-        + Api::<Pod>::namespaced(client.clone(), ns).list(&lp).await.map(|l| l.items.len()).unwrap_or(0)
-        + Api::<Deployment>::namespaced(client.clone(), ns).list(&lp).await.map(|l| l.items.len()).unwrap_or(0)
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(0)
+        + Api::<Secret>::namespaced(client.clone(), ns)
+            .list(&lp)
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(0)
+        + Api::<Pod>::namespaced(client.clone(), ns)
+            .list(&lp)
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(0)
+        + Api::<Deployment>::namespaced(client.clone(), ns)
+            .list(&lp)
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -54,7 +93,9 @@ async fn namespace_deletion_removes_content_and_the_namespace() {
     assert_eq!(content_count(&client, "doomed").await, 4);
 
     let api: Api<Namespace> = Api::all(client.clone());
-    api.delete("doomed", &DeleteParams::default()).await.unwrap();
+    api.delete("doomed", &DeleteParams::default())
+        .await
+        .unwrap();
     eventually("namespace and content gone", || async {
         let gone = api.get_opt("doomed").await.unwrap().is_none();
         (gone && content_count(&client, "doomed").await == 0).then_some(())
@@ -73,30 +114,67 @@ async fn namespace_terminates_with_conditions_until_finalizers_release_content()
     create_namespace(&client, "held").await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "held");
     let cm = json!({"metadata": {"name": "keep", "finalizers": ["example.com/hold"]}});
-    cms.create(&PostParams::default(), &serde_json::from_value(cm).unwrap()).await.unwrap();
+    cms.create(&PostParams::default(), &serde_json::from_value(cm).unwrap())
+        .await
+        .unwrap();
 
     let api: Api<Namespace> = Api::all(client.clone());
     api.delete("held", &DeleteParams::default()).await.unwrap();
     let ns = eventually("Terminating with conditions", || async {
         let ns = api.get_opt("held").await.unwrap()?;
         let status = ns.status.clone()?;
-        let remaining = status.conditions.as_ref()?.iter().find(|c| c.type_ == "NamespaceFinalizersRemaining")?.status.clone();
+        let remaining = status
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == "NamespaceFinalizersRemaining")?
+            .status
+            .clone();
         (status.phase.as_deref() == Some("Terminating") && remaining == "True").then_some(ns)
     })
     .await;
     assert!(ns.metadata.deletion_timestamp.is_some());
     let conds = ns.status.unwrap().conditions.unwrap();
-    let content = conds.iter().find(|c| c.type_ == "NamespaceContentRemaining").unwrap();
+    let content = conds
+        .iter()
+        .find(|c| c.type_ == "NamespaceContentRemaining")
+        .unwrap();
     assert_eq!(content.status, "True");
     assert_eq!(content.reason.as_deref(), Some("SomeResourcesRemain"));
-    assert!(content.message.as_deref().unwrap().contains("configmaps has 1 resource instances"));
+    assert!(
+        content
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("configmaps has 1 resource instances")
+    );
     // New content is refused while terminating.
-    let refused = cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "new"}})).unwrap()).await;
+    let refused = cms
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "new"}})).unwrap(),
+        )
+        .await;
     assert!(refused.is_err());
 
     // Release the finalizer: the namespace finishes.
-    cms.patch("keep", &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"finalizers": null}}))).await.unwrap();
-    eventually("namespace gone", || async { api.get_opt("held").await.unwrap().is_none().then_some(()) }).await;
-    assert_eq!(cms.list(&ListParams::default()).await.map(|l| l.items.len()).unwrap_or(0), 0);
+    cms.patch(
+        "keep",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    eventually("namespace gone", || async {
+        api.get_opt("held").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    assert_eq!(
+        cms.list(&ListParams::default())
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(0),
+        0
+    );
     controller.abort();
 }

@@ -13,18 +13,32 @@ use skiff_testsupport::{TestServer, eventually};
 fn context(server: &TestServer, cidr: (Ipv4Addr, u8)) -> Context {
     Context {
         client: server.client.clone(),
-        recorder: Arc::new(skiff_runtime::events::Recorder::new(server.client.clone(), "controller-manager", None)),
-        config: Arc::new(Config { cluster_cidr: cidr, node_cidr_mask: 24, ..Config::default() }),
+        recorder: Arc::new(skiff_runtime::events::Recorder::new(
+            server.client.clone(),
+            "controller-manager",
+            None,
+        )),
+        config: Arc::new(Config {
+            cluster_cidr: cidr,
+            node_cidr_mask: 24,
+            ..Config::default()
+        }),
         informers: skiff_controllers::shared::SharedInformers::new(server.client.clone()),
     }
 }
 
-
 async fn create_node(client: &kube::Client, name: &str, cidr: Option<&str>) {
     let nodes: Api<Node> = Api::all(client.clone());
     let node = Node {
-        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
-        spec: cidr.map(|c| NodeSpec { pod_cidr: Some(c.into()), pod_cidrs: Some(vec![c.into()]), ..Default::default() }),
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: cidr.map(|c| NodeSpec {
+            pod_cidr: Some(c.into()),
+            pod_cidrs: Some(vec![c.into()]),
+            ..Default::default()
+        }),
         status: None,
     };
     nodes.create(&PostParams::default(), &node).await.unwrap();
@@ -47,14 +61,20 @@ async fn nodes_get_distinct_cidrs_from_the_cluster_cidr() {
     let server = TestServer::start().await;
     let client = server.client.clone();
     create_node(&client, "early", None).await;
-    let controller = tokio::spawn(nodeipam::run(context(&server, (Ipv4Addr::new(10, 42, 0, 0), 16))));
+    let controller = tokio::spawn(nodeipam::run(context(
+        &server,
+        (Ipv4Addr::new(10, 42, 0, 0), 16),
+    )));
     for name in ["n1", "n2", "n3"] {
         create_node(&client, name, None).await;
     }
     let mut seen = BTreeSet::new();
     for name in ["early", "n1", "n2", "n3"] {
         let cidr = cidr_of(&client, name).await;
-        assert!(cidr.starts_with("10.42.") && cidr.ends_with(".0/24"), "{cidr}");
+        assert!(
+            cidr.starts_with("10.42.") && cidr.ends_with(".0/24"),
+            "{cidr}"
+        );
         assert!(seen.insert(cidr.clone()), "{cidr} assigned twice");
     }
     let want: BTreeSet<String> = (0..4).map(|i| format!("10.42.{i}.0/24")).collect();
@@ -68,7 +88,10 @@ async fn full_cluster_cidr_reports_and_reuses_released_blocks() {
     let client = server.client.clone();
     // 10.99.0.0/23 holds two /24s; one is already taken by an existing node.
     create_node(&client, "pre", Some("10.99.0.0/24")).await;
-    let controller = tokio::spawn(nodeipam::run(context(&server, (Ipv4Addr::new(10, 99, 0, 0), 23))));
+    let controller = tokio::spawn(nodeipam::run(context(
+        &server,
+        (Ipv4Addr::new(10, 99, 0, 0), 23),
+    )));
     create_node(&client, "a", None).await;
     assert_eq!(cidr_of(&client, "a").await, "10.99.1.0/24");
 
@@ -76,11 +99,25 @@ async fn full_cluster_cidr_reports_and_reuses_released_blocks() {
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
     eventually("a CIDRNotAvailable event for b", || async {
         let list = events.list(&ListParams::default()).await.unwrap();
-        list.items.iter().any(|e| e.involved_object.name.as_deref() == Some("b") && e.reason.as_deref() == Some("CIDRNotAvailable")).then_some(())
+        list.items
+            .iter()
+            .any(|e| {
+                e.involved_object.name.as_deref() == Some("b")
+                    && e.reason.as_deref() == Some("CIDRNotAvailable")
+            })
+            .then_some(())
     })
     .await;
     let nodes: Api<Node> = Api::all(client.clone());
-    assert!(nodes.get("b").await.unwrap().spec.and_then(|s| s.pod_cidr).is_none());
+    assert!(
+        nodes
+            .get("b")
+            .await
+            .unwrap()
+            .spec
+            .and_then(|s| s.pod_cidr)
+            .is_none()
+    );
 
     // Deleting "pre" frees its block for "b".
     nodes.delete("pre", &DeleteParams::default()).await.unwrap();

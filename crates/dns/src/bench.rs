@@ -26,7 +26,11 @@ pub struct BenchConfig {
 
 impl Default for BenchConfig {
     fn default() -> BenchConfig {
-        BenchConfig { services: 5000, clients: 16, duration: Duration::from_secs(5) }
+        BenchConfig {
+            services: 5000,
+            clients: 16,
+            duration: Duration::from_secs(5),
+        }
     }
 }
 
@@ -49,7 +53,14 @@ impl std::fmt::Display for BenchReport {
         write!(
             f,
             "dns: {} services, {} clients: {:.0} queries/s, p50 {:?}, p99 {:?} ({} answered, {} errors in {:.1?})",
-            self.services, self.clients, self.queries_per_second, self.p50, self.p99, self.answered, self.errors, self.elapsed
+            self.services,
+            self.clients,
+            self.queries_per_second,
+            self.p50,
+            self.p99,
+            self.answered,
+            self.errors,
+            self.elapsed
         )
     }
 }
@@ -61,11 +72,19 @@ pub fn synthetic_records(n: usize) -> Result<Records, Error> {
     for i in 0..n {
         let ip = format!("10.43.{}.{}", (i / 250) % 256, i % 250 + 1);
         records.apply_service(&Service {
-            metadata: ObjectMeta { name: Some(format!("svc-{i}")), namespace: Some(format!("ns-{}", i % 50)), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(format!("svc-{i}")),
+                namespace: Some(format!("ns-{}", i % 50)),
+                ..Default::default()
+            },
             spec: Some(ServiceSpec {
                 cluster_ip: Some(ip.clone()),
                 cluster_ips: Some(vec![ip]),
-                ports: Some(vec![ServicePort { name: Some("http".into()), port: 80, ..Default::default() }]),
+                ports: Some(vec![ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    ..Default::default()
+                }]),
                 ..Default::default()
             }),
             status: None,
@@ -77,15 +96,22 @@ pub fn synthetic_records(n: usize) -> Result<Records, Error> {
 fn query_bytes(i: usize, services: usize) -> Result<Vec<u8>, Error> {
     let s = i % services.max(1);
     let (name, qtype) = if i % 10 == 9 {
-        (format!("_http._tcp.svc-{s}.ns-{}.svc.cluster.local.", s % 50), RecordType::SRV)
+        (
+            format!("_http._tcp.svc-{s}.ns-{}.svc.cluster.local.", s % 50),
+            RecordType::SRV,
+        )
     } else {
-        (format!("svc-{s}.ns-{}.svc.cluster.local.", s % 50), RecordType::A)
+        (
+            format!("svc-{s}.ns-{}.svc.cluster.local.", s % 50),
+            RecordType::A,
+        )
     };
     let name = Name::from_ascii(&name).map_err(|e| Error::Io(std::io::Error::other(e)))?;
     let mut msg = Message::query();
     msg.metadata.recursion_desired = true;
     msg.add_query(Query::query(name, qtype));
-    msg.to_vec().map_err(|e| Error::Io(std::io::Error::other(e)))
+    msg.to_vec()
+        .map_err(|e| Error::Io(std::io::Error::other(e)))
 }
 
 /// Runs the benchmark: a server on 127.0.0.1:0 over `synthetic_records`,
@@ -93,11 +119,16 @@ fn query_bytes(i: usize, services: usize) -> Result<Vec<u8>, Error> {
 pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
     let records = synthetic_records(config.services)?;
     let server = Server::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
-    let addr = server.local_addr().ok_or_else(|| Error::Io(std::io::Error::other("no address")))?;
+    let addr = server
+        .local_addr()
+        .ok_or_else(|| Error::Io(std::io::Error::other("no address")))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.serve(Handler::new(records, Forwarder::new(vec![], Duration::from_secs(1))), async {
-        let _ = stopped.await;
-    }));
+    let serving = tokio::spawn(server.serve(
+        Handler::new(records, Forwarder::new(vec![], Duration::from_secs(1))),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let start = Instant::now();
     let deadline = start + config.duration;
     let mut clients = tokio::task::JoinSet::new();
@@ -116,7 +147,12 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
                 let sent = Instant::now();
                 socket.send(&query).await?;
                 match tokio::time::timeout(Duration::from_secs(1), socket.recv(&mut buf)).await {
-                    Ok(Ok(n)) if n >= 12 && buf[..2] == query[..2] && buf[3] & 0x0f == 0 && buf[6..8] != [0, 0] => {
+                    Ok(Ok(n))
+                        if n >= 12
+                            && buf[..2] == query[..2]
+                            && buf[3] & 0x0f == 0
+                            && buf[6..8] != [0, 0] =>
+                    {
                         latencies.push(sent.elapsed());
                     }
                     _ => errors += 1,
@@ -163,7 +199,13 @@ mod tests {
     /// A short run: every query is answered with records.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn short_run_answers_every_query() {
-        let report = run(BenchConfig { services: 200, clients: 4, duration: Duration::from_millis(300) }).await.unwrap();
+        let report = run(BenchConfig {
+            services: 200,
+            clients: 4,
+            duration: Duration::from_millis(300),
+        })
+        .await
+        .unwrap();
         println!("{report}");
         assert!(report.answered > 10, "{report}");
         assert_eq!(report.errors, 0, "{report}");
@@ -175,7 +217,13 @@ mod tests {
     #[ignore = "benchmark; prints figures"]
     async fn bench_5000_services() {
         for clients in [1, 16, 64] {
-            let report = run(BenchConfig { services: 5000, clients, duration: Duration::from_secs(3) }).await.unwrap();
+            let report = run(BenchConfig {
+                services: 5000,
+                clients,
+                duration: Duration::from_secs(3),
+            })
+            .await
+            .unwrap();
             println!("{report}");
             assert_eq!(report.errors, 0, "{report}");
         }

@@ -122,14 +122,21 @@ pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
 /// address, or one of our own listen addresses.
 fn would_loop(upstream: &SocketAddr, listen: &[SocketAddr]) -> bool {
     listen.iter().any(|l| {
-        l == upstream || (l.port() == upstream.port() && upstream.ip().is_loopback() && (l.ip().is_unspecified() || l.ip().is_loopback()))
+        l == upstream
+            || (l.port() == upstream.port()
+                && upstream.ip().is_loopback()
+                && (l.ip().is_unspecified() || l.ip().is_loopback()))
     })
 }
 
 /// Upstreams from resolv.conf text, without those that would loop back
 /// to `listen`.
 pub fn upstreams_from(text: &str, listen: &[SocketAddr]) -> Vec<SocketAddr> {
-    parse_resolv_conf(text).into_iter().map(|ip| SocketAddr::new(ip, 53)).filter(|u| !would_loop(u, listen)).collect()
+    parse_resolv_conf(text)
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .filter(|u| !would_loop(u, listen))
+        .collect()
 }
 
 /// The host's resolvers: /etc/resolv.conf, or systemd-resolved's list of
@@ -137,7 +144,9 @@ pub fn upstreams_from(text: &str, listen: &[SocketAddr]) -> Vec<SocketAddr> {
 /// would be dropped only if it loops).
 pub fn host_upstreams(listen: &[SocketAddr]) -> Vec<SocketAddr> {
     for path in ["/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"] {
-        let Ok(text) = std::fs::read_to_string(Path::new(path)) else { continue };
+        let Ok(text) = std::fs::read_to_string(Path::new(path)) else {
+            continue;
+        };
         let upstreams = upstreams_from(&text, listen);
         if !upstreams.is_empty() {
             return upstreams;
@@ -157,11 +166,21 @@ mod tests {
         let text = "# comment\nsearch example.com\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver fe80::1%eth0\noptions ndots:1\n";
         assert_eq!(
             parse_resolv_conf(text),
-            vec!["127.0.0.53".parse::<IpAddr>().unwrap(), "10.0.0.2".parse().unwrap(), "fe80::1".parse().unwrap()]
+            vec![
+                "127.0.0.53".parse::<IpAddr>().unwrap(),
+                "10.0.0.2".parse().unwrap(),
+                "fe80::1".parse().unwrap()
+            ]
         );
         // Listening on the wildcard port 53: a loopback upstream is ourselves.
         let wildcard: Vec<SocketAddr> = vec!["0.0.0.0:53".parse().unwrap()];
-        assert_eq!(upstreams_from(text, &wildcard), vec!["10.0.0.2:53".parse::<SocketAddr>().unwrap(), "[fe80::1]:53".parse().unwrap()]);
+        assert_eq!(
+            upstreams_from(text, &wildcard),
+            vec![
+                "10.0.0.2:53".parse::<SocketAddr>().unwrap(),
+                "[fe80::1]:53".parse().unwrap()
+            ]
+        );
         // Listening on a node address only: systemd-resolved's stub is fine.
         let node: Vec<SocketAddr> = vec!["10.0.0.5:53".parse().unwrap()];
         assert_eq!(upstreams_from(text, &node).len(), 3);

@@ -29,7 +29,10 @@ pub use server::{Handler, Server};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("binding {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("invalid cluster domain {0:?}")]
     Domain(String),
     #[error(transparent)]
@@ -67,19 +70,27 @@ impl Default for Config {
 impl Config {
     /// The upstreams to forward to: as configured, or the host's.
     pub fn resolved_upstreams(&self) -> Vec<SocketAddr> {
-        self.upstreams.clone().unwrap_or_else(|| forward::host_upstreams(&self.listen))
+        self.upstreams
+            .clone()
+            .unwrap_or_else(|| forward::host_upstreams(&self.listen))
     }
 }
 
 /// Runs the cluster DNS: binds `config.listen`, watches Services and
 /// EndpointSlices through `client`, and serves until `shutdown`.
-pub async fn run(client: kube::Client, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+pub async fn run(
+    client: kube::Client,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
     let records = Records::new(&config.cluster_domain, config.ttl)?;
     let forwarder = Forwarder::new(config.resolved_upstreams(), config.upstream_timeout);
     tracing::info!(upstreams = ?forwarder.upstreams(), zone = %config.cluster_domain, "cluster DNS starting");
     let server = Server::bind_all(&config.listen).await?;
     let watcher = tokio::spawn(watch::watch(client, records.clone()));
-    let result = server.serve(Handler::new(records, forwarder), shutdown).await;
+    let result = server
+        .serve(Handler::new(records, forwarder), shutdown)
+        .await;
     watcher.abort();
     result
 }
@@ -98,7 +109,9 @@ pub async fn run_node(
     let records = Records::new(&config.cluster_domain, config.ttl)?;
     let forwarder = Forwarder::new(config.resolved_upstreams(), config.upstream_timeout);
     let server = Server::bind_all(&config.listen).await?;
-    let Some(addr) = server.local_addr() else { return Ok(()) };
+    let Some(addr) = server.local_addr() else {
+        return Ok(());
+    };
     tracing::info!(%addr, upstreams = ?forwarder.upstreams(), zone = %config.cluster_domain, "cluster DNS starting");
     let publisher = {
         let client = client.clone();
@@ -125,7 +138,9 @@ pub async fn run_node(
         })
     };
     let watcher = tokio::spawn(watch::watch(client, records.clone()));
-    let result = server.serve(Handler::new(records, forwarder), shutdown).await;
+    let result = server
+        .serve(Handler::new(records, forwarder), shutdown)
+        .await;
     watcher.abort();
     publisher.abort();
     result

@@ -67,7 +67,11 @@ pub async fn ensure_service(client: &kube::Client, cluster_ip: IpAddr) -> Result
 }
 
 /// Publish (server-side apply) this node's DNS address in its EndpointSlice.
-pub async fn publish(client: &kube::Client, node_name: &str, addr: SocketAddr) -> Result<(), kube::Error> {
+pub async fn publish(
+    client: &kube::Client,
+    node_name: &str,
+    addr: SocketAddr,
+) -> Result<(), kube::Error> {
     let node = Api::<Node>::all(client.clone()).get(node_name).await?;
     let slice = endpoint_slice(&node, addr).map_err(kube::Error::SerdeError)?;
     let api: Api<EndpointSlice> = Api::namespaced(client.clone(), NAMESPACE);
@@ -75,7 +79,12 @@ pub async fn publish(client: &kube::Client, node_name: &str, addr: SocketAddr) -
     let mut value = serde_json::to_value(&slice).map_err(kube::Error::SerdeError)?;
     value["apiVersion"] = json!("discovery.k8s.io/v1");
     value["kind"] = json!("EndpointSlice");
-    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(value)).await?;
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(value),
+    )
+    .await?;
     Ok(())
 }
 
@@ -85,15 +94,57 @@ mod tests {
 
     #[test]
     fn the_node_slice_points_at_its_dns_server_and_is_owned_by_the_node() {
-        let node: Node = serde_json::from_value(json!({"metadata": {"name": "n1", "uid": "u-1"}})).unwrap_or_default();
-        let s = endpoint_slice(&node, "192.168.1.5:5353".parse().unwrap_or_else(|_| unreachable!())).unwrap_or_default();
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": "n1", "uid": "u-1"}}))
+            .unwrap_or_default();
+        let s = endpoint_slice(
+            &node,
+            "192.168.1.5:5353"
+                .parse()
+                .unwrap_or_else(|_| unreachable!()),
+        )
+        .unwrap_or_default();
         assert_eq!(s.metadata.name.as_deref(), Some("kube-dns-n1"));
-        assert_eq!(s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")).map(String::as_str), Some("kube-dns"));
-        assert_eq!(s.metadata.owner_references.as_ref().map(|o| o[0].uid.as_str()), Some("u-1"));
+        assert_eq!(
+            s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name"))
+                .map(String::as_str),
+            Some("kube-dns")
+        );
+        assert_eq!(
+            s.metadata
+                .owner_references
+                .as_ref()
+                .map(|o| o[0].uid.as_str()),
+            Some("u-1")
+        );
         assert_eq!(s.endpoints[0].addresses, vec!["192.168.1.5".to_string()]);
-        let ports: Vec<_> = s.ports.iter().flatten().map(|p| (p.name.clone().unwrap_or_default(), p.port, p.protocol.clone())).collect();
-        assert_eq!(ports, vec![("dns".into(), Some(5353), Some("UDP".into())), ("dns-tcp".into(), Some(5353), Some("TCP".into()))]);
-        let svc = service("10.43.0.10".parse().unwrap_or_else(|_| unreachable!())).unwrap_or_default();
-        assert_eq!(svc.spec.and_then(|s| s.selector), None, "selectorless: the endpoints are published by the nodes");
+        let ports: Vec<_> = s
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p.name.clone().unwrap_or_default(),
+                    p.port,
+                    p.protocol.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ports,
+            vec![
+                ("dns".into(), Some(5353), Some("UDP".into())),
+                ("dns-tcp".into(), Some(5353), Some("TCP".into()))
+            ]
+        );
+        let svc =
+            service("10.43.0.10".parse().unwrap_or_else(|_| unreachable!())).unwrap_or_default();
+        assert_eq!(
+            svc.spec.and_then(|s| s.selector),
+            None,
+            "selectorless: the endpoints are published by the nodes"
+        );
     }
 }

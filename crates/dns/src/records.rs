@@ -24,7 +24,10 @@ const MAX_CNAME_CHAIN: usize = 8;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lookup {
     /// The name exists with records of the asked type.
-    Answer { answers: Vec<Record>, additionals: Vec<Record> },
+    Answer {
+        answers: Vec<Record>,
+        additionals: Vec<Record>,
+    },
     /// The name exists, but not with the asked type (NOERROR, empty answer).
     NoData,
     /// The name is in the cluster zone and does not exist.
@@ -106,8 +109,13 @@ pub struct Records {
     inner: Arc<RwLock<Index>>,
 }
 
-fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<(String, String)> {
-    Some((meta.namespace.clone().unwrap_or_else(|| "default".into()), meta.name.clone()?))
+fn key_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<(String, String)> {
+    Some((
+        meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        meta.name.clone()?,
+    ))
 }
 
 fn service_info(svc: &Service) -> ServiceInfo {
@@ -118,20 +126,38 @@ fn service_info(svc: &Service) -> ServiceInfo {
         .flatten()
         .filter_map(|p| {
             Some(Port {
-                name: p.name.clone().filter(|n| !n.is_empty())?.to_ascii_lowercase(),
+                name: p
+                    .name
+                    .clone()
+                    .filter(|n| !n.is_empty())?
+                    .to_ascii_lowercase(),
                 proto: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
                 port: u16::try_from(p.port).ok()?,
             })
         })
         .collect();
     let kind = if spec.type_.as_deref() == Some("ExternalName") {
-        Kind::External(spec.external_name.unwrap_or_default().trim_end_matches('.').to_ascii_lowercase())
+        Kind::External(
+            spec.external_name
+                .unwrap_or_default()
+                .trim_end_matches('.')
+                .to_ascii_lowercase(),
+        )
     } else if spec.cluster_ip.as_deref() == Some("None") {
         Kind::Headless
     } else {
-        let mut ips: Vec<IpAddr> = spec.cluster_ips.iter().flatten().filter_map(|s| s.parse().ok()).collect();
+        let mut ips: Vec<IpAddr> = spec
+            .cluster_ips
+            .iter()
+            .flatten()
+            .filter_map(|s| s.parse().ok())
+            .collect();
         if ips.is_empty() {
-            ips.extend(spec.cluster_ip.as_deref().and_then(|s| s.parse::<IpAddr>().ok()));
+            ips.extend(
+                spec.cluster_ip
+                    .as_deref()
+                    .and_then(|s| s.parse::<IpAddr>().ok()),
+            );
         }
         Kind::ClusterIp(ips)
     };
@@ -146,7 +172,13 @@ fn slice_info(slice: &EndpointSlice, ns: &str) -> Option<SliceInfo> {
         .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
         .map(|e| {
             let addrs: Vec<IpAddr> = e.addresses.iter().filter_map(|a| a.parse().ok()).collect();
-            (e.hostname.clone().filter(|h| !h.is_empty()).map(|h| h.to_ascii_lowercase()), addrs)
+            (
+                e.hostname
+                    .clone()
+                    .filter(|h| !h.is_empty())
+                    .map(|h| h.to_ascii_lowercase()),
+                addrs,
+            )
         })
         .filter(|(_, addrs)| !addrs.is_empty())
         .collect();
@@ -156,13 +188,21 @@ fn slice_info(slice: &EndpointSlice, ns: &str) -> Option<SliceInfo> {
         .flatten()
         .filter_map(|p| {
             Some(Port {
-                name: p.name.clone().filter(|n| !n.is_empty())?.to_ascii_lowercase(),
+                name: p
+                    .name
+                    .clone()
+                    .filter(|n| !n.is_empty())?
+                    .to_ascii_lowercase(),
                 proto: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
                 port: u16::try_from(p.port?).ok()?,
             })
         })
         .collect();
-    Some(SliceInfo { owner: format!("{svc}.{ns}"), endpoints, ports })
+    Some(SliceInfo {
+        owner: format!("{svc}.{ns}"),
+        endpoints,
+        ports,
+    })
 }
 
 /// `10.1.2.3` → `10-1-2-3`; `fd00::1` → `fd00--1` (the endpoint and pod label form).
@@ -172,9 +212,17 @@ fn dashed(ip: &IpAddr) -> String {
 
 fn undashed(label: &str) -> Option<IpAddr> {
     if label.contains("--") || label.matches('-').count() > 3 {
-        label.replace('-', ":").parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+        label
+            .replace('-', ":")
+            .parse::<Ipv6Addr>()
+            .ok()
+            .map(IpAddr::V6)
     } else {
-        label.replace('-', ".").parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+        label
+            .replace('-', ".")
+            .parse::<Ipv4Addr>()
+            .ok()
+            .map(IpAddr::V4)
     }
 }
 
@@ -230,15 +278,28 @@ fn build_entry(info: &ServiceInfo, slices: &[&SliceInfo]) -> Entry {
             }
         }
     }
-    Entry { kind: info.kind.clone(), ports: info.ports.clone(), hosts }
+    Entry {
+        kind: info.kind.clone(),
+        ports: info.ports.clone(),
+        hosts,
+    }
 }
 
 fn entry_ptrs(key: &str, entry: &Entry, zone: &str) -> Vec<(IpAddr, String)> {
     match &entry.kind {
-        Kind::ClusterIp(ips) => ips.iter().map(|ip| (*ip, format!("{key}.svc.{zone}"))).collect(),
-        Kind::Headless => {
-            entry.hosts.iter().flat_map(|(label, host)| host.addrs.iter().map(move |a| (*a, format!("{label}.{key}.svc.{zone}")))).collect()
-        }
+        Kind::ClusterIp(ips) => ips
+            .iter()
+            .map(|ip| (*ip, format!("{key}.svc.{zone}")))
+            .collect(),
+        Kind::Headless => entry
+            .hosts
+            .iter()
+            .flat_map(|(label, host)| {
+                host.addrs
+                    .iter()
+                    .map(move |a| (*a, format!("{label}.{key}.svc.{zone}")))
+            })
+            .collect(),
         Kind::External(_) => Vec::new(),
     }
 }
@@ -258,11 +319,22 @@ fn ip_record(owner: &Name, ip: IpAddr, ttl: u32) -> Record {
 }
 
 fn wants(qtype: RecordType, ip: &IpAddr) -> bool {
-    matches!((qtype, ip), (RecordType::A | RecordType::ANY, IpAddr::V4(_)) | (RecordType::AAAA | RecordType::ANY, IpAddr::V6(_)))
+    matches!(
+        (qtype, ip),
+        (RecordType::A | RecordType::ANY, IpAddr::V4(_))
+            | (RecordType::AAAA | RecordType::ANY, IpAddr::V6(_))
+    )
 }
 
 fn answer_or_nodata(answers: Vec<Record>, additionals: Vec<Record>) -> Lookup {
-    if answers.is_empty() { Lookup::NoData } else { Lookup::Answer { answers, additionals } }
+    if answers.is_empty() {
+        Lookup::NoData
+    } else {
+        Lookup::Answer {
+            answers,
+            additionals,
+        }
+    }
 }
 
 impl Index {
@@ -282,7 +354,13 @@ impl Index {
             self.serial = self.serial.wrapping_add(1);
             return;
         };
-        let slices: Vec<&SliceInfo> = self.slices_by_service.get(key).into_iter().flatten().filter_map(|k| self.slices.get(k)).collect();
+        let slices: Vec<&SliceInfo> = self
+            .slices_by_service
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.slices.get(k))
+            .collect();
         let entry = build_entry(info, &slices);
         for (ip, target) in entry_ptrs(key, &entry, &self.zone) {
             let names = self.ptr.entry(ip).or_default();
@@ -295,7 +373,10 @@ impl Index {
     }
 
     fn set_service(&mut self, key: String, info: Option<ServiceInfo>) {
-        let ns = key.split_once('.').map(|(_, ns)| ns.to_string()).unwrap_or_default();
+        let ns = key
+            .split_once('.')
+            .map(|(_, ns)| ns.to_string())
+            .unwrap_or_default();
         match info {
             Some(info) => {
                 if self.services.get(&key) == Some(&info) {
@@ -335,7 +416,10 @@ impl Index {
             affected.push(old.owner);
         }
         if let Some(info) = info {
-            self.slices_by_service.entry(info.owner.clone()).or_default().push(slice_key.clone());
+            self.slices_by_service
+                .entry(info.owner.clone())
+                .or_default()
+                .push(slice_key.clone());
             if !affected.contains(&info.owner) {
                 affected.push(info.owner.clone());
             }
@@ -354,7 +438,10 @@ impl Index {
         let zone = self.zone.as_str();
         if s == zone {
             return match qtype {
-                RecordType::SOA | RecordType::ANY => Lookup::Answer { answers: vec![self.soa.clone()], additionals: vec![] },
+                RecordType::SOA | RecordType::ANY => Lookup::Answer {
+                    answers: vec![self.soa.clone()],
+                    additionals: vec![],
+                },
                 _ => Lookup::NoData,
             };
         }
@@ -377,20 +464,37 @@ impl Index {
             [svc, ns, "svc"] => self.lookup_service(qname, &format!("{svc}.{ns}"), qtype, depth),
             [first, svc, ns, "svc"] => {
                 let key = format!("{svc}.{ns}");
-                let Some(entry) = self.entries.get(&key) else { return Lookup::NxDomain };
+                let Some(entry) = self.entries.get(&key) else {
+                    return Lookup::NxDomain;
+                };
                 if let Some(proto) = first.strip_prefix('_') {
                     let exists = match entry.kind {
-                        Kind::Headless => entry.hosts.values().any(|h| h.ports.iter().any(|p| p.proto == proto)),
+                        Kind::Headless => entry
+                            .hosts
+                            .values()
+                            .any(|h| h.ports.iter().any(|p| p.proto == proto)),
                         _ => entry.ports.iter().any(|p| p.proto == proto),
                     };
-                    return if exists { Lookup::NoData } else { Lookup::NxDomain };
+                    return if exists {
+                        Lookup::NoData
+                    } else {
+                        Lookup::NxDomain
+                    };
                 }
-                let Some(host) = entry.hosts.get(*first) else { return Lookup::NxDomain };
-                let answers: Vec<Record> = host.addrs.iter().filter(|a| wants(qtype, a)).map(|a| ip_record(qname, *a, self.ttl)).collect();
+                let Some(host) = entry.hosts.get(*first) else {
+                    return Lookup::NxDomain;
+                };
+                let answers: Vec<Record> = host
+                    .addrs
+                    .iter()
+                    .filter(|a| wants(qtype, a))
+                    .map(|a| ip_record(qname, *a, self.ttl))
+                    .collect();
                 answer_or_nodata(answers, vec![])
             }
             [port, proto, svc, ns, "svc"] => {
-                let (Some(port), Some(proto)) = (port.strip_prefix('_'), proto.strip_prefix('_')) else {
+                let (Some(port), Some(proto)) = (port.strip_prefix('_'), proto.strip_prefix('_'))
+                else {
                     return Lookup::NxDomain;
                 };
                 self.lookup_srv(qname, &format!("{svc}.{ns}"), port, proto, qtype)
@@ -398,7 +502,11 @@ impl Index {
             [ip, ns, "pod"] => match undashed(ip) {
                 Some(addr) => {
                     let _ = ns;
-                    let answers = if wants(qtype, &addr) { vec![ip_record(qname, addr, self.ttl)] } else { vec![] };
+                    let answers = if wants(qtype, &addr) {
+                        vec![ip_record(qname, addr, self.ttl)]
+                    } else {
+                        vec![]
+                    };
                     answer_or_nodata(answers, vec![])
                 }
                 None => Lookup::NxDomain,
@@ -409,11 +517,17 @@ impl Index {
     }
 
     fn lookup_service(&self, qname: &Name, key: &str, qtype: RecordType, depth: usize) -> Lookup {
-        let Some(entry) = self.entries.get(key) else { return Lookup::NxDomain };
+        let Some(entry) = self.entries.get(key) else {
+            return Lookup::NxDomain;
+        };
         let ttl = self.ttl;
         match &entry.kind {
             Kind::ClusterIp(ips) => {
-                let answers = ips.iter().filter(|a| wants(qtype, a)).map(|a| ip_record(qname, *a, ttl)).collect();
+                let answers = ips
+                    .iter()
+                    .filter(|a| wants(qtype, a))
+                    .map(|a| ip_record(qname, *a, ttl))
+                    .collect();
                 answer_or_nodata(answers, vec![])
             }
             Kind::Headless => {
@@ -430,28 +544,52 @@ impl Index {
                 answer_or_nodata(answers, vec![])
             }
             Kind::External(target) => {
-                let Some(target_name) = name(target) else { return Lookup::NoData };
-                let mut answers = vec![Record::from_rdata(qname.clone(), ttl, RData::CNAME(CNAME(target_name.clone())))];
+                let Some(target_name) = name(target) else {
+                    return Lookup::NoData;
+                };
+                let mut answers = vec![Record::from_rdata(
+                    qname.clone(),
+                    ttl,
+                    RData::CNAME(CNAME(target_name.clone())),
+                )];
                 let mut additionals = vec![];
                 if qtype != RecordType::CNAME
                     && depth < MAX_CNAME_CHAIN
                     && self.in_zone(target)
-                    && let Lookup::Answer { answers: more, additionals: extra } = self.lookup(&target_name, qtype, depth + 1)
+                    && let Lookup::Answer {
+                        answers: more,
+                        additionals: extra,
+                    } = self.lookup(&target_name, qtype, depth + 1)
                 {
                     answers.extend(more);
                     additionals.extend(extra);
                 }
-                Lookup::Answer { answers, additionals }
+                Lookup::Answer {
+                    answers,
+                    additionals,
+                }
             }
         }
     }
 
     fn in_zone(&self, target: &str) -> bool {
-        target == self.zone || target.strip_suffix(&self.zone).is_some_and(|r| r.ends_with('.'))
+        target == self.zone
+            || target
+                .strip_suffix(&self.zone)
+                .is_some_and(|r| r.ends_with('.'))
     }
 
-    fn lookup_srv(&self, qname: &Name, key: &str, port: &str, proto: &str, qtype: RecordType) -> Lookup {
-        let Some(entry) = self.entries.get(key) else { return Lookup::NxDomain };
+    fn lookup_srv(
+        &self,
+        qname: &Name,
+        key: &str,
+        port: &str,
+        proto: &str,
+        qtype: RecordType,
+    ) -> Lookup {
+        let Some(entry) = self.entries.get(key) else {
+            return Lookup::NxDomain;
+        };
         let ttl = self.ttl;
         let zone = &self.zone;
         // (target label or None for the service itself, port)
@@ -459,13 +597,21 @@ impl Index {
         match &entry.kind {
             Kind::Headless => {
                 for (label, host) in &entry.hosts {
-                    for p in host.ports.iter().filter(|p| p.name == port && p.proto == proto) {
+                    for p in host
+                        .ports
+                        .iter()
+                        .filter(|p| p.name == port && p.proto == proto)
+                    {
                         targets.push((Some(label.as_str()), p.port));
                     }
                 }
             }
             Kind::ClusterIp(_) => {
-                for p in entry.ports.iter().filter(|p| p.name == port && p.proto == proto) {
+                for p in entry
+                    .ports
+                    .iter()
+                    .filter(|p| p.name == port && p.proto == proto)
+                {
                     targets.push((None, p.port));
                 }
             }
@@ -485,11 +631,21 @@ impl Index {
                 Some(l) => format!("{l}.{key}.svc.{zone}"),
                 None => format!("{key}.svc.{zone}"),
             };
-            let Some(target_name) = name(&target) else { continue };
-            answers.push(Record::from_rdata(qname.clone(), ttl, RData::SRV(SRV::new(0, weight, port, target_name.clone()))));
+            let Some(target_name) = name(&target) else {
+                continue;
+            };
+            answers.push(Record::from_rdata(
+                qname.clone(),
+                ttl,
+                RData::SRV(SRV::new(0, weight, port, target_name.clone())),
+            ));
             let addrs: Vec<IpAddr> = match (&entry.kind, label) {
                 (Kind::ClusterIp(ips), _) => ips.clone(),
-                (_, Some(l)) => entry.hosts.get(l).map(|h| h.addrs.clone()).unwrap_or_default(),
+                (_, Some(l)) => entry
+                    .hosts
+                    .get(l)
+                    .map(|h| h.addrs.clone())
+                    .unwrap_or_default(),
                 _ => vec![],
             };
             for a in addrs {
@@ -499,17 +655,27 @@ impl Index {
                 }
             }
         }
-        Lookup::Answer { answers, additionals }
+        Lookup::Answer {
+            answers,
+            additionals,
+        }
     }
 
     fn lookup_ptr(&self, qname: &Name, s: &str, qtype: RecordType) -> Lookup {
-        let Some(ip) = reverse_ip(s) else { return Lookup::Forward };
-        let Some(names) = self.ptr.get(&ip) else { return Lookup::Forward };
+        let Some(ip) = reverse_ip(s) else {
+            return Lookup::Forward;
+        };
+        let Some(names) = self.ptr.get(&ip) else {
+            return Lookup::Forward;
+        };
         if !matches!(qtype, RecordType::PTR | RecordType::ANY) {
             return Lookup::NoData;
         }
-        let answers =
-            names.iter().filter_map(|n| name(n)).map(|n| Record::from_rdata(qname.clone(), self.ttl, RData::PTR(PTR(n)))).collect();
+        let answers = names
+            .iter()
+            .filter_map(|n| name(n))
+            .map(|n| Record::from_rdata(qname.clone(), self.ttl, RData::PTR(PTR(n))))
+            .collect();
         answer_or_nodata(answers, vec![])
     }
 }
@@ -519,10 +685,17 @@ impl Records {
     /// have `ttl` seconds.
     pub fn new(zone: &str, ttl: u32) -> Result<Records, Error> {
         let zone = zone.trim_end_matches('.').to_ascii_lowercase();
-        let zone_name = name(&zone).filter(|_| !zone.is_empty()).ok_or_else(|| Error::Domain(zone.clone()))?;
+        let zone_name = name(&zone)
+            .filter(|_| !zone.is_empty())
+            .ok_or_else(|| Error::Domain(zone.clone()))?;
         let mname = name(&format!("ns.dns.{zone}")).ok_or_else(|| Error::Domain(zone.clone()))?;
-        let rname = name(&format!("hostmaster.{zone}")).ok_or_else(|| Error::Domain(zone.clone()))?;
-        let soa = Record::from_rdata(zone_name.clone(), ttl, RData::SOA(SOA::new(mname, rname, 1, 7200, 1800, 86400, ttl)));
+        let rname =
+            name(&format!("hostmaster.{zone}")).ok_or_else(|| Error::Domain(zone.clone()))?;
+        let soa = Record::from_rdata(
+            zone_name.clone(),
+            ttl,
+            RData::SOA(SOA::new(mname, rname, 1, 7200, 1800, 86400, ttl)),
+        );
         Ok(Records {
             inner: Arc::new(RwLock::new(Index {
                 zone,
@@ -550,36 +723,54 @@ impl Records {
 
     /// Adds or updates a Service.
     pub fn apply_service(&self, svc: &Service) {
-        let Some((ns, name)) = key_of(&svc.metadata) else { return };
-        self.write().set_service(format!("{name}.{ns}"), Some(service_info(svc)));
+        let Some((ns, name)) = key_of(&svc.metadata) else {
+            return;
+        };
+        self.write()
+            .set_service(format!("{name}.{ns}"), Some(service_info(svc)));
     }
 
     /// Removes a Service.
     pub fn delete_service(&self, svc: &Service) {
-        let Some((ns, name)) = key_of(&svc.metadata) else { return };
+        let Some((ns, name)) = key_of(&svc.metadata) else {
+            return;
+        };
         self.write().set_service(format!("{name}.{ns}"), None);
     }
 
     /// Adds or updates an EndpointSlice (slices without the
     /// `kubernetes.io/service-name` label are ignored).
     pub fn apply_endpoint_slice(&self, slice: &EndpointSlice) {
-        let Some((ns, name)) = key_of(&slice.metadata) else { return };
+        let Some((ns, name)) = key_of(&slice.metadata) else {
+            return;
+        };
         let info = slice_info(slice, &ns);
         self.write().set_slice(format!("{ns}/{name}"), info);
     }
 
     /// Removes an EndpointSlice.
     pub fn delete_endpoint_slice(&self, slice: &EndpointSlice) {
-        let Some((ns, name)) = key_of(&slice.metadata) else { return };
+        let Some((ns, name)) = key_of(&slice.metadata) else {
+            return;
+        };
         self.write().set_slice(format!("{ns}/{name}"), None);
     }
 
     /// Replaces every Service (after a watcher's relist).
     pub fn replace_services(&self, services: &[Service]) {
         let mut index = self.write();
-        let fresh: HashMap<String, ServiceInfo> =
-            services.iter().filter_map(|s| key_of(&s.metadata).map(|(ns, name)| (format!("{name}.{ns}"), service_info(s)))).collect();
-        let gone: Vec<String> = index.services.keys().filter(|k| !fresh.contains_key(*k)).cloned().collect();
+        let fresh: HashMap<String, ServiceInfo> = services
+            .iter()
+            .filter_map(|s| {
+                key_of(&s.metadata).map(|(ns, name)| (format!("{name}.{ns}"), service_info(s)))
+            })
+            .collect();
+        let gone: Vec<String> = index
+            .services
+            .keys()
+            .filter(|k| !fresh.contains_key(*k))
+            .cloned()
+            .collect();
         for key in gone {
             index.set_service(key, None);
         }
@@ -598,7 +789,12 @@ impl Records {
                 Some((format!("{ns}/{name}"), slice_info(s, &ns)?))
             })
             .collect();
-        let gone: Vec<String> = index.slices.keys().filter(|k| !fresh.contains_key(*k)).cloned().collect();
+        let gone: Vec<String> = index
+            .slices
+            .keys()
+            .filter(|k| !fresh.contains_key(*k))
+            .cloned()
+            .collect();
         for key in gone {
             index.set_slice(key, None);
         }
@@ -697,7 +893,10 @@ mod tests {
     fn answers(l: &Lookup) -> Vec<String> {
         match l {
             Lookup::Answer { answers, .. } => {
-                let mut v: Vec<String> = answers.iter().map(|r| format!("{} {}", r.record_type(), r.data)).collect();
+                let mut v: Vec<String> = answers
+                    .iter()
+                    .map(|r| format!("{} {}", r.record_type(), r.data))
+                    .collect();
                 v.sort();
                 v
             }
@@ -708,7 +907,10 @@ mod tests {
     fn additionals(l: &Lookup) -> Vec<String> {
         match l {
             Lookup::Answer { additionals, .. } => {
-                let mut v: Vec<String> = additionals.iter().map(|r| format!("{} {} {}", r.name, r.record_type(), r.data)).collect();
+                let mut v: Vec<String> = additionals
+                    .iter()
+                    .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
+                    .collect();
                 v.sort();
                 v
             }
@@ -726,10 +928,22 @@ mod tests {
             assert_eq!(answers[0].name, n("web.shop.svc.cluster.local."));
         }
         // The name exists, but not with AAAA: NODATA, not NXDOMAIN.
-        assert_eq!(r.lookup(&n("web.shop.svc.cluster.local."), RecordType::AAAA), Lookup::NoData);
-        assert_eq!(r.lookup(&n("web.shop.svc.cluster.local."), RecordType::MX), Lookup::NoData);
-        assert_eq!(answers(&r.lookup(&n("v6.shop.svc.cluster.local."), RecordType::AAAA)), vec!["AAAA fd00:43::10"]);
-        assert_eq!(r.lookup(&n("v6.shop.svc.cluster.local."), RecordType::A), Lookup::NoData);
+        assert_eq!(
+            r.lookup(&n("web.shop.svc.cluster.local."), RecordType::AAAA),
+            Lookup::NoData
+        );
+        assert_eq!(
+            r.lookup(&n("web.shop.svc.cluster.local."), RecordType::MX),
+            Lookup::NoData
+        );
+        assert_eq!(
+            answers(&r.lookup(&n("v6.shop.svc.cluster.local."), RecordType::AAAA)),
+            vec!["AAAA fd00:43::10"]
+        );
+        assert_eq!(
+            r.lookup(&n("v6.shop.svc.cluster.local."), RecordType::A),
+            Lookup::NoData
+        );
     }
 
     #[test]
@@ -761,7 +975,11 @@ mod tests {
             "foo.cluster.local.",
             "google.com.shop.svc.cluster.local.",
         ] {
-            assert_eq!(r.lookup(&n(name), RecordType::A), Lookup::NxDomain, "{name}");
+            assert_eq!(
+                r.lookup(&n(name), RecordType::A),
+                Lookup::NxDomain,
+                "{name}"
+            );
         }
     }
 
@@ -780,19 +998,38 @@ mod tests {
         }
         let soa = r.lookup(&n("cluster.local."), RecordType::SOA);
         assert_eq!(answers(&soa).len(), 1);
-        assert!(answers(&soa)[0].starts_with("SOA ns.dns.cluster.local. hostmaster.cluster.local."), "{:?}", answers(&soa));
+        assert!(
+            answers(&soa)[0].starts_with("SOA ns.dns.cluster.local. hostmaster.cluster.local."),
+            "{:?}",
+            answers(&soa)
+        );
     }
 
     #[test]
     fn headless_service_ready_endpoints() {
         let r = fixture();
         let l = r.lookup(&n("db.shop.svc.cluster.local."), RecordType::A);
-        assert_eq!(answers(&l), vec!["A 10.42.0.5", "A 10.42.0.6", "A 10.42.0.8"]);
-        assert_eq!(answers(&r.lookup(&n("db-0.db.shop.svc.cluster.local."), RecordType::A)), vec!["A 10.42.0.5"]);
-        assert_eq!(answers(&r.lookup(&n("10-42-0-8.db.shop.svc.cluster.local."), RecordType::A)), vec!["A 10.42.0.8"]);
-        assert_eq!(r.lookup(&n("db-0.db.shop.svc.cluster.local."), RecordType::AAAA), Lookup::NoData);
+        assert_eq!(
+            answers(&l),
+            vec!["A 10.42.0.5", "A 10.42.0.6", "A 10.42.0.8"]
+        );
+        assert_eq!(
+            answers(&r.lookup(&n("db-0.db.shop.svc.cluster.local."), RecordType::A)),
+            vec!["A 10.42.0.5"]
+        );
+        assert_eq!(
+            answers(&r.lookup(&n("10-42-0-8.db.shop.svc.cluster.local."), RecordType::A)),
+            vec!["A 10.42.0.8"]
+        );
+        assert_eq!(
+            r.lookup(&n("db-0.db.shop.svc.cluster.local."), RecordType::AAAA),
+            Lookup::NoData
+        );
         // A ClusterIP service has no per-endpoint names.
-        assert_eq!(r.lookup(&n("db-0.web.shop.svc.cluster.local."), RecordType::A), Lookup::NxDomain);
+        assert_eq!(
+            r.lookup(&n("db-0.web.shop.svc.cluster.local."), RecordType::A),
+            Lookup::NxDomain
+        );
 
         // db-2 becomes ready; db-0's slice entry goes away.
         r.apply_endpoint_slice(&slice(json!({
@@ -801,15 +1038,27 @@ mod tests {
             "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}],
             "endpoints": [{"addresses": ["10.42.0.7"], "hostname": "db-2", "conditions": {"ready": true}}]
         })));
-        assert_eq!(answers(&r.lookup(&n("db.shop.svc.cluster.local."), RecordType::A)), vec!["A 10.42.0.7"]);
-        assert_eq!(r.lookup(&n("db-0.db.shop.svc.cluster.local."), RecordType::A), Lookup::NxDomain);
-        assert_eq!(r.lookup(&n("5.0.42.10.in-addr.arpa."), RecordType::PTR), Lookup::Forward);
+        assert_eq!(
+            answers(&r.lookup(&n("db.shop.svc.cluster.local."), RecordType::A)),
+            vec!["A 10.42.0.7"]
+        );
+        assert_eq!(
+            r.lookup(&n("db-0.db.shop.svc.cluster.local."), RecordType::A),
+            Lookup::NxDomain
+        );
+        assert_eq!(
+            r.lookup(&n("5.0.42.10.in-addr.arpa."), RecordType::PTR),
+            Lookup::Forward
+        );
 
         // All slices gone: the service still exists, without addresses.
         r.delete_endpoint_slice(&slice(json!({
             "metadata": {"name": "db-abc", "namespace": "shop"}, "addressType": "IPv4", "endpoints": []
         })));
-        assert_eq!(r.lookup(&n("db.shop.svc.cluster.local."), RecordType::A), Lookup::NoData);
+        assert_eq!(
+            r.lookup(&n("db.shop.svc.cluster.local."), RecordType::A),
+            Lookup::NoData
+        );
     }
 
     #[test]
@@ -821,21 +1070,45 @@ mod tests {
             "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}],
             "endpoints": [{"addresses": ["fd00:42::5"], "hostname": "db-0"}]
         })));
-        assert_eq!(answers(&r.lookup(&n("db.shop.svc.cluster.local."), RecordType::AAAA)), vec!["AAAA fd00:42::5"]);
-        assert_eq!(answers(&r.lookup(&n("db-0.db.shop.svc.cluster.local."), RecordType::AAAA)), vec!["AAAA fd00:42::5"]);
-        assert_eq!(answers(&r.lookup(&n("db-0.db.shop.svc.cluster.local."), RecordType::A)), vec!["A 10.42.0.5"]);
+        assert_eq!(
+            answers(&r.lookup(&n("db.shop.svc.cluster.local."), RecordType::AAAA)),
+            vec!["AAAA fd00:42::5"]
+        );
+        assert_eq!(
+            answers(&r.lookup(&n("db-0.db.shop.svc.cluster.local."), RecordType::AAAA)),
+            vec!["AAAA fd00:42::5"]
+        );
+        assert_eq!(
+            answers(&r.lookup(&n("db-0.db.shop.svc.cluster.local."), RecordType::A)),
+            vec!["A 10.42.0.5"]
+        );
     }
 
     #[test]
     fn srv_for_named_ports() {
         let r = fixture();
-        let l = r.lookup(&n("_http._tcp.web.shop.svc.cluster.local."), RecordType::SRV);
-        assert_eq!(answers(&l), vec!["SRV 0 100 80 web.shop.svc.cluster.local."]);
-        assert_eq!(additionals(&l), vec!["web.shop.svc.cluster.local. A 10.43.0.20"]);
+        let l = r.lookup(
+            &n("_http._tcp.web.shop.svc.cluster.local."),
+            RecordType::SRV,
+        );
+        assert_eq!(
+            answers(&l),
+            vec!["SRV 0 100 80 web.shop.svc.cluster.local."]
+        );
+        assert_eq!(
+            additionals(&l),
+            vec!["web.shop.svc.cluster.local. A 10.43.0.20"]
+        );
         let l = r.lookup(&n("_dns._udp.web.shop.svc.cluster.local."), RecordType::SRV);
-        assert_eq!(answers(&l), vec!["SRV 0 100 53 web.shop.svc.cluster.local."]);
+        assert_eq!(
+            answers(&l),
+            vec!["SRV 0 100 53 web.shop.svc.cluster.local."]
+        );
         // The SRV name exists but has no A record.
-        assert_eq!(r.lookup(&n("_http._tcp.web.shop.svc.cluster.local."), RecordType::A), Lookup::NoData);
+        assert_eq!(
+            r.lookup(&n("_http._tcp.web.shop.svc.cluster.local."), RecordType::A),
+            Lookup::NoData
+        );
 
         let l = r.lookup(&n("_pg._tcp.db.shop.svc.cluster.local."), RecordType::SRV);
         assert_eq!(
@@ -861,45 +1134,98 @@ mod tests {
         let r = fixture();
         let l = r.lookup(&n("ext.shop.svc.cluster.local."), RecordType::A);
         assert_eq!(answers(&l), vec!["CNAME example.com."]);
-        assert_eq!(answers(&r.lookup(&n("ext.shop.svc.cluster.local."), RecordType::CNAME)), vec!["CNAME example.com."]);
+        assert_eq!(
+            answers(&r.lookup(&n("ext.shop.svc.cluster.local."), RecordType::CNAME)),
+            vec!["CNAME example.com."]
+        );
         // An ExternalName into the zone is followed.
         let l = r.lookup(&n("alias.shop.svc.cluster.local."), RecordType::A);
-        assert_eq!(answers(&l), vec!["A 10.43.0.20", "CNAME web.shop.svc.cluster.local."]);
+        assert_eq!(
+            answers(&l),
+            vec!["A 10.43.0.20", "CNAME web.shop.svc.cluster.local."]
+        );
     }
 
     #[test]
     fn pod_records() {
         let r = fixture();
-        assert_eq!(answers(&r.lookup(&n("10-42-1-7.shop.pod.cluster.local."), RecordType::A)), vec!["A 10.42.1.7"]);
-        assert_eq!(answers(&r.lookup(&n("fd00-42--7.shop.pod.cluster.local."), RecordType::AAAA)), vec!["AAAA fd00:42::7"]);
-        assert_eq!(r.lookup(&n("10-42-1-7.shop.pod.cluster.local."), RecordType::AAAA), Lookup::NoData);
-        assert_eq!(r.lookup(&n("10-42-1.shop.pod.cluster.local."), RecordType::A), Lookup::NxDomain);
-        assert_eq!(r.lookup(&n("not-an-ip.shop.pod.cluster.local."), RecordType::A), Lookup::NxDomain);
+        assert_eq!(
+            answers(&r.lookup(&n("10-42-1-7.shop.pod.cluster.local."), RecordType::A)),
+            vec!["A 10.42.1.7"]
+        );
+        assert_eq!(
+            answers(&r.lookup(&n("fd00-42--7.shop.pod.cluster.local."), RecordType::AAAA)),
+            vec!["AAAA fd00:42::7"]
+        );
+        assert_eq!(
+            r.lookup(&n("10-42-1-7.shop.pod.cluster.local."), RecordType::AAAA),
+            Lookup::NoData
+        );
+        assert_eq!(
+            r.lookup(&n("10-42-1.shop.pod.cluster.local."), RecordType::A),
+            Lookup::NxDomain
+        );
+        assert_eq!(
+            r.lookup(&n("not-an-ip.shop.pod.cluster.local."), RecordType::A),
+            Lookup::NxDomain
+        );
     }
 
     #[test]
     fn ptr_records() {
         let r = fixture();
-        assert_eq!(answers(&r.lookup(&n("20.0.43.10.in-addr.arpa."), RecordType::PTR)), vec!["PTR web.shop.svc.cluster.local."]);
-        assert_eq!(answers(&r.lookup(&n("5.0.42.10.IN-ADDR.ARPA."), RecordType::PTR)), vec!["PTR db-0.db.shop.svc.cluster.local."]);
-        assert_eq!(answers(&r.lookup(&n("8.0.42.10.in-addr.arpa."), RecordType::PTR)), vec!["PTR 10-42-0-8.db.shop.svc.cluster.local."]);
+        assert_eq!(
+            answers(&r.lookup(&n("20.0.43.10.in-addr.arpa."), RecordType::PTR)),
+            vec!["PTR web.shop.svc.cluster.local."]
+        );
+        assert_eq!(
+            answers(&r.lookup(&n("5.0.42.10.IN-ADDR.ARPA."), RecordType::PTR)),
+            vec!["PTR db-0.db.shop.svc.cluster.local."]
+        );
+        assert_eq!(
+            answers(&r.lookup(&n("8.0.42.10.in-addr.arpa."), RecordType::PTR)),
+            vec!["PTR 10-42-0-8.db.shop.svc.cluster.local."]
+        );
         let v6 = "0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.4.0.0.0.0.d.f.ip6.arpa.";
-        assert_eq!(answers(&r.lookup(&n(v6), RecordType::PTR)), vec!["PTR v6.shop.svc.cluster.local."]);
+        assert_eq!(
+            answers(&r.lookup(&n(v6), RecordType::PTR)),
+            vec!["PTR v6.shop.svc.cluster.local."]
+        );
         // Not-ready endpoints and unknown addresses are not ours: forwarded.
-        assert_eq!(r.lookup(&n("7.0.42.10.in-addr.arpa."), RecordType::PTR), Lookup::Forward);
-        assert_eq!(r.lookup(&n("1.1.168.192.in-addr.arpa."), RecordType::PTR), Lookup::Forward);
+        assert_eq!(
+            r.lookup(&n("7.0.42.10.in-addr.arpa."), RecordType::PTR),
+            Lookup::Forward
+        );
+        assert_eq!(
+            r.lookup(&n("1.1.168.192.in-addr.arpa."), RecordType::PTR),
+            Lookup::Forward
+        );
         // The service goes, and its PTR with it.
-        r.delete_service(&service(json!({"metadata": {"name": "web", "namespace": "shop"}})));
-        assert_eq!(r.lookup(&n("20.0.43.10.in-addr.arpa."), RecordType::PTR), Lookup::Forward);
-        assert_eq!(r.lookup(&n("web.shop.svc.cluster.local."), RecordType::A), Lookup::NxDomain);
+        r.delete_service(&service(
+            json!({"metadata": {"name": "web", "namespace": "shop"}}),
+        ));
+        assert_eq!(
+            r.lookup(&n("20.0.43.10.in-addr.arpa."), RecordType::PTR),
+            Lookup::Forward
+        );
+        assert_eq!(
+            r.lookup(&n("web.shop.svc.cluster.local."), RecordType::A),
+            Lookup::NxDomain
+        );
     }
 
     #[test]
     fn other_names_are_forwarded() {
         let r = fixture();
         assert_eq!(r.lookup(&n("example.com."), RecordType::A), Lookup::Forward);
-        assert_eq!(r.lookup(&n("cluster.local.example.com."), RecordType::A), Lookup::Forward);
-        assert_eq!(r.lookup(&n("xcluster.local."), RecordType::A), Lookup::Forward);
+        assert_eq!(
+            r.lookup(&n("cluster.local.example.com."), RecordType::A),
+            Lookup::Forward
+        );
+        assert_eq!(
+            r.lookup(&n("xcluster.local."), RecordType::A),
+            Lookup::Forward
+        );
     }
 
     #[test]
@@ -911,10 +1237,22 @@ mod tests {
         }))]);
         r.replace_endpoint_slices(&[]);
         assert_eq!(r.service_count(), 1);
-        assert_eq!(r.lookup(&n("web.shop.svc.cluster.local."), RecordType::A), Lookup::NxDomain);
-        assert_eq!(r.lookup(&n("shop.svc.cluster.local."), RecordType::A), Lookup::NxDomain);
-        assert_eq!(r.lookup(&n("20.0.43.10.in-addr.arpa."), RecordType::PTR), Lookup::Forward);
-        assert_eq!(answers(&r.lookup(&n("api.prod.svc.cluster.local."), RecordType::A)), vec!["A 10.43.1.1"]);
+        assert_eq!(
+            r.lookup(&n("web.shop.svc.cluster.local."), RecordType::A),
+            Lookup::NxDomain
+        );
+        assert_eq!(
+            r.lookup(&n("shop.svc.cluster.local."), RecordType::A),
+            Lookup::NxDomain
+        );
+        assert_eq!(
+            r.lookup(&n("20.0.43.10.in-addr.arpa."), RecordType::PTR),
+            Lookup::Forward
+        );
+        assert_eq!(
+            answers(&r.lookup(&n("api.prod.svc.cluster.local."), RecordType::A)),
+            vec!["A 10.43.1.1"]
+        );
     }
 
     #[test]
@@ -926,7 +1264,10 @@ mod tests {
         })));
         let l = r.lookup(&n("web.shop.svc.corp.example."), RecordType::A);
         assert_eq!(answers(&l), vec!["A 10.43.0.20"]);
-        assert_eq!(r.lookup(&n("web.shop.svc.cluster.local."), RecordType::A), Lookup::Forward);
+        assert_eq!(
+            r.lookup(&n("web.shop.svc.cluster.local."), RecordType::A),
+            Lookup::Forward
+        );
         assert!(Records::new("", 5).is_err());
     }
 }

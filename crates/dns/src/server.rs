@@ -61,7 +61,10 @@ fn response_to(req: &Message, code: ResponseCode) -> Message {
 
 impl Handler {
     pub fn new(records: Records, forwarder: Forwarder) -> Handler {
-        Handler { records, forwarder: Arc::new(forwarder) }
+        Handler {
+            records,
+            forwarder: Arc::new(forwarder),
+        }
     }
 
     pub fn records(&self) -> &Records {
@@ -73,7 +76,11 @@ impl Handler {
         let req = match Message::from_vec(buf) {
             Ok(m) => m,
             Err(_) if buf.len() >= 12 && buf[2] & 0x80 == 0 => {
-                let mut resp = Message::error_msg(u16::from_be_bytes([buf[0], buf[1]]), OpCode::Query, ResponseCode::FormErr);
+                let mut resp = Message::error_msg(
+                    u16::from_be_bytes([buf[0], buf[1]]),
+                    OpCode::Query,
+                    ResponseCode::FormErr,
+                );
                 resp.metadata.recursion_available = true;
                 return encode(&resp).map_or(Outcome::Drop, Outcome::Reply);
             }
@@ -83,10 +90,12 @@ impl Handler {
             return Outcome::Drop;
         }
         if req.op_code != OpCode::Query {
-            return encode(&response_to(&req, ResponseCode::NotImp)).map_or(Outcome::Drop, Outcome::Reply);
+            return encode(&response_to(&req, ResponseCode::NotImp))
+                .map_or(Outcome::Drop, Outcome::Reply);
         }
         let [query] = req.queries.as_slice() else {
-            return encode(&response_to(&req, ResponseCode::FormErr)).map_or(Outcome::Drop, Outcome::Reply);
+            return encode(&response_to(&req, ResponseCode::FormErr))
+                .map_or(Outcome::Drop, Outcome::Reply);
         };
         if !matches!(query.query_class, DNSClass::IN | DNSClass::ANY) {
             return Outcome::Forward(req);
@@ -94,7 +103,10 @@ impl Handler {
         let lookup = self.records.lookup(&query.name, query.query_type);
         let mut resp = match lookup {
             Lookup::Forward => return Outcome::Forward(req),
-            Lookup::Answer { answers, additionals } => {
+            Lookup::Answer {
+                answers,
+                additionals,
+            } => {
                 let mut resp = response_to(&req, ResponseCode::NoError);
                 resp.add_answers(answers);
                 resp.add_additionals(additionals);
@@ -138,7 +150,9 @@ fn fit_udp(query: &[u8], answer: Vec<u8>) -> Vec<u8> {
     if answer.len() <= 512 {
         return answer;
     }
-    let max = Message::from_vec(query).map(|m| usize::from(m.max_payload())).unwrap_or(512);
+    let max = Message::from_vec(query)
+        .map(|m| usize::from(m.max_payload()))
+        .unwrap_or(512);
     if answer.len() <= max {
         return answer;
     }
@@ -162,7 +176,10 @@ impl Server {
 
     /// Binds UDP and TCP on each address.
     pub async fn bind_all(addrs: &[SocketAddr]) -> Result<Server, Error> {
-        let mut server = Server { udp: Vec::new(), tcp: Vec::new() };
+        let mut server = Server {
+            udp: Vec::new(),
+            tcp: Vec::new(),
+        };
         for addr in addrs {
             let (udp, tcp) = bind_pair(*addr).await?;
             server.udp.push(Arc::new(udp));
@@ -173,7 +190,10 @@ impl Server {
 
     /// The bound addresses (UDP and TCP share each).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.udp.iter().filter_map(|s| s.local_addr().ok()).collect()
+        self.udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
     }
 
     /// The first bound address.
@@ -182,9 +202,15 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes.
-    pub async fn serve(self, handler: Handler, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    pub async fn serve(
+        self,
+        handler: Handler,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
         let mut tasks = JoinSet::new();
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4);
         for socket in &self.udp {
             for _ in 0..workers {
                 tasks.spawn(serve_udp(socket.clone(), handler.clone()));
@@ -227,7 +253,9 @@ async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), Error> 
             Err(e) => last = Some(e),
         }
     }
-    Err(bind_err(last.unwrap_or_else(|| std::io::Error::other("no free port"))))
+    Err(bind_err(
+        last.unwrap_or_else(|| std::io::Error::other("no free port")),
+    ))
 }
 
 async fn serve_udp(socket: Arc<UdpSocket>, handler: Handler) -> Result<(), Error> {
@@ -291,11 +319,18 @@ async fn serve_conn(mut stream: TcpStream, handler: Handler) {
             _ => return,
         };
         let mut buf = vec![0u8; usize::from(len)];
-        if tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf)).await.map_or(true, |r| r.is_err()) {
+        if tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf))
+            .await
+            .map_or(true, |r| r.is_err())
+        {
             return;
         }
-        let Some(answer) = handler.handle(&buf).await else { continue };
-        let Ok(len) = u16::try_from(answer.len()) else { continue };
+        let Some(answer) = handler.handle(&buf).await else {
+            continue;
+        };
+        let Ok(len) = u16::try_from(answer.len()) else {
+            continue;
+        };
         let mut out = Vec::with_capacity(answer.len() + 2);
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(&answer);

@@ -17,7 +17,9 @@ pub async fn watch(client: kube::Client, records: Records) {
     let services = {
         let records = records.clone();
         let api: Api<Service> = Api::all(client.clone());
-        let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+        let mut stream = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
         async move {
             let mut relist: Vec<Service> = Vec::new();
             while let Some(event) = stream.next().await {
@@ -37,7 +39,9 @@ pub async fn watch(client: kube::Client, records: Records) {
     };
     let slices = {
         let api: Api<EndpointSlice> = Api::all(client);
-        let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+        let mut stream = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
         async move {
             let mut relist: Vec<EndpointSlice> = Vec::new();
             while let Some(event) = stream.next().await {
@@ -46,7 +50,9 @@ pub async fn watch(client: kube::Client, records: Records) {
                     Ok(Event::Delete(s)) => records.delete_endpoint_slice(&s),
                     Ok(Event::Init) => relist.clear(),
                     Ok(Event::InitApply(s)) => relist.push(s),
-                    Ok(Event::InitDone) => records.replace_endpoint_slices(&std::mem::take(&mut relist)),
+                    Ok(Event::InitDone) => {
+                        records.replace_endpoint_slices(&std::mem::take(&mut relist))
+                    }
                     Err(e) => tracing::warn!(error = %e, "watching endpointslices"),
                 }
             }

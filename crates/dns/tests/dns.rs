@@ -29,7 +29,10 @@ async fn udp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
     let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     socket.send_to(&q.to_vec().unwrap(), server).await.unwrap();
     let mut buf = vec![0u8; 65535];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf)).await.unwrap().unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let resp = Message::from_vec(&buf[..n]).unwrap();
     assert_eq!(resp.id, q.id);
     resp
@@ -39,9 +42,15 @@ async fn tcp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
     let q = query(name, qtype);
     let bytes = q.to_vec().unwrap();
     let mut stream = TcpStream::connect(server).await.unwrap();
-    stream.write_all(&(bytes.len() as u16).to_be_bytes()).await.unwrap();
+    stream
+        .write_all(&(bytes.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
     stream.write_all(&bytes).await.unwrap();
-    let len = tokio::time::timeout(Duration::from_secs(5), stream.read_u16()).await.unwrap().unwrap();
+    let len = tokio::time::timeout(Duration::from_secs(5), stream.read_u16())
+        .await
+        .unwrap()
+        .unwrap();
     let mut buf = vec![0u8; len as usize];
     stream.read_exact(&mut buf).await.unwrap();
     let resp = Message::from_vec(&buf).unwrap();
@@ -50,7 +59,11 @@ async fn tcp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
 }
 
 fn rdata(msg: &Message) -> Vec<String> {
-    let mut v: Vec<String> = msg.answers.iter().map(|r| format!("{} {}", r.record_type(), r.data)).collect();
+    let mut v: Vec<String> = msg
+        .answers
+        .iter()
+        .map(|r| format!("{} {}", r.record_type(), r.data))
+        .collect();
     v.sort();
     v
 }
@@ -69,12 +82,20 @@ async fn fake_upstream() -> SocketAddr {
         resp.metadata.recursion_available = true;
         match name.to_ascii().as_str() {
             "example.com." => {
-                resp.add_answer(Record::from_rdata(name, 60, RData::A(A::new(93, 184, 216, 34))));
+                resp.add_answer(Record::from_rdata(
+                    name,
+                    60,
+                    RData::A(A::new(93, 184, 216, 34)),
+                ));
             }
             "big.example." if truncated => resp.metadata.truncation = true,
             "big.example." => {
                 for i in 0..100u8 {
-                    resp.add_answer(Record::from_rdata(name.clone(), 60, RData::A(A::new(10, 9, 0, i))));
+                    resp.add_answer(Record::from_rdata(
+                        name.clone(),
+                        60,
+                        RData::A(A::new(10, 9, 0, i)),
+                    ));
                 }
             }
             _ => return None,
@@ -99,7 +120,10 @@ async fn fake_upstream() -> SocketAddr {
             stream.read_exact(&mut buf).await.unwrap();
             let q = Message::from_vec(&buf).unwrap();
             let bytes = answer(&q, false).unwrap().to_vec().unwrap();
-            stream.write_all(&(bytes.len() as u16).to_be_bytes()).await.unwrap();
+            stream
+                .write_all(&(bytes.len() as u16).to_be_bytes())
+                .await
+                .unwrap();
             stream.write_all(&bytes).await.unwrap();
         }
     });
@@ -108,11 +132,19 @@ async fn fake_upstream() -> SocketAddr {
 
 /// Serves `records` on 127.0.0.1:0 forwarding to `upstreams`; stops when
 /// the returned sender is dropped.
-async fn serve(records: Records, upstreams: Vec<SocketAddr>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let server = Server::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.unwrap();
+async fn serve(
+    records: Records,
+    upstreams: Vec<SocketAddr>,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let server = Server::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .unwrap();
     let addr = server.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let handler = Handler::new(records, Forwarder::new(upstreams, Duration::from_millis(300)));
+    let handler = Handler::new(
+        records,
+        Forwarder::new(upstreams, Duration::from_millis(300)),
+    );
     tokio::spawn(server.serve(handler, async {
         let _ = rx.await;
     }));
@@ -124,7 +156,11 @@ async fn forwards_other_names_upstream() {
     let upstream = fake_upstream().await;
     // A dead upstream first: the forwarder moves on to the next one.
     let dead = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-    let (addr, _stop) = serve(Records::new("cluster.local", 5).unwrap(), vec![dead.local_addr().unwrap(), upstream]).await;
+    let (addr, _stop) = serve(
+        Records::new("cluster.local", 5).unwrap(),
+        vec![dead.local_addr().unwrap(), upstream],
+    )
+    .await;
 
     let resp = udp(addr, "example.com.", RecordType::A).await;
     assert_eq!(resp.response_code, ResponseCode::NoError);
@@ -167,7 +203,13 @@ async fn resolves_services_from_the_api_server() {
     let api = TestServer::start().await;
     let client = api.client.clone();
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "shop"}})).unwrap()).await.unwrap();
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "shop"}})).unwrap(),
+        )
+        .await
+        .unwrap();
     let services: Api<Service> = Api::namespaced(client.clone(), "shop");
     let web: Service = serde_json::from_value(json!({
         "metadata": {"name": "web"},
@@ -197,10 +239,16 @@ async fn resolves_services_from_the_api_server() {
 
     // run() binds what it is told; find a free port for it first.
     let addr = {
-        let probe = Server::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.unwrap();
+        let probe = Server::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .unwrap();
         probe.local_addr().unwrap()
     };
-    let config = Config { listen: vec![addr], upstreams: Some(vec![]), ..Config::default() };
+    let config = Config {
+        listen: vec![addr],
+        upstreams: Some(vec![]),
+        ..Config::default()
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(skiff_dns::run(client.clone(), config, async {
         let _ = stopped.await;
@@ -222,11 +270,28 @@ async fn resolves_services_from_the_api_server() {
     .await;
     assert_eq!(rdata(&resp), vec!["A 10.42.0.5"]);
 
-    let resp = tcp(addr, "_http._tcp.web.shop.svc.cluster.local.", RecordType::SRV).await;
-    assert_eq!(rdata(&resp), vec!["SRV 0 100 80 web.shop.svc.cluster.local."]);
-    assert_eq!(resp.additionals.iter().filter(|r| r.record_type() == RecordType::A).count(), 1);
+    let resp = tcp(
+        addr,
+        "_http._tcp.web.shop.svc.cluster.local.",
+        RecordType::SRV,
+    )
+    .await;
+    assert_eq!(
+        rdata(&resp),
+        vec!["SRV 0 100 80 web.shop.svc.cluster.local."]
+    );
+    assert_eq!(
+        resp.additionals
+            .iter()
+            .filter(|r| r.record_type() == RecordType::A)
+            .count(),
+        1
+    );
     let resp = udp(addr, "_pg._tcp.db.shop.svc.cluster.local.", RecordType::SRV).await;
-    assert_eq!(rdata(&resp), vec!["SRV 0 100 5432 db-0.db.shop.svc.cluster.local."]);
+    assert_eq!(
+        rdata(&resp),
+        vec!["SRV 0 100 5432 db-0.db.shop.svc.cluster.local."]
+    );
     let resp = udp(addr, "DB-0.db.shop.svc.cluster.local.", RecordType::A).await;
     assert_eq!(rdata(&resp), vec!["A 10.42.0.5"]);
     let resp = udp(addr, "db-1.db.shop.svc.cluster.local.", RecordType::A).await;
@@ -249,7 +314,10 @@ async fn resolves_services_from_the_api_server() {
     assert_eq!(resp.authorities[0].record_type(), RecordType::SOA);
 
     // The Service goes: NXDOMAIN follows the watch.
-    services.delete("web", &DeleteParams::default()).await.unwrap();
+    services
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
     eventually("web to be gone", || async {
         let resp = udp(addr, "web.shop.svc.cluster.local.", RecordType::A).await;
         (resp.response_code == ResponseCode::NXDomain).then_some(())
@@ -257,5 +325,9 @@ async fn resolves_services_from_the_api_server() {
     .await;
 
     stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), running).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

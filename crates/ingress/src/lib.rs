@@ -41,7 +41,10 @@ pub const CONTROLLER: &str = "skiff.dev/ingress";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("binding {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("ingress TLS: {0}")]
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
@@ -82,7 +85,10 @@ impl Default for Config {
 
 impl Config {
     pub fn classes(&self) -> Classes {
-        Classes { class_name: self.class_name.clone(), controller: self.controller.clone() }
+        Classes {
+            class_name: self.class_name.clone(),
+            controller: self.controller.clone(),
+        }
     }
 }
 
@@ -95,9 +101,23 @@ pub struct Bound {
 
 impl Bound {
     pub async fn bind(config: Config) -> Result<Bound, Error> {
-        let http = TcpListener::bind(config.http).await.map_err(|source| Error::Bind { addr: config.http, source })?;
-        let https = TcpListener::bind(config.https).await.map_err(|source| Error::Bind { addr: config.https, source })?;
-        Ok(Bound { config, http, https })
+        let http = TcpListener::bind(config.http)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.http,
+                source,
+            })?;
+        let https = TcpListener::bind(config.https)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.https,
+                source,
+            })?;
+        Ok(Bound {
+            config,
+            http,
+            https,
+        })
     }
 
     /// The bound HTTP address.
@@ -111,8 +131,16 @@ impl Bound {
     }
 
     /// Watches the cluster through `client` and proxies until `shutdown`.
-    pub async fn serve(self, client: kube::Client, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let Bound { config, http, https } = self;
+    pub async fn serve(
+        self,
+        client: kube::Client,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
+        let Bound {
+            config,
+            http,
+            https,
+        } = self;
         let certs = Arc::new(tls::CertResolver::new(tls::self_signed()?));
         let tls_config = tls::server_config(certs.clone())?;
         let routes = Arc::new(routes::Routes::default());
@@ -129,8 +157,21 @@ impl Bound {
                 }
             })
         });
-        let watcher = tokio::spawn(watch::run(client, classes, config.status_address.clone(), routes.clone(), certs));
-        server::serve(http, https, Arc::new(proxy::Proxy::new(routes)), tls_config, shutdown).await;
+        let watcher = tokio::spawn(watch::run(
+            client,
+            classes,
+            config.status_address.clone(),
+            routes.clone(),
+            certs,
+        ));
+        server::serve(
+            http,
+            https,
+            Arc::new(proxy::Proxy::new(routes)),
+            tls_config,
+            shutdown,
+        )
+        .await;
         watcher.abort();
         if let Some(t) = class_task {
             t.abort();
@@ -141,6 +182,10 @@ impl Bound {
 
 /// Runs the Ingress controller: binds `config.http` and `config.https`,
 /// watches the cluster through `client`, and proxies until `shutdown`.
-pub async fn run(client: kube::Client, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+pub async fn run(
+    client: kube::Client,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
     Bound::bind(config).await?.serve(client, shutdown).await
 }

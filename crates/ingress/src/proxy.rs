@@ -93,7 +93,9 @@ async fn connect(addr: SocketAddr) -> Result<Sender, String> {
         Err(_) => return Err("connect timed out".into()),
     };
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(%addr, error = %e, "backend connection ended with an error");
@@ -103,9 +105,16 @@ async fn connect(addr: SocketAddr) -> Result<Sender, String> {
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())).map_err(|never| match never {}).boxed_unsync());
+    let mut r = Response::new(
+        Full::new(Bytes::from_static(body.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -122,7 +131,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in listed {
         headers.remove(name);
     }
-    for name in [header::CONNECTION, header::TE, header::TRAILER, header::TRANSFER_ENCODING, header::UPGRADE] {
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
         headers.remove(name);
     }
     headers.remove("keep-alive");
@@ -141,7 +156,11 @@ fn upgrade_of(req: &Request<Incoming>) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if asks { req.headers().get(header::UPGRADE).cloned() } else { None }
+    if asks {
+        req.headers().get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
 }
 
 /// The proxy: the current routes and the connection pool.
@@ -152,7 +171,10 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(routes: Arc<Routes>) -> Proxy {
-        Proxy { routes, pool: Arc::new(Pool::default()) }
+        Proxy {
+            routes,
+            pool: Arc::new(Pool::default()),
+        }
     }
 
     /// Answers one request.
@@ -172,7 +194,10 @@ impl Proxy {
         drop(table);
         if backend.endpoints.is_empty() {
             tracing::debug!(%host, backend = %backend.name, "no ready endpoints");
-            return text(StatusCode::SERVICE_UNAVAILABLE, "503 service unavailable: no ready endpoints\n");
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "503 service unavailable: no ready endpoints\n",
+            );
         }
 
         let upgrade = upgrade_of(&req);
@@ -180,7 +205,9 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         if let Some(protocol) = upgrade {
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, protocol);
         }
         if !parts.headers.contains_key(header::HOST)
@@ -193,13 +220,24 @@ impl Proxy {
             parts.headers.insert("x-forwarded-for", v.clone());
             parts.headers.insert("x-real-ip", v);
         }
-        parts.headers.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme.as_str()));
+        parts.headers.insert(
+            "x-forwarded-proto",
+            HeaderValue::from_static(conn.scheme.as_str()),
+        );
         if let Ok(v) = HeaderValue::from_str(&host) {
             parts.headers.insert("x-forwarded-host", v);
         }
-        parts.headers.insert("x-forwarded-port", HeaderValue::from(conn.local.port()));
+        parts
+            .headers
+            .insert("x-forwarded-port", HeaderValue::from(conn.local.port()));
         // Origin form on the wire to the endpoint.
-        parts.uri = parts.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/").parse::<Uri>().unwrap_or_else(|_| Uri::from_static("/"));
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/")
+            .parse::<Uri>()
+            .unwrap_or_else(|_| Uri::from_static("/"));
         parts.version = Version::HTTP_11;
         let req = Request::from_parts(parts, body);
 
@@ -237,7 +275,11 @@ impl Proxy {
 
     /// Sends `req` to an endpoint of `backend`: pooled connections first,
     /// then new ones; connection failures move on to the next endpoint.
-    async fn send(&self, backend: &Backend, mut req: Request<Incoming>) -> Result<(SocketAddr, Sender, Response<Incoming>), Response<Body>> {
+    async fn send(
+        &self,
+        backend: &Backend,
+        mut req: Request<Incoming>,
+    ) -> Result<(SocketAddr, Sender, Response<Incoming>), Response<Body>> {
         for addr in backend.attempts(ATTEMPTS) {
             while let Some(mut sender) = self.pool.take(addr) {
                 match sender.try_send_request(req).await {
@@ -270,7 +312,10 @@ impl Proxy {
                 },
             }
         }
-        Err(text(StatusCode::BAD_GATEWAY, "502 bad gateway: no endpoint reachable\n"))
+        Err(text(
+            StatusCode::BAD_GATEWAY,
+            "502 bad gateway: no endpoint reachable\n",
+        ))
     }
 }
 

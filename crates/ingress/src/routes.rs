@@ -32,14 +32,22 @@ pub struct Backend {
 
 impl Backend {
     pub fn new(name: impl Into<String>, endpoints: Vec<SocketAddr>) -> Backend {
-        Backend { name: name.into(), endpoints, next: AtomicUsize::new(0) }
+        Backend {
+            name: name.into(),
+            endpoints,
+            next: AtomicUsize::new(0),
+        }
     }
 
     /// Up to `n` distinct endpoints to try in turn, starting round-robin
     /// from the one after the previous call's first.
     pub fn attempts(&self, n: usize) -> impl Iterator<Item = SocketAddr> + '_ {
         let len = self.endpoints.len();
-        let start = if len == 0 { 0 } else { self.next.fetch_add(1, Ordering::Relaxed) % len };
+        let start = if len == 0 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) % len
+        };
         (0..n.min(len)).map(move |i| self.endpoints[(start + i) % len])
     }
 }
@@ -95,7 +103,11 @@ impl HostRoutes {
                     return false;
                 }
                 // Keep the order: most elements first, then insertion order.
-                let at = self.prefix.iter().position(|(p, _)| p.len() < els.len()).unwrap_or(self.prefix.len());
+                let at = self
+                    .prefix
+                    .iter()
+                    .position(|(p, _)| p.len() < els.len())
+                    .unwrap_or(self.prefix.len());
                 self.prefix.insert(at, (els, backend));
             }
         }
@@ -108,7 +120,10 @@ impl HostRoutes {
             return Some(b);
         }
         let request = elements(path);
-        self.prefix.iter().find(|(p, _)| p.len() <= request.len() && p.iter().zip(&request).all(|(a, b)| a == b)).map(|(_, b)| b)
+        self.prefix
+            .iter()
+            .find(|(p, _)| p.len() <= request.len() && p.iter().zip(&request).all(|(a, b)| a == b))
+            .map(|(_, b)| b)
     }
 
     fn is_empty(&self) -> bool {
@@ -188,7 +203,10 @@ impl Table {
     pub fn route(&self, host: &str, path: &str) -> Option<&Arc<Backend>> {
         let host = normalize_host(host);
         let routes = self.host_routes(&host);
-        routes.lookup(path).or(routes.default.as_ref()).or(self.default.as_ref())
+        routes
+            .lookup(path)
+            .or(routes.default.as_ref())
+            .or(self.default.as_ref())
     }
 
     /// How many hosts (exact and wildcard) have routes.
@@ -249,7 +267,15 @@ mod tests {
     fn prefix_matches_element_wise() {
         let mut h = HostRoutes::default();
         h.insert(PathType::Prefix, "/foo", b("foo"));
-        for (path, want) in [("/foo", true), ("/foo/", true), ("/foo/bar", true), ("/foobar", false), ("/fo", false), ("/", false), ("/bar/foo", false)] {
+        for (path, want) in [
+            ("/foo", true),
+            ("/foo/", true),
+            ("/foo/bar", true),
+            ("/foobar", false),
+            ("/fo", false),
+            ("/", false),
+            ("/bar/foo", false),
+        ] {
             assert_eq!(h.lookup(path).is_some(), want, "{path}");
         }
         // A trailing slash in the rule is ignored.
@@ -305,9 +331,15 @@ mod tests {
     #[test]
     fn hosts_exact_then_wildcard_then_any() {
         let mut t = Table::default();
-        t.host_mut(&HostKey::parse(Some("foo.example.com"))).insert(PathType::Prefix, "/", b("foo"));
-        t.host_mut(&HostKey::parse(Some("*.example.com"))).insert(PathType::Prefix, "/", b("wild"));
-        t.host_mut(&HostKey::parse(None)).insert(PathType::Prefix, "/any", b("any"));
+        t.host_mut(&HostKey::parse(Some("foo.example.com"))).insert(
+            PathType::Prefix,
+            "/",
+            b("foo"),
+        );
+        t.host_mut(&HostKey::parse(Some("*.example.com")))
+            .insert(PathType::Prefix, "/", b("wild"));
+        t.host_mut(&HostKey::parse(None))
+            .insert(PathType::Prefix, "/any", b("any"));
         assert_eq!(routed(&t, "foo.example.com", "/x"), Some("foo"));
         assert_eq!(routed(&t, "FOO.Example.com:8080", "/x"), Some("foo"));
         assert_eq!(routed(&t, "bar.example.com", "/x"), Some("wild"));
@@ -340,9 +372,13 @@ mod tests {
 
     #[test]
     fn round_robin_attempts() {
-        let eps: Vec<SocketAddr> = (1..=3).map(|p| SocketAddr::from(([10, 0, 0, 1], p))).collect();
+        let eps: Vec<SocketAddr> = (1..=3)
+            .map(|p| SocketAddr::from(([10, 0, 0, 1], p)))
+            .collect();
         let be = Backend::new("x", eps.clone());
-        let firsts: Vec<u16> = (0..6).map(|_| be.attempts(1).next().unwrap().port()).collect();
+        let firsts: Vec<u16> = (0..6)
+            .map(|_| be.attempts(1).next().unwrap().port())
+            .collect();
         assert_eq!(firsts, [1, 2, 3, 1, 2, 3]);
         let all: Vec<u16> = be.attempts(5).map(|a| a.port()).collect();
         assert_eq!(all, [1, 2, 3]);

@@ -27,13 +27,21 @@ where
         async move { Ok::<_, Infallible>(proxy.handle(req, conn).await) }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let served = watcher.watch(builder.serve_connection_with_upgrades(io, service)).await;
+    let served = watcher
+        .watch(builder.serve_connection_with_upgrades(io, service))
+        .await;
     if let Err(e) = served {
         tracing::debug!(peer = %conn.peer, error = %e, "ingress connection ended with an error");
     }
 }
 
-fn accepted(accepted: std::io::Result<(TcpStream, SocketAddr)>, scheme: Scheme, tls: &TlsAcceptor, proxy: &Arc<Proxy>, graceful: &GracefulShutdown) -> bool {
+fn accepted(
+    accepted: std::io::Result<(TcpStream, SocketAddr)>,
+    scheme: Scheme,
+    tls: &TlsAcceptor,
+    proxy: &Arc<Proxy>,
+    graceful: &GracefulShutdown,
+) -> bool {
     let (tcp, peer) = match accepted {
         Ok(c) => c,
         Err(e) => {
@@ -42,8 +50,14 @@ fn accepted(accepted: std::io::Result<(TcpStream, SocketAddr)>, scheme: Scheme, 
         }
     };
     let _ = tcp.set_nodelay(true);
-    let Ok(local) = tcp.local_addr() else { return true };
-    let conn = Conn { peer, local, scheme };
+    let Ok(local) = tcp.local_addr() else {
+        return true;
+    };
+    let conn = Conn {
+        peer,
+        local,
+        scheme,
+    };
     let proxy = proxy.clone();
     let watcher = graceful.watcher();
     match scheme {
@@ -65,7 +79,13 @@ fn accepted(accepted: std::io::Result<(TcpStream, SocketAddr)>, scheme: Scheme, 
 }
 
 /// Serves both listeners until `shutdown`, then drains.
-pub async fn serve(http: TcpListener, https: TcpListener, proxy: Arc<Proxy>, tls: Arc<rustls::ServerConfig>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    http: TcpListener,
+    https: TcpListener,
+    proxy: Arc<Proxy>,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()>,
+) {
     let tls = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -85,7 +105,10 @@ pub async fn serve(http: TcpListener, https: TcpListener, proxy: Arc<Proxy>, tls
     if open > 0 {
         tracing::info!(open, "ingress draining connections");
     }
-    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::info!("ingress connections still open after the drain period; closing them");
     }
 }

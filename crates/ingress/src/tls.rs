@@ -36,19 +36,25 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// A certificate chain and key from PEM (`tls.crt`, `tls.key`).
 pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<CertifiedKey>, TlsError> {
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..]).collect::<Result<_, _>>()?;
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut &cert_pem[..]).collect::<Result<_, _>>()?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate);
     }
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])?.ok_or(TlsError::NoKey)?;
+    let key: PrivateKeyDer<'static> =
+        rustls_pemfile::private_key(&mut &key_pem[..])?.ok_or(TlsError::NoKey)?;
     Ok(Arc::new(CertifiedKey::from_der(certs, key, &provider())?))
 }
 
 /// The certificate of a `kubernetes.io/tls` Secret.
 pub fn secret_key(secret: &Secret) -> Result<Arc<CertifiedKey>, TlsError> {
     let data = secret.data.as_ref();
-    let crt = data.and_then(|d| d.get("tls.crt")).ok_or(TlsError::Missing("tls.crt"))?;
-    let key = data.and_then(|d| d.get("tls.key")).ok_or(TlsError::Missing("tls.key"))?;
+    let crt = data
+        .and_then(|d| d.get("tls.crt"))
+        .ok_or(TlsError::Missing("tls.crt"))?;
+    let key = data
+        .and_then(|d| d.get("tls.key"))
+        .ok_or(TlsError::Missing("tls.key"))?;
     certified_key(&crt.0, &key.0)
 }
 
@@ -56,7 +62,10 @@ pub fn secret_key(secret: &Secret) -> Result<Arc<CertifiedKey>, TlsError> {
 pub fn self_signed() -> Result<Arc<CertifiedKey>, TlsError> {
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::new(vec!["ingress.local".to_string()])?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, "skiff Ingress Controller Fake Certificate");
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        "skiff Ingress Controller Fake Certificate",
+    );
     let cert = params.self_signed(&key)?;
     certified_key(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
 }
@@ -115,7 +124,10 @@ pub struct CertResolver {
 
 impl CertResolver {
     pub fn new(fallback: Arc<CertifiedKey>) -> CertResolver {
-        CertResolver { table: RwLock::new(Arc::new(CertTable::default())), fallback }
+        CertResolver {
+            table: RwLock::new(Arc::new(CertTable::default())),
+            fallback,
+        }
     }
 
     pub fn store(&self, table: Arc<CertTable>) {
@@ -131,7 +143,8 @@ impl CertResolver {
             Ok(t) => t.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
-        sni.and_then(|n| table.lookup(n).cloned()).unwrap_or_else(|| self.fallback.clone())
+        sni.and_then(|n| table.lookup(n).cloned())
+            .unwrap_or_else(|| self.fallback.clone())
     }
 }
 
@@ -144,8 +157,10 @@ impl ResolvesServerCert for CertResolver {
 /// The HTTPS listener's configuration: certificates from `resolver`, ALPN
 /// h2 and http/1.1.
 pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let mut config =
-        rustls::ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?.with_no_client_auth().with_cert_resolver(resolver);
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -158,7 +173,9 @@ mod tests {
 
     fn cert_for(names: &[&str]) -> (String, String) {
         let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
         (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
     }
 
@@ -166,7 +183,11 @@ mod tests {
         let mut data = std::collections::BTreeMap::new();
         data.insert("tls.crt".to_string(), ByteString(crt.as_bytes().to_vec()));
         data.insert("tls.key".to_string(), ByteString(key.as_bytes().to_vec()));
-        Secret { data: Some(data), type_: Some("kubernetes.io/tls".into()), ..Default::default() }
+        Secret {
+            data: Some(data),
+            type_: Some("kubernetes.io/tls".into()),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -174,10 +195,22 @@ mod tests {
         let (crt, key) = cert_for(&["a.com"]);
         assert!(secret_key(&secret(&crt, &key)).is_ok());
         let (_, other_key) = cert_for(&["b.com"]);
-        assert!(secret_key(&secret(&crt, &other_key)).is_err(), "mismatched key");
-        assert!(matches!(secret_key(&secret("", &key)), Err(TlsError::NoCertificate)));
-        assert!(matches!(secret_key(&secret(&crt, "")), Err(TlsError::NoKey)));
-        assert!(matches!(secret_key(&Secret::default()), Err(TlsError::Missing("tls.crt"))));
+        assert!(
+            secret_key(&secret(&crt, &other_key)).is_err(),
+            "mismatched key"
+        );
+        assert!(matches!(
+            secret_key(&secret("", &key)),
+            Err(TlsError::NoCertificate)
+        ));
+        assert!(matches!(
+            secret_key(&secret(&crt, "")),
+            Err(TlsError::NoKey)
+        ));
+        assert!(matches!(
+            secret_key(&Secret::default()),
+            Err(TlsError::Missing("tls.crt"))
+        ));
     }
 
     #[test]
@@ -198,7 +231,10 @@ mod tests {
         table.insert("*.b.com", wild.clone());
         table.insert("a.com", wild.clone()); // the first one stays
         let resolver = CertResolver::new(fallback.clone());
-        assert!(Arc::ptr_eq(&resolver.choose(Some("a.com")), &fallback), "empty table before the first store");
+        assert!(
+            Arc::ptr_eq(&resolver.choose(Some("a.com")), &fallback),
+            "empty table before the first store"
+        );
         resolver.store(Arc::new(table));
         assert!(Arc::ptr_eq(&resolver.choose(Some("a.com")), &a));
         assert!(Arc::ptr_eq(&resolver.choose(Some("A.COM")), &a));

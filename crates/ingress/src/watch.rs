@@ -15,7 +15,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::{Ingress, IngressClass, IngressClassSpec, IngressLoadBalancerIngress};
+use k8s_openapi::api::networking::v1::{
+    Ingress, IngressClass, IngressClassSpec, IngressLoadBalancerIngress,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::serde::de::DeserializeOwned;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -98,10 +100,16 @@ pub async fn ensure_class(client: kube::Client, classes: &Classes) -> Result<(),
     let class = IngressClass {
         metadata: ObjectMeta {
             name: Some(classes.class_name.clone()),
-            annotations: Some(BTreeMap::from([(DEFAULT_CLASS_ANNOTATION.to_string(), "true".to_string())])),
+            annotations: Some(BTreeMap::from([(
+                DEFAULT_CLASS_ANNOTATION.to_string(),
+                "true".to_string(),
+            )])),
             ..Default::default()
         },
-        spec: Some(IngressClassSpec { controller: Some(classes.controller.clone()), parameters: None }),
+        spec: Some(IngressClassSpec {
+            controller: Some(classes.controller.clone()),
+            parameters: None,
+        }),
     };
     match api.create(&PostParams::default(), &class).await {
         Ok(_) => {
@@ -116,26 +124,74 @@ pub async fn ensure_class(client: kube::Client, classes: &Classes) -> Result<(),
 /// What `status.loadBalancer.ingress` of a served Ingress should be.
 fn desired_status(address: &str) -> Vec<IngressLoadBalancerIngress> {
     let entry = match address.parse::<IpAddr>() {
-        Ok(ip) => IngressLoadBalancerIngress { ip: Some(ip.to_string()), ..Default::default() },
-        Err(_) => IngressLoadBalancerIngress { hostname: Some(address.to_string()), ..Default::default() },
+        Ok(ip) => IngressLoadBalancerIngress {
+            ip: Some(ip.to_string()),
+            ..Default::default()
+        },
+        Err(_) => IngressLoadBalancerIngress {
+            hostname: Some(address.to_string()),
+            ..Default::default()
+        },
     };
     vec![entry]
 }
 
 fn current_status(ing: &Ingress) -> Vec<IngressLoadBalancerIngress> {
-    ing.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.clone()).unwrap_or_default()
+    ing.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.clone())
+        .unwrap_or_default()
 }
 
 /// Watches the cluster and keeps `routes` and `certs` current until
 /// dropped; with `status_address`, sets the served Ingresses' status.
-pub async fn run(client: kube::Client, classes: Classes, status_address: Option<String>, routes: Arc<Routes>, certs: Arc<CertResolver>) {
-    let shared = Arc::new(Shared { cluster: Mutex::new(Cluster::default()), wake: tokio::sync::Notify::new(), listed: AtomicUsize::new(0) });
+pub async fn run(
+    client: kube::Client,
+    classes: Classes,
+    status_address: Option<String>,
+    routes: Arc<Routes>,
+    certs: Arc<CertResolver>,
+) {
+    let shared = Arc::new(Shared {
+        cluster: Mutex::new(Cluster::default()),
+        wake: tokio::sync::Notify::new(),
+        listed: AtomicUsize::new(0),
+    });
     let all = watcher::Config::default;
     let watchers = futures::future::join5(
-        watch_kind::<Ingress>(Api::all(client.clone()), all(), shared.clone(), Cluster::apply_ingress, Cluster::delete_ingress, Cluster::replace_ingresses),
-        watch_kind::<IngressClass>(Api::all(client.clone()), all(), shared.clone(), Cluster::apply_class, Cluster::delete_class, Cluster::replace_classes),
-        watch_kind::<Service>(Api::all(client.clone()), all(), shared.clone(), Cluster::apply_service, Cluster::delete_service, Cluster::replace_services),
-        watch_kind::<EndpointSlice>(Api::all(client.clone()), all(), shared.clone(), Cluster::apply_slice, Cluster::delete_slice, Cluster::replace_slices),
+        watch_kind::<Ingress>(
+            Api::all(client.clone()),
+            all(),
+            shared.clone(),
+            Cluster::apply_ingress,
+            Cluster::delete_ingress,
+            Cluster::replace_ingresses,
+        ),
+        watch_kind::<IngressClass>(
+            Api::all(client.clone()),
+            all(),
+            shared.clone(),
+            Cluster::apply_class,
+            Cluster::delete_class,
+            Cluster::replace_classes,
+        ),
+        watch_kind::<Service>(
+            Api::all(client.clone()),
+            all(),
+            shared.clone(),
+            Cluster::apply_service,
+            Cluster::delete_service,
+            Cluster::replace_services,
+        ),
+        watch_kind::<EndpointSlice>(
+            Api::all(client.clone()),
+            all(),
+            shared.clone(),
+            Cluster::apply_slice,
+            Cluster::delete_slice,
+            Cluster::replace_slices,
+        ),
         watch_kind::<Secret>(
             Api::all(client.clone()),
             all().fields("type=kubernetes.io/tls"),
@@ -154,15 +210,24 @@ pub async fn run(client: kube::Client, classes: Classes, status_address: Option<
             let started = std::time::Instant::now();
             let (built, statuses) = shared.with(|c| {
                 let built = c.build(&classes);
-                let statuses: Vec<(Key, Vec<IngressLoadBalancerIngress>)> =
-                    built.served.iter().filter_map(|k| c.ingress(k).map(|i| (k.clone(), current_status(i)))).collect();
+                let statuses: Vec<(Key, Vec<IngressLoadBalancerIngress>)> = built
+                    .served
+                    .iter()
+                    .filter_map(|k| c.ingress(k).map(|i| (k.clone(), current_status(i))))
+                    .collect();
                 (built, statuses)
             });
-            let (ingresses, hosts, certificates) = (built.served.len(), built.table.host_count(), built.certs.len());
+            let (ingresses, hosts, certificates) = (
+                built.served.len(),
+                built.table.host_count(),
+                built.certs.len(),
+            );
             routes.store(Arc::new(built.table));
             certs.store(Arc::new(built.certs));
             tracing::debug!(ingresses, hosts, certificates, took = ?started.elapsed(), "ingress routes reloaded");
-            let Some(address) = status_address.as_deref() else { continue };
+            let Some(address) = status_address.as_deref() else {
+                continue;
+            };
             let want = desired_status(address);
             let mut failed = false;
             for ((ns, name), current) in statuses {
@@ -171,8 +236,13 @@ pub async fn run(client: kube::Client, classes: Classes, status_address: Option<
                 }
                 let api: Api<Ingress> = Api::namespaced(client.clone(), &ns);
                 let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": want}}});
-                match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-                    Ok(_) => tracing::debug!(ingress = %format!("{ns}/{name}"), "status.loadBalancer set"),
+                match api
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::debug!(ingress = %format!("{ns}/{name}"), "status.loadBalancer set")
+                    }
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
                     Err(e) => {
                         tracing::warn!(ingress = %format!("{ns}/{name}"), error = %e, "setting ingress status failed");

@@ -13,7 +13,9 @@ pub const DEFAULT_BRIDGE: &str = "skiff0";
 
 /// Whether iptables is installed (the bridge's ipMasq and portmap need it).
 pub fn have_iptables() -> bool {
-    ["/usr/sbin/iptables", "/sbin/iptables", "/usr/bin/iptables"].iter().any(|p| Path::new(p).exists())
+    ["/usr/sbin/iptables", "/sbin/iptables", "/usr/bin/iptables"]
+        .iter()
+        .any(|p| Path::new(p).exists())
 }
 
 /// The conflist for a bridge on `subnet`, with host-local's state in `ipam_dir`.
@@ -24,7 +26,13 @@ pub fn conflist(bridge: &str, subnet: &str, ipam_dir: &Path, iptables: bool) -> 
 /// The conflist, with the bridge's ipMasq as given: off when the agent
 /// masquerades itself only what leaves the pod network (crate::routes), as
 /// the bridge's would also masquerade pod-to-pod traffic across nodes.
-pub fn conflist_masq(bridge: &str, subnet: &str, ipam_dir: &Path, iptables: bool, ip_masq: bool) -> Value {
+pub fn conflist_masq(
+    bridge: &str,
+    subnet: &str,
+    ipam_dir: &Path,
+    iptables: bool,
+    ip_masq: bool,
+) -> Value {
     let mut plugins = vec![json!({
         "type": "bridge",
         "bridge": bridge,
@@ -39,7 +47,8 @@ pub fn conflist_masq(bridge: &str, subnet: &str, ipam_dir: &Path, iptables: bool
         },
     })];
     if iptables {
-        plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}));
+        plugins
+            .push(json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}));
     }
     json!({"cniVersion": "1.0.0", "name": "skiff", "plugins": plugins})
 }
@@ -55,11 +64,18 @@ pub fn write(conf_dir: &Path, bridge: &str, subnet: &str) -> std::io::Result<boo
 }
 
 /// [`write`] with the bridge's ipMasq on or off.
-pub fn write_masq(conf_dir: &Path, bridge: &str, subnet: &str, ip_masq: bool) -> std::io::Result<bool> {
+pub fn write_masq(
+    conf_dir: &Path,
+    bridge: &str,
+    subnet: &str,
+    ip_masq: bool,
+) -> std::io::Result<bool> {
     std::fs::create_dir_all(conf_dir)?;
     let ipam = conf_dir.join("networks");
     let iptables = have_iptables();
-    let text = serde_json::to_string_pretty(&conflist_masq(bridge, subnet, &ipam, iptables, ip_masq)).map_err(std::io::Error::other)?;
+    let text =
+        serde_json::to_string_pretty(&conflist_masq(bridge, subnet, &ipam, iptables, ip_masq))
+            .map_err(std::io::Error::other)?;
     let path = conf_path(conf_dir);
     if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
         return Ok(false);
@@ -79,7 +95,10 @@ mod tests {
     fn conflist_shape() {
         let c = conflist("skiff0", "10.42.3.0/24", Path::new("/d/cni/networks"), true);
         assert_eq!(c["plugins"][0]["type"], "bridge");
-        assert_eq!(c["plugins"][0]["ipam"]["ranges"][0][0]["subnet"], "10.42.3.0/24");
+        assert_eq!(
+            c["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
+            "10.42.3.0/24"
+        );
         assert_eq!(c["plugins"][1]["type"], "portmap");
         let c = conflist("skiff0", "10.42.3.0/24", Path::new("/d"), false);
         assert_eq!(c["plugins"].as_array().unwrap().len(), 1);
@@ -87,7 +106,10 @@ mod tests {
         let c = conflist_masq("skiff0", "10.42.3.0/24", Path::new("/d"), true, false);
         assert_eq!(c["plugins"][0]["ipMasq"], false);
         assert_eq!(c["plugins"][1]["type"], "portmap");
-        assert_eq!(conflist("skiff0", "10.42.3.0/24", Path::new("/d"), true)["plugins"][0]["ipMasq"], true);
+        assert_eq!(
+            conflist("skiff0", "10.42.3.0/24", Path::new("/d"), true)["plugins"][0]["ipMasq"],
+            true
+        );
     }
 
     #[test]

@@ -23,13 +23,27 @@ const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerdError {
     #[error("writing containerd's config in {path}: {source}")]
-    Config { path: String, source: std::io::Error },
+    Config {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("starting {binary}: {source}")]
-    Spawn { binary: String, source: std::io::Error },
+    Spawn {
+        binary: String,
+        source: std::io::Error,
+    },
     #[error("containerd exited before serving {socket} ({status}); see {log}")]
-    Exited { socket: String, status: String, log: String },
+    Exited {
+        socket: String,
+        status: String,
+        log: String,
+    },
     #[error("containerd did not serve {socket} within {seconds} s; see {log}")]
-    NotReady { socket: String, seconds: u64, log: String },
+    NotReady {
+        socket: String,
+        seconds: u64,
+        log: String,
+    },
 }
 
 /// Where and how skiff's containerd runs.
@@ -49,7 +63,9 @@ pub struct ContainerdConfig {
 /// Whether this process may lower oom_score_adj (CAP_SYS_RESOURCE, bit 24
 /// of CapEff); runc fails to start pause containers (-998) otherwise.
 pub fn can_lower_oom_score_adj() -> bool {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return false };
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
     status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
@@ -158,8 +174,14 @@ fn spawn(c: &ContainerdConfig) -> Result<Child, ContainerdError> {
         .create(true)
         .append(true)
         .open(c.log_path())
-        .map_err(|source| ContainerdError::Config { path: c.log_path().display().to_string(), source })?;
-    let log2 = log.try_clone().map_err(|source| ContainerdError::Config { path: c.log_path().display().to_string(), source })?;
+        .map_err(|source| ContainerdError::Config {
+            path: c.log_path().display().to_string(),
+            source,
+        })?;
+    let log2 = log.try_clone().map_err(|source| ContainerdError::Config {
+        path: c.log_path().display().to_string(),
+        source,
+    })?;
     let child = Command::new(&c.binary)
         .arg("--config")
         .arg(c.config_path())
@@ -169,7 +191,10 @@ fn spawn(c: &ContainerdConfig) -> Result<Child, ContainerdError> {
         .stderr(Stdio::from(log2))
         .kill_on_drop(true)
         .spawn()
-        .map_err(|source| ContainerdError::Spawn { binary: c.binary.display().to_string(), source })?;
+        .map_err(|source| ContainerdError::Spawn {
+            binary: c.binary.display().to_string(),
+            source,
+        })?;
     if let Some(pid) = child.id() {
         let _ = std::fs::write(c.pid_path(), pid.to_string());
     }
@@ -181,14 +206,19 @@ fn spawn(c: &ContainerdConfig) -> Result<Child, ContainerdError> {
 /// agent was killed): stop it, since its child process is no longer ours
 /// to supervise. Its containers keep running.
 async fn stop_stale(c: &ContainerdConfig) {
-    let Ok(pid) = std::fs::read_to_string(c.pid_path()) else { return };
+    let Ok(pid) = std::fs::read_to_string(c.pid_path()) else {
+        return;
+    };
     let pid = pid.trim();
     if pid.is_empty() || !pid.chars().all(|ch| ch.is_ascii_digit()) {
         return;
     }
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return };
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return;
+    };
     let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-    if !cmdline.contains("containerd") || !cmdline.contains(&c.config_path().display().to_string()) {
+    if !cmdline.contains("containerd") || !cmdline.contains(&c.config_path().display().to_string())
+    {
         return;
     }
     tracing::info!(pid, "stopping the containerd an earlier skiff left running");
@@ -199,7 +229,10 @@ async fn stop_stale(c: &ContainerdConfig) {
         }
         // A zombie (its parent died) counts as gone.
         if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            && stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z'))
+            && stat
+                .split(") ")
+                .nth(1)
+                .is_some_and(|rest| rest.starts_with('Z'))
         {
             return;
         }
@@ -208,7 +241,11 @@ async fn stop_stale(c: &ContainerdConfig) {
     let _ = Command::new("kill").arg("-KILL").arg(pid).status().await;
 }
 
-async fn wait_for_socket(c: &ContainerdConfig, child: &mut Child, within: Duration) -> Result<(), ContainerdError> {
+async fn wait_for_socket(
+    c: &ContainerdConfig,
+    child: &mut Child,
+    within: Duration,
+) -> Result<(), ContainerdError> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         if tokio::net::UnixStream::connect(c.socket()).await.is_ok() {
@@ -254,10 +291,22 @@ impl Drop for Supervisor {
 /// Write the config, start containerd, wait until it serves its socket,
 /// and keep it running (restarted with backoff when it exits).
 pub async fn start(c: ContainerdConfig) -> Result<Supervisor, ContainerdError> {
-    for d in [c.dir.clone(), c.dir.join("root"), c.dir.join("state"), c.dir.join("opt"), c.cni_conf_dir.clone()] {
-        std::fs::create_dir_all(&d).map_err(|source| ContainerdError::Config { path: d.display().to_string(), source })?;
+    for d in [
+        c.dir.clone(),
+        c.dir.join("root"),
+        c.dir.join("state"),
+        c.dir.join("opt"),
+        c.cni_conf_dir.clone(),
+    ] {
+        std::fs::create_dir_all(&d).map_err(|source| ContainerdError::Config {
+            path: d.display().to_string(),
+            source,
+        })?;
     }
-    std::fs::write(c.config_path(), config_toml(&c)).map_err(|source| ContainerdError::Config { path: c.config_path().display().to_string(), source })?;
+    std::fs::write(c.config_path(), config_toml(&c)).map_err(|source| ContainerdError::Config {
+        path: c.config_path().display().to_string(),
+        source,
+    })?;
     stop_stale(&c).await;
     let mut child = spawn(&c)?;
     wait_for_socket(&c, &mut child, Duration::from_secs(60)).await?;
@@ -271,7 +320,9 @@ async fn supervise(c: ContainerdConfig, mut child: Child) {
     loop {
         let started = tokio::time::Instant::now();
         match child.wait().await {
-            Ok(status) => tracing::warn!(%status, log = %c.log_path().display(), "containerd exited; restarting it"),
+            Ok(status) => {
+                tracing::warn!(%status, log = %c.log_path().display(), "containerd exited; restarting it")
+            }
             Err(e) => tracing::warn!(error = %e, "waiting for containerd failed; restarting it"),
         }
         if started.elapsed() > Duration::from_secs(60) {
@@ -308,10 +359,16 @@ pub async fn import_image(socket: &Path, path: &Path) -> Result<(), RuntimeError
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| RuntimeError::Import { path: path.display().to_string(), message: format!("running ctr: {e}") })?;
+        .map_err(|e| RuntimeError::Import {
+            path: path.display().to_string(),
+            message: format!("running ctr: {e}"),
+        })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(RuntimeError::Import { path: path.display().to_string(), message: format!("ctr {}: {}", out.status, stderr.trim()) });
+        return Err(RuntimeError::Import {
+            path: path.display().to_string(),
+            message: format!("ctr {}: {}", out.status, stderr.trim()),
+        });
     }
     tracing::info!(path = %path.display(), output = %String::from_utf8_lossy(&out.stdout).trim(), "image imported");
     Ok(())
@@ -332,7 +389,10 @@ mod tests {
             restrict_oom_score_adj: true,
         };
         let t = config_toml(&c);
-        assert!(t.contains("address = \"/var/lib/skiff/agent/containerd/containerd.sock\""), "{t}");
+        assert!(
+            t.contains("address = \"/var/lib/skiff/agent/containerd/containerd.sock\""),
+            "{t}"
+        );
         assert!(t.contains("sandbox_image = \"localhost/skiff/pause:1\""));
         assert!(t.contains("snapshotter = \"overlayfs\""));
         assert!(t.contains("restrict_oom_score_adj = true"));

@@ -33,7 +33,10 @@ impl CriRuntime {
     /// reconnects), so the socket may appear later.
     pub fn new(socket: &Path) -> Result<CriRuntime, RuntimeError> {
         let endpoint = Endpoint::try_from("http://[::1]:50051")
-            .map_err(|e| RuntimeError::Connect { endpoint: socket.display().to_string(), message: e.to_string() })?
+            .map_err(|e| RuntimeError::Connect {
+                endpoint: socket.display().to_string(),
+                message: e.to_string(),
+            })?
             .connect_timeout(Duration::from_secs(5));
         let path = socket.to_path_buf();
         let channel = endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
@@ -42,7 +45,8 @@ impl CriRuntime {
         }));
         Ok(CriRuntime {
             socket: socket.to_path_buf(),
-            runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
+            runtime: RuntimeServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE),
             images: ImageServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE),
         })
     }
@@ -59,8 +63,13 @@ where
     match tokio::time::timeout(timeout, f).await {
         Err(_) => Err(RuntimeError::Timeout { call: name }),
         Ok(Ok(r)) => Ok(r.into_inner()),
-        Ok(Err(s)) if s.code() == tonic::Code::NotFound => Err(RuntimeError::NotFound(s.message().to_string())),
-        Ok(Err(s)) => Err(RuntimeError::Call { call: name, message: format!("{}: {}", code_name(s.code()), s.message()) }),
+        Ok(Err(s)) if s.code() == tonic::Code::NotFound => {
+            Err(RuntimeError::NotFound(s.message().to_string()))
+        }
+        Ok(Err(s)) => Err(RuntimeError::Call {
+            call: name,
+            message: format!("{}: {}", code_name(s.code()), s.message()),
+        }),
     }
 }
 
@@ -86,7 +95,11 @@ fn from_map(m: HashMap<String, String>) -> Labels {
 }
 
 fn sandbox_state(s: i32) -> SandboxState {
-    if s == cri::PodSandboxState::SandboxReady as i32 { SandboxState::Ready } else { SandboxState::NotReady }
+    if s == cri::PodSandboxState::SandboxReady as i32 {
+        SandboxState::Ready
+    } else {
+        SandboxState::NotReady
+    }
 }
 
 fn container_state(s: i32) -> ContainerState {
@@ -99,10 +112,23 @@ fn container_state(s: i32) -> ContainerState {
 }
 
 fn namespace_options(c: &SandboxConfig) -> cri::NamespaceOption {
-    let mode = |node: bool, pod: cri::NamespaceMode| if node { cri::NamespaceMode::Node as i32 } else { pod as i32 };
+    let mode = |node: bool, pod: cri::NamespaceMode| {
+        if node {
+            cri::NamespaceMode::Node as i32
+        } else {
+            pod as i32
+        }
+    };
     cri::NamespaceOption {
         network: mode(c.host_network, cri::NamespaceMode::Pod),
-        pid: mode(c.host_pid, if c.share_pid { cri::NamespaceMode::Pod } else { cri::NamespaceMode::Container }),
+        pid: mode(
+            c.host_pid,
+            if c.share_pid {
+                cri::NamespaceMode::Pod
+            } else {
+                cri::NamespaceMode::Container
+            },
+        ),
         ipc: mode(c.host_ipc, cri::NamespaceMode::Pod),
         ..Default::default()
     }
@@ -110,10 +136,19 @@ fn namespace_options(c: &SandboxConfig) -> cri::NamespaceOption {
 
 pub(crate) fn sandbox_config(c: &SandboxConfig) -> cri::PodSandboxConfig {
     cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata { name: c.name.clone(), uid: c.uid.clone(), namespace: c.namespace.clone(), attempt: c.attempt }),
+        metadata: Some(cri::PodSandboxMetadata {
+            name: c.name.clone(),
+            uid: c.uid.clone(),
+            namespace: c.namespace.clone(),
+            attempt: c.attempt,
+        }),
         hostname: c.hostname.clone(),
         log_directory: c.log_directory.display().to_string(),
-        dns_config: c.dns.as_ref().map(|d| cri::DnsConfig { servers: d.servers.clone(), searches: d.searches.clone(), options: d.options.clone() }),
+        dns_config: c.dns.as_ref().map(|d| cri::DnsConfig {
+            servers: d.servers.clone(),
+            searches: d.searches.clone(),
+            options: d.options.clone(),
+        }),
         port_mappings: c
             .port_mappings
             .iter()
@@ -145,12 +180,25 @@ pub(crate) fn sandbox_config(c: &SandboxConfig) -> cri::PodSandboxConfig {
 
 fn container_config(c: &ContainerConfig, sandbox: &SandboxConfig) -> cri::ContainerConfig {
     cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata { name: c.name.clone(), attempt: c.attempt }),
-        image: Some(cri::ImageSpec { image: c.image.clone(), ..Default::default() }),
+        metadata: Some(cri::ContainerMetadata {
+            name: c.name.clone(),
+            attempt: c.attempt,
+        }),
+        image: Some(cri::ImageSpec {
+            image: c.image.clone(),
+            ..Default::default()
+        }),
         command: c.command.clone(),
         args: c.args.clone(),
         working_dir: c.working_dir.clone(),
-        envs: c.env.iter().map(|(k, v)| cri::KeyValue { key: k.clone(), value: v.clone() }).collect(),
+        envs: c
+            .env
+            .iter()
+            .map(|(k, v)| cri::KeyValue {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect(),
         labels: to_map(&c.labels),
         annotations: to_map(&c.annotations),
         log_path: c.log_path.clone(),
@@ -163,8 +211,12 @@ fn container_config(c: &ContainerConfig, sandbox: &SandboxConfig) -> cri::Contai
                 readonly: m.readonly,
                 propagation: match m.propagation {
                     MountPropagation::Private => cri::MountPropagation::PropagationPrivate as i32,
-                    MountPropagation::HostToContainer => cri::MountPropagation::PropagationHostToContainer as i32,
-                    MountPropagation::Bidirectional => cri::MountPropagation::PropagationBidirectional as i32,
+                    MountPropagation::HostToContainer => {
+                        cri::MountPropagation::PropagationHostToContainer as i32
+                    }
+                    MountPropagation::Bidirectional => {
+                        cri::MountPropagation::PropagationBidirectional as i32
+                    }
                 },
                 ..Default::default()
             })
@@ -200,40 +252,85 @@ fn container_config(c: &ContainerConfig, sandbox: &SandboxConfig) -> cri::Contai
 }
 
 fn image(i: cri::Image) -> Image {
-    Image { id: i.id, repo_tags: i.repo_tags, repo_digests: i.repo_digests, size: i.size }
+    Image {
+        id: i.id,
+        repo_tags: i.repo_tags,
+        repo_digests: i.repo_digests,
+        size: i.size,
+    }
 }
 
 #[async_trait::async_trait]
 impl Runtime for CriRuntime {
     async fn version(&self) -> Result<RuntimeVersion, RuntimeError> {
         let mut c = self.runtime.clone();
-        let v = call("Version", Duration::from_secs(10), c.version(cri::VersionRequest { version: "v1".into() })).await?;
-        Ok(RuntimeVersion { name: v.runtime_name, version: v.runtime_version })
+        let v = call(
+            "Version",
+            Duration::from_secs(10),
+            c.version(cri::VersionRequest {
+                version: "v1".into(),
+            }),
+        )
+        .await?;
+        Ok(RuntimeVersion {
+            name: v.runtime_name,
+            version: v.runtime_version,
+        })
     }
 
     async fn run_sandbox(&self, config: &SandboxConfig) -> Result<String, RuntimeError> {
         let mut c = self.runtime.clone();
-        let req = cri::RunPodSandboxRequest { config: Some(sandbox_config(config)), runtime_handler: String::new() };
-        Ok(call("RunPodSandbox", REQUEST_TIMEOUT, c.run_pod_sandbox(req)).await?.pod_sandbox_id)
+        let req = cri::RunPodSandboxRequest {
+            config: Some(sandbox_config(config)),
+            runtime_handler: String::new(),
+        };
+        Ok(
+            call("RunPodSandbox", REQUEST_TIMEOUT, c.run_pod_sandbox(req))
+                .await?
+                .pod_sandbox_id,
+        )
     }
 
     async fn stop_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
         let mut c = self.runtime.clone();
-        call("StopPodSandbox", REQUEST_TIMEOUT, c.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.into() })).await?;
+        call(
+            "StopPodSandbox",
+            REQUEST_TIMEOUT,
+            c.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            }),
+        )
+        .await?;
         Ok(())
     }
 
     async fn remove_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
         let mut c = self.runtime.clone();
-        call("RemovePodSandbox", REQUEST_TIMEOUT, c.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id.into() })).await?;
+        call(
+            "RemovePodSandbox",
+            REQUEST_TIMEOUT,
+            c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            }),
+        )
+        .await?;
         Ok(())
     }
 
     async fn sandbox_status(&self, id: &str) -> Result<SandboxStatus, RuntimeError> {
         let mut c = self.runtime.clone();
-        let r = call("PodSandboxStatus", REQUEST_TIMEOUT, c.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose: false }))
-            .await?;
-        let s = r.status.ok_or_else(|| RuntimeError::NotFound(format!("sandbox {id}")))?;
+        let r = call(
+            "PodSandboxStatus",
+            REQUEST_TIMEOUT,
+            c.pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.into(),
+                verbose: false,
+            }),
+        )
+        .await?;
+        let s = r
+            .status
+            .ok_or_else(|| RuntimeError::NotFound(format!("sandbox {id}")))?;
         let net = s.network.unwrap_or_default();
         Ok(SandboxStatus {
             id: s.id,
@@ -245,8 +342,18 @@ impl Runtime for CriRuntime {
 
     async fn list_sandboxes(&self, labels: &Labels) -> Result<Vec<Sandbox>, RuntimeError> {
         let mut c = self.runtime.clone();
-        let filter = cri::PodSandboxFilter { label_selector: to_map(labels), ..Default::default() };
-        let r = call("ListPodSandbox", REQUEST_TIMEOUT, c.list_pod_sandbox(cri::ListPodSandboxRequest { filter: Some(filter) })).await?;
+        let filter = cri::PodSandboxFilter {
+            label_selector: to_map(labels),
+            ..Default::default()
+        };
+        let r = call(
+            "ListPodSandbox",
+            REQUEST_TIMEOUT,
+            c.list_pod_sandbox(cri::ListPodSandboxRequest {
+                filter: Some(filter),
+            }),
+        )
+        .await?;
         Ok(r.items
             .into_iter()
             .map(|s| {
@@ -265,39 +372,80 @@ impl Runtime for CriRuntime {
             .collect())
     }
 
-    async fn create_container(&self, sandbox_id: &str, config: &ContainerConfig, sandbox: &SandboxConfig) -> Result<String, RuntimeError> {
+    async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: &ContainerConfig,
+        sandbox: &SandboxConfig,
+    ) -> Result<String, RuntimeError> {
         let mut c = self.runtime.clone();
         let req = cri::CreateContainerRequest {
             pod_sandbox_id: sandbox_id.into(),
             config: Some(container_config(config, sandbox)),
             sandbox_config: Some(sandbox_config(sandbox)),
         };
-        Ok(call("CreateContainer", REQUEST_TIMEOUT, c.create_container(req)).await?.container_id)
+        Ok(
+            call("CreateContainer", REQUEST_TIMEOUT, c.create_container(req))
+                .await?
+                .container_id,
+        )
     }
 
     async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
         let mut c = self.runtime.clone();
-        call("StartContainer", REQUEST_TIMEOUT, c.start_container(cri::StartContainerRequest { container_id: id.into() })).await?;
+        call(
+            "StartContainer",
+            REQUEST_TIMEOUT,
+            c.start_container(cri::StartContainerRequest {
+                container_id: id.into(),
+            }),
+        )
+        .await?;
         Ok(())
     }
 
     async fn stop_container(&self, id: &str, timeout_seconds: i64) -> Result<(), RuntimeError> {
         let mut c = self.runtime.clone();
         let timeout = REQUEST_TIMEOUT + Duration::from_secs(timeout_seconds.max(0) as u64);
-        call("StopContainer", timeout, c.stop_container(cri::StopContainerRequest { container_id: id.into(), timeout: timeout_seconds.max(0) })).await?;
+        call(
+            "StopContainer",
+            timeout,
+            c.stop_container(cri::StopContainerRequest {
+                container_id: id.into(),
+                timeout: timeout_seconds.max(0),
+            }),
+        )
+        .await?;
         Ok(())
     }
 
     async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
         let mut c = self.runtime.clone();
-        call("RemoveContainer", REQUEST_TIMEOUT, c.remove_container(cri::RemoveContainerRequest { container_id: id.into() })).await?;
+        call(
+            "RemoveContainer",
+            REQUEST_TIMEOUT,
+            c.remove_container(cri::RemoveContainerRequest {
+                container_id: id.into(),
+            }),
+        )
+        .await?;
         Ok(())
     }
 
     async fn container_status(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
         let mut c = self.runtime.clone();
-        let r = call("ContainerStatus", REQUEST_TIMEOUT, c.container_status(cri::ContainerStatusRequest { container_id: id.into(), verbose: false })).await?;
-        let s = r.status.ok_or_else(|| RuntimeError::NotFound(format!("container {id}")))?;
+        let r = call(
+            "ContainerStatus",
+            REQUEST_TIMEOUT,
+            c.container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            }),
+        )
+        .await?;
+        let s = r
+            .status
+            .ok_or_else(|| RuntimeError::NotFound(format!("container {id}")))?;
         let m = s.metadata.unwrap_or_default();
         Ok(ContainerStatus {
             id: s.id,
@@ -318,8 +466,18 @@ impl Runtime for CriRuntime {
 
     async fn list_containers(&self, labels: &Labels) -> Result<Vec<Container>, RuntimeError> {
         let mut c = self.runtime.clone();
-        let filter = cri::ContainerFilter { label_selector: to_map(labels), ..Default::default() };
-        let r = call("ListContainers", REQUEST_TIMEOUT, c.list_containers(cri::ListContainersRequest { filter: Some(filter) })).await?;
+        let filter = cri::ContainerFilter {
+            label_selector: to_map(labels),
+            ..Default::default()
+        };
+        let r = call(
+            "ListContainers",
+            REQUEST_TIMEOUT,
+            c.list_containers(cri::ListContainersRequest {
+                filter: Some(filter),
+            }),
+        )
+        .await?;
         Ok(r.containers
             .into_iter()
             .map(|s| {
@@ -341,7 +499,13 @@ impl Runtime for CriRuntime {
 
     async fn image_status(&self, name: &str) -> Result<Option<Image>, RuntimeError> {
         let mut c = self.images.clone();
-        let req = cri::ImageStatusRequest { image: Some(cri::ImageSpec { image: name.into(), ..Default::default() }), verbose: false };
+        let req = cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: name.into(),
+                ..Default::default()
+            }),
+            verbose: false,
+        };
         match call("ImageStatus", REQUEST_TIMEOUT, c.image_status(req)).await {
             Ok(r) => Ok(r.image.map(image)),
             Err(e) if e.is_not_found() => Ok(None),
@@ -349,7 +513,11 @@ impl Runtime for CriRuntime {
         }
     }
 
-    async fn pull_image(&self, name: &str, auth: Option<&RegistryAuth>) -> Result<String, RuntimeError> {
+    async fn pull_image(
+        &self,
+        name: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, RuntimeError> {
         let mut c = self.images.clone();
         let auth = auth.map(|a| cri::AuthConfig {
             username: a.username.clone(),
@@ -358,19 +526,38 @@ impl Runtime for CriRuntime {
             server_address: a.server_address.clone(),
             ..Default::default()
         });
-        let req = cri::PullImageRequest { image: Some(cri::ImageSpec { image: name.into(), ..Default::default() }), auth, sandbox_config: None };
-        Ok(call("PullImage", PULL_TIMEOUT, c.pull_image(req)).await?.image_ref)
+        let req = cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: name.into(),
+                ..Default::default()
+            }),
+            auth,
+            sandbox_config: None,
+        };
+        Ok(call("PullImage", PULL_TIMEOUT, c.pull_image(req))
+            .await?
+            .image_ref)
     }
 
     async fn list_images(&self) -> Result<Vec<Image>, RuntimeError> {
         let mut c = self.images.clone();
-        let r = call("ListImages", REQUEST_TIMEOUT, c.list_images(cri::ListImagesRequest { filter: None })).await?;
+        let r = call(
+            "ListImages",
+            REQUEST_TIMEOUT,
+            c.list_images(cri::ListImagesRequest { filter: None }),
+        )
+        .await?;
         Ok(r.images.into_iter().map(image).collect())
     }
 
     async fn remove_image(&self, name: &str) -> Result<(), RuntimeError> {
         let mut c = self.images.clone();
-        let req = cri::RemoveImageRequest { image: Some(cri::ImageSpec { image: name.into(), ..Default::default() }) };
+        let req = cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: name.into(),
+                ..Default::default()
+            }),
+        };
         call("RemoveImage", REQUEST_TIMEOUT, c.remove_image(req)).await?;
         Ok(())
     }
@@ -379,13 +566,31 @@ impl Runtime for CriRuntime {
         crate::containerd::import_image(&self.socket, path).await
     }
 
-    async fn exec_sync(&self, container_id: &str, command: &[String], timeout: Duration) -> Result<ExecResult, RuntimeError> {
+    async fn exec_sync(
+        &self,
+        container_id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult, RuntimeError> {
         let mut c = self.runtime.clone();
         let secs = timeout.as_secs().max(1) as i64;
-        let req = cri::ExecSyncRequest { container_id: container_id.into(), cmd: command.to_vec(), timeout: secs };
+        let req = cri::ExecSyncRequest {
+            container_id: container_id.into(),
+            cmd: command.to_vec(),
+            timeout: secs,
+        };
         // The runtime enforces `timeout`; allow it a little longer to answer.
-        let r = call("ExecSync", timeout + Duration::from_secs(5), c.exec_sync(req)).await?;
-        Ok(ExecResult { exit_code: r.exit_code, stdout: r.stdout, stderr: r.stderr })
+        let r = call(
+            "ExecSync",
+            timeout + Duration::from_secs(5),
+            c.exec_sync(req),
+        )
+        .await?;
+        Ok(ExecResult {
+            exit_code: r.exit_code,
+            stdout: r.stdout,
+            stderr: r.stderr,
+        })
     }
 
     async fn exec(&self, request: &StreamRequest) -> Result<String, RuntimeError> {
@@ -415,14 +620,26 @@ impl Runtime for CriRuntime {
 
     async fn container_stats(&self, labels: &Labels) -> Result<Vec<ContainerStats>, RuntimeError> {
         let mut c = self.runtime.clone();
-        let req = cri::ListContainerStatsRequest { filter: Some(cri::ContainerStatsFilter { label_selector: to_map(labels), ..Default::default() }) };
-        let r = call("ListContainerStats", REQUEST_TIMEOUT, c.list_container_stats(req)).await?;
+        let req = cri::ListContainerStatsRequest {
+            filter: Some(cri::ContainerStatsFilter {
+                label_selector: to_map(labels),
+                ..Default::default()
+            }),
+        };
+        let r = call(
+            "ListContainerStats",
+            REQUEST_TIMEOUT,
+            c.list_container_stats(req),
+        )
+        .await?;
         let v = |x: Option<cri::UInt64Value>| x.map(|x| x.value).unwrap_or(0);
-        Ok(r
-            .stats
+        Ok(r.stats
             .into_iter()
             .map(|s| {
-                let (id, labels) = s.attributes.map(|a| (a.id, from_map(a.labels))).unwrap_or_default();
+                let (id, labels) = s
+                    .attributes
+                    .map(|a| (a.id, from_map(a.labels)))
+                    .unwrap_or_default();
                 let cpu = s.cpu.unwrap_or_default();
                 let mem = s.memory.unwrap_or_default();
                 ContainerStats {
@@ -441,7 +658,12 @@ impl Runtime for CriRuntime {
 
     async fn port_forward(&self, sandbox_id: &str, ports: &[i32]) -> Result<String, RuntimeError> {
         let mut c = self.runtime.clone();
-        let req = cri::PortForwardRequest { pod_sandbox_id: sandbox_id.into(), port: ports.to_vec() };
-        Ok(call("PortForward", REQUEST_TIMEOUT, c.port_forward(req)).await?.url)
+        let req = cri::PortForwardRequest {
+            pod_sandbox_id: sandbox_id.into(),
+            port: ports.to_vec(),
+        };
+        Ok(call("PortForward", REQUEST_TIMEOUT, c.port_forward(req))
+            .await?
+            .url)
     }
 }

@@ -11,19 +11,39 @@ use kube::api::Api;
 #[async_trait::async_trait]
 pub trait Lookup: Send + Sync {
     /// The data of a configMap; None when it does not exist.
-    async fn config_map(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, String>>, String>;
+    async fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, String>;
     /// The (decoded) data of a secret; None when it does not exist.
-    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, String>>, String>;
+    async fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, String>;
     /// A configMap's data and binaryData as files' bytes (volumes); None when it does not exist.
-    async fn config_map_files(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+    async fn config_map_files(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
         Ok(self.config_map(namespace, name).await?.map(into_bytes))
     }
     /// A secret's data as files' bytes (volumes); None when it does not exist.
-    async fn secret_files(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+    async fn secret_files(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
         Ok(self.secret(namespace, name).await?.map(into_bytes))
     }
     /// A service account token bound to a pod (↔ TokenRequest).
-    async fn service_account_token(&self, namespace: &str, request: &TokenRequest) -> Result<Token, String> {
+    async fn service_account_token(
+        &self,
+        namespace: &str,
+        request: &TokenRequest,
+    ) -> Result<Token, String> {
         let _ = (namespace, request);
         Err("service account tokens are not available".into())
     }
@@ -56,7 +76,11 @@ pub struct NoLookup;
 
 #[async_trait::async_trait]
 impl Lookup for NoLookup {
-    async fn config_map(&self, _: &str, _: &str) -> Result<Option<BTreeMap<String, String>>, String> {
+    async fn config_map(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, String> {
         Ok(None)
     }
     async fn secret(&self, _: &str, _: &str) -> Result<Option<BTreeMap<String, String>>, String> {
@@ -69,13 +93,18 @@ pub struct ApiLookup(pub kube::Client);
 
 #[async_trait::async_trait]
 impl Lookup for ApiLookup {
-    async fn config_map(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, String>>, String> {
+    async fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, String> {
         let api: Api<ConfigMap> = Api::namespaced(self.0.clone(), namespace);
         match api.get_opt(name).await {
             Ok(Some(cm)) => {
                 let mut data = cm.data.unwrap_or_default();
                 for (k, v) in cm.binary_data.unwrap_or_default() {
-                    data.entry(k).or_insert_with(|| String::from_utf8_lossy(&v.0).into_owned());
+                    data.entry(k)
+                        .or_insert_with(|| String::from_utf8_lossy(&v.0).into_owned());
                 }
                 Ok(Some(data))
             }
@@ -83,12 +112,20 @@ impl Lookup for ApiLookup {
             Err(e) => Err(e.to_string()),
         }
     }
-    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, String>>, String> {
+    async fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, String> {
         let api: Api<Secret> = Api::namespaced(self.0.clone(), namespace);
         match api.get_opt(name).await {
             Ok(Some(s)) => {
-                let mut data: BTreeMap<String, String> =
-                    s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect();
+                let mut data: BTreeMap<String, String> = s
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                    .collect();
                 for (k, v) in s.string_data.unwrap_or_default() {
                     data.insert(k, v);
                 }
@@ -98,11 +135,20 @@ impl Lookup for ApiLookup {
             Err(e) => Err(e.to_string()),
         }
     }
-    async fn config_map_files(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+    async fn config_map_files(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
         let api: Api<ConfigMap> = Api::namespaced(self.0.clone(), namespace);
         match api.get_opt(name).await {
             Ok(Some(cm)) => {
-                let mut files: BTreeMap<String, Vec<u8>> = cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+                let mut files: BTreeMap<String, Vec<u8>> = cm
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect();
                 for (k, v) in cm.binary_data.unwrap_or_default() {
                     files.entry(k).or_insert(v.0);
                 }
@@ -112,11 +158,20 @@ impl Lookup for ApiLookup {
             Err(e) => Err(e.to_string()),
         }
     }
-    async fn secret_files(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+    async fn secret_files(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
         let api: Api<Secret> = Api::namespaced(self.0.clone(), namespace);
         match api.get_opt(name).await {
             Ok(Some(s)) => {
-                let mut files: BTreeMap<String, Vec<u8>> = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+                let mut files: BTreeMap<String, Vec<u8>> = s
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect();
                 // stringData, should the API server have kept it (Kubernetes merges it into data on write).
                 for (k, v) in s.string_data.unwrap_or_default() {
                     files.insert(k, v.into_bytes());
@@ -127,8 +182,14 @@ impl Lookup for ApiLookup {
             Err(e) => Err(e.to_string()),
         }
     }
-    async fn service_account_token(&self, namespace: &str, request: &TokenRequest) -> Result<Token, String> {
-        use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest as ApiTokenRequest, TokenRequestSpec};
+    async fn service_account_token(
+        &self,
+        namespace: &str,
+        request: &TokenRequest,
+    ) -> Result<Token, String> {
+        use k8s_openapi::api::authentication::v1::{
+            BoundObjectReference, TokenRequest as ApiTokenRequest, TokenRequestSpec,
+        };
         use k8s_openapi::api::core::v1::ServiceAccount;
         let api: Api<ServiceAccount> = Api::namespaced(self.0.clone(), namespace);
         let body = ApiTokenRequest {
@@ -144,9 +205,23 @@ impl Lookup for ApiLookup {
             },
             ..Default::default()
         };
-        let out = api.create_token_request(&request.service_account, &Default::default(), &body).await.map_err(|e| e.to_string())?;
-        let status = out.status.ok_or_else(|| format!("the TokenRequest for service account {:?} returned no token", request.service_account))?;
-        Ok(Token { token: status.token, expiration_seconds: out.spec.expiration_seconds.unwrap_or(request.expiration_seconds) })
+        let out = api
+            .create_token_request(&request.service_account, &Default::default(), &body)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = out.status.ok_or_else(|| {
+            format!(
+                "the TokenRequest for service account {:?} returned no token",
+                request.service_account
+            )
+        })?;
+        Ok(Token {
+            token: status.token,
+            expiration_seconds: out
+                .spec
+                .expiration_seconds
+                .unwrap_or(request.expiration_seconds),
+        })
     }
 }
 
@@ -191,15 +266,23 @@ pub fn field_ref(pod: &Pod, path: &str, host_ip: &str, pod_ip: &str) -> Option<S
         "metadata.namespace" => m.namespace.clone().unwrap_or_default(),
         "metadata.uid" => m.uid.clone().unwrap_or_default(),
         "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
-        "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
         "status.hostIP" => host_ip.into(),
         "status.hostIPs" => host_ip.into(),
         "status.podIP" => pod_ip.into(),
         "status.podIPs" => pod_ip.into(),
         p => {
-            let (map, key) = if let Some(k) = p.strip_prefix("metadata.labels['").and_then(|k| k.strip_suffix("']")) {
+            let (map, key) = if let Some(k) = p
+                .strip_prefix("metadata.labels['")
+                .and_then(|k| k.strip_suffix("']"))
+            {
                 (m.labels.as_ref(), k)
-            } else if let Some(k) = p.strip_prefix("metadata.annotations['").and_then(|k| k.strip_suffix("']")) {
+            } else if let Some(k) = p
+                .strip_prefix("metadata.annotations['")
+                .and_then(|k| k.strip_suffix("']"))
+            {
                 (m.annotations.as_ref(), k)
             } else {
                 return None;
@@ -212,11 +295,20 @@ pub fn field_ref(pod: &Pod, path: &str, host_ip: &str, pod_ip: &str) -> Option<S
 
 /// The environment of `c`, in order, or why it cannot be made (a
 /// CreateContainerConfigError).
-pub async fn container_env(pod: &Pod, c: &Container, host_ip: &str, pod_ip: &str, lookup: &dyn Lookup) -> Result<Vec<(String, String)>, String> {
+pub async fn container_env(
+    pod: &Pod,
+    c: &Container,
+    host_ip: &str,
+    pod_ip: &str,
+    lookup: &dyn Lookup,
+) -> Result<Vec<(String, String)>, String> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut out: Vec<(String, String)> = Vec::new();
     let mut vars: HashMap<String, String> = HashMap::new();
-    let set = |out: &mut Vec<(String, String)>, vars: &mut HashMap<String, String>, k: String, v: String| {
+    let set = |out: &mut Vec<(String, String)>,
+               vars: &mut HashMap<String, String>,
+               k: String,
+               v: String| {
         if let Some(slot) = out.iter_mut().find(|(name, _)| *name == k) {
             slot.1 = v.clone();
         } else {
@@ -227,9 +319,17 @@ pub async fn container_env(pod: &Pod, c: &Container, host_ip: &str, pod_ip: &str
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let (data, optional, what) = if let Some(r) = &from.config_map_ref {
-            (lookup.config_map(ns, &r.name).await?, r.optional.unwrap_or(false), format!("configmap \"{}\"", r.name))
+            (
+                lookup.config_map(ns, &r.name).await?,
+                r.optional.unwrap_or(false),
+                format!("configmap \"{}\"", r.name),
+            )
         } else if let Some(r) = &from.secret_ref {
-            (lookup.secret(ns, &r.name).await?, r.optional.unwrap_or(false), format!("secret \"{}\"", r.name))
+            (
+                lookup.secret(ns, &r.name).await?,
+                r.optional.unwrap_or(false),
+                format!("secret \"{}\"", r.name),
+            )
         } else {
             continue;
         };
@@ -248,7 +348,8 @@ pub async fn container_env(pod: &Pod, c: &Container, host_ip: &str, pod_ip: &str
             expand(v, &vars)
         } else if let Some(from) = &e.value_from {
             if let Some(f) = &from.field_ref {
-                field_ref(pod, &f.field_path, host_ip, pod_ip).ok_or_else(|| format!("unsupported fieldRef {}", f.field_path))?
+                field_ref(pod, &f.field_path, host_ip, pod_ip)
+                    .ok_or_else(|| format!("unsupported fieldRef {}", f.field_path))?
             } else if let Some(r) = &from.resource_field_ref {
                 resource_field(c, &r.resource)
             } else if let Some(r) = &from.config_map_key_ref {
@@ -256,7 +357,12 @@ pub async fn container_env(pod: &Pod, c: &Container, host_ip: &str, pod_ip: &str
                     Some(d) => match d.get(&r.key) {
                         Some(v) => v.clone(),
                         None if r.optional.unwrap_or(false) => continue,
-                        None => return Err(format!("couldn't find key {} in ConfigMap {}/{}", r.key, ns, r.name)),
+                        None => {
+                            return Err(format!(
+                                "couldn't find key {} in ConfigMap {}/{}",
+                                r.key, ns, r.name
+                            ));
+                        }
                     },
                     None if r.optional.unwrap_or(false) => continue,
                     None => return Err(format!("configmap \"{}\" not found", r.name)),
@@ -266,7 +372,12 @@ pub async fn container_env(pod: &Pod, c: &Container, host_ip: &str, pod_ip: &str
                     Some(d) => match d.get(&r.key) {
                         Some(v) => v.clone(),
                         None if r.optional.unwrap_or(false) => continue,
-                        None => return Err(format!("couldn't find key {} in Secret {}/{}", r.key, ns, r.name)),
+                        None => {
+                            return Err(format!(
+                                "couldn't find key {} in Secret {}/{}",
+                                r.key, ns, r.name
+                            ));
+                        }
                     },
                     None if r.optional.unwrap_or(false) => continue,
                     None => return Err(format!("secret \"{}\" not found", r.name)),
@@ -291,14 +402,27 @@ fn resource_field(c: &Container, resource: &str) -> String {
         _ => return String::new(),
     };
     let Some(q) = map.and_then(|m| m.get(key)) else {
-        return if key == "cpu" { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string() } else { String::new() };
+        return if key == "cpu" {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .to_string()
+        } else {
+            String::new()
+        };
     };
     let q = q.0.as_str();
     if key == "cpu" {
-        let cores = if let Some(m) = q.strip_suffix('m') { m.parse::<f64>().unwrap_or(0.0) / 1000.0 } else { q.parse::<f64>().unwrap_or(0.0) };
+        let cores = if let Some(m) = q.strip_suffix('m') {
+            m.parse::<f64>().unwrap_or(0.0) / 1000.0
+        } else {
+            q.parse::<f64>().unwrap_or(0.0)
+        };
         return (cores.ceil() as i64).max(1).to_string();
     }
-    parse_bytes(q).map(|b| b.to_string()).unwrap_or_else(|| q.to_string())
+    parse_bytes(q)
+        .map(|b| b.to_string())
+        .unwrap_or_else(|| q.to_string())
 }
 
 /// A memory quantity in bytes ("128Mi", "1G", "1000").
@@ -344,10 +468,18 @@ mod tests {
     struct Stub;
     #[async_trait::async_trait]
     impl Lookup for Stub {
-        async fn config_map(&self, _: &str, name: &str) -> Result<Option<BTreeMap<String, String>>, String> {
+        async fn config_map(
+            &self,
+            _: &str,
+            name: &str,
+        ) -> Result<Option<BTreeMap<String, String>>, String> {
             Ok((name == "cm").then(|| [("k".to_string(), "from-cm".to_string())].into()))
         }
-        async fn secret(&self, _: &str, _: &str) -> Result<Option<BTreeMap<String, String>>, String> {
+        async fn secret(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<BTreeMap<String, String>>, String> {
             Ok(None)
         }
     }
@@ -373,7 +505,9 @@ mod tests {
         }))
         .unwrap();
         let c = &pod.spec.as_ref().unwrap().containers[0];
-        let env = container_env(&pod, c, "192.168.0.1", "10.42.0.5", &Stub).await.unwrap();
+        let env = container_env(&pod, c, "192.168.0.1", "10.42.0.5", &Stub)
+            .await
+            .unwrap();
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         assert_eq!(get("CM_k").as_deref(), Some("from-cm"));
         assert_eq!(get("B").as_deref(), Some("a-b"));
@@ -388,7 +522,15 @@ mod tests {
         let missing: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c",
             "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "k"}}}]}]}}))
         .unwrap();
-        let err = container_env(&missing, &missing.spec.as_ref().unwrap().containers[0], "", "", &Stub).await.unwrap_err();
+        let err = container_env(
+            &missing,
+            &missing.spec.as_ref().unwrap().containers[0],
+            "",
+            "",
+            &Stub,
+        )
+        .await
+        .unwrap_err();
         assert!(err.contains("not found"), "{err}");
     }
 }

@@ -55,7 +55,10 @@ pub struct FakeRuntime {
 }
 
 fn now_ns() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 impl FakeRuntime {
@@ -72,7 +75,11 @@ impl FakeRuntime {
     /// The running instance of container `name` exits with `code`.
     pub fn exit(&self, name: &str, code: i32) {
         let mut s = self.lock();
-        for c in s.containers.values_mut().filter(|c| c.config.name == name && c.state == ContainerState::Running) {
+        for c in s
+            .containers
+            .values_mut()
+            .filter(|c| c.config.name == name && c.state == ContainerState::Running)
+        {
             c.state = ContainerState::Exited;
             c.exit_code = code;
             c.finished_at = now_ns();
@@ -80,7 +87,11 @@ impl FakeRuntime {
     }
 
     pub fn count_calls(&self, prefix: &str) -> usize {
-        self.lock().calls.iter().filter(|c| c.starts_with(prefix)).count()
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| c.starts_with(prefix))
+            .count()
     }
 
     fn call(&self, s: &mut State, what: String) {
@@ -96,7 +107,10 @@ fn matches(labels: &Labels, selector: &Labels) -> bool {
 #[async_trait::async_trait]
 impl Runtime for FakeRuntime {
     async fn version(&self) -> Result<RuntimeVersion, RuntimeError> {
-        Ok(RuntimeVersion { name: "fake".into(), version: "1.0".into() })
+        Ok(RuntimeVersion {
+            name: "fake".into(),
+            version: "1.0".into(),
+        })
     }
 
     async fn run_sandbox(&self, config: &SandboxConfig) -> Result<String, RuntimeError> {
@@ -104,15 +118,31 @@ impl Runtime for FakeRuntime {
         s.next += 1;
         let id = format!("sb{}", s.next);
         let ip = format!("10.42.0.{}", s.sandboxes.len() + 2);
-        self.call(&mut s, format!("RunPodSandbox {} {}", config.name, config.attempt));
-        s.sandboxes.insert(id.clone(), FakeSandbox { config: config.clone(), state: SandboxState::Ready, created_at: now_ns(), ip });
+        self.call(
+            &mut s,
+            format!("RunPodSandbox {} {}", config.name, config.attempt),
+        );
+        s.sandboxes.insert(
+            id.clone(),
+            FakeSandbox {
+                config: config.clone(),
+                state: SandboxState::Ready,
+                created_at: now_ns(),
+                ip,
+            },
+        );
         Ok(id)
     }
 
     async fn stop_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
         let mut s = self.lock();
         self.call(&mut s, format!("StopPodSandbox {id}"));
-        let ids: Vec<String> = s.containers.iter().filter(|(_, c)| c.sandbox_id == id).map(|(k, _)| k.clone()).collect();
+        let ids: Vec<String> = s
+            .containers
+            .iter()
+            .filter(|(_, c)| c.sandbox_id == id)
+            .map(|(k, _)| k.clone())
+            .collect();
         for cid in ids {
             if let Some(c) = s.containers.get_mut(&cid)
                 && c.state == ContainerState::Running
@@ -135,13 +165,24 @@ impl Runtime for FakeRuntime {
         let mut s = self.lock();
         self.call(&mut s, format!("RemovePodSandbox {id}"));
         s.containers.retain(|_, c| c.sandbox_id != id);
-        s.sandboxes.remove(id).map(|_| ()).ok_or_else(|| RuntimeError::NotFound(id.into()))
+        s.sandboxes
+            .remove(id)
+            .map(|_| ())
+            .ok_or_else(|| RuntimeError::NotFound(id.into()))
     }
 
     async fn sandbox_status(&self, id: &str) -> Result<SandboxStatus, RuntimeError> {
         let s = self.lock();
-        let sb = s.sandboxes.get(id).ok_or_else(|| RuntimeError::NotFound(id.into()))?;
-        Ok(SandboxStatus { id: id.into(), state: sb.state, ip: (!sb.config.host_network).then(|| sb.ip.clone()), additional_ips: vec![] })
+        let sb = s
+            .sandboxes
+            .get(id)
+            .ok_or_else(|| RuntimeError::NotFound(id.into()))?;
+        Ok(SandboxStatus {
+            id: id.into(),
+            state: sb.state,
+            ip: (!sb.config.host_network).then(|| sb.ip.clone()),
+            additional_ips: vec![],
+        })
     }
 
     async fn list_sandboxes(&self, labels: &Labels) -> Result<Vec<Sandbox>, RuntimeError> {
@@ -162,20 +203,39 @@ impl Runtime for FakeRuntime {
             .collect())
     }
 
-    async fn create_container(&self, sandbox_id: &str, config: &ContainerConfig, _: &SandboxConfig) -> Result<String, RuntimeError> {
+    async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: &ContainerConfig,
+        _: &SandboxConfig,
+    ) -> Result<String, RuntimeError> {
         let mut s = self.lock();
         if !s.sandboxes.contains_key(sandbox_id) {
             return Err(RuntimeError::NotFound(sandbox_id.into()));
         }
         if !s.images.contains(&config.image) {
-            return Err(RuntimeError::Call { call: "CreateContainer", message: format!("image {} not found", config.image) });
+            return Err(RuntimeError::Call {
+                call: "CreateContainer",
+                message: format!("image {} not found", config.image),
+            });
         }
         s.next += 1;
         let id = format!("c{}", s.next);
-        self.call(&mut s, format!("CreateContainer {} {}", config.name, config.attempt));
+        self.call(
+            &mut s,
+            format!("CreateContainer {} {}", config.name, config.attempt),
+        );
         s.containers.insert(
             id.clone(),
-            FakeContainer { sandbox_id: sandbox_id.into(), config: config.clone(), state: ContainerState::Created, created_at: now_ns(), started_at: 0, finished_at: 0, exit_code: 0 },
+            FakeContainer {
+                sandbox_id: sandbox_id.into(),
+                config: config.clone(),
+                state: ContainerState::Created,
+                created_at: now_ns(),
+                started_at: 0,
+                finished_at: 0,
+                exit_code: 0,
+            },
         );
         Ok(id)
     }
@@ -183,15 +243,25 @@ impl Runtime for FakeRuntime {
     async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
         let mut s = self.lock();
         self.call(&mut s, format!("StartContainer {id}"));
-        let name = s.containers.get(id).map(|c| c.config.name.clone()).ok_or_else(|| RuntimeError::NotFound(id.into()))?;
+        let name = s
+            .containers
+            .get(id)
+            .map(|c| c.config.name.clone())
+            .ok_or_else(|| RuntimeError::NotFound(id.into()))?;
         let exit = s.exit_on_start.get(&name).copied();
         let fail = s.fail_start.contains(&name);
-        let c = s.containers.get_mut(id).ok_or_else(|| RuntimeError::NotFound(id.into()))?;
+        let c = s
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| RuntimeError::NotFound(id.into()))?;
         if fail {
             c.state = ContainerState::Exited;
             c.exit_code = 128;
             c.finished_at = now_ns();
-            return Err(RuntimeError::Call { call: "StartContainer", message: "exec: \"nope\": executable file not found in $PATH".into() });
+            return Err(RuntimeError::Call {
+                call: "StartContainer",
+                message: "exec: \"nope\": executable file not found in $PATH".into(),
+            });
         }
         c.started_at = now_ns();
         match exit {
@@ -209,7 +279,10 @@ impl Runtime for FakeRuntime {
         let mut s = self.lock();
         self.call(&mut s, format!("StopContainer {id} {timeout_seconds}"));
         s.stops.push((id.into(), timeout_seconds));
-        let c = s.containers.get_mut(id).ok_or_else(|| RuntimeError::NotFound(id.into()))?;
+        let c = s
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| RuntimeError::NotFound(id.into()))?;
         if c.state != ContainerState::Exited {
             c.state = ContainerState::Exited;
             c.exit_code = 137;
@@ -221,12 +294,18 @@ impl Runtime for FakeRuntime {
     async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
         let mut s = self.lock();
         self.call(&mut s, format!("RemoveContainer {id}"));
-        s.containers.remove(id).map(|_| ()).ok_or_else(|| RuntimeError::NotFound(id.into()))
+        s.containers
+            .remove(id)
+            .map(|_| ())
+            .ok_or_else(|| RuntimeError::NotFound(id.into()))
     }
 
     async fn container_status(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
         let s = self.lock();
-        let c = s.containers.get(id).ok_or_else(|| RuntimeError::NotFound(id.into()))?;
+        let c = s
+            .containers
+            .get(id)
+            .ok_or_else(|| RuntimeError::NotFound(id.into()))?;
         Ok(ContainerStatus {
             id: id.into(),
             name: c.config.name.clone(),
@@ -269,19 +348,41 @@ impl Runtime for FakeRuntime {
 
     async fn image_status(&self, image: &str) -> Result<Option<Image>, RuntimeError> {
         let s = self.lock();
-        Ok(s.images.contains(image).then(|| Image { id: format!("sha256:{}", image.len()), repo_tags: vec![image.into()], repo_digests: vec![], size: 1 }))
+        Ok(s.images.contains(image).then(|| Image {
+            id: format!("sha256:{}", image.len()),
+            repo_tags: vec![image.into()],
+            repo_digests: vec![],
+            size: 1,
+        }))
     }
 
-    async fn pull_image(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<String, RuntimeError> {
-        self.lock().pull_auths.push((image.to_string(), auth.cloned()));
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, RuntimeError> {
+        self.lock()
+            .pull_auths
+            .push((image.to_string(), auth.cloned()));
         let mut s = self.lock();
         self.call(&mut s, format!("PullImage {image}"));
-        Err(RuntimeError::Call { call: "PullImage", message: format!("failed to resolve reference \"{image}\": no registry") })
+        Err(RuntimeError::Call {
+            call: "PullImage",
+            message: format!("failed to resolve reference \"{image}\": no registry"),
+        })
     }
 
     async fn list_images(&self) -> Result<Vec<Image>, RuntimeError> {
         let s = self.lock();
-        Ok(s.images.iter().map(|i| Image { id: format!("sha256:{}", i.len()), repo_tags: vec![i.clone()], repo_digests: vec![], size: 1 }).collect())
+        Ok(s.images
+            .iter()
+            .map(|i| Image {
+                id: format!("sha256:{}", i.len()),
+                repo_tags: vec![i.clone()],
+                repo_digests: vec![],
+                size: 1,
+            })
+            .collect())
     }
 
     async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
@@ -295,32 +396,62 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    async fn exec_sync(&self, container_id: &str, command: &[String], _timeout: std::time::Duration) -> Result<ExecResult, RuntimeError> {
+    async fn exec_sync(
+        &self,
+        container_id: &str,
+        command: &[String],
+        _timeout: std::time::Duration,
+    ) -> Result<ExecResult, RuntimeError> {
         let mut s = self.lock();
-        self.call(&mut s, format!("ExecSync {container_id} {}", command.join(" ")));
+        self.call(
+            &mut s,
+            format!("ExecSync {container_id} {}", command.join(" ")),
+        );
         s.execs.push((container_id.into(), command.to_vec()));
-        let c = s.containers.get(container_id).ok_or_else(|| RuntimeError::NotFound(container_id.into()))?;
+        let c = s
+            .containers
+            .get(container_id)
+            .ok_or_else(|| RuntimeError::NotFound(container_id.into()))?;
         if c.state != ContainerState::Running {
-            return Err(RuntimeError::Call { call: "ExecSync", message: format!("container {container_id} is not running") });
+            return Err(RuntimeError::Call {
+                call: "ExecSync",
+                message: format!("container {container_id} is not running"),
+            });
         }
-        let key = (c.config.name.clone(), command.first().cloned().unwrap_or_default());
+        let key = (
+            c.config.name.clone(),
+            command.first().cloned().unwrap_or_default(),
+        );
         Ok(s.exec_results.get(&key).cloned().unwrap_or_default())
     }
 
     async fn exec(&self, request: &StreamRequest) -> Result<String, RuntimeError> {
-        Ok(format!("http://fake-streaming/exec/{}", request.container_id))
+        Ok(format!(
+            "http://fake-streaming/exec/{}",
+            request.container_id
+        ))
     }
 
     async fn attach(&self, request: &StreamRequest) -> Result<String, RuntimeError> {
-        Ok(format!("http://fake-streaming/attach/{}", request.container_id))
+        Ok(format!(
+            "http://fake-streaming/attach/{}",
+            request.container_id
+        ))
     }
 
     async fn container_stats(&self, labels: &Labels) -> Result<Vec<ContainerStats>, RuntimeError> {
         let s = self.lock();
         Ok(s.containers
             .iter()
-            .filter(|(_, c)| c.state == ContainerState::Running && matches(&c.config.labels, labels))
-            .map(|(id, c)| ContainerStats { id: id.clone(), labels: c.config.labels.clone(), timestamp: now_ns(), ..Default::default() })
+            .filter(|(_, c)| {
+                c.state == ContainerState::Running && matches(&c.config.labels, labels)
+            })
+            .map(|(id, c)| ContainerStats {
+                id: id.clone(),
+                labels: c.config.labels.clone(),
+                timestamp: now_ns(),
+                ..Default::default()
+            })
             .collect())
     }
 

@@ -37,14 +37,26 @@ fn sha256_hex(data: &[u8]) -> String {
 
 /// A docker-archive tarball of one layer holding `dirs` and `files`,
 /// tagged `tag`, whose process is `entrypoint` + `cmd`.
-pub fn docker_archive(tag: &str, dirs: &[&str], files: &[File<'_>], entrypoint: &[&str], cmd: &[&str]) -> io::Result<Vec<u8>> {
+pub fn docker_archive(
+    tag: &str,
+    dirs: &[&str],
+    files: &[File<'_>],
+    entrypoint: &[&str],
+    cmd: &[&str],
+) -> io::Result<Vec<u8>> {
     let mut layer = tar::Builder::new(Vec::new());
     for d in dirs {
         let mode = if *d == "tmp" { 0o1777 } else { 0o755 };
-        layer.append(&header(&format!("{d}/"), tar::EntryType::Directory, mode, 0)?, io::empty())?;
+        layer.append(
+            &header(&format!("{d}/"), tar::EntryType::Directory, mode, 0)?,
+            io::empty(),
+        )?;
     }
     for f in files {
-        layer.append(&header(f.path, tar::EntryType::Regular, f.mode, f.data.len() as u64)?, f.data)?;
+        layer.append(
+            &header(f.path, tar::EntryType::Regular, f.mode, f.data.len() as u64)?,
+            f.data,
+        )?;
     }
     let layer = layer.into_inner()?;
     let layer_sha = sha256_hex(&layer);
@@ -67,10 +79,42 @@ pub fn docker_archive(tag: &str, dirs: &[&str], files: &[File<'_>], entrypoint: 
     let manifest = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
 
     let mut out = tar::Builder::new(Vec::new());
-    out.append(&header(&format!("{layer_sha}/"), tar::EntryType::Directory, 0o755, 0)?, io::empty())?;
-    out.append(&header(&format!("{layer_sha}/layer.tar"), tar::EntryType::Regular, 0o644, layer.len() as u64)?, layer.as_slice())?;
-    out.append(&header(&format!("{config_sha}.json"), tar::EntryType::Regular, 0o644, config.len() as u64)?, config.as_slice())?;
-    out.append(&header("manifest.json", tar::EntryType::Regular, 0o644, manifest.len() as u64)?, manifest.as_slice())?;
+    out.append(
+        &header(
+            &format!("{layer_sha}/"),
+            tar::EntryType::Directory,
+            0o755,
+            0,
+        )?,
+        io::empty(),
+    )?;
+    out.append(
+        &header(
+            &format!("{layer_sha}/layer.tar"),
+            tar::EntryType::Regular,
+            0o644,
+            layer.len() as u64,
+        )?,
+        layer.as_slice(),
+    )?;
+    out.append(
+        &header(
+            &format!("{config_sha}.json"),
+            tar::EntryType::Regular,
+            0o644,
+            config.len() as u64,
+        )?,
+        config.as_slice(),
+    )?;
+    out.append(
+        &header(
+            "manifest.json",
+            tar::EntryType::Regular,
+            0o644,
+            manifest.len() as u64,
+        )?,
+        manifest.as_slice(),
+    )?;
     out.into_inner()
 }
 
@@ -90,7 +134,11 @@ pub fn pause_image(tag: &str, busybox: &[u8]) -> io::Result<Vec<u8>> {
     docker_archive(
         tag,
         &["bin", "dev", "etc", "proc", "sys", "tmp"],
-        &[File { path: "bin/busybox", mode: 0o755, data: busybox }],
+        &[File {
+            path: "bin/busybox",
+            mode: 0o755,
+            data: busybox,
+        }],
         &["/bin/busybox", "sleep"],
         &["infinity"],
     )

@@ -18,12 +18,12 @@ pub mod dns;
 pub mod env;
 pub mod hooks;
 pub mod image;
-pub mod mount;
 pub mod logs;
+pub mod mount;
 pub mod node;
 pub mod pods;
-pub mod pullsecrets;
 pub mod probes;
+pub mod pullsecrets;
 pub mod routes;
 pub mod runtime;
 pub mod server;
@@ -146,11 +146,17 @@ pub enum Error {
     #[error(transparent)]
     Runtime(#[from] runtime::RuntimeError),
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the container runtime did not answer within {0:?}: {1}")]
     RuntimeNotReady(Duration, runtime::RuntimeError),
     #[error("building the pause image from {path}: {source}")]
-    PauseImage { path: String, source: std::io::Error },
+    PauseImage {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("registering node {node}: {source}")]
     Register { node: String, source: kube::Error },
     #[error("updating the status of node {node}: {source}")]
@@ -168,16 +174,24 @@ pub(crate) fn status_code(e: &kube::Error) -> Option<u16> {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.display().to_string(), source }
+    move |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Wait until the runtime answers Version.
-pub async fn wait_for_runtime(runtime: &dyn Runtime, within: Duration) -> Result<runtime::RuntimeVersion, Error> {
+pub async fn wait_for_runtime(
+    runtime: &dyn Runtime,
+    within: Duration,
+) -> Result<runtime::RuntimeVersion, Error> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         match runtime.version().await {
             Ok(v) => return Ok(v),
-            Err(e) if tokio::time::Instant::now() >= deadline => return Err(Error::RuntimeNotReady(within, e)),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(Error::RuntimeNotReady(within, e));
+            }
             Err(e) => tracing::debug!(error = %e, "waiting for the container runtime"),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -186,11 +200,23 @@ pub async fn wait_for_runtime(runtime: &dyn Runtime, within: Duration) -> Result
 
 /// Build the pause image from busybox and import it, unless present.
 pub async fn ensure_pause_image(runtime: &dyn Runtime, config: &Config) -> Result<(), Error> {
-    if runtime.image_status(containerd::PAUSE_IMAGE).await?.is_some() {
+    if runtime
+        .image_status(containerd::PAUSE_IMAGE)
+        .await?
+        .is_some()
+    {
         return Ok(());
     }
-    let busybox = std::fs::read(&config.busybox).map_err(|source| Error::PauseImage { path: config.busybox.display().to_string(), source })?;
-    let tar = image::pause_image(containerd::PAUSE_IMAGE, &busybox).map_err(|source| Error::PauseImage { path: config.busybox.display().to_string(), source })?;
+    let busybox = std::fs::read(&config.busybox).map_err(|source| Error::PauseImage {
+        path: config.busybox.display().to_string(),
+        source,
+    })?;
+    let tar = image::pause_image(containerd::PAUSE_IMAGE, &busybox).map_err(|source| {
+        Error::PauseImage {
+            path: config.busybox.display().to_string(),
+            source,
+        }
+    })?;
     let dir = config.data_dir.join("images");
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let path = dir.join("pause.tar");
@@ -203,7 +229,9 @@ pub async fn ensure_pause_image(runtime: &dyn Runtime, config: &Config) -> Resul
 /// Import an image tarball (docker-archive or OCI) into the runtime this
 /// config's agent uses (`skiff images import`).
 pub async fn import_image(config: &Config, path: &Path) -> Result<(), Error> {
-    containerd::import_image(&config.runtime_socket(), path).await.map_err(Error::from)
+    containerd::import_image(&config.runtime_socket(), path)
+        .await
+        .map_err(Error::from)
 }
 
 /// Bind the kubelet API; its port and the future serving it. A kubelet
@@ -215,9 +243,16 @@ async fn start_kubelet_api(
     host_ip: IpAddr,
 ) -> Option<(u16, impl std::future::Future<Output = ()> + use<>)> {
     if config.kubelet_token.as_deref().is_none_or(str::is_empty) {
-        tracing::warn!("no token for the kubelet API: it refuses every request (logs, exec and port-forward do not work)");
+        tracing::warn!(
+            "no token for the kubelet API: it refuses every request (logs, exec and port-forward do not work)"
+        );
     }
-    let names = vec![config.node_name.clone(), host_ip.to_string(), "localhost".into(), "127.0.0.1".into()];
+    let names = vec![
+        config.node_name.clone(),
+        host_ip.to_string(),
+        "localhost".into(),
+        "127.0.0.1".into(),
+    ];
     let tls = match server::tls_config(&config.node_name, &names) {
         Ok(t) => t,
         Err(e) => {
@@ -232,7 +267,10 @@ async fn start_kubelet_api(
             return None;
         }
     };
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(config.kubelet_port);
+    let port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(config.kubelet_port);
     tracing::info!(port, "kubelet API listening");
     let api = Arc::new(server::KubeletApi {
         runtime,
@@ -251,7 +289,13 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
     let own_containerd = config.container_runtime_endpoint.is_none();
     if own_containerd {
         // A first config so that the CRI plugin finds a network at once.
-        cni::write_masq(&config.cni_conf_dir(), &config.cni_bridge, &config.default_pod_cidr, config.bridge_ip_masq()).map_err(io_err(&config.cni_conf_dir()))?;
+        cni::write_masq(
+            &config.cni_conf_dir(),
+            &config.cni_bridge,
+            &config.default_pod_cidr,
+            config.bridge_ip_masq(),
+        )
+        .map_err(io_err(&config.cni_conf_dir()))?;
     }
     let supervisor = if own_containerd {
         let c = containerd::ContainerdConfig {
@@ -284,11 +328,18 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
         runtime_version: format!("{}://{}", version.name, version.version),
         machine: node::MachineInfo::read(),
         labels: config.node_labels.clone(),
-        kubelet_port: kubelet_api.as_ref().map(|(port, _)| *port).unwrap_or(config.kubelet_port),
+        kubelet_port: kubelet_api
+            .as_ref()
+            .map(|(port, _)| *port)
+            .unwrap_or(config.kubelet_port),
     };
     let agent = node::NodeAgent::new(client.clone(), spec);
     let registered = agent.register_until_done().await;
-    let mut pod_cidr = registered.spec.as_ref().and_then(|s| s.pod_cidr.clone()).filter(|c| !c.is_empty());
+    let mut pod_cidr = registered
+        .spec
+        .as_ref()
+        .and_then(|s| s.pod_cidr.clone())
+        .filter(|c| !c.is_empty());
     // The node IPAM controller assigns the podCIDR right after
     // registration: wait for it a little, so that the first pods do not
     // get addresses from the default range.
@@ -298,14 +349,23 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
         pod_cidr = agent.pod_cidr().await;
     }
     if own_containerd && let Some(cidr) = pod_cidr {
-        match cni::write_masq(&config.cni_conf_dir(), &config.cni_bridge, &cidr, config.bridge_ip_masq()) {
+        match cni::write_masq(
+            &config.cni_conf_dir(),
+            &config.cni_bridge,
+            &cidr,
+            config.bridge_ip_masq(),
+        ) {
             Ok(true) => tracing::info!(pod_cidr = %cidr, "pod network set to the node's podCIDR"),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "writing the CNI config failed"),
         }
     }
 
-    let mut settings = sync::Settings::new(&config.node_name, &host_ip.to_string(), config.data_dir.join("pods"));
+    let mut settings = sync::Settings::new(
+        &config.node_name,
+        &host_ip.to_string(),
+        config.data_dir.join("pods"),
+    );
     settings.runtime_name = version.name.clone();
     settings.memory_capacity = node::MachineInfo::read().memory;
     settings.crash_backoff_initial = config.crash_backoff.0;
@@ -318,7 +378,11 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
         client: client.clone(),
         runtime: runtime.clone(),
         settings: Arc::new(settings),
-        recorder: skiff_runtime::events::Recorder::new(client.clone(), "kubelet", Some(&config.node_name)),
+        recorder: skiff_runtime::events::Recorder::new(
+            client.clone(),
+            "kubelet",
+            Some(&config.node_name),
+        ),
         lookup: Box::new(env::ApiLookup(client.clone())),
     });
     let heartbeat = async {
@@ -333,8 +397,15 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
             }
             // A podCIDR assigned after registration (by the node IPAM controller).
             if own_containerd && let Some(cidr) = agent.pod_cidr().await {
-                match cni::write_masq(&config.cni_conf_dir(), &config.cni_bridge, &cidr, config.bridge_ip_masq()) {
-                    Ok(true) => tracing::info!(pod_cidr = %cidr, "pod network set to the node's podCIDR"),
+                match cni::write_masq(
+                    &config.cni_conf_dir(),
+                    &config.cni_bridge,
+                    &cidr,
+                    config.bridge_ip_masq(),
+                ) {
+                    Ok(true) => {
+                        tracing::info!(pod_cidr = %cidr, "pod network set to the node's podCIDR")
+                    }
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "writing the CNI config failed"),
                 }
@@ -350,12 +421,33 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
     };
     let pod_routes = async {
         if own_containerd && config.route_pod_cidrs {
-            let settings = routes::Settings { node_name: config.node_name.clone(), node_ip: host_ip, local_pod_cidr: config.default_pod_cidr.clone() };
-            routes::run(client.clone(), settings, Arc::new(routes::IpRoute), Arc::new(routes::NftHost::for_bridge(&config.cni_bridge))).await;
+            let settings = routes::Settings {
+                node_name: config.node_name.clone(),
+                node_ip: host_ip,
+                local_pod_cidr: config.default_pod_cidr.clone(),
+            };
+            routes::run(
+                client.clone(),
+                settings,
+                Arc::new(routes::IpRoute),
+                Arc::new(routes::NftHost::for_bridge(&config.cni_bridge)),
+            )
+            .await;
         }
     };
-    let static_pods = static_pods::run(client.clone(), config.node_name.clone(), config.data_dir.join("pod-manifests"));
-    tokio::join!(agent.lease_loop(), heartbeat, pods::run(shared), api_server, pod_routes, static_pods);
+    let static_pods = static_pods::run(
+        client.clone(),
+        config.node_name.clone(),
+        config.data_dir.join("pod-manifests"),
+    );
+    tokio::join!(
+        agent.lease_loop(),
+        heartbeat,
+        pods::run(shared),
+        api_server,
+        pod_routes,
+        static_pods
+    );
     drop(supervisor);
     Ok(())
 }

@@ -51,7 +51,12 @@ pub fn parse_line(line: &[u8]) -> Option<LogLine<'_>> {
     // The tag is `F` or `P`, possibly followed by `:`-separated extra tags.
     let partial = tag.split(|b| *b == b':').next()? == b"P";
     let content = parts.next().unwrap_or_default();
-    Some(LogLine { timestamp, stream, partial, content })
+    Some(LogLine {
+        timestamp,
+        stream,
+        partial,
+        content,
+    })
 }
 
 /// What to read (↔ v1.PodLogOptions as the kubelet receives them).
@@ -162,7 +167,12 @@ pub fn attempts(pod_log_dir: &Path, container: &str) -> Vec<u32> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".log")).and_then(|n| n.parse().ok()))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|n| n.parse().ok())
+        })
         .collect();
     out.sort_unstable();
     out
@@ -175,7 +185,12 @@ pub fn log_file(pod_log_dir: &Path, container: &str, attempt: u32) -> PathBuf {
 /// Send the log at `path` to `tx` as `opts` asks. When following, keeps
 /// reading as the file grows until `running` says the container stopped
 /// (then reads what is left) or the receiver goes away.
-pub async fn stream_log(path: &Path, opts: LogOptions, tx: mpsc::Sender<Bytes>, mut running: impl FnMut() -> BoxFuture<'static, bool>) -> std::io::Result<()> {
+pub async fn stream_log(
+    path: &Path,
+    opts: LogOptions,
+    tx: mpsc::Sender<Bytes>,
+    mut running: impl FnMut() -> BoxFuture<'static, bool>,
+) -> std::io::Result<()> {
     let start = match opts.tail_lines {
         Some(n) => {
             let p = path.to_path_buf();
@@ -258,24 +273,68 @@ mod tests {
         assert_eq!(l.time().unwrap().subsec_nanosecond(), 1);
         let p = parse_line(b"2024-01-01T00:00:01Z stdout P part").unwrap();
         assert!(p.partial);
-        assert_eq!(parse_line(b"2024-01-01T00:00:01Z stdout F").unwrap().content, b"");
+        assert_eq!(
+            parse_line(b"2024-01-01T00:00:01Z stdout F")
+                .unwrap()
+                .content,
+            b""
+        );
         assert!(parse_line(b"garbage").is_none());
         assert!(parse_line(b"2024-01-01T00:00:01Z stdin F x").is_none());
     }
 
     #[test]
     fn formats_lines_partials_and_timestamps() {
-        assert_eq!(format_all(LOG, LogOptions::default()), "one\ntwo\nthree\n\n");
-        let ts = format_all(LOG, LogOptions { timestamps: true, ..Default::default() });
-        assert!(ts.starts_with("2024-01-01T00:00:01.000000001Z one\n2024-01-01T00:00:02Z two\n"), "{ts}");
+        assert_eq!(
+            format_all(LOG, LogOptions::default()),
+            "one\ntwo\nthree\n\n"
+        );
+        let ts = format_all(
+            LOG,
+            LogOptions {
+                timestamps: true,
+                ..Default::default()
+            },
+        );
+        assert!(
+            ts.starts_with("2024-01-01T00:00:01.000000001Z one\n2024-01-01T00:00:02Z two\n"),
+            "{ts}"
+        );
     }
 
     #[test]
     fn since_and_limit() {
         let since = "2024-01-01T00:00:02Z".parse().unwrap();
-        assert_eq!(format_all(LOG, LogOptions { since: Some(since), ..Default::default() }), "two\nthree\n\n");
-        assert_eq!(format_all(LOG, LogOptions { limit_bytes: Some(6), ..Default::default() }), "one\ntw");
-        assert_eq!(format_all(LOG, LogOptions { limit_bytes: Some(4), ..Default::default() }), "one\n");
+        assert_eq!(
+            format_all(
+                LOG,
+                LogOptions {
+                    since: Some(since),
+                    ..Default::default()
+                }
+            ),
+            "two\nthree\n\n"
+        );
+        assert_eq!(
+            format_all(
+                LOG,
+                LogOptions {
+                    limit_bytes: Some(6),
+                    ..Default::default()
+                }
+            ),
+            "one\ntw"
+        );
+        assert_eq!(
+            format_all(
+                LOG,
+                LogOptions {
+                    limit_bytes: Some(4),
+                    ..Default::default()
+                }
+            ),
+            "one\n"
+        );
     }
 
     #[test]
@@ -291,7 +350,9 @@ mod tests {
         let mut c = Cursor::new(b"a\nbb".to_vec());
         assert_eq!(tail_offset(&mut c, 1).unwrap(), 2);
         // Across blocks.
-        let big: Vec<u8> = (0..5000).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
+        let big: Vec<u8> = (0..5000)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
         let mut c = Cursor::new(big.clone());
         let off = tail_offset(&mut c, 3000).unwrap() as usize;
         assert!(big[off..].starts_with(b"line 2000\n"));
@@ -323,8 +384,14 @@ mod tests {
         let path = dir.path().join("0.log");
         std::fs::write(&path, LOG).unwrap();
         let (tx, rx) = mpsc::channel(4);
-        let opts = LogOptions { tail_lines: Some(2), ..Default::default() };
-        let task = tokio::spawn(async move { stream_log(&path, opts, tx, || Box::pin(async { true })).await });
+        let opts = LogOptions {
+            tail_lines: Some(2),
+            ..Default::default()
+        };
+        let task =
+            tokio::spawn(
+                async move { stream_log(&path, opts, tx, || Box::pin(async { true })).await },
+            );
         assert_eq!(collect(rx).await, "ee\n\n");
         task.await.unwrap().unwrap();
     }
@@ -336,7 +403,10 @@ mod tests {
         std::fs::write(&path, "2024-01-01T00:00:01Z stdout F first\n").unwrap();
         let running = Arc::new(AtomicBool::new(true));
         let (tx, mut rx) = mpsc::channel(4);
-        let opts = LogOptions { follow: true, ..Default::default() };
+        let opts = LogOptions {
+            follow: true,
+            ..Default::default()
+        };
         let r = running.clone();
         let p = path.clone();
         let task = tokio::spawn(async move {
@@ -347,11 +417,16 @@ mod tests {
             .await
         });
         assert_eq!(rx.recv().await.unwrap(), Bytes::from("first\n"));
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"2024-01-01T00:00:02Z stdout F second\n").unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"2024-01-01T00:00:02Z stdout F second\n")
+            .unwrap();
         assert_eq!(rx.recv().await.unwrap(), Bytes::from("second\n"));
         // Written just before the container stopped: still delivered.
-        f.write_all(b"2024-01-01T00:00:03Z stdout F last\n").unwrap();
+        f.write_all(b"2024-01-01T00:00:03Z stdout F last\n")
+            .unwrap();
         running.store(false, Ordering::SeqCst);
         assert_eq!(collect(rx).await, "last\n");
         task.await.unwrap().unwrap();

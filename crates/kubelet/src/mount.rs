@@ -30,17 +30,33 @@ pub struct SystemMounter;
 
 fn run(program: &str, args: &[&str]) -> Result<(), MountError> {
     let command = format!("{program} {}", args.join(" "));
-    let out = Command::new(program).args(args).output().map_err(|e| MountError::Command { command: command.clone(), message: e.to_string() })?;
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| MountError::Command {
+            command: command.clone(),
+            message: e.to_string(),
+        })?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(MountError::Command { command, message: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()) })
+        Err(MountError::Command {
+            command,
+            message: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
     }
 }
 
 /// Mount points from /proc/self/mountinfo (field 5, with octal escapes).
 pub fn parse_mountinfo(text: &str) -> Vec<PathBuf> {
-    text.lines().filter_map(|l| l.split(' ').nth(4)).map(|p| PathBuf::from(unescape_octal(p))).collect()
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_octal(p)))
+        .collect()
 }
 
 fn unescape_octal(s: &str) -> String {
@@ -65,7 +81,9 @@ fn unescape_octal(s: &str) -> String {
 
 impl SystemMounter {
     fn mount_points() -> Vec<PathBuf> {
-        std::fs::read_to_string("/proc/self/mountinfo").map(|t| parse_mountinfo(&t)).unwrap_or_default()
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|t| parse_mountinfo(&t))
+            .unwrap_or_default()
     }
 }
 
@@ -73,7 +91,10 @@ impl Mounter for SystemMounter {
     fn mount_tmpfs(&self, target: &Path, size: Option<u64>) -> Result<(), MountError> {
         let target = target.display().to_string();
         match size {
-            Some(s) => run("mount", &["-t", "tmpfs", "-o", &format!("size={s}"), "tmpfs", &target]),
+            Some(s) => run(
+                "mount",
+                &["-t", "tmpfs", "-o", &format!("size={s}"), "tmpfs", &target],
+            ),
             None => run("mount", &["-t", "tmpfs", "tmpfs", &target]),
         }
     }
@@ -89,7 +110,10 @@ impl Mounter for SystemMounter {
 
     fn mounts_under(&self, dir: &Path) -> Vec<PathBuf> {
         let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-        Self::mount_points().into_iter().filter(|m| m.starts_with(&dir)).collect()
+        Self::mount_points()
+            .into_iter()
+            .filter(|m| m.starts_with(&dir))
+            .collect()
     }
 }
 
@@ -129,7 +153,11 @@ impl Mounter for FakeMounter {
     }
 
     fn mounts_under(&self, dir: &Path) -> Vec<PathBuf> {
-        Self::lock(&self.mounted).iter().filter(|m| m.starts_with(dir)).cloned().collect()
+        Self::lock(&self.mounted)
+            .iter()
+            .filter(|m| m.starts_with(dir))
+            .cloned()
+            .collect()
     }
 }
 
@@ -142,7 +170,13 @@ mod tests {
         let text = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
                     90 22 0:50 / /var/lib/skiff/pods/u/volumes/kubernetes.io~empty-dir/a\\040b rw - tmpfs tmpfs rw\n";
         let m = parse_mountinfo(text);
-        assert_eq!(m, vec![PathBuf::from("/"), PathBuf::from("/var/lib/skiff/pods/u/volumes/kubernetes.io~empty-dir/a b")]);
+        assert_eq!(
+            m,
+            vec![
+                PathBuf::from("/"),
+                PathBuf::from("/var/lib/skiff/pods/u/volumes/kubernetes.io~empty-dir/a b")
+            ]
+        );
     }
 
     #[test]

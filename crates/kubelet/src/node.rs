@@ -34,7 +34,10 @@ pub struct MachineInfo {
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 /// MemTotal from /proc/meminfo text, in bytes.
@@ -47,22 +50,37 @@ pub fn parse_meminfo(text: &str) -> Option<u64> {
 /// PRETTY_NAME from /etc/os-release text.
 pub fn parse_os_release(text: &str) -> Option<String> {
     let line = text.lines().find(|l| l.starts_with("PRETTY_NAME="))?;
-    Some(line.trim_start_matches("PRETTY_NAME=").trim_matches('"').to_string())
+    Some(
+        line.trim_start_matches("PRETTY_NAME=")
+            .trim_matches('"')
+            .to_string(),
+    )
 }
 
 impl MachineInfo {
     pub fn read() -> MachineInfo {
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let memory = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| parse_meminfo(&t)).unwrap_or(0);
-        let machine_id = read_trimmed("/etc/machine-id").or_else(|| read_trimmed("/var/lib/dbus/machine-id")).unwrap_or_default();
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let memory = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| parse_meminfo(&t))
+            .unwrap_or(0);
+        let machine_id = read_trimmed("/etc/machine-id")
+            .or_else(|| read_trimmed("/var/lib/dbus/machine-id"))
+            .unwrap_or_default();
         MachineInfo {
             cpus,
             memory,
-            system_uuid: read_trimmed("/sys/class/dmi/id/product_uuid").unwrap_or_else(|| machine_id.clone()),
+            system_uuid: read_trimmed("/sys/class/dmi/id/product_uuid")
+                .unwrap_or_else(|| machine_id.clone()),
             machine_id,
             boot_id: read_trimmed("/proc/sys/kernel/random/boot_id").unwrap_or_default(),
             kernel_version: read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_default(),
-            os_image: std::fs::read_to_string("/etc/os-release").ok().and_then(|t| parse_os_release(&t)).unwrap_or_else(|| "Linux".into()),
+            os_image: std::fs::read_to_string("/etc/os-release")
+                .ok()
+                .and_then(|t| parse_os_release(&t))
+                .unwrap_or_else(|| "Linux".into()),
         }
     }
 }
@@ -83,17 +101,40 @@ pub fn default_node_ip() -> IpAddr {
 
 /// The kubelet's four conditions; Ready as given.
 pub fn conditions(ready: bool, heartbeat: &Time, transition: &Time) -> Value {
-    let c = |kind: &str, status: &str, reason: &str, message: &str| {
-        json!({"type": kind, "status": status, "reason": reason, "message": message, "lastHeartbeatTime": heartbeat, "lastTransitionTime": transition})
-    };
+    let c = |kind: &str, status: &str, reason: &str, message: &str| json!({"type": kind, "status": status, "reason": reason, "message": message, "lastHeartbeatTime": heartbeat, "lastTransitionTime": transition});
     json!([
-        c("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-        c("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-        c("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        c(
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available"
+        ),
+        c(
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure"
+        ),
+        c(
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available"
+        ),
         if ready {
-            c("Ready", "True", "KubeletReady", "kubelet is posting ready status")
+            c(
+                "Ready",
+                "True",
+                "KubeletReady",
+                "kubelet is posting ready status",
+            )
         } else {
-            c("Ready", "False", "KubeletNotReady", "container runtime is not ready")
+            c(
+                "Ready",
+                "False",
+                "KubeletNotReady",
+                "container runtime is not ready",
+            )
         },
     ])
 }
@@ -170,7 +211,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl NodeAgent {
     pub fn new(client: kube::Client, spec: NodeSpec) -> NodeAgent {
-        NodeAgent { client, spec, uid: Mutex::new(None), started: skiff_runtime::now_time() }
+        NodeAgent {
+            client,
+            spec,
+            uid: Mutex::new(None),
+            started: skiff_runtime::now_time(),
+        }
     }
 
     /// Create the Node, or take over an existing one; the Node as stored.
@@ -178,15 +224,30 @@ impl NodeAgent {
         let name = self.spec.name.clone();
         let api: Api<Node> = Api::all(self.client.clone());
         let obj = node_object(&self.spec, true, &skiff_runtime::now_time());
-        let node: Node = serde_json::from_value(obj.clone()).map_err(|e| Error::Register { node: name.clone(), source: kube::Error::SerdeError(e) })?;
+        let node: Node = serde_json::from_value(obj.clone()).map_err(|e| Error::Register {
+            node: name.clone(),
+            source: kube::Error::SerdeError(e),
+        })?;
         let node = match api.create(&PostParams::default(), &node).await {
             Ok(n) => n,
             Err(e) if status_code(&e) == Some(409) => {
                 let patch = json!({"metadata": {"labels": obj["metadata"]["labels"]}});
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(|source| Error::Register { node: name.clone(), source })?;
-                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": obj["status"]})))
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
-                    .map_err(|source| Error::Register { node: name.clone(), source })?
+                    .map_err(|source| Error::Register {
+                        node: name.clone(),
+                        source,
+                    })?;
+                api.patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({"status": obj["status"]})),
+                )
+                .await
+                .map_err(|source| Error::Register {
+                    node: name.clone(),
+                    source,
+                })?
             }
             Err(source) => return Err(Error::Register { node: name, source }),
         };
@@ -215,25 +276,39 @@ impl NodeAgent {
         let api: Api<Lease> = Api::namespaced(self.client.clone(), LEASE_NAMESPACE);
         let now = skiff_runtime::now_micro();
         let patch = json!({"spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_DURATION_SECONDS, "renewTime": now}});
-        match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if status_code(&e) == Some(404) => {
                 let uid = lock(&self.uid).clone();
-                let owner = uid.map(|uid| json!([{"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid}]));
+                let owner = uid.map(
+                    |uid| json!([{"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid}]),
+                );
                 let lease = json!({
                     "apiVersion": "coordination.k8s.io/v1",
                     "kind": "Lease",
                     "metadata": {"name": name, "namespace": LEASE_NAMESPACE, "ownerReferences": owner},
                     "spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_DURATION_SECONDS, "renewTime": now},
                 });
-                let lease: Lease = serde_json::from_value(lease).map_err(|e| Error::Lease { node: name.into(), source: kube::Error::SerdeError(e) })?;
+                let lease: Lease = serde_json::from_value(lease).map_err(|e| Error::Lease {
+                    node: name.into(),
+                    source: kube::Error::SerdeError(e),
+                })?;
                 match api.create(&PostParams::default(), &lease).await {
                     Ok(_) => Ok(()),
                     Err(e) if status_code(&e) == Some(409) => Ok(()),
-                    Err(source) => Err(Error::Lease { node: name.into(), source }),
+                    Err(source) => Err(Error::Lease {
+                        node: name.into(),
+                        source,
+                    }),
                 }
             }
-            Err(source) => Err(Error::Lease { node: name.into(), source }),
+            Err(source) => Err(Error::Lease {
+                node: name.into(),
+                source,
+            }),
         }
     }
 
@@ -252,7 +327,10 @@ impl NodeAgent {
     pub async fn pod_cidr(&self) -> Option<String> {
         let api: Api<Node> = Api::all(self.client.clone());
         match api.get_opt(&self.spec.name).await {
-            Ok(n) => n.and_then(|n| n.spec).and_then(|s| s.pod_cidr).filter(|c| !c.is_empty()),
+            Ok(n) => n
+                .and_then(|n| n.spec)
+                .and_then(|s| s.pod_cidr)
+                .filter(|c| !c.is_empty()),
             Err(e) => {
                 tracing::debug!(error = %e, "reading the node's podCIDR failed");
                 None
@@ -265,7 +343,10 @@ impl NodeAgent {
         let name = self.spec.name.clone();
         let api: Api<Node> = Api::all(self.client.clone());
         let patch = json!({"status": {"conditions": conditions(ready, &skiff_runtime::now_time(), &self.started)}});
-        match api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch)).await {
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if status_code(&e) == Some(404) => self.register().await.map(|_| ()),
             Err(source) => Err(Error::NodeStatus { node: name, source }),
@@ -280,8 +361,15 @@ mod tests {
 
     #[test]
     fn parses_proc() {
-        assert_eq!(parse_meminfo("MemTotal:       24683656 kB\nMemFree: 1 kB\n"), Some(24683656 * 1024));
-        assert_eq!(parse_os_release("NAME=\"Debian\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n").as_deref(), Some("Debian GNU/Linux 12 (bookworm)"));
+        assert_eq!(
+            parse_meminfo("MemTotal:       24683656 kB\nMemFree: 1 kB\n"),
+            Some(24683656 * 1024)
+        );
+        assert_eq!(
+            parse_os_release("NAME=\"Debian\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n")
+                .as_deref(),
+            Some("Debian GNU/Linux 12 (bookworm)")
+        );
         let m = MachineInfo::read();
         assert!(m.cpus >= 1);
         assert!(m.memory > 0);
@@ -301,10 +389,16 @@ mod tests {
         let v = node_object(&spec, true, &skiff_runtime::now_time());
         let n: Node = serde_json::from_value(v.clone()).unwrap();
         let st = n.status.unwrap();
-        assert_eq!(st.node_info.unwrap().container_runtime_version, "containerd://1.6.20");
+        assert_eq!(
+            st.node_info.unwrap().container_runtime_version,
+            "containerd://1.6.20"
+        );
         assert_eq!(st.capacity.unwrap()["pods"].0, "110");
         assert_eq!(v["status"]["conditions"][3]["status"], "True");
         assert_eq!(v["status"]["addresses"][0]["address"], "192.168.1.5");
-        assert_eq!(st.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port, 40123);
+        assert_eq!(
+            st.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port,
+            40123
+        );
     }
 }

@@ -40,14 +40,20 @@ fn uid_of(p: &Pod) -> String {
 }
 
 fn key_of(p: &Pod) -> String {
-    format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or("default"), p.metadata.name.as_deref().unwrap_or_default())
+    format!(
+        "{}/{}",
+        p.metadata.namespace.as_deref().unwrap_or("default"),
+        p.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
 /// Watch this node's pods and run their workers, until dropped.
 pub async fn run(shared: Arc<Shared>) {
     let api: Api<Pod> = Api::all(shared.client.clone());
     let selector = format!("spec.nodeName={}", shared.settings.node_name);
-    let mut stream = watcher::watcher(api, watcher::Config::default().fields(&selector)).default_backoff().boxed();
+    let mut stream = watcher::watcher(api, watcher::Config::default().fields(&selector))
+        .default_backoff()
+        .boxed();
     let mut workers = Workers::default();
     let mut seen: HashSet<String> = HashSet::new();
     let mut listed = false;
@@ -127,7 +133,10 @@ impl Pleg {
     /// The pod uids whose sandboxes or containers changed state since the last relist.
     async fn relist(&mut self, runtime: &dyn Runtime, node: &str) -> Vec<String> {
         let mine: crate::runtime::Labels = [(LABEL_NODE.to_string(), node.to_string())].into();
-        let (sandboxes, containers) = match (runtime.list_sandboxes(&mine).await, runtime.list_containers(&mine).await) {
+        let (sandboxes, containers) = match (
+            runtime.list_sandboxes(&mine).await,
+            runtime.list_containers(&mine).await,
+        ) {
             (Ok(s), Ok(c)) => (s, c),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::debug!(error = %e, "relisting the runtime failed");
@@ -137,19 +146,32 @@ impl Pleg {
         let mut now: HashMap<String, Vec<(String, String)>> = HashMap::new();
         for s in sandboxes {
             if let Some(uid) = s.labels.get(LABEL_POD_UID) {
-                now.entry(uid.clone()).or_default().push((s.id, format!("{:?}", s.state)));
+                now.entry(uid.clone())
+                    .or_default()
+                    .push((s.id, format!("{:?}", s.state)));
             }
         }
         for c in containers {
             if let Some(uid) = c.labels.get(LABEL_POD_UID) {
-                now.entry(uid.clone()).or_default().push((c.id, format!("{:?}", c.state)));
+                now.entry(uid.clone())
+                    .or_default()
+                    .push((c.id, format!("{:?}", c.state)));
             }
         }
         for v in now.values_mut() {
             v.sort();
         }
-        let mut changed: Vec<String> = now.iter().filter(|(uid, v)| self.last.get(*uid) != Some(*v)).map(|(uid, _)| uid.clone()).collect();
-        changed.extend(self.last.keys().filter(|uid| !now.contains_key(*uid)).cloned());
+        let mut changed: Vec<String> = now
+            .iter()
+            .filter(|(uid, v)| self.last.get(*uid) != Some(*v))
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        changed.extend(
+            self.last
+                .keys()
+                .filter(|uid| !now.contains_key(*uid))
+                .cloned(),
+        );
         self.last = now;
         changed
     }
@@ -176,12 +198,16 @@ impl Workers {
             tx.send_modify(|u| u.pod = Some(pod));
             return;
         }
-        let (tx, rx) = watch::channel(Update { pod: Some(pod), pokes: 0 });
+        let (tx, rx) = watch::channel(Update {
+            pod: Some(pod),
+            pokes: 0,
+        });
         self.generation += 1;
         let generation = self.generation;
         self.senders.insert(uid.clone(), (generation, tx));
         let shared = shared.clone();
-        self.tasks.spawn(async move { (worker(shared, uid, rx).await, generation) });
+        self.tasks
+            .spawn(async move { (worker(shared, uid, rx).await, generation) });
     }
 }
 
@@ -228,7 +254,9 @@ async fn worker(shared: Arc<Shared>, uid: String, mut rx: watch::Receiver<Update
                             tracing::info!(pod = %key_of(p), "pod removed");
                             return uid;
                         }
-                        Err(e) => tracing::warn!(error = %e, pod = %key_of(p), "removing a deleted pod's containers failed; retrying"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, pod = %key_of(p), "removing a deleted pod's containers failed; retrying")
+                        }
                     }
                     Duration::from_secs(2)
                 } else {
@@ -246,9 +274,13 @@ async fn worker(shared: Arc<Shared>, uid: String, mut rx: watch::Receiver<Update
                             tracing::info!(pod = %key_of(&pod), "pod terminated and deleted");
                             return uid;
                         }
-                        Err(e) => tracing::warn!(error = %e, pod = %key_of(&pod), "deleting a terminated pod failed; retrying"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, pod = %key_of(&pod), "deleting a terminated pod failed; retrying")
+                        }
                     },
-                    Err(e) => tracing::warn!(error = %e, pod = %key_of(&pod), "terminating a pod failed; retrying"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, pod = %key_of(&pod), "terminating a pod failed; retrying")
+                    }
                 }
                 last = Some(pod);
                 Duration::from_secs(2)
@@ -260,7 +292,9 @@ async fn worker(shared: Arc<Shared>, uid: String, mut rx: watch::Receiver<Update
                         if written.as_ref() != Some(&r.status) {
                             match patch_status(&shared.client, &pod, &r.status).await {
                                 Ok(()) => written = Some(r.status),
-                                Err(e) => tracing::warn!(error = %e, pod = %key_of(&pod), "writing the pod status failed"),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, pod = %key_of(&pod), "writing the pod status failed")
+                                }
                             }
                         }
                         r.requeue
@@ -307,7 +341,10 @@ async fn record_events(shared: &Shared, pod: &Pod, w: &mut PodWorker) {
             EventKind::Normal => EventType::Normal,
             EventKind::Warning => EventType::Warning,
         };
-        shared.recorder.record(&reference, kind, &e.reason, &e.message).await;
+        shared
+            .recorder
+            .record(&reference, kind, &e.reason, &e.message)
+            .await;
     }
 }
 
@@ -316,7 +353,10 @@ async fn patch_status(client: &kube::Client, pod: &Pod, status: &Value) -> Resul
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let patch = json!({"status": status});
-    match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if status_code(&e) == Some(404) => Ok(()),
         Err(e) => Err(e),
@@ -330,7 +370,10 @@ async fn delete_pod(client: &kube::Client, pod: &Pod) -> Result<(), kube::Error>
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let dp = DeleteParams {
         grace_period_seconds: Some(0),
-        preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
+        preconditions: Some(Preconditions {
+            uid: pod.metadata.uid.clone(),
+            resource_version: None,
+        }),
         ..Default::default()
     };
     match api.delete(name, &dp).await {
@@ -344,23 +387,38 @@ async fn delete_pod(client: &kube::Client, pod: &Pod) -> Result<(), kube::Error>
 /// whose pod uid nobody claims.
 /// Volumes of pods that no longer exist (deleted while the agent was down).
 fn remove_orphaned_volumes(shared: &Shared, claimed: &HashSet<String>) {
-    for uid in crate::volumes::remove_orphaned(&shared.settings.log_root, claimed, shared.settings.mounter.as_ref()) {
+    for uid in crate::volumes::remove_orphaned(
+        &shared.settings.log_root,
+        claimed,
+        shared.settings.mounter.as_ref(),
+    ) {
         tracing::info!(pod_uid = %uid, "removed the volumes of a pod that no longer exists");
     }
 }
 
-pub async fn remove_orphans(runtime: &dyn Runtime, node: &str, claimed: &HashSet<String>, cgroup_root: &str) {
+pub async fn remove_orphans(
+    runtime: &dyn Runtime,
+    node: &str,
+    claimed: &HashSet<String>,
+    cgroup_root: &str,
+) {
     let mine: crate::runtime::Labels = [(LABEL_NODE.to_string(), node.to_string())].into();
     let mut uids: HashSet<String> = HashSet::new();
     match runtime.list_sandboxes(&mine).await {
-        Ok(sbs) => uids.extend(sbs.into_iter().filter_map(|s| s.labels.get(LABEL_POD_UID).cloned())),
+        Ok(sbs) => uids.extend(
+            sbs.into_iter()
+                .filter_map(|s| s.labels.get(LABEL_POD_UID).cloned()),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "listing sandboxes for cleanup failed");
             return;
         }
     }
     match runtime.list_containers(&mine).await {
-        Ok(cs) => uids.extend(cs.into_iter().filter_map(|c| c.labels.get(LABEL_POD_UID).cloned())),
+        Ok(cs) => uids.extend(
+            cs.into_iter()
+                .filter_map(|c| c.labels.get(LABEL_POD_UID).cloned()),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "listing containers for cleanup failed");
             return;
@@ -368,13 +426,18 @@ pub async fn remove_orphans(runtime: &dyn Runtime, node: &str, claimed: &HashSet
     }
     for uid in uids.into_iter().filter(|u| !claimed.contains(u)) {
         tracing::info!(pod_uid = %uid, "removing the containers of a pod that no longer exists");
-        if let Ok(cs) = runtime.list_containers(&[(LABEL_POD_UID.to_string(), uid.clone())].into()).await {
+        if let Ok(cs) = runtime
+            .list_containers(&[(LABEL_POD_UID.to_string(), uid.clone())].into())
+            .await
+        {
             for c in cs.iter().filter(|c| c.state == ContainerState::Running) {
                 let _ = runtime.stop_container(&c.id, 10).await;
             }
         }
         match remove_pod(runtime, &uid).await {
-            Ok(()) if !cgroup_root.is_empty() => crate::sync::remove_pod_cgroups_soon(cgroup_root, &uid).await,
+            Ok(()) if !cgroup_root.is_empty() => {
+                crate::sync::remove_pod_cgroups_soon(cgroup_root, &uid).await
+            }
             Ok(()) => {}
             Err(e) => tracing::warn!(error = %e, pod_uid = %uid, "removing an orphaned pod failed"),
         }
@@ -386,10 +449,14 @@ pub async fn remove_orphans(runtime: &dyn Runtime, node: &str, claimed: &HashSet
 
 /// Remove the empty cgroupfs directories of pods nobody claims.
 fn sweep_pod_cgroups(root: &str, claimed: &HashSet<String>) {
-    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else { return };
+    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
     let mut uids = HashSet::new();
     for c in controllers.flatten() {
-        let Ok(pods) = std::fs::read_dir(c.path().join(root.trim_start_matches('/'))) else { continue };
+        let Ok(pods) = std::fs::read_dir(c.path().join(root.trim_start_matches('/'))) else {
+            continue;
+        };
         for p in pods.flatten() {
             if let Some(uid) = p.file_name().to_str().and_then(|n| n.strip_prefix("pod"))
                 && !claimed.contains(uid)

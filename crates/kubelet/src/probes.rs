@@ -98,13 +98,22 @@ pub struct HttpRequest {
 
 impl HttpRequest {
     pub fn url(&self) -> String {
-        format!("{}://{}{}", self.scheme.to_ascii_lowercase(), host_port(&self.host, self.port), self.path)
+        format!(
+            "{}://{}{}",
+            self.scheme.to_ascii_lowercase(),
+            host_port(&self.host, self.port),
+            self.path
+        )
     }
 }
 
 /// "host:port", with brackets around an IPv6 address.
 pub fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// The network side of probes and hooks.
@@ -117,7 +126,13 @@ pub trait Prober: Send + Sync {
     async fn tcp_connect(&self, host: &str, port: u16, timeout: Duration) -> Result<(), String>;
     /// Call grpc.health.v1.Health/Check for `service` within `timeout`:
     /// Ok when SERVING, else the failure as the kubelet's gRPC prober words it.
-    async fn grpc_check(&self, host: &str, port: u16, service: &str, timeout: Duration) -> Result<(), String>;
+    async fn grpc_check(
+        &self,
+        host: &str,
+        port: u16,
+        service: &str,
+        timeout: Duration,
+    ) -> Result<(), String>;
 }
 
 /// The real [`Prober`]: tokio sockets and a minimal HTTP/1.1 GET.
@@ -139,22 +154,39 @@ impl Prober for NetProber {
         let url = request.url();
         let https = request.scheme.eq_ignore_ascii_case("HTTPS");
         if !https && !request.scheme.eq_ignore_ascii_case("HTTP") {
-            return Err(format!("Get \"{url}\": unsupported protocol scheme \"{}\"", request.scheme.to_ascii_lowercase()));
+            return Err(format!(
+                "Get \"{url}\": unsupported protocol scheme \"{}\"",
+                request.scheme.to_ascii_lowercase()
+            ));
         }
         let addr = host_port(&request.host, request.port);
         let get = async {
-            let stream = tokio::net::TcpStream::connect(&addr).await.map_err(|e| format!("Get \"{url}\": {}", dial_error(&addr, &e)))?;
+            let stream = tokio::net::TcpStream::connect(&addr)
+                .await
+                .map_err(|e| format!("Get \"{url}\": {}", dial_error(&addr, &e)))?;
             if !https {
-                return get_status(stream, request, &addr).await.map_err(|e| format!("Get \"{url}\": {e}"));
+                return get_status(stream, request, &addr)
+                    .await
+                    .map_err(|e| format!("Get \"{url}\": {e}"));
             }
             // As the kubelet: HTTPS probes do not verify the certificate.
-            let name = rustls::pki_types::ServerName::try_from(request.host.clone()).map_err(|e| format!("Get \"{url}\": {e}"))?;
-            let tls = tokio_rustls::TlsConnector::from(insecure_tls().map_err(|e| format!("Get \"{url}\": {e}"))?).connect(name, stream).await.map_err(|e| format!("Get \"{url}\": {e}"))?;
-            get_status(tls, request, &addr).await.map_err(|e| format!("Get \"{url}\": {e}"))
+            let name = rustls::pki_types::ServerName::try_from(request.host.clone())
+                .map_err(|e| format!("Get \"{url}\": {e}"))?;
+            let tls = tokio_rustls::TlsConnector::from(
+                insecure_tls().map_err(|e| format!("Get \"{url}\": {e}"))?,
+            )
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("Get \"{url}\": {e}"))?;
+            get_status(tls, request, &addr)
+                .await
+                .map_err(|e| format!("Get \"{url}\": {e}"))
         };
         match tokio::time::timeout(timeout, get).await {
             Ok(r) => r,
-            Err(_) => Err(format!("Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)")),
+            Err(_) => Err(format!(
+                "Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+            )),
         }
     }
 
@@ -167,14 +199,26 @@ impl Prober for NetProber {
         }
     }
 
-    async fn grpc_check(&self, host: &str, port: u16, service: &str, timeout: Duration) -> Result<(), String> {
+    async fn grpc_check(
+        &self,
+        host: &str,
+        port: u16,
+        service: &str,
+        timeout: Duration,
+    ) -> Result<(), String> {
         let addr = host_port(host, port);
         let mut connection = None;
         let check = grpc_health_check(&addr, service, &mut connection);
         let result = match tokio::time::timeout(timeout, check).await {
             Ok(r) => r,
-            Err(_) if connection.is_none() => Err(format!("timeout: failed to connect service {addr:?} within {}s", timeout.as_secs())),
-            Err(_) => Err(format!("timeout: health rpc did not complete within {}s", timeout.as_secs())),
+            Err(_) if connection.is_none() => Err(format!(
+                "timeout: failed to connect service {addr:?} within {}s",
+                timeout.as_secs()
+            )),
+            Err(_) => Err(format!(
+                "timeout: health rpc did not complete within {}s",
+                timeout.as_secs()
+            )),
         };
         if let Some(task) = connection {
             task.abort();
@@ -184,9 +228,18 @@ impl Prober for NetProber {
 }
 
 /// Send `request` as an HTTP/1.1 GET over `stream`; the response's status code.
-async fn get_status<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut stream: S, request: &HttpRequest, addr: &str) -> Result<u16, String> {
+async fn get_status<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &HttpRequest,
+    addr: &str,
+) -> Result<u16, String> {
     let mut head = format!("GET {} HTTP/1.1\r\n", request.path);
-    let has = |name: &str| request.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+    let has = |name: &str| {
+        request
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(name))
+    };
     if !has("Host") {
         head.push_str(&format!("Host: {addr}\r\n"));
     }
@@ -200,7 +253,10 @@ async fn get_status<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("Connection: close\r\n\r\n");
-    stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     // The status line is all a probe needs.
     let mut buf = Vec::new();
     let mut chunk = [0u8; 512];
@@ -214,10 +270,15 @@ async fn get_status<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut
     let text = String::from_utf8_lossy(&buf);
     let line = text.lines().next().unwrap_or_default();
     let mut parts = line.split_whitespace();
-    match (parts.next(), parts.next().and_then(|c| c.parse::<u16>().ok())) {
+    match (
+        parts.next(),
+        parts.next().and_then(|c| c.parse::<u16>().ok()),
+    ) {
         (Some(v), Some(code)) if v.starts_with("HTTP/") => Ok(code),
         _ if buf.is_empty() => Err("EOF".into()),
-        _ => Err(format!("net/http: HTTP/1.x transport connection broken: malformed HTTP response {line:?}")),
+        _ => Err(format!(
+            "net/http: HTTP/1.x transport connection broken: malformed HTTP response {line:?}"
+        )),
     }
 }
 
@@ -259,7 +320,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -268,7 +334,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -307,7 +378,11 @@ fn grpc_code(n: i64) -> String {
         "DataLoss",
         "Unauthenticated",
     ];
-    usize::try_from(n).ok().and_then(|i| NAMES.get(i)).map(|s| s.to_string()).unwrap_or_else(|| format!("Code({n})"))
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| format!("Code({n})"))
 }
 
 fn push_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -355,13 +430,22 @@ fn health_status(msg: &[u8]) -> Option<u64> {
 
 /// One Health/Check over HTTP/2 without TLS (as the kubelet's insecure
 /// gRPC dial); the connection's task lands in `connection`.
-async fn grpc_health_check(addr: &str, service: &str, connection: &mut Option<tokio::task::AbortHandle>) -> Result<(), String> {
+async fn grpc_health_check(
+    addr: &str,
+    service: &str,
+    connection: &mut Option<tokio::task::AbortHandle>,
+) -> Result<(), String> {
     use http_body_util::BodyExt;
     let dial_failed = |e: String| format!("error: failed to connect service at {addr:?}: {e}");
-    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| dial_failed(dial_error(addr, &e)))?;
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
+    let stream = tokio::net::TcpStream::connect(addr)
         .await
-        .map_err(|e| dial_failed(e.to_string()))?;
+        .map_err(|e| dial_failed(dial_error(addr, &e)))?;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .map_err(|e| dial_failed(e.to_string()))?;
     *connection = Some(
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -387,23 +471,58 @@ async fn grpc_health_check(addr: &str, service: &str, connection: &mut Option<to
         .header("user-agent", USER_AGENT)
         .body(http_body_util::Full::new(bytes::Bytes::from(body)))
         .map_err(|e| failed(e.to_string()))?;
-    let response = sender.send_request(request).await.map_err(|e| failed(e.to_string()))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
     let (parts, body) = response.into_parts();
     let collected = body.collect().await.map_err(|e| failed(e.to_string()))?;
     let trailers = collected.trailers().cloned().unwrap_or_default();
     let data = collected.to_bytes();
-    let header = |name: &str| trailers.get(name).or_else(|| parts.headers.get(name)).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header = |name: &str| {
+        trailers
+            .get(name)
+            .or_else(|| parts.headers.get(name))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let code = header("grpc-status").and_then(|c| c.parse::<i64>().ok());
     let message = header("grpc-message").unwrap_or_default();
     match code {
         Some(0) => {}
-        Some(12) => return Err(format!("error: this server does not implement the grpc health protocol (grpc.health.v1.Health): {message}")),
-        Some(c) => return Err(failed(format!("rpc error: code = {} desc = {message}", grpc_code(c)))),
-        None if !parts.status.is_success() => return Err(failed(format!("rpc error: code = Unknown desc = unexpected HTTP status code received from server: {}", parts.status.as_u16()))),
-        None => return Err(failed("rpc error: code = Internal desc = server closed the stream without sending trailers".into())),
+        Some(12) => {
+            return Err(format!(
+                "error: this server does not implement the grpc health protocol (grpc.health.v1.Health): {message}"
+            ));
+        }
+        Some(c) => {
+            return Err(failed(format!(
+                "rpc error: code = {} desc = {message}",
+                grpc_code(c)
+            )));
+        }
+        None if !parts.status.is_success() => {
+            return Err(failed(format!(
+                "rpc error: code = Unknown desc = unexpected HTTP status code received from server: {}",
+                parts.status.as_u16()
+            )));
+        }
+        None => return Err(failed(
+            "rpc error: code = Internal desc = server closed the stream without sending trailers"
+                .into(),
+        )),
     }
-    let status = data.get(5..).and_then(health_status).ok_or_else(|| failed("rpc error: code = Internal desc = malformed HealthCheckResponse".into()))?;
-    if status == 1 { Ok(()) } else { Err(format!("service unhealthy (responded with {:?})", serving_status(status))) }
+    let status = data.get(5..).and_then(health_status).ok_or_else(|| {
+        failed("rpc error: code = Internal desc = malformed HealthCheckResponse".into())
+    })?;
+    if status == 1 {
+        Ok(())
+    } else {
+        Err(format!(
+            "service unhealthy (responded with {:?})",
+            serving_status(status)
+        ))
+    }
 }
 
 /// A port given by number or by the name of one of the container's ports.
@@ -421,21 +540,45 @@ pub fn resolve_port(port: &IntOrString, c: &SpecContainer) -> Result<u16, String
                 .ok_or_else(|| format!("couldn't find port: {s} in {}", c.name))?,
         },
     };
-    u16::try_from(n).ok().filter(|p| *p > 0).ok_or_else(|| format!("invalid port number: {n}"))
+    u16::try_from(n)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("invalid port number: {n}"))
 }
 
 /// The request an httpGet action makes against a pod at `pod_ip`.
-pub fn http_request(action: &k8s_openapi::api::core::v1::HTTPGetAction, c: &SpecContainer, pod_ip: &str) -> Result<HttpRequest, String> {
+pub fn http_request(
+    action: &k8s_openapi::api::core::v1::HTTPGetAction,
+    c: &SpecContainer,
+    pod_ip: &str,
+) -> Result<HttpRequest, String> {
     let port = resolve_port(&action.port, c)?;
-    let host = action.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| pod_ip.to_string());
+    let host = action
+        .host
+        .clone()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| pod_ip.to_string());
     let path = action.path.clone().unwrap_or_default();
-    let path = if path.starts_with('/') { path } else { format!("/{path}") };
+    let path = if path.starts_with('/') {
+        path
+    } else {
+        format!("/{path}")
+    };
     Ok(HttpRequest {
-        scheme: action.scheme.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "HTTP".into()),
+        scheme: action
+            .scheme
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "HTTP".into()),
         host,
         port,
         path,
-        headers: action.http_headers.iter().flatten().map(|h| (h.name.clone(), h.value.clone())).collect(),
+        headers: action
+            .http_headers
+            .iter()
+            .flatten()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect(),
     })
 }
 
@@ -453,7 +596,14 @@ pub fn is_timeout(e: &RuntimeError) -> bool {
 
 /// Run `probe` once against container `container_id` of a pod at `pod_ip`
 /// (↔ prober.runProbe).
-pub async fn run_probe(runtime: &dyn Runtime, prober: &dyn Prober, probe: &Probe, c: &SpecContainer, container_id: &str, pod_ip: &str) -> Outcome {
+pub async fn run_probe(
+    runtime: &dyn Runtime,
+    prober: &dyn Prober,
+    probe: &Probe,
+    c: &SpecContainer,
+    container_id: &str,
+    pod_ip: &str,
+) -> Outcome {
     let timeout = Duration::from_secs(probe.timeout_seconds.filter(|t| *t > 0).unwrap_or(1) as u64);
     if let Some(exec) = &probe.exec {
         let command = exec.command.clone().unwrap_or_default();
@@ -461,9 +611,15 @@ pub async fn run_probe(runtime: &dyn Runtime, prober: &dyn Prober, probe: &Probe
             Ok(r) => {
                 let mut output = String::from_utf8_lossy(&r.stdout).into_owned();
                 output.push_str(&String::from_utf8_lossy(&r.stderr));
-                if r.exit_code == 0 { Outcome::Success } else { Outcome::Failure(output) }
+                if r.exit_code == 0 {
+                    Outcome::Success
+                } else {
+                    Outcome::Failure(output)
+                }
             }
-            Err(e) if is_timeout(&e) => Outcome::Failure(format!("command {:?} timed out", command.join(" "))),
+            Err(e) if is_timeout(&e) => {
+                Outcome::Failure(format!("command {:?} timed out", command.join(" ")))
+            }
             Err(e) => Outcome::Error(e.to_string()),
         };
     }
@@ -483,16 +639,30 @@ pub async fn run_probe(runtime: &dyn Runtime, prober: &dyn Prober, probe: &Probe
             Ok(p) => p,
             Err(e) => return Outcome::Error(e),
         };
-        let host = action.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| pod_ip.to_string());
+        let host = action
+            .host
+            .clone()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| pod_ip.to_string());
         return match prober.tcp_connect(&host, port, timeout).await {
             Ok(()) => Outcome::Success,
             Err(e) => Outcome::Failure(e),
         };
     }
     if let Some(action) = &probe.grpc {
-        let Some(port) = u16::try_from(action.port).ok().filter(|p| *p > 0) else { return Outcome::Error(format!("invalid port number: {}", action.port)) };
+        let Some(port) = u16::try_from(action.port).ok().filter(|p| *p > 0) else {
+            return Outcome::Error(format!("invalid port number: {}", action.port));
+        };
         // gRPC probes always go to the pod's IP.
-        return match prober.grpc_check(pod_ip, port, action.service.as_deref().unwrap_or_default(), timeout).await {
+        return match prober
+            .grpc_check(
+                pod_ip,
+                port,
+                action.service.as_deref().unwrap_or_default(),
+                timeout,
+            )
+            .await
+        {
             Ok(()) => Outcome::Success,
             Err(e) => Outcome::Failure(e),
         };
@@ -608,9 +778,15 @@ impl ProbeManager {
             return;
         }
         self.added = true;
-        let Some(spec) = pod.spec.as_ref() else { return };
+        let Some(spec) = pod.spec.as_ref() else {
+            return;
+        };
         for c in &spec.containers {
-            for kind in [ProbeKind::Startup, ProbeKind::Readiness, ProbeKind::Liveness] {
+            for kind in [
+                ProbeKind::Startup,
+                ProbeKind::Readiness,
+                ProbeKind::Liveness,
+            ] {
                 let Some(probe) = kind.of(c) else { continue };
                 let trigger = Arc::new(Notify::new());
                 let worker = Worker {
@@ -626,7 +802,8 @@ impl ProbeManager {
                     running_since: None,
                 };
                 let task = tokio::spawn(worker.run()).abort_handle();
-                self.workers.insert((c.name.clone(), kind), WorkerHandle { task, trigger });
+                self.workers
+                    .insert((c.name.clone(), kind), WorkerHandle { task, trigger });
             }
         }
     }
@@ -645,7 +822,12 @@ impl ProbeManager {
     /// Whether running container `id` (instance of `container`) has
     /// started: its startup probe succeeded, or it has none.
     pub fn started(&self, container: &str, id: &str) -> bool {
-        match self.shared.lock().results.get(&(ProbeKind::Startup, id.to_string())) {
+        match self
+            .shared
+            .lock()
+            .results
+            .get(&(ProbeKind::Startup, id.to_string()))
+        {
             Some(r) => *r == ProbeResult::Success,
             None => !self.has(container, ProbeKind::Startup),
         }
@@ -654,7 +836,12 @@ impl ProbeManager {
     /// Whether started container `id` is ready: its readiness probe
     /// succeeded, or it has none.
     pub fn ready(&self, container: &str, id: &str) -> bool {
-        match self.shared.lock().results.get(&(ProbeKind::Readiness, id.to_string())) {
+        match self
+            .shared
+            .lock()
+            .results
+            .get(&(ProbeKind::Readiness, id.to_string()))
+        {
             Some(ProbeResult::Success) => true,
             _ => !self.has(container, ProbeKind::Readiness),
         }
@@ -663,7 +850,9 @@ impl ProbeManager {
     /// The probe whose failure means running container `id` must be killed.
     pub fn failed(&self, id: &str) -> Option<ProbeKind> {
         let st = self.shared.lock();
-        [ProbeKind::Liveness, ProbeKind::Startup].into_iter().find(|k| st.results.get(&(*k, id.to_string())) == Some(&ProbeResult::Failure))
+        [ProbeKind::Liveness, ProbeKind::Startup]
+            .into_iter()
+            .find(|k| st.results.get(&(*k, id.to_string())) == Some(&ProbeResult::Failure))
     }
 
     /// Tell the workers what the sync saw: the pod's app containerStatuses
@@ -675,10 +864,16 @@ impl ProbeManager {
             let mut st = self.shared.lock();
             st.pod_ip = pod_ip.unwrap_or_default().to_string();
             st.terminal = terminal;
-            st.restart_never = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("Never");
+            st.restart_never =
+                pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("Never");
             for s in statuses {
-                let Some(name) = s["name"].as_str() else { continue };
-                let id = s["containerID"].as_str().map(|i| i.split_once("://").map(|(_, id)| id).unwrap_or(i)).unwrap_or_default();
+                let Some(name) = s["name"].as_str() else {
+                    continue;
+                };
+                let id = s["containerID"]
+                    .as_str()
+                    .map(|i| i.split_once("://").map(|(_, id)| id).unwrap_or(i))
+                    .unwrap_or_default();
                 let started_at = s
                     .pointer("/state/running/startedAt")
                     .and_then(Value::as_str)
@@ -733,7 +928,8 @@ struct Worker {
 
 impl Worker {
     async fn run(mut self) {
-        let period = Duration::from_secs(self.probe.period_seconds.filter(|p| *p > 0).unwrap_or(10) as u64);
+        let period =
+            Duration::from_secs(self.probe.period_seconds.filter(|p| *p > 0).unwrap_or(10) as u64);
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // As the kubelet's worker, created with the pod: its first round
@@ -757,19 +953,35 @@ impl Worker {
         let (observed, terminal, never, pod_ip, startup) = {
             let st = self.shared.lock();
             let observed = st.observed.get(&self.container.name).cloned();
-            let startup = observed.as_ref().and_then(|o| st.results.get(&(ProbeKind::Startup, o.container_id.clone())).copied());
-            (observed, st.terminal, st.restart_never, st.pod_ip.clone(), startup)
+            let startup = observed.as_ref().and_then(|o| {
+                st.results
+                    .get(&(ProbeKind::Startup, o.container_id.clone()))
+                    .copied()
+            });
+            (
+                observed,
+                st.terminal,
+                st.restart_never,
+                st.pod_ip.clone(),
+                startup,
+            )
         };
         if terminal {
             return false;
         }
-        let Some(observed) = observed.filter(|o| !o.container_id.is_empty()) else { return true };
+        let Some(observed) = observed.filter(|o| !o.container_id.is_empty()) else {
+            return true;
+        };
         if self.container_id != observed.container_id {
             if !self.container_id.is_empty() {
-                self.shared.lock().results.remove(&(self.kind, self.container_id.clone()));
+                self.shared
+                    .lock()
+                    .results
+                    .remove(&(self.kind, self.container_id.clone()));
             }
             self.container_id = observed.container_id.clone();
-            self.shared.set(self.kind, &self.container_id, self.kind.initial(), false);
+            self.shared
+                .set(self.kind, &self.container_id, self.kind.initial(), false);
             self.on_hold = false;
             self.running_since = None;
         }
@@ -777,12 +989,16 @@ impl Worker {
             return true;
         }
         if !observed.running {
-            self.shared.set(self.kind, &self.container_id, ProbeResult::Failure, false);
+            self.shared
+                .set(self.kind, &self.container_id, ProbeResult::Failure, false);
             // A container that will not be restarted is done with.
             return !(observed.terminated && never);
         }
         let since = *self.running_since.get_or_insert_with(|| {
-            let age = observed.started_at.and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_default();
+            let age = observed
+                .started_at
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .unwrap_or_default();
             Instant::now().checked_sub(age).unwrap_or_else(Instant::now)
         });
         let initial_delay = self.probe.initial_delay_seconds.unwrap_or(0).max(0) as u64;
@@ -802,15 +1018,29 @@ impl Worker {
             // The other probes wait until the container started.
             return true;
         }
-        let outcome = run_probe(self.shared.runtime.as_ref(), self.shared.prober.as_ref(), &self.probe, &self.container, &self.container_id, &pod_ip).await;
+        let outcome = run_probe(
+            self.shared.runtime.as_ref(),
+            self.shared.prober.as_ref(),
+            &self.probe,
+            &self.container,
+            &self.container_id,
+            &pod_ip,
+        )
+        .await;
         let result = match outcome {
             Outcome::Success => ProbeResult::Success,
             Outcome::Failure(output) => {
-                self.shared.event(&self.container.name, format!("{} probe failed: {}", self.kind.name(), output.trim_end()));
+                self.shared.event(
+                    &self.container.name,
+                    format!("{} probe failed: {}", self.kind.name(), output.trim_end()),
+                );
                 ProbeResult::Failure
             }
             Outcome::Error(e) => {
-                self.shared.event(&self.container.name, format!("{} probe errored: {e}", self.kind.name()));
+                self.shared.event(
+                    &self.container.name,
+                    format!("{} probe errored: {e}", self.kind.name()),
+                );
                 return true;
             }
         };
@@ -822,7 +1052,9 @@ impl Worker {
         }
         let failure_threshold = self.probe.failure_threshold.filter(|t| *t > 0).unwrap_or(3);
         let success_threshold = self.probe.success_threshold.filter(|t| *t > 0).unwrap_or(1);
-        if (result == ProbeResult::Failure && self.run < failure_threshold) || (result == ProbeResult::Success && self.run < success_threshold) {
+        if (result == ProbeResult::Failure && self.run < failure_threshold)
+            || (result == ProbeResult::Success && self.run < success_threshold)
+        {
             return true;
         }
         self.shared.set(self.kind, &self.container_id, result, true);
@@ -857,17 +1089,46 @@ pub(crate) mod tests {
     impl Prober for FakeProber {
         async fn http_get(&self, request: &HttpRequest, _timeout: Duration) -> Result<u16, String> {
             self.requests.lock().unwrap().push(request.clone());
-            self.http.lock().unwrap().get(&request.port).cloned().unwrap_or(Ok(200))
+            self.http
+                .lock()
+                .unwrap()
+                .get(&request.port)
+                .cloned()
+                .unwrap_or(Ok(200))
         }
 
-        async fn tcp_connect(&self, host: &str, port: u16, _timeout: Duration) -> Result<(), String> {
+        async fn tcp_connect(
+            &self,
+            host: &str,
+            port: u16,
+            _timeout: Duration,
+        ) -> Result<(), String> {
             self.dials.lock().unwrap().push((host.to_string(), port));
-            self.tcp.lock().unwrap().get(&port).cloned().unwrap_or(Ok(()))
+            self.tcp
+                .lock()
+                .unwrap()
+                .get(&port)
+                .cloned()
+                .unwrap_or(Ok(()))
         }
 
-        async fn grpc_check(&self, host: &str, port: u16, service: &str, _timeout: Duration) -> Result<(), String> {
-            self.dials.lock().unwrap().push((format!("grpc {host} {service}"), port));
-            self.tcp.lock().unwrap().get(&port).cloned().unwrap_or(Ok(()))
+        async fn grpc_check(
+            &self,
+            host: &str,
+            port: u16,
+            service: &str,
+            _timeout: Duration,
+        ) -> Result<(), String> {
+            self.dials
+                .lock()
+                .unwrap()
+                .push((format!("grpc {host} {service}"), port));
+            self.tcp
+                .lock()
+                .unwrap()
+                .get(&port)
+                .cloned()
+                .unwrap_or(Ok(()))
         }
     }
 
@@ -888,23 +1149,50 @@ pub(crate) mod tests {
             let mut w = PodWorker::new(rt.clone() as Arc<dyn Runtime>, Arc::new(s));
             let prober = Arc::new(FakeProber::default());
             w.set_prober(prober.clone());
-            H { rt, prober, w, _dir: dir }
+            H {
+                rt,
+                prober,
+                w,
+                _dir: dir,
+            }
         }
 
         pub(crate) async fn sync(&mut self, pod: &Pod) -> Value {
             self.w.sync(pod, &NoLookup).await.unwrap().status
         }
 
-        pub(crate) fn exec_result(&self, container: &str, word: &str, exit_code: i32, output: &str) {
-            self.rt.lock().exec_results.insert((container.into(), word.into()), ExecResult { exit_code, stdout: output.as_bytes().to_vec(), stderr: vec![] });
+        pub(crate) fn exec_result(
+            &self,
+            container: &str,
+            word: &str,
+            exit_code: i32,
+            output: &str,
+        ) {
+            self.rt.lock().exec_results.insert(
+                (container.into(), word.into()),
+                ExecResult {
+                    exit_code,
+                    stdout: output.as_bytes().to_vec(),
+                    stderr: vec![],
+                },
+            );
         }
 
         pub(crate) fn execs(&self, word: &str) -> usize {
-            self.rt.lock().execs.iter().filter(|(_, cmd)| cmd.first().map(String::as_str) == Some(word)).count()
+            self.rt
+                .lock()
+                .execs
+                .iter()
+                .filter(|(_, cmd)| cmd.first().map(String::as_str) == Some(word))
+                .count()
         }
 
         pub(crate) fn events(&mut self) -> Vec<(String, String)> {
-            self.w.take_events().into_iter().map(|e| (e.reason, e.message)).collect()
+            self.w
+                .take_events()
+                .into_iter()
+                .map(|e| (e.reason, e.message))
+                .collect()
         }
     }
 
@@ -929,7 +1217,15 @@ pub(crate) mod tests {
     }
 
     fn condition(status: &Value, kind: &str) -> String {
-        status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == kind).unwrap()["status"].as_str().unwrap().to_string()
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == kind)
+            .unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     async fn advance(secs: f64) {
@@ -939,9 +1235,15 @@ pub(crate) mod tests {
     #[tokio::test(start_paused = true)]
     async fn liveness_failures_count_to_the_threshold_then_kill_and_restart() {
         let mut h = H::new();
-        let p = pod("Always", json!({"livenessProbe": exec_probe("live", json!({"failureThreshold": 3}))}));
+        let p = pod(
+            "Always",
+            json!({"livenessProbe": exec_probe("live", json!({"failureThreshold": 3}))}),
+        );
         let st = h.sync(&p).await;
-        assert_eq!(st["containerStatuses"][0]["ready"], true, "no readiness probe: ready once running");
+        assert_eq!(
+            st["containerStatuses"][0]["ready"], true,
+            "no readiness probe: ready once running"
+        );
         h.events();
         h.exec_result("app", "live", 1, "boom\n");
         let changed = h.w.probe_signals().0;
@@ -952,41 +1254,77 @@ pub(crate) mod tests {
         let st = h.sync(&p).await;
         assert_eq!(st["containerStatuses"][0]["restartCount"], 0);
         let events = h.events();
-        assert_eq!(events.iter().filter(|(r, m)| r == "Unhealthy" && m == "Liveness probe failed: boom").count(), 2, "{events:?}");
+        assert_eq!(
+            events
+                .iter()
+                .filter(|(r, m)| r == "Unhealthy" && m == "Liveness probe failed: boom")
+                .count(),
+            2,
+            "{events:?}"
+        );
         assert!(!events.iter().any(|(r, _)| r == "Killing"));
 
         // The third: the result flips, the pod's sync is woken, kills and restarts.
-        tokio::time::timeout(Duration::from_secs(2), changed.notified()).await.expect("woken by the liveness failure");
+        tokio::time::timeout(Duration::from_secs(2), changed.notified())
+            .await
+            .expect("woken by the liveness failure");
         let st = h.sync(&p).await;
         let events = h.events();
-        assert!(events.contains(&("Killing".into(), "Container app failed liveness probe, will be restarted".into())), "{events:?}");
+        assert!(
+            events.contains(&(
+                "Killing".into(),
+                "Container app failed liveness probe, will be restarted".into()
+            )),
+            "{events:?}"
+        );
         assert_eq!(st["containerStatuses"][0]["restartCount"], 1, "{st:#}");
         assert!(st["containerStatuses"][0]["state"]["running"].is_object());
-        assert_eq!(st["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 137);
+        assert_eq!(
+            st["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
+            137
+        );
         assert_eq!(h.rt.lock().stops.len(), 1);
         assert_eq!(h.rt.lock().stops[0].1, 10, "the pod's grace period");
 
         // On hold until the new instance is seen; the new one fails again and
         // its restart is held back by the crash-loop backoff.
-        tokio::time::timeout(Duration::from_secs(10), changed.notified()).await.expect("second liveness failure");
+        tokio::time::timeout(Duration::from_secs(10), changed.notified())
+            .await
+            .expect("second liveness failure");
         let st = h.sync(&p).await;
         let events = h.events();
         assert!(events.iter().any(|(r, _)| r == "Killing"), "{events:?}");
-        assert_eq!(st["containerStatuses"][0]["state"]["waiting"]["reason"], "CrashLoopBackOff", "{st:#}");
+        assert_eq!(
+            st["containerStatuses"][0]["state"]["waiting"]["reason"], "CrashLoopBackOff",
+            "{st:#}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn liveness_kill_without_restart_under_never() {
         let mut h = H::new();
-        let p = pod("Never", json!({"livenessProbe": exec_probe("live", json!({"failureThreshold": 1, "terminationGracePeriodSeconds": 3}))}));
+        let p = pod(
+            "Never",
+            json!({"livenessProbe": exec_probe("live", json!({"failureThreshold": 1, "terminationGracePeriodSeconds": 3}))}),
+        );
         h.sync(&p).await;
         h.events();
         h.exec_result("app", "live", 1, "");
         advance(1.5).await;
         let st = h.sync(&p).await;
         let events = h.events();
-        assert!(events.contains(&("Killing".into(), "Container app failed liveness probe".into())), "{events:?}");
-        assert_eq!(h.rt.lock().stops[0].1, 3, "the probe's terminationGracePeriodSeconds");
+        assert!(
+            events.contains(&(
+                "Killing".into(),
+                "Container app failed liveness probe".into()
+            )),
+            "{events:?}"
+        );
+        assert_eq!(
+            h.rt.lock().stops[0].1,
+            3,
+            "the probe's terminationGracePeriodSeconds"
+        );
         assert_eq!(st["phase"], "Failed", "{st:#}");
         assert_eq!(h.rt.count_calls("CreateContainer"), 1);
     }
@@ -994,7 +1332,10 @@ pub(crate) mod tests {
     #[tokio::test(start_paused = true)]
     async fn no_probe_before_the_initial_delay() {
         let mut h = H::new();
-        let p = pod("Always", json!({"livenessProbe": exec_probe("live", json!({"initialDelaySeconds": 5}))}));
+        let p = pod(
+            "Always",
+            json!({"livenessProbe": exec_probe("live", json!({"initialDelaySeconds": 5}))}),
+        );
         h.sync(&p).await;
         advance(3.5).await;
         assert_eq!(h.execs("live"), 0);
@@ -1005,7 +1346,10 @@ pub(crate) mod tests {
     #[tokio::test(start_paused = true)]
     async fn readiness_sets_ready_and_the_pod_conditions() {
         let mut h = H::new();
-        let p = pod("Always", json!({"readinessProbe": exec_probe("ready", json!({"failureThreshold": 2, "successThreshold": 2}))}));
+        let p = pod(
+            "Always",
+            json!({"readinessProbe": exec_probe("ready", json!({"failureThreshold": 2, "successThreshold": 2}))}),
+        );
         h.exec_result("app", "ready", 1, "not yet");
         let st = h.sync(&p).await;
         assert_eq!(st["containerStatuses"][0]["ready"], false);
@@ -1017,12 +1361,19 @@ pub(crate) mod tests {
         advance(0.1).await;
         assert_eq!(h.execs("ready"), 1);
         let events = h.events();
-        assert!(events.contains(&("Unhealthy".into(), "Readiness probe failed: not yet".into())), "{events:?}");
+        assert!(
+            events.contains(&("Unhealthy".into(), "Readiness probe failed: not yet".into())),
+            "{events:?}"
+        );
 
         // Success twice in a row (successThreshold 2) makes it ready.
         h.exec_result("app", "ready", 0, "");
         advance(1.0).await;
-        assert_eq!(h.sync(&p).await["containerStatuses"][0]["ready"], false, "one success is not enough");
+        assert_eq!(
+            h.sync(&p).await["containerStatuses"][0]["ready"],
+            false,
+            "one success is not enough"
+        );
         advance(1.0).await;
         let st = h.sync(&p).await;
         assert_eq!(st["containerStatuses"][0]["ready"], true, "{st:#}");
@@ -1055,7 +1406,11 @@ pub(crate) mod tests {
         assert_eq!(st["containerStatuses"][0]["ready"], false);
         advance(5.5).await;
         assert_eq!(h.execs("start"), 5);
-        assert_eq!(h.execs("ready") + h.execs("live"), 0, "gated by the startup probe");
+        assert_eq!(
+            h.execs("ready") + h.execs("live"),
+            0,
+            "gated by the startup probe"
+        );
         assert_eq!(h.sync(&p).await["containerStatuses"][0]["started"], false);
 
         h.exec_result("app", "start", 0, "");
@@ -1070,19 +1425,32 @@ pub(crate) mod tests {
         assert!(h.execs("live") >= 1);
         let starts = h.execs("start");
         advance(3.0).await;
-        assert_eq!(h.execs("start"), starts, "the startup probe is done once started");
+        assert_eq!(
+            h.execs("start"),
+            starts,
+            "the startup probe is done once started"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn startup_probe_failure_kills_the_container() {
         let mut h = H::new();
-        let p = pod("Always", json!({"startupProbe": exec_probe("start", json!({"failureThreshold": 2}))}));
+        let p = pod(
+            "Always",
+            json!({"startupProbe": exec_probe("start", json!({"failureThreshold": 2}))}),
+        );
         h.exec_result("app", "start", 1, "");
         h.sync(&p).await;
         advance(2.5).await;
         let st = h.sync(&p).await;
         let events = h.events();
-        assert!(events.contains(&("Killing".into(), "Container app failed startup probe, will be restarted".into())), "{events:?}");
+        assert!(
+            events.contains(&(
+                "Killing".into(),
+                "Container app failed startup probe, will be restarted".into()
+            )),
+            "{events:?}"
+        );
         assert_eq!(st["containerStatuses"][0]["restartCount"], 1);
         assert_eq!(st["containerStatuses"][0]["started"], false);
     }
@@ -1103,29 +1471,58 @@ pub(crate) mod tests {
         let st = h.sync(&p).await;
         assert_eq!(st["containerStatuses"][0]["ready"], false);
         let events = h.events();
-        assert!(events.contains(&("Unhealthy".into(), "Readiness probe failed: HTTP probe failed with statuscode: 503".into())), "{events:?}");
+        assert!(
+            events.contains(&(
+                "Unhealthy".into(),
+                "Readiness probe failed: HTTP probe failed with statuscode: 503".into()
+            )),
+            "{events:?}"
+        );
         {
             let requests = h.prober.requests.lock().unwrap();
             let r = &requests[0];
-            assert_eq!((r.scheme.as_str(), r.host.as_str(), r.port, r.path.as_str()), ("HTTP", "10.42.0.2", 8080, "/healthz"));
+            assert_eq!(
+                (r.scheme.as_str(), r.host.as_str(), r.port, r.path.as_str()),
+                ("HTTP", "10.42.0.2", 8080, "/healthz")
+            );
             assert_eq!(r.headers, vec![("X-Probe".to_string(), "1".to_string())]);
-            assert_eq!(h.prober.dials.lock().unwrap()[0], ("10.42.0.2".to_string(), 9000));
+            assert_eq!(
+                h.prober.dials.lock().unwrap()[0],
+                ("10.42.0.2".to_string(), 9000)
+            );
         }
         h.prober.http.lock().unwrap().insert(8080, Ok(302));
         advance(1.0).await;
-        assert_eq!(h.sync(&p).await["containerStatuses"][0]["ready"], true, "3xx is success");
-        h.prober.tcp.lock().unwrap().insert(9000, Err("dial tcp 10.42.0.2:9000: connect: connection refused".into()));
+        assert_eq!(
+            h.sync(&p).await["containerStatuses"][0]["ready"],
+            true,
+            "3xx is success"
+        );
+        h.prober.tcp.lock().unwrap().insert(
+            9000,
+            Err("dial tcp 10.42.0.2:9000: connect: connection refused".into()),
+        );
         advance(3.0).await;
         h.sync(&p).await;
         let events = h.events();
-        assert!(events.contains(&("Unhealthy".into(), "Liveness probe failed: dial tcp 10.42.0.2:9000: connect: connection refused".into())), "{events:?}");
+        assert!(
+            events.contains(&(
+                "Unhealthy".into(),
+                "Liveness probe failed: dial tcp 10.42.0.2:9000: connect: connection refused"
+                    .into()
+            )),
+            "{events:?}"
+        );
         assert!(events.iter().any(|(r, _)| r == "Killing"), "{events:?}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_finished_pod_stops_its_probes() {
         let mut h = H::new();
-        let p = pod("Never", json!({"readinessProbe": exec_probe("ready", json!({}))}));
+        let p = pod(
+            "Never",
+            json!({"readinessProbe": exec_probe("ready", json!({}))}),
+        );
         h.sync(&p).await;
         h.rt.exit("app", 0);
         let st = h.sync(&p).await;
@@ -1144,18 +1541,40 @@ pub(crate) mod tests {
         tokio::spawn(async move {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);
             loop {
-                let Ok((s, _)) = listener.accept().await else { return };
-                let Ok(mut s) = acceptor.accept(s).await else { continue };
+                let Ok((s, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(mut s) = acceptor.accept(s).await else {
+                    continue;
+                };
                 let mut buf = [0u8; 1024];
                 let _ = s.read(&mut buf).await;
                 let _ = s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
                 let _ = s.shutdown().await;
             }
         });
-        let req = HttpRequest { scheme: "HTTPS".into(), host: "127.0.0.1".into(), port, path: "/".into(), headers: vec![] };
-        assert_eq!(NetProber.http_get(&req, Duration::from_secs(5)).await, Ok(204));
-        let plain = HttpRequest { scheme: "HTTP".into(), ..req };
-        assert!(NetProber.http_get(&plain, Duration::from_secs(5)).await.is_err(), "plain HTTP to a TLS port");
+        let req = HttpRequest {
+            scheme: "HTTPS".into(),
+            host: "127.0.0.1".into(),
+            port,
+            path: "/".into(),
+            headers: vec![],
+        };
+        assert_eq!(
+            NetProber.http_get(&req, Duration::from_secs(5)).await,
+            Ok(204)
+        );
+        let plain = HttpRequest {
+            scheme: "HTTP".into(),
+            ..req
+        };
+        assert!(
+            NetProber
+                .http_get(&plain, Duration::from_secs(5))
+                .await
+                .is_err(),
+            "plain HTTP to a TLS port"
+        );
     }
 
     #[tokio::test]
@@ -1166,52 +1585,99 @@ pub(crate) mod tests {
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
-                let service = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                    let path = req.uri().path().to_string();
-                    let body = req.into_body().collect().await.unwrap().to_bytes();
-                    let name = String::from_utf8_lossy(body.get(7..).unwrap_or_default()).to_string();
-                    let mut trailers = hyper::HeaderMap::new();
-                    let mut frames = Vec::new();
-                    if path != "/grpc.health.v1.Health/Check" {
-                        trailers.insert("grpc-status", "12".parse().unwrap());
-                    } else if name == "missing" {
-                        trailers.insert("grpc-status", "5".parse().unwrap());
-                        trailers.insert("grpc-message", "unknown service".parse().unwrap());
-                    } else {
-                        let status: u8 = if name == "down" { 2 } else { 1 };
-                        frames.push(Ok::<_, std::convert::Infallible>(Frame::data(bytes::Bytes::from(vec![0, 0, 0, 0, 2, 0x08, status]))));
-                        trailers.insert("grpc-status", "0".parse().unwrap());
-                    }
-                    frames.push(Ok(Frame::trailers(trailers)));
-                    let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
-                    Ok::<_, std::convert::Infallible>(hyper::Response::builder().header("content-type", "application/grpc").body(body).unwrap())
-                });
-                tokio::spawn(hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new()).serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let path = req.uri().path().to_string();
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let name =
+                            String::from_utf8_lossy(body.get(7..).unwrap_or_default()).to_string();
+                        let mut trailers = hyper::HeaderMap::new();
+                        let mut frames = Vec::new();
+                        if path != "/grpc.health.v1.Health/Check" {
+                            trailers.insert("grpc-status", "12".parse().unwrap());
+                        } else if name == "missing" {
+                            trailers.insert("grpc-status", "5".parse().unwrap());
+                            trailers.insert("grpc-message", "unknown service".parse().unwrap());
+                        } else {
+                            let status: u8 = if name == "down" { 2 } else { 1 };
+                            frames.push(Ok::<_, std::convert::Infallible>(Frame::data(
+                                bytes::Bytes::from(vec![0, 0, 0, 0, 2, 0x08, status]),
+                            )));
+                            trailers.insert("grpc-status", "0".parse().unwrap());
+                        }
+                        frames.push(Ok(Frame::trailers(trailers)));
+                        let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .header("content-type", "application/grpc")
+                                .body(body)
+                                .unwrap(),
+                        )
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
             }
         });
         let t = Duration::from_secs(2);
         assert_eq!(NetProber.grpc_check("127.0.0.1", port, "", t).await, Ok(()));
-        assert_eq!(NetProber.grpc_check("127.0.0.1", port, "down", t).await, Err("service unhealthy (responded with \"NOT_SERVING\")".into()));
-        assert_eq!(NetProber.grpc_check("127.0.0.1", port, "missing", t).await, Err("error: health rpc probe failed: rpc error: code = NotFound desc = unknown service".into()));
+        assert_eq!(
+            NetProber.grpc_check("127.0.0.1", port, "down", t).await,
+            Err("service unhealthy (responded with \"NOT_SERVING\")".into())
+        );
+        assert_eq!(
+            NetProber.grpc_check("127.0.0.1", port, "missing", t).await,
+            Err(
+                "error: health rpc probe failed: rpc error: code = NotFound desc = unknown service"
+                    .into()
+            )
+        );
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let err = NetProber.grpc_check("127.0.0.1", closed, "", t).await.unwrap_err();
-        assert_eq!(err, format!("error: failed to connect service at \"127.0.0.1:{closed}\": dial tcp 127.0.0.1:{closed}: connect: connection refused"));
+        let err = NetProber
+            .grpc_check("127.0.0.1", closed, "", t)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "error: failed to connect service at \"127.0.0.1:{closed}\": dial tcp 127.0.0.1:{closed}: connect: connection refused"
+            )
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn grpc_probes_go_to_the_pod_ip() {
         let mut h = H::new();
-        let p = pod("Always", json!({"readinessProbe": {"grpc": {"port": 9090, "service": "api"}, "periodSeconds": 1, "failureThreshold": 1}}));
-        h.prober.tcp.lock().unwrap().insert(9090, Err("service unhealthy (responded with \"NOT_SERVING\")".into()));
+        let p = pod(
+            "Always",
+            json!({"readinessProbe": {"grpc": {"port": 9090, "service": "api"}, "periodSeconds": 1, "failureThreshold": 1}}),
+        );
+        h.prober.tcp.lock().unwrap().insert(
+            9090,
+            Err("service unhealthy (responded with \"NOT_SERVING\")".into()),
+        );
         h.sync(&p).await;
         advance(0.5).await;
-        assert_eq!(h.prober.dials.lock().unwrap()[0], ("grpc 10.42.0.2 api".to_string(), 9090));
+        assert_eq!(
+            h.prober.dials.lock().unwrap()[0],
+            ("grpc 10.42.0.2 api".to_string(), 9090)
+        );
         let events = h.events();
-        assert!(events.contains(&("Unhealthy".into(), "Readiness probe failed: service unhealthy (responded with \"NOT_SERVING\")".into())), "{events:?}");
+        assert!(
+            events.contains(&(
+                "Unhealthy".into(),
+                "Readiness probe failed: service unhealthy (responded with \"NOT_SERVING\")".into()
+            )),
+            "{events:?}"
+        );
         h.prober.tcp.lock().unwrap().remove(&9090);
         advance(1.0).await;
         assert_eq!(h.sync(&p).await["containerStatuses"][0]["ready"], true);
@@ -1219,9 +1685,15 @@ pub(crate) mod tests {
 
     #[test]
     fn ports_resolve_by_number_and_name() {
-        let c: SpecContainer = serde_json::from_value(json!({"name": "app", "ports": [{"name": "http", "containerPort": 8080}]})).unwrap();
+        let c: SpecContainer = serde_json::from_value(
+            json!({"name": "app", "ports": [{"name": "http", "containerPort": 8080}]}),
+        )
+        .unwrap();
         assert_eq!(resolve_port(&IntOrString::Int(80), &c), Ok(80));
-        assert_eq!(resolve_port(&IntOrString::String("http".into()), &c), Ok(8080));
+        assert_eq!(
+            resolve_port(&IntOrString::String("http".into()), &c),
+            Ok(8080)
+        );
         assert_eq!(resolve_port(&IntOrString::String("81".into()), &c), Ok(81));
         assert!(resolve_port(&IntOrString::String("grpc".into()), &c).is_err());
         assert!(resolve_port(&IntOrString::Int(0), &c).is_err());
@@ -1234,30 +1706,72 @@ pub(crate) mod tests {
         tokio::spawn(async move {
             let mut n = 0;
             loop {
-                let Ok((mut s, _)) = listener.accept().await else { return };
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
                 n += 1;
                 let mut buf = [0u8; 1024];
                 let got = s.read(&mut buf).await.unwrap_or(0);
                 let req = String::from_utf8_lossy(&buf[..got]).to_string();
                 assert!(req.starts_with("GET /healthz HTTP/1.1\r\n"), "{req}");
                 assert!(req.contains("User-Agent: kube-probe/"), "{req}");
-                let code = if n == 1 { "200 OK" } else { "500 Internal Server Error" };
-                let _ = s.write_all(format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n").as_bytes()).await;
+                let code = if n == 1 {
+                    "200 OK"
+                } else {
+                    "500 Internal Server Error"
+                };
+                let _ = s
+                    .write_all(format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
             }
         });
-        let req = HttpRequest { scheme: "HTTP".into(), host: "127.0.0.1".into(), port, path: "/healthz".into(), headers: vec![] };
-        assert_eq!(NetProber.http_get(&req, Duration::from_secs(2)).await, Ok(200));
-        assert_eq!(NetProber.http_get(&req, Duration::from_secs(2)).await, Ok(500));
-        assert_eq!(NetProber.tcp_connect("127.0.0.1", port, Duration::from_secs(2)).await, Ok(()));
+        let req = HttpRequest {
+            scheme: "HTTP".into(),
+            host: "127.0.0.1".into(),
+            port,
+            path: "/healthz".into(),
+            headers: vec![],
+        };
+        assert_eq!(
+            NetProber.http_get(&req, Duration::from_secs(2)).await,
+            Ok(200)
+        );
+        assert_eq!(
+            NetProber.http_get(&req, Duration::from_secs(2)).await,
+            Ok(500)
+        );
+        assert_eq!(
+            NetProber
+                .tcp_connect("127.0.0.1", port, Duration::from_secs(2))
+                .await,
+            Ok(())
+        );
         // A port nobody listens on.
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let err = NetProber.tcp_connect("127.0.0.1", closed, Duration::from_secs(2)).await.unwrap_err();
-        assert_eq!(err, format!("dial tcp 127.0.0.1:{closed}: connect: connection refused"));
-        let req = HttpRequest { port: closed, ..req };
-        let err = NetProber.http_get(&req, Duration::from_secs(2)).await.unwrap_err();
-        assert!(err.starts_with(&format!("Get \"http://127.0.0.1:{closed}/healthz\": dial tcp")), "{err}");
+        let err = NetProber
+            .tcp_connect("127.0.0.1", closed, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            format!("dial tcp 127.0.0.1:{closed}: connect: connection refused")
+        );
+        let req = HttpRequest {
+            port: closed,
+            ..req
+        };
+        let err = NetProber
+            .http_get(&req, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "Get \"http://127.0.0.1:{closed}/healthz\": dial tcp"
+            )),
+            "{err}"
+        );
     }
 }

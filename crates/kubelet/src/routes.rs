@@ -39,7 +39,10 @@ pub enum RouteError {
     #[error("parsing the output of {cmd}: {message}")]
     Parse { cmd: String, message: String },
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// The host's main routing table, restricted to skiff's routes.
@@ -72,7 +75,11 @@ pub fn canonical_v4(cidr: &str) -> Option<String> {
     if bits > 32 {
         return None;
     }
-    let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+    let mask = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    };
     Some(format!("{}/{bits}", Ipv4Addr::from(u32::from(ip) & mask)))
 }
 
@@ -89,22 +96,35 @@ fn pod_cidrs(node: &Node) -> Vec<String> {
 
 fn internal_ipv4(node: &Node) -> Option<Ipv4Addr> {
     let addrs = node.status.as_ref()?.addresses.as_ref()?;
-    addrs.iter().filter(|a| a.type_ == "InternalIP").find_map(|a| a.address.parse::<Ipv4Addr>().ok())
+    addrs
+        .iter()
+        .filter(|a| a.type_ == "InternalIP")
+        .find_map(|a| a.address.parse::<Ipv4Addr>().ok())
 }
 
 /// The routes this node needs: every other node's IPv4 podCIDRs via its
 /// InternalIP. Nodes without either, or with this node's own address, get
 /// none; a CIDR claimed twice goes to the first node by name.
-pub fn desired_routes<'a>(nodes: impl IntoIterator<Item = &'a Node>, own_name: &str, own_ip: IpAddr) -> BTreeMap<String, Ipv4Addr> {
+pub fn desired_routes<'a>(
+    nodes: impl IntoIterator<Item = &'a Node>,
+    own_name: &str,
+    own_ip: IpAddr,
+) -> BTreeMap<String, Ipv4Addr> {
     let mut sorted: Vec<&Node> = nodes.into_iter().collect();
     sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let mut out = BTreeMap::new();
-    let own_cidrs: BTreeSet<String> = sorted.iter().filter(|n| n.metadata.name.as_deref() == Some(own_name)).flat_map(|n| pod_cidrs(n)).collect();
+    let own_cidrs: BTreeSet<String> = sorted
+        .iter()
+        .filter(|n| n.metadata.name.as_deref() == Some(own_name))
+        .flat_map(|n| pod_cidrs(n))
+        .collect();
     for node in sorted {
         if node.metadata.name.as_deref() == Some(own_name) {
             continue;
         }
-        let Some(ip) = internal_ipv4(node) else { continue };
+        let Some(ip) = internal_ipv4(node) else {
+            continue;
+        };
         if IpAddr::V4(ip) == own_ip || ip.is_unspecified() || ip.is_loopback() {
             continue;
         }
@@ -119,7 +139,10 @@ pub fn desired_routes<'a>(nodes: impl IntoIterator<Item = &'a Node>, own_name: &
 
 /// Every node's IPv4 podCIDRs plus this node's own pod subnet: the set
 /// pod traffic is not masqueraded within.
-pub fn all_pod_cidrs<'a>(nodes: impl IntoIterator<Item = &'a Node>, local: &str) -> BTreeSet<String> {
+pub fn all_pod_cidrs<'a>(
+    nodes: impl IntoIterator<Item = &'a Node>,
+    local: &str,
+) -> BTreeSet<String> {
     let mut out: BTreeSet<String> = nodes.into_iter().flat_map(pod_cidrs).collect();
     out.extend(canonical_v4(local));
     out
@@ -128,7 +151,10 @@ pub fn all_pod_cidrs<'a>(nodes: impl IntoIterator<Item = &'a Node>, local: &str)
 /// Make skiff's routes in `table` equal `desired`: replace what is missing
 /// or points elsewhere, delete what is no longer wanted. Goes on after a
 /// failure; returns the number of changes made, or the first error.
-pub async fn reconcile(table: &dyn RouteTable, desired: &BTreeMap<String, Ipv4Addr>) -> Result<usize, RouteError> {
+pub async fn reconcile(
+    table: &dyn RouteTable,
+    desired: &BTreeMap<String, Ipv4Addr>,
+) -> Result<usize, RouteError> {
     let current = table.list().await?;
     let mut changes = 0;
     let mut first_err = None;
@@ -228,10 +254,19 @@ struct Applied {
     cidrs: Option<BTreeSet<String>>,
 }
 
-async fn sync(nodes: &NodeSet, settings: &Settings, table: &dyn RouteTable, host: &dyn HostNet, applied: &mut Applied, force: bool) {
+async fn sync(
+    nodes: &NodeSet,
+    settings: &Settings,
+    table: &dyn RouteTable,
+    host: &dyn HostNet,
+    applied: &mut Applied,
+    force: bool,
+) {
     let routes = desired_routes(nodes.nodes(), &settings.node_name, settings.node_ip);
     let mut local = settings.local_pod_cidr.clone();
-    if let Some(own) = nodes.nodes().find(|n| n.metadata.name.as_deref() == Some(settings.node_name.as_str()))
+    if let Some(own) = nodes
+        .nodes()
+        .find(|n| n.metadata.name.as_deref() == Some(settings.node_name.as_str()))
         && let Some(c) = pod_cidrs(own).into_iter().next()
     {
         local = c;
@@ -252,13 +287,20 @@ async fn sync(nodes: &NodeSet, settings: &Settings, table: &dyn RouteTable, host
 }
 
 /// Keep the routes to the other nodes' pods until the future is dropped.
-pub async fn run(client: kube::Client, settings: Settings, table: Arc<dyn RouteTable>, host: Arc<dyn HostNet>) {
+pub async fn run(
+    client: kube::Client,
+    settings: Settings,
+    table: Arc<dyn RouteTable>,
+    host: Arc<dyn HostNet>,
+) {
     if let Err(e) = host.enable_forwarding().await {
         tracing::warn!(error = %e, "enabling IPv4 forwarding failed: pods on other nodes may be unreachable");
     }
     let _guard = MasqueradeGuard(host.clone());
     let api: kube::Api<Node> = kube::Api::all(client);
-    let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     let mut nodes = NodeSet::default();
     let mut applied = Applied::default();
     let mut tick = tokio::time::interval(RESYNC);
@@ -288,15 +330,39 @@ async fn command(program: &str, args: &[&str], stdin: Option<&str>) -> Result<St
     use tokio::io::AsyncWriteExt as _;
     let cmd = format!("{program} {}", args.join(" "));
     let mut c = tokio::process::Command::new(program);
-    c.args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).kill_on_drop(true);
-    c.stdin(if stdin.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() });
-    let mut child = c.spawn().map_err(|source| RouteError::Spawn { cmd: cmd.clone(), source })?;
+    c.args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    c.stdin(if stdin.is_some() {
+        std::process::Stdio::piped()
+    } else {
+        std::process::Stdio::null()
+    });
+    let mut child = c.spawn().map_err(|source| RouteError::Spawn {
+        cmd: cmd.clone(),
+        source,
+    })?;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).await.map_err(|source| RouteError::Spawn { cmd: cmd.clone(), source })?;
+        pipe.write_all(text.as_bytes())
+            .await
+            .map_err(|source| RouteError::Spawn {
+                cmd: cmd.clone(),
+                source,
+            })?;
     }
-    let out = child.wait_with_output().await.map_err(|source| RouteError::Spawn { cmd: cmd.clone(), source })?;
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|source| RouteError::Spawn {
+            cmd: cmd.clone(),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(RouteError::Failed { cmd, stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+        return Err(RouteError::Failed {
+            cmd,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -312,10 +378,22 @@ pub fn parse_ip_routes(json: &str) -> Result<BTreeMap<String, Ipv4Addr>, String>
     let v: Vec<serde_json::Value> = serde_json::from_str(json).map_err(|e| e.to_string())?;
     let mut out = BTreeMap::new();
     for r in v {
-        let Some(dst) = r.get("dst").and_then(|d| d.as_str()) else { continue };
-        let dst = if dst.contains('/') { dst.to_string() } else { format!("{dst}/32") };
-        let Some(dst) = canonical_v4(&dst) else { continue };
-        let via = r.get("gateway").and_then(|g| g.as_str()).and_then(|g| g.parse::<Ipv4Addr>().ok()).unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let Some(dst) = r.get("dst").and_then(|d| d.as_str()) else {
+            continue;
+        };
+        let dst = if dst.contains('/') {
+            dst.to_string()
+        } else {
+            format!("{dst}/32")
+        };
+        let Some(dst) = canonical_v4(&dst) else {
+            continue;
+        };
+        let via = r
+            .get("gateway")
+            .and_then(|g| g.as_str())
+            .and_then(|g| g.parse::<Ipv4Addr>().ok())
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
         out.insert(dst, via);
     }
     Ok(out)
@@ -325,19 +403,30 @@ pub fn parse_ip_routes(json: &str) -> Result<BTreeMap<String, Ipv4Addr>, String>
 impl RouteTable for IpRoute {
     async fn replace(&self, cidr: &str, via: Ipv4Addr) -> Result<(), RouteError> {
         let (via, proto) = (via.to_string(), ROUTE_PROTO.to_string());
-        command("ip", &["route", "replace", cidr, "via", &via, "proto", &proto], None).await.map(drop)
+        command(
+            "ip",
+            &["route", "replace", cidr, "via", &via, "proto", &proto],
+            None,
+        )
+        .await
+        .map(drop)
     }
 
     async fn delete(&self, cidr: &str) -> Result<(), RouteError> {
         let proto = ROUTE_PROTO.to_string();
-        command("ip", &["route", "del", cidr, "proto", &proto], None).await.map(drop)
+        command("ip", &["route", "del", cidr, "proto", &proto], None)
+            .await
+            .map(drop)
     }
 
     async fn list(&self) -> Result<BTreeMap<String, Ipv4Addr>, RouteError> {
         let proto = ROUTE_PROTO.to_string();
         let args = ["-4", "-j", "route", "show", "proto", &proto];
         let out = command("ip", &args, None).await?;
-        parse_ip_routes(&out).map_err(|message| RouteError::Parse { cmd: format!("ip {}", args.join(" ")), message })
+        parse_ip_routes(&out).map_err(|message| RouteError::Parse {
+            cmd: format!("ip {}", args.join(" ")),
+            message,
+        })
     }
 }
 
@@ -350,13 +439,17 @@ impl NftHost {
     /// The table of the agent whose pods sit on `bridge` (agents of
     /// different clusters may share a network namespace).
     pub fn for_bridge(bridge: &str) -> NftHost {
-        NftHost { table: format!("skiff-pods-{bridge}") }
+        NftHost {
+            table: format!("skiff-pods-{bridge}"),
+        }
     }
 }
 
 /// Whether nft is installed.
 pub fn have_nft() -> bool {
-    ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].iter().any(|p| std::path::Path::new(p).exists())
+    ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists())
 }
 
 /// The nft script (re)creating the masquerade table.
@@ -382,11 +475,22 @@ pub fn masquerade_script(table: &str, pod_cidrs: &BTreeSet<String>) -> String {
 impl HostNet for NftHost {
     async fn enable_forwarding(&self) -> Result<(), RouteError> {
         let path = "/proc/sys/net/ipv4/ip_forward";
-        tokio::fs::write(path, b"1").await.map_err(|source| RouteError::Io { path: path.into(), source })
+        tokio::fs::write(path, b"1")
+            .await
+            .map_err(|source| RouteError::Io {
+                path: path.into(),
+                source,
+            })
     }
 
     async fn masquerade(&self, pod_cidrs: &BTreeSet<String>) -> Result<(), RouteError> {
-        command("nft", &["-f", "-"], Some(&masquerade_script(&self.table, pod_cidrs))).await.map(drop)
+        command(
+            "nft",
+            &["-f", "-"],
+            Some(&masquerade_script(&self.table, pod_cidrs)),
+        )
+        .await
+        .map(drop)
     }
 
     fn remove_masquerade(&self) {
@@ -429,9 +533,15 @@ mod tests {
     #[async_trait::async_trait]
     impl RouteTable for FakeTable {
         async fn replace(&self, cidr: &str, via: Ipv4Addr) -> Result<(), RouteError> {
-            self.calls.lock().unwrap().push(format!("replace {cidr} {via}"));
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("replace {cidr} {via}"));
             if self.fail.lock().unwrap().contains(cidr) {
-                return Err(RouteError::Failed { cmd: "ip".into(), stderr: "Nexthop has invalid gateway".into() });
+                return Err(RouteError::Failed {
+                    cmd: "ip".into(),
+                    stderr: "Nexthop has invalid gateway".into(),
+                });
             }
             self.routes.lock().unwrap().insert(cidr.into(), via);
             Ok(())
@@ -472,8 +582,14 @@ mod tests {
 
     #[test]
     fn canonical_cidrs() {
-        assert_eq!(canonical_v4("10.42.1.0/24").as_deref(), Some("10.42.1.0/24"));
-        assert_eq!(canonical_v4("10.42.1.7/24").as_deref(), Some("10.42.1.0/24"));
+        assert_eq!(
+            canonical_v4("10.42.1.0/24").as_deref(),
+            Some("10.42.1.0/24")
+        );
+        assert_eq!(
+            canonical_v4("10.42.1.7/24").as_deref(),
+            Some("10.42.1.0/24")
+        );
         assert_eq!(canonical_v4("0.0.0.0/0").as_deref(), Some("0.0.0.0/0"));
         assert_eq!(canonical_v4("fd42::/64"), None);
         assert_eq!(canonical_v4("10.42.1.0/33"), None);
@@ -494,7 +610,10 @@ mod tests {
         let d = desired_routes(&nodes, "a", own_ip());
         // c: no address; d: no CIDR; e: CIDR already b's; f: our own
         // address; g: our own CIDR.
-        assert_eq!(d, BTreeMap::from([("10.42.1.0/24".to_string(), ip4("172.31.0.3"))]));
+        assert_eq!(
+            d,
+            BTreeMap::from([("10.42.1.0/24".to_string(), ip4("172.31.0.3"))])
+        );
         let d = desired_routes(&nodes, "b", IpAddr::from([172, 31, 0, 3]));
         assert_eq!(d.get("10.42.0.0/24"), Some(&ip4("172.31.0.2")));
         assert_eq!(d.get("10.42.1.0/24"), None);
@@ -509,15 +628,27 @@ mod tests {
             "status": {"addresses": [{"type": "InternalIP", "address": "fd00::3"}, {"type": "InternalIP", "address": "172.31.0.3"}]},
         }))
         .unwrap();
-        assert_eq!(desired_routes([&n], "a", own_ip()), BTreeMap::from([("10.42.1.0/24".to_string(), ip4("172.31.0.3"))]));
+        assert_eq!(
+            desired_routes([&n], "a", own_ip()),
+            BTreeMap::from([("10.42.1.0/24".to_string(), ip4("172.31.0.3"))])
+        );
     }
 
     #[tokio::test]
     async fn reconcile_adds_changes_and_removes() {
         let t = FakeTable::default();
-        t.routes.lock().unwrap().insert("10.42.1.0/24".into(), ip4("172.31.0.9"));
-        t.routes.lock().unwrap().insert("10.42.2.0/24".into(), ip4("172.31.0.4"));
-        t.routes.lock().unwrap().insert("10.42.7.0/24".into(), ip4("172.31.0.8"));
+        t.routes
+            .lock()
+            .unwrap()
+            .insert("10.42.1.0/24".into(), ip4("172.31.0.9"));
+        t.routes
+            .lock()
+            .unwrap()
+            .insert("10.42.2.0/24".into(), ip4("172.31.0.4"));
+        t.routes
+            .lock()
+            .unwrap()
+            .insert("10.42.7.0/24".into(), ip4("172.31.0.8"));
         let want = BTreeMap::from([
             ("10.42.1.0/24".to_string(), ip4("172.31.0.3")),
             ("10.42.2.0/24".to_string(), ip4("172.31.0.4")),
@@ -525,7 +656,14 @@ mod tests {
         ]);
         assert_eq!(reconcile(&t, &want).await.unwrap(), 3);
         assert_eq!(*t.routes.lock().unwrap(), want);
-        assert_eq!(*t.calls.lock().unwrap(), ["replace 10.42.1.0/24 172.31.0.3", "replace 10.42.3.0/24 172.31.0.5", "delete 10.42.7.0/24"]);
+        assert_eq!(
+            *t.calls.lock().unwrap(),
+            [
+                "replace 10.42.1.0/24 172.31.0.3",
+                "replace 10.42.3.0/24 172.31.0.5",
+                "delete 10.42.7.0/24"
+            ]
+        );
         // In place: nothing to do.
         t.calls.lock().unwrap().clear();
         assert_eq!(reconcile(&t, &want).await.unwrap(), 0);
@@ -539,32 +677,67 @@ mod tests {
     async fn reconcile_goes_on_after_a_failure() {
         let t = FakeTable::default();
         t.fail.lock().unwrap().insert("10.42.1.0/24".into());
-        t.routes.lock().unwrap().insert("10.42.9.0/24".into(), ip4("172.31.0.9"));
-        let want = BTreeMap::from([("10.42.1.0/24".to_string(), ip4("172.31.0.3")), ("10.42.2.0/24".to_string(), ip4("172.31.0.4"))]);
-        assert!(matches!(reconcile(&t, &want).await, Err(RouteError::Failed { .. })));
+        t.routes
+            .lock()
+            .unwrap()
+            .insert("10.42.9.0/24".into(), ip4("172.31.0.9"));
+        let want = BTreeMap::from([
+            ("10.42.1.0/24".to_string(), ip4("172.31.0.3")),
+            ("10.42.2.0/24".to_string(), ip4("172.31.0.4")),
+        ]);
+        assert!(matches!(
+            reconcile(&t, &want).await,
+            Err(RouteError::Failed { .. })
+        ));
         let routes = t.routes.lock().unwrap().clone();
-        assert_eq!(routes, BTreeMap::from([("10.42.2.0/24".to_string(), ip4("172.31.0.4"))]));
+        assert_eq!(
+            routes,
+            BTreeMap::from([("10.42.2.0/24".to_string(), ip4("172.31.0.4"))])
+        );
     }
 
     #[test]
     fn node_set_follows_the_watch() {
         let mut s = NodeSet::default();
         s.apply(Event::Init);
-        s.apply(Event::InitApply(node("a", Some("10.42.0.0/24"), Some("172.31.0.2"))));
+        s.apply(Event::InitApply(node(
+            "a",
+            Some("10.42.0.0/24"),
+            Some("172.31.0.2"),
+        )));
         assert!(!s.ready());
         s.apply(Event::InitDone);
         assert!(s.ready());
-        s.apply(Event::Apply(node("b", Some("10.42.1.0/24"), Some("172.31.0.3"))));
+        s.apply(Event::Apply(node(
+            "b",
+            Some("10.42.1.0/24"),
+            Some("172.31.0.3"),
+        )));
         assert_eq!(s.nodes().count(), 2);
         // A changed address replaces the node.
-        s.apply(Event::Apply(node("b", Some("10.42.1.0/24"), Some("172.31.0.4"))));
-        assert_eq!(desired_routes(s.nodes(), "a", own_ip()).get("10.42.1.0/24"), Some(&ip4("172.31.0.4")));
+        s.apply(Event::Apply(node(
+            "b",
+            Some("10.42.1.0/24"),
+            Some("172.31.0.4"),
+        )));
+        assert_eq!(
+            desired_routes(s.nodes(), "a", own_ip()).get("10.42.1.0/24"),
+            Some(&ip4("172.31.0.4"))
+        );
         s.apply(Event::Delete(node("b", None, None)));
         assert!(desired_routes(s.nodes(), "a", own_ip()).is_empty());
         // A relist drops nodes that went away meanwhile.
-        s.apply(Event::Apply(node("c", Some("10.42.2.0/24"), Some("172.31.0.5"))));
+        s.apply(Event::Apply(node(
+            "c",
+            Some("10.42.2.0/24"),
+            Some("172.31.0.5"),
+        )));
         s.apply(Event::Init);
-        s.apply(Event::InitApply(node("a", Some("10.42.0.0/24"), Some("172.31.0.2"))));
+        s.apply(Event::InitApply(node(
+            "a",
+            Some("10.42.0.0/24"),
+            Some("172.31.0.2"),
+        )));
         s.apply(Event::InitDone);
         assert_eq!(s.nodes().count(), 1);
     }
@@ -572,17 +745,35 @@ mod tests {
     #[tokio::test]
     async fn sync_sets_routes_and_masquerade_once_per_change() {
         let (t, h) = (FakeTable::default(), FakeHost::default());
-        let settings = Settings { node_name: "a".into(), node_ip: own_ip(), local_pod_cidr: "10.42.0.0/24".into() };
+        let settings = Settings {
+            node_name: "a".into(),
+            node_ip: own_ip(),
+            local_pod_cidr: "10.42.0.0/24".into(),
+        };
         let mut s = NodeSet::default();
         s.apply(Event::Init);
-        s.apply(Event::InitApply(node("a", Some("10.42.5.0/24"), Some("172.31.0.2"))));
-        s.apply(Event::InitApply(node("b", Some("10.42.1.0/24"), Some("172.31.0.3"))));
+        s.apply(Event::InitApply(node(
+            "a",
+            Some("10.42.5.0/24"),
+            Some("172.31.0.2"),
+        )));
+        s.apply(Event::InitApply(node(
+            "b",
+            Some("10.42.1.0/24"),
+            Some("172.31.0.3"),
+        )));
         s.apply(Event::InitDone);
         let mut applied = Applied::default();
         sync(&s, &settings, &t, &h, &mut applied, false).await;
-        assert_eq!(*t.routes.lock().unwrap(), BTreeMap::from([("10.42.1.0/24".to_string(), ip4("172.31.0.3"))]));
+        assert_eq!(
+            *t.routes.lock().unwrap(),
+            BTreeMap::from([("10.42.1.0/24".to_string(), ip4("172.31.0.3"))])
+        );
         // The node's own podCIDR, not the default, is its pod subnet.
-        assert_eq!(h.masq.lock().unwrap().last().unwrap(), &BTreeSet::from(["10.42.1.0/24".to_string(), "10.42.5.0/24".to_string()]));
+        assert_eq!(
+            h.masq.lock().unwrap().last().unwrap(),
+            &BTreeSet::from(["10.42.1.0/24".to_string(), "10.42.5.0/24".to_string()])
+        );
         sync(&s, &settings, &t, &h, &mut applied, false).await;
         assert_eq!(h.masq.lock().unwrap().len(), 1);
         assert_eq!(t.calls.lock().unwrap().len(), 1);
@@ -591,21 +782,38 @@ mod tests {
         sync(&s, &settings, &t, &h, &mut applied, true).await;
         assert_eq!(t.routes.lock().unwrap().len(), 1);
         // A failing route is retried at the resync, not at every status update.
-        s.apply(Event::Apply(node("c", Some("10.42.2.0/24"), Some("192.0.2.7"))));
+        s.apply(Event::Apply(node(
+            "c",
+            Some("10.42.2.0/24"),
+            Some("192.0.2.7"),
+        )));
         t.fail.lock().unwrap().insert("10.42.2.0/24".into());
         sync(&s, &settings, &t, &h, &mut applied, false).await;
         sync(&s, &settings, &t, &h, &mut applied, false).await;
-        let attempts = |t: &FakeTable| t.calls.lock().unwrap().iter().filter(|c| c.starts_with("replace 10.42.2.0/24")).count();
+        let attempts = |t: &FakeTable| {
+            t.calls
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c.starts_with("replace 10.42.2.0/24"))
+                .count()
+        };
         assert_eq!(attempts(&t), 1);
         t.fail.lock().unwrap().clear();
         sync(&s, &settings, &t, &h, &mut applied, true).await;
         assert_eq!(attempts(&t), 2);
-        assert_eq!(t.routes.lock().unwrap().get("10.42.2.0/24"), Some(&ip4("192.0.2.7")));
+        assert_eq!(
+            t.routes.lock().unwrap().get("10.42.2.0/24"),
+            Some(&ip4("192.0.2.7"))
+        );
         s.apply(Event::Delete(node("b", None, None)));
         s.apply(Event::Delete(node("c", None, None)));
         sync(&s, &settings, &t, &h, &mut applied, false).await;
         assert!(t.routes.lock().unwrap().is_empty());
-        assert_eq!(h.masq.lock().unwrap().last().unwrap(), &BTreeSet::from(["10.42.5.0/24".to_string()]));
+        assert_eq!(
+            h.masq.lock().unwrap().last().unwrap(),
+            &BTreeSet::from(["10.42.5.0/24".to_string()])
+        );
     }
 
     #[test]
@@ -619,17 +827,31 @@ mod tests {
     fn parses_ip_json() {
         let out = r#"[{"dst":"10.42.1.0/24","gateway":"172.31.0.3","dev":"veth0","protocol":"67","flags":[]},{"dst":"10.9.9.9","gateway":"172.31.0.4","flags":[]},{"dst":"fd00::/64","flags":[]}]"#;
         let r = parse_ip_routes(out).unwrap();
-        assert_eq!(r, BTreeMap::from([("10.42.1.0/24".to_string(), ip4("172.31.0.3")), ("10.9.9.9/32".to_string(), ip4("172.31.0.4"))]));
+        assert_eq!(
+            r,
+            BTreeMap::from([
+                ("10.42.1.0/24".to_string(), ip4("172.31.0.3")),
+                ("10.9.9.9/32".to_string(), ip4("172.31.0.4"))
+            ])
+        );
         assert!(parse_ip_routes("\n").unwrap().is_empty());
         assert!(parse_ip_routes("{").is_err());
     }
 
     #[test]
     fn masquerade_script_spares_pod_to_pod_traffic() {
-        let s = masquerade_script("skiff-pods-skiff0", &BTreeSet::from(["10.42.0.0/24".to_string(), "10.42.1.0/24".to_string()]));
+        let s = masquerade_script(
+            "skiff-pods-skiff0",
+            &BTreeSet::from(["10.42.0.0/24".to_string(), "10.42.1.0/24".to_string()]),
+        );
         assert!(s.starts_with("table ip skiff-pods-skiff0\ndelete table ip skiff-pods-skiff0\n"));
         assert!(s.contains("elements = { 10.42.0.0/24, 10.42.1.0/24 }"));
-        assert!(s.contains("ip saddr @pod-cidrs ip daddr != @pod-cidrs ip daddr != 224.0.0.0/4 masquerade"));
-        assert_eq!(masquerade_script("t", &BTreeSet::new()), "table ip t\ndelete table ip t\n");
+        assert!(s.contains(
+            "ip saddr @pod-cidrs ip daddr != @pod-cidrs ip daddr != 224.0.0.0/4 masquerade"
+        ));
+        assert_eq!(
+            masquerade_script("t", &BTreeSet::new()),
+            "table ip t\ndelete table ip t\n"
+        );
     }
 }

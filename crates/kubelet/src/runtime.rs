@@ -287,7 +287,12 @@ pub trait Runtime: Send + Sync {
     /// Sandboxes carrying all of `labels`.
     async fn list_sandboxes(&self, labels: &Labels) -> Result<Vec<Sandbox>, RuntimeError>;
 
-    async fn create_container(&self, sandbox_id: &str, config: &ContainerConfig, sandbox: &SandboxConfig) -> Result<String, RuntimeError>;
+    async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: &ContainerConfig,
+        sandbox: &SandboxConfig,
+    ) -> Result<String, RuntimeError>;
     async fn start_container(&self, id: &str) -> Result<(), RuntimeError>;
     /// Stop with SIGTERM (or the image's stop signal), SIGKILL after `timeout_seconds`.
     async fn stop_container(&self, id: &str, timeout_seconds: i64) -> Result<(), RuntimeError>;
@@ -299,7 +304,11 @@ pub trait Runtime: Send + Sync {
     /// The image if present.
     async fn image_status(&self, image: &str) -> Result<Option<Image>, RuntimeError>;
     /// Pull from a registry, with credentials if given; the image reference pulled.
-    async fn pull_image(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<String, RuntimeError>;
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, RuntimeError>;
     async fn list_images(&self) -> Result<Vec<Image>, RuntimeError>;
     async fn remove_image(&self, image: &str) -> Result<(), RuntimeError>;
     /// Import a docker-archive or OCI archive tarball.
@@ -307,7 +316,12 @@ pub trait Runtime: Send + Sync {
 
     /// Run `command` in a container and wait for it, at most `timeout`
     /// (↔ CRI ExecSync; exec probes and hooks).
-    async fn exec_sync(&self, container_id: &str, command: &[String], timeout: std::time::Duration) -> Result<ExecResult, RuntimeError>;
+    async fn exec_sync(
+        &self,
+        container_id: &str,
+        command: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<ExecResult, RuntimeError>;
     /// The URL of the runtime's streaming server for an exec (↔ CRI Exec).
     async fn exec(&self, request: &StreamRequest) -> Result<String, RuntimeError>;
     /// The URL of the runtime's streaming server for an attach (↔ CRI Attach).

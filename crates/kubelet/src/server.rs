@@ -26,8 +26,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::logs::{self, LogOptions};
 use crate::runtime::{
-    Container, ContainerState, LABEL_CONTAINER_NAME, LABEL_NODE, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID, Labels, Runtime, SandboxState,
-    StreamRequest,
+    Container, ContainerState, LABEL_CONTAINER_NAME, LABEL_NODE, LABEL_POD_NAME,
+    LABEL_POD_NAMESPACE, LABEL_POD_UID, Labels, Runtime, SandboxState, StreamRequest,
 };
 
 /// The kubelet's port.
@@ -66,13 +66,19 @@ struct HttpError {
 }
 
 fn err(code: u16, message: impl Into<String>) -> HttpError {
-    HttpError { code, message: message.into() }
+    HttpError {
+        code,
+        message: message.into(),
+    }
 }
 
 fn text(code: u16, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()).boxed_unsync());
     *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -83,18 +89,28 @@ impl http_body::Body for ChannelBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
     }
 }
 
 /// A self-signed serving certificate for `names` (host names and addresses).
-pub fn tls_config(node_name: &str, names: &[String]) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+pub fn tls_config(
+    node_name: &str,
+    names: &[String],
+) -> Result<Arc<rustls::ServerConfig>, ServerError> {
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::new(names.to_vec())?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, format!("{node_name}@kubelet"));
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{node_name}@kubelet"));
     let cert = params.self_signed(&key)?;
-    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(
+        rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()),
+    );
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -111,8 +127,13 @@ pub async fn bind(port: u16) -> Result<TcpListener, ServerError> {
     match TcpListener::bind(addr).await {
         Ok(l) => Ok(l),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && port != 0 => {
-            tracing::warn!(port, "the kubelet port is in use; listening on a free port instead");
-            TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).await.map_err(|source| ServerError::Listen { port: 0, source })
+            tracing::warn!(
+                port,
+                "the kubelet port is in use; listening on a free port instead"
+            );
+            TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+                .await
+                .map_err(|source| ServerError::Listen { port: 0, source })
         }
         Err(source) => Err(ServerError::Listen { port, source }),
     }
@@ -145,7 +166,9 @@ pub async fn serve(api: Arc<KubeletApi>, listener: TcpListener, tls: Arc<rustls:
                 let api = api.clone();
                 async move { Ok::<_, Infallible>(handle(api, req).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).with_upgrades();
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), service)
+                .with_upgrades();
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "kubelet API connection ended with an error");
             }
@@ -158,8 +181,15 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn authorized(api: &KubeletApi, req: &Request<Incoming>) -> bool {
-    let Some(token) = api.token.as_deref().filter(|t| !t.is_empty()) else { return false };
-    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    let Some(token) = api.token.as_deref().filter(|t| !t.is_empty()) else {
+        return false;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
     given.is_some_and(|g| same(g.as_bytes(), token.as_bytes()))
 }
 
@@ -172,7 +202,10 @@ pub fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
         while i < b.len() {
             match b[i] {
                 b'+' => out.push(b' '),
-                b'%' if i + 2 < b.len() => match ((b[i + 1] as char).to_digit(16), (b[i + 2] as char).to_digit(16)) {
+                b'%' if i + 2 < b.len() => match (
+                    (b[i + 1] as char).to_digit(16),
+                    (b[i + 2] as char).to_digit(16),
+                ) {
                     (Some(h), Some(l)) => {
                         out.push((h * 16 + l) as u8);
                         i += 2;
@@ -199,22 +232,38 @@ struct Query(Vec<(String, String)>);
 
 impl Query {
     fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
     }
 
     fn all(&self, k: &str) -> Vec<String> {
-        self.0.iter().filter(|(key, _)| key == k).map(|(_, v)| v.clone()).collect()
+        self.0
+            .iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// Go's strconv.ParseBool truths.
     fn flag(&self, names: &[&str]) -> bool {
-        names.iter().any(|n| matches!(self.get(n), Some("1" | "t" | "T" | "true" | "TRUE" | "True")))
+        names.iter().any(|n| {
+            matches!(
+                self.get(n),
+                Some("1" | "t" | "T" | "true" | "TRUE" | "True")
+            )
+        })
     }
 
     fn int(&self, k: &str) -> Result<Option<i64>, HttpError> {
         match self.get(k) {
             None | Some("") => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|_| err(400, format!("invalid value for {k}: {v:?}"))),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| err(400, format!("invalid value for {k}: {v:?}"))),
         }
     }
 }
@@ -228,24 +277,36 @@ async fn handle(api: Arc<KubeletApi>, req: Request<Incoming>) -> Response<Body> 
         return text(401, "Unauthorized");
     }
     let query = Query(parse_query(req.uri().query()));
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let method = req.method().clone();
     let result = match (&method, segs.as_slice()) {
         (&Method::GET, ["pods"]) => api.pods().await,
         (&Method::GET, ["stats", "summary"]) => api.stats_summary().await,
-        (&Method::GET, ["containerLogs", ns, pod, container]) => api.container_logs(ns, pod, container, &query).await,
-        (&Method::GET | &Method::POST, ["exec", ns, pod, container]) => match api.stream_url(ns, pod, container, &query, true).await {
-            Ok(url) => relay_upgrade(req, &url).await,
-            Err(e) => Err(e),
-        },
-        (&Method::GET | &Method::POST, ["attach", ns, pod, container]) => match api.stream_url(ns, pod, container, &query, false).await {
-            Ok(url) => relay_upgrade(req, &url).await,
-            Err(e) => Err(e),
-        },
-        (&Method::GET | &Method::POST, ["portForward", ns, pod]) => match api.port_forward_url(ns, pod, &query).await {
-            Ok(url) => relay_upgrade(req, &url).await,
-            Err(e) => Err(e),
-        },
+        (&Method::GET, ["containerLogs", ns, pod, container]) => {
+            api.container_logs(ns, pod, container, &query).await
+        }
+        (&Method::GET | &Method::POST, ["exec", ns, pod, container]) => {
+            match api.stream_url(ns, pod, container, &query, true).await {
+                Ok(url) => relay_upgrade(req, &url).await,
+                Err(e) => Err(e),
+            }
+        }
+        (&Method::GET | &Method::POST, ["attach", ns, pod, container]) => {
+            match api.stream_url(ns, pod, container, &query, false).await {
+                Ok(url) => relay_upgrade(req, &url).await,
+                Err(e) => Err(e),
+            }
+        }
+        (&Method::GET | &Method::POST, ["portForward", ns, pod]) => {
+            match api.port_forward_url(ns, pod, &query).await {
+                Ok(url) => relay_upgrade(req, &url).await,
+                Err(e) => Err(e),
+            }
+        }
         _ => Err(err(404, "404 page not found")),
     };
     match result {
@@ -265,27 +326,48 @@ impl KubeletApi {
     /// The Summary API (what metrics-server scrapes).
     async fn stats_summary(&self) -> Result<Response<Body>, HttpError> {
         let mine: Labels = [(LABEL_NODE.to_string(), self.node_name.clone())].into();
-        let stats = self.runtime.container_stats(&mine).await.map_err(runtime_err)?;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
-        let body = crate::stats::summary(&self.node_name, &crate::stats::NodeUsage::read(now), &stats);
+        let stats = self
+            .runtime
+            .container_stats(&mine)
+            .await
+            .map_err(runtime_err)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        let body =
+            crate::stats::summary(&self.node_name, &crate::stats::NodeUsage::read(now), &stats);
         let mut r = text(200, serde_json::to_vec(&body).unwrap_or_default());
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         Ok(r)
     }
 
     async fn pods(&self) -> Result<Response<Body>, HttpError> {
         let api: Api<Pod> = Api::all(self.client.clone());
-        let list =
-            api.list(&ListParams::default().fields(&format!("spec.nodeName={}", self.node_name))).await.map_err(|e| err(500, format!("listing pods: {e}")))?;
+        let list = api
+            .list(&ListParams::default().fields(&format!("spec.nodeName={}", self.node_name)))
+            .await
+            .map_err(|e| err(500, format!("listing pods: {e}")))?;
         let body = serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": list.items});
         let mut r = text(200, serde_json::to_vec(&body).unwrap_or_default());
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         Ok(r)
     }
 
     /// The containers named `container` of the newest incarnation (UID)
     /// of pod `ns/pod`, oldest attempt first.
-    async fn containers(&self, ns: &str, pod: &str, container: &str) -> Result<Vec<Container>, HttpError> {
+    async fn containers(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<Vec<Container>, HttpError> {
         let labels: Labels = [
             (LABEL_POD_NAMESPACE.to_string(), ns.to_string()),
             (LABEL_POD_NAME.to_string(), pod.to_string()),
@@ -293,8 +375,16 @@ impl KubeletApi {
             (LABEL_NODE.to_string(), self.node_name.clone()),
         ]
         .into();
-        let mut list = self.runtime.list_containers(&labels).await.map_err(runtime_err)?;
-        let Some(uid) = list.iter().max_by_key(|c| c.created_at).and_then(|c| c.labels.get(LABEL_POD_UID).cloned()) else {
+        let mut list = self
+            .runtime
+            .list_containers(&labels)
+            .await
+            .map_err(runtime_err)?;
+        let Some(uid) = list
+            .iter()
+            .max_by_key(|c| c.created_at)
+            .and_then(|c| c.labels.get(LABEL_POD_UID).cloned())
+        else {
             return Ok(Vec::new());
         };
         list.retain(|c| c.labels.get(LABEL_POD_UID) == Some(&uid));
@@ -302,7 +392,13 @@ impl KubeletApi {
         Ok(list)
     }
 
-    async fn container_logs(&self, ns: &str, pod: &str, container: &str, q: &Query) -> Result<Response<Body>, HttpError> {
+    async fn container_logs(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+        q: &Query,
+    ) -> Result<Response<Body>, HttpError> {
         let mut opts = LogOptions {
             tail_lines: q.int("tailLines")?.filter(|n| *n >= 0).map(|n| n as u64),
             timestamps: q.flag(&["timestamps"]),
@@ -311,23 +407,46 @@ impl KubeletApi {
             follow: q.flag(&["follow"]),
         };
         if let Some(secs) = q.int("sinceSeconds")? {
-            opts.since = jiff::Timestamp::now().checked_sub(jiff::SignedDuration::from_secs(secs.max(0))).ok();
+            opts.since = jiff::Timestamp::now()
+                .checked_sub(jiff::SignedDuration::from_secs(secs.max(0)))
+                .ok();
         }
         if let Some(t) = q.get("sinceTime").filter(|t| !t.is_empty()) {
-            opts.since = Some(t.parse().map_err(|e| err(400, format!("invalid sinceTime {t:?}: {e}")))?);
+            opts.since = Some(
+                t.parse()
+                    .map_err(|e| err(400, format!("invalid sinceTime {t:?}: {e}")))?,
+            );
         }
         let previous = q.flag(&["previous"]);
         let containers = self.containers(ns, pod, container).await?;
         let Some(current) = containers.last() else {
-            return Err(err(400, format!("container \"{container}\" in pod \"{pod}\" is waiting to start: ContainerCreating")));
+            return Err(err(
+                400,
+                format!(
+                    "container \"{container}\" in pod \"{pod}\" is waiting to start: ContainerCreating"
+                ),
+            ));
         };
-        let uid = current.labels.get(LABEL_POD_UID).cloned().unwrap_or_default();
+        let uid = current
+            .labels
+            .get(LABEL_POD_UID)
+            .cloned()
+            .unwrap_or_default();
         let dir = self.log_root.join(format!("{ns}_{pod}_{uid}"));
         let (attempt, follow_id) = if previous {
-            let prev = logs::attempts(&dir, container).into_iter().rfind(|a| *a < current.attempt);
+            let prev = logs::attempts(&dir, container)
+                .into_iter()
+                .rfind(|a| *a < current.attempt);
             match prev {
                 Some(a) => (a, None),
-                None => return Err(err(400, format!("previous terminated container \"{container}\" in pod \"{pod}\" not found"))),
+                None => {
+                    return Err(err(
+                        400,
+                        format!(
+                            "previous terminated container \"{container}\" in pod \"{pod}\" not found"
+                        ),
+                    ));
+                }
             }
         } else {
             (current.attempt, Some(current.id.clone()))
@@ -344,38 +463,67 @@ impl KubeletApi {
             let running = move || -> futures::future::BoxFuture<'static, bool> {
                 let runtime = runtime.clone();
                 let id = id.clone();
-                Box::pin(async move { matches!(runtime.container_status(&id).await, Ok(s) if s.state == ContainerState::Running) })
+                Box::pin(async move {
+                    matches!(runtime.container_status(&id).await, Ok(s) if s.state == ContainerState::Running)
+                })
             };
             if let Err(e) = logs::stream_log(&path, opts, tx, running).await {
                 tracing::debug!(path = %path.display(), error = %e, "reading a container log failed");
             }
         });
         let mut r = Response::new(ChannelBody(rx).boxed_unsync());
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         Ok(r)
     }
 
     /// The runtime's streaming URL for an exec (or attach) as the query asks.
-    async fn stream_url(&self, ns: &str, pod: &str, container: &str, q: &Query, exec: bool) -> Result<String, HttpError> {
+    async fn stream_url(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+        q: &Query,
+        exec: bool,
+    ) -> Result<String, HttpError> {
         let tty = q.flag(&["tty"]);
         let stdin = q.flag(&["input", "stdin"]);
         let stdout = q.flag(&["output", "stdout"]);
         // As the kubelet does: no separate stderr stream with a terminal.
         let stderr = q.flag(&["error", "stderr"]) && !tty;
         if !stdin && !stdout && !stderr {
-            return Err(err(400, "you must specify at least 1 of stdin, stdout, stderr"));
+            return Err(err(
+                400,
+                "you must specify at least 1 of stdin, stdout, stderr",
+            ));
         }
         let command = q.all("command");
         if exec && command.is_empty() {
-            return Err(err(400, "you must specify at least one command for the container"));
+            return Err(err(
+                400,
+                "you must specify at least one command for the container",
+            ));
         }
         let containers = self.containers(ns, pod, container).await?;
-        let c = containers.last().ok_or_else(|| err(404, format!("container not found (\"{container}\")")))?;
+        let c = containers
+            .last()
+            .ok_or_else(|| err(404, format!("container not found (\"{container}\")")))?;
         if c.state != ContainerState::Running {
             return Err(err(400, format!("container {container} is not running")));
         }
-        let request = StreamRequest { container_id: c.id.clone(), command, tty, stdin, stdout, stderr };
-        let url = if exec { self.runtime.exec(&request).await } else { self.runtime.attach(&request).await };
+        let request = StreamRequest {
+            container_id: c.id.clone(),
+            command,
+            tty,
+            stdin,
+            stdout,
+            stderr,
+        };
+        let url = if exec {
+            self.runtime.exec(&request).await
+        } else {
+            self.runtime.attach(&request).await
+        };
         url.map_err(runtime_err)
     }
 
@@ -386,7 +534,11 @@ impl KubeletApi {
             (LABEL_NODE.to_string(), self.node_name.clone()),
         ]
         .into();
-        let sandboxes = self.runtime.list_sandboxes(&labels).await.map_err(runtime_err)?;
+        let sandboxes = self
+            .runtime
+            .list_sandboxes(&labels)
+            .await
+            .map_err(runtime_err)?;
         let sandbox = sandboxes
             .iter()
             .filter(|s| s.state == SandboxState::Ready)
@@ -395,33 +547,67 @@ impl KubeletApi {
         let mut ports = Vec::new();
         for p in q.all("port") {
             for p in p.split(',').filter(|p| !p.is_empty()) {
-                ports.push(p.parse::<i32>().map_err(|_| err(400, format!("unable to parse {p:?} as a port")))?);
+                ports.push(
+                    p.parse::<i32>()
+                        .map_err(|_| err(400, format!("unable to parse {p:?} as a port")))?,
+                );
             }
         }
-        self.runtime.port_forward(&sandbox.id, &ports).await.map_err(runtime_err)
+        self.runtime
+            .port_forward(&sandbox.id, &ports)
+            .await
+            .map_err(runtime_err)
     }
 }
 
 /// Headers that describe the connection, not the request: not relayed.
 fn relayed(name: &header::HeaderName) -> bool {
-    !matches!(name.as_str(), "host" | "authorization" | "content-length" | "transfer-encoding" | "keep-alive" | "proxy-connection" | "te" | "trailer")
+    !matches!(
+        name.as_str(),
+        "host"
+            | "authorization"
+            | "content-length"
+            | "transfer-encoding"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+    )
 }
 
 /// Replay an upgrade request to the runtime's streaming server at `url`,
 /// and once both sides switched protocols, copy bytes both ways. A refusal
 /// of the streaming server is answered as it was given.
 async fn relay_upgrade(mut req: Request<Incoming>, url: &str) -> Result<Response<Body>, HttpError> {
-    let uri: Uri = url.parse().map_err(|e| err(500, format!("the runtime's streaming URL {url:?}: {e}")))?;
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| err(500, format!("the runtime's streaming URL {url:?}: {e}")))?;
     if uri.scheme_str() != Some("http") {
-        return Err(err(500, format!("unsupported streaming URL {url:?} (only http is relayed)")));
+        return Err(err(
+            500,
+            format!("unsupported streaming URL {url:?} (only http is relayed)"),
+        ));
     }
-    let host = uri.host().unwrap_or("127.0.0.1").trim_matches(|c| c == '[' || c == ']').to_string();
+    let host = uri
+        .host()
+        .unwrap_or("127.0.0.1")
+        .trim_matches(|c| c == '[' || c == ']')
+        .to_string();
     let port = uri.port_u16().unwrap_or(80);
     let client_upgrade = hyper::upgrade::on(&mut req);
-    let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|e| err(500, format!("connecting to the streaming server {url}: {e}")))?;
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| {
+            err(
+                500,
+                format!("connecting to the streaming server {url}: {e}"),
+            )
+        })?;
     let _ = tcp.set_nodelay(true);
     let (mut sender, conn) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tcp)).await.map_err(|e| err(500, format!("streaming server handshake: {e}")))?;
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
+            .await
+            .map_err(|e| err(500, format!("streaming server handshake: {e}")))?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "streaming server connection ended with an error");
@@ -440,11 +626,18 @@ async fn relay_upgrade(mut req: Request<Incoming>, url: &str) -> Result<Response
         }
     }
     let up = up.body(Empty::new()).map_err(|e| err(500, e.to_string()))?;
-    let resp = sender.send_request(up).await.map_err(|e| err(500, format!("streaming server request: {e}")))?;
+    let resp = sender
+        .send_request(up)
+        .await
+        .map_err(|e| err(500, format!("streaming server request: {e}")))?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = Limited::new(resp.into_body(), 64 * 1024).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = Limited::new(resp.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         let mut r = text(status.as_u16(), body);
         if let Some(ct) = headers.get(header::CONTENT_TYPE) {
             r.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
@@ -468,7 +661,9 @@ async fn relay_upgrade(mut req: Request<Incoming>, url: &str) -> Result<Response
                     tracing::debug!(error = %e, "stream relay ended with an error");
                 }
             }
-            (a, b) => tracing::debug!(client = ?a.err(), runtime = ?b.err(), "stream upgrade failed"),
+            (a, b) => {
+                tracing::debug!(client = ?a.err(), runtime = ?b.err(), "stream upgrade failed")
+            }
         }
     });
     Ok(out)
@@ -480,14 +675,20 @@ mod tests {
 
     #[test]
     fn parses_queries() {
-        let q = Query(parse_query(Some("command=sh&command=-c&command=exit+3%3B%20x&input=1&tty=true&output=0&bad=%zz")));
+        let q = Query(parse_query(Some(
+            "command=sh&command=-c&command=exit+3%3B%20x&input=1&tty=true&output=0&bad=%zz",
+        )));
         assert_eq!(q.all("command"), vec!["sh", "-c", "exit 3; x"]);
         assert!(q.flag(&["input"]));
         assert!(q.flag(&["tty"]));
         assert!(!q.flag(&["output"]));
         assert!(!q.flag(&["error", "stderr"]));
         assert_eq!(q.get("bad"), Some("%zz"));
-        assert!(Query(parse_query(Some("tailLines=x"))).int("tailLines").is_err());
+        assert!(
+            Query(parse_query(Some("tailLines=x")))
+                .int("tailLines")
+                .is_err()
+        );
     }
 
     #[test]

@@ -7,10 +7,14 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::runtime::{ContainerStats, LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
+use crate::runtime::{
+    ContainerStats, LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
+};
 
 fn rfc3339_ns(ns: i64) -> String {
-    jiff::Timestamp::from_nanosecond(i128::from(ns)).map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default()
+    jiff::Timestamp::from_nanosecond(i128::from(ns))
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
 }
 
 fn cpu(s: &ContainerStats) -> Value {
@@ -35,10 +39,25 @@ impl NodeUsage {
     /// From the first line of /proc/stat and /proc/meminfo.
     pub fn parse(stat: &str, meminfo: &str, timestamp_ns: i64) -> NodeUsage {
         // cpu  user nice system idle iowait irq softirq steal ... (USER_HZ = 100)
-        let fields: Vec<u64> = stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
         let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
         let total: u64 = fields.iter().take(8).sum();
-        let kib = |key: &str| meminfo.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 1024;
+        let kib = |key: &str| {
+            meminfo
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                * 1024
+        };
         NodeUsage {
             timestamp_ns,
             usage_core_nano_seconds: total.saturating_sub(idle) * 10_000_000,
@@ -62,7 +81,9 @@ pub fn summary(node: &str, usage: &NodeUsage, stats: &[ContainerStats]) -> Value
         if l(LABEL_POD_UID).is_empty() {
             continue;
         }
-        pods.entry((l(LABEL_POD_NAMESPACE), l(LABEL_POD_NAME), l(LABEL_POD_UID))).or_default().push(s);
+        pods.entry((l(LABEL_POD_NAMESPACE), l(LABEL_POD_NAME), l(LABEL_POD_UID)))
+            .or_default()
+            .push(s);
     }
     let pods: Vec<Value> = pods
         .into_iter()
@@ -82,7 +103,9 @@ pub fn summary(node: &str, usage: &NodeUsage, stats: &[ContainerStats]) -> Value
             })
         })
         .collect();
-    let used = usage.memory_total_bytes.saturating_sub(usage.memory_available_bytes);
+    let used = usage
+        .memory_total_bytes
+        .saturating_sub(usage.memory_available_bytes);
     json!({
         "node": {
             "nodeName": node,
@@ -99,9 +122,16 @@ mod tests {
 
     #[test]
     fn node_usage_from_proc() {
-        let u = NodeUsage::parse("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3\n", "MemTotal:  2048 kB\nMemFree: 10 kB\nMemAvailable:  1024 kB\n", 7);
+        let u = NodeUsage::parse(
+            "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3\n",
+            "MemTotal:  2048 kB\nMemFree: 10 kB\nMemAvailable:  1024 kB\n",
+            7,
+        );
         assert_eq!(u.usage_core_nano_seconds, 150 * 10_000_000);
-        assert_eq!((u.memory_total_bytes, u.memory_available_bytes), (2048 * 1024, 1024 * 1024));
+        assert_eq!(
+            (u.memory_total_bytes, u.memory_available_bytes),
+            (2048 * 1024, 1024 * 1024)
+        );
     }
 
     #[test]
@@ -119,7 +149,11 @@ mod tests {
             working_set_bytes: mem,
             ..Default::default()
         };
-        let s = summary("n1", &NodeUsage::default(), &[c("a", "x", 10, 100), c("a", "y", 5, 50), c("b", "z", 1, 1)]);
+        let s = summary(
+            "n1",
+            &NodeUsage::default(),
+            &[c("a", "x", 10, 100), c("a", "y", 5, 50), c("b", "z", 1, 1)],
+        );
         assert_eq!(s["node"]["nodeName"], "n1");
         let pods = s["pods"].as_array().unwrap();
         assert_eq!(pods.len(), 2);
@@ -127,6 +161,9 @@ mod tests {
         assert_eq!(pods[0]["cpu"]["usageNanoCores"], 15);
         assert_eq!(pods[0]["memory"]["workingSetBytes"], 150);
         assert_eq!(pods[0]["containers"][1]["name"], "y");
-        assert_eq!(pods[0]["containers"][1]["cpu"]["time"], "2023-11-14T22:13:20Z");
+        assert_eq!(
+            pods[0]["containers"][1]["cpu"]["time"],
+            "2023-11-14T22:13:20Z"
+        );
     }
 }

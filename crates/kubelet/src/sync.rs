@@ -111,9 +111,17 @@ impl Backoff {
 
     /// Record one more failure: the delay doubles up to `max` (and starts
     /// over after 2×max without failures).
-    pub fn next(&mut self, key: &str, now: SystemTime, initial: Duration, max: Duration) -> Duration {
+    pub fn next(
+        &mut self,
+        key: &str,
+        now: SystemTime,
+        initial: Duration,
+        max: Duration,
+    ) -> Duration {
         let delay = match self.entries.get(key) {
-            Some((d, last)) if now.duration_since(*last).unwrap_or_default() <= max * 2 => (*d * 2).min(max),
+            Some((d, last)) if now.duration_since(*last).unwrap_or_default() <= max * 2 => {
+                (*d * 2).min(max)
+            }
             _ => initial,
         };
         self.entries.insert(key.into(), (delay, now));
@@ -130,7 +138,11 @@ impl Backoff {
 }
 
 fn nanos_to_time(ns: i64) -> SystemTime {
-    if ns <= 0 { UNIX_EPOCH } else { UNIX_EPOCH + Duration::from_nanos(ns as u64) }
+    if ns <= 0 {
+        UNIX_EPOCH
+    } else {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    }
 }
 
 /// RFC 3339 with second precision, as metav1.Time serializes.
@@ -171,9 +183,21 @@ fn pod_key(pod: &Pod) -> String {
 /// The labels that mark a pod's sandboxes and containers.
 pub fn pod_labels(pod: &Pod, node: &str) -> Labels {
     let mut l = Labels::new();
-    l.insert(LABEL_POD_UID.into(), pod.metadata.uid.clone().unwrap_or_default());
-    l.insert(LABEL_POD_NAME.into(), pod.metadata.name.clone().unwrap_or_default());
-    l.insert(LABEL_POD_NAMESPACE.into(), pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()));
+    l.insert(
+        LABEL_POD_UID.into(),
+        pod.metadata.uid.clone().unwrap_or_default(),
+    );
+    l.insert(
+        LABEL_POD_NAME.into(),
+        pod.metadata.name.clone().unwrap_or_default(),
+    );
+    l.insert(
+        LABEL_POD_NAMESPACE.into(),
+        pod.metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+    );
     l.insert(LABEL_NODE.into(), node.into());
     l
 }
@@ -254,7 +278,10 @@ impl PodWorker {
             backoff_reported: HashMap::new(),
             sandbox_ips: HashMap::new(),
             volumes: crate::volumes::PodVolumes::default(),
-            probes: crate::probes::ProbeManager::new(runtime_for_probes, Arc::new(crate::probes::NetProber)),
+            probes: crate::probes::ProbeManager::new(
+                runtime_for_probes,
+                Arc::new(crate::probes::NetProber),
+            ),
         }
     }
 
@@ -277,8 +304,19 @@ impl PodWorker {
         events
     }
 
-    fn event(&mut self, kind: EventKind, reason: &str, message: String, field_path: Option<String>) {
-        self.events.push(PodEvent { kind, reason: reason.into(), message, field_path });
+    fn event(
+        &mut self,
+        kind: EventKind,
+        reason: &str,
+        message: String,
+        field_path: Option<String>,
+    ) {
+        self.events.push(PodEvent {
+            kind,
+            reason: reason.into(),
+            message,
+            field_path,
+        });
     }
 
     fn log_dir(&self, pod: &Pod) -> PathBuf {
@@ -296,9 +334,15 @@ impl PodWorker {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let mut port_mappings = Vec::new();
-        for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+        for c in spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+        {
             for p in c.ports.iter().flatten() {
-                let Some(host_port) = p.host_port.filter(|h| *h > 0) else { continue };
+                let Some(host_port) = p.host_port.filter(|h| *h > 0) else {
+                    continue;
+                };
                 port_mappings.push(PortMapping {
                     protocol: match p.protocol.as_deref() {
                         Some("UDP") => Protocol::Udp,
@@ -311,11 +355,23 @@ impl PodWorker {
                 });
             }
         }
-        let hostname = spec.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| name.clone());
-        let hostname = if spec.host_network.unwrap_or(false) { String::new() } else { hostname.chars().take(63).collect() };
+        let hostname = spec
+            .hostname
+            .clone()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| name.clone());
+        let hostname = if spec.host_network.unwrap_or(false) {
+            String::new()
+        } else {
+            hostname.chars().take(63).collect()
+        };
         SandboxConfig {
             name,
-            namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            namespace: pod
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
             uid: uid.clone(),
             attempt,
             hostname,
@@ -327,8 +383,17 @@ impl PodWorker {
             host_ipc: spec.host_ipc.unwrap_or(false),
             share_pid: spec.share_process_namespace.unwrap_or(false),
             port_mappings,
-            cgroup_parent: if self.settings.cgroup_root.is_empty() { String::new() } else { format!("{}/pod{}", self.settings.cgroup_root, uid) },
-            dns: Some(crate::dns::pod_dns_from(pod, &self.settings.cluster_dns, &self.settings.cluster_domain, &self.settings.resolv_conf)),
+            cgroup_parent: if self.settings.cgroup_root.is_empty() {
+                String::new()
+            } else {
+                format!("{}/pod{}", self.settings.cgroup_root, uid)
+            },
+            dns: Some(crate::dns::pod_dns_from(
+                pod,
+                &self.settings.cluster_dns,
+                &self.settings.cluster_domain,
+                &self.settings.resolv_conf,
+            )),
         }
     }
 
@@ -369,26 +434,44 @@ impl PodWorker {
     }
 
     /// Make the runtime match the pod and compute its status.
-    pub async fn sync(&mut self, pod: &Pod, lookup: &dyn Lookup) -> Result<SyncResult, RuntimeError> {
+    pub async fn sync(
+        &mut self,
+        pod: &Pod,
+        lookup: &dyn Lookup,
+    ) -> Result<SyncResult, RuntimeError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let spec = pod.spec.clone().unwrap_or_default();
         if let Some(status) = &self.final_status {
-            return Ok(SyncResult { status: status.clone(), requeue: Duration::from_secs(60) });
+            return Ok(SyncResult {
+                status: status.clone(),
+                requeue: Duration::from_secs(60),
+            });
         }
         let status_phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if is_terminal(status_phase) {
             // Finished before this worker existed (an agent restart): keep it so.
             self.stop_sandboxes(&uid).await;
-            let status = serde_json::to_value(pod.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
+            let status =
+                serde_json::to_value(pod.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
             self.final_status = Some(status.clone());
-            return Ok(SyncResult { status, requeue: Duration::from_secs(60) });
+            return Ok(SyncResult {
+                status,
+                requeue: Duration::from_secs(60),
+            });
         }
         self.probes.add_pod(pod);
         if self.start_time.is_none() {
-            self.start_time =
-                pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()).or_else(|| Some(rfc3339(SystemTime::now())));
+            self.start_time = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+                .or_else(|| Some(rfc3339(SystemTime::now())));
         }
-        let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let restart_policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
         let mut waiting: HashMap<String, Waiting> = HashMap::new();
         let mut requeue = self.settings.resync;
         let now = SystemTime::now();
@@ -411,13 +494,19 @@ impl PodWorker {
                 sandbox = Some((sb.id.clone(), cfg));
             }
             None => {
-                let all_created = spec.containers.iter().all(|c| containers.iter().any(|x| x.name == c.name));
+                let all_created = spec
+                    .containers
+                    .iter()
+                    .all(|c| containers.iter().any(|x| x.name == c.name));
                 let done = restart_policy == "Never" && all_created;
                 if !done {
                     acted = true;
                     let attempt = sandboxes.first().map(|s| s.attempt + 1).unwrap_or(0);
                     // Whatever ran in a dead sandbox is stopped; the new one starts over.
-                    for c in containers.iter().filter(|c| c.state == ContainerState::Running) {
+                    for c in containers
+                        .iter()
+                        .filter(|c| c.state == ContainerState::Running)
+                    {
                         if let Err(e) = self.runtime.stop_container(&c.id, 0).await {
                             tracing::debug!(error = %e, "stopping a container of a dead sandbox failed");
                         }
@@ -429,7 +518,12 @@ impl PodWorker {
                         }
                     }
                     if attempt > 0 {
-                        self.event(EventKind::Normal, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.".into(), None);
+                        self.event(
+                            EventKind::Normal,
+                            "SandboxChanged",
+                            "Pod sandbox changed, it will be killed and re-created.".into(),
+                            None,
+                        );
                     }
                     let cfg = self.sandbox_config(pod, attempt);
                     if let Err(e) = std::fs::create_dir_all(&cfg.log_directory) {
@@ -443,7 +537,12 @@ impl PodWorker {
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, pod = %pod_key(pod), "creating the pod sandbox failed");
-                            self.event(EventKind::Warning, "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {e}"), None);
+                            self.event(
+                                EventKind::Warning,
+                                "FailedCreatePodSandBox",
+                                format!("Failed to create pod sandbox: {e}"),
+                                None,
+                            );
                             requeue = Duration::from_secs(5);
                         }
                     }
@@ -456,7 +555,9 @@ impl PodWorker {
         }
 
         if sandbox.is_some() {
-            self.volumes.refresh(pod, &self.settings, lookup, self.settings.volume_refresh).await;
+            self.volumes
+                .refresh(pod, &self.settings, lookup, self.settings.volume_refresh)
+                .await;
         }
 
         // Containers: inits in order, then the others.
@@ -478,20 +579,51 @@ impl PodWorker {
                     Some(l) => {
                         let d = self.detail(&l).await;
                         let exit = d.as_ref().map(|d| d.exit_code).unwrap_or(-1);
-                        let finished = d.as_ref().map(|d| nanos_to_time(d.finished_at)).unwrap_or(now);
+                        let finished = d
+                            .as_ref()
+                            .map(|d| nanos_to_time(d.finished_at))
+                            .unwrap_or(now);
                         if l.state == ContainerState::Exited && exit == 0 && !sidecar {
                             Step::Fine
-                        } else if restart_policy == "Never" && !sidecar && l.state == ContainerState::Exited {
+                        } else if restart_policy == "Never"
+                            && !sidecar
+                            && l.state == ContainerState::Exited
+                        {
                             init_failed = true;
                             Step::Blocked
                         } else {
                             acted = true;
-                            self.restart(pod, c, Kind::Init, &l, finished, sandbox_id, cfg, &ip, lookup, &mut waiting, &mut requeue).await
+                            self.restart(
+                                pod,
+                                c,
+                                Kind::Init,
+                                &l,
+                                finished,
+                                sandbox_id,
+                                cfg,
+                                &ip,
+                                lookup,
+                                &mut waiting,
+                                &mut requeue,
+                            )
+                            .await
                         }
                     }
                     None => {
                         acted = true;
-                        self.start(pod, c, Kind::Init, 0, sandbox_id, cfg, &ip, lookup, &mut waiting, &mut requeue).await
+                        self.start(
+                            pod,
+                            c,
+                            Kind::Init,
+                            0,
+                            sandbox_id,
+                            cfg,
+                            &ip,
+                            lookup,
+                            &mut waiting,
+                            &mut requeue,
+                        )
+                        .await
                     }
                 };
                 match step {
@@ -508,13 +640,29 @@ impl PodWorker {
                         Some(l) if l.state == ContainerState::Running => {
                             if let Some(probe) = self.probes.failed(&l.id) {
                                 acted = true;
-                                self.kill_unhealthy(pod, c, &l, probe, &restart_policy, sandbox_id, cfg, &ip, lookup, &mut waiting, &mut requeue).await;
+                                self.kill_unhealthy(
+                                    pod,
+                                    c,
+                                    &l,
+                                    probe,
+                                    &restart_policy,
+                                    sandbox_id,
+                                    cfg,
+                                    &ip,
+                                    lookup,
+                                    &mut waiting,
+                                    &mut requeue,
+                                )
+                                .await;
                             }
                         }
                         Some(l) => {
                             let d = self.detail(&l).await;
                             let exit = d.as_ref().map(|d| d.exit_code).unwrap_or(-1);
-                            let finished = d.as_ref().map(|d| nanos_to_time(d.finished_at)).unwrap_or(now);
+                            let finished = d
+                                .as_ref()
+                                .map(|d| nanos_to_time(d.finished_at))
+                                .unwrap_or(now);
                             let restart = match restart_policy.as_str() {
                                 "Never" => false,
                                 "OnFailure" => l.state != ContainerState::Exited || exit != 0,
@@ -522,12 +670,37 @@ impl PodWorker {
                             };
                             if restart {
                                 acted = true;
-                                self.restart(pod, c, Kind::App, &l, finished, sandbox_id, cfg, &ip, lookup, &mut waiting, &mut requeue).await;
+                                self.restart(
+                                    pod,
+                                    c,
+                                    Kind::App,
+                                    &l,
+                                    finished,
+                                    sandbox_id,
+                                    cfg,
+                                    &ip,
+                                    lookup,
+                                    &mut waiting,
+                                    &mut requeue,
+                                )
+                                .await;
                             }
                         }
                         None => {
                             acted = true;
-                            self.start(pod, c, Kind::App, 0, sandbox_id, cfg, &ip, lookup, &mut waiting, &mut requeue).await;
+                            self.start(
+                                pod,
+                                c,
+                                Kind::App,
+                                0,
+                                sandbox_id,
+                                cfg,
+                                &ip,
+                                lookup,
+                                &mut waiting,
+                                &mut requeue,
+                            )
+                            .await;
                         }
                     }
                 }
@@ -539,22 +712,61 @@ impl PodWorker {
         if acted {
             containers = self.runtime.list_containers(&uid_selector(&uid)).await?;
         }
-        self.details.retain(|id, _| containers.iter().any(|c| &c.id == id));
+        self.details
+            .retain(|id, _| containers.iter().any(|c| &c.id == id));
 
         // The status.
-        let init_statuses = self.statuses(spec.init_containers.as_deref().unwrap_or_default(), Kind::Init, &containers, &waiting, false).await;
-        let app_statuses = self.statuses(&spec.containers, Kind::App, &containers, &waiting, !init_done).await;
-        let inits_complete = spec.init_containers.iter().flatten().zip(&init_statuses).all(|(c, s)| {
-            if c.restart_policy.as_deref() == Some("Always") {
-                s["started"] == true
-            } else {
-                s.pointer("/state/terminated/exitCode").and_then(Value::as_i64) == Some(0)
-            }
-        });
+        let init_statuses = self
+            .statuses(
+                spec.init_containers.as_deref().unwrap_or_default(),
+                Kind::Init,
+                &containers,
+                &waiting,
+                false,
+            )
+            .await;
+        let app_statuses = self
+            .statuses(
+                &spec.containers,
+                Kind::App,
+                &containers,
+                &waiting,
+                !init_done,
+            )
+            .await;
+        let inits_complete = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .zip(&init_statuses)
+            .all(|(c, s)| {
+                if c.restart_policy.as_deref() == Some("Always") {
+                    s["started"] == true
+                } else {
+                    s.pointer("/state/terminated/exitCode")
+                        .and_then(Value::as_i64)
+                        == Some(0)
+                }
+            });
         let phase = phase(&restart_policy, inits_complete, init_failed, &app_statuses);
-        self.probes.observe(pod, &app_statuses, pod_ip.as_deref(), is_terminal(Some(&phase)));
+        self.probes.observe(
+            pod,
+            &app_statuses,
+            pod_ip.as_deref(),
+            is_terminal(Some(&phase)),
+        );
         let sandbox_ready = sandbox.is_some();
-        let status = self.pod_status(pod, &phase, pod_ip.as_deref(), &pod_ips, inits_complete, sandbox_ready, &spec, &init_statuses, &app_statuses);
+        let status = self.pod_status(
+            pod,
+            &phase,
+            pod_ip.as_deref(),
+            &pod_ips,
+            inits_complete,
+            sandbox_ready,
+            &spec,
+            &init_statuses,
+            &app_statuses,
+        );
         if is_terminal(Some(&phase)) {
             // Done: free the sandbox (and its IP); keep the containers for their logs.
             self.stop_sandboxes(&uid).await;
@@ -599,7 +811,17 @@ impl PodWorker {
             _ => grace_period(pod, None),
         };
         let prober = self.probes.prober();
-        let (stopped, events) = crate::hooks::stop_with_pre_stop(self.runtime.as_ref(), prober.as_ref(), pod, Some(c), field, &l.id, pod_ip, grace).await;
+        let (stopped, events) = crate::hooks::stop_with_pre_stop(
+            self.runtime.as_ref(),
+            prober.as_ref(),
+            pod,
+            Some(c),
+            field,
+            &l.id,
+            pod_ip,
+            grace,
+        )
+        .await;
         self.events.extend(events);
         if let Err(e) = stopped {
             tracing::warn!(error = %e, pod = %pod_key(pod), container = %c.name, "killing an unhealthy container failed");
@@ -608,12 +830,27 @@ impl PodWorker {
         }
         self.details.remove(&l.id);
         if restart {
-            self.restart(pod, c, Kind::App, l, SystemTime::now(), sandbox_id, cfg, pod_ip, lookup, waiting, requeue).await;
+            self.restart(
+                pod,
+                c,
+                Kind::App,
+                l,
+                SystemTime::now(),
+                sandbox_id,
+                cfg,
+                pod_ip,
+                lookup,
+                waiting,
+                requeue,
+            )
+            .await;
         }
     }
 
     async fn stop_sandboxes(&mut self, uid: &str) {
-        let Ok(sandboxes) = self.runtime.list_sandboxes(&uid_selector(uid)).await else { return };
+        let Ok(sandboxes) = self.runtime.list_sandboxes(&uid_selector(uid)).await else {
+            return;
+        };
         for sb in sandboxes.iter().filter(|s| s.state == SandboxState::Ready) {
             if let Err(e) = self.runtime.stop_sandbox(&sb.id).await {
                 tracing::warn!(error = %e, sandbox = %sb.id, "stopping a finished pod's sandbox failed");
@@ -644,18 +881,50 @@ impl PodWorker {
                 c.name.clone(),
                 Waiting {
                     reason: "CrashLoopBackOff".into(),
-                    message: format!("back-off {} restarting failed container={} pod={}", human(delay), c.name, pod_key(pod)),
+                    message: format!(
+                        "back-off {} restarting failed container={} pod={}",
+                        human(delay),
+                        c.name,
+                        pod_key(pod)
+                    ),
                 },
             );
-            *requeue = (*requeue).min(until.duration_since(now).unwrap_or_default() + Duration::from_millis(10));
+            *requeue = (*requeue)
+                .min(until.duration_since(now).unwrap_or_default() + Duration::from_millis(10));
             if self.backoff_reported.get(&c.name) != Some(&until) {
                 self.backoff_reported.insert(c.name.clone(), until);
-                self.event(EventKind::Warning, "BackOff", format!("Back-off restarting failed container {} in pod {}", c.name, pod_key(pod)), Some(kind.field(&c.name)));
+                self.event(
+                    EventKind::Warning,
+                    "BackOff",
+                    format!(
+                        "Back-off restarting failed container {} in pod {}",
+                        c.name,
+                        pod_key(pod)
+                    ),
+                    Some(kind.field(&c.name)),
+                );
             }
             return Step::Blocked;
         }
-        self.crash.next(&c.name, now, self.settings.crash_backoff_initial, self.settings.crash_backoff_max);
-        self.start(pod, c, kind, latest.attempt + 1, sandbox_id, cfg, pod_ip, lookup, waiting, requeue).await
+        self.crash.next(
+            &c.name,
+            now,
+            self.settings.crash_backoff_initial,
+            self.settings.crash_backoff_max,
+        );
+        self.start(
+            pod,
+            c,
+            kind,
+            latest.attempt + 1,
+            sandbox_id,
+            cfg,
+            pod_ip,
+            lookup,
+            waiting,
+            requeue,
+        )
+        .await
     }
 
     /// Pull if needed, create and start instance `attempt` of `c`.
@@ -675,15 +944,29 @@ impl PodWorker {
     ) -> Step {
         let field = Some(kind.field(&c.name));
         let image = c.image.clone().unwrap_or_default();
-        if let Err(w) = self.ensure_image(pod, c, &image, field.clone(), lookup, requeue).await {
+        if let Err(w) = self
+            .ensure_image(pod, c, &image, field.clone(), lookup, requeue)
+            .await
+        {
             waiting.insert(c.name.clone(), w);
             return Step::Blocked;
         }
         let env = match container_env(pod, c, &self.settings.host_ip, pod_ip, lookup).await {
             Ok(env) => env,
             Err(message) => {
-                self.event(EventKind::Warning, "Failed", format!("Error: {message}"), field);
-                waiting.insert(c.name.clone(), Waiting { reason: "CreateContainerConfigError".into(), message });
+                self.event(
+                    EventKind::Warning,
+                    "Failed",
+                    format!("Error: {message}"),
+                    field,
+                );
+                waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: "CreateContainerConfigError".into(),
+                        message,
+                    },
+                );
                 *requeue = (*requeue).min(Duration::from_secs(5));
                 return Step::Blocked;
             }
@@ -698,13 +981,23 @@ impl PodWorker {
             }
         };
         let sc = c.security_context.clone().unwrap_or_default();
-        let psc = pod.spec.as_ref().and_then(|s| s.security_context.clone()).unwrap_or_default();
+        let psc = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.security_context.clone())
+            .unwrap_or_default();
         let caps = sc.capabilities.clone().unwrap_or_default();
         let mut labels = cfg.labels.clone();
         labels.insert(LABEL_CONTAINER_NAME.into(), c.name.clone());
         let mut annotations = BTreeMap::new();
-        annotations.insert("io.kubernetes.container.restartCount".to_string(), attempt.to_string());
-        annotations.insert("io.kubernetes.pod.terminationGracePeriod".to_string(), grace_period(pod, None).to_string());
+        annotations.insert(
+            "io.kubernetes.container.restartCount".to_string(),
+            attempt.to_string(),
+        );
+        annotations.insert(
+            "io.kubernetes.pod.terminationGracePeriod".to_string(),
+            grace_period(pod, None).to_string(),
+        );
         let log_path = format!("{}/{}.log", c.name, attempt);
         if let Err(e) = std::fs::create_dir_all(cfg.log_directory.join(&c.name)) {
             tracing::debug!(error = %e, "creating the container log directory failed");
@@ -713,7 +1006,12 @@ impl PodWorker {
             name: c.name.clone(),
             attempt,
             image: image.clone(),
-            command: c.command.iter().flatten().map(|s| expand(s, &vars)).collect(),
+            command: c
+                .command
+                .iter()
+                .flatten()
+                .map(|s| expand(s, &vars))
+                .collect(),
             args: c.args.iter().flatten().map(|s| expand(s, &vars)).collect(),
             working_dir: c.working_dir.clone().unwrap_or_default(),
             env,
@@ -732,41 +1030,103 @@ impl PodWorker {
             resources: resources(pod, c, self.settings.memory_capacity),
             mounts,
         };
-        let id = match self.runtime.create_container(sandbox_id, &config, cfg).await {
+        let id = match self
+            .runtime
+            .create_container(sandbox_id, &config, cfg)
+            .await
+        {
             Ok(id) => id,
             Err(e) => {
                 self.event(EventKind::Warning, "Failed", format!("Error: {e}"), field);
-                waiting.insert(c.name.clone(), Waiting { reason: "CreateContainerError".into(), message: e.to_string() });
+                waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: "CreateContainerError".into(),
+                        message: e.to_string(),
+                    },
+                );
                 *requeue = (*requeue).min(Duration::from_secs(5));
                 return Step::Blocked;
             }
         };
-        self.event(EventKind::Normal, "Created", format!("Created container: {}", c.name), field.clone());
+        self.event(
+            EventKind::Normal,
+            "Created",
+            format!("Created container: {}", c.name),
+            field.clone(),
+        );
         if let Err(e) = self.runtime.start_container(&id).await {
             self.event(EventKind::Warning, "Failed", format!("Error: {e}"), field);
-            waiting.insert(c.name.clone(), Waiting { reason: "RunContainerError".into(), message: e.to_string() });
+            waiting.insert(
+                c.name.clone(),
+                Waiting {
+                    reason: "RunContainerError".into(),
+                    message: e.to_string(),
+                },
+            );
             return Step::Blocked;
         }
-        self.event(EventKind::Normal, "Started", format!("Started container {}", c.name), field.clone());
+        self.event(
+            EventKind::Normal,
+            "Started",
+            format!("Started container {}", c.name),
+            field.clone(),
+        );
         let prober = self.probes.prober();
-        if let Err(message) = crate::hooks::post_start(self.runtime.as_ref(), prober.as_ref(), pod, c, &id, pod_ip).await {
+        if let Err(message) =
+            crate::hooks::post_start(self.runtime.as_ref(), prober.as_ref(), pod, c, &id, pod_ip)
+                .await
+        {
             // ↔ startContainer: the hook failed, the container is killed (and restarted per its policy).
-            self.event(EventKind::Warning, "FailedPostStartHook", message.clone(), field.clone());
-            self.event(EventKind::Normal, "Killing", "FailedPostStartHook".into(), field.clone());
-            let (stopped, events) = crate::hooks::stop_with_pre_stop(self.runtime.as_ref(), prober.as_ref(), pod, Some(c), field, &id, pod_ip, grace_period(pod, None)).await;
+            self.event(
+                EventKind::Warning,
+                "FailedPostStartHook",
+                message.clone(),
+                field.clone(),
+            );
+            self.event(
+                EventKind::Normal,
+                "Killing",
+                "FailedPostStartHook".into(),
+                field.clone(),
+            );
+            let (stopped, events) = crate::hooks::stop_with_pre_stop(
+                self.runtime.as_ref(),
+                prober.as_ref(),
+                pod,
+                Some(c),
+                field,
+                &id,
+                pod_ip,
+                grace_period(pod, None),
+            )
+            .await;
             self.events.extend(events);
             if let Err(e) = stopped {
                 tracing::warn!(error = %e, pod = %pod_key(pod), container = %c.name, "killing a container whose postStart hook failed failed");
             }
-            waiting.insert(c.name.clone(), Waiting { reason: "PostStartHookError".into(), message });
+            waiting.insert(
+                c.name.clone(),
+                Waiting {
+                    reason: "PostStartHookError".into(),
+                    message,
+                },
+            );
             *requeue = (*requeue).min(Duration::from_secs(1));
             return Step::Blocked;
         }
         // Keep this instance and the one before it (for lastState and logs --previous).
         if attempt >= 2
-            && let Ok(old) = self.runtime.list_containers(&uid_selector(pod.metadata.uid.as_deref().unwrap_or_default())).await
+            && let Ok(old) = self
+                .runtime
+                .list_containers(&uid_selector(
+                    pod.metadata.uid.as_deref().unwrap_or_default(),
+                ))
+                .await
         {
-            for o in old.iter().filter(|o| o.name == c.name && o.attempt + 1 < attempt && o.state != ContainerState::Running) {
+            for o in old.iter().filter(|o| {
+                o.name == c.name && o.attempt + 1 < attempt && o.state != ContainerState::Running
+            }) {
                 if let Err(e) = self.runtime.remove_container(&o.id).await {
                     tracing::debug!(error = %e, "removing an old container failed");
                 }
@@ -776,18 +1136,44 @@ impl PodWorker {
     }
 
     /// Set up the pod's volumes and the mounts of `c`; why not (FailedMount events).
-    async fn volume_mounts(&mut self, pod: &Pod, c: &SpecContainer, kind: Kind, vars: &HashMap<String, String>, lookup: &dyn Lookup) -> Result<Vec<Mount>, Waiting> {
-        let reason = if kind == Kind::Init { "PodInitializing" } else { "ContainerCreating" };
+    async fn volume_mounts(
+        &mut self,
+        pod: &Pod,
+        c: &SpecContainer,
+        kind: Kind,
+        vars: &HashMap<String, String>,
+        lookup: &dyn Lookup,
+    ) -> Result<Vec<Mount>, Waiting> {
+        let reason = if kind == Kind::Init {
+            "PodInitializing"
+        } else {
+            "ContainerCreating"
+        };
         if let Err(errors) = self.volumes.setup(pod, &self.settings, lookup).await {
-            let message = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            let message = errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
             for e in errors {
                 self.event(EventKind::Warning, "FailedMount", e.to_string(), None);
             }
-            return Err(Waiting { reason: reason.into(), message });
+            return Err(Waiting {
+                reason: reason.into(),
+                message,
+            });
         }
         self.volumes.mounts(pod, c, vars).map_err(|message| {
-            self.event(EventKind::Warning, "Failed", format!("Error: {message}"), Some(kind.field(&c.name)));
-            Waiting { reason: "CreateContainerConfigError".into(), message }
+            self.event(
+                EventKind::Warning,
+                "Failed",
+                format!("Error: {message}"),
+                Some(kind.field(&c.name)),
+            );
+            Waiting {
+                reason: "CreateContainerConfigError".into(),
+                message,
+            }
         })
     }
 
@@ -796,11 +1182,21 @@ impl PodWorker {
     async fn pull_auth(pod: &Pod, image: &str, lookup: &dyn Lookup) -> Option<RegistryAuth> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         let mut secrets = Vec::new();
-        for r in pod.spec.as_ref().and_then(|s| s.image_pull_secrets.as_ref()).into_iter().flatten() {
+        for r in pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.as_ref())
+            .into_iter()
+            .flatten()
+        {
             match lookup.secret_files(ns, &r.name).await {
                 Ok(Some(data)) => secrets.push(data),
-                Ok(None) => tracing::warn!(secret = %r.name, "imagePullSecret not found; pulling without it"),
-                Err(e) => tracing::warn!(secret = %r.name, error = %e, "reading an imagePullSecret failed"),
+                Ok(None) => {
+                    tracing::warn!(secret = %r.name, "imagePullSecret not found; pulling without it")
+                }
+                Err(e) => {
+                    tracing::warn!(secret = %r.name, error = %e, "reading an imagePullSecret failed")
+                }
             }
         }
         crate::pullsecrets::auth_for(image, &secrets)
@@ -816,23 +1212,45 @@ impl PodWorker {
         requeue: &mut Duration,
     ) -> Result<(), Waiting> {
         if image.is_empty() {
-            return Err(Waiting { reason: "InvalidImageName".into(), message: "the container has no image".into() });
+            return Err(Waiting {
+                reason: "InvalidImageName".into(),
+                message: "the container has no image".into(),
+            });
         }
         let policy = pull_policy(c);
         let present = match self.runtime.image_status(image).await {
             Ok(p) => p.is_some(),
-            Err(e) => return Err(Waiting { reason: "ErrImagePull".into(), message: e.to_string() }),
+            Err(e) => {
+                return Err(Waiting {
+                    reason: "ErrImagePull".into(),
+                    message: e.to_string(),
+                });
+            }
         };
         if policy == "Never" {
             if present {
                 return Ok(());
             }
-            let message = format!("Container image \"{image}\" is not present with pull policy of Never");
-            self.event(EventKind::Warning, "ErrImageNeverPull", message.clone(), field);
-            return Err(Waiting { reason: "ErrImageNeverPull".into(), message });
+            let message =
+                format!("Container image \"{image}\" is not present with pull policy of Never");
+            self.event(
+                EventKind::Warning,
+                "ErrImageNeverPull",
+                message.clone(),
+                field,
+            );
+            return Err(Waiting {
+                reason: "ErrImageNeverPull".into(),
+                message,
+            });
         }
         if present && policy != "Always" {
-            self.event(EventKind::Normal, "Pulled", format!("Container image \"{image}\" already present on machine"), field);
+            self.event(
+                EventKind::Normal,
+                "Pulled",
+                format!("Container image \"{image}\" already present on machine"),
+                field,
+            );
             return Ok(());
         }
         let now = SystemTime::now();
@@ -843,22 +1261,44 @@ impl PodWorker {
                 // Pulls fail (no registry) but the image is here: use it.
                 return Ok(());
             }
-            *requeue = (*requeue).min(until.duration_since(now).unwrap_or_default() + Duration::from_millis(10));
+            *requeue = (*requeue)
+                .min(until.duration_since(now).unwrap_or_default() + Duration::from_millis(10));
             let message = format!("Back-off pulling image \"{image}\"");
             self.event(EventKind::Normal, "BackOff", message.clone(), field);
-            return Err(Waiting { reason: "ImagePullBackOff".into(), message });
+            return Err(Waiting {
+                reason: "ImagePullBackOff".into(),
+                message,
+            });
         }
-        self.event(EventKind::Normal, "Pulling", format!("Pulling image \"{image}\""), field.clone());
+        self.event(
+            EventKind::Normal,
+            "Pulling",
+            format!("Pulling image \"{image}\""),
+            field.clone(),
+        );
         let started = std::time::Instant::now();
         let auth = Self::pull_auth(pod, image, lookup).await;
         match self.runtime.pull_image(image, auth.as_ref()).await {
             Ok(_) => {
                 self.pulls.forget(image);
-                self.event(EventKind::Normal, "Pulled", format!("Successfully pulled image \"{image}\" in {:?}", started.elapsed()), field);
+                self.event(
+                    EventKind::Normal,
+                    "Pulled",
+                    format!(
+                        "Successfully pulled image \"{image}\" in {:?}",
+                        started.elapsed()
+                    ),
+                    field,
+                );
                 Ok(())
             }
             Err(e) => {
-                let delay = self.pulls.next(image, SystemTime::now(), self.settings.image_backoff_initial, self.settings.image_backoff_max);
+                let delay = self.pulls.next(
+                    image,
+                    SystemTime::now(),
+                    self.settings.image_backoff_initial,
+                    self.settings.image_backoff_max,
+                );
                 if present {
                     tracing::warn!(image, error = %e, "pull failed; using the image present on the node");
                     return Ok(());
@@ -866,17 +1306,33 @@ impl PodWorker {
                 *requeue = (*requeue).min(delay);
                 let message = format!("Failed to pull image \"{image}\": {e}");
                 self.event(EventKind::Warning, "Failed", message.clone(), field.clone());
-                self.event(EventKind::Warning, "Failed", "Error: ErrImagePull".into(), field);
-                Err(Waiting { reason: "ErrImagePull".into(), message })
+                self.event(
+                    EventKind::Warning,
+                    "Failed",
+                    "Error: ErrImagePull".into(),
+                    field,
+                );
+                Err(Waiting {
+                    reason: "ErrImagePull".into(),
+                    message,
+                })
             }
         }
     }
 
     /// The containerStatuses of `specs`.
-    async fn statuses(&mut self, specs: &[SpecContainer], kind: Kind, containers: &[Container], waiting: &HashMap<String, Waiting>, initializing: bool) -> Vec<Value> {
+    async fn statuses(
+        &mut self,
+        specs: &[SpecContainer],
+        kind: Kind,
+        containers: &[Container],
+        waiting: &HashMap<String, Waiting>,
+        initializing: bool,
+    ) -> Vec<Value> {
         let mut out = Vec::new();
         for c in specs {
-            let mut instances: Vec<&Container> = containers.iter().filter(|x| x.name == c.name).collect();
+            let mut instances: Vec<&Container> =
+                containers.iter().filter(|x| x.name == c.name).collect();
             instances.sort_by_key(|x| std::cmp::Reverse((x.attempt, x.created_at)));
             let latest = match instances.first() {
                 Some(l) => self.detail(l).await,
@@ -886,7 +1342,8 @@ impl PodWorker {
                 Some(p) => self.detail(p).await,
                 None => None,
             };
-            let container_id = |d: &ContainerStatus| format!("{}://{}", self.settings.runtime_name, d.id);
+            let container_id =
+                |d: &ContainerStatus| format!("{}://{}", self.settings.runtime_name, d.id);
             let terminated = |d: &ContainerStatus| {
                 let reason = if !d.reason.is_empty() {
                     d.reason.clone()
@@ -908,12 +1365,22 @@ impl PodWorker {
                 json!({"terminated": t})
             };
             let (state, last_state) = match (waiting.get(&c.name), &latest) {
-                (Some(w), Some(l)) if l.state == ContainerState::Exited => {
-                    (json!({"waiting": {"reason": w.reason, "message": w.message}}), terminated(l))
-                }
-                (Some(w), _) => (json!({"waiting": {"reason": w.reason, "message": w.message}}), previous.as_ref().map(terminated).unwrap_or_else(|| json!({}))),
+                (Some(w), Some(l)) if l.state == ContainerState::Exited => (
+                    json!({"waiting": {"reason": w.reason, "message": w.message}}),
+                    terminated(l),
+                ),
+                (Some(w), _) => (
+                    json!({"waiting": {"reason": w.reason, "message": w.message}}),
+                    previous
+                        .as_ref()
+                        .map(terminated)
+                        .unwrap_or_else(|| json!({})),
+                ),
                 (None, Some(l)) => {
-                    let last = previous.as_ref().map(terminated).unwrap_or_else(|| json!({}));
+                    let last = previous
+                        .as_ref()
+                        .map(terminated)
+                        .unwrap_or_else(|| json!({}));
                     match l.state {
                         ContainerState::Running => {
                             let mut r = json!({});
@@ -927,7 +1394,11 @@ impl PodWorker {
                     }
                 }
                 (None, None) => {
-                    let reason = if kind == Kind::App && initializing { "PodInitializing" } else { "ContainerCreating" };
+                    let reason = if kind == Kind::App && initializing {
+                        "PodInitializing"
+                    } else {
+                        "ContainerCreating"
+                    };
                     (json!({"waiting": {"reason": reason}}), json!({}))
                 }
             };
@@ -939,16 +1410,28 @@ impl PodWorker {
                 _ => running,
             };
             let ready = match kind {
-                Kind::App => started && latest.as_ref().is_some_and(|l| self.probes.ready(&c.name, &l.id)),
+                Kind::App => {
+                    started
+                        && latest
+                            .as_ref()
+                            .is_some_and(|l| self.probes.ready(&c.name, &l.id))
+                }
                 Kind::Init => {
                     if c.restart_policy.as_deref() == Some("Always") {
                         running
                     } else {
-                        state.pointer("/terminated/exitCode").and_then(Value::as_i64) == Some(0)
+                        state
+                            .pointer("/terminated/exitCode")
+                            .and_then(Value::as_i64)
+                            == Some(0)
                     }
                 }
             };
-            let image = latest.as_ref().map(|l| l.image.clone()).filter(|i| !i.is_empty()).unwrap_or_else(|| c.image.clone().unwrap_or_default());
+            let image = latest
+                .as_ref()
+                .map(|l| l.image.clone())
+                .filter(|i| !i.is_empty())
+                .unwrap_or_else(|| c.image.clone().unwrap_or_default());
             let mut s = json!({
                 "name": c.name,
                 "state": state,
@@ -984,7 +1467,11 @@ impl PodWorker {
             .status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
-            .map(|cs| cs.iter().filter_map(|c| serde_json::to_value(c).ok()).collect())
+            .map(|cs| {
+                cs.iter()
+                    .filter_map(|c| serde_json::to_value(c).ok())
+                    .collect()
+            })
             .unwrap_or_default();
         let now = rfc3339(SystemTime::now());
         let condition = |kind: &str, ok: bool, reason: Option<&str>, message: Option<String>| {
@@ -1007,7 +1494,11 @@ impl PodWorker {
         };
         let terminal = is_terminal(Some(phase));
         let unready = |statuses: &[Value], want_ready: bool| -> Vec<String> {
-            statuses.iter().filter(|s| s["ready"] != want_ready).filter_map(|s| s["name"].as_str().map(str::to_string)).collect()
+            statuses
+                .iter()
+                .filter(|s| s["ready"] != want_ready)
+                .filter_map(|s| s["name"].as_str().map(str::to_string))
+                .collect()
         };
         let not_ready = unready(app_statuses, true);
         let not_init: Vec<String> = spec
@@ -1022,9 +1513,21 @@ impl PodWorker {
         let (ready_reason, ready_message) = if terminal {
             ("PodCompleted", None)
         } else if !initialized {
-            ("ContainersNotInitialized", Some(format!("containers with incomplete status: [{}]", not_init.join(" "))))
+            (
+                "ContainersNotInitialized",
+                Some(format!(
+                    "containers with incomplete status: [{}]",
+                    not_init.join(" ")
+                )),
+            )
         } else {
-            ("ContainersNotReady", Some(format!("containers with unready status: [{}]", not_ready.join(" "))))
+            (
+                "ContainersNotReady",
+                Some(format!(
+                    "containers with unready status: [{}]",
+                    not_ready.join(" ")
+                )),
+            )
         };
         let scheduled = old
             .iter()
@@ -1036,8 +1539,15 @@ impl PodWorker {
             condition(
                 "Initialized",
                 initialized,
-                Some(if terminal { "PodCompleted" } else { "ContainersNotInitialized" }),
-                (!terminal).then(|| format!("containers with incomplete status: [{}]", not_init.join(" ")))
+                Some(if terminal {
+                    "PodCompleted"
+                } else {
+                    "ContainersNotInitialized"
+                }),
+                (!terminal).then(|| format!(
+                    "containers with incomplete status: [{}]",
+                    not_init.join(" ")
+                ))
             ),
             condition("Ready", ready, Some(ready_reason), ready_message.clone()),
             condition("ContainersReady", ready, Some(ready_reason), ready_message),
@@ -1055,7 +1565,12 @@ impl PodWorker {
         });
         if let Some(ip) = pod_ip {
             status["podIP"] = json!(ip);
-            status["podIPs"] = json!(pod_ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>());
+            status["podIPs"] = json!(
+                pod_ips
+                    .iter()
+                    .map(|ip| json!({"ip": ip}))
+                    .collect::<Vec<_>>()
+            );
         }
         if !init_statuses.is_empty() {
             status["initContainerStatuses"] = json!(init_statuses);
@@ -1068,25 +1583,58 @@ impl PodWorker {
     pub async fn terminate(&mut self, pod: &Pod, grace: i64) -> Result<(), RuntimeError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let containers = self.runtime.list_containers(&uid_selector(&uid)).await?;
-        let running: Vec<&Container> = containers.iter().filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Created | ContainerState::Unknown)).collect();
+        let running: Vec<&Container> = containers
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c.state,
+                    ContainerState::Running | ContainerState::Created | ContainerState::Unknown
+                )
+            })
+            .collect();
         for c in &running {
-            self.event(EventKind::Normal, "Killing", format!("Stopping container {}", c.name), Some(Kind::App.field(&c.name)));
+            self.event(
+                EventKind::Normal,
+                "Killing",
+                format!("Stopping container {}", c.name),
+                Some(Kind::App.field(&c.name)),
+            );
         }
         // No probing while the pod goes; each running container's preStop
         // hook runs inside the grace period, before its SIGTERM.
         self.probes.stop();
         let prober = self.probes.prober();
         let spec = pod.spec.clone().unwrap_or_default();
-        let pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default();
+        let pod_ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .unwrap_or_default();
         let runtime = self.runtime.clone();
         let stops = running.iter().map(|c| {
             let runtime = runtime.clone();
             let prober = prober.clone();
             let id = c.id.clone();
-            let hooked = if c.state == ContainerState::Running { spec.containers.iter().find(|s| s.name == c.name) } else { None };
+            let hooked = if c.state == ContainerState::Running {
+                spec.containers.iter().find(|s| s.name == c.name)
+            } else {
+                None
+            };
             let field = Some(Kind::App.field(&c.name));
             let pod_ip = pod_ip.as_str();
-            async move { crate::hooks::stop_with_pre_stop(runtime.as_ref(), prober.as_ref(), pod, hooked, field, &id, pod_ip, grace).await }
+            async move {
+                crate::hooks::stop_with_pre_stop(
+                    runtime.as_ref(),
+                    prober.as_ref(),
+                    pod,
+                    hooked,
+                    field,
+                    &id,
+                    pod_ip,
+                    grace,
+                )
+                .await
+            }
         });
         let mut first_error = None;
         for (r, events) in futures::future::join_all(stops).await {
@@ -1101,7 +1649,11 @@ impl PodWorker {
             return Err(e);
         }
         remove_pod(self.runtime.as_ref(), &uid).await?;
-        if let Err(e) = crate::volumes::teardown(&self.settings.log_root, &uid, self.settings.mounter.as_ref()) {
+        if let Err(e) = crate::volumes::teardown(
+            &self.settings.log_root,
+            &uid,
+            self.settings.mounter.as_ref(),
+        ) {
             tracing::warn!(error = %e, pod = %pod_key(pod), "removing the pod's volumes failed");
         }
         if !self.settings.cgroup_root.is_empty() {
@@ -1116,13 +1668,25 @@ pub async fn remove_pod(runtime: &dyn Runtime, uid: &str) -> Result<(), RuntimeE
     let containers = runtime.list_containers(&uid_selector(uid)).await?;
     for c in &containers {
         if c.state == ContainerState::Running {
-            runtime.stop_container(&c.id, 0).await.or_else(ignore_not_found)?;
+            runtime
+                .stop_container(&c.id, 0)
+                .await
+                .or_else(ignore_not_found)?;
         }
-        runtime.remove_container(&c.id).await.or_else(ignore_not_found)?;
+        runtime
+            .remove_container(&c.id)
+            .await
+            .or_else(ignore_not_found)?;
     }
     for sb in runtime.list_sandboxes(&uid_selector(uid)).await? {
-        runtime.stop_sandbox(&sb.id).await.or_else(ignore_not_found)?;
-        runtime.remove_sandbox(&sb.id).await.or_else(ignore_not_found)?;
+        runtime
+            .stop_sandbox(&sb.id)
+            .await
+            .or_else(ignore_not_found)?;
+        runtime
+            .remove_sandbox(&sb.id)
+            .await
+            .or_else(ignore_not_found)?;
     }
     Ok(())
 }
@@ -1144,10 +1708,15 @@ pub async fn remove_pod_cgroups_soon(root: &str, uid: &str) {
 
 /// Best effort: the pod's (now empty) cgroupfs directories; true when none is left.
 pub fn remove_pod_cgroups(root: &str, uid: &str) -> bool {
-    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else { return true };
+    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return true;
+    };
     let mut all = true;
     for e in entries.flatten() {
-        let dir = e.path().join(root.trim_start_matches('/')).join(format!("pod{uid}"));
+        let dir = e
+            .path()
+            .join(root.trim_start_matches('/'))
+            .join(format!("pod{uid}"));
         if dir.is_dir() && std::fs::remove_dir(&dir).is_err() {
             all = false;
         }
@@ -1156,13 +1725,21 @@ pub fn remove_pod_cgroups(root: &str, uid: &str) -> bool {
 }
 
 fn latest_of(containers: &[Container], name: &str) -> Option<Container> {
-    containers.iter().filter(|c| c.name == name).max_by_key(|c| (c.attempt, c.created_at)).cloned()
+    containers
+        .iter()
+        .filter(|c| c.name == name)
+        .max_by_key(|c| (c.attempt, c.created_at))
+        .cloned()
 }
 
 /// "10s", "1m20s", "5m0s" as Go prints durations.
 fn human(d: Duration) -> String {
     let s = d.as_secs();
-    if s < 60 { format!("{s}s") } else { format!("{}m{}s", s / 60, s % 60) }
+    if s < 60 {
+        format!("{s}s")
+    } else {
+        format!("{}m{}s", s / 60, s % 60)
+    }
 }
 
 /// A CPU quantity in millicores ("500m", "1", "0.25").
@@ -1177,8 +1754,14 @@ pub fn parse_millicores(q: &str) -> Option<i64> {
 /// has equal cpu and memory requests and limits, BestEffort when none has
 /// any, else Burstable.
 pub fn qos_class(pod: &Pod) -> &'static str {
-    let Some(spec) = pod.spec.as_ref() else { return "BestEffort" };
-    let all: Vec<&SpecContainer> = spec.containers.iter().chain(spec.init_containers.iter().flatten()).collect();
+    let Some(spec) = pod.spec.as_ref() else {
+        return "BestEffort";
+    };
+    let all: Vec<&SpecContainer> = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .collect();
     let mut any = false;
     let mut guaranteed = true;
     for c in all {
@@ -1190,7 +1773,10 @@ pub fn qos_class(pod: &Pod) -> &'static str {
         }
         for k in ["cpu", "memory"] {
             let limit = limits.get(k).map(|q| q.0.clone());
-            let request = requests.get(k).map(|q| q.0.clone()).or_else(|| limit.clone());
+            let request = requests
+                .get(k)
+                .map(|q| q.0.clone())
+                .or_else(|| limit.clone());
             if limit.is_none() || request != limit {
                 guaranteed = false;
             }
@@ -1214,18 +1800,31 @@ pub fn resources(pod: &Pod, c: &SpecContainer, memory_capacity: u64) -> Resource
     let requests = r.requests.unwrap_or_default();
     let limits = r.limits.unwrap_or_default();
     let cpu_limit = limits.get("cpu").and_then(|q| parse_millicores(&q.0));
-    let cpu_request = requests.get("cpu").and_then(|q| parse_millicores(&q.0)).or(cpu_limit);
-    let memory_limit = limits.get("memory").and_then(|q| crate::env::parse_bytes(&q.0)).unwrap_or(0);
-    let memory_request = requests.get("memory").and_then(|q| crate::env::parse_bytes(&q.0)).unwrap_or(memory_limit);
+    let cpu_request = requests
+        .get("cpu")
+        .and_then(|q| parse_millicores(&q.0))
+        .or(cpu_limit);
+    let memory_limit = limits
+        .get("memory")
+        .and_then(|q| crate::env::parse_bytes(&q.0))
+        .unwrap_or(0);
+    let memory_request = requests
+        .get("memory")
+        .and_then(|q| crate::env::parse_bytes(&q.0))
+        .unwrap_or(memory_limit);
     let oom_score_adj = match qos_class(pod) {
         "Guaranteed" => -997,
         "BestEffort" => 1000,
         _ if memory_capacity == 0 => 999,
-        _ => (1000 - (1000 * memory_request as i128 / memory_capacity as i128) as i64).clamp(2, 999),
+        _ => {
+            (1000 - (1000 * memory_request as i128 / memory_capacity as i128) as i64).clamp(2, 999)
+        }
     };
     Resources {
         cpu_period: if cpu_limit.is_some() { PERIOD } else { 0 },
-        cpu_quota: cpu_limit.map(|m| (m * PERIOD / 1000).max(1000)).unwrap_or(0),
+        cpu_quota: cpu_limit
+            .map(|m| (m * PERIOD / 1000).max(1000))
+            .unwrap_or(0),
         cpu_shares: cpu_request.map(|m| (m * 1024 / 1000).max(2)).unwrap_or(2),
         memory_limit_in_bytes: memory_limit as i64,
         oom_score_adj,
@@ -1236,15 +1835,28 @@ pub fn resources(pod: &Pod, c: &SpecContainer, memory_capacity: u64) -> Resource
 pub fn grace_period(pod: &Pod, deletion: Option<i64>) -> i64 {
     deletion
         .or(pod.metadata.deletion_grace_period_seconds)
-        .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
         .unwrap_or(30)
         .max(0)
 }
 
 /// The pod's phase from its containers' statuses (↔ kubelet's getPhase).
-pub fn phase(restart_policy: &str, inits_complete: bool, init_failed: bool, statuses: &[Value]) -> String {
+pub fn phase(
+    restart_policy: &str,
+    inits_complete: bool,
+    init_failed: bool,
+    statuses: &[Value],
+) -> String {
     if !inits_complete {
-        return if init_failed { "Failed".into() } else { "Pending".into() };
+        return if init_failed {
+            "Failed".into()
+        } else {
+            "Pending".into()
+        };
     }
     let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
     for s in statuses {

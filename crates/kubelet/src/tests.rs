@@ -29,7 +29,9 @@ fn pod(spec: Value) -> Pod {
 }
 
 fn simple(restart: &str) -> Pod {
-    pod(json!({"nodeName": "node-1", "restartPolicy": restart, "containers": [{"name": "app", "image": "busybox:skiff", "command": ["sh", "-c", "echo $(GREETING)"], "env": [{"name": "GREETING", "value": "hi"}]}]}))
+    pod(
+        json!({"nodeName": "node-1", "restartPolicy": restart, "containers": [{"name": "app", "image": "busybox:skiff", "command": ["sh", "-c", "echo $(GREETING)"], "env": [{"name": "GREETING", "value": "hi"}]}]}),
+    )
 }
 
 struct Harness {
@@ -45,7 +47,12 @@ impl Harness {
         let rt = Arc::new(FakeRuntime::with_images(images));
         let settings = settings(dir.path());
         let worker = PodWorker::new(rt.clone() as Arc<dyn Runtime>, settings.clone());
-        Harness { rt, worker, _dir: dir, settings }
+        Harness {
+            rt,
+            worker,
+            _dir: dir,
+            settings,
+        }
     }
 
     async fn sync(&mut self, pod: &Pod) -> Value {
@@ -59,7 +66,12 @@ impl Harness {
 }
 
 fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
-    status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == kind).unwrap()
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == kind)
+        .unwrap()
 }
 
 #[tokio::test]
@@ -77,9 +89,20 @@ async fn runs_a_pod_and_reports_it_running() {
     assert_eq!(c["ready"], true);
     assert_eq!(c["started"], true);
     assert_eq!(c["restartCount"], 0);
-    assert!(c["containerID"].as_str().unwrap().starts_with("containerd://"));
+    assert!(
+        c["containerID"]
+            .as_str()
+            .unwrap()
+            .starts_with("containerd://")
+    );
     assert_eq!(c["image"], "docker.io/library/busybox:skiff");
-    for kind in ["PodScheduled", "Initialized", "ContainersReady", "Ready", "PodReadyToStartContainers"] {
+    for kind in [
+        "PodScheduled",
+        "Initialized",
+        "ContainersReady",
+        "Ready",
+        "PodReadyToStartContainers",
+    ] {
         assert_eq!(condition(&st, kind)["status"], "True", "{kind}");
     }
     // The typed round trip accepts it.
@@ -90,7 +113,10 @@ async fn runs_a_pod_and_reports_it_running() {
         let s = h.rt.lock();
         let c = s.containers.values().next().unwrap();
         assert_eq!(c.config.command, vec!["sh", "-c", "echo hi"]);
-        assert_eq!(c.config.env, vec![("GREETING".to_string(), "hi".to_string())]);
+        assert_eq!(
+            c.config.env,
+            vec![("GREETING".to_string(), "hi".to_string())]
+        );
         assert_eq!(c.config.labels[LABEL_POD_UID], "uid-1");
         assert_eq!(c.config.labels[LABEL_NODE], "node-1");
         assert_eq!(c.config.log_path, "app/0.log");
@@ -104,22 +130,38 @@ async fn runs_a_pod_and_reports_it_running() {
     assert_eq!(again, st);
     assert_eq!(h.rt.count_calls("CreateContainer"), 1);
     assert_eq!(h.rt.count_calls("RunPodSandbox"), 1);
-    let events: Vec<String> = h.worker.take_events().into_iter().map(|e| e.reason).collect();
+    let events: Vec<String> = h
+        .worker
+        .take_events()
+        .into_iter()
+        .map(|e| e.reason)
+        .collect();
     assert_eq!(events, vec!["Pulled", "Created", "Started"]);
 }
 
 #[tokio::test]
 async fn init_containers_run_in_order_first() {
     let mut h = Harness::new(&["busybox:skiff"]);
-    let p = pod(json!({"containers": [{"name": "app", "image": "busybox:skiff"}], "initContainers": [
-        {"name": "one", "image": "busybox:skiff"}, {"name": "two", "image": "busybox:skiff"}]}));
+    let p = pod(
+        json!({"containers": [{"name": "app", "image": "busybox:skiff"}], "initContainers": [
+        {"name": "one", "image": "busybox:skiff"}, {"name": "two", "image": "busybox:skiff"}]}),
+    );
     let st = h.sync(&p).await;
     assert_eq!(st["phase"], "Pending");
     assert_eq!(condition(&st, "Initialized")["status"], "False");
-    assert_eq!(condition(&st, "Initialized")["reason"], "ContainersNotInitialized");
+    assert_eq!(
+        condition(&st, "Initialized")["reason"],
+        "ContainersNotInitialized"
+    );
     assert!(st["initContainerStatuses"][0]["state"]["running"].is_object());
-    assert_eq!(st["initContainerStatuses"][1]["state"]["waiting"]["reason"], "ContainerCreating");
-    assert_eq!(st["containerStatuses"][0]["state"]["waiting"]["reason"], "PodInitializing");
+    assert_eq!(
+        st["initContainerStatuses"][1]["state"]["waiting"]["reason"],
+        "ContainerCreating"
+    );
+    assert_eq!(
+        st["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "PodInitializing"
+    );
     assert_eq!(h.rt.count_calls("CreateContainer"), 1);
 
     // Still running: nothing else starts.
@@ -128,7 +170,10 @@ async fn init_containers_run_in_order_first() {
 
     h.rt.exit("one", 0);
     let st = h.sync(&p).await;
-    assert_eq!(st["initContainerStatuses"][0]["state"]["terminated"]["reason"], "Completed");
+    assert_eq!(
+        st["initContainerStatuses"][0]["state"]["terminated"]["reason"],
+        "Completed"
+    );
     assert!(st["initContainerStatuses"][1]["state"]["running"].is_object());
     assert_eq!(h.rt.count_calls("CreateContainer two"), 1);
     assert_eq!(h.rt.count_calls("CreateContainer app"), 0);
@@ -139,19 +184,37 @@ async fn init_containers_run_in_order_first() {
     assert_eq!(condition(&st, "Initialized")["status"], "True");
     assert_eq!(st["initContainerStatuses"][1]["ready"], true);
     assert!(st["containerStatuses"][0]["state"]["running"].is_object());
-    let order: Vec<String> = h.rt.lock().calls.iter().filter(|c| c.starts_with("CreateContainer")).cloned().collect();
-    assert_eq!(order, vec!["CreateContainer one 0", "CreateContainer two 0", "CreateContainer app 0"]);
+    let order: Vec<String> =
+        h.rt.lock()
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("CreateContainer"))
+            .cloned()
+            .collect();
+    assert_eq!(
+        order,
+        vec![
+            "CreateContainer one 0",
+            "CreateContainer two 0",
+            "CreateContainer app 0"
+        ]
+    );
 }
 
 #[tokio::test]
 async fn failing_init_container_fails_a_never_pod() {
     let mut h = Harness::new(&["busybox:skiff"]);
-    let p = pod(json!({"restartPolicy": "Never", "containers": [{"name": "app", "image": "busybox:skiff"}], "initContainers": [{"name": "one", "image": "busybox:skiff"}]}));
+    let p = pod(
+        json!({"restartPolicy": "Never", "containers": [{"name": "app", "image": "busybox:skiff"}], "initContainers": [{"name": "one", "image": "busybox:skiff"}]}),
+    );
     h.sync(&p).await;
     h.rt.exit("one", 3);
     let st = h.sync(&p).await;
     assert_eq!(st["phase"], "Failed", "{st:#}");
-    assert_eq!(st["initContainerStatuses"][0]["state"]["terminated"]["exitCode"], 3);
+    assert_eq!(
+        st["initContainerStatuses"][0]["state"]["terminated"]["exitCode"],
+        3
+    );
     assert_eq!(h.rt.count_calls("CreateContainer app"), 0);
 }
 
@@ -166,21 +229,48 @@ async fn missing_image_is_err_image_pull_then_back_off() {
     assert!(w["message"].as_str().unwrap().contains("nginx:1.27"));
     assert_eq!(condition(&st, "Ready")["reason"], "ContainersNotReady");
     let st = h.sync(&p).await;
-    assert_eq!(st["containerStatuses"][0]["state"]["waiting"]["reason"], "ImagePullBackOff");
-    assert_eq!(h.rt.count_calls("PullImage"), 1, "no pull during the backoff");
-    let reasons: Vec<String> = h.worker.take_events().into_iter().map(|e| e.reason).collect();
-    assert!(reasons.contains(&"Pulling".to_string()) && reasons.contains(&"Failed".to_string()) && reasons.contains(&"BackOff".to_string()), "{reasons:?}");
+    assert_eq!(
+        st["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "ImagePullBackOff"
+    );
+    assert_eq!(
+        h.rt.count_calls("PullImage"),
+        1,
+        "no pull during the backoff"
+    );
+    let reasons: Vec<String> = h
+        .worker
+        .take_events()
+        .into_iter()
+        .map(|e| e.reason)
+        .collect();
+    assert!(
+        reasons.contains(&"Pulling".to_string())
+            && reasons.contains(&"Failed".to_string())
+            && reasons.contains(&"BackOff".to_string()),
+        "{reasons:?}"
+    );
 }
 
 #[tokio::test]
 async fn pull_policy_never_and_defaults() {
     let mut h = Harness::new(&[]);
-    let p = pod(json!({"containers": [{"name": "app", "image": "busybox:skiff", "imagePullPolicy": "Never"}]}));
+    let p = pod(
+        json!({"containers": [{"name": "app", "image": "busybox:skiff", "imagePullPolicy": "Never"}]}),
+    );
     let st = h.sync(&p).await;
-    assert_eq!(st["containerStatuses"][0]["state"]["waiting"]["reason"], "ErrImageNeverPull");
+    assert_eq!(
+        st["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "ErrImageNeverPull"
+    );
     assert_eq!(h.rt.count_calls("PullImage"), 0);
 
-    let c = |image: &str| serde_json::from_value::<k8s_openapi::api::core::v1::Container>(json!({"name": "c", "image": image})).unwrap();
+    let c = |image: &str| {
+        serde_json::from_value::<k8s_openapi::api::core::v1::Container>(
+            json!({"name": "c", "image": image}),
+        )
+        .unwrap()
+    };
     assert_eq!(pull_policy(&c("busybox")), "Always");
     assert_eq!(pull_policy(&c("busybox:latest")), "Always");
     assert_eq!(pull_policy(&c("busybox:skiff")), "IfNotPresent");
@@ -215,7 +305,12 @@ async fn crashing_container_backs_off() {
     let r = h.worker.sync(&p, &NoLookup).await.unwrap();
     let c = &r.status["containerStatuses"][0];
     assert_eq!(c["state"]["waiting"]["reason"], "CrashLoopBackOff", "{c:#}");
-    assert!(c["state"]["waiting"]["message"].as_str().unwrap().starts_with("back-off 10s restarting failed container=app pod=web_default(uid-1)"));
+    assert!(
+        c["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("back-off 10s restarting failed container=app pod=web_default(uid-1)")
+    );
     assert_eq!(c["lastState"]["terminated"]["exitCode"], 1);
     assert_eq!(c["restartCount"], 1);
     assert_eq!(c["ready"], false);
@@ -235,9 +330,15 @@ async fn crash_backoff_doubles_and_resets() {
     let (i, m) = (Duration::from_secs(10), Duration::from_secs(300));
     assert_eq!(b.until("c", t0, t0), None);
     assert_eq!(b.next("c", t0, i, m), Duration::from_secs(10));
-    assert_eq!(b.until("c", t0, t0 + Duration::from_secs(5)), Some(t0 + Duration::from_secs(10)));
+    assert_eq!(
+        b.until("c", t0, t0 + Duration::from_secs(5)),
+        Some(t0 + Duration::from_secs(10))
+    );
     assert_eq!(b.until("c", t0, t0 + Duration::from_secs(11)), None);
-    assert_eq!(b.next("c", t0 + Duration::from_secs(11), i, m), Duration::from_secs(20));
+    assert_eq!(
+        b.next("c", t0 + Duration::from_secs(11), i, m),
+        Duration::from_secs(20)
+    );
     let mut t = t0 + Duration::from_secs(11);
     for _ in 0..10 {
         t += Duration::from_secs(1);
@@ -245,22 +346,37 @@ async fn crash_backoff_doubles_and_resets() {
     }
     assert_eq!(b.next("c", t, i, m), Duration::from_secs(300));
     // Long quiet: starts over.
-    assert_eq!(b.next("c", t + Duration::from_secs(601), i, m), Duration::from_secs(10));
+    assert_eq!(
+        b.next("c", t + Duration::from_secs(601), i, m),
+        Duration::from_secs(10)
+    );
 }
 
 #[tokio::test]
 async fn restart_policies_decide_the_phase() {
-    for (restart, code, want) in [("Never", 0, "Succeeded"), ("Never", 2, "Failed"), ("OnFailure", 0, "Succeeded")] {
+    for (restart, code, want) in [
+        ("Never", 0, "Succeeded"),
+        ("Never", 2, "Failed"),
+        ("OnFailure", 0, "Succeeded"),
+    ] {
         let mut h = Harness::new(&["busybox:skiff"]);
         let p = simple(restart);
         h.sync(&p).await;
         h.rt.exit("app", code);
         let st = h.sync(&p).await;
         assert_eq!(st["phase"], want, "{restart} {code}: {st:#}");
-        assert_eq!(st["containerStatuses"][0]["state"]["terminated"]["exitCode"], code);
+        assert_eq!(
+            st["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+            code
+        );
         assert_eq!(condition(&st, "Ready")["reason"], "PodCompleted");
         // The sandbox is stopped; nothing restarts.
-        assert!(h.rt.lock().sandboxes.values().all(|s| s.state == SandboxState::NotReady));
+        assert!(
+            h.rt.lock()
+                .sandboxes
+                .values()
+                .all(|s| s.state == SandboxState::NotReady)
+        );
         let again = h.sync(&p).await;
         assert_eq!(again, st);
         assert_eq!(h.rt.count_calls("CreateContainer"), 1);
@@ -281,18 +397,29 @@ async fn unstartable_command_is_run_container_error() {
     h.rt.lock().fail_start.insert("app".into());
     let p = simple("Always");
     let st = h.sync(&p).await;
-    assert_eq!(st["containerStatuses"][0]["state"]["waiting"]["reason"], "RunContainerError", "{st:#}");
+    assert_eq!(
+        st["containerStatuses"][0]["state"]["waiting"]["reason"], "RunContainerError",
+        "{st:#}"
+    );
     // Then it crash-loops like any failing container.
     h.sync(&p).await;
     let st = h.sync(&p).await;
-    assert_eq!(st["containerStatuses"][0]["state"]["waiting"]["reason"], "CrashLoopBackOff", "{st:#}");
-    assert_eq!(st["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 128);
+    assert_eq!(
+        st["containerStatuses"][0]["state"]["waiting"]["reason"], "CrashLoopBackOff",
+        "{st:#}"
+    );
+    assert_eq!(
+        st["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
+        128
+    );
 }
 
 #[tokio::test]
 async fn missing_config_map_is_create_container_config_error() {
     let mut h = Harness::new(&["busybox:skiff"]);
-    let p = pod(json!({"containers": [{"name": "app", "image": "busybox:skiff", "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "k"}}}]}]}));
+    let p = pod(
+        json!({"containers": [{"name": "app", "image": "busybox:skiff", "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "k"}}}]}]}),
+    );
     let st = h.sync(&p).await;
     let w = &st["containerStatuses"][0]["state"]["waiting"];
     assert_eq!(w["reason"], "CreateContainerConfigError");
@@ -306,14 +433,25 @@ async fn termination_stops_with_the_grace_period_then_removes() {
     h.sync(&p).await;
     let mut deleting = p.clone();
     deleting.metadata.deletion_grace_period_seconds = Some(7);
-    h.worker.terminate(&deleting, crate::sync::grace_period(&deleting, None)).await.unwrap();
+    h.worker
+        .terminate(&deleting, crate::sync::grace_period(&deleting, None))
+        .await
+        .unwrap();
     let s = h.rt.lock();
     assert_eq!(s.stops.len(), 1);
     assert_eq!(s.stops[0].1, 7);
     assert!(s.sandboxes.is_empty());
     assert!(s.containers.is_empty());
-    let stop = s.calls.iter().position(|c| c.starts_with("StopContainer")).unwrap();
-    let remove = s.calls.iter().position(|c| c.starts_with("RemovePodSandbox")).unwrap();
+    let stop = s
+        .calls
+        .iter()
+        .position(|c| c.starts_with("StopContainer"))
+        .unwrap();
+    let remove = s
+        .calls
+        .iter()
+        .position(|c| c.starts_with("RemovePodSandbox"))
+        .unwrap();
     assert!(stop < remove);
 }
 
@@ -352,16 +490,31 @@ async fn a_dead_sandbox_is_recreated() {
     assert_eq!(st["phase"], "Running", "{st:#}");
     assert_eq!(h.rt.count_calls("RunPodSandbox web 1"), 1);
     assert_eq!(st["containerStatuses"][0]["restartCount"], 1);
-    assert!(h.worker.take_events().iter().any(|e| e.reason == "SandboxChanged"));
+    assert!(
+        h.worker
+            .take_events()
+            .iter()
+            .any(|e| e.reason == "SandboxChanged")
+    );
 }
 
 #[tokio::test]
 async fn host_network_pods_get_the_host_ip() {
     let mut h = Harness::new(&["busybox:skiff"]);
-    let p = pod(json!({"hostNetwork": true, "containers": [{"name": "app", "image": "busybox:skiff"}]}));
+    let p = pod(
+        json!({"hostNetwork": true, "containers": [{"name": "app", "image": "busybox:skiff"}]}),
+    );
     let st = h.sync(&p).await;
     assert_eq!(st["podIP"], "192.168.1.10");
-    assert!(h.rt.lock().sandboxes.values().next().unwrap().config.host_network);
+    assert!(
+        h.rt.lock()
+            .sandboxes
+            .values()
+            .next()
+            .unwrap()
+            .config
+            .host_network
+    );
 }
 
 #[tokio::test]
@@ -378,7 +531,11 @@ async fn orphans_are_removed_and_others_kept() {
         let s = h.rt.lock();
         assert_eq!(s.sandboxes.len(), 1);
         assert!(s.sandboxes.values().all(|sb| sb.config.uid == "uid-2"));
-        assert!(s.containers.values().all(|c| c.config.labels[LABEL_POD_UID] == "uid-2"));
+        assert!(
+            s.containers
+                .values()
+                .all(|c| c.config.labels[LABEL_POD_UID] == "uid-2")
+        );
     }
     // Another node's containers are not ours to remove.
     crate::pods::remove_orphans(h.rt.as_ref(), "node-2", &HashSet::new(), "").await;
@@ -399,10 +556,20 @@ async fn old_instances_are_collected() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let st = h.sync(&p).await;
-    let attempts: Vec<u32> = h.rt.lock().containers.values().map(|c| c.config.attempt).collect();
+    let attempts: Vec<u32> =
+        h.rt.lock()
+            .containers
+            .values()
+            .map(|c| c.config.attempt)
+            .collect();
     assert!(attempts.len() <= 2, "{attempts:?}");
     assert!(st["containerStatuses"][0]["restartCount"].as_u64().unwrap() >= 5);
-    assert!(h.rt.lock().containers.values().all(|c| c.state == ContainerState::Exited));
+    assert!(
+        h.rt.lock()
+            .containers
+            .values()
+            .all(|c| c.state == ContainerState::Exited)
+    );
 }
 
 #[test]
@@ -412,14 +579,35 @@ fn phases() {
     let crashloop = json!({"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1}}});
     let ok = json!({"state": {"terminated": {"exitCode": 0}}});
     let bad = json!({"state": {"terminated": {"exitCode": 1}}});
-    assert_eq!(phase("Always", false, false, std::slice::from_ref(&running)), "Pending");
-    assert_eq!(phase("Never", false, true, std::slice::from_ref(&waiting)), "Failed");
-    assert_eq!(phase("Always", true, false, &[running.clone(), waiting.clone()]), "Pending");
-    assert_eq!(phase("Always", true, false, &[running.clone(), crashloop.clone()]), "Running");
+    assert_eq!(
+        phase("Always", false, false, std::slice::from_ref(&running)),
+        "Pending"
+    );
+    assert_eq!(
+        phase("Never", false, true, std::slice::from_ref(&waiting)),
+        "Failed"
+    );
+    assert_eq!(
+        phase("Always", true, false, &[running.clone(), waiting.clone()]),
+        "Pending"
+    );
+    assert_eq!(
+        phase("Always", true, false, &[running.clone(), crashloop.clone()]),
+        "Running"
+    );
     assert_eq!(phase("Always", true, false, &[crashloop]), "Running");
-    assert_eq!(phase("Never", true, false, &[ok.clone(), bad.clone()]), "Failed");
-    assert_eq!(phase("Never", true, false, &[ok.clone(), ok.clone()]), "Succeeded");
-    assert_eq!(phase("OnFailure", true, false, &[ok.clone(), bad]), "Running");
+    assert_eq!(
+        phase("Never", true, false, &[ok.clone(), bad.clone()]),
+        "Failed"
+    );
+    assert_eq!(
+        phase("Never", true, false, &[ok.clone(), ok.clone()]),
+        "Succeeded"
+    );
+    assert_eq!(
+        phase("OnFailure", true, false, &[ok.clone(), bad]),
+        "Running"
+    );
     assert_eq!(phase("Always", true, false, &[ok]), "Running");
     assert_eq!(phase("Always", true, false, &[]), "Pending");
 }
@@ -427,17 +615,32 @@ fn phases() {
 #[test]
 fn resources_follow_the_kubelet() {
     use crate::sync::{qos_class, resources};
-    let p = pod(json!({"containers": [{"name": "a", "image": "i", "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}}]}));
+    let p = pod(
+        json!({"containers": [{"name": "a", "image": "i", "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}}]}),
+    );
     assert_eq!(qos_class(&p), "Guaranteed");
     let r = resources(&p, &p.spec.as_ref().unwrap().containers[0], 1 << 30);
-    assert_eq!((r.cpu_period, r.cpu_quota, r.cpu_shares), (100_000, 50_000, 512));
+    assert_eq!(
+        (r.cpu_period, r.cpu_quota, r.cpu_shares),
+        (100_000, 50_000, 512)
+    );
     assert_eq!(r.memory_limit_in_bytes, 64 << 20);
     assert_eq!(r.oom_score_adj, -997);
 
-    let p = pod(json!({"containers": [{"name": "a", "image": "i", "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}}]}));
+    let p = pod(
+        json!({"containers": [{"name": "a", "image": "i", "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}}]}),
+    );
     assert_eq!(qos_class(&p), "Burstable");
     let r = resources(&p, &p.spec.as_ref().unwrap().containers[0], 1 << 30);
-    assert_eq!((r.cpu_period, r.cpu_quota, r.cpu_shares, r.memory_limit_in_bytes), (0, 0, 102, 0));
+    assert_eq!(
+        (
+            r.cpu_period,
+            r.cpu_quota,
+            r.cpu_shares,
+            r.memory_limit_in_bytes
+        ),
+        (0, 0, 102, 0)
+    );
     assert_eq!(r.oom_score_adj, 750);
 
     let p = simple("Always");
@@ -474,32 +677,79 @@ mod volume_tests {
 
     impl Api {
         fn put_config_map(&self, name: &str, data: &[(&str, &str)]) {
-            self.config_maps.lock().unwrap().insert(name.into(), data.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect());
+            self.config_maps.lock().unwrap().insert(
+                name.into(),
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                    .collect(),
+            );
         }
     }
 
     fn to_strings(m: BTreeMap<String, Vec<u8>>) -> BTreeMap<String, String> {
-        m.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect()
+        m.into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect()
     }
 
     #[async_trait::async_trait]
     impl Lookup for Api {
-        async fn config_map(&self, _: &str, name: &str) -> Result<Option<BTreeMap<String, String>>, String> {
-            Ok(self.config_maps.lock().unwrap().get(name).cloned().map(to_strings))
+        async fn config_map(
+            &self,
+            _: &str,
+            name: &str,
+        ) -> Result<Option<BTreeMap<String, String>>, String> {
+            Ok(self
+                .config_maps
+                .lock()
+                .unwrap()
+                .get(name)
+                .cloned()
+                .map(to_strings))
         }
-        async fn secret(&self, _: &str, name: &str) -> Result<Option<BTreeMap<String, String>>, String> {
-            Ok(self.secrets.lock().unwrap().get(name).cloned().map(to_strings))
+        async fn secret(
+            &self,
+            _: &str,
+            name: &str,
+        ) -> Result<Option<BTreeMap<String, String>>, String> {
+            Ok(self
+                .secrets
+                .lock()
+                .unwrap()
+                .get(name)
+                .cloned()
+                .map(to_strings))
         }
-        async fn config_map_files(&self, _: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        async fn config_map_files(
+            &self,
+            _: &str,
+            name: &str,
+        ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
             Ok(self.config_maps.lock().unwrap().get(name).cloned())
         }
-        async fn secret_files(&self, _: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        async fn secret_files(
+            &self,
+            _: &str,
+            name: &str,
+        ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
             Ok(self.secrets.lock().unwrap().get(name).cloned())
         }
-        async fn service_account_token(&self, namespace: &str, request: &TokenRequest) -> Result<Token, String> {
+        async fn service_account_token(
+            &self,
+            namespace: &str,
+            request: &TokenRequest,
+        ) -> Result<Token, String> {
             let mut t = self.tokens.lock().unwrap();
             t.push(request.clone());
-            Ok(Token { token: format!("token-{}-{}-{}", namespace, request.service_account, t.len()), expiration_seconds: request.expiration_seconds })
+            Ok(Token {
+                token: format!(
+                    "token-{}-{}-{}",
+                    namespace,
+                    request.service_account,
+                    t.len()
+                ),
+                expiration_seconds: request.expiration_seconds,
+            })
         }
     }
 
@@ -524,7 +774,13 @@ mod volume_tests {
             s.resolv_conf = resolv;
             s.volume_refresh = refresh;
             let worker = PodWorker::new(rt.clone() as Arc<dyn Runtime>, Arc::new(s));
-            H { rt, mounter, worker, api: Api::default(), dir }
+            H {
+                rt,
+                mounter,
+                worker,
+                api: Api::default(),
+                dir,
+            }
         }
 
         async fn sync(&mut self, pod: &Pod) -> Value {
@@ -533,7 +789,11 @@ mod volume_tests {
 
         fn mounts(&self, container: &str) -> Vec<Mount> {
             let s = self.rt.lock();
-            s.containers.values().find(|c| c.config.name == container).map(|c| c.config.mounts.clone()).unwrap_or_default()
+            s.containers
+                .values()
+                .find(|c| c.config.name == container)
+                .map(|c| c.config.mounts.clone())
+                .unwrap_or_default()
         }
 
         fn volume(&self, plugin: &str, name: &str) -> PathBuf {
@@ -560,19 +820,38 @@ mod volume_tests {
     #[tokio::test]
     async fn image_pull_secrets_give_the_pull_its_credentials() {
         let mut h = H::new(Duration::from_secs(30));
-        let cfg = r#"{"auths": {"registry.example.com": {"username": "robot", "password": "s3cret"}}}"#;
-        h.api.secrets.lock().unwrap().insert("regcred".into(), BTreeMap::from([(".dockerconfigjson".to_string(), cfg.as_bytes().to_vec())]));
-        let p = pod(json!({"imagePullSecrets": [{"name": "regcred"}, {"name": "missing"}],
-            "containers": [{"name": "app", "image": "registry.example.com/team/app:1"}, {"name": "side", "image": "quay.io/x/y:2"}]}));
+        let cfg =
+            r#"{"auths": {"registry.example.com": {"username": "robot", "password": "s3cret"}}}"#;
+        h.api.secrets.lock().unwrap().insert(
+            "regcred".into(),
+            BTreeMap::from([(".dockerconfigjson".to_string(), cfg.as_bytes().to_vec())]),
+        );
+        let p = pod(
+            json!({"imagePullSecrets": [{"name": "regcred"}, {"name": "missing"}],
+            "containers": [{"name": "app", "image": "registry.example.com/team/app:1"}, {"name": "side", "image": "quay.io/x/y:2"}]}),
+        );
         h.sync(&p).await;
         let pulls = h.rt.lock().pull_auths.clone();
-        let app = pulls.iter().find(|(i, _)| i.starts_with("registry.example.com")).and_then(|(_, a)| a.clone()).expect("credentials for the matching registry");
-        assert_eq!((app.username.as_str(), app.password.as_str()), ("robot", "s3cret"));
-        assert!(pulls.iter().any(|(i, a)| i.starts_with("quay.io") && a.is_none()), "no credentials for another registry: {pulls:?}");
+        let app = pulls
+            .iter()
+            .find(|(i, _)| i.starts_with("registry.example.com"))
+            .and_then(|(_, a)| a.clone())
+            .expect("credentials for the matching registry");
+        assert_eq!(
+            (app.username.as_str(), app.password.as_str()),
+            ("robot", "s3cret")
+        );
+        assert!(
+            pulls
+                .iter()
+                .any(|(i, a)| i.starts_with("quay.io") && a.is_none()),
+            "no credentials for another registry: {pulls:?}"
+        );
     }
 
     fn full_pod() -> Pod {
-        pod(json!({"nodeName": "node-1", "serviceAccountName": "builder", "volumes": [
+        pod(
+            json!({"nodeName": "node-1", "serviceAccountName": "builder", "volumes": [
             {"name": "cfg", "configMap": {"name": "app-config", "defaultMode": 0o440, "items": [{"key": "a", "path": "conf/a.txt"}, {"key": "b", "path": "b", "mode": 0o400}]}},
             {"name": "sec", "secret": {"secretName": "creds"}},
             {"name": "info", "downwardAPI": {"items": [
@@ -593,26 +872,43 @@ mod volume_tests {
                 {"name": "kube-api-access-x1", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"},
                 {"name": "scratch", "mountPath": "/scratch", "mountPropagation": "HostToContainer"},
                 {"name": "disk", "mountPath": "/logs", "subPathExpr": "$(SUB)"},
-                {"name": "cfg", "mountPath": "/b-only", "subPath": "b"}]}]}))
+                {"name": "cfg", "mountPath": "/b-only", "subPath": "b"}]}]}),
+        )
     }
 
     #[tokio::test]
     async fn api_volumes_are_written_and_mounted() {
         let mut h = H::new(Duration::from_secs(30));
-        h.api.put_config_map("app-config", &[("a", "alpha"), ("b", "beta"), ("unused", "x")]);
-        h.api.put_config_map("kube-root-ca.crt", &[("ca.crt", "PEM")]);
-        h.api.secrets.lock().unwrap().insert("creds".into(), [("password".to_string(), vec![0xff, 0x00, b'p'])].into());
+        h.api.put_config_map(
+            "app-config",
+            &[("a", "alpha"), ("b", "beta"), ("unused", "x")],
+        );
+        h.api
+            .put_config_map("kube-root-ca.crt", &[("ca.crt", "PEM")]);
+        h.api.secrets.lock().unwrap().insert(
+            "creds".into(),
+            [("password".to_string(), vec![0xff, 0x00, b'p'])].into(),
+        );
         let st = h.sync(&full_pod()).await;
-        assert!(st["containerStatuses"][0]["state"]["running"].is_object(), "{st:#}");
+        assert!(
+            st["containerStatuses"][0]["state"]["running"].is_object(),
+            "{st:#}"
+        );
 
         let cfg = h.volume("kubernetes.io~configmap", "cfg");
         assert_eq!(read(&cfg.join("conf/a.txt")), "alpha");
         assert_eq!(mode(&cfg.join("conf/a.txt")), 0o440);
         assert_eq!(mode(&cfg.join("b")), 0o400);
         assert!(!cfg.join("unused").exists());
-        assert_eq!(std::fs::read_link(cfg.join("conf")).unwrap(), Path::new("..data/conf"));
+        assert_eq!(
+            std::fs::read_link(cfg.join("conf")).unwrap(),
+            Path::new("..data/conf")
+        );
         let sec = h.volume("kubernetes.io~secret", "sec");
-        assert_eq!(std::fs::read(sec.join("password")).unwrap(), vec![0xff, 0x00, b'p']);
+        assert_eq!(
+            std::fs::read(sec.join("password")).unwrap(),
+            vec![0xff, 0x00, b'p']
+        );
         assert_eq!(mode(&sec.join("password")), 0o644);
         let info = h.volume("kubernetes.io~downward-api", "info");
         assert_eq!(read(&info.join("labels")), "app=\"web\"\ntier=\"front\"");
@@ -622,36 +918,101 @@ mod volume_tests {
         assert_eq!(read(&sa.join("ca.crt")), "PEM");
         assert_eq!(read(&sa.join("namespace")), "team");
         let req = h.api.tokens.lock().unwrap()[0].clone();
-        assert_eq!((req.expiration_seconds, req.pod_name.as_str(), req.pod_uid.as_str()), (3607, "web", "uid-1"));
+        assert_eq!(
+            (
+                req.expiration_seconds,
+                req.pod_name.as_str(),
+                req.pod_uid.as_str()
+            ),
+            (3607, "web", "uid-1")
+        );
         assert!(req.audiences.is_empty());
         let scratch = h.volume("kubernetes.io~empty-dir", "scratch");
         let disk = h.volume("kubernetes.io~empty-dir", "disk");
-        assert!(disk.join("logs").is_dir(), "the subPathExpr directory is made");
+        assert!(
+            disk.join("logs").is_dir(),
+            "the subPathExpr directory is made"
+        );
         assert_eq!(mode(&disk), 0o777);
         // Memory-backed: the memory emptyDir, the secret and the projection.
         let mounted = h.mounter.mounted.lock().unwrap().clone();
-        assert_eq!(mounted, [scratch.clone(), sec.clone(), sa.clone()].into_iter().collect());
+        assert_eq!(
+            mounted,
+            [scratch.clone(), sec.clone(), sa.clone()]
+                .into_iter()
+                .collect()
+        );
 
         let mounts = h.mounts("app");
-        let by_path = |p: &str| mounts.iter().find(|m| m.container_path == p).cloned().unwrap();
-        assert_eq!(by_path("/etc/app"), Mount { container_path: "/etc/app".into(), host_path: cfg.display().to_string(), readonly: true, ..Default::default() });
-        assert!(by_path("/secrets").readonly && by_path("/info").readonly && by_path("/var/run/secrets/kubernetes.io/serviceaccount").readonly);
+        let by_path = |p: &str| {
+            mounts
+                .iter()
+                .find(|m| m.container_path == p)
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(
+            by_path("/etc/app"),
+            Mount {
+                container_path: "/etc/app".into(),
+                host_path: cfg.display().to_string(),
+                readonly: true,
+                ..Default::default()
+            }
+        );
+        assert!(
+            by_path("/secrets").readonly
+                && by_path("/info").readonly
+                && by_path("/var/run/secrets/kubernetes.io/serviceaccount").readonly
+        );
         assert!(!by_path("/scratch").readonly);
-        assert_eq!(by_path("/scratch").propagation, crate::runtime::MountPropagation::HostToContainer);
-        assert_eq!(by_path("/logs").host_path, std::fs::canonicalize(disk.join("logs")).unwrap().display().to_string());
+        assert_eq!(
+            by_path("/scratch").propagation,
+            crate::runtime::MountPropagation::HostToContainer
+        );
+        assert_eq!(
+            by_path("/logs").host_path,
+            std::fs::canonicalize(disk.join("logs"))
+                .unwrap()
+                .display()
+                .to_string()
+        );
         // A subPath into a configMap volume is the file itself (and gets no updates).
         let b = PathBuf::from(by_path("/b-only").host_path);
         assert_eq!(read(&b), "beta");
-        assert!(b.parent().unwrap().file_name().unwrap().to_string_lossy().starts_with("..2"), "{}", b.display());
+        assert!(
+            b.parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("..2"),
+            "{}",
+            b.display()
+        );
         assert_eq!(mounts.len(), 7);
 
         // DNS: ClusterFirst.
-        let dns = h.rt.lock().sandboxes.values().next().unwrap().config.dns.clone().unwrap();
+        let dns =
+            h.rt.lock()
+                .sandboxes
+                .values()
+                .next()
+                .unwrap()
+                .config
+                .dns
+                .clone()
+                .unwrap();
         assert_eq!(
             dns,
             DnsConfig {
                 servers: vec!["10.43.0.10".into()],
-                searches: vec!["team.svc.cluster.local".into(), "svc.cluster.local".into(), "cluster.local".into(), "corp.example".into()],
+                searches: vec![
+                    "team.svc.cluster.local".into(),
+                    "svc.cluster.local".into(),
+                    "cluster.local".into(),
+                    "corp.example".into()
+                ],
                 options: vec!["ndots:5".into()],
             }
         );
@@ -660,28 +1021,47 @@ mod volume_tests {
     #[tokio::test]
     async fn a_missing_config_map_blocks_with_failed_mount_until_created() {
         let mut h = H::new(Duration::from_secs(30));
-        let p = pod(json!({"nodeName": "node-1", "volumes": [{"name": "cfg", "configMap": {"name": "x"}}],
-            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]}]}));
+        let p = pod(
+            json!({"nodeName": "node-1", "volumes": [{"name": "cfg", "configMap": {"name": "x"}}],
+            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]}]}),
+        );
         let st = h.sync(&p).await;
         assert_eq!(st["phase"], "Pending");
-        assert_eq!(st["containerStatuses"][0]["state"]["waiting"]["reason"], "ContainerCreating", "{st:#}");
+        assert_eq!(
+            st["containerStatuses"][0]["state"]["waiting"]["reason"], "ContainerCreating",
+            "{st:#}"
+        );
         assert_eq!(h.rt.count_calls("CreateContainer"), 0);
         let events = h.worker.take_events();
-        let failed: Vec<_> = events.iter().filter(|e| e.reason == "FailedMount").collect();
+        let failed: Vec<_> = events
+            .iter()
+            .filter(|e| e.reason == "FailedMount")
+            .collect();
         assert_eq!(failed.len(), 1, "{events:?}");
         assert_eq!(failed[0].kind, EventKind::Warning);
-        assert_eq!(failed[0].message, "MountVolume.SetUp failed for volume \"cfg\" : configmap \"x\" not found");
+        assert_eq!(
+            failed[0].message,
+            "MountVolume.SetUp failed for volume \"cfg\" : configmap \"x\" not found"
+        );
         // A missing key is an error too.
         h.api.put_config_map("x", &[("other", "1")]);
-        let keyed = pod(json!({"nodeName": "node-1", "volumes": [{"name": "cfg", "configMap": {"name": "x", "items": [{"key": "k", "path": "k"}]}}],
-            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]}]}));
+        let keyed = pod(
+            json!({"nodeName": "node-1", "volumes": [{"name": "cfg", "configMap": {"name": "x", "items": [{"key": "k", "path": "k"}]}}],
+            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]}]}),
+        );
         h.sync(&keyed).await;
-        assert!(h.worker.take_events().iter().any(|e| e.message.ends_with("configmap references non-existent config key: k")));
+        assert!(h.worker.take_events().iter().any(|e| {
+            e.message
+                .ends_with("configmap references non-existent config key: k")
+        }));
         // Once it exists, the container starts.
         h.api.put_config_map("x", &[("k", "v")]);
         let st = h.sync(&keyed).await;
         assert_eq!(st["phase"], "Running", "{st:#}");
-        assert_eq!(read(&h.volume("kubernetes.io~configmap", "cfg").join("k")), "v");
+        assert_eq!(
+            read(&h.volume("kubernetes.io~configmap", "cfg").join("k")),
+            "v"
+        );
     }
 
     #[tokio::test]
@@ -693,9 +1073,25 @@ mod volume_tests {
             "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}, {"name": "sec", "mountPath": "/sec"}]}]}));
         let st = h.sync(&p).await;
         assert_eq!(st["phase"], "Running", "{st:#}");
-        assert!(!h.worker.take_events().iter().any(|e| e.reason == "FailedMount"));
+        assert!(
+            !h.worker
+                .take_events()
+                .iter()
+                .any(|e| e.reason == "FailedMount")
+        );
         let cfg = h.volume("kubernetes.io~configmap", "cfg");
-        assert_eq!(std::fs::read_dir(&cfg).unwrap().filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with("..")).count(), 0);
+        assert_eq!(
+            std::fs::read_dir(&cfg)
+                .unwrap()
+                .filter(|e| !e
+                    .as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".."))
+                .count(),
+            0
+        );
     }
 
     #[tokio::test]
@@ -707,7 +1103,13 @@ mod volume_tests {
             "initContainers": [{"name": "init", "image": "busybox:skiff"}],
             "containers": [{"name": "app", "image": "busybox:skiff"}]}));
         let st = h.sync(&p).await;
-        let messages: Vec<String> = h.worker.take_events().into_iter().filter(|e| e.reason == "FailedMount").map(|e| e.message).collect();
+        let messages: Vec<String> = h
+            .worker
+            .take_events()
+            .into_iter()
+            .filter(|e| e.reason == "FailedMount")
+            .map(|e| e.message)
+            .collect();
         assert_eq!(
             messages,
             vec![
@@ -715,7 +1117,10 @@ mod volume_tests {
                 "MountVolume.SetUp failed for volume \"host\" : hostPath type check failed: /nonexistent/skiff-test is not a directory".to_string(),
             ]
         );
-        assert_eq!(st["initContainerStatuses"][0]["state"]["waiting"]["reason"], "PodInitializing", "{st:#}");
+        assert_eq!(
+            st["initContainerStatuses"][0]["state"]["waiting"]["reason"], "PodInitializing",
+            "{st:#}"
+        );
         assert_eq!(h.rt.count_calls("CreateContainer"), 0);
     }
 
@@ -723,27 +1128,50 @@ mod volume_tests {
     async fn host_paths_are_mounted_as_they_are() {
         let mut h = H::new(Duration::from_secs(30));
         let target = h.dir.path().join("host-data");
-        let p = pod(json!({"nodeName": "node-1", "volumes": [{"name": "host", "hostPath": {"path": target, "type": "DirectoryOrCreate"}}],
-            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "host", "mountPath": "/data", "readOnly": true}]}]}));
+        let p = pod(
+            json!({"nodeName": "node-1", "volumes": [{"name": "host", "hostPath": {"path": target, "type": "DirectoryOrCreate"}}],
+            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "host", "mountPath": "/data", "readOnly": true}]}]}),
+        );
         h.sync(&p).await;
         assert!(target.is_dir());
-        assert_eq!(h.mounts("app"), vec![Mount { container_path: "/data".into(), host_path: target.display().to_string(), readonly: true, ..Default::default() }]);
+        assert_eq!(
+            h.mounts("app"),
+            vec![Mount {
+                container_path: "/data".into(),
+                host_path: target.display().to_string(),
+                readonly: true,
+                ..Default::default()
+            }]
+        );
     }
 
     #[tokio::test]
     async fn a_subpath_cannot_leave_its_volume() {
         let mut h = H::new(Duration::from_secs(30));
-        let p = pod(json!({"nodeName": "node-1", "volumes": [{"name": "d", "emptyDir": {}}],
-            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "d", "mountPath": "/x", "subPath": "../../etc"}]}]}));
+        let p = pod(
+            json!({"nodeName": "node-1", "volumes": [{"name": "d", "emptyDir": {}}],
+            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "d", "mountPath": "/x", "subPath": "../../etc"}]}]}),
+        );
         let st = h.sync(&p).await;
-        assert_eq!(st["containerStatuses"][0]["state"]["waiting"]["reason"], "CreateContainerConfigError", "{st:#}");
+        assert_eq!(
+            st["containerStatuses"][0]["state"]["waiting"]["reason"], "CreateContainerConfigError",
+            "{st:#}"
+        );
         // A link inside the volume that points out of it.
         let d = h.volume("kubernetes.io~empty-dir", "d");
         std::os::unix::fs::symlink("/etc", d.join("out")).unwrap();
-        let p2 = pod(json!({"nodeName": "node-1", "volumes": [{"name": "d", "emptyDir": {}}],
-            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "d", "mountPath": "/x", "subPath": "out"}]}]}));
+        let p2 = pod(
+            json!({"nodeName": "node-1", "volumes": [{"name": "d", "emptyDir": {}}],
+            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "d", "mountPath": "/x", "subPath": "out"}]}]}),
+        );
         let st = h.sync(&p2).await;
-        assert!(st["containerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap().contains("outside the volume"), "{st:#}");
+        assert!(
+            st["containerStatuses"][0]["state"]["waiting"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("outside the volume"),
+            "{st:#}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -757,8 +1185,13 @@ mod volume_tests {
         h.sync(&p).await;
         let cfg = h.volume("kubernetes.io~configmap", "cfg");
         let first = std::fs::read_link(cfg.join("..data")).unwrap();
-        h.api.put_config_map("app-config", &[("a", "2"), ("new", "n")]);
-        p.metadata.labels.as_mut().unwrap().insert("version".into(), "2".into());
+        h.api
+            .put_config_map("app-config", &[("a", "2"), ("new", "n")]);
+        p.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("version".into(), "2".into());
         // Not before the refresh period.
         h.sync(&p).await;
         assert_eq!(read(&cfg.join("a")), "1");
@@ -768,7 +1201,13 @@ mod volume_tests {
         assert_eq!(read(&cfg.join("new")), "n");
         assert_ne!(std::fs::read_link(cfg.join("..data")).unwrap(), first);
         assert!(!cfg.join(&first).exists(), "the old contents are removed");
-        assert!(read(&h.volume("kubernetes.io~downward-api", "info").join("labels")).contains("version=\"2\""));
+        assert!(
+            read(
+                &h.volume("kubernetes.io~downward-api", "info")
+                    .join("labels")
+            )
+            .contains("version=\"2\"")
+        );
         // A key removed from the configMap goes.
         h.api.put_config_map("app-config", &[("a", "3")]);
         tokio::time::advance(Duration::from_secs(31)).await;
@@ -779,15 +1218,24 @@ mod volume_tests {
     #[tokio::test(start_paused = true)]
     async fn tokens_are_reused_then_renewed_near_expiry() {
         let mut h = H::new(Duration::from_secs(1));
-        let p = pod(json!({"nodeName": "node-1", "volumes": [{"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "token", "audience": "vault", "expirationSeconds": 1000}}]}}],
-            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "t", "mountPath": "/t"}]}]}));
+        let p = pod(
+            json!({"nodeName": "node-1", "volumes": [{"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "token", "audience": "vault", "expirationSeconds": 1000}}]}}],
+            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "t", "mountPath": "/t"}]}]}),
+        );
         h.sync(&p).await;
         let t = h.volume("kubernetes.io~projected", "t").join("token");
         assert_eq!(read(&t), "token-team-default-1");
-        assert_eq!(h.api.tokens.lock().unwrap()[0].audiences, vec!["vault".to_string()]);
+        assert_eq!(
+            h.api.tokens.lock().unwrap()[0].audiences,
+            vec!["vault".to_string()]
+        );
         tokio::time::advance(Duration::from_secs(700)).await;
         h.sync(&p).await;
-        assert_eq!(h.api.tokens.lock().unwrap().len(), 1, "fresh tokens are reused");
+        assert_eq!(
+            h.api.tokens.lock().unwrap().len(),
+            1,
+            "fresh tokens are reused"
+        );
         tokio::time::advance(Duration::from_secs(150)).await;
         h.sync(&p).await;
         assert_eq!(read(&t), "token-team-default-2");
@@ -796,25 +1244,48 @@ mod volume_tests {
     #[tokio::test]
     async fn termination_unmounts_and_removes_the_volumes() {
         let mut h = H::new(Duration::from_secs(30));
-        let p = pod(json!({"nodeName": "node-1", "volumes": [{"name": "m", "emptyDir": {"medium": "Memory"}}, {"name": "d", "emptyDir": {}}],
-            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "m", "mountPath": "/m"}, {"name": "d", "mountPath": "/d"}]}]}));
+        let p = pod(
+            json!({"nodeName": "node-1", "volumes": [{"name": "m", "emptyDir": {"medium": "Memory"}}, {"name": "d", "emptyDir": {}}],
+            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "m", "mountPath": "/m"}, {"name": "d", "mountPath": "/d"}]}]}),
+        );
         h.sync(&p).await;
         let m = h.volume("kubernetes.io~empty-dir", "m");
         std::fs::write(h.volume("kubernetes.io~empty-dir", "d").join("f"), "x").unwrap();
         assert!(h.mounter.is_mounted(&m));
         h.worker.terminate(&p, 0).await.unwrap();
         assert!(!h.mounter.is_mounted(&m));
-        assert_eq!(h.mounter.calls.lock().unwrap().last().unwrap(), &format!("umount {}", m.display()));
+        assert_eq!(
+            h.mounter.calls.lock().unwrap().last().unwrap(),
+            &format!("umount {}", m.display())
+        );
         assert!(!h.dir.path().join("pods").join("uid-1").exists());
     }
 
     #[tokio::test]
     async fn host_network_pods_use_the_hosts_resolv_conf() {
         let mut h = H::new(Duration::from_secs(30));
-        let p = pod(json!({"nodeName": "node-1", "hostNetwork": true, "dnsConfig": {"options": [{"name": "ndots", "value": "3"}]},
-            "containers": [{"name": "app", "image": "busybox:skiff"}]}));
+        let p = pod(
+            json!({"nodeName": "node-1", "hostNetwork": true, "dnsConfig": {"options": [{"name": "ndots", "value": "3"}]},
+            "containers": [{"name": "app", "image": "busybox:skiff"}]}),
+        );
         h.sync(&p).await;
-        let dns = h.rt.lock().sandboxes.values().next().unwrap().config.dns.clone().unwrap();
-        assert_eq!(dns, DnsConfig { servers: vec!["192.168.1.1".into()], searches: vec!["corp.example".into()], options: vec!["ndots:3".into()] });
+        let dns =
+            h.rt.lock()
+                .sandboxes
+                .values()
+                .next()
+                .unwrap()
+                .config
+                .dns
+                .clone()
+                .unwrap();
+        assert_eq!(
+            dns,
+            DnsConfig {
+                servers: vec!["192.168.1.1".into()],
+                searches: vec!["corp.example".into()],
+                options: vec!["ndots:3".into()]
+            }
+        );
     }
 }

@@ -87,7 +87,10 @@ fn plugin_of(v: &Volume) -> Option<&'static str> {
 /// configMap, secret, downwardAPI and projected volumes: written from the
 /// API, refreshed, and mounted read-only.
 fn is_api_backed(v: &Volume) -> bool {
-    v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() || v.projected.is_some()
+    v.config_map.is_some()
+        || v.secret.is_some()
+        || v.downward_api.is_some()
+        || v.projected.is_some()
 }
 
 fn mode_of(m: Option<i32>, default: Option<i32>) -> u32 {
@@ -106,7 +109,13 @@ pub fn make_payload(
     match items.filter(|i| !i.is_empty()) {
         None => {
             for (k, v) in data {
-                out.insert(k.clone(), FileProjection { data: v.clone(), mode: mode_of(None, default_mode) });
+                out.insert(
+                    k.clone(),
+                    FileProjection {
+                        data: v.clone(),
+                        mode: mode_of(None, default_mode),
+                    },
+                );
             }
         }
         Some(items) => {
@@ -120,7 +129,13 @@ pub fn make_payload(
                         _ => format!("configmap references non-existent config key: {}", item.key),
                     });
                 };
-                out.insert(item.path.clone(), FileProjection { data: v.clone(), mode: mode_of(item.mode, default_mode) });
+                out.insert(
+                    item.path.clone(),
+                    FileProjection {
+                        data: v.clone(),
+                        mode: mode_of(item.mode, default_mode),
+                    },
+                );
             }
         }
     }
@@ -137,7 +152,9 @@ fn go_quote(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -147,7 +164,11 @@ fn go_quote(s: &str) -> String {
 
 /// `key="value"` lines in key order (↔ fieldpath.FormatMap).
 pub fn format_map(m: Option<&BTreeMap<String, String>>) -> String {
-    m.into_iter().flatten().map(|(k, v)| format!("{k}={}", go_quote(v))).collect::<Vec<_>>().join("\n")
+    m.into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", go_quote(v)))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A downward API fieldRef as a volume file (↔ fieldpath.ExtractFieldPathAsString).
@@ -155,13 +176,20 @@ pub fn field_value(pod: &Pod, path: &str) -> Result<String, String> {
     match path {
         "metadata.labels" => Ok(format_map(pod.metadata.labels.as_ref())),
         "metadata.annotations" => Ok(format_map(pod.metadata.annotations.as_ref())),
-        p => crate::env::field_ref(pod, p, "", "").ok_or_else(|| format!("unsupported fieldPath: {p}")),
+        p => crate::env::field_ref(pod, p, "", "")
+            .ok_or_else(|| format!("unsupported fieldPath: {p}")),
     }
 }
 
 /// A resourceFieldRef in units of its divisor, rounded up (↔
 /// resource.ExtractContainerResourceValue); unset limits are the node's.
-pub fn resource_value(pod: &Pod, container: &str, resource: &str, divisor: Option<&str>, memory_capacity: u64) -> Result<String, String> {
+pub fn resource_value(
+    pod: &Pod,
+    container: &str,
+    resource: &str,
+    divisor: Option<&str>,
+    memory_capacity: u64,
+) -> Result<String, String> {
     let spec = pod.spec.as_ref().ok_or("the pod has no spec")?;
     let c = spec
         .containers
@@ -179,12 +207,23 @@ pub fn resource_value(pod: &Pod, container: &str, resource: &str, divisor: Optio
     let divisor = divisor.filter(|d| !d.is_empty() && *d != "0");
     match key {
         "cpu" => {
-            let millis = match map.get("cpu").and_then(|q| crate::sync::parse_millicores(&q.0)) {
+            let millis = match map
+                .get("cpu")
+                .and_then(|q| crate::sync::parse_millicores(&q.0))
+            {
                 Some(m) => m,
-                None if limits => std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1) * 1000,
+                None if limits => {
+                    std::thread::available_parallelism()
+                        .map(|n| n.get() as i64)
+                        .unwrap_or(1)
+                        * 1000
+                }
                 None => 0,
             };
-            let div = divisor.and_then(crate::sync::parse_millicores).filter(|d| *d > 0).unwrap_or(1000);
+            let div = divisor
+                .and_then(crate::sync::parse_millicores)
+                .filter(|d| *d > 0)
+                .unwrap_or(1000);
             Ok(((millis + div - 1) / div).to_string())
         }
         "memory" | "ephemeral-storage" => {
@@ -193,7 +232,10 @@ pub fn resource_value(pod: &Pod, container: &str, resource: &str, divisor: Optio
                 None if limits && key == "memory" => memory_capacity,
                 None => 0,
             };
-            let div = divisor.and_then(crate::env::parse_bytes).filter(|d| *d > 0).unwrap_or(1);
+            let div = divisor
+                .and_then(crate::env::parse_bytes)
+                .filter(|d| *d > 0)
+                .unwrap_or(1);
             Ok(bytes.div_ceil(div).to_string())
         }
         _ => Err(format!("unsupported container resource: {resource}")),
@@ -201,25 +243,46 @@ pub fn resource_value(pod: &Pod, container: &str, resource: &str, divisor: Optio
 }
 
 /// The files of a downwardAPI volume or projection (↔ downwardapi.CollectData).
-pub fn downward_payload(pod: &Pod, items: &[DownwardAPIVolumeFile], default_mode: Option<i32>, memory_capacity: u64) -> Result<Payload, String> {
+pub fn downward_payload(
+    pod: &Pod,
+    items: &[DownwardAPIVolumeFile],
+    default_mode: Option<i32>,
+    memory_capacity: u64,
+) -> Result<Payload, String> {
     let mut out = Payload::new();
     let mut errors = Vec::new();
     for item in items {
         let value = if let Some(f) = &item.field_ref {
             field_value(pod, &f.field_path)
         } else if let Some(r) = &item.resource_field_ref {
-            resource_value(pod, r.container_name.as_deref().unwrap_or_default(), &r.resource, r.divisor.as_ref().map(|d| d.0.as_str()), memory_capacity)
+            resource_value(
+                pod,
+                r.container_name.as_deref().unwrap_or_default(),
+                &r.resource,
+                r.divisor.as_ref().map(|d| d.0.as_str()),
+                memory_capacity,
+            )
         } else {
             Ok(String::new())
         };
         match value {
             Ok(v) => {
-                out.insert(item.path.clone(), FileProjection { data: v.into_bytes(), mode: mode_of(item.mode, default_mode) });
+                out.insert(
+                    item.path.clone(),
+                    FileProjection {
+                        data: v.into_bytes(),
+                        mode: mode_of(item.mode, default_mode),
+                    },
+                );
             }
             Err(e) => errors.push(e),
         }
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors.join(", ")) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors.join(", "))
+    }
 }
 
 /// Check a payload path as the AtomicWriter does: relative, no `..`
@@ -229,7 +292,9 @@ pub fn validate_path(p: &str) -> Result<(), String> {
         return Err("invalid path: must not be empty".into());
     }
     if p.len() > 4096 {
-        return Err(format!("invalid path: must be less than or equal to 4096 characters: {p}"));
+        return Err(format!(
+            "invalid path: must be less than or equal to 4096 characters: {p}"
+        ));
     }
     if Path::new(p).is_absolute() {
         return Err(format!("invalid path: must be relative path: {p}"));
@@ -241,13 +306,18 @@ pub fn validate_path(p: &str) -> Result<(), String> {
         return Err(format!("invalid path: must not contain '..': {p}"));
     }
     if p.split('/').any(|s| s.len() > 255) {
-        return Err(format!("invalid path: each path segment must be less than or equal to 255 characters: {p}"));
+        return Err(format!(
+            "invalid path: each path segment must be less than or equal to 255 characters: {p}"
+        ));
     }
     Ok(())
 }
 
 fn clean(p: &str) -> String {
-    let parts: Vec<&str> = p.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    let parts: Vec<&str> = p
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
     parts.join("/")
 }
 
@@ -265,9 +335,18 @@ fn read_tree(dir: &Path) -> Option<Payload> {
             if ft.is_dir() {
                 walk(base, &path, out)?;
             } else if ft.is_file() {
-                let rel = path.strip_prefix(base).map(|p| p.display().to_string()).unwrap_or_default();
+                let rel = path
+                    .strip_prefix(base)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
                 let mode = e.metadata()?.permissions().mode() & 0o7777;
-                out.insert(rel, FileProjection { data: std::fs::read(&path)?, mode });
+                out.insert(
+                    rel,
+                    FileProjection {
+                        data: std::fs::read(&path)?,
+                        mode,
+                    },
+                );
             }
         }
         Ok(())
@@ -291,8 +370,13 @@ pub fn write_atomic(dir: &Path, payload: &Payload) -> Result<bool, String> {
     let changed = current.as_ref() != Some(&payload);
     if changed {
         // The new timestamped directory.
-        let stamp = jiff::Timestamp::now().strftime("..%Y_%m_%d_%H_%M_%S").to_string();
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let stamp = jiff::Timestamp::now()
+            .strftime("..%Y_%m_%d_%H_%M_%S")
+            .to_string();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
         let mut n = nanos;
         let ts_name = loop {
             let name = format!("{stamp}.{n:09}");
@@ -310,7 +394,8 @@ pub fn write_atomic(dir: &Path, payload: &Payload) -> Result<bool, String> {
                 std::fs::create_dir_all(parent).map_err(|e| io("creating", parent, e))?;
             }
             std::fs::write(&path, &f.data).map_err(|e| io("writing", &path, e))?;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode)).map_err(|e| io("setting the mode of", &path, e))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode))
+                .map_err(|e| io("setting the mode of", &path, e))?;
         }
         let tmp = dir.join(DATA_DIR_TMP);
         let _ = std::fs::remove_file(&tmp);
@@ -318,11 +403,15 @@ pub fn write_atomic(dir: &Path, payload: &Payload) -> Result<bool, String> {
         std::fs::rename(&tmp, &data_link).map_err(|e| io("renaming", &tmp, e))?;
     }
     // The user-visible names: one link per top-level element into ..data.
-    let wanted: BTreeSet<String> = payload.keys().filter_map(|k| k.split('/').next().map(str::to_string)).collect();
+    let wanted: BTreeSet<String> = payload
+        .keys()
+        .filter_map(|k| k.split('/').next().map(str::to_string))
+        .collect();
     for name in &wanted {
         let link = dir.join(name);
         if std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(Path::new(DATA_DIR).join(name), &link).map_err(|e| io("linking", &link, e))?;
+            std::os::unix::fs::symlink(Path::new(DATA_DIR).join(name), &link)
+                .map_err(|e| io("linking", &link, e))?;
         }
     }
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -339,7 +428,10 @@ pub fn write_atomic(dir: &Path, payload: &Payload) -> Result<bool, String> {
     }
     if changed && let Some(old) = old_ts {
         let old = dir.join(old);
-        if old.file_name().is_some_and(|n| n.to_string_lossy().starts_with("..")) {
+        if old
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".."))
+        {
             let _ = std::fs::remove_dir_all(&old);
         }
     }
@@ -350,7 +442,11 @@ pub fn write_atomic(dir: &Path, payload: &Payload) -> Result<bool, String> {
 pub fn check_host_path(path: &str, kind: &str) -> Result<(), String> {
     let p = Path::new(path);
     let meta = std::fs::metadata(p);
-    let fail = |what: &str| Err(format!("hostPath type check failed: {path} is not a {what}"));
+    let fail = |what: &str| {
+        Err(format!(
+            "hostPath type check failed: {path} is not a {what}"
+        ))
+    };
     match kind {
         "" => Ok(()),
         "DirectoryOrCreate" => match meta {
@@ -370,7 +466,12 @@ pub fn check_host_path(path: &str, kind: &str) -> Result<(), String> {
             Ok(m) if m.is_file() => Ok(()),
             Ok(_) => fail("file"),
             Err(_) => {
-                std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(p).map_err(|e| io("creating", p, e))?;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(p)
+                    .map_err(|e| io("creating", p, e))?;
                 let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644));
                 Ok(())
             }
@@ -432,7 +533,10 @@ fn service_account(pod: &Pod) -> String {
     let spec = pod.spec.as_ref();
     spec.and_then(|s| s.service_account_name.clone())
         .filter(|s| !s.is_empty())
-        .or_else(|| spec.and_then(|s| s.service_account.clone()).filter(|s| !s.is_empty()))
+        .or_else(|| {
+            spec.and_then(|s| s.service_account.clone())
+                .filter(|s| !s.is_empty())
+        })
         .unwrap_or_else(|| "default".into())
 }
 
@@ -444,9 +548,18 @@ impl PodVolumes {
 
     /// Set up every volume of `pod` not set up yet (↔ WaitForAttachAndMount);
     /// the failures, one per volume.
-    pub async fn setup(&mut self, pod: &Pod, settings: &Settings, lookup: &dyn Lookup) -> Result<(), Vec<VolumeError>> {
+    pub async fn setup(
+        &mut self,
+        pod: &Pod,
+        settings: &Settings,
+        lookup: &dyn Lookup,
+    ) -> Result<(), Vec<VolumeError>> {
         let mut errors = Vec::new();
-        let volumes = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
+        let volumes = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.clone())
+            .unwrap_or_default();
         for v in &volumes {
             if self.ready.contains_key(&v.name) {
                 continue;
@@ -455,13 +568,26 @@ impl PodVolumes {
                 Ok(path) => {
                     self.ready.insert(v.name.clone(), path);
                 }
-                Err(message) => errors.push(VolumeError { volume: v.name.clone(), message }),
+                Err(message) => errors.push(VolumeError {
+                    volume: v.name.clone(),
+                    message,
+                }),
             }
         }
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 
-    async fn setup_one(&mut self, pod: &Pod, v: &Volume, settings: &Settings, lookup: &dyn Lookup) -> Result<PathBuf, String> {
+    async fn setup_one(
+        &mut self,
+        pod: &Pod,
+        v: &Volume,
+        settings: &Settings,
+        lookup: &dyn Lookup,
+    ) -> Result<PathBuf, String> {
         if let Some(hp) = &v.host_path {
             check_host_path(&hp.path, hp.type_.as_deref().unwrap_or_default())?;
             return Ok(PathBuf::from(&hp.path));
@@ -474,11 +600,16 @@ impl PodVolumes {
         let mounter = settings.mounter.as_ref();
         if let Some(ed) = &v.empty_dir {
             if ed.medium.as_deref() == Some("Memory") {
-                let size = ed.size_limit.as_ref().and_then(|q| crate::env::parse_bytes(&q.0)).filter(|s| *s > 0);
+                let size = ed
+                    .size_limit
+                    .as_ref()
+                    .and_then(|q| crate::env::parse_bytes(&q.0))
+                    .filter(|s| *s > 0);
                 ensure_tmpfs(mounter, &dir, size)?;
             } else {
                 std::fs::create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(|e| io("setting the mode of", &dir, e))?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                    .map_err(|e| io("setting the mode of", &dir, e))?;
             }
             return Ok(dir);
         }
@@ -492,7 +623,13 @@ impl PodVolumes {
     }
 
     /// The files of an API-backed volume now.
-    async fn payload(&mut self, pod: &Pod, v: &Volume, settings: &Settings, lookup: &dyn Lookup) -> Result<Payload, String> {
+    async fn payload(
+        &mut self,
+        pod: &Pod,
+        v: &Volume,
+        settings: &Settings,
+        lookup: &dyn Lookup,
+    ) -> Result<Payload, String> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         if let Some(cm) = &v.config_map {
             let optional = cm.optional.unwrap_or(false);
@@ -501,7 +638,13 @@ impl PodVolumes {
                 None if optional => BTreeMap::new(),
                 None => return Err(format!("configmap \"{}\" not found", cm.name)),
             };
-            return make_payload(cm.items.as_deref(), &data, cm.default_mode, optional, "configmap");
+            return make_payload(
+                cm.items.as_deref(),
+                &data,
+                cm.default_mode,
+                optional,
+                "configmap",
+            );
         }
         if let Some(s) = &v.secret {
             let name = s.secret_name.clone().unwrap_or_default();
@@ -511,12 +654,25 @@ impl PodVolumes {
                 None if optional => BTreeMap::new(),
                 None => return Err(format!("secret \"{name}\" not found")),
             };
-            return make_payload(s.items.as_deref(), &data, s.default_mode, optional, "secret");
+            return make_payload(
+                s.items.as_deref(),
+                &data,
+                s.default_mode,
+                optional,
+                "secret",
+            );
         }
         if let Some(d) = &v.downward_api {
-            return downward_payload(pod, d.items.as_deref().unwrap_or_default(), d.default_mode, settings.memory_capacity);
+            return downward_payload(
+                pod,
+                d.items.as_deref().unwrap_or_default(),
+                d.default_mode,
+                settings.memory_capacity,
+            );
         }
-        let Some(p) = &v.projected else { return Ok(Payload::new()) };
+        let Some(p) = &v.projected else {
+            return Ok(Payload::new());
+        };
         let default_mode = Some(p.default_mode.unwrap_or(DEFAULT_MODE));
         let mut out = Payload::new();
         let mut errors: Vec<String> = Vec::new();
@@ -524,7 +680,9 @@ impl PodVolumes {
             let part = if let Some(cm) = &source.config_map {
                 let optional = cm.optional.unwrap_or(false);
                 match lookup.config_map_files(ns, &cm.name).await {
-                    Ok(Some(d)) => make_payload(cm.items.as_deref(), &d, default_mode, optional, "configmap"),
+                    Ok(Some(d)) => {
+                        make_payload(cm.items.as_deref(), &d, default_mode, optional, "configmap")
+                    }
                     Ok(None) if optional => Ok(Payload::new()),
                     Ok(None) => Err(format!("configmap \"{}\" not found", cm.name)),
                     Err(e) => Err(e),
@@ -532,13 +690,20 @@ impl PodVolumes {
             } else if let Some(s) = &source.secret {
                 let optional = s.optional.unwrap_or(false);
                 match lookup.secret_files(ns, &s.name).await {
-                    Ok(Some(d)) => make_payload(s.items.as_deref(), &d, default_mode, optional, "secret"),
+                    Ok(Some(d)) => {
+                        make_payload(s.items.as_deref(), &d, default_mode, optional, "secret")
+                    }
                     Ok(None) if optional => Ok(Payload::new()),
                     Ok(None) => Err(format!("secret \"{}\" not found", s.name)),
                     Err(e) => Err(e),
                 }
             } else if let Some(d) = &source.downward_api {
-                downward_payload(pod, d.items.as_deref().unwrap_or_default(), default_mode, settings.memory_capacity)
+                downward_payload(
+                    pod,
+                    d.items.as_deref().unwrap_or_default(),
+                    default_mode,
+                    settings.memory_capacity,
+                )
             } else if let Some(t) = &source.service_account_token {
                 let key = format!("{}/{i}", v.name);
                 let now = Instant::now();
@@ -547,19 +712,41 @@ impl PodVolumes {
                     None => {
                         let request = TokenRequest {
                             service_account: service_account(pod),
-                            audiences: t.audience.clone().filter(|a| !a.is_empty()).into_iter().collect(),
-                            expiration_seconds: t.expiration_seconds.unwrap_or(DEFAULT_TOKEN_SECONDS),
+                            audiences: t
+                                .audience
+                                .clone()
+                                .filter(|a| !a.is_empty())
+                                .into_iter()
+                                .collect(),
+                            expiration_seconds: t
+                                .expiration_seconds
+                                .unwrap_or(DEFAULT_TOKEN_SECONDS),
                             pod_name: pod.metadata.name.clone().unwrap_or_default(),
                             pod_uid: pod.metadata.uid.clone().unwrap_or_default(),
                         };
                         let r = lookup.service_account_token(ns, &request).await;
                         if let Ok(token) = &r {
-                            self.tokens.insert(key, CachedToken { token: token.clone(), fetched: now });
+                            self.tokens.insert(
+                                key,
+                                CachedToken {
+                                    token: token.clone(),
+                                    fetched: now,
+                                },
+                            );
                         }
                         r
                     }
                 };
-                token.map(|t2| [(t.path.clone(), FileProjection { data: t2.token.into_bytes(), mode: mode_of(None, default_mode) })].into())
+                token.map(|t2| {
+                    [(
+                        t.path.clone(),
+                        FileProjection {
+                            data: t2.token.into_bytes(),
+                            mode: mode_of(None, default_mode),
+                        },
+                    )]
+                    .into()
+                })
             } else {
                 Err("the projected volume source is not supported by this node".into())
             };
@@ -568,19 +755,36 @@ impl PodVolumes {
                 Err(e) => errors.push(e),
             }
         }
-        if errors.is_empty() { Ok(out) } else { Err(errors.join(", ")) }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors.join(", "))
+        }
     }
 
     /// Rewrite the API-backed volumes whose contents changed (configMap and
     /// secret updates, new labels, tokens near expiry), at most every `every`.
-    pub async fn refresh(&mut self, pod: &Pod, settings: &Settings, lookup: &dyn Lookup, every: Duration) {
+    pub async fn refresh(
+        &mut self,
+        pod: &Pod,
+        settings: &Settings,
+        lookup: &dyn Lookup,
+        every: Duration,
+    ) {
         let now = Instant::now();
-        if self.refreshed.is_some_and(|t| now.saturating_duration_since(t) < every) {
+        if self
+            .refreshed
+            .is_some_and(|t| now.saturating_duration_since(t) < every)
+        {
             return;
         }
         self.refreshed = Some(now);
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-        let volumes = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
+        let volumes = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.clone())
+            .unwrap_or_default();
         for v in volumes.iter().filter(|v| is_api_backed(v)) {
             let Some(plugin) = plugin_of(v) else { continue };
             let dir = volume_dir(&settings.log_root, uid, plugin, &v.name);
@@ -590,24 +794,42 @@ impl PodVolumes {
             }
             match self.payload(pod, v, settings, lookup).await {
                 Ok(payload) => match write_atomic(&dir, &payload) {
-                    Ok(true) => tracing::info!(volume = %v.name, pod_uid = %uid, "volume contents updated"),
+                    Ok(true) => {
+                        tracing::info!(volume = %v.name, pod_uid = %uid, "volume contents updated")
+                    }
                     Ok(false) => {}
-                    Err(e) => tracing::warn!(volume = %v.name, error = %e, "updating a volume failed"),
+                    Err(e) => {
+                        tracing::warn!(volume = %v.name, error = %e, "updating a volume failed")
+                    }
                 },
-                Err(e) => tracing::debug!(volume = %v.name, error = %e, "refreshing a volume failed; keeping its contents"),
+                Err(e) => {
+                    tracing::debug!(volume = %v.name, error = %e, "refreshing a volume failed; keeping its contents")
+                }
             }
             self.ready.entry(v.name.clone()).or_insert(dir);
         }
     }
 
     /// The bind mounts of container `c` (↔ makeMounts); `vars` expand subPathExpr.
-    pub fn mounts(&self, pod: &Pod, c: &Container, vars: &HashMap<String, String>) -> Result<Vec<Mount>, String> {
-        let volumes = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
+    pub fn mounts(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        vars: &HashMap<String, String>,
+    ) -> Result<Vec<Mount>, String> {
+        let volumes = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.clone())
+            .unwrap_or_default();
         let mut out = Vec::new();
         for vm in c.volume_mounts.iter().flatten() {
             let volume = volumes.iter().find(|v| v.name == vm.name);
             let Some(root) = self.ready.get(&vm.name) else {
-                return Err(format!("cannot find volume {:?} to mount into container {:?}", vm.name, c.name));
+                return Err(format!(
+                    "cannot find volume {:?} to mount into container {:?}",
+                    vm.name, c.name
+                ));
             };
             let sub = match (&vm.sub_path, &vm.sub_path_expr) {
                 (Some(s), _) if !s.is_empty() => s.clone(),
@@ -616,19 +838,32 @@ impl PodVolumes {
             };
             let mut host = root.clone();
             if !sub.is_empty() {
-                if Path::new(&sub).is_absolute() || Path::new(&sub).components().any(|c| c == Component::ParentDir) {
-                    return Err(format!("invalid subpath {sub:?}: must be a relative path without '..'"));
+                if Path::new(&sub).is_absolute()
+                    || Path::new(&sub)
+                        .components()
+                        .any(|c| c == Component::ParentDir)
+                {
+                    return Err(format!(
+                        "invalid subpath {sub:?}: must be a relative path without '..'"
+                    ));
                 }
                 let path = root.join(&sub);
                 if std::fs::symlink_metadata(&path).is_err() {
-                    let mode = std::fs::metadata(root).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o755);
+                    let mode = std::fs::metadata(root)
+                        .map(|m| m.permissions().mode() & 0o7777)
+                        .unwrap_or(0o755);
                     std::fs::create_dir_all(&path).map_err(|e| io("creating subpath", &path, e))?;
                     let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
                 }
-                let real = std::fs::canonicalize(&path).map_err(|e| io("resolving subpath", &path, e))?;
-                let real_root = std::fs::canonicalize(root).map_err(|e| io("resolving volume", root, e))?;
+                let real =
+                    std::fs::canonicalize(&path).map_err(|e| io("resolving subpath", &path, e))?;
+                let real_root =
+                    std::fs::canonicalize(root).map_err(|e| io("resolving volume", root, e))?;
                 if !real.starts_with(&real_root) {
-                    return Err(format!("subpath {sub:?} of volume {:?} resolves outside the volume", vm.name));
+                    return Err(format!(
+                        "subpath {sub:?} of volume {:?} resolves outside the volume",
+                        vm.name
+                    ));
                 }
                 host = real;
             }
@@ -671,8 +906,14 @@ pub fn teardown(root: &Path, uid: &str, mounter: &dyn Mounter) -> Result<(), Str
 
 /// Tear down the volumes of pods under `root` that nobody claims (pods
 /// deleted while the agent was down); the uids removed.
-pub fn remove_orphaned(root: &Path, claimed: &std::collections::HashSet<String>, mounter: &dyn Mounter) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(root) else { return Vec::new() };
+pub fn remove_orphaned(
+    root: &Path,
+    claimed: &std::collections::HashSet<String>,
+    mounter: &dyn Mounter,
+) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
     let mut removed = Vec::new();
     for e in entries.flatten() {
         let uid = e.file_name().to_string_lossy().into_owned();
@@ -682,7 +923,9 @@ pub fn remove_orphaned(root: &Path, claimed: &std::collections::HashSet<String>,
         }
         match teardown(root, &uid, mounter) {
             Ok(()) => removed.push(uid),
-            Err(e) => tracing::warn!(pod_uid = %uid, error = %e, "removing the volumes of a pod that no longer exists failed"),
+            Err(e) => {
+                tracing::warn!(pod_uid = %uid, error = %e, "removing the volumes of a pod that no longer exists failed")
+            }
         }
     }
     removed
@@ -693,21 +936,38 @@ mod tests {
     use super::*;
 
     fn file(data: &str, mode: u32) -> FileProjection {
-        FileProjection { data: data.as_bytes().to_vec(), mode }
+        FileProjection {
+            data: data.as_bytes().to_vec(),
+            mode,
+        }
     }
 
     #[test]
     fn atomic_writes_swap_the_data_link() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("v");
-        let mut p: Payload = [("a".to_string(), file("1", 0o644)), ("sub/b".to_string(), file("2", 0o600))].into();
+        let mut p: Payload = [
+            ("a".to_string(), file("1", 0o644)),
+            ("sub/b".to_string(), file("2", 0o600)),
+        ]
+        .into();
         assert!(write_atomic(&d, &p).unwrap());
         assert_eq!(std::fs::read_to_string(d.join("a")).unwrap(), "1");
         assert_eq!(std::fs::read_to_string(d.join("sub/b")).unwrap(), "2");
-        assert_eq!(std::fs::read_link(d.join("a")).unwrap(), Path::new("..data/a"));
+        assert_eq!(
+            std::fs::read_link(d.join("a")).unwrap(),
+            Path::new("..data/a")
+        );
         let first = std::fs::read_link(d.join(DATA_DIR)).unwrap();
         assert!(first.to_string_lossy().starts_with(".."));
-        assert_eq!(std::fs::metadata(d.join("sub/b")).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(d.join("sub/b"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
         // Unchanged: nothing is written.
         assert!(!write_atomic(&d, &p).unwrap());
         assert_eq!(std::fs::read_link(d.join(DATA_DIR)).unwrap(), first);
@@ -736,19 +996,40 @@ mod tests {
 
     #[test]
     fn configmap_payloads() {
-        let data: BTreeMap<String, Vec<u8>> = [("k1".to_string(), b"v1".to_vec()), ("k2".to_string(), b"v2".to_vec())].into();
+        let data: BTreeMap<String, Vec<u8>> = [
+            ("k1".to_string(), b"v1".to_vec()),
+            ("k2".to_string(), b"v2".to_vec()),
+        ]
+        .into();
         let all = make_payload(None, &data, Some(0o400), false, "configmap").unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all["k1"].mode, 0o400);
         let items: Vec<KeyToPath> =
             serde_json::from_value(serde_json::json!([{"key": "k1", "path": "dir/one", "mode": 0o600}, {"key": "k2", "path": "two"}])).unwrap();
         let some = make_payload(Some(&items), &data, None, false, "configmap").unwrap();
-        assert_eq!(some["dir/one"], FileProjection { data: b"v1".to_vec(), mode: 0o600 });
+        assert_eq!(
+            some["dir/one"],
+            FileProjection {
+                data: b"v1".to_vec(),
+                mode: 0o600
+            }
+        );
         assert_eq!(some["two"].mode, 0o644);
-        let missing: Vec<KeyToPath> = serde_json::from_value(serde_json::json!([{"key": "nope", "path": "x"}])).unwrap();
-        assert_eq!(make_payload(Some(&missing), &data, None, false, "configmap").unwrap_err(), "configmap references non-existent config key: nope");
-        assert_eq!(make_payload(Some(&missing), &data, None, false, "secret").unwrap_err(), "references non-existent secret key: nope");
-        assert!(make_payload(Some(&missing), &data, None, true, "configmap").unwrap().is_empty());
+        let missing: Vec<KeyToPath> =
+            serde_json::from_value(serde_json::json!([{"key": "nope", "path": "x"}])).unwrap();
+        assert_eq!(
+            make_payload(Some(&missing), &data, None, false, "configmap").unwrap_err(),
+            "configmap references non-existent config key: nope"
+        );
+        assert_eq!(
+            make_payload(Some(&missing), &data, None, false, "secret").unwrap_err(),
+            "references non-existent secret key: nope"
+        );
+        assert!(
+            make_payload(Some(&missing), &data, None, true, "configmap")
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -762,10 +1043,20 @@ mod tests {
         check_host_path(f.to_str().unwrap(), "FileOrCreate").unwrap();
         assert!(f.is_file());
         check_host_path(f.to_str().unwrap(), "File").unwrap();
-        assert_eq!(check_host_path(f.to_str().unwrap(), "Directory").unwrap_err(), format!("hostPath type check failed: {} is not a directory", f.display()));
+        assert_eq!(
+            check_host_path(f.to_str().unwrap(), "Directory").unwrap_err(),
+            format!(
+                "hostPath type check failed: {} is not a directory",
+                f.display()
+            )
+        );
         assert!(check_host_path(d.to_str().unwrap(), "File").is_err());
         assert!(check_host_path(d.to_str().unwrap(), "FileOrCreate").is_err());
-        assert!(check_host_path(f.to_str().unwrap(), "Socket").unwrap_err().contains("is not a socket file"));
+        assert!(
+            check_host_path(f.to_str().unwrap(), "Socket")
+                .unwrap_err()
+                .contains("is not a socket file")
+        );
         assert!(check_host_path("/nonexistent/x", "Directory").is_err());
         check_host_path("/nonexistent/x", "").unwrap();
         assert!(check_host_path("/dev/null", "CharDevice").is_ok());
@@ -779,15 +1070,36 @@ mod tests {
             "spec": {"containers": [{"name": "c", "resources": {"limits": {"memory": "64Mi", "cpu": "250m"}, "requests": {"cpu": "100m"}}}]}
         }))
         .unwrap();
-        assert_eq!(field_value(&pod, "metadata.labels").unwrap(), "a=\"x\\\"y\"\nb=\"2\"");
+        assert_eq!(
+            field_value(&pod, "metadata.labels").unwrap(),
+            "a=\"x\\\"y\"\nb=\"2\""
+        );
         assert_eq!(field_value(&pod, "metadata.namespace").unwrap(), "ns");
         assert_eq!(field_value(&pod, "metadata.labels['b']").unwrap(), "2");
-        assert_eq!(resource_value(&pod, "c", "limits.memory", Some("1Mi"), 0).unwrap(), "64");
-        assert_eq!(resource_value(&pod, "c", "limits.cpu", None, 0).unwrap(), "1");
-        assert_eq!(resource_value(&pod, "c", "limits.cpu", Some("1m"), 0).unwrap(), "250");
-        assert_eq!(resource_value(&pod, "c", "requests.cpu", Some("1m"), 0).unwrap(), "100");
-        assert_eq!(resource_value(&pod, "c", "requests.memory", None, 0).unwrap(), "0");
-        assert_eq!(resource_value(&pod, "c", "limits.memory", None, 0).unwrap(), "67108864");
+        assert_eq!(
+            resource_value(&pod, "c", "limits.memory", Some("1Mi"), 0).unwrap(),
+            "64"
+        );
+        assert_eq!(
+            resource_value(&pod, "c", "limits.cpu", None, 0).unwrap(),
+            "1"
+        );
+        assert_eq!(
+            resource_value(&pod, "c", "limits.cpu", Some("1m"), 0).unwrap(),
+            "250"
+        );
+        assert_eq!(
+            resource_value(&pod, "c", "requests.cpu", Some("1m"), 0).unwrap(),
+            "100"
+        );
+        assert_eq!(
+            resource_value(&pod, "c", "requests.memory", None, 0).unwrap(),
+            "0"
+        );
+        assert_eq!(
+            resource_value(&pod, "c", "limits.memory", None, 0).unwrap(),
+            "67108864"
+        );
         assert!(resource_value(&pod, "nope", "limits.memory", None, 0).is_err());
     }
 
@@ -802,10 +1114,16 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("default_web_gone")).unwrap();
         mounter.mount_tmpfs(&gone, None).unwrap();
         let claimed = ["kept".to_string()].into();
-        assert_eq!(remove_orphaned(dir.path(), &claimed, &mounter), vec!["gone".to_string()]);
+        assert_eq!(
+            remove_orphaned(dir.path(), &claimed, &mounter),
+            vec!["gone".to_string()]
+        );
         assert!(!mounter.is_mounted(&gone));
         assert!(!dir.path().join("gone").exists());
         assert!(kept.exists());
-        assert!(dir.path().join("default_web_gone").exists(), "log directories stay");
+        assert!(
+            dir.path().join("default_web_gone").exists(),
+            "log directories stay"
+        );
     }
 }

@@ -32,7 +32,10 @@ pub enum Update {
 type Key = (String, String);
 
 fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
-    (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
 }
 
 /// What one sync did.
@@ -57,7 +60,16 @@ pub struct Enforcer<N> {
 
 impl<N: Netfilter> Enforcer<N> {
     pub fn new(config: Config, nft: N) -> Self {
-        Enforcer { config, nft, pods: HashMap::new(), namespaces: HashMap::new(), policies: HashMap::new(), programmed: None, dirty: true, listed: [false; 3] }
+        Enforcer {
+            config,
+            nft,
+            pods: HashMap::new(),
+            namespaces: HashMap::new(),
+            policies: HashMap::new(),
+            programmed: None,
+            dirty: true,
+            listed: [false; 3],
+        }
     }
 
     pub fn netfilter(&self) -> &N {
@@ -84,7 +96,10 @@ impl<N: Netfilter> Enforcer<N> {
             Update::PolicyDeleted(np) => self.policies.remove(&key(&np.metadata)).is_some(),
             Update::PoliciesListed(list) => {
                 self.listed[0] = true;
-                let new: HashMap<Key, PolicyInfo> = list.iter().map(|np| (key(&np.metadata), PolicyInfo::from_policy(np))).collect();
+                let new: HashMap<Key, PolicyInfo> = list
+                    .iter()
+                    .map(|np| (key(&np.metadata), PolicyInfo::from_policy(np)))
+                    .collect();
                 std::mem::replace(&mut self.policies, new) != self.policies
             }
             Update::PodApplied(pod) => {
@@ -94,17 +109,33 @@ impl<N: Netfilter> Enforcer<N> {
             Update::PodDeleted(pod) => self.pods.remove(&key(&pod.metadata)).is_some(),
             Update::PodsListed(list) => {
                 self.listed[1] = true;
-                let new: HashMap<Key, PodInfo> = list.iter().map(|p| (key(&p.metadata), PodInfo::from_pod(p))).collect();
+                let new: HashMap<Key, PodInfo> = list
+                    .iter()
+                    .map(|p| (key(&p.metadata), PodInfo::from_pod(p)))
+                    .collect();
                 std::mem::replace(&mut self.pods, new) != self.pods
             }
             Update::NamespaceApplied(ns) => {
                 let labels = namespace_labels(&ns);
-                self.namespaces.insert(ns.metadata.name.clone().unwrap_or_default(), labels.clone()) != Some(labels)
+                self.namespaces
+                    .insert(ns.metadata.name.clone().unwrap_or_default(), labels.clone())
+                    != Some(labels)
             }
-            Update::NamespaceDeleted(ns) => self.namespaces.remove(ns.metadata.name.as_deref().unwrap_or_default()).is_some(),
+            Update::NamespaceDeleted(ns) => self
+                .namespaces
+                .remove(ns.metadata.name.as_deref().unwrap_or_default())
+                .is_some(),
             Update::NamespacesListed(list) => {
                 self.listed[2] = true;
-                let new: HashMap<String, Labels> = list.iter().map(|ns| (ns.metadata.name.clone().unwrap_or_default(), namespace_labels(ns))).collect();
+                let new: HashMap<String, Labels> = list
+                    .iter()
+                    .map(|ns| {
+                        (
+                            ns.metadata.name.clone().unwrap_or_default(),
+                            namespace_labels(ns),
+                        )
+                    })
+                    .collect();
                 std::mem::replace(&mut self.namespaces, new) != self.namespaces
             }
         };
@@ -115,7 +146,12 @@ impl<N: Netfilter> Enforcer<N> {
     pub fn desired(&self) -> Desired {
         let pods: Vec<&PodInfo> = self.pods.values().collect();
         let policies: Vec<&PolicyInfo> = self.policies.values().collect();
-        rules::desired(&Inputs { node: &self.config.node_name, pods: &pods, policies: &policies, namespaces: &self.namespaces })
+        rules::desired(&Inputs {
+            node: &self.config.node_name,
+            pods: &pods,
+            policies: &policies,
+            namespaces: &self.namespaces,
+        })
     }
 
     /// Bring the kernel in step with the model: one transaction.
@@ -133,13 +169,20 @@ impl<N: Netfilter> Enforcer<N> {
             return Err(e.into());
         }
         self.programmed = Some(desired);
-        Ok(SyncStats { full, script_bytes: script.len() })
+        Ok(SyncStats {
+            full,
+            script_bytes: script.len(),
+        })
     }
 }
 
 /// Apply updates as they come, batching those within `config.min_sync_period`
 /// of the last sync; retry a failed sync (as a full one) after a second.
-pub async fn run_loop<N: Netfilter>(enforcer: &mut Enforcer<N>, updates: &mut mpsc::UnboundedReceiver<Update>, shutdown: impl Future<Output = ()>) {
+pub async fn run_loop<N: Netfilter>(
+    enforcer: &mut Enforcer<N>,
+    updates: &mut mpsc::UnboundedReceiver<Update>,
+    shutdown: impl Future<Output = ()>,
+) {
     let min = enforcer.config.min_sync_period;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut last_sync: Option<Instant> = None;
@@ -176,14 +219,16 @@ pub async fn run_loop<N: Netfilter>(enforcer: &mut Enforcer<N>, updates: &mut mp
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use skiff_proxy::Recorder;
     use crate::rules::tests::{pod_obj, policy_obj};
     use serde_json::json;
-
-
+    use skiff_proxy::Recorder;
 
     fn config() -> Config {
-        Config { node_name: "n1".into(), table: "t".into(), ..Default::default() }
+        Config {
+            node_name: "n1".into(),
+            table: "t".into(),
+            ..Default::default()
+        }
     }
 
     fn namespace(name: &str) -> Namespace {
@@ -216,29 +261,52 @@ mod tests {
         let stats = e.sync().await.unwrap();
         assert!(stats.full);
         let full = rec.take().remove(0);
-        assert!(full.starts_with("add table inet t\ndelete table inet t\nadd table inet t\n"), "{full}");
-        assert!(full.contains("add element inet t ingress { 10.42.0.2 : jump in-10-42-0-2 }\n"), "{full}");
+        assert!(
+            full.starts_with("add table inet t\ndelete table inet t\nadd table inet t\n"),
+            "{full}"
+        );
+        assert!(
+            full.contains("add element inet t ingress { 10.42.0.2 : jump in-10-42-0-2 }\n"),
+            "{full}"
+        );
         let peers = e.desired().sets.keys().next().unwrap().clone();
-        assert!(full.contains(&format!("add element inet t {peers} {{ 10.42.1.3 }}\n")), "{full}");
+        assert!(
+            full.contains(&format!("add element inet t {peers} {{ 10.42.1.3 }}\n")),
+            "{full}"
+        );
 
         // A second client: one element added; it going: one deleted.
         let b = pod_obj("default", "b", "n1", "10.42.0.4", json!({"role": "client"}));
         e.update(Update::PodApplied(Box::new(b.clone())));
         assert!(!e.sync().await.unwrap().full);
-        assert_eq!(rec.take(), vec![format!("add element inet t {peers} {{ 10.42.0.4 }}\n")]);
+        assert_eq!(
+            rec.take(),
+            vec![format!("add element inet t {peers} {{ 10.42.0.4 }}\n")]
+        );
         // A status change that does not matter: nothing to do.
         let mut b2 = b.clone();
-        b2.status.as_mut().unwrap().start_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        b2.status.as_mut().unwrap().start_time =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
         e.update(Update::PodApplied(Box::new(b2)));
         assert!(!e.has_pending());
         e.update(Update::PodDeleted(Box::new(b)));
         e.sync().await.unwrap();
-        assert_eq!(rec.take(), vec![format!("delete element inet t {peers} {{ 10.42.0.4 }}\n")]);
+        assert_eq!(
+            rec.take(),
+            vec![format!("delete element inet t {peers} {{ 10.42.0.4 }}\n")]
+        );
 
         // The policy goes: map element, chain and set removed, nothing else.
         e.update(Update::PolicyDeleted(Box::new(allow_clients())));
         e.sync().await.unwrap();
-        assert_eq!(rec.take(), vec![format!("delete element inet t ingress {{ 10.42.0.2 }}\ndelete chain inet t in-10-42-0-2\ndelete set inet t {peers}\n")]);
+        assert_eq!(
+            rec.take(),
+            vec![format!(
+                "delete element inet t ingress {{ 10.42.0.2 }}\ndelete chain inet t in-10-42-0-2\ndelete set inet t {peers}\n"
+            )]
+        );
     }
 
     #[tokio::test]
@@ -249,20 +317,33 @@ mod tests {
         e.sync().await.unwrap();
         rec.take();
         *rec.fail.lock().unwrap() = true;
-        e.update(Update::PodApplied(Box::new(pod_obj("default", "b", "n1", "10.42.0.4", json!({"role": "client"})))));
+        e.update(Update::PodApplied(Box::new(pod_obj(
+            "default",
+            "b",
+            "n1",
+            "10.42.0.4",
+            json!({"role": "client"}),
+        ))));
         assert!(e.sync().await.is_err());
         assert!(e.has_pending());
         *rec.fail.lock().unwrap() = false;
         assert!(e.sync().await.unwrap().full);
         let scripts = rec.take();
-        assert!(scripts[0].starts_with("add table inet t\ndelete table inet t\n") && scripts[0].contains("10.42.0.4"), "{scripts:?}");
+        assert!(
+            scripts[0].starts_with("add table inet t\ndelete table inet t\n")
+                && scripts[0].contains("10.42.0.4"),
+            "{scripts:?}"
+        );
     }
 
     #[tokio::test]
     async fn namespace_labels_move_pods_in_and_out_of_peer_sets() {
         let rec = Recorder::default();
         let mut e = Enforcer::new(config(), rec.clone());
-        e.update(Update::NamespacesListed(vec![namespace("default"), namespace("team")]));
+        e.update(Update::NamespacesListed(vec![
+            namespace("default"),
+            namespace("team"),
+        ]));
         e.update(Update::PodsListed(vec![
             pod_obj("default", "web", "n1", "10.42.0.2", json!({"app": "web"})),
             pod_obj("team", "c", "n2", "10.42.1.3", json!({})),
@@ -275,13 +356,22 @@ mod tests {
         e.sync().await.unwrap();
         rec.take();
         let peers = e.desired().sets.keys().next().unwrap().clone();
-        let labelled: Namespace = serde_json::from_value(json!({"metadata": {"name": "team", "labels": {"trusted": "yes"}}})).unwrap();
+        let labelled: Namespace = serde_json::from_value(
+            json!({"metadata": {"name": "team", "labels": {"trusted": "yes"}}}),
+        )
+        .unwrap();
         e.update(Update::NamespaceApplied(Box::new(labelled)));
         e.sync().await.unwrap();
-        assert_eq!(rec.take(), vec![format!("add element inet t {peers} {{ 10.42.1.3 }}\n")]);
+        assert_eq!(
+            rec.take(),
+            vec![format!("add element inet t {peers} {{ 10.42.1.3 }}\n")]
+        );
         e.update(Update::NamespaceApplied(Box::new(namespace("team"))));
         e.sync().await.unwrap();
-        assert_eq!(rec.take(), vec![format!("delete element inet t {peers} {{ 10.42.1.3 }}\n")]);
+        assert_eq!(
+            rec.take(),
+            vec![format!("delete element inet t {peers} {{ 10.42.1.3 }}\n")]
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -298,24 +388,54 @@ mod tests {
             })
             .await;
         });
-        tx.send(Update::NamespacesListed(vec![namespace("default")])).unwrap();
-        tx.send(Update::PoliciesListed(vec![allow_clients()])).unwrap();
+        tx.send(Update::NamespacesListed(vec![namespace("default")]))
+            .unwrap();
+        tx.send(Update::PoliciesListed(vec![allow_clients()]))
+            .unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
-        assert!(rec.scripts.lock().unwrap().is_empty(), "no sync before pods are listed");
-        tx.send(Update::PodsListed(vec![pod_obj("default", "web", "n1", "10.42.0.2", json!({"app": "web"}))])).unwrap();
+        assert!(
+            rec.scripts.lock().unwrap().is_empty(),
+            "no sync before pods are listed"
+        );
+        tx.send(Update::PodsListed(vec![pod_obj(
+            "default",
+            "web",
+            "n1",
+            "10.42.0.2",
+            json!({"app": "web"}),
+        )]))
+        .unwrap();
         tokio::time::sleep(Duration::from_millis(1)).await;
-        assert_eq!(rec.scripts.lock().unwrap().len(), 1, "the first sync is immediate");
+        assert_eq!(
+            rec.scripts.lock().unwrap().len(),
+            1,
+            "the first sync is immediate"
+        );
         // Three clients within 200 ms: one transaction, 200 ms after the first sync.
-        for (i, ip) in ["10.42.0.3", "10.42.0.4", "10.42.0.5"].into_iter().enumerate() {
+        for (i, ip) in ["10.42.0.3", "10.42.0.4", "10.42.0.5"]
+            .into_iter()
+            .enumerate()
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            tx.send(Update::PodApplied(Box::new(pod_obj("default", &format!("c{i}"), "n2", ip, json!({"role": "client"}))))).unwrap();
+            tx.send(Update::PodApplied(Box::new(pod_obj(
+                "default",
+                &format!("c{i}"),
+                "n2",
+                ip,
+                json!({"role": "client"}),
+            ))))
+            .unwrap();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         {
             let scripts = rec.scripts.lock().unwrap();
             assert_eq!(scripts.len(), 2);
             assert_eq!(scripts[1].0 - start, Duration::from_millis(2200));
-            assert!(scripts[1].1.contains("{ 10.42.0.3, 10.42.0.4, 10.42.0.5 }"), "{}", scripts[1].1);
+            assert!(
+                scripts[1].1.contains("{ 10.42.0.3, 10.42.0.4, 10.42.0.5 }"),
+                "{}",
+                scripts[1].1
+            );
         }
         stop_tx.send(()).unwrap();
         task.await.unwrap();

@@ -80,7 +80,11 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { node_name: String::new(), table: DEFAULT_TABLE.into(), min_sync_period: Duration::from_millis(200) }
+        Config {
+            node_name: String::new(),
+            table: DEFAULT_TABLE.into(),
+            min_sync_period: Duration::from_millis(200),
+        }
     }
 }
 
@@ -88,10 +92,20 @@ impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         let name_ok = !self.table.is_empty()
             && self.table.len() <= 64
-            && self.table.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && self.table.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            && self
+                .table
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic())
+            && self
+                .table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !name_ok {
-            return Err(Error::Config(format!("table name {:?} must be letters, digits, '-' or '_'", self.table)));
+            return Err(Error::Config(format!(
+                "table name {:?} must be letters, digits, '-' or '_'",
+                self.table
+            )));
         }
         if self.node_name.is_empty() {
             return Err(Error::Config("the node name is empty".into()));
@@ -108,7 +122,11 @@ impl Config {
 /// would otherwise stay isolated by stale rules.
 ///
 /// Errors: `NftMissing` when nft is not installed, `Config` for an invalid configuration.
-pub async fn run(client: kube::Client, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+pub async fn run(
+    client: kube::Client,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
     if skiff_proxy::netfilter::find_nft().is_none() {
         return Err(Error::NftMissing);
     }
@@ -116,7 +134,13 @@ pub async fn run(client: kube::Client, config: Config, shutdown: impl Future<Out
 }
 
 /// [`run`] with the kernel and host given.
-pub async fn run_with<N: Netfilter>(client: kube::Client, config: Config, nft: N, host: &dyn Host, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+pub async fn run_with<N: Netfilter>(
+    client: kube::Client,
+    config: Config,
+    nft: N,
+    host: &dyn Host,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
     config.validate()?;
     if let Err(e) = host.enable_bridge_netfilter().await {
         tracing::warn!(error = %e, "could not enable br_netfilter; traffic between pods on one bridge escapes network policies");
@@ -124,13 +148,22 @@ pub async fn run_with<N: Netfilter>(client: kube::Client, config: Config, nft: N
     tracing::info!(node = %config.node_name, table = %config.table, "network policy enforcement starting");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let table = config.table.clone();
-    let watch_policies = skiff_proxy::watch(Api::<NetworkPolicy>::all(client.clone()), watcher::Config::default(), tx.clone(),
+    let watch_policies = skiff_proxy::watch(
+        Api::<NetworkPolicy>::all(client.clone()),
+        watcher::Config::default(),
+        tx.clone(),
         |o| Update::PolicyApplied(Box::new(o)),
         |o| Update::PolicyDeleted(Box::new(o)),
         Update::PoliciesListed,
     );
-    let watch_pods =
-        skiff_proxy::watch(Api::<Pod>::all(client.clone()), watcher::Config::default(), tx.clone(), |o| Update::PodApplied(Box::new(o)), |o| Update::PodDeleted(Box::new(o)), Update::PodsListed);
+    let watch_pods = skiff_proxy::watch(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default(),
+        tx.clone(),
+        |o| Update::PodApplied(Box::new(o)),
+        |o| Update::PodDeleted(Box::new(o)),
+        Update::PodsListed,
+    );
     let watch_namespaces = skiff_proxy::watch(
         Api::<Namespace>::all(client),
         watcher::Config::default(),
@@ -155,7 +188,9 @@ pub async fn run_with<N: Netfilter>(client: kube::Client, config: Config, nft: N
 
 /// Delete the table; a missing one is fine.
 pub async fn cleanup(nft: &dyn Netfilter, table: &str) -> Result<(), Error> {
-    nft.apply(&format!("add table inet {table}\ndelete table inet {table}\n")).await?;
+    nft.apply(&format!(
+        "add table inet {table}\ndelete table inet {table}\n"
+    ))
+    .await?;
     Ok(())
 }
-

@@ -37,7 +37,11 @@ enum Op {
 impl Selector {
     /// The selector that selects everything (`{}`).
     pub fn everything() -> Selector {
-        Selector { labels: BTreeMap::new(), exprs: Vec::new(), invalid: false }
+        Selector {
+            labels: BTreeMap::new(),
+            exprs: Vec::new(),
+            invalid: false,
+        }
     }
 
     pub fn from_k8s(sel: &LabelSelector) -> Selector {
@@ -63,7 +67,11 @@ impl Selector {
             .collect();
         exprs.sort();
         exprs.dedup();
-        Selector { labels: sel.match_labels.clone().unwrap_or_default(), exprs, invalid }
+        Selector {
+            labels: sel.match_labels.clone().unwrap_or_default(),
+            exprs,
+            invalid,
+        }
     }
 
     pub fn matches(&self, labels: &Labels) -> bool {
@@ -81,11 +89,21 @@ impl Selector {
 
     /// A stable text form (names the peer sets).
     pub fn canonical(&self) -> String {
-        let mut out: Vec<String> = self.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut out: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         for (k, op) in &self.exprs {
             out.push(match op {
-                Op::In(vs) => format!("{k} in ({})", vs.iter().cloned().collect::<Vec<_>>().join(",")),
-                Op::NotIn(vs) => format!("{k} notin ({})", vs.iter().cloned().collect::<Vec<_>>().join(",")),
+                Op::In(vs) => format!(
+                    "{k} in ({})",
+                    vs.iter().cloned().collect::<Vec<_>>().join(",")
+                ),
+                Op::NotIn(vs) => format!(
+                    "{k} notin ({})",
+                    vs.iter().cloned().collect::<Vec<_>>().join(",")
+                ),
                 Op::Exists => k.clone(),
                 Op::DoesNotExist => format!("!{k}"),
             });
@@ -115,8 +133,15 @@ impl Cidr4 {
         if prefix > 32 {
             return None;
         }
-        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
-        Some(Cidr4 { addr: Ipv4Addr::from(u32::from(ip) & mask), prefix })
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        };
+        Some(Cidr4 {
+            addr: Ipv4Addr::from(u32::from(ip) & mask),
+            prefix,
+        })
     }
 }
 
@@ -168,7 +193,11 @@ impl PodInfo {
         ips.dedup();
         let mut ports: Vec<NamedPort> = spec
             .into_iter()
-            .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+            .flat_map(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+            })
             .flat_map(|c| c.ports.iter().flatten())
             .filter_map(|p| {
                 Some(NamedPort {
@@ -199,8 +228,15 @@ impl PodInfo {
     }
 
     /// The ports of this pod named `name` with `protocol`.
-    pub fn named_ports<'a>(&'a self, name: &'a str, protocol: Protocol) -> impl Iterator<Item = u16> + 'a {
-        self.ports.iter().filter(move |p| p.name == name && p.protocol == protocol).map(|p| p.port)
+    pub fn named_ports<'a>(
+        &'a self,
+        name: &'a str,
+        protocol: Protocol,
+    ) -> impl Iterator<Item = u16> + 'a {
+        self.ports
+            .iter()
+            .filter(move |p| p.name == name && p.protocol == protocol)
+            .map(|p| p.port)
     }
 }
 
@@ -224,7 +260,10 @@ pub enum Namespaces {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Peer {
     /// Pods selected by labels in the selected namespaces.
-    Pods { namespaces: Namespaces, pods: Selector },
+    Pods {
+        namespaces: Namespaces,
+        pods: Selector,
+    },
     /// An IP block with exceptions.
     Block { cidr: Cidr4, except: Vec<Cidr4> },
     /// Matches nothing (an IPv6 block, or an empty peer the API server would refuse).
@@ -234,8 +273,15 @@ pub enum Peer {
 impl Peer {
     fn from_k8s(p: &NetworkPolicyPeer, policy_ns: &str) -> Peer {
         if let Some(block) = &p.ip_block {
-            let Some(cidr) = Cidr4::parse(&block.cidr) else { return Peer::Nothing };
-            let mut except: Vec<Cidr4> = block.except.iter().flatten().filter_map(|e| Cidr4::parse(e)).collect();
+            let Some(cidr) = Cidr4::parse(&block.cidr) else {
+                return Peer::Nothing;
+            };
+            let mut except: Vec<Cidr4> = block
+                .except
+                .iter()
+                .flatten()
+                .filter_map(|e| Cidr4::parse(e))
+                .collect();
             except.sort();
             except.dedup();
             return Peer::Block { cidr, except };
@@ -246,8 +292,14 @@ impl Peer {
         };
         match (&p.pod_selector, &p.namespace_selector) {
             (None, None) => Peer::Nothing,
-            (Some(sel), _) => Peer::Pods { namespaces, pods: Selector::from_k8s(sel) },
-            (None, Some(_)) => Peer::Pods { namespaces, pods: Selector::everything() },
+            (Some(sel), _) => Peer::Pods {
+                namespaces,
+                pods: Selector::from_k8s(sel),
+            },
+            (None, Some(_)) => Peer::Pods {
+                namespaces,
+                pods: Selector::everything(),
+            },
         }
     }
 
@@ -281,11 +333,15 @@ pub enum PortSpec {
 
 impl PortSpec {
     fn from_k8s(p: &NetworkPolicyPort) -> PortSpec {
-        let Some(proto) = Protocol::parse(p.protocol.as_deref()) else { return PortSpec::Nothing };
+        let Some(proto) = Protocol::parse(p.protocol.as_deref()) else {
+            return PortSpec::Nothing;
+        };
         match &p.port {
             None => PortSpec::All(proto),
             Some(IntOrString::Int(n)) => {
-                let Ok(start) = u16::try_from(*n) else { return PortSpec::Nothing };
+                let Ok(start) = u16::try_from(*n) else {
+                    return PortSpec::Nothing;
+                };
                 let end = match p.end_port {
                     Some(e) => match u16::try_from(e) {
                         Ok(e) if e >= start => e,
@@ -296,7 +352,14 @@ impl PortSpec {
                 PortSpec::Range(proto, start, end)
             }
             Some(IntOrString::String(s)) => match s.parse::<u16>() {
-                Ok(n) => PortSpec::Range(proto, n, p.end_port.and_then(|e| u16::try_from(e).ok()).filter(|e| *e >= n).unwrap_or(n)),
+                Ok(n) => PortSpec::Range(
+                    proto,
+                    n,
+                    p.end_port
+                        .and_then(|e| u16::try_from(e).ok())
+                        .filter(|e| *e >= n)
+                        .unwrap_or(n),
+                ),
                 Err(_) => PortSpec::Named(proto, s.clone()),
             },
         }
@@ -313,9 +376,19 @@ pub struct Rule {
 }
 
 impl Rule {
-    fn new(peers: Option<&Vec<NetworkPolicyPeer>>, ports: Option<&Vec<NetworkPolicyPort>>, ns: &str) -> Rule {
-        let peers = peers.filter(|p| !p.is_empty()).map(|ps| ps.iter().map(|p| Peer::from_k8s(p, ns)).collect());
-        let ports = ports.into_iter().flatten().map(PortSpec::from_k8s).collect();
+    fn new(
+        peers: Option<&Vec<NetworkPolicyPeer>>,
+        ports: Option<&Vec<NetworkPolicyPort>>,
+        ns: &str,
+    ) -> Rule {
+        let peers = peers
+            .filter(|p| !p.is_empty())
+            .map(|ps| ps.iter().map(|p| Peer::from_k8s(p, ns)).collect());
+        let ports = ports
+            .into_iter()
+            .flatten()
+            .map(PortSpec::from_k8s)
+            .collect();
         Rule { peers, ports }
     }
 }
@@ -350,10 +423,26 @@ impl PolicyInfo {
             }
         };
         let has = |t: &str| types.iter().any(|x| x == t);
-        let ingress = has("Ingress").then(|| spec.ingress.iter().flatten().map(|r| Rule::new(r.from.as_ref(), r.ports.as_ref(), &namespace)).collect());
-        let egress = has("Egress").then(|| spec.egress.iter().flatten().map(|r| Rule::new(r.to.as_ref(), r.ports.as_ref(), &namespace)).collect());
+        let ingress = has("Ingress").then(|| {
+            spec.ingress
+                .iter()
+                .flatten()
+                .map(|r| Rule::new(r.from.as_ref(), r.ports.as_ref(), &namespace))
+                .collect()
+        });
+        let egress = has("Egress").then(|| {
+            spec.egress
+                .iter()
+                .flatten()
+                .map(|r| Rule::new(r.to.as_ref(), r.ports.as_ref(), &namespace))
+                .collect()
+        });
         PolicyInfo {
-            pod_selector: spec.pod_selector.as_ref().map(Selector::from_k8s).unwrap_or_else(Selector::everything),
+            pod_selector: spec
+                .pod_selector
+                .as_ref()
+                .map(Selector::from_k8s)
+                .unwrap_or_else(Selector::everything),
             name: np.metadata.name.clone().unwrap_or_default(),
             namespace,
             ingress,
@@ -374,7 +463,10 @@ mod tests {
     use serde_json::json;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn sel(v: serde_json::Value) -> Selector {
@@ -391,24 +483,49 @@ mod tests {
         assert!(sel(json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["front", "back"]}]})).matches(&l));
         assert!(!sel(json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["front"]}]})).matches(&l));
         assert!(sel(json!({"matchExpressions": [{"key": "x", "operator": "NotIn", "values": ["front"]}]})).matches(&l));
-        assert!(sel(json!({"matchExpressions": [{"key": "app", "operator": "Exists"}]})).matches(&l));
-        assert!(!sel(json!({"matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]})).matches(&l));
-        assert!(!sel(json!({"matchExpressions": [{"key": "app", "operator": "Bogus"}]})).matches(&l));
-        assert_eq!(sel(json!({"matchLabels": {"b": "2", "a": "1"}})).canonical(), "a=1,b=2");
+        assert!(
+            sel(json!({"matchExpressions": [{"key": "app", "operator": "Exists"}]})).matches(&l)
+        );
+        assert!(
+            !sel(json!({"matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]}))
+                .matches(&l)
+        );
+        assert!(
+            !sel(json!({"matchExpressions": [{"key": "app", "operator": "Bogus"}]})).matches(&l)
+        );
+        assert_eq!(
+            sel(json!({"matchLabels": {"b": "2", "a": "1"}})).canonical(),
+            "a=1,b=2"
+        );
     }
 
     fn policy(spec: serde_json::Value) -> PolicyInfo {
-        PolicyInfo::from_policy(&serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": spec})).unwrap())
+        PolicyInfo::from_policy(
+            &serde_json::from_value(
+                json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": spec}),
+            )
+            .unwrap(),
+        )
     }
 
     #[test]
     fn policy_types_default_to_ingress_and_to_egress_with_egress_rules() {
         let p = policy(json!({"podSelector": {}}));
-        assert_eq!(p.ingress, Some(vec![]), "no rules: isolated for ingress, nothing allowed");
+        assert_eq!(
+            p.ingress,
+            Some(vec![]),
+            "no rules: isolated for ingress, nothing allowed"
+        );
         assert_eq!(p.egress, None);
         let p = policy(json!({"podSelector": {}, "egress": [{}]}));
         assert!(p.ingress.is_some());
-        assert_eq!(p.egress, Some(vec![Rule { peers: None, ports: vec![] }]));
+        assert_eq!(
+            p.egress,
+            Some(vec![Rule {
+                peers: None,
+                ports: vec![]
+            }])
+        );
         let p = policy(json!({"podSelector": {}, "egress": []}));
         assert_eq!(p.egress, None, "an empty egress list does not imply Egress");
         let p = policy(json!({"podSelector": {}, "policyTypes": ["Egress"]}));
@@ -442,10 +559,22 @@ mod tests {
         assert_eq!(
             rule.peers.as_deref().unwrap(),
             [
-                Peer::Pods { namespaces: Namespaces::Same("ns".into()), pods: client.clone() },
-                Peer::Pods { namespaces: Namespaces::Matching(team.clone()), pods: Selector::everything() },
-                Peer::Pods { namespaces: Namespaces::Matching(team), pods: client },
-                Peer::Block { cidr: Cidr4::parse("10.1.0.0/16").unwrap(), except: vec![Cidr4::parse("10.1.5.0/24").unwrap()] },
+                Peer::Pods {
+                    namespaces: Namespaces::Same("ns".into()),
+                    pods: client.clone()
+                },
+                Peer::Pods {
+                    namespaces: Namespaces::Matching(team.clone()),
+                    pods: Selector::everything()
+                },
+                Peer::Pods {
+                    namespaces: Namespaces::Matching(team),
+                    pods: client
+                },
+                Peer::Block {
+                    cidr: Cidr4::parse("10.1.0.0/16").unwrap(),
+                    except: vec![Cidr4::parse("10.1.5.0/24").unwrap()]
+                },
                 Peer::Nothing,
             ]
         );
@@ -459,7 +588,10 @@ mod tests {
                 PortSpec::Nothing,
             ]
         );
-        assert_eq!(Cidr4::parse("10.1.2.3/16").unwrap().to_string(), "10.1.0.0/16");
+        assert_eq!(
+            Cidr4::parse("10.1.2.3/16").unwrap().to_string(),
+            "10.1.0.0/16"
+        );
     }
 
     #[test]
@@ -472,13 +604,29 @@ mod tests {
         .unwrap();
         let info = PodInfo::from_pod(&pod);
         assert_eq!(info.ips, vec![Ipv4Addr::new(10, 42, 0, 5)]);
-        assert_eq!(info.ports, vec![NamedPort { name: "http".into(), protocol: Protocol::Tcp, port: 8080 }]);
+        assert_eq!(
+            info.ports,
+            vec![NamedPort {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: 8080
+            }]
+        );
         assert!(info.active());
-        assert_eq!(info.named_ports("http", Protocol::Tcp).collect::<Vec<_>>(), vec![8080]);
+        assert_eq!(
+            info.named_ports("http", Protocol::Tcp).collect::<Vec<_>>(),
+            vec![8080]
+        );
         assert_eq!(info.named_ports("http", Protocol::Udp).count(), 0);
-        let host = PodInfo { host_network: true, ..info.clone() };
+        let host = PodInfo {
+            host_network: true,
+            ..info.clone()
+        };
         assert!(!host.active());
-        let done = PodInfo { finished: true, ..info };
+        let done = PodInfo {
+            finished: true,
+            ..info
+        };
         assert!(!done.active());
     }
 
@@ -496,13 +644,43 @@ mod tests {
         };
         let ns_labels = labels(&[("team", "a"), (NAMESPACE_NAME_LABEL, "other")]);
         let client = sel(json!({"matchLabels": {"role": "client"}}));
-        assert!(!Peer::Pods { namespaces: Namespaces::Same("ns".into()), pods: client.clone() }.selects(&pod, &ns_labels));
-        assert!(Peer::Pods { namespaces: Namespaces::Same("other".into()), pods: client.clone() }.selects(&pod, &ns_labels));
+        assert!(
+            !Peer::Pods {
+                namespaces: Namespaces::Same("ns".into()),
+                pods: client.clone()
+            }
+            .selects(&pod, &ns_labels)
+        );
+        assert!(
+            Peer::Pods {
+                namespaces: Namespaces::Same("other".into()),
+                pods: client.clone()
+            }
+            .selects(&pod, &ns_labels)
+        );
         let team_a = sel(json!({"matchLabels": {"team": "a"}}));
-        assert!(Peer::Pods { namespaces: Namespaces::Matching(team_a.clone()), pods: client }.selects(&pod, &ns_labels));
+        assert!(
+            Peer::Pods {
+                namespaces: Namespaces::Matching(team_a.clone()),
+                pods: client
+            }
+            .selects(&pod, &ns_labels)
+        );
         let server = sel(json!({"matchLabels": {"role": "server"}}));
-        assert!(!Peer::Pods { namespaces: Namespaces::Matching(team_a), pods: server }.selects(&pod, &ns_labels));
+        assert!(
+            !Peer::Pods {
+                namespaces: Namespaces::Matching(team_a),
+                pods: server
+            }
+            .selects(&pod, &ns_labels)
+        );
         let by_name = sel(json!({"matchLabels": {NAMESPACE_NAME_LABEL: "other"}}));
-        assert!(Peer::Pods { namespaces: Namespaces::Matching(by_name), pods: Selector::everything() }.selects(&pod, &ns_labels));
+        assert!(
+            Peer::Pods {
+                namespaces: Namespaces::Matching(by_name),
+                pods: Selector::everything()
+            }
+            .selects(&pod, &ns_labels)
+        );
     }
 }

@@ -101,7 +101,12 @@ pub fn peer_set_name(namespaces: &Namespaces, pods: &crate::model::Selector) -> 
 /// The set of (IP, port) of every pod's port `name`/`protocol`.
 pub fn named_port_set_name(protocol: Protocol, name: &str) -> String {
     // Port names are IANA_SVC_NAMEs (lowercase letters, digits, '-'); anything else is hashed.
-    if !name.is_empty() && name.len() <= 15 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+    if !name.is_empty()
+        && name.len() <= 15
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
         format!("np-{}-{name}", protocol.nft())
     } else {
         format!("np-{}-{:016x}", protocol.nft(), fnv1a(name.as_bytes()))
@@ -109,7 +114,9 @@ pub fn named_port_set_name(protocol: Protocol, name: &str) -> String {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// What a set needs to be filled from the pods.
@@ -122,12 +129,21 @@ enum SetSource {
 pub fn desired(inputs: &Inputs<'_>) -> Desired {
     let mut out = Desired::default();
     let mut sources: BTreeMap<String, SetSource> = BTreeMap::new();
-    let mut locals: Vec<&PodInfo> = inputs.pods.iter().copied().filter(|p| p.active() && p.node.as_deref() == Some(inputs.node)).collect();
+    let mut locals: Vec<&PodInfo> = inputs
+        .pods
+        .iter()
+        .copied()
+        .filter(|p| p.active() && p.node.as_deref() == Some(inputs.node))
+        .collect();
     locals.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let mut policies: Vec<&PolicyInfo> = inputs.policies.to_vec();
     policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     for pod in locals {
-        let selecting: Vec<&PolicyInfo> = policies.iter().copied().filter(|p| p.selects(pod)).collect();
+        let selecting: Vec<&PolicyInfo> = policies
+            .iter()
+            .copied()
+            .filter(|p| p.selects(pod))
+            .collect();
         for (dir, prefix) in [(Direction::Ingress, "in"), (Direction::Egress, "eg")] {
             let applying: Vec<(&PolicyInfo, &Vec<Rule>)> = selecting
                 .iter()
@@ -172,7 +188,9 @@ pub fn desired(inputs: &Inputs<'_>) -> Desired {
             SetSource::Peer(peer) => {
                 let elements = active
                     .iter()
-                    .filter(|p| peer.selects(p, inputs.namespaces.get(&p.namespace).unwrap_or(&no_labels)))
+                    .filter(|p| {
+                        peer.selects(p, inputs.namespaces.get(&p.namespace).unwrap_or(&no_labels))
+                    })
                     .flat_map(|p| p.ips.iter().map(|ip| ip.to_string()))
                     .collect();
                 (SetKind::Peers, elements)
@@ -180,7 +198,11 @@ pub fn desired(inputs: &Inputs<'_>) -> Desired {
             SetSource::NamedPort(proto, port_name) => {
                 let elements = active
                     .iter()
-                    .flat_map(|p| p.named_ports(&port_name, proto).flat_map(|port| p.ips.iter().map(move |ip| format!("{ip} . {port}"))).collect::<Vec<_>>())
+                    .flat_map(|p| {
+                        p.named_ports(&port_name, proto)
+                            .flat_map(|port| p.ips.iter().map(move |ip| format!("{ip} . {port}")))
+                            .collect::<Vec<_>>()
+                    })
                     .collect();
                 (SetKind::NamedPort, elements)
             }
@@ -191,7 +213,12 @@ pub fn desired(inputs: &Inputs<'_>) -> Desired {
 }
 
 /// The match parts (each ending in a space, or empty) of one rule for `pod`.
-fn rule_lines(dir: Direction, rule: &Rule, pod: &PodInfo, sources: &mut BTreeMap<String, SetSource>) -> Vec<String> {
+fn rule_lines(
+    dir: Direction,
+    rule: &Rule,
+    pod: &PodInfo,
+    sources: &mut BTreeMap<String, SetSource>,
+) -> Vec<String> {
     let field = dir.peer_field();
     let peers: Vec<String> = match &rule.peers {
         None => vec![String::new()],
@@ -200,13 +227,20 @@ fn rule_lines(dir: Direction, rule: &Rule, pod: &PodInfo, sources: &mut BTreeMap
             .filter_map(|peer| match peer {
                 Peer::Pods { namespaces, pods } => {
                     let name = peer_set_name(namespaces, pods);
-                    sources.entry(name.clone()).or_insert_with(|| SetSource::Peer(peer.clone()));
+                    sources
+                        .entry(name.clone())
+                        .or_insert_with(|| SetSource::Peer(peer.clone()));
                     Some(format!("{field} @{name} "))
                 }
-                Peer::Block { cidr, except } if except.is_empty() => Some(format!("{field} {cidr} ")),
+                Peer::Block { cidr, except } if except.is_empty() => {
+                    Some(format!("{field} {cidr} "))
+                }
                 Peer::Block { cidr, except } => {
                     let except: Vec<String> = except.iter().map(|c| c.to_string()).collect();
-                    Some(format!("{field} {cidr} {field} != {{ {} }} ", except.join(", ")))
+                    Some(format!(
+                        "{field} {cidr} {field} != {{ {} }} ",
+                        except.join(", ")
+                    ))
                 }
                 Peer::Nothing => None,
             })
@@ -239,20 +273,44 @@ fn rule_lines(dir: Direction, rule: &Rule, pod: &PodInfo, sources: &mut BTreeMap
                 PortSpec::Nothing => {}
             }
         }
-        let mut out: Vec<String> = all.iter().map(|p| format!("meta l4proto {} ", p.nft())).collect();
+        let mut out: Vec<String> = all
+            .iter()
+            .map(|p| format!("meta l4proto {} ", p.nft()))
+            .collect();
         for (proto, set) in ranges.into_iter().filter(|(p, _)| !all.contains(p)) {
-            let items: Vec<String> = set.iter().map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
-            let ports = if items.len() == 1 { items[0].clone() } else { format!("{{ {} }}", items.join(", ")) };
+            let items: Vec<String> = set
+                .iter()
+                .map(|(a, b)| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}-{b}")
+                    }
+                })
+                .collect();
+            let ports = if items.len() == 1 {
+                items[0].clone()
+            } else {
+                format!("{{ {} }}", items.join(", "))
+            };
             out.push(format!("meta l4proto {} th dport {ports} ", proto.nft()));
         }
         for (proto, name) in named.into_iter().filter(|(p, _)| !all.contains(p)) {
             let set = named_port_set_name(proto, &name);
-            sources.entry(set.clone()).or_insert_with(|| SetSource::NamedPort(proto, name));
-            out.push(format!("meta l4proto {} ip daddr . th dport @{set} ", proto.nft()));
+            sources
+                .entry(set.clone())
+                .or_insert_with(|| SetSource::NamedPort(proto, name));
+            out.push(format!(
+                "meta l4proto {} ip daddr . th dport @{set} ",
+                proto.nft()
+            ));
         }
         out
     };
-    peers.iter().flat_map(|peer| ports.iter().map(move |port| format!("{peer}{port}"))).collect()
+    peers
+        .iter()
+        .flat_map(|peer| ports.iter().map(move |port| format!("{peer}{port}")))
+        .collect()
 }
 
 fn table_ref(table: &str) -> String {
@@ -266,10 +324,16 @@ pub fn full_script(table: &str, desired: &Desired) -> String {
     let _ = writeln!(s, "add table {t}");
     let _ = writeln!(s, "delete table {t}");
     let _ = writeln!(s, "add table {t}");
-    let _ = writeln!(s, "add chain {t} forward {{ type filter hook forward priority filter; policy accept; }}");
+    let _ = writeln!(
+        s,
+        "add chain {t} forward {{ type filter hook forward priority filter; policy accept; }}"
+    );
     let _ = writeln!(s, "add map {t} ingress {{ type ipv4_addr : verdict; }}");
     let _ = writeln!(s, "add map {t} egress {{ type ipv4_addr : verdict; }}");
-    let _ = writeln!(s, "add rule {t} forward ct state established,related accept");
+    let _ = writeln!(
+        s,
+        "add rule {t} forward ct state established,related accept"
+    );
     let _ = writeln!(s, "add rule {t} forward ip saddr vmap @egress");
     let _ = writeln!(s, "add rule {t} forward ip daddr vmap @ingress");
     s.push_str(&diff_script(table, &Desired::default(), desired));
@@ -295,7 +359,11 @@ pub fn diff_script(table: &str, old: &Desired, new: &Desired) -> String {
             };
             let _ = writeln!(s, "add set {t} {name} {{ type {ty}; }}");
         }
-        let gained: Vec<String> = elems.iter().filter(|e| had.is_none_or(|(_, o)| !o.contains(*e))).cloned().collect();
+        let gained: Vec<String> = elems
+            .iter()
+            .filter(|e| had.is_none_or(|(_, o)| !o.contains(*e)))
+            .cloned()
+            .collect();
         if !gained.is_empty() {
             let _ = writeln!(s, "add element {t} {name} {}", elements(&gained));
         }
@@ -316,12 +384,23 @@ pub fn diff_script(table: &str, old: &Desired, new: &Desired) -> String {
         }
     }
     // Dispatch maps.
-    for (map, old_map, new_map) in [("egress", &old.egress, &new.egress), ("ingress", &old.ingress, &new.ingress)] {
-        let gone: Vec<String> = old_map.iter().filter(|(ip, c)| new_map.get(ip) != Some(c)).map(|(ip, _)| ip.to_string()).collect();
+    for (map, old_map, new_map) in [
+        ("egress", &old.egress, &new.egress),
+        ("ingress", &old.ingress, &new.ingress),
+    ] {
+        let gone: Vec<String> = old_map
+            .iter()
+            .filter(|(ip, c)| new_map.get(ip) != Some(c))
+            .map(|(ip, _)| ip.to_string())
+            .collect();
         if !gone.is_empty() {
             let _ = writeln!(s, "delete element {t} {map} {}", elements(&gone));
         }
-        let added: Vec<String> = new_map.iter().filter(|(ip, c)| old_map.get(ip) != Some(c)).map(|(ip, c)| format!("{ip} : jump {c}")).collect();
+        let added: Vec<String> = new_map
+            .iter()
+            .filter(|(ip, c)| old_map.get(ip) != Some(c))
+            .map(|(ip, c)| format!("{ip} : jump {c}"))
+            .collect();
         if !added.is_empty() {
             let _ = writeln!(s, "add element {t} {map} {}", elements(&added));
         }
@@ -337,7 +416,11 @@ pub fn diff_script(table: &str, old: &Desired, new: &Desired) -> String {
                 let _ = writeln!(s, "delete set {t} {name}");
             }
             Some((_, new_elems)) => {
-                let lost: Vec<String> = elems.iter().filter(|e| !new_elems.contains(*e)).cloned().collect();
+                let lost: Vec<String> = elems
+                    .iter()
+                    .filter(|e| !new_elems.contains(*e))
+                    .cloned()
+                    .collect();
                 if !lost.is_empty() {
                     let _ = writeln!(s, "delete element {t} {name} {}", elements(&lost));
                 }
@@ -356,7 +439,13 @@ pub(crate) mod tests {
     use k8s_openapi::api::networking::v1::NetworkPolicy;
     use serde_json::json;
 
-    pub(crate) fn pod_obj(ns: &str, name: &str, node: &str, ip: &str, labels: serde_json::Value) -> Pod {
+    pub(crate) fn pod_obj(
+        ns: &str,
+        name: &str,
+        node: &str,
+        ip: &str,
+        labels: serde_json::Value,
+    ) -> Pod {
         serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": ns, "labels": labels},
             "spec": {"nodeName": node, "containers": [{"name": "c", "ports": [{"name": "http", "containerPort": 8080}, {"name": "dns", "containerPort": 53, "protocol": "UDP"}]}]},
@@ -366,7 +455,8 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn policy_obj(ns: &str, name: &str, spec: serde_json::Value) -> NetworkPolicy {
-        serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns}, "spec": spec})).unwrap()
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns}, "spec": spec}))
+            .unwrap()
     }
 
     fn pod(ns: &str, name: &str, node: &str, ip: &str, labels: serde_json::Value) -> PodInfo {
@@ -377,18 +467,30 @@ pub(crate) mod tests {
         PolicyInfo::from_policy(&policy_obj(ns, name, spec))
     }
 
-    fn compute(pods: &[PodInfo], policies: &[PolicyInfo], namespaces: &[(&str, &[(&str, &str)])]) -> Desired {
+    fn compute(
+        pods: &[PodInfo],
+        policies: &[PolicyInfo],
+        namespaces: &[(&str, &[(&str, &str)])],
+    ) -> Desired {
         let pods: Vec<&PodInfo> = pods.iter().collect();
         let policies: Vec<&PolicyInfo> = policies.iter().collect();
         let namespaces: HashMap<String, Labels> = namespaces
             .iter()
             .map(|(n, l)| {
-                let mut labels: Labels = l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                let mut labels: Labels = l
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
                 labels.insert(NAMESPACE_NAME_LABEL.into(), n.to_string());
                 (n.to_string(), labels)
             })
             .collect();
-        desired(&Inputs { node: "n1", pods: &pods, policies: &policies, namespaces: &namespaces })
+        desired(&Inputs {
+            node: "n1",
+            pods: &pods,
+            policies: &policies,
+            namespaces: &namespaces,
+        })
     }
 
     fn ip(s: &str) -> Ipv4Addr {
@@ -402,26 +504,88 @@ pub(crate) mod tests {
     fn cluster() -> Vec<PodInfo> {
         vec![
             pod("default", "web", "n1", "10.42.0.2", json!({"app": "web"})),
-            pod("default", "web-remote", "n2", "10.42.1.2", json!({"app": "web"})),
-            pod("default", "client-a", "n1", "10.42.0.3", json!({"role": "client"})),
-            pod("default", "client-b", "n2", "10.42.1.3", json!({"role": "other"})),
-            pod("team", "client-c", "n2", "10.42.1.4", json!({"role": "client"})),
+            pod(
+                "default",
+                "web-remote",
+                "n2",
+                "10.42.1.2",
+                json!({"app": "web"}),
+            ),
+            pod(
+                "default",
+                "client-a",
+                "n1",
+                "10.42.0.3",
+                json!({"role": "client"}),
+            ),
+            pod(
+                "default",
+                "client-b",
+                "n2",
+                "10.42.1.3",
+                json!({"role": "other"}),
+            ),
+            pod(
+                "team",
+                "client-c",
+                "n2",
+                "10.42.1.4",
+                json!({"role": "client"}),
+            ),
         ]
     }
 
     #[test]
     fn default_deny_isolates_only_local_selected_pods() {
         let mut pods = cluster();
-        pods.push(PodInfo { host_network: true, ..pod("default", "host", "n1", "192.168.1.10", json!({"app": "web"})) });
-        let d = compute(&pods, &[policy("default", "deny", json!({"podSelector": {"matchLabels": {"app": "web"}}}))], &[]);
-        assert_eq!(d.ingress, BTreeMap::from([(ip("10.42.0.2"), "in-10-42-0-2".to_string())]), "web-remote is another node's, host is hostNetwork");
+        pods.push(PodInfo {
+            host_network: true,
+            ..pod(
+                "default",
+                "host",
+                "n1",
+                "192.168.1.10",
+                json!({"app": "web"}),
+            )
+        });
+        let d = compute(
+            &pods,
+            &[policy(
+                "default",
+                "deny",
+                json!({"podSelector": {"matchLabels": {"app": "web"}}}),
+            )],
+            &[],
+        );
+        assert_eq!(
+            d.ingress,
+            BTreeMap::from([(ip("10.42.0.2"), "in-10-42-0-2".to_string())]),
+            "web-remote is another node's, host is hostNetwork"
+        );
         assert!(d.egress.is_empty());
-        assert_eq!(d.chains, BTreeMap::from([("in-10-42-0-2".to_string(), vec!["drop".to_string()])]));
+        assert_eq!(
+            d.chains,
+            BTreeMap::from([("in-10-42-0-2".to_string(), vec!["drop".to_string()])])
+        );
         assert!(d.sets.is_empty());
         // An empty podSelector selects every pod of the namespace, and only those.
-        let d = compute(&pods, &[policy("default", "deny", json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}))], &[]);
-        assert_eq!(d.ingress.keys().copied().collect::<Vec<_>>(), vec![ip("10.42.0.2"), ip("10.42.0.3")]);
-        assert_eq!(d.egress.keys().copied().collect::<Vec<_>>(), vec![ip("10.42.0.2"), ip("10.42.0.3")]);
+        let d = compute(
+            &pods,
+            &[policy(
+                "default",
+                "deny",
+                json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+            )],
+            &[],
+        );
+        assert_eq!(
+            d.ingress.keys().copied().collect::<Vec<_>>(),
+            vec![ip("10.42.0.2"), ip("10.42.0.3")]
+        );
+        assert_eq!(
+            d.egress.keys().copied().collect::<Vec<_>>(),
+            vec![ip("10.42.0.2"), ip("10.42.0.3")]
+        );
         assert_eq!(d.chains["eg-10-42-0-3"], vec!["drop"]);
     }
 
@@ -436,14 +600,24 @@ pub(crate) mod tests {
             ),
         ];
         let d = compute(&cluster(), &policies, &[]);
-        let client = crate::model::Selector::from_k8s(&serde_json::from_value(json!({"matchLabels": {"role": "client"}})).unwrap());
+        let client = crate::model::Selector::from_k8s(
+            &serde_json::from_value(json!({"matchLabels": {"role": "client"}})).unwrap(),
+        );
         let peers = peer_set_name(&Namespaces::Same("default".into()), &client);
-        assert_eq!(d.sets[&peers], (SetKind::Peers, set(&["10.42.0.3"])), "client-c is in another namespace");
+        assert_eq!(
+            d.sets[&peers],
+            (SetKind::Peers, set(&["10.42.0.3"])),
+            "client-c is in another namespace"
+        );
         assert_eq!(
             d.chains["in-10-42-0-2"],
             vec![
-                format!("ip saddr @{peers} meta l4proto udp accept comment \"default/allow-clients\""),
-                format!("ip saddr @{peers} meta l4proto tcp th dport {{ 80, 8000-8100 }} accept comment \"default/allow-clients\""),
+                format!(
+                    "ip saddr @{peers} meta l4proto udp accept comment \"default/allow-clients\""
+                ),
+                format!(
+                    "ip saddr @{peers} meta l4proto tcp th dport {{ 80, 8000-8100 }} accept comment \"default/allow-clients\""
+                ),
                 "drop".to_string(),
             ]
         );
@@ -457,13 +631,37 @@ pub(crate) mod tests {
             {"namespaceSelector": {"matchLabels": {"team": "yes"}}},
             {"namespaceSelector": {}, "podSelector": {"matchLabels": {"role": "client"}}}
         ]}]});
-        let d = compute(&cluster(), &[policy("default", "p", spec)], &[("default", &[]), ("team", &[("team", "yes")])]);
+        let d = compute(
+            &cluster(),
+            &[policy("default", "p", spec)],
+            &[("default", &[]), ("team", &[("team", "yes")])],
+        );
         let rules = &d.chains["in-10-42-0-2"];
         assert_eq!(rules.len(), 3);
-        let set_of = |rule: &str| rule.split_whitespace().nth(2).unwrap().trim_start_matches('@').to_string();
-        assert_eq!(d.sets[&set_of(&rules[0])].1, set(&["10.42.1.4"]), "every pod of namespace team");
-        assert_eq!(d.sets[&set_of(&rules[1])].1, set(&["10.42.0.3", "10.42.1.4"]), "clients of every namespace");
-        assert_eq!(rules[0], format!("ip saddr @{} accept comment \"default/p\"", set_of(&rules[0])));
+        let set_of = |rule: &str| {
+            rule.split_whitespace()
+                .nth(2)
+                .unwrap()
+                .trim_start_matches('@')
+                .to_string()
+        };
+        assert_eq!(
+            d.sets[&set_of(&rules[0])].1,
+            set(&["10.42.1.4"]),
+            "every pod of namespace team"
+        );
+        assert_eq!(
+            d.sets[&set_of(&rules[1])].1,
+            set(&["10.42.0.3", "10.42.1.4"]),
+            "clients of every namespace"
+        );
+        assert_eq!(
+            rules[0],
+            format!(
+                "ip saddr @{} accept comment \"default/p\"",
+                set_of(&rules[0])
+            )
+        );
     }
 
     #[test]
@@ -482,26 +680,48 @@ pub(crate) mod tests {
                 "drop"
             ]
         );
-        assert!(d.ingress.is_empty(), "policyTypes [Egress] does not isolate for ingress");
+        assert!(
+            d.ingress.is_empty(),
+            "policyTypes [Egress] does not isolate for ingress"
+        );
     }
 
     #[test]
     fn named_ports_resolve_on_the_destination_pod() {
         let mut pods = cluster();
         // A web pod whose "http" is 9090.
-        let mut other: Pod = pod_obj("default", "web-9090", "n1", "10.42.0.9", json!({"app": "web"}));
-        other.spec.as_mut().unwrap().containers[0].ports.as_mut().unwrap()[0].container_port = 9090;
+        let mut other: Pod = pod_obj(
+            "default",
+            "web-9090",
+            "n1",
+            "10.42.0.9",
+            json!({"app": "web"}),
+        );
+        other.spec.as_mut().unwrap().containers[0]
+            .ports
+            .as_mut()
+            .unwrap()[0]
+            .container_port = 9090;
         pods.push(PodInfo::from_pod(&other));
-        let ingress =
-            policy("default", "in", json!({"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{"ports": [{"port": "http"}, {"port": "nope"}]}]}));
+        let ingress = policy(
+            "default",
+            "in",
+            json!({"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{"ports": [{"port": "http"}, {"port": "nope"}]}]}),
+        );
         let egress = policy(
             "default",
             "out",
             json!({"podSelector": {"matchLabels": {"role": "client"}}, "egress": [{"ports": [{"port": "http"}, {"protocol": "UDP", "port": "dns"}]}]}),
         );
         let d = compute(&pods, &[ingress, egress], &[]);
-        assert_eq!(d.chains["in-10-42-0-2"][0], "meta l4proto tcp th dport 8080 accept comment \"default/in\"");
-        assert_eq!(d.chains["in-10-42-0-9"][0], "meta l4proto tcp th dport 9090 accept comment \"default/in\"");
+        assert_eq!(
+            d.chains["in-10-42-0-2"][0],
+            "meta l4proto tcp th dport 8080 accept comment \"default/in\""
+        );
+        assert_eq!(
+            d.chains["in-10-42-0-9"][0],
+            "meta l4proto tcp th dport 9090 accept comment \"default/in\""
+        );
         assert_eq!(
             d.chains["eg-10-42-0-3"],
             vec![
@@ -514,28 +734,64 @@ pub(crate) mod tests {
             d.sets["np-tcp-http"],
             (
                 SetKind::NamedPort,
-                set(&["10.42.0.2 . 8080", "10.42.0.3 . 8080", "10.42.0.9 . 9090", "10.42.1.2 . 8080", "10.42.1.3 . 8080", "10.42.1.4 . 8080"])
+                set(&[
+                    "10.42.0.2 . 8080",
+                    "10.42.0.3 . 8080",
+                    "10.42.0.9 . 9090",
+                    "10.42.1.2 . 8080",
+                    "10.42.1.3 . 8080",
+                    "10.42.1.4 . 8080"
+                ])
             )
         );
         // A port name no pod has allows nothing on that entry; a rule whose ports all resolve to nothing allows nothing.
-        let only_missing = policy("default", "in", json!({"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{"ports": [{"port": "nope"}]}]}));
-        assert_eq!(compute(&pods, &[only_missing], &[]).chains["in-10-42-0-2"], vec!["drop"]);
+        let only_missing = policy(
+            "default",
+            "in",
+            json!({"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{"ports": [{"port": "nope"}]}]}),
+        );
+        assert_eq!(
+            compute(&pods, &[only_missing], &[]).chains["in-10-42-0-2"],
+            vec!["drop"]
+        );
     }
 
     #[test]
     fn empty_rules_allow_everything_and_policies_add_up() {
         let policies = [
-            policy("default", "a", json!({"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{}]})),
-            policy("default", "b", json!({"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{"ports": [{"port": 80}]}], "egress": [{}]})),
+            policy(
+                "default",
+                "a",
+                json!({"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{}]}),
+            ),
+            policy(
+                "default",
+                "b",
+                json!({"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{"ports": [{"port": 80}]}], "egress": [{}]}),
+            ),
         ];
         let d = compute(&cluster(), &policies, &[]);
-        assert_eq!(d.chains["in-10-42-0-2"], vec!["accept comment \"default/a\"", "meta l4proto tcp th dport 80 accept comment \"default/b\"", "drop"]);
-        assert_eq!(d.chains["eg-10-42-0-2"], vec!["return comment \"default/b\"", "drop"]);
+        assert_eq!(
+            d.chains["in-10-42-0-2"],
+            vec![
+                "accept comment \"default/a\"",
+                "meta l4proto tcp th dport 80 accept comment \"default/b\"",
+                "drop"
+            ]
+        );
+        assert_eq!(
+            d.chains["eg-10-42-0-2"],
+            vec!["return comment \"default/b\"", "drop"]
+        );
     }
 
     #[test]
     fn diffs_touch_only_what_changed() {
-        let deny = policy("default", "deny", json!({"podSelector": {"matchLabels": {"app": "web"}}}));
+        let deny = policy(
+            "default",
+            "deny",
+            json!({"podSelector": {"matchLabels": {"app": "web"}}}),
+        );
         let allow = policy(
             "default",
             "allow",
@@ -546,12 +802,30 @@ pub(crate) mod tests {
         let peers = before.sets.keys().next().unwrap().clone();
         assert_eq!(diff_script("t", &before, &before), "");
         // A client comes: one element.
-        pods.push(pod("default", "client-d", "n2", "10.42.1.9", json!({"role": "client"})));
+        pods.push(pod(
+            "default",
+            "client-d",
+            "n2",
+            "10.42.1.9",
+            json!({"role": "client"}),
+        ));
         let after = compute(&pods, &[deny.clone(), allow.clone()], &[]);
-        assert_eq!(diff_script("t", &before, &after), format!("add element inet t {peers} {{ 10.42.1.9 }}\n"));
-        assert_eq!(diff_script("t", &after, &before), format!("delete element inet t {peers} {{ 10.42.1.9 }}\n"));
+        assert_eq!(
+            diff_script("t", &before, &after),
+            format!("add element inet t {peers} {{ 10.42.1.9 }}\n")
+        );
+        assert_eq!(
+            diff_script("t", &after, &before),
+            format!("delete element inet t {peers} {{ 10.42.1.9 }}\n")
+        );
         // A local web pod comes: its chain and its map element.
-        pods.push(pod("default", "web-2", "n1", "10.42.0.7", json!({"app": "web"})));
+        pods.push(pod(
+            "default",
+            "web-2",
+            "n1",
+            "10.42.0.7",
+            json!({"app": "web"}),
+        ));
         let more = compute(&pods, &[deny.clone(), allow.clone()], &[]);
         let chain = &more.chains["in-10-42-0-7"];
         let mut expected = "add chain inet t in-10-42-0-7\n".to_string();
@@ -560,7 +834,10 @@ pub(crate) mod tests {
         }
         expected.push_str("add element inet t ingress { 10.42.0.7 : jump in-10-42-0-7 }\n");
         assert_eq!(diff_script("t", &after, &more), expected);
-        assert_eq!(diff_script("t", &more, &after), "delete element inet t ingress { 10.42.0.7 }\ndelete chain inet t in-10-42-0-7\n");
+        assert_eq!(
+            diff_script("t", &more, &after),
+            "delete element inet t ingress { 10.42.0.7 }\ndelete chain inet t in-10-42-0-7\n"
+        );
         // The allowing policy goes: the chains are rewritten, the set deleted last.
         let denied = compute(&pods, &[deny], &[]);
         assert_eq!(
@@ -575,12 +852,19 @@ pub(crate) mod tests {
     /// namespace when running as root with nft and unshare installed.
     #[test]
     fn scripts_apply_with_real_nft() {
-        let usable = std::process::Command::new("unshare").args(["-n", "nft", "list", "tables"]).output().is_ok_and(|o| o.status.success());
+        let usable = std::process::Command::new("unshare")
+            .args(["-n", "nft", "list", "tables"])
+            .output()
+            .is_ok_and(|o| o.status.success());
         if !usable {
             eprintln!("skipping: needs root, nft and unshare");
             return;
         }
-        let deny = policy("default", "deny", json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}));
+        let deny = policy(
+            "default",
+            "deny",
+            json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+        );
         let allow = policy(
             "default",
             "allow",
@@ -590,19 +874,36 @@ pub(crate) mod tests {
                 "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"team": "yes"}}}], "ports": [{"port": "http"}, {"protocol": "UDP", "port": "dns"}]}, {}]}),
         );
         let pods = cluster();
-        let one = compute(&pods, &[deny.clone(), allow.clone()], &[("team", &[("team", "yes")])]);
+        let one = compute(
+            &pods,
+            &[deny.clone(), allow.clone()],
+            &[("team", &[("team", "yes")])],
+        );
         let two = compute(&pods[..3], std::slice::from_ref(&deny), &[]);
         let dir = std::env::temp_dir().join(format!("skiff-netpol-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("a"), full_script("t", &one)).unwrap();
         std::fs::write(dir.join("b"), diff_script("t", &one, &two)).unwrap();
         std::fs::write(dir.join("c"), diff_script("t", &two, &one)).unwrap();
-        let cmd = format!("nft -f {0}/a && nft -f {0}/b && nft -f {0}/c && nft -f {0}/a && nft list table inet t", dir.display());
-        let out = std::process::Command::new("unshare").args(["-n", "sh", "-c", &cmd]).output().unwrap();
+        let cmd = format!(
+            "nft -f {0}/a && nft -f {0}/b && nft -f {0}/c && nft -f {0}/a && nft list table inet t",
+            dir.display()
+        );
+        let out = std::process::Command::new("unshare")
+            .args(["-n", "sh", "-c", &cmd])
+            .output()
+            .unwrap();
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(out.status.success(), "nft refused: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "nft refused: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let listing = String::from_utf8_lossy(&out.stdout);
-        assert!(listing.contains("10.42.0.2 : jump in-10-42-0-2"), "{listing}");
+        assert!(
+            listing.contains("10.42.0.2 : jump in-10-42-0-2"),
+            "{listing}"
+        );
         assert!(listing.contains("chain eg-10-42-0-3"), "{listing}");
     }
 }

@@ -101,8 +101,14 @@ impl Default for Config {
         Config {
             node_name: String::new(),
             node_ips: Vec::new(),
-            cluster_cidr: vec![Cidr { addr: IpAddr::from([10, 42, 0, 0]), prefix: 16 }],
-            service_cidr: vec![Cidr { addr: IpAddr::from([10, 43, 0, 0]), prefix: 16 }],
+            cluster_cidr: vec![Cidr {
+                addr: IpAddr::from([10, 42, 0, 0]),
+                prefix: 16,
+            }],
+            service_cidr: vec![Cidr {
+                addr: IpAddr::from([10, 43, 0, 0]),
+                prefix: 16,
+            }],
             min_sync_period: Duration::from_secs(1),
             sync_period: Duration::from_secs(300),
             table: DEFAULT_TABLE.into(),
@@ -132,13 +138,29 @@ impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         let name_ok = !self.table.is_empty()
             && self.table.len() <= 64
-            && self.table.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && self.table.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            && self
+                .table
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic())
+            && self
+                .table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !name_ok {
-            return Err(Error::Config(format!("table name {:?} must be letters, digits, '-' or '_'", self.table)));
+            return Err(Error::Config(format!(
+                "table name {:?} must be letters, digits, '-' or '_'",
+                self.table
+            )));
         }
         for fam in [Family::V4, Family::V6] {
-            if self.cluster_cidr.iter().filter(|c| c.family() == fam).count() > 1 {
+            if self
+                .cluster_cidr
+                .iter()
+                .filter(|c| c.family() == fam)
+                .count()
+                > 1
+            {
                 return Err(Error::Config("at most one cluster CIDR per family".into()));
             }
         }
@@ -157,7 +179,11 @@ impl Config {
 ///
 /// Errors: `NftMissing` when nft is not installed, `Config` for an invalid
 /// configuration. nft failures while running are logged and retried.
-pub async fn run(client: kube::Client, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+pub async fn run(
+    client: kube::Client,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
     if netfilter::find_nft().is_none() {
         return Err(Error::NftMissing);
     }
@@ -165,7 +191,13 @@ pub async fn run(client: kube::Client, config: Config, shutdown: impl Future<Out
 }
 
 /// [`run`] with the kernel and host given.
-pub async fn run_with<N: Netfilter>(client: kube::Client, config: Config, nft: N, host: &dyn Host, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+pub async fn run_with<N: Netfilter>(
+    client: kube::Client,
+    config: Config,
+    nft: N,
+    host: &dyn Host,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
     config.validate()?;
     if let Err(e) = host.enable_bridge_netfilter().await {
         tracing::warn!(error = %e, "could not enable br_netfilter; pods may not reach services whose endpoints share their bridge");
@@ -174,11 +206,26 @@ pub async fn run_with<N: Netfilter>(client: kube::Client, config: Config, nft: N
     let (tx, mut rx) = mpsc::unbounded_channel();
     let services = Api::<Service>::all(client.clone());
     let slices = Api::<EndpointSlice>::all(client);
-    let services_cfg = watcher::Config::default().labels("!service.kubernetes.io/service-proxy-name");
-    let slices_cfg = watcher::Config::default().labels("!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless");
-    let watch_services =
-        watch(services, services_cfg, tx.clone(), |s| Update::ServiceApplied(Box::new(s)), |s| Update::ServiceDeleted(Box::new(s)), Update::ServicesListed);
-    let watch_slices = watch(slices, slices_cfg, tx, |s| Update::SliceApplied(Box::new(s)), |s| Update::SliceDeleted(Box::new(s)), Update::SlicesListed);
+    let services_cfg =
+        watcher::Config::default().labels("!service.kubernetes.io/service-proxy-name");
+    let slices_cfg = watcher::Config::default()
+        .labels("!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless");
+    let watch_services = watch(
+        services,
+        services_cfg,
+        tx.clone(),
+        |s| Update::ServiceApplied(Box::new(s)),
+        |s| Update::ServiceDeleted(Box::new(s)),
+        Update::ServicesListed,
+    );
+    let watch_slices = watch(
+        slices,
+        slices_cfg,
+        tx,
+        |s| Update::SliceApplied(Box::new(s)),
+        |s| Update::SliceDeleted(Box::new(s)),
+        Update::SlicesListed,
+    );
     let mut proxier = Proxier::new(config, nft);
     tokio::select! {
         _ = watch_services => {}

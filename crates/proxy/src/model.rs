@@ -72,9 +72,13 @@ impl Cidr {
 impl FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (a, p) = s.split_once('/').ok_or_else(|| format!("{s:?} is not a CIDR (address/prefix)"))?;
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a CIDR (address/prefix)"))?;
         let addr: IpAddr = a.parse().map_err(|_| format!("{s:?}: invalid address"))?;
-        let prefix: u8 = p.parse().map_err(|_| format!("{s:?}: invalid prefix length"))?;
+        let prefix: u8 = p
+            .parse()
+            .map_err(|_| format!("{s:?}: invalid prefix length"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         if prefix > max {
             return Err(format!("{s:?}: prefix length over {max}"));
@@ -98,7 +102,10 @@ pub struct ServiceName {
 
 impl ServiceName {
     pub fn new(namespace: &str, name: &str) -> Self {
-        ServiceName { namespace: namespace.into(), name: name.into() }
+        ServiceName {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -164,7 +171,12 @@ impl ServiceInfo {
         if spec.type_.as_deref() == Some("ExternalName") {
             return None;
         }
-        let mut cluster_ips: Vec<IpAddr> = spec.cluster_ips.iter().flatten().filter_map(|s| s.parse().ok()).collect();
+        let mut cluster_ips: Vec<IpAddr> = spec
+            .cluster_ips
+            .iter()
+            .flatten()
+            .filter_map(|s| s.parse().ok())
+            .collect();
         if cluster_ips.is_empty()
             && let Some(ip) = spec.cluster_ip.as_deref().and_then(|s| s.parse().ok())
         {
@@ -173,7 +185,10 @@ impl ServiceInfo {
         if cluster_ips.is_empty() {
             return None; // headless ("None") or not yet allocated
         }
-        let node_ports = matches!(spec.type_.as_deref(), Some("NodePort") | Some("LoadBalancer"));
+        let node_ports = matches!(
+            spec.type_.as_deref(),
+            Some("NodePort") | Some("LoadBalancer")
+        );
         let ports = spec
             .ports
             .iter()
@@ -183,11 +198,22 @@ impl ServiceInfo {
                     name: p.name.clone().unwrap_or_default(),
                     protocol: Protocol::parse(p.protocol.as_deref())?,
                     port: u16::try_from(p.port).ok()?,
-                    node_port: if node_ports { p.node_port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n != 0) } else { None },
+                    node_port: if node_ports {
+                        p.node_port
+                            .and_then(|n| u16::try_from(n).ok())
+                            .filter(|n| *n != 0)
+                    } else {
+                        None
+                    },
                 })
             })
             .collect();
-        let external_ips = spec.external_ips.iter().flatten().filter_map(|s| s.parse().ok()).collect();
+        let external_ips = spec
+            .external_ips
+            .iter()
+            .flatten()
+            .filter_map(|s| s.parse().ok())
+            .collect();
         let load_balancer_ips = if spec.type_.as_deref() == Some("LoadBalancer") {
             svc.status
                 .as_ref()
@@ -201,11 +227,21 @@ impl ServiceInfo {
             Vec::new()
         };
         let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-            let t =
-                spec.session_affinity_config.as_ref().and_then(|c| c.client_ip.as_ref()).and_then(|c| c.timeout_seconds).unwrap_or(DEFAULT_AFFINITY_TIMEOUT);
+            let t = spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .unwrap_or(DEFAULT_AFFINITY_TIMEOUT);
             u32::try_from(t.max(1)).unwrap_or(DEFAULT_AFFINITY_TIMEOUT as u32)
         });
-        Some(ServiceInfo { cluster_ips, external_ips, load_balancer_ips, ports, affinity_timeout })
+        Some(ServiceInfo {
+            cluster_ips,
+            external_ips,
+            load_balancer_ips,
+            ports,
+            affinity_timeout,
+        })
     }
 }
 
@@ -264,24 +300,44 @@ impl SliceInfo {
                 let ready = c.and_then(|c| c.ready).unwrap_or(true);
                 let serving = c.and_then(|c| c.serving).unwrap_or(ready);
                 let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
-                Some(Endpoint { ip, ready, serving, terminating })
+                Some(Endpoint {
+                    ip,
+                    ready,
+                    serving,
+                    terminating,
+                })
             })
             .collect();
-        Some((ServiceName::new(namespace, service), SliceInfo { ports, endpoints }))
+        Some((
+            ServiceName::new(namespace, service),
+            SliceInfo { ports, endpoints },
+        ))
     }
 }
 
 /// The endpoints traffic to `port` goes to in `family` (↔ kube-proxy's
 /// CategorizeEndpoints for cluster traffic policy): the ready ones, or, when
 /// none is ready, the serving and terminating ones. Sorted and deduplicated.
-pub fn endpoints_for<'a>(port: &ServicePort, family: Family, slices: impl IntoIterator<Item = &'a SliceInfo>) -> Vec<SocketAddr> {
+pub fn endpoints_for<'a>(
+    port: &ServicePort,
+    family: Family,
+    slices: impl IntoIterator<Item = &'a SliceInfo>,
+) -> Vec<SocketAddr> {
     let mut ready = BTreeSet::new();
     let mut fallback = BTreeSet::new();
     for slice in slices {
-        let Some(sp) = slice.ports.iter().find(|p| p.name == port.name && p.protocol == port.protocol) else {
+        let Some(sp) = slice
+            .ports
+            .iter()
+            .find(|p| p.name == port.name && p.protocol == port.protocol)
+        else {
             continue;
         };
-        for ep in slice.endpoints.iter().filter(|e| Family::of(&e.ip) == family) {
+        for ep in slice
+            .endpoints
+            .iter()
+            .filter(|e| Family::of(&e.ip) == family)
+        {
             let addr = SocketAddr::new(ep.ip, sp.port);
             if ep.ready {
                 ready.insert(addr);
@@ -316,15 +372,37 @@ mod tests {
         }))
         .unwrap();
         let info = ServiceInfo::from_service(&svc).unwrap();
-        assert_eq!(info.cluster_ips, vec!["10.43.0.5".parse::<IpAddr>().unwrap()]);
-        assert_eq!(info.external_ips, vec!["192.0.2.9".parse::<IpAddr>().unwrap()]);
-        assert_eq!(info.load_balancer_ips, vec!["192.0.2.1".parse::<IpAddr>().unwrap()]);
-        assert_eq!(info.ports, vec![ServicePort { name: "http".into(), protocol: Protocol::Tcp, port: 80, node_port: Some(30080) }]);
+        assert_eq!(
+            info.cluster_ips,
+            vec!["10.43.0.5".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            info.external_ips,
+            vec!["192.0.2.9".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            info.load_balancer_ips,
+            vec!["192.0.2.1".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            info.ports,
+            vec![ServicePort {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: 80,
+                node_port: Some(30080)
+            }]
+        );
         assert_eq!(info.affinity_timeout, Some(10800));
 
-        let headless: Service = serde_json::from_value(json!({"spec": {"clusterIP": "None", "ports": [{"port": 80}]}})).unwrap();
+        let headless: Service =
+            serde_json::from_value(json!({"spec": {"clusterIP": "None", "ports": [{"port": 80}]}}))
+                .unwrap();
         assert!(ServiceInfo::from_service(&headless).is_none());
-        let ext: Service = serde_json::from_value(json!({"spec": {"type": "ExternalName", "externalName": "x.example"}})).unwrap();
+        let ext: Service = serde_json::from_value(
+            json!({"spec": {"type": "ExternalName", "externalName": "x.example"}}),
+        )
+        .unwrap();
         assert!(ServiceInfo::from_service(&ext).is_none());
         // A ClusterIP service ignores nodePort fields.
         let cip: Service =
@@ -337,7 +415,12 @@ mod tests {
 
     #[test]
     fn ready_endpoints_then_terminating_fallback() {
-        let port = ServicePort { name: "http".into(), protocol: Protocol::Tcp, port: 80, node_port: None };
+        let port = ServicePort {
+            name: "http".into(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            node_port: None,
+        };
         let s = slice(json!({
             "metadata": {"name": "web-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
             "addressType": "IPv4",
@@ -350,7 +433,13 @@ mod tests {
             ]
         }));
         let got = endpoints_for(&port, Family::V4, [&s]);
-        assert_eq!(got, vec!["10.42.0.2:8080".parse().unwrap(), "10.42.0.5:8080".parse().unwrap()]);
+        assert_eq!(
+            got,
+            vec![
+                "10.42.0.2:8080".parse().unwrap(),
+                "10.42.0.5:8080".parse().unwrap()
+            ]
+        );
         assert!(endpoints_for(&port, Family::V6, [&s]).is_empty());
 
         let terminating = slice(json!({
@@ -362,9 +451,15 @@ mod tests {
                 {"addresses": ["10.42.0.4"], "conditions": {"ready": false, "serving": false, "terminating": true}}
             ]
         }));
-        assert_eq!(endpoints_for(&port, Family::V4, [&terminating]), vec!["10.42.0.3:8080".parse().unwrap()]);
+        assert_eq!(
+            endpoints_for(&port, Family::V4, [&terminating]),
+            vec!["10.42.0.3:8080".parse().unwrap()]
+        );
         // A port name the slice does not have gets nothing.
-        let other = ServicePort { name: "metrics".into(), ..port };
+        let other = ServicePort {
+            name: "metrics".into(),
+            ..port
+        };
         assert!(endpoints_for(&other, Family::V4, [&s]).is_empty());
     }
 

@@ -36,11 +36,17 @@ pub const NFT_PATH: &str = "/usr/sbin/nft";
 impl RealNft {
     /// nft from PATH (or /usr/sbin/nft) in the current network namespace.
     pub fn new() -> Self {
-        RealNft { nft: find_nft().unwrap_or_else(|| "nft".into()), netns: None }
+        RealNft {
+            nft: find_nft().unwrap_or_else(|| "nft".into()),
+            netns: None,
+        }
     }
     /// nft inside the network namespace `netns` (as made by `ip netns add`).
     pub fn in_netns(netns: &str) -> Self {
-        RealNft { netns: Some(netns.into()), ..RealNft::new() }
+        RealNft {
+            netns: Some(netns.into()),
+            ..RealNft::new()
+        }
     }
     fn command(&self) -> Command {
         match &self.netns {
@@ -54,9 +60,19 @@ impl RealNft {
     }
     /// Runs `nft <args>` and returns its standard output (for listing).
     pub async fn run(&self, args: &[&str]) -> Result<String, Error> {
-        let out = self.command().args(args).output().await.map_err(|e| Error::Spawn { cmd: self.nft.clone(), source: e })?;
+        let out = self
+            .command()
+            .args(args)
+            .output()
+            .await
+            .map_err(|e| Error::Spawn {
+                cmd: self.nft.clone(),
+                source: e,
+            })?;
         if !out.status.success() {
-            return Err(Error::Nft(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+            return Err(Error::Nft(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -74,7 +90,10 @@ pub fn find_nft() -> Option<String> {
         return Some(NFT_PATH.into());
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("nft")).find(|p| p.exists()).map(|p| p.to_string_lossy().into_owned())
+    std::env::split_paths(&path)
+        .map(|d| d.join("nft"))
+        .find(|p| p.exists())
+        .map(|p| p.to_string_lossy().into_owned())
 }
 
 #[async_trait::async_trait]
@@ -88,12 +107,24 @@ impl Netfilter for RealNft {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| Error::Spawn { cmd: self.nft.clone(), source: e })?;
+            .map_err(|e| Error::Spawn {
+                cmd: self.nft.clone(),
+                source: e,
+            })?;
         if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(script.as_bytes()).await.map_err(|e| Error::Spawn { cmd: self.nft.clone(), source: e })?;
+            stdin
+                .write_all(script.as_bytes())
+                .await
+                .map_err(|e| Error::Spawn {
+                    cmd: self.nft.clone(),
+                    source: e,
+                })?;
             drop(stdin);
         }
-        let out = child.wait_with_output().await.map_err(|e| Error::Spawn { cmd: self.nft.clone(), source: e })?;
+        let out = child.wait_with_output().await.map_err(|e| Error::Spawn {
+            cmd: self.nft.clone(),
+            source: e,
+        })?;
         if out.status.success() {
             Ok(())
         } else {
@@ -120,21 +151,36 @@ pub trait Host: Send + Sync {
 #[derive(Debug, Clone, Default)]
 pub struct RealHost;
 
-const BRIDGE_SYSCTLS: [&str; 2] = ["/proc/sys/net/bridge/bridge-nf-call-iptables", "/proc/sys/net/bridge/bridge-nf-call-ip6tables"];
+const BRIDGE_SYSCTLS: [&str; 2] = [
+    "/proc/sys/net/bridge/bridge-nf-call-iptables",
+    "/proc/sys/net/bridge/bridge-nf-call-ip6tables",
+];
 
 #[async_trait::async_trait]
 impl Host for RealHost {
     async fn enable_bridge_netfilter(&self) -> Result<(), Error> {
         if !Path::new(BRIDGE_SYSCTLS[0]).exists() {
-            let out = Command::new("modprobe").arg("br_netfilter").output().await.map_err(|e| Error::Spawn { cmd: "modprobe".into(), source: e })?;
+            let out = Command::new("modprobe")
+                .arg("br_netfilter")
+                .output()
+                .await
+                .map_err(|e| Error::Spawn {
+                    cmd: "modprobe".into(),
+                    source: e,
+                })?;
             if !out.status.success() {
-                return Err(Error::Host(format!("modprobe br_netfilter: {}", String::from_utf8_lossy(&out.stderr).trim())));
+                return Err(Error::Host(format!(
+                    "modprobe br_netfilter: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
             }
         }
         for path in BRIDGE_SYSCTLS {
             match tokio::fs::read_to_string(path).await {
                 Ok(v) if v.trim() == "1" => {}
-                Ok(_) => tokio::fs::write(path, "1\n").await.map_err(|e| Error::Host(format!("writing {path}: {e}")))?,
+                Ok(_) => tokio::fs::write(path, "1\n")
+                    .await
+                    .map_err(|e| Error::Host(format!("writing {path}: {e}")))?,
                 Err(e) => return Err(Error::Host(format!("reading {path}: {e}"))),
             }
         }
@@ -165,7 +211,12 @@ pub struct Recorder {
 impl Recorder {
     /// The scripts applied since the last call.
     pub fn take(&self) -> Vec<String> {
-        self.scripts.lock().unwrap_or_else(|e| e.into_inner()).drain(..).map(|(_, s)| s).collect()
+        self.scripts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .map(|(_, s)| s)
+            .collect()
     }
 }
 
@@ -175,7 +226,10 @@ impl Netfilter for Recorder {
         if *self.fail.lock().unwrap_or_else(|e| e.into_inner()) {
             return Err(Error::Nft("injected".into()));
         }
-        self.scripts.lock().unwrap_or_else(|e| e.into_inner()).push((tokio::time::Instant::now(), script.to_string()));
+        self.scripts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((tokio::time::Instant::now(), script.to_string()));
         Ok(())
     }
 }

@@ -133,7 +133,12 @@ impl<N: Netfilter> Proxier<N> {
                         self.set_service(name, ServiceInfo::from_service(svc));
                     }
                 }
-                let gone: Vec<ServiceName> = self.services.keys().filter(|n| !seen.contains(*n)).cloned().collect();
+                let gone: Vec<ServiceName> = self
+                    .services
+                    .keys()
+                    .filter(|n| !seen.contains(*n))
+                    .cloned()
+                    .collect();
                 for name in gone {
                     self.set_service(name, None);
                 }
@@ -157,7 +162,12 @@ impl<N: Netfilter> Proxier<N> {
                         self.set_slice(key, SliceInfo::from_slice(slice));
                     }
                 }
-                let gone: Vec<SliceKey> = self.slice_owner.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+                let gone: Vec<SliceKey> = self
+                    .slice_owner
+                    .keys()
+                    .filter(|k| !seen.contains(*k))
+                    .cloned()
+                    .collect();
                 for key in gone {
                     self.set_slice(key, None);
                 }
@@ -203,13 +213,25 @@ impl<N: Netfilter> Proxier<N> {
     }
 
     fn render(&self, family: Family, name: &ServiceName) -> ServiceRules {
-        let Some(info) = self.services.get(name) else { return ServiceRules::default() };
+        let Some(info) = self.services.get(name) else {
+            return ServiceRules::default();
+        };
         let ctx = RenderCtx {
             family,
-            cluster_cidrs: self.config.cluster_cidr.iter().filter(|c| c.family() == family).copied().collect(),
+            cluster_cidrs: self
+                .config
+                .cluster_cidr
+                .iter()
+                .filter(|c| c.family() == family)
+                .copied()
+                .collect(),
             selection: self.config.selection,
         };
-        let slices: Vec<&SliceInfo> = self.slices.get(name).map(|m| m.values().collect()).unwrap_or_default();
+        let slices: Vec<&SliceInfo> = self
+            .slices
+            .get(name)
+            .map(|m| m.values().collect())
+            .unwrap_or_default();
         rules::render_service(&ctx, name, info, &slices)
     }
 
@@ -235,7 +257,11 @@ impl<N: Netfilter> Proxier<N> {
     /// Release what `old` held and `new` does not; true if anything was released.
     fn release(&mut self, family: Family, old: &ServiceRules, new: &ServiceRules) -> bool {
         let mut released = false;
-        for key in old.elements.keys().filter(|k| !new.elements.contains_key(*k)) {
+        for key in old
+            .elements
+            .keys()
+            .filter(|k| !new.elements.contains_key(*k))
+        {
             self.owners.remove(&(family, key.clone()));
             released = true;
         }
@@ -245,7 +271,11 @@ impl<N: Netfilter> Proxier<N> {
     /// Bring the kernel to the model: a full resync if one is due, else only
     /// the dirty services.
     pub async fn sync(&mut self) -> Result<SyncStats, Error> {
-        let result = if self.resync != Resync::None { self.sync_full().await } else { self.sync_changed().await };
+        let result = if self.resync != Resync::None {
+            self.sync_full().await
+        } else {
+            self.sync_changed().await
+        };
         if result.is_err() {
             self.resync = Resync::Hard;
         }
@@ -277,13 +307,24 @@ impl<N: Netfilter> Proxier<N> {
             } else {
                 rules::static_definitions(&mut script, family, &table);
                 let _ = writeln!(script, "flush table {t}");
-                for map in [rules::MAP_SERVICE_IPS, rules::MAP_SERVICE_NODEPORTS, rules::MAP_NO_ENDPOINT_SERVICES, rules::MAP_NO_ENDPOINT_NODEPORTS] {
+                for map in [
+                    rules::MAP_SERVICE_IPS,
+                    rules::MAP_SERVICE_NODEPORTS,
+                    rules::MAP_NO_ENDPOINT_SERVICES,
+                    rules::MAP_NO_ENDPOINT_NODEPORTS,
+                ] {
                     let _ = writeln!(script, "flush map {t} {map}");
                 }
                 let _ = writeln!(script, "flush set {t} {}", rules::SET_CLUSTER_IPS);
                 // What was programmed and is no longer wanted (all chains are empty after the flush).
-                let wanted_chains: HashSet<&String> = per_service.iter().flat_map(|(_, r)| r.chains.keys()).collect();
-                let wanted_sets: HashSet<&String> = per_service.iter().flat_map(|(_, r)| r.sets.keys()).collect();
+                let wanted_chains: HashSet<&String> = per_service
+                    .iter()
+                    .flat_map(|(_, r)| r.chains.keys())
+                    .collect();
+                let wanted_sets: HashSet<&String> = per_service
+                    .iter()
+                    .flat_map(|(_, r)| r.sets.keys())
+                    .collect();
                 for ((f, _), r) in &self.programmed {
                     if *f != family {
                         continue;
@@ -312,13 +353,23 @@ impl<N: Netfilter> Proxier<N> {
                     }
                 }
             }
-            rules::element_statements(&mut script, "add", family, &table, per_service.iter().flat_map(|(_, r)| r.elements.iter()));
+            rules::element_statements(
+                &mut script,
+                "add",
+                family,
+                &table,
+                per_service.iter().flat_map(|(_, r)| r.elements.iter()),
+            );
             for (name, r) in per_service {
                 desired.insert((family, name), r);
             }
         }
         self.nft.apply(&script).await?;
-        let stats = SyncStats { full: true, services: names.len(), script_bytes: script.len() };
+        let stats = SyncStats {
+            full: true,
+            services: names.len(),
+            script_bytes: script.len(),
+        };
         self.programmed = desired;
         self.dirty.clear();
         self.resync = Resync::None;
@@ -334,7 +385,10 @@ impl<N: Netfilter> Proxier<N> {
         let mut touched = 0;
         for family in self.families.clone() {
             for name in &dirty {
-                let old = self.programmed.remove(&(family, name.clone())).unwrap_or_default();
+                let old = self
+                    .programmed
+                    .remove(&(family, name.clone()))
+                    .unwrap_or_default();
                 let mut new = self.render(family, name);
                 released |= self.release(family, &old, &new);
                 self.claim(family, name, &mut new);
@@ -355,7 +409,11 @@ impl<N: Netfilter> Proxier<N> {
             return Ok(SyncStats::default());
         }
         self.nft.apply(&script).await?;
-        Ok(SyncStats { full: false, services: touched, script_bytes: script.len() })
+        Ok(SyncStats {
+            full: false,
+            services: touched,
+            script_bytes: script.len(),
+        })
     }
 }
 
@@ -365,12 +423,21 @@ impl<N: Netfilter> Proxier<N> {
 /// 4 flush stale chains; 5 delete stale chains and sets. Chains are declared
 /// before any rule refers to them, and a chain or set is deleted only once
 /// nothing refers to it.
-fn diff(phases: &mut [String; 6], family: Family, table: &str, old: &ServiceRules, new: &ServiceRules) -> bool {
+fn diff(
+    phases: &mut [String; 6],
+    family: Family,
+    table: &str,
+    old: &ServiceRules,
+    new: &ServiceRules,
+) -> bool {
     if old == new {
         return false;
     }
     let t = table_ref(family, table);
-    let removed = old.elements.iter().filter(|(k, v)| new.elements.get(*k) != Some(*v));
+    let removed = old
+        .elements
+        .iter()
+        .filter(|(k, v)| new.elements.get(*k) != Some(*v));
     rules::element_statements(&mut phases[0], "delete", family, table, removed);
     for (set, def) in new.sets.iter().filter(|(s, _)| !old.sets.contains_key(*s)) {
         let _ = writeln!(phases[1], "add set {t} {set} {def}");
@@ -387,7 +454,10 @@ fn diff(phases: &mut [String; 6], family: Family, table: &str, old: &ServiceRule
             }
         }
     }
-    let added = new.elements.iter().filter(|(k, v)| old.elements.get(*k) != Some(*v));
+    let added = new
+        .elements
+        .iter()
+        .filter(|(k, v)| old.elements.get(*k) != Some(*v));
     rules::element_statements(&mut phases[3], "add", family, table, added);
     for chain in old.chains.keys().filter(|c| !new.chains.contains_key(*c)) {
         let _ = writeln!(phases[4], "flush chain {t} {chain}");
@@ -400,11 +470,17 @@ fn diff(phases: &mut [String; 6], family: Family, table: &str, old: &ServiceRule
 }
 
 fn service_name(svc: &Service) -> Option<ServiceName> {
-    Some(ServiceName::new(svc.metadata.namespace.as_deref()?, svc.metadata.name.as_deref()?))
+    Some(ServiceName::new(
+        svc.metadata.namespace.as_deref()?,
+        svc.metadata.name.as_deref()?,
+    ))
 }
 
 fn slice_key(slice: &EndpointSlice) -> Option<SliceKey> {
-    Some((slice.metadata.namespace.clone()?, slice.metadata.name.clone()?))
+    Some((
+        slice.metadata.namespace.clone()?,
+        slice.metadata.name.clone()?,
+    ))
 }
 
 /// The sync loop (↔ kube-proxy's BoundedFrequencyRunner): applies updates to
@@ -412,7 +488,11 @@ fn slice_key(slice: &EndpointSlice) -> Option<SliceKey> {
 /// per `min_sync_period` (changes arriving meanwhile are batched into the
 /// next sync), with a full resync every `sync_period` and a retry after a
 /// failed sync. Returns when `shutdown` completes or the updates end.
-pub async fn run_loop<N: Netfilter>(proxier: &mut Proxier<N>, updates: &mut mpsc::UnboundedReceiver<Update>, shutdown: impl Future<Output = ()>) {
+pub async fn run_loop<N: Netfilter>(
+    proxier: &mut Proxier<N>,
+    updates: &mut mpsc::UnboundedReceiver<Update>,
+    shutdown: impl Future<Output = ()>,
+) {
     let min = proxier.config.min_sync_period;
     let period = proxier.config.sync_period.max(Duration::from_secs(1));
     let mut shutdown = std::pin::pin!(shutdown);
@@ -470,10 +550,11 @@ mod tests {
     use crate::rules::object_name;
     use serde_json::json;
 
-
-
     fn config() -> Config {
-        Config { table: "t".into(), ..Config::default() }
+        Config {
+            table: "t".into(),
+            ..Config::default()
+        }
     }
 
     fn service(name: &str, ip: &str) -> Box<Service> {
@@ -487,7 +568,10 @@ mod tests {
     }
 
     fn slice(svc: &str, ips: &[&str]) -> Box<EndpointSlice> {
-        let eps: Vec<_> = ips.iter().map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}})).collect();
+        let eps: Vec<_> = ips
+            .iter()
+            .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}}))
+            .collect();
         Box::new(
             serde_json::from_value(json!({
                 "metadata": {"name": format!("{svc}-abc"), "namespace": "default", "labels": {"kubernetes.io/service-name": svc}},
@@ -500,8 +584,14 @@ mod tests {
     }
 
     fn listed(p: &mut Proxier<Recorder>) {
-        p.update(Update::ServicesListed(vec![*service("web", "10.43.0.5"), *service("api", "10.43.0.6")]));
-        p.update(Update::SlicesListed(vec![*slice("web", &["10.42.0.2", "10.42.0.3"]), *slice("api", &["10.42.0.4"])]));
+        p.update(Update::ServicesListed(vec![
+            *service("web", "10.43.0.5"),
+            *service("api", "10.43.0.6"),
+        ]));
+        p.update(Update::SlicesListed(vec![
+            *slice("web", &["10.42.0.2", "10.42.0.3"]),
+            *slice("api", &["10.42.0.4"]),
+        ]));
     }
 
     #[tokio::test]
@@ -537,7 +627,10 @@ mod tests {
         p.sync().await.unwrap();
         rec.take();
 
-        p.update(Update::SliceApplied(slice("web", &["10.42.0.2", "10.42.0.9"])));
+        p.update(Update::SliceApplied(slice(
+            "web",
+            &["10.42.0.2", "10.42.0.9"],
+        )));
         let stats = p.sync().await.unwrap();
         assert!(!stats.full);
         assert_eq!(stats.services, 1);
@@ -560,7 +653,10 @@ mod tests {
         );
         assert_eq!(s, expected);
         assert!(!s.contains("default/api"));
-        assert!(!s.contains("element"), "the map entry still points at the same service chain");
+        assert!(
+            !s.contains("element"),
+            "the map entry still points at the same service chain"
+        );
     }
 
     #[tokio::test]
@@ -577,11 +673,17 @@ mod tests {
         let s = rec.take().pop().unwrap();
         let svc = object_name("service", "default/api/tcp/http");
         let ep = object_name("endpoint", "default/api/tcp/http__10.42.0.4/8080");
-        assert!(s.contains("delete element ip t service-ips { 10.43.0.6 . tcp . 80 }\n"), "{s}");
+        assert!(
+            s.contains("delete element ip t service-ips { 10.43.0.6 . tcp . 80 }\n"),
+            "{s}"
+        );
         assert!(s.contains("add element ip t no-endpoint-services { 10.43.0.6 . tcp . 80 : goto reject-chain }\n"), "{s}");
         assert!(s.contains(&format!("delete chain ip t {svc}\n")));
         assert!(s.contains(&format!("delete chain ip t {ep}\n")));
-        assert!(!s.contains("cluster-ips"), "the ClusterIP stays in cluster-ips");
+        assert!(
+            !s.contains("cluster-ips"),
+            "the ClusterIP stays in cluster-ips"
+        );
         // Element deletions come first, chain deletions last.
         assert!(s.find("delete element").unwrap() < s.find("delete chain").unwrap());
 
@@ -589,14 +691,23 @@ mod tests {
         p.update(Update::ServiceDeleted(service("api", "10.43.0.6")));
         p.sync().await.unwrap();
         let s = rec.take().pop().unwrap();
-        assert_eq!(s, "delete element ip t cluster-ips { 10.43.0.6 }\ndelete element ip t no-endpoint-services { 10.43.0.6 . tcp . 80 }\n");
+        assert_eq!(
+            s,
+            "delete element ip t cluster-ips { 10.43.0.6 }\ndelete element ip t no-endpoint-services { 10.43.0.6 . tcp . 80 }\n"
+        );
 
         // A relist without "web" removes it too.
         p.update(Update::ServicesListed(vec![]));
         p.sync().await.unwrap();
         let s = rec.take().pop().unwrap();
-        assert!(s.contains("delete element ip t service-ips { 10.43.0.5 . tcp . 80 }"), "{s}");
-        assert!(s.contains(&format!("delete chain ip t {}", object_name("service", "default/web/tcp/http"))));
+        assert!(
+            s.contains("delete element ip t service-ips { 10.43.0.5 . tcp . 80 }"),
+            "{s}"
+        );
+        assert!(s.contains(&format!(
+            "delete chain ip t {}",
+            object_name("service", "default/web/tcp/http")
+        )));
         assert!(p.programmed.is_empty());
         assert!(p.owners.is_empty());
     }
@@ -614,7 +725,12 @@ mod tests {
         p.sync().await.unwrap();
         let s = rec.take().pop().unwrap();
         let set = object_name("affinity", "default/api/tcp/http__10.42.0.4/8080@10800");
-        assert!(s.starts_with(&format!("add set ip t {set} {{ type ipv4_addr; flags dynamic,timeout; timeout 10800s; }}\n")), "{s}");
+        assert!(
+            s.starts_with(&format!(
+                "add set ip t {set} {{ type ipv4_addr; flags dynamic,timeout; timeout 10800s; }}\n"
+            )),
+            "{s}"
+        );
         assert!(s.contains(&format!("update @{set} {{ ip saddr }}")));
         svc.spec.as_mut().unwrap().session_affinity = Some("None".into());
         p.update(Update::ServiceApplied(svc));
@@ -638,8 +754,14 @@ mod tests {
         assert!(s.contains("flush table ip t\n"));
         assert!(s.contains("flush map ip t service-ips\n"));
         // The gone service's chains are deleted (the flush emptied them).
-        assert!(s.contains(&format!("delete chain ip t {}\n", object_name("service", "default/api/tcp/http"))));
-        assert!(s.contains(&format!("goto {}", object_name("service", "default/web/tcp/http"))));
+        assert!(s.contains(&format!(
+            "delete chain ip t {}\n",
+            object_name("service", "default/api/tcp/http")
+        )));
+        assert!(s.contains(&format!(
+            "goto {}",
+            object_name("service", "default/web/tcp/http")
+        )));
 
         *rec.fail.lock().unwrap() = true;
         p.update(Update::SliceApplied(slice("web", &["10.42.0.7"])));
@@ -668,14 +790,23 @@ mod tests {
         p.sync().await.unwrap();
         let s = rec.take().pop().unwrap();
         assert_eq!(s.matches("192.0.2.1 . tcp . 80").count(), 1, "{s}");
-        assert!(s.contains(&format!("192.0.2.1 . tcp . 80 : goto {}", object_name("external", "default/api/tcp/http"))));
+        assert!(s.contains(&format!(
+            "192.0.2.1 . tcp . 80 : goto {}",
+            object_name("external", "default/api/tcp/http")
+        )));
         // When "api" lets go, "web" gets it on the next sync.
         p.update(Update::ServiceDeleted(service("api", "10.43.0.6")));
         p.sync().await.unwrap();
         assert!(p.has_pending());
         p.sync().await.unwrap();
         let s = rec.take().concat();
-        assert!(s.contains(&format!("192.0.2.1 . tcp . 80 : goto {}", object_name("external", "default/web/tcp/http"))), "{s}");
+        assert!(
+            s.contains(&format!(
+                "192.0.2.1 . tcp . 80 : goto {}",
+                object_name("external", "default/web/tcp/http")
+            )),
+            "{s}"
+        );
     }
 
     #[tokio::test]
@@ -691,14 +822,29 @@ mod tests {
         p.update(Update::SliceApplied(moved));
         p.sync().await.unwrap();
         let s = rec.take().pop().unwrap();
-        assert!(s.contains("add element ip t no-endpoint-services { 10.43.0.5 . tcp . 80 : goto reject-chain }"), "{s}");
-        assert!(s.contains("numgen random mod 2 == 0 goto"), "api now has two endpoints: {s}");
+        assert!(
+            s.contains(
+                "add element ip t no-endpoint-services { 10.43.0.5 . tcp . 80 : goto reject-chain }"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("numgen random mod 2 == 0 goto"),
+            "api now has two endpoints: {s}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn changes_within_min_sync_period_are_batched() {
         let rec = Recorder::default();
-        let mut p = Proxier::new(Config { min_sync_period: Duration::from_secs(1), sync_period: Duration::from_secs(300), ..config() }, rec.clone());
+        let mut p = Proxier::new(
+            Config {
+                min_sync_period: Duration::from_secs(1),
+                sync_period: Duration::from_secs(300),
+                ..config()
+            },
+            rec.clone(),
+        );
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let start = Instant::now();
@@ -710,10 +856,12 @@ mod tests {
             p
         });
         // No sync before both kinds are listed.
-        tx.send(Update::ServicesListed(vec![*service("web", "10.43.0.5")])).unwrap();
+        tx.send(Update::ServicesListed(vec![*service("web", "10.43.0.5")]))
+            .unwrap();
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert!(rec.scripts.lock().unwrap().is_empty());
-        tx.send(Update::SlicesListed(vec![*slice("web", &["10.42.0.2"])])).unwrap();
+        tx.send(Update::SlicesListed(vec![*slice("web", &["10.42.0.2"])]))
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
         {
             let scripts = rec.scripts.lock().unwrap();
@@ -721,10 +869,18 @@ mod tests {
             assert_eq!(scripts[0].0 - start, Duration::from_secs(3));
         }
         // Three changes within the next second: one transaction, one second after the last sync.
-        for (i, ip) in ["10.42.0.3", "10.42.0.4", "10.42.0.5"].into_iter().enumerate() {
+        for (i, ip) in ["10.42.0.3", "10.42.0.4", "10.42.0.5"]
+            .into_iter()
+            .enumerate()
+        {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            tx.send(Update::SliceApplied(slice("web", &["10.42.0.2", ip]))).unwrap();
-            assert_eq!(rec.scripts.lock().unwrap().len(), 1, "change {i} is held back");
+            tx.send(Update::SliceApplied(slice("web", &["10.42.0.2", ip])))
+                .unwrap();
+            assert_eq!(
+                rec.scripts.lock().unwrap().len(),
+                1,
+                "change {i} is held back"
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         {
@@ -732,14 +888,21 @@ mod tests {
             assert_eq!(scripts.len(), 2);
             assert_eq!(scripts[1].0 - start, Duration::from_secs(4));
             assert!(scripts[1].1.contains("dnat to 10.42.0.5:8080"));
-            assert!(!scripts[1].1.contains("10.42.0.3"), "intermediate states are never programmed");
+            assert!(
+                !scripts[1].1.contains("10.42.0.3"),
+                "intermediate states are never programmed"
+            );
         }
         // A change long after the last sync goes out at once.
         tokio::time::sleep(Duration::from_secs(10)).await;
-        tx.send(Update::SliceApplied(slice("web", &["10.42.0.6"]))).unwrap();
+        tx.send(Update::SliceApplied(slice("web", &["10.42.0.6"])))
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(rec.scripts.lock().unwrap().len(), 3);
-        assert_eq!(rec.scripts.lock().unwrap()[2].0 - start, Duration::from_millis(14_110));
+        assert_eq!(
+            rec.scripts.lock().unwrap()[2].0 - start,
+            Duration::from_millis(14_110)
+        );
         // The periodic full resync (5 min after start) rewrites the table in place.
         tokio::time::sleep(Duration::from_secs(300)).await;
         {

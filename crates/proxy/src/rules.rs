@@ -102,14 +102,36 @@ fn fnv1a(s: &str) -> u64 {
 pub fn object_name(prefix: &str, id: &str) -> String {
     const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let h = fnv1a(id);
-    let hash: String = (0..8).map(|i| ALPHABET[((h >> (59 - 5 * i)) & 31) as usize] as char).collect();
-    let readable: String = id.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/') { c } else { '.' }).take(200).collect();
+    let hash: String = (0..8)
+        .map(|i| ALPHABET[((h >> (59 - 5 * i)) & 31) as usize] as char)
+        .collect();
+    let readable: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/') {
+                c
+            } else {
+                '.'
+            }
+        })
+        .take(200)
+        .collect();
     format!("{prefix}-{hash}-{readable}")
 }
 
 fn port_id(svc: &ServiceName, port: &ServicePort) -> String {
-    let pname = if port.name.is_empty() { port.port.to_string() } else { port.name.clone() };
-    format!("{}/{}/{}/{}", svc.namespace, svc.name, port.protocol.nft(), pname)
+    let pname = if port.name.is_empty() {
+        port.port.to_string()
+    } else {
+        port.name.clone()
+    };
+    format!(
+        "{}/{}/{}/{}",
+        svc.namespace,
+        svc.name,
+        port.protocol.nft(),
+        pname
+    )
 }
 
 fn dnat_target(ep: &SocketAddr) -> String {
@@ -124,11 +146,21 @@ fn reject_verdict() -> Option<String> {
 }
 
 /// The rules of one Service in one family, given its EndpointSlices.
-pub fn render_service(ctx: &RenderCtx, name: &ServiceName, svc: &ServiceInfo, slices: &[&SliceInfo]) -> ServiceRules {
+pub fn render_service(
+    ctx: &RenderCtx,
+    name: &ServiceName,
+    svc: &ServiceInfo,
+    slices: &[&SliceInfo],
+) -> ServiceRules {
     let mut out = ServiceRules::default();
     let fam = ctx.family;
     let k = fam.keyword();
-    let in_family = |ips: &[IpAddr]| ips.iter().copied().filter(|ip| Family::of(ip) == fam).collect::<Vec<_>>();
+    let in_family = |ips: &[IpAddr]| {
+        ips.iter()
+            .copied()
+            .filter(|ip| Family::of(ip) == fam)
+            .collect::<Vec<_>>()
+    };
     let cluster_ips = in_family(&svc.cluster_ips);
     if cluster_ips.is_empty() {
         return out; // the service is not of this family (NodePorts follow its families, as kube-proxy)
@@ -140,7 +172,13 @@ pub fn render_service(ctx: &RenderCtx, name: &ServiceName, svc: &ServiceInfo, sl
     let masq_source = match ctx.cluster_cidrs.as_slice() {
         [] => None,
         [one] => Some(one.to_string()),
-        many => Some(format!("{{ {} }}", many.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", "))),
+        many => Some(format!(
+            "{{ {} }}",
+            many.iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     };
 
     for port in &svc.ports {
@@ -148,14 +186,24 @@ pub fn render_service(ctx: &RenderCtx, name: &ServiceName, svc: &ServiceInfo, sl
         let proto = port.protocol.nft();
         let endpoints = endpoints_for(port, fam, slices.iter().copied());
         for cip in &cluster_ips {
-            out.elements.insert((SET_CLUSTER_IPS, cip.to_string()), None);
+            out.elements
+                .insert((SET_CLUSTER_IPS, cip.to_string()), None);
         }
         if endpoints.is_empty() {
             for ip in cluster_ips.iter().chain(&external_ips) {
-                out.elements.insert((MAP_NO_ENDPOINT_SERVICES, format!("{ip} . {proto} . {}", port.port)), reject_verdict());
+                out.elements.insert(
+                    (
+                        MAP_NO_ENDPOINT_SERVICES,
+                        format!("{ip} . {proto} . {}", port.port),
+                    ),
+                    reject_verdict(),
+                );
             }
             if let Some(np) = port.node_port {
-                out.elements.insert((MAP_NO_ENDPOINT_NODEPORTS, format!("{proto} . {np}")), reject_verdict());
+                out.elements.insert(
+                    (MAP_NO_ENDPOINT_NODEPORTS, format!("{proto} . {np}")),
+                    reject_verdict(),
+                );
             }
             continue;
         }
@@ -164,7 +212,10 @@ pub fn render_service(ctx: &RenderCtx, name: &ServiceName, svc: &ServiceInfo, sl
         let mut svc_rules = Vec::new();
         if let Some(src) = &masq_source {
             for cip in &cluster_ips {
-                svc_rules.push(format!("{k} daddr {cip} {proto} dport {} {k} saddr != {src} jump {CHAIN_MARK_MASQ}", port.port));
+                svc_rules.push(format!(
+                    "{k} daddr {cip} {proto} dport {} {k} saddr != {src} jump {CHAIN_MARK_MASQ}",
+                    port.port
+                ));
             }
         }
         let mut vmap = Vec::new();
@@ -177,32 +228,60 @@ pub fn render_service(ctx: &RenderCtx, name: &ServiceName, svc: &ServiceInfo, sl
             if let Some(timeout) = svc.affinity_timeout {
                 // The timeout is part of the set's name, so changing it makes a new set.
                 let set = object_name("affinity", &format!("{ep_id}@{timeout}"));
-                out.sets.insert(set.clone(), format!("{{ type {}; flags dynamic,timeout; timeout {timeout}s; }}", fam.addr_type()));
+                out.sets.insert(
+                    set.clone(),
+                    format!(
+                        "{{ type {}; flags dynamic,timeout; timeout {timeout}s; }}",
+                        fam.addr_type()
+                    ),
+                );
                 svc_rules.push(format!("{k} saddr @{set} goto {ep_chain}"));
                 ep_rules.push(format!("update @{set} {{ {k} saddr }}"));
             }
             ep_rules.push(format!("meta l4proto {proto} dnat to {}", dnat_target(ep)));
             out.chains.insert(ep_chain.clone(), ep_rules);
             vmap.push(format!("{i} : goto {ep_chain}"));
-            cascade.push(if i + 1 < n { format!("numgen random mod {} == 0 goto {ep_chain}", n - i) } else { format!("goto {ep_chain}") });
+            cascade.push(if i + 1 < n {
+                format!("numgen random mod {} == 0 goto {ep_chain}", n - i)
+            } else {
+                format!("goto {ep_chain}")
+            });
         }
         match ctx.selection {
-            Selection::Vmap => svc_rules.push(format!("numgen random mod {n} vmap {{ {} }}", vmap.join(", "))),
+            Selection::Vmap => svc_rules.push(format!(
+                "numgen random mod {n} vmap {{ {} }}",
+                vmap.join(", ")
+            )),
             Selection::Cascade => svc_rules.extend(cascade),
         }
         out.chains.insert(svc_chain.clone(), svc_rules);
 
         for cip in &cluster_ips {
-            out.elements.insert((MAP_SERVICE_IPS, format!("{cip} . {proto} . {}", port.port)), Some(format!("goto {svc_chain}")));
+            out.elements.insert(
+                (MAP_SERVICE_IPS, format!("{cip} . {proto} . {}", port.port)),
+                Some(format!("goto {svc_chain}")),
+            );
         }
         if !external_ips.is_empty() || port.node_port.is_some() {
             let ext_chain = object_name("external", &id);
-            out.chains.insert(ext_chain.clone(), vec![format!("jump {CHAIN_MARK_MASQ}"), format!("goto {svc_chain}")]);
+            out.chains.insert(
+                ext_chain.clone(),
+                vec![
+                    format!("jump {CHAIN_MARK_MASQ}"),
+                    format!("goto {svc_chain}"),
+                ],
+            );
             for ip in &external_ips {
-                out.elements.insert((MAP_SERVICE_IPS, format!("{ip} . {proto} . {}", port.port)), Some(format!("goto {ext_chain}")));
+                out.elements.insert(
+                    (MAP_SERVICE_IPS, format!("{ip} . {proto} . {}", port.port)),
+                    Some(format!("goto {ext_chain}")),
+                );
             }
             if let Some(np) = port.node_port {
-                out.elements.insert((MAP_SERVICE_NODEPORTS, format!("{proto} . {np}")), Some(format!("goto {ext_chain}")));
+                out.elements.insert(
+                    (MAP_SERVICE_NODEPORTS, format!("{proto} . {np}")),
+                    Some(format!("goto {ext_chain}")),
+                );
             }
         }
     }
@@ -220,10 +299,22 @@ pub fn static_definitions(out: &mut String, family: Family, table: &str) {
     let t = table_ref(family, table);
     let at = family.addr_type();
     let _ = writeln!(out, "add table {t}");
-    let _ = writeln!(out, "add map {t} {MAP_SERVICE_IPS} {{ type {at} . inet_proto . inet_service : verdict; }}");
-    let _ = writeln!(out, "add map {t} {MAP_SERVICE_NODEPORTS} {{ type inet_proto . inet_service : verdict; }}");
-    let _ = writeln!(out, "add map {t} {MAP_NO_ENDPOINT_SERVICES} {{ type {at} . inet_proto . inet_service : verdict; }}");
-    let _ = writeln!(out, "add map {t} {MAP_NO_ENDPOINT_NODEPORTS} {{ type inet_proto . inet_service : verdict; }}");
+    let _ = writeln!(
+        out,
+        "add map {t} {MAP_SERVICE_IPS} {{ type {at} . inet_proto . inet_service : verdict; }}"
+    );
+    let _ = writeln!(
+        out,
+        "add map {t} {MAP_SERVICE_NODEPORTS} {{ type inet_proto . inet_service : verdict; }}"
+    );
+    let _ = writeln!(
+        out,
+        "add map {t} {MAP_NO_ENDPOINT_SERVICES} {{ type {at} . inet_proto . inet_service : verdict; }}"
+    );
+    let _ = writeln!(
+        out,
+        "add map {t} {MAP_NO_ENDPOINT_NODEPORTS} {{ type inet_proto . inet_service : verdict; }}"
+    );
     let _ = writeln!(out, "add set {t} {SET_CLUSTER_IPS} {{ type {at}; }}");
     for (chain, hook) in BASE_CHAINS {
         let _ = writeln!(out, "add chain {t} {chain} {{ {hook}; policy accept; }}");
@@ -240,11 +331,21 @@ const BASE_CHAINS: [(&str, &str); 7] = [
     ("filter-input", "type filter hook input priority -110"),
     ("filter-forward", "type filter hook forward priority -110"),
     ("filter-output", "type filter hook output priority -110"),
-    ("filter-output-post-dnat", "type filter hook output priority -90"),
+    (
+        "filter-output-post-dnat",
+        "type filter hook output priority -90",
+    ),
 ];
 
-const REGULAR_CHAINS: [&str; 7] =
-    ["services", "service-endpoints-check", "nodeport-endpoints-check", "cluster-ips-check", CHAIN_REJECT, CHAIN_MARK_MASQ, "masquerading"];
+const REGULAR_CHAINS: [&str; 7] = [
+    "services",
+    "service-endpoints-check",
+    "nodeport-endpoints-check",
+    "cluster-ips-check",
+    CHAIN_REJECT,
+    CHAIN_MARK_MASQ,
+    "masquerading",
+];
 
 /// The fixed chains' rules (after `static_definitions` and a flush).
 pub fn static_rules(out: &mut String, family: Family, table: &str, service_cidrs: &[Cidr]) {
@@ -260,24 +361,54 @@ pub fn static_rules(out: &mut String, family: Family, table: &str, service_cidrs
     rule("nat-postrouting", "jump masquerading");
     rule("filter-input", "ct state new jump nodeport-endpoints-check");
     rule("filter-input", "ct state new jump service-endpoints-check");
-    rule("filter-forward", "ct state new jump service-endpoints-check");
+    rule(
+        "filter-forward",
+        "ct state new jump service-endpoints-check",
+    );
     rule("filter-forward", "ct state new jump cluster-ips-check");
     rule("filter-output", "ct state new jump service-endpoints-check");
-    rule("filter-output-post-dnat", "ct state new jump cluster-ips-check");
-    rule("services", &format!("{k} daddr . meta l4proto . th dport vmap @{MAP_SERVICE_IPS}"));
-    rule("services", &format!("{local} meta l4proto . th dport vmap @{MAP_SERVICE_NODEPORTS}"));
-    rule("service-endpoints-check", &format!("{k} daddr . meta l4proto . th dport vmap @{MAP_NO_ENDPOINT_SERVICES}"));
-    rule("nodeport-endpoints-check", &format!("{local} meta l4proto . th dport vmap @{MAP_NO_ENDPOINT_NODEPORTS}"));
+    rule(
+        "filter-output-post-dnat",
+        "ct state new jump cluster-ips-check",
+    );
+    rule(
+        "services",
+        &format!("{k} daddr . meta l4proto . th dport vmap @{MAP_SERVICE_IPS}"),
+    );
+    rule(
+        "services",
+        &format!("{local} meta l4proto . th dport vmap @{MAP_SERVICE_NODEPORTS}"),
+    );
+    rule(
+        "service-endpoints-check",
+        &format!("{k} daddr . meta l4proto . th dport vmap @{MAP_NO_ENDPOINT_SERVICES}"),
+    );
+    rule(
+        "nodeport-endpoints-check",
+        &format!("{local} meta l4proto . th dport vmap @{MAP_NO_ENDPOINT_NODEPORTS}"),
+    );
     // After dnat: a ClusterIP still as destination is a port the service does not serve.
-    rule("cluster-ips-check", &format!("{k} daddr @{SET_CLUSTER_IPS} reject"));
+    rule(
+        "cluster-ips-check",
+        &format!("{k} daddr @{SET_CLUSTER_IPS} reject"),
+    );
     for cidr in service_cidrs.iter().filter(|c| c.family() == family) {
         rule("cluster-ips-check", &format!("{k} daddr {cidr} drop"));
     }
     rule(CHAIN_REJECT, "meta l4proto tcp reject with tcp reset");
     rule(CHAIN_REJECT, "reject");
-    rule(CHAIN_MARK_MASQ, &format!("meta mark set meta mark or {MASQ_MARK}"));
-    rule("masquerading", &format!("meta mark & {MASQ_MARK} == 0 return"));
-    rule("masquerading", &format!("meta mark set meta mark xor {MASQ_MARK}"));
+    rule(
+        CHAIN_MARK_MASQ,
+        &format!("meta mark set meta mark or {MASQ_MARK}"),
+    );
+    rule(
+        "masquerading",
+        &format!("meta mark & {MASQ_MARK} == 0 return"),
+    );
+    rule(
+        "masquerading",
+        &format!("meta mark set meta mark xor {MASQ_MARK}"),
+    );
     rule("masquerading", "masquerade fully-random");
 }
 
@@ -307,7 +438,14 @@ pub fn element_statements<'a>(
 }
 
 /// `add chain` + `flush chain` + `add rule`s: (re)defines a chain's contents.
-pub fn chain_statements(out: &mut String, family: Family, table: &str, chain: &str, rules: &[String], flush: bool) {
+pub fn chain_statements(
+    out: &mut String,
+    family: Family,
+    table: &str,
+    chain: &str,
+    rules: &[String],
+    flush: bool,
+) {
     let t = table_ref(family, table);
     let _ = writeln!(out, "add chain {t} {chain}");
     if flush {
@@ -325,7 +463,11 @@ mod tests {
     use crate::model::{Endpoint, Protocol, SlicePort};
 
     fn ctx() -> RenderCtx {
-        RenderCtx { family: Family::V4, cluster_cidrs: vec!["10.42.0.0/16".parse().unwrap()], selection: Selection::Vmap }
+        RenderCtx {
+            family: Family::V4,
+            cluster_cidrs: vec!["10.42.0.0/16".parse().unwrap()],
+            selection: Selection::Vmap,
+        }
     }
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -333,14 +475,31 @@ mod tests {
     fn web(node_port: Option<u16>) -> ServiceInfo {
         ServiceInfo {
             cluster_ips: vec![ip("10.43.0.5")],
-            ports: vec![ServicePort { name: "http".into(), protocol: Protocol::Tcp, port: 80, node_port }],
+            ports: vec![ServicePort {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: 80,
+                node_port,
+            }],
             ..Default::default()
         }
     }
     fn slice(ips: &[&str]) -> SliceInfo {
         SliceInfo {
-            ports: vec![SlicePort { name: "http".into(), protocol: Protocol::Tcp, port: 8080 }],
-            endpoints: ips.iter().map(|i| Endpoint { ip: ip(i), ready: true, serving: true, terminating: false }).collect(),
+            ports: vec![SlicePort {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: 8080,
+            }],
+            endpoints: ips
+                .iter()
+                .map(|i| Endpoint {
+                    ip: ip(i),
+                    ready: true,
+                    serving: true,
+                    terminating: false,
+                })
+                .collect(),
         }
     }
     fn name() -> ServiceName {
@@ -353,7 +512,10 @@ mod tests {
         assert!(n.starts_with("endpoint-"));
         assert!(n.ends_with("-ns/svc/tcp/http__fd00..1/80"), "{n}");
         assert_eq!(n, object_name("endpoint", "ns/svc/tcp/http__fd00::1/80"));
-        assert_ne!(object_name("service", "a/b/tcp/x"), object_name("service", "a/b/tcp/y"));
+        assert_ne!(
+            object_name("service", "a/b/tcp/x"),
+            object_name("service", "a/b/tcp/y")
+        );
         // Names that only differ in unsafe characters still differ by their hash.
         assert_ne!(object_name("x", "a:b"), object_name("x", "a.b"));
     }
@@ -369,24 +531,44 @@ mod tests {
         assert_eq!(
             r.chains[&svc],
             vec![
-                "ip daddr 10.43.0.5 tcp dport 80 ip saddr != 10.42.0.0/16 jump mark-for-masquerade".to_string(),
+                "ip daddr 10.43.0.5 tcp dport 80 ip saddr != 10.42.0.0/16 jump mark-for-masquerade"
+                    .to_string(),
                 format!("numgen random mod 2 vmap {{ 0 : goto {ep0}, 1 : goto {ep1} }}"),
             ]
         );
-        assert_eq!(r.chains[&ep0], vec!["ip saddr 10.42.0.2 jump mark-for-masquerade".to_string(), "meta l4proto tcp dnat to 10.42.0.2:8080".into()]);
-        assert_eq!(r.elements[&(MAP_SERVICE_IPS, "10.43.0.5 . tcp . 80".into())], Some(format!("goto {svc}")));
-        assert!(r.elements.contains_key(&(SET_CLUSTER_IPS, "10.43.0.5".into())));
+        assert_eq!(
+            r.chains[&ep0],
+            vec![
+                "ip saddr 10.42.0.2 jump mark-for-masquerade".to_string(),
+                "meta l4proto tcp dnat to 10.42.0.2:8080".into()
+            ]
+        );
+        assert_eq!(
+            r.elements[&(MAP_SERVICE_IPS, "10.43.0.5 . tcp . 80".into())],
+            Some(format!("goto {svc}"))
+        );
+        assert!(
+            r.elements
+                .contains_key(&(SET_CLUSTER_IPS, "10.43.0.5".into()))
+        );
         assert_eq!(r.elements.len(), 2);
         assert!(r.sets.is_empty());
         // The other family gets nothing.
-        let v6 = RenderCtx { family: Family::V6, cluster_cidrs: vec![], selection: Selection::Vmap };
+        let v6 = RenderCtx {
+            family: Family::V6,
+            cluster_cidrs: vec![],
+            selection: Selection::Vmap,
+        };
         assert!(render_service(&v6, &name(), &web(None), &[&s]).is_empty());
     }
 
     #[test]
     fn cascade_selection() {
         let s = slice(&["10.42.0.2", "10.42.0.3", "10.42.0.4"]);
-        let ctx = RenderCtx { selection: Selection::Cascade, ..ctx() };
+        let ctx = RenderCtx {
+            selection: Selection::Cascade,
+            ..ctx()
+        };
         let r = render_service(&ctx, &name(), &web(None), &[&s]);
         let svc = object_name("service", "default/web/tcp/http");
         let ep = |ip: &str| object_name("endpoint", &format!("default/web/tcp/http__{ip}/8080"));
@@ -412,11 +594,29 @@ mod tests {
         let r = render_service(&ctx(), &name(), &info, &[&s]);
         let svc = object_name("service", "default/web/tcp/http");
         let ext = object_name("external", "default/web/tcp/http");
-        assert_eq!(r.chains[&ext], vec!["jump mark-for-masquerade".to_string(), format!("goto {svc}")]);
-        assert_eq!(r.elements[&(MAP_SERVICE_NODEPORTS, "tcp . 30080".into())], Some(format!("goto {ext}")));
-        assert_eq!(r.elements[&(MAP_SERVICE_IPS, "192.0.2.9 . tcp . 80".into())], Some(format!("goto {ext}")));
-        assert_eq!(r.elements[&(MAP_SERVICE_IPS, "192.0.2.1 . tcp . 80".into())], Some(format!("goto {ext}")));
-        assert_eq!(r.elements[&(MAP_SERVICE_IPS, "10.43.0.5 . tcp . 80".into())], Some(format!("goto {svc}")));
+        assert_eq!(
+            r.chains[&ext],
+            vec![
+                "jump mark-for-masquerade".to_string(),
+                format!("goto {svc}")
+            ]
+        );
+        assert_eq!(
+            r.elements[&(MAP_SERVICE_NODEPORTS, "tcp . 30080".into())],
+            Some(format!("goto {ext}"))
+        );
+        assert_eq!(
+            r.elements[&(MAP_SERVICE_IPS, "192.0.2.9 . tcp . 80".into())],
+            Some(format!("goto {ext}"))
+        );
+        assert_eq!(
+            r.elements[&(MAP_SERVICE_IPS, "192.0.2.1 . tcp . 80".into())],
+            Some(format!("goto {ext}"))
+        );
+        assert_eq!(
+            r.elements[&(MAP_SERVICE_IPS, "10.43.0.5 . tcp . 80".into())],
+            Some(format!("goto {svc}"))
+        );
         assert_eq!(r.elements.len(), 5);
     }
 
@@ -427,10 +627,22 @@ mod tests {
         let r = render_service(&ctx(), &name(), &info, &[]);
         assert!(r.chains.is_empty());
         let reject = Some("goto reject-chain".to_string());
-        assert_eq!(r.elements[&(MAP_NO_ENDPOINT_SERVICES, "10.43.0.5 . tcp . 80".into())], reject);
-        assert_eq!(r.elements[&(MAP_NO_ENDPOINT_SERVICES, "192.0.2.9 . tcp . 80".into())], reject);
-        assert_eq!(r.elements[&(MAP_NO_ENDPOINT_NODEPORTS, "tcp . 30080".into())], reject);
-        assert!(r.elements.contains_key(&(SET_CLUSTER_IPS, "10.43.0.5".into())));
+        assert_eq!(
+            r.elements[&(MAP_NO_ENDPOINT_SERVICES, "10.43.0.5 . tcp . 80".into())],
+            reject
+        );
+        assert_eq!(
+            r.elements[&(MAP_NO_ENDPOINT_SERVICES, "192.0.2.9 . tcp . 80".into())],
+            reject
+        );
+        assert_eq!(
+            r.elements[&(MAP_NO_ENDPOINT_NODEPORTS, "tcp . 30080".into())],
+            reject
+        );
+        assert!(
+            r.elements
+                .contains_key(&(SET_CLUSTER_IPS, "10.43.0.5".into()))
+        );
         assert_eq!(r.elements.len(), 4);
     }
 
@@ -444,7 +656,10 @@ mod tests {
         let ep0 = object_name("endpoint", "default/web/tcp/http__10.42.0.2/8080");
         let set0 = object_name("affinity", "default/web/tcp/http__10.42.0.2/8080@600");
         assert_eq!(r.sets.len(), 2);
-        assert_eq!(r.sets[&set0], "{ type ipv4_addr; flags dynamic,timeout; timeout 600s; }");
+        assert_eq!(
+            r.sets[&set0],
+            "{ type ipv4_addr; flags dynamic,timeout; timeout 600s; }"
+        );
         assert_eq!(r.chains[&svc][1], format!("ip saddr @{set0} goto {ep0}"));
         assert!(r.chains[&svc][3].starts_with("numgen random mod 2 vmap"));
         assert_eq!(r.chains[&ep0][1], format!("update @{set0} {{ ip saddr }}"));
@@ -455,17 +670,38 @@ mod tests {
     fn ipv6_service() {
         let info = ServiceInfo {
             cluster_ips: vec![ip("fd43::5")],
-            ports: vec![ServicePort { name: "".into(), protocol: Protocol::Udp, port: 53, node_port: None }],
+            ports: vec![ServicePort {
+                name: "".into(),
+                protocol: Protocol::Udp,
+                port: 53,
+                node_port: None,
+            }],
             ..Default::default()
         };
         let s = SliceInfo {
-            ports: vec![SlicePort { name: "".into(), protocol: Protocol::Udp, port: 5353 }],
-            endpoints: vec![Endpoint { ip: ip("fd42::2"), ready: true, serving: true, terminating: false }],
+            ports: vec![SlicePort {
+                name: "".into(),
+                protocol: Protocol::Udp,
+                port: 5353,
+            }],
+            endpoints: vec![Endpoint {
+                ip: ip("fd42::2"),
+                ready: true,
+                serving: true,
+                terminating: false,
+            }],
         };
-        let ctx = RenderCtx { family: Family::V6, cluster_cidrs: vec!["fd42::/56".parse().unwrap()], selection: Selection::Cascade };
+        let ctx = RenderCtx {
+            family: Family::V6,
+            cluster_cidrs: vec!["fd42::/56".parse().unwrap()],
+            selection: Selection::Cascade,
+        };
         let r = render_service(&ctx, &name(), &info, &[&s]);
         let svc = object_name("service", "default/web/udp/53");
-        assert_eq!(r.chains[&svc][0], "ip6 daddr fd43::5 udp dport 53 ip6 saddr != fd42::/56 jump mark-for-masquerade");
+        assert_eq!(
+            r.chains[&svc][0],
+            "ip6 daddr fd43::5 udp dport 53 ip6 saddr != fd42::/56 jump mark-for-masquerade"
+        );
         let ep = object_name("endpoint", "default/web/udp/53__fd42::2/5353");
         assert_eq!(r.chains[&ep][1], "meta l4proto udp dnat to [fd42::2]:5353");
     }
@@ -474,7 +710,12 @@ mod tests {
     fn static_part() {
         let mut s = String::new();
         static_definitions(&mut s, Family::V4, "skiff-proxy");
-        static_rules(&mut s, Family::V4, "skiff-proxy", &["10.43.0.0/16".parse().unwrap()]);
+        static_rules(
+            &mut s,
+            Family::V4,
+            "skiff-proxy",
+            &["10.43.0.0/16".parse().unwrap()],
+        );
         assert!(s.contains("add chain ip skiff-proxy nat-prerouting { type nat hook prerouting priority -100; policy accept; }"));
         assert!(s.contains("add rule ip skiff-proxy nat-postrouting jump masquerading"));
         assert!(s.contains("add rule ip skiff-proxy services fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports"));

@@ -34,20 +34,46 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(client: kube::Client, component: &str, host: Option<&str>) -> Recorder {
-        Recorder { client, component: component.into(), host: host.map(str::to_string), seen: Mutex::default() }
+        Recorder {
+            client,
+            component: component.into(),
+            host: host.map(str::to_string),
+            seen: Mutex::default(),
+        }
     }
 
     /// Record an event about `object`. Failures are logged, never returned:
     /// events are best effort, as in Kubernetes.
-    pub async fn record(&self, object: &ObjectReference, kind: EventType, reason: &str, message: &str) {
-        let namespace = object.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into());
+    pub async fn record(
+        &self,
+        object: &ObjectReference,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) {
+        let namespace = object
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into());
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        let key = format!("{}/{}/{}/{}/{}", object.uid.as_deref().unwrap_or_default(), object.name.as_deref().unwrap_or_default(), kind.as_str(), reason, message);
+        let key = format!(
+            "{}/{}/{}/{}/{}",
+            object.uid.as_deref().unwrap_or_default(),
+            object.name.as_deref().unwrap_or_default(),
+            kind.as_str(),
+            reason,
+            message
+        );
         let repeat = self.seen.lock().ok().and_then(|m| m.get(&key).cloned());
         if let Some((ns, name, count)) = repeat {
             let patch = serde_json::json!({"count": count + 1, "lastTimestamp": crate::now_time()});
             let ns_api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-            if ns_api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.is_ok() {
+            if ns_api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .is_ok()
+            {
                 if let Ok(mut m) = self.seen.lock() {
                     m.insert(key, (ns, name, count + 1));
                 }
@@ -58,7 +84,11 @@ impl Recorder {
         let name = format!("{}.{:x}", object.name.as_deref().unwrap_or("object"), nanos);
         let now = crate::now_time();
         let event = Event {
-            metadata: kube::api::ObjectMeta { name: Some(name.clone()), namespace: Some(namespace.clone()), ..Default::default() },
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
             involved_object: object.clone(),
             reason: Some(reason.into()),
             message: Some(message.into()),
@@ -66,7 +96,10 @@ impl Recorder {
             count: Some(1),
             first_timestamp: Some(now.clone()),
             last_timestamp: Some(now),
-            source: Some(EventSource { component: Some(self.component.clone()), host: self.host.clone() }),
+            source: Some(EventSource {
+                component: Some(self.component.clone()),
+                host: self.host.clone(),
+            }),
             reporting_component: Some(self.component.clone()),
             reporting_instance: Some(self.host.clone().unwrap_or_else(|| self.component.clone())),
             ..Default::default()

@@ -21,7 +21,11 @@ pub struct LeaderConfig {
 impl Default for LeaderConfig {
     fn default() -> Self {
         // kube-scheduler and kube-controller-manager defaults.
-        LeaderConfig { lease_duration: Duration::from_secs(15), renew_deadline: Duration::from_secs(10), retry_period: Duration::from_secs(2) }
+        LeaderConfig {
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
     }
 }
 
@@ -35,8 +39,20 @@ pub struct LeaderElector {
 
 impl LeaderElector {
     /// Elect on Lease `name` in `namespace` (kube-system for control-plane components).
-    pub fn new(client: kube::Client, namespace: &str, name: &str, identity: &str, config: LeaderConfig) -> LeaderElector {
-        LeaderElector { api: Api::namespaced(client, namespace), name: name.into(), identity: identity.into(), config, observed: None }
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        config: LeaderConfig,
+    ) -> LeaderElector {
+        LeaderElector {
+            api: Api::namespaced(client, namespace),
+            name: name.into(),
+            identity: identity.into(),
+            config,
+            observed: None,
+        }
     }
 
     pub fn identity(&self) -> &str {
@@ -50,7 +66,10 @@ impl LeaderElector {
         let current = match self.api.get_opt(&self.name).await? {
             None => {
                 let lease = Lease {
-                    metadata: kube::api::ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(self.name.clone()),
+                        ..Default::default()
+                    },
                     spec: Some(LeaseSpec {
                         holder_identity: Some(self.identity.clone()),
                         lease_duration_seconds: Some(secs),
@@ -76,9 +95,14 @@ impl LeaderElector {
         if changed {
             self.observed = Some((record, Instant::now()));
         }
-        let observed_at = self.observed.as_ref().map(|(_, t)| *t).unwrap_or_else(Instant::now);
+        let observed_at = self
+            .observed
+            .as_ref()
+            .map(|(_, t)| *t)
+            .unwrap_or_else(Instant::now);
         let held_by_us = holder == self.identity;
-        let expired = holder.is_empty() || observed_at + self.config.lease_duration <= Instant::now();
+        let expired =
+            holder.is_empty() || observed_at + self.config.lease_duration <= Instant::now();
         if !held_by_us && !expired {
             return Ok(false);
         }
@@ -92,7 +116,11 @@ impl LeaderElector {
             new_spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
         }
         lease.spec = Some(new_spec);
-        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
             Err(e) => Err(e),
@@ -114,7 +142,9 @@ impl LeaderElector {
                 match self.try_acquire_or_renew().await {
                     Ok(true) => break,
                     Ok(false) => {}
-                    Err(e) => tracing::debug!(lease = %self.name, error = %e, "leader election attempt failed"),
+                    Err(e) => {
+                        tracing::debug!(lease = %self.name, error = %e, "leader election attempt failed")
+                    }
                 }
                 tokio::select! {
                     () = &mut shutdown => return,

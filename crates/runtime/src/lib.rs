@@ -10,18 +10,28 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("reading kubeconfig {path}: {source}")]
-    Kubeconfig { path: String, source: kube::config::KubeconfigError },
+    Kubeconfig {
+        path: String,
+        source: kube::config::KubeconfigError,
+    },
     #[error("building the client: {0}")]
     Client(#[from] kube::Error),
 }
 
 /// A kube client from a kubeconfig file (its current context).
 pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, ClientError> {
-    let kc = kube::config::Kubeconfig::read_from(path)
-        .map_err(|source| ClientError::Kubeconfig { path: path.display().to_string(), source })?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-        .await
-        .map_err(|source| ClientError::Kubeconfig { path: path.display().to_string(), source })?;
+    let kc =
+        kube::config::Kubeconfig::read_from(path).map_err(|source| ClientError::Kubeconfig {
+            path: path.display().to_string(),
+            source,
+        })?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|source| ClientError::Kubeconfig {
+                path: path.display().to_string(),
+                source,
+            })?;
     Ok(kube::Client::try_from(config)?)
 }
 

@@ -6,7 +6,11 @@ use skiff_runtime::leader::{LeaderConfig, LeaderElector};
 use skiff_testsupport::TestServer;
 
 fn fast() -> LeaderConfig {
-    LeaderConfig { lease_duration: Duration::from_millis(1500), renew_deadline: Duration::from_millis(1000), retry_period: Duration::from_millis(200) }
+    LeaderConfig {
+        lease_duration: Duration::from_millis(1500),
+        renew_deadline: Duration::from_millis(1000),
+        retry_period: Duration::from_millis(200),
+    }
 }
 
 #[tokio::test]
@@ -27,9 +31,15 @@ async fn one_leader_at_a_time_and_failover() {
         }
     }
     assert!(took_over, "b never acquired the expired lease");
-    assert!(!a.try_acquire_or_renew().await.unwrap(), "a must not reclaim a lease b renews");
+    assert!(
+        !a.try_acquire_or_renew().await.unwrap(),
+        "a must not reclaim a lease b renews"
+    );
     let lease: k8s_openapi::api::coordination::v1::Lease =
-        kube::Api::namespaced(s.client.clone(), "kube-system").get("test-lock").await.unwrap();
+        kube::Api::namespaced(s.client.clone(), "kube-system")
+            .get("test-lock")
+            .await
+            .unwrap();
     let spec = lease.spec.unwrap();
     assert_eq!(spec.holder_identity.as_deref(), Some("b"));
     assert_eq!(spec.lease_transitions, Some(1));

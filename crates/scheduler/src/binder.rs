@@ -17,8 +17,15 @@ pub async fn bind(client: &kube::Client, pod: &PodInfo, node: &str) -> Result<()
             uid: Some(pod.uid.clone()).filter(|u| !u.is_empty()),
             ..Default::default()
         },
-        target: ObjectReference { api_version: Some("v1".into()), kind: Some("Node".into()), name: Some(node.into()), ..Default::default() },
+        target: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(node.into()),
+            ..Default::default()
+        },
     };
-    let _: serde_json::Value = api.create_subresource("binding", &pod.name, &PostParams::default(), &binding).await?;
+    let _: serde_json::Value = api
+        .create_subresource("binding", &pod.name, &PostParams::default(), &binding)
+        .await?;
     Ok(())
 }

@@ -53,7 +53,8 @@ impl PodInfo {
         let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
         let name = meta.name.clone().unwrap_or_default();
         let created = nanos(meta.creation_timestamp.as_ref()).unwrap_or(0);
-        let started = nanos(pod.status.as_ref().and_then(|s| s.start_time.as_ref())).unwrap_or(created);
+        let started =
+            nanos(pod.status.as_ref().and_then(|s| s.start_time.as_ref())).unwrap_or(created);
         let spec = pod.spec.as_ref();
         let requests = resources::pod_requests(&pod);
         let non_zero = resources::pod_non_zero_requests(&pod);
@@ -72,8 +73,14 @@ impl PodInfo {
             affinity: interpodaffinity::PodAffinity::parse(&pod, &namespace),
             spread: podtopologyspread::parse(&pod),
             node_name: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
-            nominated_node: pod.status.as_ref().and_then(|s| s.nominated_node_name.clone()).filter(|n| !n.is_empty()),
-            scheduler_name: spec.and_then(|s| s.scheduler_name.clone()).unwrap_or_else(|| "default-scheduler".into()),
+            nominated_node: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.nominated_node_name.clone())
+                .filter(|n| !n.is_empty()),
+            scheduler_name: spec
+                .and_then(|s| s.scheduler_name.clone())
+                .unwrap_or_else(|| "default-scheduler".into()),
             terminating: meta.deletion_timestamp.is_some(),
             preemption_never: spec.and_then(|s| s.preemption_policy.as_deref()) == Some("Never"),
             namespace,
@@ -83,7 +90,10 @@ impl PodInfo {
     }
 
     pub fn is_terminal(&self) -> bool {
-        matches!(self.pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+        matches!(
+            self.pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
     }
 }
 
@@ -174,7 +184,8 @@ impl NodeInfo {
             if pod.affinity.required_anti_affinity.is_empty() {
                 self.pods_with_required_anti_affinity.remove(&pod.key);
             } else {
-                self.pods_with_required_anti_affinity.insert(pod.key.clone());
+                self.pods_with_required_anti_affinity
+                    .insert(pod.key.clone());
             }
         } else {
             self.requested.sub(&pod.requests);
@@ -259,7 +270,11 @@ impl Cache {
     }
 
     pub fn node_names(&self) -> Vec<String> {
-        self.nodes.iter().filter(|(_, n)| n.node.is_some()).map(|(k, _)| k.clone()).collect()
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.node.is_some())
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     pub fn pod_keys(&self) -> Vec<String> {
@@ -271,7 +286,10 @@ impl Cache {
         let node = pod.node_name.clone();
         let mut change = PodChange::Added;
         if let Some(state) = self.pods.get(&pod.key).cloned() {
-            let old = self.nodes.get_mut(&state.node).and_then(|n| n.remove_pod(&pod.key));
+            let old = self
+                .nodes
+                .get_mut(&state.node)
+                .and_then(|n| n.remove_pod(&pod.key));
             if let Some(old) = old {
                 change = if state.assumed {
                     PodChange::Added
@@ -283,21 +301,40 @@ impl Cache {
             }
             self.cleanup_node(&state.node);
         }
-        self.nodes.entry(node.clone()).or_insert_with(|| NodeInfo { name: node.clone(), ..Default::default() }).add_pod(pod.clone());
-        self.pods.insert(pod.key.clone(), PodState { node, assumed: false });
+        self.nodes
+            .entry(node.clone())
+            .or_insert_with(|| NodeInfo {
+                name: node.clone(),
+                ..Default::default()
+            })
+            .add_pod(pod.clone());
+        self.pods.insert(
+            pod.key.clone(),
+            PodState {
+                node,
+                assumed: false,
+            },
+        );
         change
     }
 
     /// Remove a pod; returns it when it was on a node.
     pub fn remove_pod(&mut self, key: &str) -> Option<Arc<PodInfo>> {
         let state = self.pods.remove(key)?;
-        let pod = self.nodes.get_mut(&state.node).and_then(|n| n.remove_pod(key));
+        let pod = self
+            .nodes
+            .get_mut(&state.node)
+            .and_then(|n| n.remove_pod(key));
         self.cleanup_node(&state.node);
         pod
     }
 
     fn cleanup_node(&mut self, name: &str) {
-        if self.nodes.get(name).is_some_and(|n| n.node.is_none() && n.pods.is_empty()) {
+        if self
+            .nodes
+            .get(name)
+            .is_some_and(|n| n.node.is_none() && n.pods.is_empty())
+        {
             self.nodes.remove(name);
         }
     }
@@ -310,9 +347,18 @@ impl Cache {
         self.remove_pod(&key);
         self.nodes
             .entry(node.to_string())
-            .or_insert_with(|| NodeInfo { name: node.to_string(), ..Default::default() })
+            .or_insert_with(|| NodeInfo {
+                name: node.to_string(),
+                ..Default::default()
+            })
             .add_pod(Arc::new(assumed));
-        self.pods.insert(key, PodState { node: node.to_string(), assumed: true });
+        self.pods.insert(
+            key,
+            PodState {
+                node: node.to_string(),
+                assumed: true,
+            },
+        );
     }
 
     /// Undo an assumption whose binding failed.
@@ -354,7 +400,8 @@ pub(crate) mod testutil {
     pub fn node(v: serde_json::Value) -> NodeInfo {
         let mut v = v;
         if v.pointer("/status/allocatable").is_none() {
-            v["status"]["allocatable"] = serde_json::json!({"cpu": "4", "memory": "8Gi", "pods": "110"});
+            v["status"]["allocatable"] =
+                serde_json::json!({"cpu": "4", "memory": "8Gi", "pods": "110"});
         }
         NodeInfo::new(serde_json::from_value(v).unwrap())
     }
@@ -377,7 +424,9 @@ mod tests {
     use serde_json::json;
 
     fn requesting(name: &str, cpu: &str) -> PodInfo {
-        pod(json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": "1Gi"}}, "ports": [{"containerPort": 80, "hostPort": 8080}]}]}}))
+        pod(
+            json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": "1Gi"}}, "ports": [{"containerPort": 80, "hostPort": 8080}]}]}}),
+        )
     }
 
     #[test]
@@ -388,7 +437,10 @@ mod tests {
         assert_eq!(cache.set_node(n), NodeChange::Unchanged);
         let mut a = requesting("a", "1");
         a.node_name = "n1".into();
-        assert_eq!(cache.add_or_update_pod(Arc::new(a.clone())), PodChange::Added);
+        assert_eq!(
+            cache.add_or_update_pod(Arc::new(a.clone())),
+            PodChange::Added
+        );
         cache.assume(&requesting("b", "500m"), "n1");
         let info = &cache.nodes["n1"];
         assert_eq!(info.requested.milli_cpu, 1500);
@@ -423,8 +475,14 @@ mod tests {
             serde_json::from_value(json!({"metadata": {"name": "n1", "labels": labels}, "status": {"allocatable": {"cpu": "4"}, "conditions": [{"type": "Ready", "status": cond}]}})).unwrap()
         };
         cache.set_node(n(json!({"a": "1"}), "True"));
-        assert_eq!(cache.set_node(n(json!({"a": "1"}), "False")), NodeChange::Unchanged);
-        assert_eq!(cache.set_node(n(json!({"a": "2"}), "False")), NodeChange::Changed);
+        assert_eq!(
+            cache.set_node(n(json!({"a": "1"}), "False")),
+            NodeChange::Unchanged
+        );
+        assert_eq!(
+            cache.set_node(n(json!({"a": "2"}), "False")),
+            NodeChange::Changed
+        );
         cache.remove_node("n1");
         assert!(cache.nodes.is_empty());
     }

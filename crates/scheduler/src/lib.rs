@@ -67,7 +67,11 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("binding pod {pod} to node {node}: {source}")]
-    Bind { pod: String, node: String, source: kube::Error },
+    Bind {
+        pod: String,
+        node: String,
+        source: kube::Error,
+    },
     #[error("updating pod {pod}: {source}")]
     UpdatePod { pod: String, source: kube::Error },
 }
@@ -76,7 +80,13 @@ pub enum Error {
 pub async fn run(client: kube::Client, config: Config) {
     let s = Arc::new(Scheduler::new(client, config));
     tracing::info!(scheduler = %s.config.scheduler_name, "scheduler starting");
-    tokio::join!(s.watch_nodes(), s.watch_pods(), s.watch_namespaces(), s.flush_loop(), s.schedule_loop());
+    tokio::join!(
+        s.watch_nodes(),
+        s.watch_pods(),
+        s.watch_namespaces(),
+        s.flush_loop(),
+        s.schedule_loop()
+    );
 }
 
 struct Scheduler {
@@ -95,7 +105,12 @@ struct Scheduler {
 enum Decision {
     Skip,
     Bind(String),
-    Unschedulable { message: String, plugins: BTreeSet<&'static str>, preempt: Option<Candidate>, clear_nomination: bool },
+    Unschedulable {
+        message: String,
+        plugins: BTreeSet<&'static str>,
+        preempt: Option<Candidate>,
+        clear_nomination: bool,
+    },
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -170,7 +185,9 @@ impl Scheduler {
                     self.queue.move_all(ClusterEvent::NodeChanged);
                 }
                 Ok(Event::Apply(n)) => self.on_node(n),
-                Ok(Event::Delete(n)) => lock(&self.cache).remove_node(n.metadata.name.as_deref().unwrap_or_default()),
+                Ok(Event::Delete(n)) => {
+                    lock(&self.cache).remove_node(n.metadata.name.as_deref().unwrap_or_default())
+                }
                 Err(e) => tracing::warn!(error = %e, "node watch failed; retrying"),
             }
         }
@@ -229,14 +246,20 @@ impl Scheduler {
             let change = lock(&self.cache).add_or_update_pod(Arc::new(info));
             self.queue.delete(&key);
             if matches!(change, PodChange::Added | PodChange::LabelsChanged) {
-                self.queue.move_all(ClusterEvent::AssignedPodAddedOrRelabelled);
+                self.queue
+                    .move_all(ClusterEvent::AssignedPodAddedOrRelabelled);
             }
             return;
         }
         if info.scheduler_name != self.config.scheduler_name {
             return;
         }
-        let gated = info.pod.spec.as_ref().and_then(|s| s.scheduling_gates.as_ref()).is_some_and(|g| !g.is_empty());
+        let gated = info
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduling_gates.as_ref())
+            .is_some_and(|g| !g.is_empty());
         if info.is_terminal() || info.terminating || gated {
             self.queue.delete(&key);
             return;
@@ -264,13 +287,18 @@ impl Scheduler {
                 Ok(Event::Apply(ns) | Event::InitApply(ns)) => {
                     let name = ns.metadata.name.clone().unwrap_or_default();
                     let labels = ns.metadata.labels.clone().unwrap_or_default();
-                    let changed = lock(&self.cache).namespaces.insert(name, labels.clone()).is_some_and(|old| old != labels);
+                    let changed = lock(&self.cache)
+                        .namespaces
+                        .insert(name, labels.clone())
+                        .is_some_and(|old| old != labels);
                     if changed {
                         self.queue.move_all(ClusterEvent::NamespaceChanged);
                     }
                 }
                 Ok(Event::Delete(ns)) => {
-                    lock(&self.cache).namespaces.remove(ns.metadata.name.as_deref().unwrap_or_default());
+                    lock(&self.cache)
+                        .namespaces
+                        .remove(ns.metadata.name.as_deref().unwrap_or_default());
                 }
                 Ok(Event::Init | Event::InitDone) => {}
                 Err(e) => tracing::warn!(error = %e, "namespace watch failed; retrying"),
@@ -309,10 +337,17 @@ impl Scheduler {
             return Decision::Skip;
         }
         let outcome = {
-            let snap = Snapshot { nodes: cache.snapshot(), namespaces: &cache.namespaces };
+            let snap = Snapshot {
+                nodes: cache.snapshot(),
+                namespaces: &cache.namespaces,
+            };
             let nominated_nodes = self.queue.nominated_nodes();
             let nominated = |node: &str| {
-                if nominated_nodes.contains_key(node) { self.queue.nominated_pods(node, &pod.key) } else { Vec::new() }
+                if nominated_nodes.contains_key(node) {
+                    self.queue.nominated_pods(node, &pod.key)
+                } else {
+                    Vec::new()
+                }
             };
             match lock(&self.algorithm).schedule(pod, &snap, &nominated) {
                 Outcome::Fit(node) => Ok(node),
@@ -322,7 +357,10 @@ impl Scheduler {
                     preempt: None,
                     clear_nomination: false,
                 }),
-                Outcome::NoFit { num_nodes, diagnosis } => {
+                Outcome::NoFit {
+                    num_nodes,
+                    diagnosis,
+                } => {
                     let plugins = diagnosis.plugins();
                     Err(match preemption::preempt(pod, &snap, &diagnosis.statuses) {
                         Ok(candidate) => Decision::Unschedulable {
@@ -332,11 +370,16 @@ impl Scheduler {
                             clear_nomination: false,
                         },
                         Err(preemption::NoCandidate(why)) => Decision::Unschedulable {
-                            message: fit_message(num_nodes, diagnosis.statuses.values(), Some(&format!("preemption: {why}"))),
+                            message: fit_message(
+                                num_nodes,
+                                diagnosis.statuses.values(),
+                                Some(&format!("preemption: {why}")),
+                            ),
                             plugins,
                             preempt: None,
                             // Victims still terminating: keep waiting on the nominated node.
-                            clear_nomination: pod.nominated_node.is_some() && why != preemption::TERMINATING,
+                            clear_nomination: pod.nominated_node.is_some()
+                                && why != preemption::TERMINATING,
                         },
                     })
                 }
@@ -360,15 +403,30 @@ impl Scheduler {
                 let s = self.clone();
                 binds.spawn(async move { s.bind(popped, node).await });
             }
-            Decision::Unschedulable { message, mut plugins, preempt, clear_nomination } => {
+            Decision::Unschedulable {
+                message,
+                mut plugins,
+                preempt,
+                clear_nomination,
+            } => {
                 tracing::debug!(pod = %pod.key, %message, "unschedulable");
-                self.recorder.record(&reference(&pod.pod), EventType::Warning, "FailedScheduling", &message).await;
+                self.recorder
+                    .record(
+                        &reference(&pod.pod),
+                        EventType::Warning,
+                        "FailedScheduling",
+                        &message,
+                    )
+                    .await;
                 let nominate = match &preempt {
                     Some(c) => Some(Some(c.node.clone())),
                     None if clear_nomination => Some(None),
                     None => None,
                 };
-                if let Err(e) = self.mark_unschedulable(&pod, &message, nominate.clone()).await {
+                if let Err(e) = self
+                    .mark_unschedulable(&pod, &message, nominate.clone())
+                    .await
+                {
                     tracing::warn!(error = %e, "could not update the PodScheduled condition");
                 }
                 if let Some(n) = nominate {
@@ -388,12 +446,21 @@ impl Scheduler {
         match binder::bind(&self.client, &pod, &node).await {
             Ok(()) => {
                 tracing::debug!(pod = %pod.key, %node, "bound");
-                let msg = format!("Successfully assigned {}/{} to {}", pod.namespace, pod.name, node);
-                self.recorder.record(&reference(&pod.pod), EventType::Normal, "Scheduled", &msg).await;
+                let msg = format!(
+                    "Successfully assigned {}/{} to {}",
+                    pod.namespace, pod.name, node
+                );
+                self.recorder
+                    .record(&reference(&pod.pod), EventType::Normal, "Scheduled", &msg)
+                    .await;
             }
             Err(source) => {
                 let code = status_code(&source);
-                let err = Error::Bind { pod: pod.key.clone(), node: node.clone(), source };
+                let err = Error::Bind {
+                    pod: pod.key.clone(),
+                    node: node.clone(),
+                    source,
+                };
                 tracing::warn!(error = %err, "binding failed");
                 lock(&self.cache).forget(&pod.key);
                 self.queue.move_all(ClusterEvent::AssignedPodDeleted);
@@ -402,7 +469,14 @@ impl Scheduler {
                     Some(404 | 409) => {}
                     _ => {
                         let msg = format!("Binding rejected: {err}");
-                        self.recorder.record(&reference(&pod.pod), EventType::Warning, "FailedScheduling", &msg).await;
+                        self.recorder
+                            .record(
+                                &reference(&pod.pod),
+                                EventType::Warning,
+                                "FailedScheduling",
+                                &msg,
+                            )
+                            .await;
                         self.queue.backoff(pod, popped.attempts);
                     }
                 }
@@ -413,7 +487,12 @@ impl Scheduler {
     /// PodScheduled=False/Unschedulable with the message (and
     /// nominatedNodeName when preemption set or cleared it), through the
     /// status subresource; skipped when nothing would change.
-    async fn mark_unschedulable(&self, pod: &PodInfo, message: &str, nominate: Option<Option<String>>) -> Result<(), Error> {
+    async fn mark_unschedulable(
+        &self,
+        pod: &PodInfo,
+        message: &str,
+        nominate: Option<Option<String>>,
+    ) -> Result<(), Error> {
         let current = pod
             .pod
             .status
@@ -422,14 +501,21 @@ impl Scheduler {
             .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"))
             .cloned();
         let same = current.as_ref().is_some_and(|c| {
-            c.status == "False" && c.reason.as_deref() == Some("Unschedulable") && c.message.as_deref() == Some(message)
+            c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+                && c.message.as_deref() == Some(message)
         });
-        let nomination_changes = nominate.as_ref().is_some_and(|n| n.as_ref() != pod.nominated_node.as_ref());
+        let nomination_changes = nominate
+            .as_ref()
+            .is_some_and(|n| n.as_ref() != pod.nominated_node.as_ref());
         if same && !nomination_changes {
             return Ok(());
         }
         let transition = match &current {
-            Some(c) if c.status == "False" => c.last_transition_time.clone().unwrap_or_else(skiff_runtime::now_time),
+            Some(c) if c.status == "False" => c
+                .last_transition_time
+                .clone()
+                .unwrap_or_else(skiff_runtime::now_time),
             _ => skiff_runtime::now_time(),
         };
         let mut status = json!({"conditions": [{
@@ -443,9 +529,16 @@ impl Scheduler {
             status["nominatedNodeName"] = json!(n);
         }
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
-        api.patch_status(&pod.name, &PatchParams::default(), &Patch::Strategic(json!({"status": status})))
-            .await
-            .map_err(|source| Error::UpdatePod { pod: pod.key.clone(), source })?;
+        api.patch_status(
+            &pod.name,
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"status": status})),
+        )
+        .await
+        .map_err(|source| Error::UpdatePod {
+            pod: pod.key.clone(),
+            source,
+        })?;
         Ok(())
     }
 
@@ -462,17 +555,34 @@ impl Scheduler {
                 "message": format!("{}: preempting to accommodate a higher priority pod", self.config.scheduler_name),
                 "lastTransitionTime": skiff_runtime::now_time(),
             }]}});
-            if let Err(e) = api.patch_status(&v.name, &PatchParams::default(), &Patch::Strategic(condition)).await {
+            if let Err(e) = api
+                .patch_status(
+                    &v.name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(condition),
+                )
+                .await
+            {
                 tracing::debug!(error = %e, victim = %v.key, "could not set DisruptionTarget");
             }
-            let dp = DeleteParams { preconditions: Some(Preconditions { uid: Some(v.uid.clone()), resource_version: None }), ..Default::default() };
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(v.uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
             match api.delete(&v.name, &dp).await {
                 Ok(_) => {
                     let msg = format!("Preempted by pod {} on node {}", preemptor.uid, c.node);
-                    self.recorder.record(&reference(&v.pod), EventType::Normal, "Preempted", &msg).await;
+                    self.recorder
+                        .record(&reference(&v.pod), EventType::Normal, "Preempted", &msg)
+                        .await;
                 }
                 Err(e) if status_code(&e) == Some(404) => {}
-                Err(e) => tracing::warn!(error = %e, victim = %v.key, "could not delete preemption victim"),
+                Err(e) => {
+                    tracing::warn!(error = %e, victim = %v.key, "could not delete preemption victim")
+                }
             }
         }
     }

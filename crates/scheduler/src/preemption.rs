@@ -27,15 +27,24 @@ pub struct Candidate {
 pub struct NoCandidate(pub String);
 
 /// Find the best node to preempt on, given each node's filter verdict.
-pub fn preempt(pod: &PodInfo, snap: &Snapshot<'_>, statuses: &BTreeMap<String, Unfit>) -> Result<Candidate, NoCandidate> {
+pub fn preempt(
+    pod: &PodInfo,
+    snap: &Snapshot<'_>,
+    statuses: &BTreeMap<String, Unfit>,
+) -> Result<Candidate, NoCandidate> {
     if pod.preemption_never {
         return Err(NoCandidate(NEVER.into()));
     }
     // Victims on the nominated node are still terminating: wait for them.
     if let Some(nn) = pod.nominated_node.as_deref()
-        && statuses.get(nn).is_some_and(|u| u.code == Code::Unschedulable)
+        && statuses
+            .get(nn)
+            .is_some_and(|u| u.code == Code::Unschedulable)
         && let Some(node) = snap.nodes.iter().find(|n| n.name == nn)
-        && node.pods.values().any(|p| p.terminating && p.priority < pod.priority)
+        && node
+            .pods
+            .values()
+            .any(|p| p.terminating && p.priority < pod.priority)
     {
         return Err(NoCandidate(TERMINATING.into()));
     }
@@ -44,18 +53,34 @@ pub fn preempt(pod: &PodInfo, snap: &Snapshot<'_>, statuses: &BTreeMap<String, U
     for node in &snap.nodes {
         match statuses.get(&node.name) {
             Some(u) if u.code == Code::Unschedulable => match select_victims(pod, node, snap) {
-                Ok(victims) => candidates.push(Candidate { node: node.name.clone(), victims }),
+                Ok(victims) => candidates.push(Candidate {
+                    node: node.name.clone(),
+                    victims,
+                }),
                 Err(u) => node_statuses.push(u),
             },
             _ => node_statuses.push(Unfit::unresolvable("", NOT_HELPFUL)),
         }
     }
     if candidates.is_empty() {
-        return Err(NoCandidate(fit_message(snap.nodes.len(), &node_statuses, None)));
+        return Err(NoCandidate(fit_message(
+            snap.nodes.len(),
+            &node_statuses,
+            None,
+        )));
     }
     candidates.sort_by_key(|c| {
-        let highest = c.victims.iter().map(|v| v.priority).max().unwrap_or(i32::MIN);
-        let sum: i64 = c.victims.iter().map(|v| i64::from(v.priority) + i64::from(i32::MAX) + 1).sum();
+        let highest = c
+            .victims
+            .iter()
+            .map(|v| v.priority)
+            .max()
+            .unwrap_or(i32::MIN);
+        let sum: i64 = c
+            .victims
+            .iter()
+            .map(|v| i64::from(v.priority) + i64::from(i32::MAX) + 1)
+            .sum();
         (highest, sum, c.victims.len())
     });
     Ok(candidates.swap_remove(0))
@@ -63,20 +88,39 @@ pub fn preempt(pod: &PodInfo, snap: &Snapshot<'_>, statuses: &BTreeMap<String, U
 
 /// More important first: higher priority, then started earlier.
 fn importance_order(a: &Arc<PodInfo>, b: &Arc<PodInfo>) -> std::cmp::Ordering {
-    b.priority.cmp(&a.priority).then(a.started.cmp(&b.started)).then(a.key.cmp(&b.key))
+    b.priority
+        .cmp(&a.priority)
+        .then(a.started.cmp(&b.started))
+        .then(a.key.cmp(&b.key))
 }
 
 /// Whether the pod fits `node` (a what-if copy standing in for its original in `snap`).
 fn fits_on(pod: &PodInfo, node: &NodeInfo, snap: &Snapshot<'_>) -> Result<(), Unfit> {
-    let nodes: Vec<&NodeInfo> = snap.nodes.iter().map(|n| if n.name == node.name { node } else { *n }).collect();
-    let what_if = Snapshot { nodes, namespaces: snap.namespaces };
+    let nodes: Vec<&NodeInfo> = snap
+        .nodes
+        .iter()
+        .map(|n| if n.name == node.name { node } else { *n })
+        .collect();
+    let what_if = Snapshot {
+        nodes,
+        namespaces: snap.namespaces,
+    };
     let state = CycleState::new(pod, &what_if);
     plugins::run_filters(&state, pod, node)
 }
 
 /// The fewest lower-priority pods whose removal lets the pod fit on the node.
-pub fn select_victims(pod: &PodInfo, node: &NodeInfo, snap: &Snapshot<'_>) -> Result<Vec<Arc<PodInfo>>, Unfit> {
-    let mut potential: Vec<Arc<PodInfo>> = node.pods.values().filter(|p| p.priority < pod.priority).cloned().collect();
+pub fn select_victims(
+    pod: &PodInfo,
+    node: &NodeInfo,
+    snap: &Snapshot<'_>,
+) -> Result<Vec<Arc<PodInfo>>, Unfit> {
+    let mut potential: Vec<Arc<PodInfo>> = node
+        .pods
+        .values()
+        .filter(|p| p.priority < pod.priority)
+        .cloned()
+        .collect();
     if potential.is_empty() {
         return Err(Unfit::unresolvable("", NO_VICTIMS));
     }
@@ -106,15 +150,26 @@ mod tests {
     use std::collections::HashMap;
 
     fn cpu_pod(name: &str, priority: i32, cpu: &str) -> PodInfo {
-        pod(json!({"metadata": {"name": name}, "spec": {"priority": priority, "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}}))
+        pod(
+            json!({"metadata": {"name": name}, "spec": {"priority": priority, "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}}),
+        )
     }
 
     fn run(p: &PodInfo, nodes: &[NodeInfo]) -> Result<Candidate, NoCandidate> {
         let ns = HashMap::new();
-        let snap = Snapshot { nodes: nodes.iter().collect(), namespaces: &ns };
+        let snap = Snapshot {
+            nodes: nodes.iter().collect(),
+            namespaces: &ns,
+        };
         let state = CycleState::new(p, &snap);
-        let statuses: BTreeMap<String, Unfit> =
-            nodes.iter().filter_map(|n| plugins::run_filters(&state, p, n).err().map(|u| (n.name.clone(), u))).collect();
+        let statuses: BTreeMap<String, Unfit> = nodes
+            .iter()
+            .filter_map(|n| {
+                plugins::run_filters(&state, p, n)
+                    .err()
+                    .map(|u| (n.name.clone(), u))
+            })
+            .collect();
         preempt(p, &snap, &statuses)
     }
 
@@ -128,12 +183,24 @@ mod tests {
     fn picks_fewest_least_important_victims() {
         // 4 cpu nodes. n1: two low pods and a high one of 1 cpu each; n2: one mid pod of 3 cpu.
         let nodes = vec![
-            node_with("n1", json!({}), vec![cpu_pod("low-a", 0, "1"), cpu_pod("low-b", 0, "1"), cpu_pod("high", 2000, "1")]),
+            node_with(
+                "n1",
+                json!({}),
+                vec![
+                    cpu_pod("low-a", 0, "1"),
+                    cpu_pod("low-b", 0, "1"),
+                    cpu_pod("high", 2000, "1"),
+                ],
+            ),
             node_with("n2", json!({}), vec![cpu_pod("mid", 500, "3")]),
         ];
         let c = run(&cpu_pod("new", 1000, "2"), &nodes).unwrap();
         assert_eq!(c.node, "n1");
-        assert_eq!(victims(&c), ["low-b"], "one low pod is enough; the other is reprieved");
+        assert_eq!(
+            victims(&c),
+            ["low-b"],
+            "one low pod is enough; the other is reprieved"
+        );
     }
 
     #[test]
@@ -146,7 +213,9 @@ mod tests {
     #[test]
     fn unresolvable_nodes_are_not_helped() {
         let mut tainted = node_with("n1", json!({}), vec![cpu_pod("low", 0, "1")]);
-        tainted.taints = vec![serde_json::from_value(json!({"key": "dedicated", "effect": "NoSchedule"})).unwrap()];
+        tainted.taints = vec![
+            serde_json::from_value(json!({"key": "dedicated", "effect": "NoSchedule"})).unwrap(),
+        ];
         let full = node_with("n2", json!({}), vec![cpu_pod("low2", 0, "4")]);
         let c = run(&cpu_pod("new", 1000, "1"), &[tainted.clone(), full]).unwrap();
         assert_eq!(c.node, "n2");

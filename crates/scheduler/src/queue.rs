@@ -35,10 +35,16 @@ impl ClusterEvent {
         }
         let relevant: &[&str] = match self {
             ClusterEvent::NodeChanged | ClusterEvent::Any => return true,
-            ClusterEvent::AssignedPodDeleted => {
-                &[noderesources::NAME, nodeports::NAME, interpodaffinity::NAME, podtopologyspread::NAME, PREEMPTION]
+            ClusterEvent::AssignedPodDeleted => &[
+                noderesources::NAME,
+                nodeports::NAME,
+                interpodaffinity::NAME,
+                podtopologyspread::NAME,
+                PREEMPTION,
+            ],
+            ClusterEvent::AssignedPodAddedOrRelabelled => {
+                &[interpodaffinity::NAME, podtopologyspread::NAME]
             }
-            ClusterEvent::AssignedPodAddedOrRelabelled => &[interpodaffinity::NAME, podtopologyspread::NAME],
             ClusterEvent::NamespaceChanged => &[interpodaffinity::NAME],
         };
         plugins.iter().any(|p| relevant.contains(p))
@@ -124,7 +130,9 @@ impl Inner {
     fn push_active(&mut self, key: &str) {
         self.seq += 1;
         let seq = self.seq;
-        let Some(e) = self.pods.get_mut(key) else { return };
+        let Some(e) = self.pods.get_mut(key) else {
+            return;
+        };
         if let Some(old) = e.active_key.take() {
             self.active.remove(&old);
         }
@@ -152,14 +160,19 @@ impl Inner {
             }
         }
         if let Some(n) = node {
-            self.nominated.entry(n.clone()).or_default().insert(key.to_string());
+            self.nominated
+                .entry(n.clone())
+                .or_default()
+                .insert(key.to_string());
             self.nominated_of.insert(key.to_string(), n);
         }
     }
 
     /// Move to backoff when still backing off, else to active.
     fn requeue(&mut self, key: &str, now: Instant) -> bool {
-        let Some(e) = self.pods.get_mut(key) else { return false };
+        let Some(e) = self.pods.get_mut(key) else {
+            return false;
+        };
         if e.backoff_until.is_some_and(|t| t > now) {
             e.place = Place::Backoff;
             false
@@ -172,7 +185,11 @@ impl Inner {
 
 impl Queue {
     pub fn new(timings: Timings) -> Queue {
-        Queue { inner: Mutex::default(), notify: Notify::new(), timings }
+        Queue {
+            inner: Mutex::default(),
+            notify: Notify::new(),
+            timings,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -183,7 +200,10 @@ impl Queue {
     /// The backoff after `attempts` failed attempts: 1s, 2s, 4s, ... capped at 10s.
     pub fn backoff_for(&self, attempts: u32) -> Duration {
         let shift = attempts.saturating_sub(1).min(16);
-        self.timings.initial_backoff.saturating_mul(1 << shift).min(self.timings.max_backoff)
+        self.timings
+            .initial_backoff
+            .saturating_mul(1 << shift)
+            .min(self.timings.max_backoff)
     }
 
     /// A pending pod was added or updated.
@@ -259,7 +279,11 @@ impl Queue {
         e.place = Place::InFlight;
         e.attempts += 1;
         e.cycle = cycle;
-        Some(Popped { pod: e.pod.clone(), attempts: e.attempts, cycle })
+        Some(Popped {
+            pod: e.pod.clone(),
+            attempts: e.attempts,
+            cycle,
+        })
     }
 
     /// Wait for the highest-priority, oldest active pod.
@@ -327,8 +351,12 @@ impl Queue {
         let mut q = self.lock();
         q.move_cycle = q.cycle;
         let now = Instant::now();
-        let keys: Vec<String> =
-            q.pods.iter().filter(|(_, e)| e.place == Place::Unschedulable && event.may_help(&e.plugins)).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<String> = q
+            .pods
+            .iter()
+            .filter(|(_, e)| e.place == Place::Unschedulable && event.may_help(&e.plugins))
+            .map(|(k, _)| k.clone())
+            .collect();
         let mut woke = false;
         for k in keys {
             woke |= q.requeue(&k, now);
@@ -386,13 +414,22 @@ impl Queue {
 
     /// Nodes with nominated pods.
     pub fn nominated_nodes(&self) -> BTreeMap<String, usize> {
-        self.lock().nominated.iter().map(|(k, v)| (k.clone(), v.len())).collect()
+        self.lock()
+            .nominated
+            .iter()
+            .map(|(k, v)| (k.clone(), v.len()))
+            .collect()
     }
 
     /// Pending pods not in `keep` are dropped (after a relist).
     pub fn retain(&self, keep: &std::collections::HashSet<String>) {
         let mut q = self.lock();
-        let gone: Vec<String> = q.pods.keys().filter(|k| !keep.contains(*k)).cloned().collect();
+        let gone: Vec<String> = q
+            .pods
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
         for k in gone {
             q.take_active(&k);
             q.pods.remove(&k);
@@ -408,11 +445,17 @@ mod tests {
     use serde_json::json;
 
     fn p(name: &str, priority: i32, created: &str) -> Arc<PodInfo> {
-        Arc::new(pod(json!({"metadata": {"name": name, "creationTimestamp": created}, "spec": {"priority": priority}})))
+        Arc::new(pod(
+            json!({"metadata": {"name": name, "creationTimestamp": created}, "spec": {"priority": priority}}),
+        ))
     }
 
     fn quick() -> Queue {
-        Queue::new(Timings { initial_backoff: Duration::ZERO, max_backoff: Duration::ZERO, max_in_unschedulable: Duration::from_secs(300) })
+        Queue::new(Timings {
+            initial_backoff: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+            max_in_unschedulable: Duration::from_secs(300),
+        })
     }
 
     #[test]
@@ -422,7 +465,9 @@ mod tests {
         q.add_or_update(p("new-high", 100, "2024-01-03T00:00:00Z"));
         q.add_or_update(p("old-high", 100, "2024-01-02T00:00:00Z"));
         q.add_or_update(p("new-low", 0, "2024-01-04T00:00:00Z"));
-        let order: Vec<String> = std::iter::from_fn(|| q.try_pop()).map(|x| x.pod.name.clone()).collect();
+        let order: Vec<String> = std::iter::from_fn(|| q.try_pop())
+            .map(|x| x.pod.name.clone())
+            .collect();
         assert_eq!(order, ["old-high", "new-high", "old-low", "new-low"]);
     }
 
@@ -459,7 +504,11 @@ mod tests {
 
     #[test]
     fn event_during_cycle_sends_to_backoff() {
-        let q = Queue::new(Timings { initial_backoff: Duration::from_secs(60), max_backoff: Duration::from_secs(60), ..Timings::default() });
+        let q = Queue::new(Timings {
+            initial_backoff: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(60),
+            ..Timings::default()
+        });
         q.add_or_update(p("a", 0, "2024-01-01T00:00:00Z"));
         let a = q.try_pop().unwrap();
         q.move_all(ClusterEvent::NodeChanged);
@@ -479,7 +528,9 @@ mod tests {
         // Same spec: stays parked.
         q.add_or_update(p("a", 0, "2024-01-01T00:00:00Z"));
         assert!(q.try_pop().is_none());
-        let changed = Arc::new(pod(json!({"metadata": {"name": "a", "creationTimestamp": "2024-01-01T00:00:00Z"}, "spec": {"priority": 0, "tolerations": [{"operator": "Exists"}]}})));
+        let changed = Arc::new(pod(
+            json!({"metadata": {"name": "a", "creationTimestamp": "2024-01-01T00:00:00Z"}, "spec": {"priority": 0, "tolerations": [{"operator": "Exists"}]}}),
+        ));
         q.add_or_update(changed);
         assert!(q.try_pop().is_some());
     }

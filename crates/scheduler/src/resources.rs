@@ -36,7 +36,9 @@ fn parse(s: &str) -> Option<Parsed> {
         b'+' => (false, &s[1..]),
         _ => (false, s),
     };
-    let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+    let num_end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
     let (num, suffix) = rest.split_at(num_end);
     if num.is_empty() || num == "." || num.matches('.').count() > 1 {
         return None;
@@ -66,7 +68,9 @@ fn parse(s: &str) -> Option<Parsed> {
         "P" => (0, 15),
         "E" => (0, 18),
         other => {
-            let exp = other.strip_prefix('e').or_else(|| other.strip_prefix('E'))?;
+            let exp = other
+                .strip_prefix('e')
+                .or_else(|| other.strip_prefix('E'))?;
             let exp: i32 = exp.parse().ok()?;
             if !(-30..=30).contains(&exp) {
                 return None;
@@ -74,7 +78,13 @@ fn parse(s: &str) -> Option<Parsed> {
             (0, exp)
         }
     };
-    Some(Parsed { negative, mantissa, scale, pow2, pow10 })
+    Some(Parsed {
+        negative,
+        mantissa,
+        scale,
+        pow2,
+        pow10,
+    })
 }
 
 /// `ceil(q * factor)` as an i64, saturating; None when the quantity does not parse.
@@ -85,7 +95,11 @@ fn scaled_ceil(s: &str, factor_pow10: i32) -> Option<i64> {
     let pow10 = p.pow10 + factor_pow10 - i32::try_from(p.scale).ok()?;
     let saturate = |v: Option<i128>| v.unwrap_or(i128::MAX / 4);
     if pow10 >= 0 {
-        num = saturate(10i128.checked_pow(pow10.unsigned_abs()).and_then(|m| num.checked_mul(m)));
+        num = saturate(
+            10i128
+                .checked_pow(pow10.unsigned_abs())
+                .and_then(|m| num.checked_mul(m)),
+        );
     } else {
         den = saturate(10i128.checked_pow(pow10.unsigned_abs()));
     }
@@ -187,14 +201,20 @@ impl Resources {
     }
 
     pub fn is_zero(&self) -> bool {
-        self.milli_cpu == 0 && self.memory == 0 && self.ephemeral_storage == 0 && self.scalar.values().all(|v| *v == 0)
+        self.milli_cpu == 0
+            && self.memory == 0
+            && self.ephemeral_storage == 0
+            && self.scalar.values().all(|v| *v == 0)
     }
 }
 
 /// Extended resources, hugepages and attachable volumes: everything that is
 /// not one of the native resources the scheduler tracks by field.
 pub fn is_scalar_resource(name: &str) -> bool {
-    !matches!(name, "cpu" | "memory" | "ephemeral-storage" | "pods" | "storage")
+    !matches!(
+        name,
+        "cpu" | "memory" | "ephemeral-storage" | "pods" | "storage"
+    )
 }
 
 fn container_requests(c: &Container) -> Resources {
@@ -202,7 +222,11 @@ fn container_requests(c: &Container) -> Resources {
         Some(r) => {
             // Requests default to limits when only limits are given (apiserver
             // defaulting does this too; be tolerant of objects that skipped it).
-            let mut out = r.limits.as_ref().map(Resources::from_list).unwrap_or_default();
+            let mut out = r
+                .limits
+                .as_ref()
+                .map(Resources::from_list)
+                .unwrap_or_default();
             if let Some(req) = r.requests.as_ref() {
                 for (name, q) in req {
                     out.set(name, q);
@@ -233,7 +257,8 @@ pub fn pod_non_zero_requests(pod: &Pod) -> (i64, i64) {
         let mut r = container_requests(c);
         let explicit = |name: &str| {
             c.resources.as_ref().is_some_and(|res| {
-                res.requests.as_ref().is_some_and(|m| m.contains_key(name)) || res.limits.as_ref().is_some_and(|m| m.contains_key(name))
+                res.requests.as_ref().is_some_and(|m| m.contains_key(name))
+                    || res.limits.as_ref().is_some_and(|m| m.contains_key(name))
             })
         };
         if !explicit("cpu") {
@@ -347,8 +372,13 @@ mod tests {
         let p = pod(json!({"containers": [{"name": "a", "resources": {"limits": {"cpu": "1"}}}]}));
         assert_eq!(pod_requests(&p).milli_cpu, 1000);
         // Non-zero defaults for scoring.
-        let p = pod(json!({"containers": [{"name": "a"}, {"name": "b", "resources": {"requests": {"cpu": "1"}}}]}));
-        assert_eq!(pod_non_zero_requests(&p), (1100, 2 * DEFAULT_MEMORY_REQUEST));
+        let p = pod(
+            json!({"containers": [{"name": "a"}, {"name": "b", "resources": {"requests": {"cpu": "1"}}}]}),
+        );
+        assert_eq!(
+            pod_non_zero_requests(&p),
+            (1100, 2 * DEFAULT_MEMORY_REQUEST)
+        );
         assert!(pod_requests(&pod(json!({"containers": [{"name": "a"}]}))).is_zero());
     }
 }

@@ -28,7 +28,11 @@ pub const NO_NODES: &str = "no nodes available to schedule pods";
 /// The FailedScheduling message, built as FitError.Error() does:
 /// `0/N nodes are available: <count> <reason>, ... .` with the
 /// "<count> <reason>" strings sorted, then the preemption message.
-pub fn fit_message<'a>(num_nodes: usize, statuses: impl IntoIterator<Item = &'a Unfit>, post_filter: Option<&str>) -> String {
+pub fn fit_message<'a>(
+    num_nodes: usize,
+    statuses: impl IntoIterator<Item = &'a Unfit>,
+    post_filter: Option<&str>,
+) -> String {
     let mut histogram: BTreeMap<&str, usize> = BTreeMap::new();
     for u in statuses {
         for r in &u.reasons {
@@ -66,8 +70,16 @@ pub fn feasible_nodes_to_find(num_nodes: usize) -> usize {
 
 /// Filter one node, with the pods nominated to it that are at least as
 /// important as the pod counted as if already there.
-pub fn filter_node(state: &CycleState, pod: &PodInfo, node: &NodeInfo, nominated: &[Arc<PodInfo>]) -> Result<(), Unfit> {
-    let relevant: Vec<&Arc<PodInfo>> = nominated.iter().filter(|n| n.priority >= pod.priority && n.key != pod.key).collect();
+pub fn filter_node(
+    state: &CycleState,
+    pod: &PodInfo,
+    node: &NodeInfo,
+    nominated: &[Arc<PodInfo>],
+) -> Result<(), Unfit> {
+    let relevant: Vec<&Arc<PodInfo>> = nominated
+        .iter()
+        .filter(|n| n.priority >= pod.priority && n.key != pod.key)
+        .collect();
     if relevant.is_empty() {
         return plugins::run_filters(state, pod, node);
     }
@@ -86,7 +98,10 @@ pub enum Outcome {
     /// The chosen node.
     Fit(String),
     /// No node fits.
-    NoFit { num_nodes: usize, diagnosis: Diagnosis },
+    NoFit {
+        num_nodes: usize,
+        diagnosis: Diagnosis,
+    },
 }
 
 /// Everything the algorithm needs besides the cluster.
@@ -107,10 +122,18 @@ impl Algorithm {
     }
 
     /// Find a node for the pod. `nominated` gives the pods nominated to a node.
-    pub fn schedule(&mut self, pod: &PodInfo, snap: &Snapshot<'_>, nominated: &dyn Fn(&str) -> Vec<Arc<PodInfo>>) -> Outcome {
+    pub fn schedule(
+        &mut self,
+        pod: &PodInfo,
+        snap: &Snapshot<'_>,
+        nominated: &dyn Fn(&str) -> Vec<Arc<PodInfo>>,
+    ) -> Outcome {
         let n = snap.nodes.len();
         if n == 0 {
-            return Outcome::NoFit { num_nodes: 0, diagnosis: Diagnosis::default() };
+            return Outcome::NoFit {
+                num_nodes: 0,
+                diagnosis: Diagnosis::default(),
+            };
         }
         let state = CycleState::new(pod, snap);
         // A pod nominated by an earlier preemption tries its node first.
@@ -142,7 +165,10 @@ impl Algorithm {
         }
         self.next_start = (start + visited) % n;
         if feasible.is_empty() {
-            return Outcome::NoFit { num_nodes: n, diagnosis };
+            return Outcome::NoFit {
+                num_nodes: n,
+                diagnosis,
+            };
         }
         if feasible.len() == 1 {
             return Outcome::Fit(feasible[0].name.clone());
@@ -181,19 +207,37 @@ mod tests {
     #[test]
     fn message_as_kubernetes_builds_it() {
         let cpu = Unfit::unschedulable("NodeResourcesFit", "Insufficient cpu");
-        let taint = Unfit::unresolvable("TaintToleration", "node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }");
+        let taint = Unfit::unresolvable(
+            "TaintToleration",
+            "node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }",
+        );
         let not_helpful = Unfit::unresolvable("", "Preemption is not helpful for scheduling");
-        let post = format!("preemption: {}", fit_message(3, [&not_helpful, &not_helpful, &not_helpful], None));
+        let post = format!(
+            "preemption: {}",
+            fit_message(3, [&not_helpful, &not_helpful, &not_helpful], None)
+        );
         assert_eq!(
             fit_message(3, [&taint, &cpu, &taint], Some(&post)),
             "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }. \
              preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
         );
-        let both = Unfit { plugin: "NodeResourcesFit", code: Code::Unschedulable, reasons: vec!["Insufficient cpu".into(), "Insufficient memory".into()] };
-        assert_eq!(fit_message(2, [&both, &cpu], None), "0/2 nodes are available: 1 Insufficient memory, 2 Insufficient cpu.");
+        let both = Unfit {
+            plugin: "NodeResourcesFit",
+            code: Code::Unschedulable,
+            reasons: vec!["Insufficient cpu".into(), "Insufficient memory".into()],
+        };
+        assert_eq!(
+            fit_message(2, [&both, &cpu], None),
+            "0/2 nodes are available: 1 Insufficient memory, 2 Insufficient cpu."
+        );
         // Sorted as strings, counts included, as Kubernetes does.
-        let ports = Unfit::unschedulable("NodePorts", "node(s) didn't have free ports for the requested pod ports");
-        let many: Vec<&Unfit> = std::iter::repeat_n(&ports, 10).chain([&cpu, &cpu]).collect();
+        let ports = Unfit::unschedulable(
+            "NodePorts",
+            "node(s) didn't have free ports for the requested pod ports",
+        );
+        let many: Vec<&Unfit> = std::iter::repeat_n(&ports, 10)
+            .chain([&cpu, &cpu])
+            .collect();
         assert_eq!(
             fit_message(12, many, None),
             "0/12 nodes are available: 10 node(s) didn't have free ports for the requested pod ports, 2 Insufficient cpu."
@@ -202,7 +246,16 @@ mod tests {
 
     #[test]
     fn feasible_counts() {
-        let cases = [(0, 0), (50, 50), (99, 99), (100, 100), (1000, 420), (5000, 500), (6000, 300), (20000, 1000)];
+        let cases = [
+            (0, 0),
+            (50, 50),
+            (99, 99),
+            (100, 100),
+            (1000, 420),
+            (5000, 500),
+            (6000, 300),
+            (20000, 1000),
+        ];
         for (nodes, want) in cases {
             assert_eq!(feasible_nodes_to_find(nodes), want, "{nodes}");
         }
@@ -210,12 +263,23 @@ mod tests {
 
     #[test]
     fn picks_the_fitting_least_allocated_node() {
-        let big = node(json!({"metadata": {"name": "big"}, "status": {"allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"}}}));
-        let small = node(json!({"metadata": {"name": "small"}, "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"}}}));
-        let tiny = node(json!({"metadata": {"name": "tiny"}, "status": {"allocatable": {"cpu": "500m", "memory": "4Gi", "pods": "110"}}}));
+        let big = node(
+            json!({"metadata": {"name": "big"}, "status": {"allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"}}}),
+        );
+        let small = node(
+            json!({"metadata": {"name": "small"}, "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"}}}),
+        );
+        let tiny = node(
+            json!({"metadata": {"name": "tiny"}, "status": {"allocatable": {"cpu": "500m", "memory": "4Gi", "pods": "110"}}}),
+        );
         let ns = HashMap::new();
-        let snap = Snapshot { nodes: vec![&big, &small, &tiny], namespaces: &ns };
-        let p = pod(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}}));
+        let snap = Snapshot {
+            nodes: vec![&big, &small, &tiny],
+            namespaces: &ns,
+        };
+        let p = pod(
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}}),
+        );
         let mut alg = Algorithm::new();
         for _ in 0..5 {
             match alg.schedule(&p, &snap, &|_| Vec::new()) {
@@ -223,11 +287,26 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        let huge = pod(json!({"metadata": {"name": "h"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "3"}}}]}}));
-        match alg.schedule(&huge, &Snapshot { nodes: vec![&small, &tiny], namespaces: &ns }, &|_| Vec::new()) {
-            Outcome::NoFit { num_nodes, diagnosis } => {
+        let huge = pod(
+            json!({"metadata": {"name": "h"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "3"}}}]}}),
+        );
+        match alg.schedule(
+            &huge,
+            &Snapshot {
+                nodes: vec![&small, &tiny],
+                namespaces: &ns,
+            },
+            &|_| Vec::new(),
+        ) {
+            Outcome::NoFit {
+                num_nodes,
+                diagnosis,
+            } => {
                 assert_eq!(num_nodes, 2);
-                assert_eq!(fit_message(num_nodes, diagnosis.statuses.values(), None), "0/2 nodes are available: 2 Insufficient cpu.");
+                assert_eq!(
+                    fit_message(num_nodes, diagnosis.statuses.values(), None),
+                    "0/2 nodes are available: 2 Insufficient cpu."
+                );
                 assert_eq!(diagnosis.plugins(), BTreeSet::from(["NodeResourcesFit"]));
             }
             other => panic!("{other:?}"),
@@ -236,17 +315,30 @@ mod tests {
 
     #[test]
     fn nominated_pods_hold_their_room() {
-        let n1 = node(json!({"metadata": {"name": "n1"}, "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"}}}));
+        let n1 = node(
+            json!({"metadata": {"name": "n1"}, "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"}}}),
+        );
         let ns = HashMap::new();
-        let snap = Snapshot { nodes: vec![&n1], namespaces: &ns };
+        let snap = Snapshot {
+            nodes: vec![&n1],
+            namespaces: &ns,
+        };
         let req = |name: &str, prio: i32| {
-            pod(json!({"metadata": {"name": name}, "spec": {"priority": prio, "containers": [{"name": "c", "resources": {"requests": {"cpu": "1500m"}}}]}}))
+            pod(
+                json!({"metadata": {"name": name}, "spec": {"priority": prio, "containers": [{"name": "c", "resources": {"requests": {"cpu": "1500m"}}}]}}),
+            )
         };
         let high = Arc::new(req("high", 100));
         let nominated = |_: &str| vec![high.clone()];
         let mut alg = Algorithm::new();
-        assert!(matches!(alg.schedule(&req("low", 0), &snap, &nominated), Outcome::NoFit { .. }));
+        assert!(matches!(
+            alg.schedule(&req("low", 0), &snap, &nominated),
+            Outcome::NoFit { .. }
+        ));
         // Higher priority than the nominated pod: not held back.
-        assert!(matches!(alg.schedule(&req("higher", 1000), &snap, &nominated), Outcome::Fit(_)));
+        assert!(matches!(
+            alg.schedule(&req("higher", 1000), &snap, &nominated),
+            Outcome::Fit(_)
+        ));
     }
 }

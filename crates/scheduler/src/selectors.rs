@@ -32,8 +32,12 @@ impl Requirement {
             Op::NotIn(vals) => v.is_none_or(|v| !vals.contains(v)),
             Op::Exists => v.is_some(),
             Op::DoesNotExist => v.is_none(),
-            Op::Gt(n) => v.and_then(|v| v.parse::<i64>().ok()).is_some_and(|x| x > *n),
-            Op::Lt(n) => v.and_then(|v| v.parse::<i64>().ok()).is_some_and(|x| x < *n),
+            Op::Gt(n) => v
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|x| x > *n),
+            Op::Lt(n) => v
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|x| x < *n),
         }
     }
 }
@@ -48,7 +52,10 @@ pub struct Selector {
 
 impl Selector {
     pub fn nothing() -> Selector {
-        Selector { reqs: Vec::new(), nothing: true }
+        Selector {
+            reqs: Vec::new(),
+            nothing: true,
+        }
     }
 
     pub fn everything() -> Selector {
@@ -62,7 +69,10 @@ impl Selector {
         };
         let mut reqs = Vec::new();
         for (k, v) in sel.match_labels.iter().flatten() {
-            reqs.push(Requirement { key: k.clone(), op: Op::In(vec![v.clone()]) });
+            reqs.push(Requirement {
+                key: k.clone(),
+                op: Op::In(vec![v.clone()]),
+            });
         }
         for e in sel.match_expressions.iter().flatten() {
             let values = e.values.clone().unwrap_or_default();
@@ -73,9 +83,15 @@ impl Selector {
                 "DoesNotExist" => Op::DoesNotExist,
                 _ => return Selector::nothing(),
             };
-            reqs.push(Requirement { key: e.key.clone(), op });
+            reqs.push(Requirement {
+                key: e.key.clone(),
+                op,
+            });
         }
-        Selector { reqs, nothing: false }
+        Selector {
+            reqs,
+            nothing: false,
+        }
     }
 
     pub fn matches(&self, labels: &Labels) -> bool {
@@ -108,12 +124,19 @@ fn node_requirement(r: &NodeSelectorRequirement) -> Option<Requirement> {
         "Lt" if values.len() == 1 => Op::Lt(values[0].parse().ok()?),
         _ => return None,
     };
-    Some(Requirement { key: r.key.clone(), op })
+    Some(Requirement {
+        key: r.key.clone(),
+        op,
+    })
 }
 
 impl NodeTerm {
     pub fn parse(t: &NodeSelectorTerm) -> NodeTerm {
-        let mut term = NodeTerm { labels: Vec::new(), fields: Vec::new(), matches_nothing: false };
+        let mut term = NodeTerm {
+            labels: Vec::new(),
+            fields: Vec::new(),
+            matches_nothing: false,
+        };
         for r in t.match_expressions.iter().flatten() {
             match node_requirement(r) {
                 Some(req) => term.labels.push(req),
@@ -122,7 +145,11 @@ impl NodeTerm {
         }
         for r in t.match_fields.iter().flatten() {
             match node_requirement(r) {
-                Some(req) if req.key == "metadata.name" && matches!(req.op, Op::In(_) | Op::NotIn(_)) => term.fields.push(req),
+                Some(req)
+                    if req.key == "metadata.name" && matches!(req.op, Op::In(_) | Op::NotIn(_)) =>
+                {
+                    term.fields.push(req)
+                }
                 _ => term.matches_nothing = true,
             }
         }
@@ -155,7 +182,10 @@ mod tests {
     use serde_json::json;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -168,7 +198,10 @@ mod tests {
         let s = Selector::from_label_selector(Some(&sel));
         let cases = [
             (labels(&[("app", "web"), ("env", "x")]), true),
-            (labels(&[("app", "web"), ("env", "x"), ("tier", "db")]), false),
+            (
+                labels(&[("app", "web"), ("env", "x"), ("tier", "db")]),
+                false,
+            ),
             (labels(&[("app", "web")]), false),
             (labels(&[("app", "api"), ("env", "x")]), false),
         ];
@@ -176,22 +209,35 @@ mod tests {
             assert_eq!(s.matches(&l), want, "{l:?}");
         }
         assert!(!Selector::from_label_selector(None).matches(&labels(&[])));
-        assert!(Selector::from_label_selector(Some(&LabelSelector::default())).matches(&labels(&[("a", "b")])));
-        let bad: LabelSelector = serde_json::from_value(json!({"matchExpressions": [{"key": "a", "operator": "Bogus"}]})).unwrap();
+        assert!(
+            Selector::from_label_selector(Some(&LabelSelector::default()))
+                .matches(&labels(&[("a", "b")]))
+        );
+        let bad: LabelSelector = serde_json::from_value(
+            json!({"matchExpressions": [{"key": "a", "operator": "Bogus"}]}),
+        )
+        .unwrap();
         assert!(!Selector::from_label_selector(Some(&bad)).matches(&labels(&[("a", "b")])));
     }
 
     #[test]
     fn node_terms() {
         let term = |v: serde_json::Value| NodeTerm::parse(&serde_json::from_value(v).unwrap());
-        let t = term(json!({"matchExpressions": [{"key": "cores", "operator": "Gt", "values": ["4"]}, {"key": "zone", "operator": "In", "values": ["a", "b"]}]}));
+        let t = term(
+            json!({"matchExpressions": [{"key": "cores", "operator": "Gt", "values": ["4"]}, {"key": "zone", "operator": "In", "values": ["a", "b"]}]}),
+        );
         assert!(t.matches("n", &labels(&[("cores", "8"), ("zone", "a")])));
         assert!(!t.matches("n", &labels(&[("cores", "4"), ("zone", "a")])));
         assert!(!t.matches("n", &labels(&[("cores", "8"), ("zone", "c")])));
-        let t = term(json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}));
+        let t = term(
+            json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}),
+        );
         assert!(t.matches("n1", &labels(&[])));
         assert!(!t.matches("n2", &labels(&[])));
         assert!(!term(json!({})).matches("n1", &labels(&[])));
-        assert!(!term(json!({"matchExpressions": [{"key": "a", "operator": "Lt", "values": ["x"]}]})).matches("n1", &labels(&[("a", "1")])));
+        assert!(
+            !term(json!({"matchExpressions": [{"key": "a", "operator": "Lt", "values": ["x"]}]}))
+                .matches("n1", &labels(&[("a", "1")]))
+        );
     }
 }

@@ -34,7 +34,14 @@ pub struct SimConfig {
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig { nodes: 1, prefix: "sim-node-".into(), cpu: "8".into(), memory: "32Gi".into(), pods: 110, labels: BTreeMap::new() }
+        SimConfig {
+            nodes: 1,
+            prefix: "sim-node-".into(),
+            cpu: "8".into(),
+            memory: "32Gi".into(),
+            pods: 110,
+            labels: BTreeMap::new(),
+        }
     }
 }
 
@@ -76,5 +83,9 @@ pub async fn run(client: kube::Client, config: SimConfig) {
     let sim = Arc::new(nodes::Sim::new(client, config));
     tracing::info!(nodes = sim.config.nodes, prefix = %sim.config.prefix, "hollow nodes starting");
     sim.register_all().await;
-    tokio::join!(sim.lease_loop(), sim.heartbeat_loop(), pods::run(sim.clone()));
+    tokio::join!(
+        sim.lease_loop(),
+        sim.heartbeat_loop(),
+        pods::run(sim.clone())
+    );
 }

@@ -41,14 +41,32 @@ pub fn node_ip(i: usize) -> Ipv4Addr {
 
 /// The kubelet's four conditions, all healthy.
 pub fn conditions(heartbeat: &Time, transition: &Time) -> Value {
-    let c = |kind: &str, status: &str, reason: &str, message: &str| {
-        json!({"type": kind, "status": status, "reason": reason, "message": message, "lastHeartbeatTime": heartbeat, "lastTransitionTime": transition})
-    };
+    let c = |kind: &str, status: &str, reason: &str, message: &str| json!({"type": kind, "status": status, "reason": reason, "message": message, "lastHeartbeatTime": heartbeat, "lastTransitionTime": transition});
     json!([
-        c("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-        c("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-        c("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-        c("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+        c(
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available"
+        ),
+        c(
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure"
+        ),
+        c(
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available"
+        ),
+        c(
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status"
+        ),
     ])
 }
 
@@ -58,11 +76,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Sim {
     pub fn new(client: kube::Client, config: SimConfig) -> Sim {
-        Sim { client, config, uids: Mutex::default(), started: skiff_runtime::now_time() }
+        Sim {
+            client,
+            config,
+            uids: Mutex::default(),
+            started: skiff_runtime::now_time(),
+        }
     }
 
     pub fn names(&self) -> Vec<String> {
-        (0..self.config.nodes).map(|i| self.config.node_name(i)).collect()
+        (0..self.config.nodes)
+            .map(|i| self.config.node_name(i))
+            .collect()
     }
 
     fn status(&self, i: usize) -> Value {
@@ -120,15 +145,30 @@ impl Sim {
         let name = self.config.node_name(i);
         let api: Api<Node> = Api::all(self.client.clone());
         let obj = self.node_object(i);
-        let node: Node = serde_json::from_value(obj.clone()).map_err(|e| Error::Register { node: name.clone(), source: kube::Error::SerdeError(e) })?;
+        let node: Node = serde_json::from_value(obj.clone()).map_err(|e| Error::Register {
+            node: name.clone(),
+            source: kube::Error::SerdeError(e),
+        })?;
         let created = match api.create(&PostParams::default(), &node).await {
             Ok(n) => n,
             Err(e) if status_code(&e) == Some(409) => {
                 let patch = json!({"metadata": {"labels": obj["metadata"]["labels"]}});
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(|source| Error::Register { node: name.clone(), source })?;
-                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": obj["status"]})))
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
-                    .map_err(|source| Error::Register { node: name.clone(), source })?
+                    .map_err(|source| Error::Register {
+                        node: name.clone(),
+                        source,
+                    })?;
+                api.patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({"status": obj["status"]})),
+                )
+                .await
+                .map_err(|source| Error::Register {
+                    node: name.clone(),
+                    source,
+                })?
             }
             Err(source) => return Err(Error::Register { node: name, source }),
         };
@@ -143,8 +183,11 @@ impl Sim {
         let mut pending: Vec<usize> = (0..self.config.nodes).collect();
         let mut delay = Duration::from_millis(200);
         while !pending.is_empty() {
-            let results: Vec<(usize, Result<(), Error>)> =
-                futures::stream::iter(pending.clone()).map(|i| async move { (i, self.register(i).await) }).buffer_unordered(CONCURRENCY).collect().await;
+            let results: Vec<(usize, Result<(), Error>)> = futures::stream::iter(pending.clone())
+                .map(|i| async move { (i, self.register(i).await) })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
             pending.clear();
             for (i, r) in results {
                 if let Err(e) = r {
@@ -165,25 +208,39 @@ impl Sim {
         let api: Api<Lease> = Api::namespaced(self.client.clone(), LEASE_NAMESPACE);
         let now = skiff_runtime::now_micro();
         let patch = json!({"spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_DURATION_SECONDS, "renewTime": now}});
-        match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if status_code(&e) == Some(404) => {
                 let uid = lock(&self.uids).get(name).cloned();
-                let owner = uid.map(|uid| json!([{"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid}]));
+                let owner = uid.map(
+                    |uid| json!([{"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid}]),
+                );
                 let lease = json!({
                     "apiVersion": "coordination.k8s.io/v1",
                     "kind": "Lease",
                     "metadata": {"name": name, "namespace": LEASE_NAMESPACE, "ownerReferences": owner},
                     "spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_DURATION_SECONDS, "renewTime": now},
                 });
-                let lease: Lease = serde_json::from_value(lease).map_err(|e| Error::Lease { node: name.into(), source: kube::Error::SerdeError(e) })?;
+                let lease: Lease = serde_json::from_value(lease).map_err(|e| Error::Lease {
+                    node: name.into(),
+                    source: kube::Error::SerdeError(e),
+                })?;
                 match api.create(&PostParams::default(), &lease).await {
                     Ok(_) => Ok(()),
                     Err(e) if status_code(&e) == Some(409) => Ok(()),
-                    Err(source) => Err(Error::Lease { node: name.into(), source }),
+                    Err(source) => Err(Error::Lease {
+                        node: name.into(),
+                        source,
+                    }),
                 }
             }
-            Err(source) => Err(Error::Lease { node: name.into(), source }),
+            Err(source) => Err(Error::Lease {
+                node: name.into(),
+                source,
+            }),
         }
     }
 
@@ -207,7 +264,10 @@ impl Sim {
         let name = self.config.node_name(i);
         let api: Api<Node> = Api::all(self.client.clone());
         let patch = json!({"status": {"conditions": conditions(&skiff_runtime::now_time(), &self.started)}});
-        match api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch)).await {
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if status_code(&e) == Some(404) => self.register(i).await,
             Err(source) => Err(Error::NodeStatus { node: name, source }),
@@ -247,7 +307,12 @@ mod tests {
     fn conditions_are_kubelet_like() {
         let t = skiff_runtime::now_time();
         let c = conditions(&t, &t);
-        let ready = c.as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
+        let ready = c
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap();
         assert_eq!(ready["status"], "True");
         assert_eq!(ready["reason"], "KubeletReady");
         assert_eq!(c.as_array().unwrap().len(), 4);
@@ -255,7 +320,10 @@ mod tests {
 
     #[test]
     fn names_and_indices() {
-        let cfg = SimConfig { nodes: 3, ..Default::default() };
+        let cfg = SimConfig {
+            nodes: 3,
+            ..Default::default()
+        };
         assert_eq!(cfg.node_name(2), "sim-node-2");
         assert_eq!(cfg.node_index("sim-node-2"), Some(2));
         assert_eq!(cfg.node_index("sim-node-3"), None);

@@ -28,12 +28,22 @@ pub const RUN_SECONDS_ANNOTATION: &str = "sim.skiff.dev/run-seconds";
 
 /// The fake pod range of node `i`: 10.(128 + i/256 % 128).(i % 256).0/24.
 pub fn pod_ip(node: usize, host: u8) -> Ipv4Addr {
-    Ipv4Addr::new(10, 128 + ((node / 256) % 128) as u8, (node % 256) as u8, host)
+    Ipv4Addr::new(
+        10,
+        128 + ((node / 256) % 128) as u8,
+        (node % 256) as u8,
+        host,
+    )
 }
 
 /// Pods of Jobs, or that do not restart: they run to completion.
 pub fn is_job_pod(pod: &Pod) -> bool {
-    let owned_by_job = pod.metadata.owner_references.iter().flatten().any(|o| o.kind == "Job");
+    let owned_by_job = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == "Job");
     let restart = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref());
     owned_by_job || matches!(restart, Some("Never" | "OnFailure"))
 }
@@ -67,7 +77,13 @@ fn is_sidecar(c: &Container) -> bool {
     c.restart_policy.as_deref() == Some("Always")
 }
 
-fn container_status(pod_uid: &str, c: &Container, state: Value, ready: bool, started: bool) -> Value {
+fn container_status(
+    pod_uid: &str,
+    c: &Container,
+    state: Value,
+    ready: bool,
+    started: bool,
+) -> Value {
     let image = image_of(c);
     json!({
         "name": c.name,
@@ -95,7 +111,14 @@ pub fn running_status(pod: &Pod, host_ip: Ipv4Addr, pod_ip: Ipv4Addr, now: &Time
     let spec = pod.spec.as_ref();
     let running = json!({"running": {"startedAt": now}});
     let completed = json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now, "containerID": null}});
-    let containers: Vec<Value> = spec.map(|s| s.containers.iter().map(|c| container_status(&uid, c, running.clone(), true, true)).collect()).unwrap_or_default();
+    let containers: Vec<Value> = spec
+        .map(|s| {
+            s.containers
+                .iter()
+                .map(|c| container_status(&uid, c, running.clone(), true, true))
+                .collect()
+        })
+        .unwrap_or_default();
     let inits: Vec<Value> = spec
         .and_then(|s| s.init_containers.as_ref())
         .map(|cs| {
@@ -137,14 +160,20 @@ pub fn running_status(pod: &Pod, host_ip: Ipv4Addr, pod_ip: Ipv4Addr, now: &Time
 /// The status of a pod whose containers all exited 0.
 pub fn succeeded_status(pod: &Pod, now: &Time) -> Value {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let started = pod.status.as_ref().and_then(|s| s.start_time.clone()).unwrap_or_else(|| now.clone());
+    let started = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.clone())
+        .unwrap_or_else(|| now.clone());
     let terminated = |c: &Container| {
         let mut st = container_status(&uid, c, json!({}), false, false);
         st["state"] = json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": started, "finishedAt": now, "containerID": st["containerID"]}});
         st
     };
     let spec = pod.spec.as_ref();
-    let containers: Vec<Value> = spec.map(|s| s.containers.iter().map(terminated).collect()).unwrap_or_default();
+    let containers: Vec<Value> = spec
+        .map(|s| s.containers.iter().map(terminated).collect())
+        .unwrap_or_default();
     let mut status = json!({
         "phase": "Succeeded",
         "conditions": [
@@ -156,7 +185,10 @@ pub fn succeeded_status(pod: &Pod, now: &Time) -> Value {
         ],
         "containerStatuses": containers,
     });
-    if let Some(inits) = spec.and_then(|s| s.init_containers.as_ref()).filter(|i| !i.is_empty()) {
+    if let Some(inits) = spec
+        .and_then(|s| s.init_containers.as_ref())
+        .filter(|i| !i.is_empty())
+    {
         status["initContainerStatuses"] = json!(inits.iter().map(terminated).collect::<Vec<_>>());
     }
     status
@@ -212,7 +244,9 @@ enum Action {
 /// Watch the pods bound to any node and act on those bound to ours.
 pub async fn run(sim: Arc<Sim>) {
     let api: Api<Pod> = Api::all(sim.client.clone());
-    let mut stream = watcher::watcher(api, watcher::Config::default().fields("spec.nodeName!=")).default_backoff().boxed();
+    let mut stream = watcher::watcher(api, watcher::Config::default().fields("spec.nodeName!="))
+        .default_backoff()
+        .boxed();
     let mut pods = Pods::default();
     let mut seen: HashSet<String> = HashSet::new();
     let mut tasks: JoinSet<()> = JoinSet::new();
@@ -244,11 +278,20 @@ pub async fn run(sim: Arc<Sim>) {
 }
 
 fn decide(sim: &Sim, pods: &mut Pods, pod: &Pod) -> Action {
-    let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).and_then(|n| sim.config.node_index(n)) else {
+    let Some(node) = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .and_then(|n| sim.config.node_index(n))
+    else {
         return Action::None;
     };
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending");
     let job = is_job_pod(pod);
     let tracked = pods.by_uid.get_mut(&uid);
     if pod.metadata.deletion_timestamp.is_some() {
@@ -259,7 +302,14 @@ fn decide(sim: &Sim, pods: &mut Pods, pod: &Pod) -> Action {
                 Action::Delete
             }
             None => {
-                pods.by_uid.insert(uid, Tracked { node, host: None, stage: Stage::Deleting });
+                pods.by_uid.insert(
+                    uid,
+                    Tracked {
+                        node,
+                        host: None,
+                        stage: Stage::Deleting,
+                    },
+                );
                 Action::Delete
             }
         };
@@ -270,7 +320,14 @@ fn decide(sim: &Sim, pods: &mut Pods, pod: &Pod) -> Action {
             Action::None
         }
         ("Succeeded" | "Failed", None) => {
-            pods.by_uid.insert(uid, Tracked { node, host: None, stage: Stage::Done });
+            pods.by_uid.insert(
+                uid,
+                Tracked {
+                    node,
+                    host: None,
+                    stage: Stage::Done,
+                },
+            );
             Action::None
         }
         // Running from before a restart: take it over (and finish it if it is a Job's).
@@ -285,23 +342,52 @@ fn decide(sim: &Sim, pods: &mut Pods, pod: &Pod) -> Action {
             if let Some(h) = host {
                 pods.used.entry(node).or_default().insert(h);
             }
-            pods.by_uid.insert(uid, Tracked { node, host, stage: if job { Stage::Completing } else { Stage::Running } });
+            pods.by_uid.insert(
+                uid,
+                Tracked {
+                    node,
+                    host,
+                    stage: if job {
+                        Stage::Completing
+                    } else {
+                        Stage::Running
+                    },
+                },
+            );
             if job { Action::Complete } else { Action::None }
         }
         (_, Some(_)) => Action::None,
         (_, None) => {
-            let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+            let host_network = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.host_network)
+                .unwrap_or(false);
             let host = if host_network { 0 } else { pods.allocate(node) };
             pods.by_uid.insert(
                 uid,
-                Tracked { node, host: (!host_network).then_some(host), stage: if job { Stage::Completing } else { Stage::Running } },
+                Tracked {
+                    node,
+                    host: (!host_network).then_some(host),
+                    stage: if job {
+                        Stage::Completing
+                    } else {
+                        Stage::Running
+                    },
+                },
             );
             Action::Run { node, host, job }
         }
     }
 }
 
-fn handle(sim: &Arc<Sim>, pods: &mut Pods, tasks: &mut JoinSet<()>, permits: &Arc<Semaphore>, pod: Pod) {
+fn handle(
+    sim: &Arc<Sim>,
+    pods: &mut Pods,
+    tasks: &mut JoinSet<()>,
+    permits: &Arc<Semaphore>,
+    pod: Pod,
+) {
     let action = decide(sim, pods, &pod);
     if matches!(action, Action::None) {
         return;
@@ -309,7 +395,11 @@ fn handle(sim: &Arc<Sim>, pods: &mut Pods, tasks: &mut JoinSet<()>, permits: &Ar
     let sim = sim.clone();
     let permits = permits.clone();
     tasks.spawn(async move {
-        let key = format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or("default"), pod.metadata.name.as_deref().unwrap_or_default());
+        let key = format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+            pod.metadata.name.as_deref().unwrap_or_default()
+        );
         let result = match action {
             Action::None => Ok(()),
             Action::Delete => {
@@ -319,8 +409,13 @@ fn handle(sim: &Arc<Sim>, pods: &mut Pods, tasks: &mut JoinSet<()>, permits: &Ar
             Action::Run { node, host, job } => {
                 let started = {
                     let _permit = permits.acquire().await;
-                    let ip = if host == 0 { node_ip(node) } else { pod_ip(node, host) };
-                    let status = running_status(&pod, node_ip(node), ip, &skiff_runtime::now_time());
+                    let ip = if host == 0 {
+                        node_ip(node)
+                    } else {
+                        pod_ip(node, host)
+                    };
+                    let status =
+                        running_status(&pod, node_ip(node), ip, &skiff_runtime::now_time());
                     patch_status(&sim, &pod, status).await
                 };
                 match started {
@@ -341,7 +436,9 @@ fn handle(sim: &Arc<Sim>, pods: &mut Pods, tasks: &mut JoinSet<()>, permits: &Ar
 async fn complete_later(sim: &Sim, pod: &Pod, permits: &Semaphore) -> Result<(), Error> {
     tokio::time::sleep(run_time(pod)).await;
     let _permit = permits.acquire().await;
-    patch_status(sim, pod, succeeded_status(pod, &skiff_runtime::now_time())).await.map(|_| ())
+    patch_status(sim, pod, succeeded_status(pod, &skiff_runtime::now_time()))
+        .await
+        .map(|_| ())
 }
 
 /// Attempts of one write before giving up (404 ends them at once).
@@ -355,12 +452,20 @@ async fn patch_status(sim: &Sim, pod: &Pod, status: Value) -> Result<Pod, Error>
     let mut delay = Duration::from_millis(200);
     let mut attempt = 1;
     loop {
-        match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(p) => return Ok(p),
             Err(source) if attempt >= ATTEMPTS || status_code(&source) == Some(404) => {
-                return Err(Error::Pod { pod: format!("{ns}/{name}"), source });
+                return Err(Error::Pod {
+                    pod: format!("{ns}/{name}"),
+                    source,
+                });
             }
-            Err(e) => tracing::debug!(error = %e, pod = %name, attempt, "pod status write failed; retrying"),
+            Err(e) => {
+                tracing::debug!(error = %e, pod = %name, attempt, "pod status write failed; retrying")
+            }
         }
         tokio::time::sleep(delay).await;
         delay *= 2;
@@ -375,7 +480,10 @@ async fn delete(sim: &Sim, pod: &Pod) -> Result<(), Error> {
     let api: Api<Pod> = Api::namespaced(sim.client.clone(), ns);
     let dp = DeleteParams {
         grace_period_seconds: Some(0),
-        preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
+        preconditions: Some(Preconditions {
+            uid: pod.metadata.uid.clone(),
+            resource_version: None,
+        }),
         ..Default::default()
     };
     let mut delay = Duration::from_millis(200);
@@ -384,8 +492,15 @@ async fn delete(sim: &Sim, pod: &Pod) -> Result<(), Error> {
         match api.delete(name, &dp).await {
             Ok(_) => return Ok(()),
             Err(e) if matches!(status_code(&e), Some(404 | 409)) => return Ok(()),
-            Err(source) if attempt >= ATTEMPTS => return Err(Error::Pod { pod: format!("{ns}/{name}"), source }),
-            Err(e) => tracing::debug!(error = %e, pod = %name, attempt, "pod delete failed; retrying"),
+            Err(source) if attempt >= ATTEMPTS => {
+                return Err(Error::Pod {
+                    pod: format!("{ns}/{name}"),
+                    source,
+                });
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, pod = %name, attempt, "pod delete failed; retrying")
+            }
         }
         tokio::time::sleep(delay).await;
         delay *= 2;
@@ -405,10 +520,22 @@ mod tests {
     #[test]
     fn job_pods() {
         let cases = [
-            (json!({"metadata": {"name": "p"}, "spec": {"containers": []}}), false),
-            (json!({"metadata": {"name": "p"}, "spec": {"restartPolicy": "Always", "containers": []}}), false),
-            (json!({"metadata": {"name": "p"}, "spec": {"restartPolicy": "Never", "containers": []}}), true),
-            (json!({"metadata": {"name": "p"}, "spec": {"restartPolicy": "OnFailure", "containers": []}}), true),
+            (
+                json!({"metadata": {"name": "p"}, "spec": {"containers": []}}),
+                false,
+            ),
+            (
+                json!({"metadata": {"name": "p"}, "spec": {"restartPolicy": "Always", "containers": []}}),
+                false,
+            ),
+            (
+                json!({"metadata": {"name": "p"}, "spec": {"restartPolicy": "Never", "containers": []}}),
+                true,
+            ),
+            (
+                json!({"metadata": {"name": "p"}, "spec": {"restartPolicy": "OnFailure", "containers": []}}),
+                true,
+            ),
             (
                 json!({"metadata": {"name": "p", "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u"}]}, "spec": {"containers": []}}),
                 true,
@@ -435,7 +562,10 @@ mod tests {
         assert_eq!(app["restartCount"], 0);
         assert!(app["containerID"].as_str().unwrap().starts_with("sim://"));
         assert!(app["state"]["running"]["startedAt"].is_string());
-        assert_eq!(s["initContainerStatuses"][0]["state"]["terminated"]["reason"], "Completed");
+        assert_eq!(
+            s["initContainerStatuses"][0]["state"]["terminated"]["reason"],
+            "Completed"
+        );
         assert!(s["initContainerStatuses"][1]["state"]["running"].is_object());
         for c in s["conditions"].as_array().unwrap() {
             assert_eq!(c["status"], "True", "{c}");
@@ -444,8 +574,14 @@ mod tests {
         let _: k8s_openapi::api::core::v1::PodStatus = serde_json::from_value(s).unwrap();
         let done = succeeded_status(&p, &now);
         assert_eq!(done["phase"], "Succeeded");
-        assert_eq!(done["containerStatuses"][0]["state"]["terminated"]["exitCode"], 0);
-        assert_eq!(done["containerStatuses"][0]["state"]["terminated"]["reason"], "Completed");
+        assert_eq!(
+            done["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+            0
+        );
+        assert_eq!(
+            done["containerStatuses"][0]["state"]["terminated"]["reason"],
+            "Completed"
+        );
         let _: k8s_openapi::api::core::v1::PodStatus = serde_json::from_value(done).unwrap();
     }
 
@@ -455,7 +591,14 @@ mod tests {
         assert_eq!(pods.allocate(0), 2);
         assert_eq!(pods.allocate(0), 3);
         assert_eq!(pods.allocate(1), 2);
-        pods.by_uid.insert("a".into(), Tracked { node: 0, host: Some(2), stage: Stage::Running });
+        pods.by_uid.insert(
+            "a".into(),
+            Tracked {
+                node: 0,
+                host: Some(2),
+                stage: Stage::Running,
+            },
+        );
         pods.forget("a");
         assert_eq!(pods.allocate(0), 2);
         assert_eq!(pod_ip(300, 5), Ipv4Addr::new(10, 129, 44, 5));

@@ -42,8 +42,18 @@ fn running(p: &Pod) -> bool {
 async fn scheduler_places_pods_on_hollow_nodes() {
     let ts = TestServer::start().await;
     let c = ts.client.clone();
-    let sim = tokio::spawn(skiff_sim::run(c.clone(), SimConfig { nodes: 3, cpu: "2".into(), ..Default::default() }));
-    let sched = tokio::spawn(skiff_scheduler::run(c.clone(), skiff_scheduler::Config::default()));
+    let sim = tokio::spawn(skiff_sim::run(
+        c.clone(),
+        SimConfig {
+            nodes: 3,
+            cpu: "2".into(),
+            ..Default::default()
+        },
+    ));
+    let sched = tokio::spawn(skiff_scheduler::run(
+        c.clone(),
+        skiff_scheduler::Config::default(),
+    ));
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
 
     for i in 0..6 {
@@ -57,29 +67,45 @@ async fn scheduler_places_pods_on_hollow_nodes() {
         }
         let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
         for p in running {
-            *per_node.entry(p.spec.as_ref()?.node_name.clone()?).or_default() += 1;
+            *per_node
+                .entry(p.spec.as_ref()?.node_name.clone()?)
+                .or_default() += 1;
         }
         Some(per_node)
     })
     .await;
     // Least allocated spreads them evenly.
-    assert_eq!(placed.values().copied().collect::<Vec<_>>(), vec![2, 2, 2], "{placed:?}");
+    assert_eq!(
+        placed.values().copied().collect::<Vec<_>>(),
+        vec![2, 2, 2],
+        "{placed:?}"
+    );
 
     // 1.5 cpu fits nowhere (1 cpu left on each node).
     create(&pods, "big", "1500m").await;
     let lp = ListParams::default().fields("involvedObject.name=big,reason=FailedScheduling");
     let events: Api<Event> = Api::namespaced(c.clone(), "default");
-    let ev = eventually("FailedScheduling", || async { events.list(&lp).await.ok()?.items.into_iter().next() }).await;
+    let ev = eventually("FailedScheduling", || async {
+        events.list(&lp).await.ok()?.items.into_iter().next()
+    })
+    .await;
     assert_eq!(
         ev.message.as_deref(),
-        Some("0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.")
+        Some(
+            "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."
+        )
     );
 
     // Graceful deletes: the hollow kubelet finishes them, which frees a node for big.
     let node = placed.keys().next().unwrap().clone();
     for p in pods.list(&ListParams::default()).await.unwrap().items {
         if p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str()) {
-            pods.delete(p.metadata.name.as_deref().unwrap(), &DeleteParams::default()).await.unwrap();
+            pods.delete(
+                p.metadata.name.as_deref().unwrap(),
+                &DeleteParams::default(),
+            )
+            .await
+            .unwrap();
         }
     }
     let big = eventually("big to run", || async {

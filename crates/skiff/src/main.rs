@@ -12,7 +12,11 @@ mod cmd;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "skiff", version, about = "A Kubernetes-compatible container orchestrator in one binary")]
+#[command(
+    name = "skiff",
+    version,
+    about = "A Kubernetes-compatible container orchestrator in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -16,17 +16,32 @@ fn bad_input_is_refused_with_a_status() {
     let msg = String::from_utf8_lossy(&err.stderr);
     assert!(msg.contains("unknown field \"spec\""), "{msg}");
     // Invalid name: 422 with the field cause.
-    let err = s.kubectl_stdin(&["create", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Not_Valid\n");
+    let err = s.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Not_Valid\n",
+    );
     let msg = String::from_utf8_lossy(&err.stderr);
     assert!(!err.status.success());
-    assert!(msg.contains("is invalid") && msg.contains("metadata.name"), "{msg}");
+    assert!(
+        msg.contains("is invalid") && msg.contains("metadata.name"),
+        "{msg}"
+    );
     // Missing containers.
-    let err = s.kubectl_stdin(&["create", "-f", "-"], "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec: {}\n");
+    let err = s.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec: {}\n",
+    );
     let msg = String::from_utf8_lossy(&err.stderr);
-    assert!(msg.contains("spec.containers") && msg.contains("Required value"), "{msg}");
+    assert!(
+        msg.contains("spec.containers") && msg.contains("Required value"),
+        "{msg}"
+    );
     // Unknown resource.
     let msg = s.fails(&["get", "frobnicators"]);
-    assert!(msg.contains("the server doesn't have a resource type \"frobnicators\""), "{msg}");
+    assert!(
+        msg.contains("the server doesn't have a resource type \"frobnicators\""),
+        "{msg}"
+    );
     // Not found.
     let msg = s.fails(&["get", "pod", "nope"]);
     assert!(msg.contains("pods \"nope\" not found"), "{msg}");
@@ -40,28 +55,88 @@ fn bad_input_is_refused_with_a_status() {
     let stale = serde_json::to_string(&cm).unwrap_or_default();
     let out = s.kubectl_stdin(&["replace", "-f", "-"], &stale);
     let msg = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && msg.contains("the object has been modified"), "{msg}");
+    assert!(
+        !out.status.success() && msg.contains("the object has been modified"),
+        "{msg}"
+    );
     // Malformed JSON straight at the API: 400 BadRequest.
-    let out = s.kubectl_stdin(&["create", "--raw", "/api/v1/namespaces/default/configmaps", "-f", "-"], "{not json");
+    let out = s.kubectl_stdin(
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/configmaps",
+            "-f",
+            "-",
+        ],
+        "{not json",
+    );
     let msg = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && (msg.contains("BadRequest") || msg.contains("400") || msg.contains("error decoding")), "{msg}");
+    assert!(
+        !out.status.success()
+            && (msg.contains("BadRequest")
+                || msg.contains("400")
+                || msg.contains("error decoding")),
+        "{msg}"
+    );
     // A body over 3 MiB: 413.
-    let big = format!("{{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{{\"name\":\"big\"}},\"data\":{{\"a\":\"{}\"}}}}", "x".repeat(3 * 1024 * 1024 + 10));
-    let out = s.kubectl_stdin(&["create", "--raw", "/api/v1/namespaces/default/configmaps", "-f", "-"], &big);
+    let big = format!(
+        "{{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{{\"name\":\"big\"}},\"data\":{{\"a\":\"{}\"}}}}",
+        "x".repeat(3 * 1024 * 1024 + 10)
+    );
+    let out = s.kubectl_stdin(
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/configmaps",
+            "-f",
+            "-",
+        ],
+        &big,
+    );
     let msg = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && (msg.contains("413") || msg.contains("too large")), "{msg}");
+    assert!(
+        !out.status.success() && (msg.contains("413") || msg.contains("too large")),
+        "{msg}"
+    );
     // Still serving, nothing lost.
-    assert!(s.ok(&["get", "configmap", "dup", "-o", "name"]).contains("configmap/dup"));
+    assert!(
+        s.ok(&["get", "configmap", "dup", "-o", "name"])
+            .contains("configmap/dup")
+    );
 }
 
 #[test]
 fn unauthenticated_requests_get_401() {
     let s = Server::start();
     let cfg = std::fs::read_to_string(s.kubeconfig()).expect("kubeconfig");
-    let bad = cfg.lines().map(|l| if l.trim_start().starts_with("token:") { "    token: wrong" } else { l }).collect::<Vec<_>>().join("\n");
+    let bad = cfg
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("token:") {
+                "    token: wrong"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     let path = s.data_dir().join("bad-kubeconfig.yaml");
     std::fs::write(&path, bad).expect("write");
-    let out = s.kubectl_full("", &["get", "pods", "--kubeconfig", path.to_str().unwrap_or_default()], None, &[]);
+    let out = s.kubectl_full(
+        "",
+        &[
+            "get",
+            "pods",
+            "--kubeconfig",
+            path.to_str().unwrap_or_default(),
+        ],
+        None,
+        &[],
+    );
     let msg = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && (msg.contains("Unauthorized") || msg.contains("provide credentials")), "{msg}");
+    assert!(
+        !out.status.success()
+            && (msg.contains("Unauthorized") || msg.contains("provide credentials")),
+        "{msg}"
+    );
 }

@@ -16,12 +16,19 @@ use std::time::Duration;
 use support::{Server, agent_prerequisite_missing, eventually_within};
 
 fn run(cmd: &str, args: &[&str]) -> std::process::Output {
-    Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd} {args:?}: {e}"))
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} {args:?}: {e}"))
 }
 
 fn must(cmd: &str, args: &[&str]) -> String {
     let out = run(cmd, args);
-    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -60,10 +67,25 @@ impl Nodes {
     /// 172.31.<net>.0/24 with the bridge as their default gateway.
     fn create(net: u8) -> Nodes {
         let bridge = format!("skmn{net}");
-        let mut nodes = Nodes { net, bridge: bridge.clone(), names: vec![], dirs: vec![], agents: vec![] };
+        let mut nodes = Nodes {
+            net,
+            bridge: bridge.clone(),
+            names: vec![],
+            dirs: vec![],
+            agents: vec![],
+        };
         let _ = run("ip", &["link", "delete", &bridge]);
         must("ip", &["link", "add", &bridge, "type", "bridge"]);
-        must("ip", &["addr", "add", &format!("{}/24", nodes.gateway()), "dev", &bridge]);
+        must(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", nodes.gateway()),
+                "dev",
+                &bridge,
+            ],
+        );
         must("ip", &["link", "set", &bridge, "up"]);
         for (i, letter) in ["a", "b"].iter().enumerate() {
             let ns = format!("skmn-{letter}-{net}");
@@ -71,7 +93,12 @@ impl Nodes {
             let _ = run("ip", &["netns", "delete", &ns]);
             nodes.names.push((ns.clone(), format!("node-{letter}")));
             must("ip", &["netns", "add", &ns]);
-            must("ip", &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+            must(
+                "ip",
+                &[
+                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                ],
+            );
             must("ip", &["link", "set", &veth, "master", &bridge, "up"]);
             let exec = |args: &[&str]| {
                 let mut all = vec!["netns", "exec", ns.as_str()];
@@ -79,7 +106,14 @@ impl Nodes {
                 must("ip", &all);
             };
             exec(&["ip", "link", "set", "lo", "up"]);
-            exec(&["ip", "addr", "add", &format!("{}/24", nodes.ip(i)), "dev", "eth0"]);
+            exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", nodes.ip(i)),
+                "dev",
+                "eth0",
+            ]);
             exec(&["ip", "link", "set", "eth0", "up"]);
             exec(&["ip", "route", "add", "default", "via", &nodes.gateway()]);
             nodes.dirs.push(tempfile::tempdir().expect("tempdir"));
@@ -100,13 +134,34 @@ impl Nodes {
             let child = Command::new("nsenter")
                 .arg(format!("--net=/var/run/netns/{ns}"))
                 .arg(env!("CARGO_BIN_EXE_skiff"))
-                .args(["agent", "--server", &url, "--token", token.trim(), "--ca-file"])
+                .args([
+                    "agent",
+                    "--server",
+                    &url,
+                    "--token",
+                    token.trim(),
+                    "--ca-file",
+                ])
                 .arg(&ca)
                 .arg("--data-dir")
                 .arg(&dir)
-                .args(["--node-name", &node, "--disable-ingress", "--dns-port", "0", "--kubelet-port", "0"])
-                .args(["--cluster-cidr", &s.flag("--cluster-cidr").expect("cluster cidr")])
-                .args(["--service-cidr", &s.flag("--service-cidr").expect("service cidr")])
+                .args([
+                    "--node-name",
+                    &node,
+                    "--disable-ingress",
+                    "--dns-port",
+                    "0",
+                    "--kubelet-port",
+                    "0",
+                ])
+                .args([
+                    "--cluster-cidr",
+                    &s.flag("--cluster-cidr").expect("cluster cidr"),
+                ])
+                .args([
+                    "--service-cidr",
+                    &s.flag("--service-cidr").expect("service cidr"),
+                ])
                 .env("RUST_LOG", "info")
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -118,7 +173,20 @@ impl Nodes {
 
     /// `ip route show proto 67` in a node's namespace.
     fn skiff_routes(&self, i: usize) -> String {
-        must("ip", &["netns", "exec", self.netns(i), "ip", "-4", "route", "show", "proto", "67"])
+        must(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                self.netns(i),
+                "ip",
+                "-4",
+                "route",
+                "show",
+                "proto",
+                "67",
+            ],
+        )
     }
 }
 
@@ -126,7 +194,9 @@ impl Drop for Nodes {
     fn drop(&mut self) {
         for mut c in self.agents.drain(..) {
             // SIGTERM first so the agent stops its containerd, then SIGKILL.
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while std::time::Instant::now() < deadline && !matches!(c.try_wait(), Ok(Some(_))) {
                 std::thread::sleep(Duration::from_millis(50));
@@ -136,20 +206,36 @@ impl Drop for Nodes {
         }
         for d in &self.dirs {
             // Whatever the agent started (containerd, shims) names its data directory.
-            let _ = Command::new("pkill").args(["-KILL", "-f"]).arg(d.path()).status();
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-f"])
+                .arg(d.path())
+                .status();
         }
         for (ns, _) in &self.names {
-            let _ = Command::new("ip").args(["netns", "delete", ns]).stderr(Stdio::null()).status();
+            let _ = Command::new("ip")
+                .args(["netns", "delete", ns])
+                .stderr(Stdio::null())
+                .status();
         }
-        let _ = Command::new("ip").args(["link", "delete", &self.bridge]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
         for d in &self.dirs {
             // Left-over rootfs mounts of killed pods would keep the directory.
             let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
             let prefix = d.path().display().to_string();
-            let mut points: Vec<&str> = mounts.lines().filter_map(|l| l.split(' ').nth(1)).filter(|m| m.starts_with(&prefix)).collect();
+            let mut points: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split(' ').nth(1))
+                .filter(|m| m.starts_with(&prefix))
+                .collect();
             points.sort_by_key(|m| std::cmp::Reverse(m.len()));
             for m in points {
-                let _ = Command::new("umount").args(["-l", m]).stderr(Stdio::null()).status();
+                let _ = Command::new("umount")
+                    .args(["-l", m])
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
     }
@@ -158,9 +244,18 @@ impl Drop for Nodes {
 /// Build `busybox:skiff` once and import it into each agent's containerd.
 fn import_busybox(nodes: &Nodes, s: &Server) {
     let image = s.data_dir().join("busybox-skiff.tar");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-test-image.sh");
-    let out = Command::new("bash").arg(&script).arg(&image).output().expect("build image");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-test-image.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(&image)
+        .output()
+        .expect("build image");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for i in 0..nodes.names.len() {
         let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
             .args(["images", "import"])
@@ -169,7 +264,11 @@ fn import_busybox(nodes: &Nodes, s: &Server) {
             .arg(nodes.agent_dir(i))
             .output()
             .expect("skiff images import");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -186,7 +285,11 @@ fn in_cidr(ip: &str, cidr: &str) -> bool {
     let (net, bits) = cidr.split_once('/').expect("cidr");
     let to_u32 = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().expect("ipv4"));
     let bits: u32 = bits.parse().expect("bits");
-    let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+    let mask = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    };
     to_u32(ip) & mask == to_u32(net) & mask
 }
 
@@ -204,61 +307,138 @@ fn pods_reach_each_other_across_nodes() {
     }
     let net = 200 + (std::process::id() % 50) as u8;
     let mut nodes = Nodes::create(net);
-    let s = support::start_bound(&nodes.gateway(), &["--cluster-cidr", "10.240.0.0/16", "--service-cidr", "10.241.0.0/16"]);
+    let s = support::start_bound(
+        &nodes.gateway(),
+        &[
+            "--cluster-cidr",
+            "10.240.0.0/16",
+            "--service-cidr",
+            "10.241.0.0/16",
+        ],
+    );
     nodes.start_agents(&s);
 
     // Both nodes register, get a podCIDR and become Ready.
     let mut cidrs = vec![String::new(); 2];
-    eventually_within(Duration::from_secs(120), "both nodes Ready with a podCIDR", &s, || {
-        for (i, (_, node)) in nodes.names.iter().enumerate() {
-            let out = s.kubectl(&["get", "node", node, "-o", "jsonpath={.spec.podCIDR} {.status.conditions[?(@.type==\"Ready\")].status}"]);
-            let text = String::from_utf8_lossy(&out.stdout).to_string();
-            match text.split_once(' ') {
-                Some((cidr, "True")) if !cidr.is_empty() => cidrs[i] = cidr.to_string(),
-                _ => return false,
+    eventually_within(
+        Duration::from_secs(120),
+        "both nodes Ready with a podCIDR",
+        &s,
+        || {
+            for (i, (_, node)) in nodes.names.iter().enumerate() {
+                let out = s.kubectl(&[
+                    "get",
+                    "node",
+                    node,
+                    "-o",
+                    "jsonpath={.spec.podCIDR} {.status.conditions[?(@.type==\"Ready\")].status}",
+                ]);
+                let text = String::from_utf8_lossy(&out.stdout).to_string();
+                match text.split_once(' ') {
+                    Some((cidr, "True")) if !cidr.is_empty() => cidrs[i] = cidr.to_string(),
+                    _ => return false,
+                }
             }
-        }
-        true
-    });
+            true
+        },
+    );
     assert_ne!(cidrs[0], cidrs[1]);
     for (i, (_, node)) in nodes.names.iter().enumerate() {
-        let ip = s.ok(&["get", "node", node, "-o", "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}"]);
+        let ip = s.ok(&[
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
+        ]);
         assert_eq!(ip.trim(), nodes.ip(i), "{node}'s InternalIP");
     }
 
     // Each node routes the other's podCIDR via the other's address, and only that.
     for (i, other) in [(0, 1), (1, 0)] {
         let want = format!("{} via {}", cidrs[other], nodes.ip(other));
-        eventually_within(Duration::from_secs(30), &format!("the route {want} on node {i}"), &s, || nodes.skiff_routes(i).contains(&want));
+        eventually_within(
+            Duration::from_secs(30),
+            &format!("the route {want} on node {i}"),
+            &s,
+            || nodes.skiff_routes(i).contains(&want),
+        );
         let routes = nodes.skiff_routes(i);
-        assert_eq!(routes.lines().count(), 1, "node {i}'s skiff routes:\n{routes}");
-        let fwd = must("ip", &["netns", "exec", nodes.netns(i), "cat", "/proc/sys/net/ipv4/ip_forward"]);
+        assert_eq!(
+            routes.lines().count(),
+            1,
+            "node {i}'s skiff routes:\n{routes}"
+        );
+        let fwd = must(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                nodes.netns(i),
+                "cat",
+                "/proc/sys/net/ipv4/ip_forward",
+            ],
+        );
         assert_eq!(fwd.trim(), "1");
     }
 
     import_busybox(&nodes, &s);
     let web = "mkdir -p /www && echo hello-from-node-a > /www/index.html && exec httpd -f -vv -p 8080 -h /www";
-    s.ok_stdin(&["apply", "-f", "-"], &pod("web", "node-a", "app: web", web, "Always"));
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        &pod("web", "node-a", "app: web", web, "Always"),
+    );
     s.ok_stdin(
         &["apply", "-f", "-"],
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  ports:\n  - port: 80\n    targetPort: 8080\n",
     );
     let mut web_ip = String::new();
-    eventually_within(Duration::from_secs(120), "the web pod Running on node-a", &s, || {
-        let out = s.kubectl(&["get", "pod", "web", "-o", "jsonpath={.status.phase} {.status.podIP}"]);
-        match String::from_utf8_lossy(&out.stdout).split_once(' ') {
-            Some(("Running", ip)) if !ip.is_empty() => {
-                web_ip = ip.to_string();
-                true
+    eventually_within(
+        Duration::from_secs(120),
+        "the web pod Running on node-a",
+        &s,
+        || {
+            let out = s.kubectl(&[
+                "get",
+                "pod",
+                "web",
+                "-o",
+                "jsonpath={.status.phase} {.status.podIP}",
+            ]);
+            match String::from_utf8_lossy(&out.stdout).split_once(' ') {
+                Some(("Running", ip)) if !ip.is_empty() => {
+                    web_ip = ip.to_string();
+                    true
+                }
+                _ => false,
             }
-            _ => false,
-        }
-    });
-    assert!(in_cidr(&web_ip, &cidrs[0]), "web pod IP {web_ip} outside node-a's podCIDR {}", cidrs[0]);
-    let cluster_ip = s.ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]).trim().to_string();
-    eventually_within(Duration::from_secs(30), "the web Service's endpoints", &s, || {
-        s.ok(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "jsonpath={.items[*].endpoints[*].addresses[*]}"]).contains(&web_ip)
-    });
+        },
+    );
+    assert!(
+        in_cidr(&web_ip, &cidrs[0]),
+        "web pod IP {web_ip} outside node-a's podCIDR {}",
+        cidrs[0]
+    );
+    let cluster_ip = s
+        .ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"])
+        .trim()
+        .to_string();
+    eventually_within(
+        Duration::from_secs(30),
+        "the web Service's endpoints",
+        &s,
+        || {
+            s.ok(&[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=web",
+                "-o",
+                "jsonpath={.items[*].endpoints[*].addresses[*]}",
+            ])
+            .contains(&web_ip)
+        },
+    );
 
     // A pod on node-b: by pod IP, then through the ClusterIP (retried: the
     // proxy on node-b programs the service asynchronously).
@@ -269,7 +449,8 @@ fn pods_reach_each_other_across_nodes() {
     };
     // And a listener outside the pod network (on the host side of the
     // bridge, which has no route to the pods): reachable only masqueraded.
-    let outside = std::net::TcpListener::bind((nodes.gateway().as_str(), 0)).expect("bind an outside listener");
+    let outside = std::net::TcpListener::bind((nodes.gateway().as_str(), 0))
+        .expect("bind an outside listener");
     let outside_port = outside.local_addr().expect("addr").port();
     let outside_peer = std::thread::spawn(move || {
         outside.set_nonblocking(true).expect("nonblocking");
@@ -288,12 +469,20 @@ fn pods_reach_each_other_across_nodes() {
         get(&cluster_ip, 80),
         nodes.gateway()
     );
-    s.ok_stdin(&["apply", "-f", "-"], &pod("client", "node-b", "app: client", &client, "Never"));
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        &pod("client", "node-b", "app: client", &client, "Never"),
+    );
     let mut phase = String::new();
-    eventually_within(Duration::from_secs(120), "the client pod to finish", &s, || {
-        phase = s.ok(&["get", "pod", "client", "-o", "jsonpath={.status.phase}"]);
-        phase == "Succeeded" || phase == "Failed"
-    });
+    eventually_within(
+        Duration::from_secs(120),
+        "the client pod to finish",
+        &s,
+        || {
+            phase = s.ok(&["get", "pod", "client", "-o", "jsonpath={.status.phase}"]);
+            phase == "Succeeded" || phase == "Failed"
+        },
+    );
     let client_logs = s.ok(&["logs", "client"]);
     let web_logs = s.ok(&["logs", "web"]);
     assert_eq!(
@@ -302,26 +491,66 @@ fn pods_reach_each_other_across_nodes() {
         "client output:\n{client_logs}\nweb log:\n{web_logs}\nnode-a routes:\n{}\nnode-b routes:\n{}\nnode-b agent log tail:\n{}",
         nodes.skiff_routes(0),
         nodes.skiff_routes(1),
-        nodes.agent_log(1).lines().rev().take(30).collect::<Vec<_>>().join("\n")
+        nodes
+            .agent_log(1)
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
-    assert!(client_logs.contains("pod-ip-ok") && client_logs.contains("cluster-ip-ok") && client_logs.contains("outside-ok"), "{client_logs}");
+    assert!(
+        client_logs.contains("pod-ip-ok")
+            && client_logs.contains("cluster-ip-ok")
+            && client_logs.contains("outside-ok"),
+        "{client_logs}"
+    );
     // Traffic leaving the pod network is masqueraded to the node's address.
-    assert_eq!(outside_peer.join().expect("listener thread"), Some(nodes.ip(1)));
-    let client_ip = s.ok(&["get", "pod", "client", "-o", "jsonpath={.status.podIP}"]).trim().to_string();
-    assert!(in_cidr(&client_ip, &cidrs[1]), "client pod IP {client_ip} outside node-b's podCIDR {}", cidrs[1]);
+    assert_eq!(
+        outside_peer.join().expect("listener thread"),
+        Some(nodes.ip(1))
+    );
+    let client_ip = s
+        .ok(&["get", "pod", "client", "-o", "jsonpath={.status.podIP}"])
+        .trim()
+        .to_string();
+    assert!(
+        in_cidr(&client_ip, &cidrs[1]),
+        "client pod IP {client_ip} outside node-b's podCIDR {}",
+        cidrs[1]
+    );
     // httpd -vv logs each request's peer: the client pod's own address,
     // both directly and through the Service (no masquerade between pods).
     // (busybox prints the peer as "10.42.1.2:port" or "[::ffff:10.42.1.2]:port".)
-    let peer = |l: &str| l.trim_start_matches('[').trim_start_matches("::ffff:").split([']', ':']).next().map(str::to_string);
-    let from_client = web_logs.lines().filter(|l| peer(l).as_deref() == Some(client_ip.as_str()) && l.contains("response:200")).count();
-    assert!(from_client >= 2, "the web pod saw no requests from {client_ip}; its log:\n{web_logs}");
+    let peer = |l: &str| {
+        l.trim_start_matches('[')
+            .trim_start_matches("::ffff:")
+            .split([']', ':'])
+            .next()
+            .map(str::to_string)
+    };
+    let from_client = web_logs
+        .lines()
+        .filter(|l| peer(l).as_deref() == Some(client_ip.as_str()) && l.contains("response:200"))
+        .count();
+    assert!(
+        from_client >= 2,
+        "the web pod saw no requests from {client_ip}; its log:\n{web_logs}"
+    );
 
     // A node that goes away takes its route with it.
     s.ok(&["delete", "pod", "client", "--wait=true", "--timeout=60s"]);
     s.ok(&["delete", "pod", "web", "--wait=true", "--timeout=60s"]);
     let mut b = nodes.agents.remove(1);
-    let _ = Command::new("kill").args(["-TERM", &b.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &b.id().to_string()])
+        .status();
     let _ = b.wait();
     s.ok(&["delete", "node", "node-b"]);
-    eventually_within(Duration::from_secs(30), "node-a to remove the route to node-b's pods", &s, || nodes.skiff_routes(0).trim().is_empty());
+    eventually_within(
+        Duration::from_secs(30),
+        "node-a to remove the route to node-b's pods",
+        &s,
+        || nodes.skiff_routes(0).trim().is_empty(),
+    );
 }

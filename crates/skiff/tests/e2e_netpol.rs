@@ -110,36 +110,74 @@ fn network_policies_block_and_allow_pod_traffic() {
     }
     let table = format!("skiff-np-test-{}", std::process::id() % 100_000);
     let s = Server::start_with_agent_and(&["--netpol-table", &table]);
-    eventually("the node Ready", &s, || s.ok(&["get", "nodes", "--no-headers"]).contains(" Ready "));
+    eventually("the node Ready", &s, || {
+        s.ok(&["get", "nodes", "--no-headers"]).contains(" Ready ")
+    });
     import_busybox(&s);
     s.ok_stdin(&["apply", "-f", "-"], PODS);
     eventually_within(Duration::from_secs(120), "3 pods Running", &s, || {
-        s.ok(&["get", "pods", "--no-headers"]).lines().filter(|l| l.contains("Running")).count() == 3
+        s.ok(&["get", "pods", "--no-headers"])
+            .lines()
+            .filter(|l| l.contains("Running"))
+            .count()
+            == 3
     });
     let web = s.ok(&["get", "pod", "web", "-o", "jsonpath={.status.podIP}"]);
     assert!(!web.is_empty());
     s.ok(&["expose", "pod", "web", "--port=80", "--name=web"]);
     let cluster_ip = s.ok(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
-    eventually("the Service's endpoints", &s, || s.ok(&["get", "endpoints", "web", "-o", "jsonpath={.subsets[*].addresses[*].ip}"]) == web);
+    eventually("the Service's endpoints", &s, || {
+        s.ok(&[
+            "get",
+            "endpoints",
+            "web",
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].ip}",
+        ]) == web
+    });
 
     // No policy: both clients reach the server, directly and through the ClusterIP.
-    eventually("both clients reaching web", &s, || reaches(&s, "client-a", &web) && reaches(&s, "client-b", &web));
-    eventually("both clients reaching the ClusterIP", &s, || reaches(&s, "client-a", &cluster_ip) && reaches(&s, "client-b", &cluster_ip));
-    let listing = std::process::Command::new("nft").args(["list", "table", "inet", &table]).output().expect("nft");
-    assert!(listing.status.success(), "the enforcer's table {table} is missing: {}", String::from_utf8_lossy(&listing.stderr));
+    eventually("both clients reaching web", &s, || {
+        reaches(&s, "client-a", &web) && reaches(&s, "client-b", &web)
+    });
+    eventually("both clients reaching the ClusterIP", &s, || {
+        reaches(&s, "client-a", &cluster_ip) && reaches(&s, "client-b", &cluster_ip)
+    });
+    let listing = std::process::Command::new("nft")
+        .args(["list", "table", "inet", &table])
+        .output()
+        .expect("nft");
+    assert!(
+        listing.status.success(),
+        "the enforcer's table {table} is missing: {}",
+        String::from_utf8_lossy(&listing.stderr)
+    );
 
     // Default deny for ingress: both blocked.
     s.ok_stdin(&["apply", "-f", "-"], DENY_INGRESS);
-    eventually("default-deny blocking both clients", &s, || !reaches(&s, "client-a", &web) && !reaches(&s, "client-b", &web));
+    eventually("default-deny blocking both clients", &s, || {
+        !reaches(&s, "client-a", &web) && !reaches(&s, "client-b", &web)
+    });
 
     // Allow role=client on port 80: client-a passes, client-b still blocked, also through the ClusterIP.
     s.ok_stdin(&["apply", "-f", "-"], ALLOW_CLIENTS);
     eventually("client-a allowed", &s, || reaches(&s, "client-a", &web));
-    assert!(!reaches(&s, "client-b", &web), "client-b (role=other) must stay blocked");
-    assert!(reaches(&s, "client-a", &cluster_ip), "client-a through the ClusterIP");
-    assert!(!reaches(&s, "client-b", &cluster_ip), "client-b through the ClusterIP must stay blocked");
+    assert!(
+        !reaches(&s, "client-b", &web),
+        "client-b (role=other) must stay blocked"
+    );
+    assert!(
+        reaches(&s, "client-a", &cluster_ip),
+        "client-a through the ClusterIP"
+    );
+    assert!(
+        !reaches(&s, "client-b", &cluster_ip),
+        "client-b through the ClusterIP must stay blocked"
+    );
     // Pod churn: a new pod labelled role=client is let in once it runs (a set element, not a rule change).
-    let script = format!("for i in $(seq 1 20); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {web} 80 | grep -q '200 OK' && exit 0; sleep 1; done; exit 1");
+    let script = format!(
+        "for i in $(seq 1 20); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {web} 80 | grep -q '200 OK' && exit 0; sleep 1; done; exit 1"
+    );
     s.ok(&[
         "run",
         "client-c",
@@ -161,13 +199,22 @@ fn network_policies_block_and_allow_pod_traffic() {
 
     // Egress from client-a limited to DNS: its connection is blocked.
     s.ok_stdin(&["apply", "-f", "-"], ONLY_DNS);
-    eventually("client-a's egress blocked", &s, || !reaches(&s, "client-a", &web));
+    eventually("client-a's egress blocked", &s, || {
+        !reaches(&s, "client-a", &web)
+    });
 
     // Deleting the policies restores traffic, step by step.
     s.ok(&["delete", "networkpolicy", "client-a-only-dns"]);
-    eventually("client-a allowed again", &s, || reaches(&s, "client-a", &web));
-    assert!(!reaches(&s, "client-b", &web), "client-b still blocked by default-deny");
+    eventually("client-a allowed again", &s, || {
+        reaches(&s, "client-a", &web)
+    });
+    assert!(
+        !reaches(&s, "client-b", &web),
+        "client-b still blocked by default-deny"
+    );
     s.ok(&["delete", "networkpolicy", "default-deny", "allow-clients"]);
-    eventually("client-b allowed again", &s, || reaches(&s, "client-b", &web));
+    eventually("client-b allowed again", &s, || {
+        reaches(&s, "client-b", &web)
+    });
     assert!(reaches(&s, "client-b", &cluster_ip));
 }

@@ -17,7 +17,9 @@ use support::{Server, eventually, eventually_within};
 /// A server with the agent, its node Ready and busybox:skiff imported.
 fn server_with_busybox() -> Server {
     let s = Server::start_with_agent();
-    eventually("the node Ready", &s, || s.ok(&["get", "nodes", "--no-headers"]).contains(" Ready "));
+    eventually("the node Ready", &s, || {
+        s.ok(&["get", "nodes", "--no-headers"]).contains(" Ready ")
+    });
     support::import_busybox(&s);
     s
 }
@@ -39,15 +41,37 @@ fn with(mut base: Value, extra: Value) -> Value {
 
 /// The (reason, message) of the events about pod `name`.
 fn events(s: &Server, name: &str) -> Vec<(String, String)> {
-    let list = s.json(&["get", "events", "--field-selector", &format!("involvedObject.name={name}")]);
+    let list = s.json(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={name}"),
+    ]);
     list["items"]
         .as_array()
-        .map(|items| items.iter().map(|e| (e["reason"].as_str().unwrap_or_default().to_string(), e["message"].as_str().unwrap_or_default().to_string())).collect())
+        .map(|items| {
+            items
+                .iter()
+                .map(|e| {
+                    (
+                        e["reason"].as_str().unwrap_or_default().to_string(),
+                        e["message"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn condition(p: &Value, kind: &str) -> String {
-    p["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == kind).and_then(|c| c["status"].as_str()).unwrap_or_default().to_string()
+    p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == kind)
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -101,7 +125,13 @@ fn probes_hooks_crash_loops_and_oom() {
         ),
     );
     // (3) A container that crashes at once.
-    s.ok_stdin(&["apply", "-f", "-"], &pod("crash", json!({"containers": [container("app", "echo crashing; exit 1")]})));
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        &pod(
+            "crash",
+            json!({"containers": [container("app", "echo crashing; exit 1")]}),
+        ),
+    );
     // (5) A container that allocates beyond its 20Mi memory limit (tail
     // keeps the newline-less /dev/zero in memory).
     s.ok_stdin(
@@ -114,39 +144,82 @@ fn probes_hooks_crash_loops_and_oom() {
 
     // (1): Running but not ready while the file is missing, then ready.
     let created = Instant::now();
-    eventually("ready Running", &s, || s.json(&["get", "pod", "ready"])["status"]["phase"] == "Running");
+    eventually("ready Running", &s, || {
+        s.json(&["get", "pod", "ready"])["status"]["phase"] == "Running"
+    });
     let p = s.json(&["get", "pod", "ready"]);
     assert_eq!(condition(&p, "Initialized"), "True", "{p:#}");
-    assert_eq!(p["status"]["initContainerStatuses"][0]["state"]["terminated"]["reason"], "Completed", "{p:#}");
+    assert_eq!(
+        p["status"]["initContainerStatuses"][0]["state"]["terminated"]["reason"], "Completed",
+        "{p:#}"
+    );
     if created.elapsed() < Duration::from_secs(6) {
         assert_eq!(p["status"]["containerStatuses"][0]["ready"], false, "{p:#}");
         assert_eq!(condition(&p, "Ready"), "False", "{p:#}");
         assert_eq!(condition(&p, "ContainersReady"), "False", "{p:#}");
     }
-    eventually("ready Ready", &s, || condition(&s.json(&["get", "pod", "ready"]), "Ready") == "True");
-    assert!(created.elapsed() >= Duration::from_secs(8), "ready before the file existed: {:?}", created.elapsed());
+    eventually("ready Ready", &s, || {
+        condition(&s.json(&["get", "pod", "ready"]), "Ready") == "True"
+    });
+    assert!(
+        created.elapsed() >= Duration::from_secs(8),
+        "ready before the file existed: {:?}",
+        created.elapsed()
+    );
     let p = s.json(&["get", "pod", "ready"]);
     assert_eq!(p["status"]["containerStatuses"][0]["ready"], true);
     assert_eq!(p["status"]["containerStatuses"][0]["started"], true);
     assert_eq!(condition(&p, "ContainersReady"), "True");
-    assert!(s.ok(&["get", "pod", "ready", "--no-headers"]).contains("1/1"));
+    assert!(
+        s.ok(&["get", "pod", "ready", "--no-headers"])
+            .contains("1/1")
+    );
     let ev = events(&s, "ready");
-    assert!(ev.iter().any(|(r, m)| r == "Unhealthy" && m.starts_with("Readiness probe failed")), "{ev:?}");
+    assert!(
+        ev.iter()
+            .any(|(r, m)| r == "Unhealthy" && m.starts_with("Readiness probe failed")),
+        "{ev:?}"
+    );
 
     // (6): ready once the page is there, never restarted.
-    eventually("web Ready", &s, || condition(&s.json(&["get", "pod", "web"]), "Ready") == "True");
+    eventually("web Ready", &s, || {
+        condition(&s.json(&["get", "pod", "web"]), "Ready") == "True"
+    });
     let ev = events(&s, "web");
-    assert!(ev.iter().any(|(r, m)| r == "Unhealthy" && m == "Readiness probe failed: HTTP probe failed with statuscode: 404"), "{ev:?}");
+    assert!(
+        ev.iter().any(|(r, m)| r == "Unhealthy"
+            && m == "Readiness probe failed: HTTP probe failed with statuscode: 404"),
+        "{ev:?}"
+    );
     let p = s.json(&["get", "pod", "web"]);
-    assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0, "{p:#}");
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["restartCount"], 0,
+        "{p:#}"
+    );
 
     // (2): killed and restarted, again and again.
-    eventually("live restarted twice", &s, || s.json(&["get", "pod", "live"])["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0) >= 2);
+    eventually("live restarted twice", &s, || {
+        s.json(&["get", "pod", "live"])["status"]["containerStatuses"][0]["restartCount"]
+            .as_i64()
+            .unwrap_or(0)
+            >= 2
+    });
     let ev = events(&s, "live");
-    assert!(ev.iter().any(|(r, m)| r == "Unhealthy" && m == "Liveness probe failed: not alive"), "{ev:?}");
-    assert!(ev.iter().any(|(r, m)| r == "Killing" && m == "Container app failed liveness probe, will be restarted"), "{ev:?}");
+    assert!(
+        ev.iter()
+            .any(|(r, m)| r == "Unhealthy" && m == "Liveness probe failed: not alive"),
+        "{ev:?}"
+    );
+    assert!(
+        ev.iter().any(|(r, m)| r == "Killing"
+            && m == "Container app failed liveness probe, will be restarted"),
+        "{ev:?}"
+    );
     let p = s.json(&["get", "pod", "live"]);
-    assert_eq!(p["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 137, "{p:#}");
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 137,
+        "{p:#}"
+    );
 
     // (3): CrashLoopBackOff with a growing restart count.
     let mut saw_backoff = false;
@@ -157,7 +230,9 @@ fn probes_hooks_crash_loops_and_oom() {
         c["restartCount"].as_i64().unwrap_or(0) >= 2
     });
     eventually("crash in CrashLoopBackOff", &s, || {
-        saw_backoff |= s.ok(&["get", "pod", "crash", "--no-headers"]).contains("CrashLoopBackOff");
+        saw_backoff |= s
+            .ok(&["get", "pod", "crash", "--no-headers"])
+            .contains("CrashLoopBackOff");
         saw_backoff
     });
     let p = s.json(&["get", "pod", "crash"]);
@@ -165,20 +240,40 @@ fn probes_hooks_crash_loops_and_oom() {
     assert_eq!(last["exitCode"], 1, "{p:#}");
     assert_eq!(last["reason"], "Error", "{p:#}");
     let ev = events(&s, "crash");
-    assert!(ev.iter().any(|(r, m)| r == "BackOff" && m.starts_with("Back-off restarting failed container app")), "{ev:?}");
+    assert!(
+        ev.iter()
+            .any(|(r, m)| r == "BackOff"
+                && m.starts_with("Back-off restarting failed container app")),
+        "{ev:?}"
+    );
 
     // (5): OOMKilled.
     eventually("oom OOMKilled", &s, || {
         let p = s.json(&["get", "pod", "oom"]);
         let c = &p["status"]["containerStatuses"][0];
-        c["lastState"]["terminated"]["reason"] == "OOMKilled" || c["state"]["terminated"]["reason"] == "OOMKilled"
+        c["lastState"]["terminated"]["reason"] == "OOMKilled"
+            || c["state"]["terminated"]["reason"] == "OOMKilled"
     });
     let p = s.json(&["get", "pod", "oom"]);
     let c = &p["status"]["containerStatuses"][0];
-    let t = if c["lastState"]["terminated"].is_object() { &c["lastState"]["terminated"] } else { &c["state"]["terminated"] };
+    let t = if c["lastState"]["terminated"].is_object() {
+        &c["lastState"]["terminated"]
+    } else {
+        &c["state"]["terminated"]
+    };
     assert_eq!(t["exitCode"], 137, "{p:#}");
 
-    s.ok(&["delete", "pod", "ready", "web", "live", "crash", "oom", "--grace-period=1", "--timeout=60s"]);
+    s.ok(&[
+        "delete",
+        "pod",
+        "ready",
+        "web",
+        "live",
+        "crash",
+        "oom",
+        "--grace-period=1",
+        "--timeout=60s",
+    ]);
 
     // (4) A pod deleted with a preStop hook: the hook writes to the
     // container's output, sleeps 3 s, and only then does the container get
@@ -195,29 +290,67 @@ fn probes_hooks_crash_loops_and_oom() {
             }),
         ),
     );
-    eventually("stop Running", &s, || s.json(&["get", "pod", "stop"])["status"]["phase"] == "Running");
-    let uid = s.json(&["get", "pod", "stop"])["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+    eventually("stop Running", &s, || {
+        s.json(&["get", "pod", "stop"])["status"]["phase"] == "Running"
+    });
+    let uid = s.json(&["get", "pod", "stop"])["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     // The agent keeps container logs in <its data dir>/pods (the server's agent: <data dir>/agent).
     let log = ["agent/pods", "pods"]
         .iter()
-        .map(|d| s.data_dir().join(d).join(format!("default_stop_{uid}")).join("app").join("0.log"))
+        .map(|d| {
+            s.data_dir()
+                .join(d)
+                .join(format!("default_stop_{uid}"))
+                .join("app")
+                .join("0.log")
+        })
         .find(|p| p.parent().is_some_and(Path::exists))
-        .unwrap_or_else(|| panic!("no log directory for pod stop under {}", s.data_dir().display()));
-    eventually("the container's log", &s, || std::fs::read_to_string(&log).unwrap_or_default().contains("up"));
+        .unwrap_or_else(|| {
+            panic!(
+                "no log directory for pod stop under {}",
+                s.data_dir().display()
+            )
+        });
+    eventually("the container's log", &s, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("up")
+    });
     let began = Instant::now();
     s.ok(&["delete", "pod", "stop", "--wait=false"]);
     let mut output = String::new();
-    eventually_within(Duration::from_secs(40), "the preStop hook, then SIGTERM", &s, || {
-        if let Ok(text) = std::fs::read_to_string(&log) {
-            output = text;
-        }
-        output.contains("got-term")
-    });
+    eventually_within(
+        Duration::from_secs(40),
+        "the preStop hook, then SIGTERM",
+        &s,
+        || {
+            if let Ok(text) = std::fs::read_to_string(&log) {
+                output = text;
+            }
+            output.contains("got-term")
+        },
+    );
     let (hook, term) = (output.find("prestop-ran"), output.find("got-term"));
-    assert!(matches!((hook, term), (Some(h), Some(t)) if h < t), "the preStop hook ran before SIGTERM: {output}");
-    assert!(began.elapsed() >= Duration::from_secs(3), "SIGTERM came before the hook's 3 s: {:?}", began.elapsed());
-    eventually("stop deleted", &s, || s.ok(&["get", "pods", "--no-headers"]).trim().is_empty());
+    assert!(
+        matches!((hook, term), (Some(h), Some(t)) if h < t),
+        "the preStop hook ran before SIGTERM: {output}"
+    );
+    assert!(
+        began.elapsed() >= Duration::from_secs(3),
+        "SIGTERM came before the hook's 3 s: {:?}",
+        began.elapsed()
+    );
+    eventually("stop deleted", &s, || {
+        s.ok(&["get", "pods", "--no-headers"]).trim().is_empty()
+    });
     let ev = events(&s, "stop");
-    assert!(ev.iter().any(|(r, m)| r == "Killing" && m == "Stopping container app"), "{ev:?}");
+    assert!(
+        ev.iter()
+            .any(|(r, m)| r == "Killing" && m == "Stopping container app"),
+        "{ev:?}"
+    );
     assert!(!ev.iter().any(|(r, _)| r == "FailedPreStopHook"), "{ev:?}");
 }

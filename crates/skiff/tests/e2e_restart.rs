@@ -7,7 +7,12 @@ use support::Server;
 fn objects_and_resource_versions_survive_kill_9() {
     let mut s = Server::start();
     for i in 0..20 {
-        s.ok(&["create", "configmap", &format!("cm{i}"), &format!("--from-literal=i={i}")]);
+        s.ok(&[
+            "create",
+            "configmap",
+            &format!("cm{i}"),
+            &format!("--from-literal=i={i}"),
+        ]);
     }
     let before = s.json(&["get", "configmaps"]);
     s.kill9();
@@ -20,9 +25,18 @@ fn objects_and_resource_versions_survive_kill_9() {
                 a.iter()
                     .map(|o| {
                         (
-                            o["metadata"]["name"].as_str().unwrap_or_default().to_string(),
-                            o["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string(),
-                            o["metadata"]["uid"].as_str().unwrap_or_default().to_string(),
+                            o["metadata"]["name"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string(),
+                            o["metadata"]["resourceVersion"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string(),
+                            o["metadata"]["uid"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string(),
                         )
                     })
                     .collect()
@@ -33,7 +47,15 @@ fn objects_and_resource_versions_survive_kill_9() {
     assert!(pick(&after).len() >= 20);
     // New writes continue the revision sequence.
     s.ok(&["create", "configmap", "later"]);
-    let later: u64 = s.json(&["get", "cm", "later"])["metadata"]["resourceVersion"].as_str().unwrap_or("0").parse().unwrap_or(0);
-    let max_before = pick(&before).iter().filter_map(|(_, rv, _)| rv.parse::<u64>().ok()).max().unwrap_or(0);
+    let later: u64 = s.json(&["get", "cm", "later"])["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    let max_before = pick(&before)
+        .iter()
+        .filter_map(|(_, rv, _)| rv.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
     assert!(later > max_before, "{later} <= {max_before}");
 }

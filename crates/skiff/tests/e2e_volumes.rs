@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use support::{Server, eventually, eventually_within};
 
-
 /// The mount points under `dir` (from /proc/self/mountinfo).
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
@@ -35,27 +34,41 @@ impl Drop for Unmounter {
         let mut left = mounts_under(&self.0);
         left.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
         for m in left {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&m).status();
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&m)
+                .status();
         }
     }
 }
 
 /// Wait for `pod` to reach phase Succeeded; on Failed, show why.
 fn succeeded(s: &Server, pod: &str) {
-    eventually_within(Duration::from_secs(120), &format!("pod {pod} Succeeded"), s, || {
-        let phase = s.ok(&["get", "pod", pod, "-o", "jsonpath={.status.phase}"]);
-        if phase == "Failed" {
-            let logs = s.kubectl(&["logs", pod]);
-            panic!(
-                "pod {pod} failed: {}\nlogs: {}{}\nevents: {}",
-                s.ok(&["get", "pod", pod, "-o", "jsonpath={.status.containerStatuses}"]),
-                String::from_utf8_lossy(&logs.stdout),
-                String::from_utf8_lossy(&logs.stderr),
-                s.ok(&["describe", "pod", pod])
-            );
-        }
-        phase == "Succeeded"
-    });
+    eventually_within(
+        Duration::from_secs(120),
+        &format!("pod {pod} Succeeded"),
+        s,
+        || {
+            let phase = s.ok(&["get", "pod", pod, "-o", "jsonpath={.status.phase}"]);
+            if phase == "Failed" {
+                let logs = s.kubectl(&["logs", pod]);
+                panic!(
+                    "pod {pod} failed: {}\nlogs: {}{}\nevents: {}",
+                    s.ok(&[
+                        "get",
+                        "pod",
+                        pod,
+                        "-o",
+                        "jsonpath={.status.containerStatuses}"
+                    ]),
+                    String::from_utf8_lossy(&logs.stdout),
+                    String::from_utf8_lossy(&logs.stderr),
+                    s.ok(&["describe", "pod", pod])
+                );
+            }
+            phase == "Succeeded"
+        },
+    );
 }
 
 const OBJECTS: &str = r#"
@@ -186,24 +199,49 @@ fn volumes_in_real_containers() {
     }
     let s = Server::start_with_agent();
     let _unmount = Unmounter(s.data_dir().to_path_buf());
-    eventually("the node Ready", &s, || s.ok(&["get", "nodes", "--no-headers"]).contains(" Ready "));
+    eventually("the node Ready", &s, || {
+        s.ok(&["get", "nodes", "--no-headers"]).contains(" Ready ")
+    });
     support::import_busybox(&s);
     // The token's service account and the root CA come from the controllers.
-    eventually("the default service account", &s, || s.kubectl(&["get", "serviceaccount", "default"]).status.success());
-    eventually("kube-root-ca.crt", &s, || s.kubectl(&["get", "configmap", "kube-root-ca.crt"]).status.success());
+    eventually("the default service account", &s, || {
+        s.kubectl(&["get", "serviceaccount", "default"])
+            .status
+            .success()
+    });
+    eventually("kube-root-ca.crt", &s, || {
+        s.kubectl(&["get", "configmap", "kube-root-ca.crt"])
+            .status
+            .success()
+    });
 
-    s.ok_stdin(&["apply", "-f", "-"], &OBJECTS.replace("CLUSTER_DNS", &s.cluster_dns()));
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        &OBJECTS.replace("CLUSTER_DNS", &s.cluster_dns()),
+    );
     succeeded(&s, "vols");
     let uid = s.ok(&["get", "pod", "vols", "-o", "jsonpath={.metadata.uid}"]);
     let pod_dir = s.data_dir().join("agent/pods").join(&uid);
-    assert!(pod_dir.join("volumes/kubernetes.io~configmap/cfg/..data").exists(), "{}", pod_dir.display());
-    assert!(!mounts_under(&pod_dir).is_empty(), "the secret, projection and memory emptyDir are tmpfs");
+    assert!(
+        pod_dir
+            .join("volumes/kubernetes.io~configmap/cfg/..data")
+            .exists(),
+        "{}",
+        pod_dir.display()
+    );
+    assert!(
+        !mounts_under(&pod_dir).is_empty(),
+        "the secret, projection and memory emptyDir are tmpfs"
+    );
 
     // A missing configMap: ContainerCreating with FailedMount, until it exists.
     s.ok_stdin(&["apply", "-f", "-"], MISSING);
     eventually("FailedMount for nocfg", &s, || {
         let d = s.ok(&["describe", "pod", "nocfg"]);
-        d.contains("FailedMount") && d.contains("MountVolume.SetUp failed for volume \"cfg\" : configmap \"late-config\" not found")
+        d.contains("FailedMount")
+            && d.contains(
+                "MountVolume.SetUp failed for volume \"cfg\" : configmap \"late-config\" not found",
+            )
     });
     let row = s.ok(&["get", "pod", "nocfg", "--no-headers"]);
     assert!(row.contains("ContainerCreating"), "{row}");
@@ -212,12 +250,33 @@ fn volumes_in_real_containers() {
 
     // An update reaches a running container through the ..data swap.
     s.ok_stdin(&["apply", "-f", "-"], UPDATED);
-    eventually("watcher Running", &s, || s.ok(&["get", "pod", "watcher", "-o", "jsonpath={.status.phase}"]) == "Running");
-    s.ok(&["patch", "configmap", "live-config", "--type=merge", "-p", r#"{"data":{"k":"v2"}}"#]);
+    eventually("watcher Running", &s, || {
+        s.ok(&["get", "pod", "watcher", "-o", "jsonpath={.status.phase}"]) == "Running"
+    });
+    s.ok(&[
+        "patch",
+        "configmap",
+        "live-config",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"k":"v2"}}"#,
+    ]);
     succeeded(&s, "watcher");
 
     // Deleting the pods unmounts and removes their volumes.
-    s.ok(&["delete", "pod", "vols", "nocfg", "watcher", "--grace-period=1", "--timeout=90s"]);
+    s.ok(&[
+        "delete",
+        "pod",
+        "vols",
+        "nocfg",
+        "watcher",
+        "--grace-period=1",
+        "--timeout=90s",
+    ]);
     eventually("the volumes removed", &s, || !pod_dir.exists());
-    assert!(mounts_under(&s.data_dir().join("agent/pods")).is_empty(), "{:?}", mounts_under(&s.data_dir().join("agent/pods")));
+    assert!(
+        mounts_under(&s.data_dir().join("agent/pods")).is_empty(),
+        "{:?}",
+        mounts_under(&s.data_dir().join("agent/pods"))
+    );
 }

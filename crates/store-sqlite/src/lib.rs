@@ -253,7 +253,10 @@ impl Drop for SqliteStore {
 /// it run while a server owns the store. For backups. Blocks.
 pub fn read_snapshot(path: &Path, prefix: &str) -> skiff_store::Result<RangeResult> {
     if !path.is_file() {
-        return Err(StoreError::Backend(format!("{}: no store there", path.display())));
+        return Err(StoreError::Backend(format!(
+            "{}: no store there",
+            path.display()
+        )));
     }
     let mut conn = schema::open_reader(path, Duration::from_secs(5))
         .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;

@@ -34,7 +34,10 @@ pub struct KeyValue {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A create or an update. `prev` is the value before an update.
-    Put { kv: KeyValue, prev: Option<KeyValue> },
+    Put {
+        kv: KeyValue,
+        prev: Option<KeyValue>,
+    },
     /// A delete. `prev` is the last value; `revision` is the delete's revision.
     Delete { prev: KeyValue, revision: i64 },
 }
@@ -84,7 +87,11 @@ pub enum StoreError {
     NotFound(String),
     /// The key's current mod_revision is not the one the caller expected.
     #[error("key {key} was modified: expected revision {expected}, found {actual}")]
-    Conflict { key: String, expected: i64, actual: i64 },
+    Conflict {
+        key: String,
+        expected: i64,
+        actual: i64,
+    },
     /// The requested revision was compacted away.
     #[error("revision {requested} has been compacted (compacted revision {compacted})")]
     Compacted { requested: i64, compacted: i64 },
@@ -109,7 +116,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// All keys starting with `prefix`, in key order, starting after
     /// `start_after` when given, at most `limit` of them when non-zero.
-    async fn range(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<RangeResult>;
+    async fn range(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<RangeResult>;
 
     /// Create `key`; fails with `AlreadyExists` when it exists.
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue>;

@@ -29,8 +29,16 @@ impl TestServer {
         .await
         .unwrap();
         let kubeconfig = running.kubeconfig_path.clone();
-        let client = skiff_runtime::client_from_kubeconfig(&kubeconfig).await.unwrap();
-        TestServer { dir, kubeconfig, client, running, stop: Some(tx) }
+        let client = skiff_runtime::client_from_kubeconfig(&kubeconfig)
+            .await
+            .unwrap();
+        TestServer {
+            dir,
+            kubeconfig,
+            client,
+            running,
+            stop: Some(tx),
+        }
     }
 }
 
@@ -54,7 +62,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

@@ -45,14 +45,26 @@ impl Expectations {
     pub fn expect_creations(&self, controller: &ObjKey, count: usize) {
         self.lock().insert(
             controller.clone(),
-            Expectation { add: count as i64, del: 0, deleting: HashSet::new(), at: Instant::now() },
+            Expectation {
+                add: count as i64,
+                del: 0,
+                deleting: HashSet::new(),
+                at: Instant::now(),
+            },
         );
     }
 
     pub fn expect_deletions(&self, controller: &ObjKey, pods: impl IntoIterator<Item = ObjKey>) {
         let deleting: HashSet<ObjKey> = pods.into_iter().collect();
-        self.lock()
-            .insert(controller.clone(), Expectation { add: 0, del: deleting.len() as i64, deleting, at: Instant::now() });
+        self.lock().insert(
+            controller.clone(),
+            Expectation {
+                add: 0,
+                del: deleting.len() as i64,
+                deleting,
+                at: Instant::now(),
+            },
+        );
     }
 
     pub fn creation_observed(&self, controller: &ObjKey) {

@@ -24,18 +24,28 @@ pub struct ObjKey {
 
 impl ObjKey {
     pub fn new(namespace: &str, name: &str) -> ObjKey {
-        ObjKey { namespace: namespace.to_string(), name: name.to_string() }
+        ObjKey {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
     }
 
     pub fn of<K: Resource>(obj: &K) -> ObjKey {
         let meta = obj.meta();
-        ObjKey { namespace: meta.namespace.clone().unwrap_or_default(), name: meta.name.clone().unwrap_or_default() }
+        ObjKey {
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+        }
     }
 }
 
 impl fmt::Display for ObjKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.namespace.is_empty() { write!(f, "{}", self.name) } else { write!(f, "{}/{}", self.namespace, self.name) }
+        if self.namespace.is_empty() {
+            write!(f, "{}", self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
     }
 }
 
@@ -48,13 +58,21 @@ pub struct Cache<K> {
 
 impl<K> Clone for Cache<K> {
     fn clone(&self) -> Self {
-        Cache { map: self.map.clone(), synced: self.synced.clone(), synced_notify: self.synced_notify.clone() }
+        Cache {
+            map: self.map.clone(),
+            synced: self.synced.clone(),
+            synced_notify: self.synced_notify.clone(),
+        }
     }
 }
 
 impl<K> Default for Cache<K> {
     fn default() -> Self {
-        Cache { map: Arc::default(), synced: Arc::default(), synced_notify: Arc::default() }
+        Cache {
+            map: Arc::default(),
+            synced: Arc::default(),
+            synced_notify: Arc::default(),
+        }
     }
 }
 
@@ -86,7 +104,11 @@ impl<K> Cache<K> {
 
     /// The objects of one namespace.
     pub fn list_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
-        self.read().iter().filter(|(k, _)| k.namespace == namespace).map(|(_, v)| v.clone()).collect()
+        self.read()
+            .iter()
+            .filter(|(k, _)| k.namespace == namespace)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     pub fn filter(&self, mut pred: impl FnMut(&K) -> bool) -> Vec<Arc<K>> {
@@ -122,7 +144,10 @@ impl<K> Cache<K> {
 /// What changed.
 pub enum Change<K> {
     /// Added (`old` is None) or updated.
-    Apply { old: Option<Arc<K>>, new: Arc<K> },
+    Apply {
+        old: Option<Arc<K>>,
+        new: Arc<K>,
+    },
     Delete(Arc<K>),
 }
 
@@ -139,7 +164,10 @@ impl<K> CacheKey<K> for ObjKey {
 
 impl<K: kube::runtime::reflector::Lookup> CacheKey<K> for kube::runtime::reflector::ObjectRef<K> {
     fn with_key<R>(&self, f: impl FnOnce(&ObjKey) -> R) -> R {
-        f(&ObjKey { namespace: self.namespace.clone().unwrap_or_default(), name: self.name.clone() })
+        f(&ObjKey {
+            namespace: self.namespace.clone().unwrap_or_default(),
+            name: self.name.clone(),
+        })
     }
 }
 
@@ -200,7 +228,14 @@ impl<K> Hub<K> {
 impl<K: Resource + Clone + Send + Sync + 'static> Hub<K> {
     /// A hub filling `cache`.
     pub fn new(cache: Cache<K>) -> Arc<Hub<K>> {
-        Arc::new(Hub { cache, state: Mutex::new(HubState { listing: None, handlers: Vec::new(), next_id: 0 }) })
+        Arc::new(Hub {
+            cache,
+            state: Mutex::new(HubState {
+                listing: None,
+                handlers: Vec::new(),
+                next_id: 0,
+            }),
+        })
     }
 
     /// The cache this hub keeps current.
@@ -237,16 +272,25 @@ impl<K: Resource + Clone + Send + Sync + 'static> Hub<K> {
         let id = st.next_id;
         st.next_id += 1;
         st.handlers.push((id, handler));
-        Registration { hub: Arc::downgrade(self), id }
+        Registration {
+            hub: Arc::downgrade(self),
+            id,
+        }
     }
 
     /// Register a raw watch-event handler (see [`crate::loopkit::informer`]).
-    pub fn register_raw(self: &Arc<Self>, handler: impl FnMut(&watcher::Event<K>, Option<Arc<K>>) + Send + 'static) -> Registration<K> {
+    pub fn register_raw(
+        self: &Arc<Self>,
+        handler: impl FnMut(&watcher::Event<K>, Option<Arc<K>>) + Send + 'static,
+    ) -> Registration<K> {
         self.register(Handler::Raw(Box::new(handler)))
     }
 
     /// Register a change handler (see [`run`]).
-    pub fn register_changes(self: &Arc<Self>, handler: impl FnMut(Change<K>) + Send + 'static) -> Registration<K> {
+    pub fn register_changes(
+        self: &Arc<Self>,
+        handler: impl FnMut(Change<K>) + Send + 'static,
+    ) -> Registration<K> {
         self.register(Handler::Change(Box::new(handler)))
     }
 
@@ -254,8 +298,14 @@ impl<K: Resource + Clone + Send + Sync + 'static> Hub<K> {
     pub fn apply(&self, event: watcher::Event<K>, kind: &str) {
         let mut st = self.lock();
         let st = &mut *st;
-        let has_raw = st.handlers.iter().any(|(_, h)| matches!(h, Handler::Raw(_)));
-        let has_change = st.handlers.iter().any(|(_, h)| matches!(h, Handler::Change(_)));
+        let has_raw = st
+            .handlers
+            .iter()
+            .any(|(_, h)| matches!(h, Handler::Raw(_)));
+        let has_change = st
+            .handlers
+            .iter()
+            .any(|(_, h)| matches!(h, Handler::Change(_)));
         match event {
             watcher::Event::Init => {
                 st.listing = Some(HashMap::new());
@@ -268,13 +318,18 @@ impl<K: Resource + Clone + Send + Sync + 'static> Hub<K> {
                 let event = watcher::Event::InitApply(obj);
                 raw(&mut st.handlers, &event, old);
                 if let watcher::Event::InitApply(obj) = event {
-                    st.listing.get_or_insert_with(HashMap::new).insert(key, Arc::new(obj));
+                    st.listing
+                        .get_or_insert_with(HashMap::new)
+                        .insert(key, Arc::new(obj));
                 }
             }
             watcher::Event::InitDone => {
                 let fresh = st.listing.take().unwrap_or_default();
-                let fresh_list: Vec<(ObjKey, Arc<K>)> =
-                    if has_change { fresh.iter().map(|(k, v)| (k.clone(), v.clone())).collect() } else { Vec::new() };
+                let fresh_list: Vec<(ObjKey, Arc<K>)> = if has_change {
+                    fresh.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+                } else {
+                    Vec::new()
+                };
                 let count = fresh.len();
                 let previous = std::mem::replace(&mut *self.cache.write(), fresh);
                 if !self.cache.synced.swap(true, Ordering::AcqRel) {
@@ -285,12 +340,18 @@ impl<K: Resource + Clone + Send + Sync + 'static> Hub<K> {
                 if has_change {
                     for (key, new) in &fresh_list {
                         let old = previous.get(key).cloned();
-                        let unchanged = old.as_ref().is_some_and(|o| o.meta().resource_version == new.meta().resource_version);
+                        let unchanged = old.as_ref().is_some_and(|o| {
+                            o.meta().resource_version == new.meta().resource_version
+                        });
                         if !unchanged {
-                            changes(&mut st.handlers, || Change::Apply { old: old.clone(), new: new.clone() });
+                            changes(&mut st.handlers, || Change::Apply {
+                                old: old.clone(),
+                                new: new.clone(),
+                            });
                         }
                     }
-                    let fresh_keys: std::collections::HashSet<&ObjKey> = fresh_list.iter().map(|(k, _)| k).collect();
+                    let fresh_keys: std::collections::HashSet<&ObjKey> =
+                        fresh_list.iter().map(|(k, _)| k).collect();
                     for (key, old) in &previous {
                         if !fresh_keys.contains(key) {
                             changes(&mut st.handlers, || Change::Delete(old.clone()));
@@ -300,13 +361,20 @@ impl<K: Resource + Clone + Send + Sync + 'static> Hub<K> {
             }
             watcher::Event::Apply(obj) => {
                 let key = ObjKey::of(&obj);
-                let event = if has_raw { Some(watcher::Event::Apply(obj.clone())) } else { None };
+                let event = if has_raw {
+                    Some(watcher::Event::Apply(obj.clone()))
+                } else {
+                    None
+                };
                 let new = Arc::new(obj);
                 let old = self.cache.write().insert(key, new.clone());
                 if let Some(event) = &event {
                     raw(&mut st.handlers, event, old.clone());
                 }
-                changes(&mut st.handlers, || Change::Apply { old: old.clone(), new: new.clone() });
+                changes(&mut st.handlers, || Change::Apply {
+                    old: old.clone(),
+                    new: new.clone(),
+                });
             }
             watcher::Event::Delete(obj) => {
                 let old = self.cache.write().remove(&ObjKey::of(&obj));
@@ -342,7 +410,11 @@ pub async fn watch_into<K>(api: Api<K>, config: watcher::Config, hub: Arc<Hub<K>
 where
     K: Resource + Clone + DeserializeOwned + fmt::Debug + Send + Sync + 'static,
 {
-    let kind = std::any::type_name::<K>().rsplit("::").next().unwrap_or("object").to_string();
+    let kind = std::any::type_name::<K>()
+        .rsplit("::")
+        .next()
+        .unwrap_or("object")
+        .to_string();
     tracing::debug!(kind, "opening watch");
     let stream = watcher(api, config).default_backoff();
     tokio::pin!(stream);
@@ -376,7 +448,12 @@ mod tests {
 
     fn cm(name: &str, rv: &str) -> ConfigMap {
         ConfigMap {
-            metadata: ObjectMeta { name: Some(name.into()), namespace: Some("ns".into()), resource_version: Some(rv.into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -392,9 +469,19 @@ mod tests {
     type Log = Arc<Mutex<Vec<String>>>;
 
     fn describe_change(c: &Change<ConfigMap>) -> String {
-        let name = |o: &ConfigMap| format!("{}@{}", o.metadata.name.clone().unwrap_or_default(), o.metadata.resource_version.clone().unwrap_or_default());
+        let name = |o: &ConfigMap| {
+            format!(
+                "{}@{}",
+                o.metadata.name.clone().unwrap_or_default(),
+                o.metadata.resource_version.clone().unwrap_or_default()
+            )
+        };
         match c {
-            Change::Apply { old, new } => format!("apply {} old={}", name(new), old.as_deref().map(name).unwrap_or_else(|| "-".into())),
+            Change::Apply { old, new } => format!(
+                "apply {} old={}",
+                name(new),
+                old.as_deref().map(name).unwrap_or_else(|| "-".into())
+            ),
             Change::Delete(o) => format!("delete {}", name(o)),
         }
     }
@@ -413,11 +500,19 @@ mod tests {
             let s = match ev {
                 watcher::Event::Init => "init".to_string(),
                 watcher::Event::InitDone => "done".to_string(),
-                watcher::Event::InitApply(o) => format!("list {}", o.metadata.name.clone().unwrap_or_default()),
-                watcher::Event::Apply(o) => format!("apply {}", o.metadata.name.clone().unwrap_or_default()),
-                watcher::Event::Delete(o) => format!("delete {}", o.metadata.name.clone().unwrap_or_default()),
+                watcher::Event::InitApply(o) => {
+                    format!("list {}", o.metadata.name.clone().unwrap_or_default())
+                }
+                watcher::Event::Apply(o) => {
+                    format!("apply {}", o.metadata.name.clone().unwrap_or_default())
+                }
+                watcher::Event::Delete(o) => {
+                    format!("delete {}", o.metadata.name.clone().unwrap_or_default())
+                }
             };
-            let old = old.and_then(|o| o.metadata.resource_version.clone()).unwrap_or_else(|| "-".into());
+            let old = old
+                .and_then(|o| o.metadata.resource_version.clone())
+                .unwrap_or_else(|| "-".into());
             l.lock().unwrap().push(format!("{s} old={old}"));
         });
         (log, reg)
@@ -466,7 +561,10 @@ mod tests {
         let got = raw.lock().unwrap().clone();
         assert_eq!(got.first().map(String::as_str), Some("init old=-"));
         assert_eq!(got.last().map(String::as_str), Some("done old=-"));
-        assert_eq!(sorted(&raw), ["done old=-", "init old=-", "list a old=-", "list b old=-"]);
+        assert_eq!(
+            sorted(&raw),
+            ["done old=-", "init old=-", "list a old=-", "list b old=-"]
+        );
 
         // Joining in the middle of a relist: the part listed so far, then the rest.
         hub.apply(watcher::Event::Init, "ConfigMap");
@@ -474,9 +572,17 @@ mod tests {
         let (mid, _r3) = raw_log(&hub);
         hub.apply(watcher::Event::InitApply(cm("a", "8")), "ConfigMap");
         hub.apply(watcher::Event::InitDone, "ConfigMap");
-        assert_eq!(*mid.lock().unwrap(), ["init old=-", "list x old=-", "list a old=1", "done old=-"]);
+        assert_eq!(
+            *mid.lock().unwrap(),
+            ["init old=-", "list x old=-", "list a old=1", "done old=-"]
+        );
         // Registered earlier, the first raw handler saw the whole relist.
-        assert!(early.lock().unwrap().ends_with(&["init old=-".into(), "list x old=-".into(), "list a old=1".into(), "done old=-".into()]));
+        assert!(early.lock().unwrap().ends_with(&[
+            "init old=-".into(),
+            "list x old=-".into(),
+            "list a old=1".into(),
+            "done old=-".into()
+        ]));
     }
 
     #[test]
@@ -488,6 +594,9 @@ mod tests {
         drop(reg);
         hub.apply(watcher::Event::Apply(cm("a", "2")), "ConfigMap");
         assert_eq!(*log.lock().unwrap(), ["apply a@1 old=-"]);
-        assert_eq!(*other.lock().unwrap(), ["apply a@1 old=-", "apply a@2 old=a@1"]);
+        assert_eq!(
+            *other.lock().unwrap(),
+            ["apply a@1 old=-", "apply a@2 old=a@1"]
+        );
     }
 }

@@ -66,8 +66,12 @@ impl Error {
 /// Run `workers` workers taking items from `queue` until the future is
 /// dropped. `Ok(Some(d))` requeues the item after `d`; errors requeue it with
 /// exponential backoff (conflicts from a stale cache are logged quietly).
-pub async fn run_workers<T, F, Fut>(name: &str, queue: Arc<WorkQueue<T>>, workers: usize, reconcile: F)
-where
+pub async fn run_workers<T, F, Fut>(
+    name: &str,
+    queue: Arc<WorkQueue<T>>,
+    workers: usize,
+    reconcile: F,
+) where
     T: Clone + Eq + std::hash::Hash + std::fmt::Display,
     F: Fn(T) -> Fut,
     Fut: Future<Output = Result<Option<Duration>>>,
@@ -104,7 +108,10 @@ where
 // ---- label selectors ----
 
 /// Whether a metav1.LabelSelector selects `labels` (an empty selector selects everything).
-pub fn selector_matches(selector: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> bool {
+pub fn selector_matches(
+    selector: &LabelSelector,
+    labels: Option<&BTreeMap<String, String>>,
+) -> bool {
     let empty = BTreeMap::new();
     let labels = labels.unwrap_or(&empty);
     if let Some(ml) = &selector.match_labels
@@ -130,19 +137,34 @@ pub fn selector_matches(selector: &LabelSelector, labels: Option<&BTreeMap<Strin
 }
 
 pub fn selector_is_empty(selector: &LabelSelector) -> bool {
-    selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty) && selector.match_expressions.as_ref().is_none_or(Vec::is_empty)
+    selector
+        .match_labels
+        .as_ref()
+        .is_none_or(BTreeMap::is_empty)
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(Vec::is_empty)
 }
 
 /// Whether a plain map selector (ReplicationController, Service) selects `labels`.
-pub fn map_selector_matches(selector: &BTreeMap<String, String>, labels: Option<&BTreeMap<String, String>>) -> bool {
-    selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+pub fn map_selector_matches(
+    selector: &BTreeMap<String, String>,
+    labels: Option<&BTreeMap<String, String>>,
+) -> bool {
+    selector
+        .iter()
+        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
 }
 
 // ---- owner references ----
 
 /// The managing controller of an object, if any.
 pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
-    meta.owner_references.iter().flatten().find(|r| r.controller == Some(true))
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
 }
 
 /// A controller reference to `owner` (controller and blockOwnerDeletion set).
@@ -166,12 +188,21 @@ pub fn is_being_deleted(meta: &ObjectMeta) -> bool {
 
 /// Not terminal and not being deleted (↔ controller.IsPodActive).
 pub fn pod_is_active(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("");
     phase != "Succeeded" && phase != "Failed" && pod.metadata.deletion_timestamp.is_none()
 }
 
 pub fn pod_ready_condition(pod: &Pod) -> Option<&PodCondition> {
-    pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
 }
 
 pub fn pod_is_ready(pod: &Pod) -> bool {
@@ -197,12 +228,19 @@ pub fn pod_is_available(pod: &Pod, min_ready_seconds: i32, now: jiff::Timestamp)
 }
 
 /// How long until the next of `pods` becomes available, if any is ready but not yet available.
-pub fn next_availability<'a>(pods: impl IntoIterator<Item = &'a Pod>, min_ready_seconds: i32, now: jiff::Timestamp) -> Option<Duration> {
+pub fn next_availability<'a>(
+    pods: impl IntoIterator<Item = &'a Pod>,
+    min_ready_seconds: i32,
+    now: jiff::Timestamp,
+) -> Option<Duration> {
     pods.into_iter()
         .filter_map(|p| pod_available_at(p, min_ready_seconds))
         .filter(|at| *at > now)
         .min()
-        .map(|at| Duration::try_from(at.duration_since(now)).unwrap_or_default() + Duration::from_millis(100))
+        .map(|at| {
+            Duration::try_from(at.duration_since(now)).unwrap_or_default()
+                + Duration::from_millis(100)
+        })
 }
 
 #[cfg(test)]
@@ -211,7 +249,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -219,17 +260,40 @@ mod tests {
         let sel = LabelSelector {
             match_labels: Some(labels(&[("app", "web")])),
             match_expressions: Some(vec![
-                LabelSelectorRequirement { key: "tier".into(), operator: "In".into(), values: Some(vec!["a".into(), "b".into()]) },
-                LabelSelectorRequirement { key: "canary".into(), operator: "DoesNotExist".into(), values: None },
+                LabelSelectorRequirement {
+                    key: "tier".into(),
+                    operator: "In".into(),
+                    values: Some(vec!["a".into(), "b".into()]),
+                },
+                LabelSelectorRequirement {
+                    key: "canary".into(),
+                    operator: "DoesNotExist".into(),
+                    values: None,
+                },
             ]),
         };
-        assert!(selector_matches(&sel, Some(&labels(&[("app", "web"), ("tier", "a")]))));
-        assert!(!selector_matches(&sel, Some(&labels(&[("app", "web"), ("tier", "c")]))));
-        assert!(!selector_matches(&sel, Some(&labels(&[("app", "web"), ("tier", "a"), ("canary", "1")]))));
+        assert!(selector_matches(
+            &sel,
+            Some(&labels(&[("app", "web"), ("tier", "a")]))
+        ));
+        assert!(!selector_matches(
+            &sel,
+            Some(&labels(&[("app", "web"), ("tier", "c")]))
+        ));
+        assert!(!selector_matches(
+            &sel,
+            Some(&labels(&[("app", "web"), ("tier", "a"), ("canary", "1")]))
+        ));
         assert!(!selector_matches(&sel, None));
         assert!(selector_matches(&LabelSelector::default(), None));
         assert!(selector_is_empty(&LabelSelector::default()));
-        assert!(map_selector_matches(&labels(&[("a", "1")]), Some(&labels(&[("a", "1"), ("b", "2")]))));
-        assert!(!map_selector_matches(&labels(&[("a", "1")]), Some(&labels(&[("a", "2")]))));
+        assert!(map_selector_matches(
+            &labels(&[("a", "1")]),
+            Some(&labels(&[("a", "1"), ("b", "2")]))
+        ));
+        assert!(!map_selector_matches(
+            &labels(&[("a", "1")]),
+            Some(&labels(&[("a", "2")]))
+        ));
     }
 }

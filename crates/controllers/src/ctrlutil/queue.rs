@@ -94,7 +94,9 @@ impl<T: Clone + Eq + Hash> WorkQueue<T> {
             let n = g.failures.entry(item.clone()).or_insert(0);
             let exp = (*n).min(30);
             *n = n.saturating_add(1);
-            self.base_delay.saturating_mul(1u32 << exp.min(31)).min(self.max_delay)
+            self.base_delay
+                .saturating_mul(1u32 << exp.min(31))
+                .min(self.max_delay)
         };
         self.add_after(item, delay);
     }

@@ -16,8 +16,14 @@ fn fraction(requested: i64, capacity: i64) -> f64 {
 
 /// (1 - standard deviation of the cpu and memory fractions) * 100.
 pub fn score(pod: &PodInfo, node: &NodeInfo) -> i64 {
-    let cpu = fraction(node.requested.milli_cpu + pod.requests.milli_cpu, node.allocatable.milli_cpu);
-    let mem = fraction(node.requested.memory + pod.requests.memory, node.allocatable.memory);
+    let cpu = fraction(
+        node.requested.milli_cpu + pod.requests.milli_cpu,
+        node.allocatable.milli_cpu,
+    );
+    let mem = fraction(
+        node.requested.memory + pod.requests.memory,
+        node.allocatable.memory,
+    );
     let std = (cpu - mem).abs() / 2.0;
     ((1.0 - std) * MAX_NODE_SCORE as f64) as i64
 }
@@ -32,10 +38,14 @@ mod tests {
     #[test]
     fn table() {
         let requesting = |cpu: &str, mem: &str| {
-            pod(json!({"metadata": {"name": format!("p{cpu}{mem}")}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}}))
+            pod(
+                json!({"metadata": {"name": format!("p{cpu}{mem}")}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}}),
+            )
         };
         let n = |pods: Vec<PodInfo>| {
-            let mut n = node(json!({"metadata": {"name": "n"}, "status": {"allocatable": {"cpu": "4", "memory": "4Gi", "pods": "10"}}}));
+            let mut n = node(
+                json!({"metadata": {"name": "n"}, "status": {"allocatable": {"cpu": "4", "memory": "4Gi", "pods": "10"}}}),
+            );
             for p in pods {
                 n.add_pod(Arc::new(p));
             }
@@ -44,8 +54,18 @@ mod tests {
         let cases = [
             ("balanced", vec![], requesting("1", "1Gi"), 100),
             ("cpu heavy", vec![], requesting("4", "0"), 50),
-            ("evens out", vec![requesting("2", "0")], requesting("0", "2Gi"), 100),
-            ("skews", vec![requesting("2", "0")], requesting("2", "0"), 50),
+            (
+                "evens out",
+                vec![requesting("2", "0")],
+                requesting("0", "2Gi"),
+                100,
+            ),
+            (
+                "skews",
+                vec![requesting("2", "0")],
+                requesting("2", "0"),
+                50,
+            ),
         ];
         for (what, existing, p, want) in cases {
             assert_eq!(score(&p, &n(existing)), want, "{what}");

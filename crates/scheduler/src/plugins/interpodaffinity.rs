@@ -13,7 +13,8 @@ use crate::selectors::{Labels, Op, Requirement, Selector};
 pub const NAME: &str = "InterPodAffinity";
 pub const ERR_AFFINITY: &str = "node(s) didn't match pod affinity rules";
 pub const ERR_ANTI_AFFINITY: &str = "node(s) didn't match pod anti-affinity rules";
-pub const ERR_EXISTING_ANTI_AFFINITY: &str = "node(s) didn't satisfy existing pods anti-affinity rules";
+pub const ERR_EXISTING_ANTI_AFFINITY: &str =
+    "node(s) didn't satisfy existing pods anti-affinity rules";
 /// Weight of an existing pod's required affinity term when scoring (hardPodAffinityWeight).
 pub const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
 
@@ -33,21 +34,36 @@ impl AffinityTerm {
         if t.label_selector.is_some() && !selector.nothing {
             for key in t.match_label_keys.iter().flatten() {
                 if let Some(v) = own_labels.get(key) {
-                    selector.reqs.push(Requirement { key: key.clone(), op: Op::In(vec![v.clone()]) });
+                    selector.reqs.push(Requirement {
+                        key: key.clone(),
+                        op: Op::In(vec![v.clone()]),
+                    });
                 }
             }
             for key in t.mismatch_label_keys.iter().flatten() {
                 if let Some(v) = own_labels.get(key) {
-                    selector.reqs.push(Requirement { key: key.clone(), op: Op::NotIn(vec![v.clone()]) });
+                    selector.reqs.push(Requirement {
+                        key: key.clone(),
+                        op: Op::NotIn(vec![v.clone()]),
+                    });
                 }
             }
         }
         let mut namespaces: BTreeSet<String> = t.namespaces.iter().flatten().cloned().collect();
-        let namespace_selector = t.namespace_selector.as_ref().map(|s| Selector::from_label_selector(Some(s)));
+        let namespace_selector = t
+            .namespace_selector
+            .as_ref()
+            .map(|s| Selector::from_label_selector(Some(s)));
         if namespaces.is_empty() && namespace_selector.is_none() {
             namespaces.insert(own_ns.to_string());
         }
-        AffinityTerm { selector, namespaces, namespace_selector, topology_key: t.topology_key.clone(), weight }
+        AffinityTerm {
+            selector,
+            namespaces,
+            namespace_selector,
+            topology_key: t.topology_key.clone(),
+            weight,
+        }
     }
 
     fn matches_namespace(&self, ns: &str, ns_labels: &HashMap<String, Labels>) -> bool {
@@ -81,7 +97,11 @@ impl PodAffinity {
         let labels = pod.metadata.labels.clone().unwrap_or_default();
         let affinity = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
         let required = |terms: Option<&Vec<PodAffinityTerm>>| -> Vec<AffinityTerm> {
-            terms.into_iter().flatten().map(|t| AffinityTerm::parse(t, namespace, &labels, 1)).collect()
+            terms
+                .into_iter()
+                .flatten()
+                .map(|t| AffinityTerm::parse(t, namespace, &labels, 1))
+                .collect()
         };
         let preferred = |terms: Option<&Vec<WeightedPodAffinityTerm>>| -> Vec<AffinityTerm> {
             terms
@@ -94,10 +114,22 @@ impl PodAffinity {
         let pa = affinity.and_then(|a| a.pod_affinity.as_ref());
         let paa = affinity.and_then(|a| a.pod_anti_affinity.as_ref());
         PodAffinity {
-            required_affinity: required(pa.and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())),
-            required_anti_affinity: required(paa.and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())),
-            preferred_affinity: preferred(pa.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref())),
-            preferred_anti_affinity: preferred(paa.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref())),
+            required_affinity: required(pa.and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
+            required_anti_affinity: required(paa.and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
+            preferred_affinity: preferred(pa.and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
+            preferred_anti_affinity: preferred(paa.and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
         }
     }
 
@@ -132,10 +164,17 @@ pub fn pre_filter(pod: &PodInfo, snap: &Snapshot<'_>) -> PreState {
     let mut state = PreState::default();
     for node in &snap.nodes {
         for key in &node.pods_with_required_anti_affinity {
-            let Some(existing) = node.pods.get(key) else { continue };
+            let Some(existing) = node.pods.get(key) else {
+                continue;
+            };
             for term in &existing.affinity.required_anti_affinity {
                 if term.matches(pod, snap.namespaces) {
-                    bump(&mut state.existing_anti_affinity, node, &term.topology_key, 1);
+                    bump(
+                        &mut state.existing_anti_affinity,
+                        node,
+                        &term.topology_key,
+                        1,
+                    );
                 }
             }
         }
@@ -149,7 +188,11 @@ pub fn pre_filter(pod: &PodInfo, snap: &Snapshot<'_>) -> PreState {
             if existing.key == pod.key {
                 continue;
             }
-            if !a.required_affinity.is_empty() && a.required_affinity.iter().all(|t| t.matches(existing, snap.namespaces)) {
+            if !a.required_affinity.is_empty()
+                && a.required_affinity
+                    .iter()
+                    .all(|t| t.matches(existing, snap.namespaces))
+            {
                 for t in &a.required_affinity {
                     bump(&mut state.affinity, node, &t.topology_key, 1);
                 }
@@ -165,30 +208,51 @@ pub fn pre_filter(pod: &PodInfo, snap: &Snapshot<'_>) -> PreState {
 }
 
 fn count_at(counts: &TopologyCounts, key: &str, node: &NodeInfo) -> i64 {
-    node.labels.get(key).and_then(|v| counts.get(&(key.to_string(), v.clone()))).copied().unwrap_or(0)
+    node.labels
+        .get(key)
+        .and_then(|v| counts.get(&(key.to_string(), v.clone())))
+        .copied()
+        .unwrap_or(0)
 }
 
 pub fn filter(state: &PreState, pod: &PodInfo, node: &NodeInfo) -> FilterResult {
     let terms = &pod.affinity.required_affinity;
     if !terms.is_empty() {
-        if terms.iter().any(|t| !node.labels.contains_key(&t.topology_key)) {
+        if terms
+            .iter()
+            .any(|t| !node.labels.contains_key(&t.topology_key))
+        {
             return Err(Unfit::unresolvable(NAME, ERR_AFFINITY));
         }
-        let exist = terms.iter().all(|t| count_at(&state.affinity, &t.topology_key, node) > 0);
+        let exist = terms
+            .iter()
+            .all(|t| count_at(&state.affinity, &t.topology_key, node) > 0);
         // The first pod of a group with affinity to itself may go anywhere.
-        let first_of_group =
-            state.affinity.is_empty() && terms.iter().all(|t| t.matches_namespace(&pod.namespace, &HashMap::new()) && t.selector.matches(&pod.labels));
+        let first_of_group = state.affinity.is_empty()
+            && terms.iter().all(|t| {
+                t.matches_namespace(&pod.namespace, &HashMap::new())
+                    && t.selector.matches(&pod.labels)
+            });
         if !exist && !first_of_group {
             return Err(Unfit::unresolvable(NAME, ERR_AFFINITY));
         }
     }
     if !state.anti_affinity.is_empty()
-        && pod.affinity.required_anti_affinity.iter().any(|t| count_at(&state.anti_affinity, &t.topology_key, node) > 0)
+        && pod
+            .affinity
+            .required_anti_affinity
+            .iter()
+            .any(|t| count_at(&state.anti_affinity, &t.topology_key, node) > 0)
     {
         return Err(Unfit::unschedulable(NAME, ERR_ANTI_AFFINITY));
     }
     if !state.existing_anti_affinity.is_empty()
-        && node.labels.iter().any(|(k, v)| state.existing_anti_affinity.get(&(k.clone(), v.clone())).is_some_and(|c| *c > 0))
+        && node.labels.iter().any(|(k, v)| {
+            state
+                .existing_anti_affinity
+                .get(&(k.clone(), v.clone()))
+                .is_some_and(|c| *c > 0)
+        })
     {
         return Err(Unfit::unschedulable(NAME, ERR_EXISTING_ANTI_AFFINITY));
     }
@@ -248,10 +312,29 @@ pub fn score(pod: &PodInfo, nodes: &[&NodeInfo], snap: &Snapshot<'_>) -> Vec<i64
     if !any || topo.is_empty() {
         return vec![0; nodes.len()];
     }
-    let raw: Vec<i64> = nodes.iter().map(|n| n.labels.iter().filter_map(|(k, v)| topo.get(&(k.clone(), v.clone()))).sum()).collect();
-    let (min, max) = (raw.iter().copied().min().unwrap_or(0), raw.iter().copied().max().unwrap_or(0));
+    let raw: Vec<i64> = nodes
+        .iter()
+        .map(|n| {
+            n.labels
+                .iter()
+                .filter_map(|(k, v)| topo.get(&(k.clone(), v.clone())))
+                .sum()
+        })
+        .collect();
+    let (min, max) = (
+        raw.iter().copied().min().unwrap_or(0),
+        raw.iter().copied().max().unwrap_or(0),
+    );
     let diff = max - min;
-    raw.into_iter().map(|s| if diff > 0 { MAX_NODE_SCORE * (s - min) / diff } else { 0 }).collect()
+    raw.into_iter()
+        .map(|s| {
+            if diff > 0 {
+                MAX_NODE_SCORE * (s - min) / diff
+            } else {
+                0
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -260,7 +343,12 @@ mod tests {
     use crate::cache::testutil::{node_with, pod};
     use serde_json::json;
 
-    type Case = (&'static str, PodInfo, Vec<NodeInfo>, Vec<Option<&'static str>>);
+    type Case = (
+        &'static str,
+        PodInfo,
+        Vec<NodeInfo>,
+        Vec<Option<&'static str>>,
+    );
 
     fn labelled(name: &str, labels: serde_json::Value, affinity: serde_json::Value) -> PodInfo {
         pod(json!({"metadata": {"name": name, "labels": labels}, "spec": {"affinity": affinity}}))
@@ -272,17 +360,22 @@ mod tests {
 
     fn run(p: &PodInfo, nodes: &[NodeInfo]) -> Vec<Option<&'static str>> {
         let ns = HashMap::new();
-        let snap = Snapshot { nodes: nodes.iter().collect(), namespaces: &ns };
+        let snap = Snapshot {
+            nodes: nodes.iter().collect(),
+            namespaces: &ns,
+        };
         let state = pre_filter(p, &snap);
         nodes
             .iter()
             .map(|n| {
-                filter(&state, p, n).err().map(|e| match e.reasons[0].as_str() {
-                    ERR_AFFINITY => "affinity",
-                    ERR_ANTI_AFFINITY => "anti",
-                    ERR_EXISTING_ANTI_AFFINITY => "existing",
-                    _ => "other",
-                })
+                filter(&state, p, n)
+                    .err()
+                    .map(|e| match e.reasons[0].as_str() {
+                        ERR_AFFINITY => "affinity",
+                        ERR_ANTI_AFFINITY => "anti",
+                        ERR_EXISTING_ANTI_AFFINITY => "existing",
+                        _ => "other",
+                    })
             })
             .collect()
     }
@@ -291,42 +384,86 @@ mod tests {
     fn filter_table() {
         let zone = |z: &str| json!({"zone": z, "kubernetes.io/hostname": "h"});
         let db = labelled("db", json!({"app": "db"}), json!(null));
-        let web_anti_web = labelled("web-0", json!({"app": "web"}), json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("web", "zone")]}}));
+        let web_anti_web = labelled(
+            "web-0",
+            json!({"app": "web"}),
+            json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("web", "zone")]}}),
+        );
         let cases: Vec<Case> = vec![
             (
                 "affinity to db's zone",
-                labelled("p", json!({}), json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("db", "zone")]}})),
-                vec![node_with("a", zone("a"), vec![db.clone()]), node_with("b", zone("b"), vec![]), node_with("c", json!({}), vec![])],
+                labelled(
+                    "p",
+                    json!({}),
+                    json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("db", "zone")]}}),
+                ),
+                vec![
+                    node_with("a", zone("a"), vec![db.clone()]),
+                    node_with("b", zone("b"), vec![]),
+                    node_with("c", json!({}), vec![]),
+                ],
                 vec![None, Some("affinity"), Some("affinity")],
             ),
             (
                 "first of a self-affine group",
-                labelled("p", json!({"app": "cache"}), json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("cache", "zone")]}})),
-                vec![node_with("a", zone("a"), vec![db.clone()]), node_with("b", zone("b"), vec![])],
+                labelled(
+                    "p",
+                    json!({"app": "cache"}),
+                    json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("cache", "zone")]}}),
+                ),
+                vec![
+                    node_with("a", zone("a"), vec![db.clone()]),
+                    node_with("b", zone("b"), vec![]),
+                ],
                 vec![None, None],
             ),
             (
                 "no match and not self-affine",
-                labelled("p", json!({}), json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("cache", "zone")]}})),
+                labelled(
+                    "p",
+                    json!({}),
+                    json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("cache", "zone")]}}),
+                ),
                 vec![node_with("a", zone("a"), vec![db.clone()])],
                 vec![Some("affinity")],
             ),
             (
                 "anti-affinity to db's zone",
-                labelled("p", json!({}), json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("db", "zone")]}})),
-                vec![node_with("a", zone("a"), vec![db.clone()]), node_with("a2", zone("a"), vec![]), node_with("b", zone("b"), vec![])],
+                labelled(
+                    "p",
+                    json!({}),
+                    json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("db", "zone")]}}),
+                ),
+                vec![
+                    node_with("a", zone("a"), vec![db.clone()]),
+                    node_with("a2", zone("a"), vec![]),
+                    node_with("b", zone("b"), vec![]),
+                ],
                 vec![Some("anti"), Some("anti"), None],
             ),
             (
                 "existing pod's anti-affinity",
                 labelled("web-1", json!({"app": "web"}), json!(null)),
-                vec![node_with("a", zone("a"), vec![web_anti_web.clone()]), node_with("b", zone("b"), vec![])],
+                vec![
+                    node_with("a", zone("a"), vec![web_anti_web.clone()]),
+                    node_with("b", zone("b"), vec![]),
+                ],
                 vec![Some("existing"), None],
             ),
             (
                 "other namespace does not count",
-                labelled("p", json!({}), json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("db", "zone")]}})),
-                vec![node_with("a", zone("a"), vec![pod(json!({"metadata": {"name": "db", "namespace": "other", "labels": {"app": "db"}}}))])],
+                labelled(
+                    "p",
+                    json!({}),
+                    json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("db", "zone")]}}),
+                ),
+                vec![node_with(
+                    "a",
+                    zone("a"),
+                    vec![pod(
+                        json!({"metadata": {"name": "db", "namespace": "other", "labels": {"app": "db"}}}),
+                    )],
+                )],
                 vec![None],
             ),
             (
@@ -336,7 +473,13 @@ mod tests {
                     json!({}),
                     json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": {"matchLabels": {"app": "db"}}, "namespaceSelector": {}, "topologyKey": "zone"}]}}),
                 ),
-                vec![node_with("a", zone("a"), vec![pod(json!({"metadata": {"name": "db", "namespace": "other", "labels": {"app": "db"}}}))])],
+                vec![node_with(
+                    "a",
+                    zone("a"),
+                    vec![pod(
+                        json!({"metadata": {"name": "db", "namespace": "other", "labels": {"app": "db"}}}),
+                    )],
+                )],
                 vec![Some("anti")],
             ),
         ];
@@ -363,7 +506,10 @@ mod tests {
             node_with("c", json!({"zone": "c"}), vec![web]),
         ];
         let ns = HashMap::new();
-        let snap = Snapshot { nodes: nodes.iter().collect(), namespaces: &ns };
+        let snap = Snapshot {
+            nodes: nodes.iter().collect(),
+            namespaces: &ns,
+        };
         let feasible: Vec<&NodeInfo> = nodes.iter().collect();
         assert_eq!(score(&p, &feasible, &snap), vec![100, 33, 0]);
         let plain = labelled("q", json!({}), json!(null));

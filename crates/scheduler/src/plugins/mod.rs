@@ -6,8 +6,8 @@ pub mod balancedallocation;
 pub mod interpodaffinity;
 pub mod nodeaffinity;
 pub mod nodename;
-pub mod noderesources;
 pub mod nodeports;
+pub mod noderesources;
 pub mod nodeunschedulable;
 pub mod podtopologyspread;
 pub mod tainttoleration;
@@ -40,7 +40,11 @@ pub struct Unfit {
 
 impl Unfit {
     pub fn new(plugin: &'static str, code: Code, reason: impl Into<String>) -> Unfit {
-        Unfit { plugin, code, reasons: vec![reason.into()] }
+        Unfit {
+            plugin,
+            code,
+            reasons: vec![reason.into()],
+        }
     }
 
     pub fn unschedulable(plugin: &'static str, reason: impl Into<String>) -> Unfit {
@@ -114,8 +118,17 @@ pub fn score_nodes(pod: &PodInfo, nodes: &[&NodeInfo], snap: &Snapshot<'_>) -> V
             *t += s * weight;
         }
     };
-    add(nodes.iter().map(|n| noderesources::score(pod, n)).collect(), 1);
-    add(nodes.iter().map(|n| balancedallocation::score(pod, n)).collect(), 1);
+    add(
+        nodes.iter().map(|n| noderesources::score(pod, n)).collect(),
+        1,
+    );
+    add(
+        nodes
+            .iter()
+            .map(|n| balancedallocation::score(pod, n))
+            .collect(),
+        1,
+    );
     add(tainttoleration::score(pod, nodes), 3);
     add(nodeaffinity::score(pod, nodes), 2);
     add(podtopologyspread::score(pod, nodes, snap), 2);

@@ -21,22 +21,42 @@ pub struct NodeAffinity {
 impl NodeAffinity {
     pub fn parse(pod: &Pod) -> NodeAffinity {
         let spec = pod.spec.as_ref();
-        let node_affinity = spec.and_then(|s| s.affinity.as_ref()).and_then(|a| a.node_affinity.as_ref());
+        let node_affinity = spec
+            .and_then(|s| s.affinity.as_ref())
+            .and_then(|a| a.node_affinity.as_ref());
         NodeAffinity {
-            node_selector: spec.and_then(|s| s.node_selector.clone()).unwrap_or_default(),
+            node_selector: spec
+                .and_then(|s| s.node_selector.clone())
+                .unwrap_or_default(),
             required: node_affinity
-                .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+                .and_then(|a| {
+                    a.required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                })
                 .map(|ns| ns.node_selector_terms.iter().map(NodeTerm::parse).collect()),
             preferred: node_affinity
-                .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref())
-                .map(|terms| terms.iter().filter(|t| t.weight != 0).map(|t| (t.weight, NodeTerm::parse(&t.preference))).collect())
+                .and_then(|a| {
+                    a.preferred_during_scheduling_ignored_during_execution
+                        .as_ref()
+                })
+                .map(|terms| {
+                    terms
+                        .iter()
+                        .filter(|t| t.weight != 0)
+                        .map(|t| (t.weight, NodeTerm::parse(&t.preference)))
+                        .collect()
+                })
                 .unwrap_or_default(),
         }
     }
 
     /// nodeSelector and required affinity both hold for the node.
     pub fn matches(&self, node_name: &str, labels: &Labels) -> bool {
-        if !self.node_selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+        if !self
+            .node_selector
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+        {
             return false;
         }
         match &self.required {
@@ -59,7 +79,12 @@ pub fn score(pod: &PodInfo, nodes: &[&NodeInfo]) -> Vec<i64> {
     let mut scores: Vec<i64> = nodes
         .iter()
         .map(|n| {
-            pod.node_affinity.preferred.iter().filter(|(_, t)| t.matches(&n.name, &n.labels)).map(|(w, _)| i64::from(*w)).sum()
+            pod.node_affinity
+                .preferred
+                .iter()
+                .filter(|(_, t)| t.matches(&n.name, &n.labels))
+                .map(|(w, _)| i64::from(*w))
+                .sum()
         })
         .collect();
     default_normalize(&mut scores, false);
@@ -79,10 +104,38 @@ mod tests {
         let required = |terms: serde_json::Value| json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}});
         let cases = [
             ("no constraint", json!({}), json!(null), &zone_a, true),
-            ("selector match", json!({"disk": "ssd"}), json!(null), &zone_a, true),
-            ("selector miss", json!({"disk": "ssd"}), json!(null), &zone_b, false),
-            ("required In", json!({}), required(json!([{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}])), &zone_a, true),
-            ("required In miss", json!({}), required(json!([{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}])), &zone_b, false),
+            (
+                "selector match",
+                json!({"disk": "ssd"}),
+                json!(null),
+                &zone_a,
+                true,
+            ),
+            (
+                "selector miss",
+                json!({"disk": "ssd"}),
+                json!(null),
+                &zone_b,
+                false,
+            ),
+            (
+                "required In",
+                json!({}),
+                required(
+                    json!([{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]),
+                ),
+                &zone_a,
+                true,
+            ),
+            (
+                "required In miss",
+                json!({}),
+                required(
+                    json!([{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]),
+                ),
+                &zone_b,
+                false,
+            ),
             (
                 "terms are ORed",
                 json!({}),
@@ -93,12 +146,36 @@ mod tests {
                 &zone_b,
                 true,
             ),
-            ("empty terms match nothing", json!({}), required(json!([])), &zone_a, false),
-            ("both must hold", json!({"disk": "ssd"}), required(json!([{"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}])), &zone_a, false),
-            ("matchFields name", json!({}), required(json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n"]}]}])), &zone_b, true),
+            (
+                "empty terms match nothing",
+                json!({}),
+                required(json!([])),
+                &zone_a,
+                false,
+            ),
+            (
+                "both must hold",
+                json!({"disk": "ssd"}),
+                required(
+                    json!([{"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}]),
+                ),
+                &zone_a,
+                false,
+            ),
+            (
+                "matchFields name",
+                json!({}),
+                required(
+                    json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n"]}]}]),
+                ),
+                &zone_b,
+                true,
+            ),
         ];
         for (what, selector, affinity, labels, fits) in cases {
-            let p = pod(json!({"metadata": {"name": "p"}, "spec": {"nodeSelector": selector, "affinity": affinity}}));
+            let p = pod(
+                json!({"metadata": {"name": "p"}, "spec": {"nodeSelector": selector, "affinity": affinity}}),
+            );
             let n = node(json!({"metadata": {"name": "n", "labels": labels}}));
             let got = filter(&p, &n);
             assert_eq!(got.is_ok(), fits, "{what}");
@@ -110,10 +187,12 @@ mod tests {
 
     #[test]
     fn preferred_score() {
-        let p = pod(json!({"metadata": {"name": "p"}, "spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-            {"weight": 80, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}},
-            {"weight": 20, "preference": {"matchExpressions": [{"key": "disk", "operator": "Exists"}]}}
-        ]}}}}));
+        let p = pod(
+            json!({"metadata": {"name": "p"}, "spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 80, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}},
+                {"weight": 20, "preference": {"matchExpressions": [{"key": "disk", "operator": "Exists"}]}}
+            ]}}}}),
+        );
         let n1 = node(json!({"metadata": {"name": "n1", "labels": {"zone": "a", "disk": "ssd"}}}));
         let n2 = node(json!({"metadata": {"name": "n2", "labels": {"zone": "a"}}}));
         let n3 = node(json!({"metadata": {"name": "n3", "labels": {"disk": "hdd"}}}));

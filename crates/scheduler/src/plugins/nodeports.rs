@@ -23,7 +23,11 @@ pub fn parse(pod: &Pod) -> Vec<HostPort> {
     let Some(spec) = pod.spec.as_ref() else {
         return Vec::new();
     };
-    let sidecars = spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    let sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
     spec.containers
         .iter()
         .chain(sidecars)
@@ -31,24 +35,41 @@ pub fn parse(pod: &Pod) -> Vec<HostPort> {
         .filter_map(|p| {
             let port = p.host_port.filter(|hp| *hp > 0)?;
             Some(HostPort {
-                protocol: p.protocol.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "TCP".into()),
+                protocol: p
+                    .protocol
+                    .clone()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "TCP".into()),
                 port,
-                ip: p.host_ip.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| ANY_IP.into()),
+                ip: p
+                    .host_ip
+                    .clone()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| ANY_IP.into()),
             })
         })
         .collect()
 }
 
 fn conflicts(a: &HostPort, b: &HostPort) -> bool {
-    a.protocol == b.protocol && a.port == b.port && (a.ip == b.ip || a.ip == ANY_IP || b.ip == ANY_IP)
+    a.protocol == b.protocol
+        && a.port == b.port
+        && (a.ip == b.ip || a.ip == ANY_IP || b.ip == ANY_IP)
 }
 
 pub fn filter(pod: &PodInfo, node: &NodeInfo) -> FilterResult {
     if pod.host_ports.is_empty() || node.used_ports.is_empty() {
         return Ok(());
     }
-    let clash = pod.host_ports.iter().any(|want| node.used_ports.keys().any(|used| conflicts(want, used)));
-    if clash { Err(Unfit::unschedulable(NAME, ERR_REASON)) } else { Ok(()) }
+    let clash = pod
+        .host_ports
+        .iter()
+        .any(|want| node.used_ports.keys().any(|used| conflicts(want, used)));
+    if clash {
+        Err(Unfit::unschedulable(NAME, ERR_REASON))
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -58,24 +79,56 @@ mod tests {
     use serde_json::json;
 
     fn with_ports(ports: serde_json::Value) -> PodInfo {
-        pod(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "ports": ports}]}}))
+        pod(
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "ports": ports}]}}),
+        )
     }
 
     #[test]
     fn table() {
         let cases = [
-            ("no ports", json!([]), json!([{"containerPort": 80, "hostPort": 80}]), true),
-            ("container port only", json!([{"containerPort": 80}]), json!([{"containerPort": 80}]), true),
-            ("same port", json!([{"containerPort": 80, "hostPort": 80}]), json!([{"containerPort": 80, "hostPort": 80}]), false),
-            ("other port", json!([{"containerPort": 80, "hostPort": 80}]), json!([{"containerPort": 80, "hostPort": 81}]), true),
-            ("other protocol", json!([{"containerPort": 53, "hostPort": 53, "protocol": "UDP"}]), json!([{"containerPort": 53, "hostPort": 53}]), true),
+            (
+                "no ports",
+                json!([]),
+                json!([{"containerPort": 80, "hostPort": 80}]),
+                true,
+            ),
+            (
+                "container port only",
+                json!([{"containerPort": 80}]),
+                json!([{"containerPort": 80}]),
+                true,
+            ),
+            (
+                "same port",
+                json!([{"containerPort": 80, "hostPort": 80}]),
+                json!([{"containerPort": 80, "hostPort": 80}]),
+                false,
+            ),
+            (
+                "other port",
+                json!([{"containerPort": 80, "hostPort": 80}]),
+                json!([{"containerPort": 80, "hostPort": 81}]),
+                true,
+            ),
+            (
+                "other protocol",
+                json!([{"containerPort": 53, "hostPort": 53, "protocol": "UDP"}]),
+                json!([{"containerPort": 53, "hostPort": 53}]),
+                true,
+            ),
             (
                 "distinct IPs",
                 json!([{"containerPort": 80, "hostPort": 80, "hostIP": "10.0.0.1"}]),
                 json!([{"containerPort": 80, "hostPort": 80, "hostIP": "10.0.0.2"}]),
                 true,
             ),
-            ("any IP clashes", json!([{"containerPort": 80, "hostPort": 80, "hostIP": "10.0.0.1"}]), json!([{"containerPort": 80, "hostPort": 80}]), false),
+            (
+                "any IP clashes",
+                json!([{"containerPort": 80, "hostPort": 80, "hostIP": "10.0.0.1"}]),
+                json!([{"containerPort": 80, "hostPort": 80}]),
+                false,
+            ),
         ];
         for (what, new_ports, used_ports, fits) in cases {
             let n = node_with("n", json!({}), vec![with_ports(used_ports)]);

@@ -18,7 +18,11 @@ pub struct Insufficient {
 }
 
 fn insufficient(resource: &str, reason: String, unresolvable: bool) -> Insufficient {
-    Insufficient { resource: resource.into(), reason, unresolvable }
+    Insufficient {
+        resource: resource.into(),
+        reason,
+        unresolvable,
+    }
 }
 
 /// Every resource the node lacks for the pod, in Kubernetes' order.
@@ -27,7 +31,11 @@ pub fn fits_request(pod: &PodInfo, node: &NodeInfo) -> Vec<Insufficient> {
     let alloc = &node.allocatable;
     let used = &node.requested;
     if used.allowed_pods + 1 > alloc.allowed_pods {
-        out.push(insufficient("pods", "Too many pods".into(), alloc.allowed_pods < 1));
+        out.push(insufficient(
+            "pods",
+            "Too many pods".into(),
+            alloc.allowed_pods < 1,
+        ));
     }
     let req = &pod.requests;
     if req.is_zero() {
@@ -36,11 +44,20 @@ pub fn fits_request(pod: &PodInfo, node: &NodeInfo) -> Vec<Insufficient> {
     let native = [
         ("cpu", req.milli_cpu, alloc.milli_cpu, used.milli_cpu),
         ("memory", req.memory, alloc.memory, used.memory),
-        ("ephemeral-storage", req.ephemeral_storage, alloc.ephemeral_storage, used.ephemeral_storage),
+        (
+            "ephemeral-storage",
+            req.ephemeral_storage,
+            alloc.ephemeral_storage,
+            used.ephemeral_storage,
+        ),
     ];
     for (name, want, have, taken) in native {
         if want > 0 && want > have.saturating_sub(taken) {
-            out.push(insufficient(name, format!("Insufficient {name}"), want > have));
+            out.push(insufficient(
+                name,
+                format!("Insufficient {name}"),
+                want > have,
+            ));
         }
     }
     for (name, want) in &req.scalar {
@@ -50,7 +67,11 @@ pub fn fits_request(pod: &PodInfo, node: &NodeInfo) -> Vec<Insufficient> {
         let have = alloc.scalar.get(name).copied().unwrap_or(0);
         let taken = used.scalar.get(name).copied().unwrap_or(0);
         if *want > have.saturating_sub(taken) {
-            out.push(insufficient(name, format!("Insufficient {name}"), *want > have));
+            out.push(insufficient(
+                name,
+                format!("Insufficient {name}"),
+                *want > have,
+            ));
         }
     }
     out
@@ -61,8 +82,16 @@ pub fn filter(pod: &PodInfo, node: &NodeInfo) -> FilterResult {
     if lacking.is_empty() {
         return Ok(());
     }
-    let code = if lacking.iter().any(|i| i.unresolvable) { Code::UnschedulableAndUnresolvable } else { Code::Unschedulable };
-    Err(Unfit { plugin: NAME, code, reasons: lacking.into_iter().map(|i| i.reason).collect() })
+    let code = if lacking.iter().any(|i| i.unresolvable) {
+        Code::UnschedulableAndUnresolvable
+    } else {
+        Code::Unschedulable
+    };
+    Err(Unfit {
+        plugin: NAME,
+        code,
+        reasons: lacking.into_iter().map(|i| i.reason).collect(),
+    })
 }
 
 fn least_allocated(requested: i64, capacity: i64) -> i64 {
@@ -75,8 +104,14 @@ fn least_allocated(requested: i64, capacity: i64) -> i64 {
 /// LeastAllocated: the mean over cpu and memory of the share left free
 /// after placing the pod (with the scoring defaults for unset requests).
 pub fn score(pod: &PodInfo, node: &NodeInfo) -> i64 {
-    let cpu = least_allocated(node.non_zero_requested.0 + pod.non_zero.0, node.allocatable.milli_cpu);
-    let mem = least_allocated(node.non_zero_requested.1 + pod.non_zero.1, node.allocatable.memory);
+    let cpu = least_allocated(
+        node.non_zero_requested.0 + pod.non_zero.0,
+        node.allocatable.milli_cpu,
+    );
+    let mem = least_allocated(
+        node.non_zero_requested.1 + pod.non_zero.1,
+        node.allocatable.memory,
+    );
     (cpu + mem) / 2
 }
 
@@ -87,10 +122,18 @@ mod tests {
     use serde_json::json;
     use std::sync::Arc;
 
-    type Case = (&'static str, serde_json::Value, Vec<PodInfo>, Vec<&'static str>, Option<Code>);
+    type Case = (
+        &'static str,
+        serde_json::Value,
+        Vec<PodInfo>,
+        Vec<&'static str>,
+        Option<Code>,
+    );
 
     fn requesting(name: &str, requests: serde_json::Value) -> PodInfo {
-        pod(json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "resources": {"requests": requests}}]}}))
+        pod(
+            json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "resources": {"requests": requests}}]}}),
+        )
     }
 
     fn node_alloc(alloc: serde_json::Value, pods: Vec<PodInfo>) -> NodeInfo {
@@ -105,10 +148,34 @@ mod tests {
     fn filter_table() {
         let alloc = json!({"cpu": "2", "memory": "4Gi", "pods": "3", "ephemeral-storage": "10Gi", "example.com/gpu": "2"});
         let cases: Vec<Case> = vec![
-            ("fits", json!({"cpu": "1", "memory": "1Gi"}), vec![], vec![], None),
-            ("no requests", json!({}), vec![requesting("a", json!({"cpu": "2"}))], vec![], None),
-            ("cpu used up", json!({"cpu": "1"}), vec![requesting("a", json!({"cpu": "1500m"}))], vec!["Insufficient cpu"], Some(Code::Unschedulable)),
-            ("cpu above allocatable", json!({"cpu": "3"}), vec![], vec!["Insufficient cpu"], Some(Code::UnschedulableAndUnresolvable)),
+            (
+                "fits",
+                json!({"cpu": "1", "memory": "1Gi"}),
+                vec![],
+                vec![],
+                None,
+            ),
+            (
+                "no requests",
+                json!({}),
+                vec![requesting("a", json!({"cpu": "2"}))],
+                vec![],
+                None,
+            ),
+            (
+                "cpu used up",
+                json!({"cpu": "1"}),
+                vec![requesting("a", json!({"cpu": "1500m"}))],
+                vec!["Insufficient cpu"],
+                Some(Code::Unschedulable),
+            ),
+            (
+                "cpu above allocatable",
+                json!({"cpu": "3"}),
+                vec![],
+                vec!["Insufficient cpu"],
+                Some(Code::UnschedulableAndUnresolvable),
+            ),
             (
                 "cpu and memory",
                 json!({"cpu": "1", "memory": "4Gi"}),
@@ -116,14 +183,42 @@ mod tests {
                 vec!["Insufficient cpu", "Insufficient memory"],
                 Some(Code::Unschedulable),
             ),
-            ("ephemeral", json!({"ephemeral-storage": "11Gi"}), vec![], vec!["Insufficient ephemeral-storage"], Some(Code::UnschedulableAndUnresolvable)),
-            ("extended fits", json!({"example.com/gpu": "2"}), vec![], vec![], None),
-            ("extended used", json!({"example.com/gpu": "1"}), vec![requesting("a", json!({"example.com/gpu": "2"}))], vec!["Insufficient example.com/gpu"], Some(Code::Unschedulable)),
-            ("extended absent", json!({"other.com/fpga": "1"}), vec![], vec!["Insufficient other.com/fpga"], Some(Code::UnschedulableAndUnresolvable)),
+            (
+                "ephemeral",
+                json!({"ephemeral-storage": "11Gi"}),
+                vec![],
+                vec!["Insufficient ephemeral-storage"],
+                Some(Code::UnschedulableAndUnresolvable),
+            ),
+            (
+                "extended fits",
+                json!({"example.com/gpu": "2"}),
+                vec![],
+                vec![],
+                None,
+            ),
+            (
+                "extended used",
+                json!({"example.com/gpu": "1"}),
+                vec![requesting("a", json!({"example.com/gpu": "2"}))],
+                vec!["Insufficient example.com/gpu"],
+                Some(Code::Unschedulable),
+            ),
+            (
+                "extended absent",
+                json!({"other.com/fpga": "1"}),
+                vec![],
+                vec!["Insufficient other.com/fpga"],
+                Some(Code::UnschedulableAndUnresolvable),
+            ),
             (
                 "too many pods",
                 json!({"cpu": "100m"}),
-                vec![requesting("a", json!({})), requesting("b", json!({})), requesting("c", json!({}))],
+                vec![
+                    requesting("a", json!({})),
+                    requesting("b", json!({})),
+                    requesting("c", json!({})),
+                ],
                 vec!["Too many pods"],
                 Some(Code::Unschedulable),
             ),
@@ -152,14 +247,21 @@ mod tests {
         };
         assert!(filter(&p("2"), &n).is_ok(), "init 2 <= 2");
         assert!(filter(&p("3"), &n).is_err(), "init 3 > 2");
-        assert_eq!(p("1").requests.milli_cpu, 1500, "apps sum wins over a smaller init");
+        assert_eq!(
+            p("1").requests.milli_cpu,
+            1500,
+            "apps sum wins over a smaller init"
+        );
     }
 
     #[test]
     fn least_allocated_score() {
         let alloc = json!({"cpu": "4", "memory": "4Gi", "pods": "10"});
         let empty = node_alloc(alloc.clone(), vec![]);
-        let half = node_alloc(alloc, vec![requesting("a", json!({"cpu": "2", "memory": "2Gi"}))]);
+        let half = node_alloc(
+            alloc,
+            vec![requesting("a", json!({"cpu": "2", "memory": "2Gi"}))],
+        );
         let p = requesting("new", json!({"cpu": "1", "memory": "1Gi"}));
         assert_eq!(score(&p, &empty), 75);
         assert_eq!(score(&p, &half), 25);

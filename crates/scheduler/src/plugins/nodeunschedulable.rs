@@ -16,7 +16,11 @@ pub fn filter(pod: &PodInfo, node: &NodeInfo) -> FilterResult {
     if !node.unschedulable {
         return Ok(());
     }
-    let taint = Taint { key: TAINT_KEY.into(), effect: "NoSchedule".into(), ..Default::default() };
+    let taint = Taint {
+        key: TAINT_KEY.into(),
+        effect: "NoSchedule".into(),
+        ..Default::default()
+    };
     if pod.tolerations.iter().any(|t| tolerates(t, &taint)) {
         return Ok(());
     }
@@ -35,15 +39,27 @@ mod tests {
             (json!(null), json!([]), true),
             (json!(true), json!([]), false),
             (json!(false), json!([]), true),
-            (json!(true), json!([{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]), true),
+            (
+                json!(true),
+                json!([{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]),
+                true,
+            ),
             (json!(true), json!([{"operator": "Exists"}]), true),
-            (json!(true), json!([{"key": TAINT_KEY, "operator": "Exists", "effect": "NoExecute"}]), false),
+            (
+                json!(true),
+                json!([{"key": TAINT_KEY, "operator": "Exists", "effect": "NoExecute"}]),
+                false,
+            ),
         ];
         for (unsched, tolerations, fits) in cases {
             let p = pod(json!({"metadata": {"name": "p"}, "spec": {"tolerations": tolerations}}));
             let n = node(json!({"metadata": {"name": "n"}, "spec": {"unschedulable": unsched}}));
             let got = filter(&p, &n);
-            assert_eq!(got.is_ok(), fits, "unschedulable={unsched} tolerations={tolerations}");
+            assert_eq!(
+                got.is_ok(),
+                fits,
+                "unschedulable={unsched} tolerations={tolerations}"
+            );
             if let Err(e) = got {
                 assert_eq!(e.reasons, vec![ERR_REASON.to_string()]);
             }

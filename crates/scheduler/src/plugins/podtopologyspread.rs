@@ -13,7 +13,8 @@ use crate::selectors::{Op, Requirement, Selector};
 
 pub const NAME: &str = "PodTopologySpread";
 pub const ERR_CONSTRAINTS: &str = "node(s) didn't match pod topology spread constraints";
-pub const ERR_MISSING_LABEL: &str = "node(s) didn't match pod topology spread constraints (missing required label)";
+pub const ERR_MISSING_LABEL: &str =
+    "node(s) didn't match pod topology spread constraints (missing required label)";
 const HOSTNAME: &str = "kubernetes.io/hostname";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,7 +44,10 @@ pub fn parse(pod: &Pod) -> Vec<Constraint> {
             if c.label_selector.is_some() && !selector.nothing {
                 for key in c.match_label_keys.iter().flatten() {
                     if let Some(v) = labels.get(key) {
-                        selector.reqs.push(Requirement { key: key.clone(), op: Op::In(vec![v.clone()]) });
+                        selector.reqs.push(Requirement {
+                            key: key.clone(),
+                            op: Op::In(vec![v.clone()]),
+                        });
                     }
                 }
             }
@@ -77,7 +81,15 @@ pub struct PreState {
 }
 
 fn count_matching(node: &NodeInfo, c: &Constraint, namespace: &str, skip: &str) -> i64 {
-    node.pods.values().filter(|p| p.namespace == namespace && !p.terminating && p.key != skip && c.selector.matches(&p.labels)).count() as i64
+    node.pods
+        .values()
+        .filter(|p| {
+            p.namespace == namespace
+                && !p.terminating
+                && p.key != skip
+                && c.selector.matches(&p.labels)
+        })
+        .count() as i64
 }
 
 fn node_counts(pod: &PodInfo, c: &Constraint, node: &NodeInfo) -> bool {
@@ -98,20 +110,30 @@ fn node_counts(pod: &PodInfo, c: &Constraint, node: &NodeInfo) -> bool {
 
 /// Count matching pods per domain; None when the pod has no constraint of this mode.
 pub fn pre_filter(pod: &PodInfo, snap: &Snapshot<'_>, mode: Mode) -> Option<PreState> {
-    let constraints: Vec<Constraint> = pod.spread.iter().filter(|c| c.hard == (mode == Mode::Filter)).cloned().collect();
+    let constraints: Vec<Constraint> = pod
+        .spread
+        .iter()
+        .filter(|c| c.hard == (mode == Mode::Filter))
+        .cloned()
+        .collect();
     if constraints.is_empty() {
         return None;
     }
     let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); constraints.len()];
     for node in &snap.nodes {
-        if !constraints.iter().all(|c| node.labels.contains_key(&c.topology_key)) {
+        if !constraints
+            .iter()
+            .all(|c| node.labels.contains_key(&c.topology_key))
+        {
             continue;
         }
         for (i, c) in constraints.iter().enumerate() {
             if !node_counts(pod, c, node) {
                 continue;
             }
-            let Some(value) = node.labels.get(&c.topology_key) else { continue };
+            let Some(value) = node.labels.get(&c.topology_key) else {
+                continue;
+            };
             let n = count_matching(node, c, &pod.namespace, &pod.key);
             *counts[i].entry(value.clone()).or_insert(0) += n;
         }
@@ -127,7 +149,11 @@ pub fn pre_filter(pod: &PodInfo, snap: &Snapshot<'_>, mode: Mode) -> Option<PreS
             }
         })
         .collect();
-    Some(PreState { constraints, counts, min })
+    Some(PreState {
+        constraints,
+        counts,
+        min,
+    })
 }
 
 pub fn filter(state: &PreState, pod: &PodInfo, node: &NodeInfo) -> FilterResult {
@@ -149,13 +175,25 @@ pub fn score(pod: &PodInfo, nodes: &[&NodeInfo], snap: &Snapshot<'_>) -> Vec<i64
     let Some(state) = pre_filter(pod, snap, Mode::Score) else {
         return vec![0; nodes.len()];
     };
-    let ignored: Vec<bool> = nodes.iter().map(|n| !state.constraints.iter().all(|c| n.labels.contains_key(&c.topology_key))).collect();
+    let ignored: Vec<bool> = nodes
+        .iter()
+        .map(|n| {
+            !state
+                .constraints
+                .iter()
+                .all(|c| n.labels.contains_key(&c.topology_key))
+        })
+        .collect();
     let weights: Vec<f64> = state
         .constraints
         .iter()
         .map(|c| {
-            let domains: HashSet<&String> =
-                nodes.iter().zip(&ignored).filter(|(_, ig)| !**ig).filter_map(|(n, _)| n.labels.get(&c.topology_key)).collect();
+            let domains: HashSet<&String> = nodes
+                .iter()
+                .zip(&ignored)
+                .filter(|(_, ig)| !**ig)
+                .filter_map(|(n, _)| n.labels.get(&c.topology_key))
+                .collect();
             ((domains.len() + 2) as f64).ln()
         })
         .collect();
@@ -176,7 +214,11 @@ pub fn score(pod: &PodInfo, nodes: &[&NodeInfo], snap: &Snapshot<'_>) -> Vec<i64
             s.round() as i64
         })
         .collect();
-    let considered = raw.iter().zip(&ignored).filter(|(_, ig)| !**ig).map(|(s, _)| *s);
+    let considered = raw
+        .iter()
+        .zip(&ignored)
+        .filter(|(_, ig)| !**ig)
+        .map(|(s, _)| *s);
     let min = considered.clone().min().unwrap_or(0);
     let max = considered.max().unwrap_or(0);
     raw.iter()
@@ -199,14 +241,21 @@ mod tests {
     use crate::cache::testutil::{node_with, pod};
     use serde_json::json;
 
-    type Case = (&'static str, PodInfo, Vec<NodeInfo>, Vec<Option<&'static str>>);
+    type Case = (
+        &'static str,
+        PodInfo,
+        Vec<NodeInfo>,
+        Vec<Option<&'static str>>,
+    );
 
     fn app(name: &str) -> PodInfo {
         pod(json!({"metadata": {"name": name, "labels": {"app": "web"}}}))
     }
 
     fn spreading(constraints: serde_json::Value) -> PodInfo {
-        pod(json!({"metadata": {"name": "new", "labels": {"app": "web"}}, "spec": {"topologySpreadConstraints": constraints}}))
+        pod(
+            json!({"metadata": {"name": "new", "labels": {"app": "web"}}, "spec": {"topologySpreadConstraints": constraints}}),
+        )
     }
 
     fn constraint(skew: i32, key: &str, when: &str) -> serde_json::Value {
@@ -216,22 +265,39 @@ mod tests {
     fn zones(spec: &[(&str, &str, usize)]) -> Vec<NodeInfo> {
         spec.iter()
             .map(|(name, zone, pods)| {
-                let labels = if zone.is_empty() { json!({}) } else { json!({"zone": zone}) };
-                node_with(name, labels, (0..*pods).map(|i| app(&format!("{name}-{i}"))).collect())
+                let labels = if zone.is_empty() {
+                    json!({})
+                } else {
+                    json!({"zone": zone})
+                };
+                node_with(
+                    name,
+                    labels,
+                    (0..*pods).map(|i| app(&format!("{name}-{i}"))).collect(),
+                )
             })
             .collect()
     }
 
     fn filter_all(p: &PodInfo, nodes: &[NodeInfo]) -> Vec<Option<&'static str>> {
         let ns = HashMap::new();
-        let snap = Snapshot { nodes: nodes.iter().collect(), namespaces: &ns };
+        let snap = Snapshot {
+            nodes: nodes.iter().collect(),
+            namespaces: &ns,
+        };
         let Some(state) = pre_filter(p, &snap, Mode::Filter) else {
             return vec![None; nodes.len()];
         };
         nodes
             .iter()
             .map(|n| {
-                filter(&state, p, n).err().map(|e| if e.reasons[0] == ERR_MISSING_LABEL { "label" } else { "skew" })
+                filter(&state, p, n).err().map(|e| {
+                    if e.reasons[0] == ERR_MISSING_LABEL {
+                        "label"
+                    } else {
+                        "skew"
+                    }
+                })
             })
             .collect()
     }
@@ -239,7 +305,12 @@ mod tests {
     #[test]
     fn filter_table() {
         let cases: Vec<Case> = vec![
-            ("balanced zones", spreading(json!([constraint(1, "zone", "DoNotSchedule")])), zones(&[("a", "a", 1), ("b", "b", 1)]), vec![None, None]),
+            (
+                "balanced zones",
+                spreading(json!([constraint(1, "zone", "DoNotSchedule")])),
+                zones(&[("a", "a", 1), ("b", "b", 1)]),
+                vec![None, None],
+            ),
             (
                 "skewed zones",
                 spreading(json!([constraint(1, "zone", "DoNotSchedule")])),
@@ -266,7 +337,9 @@ mod tests {
             ),
             (
                 "minDomains above domains makes min 0",
-                spreading(json!([{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule", "minDomains": 3, "labelSelector": {"matchLabels": {"app": "web"}}}])),
+                spreading(
+                    json!([{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule", "minDomains": 3, "labelSelector": {"matchLabels": {"app": "web"}}}]),
+                ),
                 zones(&[("a", "a", 1), ("b", "b", 1)]),
                 vec![Some("skew"), Some("skew")],
             ),
@@ -280,7 +353,9 @@ mod tests {
     fn node_affinity_policy() {
         // Nodes the pod cannot go to do not define the minimum.
         let mut p = spreading(json!([constraint(1, "zone", "DoNotSchedule")]));
-        p.node_affinity.node_selector.insert("pool".into(), "x".into());
+        p.node_affinity
+            .node_selector
+            .insert("pool".into(), "x".into());
         let mut nodes = zones(&[("a", "a", 1), ("b", "b", 0)]);
         nodes[0].labels.insert("pool".into(), "x".into());
         assert_eq!(filter_all(&p, &nodes), vec![None, None]);
@@ -291,7 +366,10 @@ mod tests {
         let p = spreading(json!([constraint(1, "zone", "ScheduleAnyway")]));
         let nodes = zones(&[("a", "a", 3), ("b", "b", 0), ("c", "c", 1), ("x", "", 0)]);
         let ns = HashMap::new();
-        let snap = Snapshot { nodes: nodes.iter().collect(), namespaces: &ns };
+        let snap = Snapshot {
+            nodes: nodes.iter().collect(),
+            namespaces: &ns,
+        };
         let feasible: Vec<&NodeInfo> = nodes.iter().collect();
         let s = score(&p, &feasible, &snap);
         assert!(s[1] > s[2] && s[2] > s[0], "{s:?}");

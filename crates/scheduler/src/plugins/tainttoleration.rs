@@ -30,7 +30,11 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
 
 /// The message Kubernetes gives for an untolerated taint.
 pub fn reason(taint: &Taint) -> String {
-    format!("node(s) had untolerated taint {{{}: {}}}", taint.key, taint.value.as_deref().unwrap_or(""))
+    format!(
+        "node(s) had untolerated taint {{{}: {}}}",
+        taint.key,
+        taint.value.as_deref().unwrap_or("")
+    )
 }
 
 pub fn filter(pod: &PodInfo, node: &NodeInfo) -> FilterResult {
@@ -47,8 +51,16 @@ pub fn filter(pod: &PodInfo, node: &NodeInfo) -> FilterResult {
 
 /// Fewer untolerated PreferNoSchedule taints score higher.
 pub fn score(pod: &PodInfo, nodes: &[&NodeInfo]) -> Vec<i64> {
-    let prefer: Vec<&Toleration> =
-        pod.tolerations.iter().filter(|t| matches!(t.effect.as_deref(), None | Some("") | Some("PreferNoSchedule"))).collect();
+    let prefer: Vec<&Toleration> = pod
+        .tolerations
+        .iter()
+        .filter(|t| {
+            matches!(
+                t.effect.as_deref(),
+                None | Some("") | Some("PreferNoSchedule")
+            )
+        })
+        .collect();
     let mut scores: Vec<i64> = nodes
         .iter()
         .map(|n| {
@@ -80,7 +92,10 @@ mod tests {
     fn toleration_matching() {
         let t = taint(json!({"key": "k", "value": "v", "effect": "NoSchedule"}));
         let cases = [
-            (json!({"key": "k", "operator": "Equal", "value": "v", "effect": "NoSchedule"}), true),
+            (
+                json!({"key": "k", "operator": "Equal", "value": "v", "effect": "NoSchedule"}),
+                true,
+            ),
             (json!({"key": "k", "value": "v"}), true),
             (json!({"key": "k", "value": "w"}), false),
             (json!({"key": "k", "operator": "Exists"}), true),
@@ -99,10 +114,26 @@ mod tests {
         let cp = json!({"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"});
         let cases = [
             (json!([]), json!([]), None),
-            (json!([cp]), json!([]), Some("node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }")),
-            (json!([cp]), json!([{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}]), None),
-            (json!([{"key": "gpu", "value": "true", "effect": "NoExecute"}]), json!([]), Some("node(s) had untolerated taint {gpu: true}")),
-            (json!([{"key": "soft", "effect": "PreferNoSchedule"}]), json!([]), None),
+            (
+                json!([cp]),
+                json!([]),
+                Some("node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }"),
+            ),
+            (
+                json!([cp]),
+                json!([{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}]),
+                None,
+            ),
+            (
+                json!([{"key": "gpu", "value": "true", "effect": "NoExecute"}]),
+                json!([]),
+                Some("node(s) had untolerated taint {gpu: true}"),
+            ),
+            (
+                json!([{"key": "soft", "effect": "PreferNoSchedule"}]),
+                json!([]),
+                None,
+            ),
         ];
         for (taints, tolerations, want) in cases {
             let p = pod(json!({"metadata": {"name": "p"}, "spec": {"tolerations": tolerations}}));
@@ -111,7 +142,11 @@ mod tests {
                 assert_eq!(e.code, super::super::Code::UnschedulableAndUnresolvable);
                 e.reasons[0].clone()
             });
-            assert_eq!(got.as_deref(), want, "taints {taints} tolerations {tolerations}");
+            assert_eq!(
+                got.as_deref(),
+                want,
+                "taints {taints} tolerations {tolerations}"
+            );
         }
     }
 
@@ -120,10 +155,13 @@ mod tests {
         let soft = |k: &str| json!({"key": k, "effect": "PreferNoSchedule"});
         let n0 = node(json!({"metadata": {"name": "n0"}}));
         let n1 = node(json!({"metadata": {"name": "n1"}, "spec": {"taints": [soft("a")]}}));
-        let n2 = node(json!({"metadata": {"name": "n2"}, "spec": {"taints": [soft("a"), soft("b")]}}));
+        let n2 =
+            node(json!({"metadata": {"name": "n2"}, "spec": {"taints": [soft("a"), soft("b")]}}));
         let p = pod(json!({"metadata": {"name": "p"}}));
         assert_eq!(score(&p, &[&n0, &n1, &n2]), vec![100, 50, 0]);
-        let tolerant = pod(json!({"metadata": {"name": "p"}, "spec": {"tolerations": [{"key": "a", "operator": "Exists"}]}}));
+        let tolerant = pod(
+            json!({"metadata": {"name": "p"}, "spec": {"tolerations": [{"key": "a", "operator": "Exists"}]}}),
+        );
         assert_eq!(score(&tolerant, &[&n0, &n1, &n2]), vec![100, 100, 0]);
     }
 }

@@ -53,16 +53,30 @@ pub struct Args {
 }
 
 pub fn host_name() -> String {
-    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "skiff-node".into())
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "skiff-node".into())
 }
 
 /// The agent's settings under a data directory.
-pub fn config(data_dir: PathBuf, node_name: Option<String>, endpoint: Option<PathBuf>) -> skiff_kubelet::Config {
-    let mut c = skiff_kubelet::Config::new(node_name.unwrap_or_else(host_name).to_ascii_lowercase(), data_dir.join("agent"));
+pub fn config(
+    data_dir: PathBuf,
+    node_name: Option<String>,
+    endpoint: Option<PathBuf>,
+) -> skiff_kubelet::Config {
+    let mut c = skiff_kubelet::Config::new(
+        node_name.unwrap_or_else(host_name).to_ascii_lowercase(),
+        data_dir.join("agent"),
+    );
     c.container_runtime_endpoint = endpoint;
     // The API server authenticates to the kubelet API with the node-join
     // token: the server's own file for its in-process agent.
-    c.kubelet_token = std::fs::read_to_string(data_dir.join("node-token")).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+    c.kubelet_token = std::fs::read_to_string(data_dir.join("node-token"))
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
     c
 }
 
@@ -71,8 +85,15 @@ async fn client(args: &Args) -> anyhow::Result<(kube::Client, Option<agentlb::Lo
     if let Some(kc) = &args.kubeconfig {
         return Ok((skiff_runtime::client_from_kubeconfig(kc).await?, None));
     }
-    let first = args.server.first().cloned().context("--server (or --kubeconfig) is required")?;
-    let token = args.token.clone().context("--token is required with --server")?;
+    let first = args
+        .server
+        .first()
+        .cloned()
+        .context("--server (or --kubeconfig) is required")?;
+    let token = args
+        .token
+        .clone()
+        .context("--token is required with --server")?;
     let (server, lb) = if args.server.len() > 1 {
         let bind = std::net::SocketAddr::from(([127, 0, 0, 1], args.lb_server_port));
         let lb = agentlb::LoadBalancer::start(bind, &args.server).await?;
@@ -112,11 +133,20 @@ fn pem_to_der(pem: &[u8]) -> Option<Vec<u8>> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_tracing();
-    let data_dir = args.data_dir.clone().unwrap_or_else(super::default_data_dir);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(super::default_data_dir);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let (client, _lb) = client(&args).await?;
-        let mut config = config(data_dir, args.node_name.clone(), args.container_runtime_endpoint.clone());
+        let mut config = config(
+            data_dir,
+            args.node_name.clone(),
+            args.container_runtime_endpoint.clone(),
+        );
         config.kubelet_port = args.kubelet_port;
         if let Some(token) = args.token.clone().filter(|t| !t.is_empty()) {
             config.kubelet_token = Some(token);
@@ -127,14 +157,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.cluster_domain = args.node.cluster_domain.clone();
         let cluster = super::node::Cluster {
             node_name: config.node_name.clone(),
-            node_ip: config.node_ip.unwrap_or_else(skiff_kubelet::node::default_node_ip),
+            node_ip: config
+                .node_ip
+                .unwrap_or_else(skiff_kubelet::node::default_node_ip),
             cluster_cidr: super::node::parse_cidr(&args.cluster_cidr)?,
             service_cidr,
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let node = tokio::spawn(super::node::run(client.clone(), args.node.clone(), cluster, async move {
-            let _ = stop_rx.await;
-        }));
+        let node = tokio::spawn(super::node::run(
+            client.clone(),
+            args.node.clone(),
+            cluster,
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
         tokio::select! {
             r = skiff_kubelet::run(client, config) => r.context("node agent")?,
             () = super::shutdown_signal() => {

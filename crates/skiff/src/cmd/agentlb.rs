@@ -22,10 +22,25 @@ const HEALTH_PERIOD: Duration = Duration::from_secs(2);
 
 /// `host:port` of a server URL (`https://host:6443`; port 443 when absent).
 pub fn backend_of(url: &str) -> anyhow::Result<String> {
-    let uri: http::Uri = url.parse().map_err(|_| anyhow::anyhow!("server URL {url:?} is not a URL"))?;
-    let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| anyhow::anyhow!("server URL {url:?} has no host"))?;
-    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
-    Ok(if host.contains(':') && !host.starts_with('[') { format!("[{host}]:{port}") } else { format!("{host}:{port}") })
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| anyhow::anyhow!("server URL {url:?} is not a URL"))?;
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("server URL {url:?} has no host"))?;
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("http") {
+            80
+        } else {
+            443
+        });
+    Ok(if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
 }
 
 struct Backend {
@@ -46,8 +61,12 @@ impl Shared {
         let cur = *self.current.borrow();
         let n = self.backends.len();
         let mut out = vec![cur];
-        out.extend((0..n).filter(|i| *i != cur && self.backends[*i].healthy.load(Ordering::Relaxed)));
-        out.extend((0..n).filter(|i| *i != cur && !self.backends[*i].healthy.load(Ordering::Relaxed)));
+        out.extend(
+            (0..n).filter(|i| *i != cur && self.backends[*i].healthy.load(Ordering::Relaxed)),
+        );
+        out.extend(
+            (0..n).filter(|i| *i != cur && !self.backends[*i].healthy.load(Ordering::Relaxed)),
+        );
         out
     }
 
@@ -86,12 +105,16 @@ impl Shared {
     /// Probe every server; leave a dead current server for the first healthy one.
     async fn check(&self) {
         for b in &self.backends {
-            let ok = matches!(tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&b.addr)).await, Ok(Ok(_)));
+            let ok = matches!(
+                tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&b.addr)).await,
+                Ok(Ok(_))
+            );
             b.healthy.store(ok, Ordering::Relaxed);
         }
         let cur = *self.current.borrow();
         if !self.backends[cur].healthy.load(Ordering::Relaxed)
-            && let Some(i) = (0..self.backends.len()).find(|i| self.backends[*i].healthy.load(Ordering::Relaxed))
+            && let Some(i) =
+                (0..self.backends.len()).find(|i| self.backends[*i].healthy.load(Ordering::Relaxed))
         {
             self.switch_to(i);
         }
@@ -110,11 +133,20 @@ impl LoadBalancer {
     pub async fn start(bind: SocketAddr, servers: &[String]) -> anyhow::Result<LoadBalancer> {
         let backends = servers
             .iter()
-            .map(|s| Ok(Backend { addr: backend_of(s)?, healthy: AtomicBool::new(true) }))
+            .map(|s| {
+                Ok(Backend {
+                    addr: backend_of(s)?,
+                    healthy: AtomicBool::new(true),
+                })
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         anyhow::ensure!(!backends.is_empty(), "no API server to balance");
-        let listener = TcpListener::bind(bind).await.with_context(|| format!("listen on {bind}"))?;
-        let addr = listener.local_addr().with_context(|| format!("listen on {bind}"))?;
+        let listener = TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("listen on {bind}"))?;
+        let addr = listener
+            .local_addr()
+            .with_context(|| format!("listen on {bind}"))?;
         let (current, _) = watch::channel(0usize);
         let shared = Arc::new(Shared { backends, current });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
@@ -126,12 +158,18 @@ impl LoadBalancer {
             }
         });
         tracing::info!(%addr, servers = ?shared.backends.iter().map(|b| b.addr.as_str()).collect::<Vec<_>>(), "agent load balancer listening");
-        Ok(LoadBalancer { addr, shared, tasks: vec![accept, health] })
+        Ok(LoadBalancer {
+            addr,
+            shared,
+            tasks: vec![accept, health],
+        })
     }
 
     /// The server new connections go to now.
     pub fn current(&self) -> String {
-        self.shared.backends[*self.shared.current.borrow()].addr.clone()
+        self.shared.backends[*self.shared.current.borrow()]
+            .addr
+            .clone()
     }
 }
 
@@ -166,7 +204,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 /// Copy both ways until either side closes, or until the current server
 /// changes away from this connection's.
-async fn proxy(mut client: TcpStream, mut upstream: TcpStream, index: usize, mut current: watch::Receiver<usize>) {
+async fn proxy(
+    mut client: TcpStream,
+    mut upstream: TcpStream,
+    index: usize,
+    mut current: watch::Receiver<usize>,
+) {
     let moved = async {
         loop {
             if current.changed().await.is_err() {
@@ -221,7 +264,10 @@ mod tests {
 
     #[test]
     fn server_urls() {
-        assert_eq!(backend_of("https://10.0.0.1:6443").unwrap(), "10.0.0.1:6443");
+        assert_eq!(
+            backend_of("https://10.0.0.1:6443").unwrap(),
+            "10.0.0.1:6443"
+        );
         assert_eq!(backend_of("https://cp.example").unwrap(), "cp.example:443");
         assert_eq!(backend_of("https://[::1]:6443").unwrap(), "[::1]:6443");
         assert!(backend_of("not a url").is_err());
@@ -231,7 +277,12 @@ mod tests {
     async fn traffic_moves_to_the_next_server_when_one_dies() {
         let (a, a_task) = named("a").await;
         let (b, _b_task) = named("b").await;
-        let lb = LoadBalancer::start("127.0.0.1:0".parse().unwrap(), &[format!("https://{a}"), format!("https://{b}")]).await.unwrap();
+        let lb = LoadBalancer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            &[format!("https://{a}"), format!("https://{b}")],
+        )
+        .await
+        .unwrap();
         assert_eq!(ask(lb.addr).await.unwrap(), "a");
         // A long-lived connection (a watch) through the first server.
         let mut open = TcpStream::connect(lb.addr).await.unwrap();
@@ -245,7 +296,10 @@ mod tests {
         assert_eq!(ask(lb.addr).await.unwrap(), "b");
         assert_eq!(lb.current(), b.to_string());
         // The connection still open to a is closed so that its client reconnects.
-        let n = tokio::time::timeout(Duration::from_secs(5), open.read(&mut buf)).await.unwrap().unwrap_or(0);
+        let n = tokio::time::timeout(Duration::from_secs(5), open.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
         assert_eq!(n, 0);
         assert_eq!(ask(lb.addr).await.unwrap(), "b");
     }
@@ -254,7 +308,12 @@ mod tests {
     async fn the_health_check_leaves_a_dead_current_server() {
         let (a, a_task) = named("a").await;
         let (b, _b_task) = named("b").await;
-        let lb = LoadBalancer::start("127.0.0.1:0".parse().unwrap(), &[format!("https://{a}"), format!("https://{b}")]).await.unwrap();
+        let lb = LoadBalancer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            &[format!("https://{a}"), format!("https://{b}")],
+        )
+        .await
+        .unwrap();
         a_task.abort();
         let _ = a_task.await;
         lb.shared.check().await;
@@ -264,8 +323,14 @@ mod tests {
 
     #[tokio::test]
     async fn no_server_answering_closes_the_connection() {
-        let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        let lb = LoadBalancer::start("127.0.0.1:0".parse().unwrap(), &[format!("https://{dead}")]).await.unwrap();
+        let dead = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let lb = LoadBalancer::start("127.0.0.1:0".parse().unwrap(), &[format!("https://{dead}")])
+            .await
+            .unwrap();
         assert!(ask(lb.addr).await.map_or(true, |s| s.is_empty()));
     }
 }

@@ -66,7 +66,11 @@ pub fn sqlite_path(data_dir: &Path) -> PathBuf {
 /// the embedded store in `data_dir`.
 pub async fn open_store(ds: &DatastoreArgs, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(config) = ds.etcd_config() {
-        let store = Arc::new(skiff_store_etcd::EtcdStore::connect(config).await.context("opening the etcd store")?);
+        let store = Arc::new(
+            skiff_store_etcd::EtcdStore::connect(config)
+                .await
+                .context("opening the etcd store")?,
+        );
         store.spawn_compactor(std::time::Duration::from_secs(300));
         return Ok(store);
     }
@@ -105,7 +109,10 @@ struct Target {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_tracing();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(async move {
         match args.command {
             BackupCommand::Save(t) => save(t).await,
@@ -128,7 +135,15 @@ const HEADER: usize = 8 + 4 + 8 + 8;
 const DIGEST: usize = 32;
 
 pub fn encode(snapshot: &Snapshot) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(HEADER + DIGEST + snapshot.entries.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>());
+    let mut out = Vec::with_capacity(
+        HEADER
+            + DIGEST
+            + snapshot
+                .entries
+                .iter()
+                .map(|(k, v)| 8 + k.len() + v.len())
+                .sum::<usize>(),
+    );
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_be_bytes());
     out.extend_from_slice(&snapshot.revision.to_be_bytes());
@@ -167,7 +182,8 @@ pub fn decode(data: &[u8]) -> anyhow::Result<Snapshot> {
     let mut entries = Vec::new();
     for _ in 0..count {
         let key = r.chunk()?;
-        let key = String::from_utf8(key.to_vec()).context("backup holds a key that is not UTF-8")?;
+        let key =
+            String::from_utf8(key.to_vec()).context("backup holds a key that is not UTF-8")?;
         let value = r.chunk()?.to_vec();
         entries.push((key, value));
     }
@@ -184,7 +200,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> anyhow::Result<&'a [u8]> {
-        let end = self.at.checked_add(n).filter(|end| *end <= self.data.len()).context("backup ends in the middle of an entry")?;
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|end| *end <= self.data.len())
+            .context("backup ends in the middle of an entry")?;
         let part = &self.data[self.at..end];
         self.at = end;
         Ok(part)
@@ -205,14 +225,21 @@ impl<'a> Reader<'a> {
 /// Reads a snapshot of `/registry/` from the datastore `t` names.
 async fn read_snapshot(t: &Target) -> anyhow::Result<Snapshot> {
     let range = if let Some(config) = t.datastore.etcd_config() {
-        let store = skiff_store_etcd::EtcdStore::connect(config).await.context("connecting to etcd")?;
-        store.snapshot(skiff_store_etcd::REGISTRY, 1000).await.context("reading etcd")?
+        let store = skiff_store_etcd::EtcdStore::connect(config)
+            .await
+            .context("connecting to etcd")?;
+        store
+            .snapshot(skiff_store_etcd::REGISTRY, 1000)
+            .await
+            .context("reading etcd")?
     } else {
         let db = sqlite_path(&t.data_dir.clone().unwrap_or_else(super::default_data_dir));
-        tokio::task::spawn_blocking(move || skiff_store_sqlite::read_snapshot(&db, skiff_store_etcd::REGISTRY))
-            .await
-            .context("reading the embedded store")?
-            .context("reading the embedded store")?
+        tokio::task::spawn_blocking(move || {
+            skiff_store_sqlite::read_snapshot(&db, skiff_store_etcd::REGISTRY)
+        })
+        .await
+        .context("reading the embedded store")?
+        .context("reading the embedded store")?
     };
     Ok(Snapshot {
         revision: range.revision,
@@ -228,46 +255,88 @@ async fn save(t: Target) -> anyhow::Result<()> {
     let tmp = PathBuf::from(tmp);
     {
         use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(&data).with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(&data)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("syncing {}", tmp.display()))?;
     }
-    std::fs::rename(&tmp, &t.file).with_context(|| format!("renaming {} to {}", tmp.display(), t.file.display()))?;
-    eprintln!("skiff: saved {} keys at revision {} to {}", snapshot.entries.len(), snapshot.revision, t.file.display());
+    std::fs::rename(&tmp, &t.file)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), t.file.display()))?;
+    eprintln!(
+        "skiff: saved {} keys at revision {} to {}",
+        snapshot.entries.len(),
+        snapshot.revision,
+        t.file.display()
+    );
     Ok(())
 }
 
 async fn restore(t: Target) -> anyhow::Result<()> {
     let data = std::fs::read(&t.file).with_context(|| format!("reading {}", t.file.display()))?;
-    let snapshot = decode(&data).with_context(|| format!("{}: refusing to restore", t.file.display()))?;
-    let (store, target): (Arc<dyn Store>, String) = if let Some(config) = t.datastore.etcd_config() {
-        let target = format!("etcd {} prefix {}", config.endpoints.join(","), config.prefix);
-        (Arc::new(skiff_store_etcd::EtcdStore::connect(config).await.context("connecting to etcd")?), target)
+    let snapshot =
+        decode(&data).with_context(|| format!("{}: refusing to restore", t.file.display()))?;
+    let (store, target): (Arc<dyn Store>, String) = if let Some(config) = t.datastore.etcd_config()
+    {
+        let target = format!(
+            "etcd {} prefix {}",
+            config.endpoints.join(","),
+            config.prefix
+        );
+        (
+            Arc::new(
+                skiff_store_etcd::EtcdStore::connect(config)
+                    .await
+                    .context("connecting to etcd")?,
+            ),
+            target,
+        )
     } else {
         let Some(data_dir) = t.data_dir.clone() else {
-            bail!("restore needs --data-dir DIR (a new, empty data directory) or --datastore-endpoint");
+            bail!(
+                "restore needs --data-dir DIR (a new, empty data directory) or --datastore-endpoint"
+            );
         };
         let db = sqlite_path(&data_dir);
         if let Some(dir) = db.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let store = skiff_store_sqlite::SqliteStore::open(&db).with_context(|| format!("opening the embedded store in {}", data_dir.display()))?;
-        (Arc::new(store), format!("data directory {}", data_dir.display()))
+        let store = skiff_store_sqlite::SqliteStore::open(&db)
+            .with_context(|| format!("opening the embedded store in {}", data_dir.display()))?;
+        (
+            Arc::new(store),
+            format!("data directory {}", data_dir.display()),
+        )
     };
-    let existing = store.range(skiff_store_etcd::REGISTRY, None, 1).await.context("checking the target is empty")?;
+    let existing = store
+        .range(skiff_store_etcd::REGISTRY, None, 1)
+        .await
+        .context("checking the target is empty")?;
     if !existing.kvs.is_empty() {
-        bail!("{target} already holds cluster state (e.g. {}); restore only into an empty one", existing.kvs[0].key);
+        bail!(
+            "{target} already holds cluster state (e.g. {}); restore only into an empty one",
+            existing.kvs[0].key
+        );
     }
     let total = snapshot.entries.len();
     let mut writes = futures::stream::iter(snapshot.entries.into_iter().map(|(key, value)| {
         let store = store.clone();
-        async move { store.create(&key, value).await.with_context(|| format!("restoring {key}")) }
+        async move {
+            store
+                .create(&key, value)
+                .await
+                .with_context(|| format!("restoring {key}"))
+        }
     }))
     .buffer_unordered(32);
     while let Some(r) = writes.next().await {
         r?;
     }
-    eprintln!("skiff: restored {total} keys (saved at revision {}) into {target}", snapshot.revision);
+    eprintln!(
+        "skiff: restored {total} keys (saved at revision {}) into {target}",
+        snapshot.revision
+    );
     Ok(())
 }
 
@@ -280,7 +349,11 @@ mod tests {
     fn sample() -> Snapshot {
         Snapshot {
             revision: 42,
-            entries: vec![("/registry/a".into(), b"1".to_vec()), ("/registry/b".into(), Vec::new()), ("/registry/c".into(), vec![0xff; 300])],
+            entries: vec![
+                ("/registry/a".into(), b"1".to_vec()),
+                ("/registry/b".into(), Vec::new()),
+                ("/registry/c".into(), vec![0xff; 300]),
+            ],
         }
     }
 
@@ -288,7 +361,10 @@ mod tests {
     fn round_trips() {
         let s = sample();
         assert_eq!(decode(&encode(&s).unwrap()).unwrap(), s);
-        let empty = Snapshot { revision: 1, entries: Vec::new() };
+        let empty = Snapshot {
+            revision: 1,
+            entries: Vec::new(),
+        };
         assert_eq!(decode(&encode(&empty).unwrap()).unwrap(), empty);
     }
 
@@ -296,7 +372,10 @@ mod tests {
     fn every_truncation_is_refused() {
         let data = encode(&sample()).unwrap();
         for len in 0..data.len() {
-            assert!(decode(&data[..len]).is_err(), "truncated to {len} bytes was accepted");
+            assert!(
+                decode(&data[..len]).is_err(),
+                "truncated to {len} bytes was accepted"
+            );
         }
     }
 
@@ -315,6 +394,11 @@ mod tests {
         let data = encode(&sample()).unwrap();
         let e = decode(&data[..data.len() - 1]).unwrap_err().to_string();
         assert!(e.contains("corrupt or truncated"), "{e}");
-        assert!(decode(b"hello world").unwrap_err().to_string().contains("not a skiff backup"));
+        assert!(
+            decode(b"hello world")
+                .unwrap_err()
+                .to_string()
+                .contains("not a skiff backup")
+        );
     }
 }

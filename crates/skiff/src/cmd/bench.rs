@@ -125,12 +125,26 @@ pub(super) fn start_server(control_plane: bool) -> anyhow::Result<Child> {
 
 fn start_server_with(control_plane: bool, extra: &[String]) -> anyhow::Result<Child> {
     let dir = tempfile::tempdir().context("tempdir")?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let exe = std::env::current_exe().context("current exe")?;
     let child = std::process::Command::new(exe)
-        .args(["server", "--disable-agent", "--bind-address", "127.0.0.1", "--https-listen-port", &port.to_string(), "--data-dir"])
+        .args([
+            "server",
+            "--disable-agent",
+            "--bind-address",
+            "127.0.0.1",
+            "--https-listen-port",
+            &port.to_string(),
+            "--data-dir",
+        ])
         .arg(dir.path())
-        .args(if control_plane { &[][..] } else { &["--disable-controller-manager", "--disable-scheduler"][..] })
+        .args(if control_plane {
+            &[][..]
+        } else {
+            &["--disable-controller-manager", "--disable-scheduler"][..]
+        })
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
@@ -145,12 +159,22 @@ fn start_server_with(control_plane: bool, extra: &[String]) -> anyhow::Result<Ch
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(Child { child, _dir: dir, kubeconfig })
+    Ok(Child {
+        child,
+        _dir: dir,
+        kubeconfig,
+    })
 }
 
 pub(super) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// CPU time (user + system) a process has used so far.
@@ -177,7 +201,9 @@ pub(super) fn ms(d: Duration) -> f64 {
 
 pub(super) async fn client(kubeconfig: &PathBuf) -> anyhow::Result<kube::Client> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await?;
     Ok(kube::Client::try_from(config)?)
 }
 
@@ -189,12 +215,20 @@ fn pod(name: &str) -> anyhow::Result<Pod> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match args.what {
         What::Api(args) => runtime.block_on(bench_api(args)),
         What::Scheduler(args) => runtime.block_on(bench_scheduler(args)),
-        What::Pods(args) => runtime.block_on(super::bench_pods::run(args.pods, args.rate, args.burst)),
-        What::Proxy(args) => runtime.block_on(super::bench_proxy::run(args.services, args.endpoints, args.seconds)),
+        What::Pods(args) => {
+            runtime.block_on(super::bench_pods::run(args.pods, args.rate, args.burst))
+        }
+        What::Proxy(args) => runtime.block_on(super::bench_proxy::run(
+            args.services,
+            args.endpoints,
+            args.seconds,
+        )),
     }
 }
 
@@ -205,9 +239,17 @@ async fn bench_api(args: ApiArgs) -> anyhow::Result<ExitCode> {
     }
     println!("== embedded SQLite store");
     let sqlite = bench_api_once(&args, &[]).await?;
-    let etcd = skiff_store_etcd::testing::Cluster::start(1).context("starting etcd (apt-get install etcd-server)")?;
-    println!("== etcd ({}), one member on this machine", etcd.endpoint_list());
-    let on_etcd = bench_api_once(&args, &["--datastore-endpoint".into(), etcd.endpoint_list()]).await?;
+    let etcd = skiff_store_etcd::testing::Cluster::start(1)
+        .context("starting etcd (apt-get install etcd-server)")?;
+    println!(
+        "== etcd ({}), one member on this machine",
+        etcd.endpoint_list()
+    );
+    let on_etcd = bench_api_once(
+        &args,
+        &["--datastore-endpoint".into(), etcd.endpoint_list()],
+    )
+    .await?;
     println!(
         "etcd / embedded: creates/s {:.0} / {:.0} = {:.2}; write p99 {:.2} / {:.2} ms = {:.2}",
         on_etcd.creates_per_second,
@@ -221,12 +263,19 @@ async fn bench_api(args: ApiArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn bench_api_once(args: &ApiArgs, extra: &[String]) -> anyhow::Result<ApiFigures> {
-    let mut figures = ApiFigures { creates_per_second: 0.0, write_p99: Duration::ZERO };
+    let mut figures = ApiFigures {
+        creates_per_second: 0.0,
+        write_p99: Duration::ZERO,
+    };
     let child = match &args.kubeconfig {
         Some(_) => None,
         None => Some(start_server_with(false, extra)?),
     };
-    let kubeconfig = args.kubeconfig.clone().or_else(|| child.as_ref().map(|c| c.kubeconfig.clone())).context("kubeconfig")?;
+    let kubeconfig = args
+        .kubeconfig
+        .clone()
+        .or_else(|| child.as_ref().map(|c| c.kubeconfig.clone()))
+        .context("kubeconfig")?;
     let client = client(&kubeconfig).await?;
     // Wait for readiness.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -239,11 +288,19 @@ async fn bench_api_once(args: &ApiArgs, extra: &[String]) -> anyhow::Result<ApiF
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("skiff bench api: {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "skiff bench api: {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     if let Some(c) = &child {
         tokio::time::sleep(Duration::from_secs(2)).await;
         if let Some(rss) = rss_kib(c.child.id()) {
-            println!("idle RSS of skiff server:            {:.1} MiB", rss as f64 / 1024.0);
+            println!(
+                "idle RSS of skiff server:            {:.1} MiB",
+                rss as f64 / 1024.0
+            );
         }
     }
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -328,7 +385,9 @@ async fn bench_api_once(args: &ApiArgs, extra: &[String]) -> anyhow::Result<ApiF
         tokio::time::sleep_until(start + interval * i as u32).await;
         let cms = cms.clone();
         handles.push(tokio::spawn(async move {
-            let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": format!("c{i}")}, "data": {"k": "v"}}))?;
+            let cm: ConfigMap = serde_json::from_value(
+                serde_json::json!({"metadata": {"name": format!("c{i}")}, "data": {"k": "v"}}),
+            )?;
             let t = Instant::now();
             cms.create(&PostParams::default(), &cm).await?;
             anyhow::Ok(t.elapsed())
@@ -384,7 +443,8 @@ async fn bench_api_once(args: &ApiArgs, extra: &[String]) -> anyhow::Result<ApiF
     let writes = 20;
     for i in 0..writes {
         let name = format!("w{i}");
-        let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+        let cm: ConfigMap =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
         if let Ok(mut m) = sent.lock() {
             m.insert(name, Instant::now());
         }
@@ -414,25 +474,43 @@ async fn bench_api_once(args: &ApiArgs, extra: &[String]) -> anyhow::Result<ApiF
     if let Some(c) = &child
         && let Some(rss) = rss_kib(c.child.id())
     {
-        println!("RSS of skiff server after the run:   {:.1} MiB", rss as f64 / 1024.0);
+        println!(
+            "RSS of skiff server after the run:   {:.1} MiB",
+            rss as f64 / 1024.0
+        );
     }
     Ok(figures)
 }
 
 /// Wait until `want` pods in `namespace` (matching `selector`) have a node.
-async fn wait_bound(client: &kube::Client, namespace: &str, selector: &str, want: usize, limit: Duration) -> anyhow::Result<(usize, Duration)> {
+async fn wait_bound(
+    client: &kube::Client,
+    namespace: &str,
+    selector: &str,
+    want: usize,
+    limit: Duration,
+) -> anyhow::Result<(usize, Duration)> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let start = Instant::now();
     let mut bound = std::collections::HashSet::new();
-    let list = pods.list_metadata(&ListParams::default().labels(selector)).await?;
+    let list = pods
+        .list_metadata(&ListParams::default().labels(selector))
+        .await?;
     let mut rv = list.metadata.resource_version.unwrap_or_default();
-    for p in pods.list(&ListParams::default().labels(selector)).await?.items {
+    for p in pods
+        .list(&ListParams::default().labels(selector))
+        .await?
+        .items
+    {
         if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
             bound.insert(p.metadata.name.unwrap_or_default());
         }
     }
     while bound.len() < want && start.elapsed() < limit {
-        let mut stream = pods.watch(&WatchParams::default().labels(selector).timeout(60), &rv).await?.boxed();
+        let mut stream = pods
+            .watch(&WatchParams::default().labels(selector).timeout(60), &rv)
+            .await?
+            .boxed();
         while let Some(ev) = stream.try_next().await? {
             match ev {
                 WatchEvent::Added(p) | WatchEvent::Modified(p) => {
@@ -462,13 +540,29 @@ async fn bench_scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("skiff bench scheduler: {} cores, {} hollow nodes", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), args.nodes);
-    let sim = skiff_sim::SimConfig { nodes: args.nodes, cpu: "32".into(), memory: "256Gi".into(), pods: 110, ..Default::default() };
+    println!(
+        "skiff bench scheduler: {} cores, {} hollow nodes",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        args.nodes
+    );
+    let sim = skiff_sim::SimConfig {
+        nodes: args.nodes,
+        cpu: "32".into(),
+        memory: "256Gi".into(),
+        pods: 110,
+        ..Default::default()
+    };
     let sim_task = tokio::spawn(skiff_sim::run(client.clone(), sim));
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
     let start = Instant::now();
     loop {
-        let n = nodes.list_metadata(&ListParams::default().labels("type=sim")).await?.items.len();
+        let n = nodes
+            .list_metadata(&ListParams::default().labels("type=sim"))
+            .await?
+            .items
+            .len();
         if n >= args.nodes {
             break;
         }
@@ -477,7 +571,11 @@ async fn bench_scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    println!("{} nodes registered in:              {:.1} s", args.nodes, start.elapsed().as_secs_f64());
+    println!(
+        "{} nodes registered in:              {:.1} s",
+        args.nodes,
+        start.elapsed().as_secs_f64()
+    );
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": "sched"}}))?;
     namespaces.create(&PostParams::default(), &ns).await?;
@@ -504,7 +602,14 @@ async fn bench_scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     }
     let created = start.elapsed();
     let total = per * args.concurrency;
-    let (bound, elapsed) = wait_bound(&client, "sched", "app=sched", total, Duration::from_secs(900)).await?;
+    let (bound, elapsed) = wait_bound(
+        &client,
+        "sched",
+        "app=sched",
+        total,
+        Duration::from_secs(900),
+    )
+    .await?;
     println!(
         "{total} pods: created in {:.1} s ({:.0}/s); {bound} bound after {:.1} s: {:.0} pods/s end to end",
         created.as_secs_f64(),
@@ -513,7 +618,8 @@ async fn bench_scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         bound as f64 / (elapsed + created).as_secs_f64()
     );
 
-    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), "sched");
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), "sched");
     let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "big"},
         "spec": {"replicas": args.replicas, "selector": {"matchLabels": {"app": "big"}},
@@ -522,11 +628,25 @@ async fn bench_scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     }))?;
     let start = Instant::now();
     deployments.create(&PostParams::default(), &d).await?;
-    let (bound, elapsed) = wait_bound(&client, "sched", "app=big", args.replicas as usize, Duration::from_secs(600)).await?;
-    println!("Deployment of {} replicas: {bound} pods bound in {:.1} s", args.replicas, elapsed.max(start.elapsed()).as_secs_f64());
+    let (bound, elapsed) = wait_bound(
+        &client,
+        "sched",
+        "app=big",
+        args.replicas as usize,
+        Duration::from_secs(600),
+    )
+    .await?;
+    println!(
+        "Deployment of {} replicas: {bound} pods bound in {:.1} s",
+        args.replicas,
+        elapsed.max(start.elapsed()).as_secs_f64()
+    );
     sim_task.abort();
     if let Some(rss) = rss_kib(child.child.id()) {
-        println!("RSS of skiff server after the run:   {:.1} MiB", rss as f64 / 1024.0);
+        println!(
+            "RSS of skiff server after the run:   {:.1} MiB",
+            rss as f64 / 1024.0
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

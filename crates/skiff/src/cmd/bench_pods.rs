@@ -32,10 +32,15 @@ struct Book {
 }
 
 fn all_started(p: &Pod) -> bool {
-    let Some(status) = &p.status else { return false };
+    let Some(status) = &p.status else {
+        return false;
+    };
     let want = p.spec.as_ref().map(|s| s.containers.len()).unwrap_or(1);
     let statuses = status.container_statuses.as_deref().unwrap_or_default();
-    statuses.len() == want && statuses.iter().all(|c| c.state.as_ref().and_then(|s| s.running.as_ref()).is_some())
+    statuses.len() == want
+        && statuses
+            .iter()
+            .all(|c| c.state.as_ref().and_then(|s| s.running.as_ref()).is_some())
 }
 
 fn bench_pod(name: &str, image: &str) -> anyhow::Result<Pod> {
@@ -52,13 +57,29 @@ fn bench_pod(name: &str, image: &str) -> anyhow::Result<Pod> {
 /// Processes whose parent is `pid`.
 fn children(pid: u32) -> Vec<(u32, String)> {
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for e in dir.flatten() {
-        let Some(child) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
-        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
-        let comm = head.split_once('(').map(|(_, c)| c.to_string()).unwrap_or_default();
-        if rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+        let Some(child) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head
+            .split_once('(')
+            .map(|(_, c)| c.to_string())
+            .unwrap_or_default();
+        if rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok())
+            == Some(pid)
+        {
             out.push((child, comm));
         }
     }
@@ -66,7 +87,9 @@ fn children(pid: u32) -> Vec<(u32, String)> {
 }
 
 fn signal(pid: u32, sig: &str) {
-    let _ = std::process::Command::new("kill").args([sig, &pid.to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status();
 }
 
 pub(super) struct Agent {
@@ -77,7 +100,11 @@ impl Drop for Agent {
     fn drop(&mut self) {
         // SIGTERM lets the agent stop its containerd; then make sure.
         let pid = self.child.id();
-        let containerd: Vec<u32> = children(pid).into_iter().filter(|(_, c)| c == "containerd").map(|(p, _)| p).collect();
+        let containerd: Vec<u32> = children(pid)
+            .into_iter()
+            .filter(|(_, c)| c == "containerd")
+            .map(|(p, _)| p)
+            .collect();
         signal(pid, "-TERM");
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
@@ -93,12 +120,26 @@ impl Drop for Agent {
 
 pub(super) fn start_agent(server: &Child, dir: &Path, extra: &[&str]) -> anyhow::Result<Agent> {
     let data = server._dir.path();
-    let token = std::fs::read_to_string(data.join("node-token")).context("reading the node token")?;
+    let token =
+        std::fs::read_to_string(data.join("node-token")).context("reading the node token")?;
     let kubeconfig = std::fs::read_to_string(&server.kubeconfig)?;
-    let url = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: ")).context("server URL in the kubeconfig")?.to_string();
+    let url = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .context("server URL in the kubeconfig")?
+        .to_string();
     let exe = std::env::current_exe().context("current exe")?;
     let child = std::process::Command::new(exe)
-        .args(["agent", "--server", &url, "--token", token.trim(), "--node-name", "bench-node", "--data-dir"])
+        .args([
+            "agent",
+            "--server",
+            &url,
+            "--token",
+            token.trim(),
+            "--node-name",
+            "bench-node",
+            "--data-dir",
+        ])
         .arg(dir)
         .arg("--ca-file")
         .arg(data.join("tls/server-ca.crt"))
@@ -116,10 +157,21 @@ pub(super) fn start_agent(server: &Child, dir: &Path, extra: &[&str]) -> anyhow:
 /// containers running when it stops, by design).
 pub(super) async fn remove_all_pods(agent_dir: &Path) {
     let socket = skiff_kubelet::containerd::socket_path(&agent_dir.join("agent"));
-    let Ok(rt) = skiff_kubelet::cri::CriRuntime::new(&socket) else { return };
-    let mine = [(skiff_kubelet::runtime::LABEL_NODE.to_string(), "bench-node".to_string())].into();
-    let Ok(sandboxes) = rt.list_sandboxes(&mine).await else { return };
-    let uids: std::collections::BTreeSet<String> = sandboxes.into_iter().filter_map(|s| s.labels.get(skiff_kubelet::runtime::LABEL_POD_UID).cloned()).collect();
+    let Ok(rt) = skiff_kubelet::cri::CriRuntime::new(&socket) else {
+        return;
+    };
+    let mine = [(
+        skiff_kubelet::runtime::LABEL_NODE.to_string(),
+        "bench-node".to_string(),
+    )]
+    .into();
+    let Ok(sandboxes) = rt.list_sandboxes(&mine).await else {
+        return;
+    };
+    let uids: std::collections::BTreeSet<String> = sandboxes
+        .into_iter()
+        .filter_map(|s| s.labels.get(skiff_kubelet::runtime::LABEL_POD_UID).cloned())
+        .collect();
     for uid in uids {
         if let Err(e) = skiff_kubelet::sync::remove_pod(&rt, &uid).await {
             eprintln!("removing pod {uid}: {e}");
@@ -128,11 +180,25 @@ pub(super) async fn remove_all_pods(agent_dir: &Path) {
 }
 
 /// Record when each pod is first seen with all its containers started.
-fn spawn_observer(pods: Api<Pod>, book: Arc<Mutex<Book>>) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+fn spawn_observer(
+    pods: Api<Pod>,
+    book: Arc<Mutex<Book>>,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     tokio::spawn(async move {
-        let mut rv = pods.list_metadata(&ListParams::default()).await?.metadata.resource_version.unwrap_or_default();
+        let mut rv = pods
+            .list_metadata(&ListParams::default())
+            .await?
+            .metadata
+            .resource_version
+            .unwrap_or_default();
         loop {
-            let mut stream = pods.watch(&WatchParams::default().labels("app=bench-pods").timeout(290), &rv).await?.boxed();
+            let mut stream = pods
+                .watch(
+                    &WatchParams::default().labels("app=bench-pods").timeout(290),
+                    &rv,
+                )
+                .await?
+                .boxed();
             while let Some(ev) = stream.try_next().await? {
                 match ev {
                     WatchEvent::Added(p) | WatchEvent::Modified(p) => {
@@ -170,21 +236,31 @@ pub(super) async fn wait_node_ready(client: &kube::Client, agent_dir: &Path) -> 
     let nodes: Api<Node> = Api::all(client.clone());
     let start = Instant::now();
     loop {
-        let ready = nodes.get_opt("bench-node").await.ok().flatten().and_then(|n| n.status).and_then(|s| s.conditions).is_some_and(|c| {
-            c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-        });
+        let ready = nodes
+            .get_opt("bench-node")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|n| n.status)
+            .and_then(|s| s.conditions)
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
         if ready {
             return Ok(());
         }
         if start.elapsed() > Duration::from_secs(120) {
-            bail!("the agent's node did not become Ready; see {}", agent_dir.with_extension("log").display());
+            bail!(
+                "the agent's node did not become Ready; see {}",
+                agent_dir.with_extension("log").display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 pub(super) fn is_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
 }
 
 pub async fn run(count: usize, rate: u64, burst: usize) -> anyhow::Result<ExitCode> {
@@ -194,12 +270,27 @@ pub async fn run(count: usize, rate: u64, burst: usize) -> anyhow::Result<ExitCo
     let server = start_server(true)?;
     let client = client(&server.kubeconfig).await?;
     let agent_dir = server._dir.path().join("agent");
-    let agent = start_agent(&server, &agent_dir, &["--disable-ingress", "--dns-port", "0"])?;
+    let agent = start_agent(
+        &server,
+        &agent_dir,
+        &["--disable-ingress", "--dns-port", "0"],
+    )?;
     let start = Instant::now();
     wait_node_ready(&client, &agent_dir).await?;
-    println!("skiff bench pods: {} cores; node Ready {:.1} s after the agent started", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), start.elapsed().as_secs_f64());
+    println!(
+        "skiff bench pods: {} cores; node Ready {:.1} s after the agent started",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        start.elapsed().as_secs_f64()
+    );
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces.create(&PostParams::default(), &serde_json::from_value(serde_json::json!({"metadata": {"name": "bench"}}))?).await?;
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "bench"}}))?,
+        )
+        .await?;
     // The default service account is what admission waits for.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "bench");
@@ -209,10 +300,17 @@ pub async fn run(count: usize, rate: u64, burst: usize) -> anyhow::Result<ExitCo
 
     // Warm-up: one pod, not counted.
     let warm = "warm".to_string();
-    book.lock().unwrap_or_else(|e| e.into_inner()).created.insert(warm.clone(), Instant::now());
-    pods.create(&PostParams::default(), &bench_pod(&warm, image)?).await?;
+    book.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .created
+        .insert(warm.clone(), Instant::now());
+    pods.create(&PostParams::default(), &bench_pod(&warm, image)?)
+        .await?;
     if wait_started(&book, std::slice::from_ref(&warm), Duration::from_secs(60)).await == 0 {
-        bail!("the warm-up pod did not start; see {}", agent_dir.with_extension("log").display());
+        bail!(
+            "the warm-up pod did not start; see {}",
+            agent_dir.with_extension("log").display()
+        );
     }
 
     // Steady phase.
@@ -221,14 +319,21 @@ pub async fn run(count: usize, rate: u64, burst: usize) -> anyhow::Result<ExitCo
     for i in 0..count {
         tick.tick().await;
         let name = format!("steady-{i}");
-        book.lock().unwrap_or_else(|e| e.into_inner()).created.insert(name.clone(), Instant::now());
-        pods.create(&PostParams::default(), &bench_pod(&name, image)?).await?;
+        book.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .created
+            .insert(name.clone(), Instant::now());
+        pods.create(&PostParams::default(), &bench_pod(&name, image)?)
+            .await?;
         names.push(name);
     }
     let started = wait_started(&book, &names, Duration::from_secs(300)).await;
     let mut lat: Vec<Duration> = {
         let b = book.lock().unwrap_or_else(|e| e.into_inner());
-        names.iter().filter_map(|n| Some(*b.started.get(n)? - *b.created.get(n)?)).collect()
+        names
+            .iter()
+            .filter_map(|n| Some(*b.started.get(n)? - *b.created.get(n)?))
+            .collect()
     };
     lat.sort();
     println!(
@@ -242,9 +347,23 @@ pub async fn run(count: usize, rate: u64, burst: usize) -> anyhow::Result<ExitCo
     let agent_pid = agent.child.id();
     let steady_rss = rss_kib(agent_pid);
     let dp = DeleteParams::default().grace_period(0);
-    let _ = pods.delete_collection(&dp, &ListParams::default().labels("app=bench-pods").fields("metadata.name!=warm")).await;
+    let _ = pods
+        .delete_collection(
+            &dp,
+            &ListParams::default()
+                .labels("app=bench-pods")
+                .fields("metadata.name!=warm"),
+        )
+        .await;
     let deadline = Instant::now() + Duration::from_secs(180);
-    while Instant::now() < deadline && pods.list_metadata(&ListParams::default()).await.map(|l| l.items.len()).unwrap_or(0) > 1 {
+    while Instant::now() < deadline
+        && pods
+            .list_metadata(&ListParams::default())
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(0)
+            > 1
+    {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
@@ -257,36 +376,73 @@ pub async fn run(count: usize, rate: u64, burst: usize) -> anyhow::Result<ExitCo
         burst_names.push(name.clone());
         let pods = pods.clone();
         let pod = bench_pod(&name, image)?;
-        book.lock().unwrap_or_else(|e| e.into_inner()).created.insert(name, Instant::now());
-        tasks.push(tokio::spawn(async move { pods.create(&PostParams::default(), &pod).await }));
+        book.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .created
+            .insert(name, Instant::now());
+        tasks.push(tokio::spawn(async move {
+            pods.create(&PostParams::default(), &pod).await
+        }));
     }
     for t in tasks {
         t.await??;
     }
     let n = wait_started(&book, &burst_names, Duration::from_secs(300)).await;
-    println!("burst of {burst} pods: {n} Running after {:.2} s", t0.elapsed().as_secs_f64());
+    println!(
+        "burst of {burst} pods: {n} Running after {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
 
     if let Some(rss) = steady_rss {
-        println!("RSS of skiff agent with {} pods running: {:.1} MiB", count + 1, rss as f64 / 1024.0);
+        println!(
+            "RSS of skiff agent with {} pods running: {:.1} MiB",
+            count + 1,
+            rss as f64 / 1024.0
+        );
     }
     if let Some(rss) = rss_kib(agent_pid) {
-        println!("RSS of skiff agent with {} pods running: {:.1} MiB", burst + 1, rss as f64 / 1024.0);
+        println!(
+            "RSS of skiff agent with {} pods running: {:.1} MiB",
+            burst + 1,
+            rss as f64 / 1024.0
+        );
     }
-    let containerd: Vec<u32> = children(agent_pid).into_iter().filter(|(_, c)| c == "containerd").map(|(p, _)| p).collect();
+    let containerd: Vec<u32> = children(agent_pid)
+        .into_iter()
+        .filter(|(_, c)| c == "containerd")
+        .map(|(p, _)| p)
+        .collect();
     for p in &containerd {
         if let Some(rss) = rss_kib(*p) {
-            println!("RSS of its containerd:              {:.1} MiB", rss as f64 / 1024.0);
+            println!(
+                "RSS of its containerd:              {:.1} MiB",
+                rss as f64 / 1024.0
+            );
         }
     }
     if let Some(rss) = rss_kib(server.child.id()) {
-        println!("RSS of skiff server (control plane): {:.1} MiB", rss as f64 / 1024.0);
+        println!(
+            "RSS of skiff server (control plane): {:.1} MiB",
+            rss as f64 / 1024.0
+        );
     }
     observer.abort();
 
     // Clean up the containers before the agent goes.
-    let _ = pods.delete_collection(&DeleteParams::default().grace_period(0), &ListParams::default()).await;
+    let _ = pods
+        .delete_collection(
+            &DeleteParams::default().grace_period(0),
+            &ListParams::default(),
+        )
+        .await;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline && !pods.list_metadata(&ListParams::default()).await.map(|l| l.items.is_empty()).unwrap_or(true) {
+    while Instant::now() < deadline
+        && !pods
+            .list_metadata(&ListParams::default())
+            .await
+            .map(|l| l.items.is_empty())
+            .unwrap_or(true)
+    {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     remove_all_pods(&agent_dir).await;

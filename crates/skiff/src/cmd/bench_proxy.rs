@@ -27,18 +27,34 @@ fn wrk(url: &str, seconds: u64) -> anyhow::Result<f64> {
         .context("running wrk (apt-get install wrk)")?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:").and_then(|v| v.trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix("Requests/sec:")
+                .and_then(|v| v.trim().parse().ok())
+        })
         .with_context(|| format!("no Requests/sec in wrk's output:\n{text}"))
 }
 
 async fn programming(services: usize, endpoints: usize) -> anyhow::Result<()> {
     let ns = format!("skiff-bench-proxy-{}", std::process::id());
-    let ok = std::process::Command::new("ip").args(["netns", "add", &ns]).status().context("ip netns add")?.success();
+    let ok = std::process::Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .context("ip netns add")?
+        .success();
     if !ok {
         bail!("ip netns add {ns} failed");
     }
-    let report = skiff_proxy::bench(skiff_proxy::RealNft::in_netns(&ns), "skiff-bench", services, endpoints, skiff_proxy::rules::Selection::default()).await;
-    let _ = std::process::Command::new("ip").args(["netns", "delete", &ns]).status();
+    let report = skiff_proxy::bench(
+        skiff_proxy::RealNft::in_netns(&ns),
+        "skiff-bench",
+        services,
+        endpoints,
+        skiff_proxy::rules::Selection::default(),
+    )
+    .await;
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "delete", &ns])
+        .status();
     println!("{}", report?);
     Ok(())
 }
@@ -47,7 +63,11 @@ async fn through_cluster_ip(seconds: u64) -> anyhow::Result<()> {
     let server = start_server(true)?;
     let client = client(&server.kubeconfig).await?;
     let agent_dir = server._dir.path().join("agent");
-    let agent = start_agent(&server, &agent_dir, &["--disable-ingress", "--dns-port", "0"])?;
+    let agent = start_agent(
+        &server,
+        &agent_dir,
+        &["--disable-ingress", "--dns-port", "0"],
+    )?;
     wait_node_ready(&client, &agent_dir).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -62,12 +82,21 @@ async fn through_cluster_ip(seconds: u64) -> anyhow::Result<()> {
     let svc: Service = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}
     }))?;
-    let svc = Api::<Service>::namespaced(client.clone(), "default").create(&PostParams::default(), &svc).await?;
-    let cluster_ip = svc.spec.and_then(|s| s.cluster_ip).context("no ClusterIP")?;
+    let svc = Api::<Service>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &svc)
+        .await?;
+    let cluster_ip = svc
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .context("no ClusterIP")?;
     let start = Instant::now();
     let pod_ip = loop {
         let p = pods.get("web").await?;
-        let running = p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).is_some_and(|c| c.iter().all(|c| c.ready));
+        let running = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|c| c.iter().all(|c| c.ready));
         if let Some(ip) = p.status.and_then(|s| s.pod_ip).filter(|_| running) {
             break ip;
         }
@@ -78,7 +107,12 @@ async fn through_cluster_ip(seconds: u64) -> anyhow::Result<()> {
     };
     // Until the proxy has the endpoint.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect_timeout(&format!("{cluster_ip}:80").parse()?, Duration::from_secs(1)).is_err() {
+    while std::net::TcpStream::connect_timeout(
+        &format!("{cluster_ip}:80").parse()?,
+        Duration::from_secs(1),
+    )
+    .is_err()
+    {
         if Instant::now() > deadline {
             bail!("the ClusterIP {cluster_ip} does not answer");
         }
@@ -106,10 +140,20 @@ pub async fn run(services: usize, endpoints: usize, seconds: u64) -> anyhow::Res
     if !is_root() {
         bail!("skiff bench proxy needs root (network namespaces, nftables, containerd)");
     }
-    println!("skiff bench proxy: {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "skiff bench proxy: {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     programming(services, endpoints).await?;
     for clients in [1, 16] {
-        let report = skiff_dns::bench::run(skiff_dns::bench::BenchConfig { services, clients, duration: Duration::from_secs(seconds.min(5)) }).await?;
+        let report = skiff_dns::bench::run(skiff_dns::bench::BenchConfig {
+            services,
+            clients,
+            duration: Duration::from_secs(seconds.min(5)),
+        })
+        .await?;
         println!("{report}");
     }
     through_cluster_ip(seconds).await?;

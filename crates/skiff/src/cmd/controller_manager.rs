@@ -30,21 +30,37 @@ pub struct Settings {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_tracing();
     let cidr = super::server::parse_cidr(&args.cluster_cidr)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
-        let client = skiff_runtime::client_from_kubeconfig(&args.kubeconfig).await.context("kube client")?;
-        let root_ca = skiff_controllers::serviceaccount::root_ca_from_kubeconfig(&args.kubeconfig).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "no cluster CA for kube-root-ca.crt");
-            None
-        });
-        let settings = Settings { cluster_cidr: cidr, root_ca, node_monitor_grace_period: std::time::Duration::from_secs(args.node_monitor_grace_period) };
+        let client = skiff_runtime::client_from_kubeconfig(&args.kubeconfig)
+            .await
+            .context("kube client")?;
+        let root_ca = skiff_controllers::serviceaccount::root_ca_from_kubeconfig(&args.kubeconfig)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "no cluster CA for kube-root-ca.crt");
+                None
+            });
+        let settings = Settings {
+            cluster_cidr: cidr,
+            root_ca,
+            node_monitor_grace_period: std::time::Duration::from_secs(
+                args.node_monitor_grace_period,
+            ),
+        };
         run_elected(client, settings, super::shutdown_signal()).await;
         Ok(ExitCode::SUCCESS)
     })
 }
 
 /// The controller manager under leader election, until `shutdown`.
-pub async fn run_elected(client: kube::Client, settings: Settings, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn run_elected(
+    client: kube::Client,
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let identity = super::identity("controller-manager");
     let config = skiff_controllers::Config {
         cluster_cidr: settings.cluster_cidr,
@@ -53,7 +69,19 @@ pub async fn run_elected(client: kube::Client, settings: Settings, shutdown: imp
         ..Default::default()
     };
     let mut ctx = skiff_controllers::Context::new(client.clone(), config);
-    ctx.recorder = Arc::new(skiff_runtime::events::Recorder::new(client.clone(), "controller-manager", Some(&identity)));
-    let elector = skiff_runtime::leader::LeaderElector::new(client, "kube-system", "kube-controller-manager", &identity, Default::default());
-    elector.run(shutdown, || skiff_controllers::run_all(ctx.clone())).await;
+    ctx.recorder = Arc::new(skiff_runtime::events::Recorder::new(
+        client.clone(),
+        "controller-manager",
+        Some(&identity),
+    ));
+    let elector = skiff_runtime::leader::LeaderElector::new(
+        client,
+        "kube-system",
+        "kube-controller-manager",
+        &identity,
+        Default::default(),
+    );
+    elector
+        .run(shutdown, || skiff_controllers::run_all(ctx.clone()))
+        .await;
 }

@@ -59,7 +59,10 @@ fn agent_config(at: Where) -> skiff_kubelet::Config {
 fn connect(config: &skiff_kubelet::Config) -> anyhow::Result<Arc<dyn Runtime>> {
     let socket = config.runtime_socket();
     if !socket.exists() {
-        anyhow::bail!("no container runtime at {}: is the skiff agent running with this --data-dir?", socket.display());
+        anyhow::bail!(
+            "no container runtime at {}: is the skiff agent running with this --data-dir?",
+            socket.display()
+        );
     }
     Ok(Arc::new(skiff_kubelet::cri::CriRuntime::new(&socket)?))
 }
@@ -68,10 +71,19 @@ fn connect(config: &skiff_kubelet::Config) -> anyhow::Result<Arc<dyn Runtime>> {
 pub fn image_rows(images: &[Image]) -> Vec<[String; 4]> {
     let mut rows = Vec::new();
     for i in images {
-        let id = i.id.trim_start_matches("sha256:").chars().take(13).collect::<String>();
+        let id =
+            i.id.trim_start_matches("sha256:")
+                .chars()
+                .take(13)
+                .collect::<String>();
         let size = human_size(i.size);
         if i.repo_tags.is_empty() {
-            let repo = i.repo_digests.first().and_then(|d| d.split('@').next()).unwrap_or("<none>").to_string();
+            let repo = i
+                .repo_digests
+                .first()
+                .and_then(|d| d.split('@').next())
+                .unwrap_or("<none>")
+                .to_string();
             rows.push([repo, "<none>".into(), id, size]);
             continue;
         }
@@ -101,18 +113,26 @@ fn human_size(bytes: u64) -> String {
         v /= 1000.0;
         u += 1;
     }
-    if u == 0 { format!("{bytes}B") } else { format!("{v:.3}{}", UNITS[u]).replace(".000", "") }
+    if u == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.3}{}", UNITS[u]).replace(".000", "")
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_tracing();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match args.what {
             What::Import { files, at } => {
                 let config = agent_config(at);
                 for f in &files {
-                    skiff_kubelet::import_image(&config, f).await.with_context(|| format!("importing {}", f.display()))?;
+                    skiff_kubelet::import_image(&config, f)
+                        .await
+                        .with_context(|| format!("importing {}", f.display()))?;
                     println!("imported {}", f.display());
                 }
                 Ok(ExitCode::SUCCESS)
@@ -127,9 +147,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     }
                     return Ok(ExitCode::SUCCESS);
                 }
-                let width = |i: usize, head: &str| rows.iter().map(|r| r[i].len()).chain([head.len()]).max().unwrap_or(0);
+                let width = |i: usize, head: &str| {
+                    rows.iter()
+                        .map(|r| r[i].len())
+                        .chain([head.len()])
+                        .max()
+                        .unwrap_or(0)
+                };
                 let (w0, w1, w2) = (width(0, "IMAGE"), width(1, "TAG"), width(2, "IMAGE ID"));
-                println!("{:w0$}   {:w1$}   {:w2$}   SIZE", "IMAGE", "TAG", "IMAGE ID");
+                println!(
+                    "{:w0$}   {:w1$}   {:w2$}   SIZE",
+                    "IMAGE", "TAG", "IMAGE ID"
+                );
                 for r in rows {
                     println!("{:w0$}   {:w1$}   {:w2$}   {}", r[0], r[1], r[2], r[3]);
                 }
@@ -139,18 +168,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let rt = connect(&agent_config(at))?;
                 let mut failed = false;
                 for image in &images {
-                    match rt.image_status(image).await.context("looking up the image")? {
+                    match rt
+                        .image_status(image)
+                        .await
+                        .context("looking up the image")?
+                    {
                         None => {
                             eprintln!("error: no such image: {image}");
                             failed = true;
                         }
                         Some(found) => {
-                            rt.remove_image(&found.id).await.with_context(|| format!("removing {image}"))?;
+                            rt.remove_image(&found.id)
+                                .await
+                                .with_context(|| format!("removing {image}"))?;
                             println!("Deleted: {image}");
                         }
                     }
                 }
-                Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+                Ok(if failed {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                })
             }
         }
     })
@@ -163,19 +202,51 @@ mod tests {
     #[test]
     fn tags_split_after_the_last_slash() {
         assert_eq!(split_tag("busybox:1.36"), ("busybox", "1.36"));
-        assert_eq!(split_tag("registry:5000/a/b:v1"), ("registry:5000/a/b", "v1"));
-        assert_eq!(split_tag("registry:5000/a/b"), ("registry:5000/a/b", "latest"));
+        assert_eq!(
+            split_tag("registry:5000/a/b:v1"),
+            ("registry:5000/a/b", "v1")
+        );
+        assert_eq!(
+            split_tag("registry:5000/a/b"),
+            ("registry:5000/a/b", "latest")
+        );
     }
 
     #[test]
     fn rows_one_per_tag_and_sizes_like_crictl() {
         let images = vec![
-            Image { id: "sha256:0123456789abcdef".into(), repo_tags: vec!["b:1".into(), "a:2".into()], repo_digests: vec![], size: 1_234_567 },
-            Image { id: "sha256:fedcba".into(), repo_tags: vec![], repo_digests: vec!["c@sha256:x".into()], size: 999 },
+            Image {
+                id: "sha256:0123456789abcdef".into(),
+                repo_tags: vec!["b:1".into(), "a:2".into()],
+                repo_digests: vec![],
+                size: 1_234_567,
+            },
+            Image {
+                id: "sha256:fedcba".into(),
+                repo_tags: vec![],
+                repo_digests: vec!["c@sha256:x".into()],
+                size: 999,
+            },
         ];
         let rows = image_rows(&images);
-        assert_eq!(rows[0], ["a".to_string(), "2".into(), "0123456789abc".into(), "1.235MB".into()]);
+        assert_eq!(
+            rows[0],
+            [
+                "a".to_string(),
+                "2".into(),
+                "0123456789abc".into(),
+                "1.235MB".into()
+            ]
+        );
         assert_eq!(rows[1][0], "b");
-        assert_eq!(rows[2], ["c".to_string(), "<none>".into(), "fedcba".into(), "999B".into()]);
+        assert_eq!(
+            rows[2],
+            [
+                "c".to_string(),
+                "<none>".into(),
+                "fedcba".into(),
+                "999B".into()
+            ]
+        );
     }
 }

@@ -23,7 +23,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if std::env::var_os("KUBECONFIG").is_none() {
         let kubeconfig = data_dir.join("kubeconfig.yaml");
         if !kubeconfig.exists() {
-            anyhow::bail!("{} does not exist: start `skiff server` first (or pass --data-dir)", kubeconfig.display());
+            anyhow::bail!(
+                "{} does not exist: start `skiff server` first (or pass --data-dir)",
+                kubeconfig.display()
+            );
         }
         cmd.env("KUBECONFIG", kubeconfig);
     }

@@ -60,12 +60,18 @@ pub struct Cluster {
 
 /// The cluster DNS address: as given, or the service CIDR's 10th address.
 pub fn cluster_dns(args: &NodeArgs, service_cidr: (Ipv4Addr, u8)) -> IpAddr {
-    args.cluster_dns.unwrap_or_else(|| IpAddr::V4(Ipv4Addr::from(u32::from(service_cidr.0) + 10)))
+    args.cluster_dns
+        .unwrap_or_else(|| IpAddr::V4(Ipv4Addr::from(u32::from(service_cidr.0) + 10)))
 }
 
 /// Run the proxy, the DNS server and the ingress controller until `stop` completes. A component
 /// that cannot start is logged and left out; the others go on.
-pub async fn run(client: kube::Client, args: NodeArgs, cluster: Cluster, stop: impl std::future::Future<Output = ()> + Send + 'static) {
+pub async fn run(
+    client: kube::Client,
+    args: NodeArgs,
+    cluster: Cluster,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -78,8 +84,14 @@ pub async fn run(client: kube::Client, args: NodeArgs, cluster: Cluster, stop: i
         let config = skiff_proxy::Config {
             node_name: cluster.node_name.clone(),
             node_ips: vec![cluster.node_ip],
-            cluster_cidr: vec![skiff_proxy::Cidr { addr: IpAddr::V4(cluster.cluster_cidr.0), prefix: cluster.cluster_cidr.1 }],
-            service_cidr: vec![skiff_proxy::Cidr { addr: IpAddr::V4(cluster.service_cidr.0), prefix: cluster.service_cidr.1 }],
+            cluster_cidr: vec![skiff_proxy::Cidr {
+                addr: IpAddr::V4(cluster.cluster_cidr.0),
+                prefix: cluster.cluster_cidr.1,
+            }],
+            service_cidr: vec![skiff_proxy::Cidr {
+                addr: IpAddr::V4(cluster.service_cidr.0),
+                prefix: cluster.service_cidr.1,
+            }],
             table: args.proxy_table.clone(),
             ..Default::default()
         };
@@ -120,7 +132,11 @@ pub async fn run(client: kube::Client, args: NodeArgs, cluster: Cluster, stop: i
         });
     }
     if !args.disable_network_policy {
-        let config = skiff_netpol::Config { node_name: cluster.node_name.clone(), table: args.netpol_table.clone(), ..Default::default() };
+        let config = skiff_netpol::Config {
+            node_name: cluster.node_name.clone(),
+            table: args.netpol_table.clone(),
+            ..Default::default()
+        };
         let (client, stop) = (client.clone(), stopped());
         tasks.spawn(async move {
             if let Err(e) = skiff_netpol::run(client, config, stop).await {
@@ -138,10 +154,17 @@ pub async fn run(client: kube::Client, args: NodeArgs, cluster: Cluster, stop: i
 
 /// Parse `a.b.c.d/n` (the server's and agent's CIDR flags).
 pub fn parse_cidr(s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
-    let (ip, bits) = s.split_once('/').with_context(|| format!("{s}: not a CIDR"))?;
+    let (ip, bits) = s
+        .split_once('/')
+        .with_context(|| format!("{s}: not a CIDR"))?;
     let ip: Ipv4Addr = ip.parse().with_context(|| format!("{s}: bad address"))?;
-    let bits: u8 = bits.parse().with_context(|| format!("{s}: bad prefix length"))?;
-    anyhow::ensure!((8..=30).contains(&bits), "{s}: prefix length must be between 8 and 30");
+    let bits: u8 = bits
+        .parse()
+        .with_context(|| format!("{s}: bad prefix length"))?;
+    anyhow::ensure!(
+        (8..=30).contains(&bits),
+        "{s}: prefix length must be between 8 and 30"
+    );
     Ok((ip, bits))
 }
 
@@ -165,9 +188,21 @@ mod tests {
             disable_network_policy: false,
             netpol_table: "np".into(),
         };
-        assert_eq!(cluster_dns(&args, (Ipv4Addr::new(10, 43, 0, 0), 16)), IpAddr::from([10, 43, 0, 10]));
-        assert_eq!(cluster_dns(&args, (Ipv4Addr::new(10, 150, 0, 0), 16)), IpAddr::from([10, 150, 0, 10]));
-        let given = NodeArgs { cluster_dns: Some(IpAddr::from([10, 0, 0, 2])), ..args };
-        assert_eq!(cluster_dns(&given, (Ipv4Addr::new(10, 43, 0, 0), 16)), IpAddr::from([10, 0, 0, 2]));
+        assert_eq!(
+            cluster_dns(&args, (Ipv4Addr::new(10, 43, 0, 0), 16)),
+            IpAddr::from([10, 43, 0, 10])
+        );
+        assert_eq!(
+            cluster_dns(&args, (Ipv4Addr::new(10, 150, 0, 0), 16)),
+            IpAddr::from([10, 150, 0, 10])
+        );
+        let given = NodeArgs {
+            cluster_dns: Some(IpAddr::from([10, 0, 0, 2])),
+            ..args
+        };
+        assert_eq!(
+            cluster_dns(&given, (Ipv4Addr::new(10, 43, 0, 0), 16)),
+            IpAddr::from([10, 0, 0, 2])
+        );
     }
 }

@@ -18,9 +18,13 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_tracing();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
-        let client = skiff_runtime::client_from_kubeconfig(&args.kubeconfig).await.context("kube client")?;
+        let client = skiff_runtime::client_from_kubeconfig(&args.kubeconfig)
+            .await
+            .context("kube client")?;
         run_elected(client, args.scheduler_name, super::shutdown_signal()).await;
         Ok(ExitCode::SUCCESS)
     })
@@ -28,13 +32,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// The scheduler under leader election, until `shutdown`. Each scheduler
 /// name elects on its own Lease (kube-scheduler for the default one).
-pub async fn run_elected(client: kube::Client, scheduler_name: String, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn run_elected(
+    client: kube::Client,
+    scheduler_name: String,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let identity = super::identity("scheduler");
-    let lease = if scheduler_name == "default-scheduler" { "kube-scheduler".to_string() } else { scheduler_name.clone() };
-    let elector = skiff_runtime::leader::LeaderElector::new(client.clone(), "kube-system", &lease, &identity, Default::default());
+    let lease = if scheduler_name == "default-scheduler" {
+        "kube-scheduler".to_string()
+    } else {
+        scheduler_name.clone()
+    };
+    let elector = skiff_runtime::leader::LeaderElector::new(
+        client.clone(),
+        "kube-system",
+        &lease,
+        &identity,
+        Default::default(),
+    );
     elector
         .run(shutdown, || {
-            let config = skiff_scheduler::Config { scheduler_name: scheduler_name.clone(), ..Default::default() };
+            let config = skiff_scheduler::Config {
+                scheduler_name: scheduler_name.clone(),
+                ..Default::default()
+            };
             skiff_scheduler::run(client.clone(), config)
         })
         .await;

@@ -35,6 +35,9 @@ pub struct Args {
     /// CRI socket for the in-process agent instead of a supervised containerd.
     #[arg(long)]
     pub container_runtime_endpoint: Option<PathBuf>,
+    /// The in-process agent's kubelet API port (logs, exec, port-forward); 0 picks a free one.
+    #[arg(long, env = "SKIFF_KUBELET_PORT", default_value_t = skiff_kubelet::server::DEFAULT_PORT)]
+    pub kubelet_port: u16,
     /// The node components beside the in-process agent (proxy, DNS).
     #[command(flatten)]
     pub node: super::node::NodeArgs,
@@ -64,7 +67,9 @@ pub struct Args {
 pub use super::node::parse_cidr;
 
 fn parse_range(s: &str) -> anyhow::Result<(u16, u16)> {
-    let (a, b) = s.split_once('-').with_context(|| format!("{s}: not a range"))?;
+    let (a, b) = s
+        .split_once('-')
+        .with_context(|| format!("{s}: not a range"))?;
     let (a, b): (u16, u16) = (a.parse()?, b.parse()?);
     if a > b {
         bail!("{s}: empty range");
@@ -74,11 +79,17 @@ fn parse_range(s: &str) -> anyhow::Result<(u16, u16)> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_tracing();
-    let data_dir = args.data_dir.clone().unwrap_or_else(super::default_data_dir);
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(super::default_data_dir);
     let service_cidr = parse_cidr(&args.service_cidr)?;
     let node_ports = parse_range(&args.service_node_port_range)?;
     let cluster_cidr = parse_cidr(&args.cluster_cidr)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(async move {
         let store = super::backup::open_store(&args.datastore, &data_dir).await?;
         let token = args.token.clone().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
@@ -131,6 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let agent = super::agent::config(data_dir.clone(), args.node_name.clone(), args.container_runtime_endpoint.clone());
             let mut agent = agent;
             agent.cni_bridge = args.node.cni_bridge.clone();
+            agent.kubelet_port = args.kubelet_port;
             agent.cluster_dns = vec![super::node::cluster_dns(&args.node, service_cidr)];
             agent.cluster_domain = args.node.cluster_domain.clone();
             let cluster = super::node::Cluster {
@@ -162,4 +174,3 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
 }
-

@@ -31,9 +31,13 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_tracing();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
-        let client = skiff_runtime::client_from_kubeconfig(&args.kubeconfig).await.context("kube client")?;
+        let client = skiff_runtime::client_from_kubeconfig(&args.kubeconfig)
+            .await
+            .context("kube client")?;
         let config = skiff_sim::SimConfig {
             nodes: args.nodes,
             prefix: args.prefix,

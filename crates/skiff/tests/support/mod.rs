@@ -12,6 +12,38 @@ pub struct Server {
     pub port: u16,
     extra: Vec<String>,
     child: Option<Child>,
+    /// Held while this server owns its network slot (see [`claim_network_slot`]).
+    slot: Option<std::net::TcpListener>,
+}
+
+/// The first port of the network slots' locks: below Linux's ephemeral
+/// range (32768–60999), so no `free_port()` ever lands on one.
+const SLOT_LOCK_BASE: u16 = 29100;
+
+/// Claims one of 60 network slots (the octet of a cluster CIDR
+/// 10.100-218.0.0/16, its bridge and nftables tables), exclusively across
+/// every test process on the host: the claim is a listener on
+/// 127.0.0.1:SLOT_LOCK_BASE+slot, held by the [`Server`] and released by
+/// the kernel when the process goes, so a crashed test leaves no stale
+/// claim. Two servers sharing a slot would share a bridge, and the first
+/// one dropped would delete the other's bridge and proxy table.
+fn claim_network_slot() -> (usize, std::net::TcpListener) {
+    let start = (std::process::id() as usize * 7 + free_port() as usize) % 60;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        for i in 0..60 {
+            let slot = (start + i) % 60;
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", SLOT_LOCK_BASE + slot as u16))
+            {
+                return (100 + 2 * slot, l);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no free network slot for a test server in 300 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 fn free_port() -> u16 {
@@ -26,11 +58,17 @@ pub fn kubectl_bin(version: &str) -> PathBuf {
         return path;
     }
     let real = std::fs::canonicalize(&path).expect("resolve kubectl");
-    real.parent().expect("dir").join(format!("kubectl.{version}"))
+    real.parent()
+        .expect("dir")
+        .join(format!("kubectl.{version}"))
 }
 
 fn which(cmd: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(cmd)).find(|p| p.is_file()))
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(cmd))
+            .find(|p| p.is_file())
+    })
 }
 
 impl Server {
@@ -57,7 +95,7 @@ impl Server {
     }
 
     pub fn start_with_agent_and(extra: &[&str]) -> Server {
-        let octet = 100 + 2 * ((std::process::id() as usize * 7 + free_port() as usize) % 60);
+        let (octet, slot) = claim_network_slot();
         let mut args = vec![
             "--cluster-cidr".to_string(),
             format!("10.{octet}.0.0/16"),
@@ -73,12 +111,42 @@ impl Server {
             format!("skiff-test-{octet}"),
             "--cni-bridge".into(),
             format!("skiff-t{octet}"),
+            // Servers of tests running side by side each have their own kubelet API.
+            "--kubelet-port".into(),
+            "0".into(),
         ];
         if !extra.contains(&"--netpol-table") {
             args.extend(["--netpol-table".to_string(), format!("skiff-np-{octet}")]);
         }
         args.extend(extra.iter().map(|a| a.to_string()));
-        Server::start_args(args)
+        Server::start_args_holding(args, Some(slot))
+    }
+
+    /// The node's network as the kernel has it (the bridge and the service
+    /// proxy's table), for failure messages; empty without an agent.
+    pub fn network_state(&self) -> String {
+        let mut out = String::new();
+        let mut run = |title: &str, args: &[&str]| {
+            if let Ok(o) = Command::new(args[0]).args(&args[1..]).output() {
+                let text = String::from_utf8_lossy(&o.stdout);
+                let lines: Vec<&str> = text.lines().take(80).collect();
+                out.push_str(&format!(
+                    "\n{title}:\n{}{}",
+                    lines.join("\n"),
+                    String::from_utf8_lossy(&o.stderr)
+                ));
+            }
+        };
+        if let Some(bridge) = self.flag("--cni-bridge") {
+            run("bridge", &["ip", "-br", "addr", "show", "dev", &bridge]);
+        }
+        if let Some(table) = self.flag("--proxy-table") {
+            run(
+                "service proxy table",
+                &["nft", "list", "table", "ip", &table],
+            );
+        }
+        out
     }
 
     /// The value of one of this server's extra flags.
@@ -88,13 +156,29 @@ impl Server {
 
     /// The ClusterIP of kube-dns for a server started with an agent.
     pub fn cluster_dns(&self) -> String {
-        let cidr = self.extra.iter().skip_while(|a| *a != "--service-cidr").nth(1).cloned().unwrap_or_else(|| "10.43.0.0/16".into());
+        let cidr = self
+            .extra
+            .iter()
+            .skip_while(|a| *a != "--service-cidr")
+            .nth(1)
+            .cloned()
+            .unwrap_or_else(|| "10.43.0.0/16".into());
         cidr.replace(".0.0/16", ".0.10")
     }
 
     fn start_args(extra: Vec<String>) -> Server {
+        Server::start_args_holding(extra, None)
+    }
+
+    fn start_args_holding(extra: Vec<String>, slot: Option<std::net::TcpListener>) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut s = Server { dir, port: free_port(), extra, child: None };
+        let mut s = Server {
+            dir,
+            port: free_port(),
+            extra,
+            child: None,
+            slot,
+        };
         s.spawn();
         s
     }
@@ -104,9 +188,20 @@ impl Server {
     }
 
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args(["server", "--bind-address", "127.0.0.1", "--https-listen-port", &self.port.to_string(), "--data-dir"])
+            .args([
+                "server",
+                "--bind-address",
+                "127.0.0.1",
+                "--https-listen-port",
+                &self.port.to_string(),
+                "--data-dir",
+            ])
             .arg(self.dir.path())
             .args(&self.extra)
             .env("RUST_LOG", "info")
@@ -160,13 +255,23 @@ impl Server {
         self.kubectl_full("", args, Some(stdin), &[])
     }
 
-    pub fn kubectl_full(&self, version: &str, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
+    pub fn kubectl_full(
+        &self,
+        version: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Output {
         let mut cmd = Command::new(kubectl_bin(version));
         cmd.args(args)
             .env("KUBECONFIG", self.kubeconfig())
             .env("HOME", self.dir.path())
             .env_remove("KUBECTL_EXTERNAL_DIFF")
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {
@@ -207,7 +312,11 @@ impl Server {
     /// Run kubectl and insist that it fails; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
-        assert!(!out.status.success(), "kubectl {args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
@@ -225,7 +334,9 @@ fn tail(s: &str, n: usize) -> String {
 
 /// Path of a scenario manifest from the seeds.
 pub fn scenario(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/scenarios").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/scenarios")
+        .join(name);
     p.to_string_lossy().into_owned()
 }
 
@@ -233,7 +344,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // SIGTERM first so the agent stops its containerd, then SIGKILL.
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -245,18 +358,48 @@ impl Drop for Server {
             let _ = c.wait();
         }
         // Whatever this server started (containerd, shims) names its data directory.
-        let _ = Command::new("pkill").args(["-KILL", "-f"]).arg(self.dir.path()).status();
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f"])
+            .arg(self.dir.path())
+            .status();
         // The service proxy's rules stay after it exits, as kube-proxy's do.
-        if let Some(table) = self.extra.iter().skip_while(|a| *a != "--proxy-table").nth(1) {
-            let _ = Command::new("nft").args(["delete", "table", "ip", table]).stderr(Stdio::null()).status();
+        if let Some(table) = self
+            .extra
+            .iter()
+            .skip_while(|a| *a != "--proxy-table")
+            .nth(1)
+        {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "ip", table])
+                .stderr(Stdio::null())
+                .status();
         }
         // The NetworkPolicy table, should the server have been killed before removing it.
-        if let Some(table) = self.extra.iter().skip_while(|a| *a != "--netpol-table").nth(1) {
-            let _ = Command::new("nft").args(["delete", "table", "inet", table]).stderr(Stdio::null()).status();
+        if let Some(table) = self
+            .extra
+            .iter()
+            .skip_while(|a| *a != "--netpol-table")
+            .nth(1)
+        {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "inet", table])
+                .stderr(Stdio::null())
+                .status();
         }
-        if let Some(bridge) = self.extra.iter().skip_while(|a| *a != "--cni-bridge").nth(1) {
-            let _ = Command::new("ip").args(["link", "delete", bridge]).stderr(Stdio::null()).status();
-            let _ = Command::new("nft").args(["delete", "table", "ip", &format!("skiff-pods-{bridge}")]).stderr(Stdio::null()).status();
+        if let Some(bridge) = self
+            .extra
+            .iter()
+            .skip_while(|a| *a != "--cni-bridge")
+            .nth(1)
+        {
+            let _ = Command::new("ip")
+                .args(["link", "delete", bridge])
+                .stderr(Stdio::null())
+                .status();
+            let _ = Command::new("nft")
+                .args(["delete", "table", "ip", &format!("skiff-pods-{bridge}")])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
@@ -290,9 +433,21 @@ pub fn sim_named(s: &Server, nodes: usize, prefix: &str) -> Sim {
 
 /// Hollow nodes with `cpu` cores each.
 pub fn sim_sized(s: &Server, nodes: usize, prefix: &str, cpu: &str) -> Sim {
-    let log = std::fs::File::create(s.data_dir().join(format!("sim-{prefix}log"))).expect("sim log");
+    let log =
+        std::fs::File::create(s.data_dir().join(format!("sim-{prefix}log"))).expect("sim log");
     let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args(["sim", "--nodes", &nodes.to_string(), "--prefix", prefix, "--cpu", cpu, "--memory", "4Gi", "--kubeconfig"])
+        .args([
+            "sim",
+            "--nodes",
+            &nodes.to_string(),
+            "--prefix",
+            prefix,
+            "--cpu",
+            cpu,
+            "--memory",
+            "4Gi",
+            "--kubeconfig",
+        ])
         .arg(s.kubeconfig())
         .stdout(Stdio::null())
         .stderr(log)
@@ -315,7 +470,16 @@ pub fn eventually_within(limit: Duration, what: &str, s: &Server, mut check: imp
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    panic!("timed out waiting for {what}\nserver log tail:\n{}", s.log().lines().rev().take(40).collect::<Vec<_>>().join("\n"));
+    panic!(
+        "timed out waiting for {what}\nserver log tail:\n{}{}",
+        s.log()
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        s.network_state()
+    );
 }
 
 /// Start a server (no node agent) in a data directory prepared beforehand
@@ -323,21 +487,34 @@ pub fn eventually_within(limit: Duration, what: &str, s: &Server, mut check: imp
 pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
     let mut args = vec!["--disable-agent".to_string()];
     args.extend(extra.iter().map(|a| a.to_string()));
-    let mut s = Server { dir, port: free_port(), extra: args, child: None };
+    let mut s = Server {
+        dir,
+        port: free_port(),
+        extra: args,
+        child: None,
+        slot: None,
+    };
     s.spawn();
     s
 }
 
 /// Run `skiff backup ARGS...`.
 pub fn skiff_backup(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_skiff")).arg("backup").args(args).env("RUST_LOG", "warn").output().expect("run skiff backup")
+    Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("backup")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run skiff backup")
 }
 
 /// Why tests with real containers cannot run here, if they cannot: they
 /// need root and Debian's containerd, runc, containernetworking-plugins,
 /// busybox-static and nftables.
 pub fn agent_prerequisite_missing() -> Option<String> {
-    let root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
     if !root {
         return Some("not running as root".into());
     }
@@ -360,8 +537,16 @@ pub fn agent_prerequisite_missing() -> Option<String> {
 pub fn import_busybox(s: &Server) {
     let image = s.data_dir().join("busybox-skiff.tar");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-test-image.sh");
-    let out = Command::new("bash").arg(&script).arg(&image).output().expect("build image");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(&image)
+        .output()
+        .expect("build image");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args(["images", "import"])
         .arg(&image)
@@ -369,7 +554,11 @@ pub fn import_busybox(s: &Server) {
         .arg(s.data_dir())
         .output()
         .expect("skiff images import");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Start a server (no node agent) listening on `address` instead of the
@@ -377,12 +566,33 @@ pub fn import_busybox(s: &Server) {
 /// network namespaces that reach it through a bridge.
 pub fn start_bound(address: &str, extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut args = vec!["--disable-agent".to_string(), "--tls-san".into(), address.to_string()];
+    let mut args = vec![
+        "--disable-agent".to_string(),
+        "--tls-san".into(),
+        address.to_string(),
+    ];
     args.extend(extra.iter().map(|a| a.to_string()));
-    let mut s = Server { dir, port: free_port(), extra: args, child: None };
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(s.dir.path().join("server.log")).expect("log file");
+    let mut s = Server {
+        dir,
+        port: free_port(),
+        extra: args,
+        child: None,
+        slot: None,
+    };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(s.dir.path().join("server.log"))
+        .expect("log file");
     let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args(["server", "--bind-address", address, "--https-listen-port", &s.port.to_string(), "--data-dir"])
+        .args([
+            "server",
+            "--bind-address",
+            address,
+            "--https-listen-port",
+            &s.port.to_string(),
+            "--data-dir",
+        ])
         .arg(s.dir.path())
         .args(&s.extra)
         .env("RUST_LOG", "info")
