@@ -18,6 +18,8 @@ pub struct Args {
     /// How long a node may go without renewing its Lease before it is NotReady/Unknown (seconds).
     #[arg(long, default_value_t = 40)]
     pub node_monitor_grace_period: u64,
+    #[command(flatten)]
+    pub leader: super::LeaderElectArgs,
 }
 
 /// What the binary configures of the controllers.
@@ -25,11 +27,13 @@ pub struct Settings {
     pub cluster_cidr: (std::net::Ipv4Addr, u8),
     pub root_ca: Option<String>,
     pub node_monitor_grace_period: std::time::Duration,
+    pub election: skiff_runtime::leader::LeaderConfig,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_tracing();
     let cidr = super::server::parse_cidr(&args.cluster_cidr)?;
+    let election = args.leader.config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -49,6 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             node_monitor_grace_period: std::time::Duration::from_secs(
                 args.node_monitor_grace_period,
             ),
+            election,
         };
         run_elected(client, settings, super::shutdown_signal()).await;
         Ok(ExitCode::SUCCESS)
@@ -79,7 +84,7 @@ pub async fn run_elected(
         "kube-system",
         "kube-controller-manager",
         &identity,
-        Default::default(),
+        settings.election,
     );
     elector
         .run(shutdown, || skiff_controllers::run_all(ctx.clone()))

@@ -67,3 +67,114 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutting down");
 }
+
+/// Leader election timing of the scheduler and the controller manager
+/// (kube-scheduler's `--leader-elect-*` flags). skiff's defaults are shorter
+/// than Kubernetes' 15 s / 10 s / 2 s so that a standby server takes over
+/// within 15 s of the leader's crash: the worst case is the lease duration
+/// plus one retry period.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LeaderElectArgs {
+    /// How long a standby waits after the last renewal it saw before taking the Lease.
+    #[arg(long, default_value = "12s", value_parser = parse_duration)]
+    pub leader_elect_lease_duration: std::time::Duration,
+    /// How long the leader keeps trying to renew before it stops leading.
+    #[arg(long, default_value = "8s", value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: std::time::Duration,
+    /// How often candidates try to acquire and the leader renews.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub leader_elect_retry_period: std::time::Duration,
+}
+
+impl LeaderElectArgs {
+    /// The election settings, checked as client-go checks them.
+    pub fn config(&self) -> anyhow::Result<skiff_runtime::leader::LeaderConfig> {
+        let (lease, renew, retry) = (
+            self.leader_elect_lease_duration,
+            self.leader_elect_renew_deadline,
+            self.leader_elect_retry_period,
+        );
+        if lease <= renew {
+            anyhow::bail!(
+                "--leader-elect-lease-duration ({lease:?}) must be greater than --leader-elect-renew-deadline ({renew:?})"
+            );
+        }
+        if renew <= retry.mul_f64(1.2) {
+            anyhow::bail!(
+                "--leader-elect-renew-deadline ({renew:?}) must be greater than 1.2 × --leader-elect-retry-period ({retry:?})"
+            );
+        }
+        Ok(skiff_runtime::leader::LeaderConfig {
+            lease_duration: lease,
+            renew_deadline: renew,
+            retry_period: retry,
+        })
+    }
+}
+
+/// A duration as Kubernetes flags write them: `500ms`, `15s`, `2m`, `1h`,
+/// or combinations such as `1m30s`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        return std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("{s}: {e}"));
+    }
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("{s}: a unit (ms, s, m, h) is missing"))?;
+        let (num, tail) = rest.split_at(num_end);
+        let value: f64 = num.parse().map_err(|_| format!("{s}: not a duration"))?;
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_end);
+        let scale = match unit {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(format!("{s}: unknown unit {unit:?} (ms, s, m, h)")),
+        };
+        total += std::time::Duration::try_from_secs_f64(value * scale)
+            .map_err(|e| format!("{s}: {e}"))?;
+        rest = next;
+    }
+    if s.is_empty() {
+        return Err("an empty duration".into());
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_as_kubernetes_flags_write_them() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn election_timing_is_checked_as_client_go_does() {
+        let args = |l, r, p| LeaderElectArgs {
+            leader_elect_lease_duration: Duration::from_secs(l),
+            leader_elect_renew_deadline: Duration::from_secs(r),
+            leader_elect_retry_period: Duration::from_secs(p),
+        };
+        assert!(args(12, 8, 2).config().is_ok());
+        assert!(args(15, 10, 2).config().is_ok());
+        assert!(args(10, 10, 2).config().is_err());
+        assert!(args(15, 10, 9).config().is_err());
+    }
+}

@@ -14,6 +14,8 @@ pub struct Args {
     /// Pods with this spec.schedulerName are this scheduler's.
     #[arg(long, default_value = "default-scheduler")]
     pub scheduler_name: String,
+    #[command(flatten)]
+    pub leader: super::LeaderElectArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -21,11 +23,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let election = args.leader.config()?;
     runtime.block_on(async move {
         let client = skiff_runtime::client_from_kubeconfig(&args.kubeconfig)
             .await
             .context("kube client")?;
-        run_elected(client, args.scheduler_name, super::shutdown_signal()).await;
+        run_elected(
+            client,
+            args.scheduler_name,
+            election,
+            super::shutdown_signal(),
+        )
+        .await;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -35,6 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 pub async fn run_elected(
     client: kube::Client,
     scheduler_name: String,
+    election: skiff_runtime::leader::LeaderConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let identity = super::identity("scheduler");
@@ -48,7 +58,7 @@ pub async fn run_elected(
         "kube-system",
         &lease,
         &identity,
-        Default::default(),
+        election,
     );
     elector
         .run(shutdown, || {

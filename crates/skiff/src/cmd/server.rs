@@ -62,6 +62,9 @@ pub struct Args {
     /// started later with the same datastore and token joins that cluster.
     #[arg(long, env = "SKIFF_TOKEN")]
     pub token: Option<String>,
+    /// Leader election of the scheduler and the controller manager.
+    #[command(flatten)]
+    pub leader: super::LeaderElectArgs,
 }
 
 pub use super::node::parse_cidr;
@@ -86,6 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let service_cidr = parse_cidr(&args.service_cidr)?;
     let node_ports = parse_range(&args.service_node_port_range)?;
     let cluster_cidr = parse_cidr(&args.cluster_cidr)?;
+    let election = args.leader.config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -135,6 +139,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 cluster_cidr,
                 root_ca: Some(running.ca_pem.clone()),
                 node_monitor_grace_period: std::time::Duration::from_secs(args.node_monitor_grace_period),
+                election: election.clone(),
             };
             tokio::spawn(super::controller_manager::run_elected(client.clone(), settings, stopped()));
         }
@@ -167,7 +172,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             });
         }
         if !args.disable_scheduler {
-            tokio::spawn(super::scheduler::run_elected(client.clone(), "default-scheduler".into(), stopped()));
+            tokio::spawn(super::scheduler::run_elected(client.clone(), "default-scheduler".into(), election, stopped()));
         }
         let _ = handle.await;
         tracing::info!("stopped");
