@@ -1,4 +1,5 @@
-//! The service proxy (↔ kube-proxy in nftables mode, KEP-3866).
+//! The service proxy (↔ kube-proxy in nftables mode, KEP-3866, with its
+//! iptables mode as the fallback).
 //!
 //! Runs on every node: watches Services and discovery.k8s.io/v1
 //! EndpointSlices and programs the kernel with nftables so that traffic to a
@@ -14,9 +15,16 @@
 //! Layout: `model` (what is kept of Services and slices, endpoint choice),
 //! `rules` (the nftables ruleset, see its docs for the table's layout),
 //! `proxier` (the incremental diff and the batching sync loop), `netfilter`
-//! (the kernel behind the [`Netfilter`] and [`Host`] traits), `bench`.
+//! (the kernel behind the [`Netfilter`] and [`Host`] traits), `bench`, and
+//! `iptables`: the iptables mode (↔ kube-proxy's), chosen with
+//! [`Mode::Iptables`] or automatically when `nft` is missing and
+//! `iptables-restore` is there (see [`choose_mode`]). It renders the same
+//! model as kube-proxy's iptables chains and rewrites them whole with
+//! `iptables-restore --noflush` at every (batched) sync, O(services) per
+//! change: the fallback, where nftables is the incremental mode.
 //!
-//! Host requirements: `nft` (Debian's nftables package). For pod → service
+//! Host requirements: `nft` (Debian's nftables package), or else
+//! `iptables-restore` (Debian's iptables package). For pod → service
 //! traffic whose endpoint sits on the same CNI bridge, bridged packets must
 //! pass the IP netfilter hooks, so [`run`] loads `br_netfilter` and sets
 //! `net.bridge.bridge-nf-call-iptables=1` (and ip6tables), through
@@ -25,12 +33,14 @@
 //!
 //! Not done: externalTrafficPolicy/internalTrafficPolicy Local (treated as
 //! Cluster), topology hints, clearing stale UDP conntrack entries when an
-//! endpoint goes, the iptables fallback when nft is missing.
+//! endpoint goes.
 //!
 //! **Architecture Invariant:** every kernel change goes through [`Netfilter::apply`]
-//! as one nft transaction; rule generation does no I/O.
+//! as one nft transaction (in iptables mode through the [`Iptables`] trait,
+//! one `iptables-restore` per family); rule generation does no I/O.
 
 pub mod bench;
+pub mod iptables;
 pub mod model;
 pub mod netfilter;
 pub mod proxier;
@@ -48,9 +58,10 @@ use kube::runtime::watcher;
 use tokio::sync::mpsc;
 
 pub use bench::{BenchReport, bench};
+pub use iptables::{Iptables, IptablesProxier, IptablesRecorder, RealIptables};
 pub use model::{Cidr, Family};
 pub use netfilter::{Host, Netfilter, NoHost, RealHost, RealNft, Recorder};
-pub use proxier::{Proxier, SyncStats, Update};
+pub use proxier::{Proxier, SyncStats, Syncer, Update};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -62,8 +73,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("nft is not installed (Debian package nftables)")]
-    NftMissing,
+    #[error("iptables failed: {0}")]
+    Iptables(String),
+    #[error(
+        "neither nft (Debian package nftables) nor iptables-restore (Debian package iptables) is installed"
+    )]
+    NoNetfilterTool,
+    #[error(
+        "iptables mode asked for, but iptables-restore is not installed (Debian package iptables)"
+    )]
+    IptablesMissing,
     #[error("preparing the host: {0}")]
     Host(String),
     #[error("invalid proxy configuration: {0}")]
@@ -94,6 +113,54 @@ pub struct Config {
     pub table: String,
     /// How endpoints are picked (a cascade of `numgen` rules by default; kube-proxy's vmap as an option).
     pub selection: rules::Selection,
+    /// Which kernel interface to program (nftables unless nft is missing).
+    pub mode: Mode,
+}
+
+/// The proxy's mode (↔ kube-proxy's `--proxy-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// nftables, updated incrementally; falls back to iptables when `nft` is missing.
+    #[default]
+    Nftables,
+    /// kube-proxy's iptables layout, rewritten whole at each sync (see [`iptables`]).
+    Iptables,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "nftables" => Ok(Mode::Nftables),
+            "iptables" => Ok(Mode::Iptables),
+            _ => Err(format!("unknown proxy mode {s:?} (nftables or iptables)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Nftables => "nftables",
+            Mode::Iptables => "iptables",
+        })
+    }
+}
+
+/// The mode to run in, given the one asked for and which tools are
+/// installed: nftables when asked and `nft` is there; iptables when asked,
+/// or as the fallback when `nft` is missing and `iptables-restore` is there.
+pub fn choose_mode(wanted: Mode, has_nft: bool, has_iptables: bool) -> Result<Mode, Error> {
+    match (wanted, has_nft, has_iptables) {
+        (Mode::Nftables, true, _) => Ok(Mode::Nftables),
+        (Mode::Nftables, false, true) => {
+            tracing::warn!("nft is not installed; the service proxy falls back to iptables mode");
+            Ok(Mode::Iptables)
+        }
+        (Mode::Nftables, false, false) => Err(Error::NoNetfilterTool),
+        (Mode::Iptables, _, true) => Ok(Mode::Iptables),
+        (Mode::Iptables, _, false) => Err(Error::IptablesMissing),
+    }
 }
 
 impl Default for Config {
@@ -113,6 +180,7 @@ impl Default for Config {
             sync_period: Duration::from_secs(300),
             table: DEFAULT_TABLE.into(),
             selection: rules::Selection::default(),
+            mode: Mode::default(),
         }
     }
 }
@@ -133,6 +201,15 @@ impl Config {
             fams.push(Family::V4);
         }
         fams
+    }
+
+    /// The cluster CIDRs of `family`.
+    pub fn cluster_cidrs(&self, family: Family) -> Vec<Cidr> {
+        self.cluster_cidr
+            .iter()
+            .filter(|c| c.family() == family)
+            .copied()
+            .collect()
     }
 
     pub fn validate(&self) -> Result<(), Error> {
@@ -170,27 +247,39 @@ impl Config {
 
 /// Run the service proxy until `shutdown` completes: prepares the host
 /// (br_netfilter, see the crate docs), watches Services and EndpointSlices
-/// through `client`, and keeps the `ip`/`ip6` table `config.table` in step
-/// with them using `nft -f -`. The first sync happens once both kinds are
-/// listed, then incrementally per change (batched by
-/// `config.min_sync_period`), with a full resync every `config.sync_period`.
-/// Rules stay in place on shutdown, as kube-proxy's do (connections keep
-/// working across a restart); [`cleanup`] removes them.
+/// through `client`, and keeps the kernel in step with them: in nftables
+/// mode the `ip`/`ip6` table `config.table` through `nft -f -`, in iptables
+/// mode (asked for, or when nft is missing) the chains of [`iptables`]
+/// through `iptables-restore`. The first sync happens once both kinds are
+/// listed, then per change (batched by `config.min_sync_period`), with a
+/// full resync every `config.sync_period`. Rules stay in place on
+/// shutdown, as kube-proxy's do (connections keep working across a
+/// restart); [`cleanup`] and [`iptables::cleanup`] remove them.
 ///
-/// Errors: `NftMissing` when nft is not installed, `Config` for an invalid
-/// configuration. nft failures while running are logged and retried.
+/// Errors: `NoNetfilterTool` when neither nft nor iptables-restore is
+/// installed, `IptablesMissing` in iptables mode without iptables-restore,
+/// `Config` for an invalid configuration. Kernel failures while running
+/// are logged and retried.
 pub async fn run(
     client: kube::Client,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    if netfilter::find_nft().is_none() {
-        return Err(Error::NftMissing);
+    let mode = choose_mode(
+        config.mode,
+        netfilter::find_nft().is_some(),
+        netfilter::find_program("iptables-restore").is_some(),
+    )?;
+    let config = Config { mode, ..config };
+    match mode {
+        Mode::Nftables => run_with(client, config, RealNft::new(), &RealHost, shutdown).await,
+        Mode::Iptables => {
+            iptables::run_with(client, config, RealIptables, &RealHost, shutdown).await
+        }
     }
-    run_with(client, config, RealNft::new(), &RealHost, shutdown).await
 }
 
-/// [`run`] with the kernel and host given.
+/// [`run`] in nftables mode with the kernel and host given.
 pub async fn run_with<N: Netfilter>(
     client: kube::Client,
     config: Config,
@@ -198,11 +287,22 @@ pub async fn run_with<N: Netfilter>(
     host: &dyn Host,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    run_syncer(client, Proxier::new(config, nft), host, shutdown).await
+}
+
+/// Prepare the host, watch Services and EndpointSlices and drive `proxier` with them.
+async fn run_syncer<S: Syncer>(
+    client: kube::Client,
+    mut proxier: S,
+    host: &dyn Host,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let config = proxier.config();
     config.validate()?;
     if let Err(e) = host.enable_bridge_netfilter().await {
         tracing::warn!(error = %e, "could not enable br_netfilter; pods may not reach services whose endpoints share their bridge");
     }
-    tracing::info!(node = %config.node_name, table = %config.table, families = ?config.families(), "service proxy starting");
+    tracing::info!(node = %config.node_name, table = %config.table, mode = %config.mode, families = ?config.families(), "service proxy starting");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let services = Api::<Service>::all(client.clone());
     let slices = Api::<EndpointSlice>::all(client);
@@ -226,7 +326,6 @@ pub async fn run_with<N: Netfilter>(
         |s| Update::SliceDeleted(Box::new(s)),
         Update::SlicesListed,
     );
-    let mut proxier = Proxier::new(config, nft);
     tokio::select! {
         _ = watch_services => {}
         _ = watch_slices => {}
@@ -285,5 +384,42 @@ pub async fn watch<K, U>(
         {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_choice_falls_back_to_iptables_without_nft() {
+        assert_eq!(
+            choose_mode(Mode::Nftables, true, true).ok(),
+            Some(Mode::Nftables)
+        );
+        assert_eq!(
+            choose_mode(Mode::Nftables, true, false).ok(),
+            Some(Mode::Nftables)
+        );
+        assert_eq!(
+            choose_mode(Mode::Nftables, false, true).ok(),
+            Some(Mode::Iptables)
+        );
+        assert!(matches!(
+            choose_mode(Mode::Nftables, false, false),
+            Err(Error::NoNetfilterTool)
+        ));
+        assert_eq!(
+            choose_mode(Mode::Iptables, true, true).ok(),
+            Some(Mode::Iptables)
+        );
+        assert!(matches!(
+            choose_mode(Mode::Iptables, true, false),
+            Err(Error::IptablesMissing)
+        ));
+        assert_eq!("iptables".parse::<Mode>().ok(), Some(Mode::Iptables));
+        assert_eq!("nftables".parse::<Mode>().ok(), Some(Mode::Nftables));
+        assert!("ipvs".parse::<Mode>().is_err());
+        assert_eq!(Mode::Iptables.to_string(), "iptables");
     }
 }

@@ -243,6 +243,22 @@ impl ServiceInfo {
             affinity_timeout,
         })
     }
+
+    /// The ClusterIPs of `family`, and the externalIPs and LoadBalancer
+    /// ingress IPs of `family` (sorted, deduplicated).
+    pub fn addresses(&self, family: Family) -> (Vec<IpAddr>, Vec<IpAddr>) {
+        let in_family = |ips: &[IpAddr]| {
+            ips.iter()
+                .copied()
+                .filter(|ip| Family::of(ip) == family)
+                .collect::<Vec<_>>()
+        };
+        let mut external = in_family(&self.external_ips);
+        external.extend(in_family(&self.load_balancer_ips));
+        external.sort();
+        external.dedup();
+        (in_family(&self.cluster_ips), external)
+    }
 }
 
 /// One endpoint of a slice, with its conditions resolved as the API says

@@ -86,12 +86,19 @@ impl Default for RealNft {
 
 /// nft's path if it is installed.
 pub fn find_nft() -> Option<String> {
-    if Path::new(NFT_PATH).exists() {
-        return Some(NFT_PATH.into());
+    find_program("nft")
+}
+
+/// A program's path: in /usr/sbin (where Debian installs nft and the
+/// iptables tools) or on PATH; None if it is not installed.
+pub fn find_program(name: &str) -> Option<String> {
+    let sbin = Path::new("/usr/sbin").join(name);
+    if sbin.exists() {
+        return Some(sbin.to_string_lossy().into_owned());
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
-        .map(|d| d.join("nft"))
+        .map(|d| d.join(name))
         .find(|p| p.exists())
         .map(|p| p.to_string_lossy().into_owned())
 }
@@ -99,32 +106,9 @@ pub fn find_nft() -> Option<String> {
 #[async_trait::async_trait]
 impl Netfilter for RealNft {
     async fn apply(&self, script: &str) -> Result<(), Error> {
-        let mut child = self
-            .command()
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| Error::Spawn {
-                cmd: self.nft.clone(),
-                source: e,
-            })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(script.as_bytes())
-                .await
-                .map_err(|e| Error::Spawn {
-                    cmd: self.nft.clone(),
-                    source: e,
-                })?;
-            drop(stdin);
-        }
-        let out = child.wait_with_output().await.map_err(|e| Error::Spawn {
-            cmd: self.nft.clone(),
-            source: e,
-        })?;
+        let mut cmd = self.command();
+        cmd.args(["-f", "-"]);
+        let out = run_with_input(cmd, &self.nft, script).await?;
         if out.status.success() {
             Ok(())
         } else {
@@ -134,6 +118,34 @@ impl Netfilter for RealNft {
             Err(Error::Nft(msg.join("\n")))
         }
     }
+}
+
+/// Runs `cmd` with `input` on its standard input and returns its output
+/// (`name` names it in errors); a non-zero exit is the caller's to judge.
+pub(crate) async fn run_with_input(
+    mut cmd: Command,
+    name: &str,
+    input: &str,
+) -> Result<std::process::Output, Error> {
+    let spawn_error = |source| Error::Spawn {
+        cmd: name.to_string(),
+        source,
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(spawn_error)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .await
+            .map_err(spawn_error)?;
+        drop(stdin);
+    }
+    child.wait_with_output().await.map_err(spawn_error)
 }
 
 /// Host preparation the proxy needs.

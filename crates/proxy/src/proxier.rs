@@ -55,61 +55,32 @@ pub struct SyncStats {
 /// The slice key: (namespace, slice name).
 type SliceKey = (String, String);
 
-pub struct Proxier<N> {
-    config: Config,
-    nft: N,
-    families: Vec<Family>,
-    services: HashMap<ServiceName, ServiceInfo>,
-    slices: HashMap<ServiceName, BTreeMap<String, SliceInfo>>,
+/// The Services and EndpointSlices seen so far and the services changed
+/// since the last sync: the model both the nftables [`Proxier`] and the
+/// iptables one (`crate::iptables`) keep.
+#[derive(Debug, Default)]
+pub struct Desired {
+    pub services: HashMap<ServiceName, ServiceInfo>,
+    pub slices: HashMap<ServiceName, BTreeMap<String, SliceInfo>>,
     slice_owner: HashMap<SliceKey, ServiceName>,
-    programmed: HashMap<(Family, ServiceName), ServiceRules>,
-    /// Which service holds a map key (two services claiming one externalIP:port: the first wins).
-    owners: HashMap<(Family, ElementKey), ServiceName>,
-    /// Services that lost an element to another; retried when any element is released.
-    contested: BTreeSet<ServiceName>,
-    dirty: BTreeSet<ServiceName>,
-    resync: Resync,
+    /// Services whose rules may have changed since the last sync.
+    pub dirty: BTreeSet<ServiceName>,
     services_listed: bool,
     slices_listed: bool,
 }
 
-impl<N: Netfilter> Proxier<N> {
-    pub fn new(config: Config, nft: N) -> Self {
-        let families = config.families();
-        Proxier {
-            config,
-            nft,
-            families,
-            services: HashMap::new(),
-            slices: HashMap::new(),
-            slice_owner: HashMap::new(),
-            programmed: HashMap::new(),
-            owners: HashMap::new(),
-            contested: BTreeSet::new(),
-            dirty: BTreeSet::new(),
-            resync: Resync::Hard,
-            services_listed: false,
-            slices_listed: false,
-        }
-    }
-
-    pub fn netfilter(&self) -> &N {
-        &self.nft
-    }
-
+impl Desired {
     /// Both kinds have been listed once (kube-proxy waits for its informers too).
     pub fn ready(&self) -> bool {
         self.services_listed && self.slices_listed
     }
 
-    /// Whether a sync has something to do.
-    pub fn has_pending(&self) -> bool {
-        !self.dirty.is_empty() || self.resync != Resync::None
-    }
-
-    /// Ask for a periodic full resync at the next sync.
-    pub fn request_resync(&mut self) {
-        self.resync = self.resync.max(Resync::Soft);
+    /// The slices of a service.
+    pub fn slices_of(&self, name: &ServiceName) -> Vec<&SliceInfo> {
+        self.slices
+            .get(name)
+            .map(|m| m.values().collect())
+            .unwrap_or_default()
     }
 
     /// Record a change in the model.
@@ -211,27 +182,81 @@ impl<N: Netfilter> Proxier<N> {
             }
         }
     }
+}
+
+pub struct Proxier<N> {
+    config: Config,
+    nft: N,
+    families: Vec<Family>,
+    desired: Desired,
+    programmed: HashMap<(Family, ServiceName), ServiceRules>,
+    /// Which service holds a map key (two services claiming one externalIP:port: the first wins).
+    owners: HashMap<(Family, ElementKey), ServiceName>,
+    /// Services that lost an element to another; retried when any element is released.
+    contested: BTreeSet<ServiceName>,
+    resync: Resync,
+}
+
+impl<N: Netfilter> Proxier<N> {
+    pub fn new(config: Config, nft: N) -> Self {
+        let families = config.families();
+        Proxier {
+            config,
+            nft,
+            families,
+            desired: Desired::default(),
+            programmed: HashMap::new(),
+            owners: HashMap::new(),
+            contested: BTreeSet::new(),
+            resync: Resync::Hard,
+        }
+    }
+
+    pub fn netfilter(&self) -> &N {
+        &self.nft
+    }
+
+    /// Both kinds have been listed once (kube-proxy waits for its informers too).
+    pub fn ready(&self) -> bool {
+        self.desired.ready()
+    }
+
+    /// Whether a sync has something to do.
+    pub fn has_pending(&self) -> bool {
+        !self.desired.dirty.is_empty() || self.resync != Resync::None
+    }
+
+    /// Ask for a periodic full resync at the next sync.
+    pub fn request_resync(&mut self) {
+        self.resync = self.resync.max(Resync::Soft);
+    }
+
+    /// Record a change in the model.
+    pub fn update(&mut self, update: Update) {
+        self.desired.update(update);
+    }
+
+    /// Set (or remove, with None) a service in the model; marks it dirty if it changed.
+    pub fn set_service(&mut self, name: ServiceName, info: Option<ServiceInfo>) {
+        self.desired.set_service(name, info);
+    }
+
+    /// Set (or remove, with None) an EndpointSlice `(namespace, name)` in the
+    /// model with the service it belongs to.
+    pub fn set_slice(&mut self, key: SliceKey, slice: Option<(ServiceName, SliceInfo)>) {
+        self.desired.set_slice(key, slice);
+    }
 
     fn render(&self, family: Family, name: &ServiceName) -> ServiceRules {
-        let Some(info) = self.services.get(name) else {
+        let Some(info) = self.desired.services.get(name) else {
             return ServiceRules::default();
         };
         let ctx = RenderCtx {
             family,
-            cluster_cidrs: self
-                .config
-                .cluster_cidr
-                .iter()
-                .filter(|c| c.family() == family)
-                .copied()
-                .collect(),
+            cluster_cidrs: self.config.cluster_cidrs(family),
             selection: self.config.selection,
         };
-        let slices: Vec<&SliceInfo> = self
-            .slices
-            .get(name)
-            .map(|m| m.values().collect())
-            .unwrap_or_default();
+        let slices = self.desired.slices_of(name);
         rules::render_service(&ctx, name, info, &slices)
     }
 
@@ -285,7 +310,7 @@ impl<N: Netfilter> Proxier<N> {
     async fn sync_full(&mut self) -> Result<SyncStats, Error> {
         let hard = self.resync == Resync::Hard;
         let table = self.config.table.clone();
-        let mut names: Vec<ServiceName> = self.services.keys().cloned().collect();
+        let mut names: Vec<ServiceName> = self.desired.services.keys().cloned().collect();
         names.sort();
         self.owners.clear();
         self.contested.clear();
@@ -371,13 +396,15 @@ impl<N: Netfilter> Proxier<N> {
             script_bytes: script.len(),
         };
         self.programmed = desired;
-        self.dirty.clear();
+        self.desired.dirty.clear();
         self.resync = Resync::None;
         Ok(stats)
     }
 
     async fn sync_changed(&mut self) -> Result<SyncStats, Error> {
-        let dirty: Vec<ServiceName> = std::mem::take(&mut self.dirty).into_iter().collect();
+        let dirty: Vec<ServiceName> = std::mem::take(&mut self.desired.dirty)
+            .into_iter()
+            .collect();
         let table = self.config.table.clone();
         // Phases, in transaction order (see `diff`).
         let mut phases: [String; 6] = Default::default();
@@ -402,7 +429,7 @@ impl<N: Netfilter> Proxier<N> {
         }
         if released && !self.contested.is_empty() {
             let retry = std::mem::take(&mut self.contested);
-            self.dirty.extend(retry);
+            self.desired.dirty.extend(retry);
         }
         let script: String = phases.concat();
         if script.is_empty() {
@@ -483,18 +510,55 @@ fn slice_key(slice: &EndpointSlice) -> Option<SliceKey> {
     ))
 }
 
+/// What [`run_loop`] drives: the nftables [`Proxier`] or the iptables one
+/// (`crate::iptables::IptablesProxier`).
+pub trait Syncer {
+    fn config(&self) -> &Config;
+    /// Record a change in the model.
+    fn update(&mut self, update: Update);
+    /// Both kinds have been listed once.
+    fn ready(&self) -> bool;
+    /// Whether a sync has something to do.
+    fn has_pending(&self) -> bool;
+    /// Ask for a periodic full resync at the next sync.
+    fn request_resync(&mut self);
+    /// Bring the kernel to the model.
+    fn sync(&mut self) -> impl Future<Output = Result<SyncStats, Error>> + Send;
+}
+
+impl<N: Netfilter> Syncer for Proxier<N> {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn update(&mut self, update: Update) {
+        Proxier::update(self, update);
+    }
+    fn ready(&self) -> bool {
+        Proxier::ready(self)
+    }
+    fn has_pending(&self) -> bool {
+        Proxier::has_pending(self)
+    }
+    fn request_resync(&mut self) {
+        Proxier::request_resync(self);
+    }
+    fn sync(&mut self) -> impl Future<Output = Result<SyncStats, Error>> + Send {
+        Proxier::sync(self)
+    }
+}
+
 /// The sync loop (↔ kube-proxy's BoundedFrequencyRunner): applies updates to
 /// the model as they come and syncs once both kinds are listed, at most once
 /// per `min_sync_period` (changes arriving meanwhile are batched into the
 /// next sync), with a full resync every `sync_period` and a retry after a
 /// failed sync. Returns when `shutdown` completes or the updates end.
-pub async fn run_loop<N: Netfilter>(
-    proxier: &mut Proxier<N>,
+pub async fn run_loop<S: Syncer>(
+    proxier: &mut S,
     updates: &mut mpsc::UnboundedReceiver<Update>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let min = proxier.config.min_sync_period;
-    let period = proxier.config.sync_period.max(Duration::from_secs(1));
+    let min = proxier.config().min_sync_period;
+    let period = proxier.config().sync_period.max(Duration::from_secs(1));
     let mut shutdown = std::pin::pin!(shutdown);
     let mut last_sync: Option<Instant> = None;
     let mut next_sync: Option<Instant> = None;

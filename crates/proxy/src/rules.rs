@@ -87,7 +87,7 @@ pub struct RenderCtx {
     pub selection: Selection,
 }
 
-fn fnv1a(s: &str) -> u64 {
+pub(crate) fn fnv1a(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in s.bytes() {
         h ^= u64::from(b);
@@ -119,7 +119,7 @@ pub fn object_name(prefix: &str, id: &str) -> String {
     format!("{prefix}-{hash}-{readable}")
 }
 
-fn port_id(svc: &ServiceName, port: &ServicePort) -> String {
+pub(crate) fn port_id(svc: &ServiceName, port: &ServicePort) -> String {
     let pname = if port.name.is_empty() {
         port.port.to_string()
     } else {
@@ -134,7 +134,7 @@ fn port_id(svc: &ServiceName, port: &ServicePort) -> String {
     )
 }
 
-fn dnat_target(ep: &SocketAddr) -> String {
+pub(crate) fn dnat_target(ep: &SocketAddr) -> String {
     match ep.ip() {
         IpAddr::V4(ip) => format!("{ip}:{}", ep.port()),
         IpAddr::V6(ip) => format!("[{ip}]:{}", ep.port()),
@@ -155,20 +155,10 @@ pub fn render_service(
     let mut out = ServiceRules::default();
     let fam = ctx.family;
     let k = fam.keyword();
-    let in_family = |ips: &[IpAddr]| {
-        ips.iter()
-            .copied()
-            .filter(|ip| Family::of(ip) == fam)
-            .collect::<Vec<_>>()
-    };
-    let cluster_ips = in_family(&svc.cluster_ips);
+    let (cluster_ips, external_ips) = svc.addresses(fam);
     if cluster_ips.is_empty() {
         return out; // the service is not of this family (NodePorts follow its families, as kube-proxy)
     }
-    let mut external_ips = in_family(&svc.external_ips);
-    external_ips.extend(in_family(&svc.load_balancer_ips));
-    external_ips.sort();
-    external_ips.dedup();
     let masq_source = match ctx.cluster_cidrs.as_slice() {
         [] => None,
         [one] => Some(one.to_string()),

@@ -10,7 +10,8 @@ mod support;
 use std::collections::BTreeSet;
 
 use support::{
-    Server, agent_prerequisite_missing, eventually, eventually_within, import_busybox, scenario,
+    Server, agent_prerequisite_missing, eventually, eventually_within, host_http_get,
+    import_busybox, scenario,
 };
 
 const WEB: &str = "touch /tmp/ready && mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www";
@@ -61,23 +62,6 @@ fn client_pod(s: &Server, name: &str, script: &str) -> bool {
     phase == "Succeeded"
 }
 
-/// GET http://addr/ from the host (HTTP/1.0, body trimmed).
-fn host_get(addr: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let addr: std::net::SocketAddr = addr.parse().ok()?;
-    let mut c =
-        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3)).ok()?;
-    c.set_read_timeout(Some(std::time::Duration::from_secs(3)))
-        .ok()?;
-    c.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
-    let mut buf = Vec::new();
-    c.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    (head.starts_with("HTTP/1.") && head.split_whitespace().nth(1) == Some("200"))
-        .then(|| body.trim().to_string())
-}
-
 #[test]
 fn deployment_behind_a_service_answers_through_cluster_ip_node_port_and_dns() {
     if let Some(why) = agent_prerequisite_missing() {
@@ -90,61 +74,17 @@ fn deployment_behind_a_service_answers_through_cluster_ip_node_port_and_dns() {
     });
     import_busybox(&s);
     s.ok_stdin(&["apply", "-f", "-"], &web_manifest());
-    eventually_within(
-        std::time::Duration::from_secs(120),
-        "2 web pods Running",
-        &s,
-        || {
-            s.ok(&["get", "pods", "-l", "app=web", "--no-headers"])
-                .lines()
-                .filter(|l| l.contains("Running"))
-                .count()
-                == 2
-        },
-    );
-    let pods: BTreeSet<String> = s
-        .ok(&[
-            "get",
-            "pods",
-            "-l",
-            "app=web",
-            "-o",
-            "jsonpath={.items[*].metadata.name}",
-        ])
-        .split_whitespace()
-        .map(String::from)
-        .collect();
-    eventually("the Service's endpoints", &s, || {
-        s.ok(&[
-            "get",
-            "endpoints",
-            "web",
-            "-o",
-            "jsonpath={.subsets[*].addresses[*].ip}",
-        ])
-        .split_whitespace()
-        .count()
-            == 2
-    });
-    let cluster_ip = s.ok(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
-    let node_port = s.ok(&[
-        "get",
-        "svc",
-        "web",
-        "-o",
-        "jsonpath={.spec.ports[0].nodePort}",
-    ]);
-    let node_ip = s.ok(&[
-        "get",
-        "nodes",
-        "-o",
-        "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
-    ]);
+    let support::Web {
+        pods,
+        cluster_ip,
+        node_port,
+        node_ip,
+    } = support::wait_for_web(&s);
 
     // From the host, through the ClusterIP: both pods answer (random choice per connection).
     let mut seen = BTreeSet::new();
     eventually("both pods answering through the ClusterIP", &s, || {
-        if let Some(body) = host_get(&format!("{cluster_ip}:80")) {
+        if let Some(body) = host_http_get(&format!("{cluster_ip}:80")) {
             seen.insert(body);
         }
         seen == pods
@@ -152,7 +92,7 @@ fn deployment_behind_a_service_answers_through_cluster_ip_node_port_and_dns() {
     // Through the NodePort on the node's address.
     let mut seen = BTreeSet::new();
     eventually("both pods answering through the NodePort", &s, || {
-        if let Some(body) = host_get(&format!("{node_ip}:{node_port}")) {
+        if let Some(body) = host_http_get(&format!("{node_ip}:{node_port}")) {
             seen.insert(body);
         }
         seen == pods
@@ -252,7 +192,7 @@ fn deployment_behind_a_service_answers_through_cluster_ip_node_port_and_dns() {
             == 1
     });
     let answers: Vec<Option<String>> = (0..20)
-        .map(|_| host_get(&format!("{cluster_ip}:80")))
+        .map(|_| host_http_get(&format!("{cluster_ip}:80")))
         .collect();
     assert!(
         answers.iter().all(|a| a
@@ -289,13 +229,13 @@ fn deployment_behind_a_service_answers_through_cluster_ip_node_port_and_dns() {
             == Some(node_ip.as_str())
     });
     eventually("the LoadBalancer address answering on port 80", &s, || {
-        host_get(&format!("{node_ip}:80")).is_some_and(|b| pods.contains(&b))
+        host_http_get(&format!("{node_ip}:80")).is_some_and(|b| pods.contains(&b))
     });
 
     // A Service going away takes its rules with it.
     s.ok(&["delete", "svc", "web"]);
     eventually("the ClusterIP no longer answering", &s, || {
-        host_get(&format!("{cluster_ip}:80")).is_none()
+        host_http_get(&format!("{cluster_ip}:80")).is_none()
     });
 }
 

@@ -42,6 +42,11 @@ pub struct NodeArgs {
     /// The nftables table of the service proxy.
     #[arg(long, default_value = skiff_proxy::DEFAULT_TABLE, hide = true)]
     pub proxy_table: String,
+    /// The service proxy's mode: nftables (incremental), or iptables
+    /// (kube-proxy's layout, rewritten whole per sync; also the fallback
+    /// when nft is missing).
+    #[arg(long, default_value = "nftables", value_name = "nftables|iptables")]
+    pub proxy_mode: skiff_proxy::Mode,
     /// Do not enforce NetworkPolicies (nftables) on this node.
     #[arg(long)]
     pub disable_network_policy: bool,
@@ -93,6 +98,7 @@ pub async fn run(
                 prefix: cluster.service_cidr.1,
             }],
             table: args.proxy_table.clone(),
+            mode: args.proxy_mode,
             ..Default::default()
         };
         let (client, stop) = (client.clone(), stopped());
@@ -185,6 +191,7 @@ mod tests {
             dns_port: 53,
             cni_bridge: "b".into(),
             proxy_table: "t".into(),
+            proxy_mode: skiff_proxy::Mode::Nftables,
             disable_network_policy: false,
             netpol_table: "np".into(),
         };

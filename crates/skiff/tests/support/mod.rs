@@ -604,3 +604,80 @@ pub fn start_bound(address: &str, extra: &[&str]) -> Server {
     s.wait_ready();
     s
 }
+
+/// GET http://addr/ from the host (HTTP/1.0, 3 s timeouts): the body,
+/// trimmed, of a 200 answer; None otherwise.
+pub fn host_http_get(addr: &str) -> Option<String> {
+    use std::io::Read;
+    let addr: std::net::SocketAddr = addr.parse().ok()?;
+    let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    c.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    c.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    (head.starts_with("HTTP/1.") && head.split_whitespace().nth(1) == Some("200"))
+        .then(|| body.trim().to_string())
+}
+
+/// The Service `web` of the tests' two `app=web` pods, as the host reaches it.
+pub struct Web {
+    pub pods: std::collections::BTreeSet<String>,
+    pub cluster_ip: String,
+    pub node_port: String,
+    pub node_ip: String,
+}
+
+/// Wait for the two `app=web` pods to run and be the endpoints of Service
+/// `web`; its addresses.
+pub fn wait_for_web(s: &Server) -> Web {
+    eventually_within(Duration::from_secs(120), "2 web pods Running", s, || {
+        s.ok(&["get", "pods", "-l", "app=web", "--no-headers"])
+            .lines()
+            .filter(|l| l.contains("Running"))
+            .count()
+            == 2
+    });
+    let pods = s
+        .ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    eventually("the Service's endpoints", s, || {
+        s.ok(&[
+            "get",
+            "endpoints",
+            "web",
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].ip}",
+        ])
+        .split_whitespace()
+        .count()
+            == 2
+    });
+    Web {
+        pods,
+        cluster_ip: s.ok(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]),
+        node_port: s.ok(&[
+            "get",
+            "svc",
+            "web",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ]),
+        node_ip: s.ok(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
+        ]),
+    }
+}
