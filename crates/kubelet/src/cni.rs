@@ -20,20 +20,23 @@ pub fn have_iptables() -> bool {
 
 /// The conflist for a bridge on `subnet`, with host-local's state in `ipam_dir`.
 pub fn conflist(bridge: &str, subnet: &str, ipam_dir: &Path, iptables: bool) -> Value {
-    conflist_masq(bridge, subnet, ipam_dir, iptables, iptables)
+    conflist_masq(bridge, subnet, ipam_dir, iptables, iptables, None)
 }
 
 /// The conflist, with the bridge's ipMasq as given: off when the agent
 /// masquerades itself only what leaves the pod network (crate::routes), as
-/// the bridge's would also masquerade pod-to-pod traffic across nodes.
+/// the bridge's would also masquerade pod-to-pod traffic across nodes; and
+/// the MTU of the bridge and the pods' interfaces when not the default
+/// (an overlay's, see crate::vxlan).
 pub fn conflist_masq(
     bridge: &str,
     subnet: &str,
     ipam_dir: &Path,
     iptables: bool,
     ip_masq: bool,
+    mtu: Option<u32>,
 ) -> Value {
-    let mut plugins = vec![json!({
+    let mut bridge_plugin = json!({
         "type": "bridge",
         "bridge": bridge,
         "isGateway": true,
@@ -45,7 +48,11 @@ pub fn conflist_masq(
             "routes": [{"dst": "0.0.0.0/0"}],
             "dataDir": ipam_dir.display().to_string(),
         },
-    })];
+    });
+    if let Some(mtu) = mtu {
+        bridge_plugin["mtu"] = json!(mtu);
+    }
+    let mut plugins = vec![bridge_plugin];
     if iptables {
         plugins
             .push(json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}));
@@ -60,22 +67,24 @@ pub fn conf_path(conf_dir: &Path) -> PathBuf {
 
 /// Write the conflist (atomically) unless it already says the same; true when written.
 pub fn write(conf_dir: &Path, bridge: &str, subnet: &str) -> std::io::Result<bool> {
-    write_masq(conf_dir, bridge, subnet, true)
+    write_masq(conf_dir, bridge, subnet, true, None)
 }
 
-/// [`write`] with the bridge's ipMasq on or off.
+/// [`write`] with the bridge's ipMasq on or off and an MTU (see [`conflist_masq`]).
 pub fn write_masq(
     conf_dir: &Path,
     bridge: &str,
     subnet: &str,
     ip_masq: bool,
+    mtu: Option<u32>,
 ) -> std::io::Result<bool> {
     std::fs::create_dir_all(conf_dir)?;
     let ipam = conf_dir.join("networks");
     let iptables = have_iptables();
-    let text =
-        serde_json::to_string_pretty(&conflist_masq(bridge, subnet, &ipam, iptables, ip_masq))
-            .map_err(std::io::Error::other)?;
+    let text = serde_json::to_string_pretty(&conflist_masq(
+        bridge, subnet, &ipam, iptables, ip_masq, mtu,
+    ))
+    .map_err(std::io::Error::other)?;
     let path = conf_path(conf_dir);
     if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
         return Ok(false);
@@ -103,8 +112,18 @@ mod tests {
         let c = conflist("skiff0", "10.42.3.0/24", Path::new("/d"), false);
         assert_eq!(c["plugins"].as_array().unwrap().len(), 1);
         assert_eq!(c["plugins"][0]["ipMasq"], false);
-        let c = conflist_masq("skiff0", "10.42.3.0/24", Path::new("/d"), true, false);
+        let c = conflist_masq("skiff0", "10.42.3.0/24", Path::new("/d"), true, false, None);
         assert_eq!(c["plugins"][0]["ipMasq"], false);
+        assert!(c["plugins"][0].get("mtu").is_none());
+        let c = conflist_masq(
+            "skiff0",
+            "10.42.3.0/24",
+            Path::new("/d"),
+            true,
+            false,
+            Some(1450),
+        );
+        assert_eq!(c["plugins"][0]["mtu"], 1450);
         assert_eq!(c["plugins"][1]["type"], "portmap");
         assert_eq!(
             conflist("skiff0", "10.42.3.0/24", Path::new("/d"), true)["plugins"][0]["ipMasq"],

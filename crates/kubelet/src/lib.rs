@@ -31,6 +31,7 @@ pub mod static_pods;
 pub mod stats;
 pub mod sync;
 pub mod volumes;
+pub mod vxlan;
 
 #[cfg(test)]
 mod fake;
@@ -87,6 +88,9 @@ pub struct Config {
     /// only pod traffic leaving the pod network ([`routes`]), when the agent
     /// runs its own containerd and CNI.
     pub route_pod_cidrs: bool,
+    /// How those routes reach the other nodes: host-gw routes (the
+    /// default here; k3s defaults to vxlan) or a VXLAN overlay ([`vxlan`]).
+    pub flannel_backend: routes::FlannelBackend,
 }
 
 impl Config {
@@ -110,6 +114,7 @@ impl Config {
             kubelet_port: server::DEFAULT_PORT,
             kubelet_token: None,
             route_pod_cidrs: true,
+            flannel_backend: routes::FlannelBackend::HostGw,
         }
     }
 
@@ -287,6 +292,17 @@ async fn start_kubelet_api(
 pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
     std::fs::create_dir_all(&config.data_dir).map_err(io_err(&config.data_dir))?;
     let own_containerd = config.container_runtime_endpoint.is_none();
+    let host_ip = config.node_ip.unwrap_or_else(node::default_node_ip);
+    let pod_mtu = match (config.flannel_backend, host_ip) {
+        (routes::FlannelBackend::Vxlan, IpAddr::V4(ip)) => match vxlan::host_pod_mtu(ip).await {
+            Ok(mtu) => Some(mtu),
+            Err(e) => {
+                tracing::warn!(error = %e, "no MTU for the VXLAN overlay: pods keep the default");
+                None
+            }
+        },
+        _ => None,
+    };
     if own_containerd {
         // A first config so that the CRI plugin finds a network at once.
         cni::write_masq(
@@ -294,6 +310,7 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
             &config.cni_bridge,
             &config.default_pod_cidr,
             config.bridge_ip_masq(),
+            pod_mtu,
         )
         .map_err(io_err(&config.cni_conf_dir()))?;
     }
@@ -319,7 +336,6 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
         ensure_pause_image(runtime.as_ref(), &config).await?;
     }
 
-    let host_ip = config.node_ip.unwrap_or_else(node::default_node_ip);
     let kubelet_api = start_kubelet_api(&config, client.clone(), runtime.clone(), host_ip).await;
     let spec = node::NodeSpec {
         name: config.node_name.clone(),
@@ -354,6 +370,7 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
             &config.cni_bridge,
             &cidr,
             config.bridge_ip_masq(),
+            pod_mtu,
         ) {
             Ok(true) => tracing::info!(pod_cidr = %cidr, "pod network set to the node's podCIDR"),
             Ok(false) => {}
@@ -402,6 +419,7 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
                     &config.cni_bridge,
                     &cidr,
                     config.bridge_ip_masq(),
+                    pod_mtu,
                 ) {
                     Ok(true) => {
                         tracing::info!(pod_cidr = %cidr, "pod network set to the node's podCIDR")
@@ -426,13 +444,13 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
                 node_ip: host_ip,
                 local_pod_cidr: config.default_pod_cidr.clone(),
             };
-            routes::run(
-                client.clone(),
-                settings,
-                Arc::new(routes::IpRoute),
-                Arc::new(routes::NftHost::for_bridge(&config.cni_bridge)),
-            )
-            .await;
+            let host = Arc::new(routes::NftHost::for_bridge(&config.cni_bridge));
+            match config.flannel_backend {
+                routes::FlannelBackend::HostGw => {
+                    routes::run(client.clone(), settings, Arc::new(routes::IpRoute), host).await
+                }
+                routes::FlannelBackend::Vxlan => vxlan::run(client.clone(), settings, host).await,
+            }
         }
     };
     let static_pods = static_pods::run(

@@ -12,9 +12,16 @@
 //! one nftables table, rewritten when the set of pod CIDRs changes and
 //! removed when the agent stops.
 //!
-//! IPv4 only. The OS side is behind [`RouteTable`] and [`HostNet`].
+//! The route keeping is one backend of [`run_backend`]: [`HostGw`] here
+//! (`--flannel-backend host-gw`, the default), or [`crate::vxlan`] where the
+//! nodes share no layer 2. Both compute a desired state from the
+//! [`NodeSet`] and bring the kernel's entries in line with
+//! [`reconcile_entries`]; the masquerade table is the same for both.
+//!
+//! IPv4 only. The OS side is behind [`RouteTable`], [`Entries`] and [`HostNet`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Display;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +50,38 @@ pub enum RouteError {
         path: String,
         source: std::io::Error,
     },
+    #[error("patching node {node}: {source}")]
+    Patch { node: String, source: kube::Error },
+}
+
+/// How pods reach the other nodes' pods (k3s's `--flannel-backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FlannelBackend {
+    /// Routes via the other nodes' InternalIPs (one layer-2 segment).
+    #[default]
+    HostGw,
+    /// A VXLAN overlay ([`crate::vxlan`]); k3s's default.
+    Vxlan,
+}
+
+impl std::str::FromStr for FlannelBackend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "host-gw" => Ok(FlannelBackend::HostGw),
+            "vxlan" => Ok(FlannelBackend::Vxlan),
+            _ => Err(format!("unknown flannel backend {s:?} (host-gw or vxlan)")),
+        }
+    }
+}
+
+impl std::fmt::Display for FlannelBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FlannelBackend::HostGw => "host-gw",
+            FlannelBackend::Vxlan => "vxlan",
+        })
+    }
 }
 
 /// The host's main routing table, restricted to skiff's routes.
@@ -53,6 +92,16 @@ pub trait RouteTable: Send + Sync {
     async fn delete(&self, cidr: &str) -> Result<(), RouteError>;
     /// skiff's routes: destination CIDR to gateway.
     async fn list(&self) -> Result<BTreeMap<String, Ipv4Addr>, RouteError>;
+}
+
+/// A keyed set of kernel entries skiff owns (routes, the VXLAN backend's
+/// neighbours and forwarding entries), for [`reconcile_entries`].
+#[async_trait::async_trait]
+pub trait Entries<K: Send + Sync, V: Send + Sync>: Send + Sync {
+    async fn list(&self) -> Result<BTreeMap<K, V>, RouteError>;
+    /// Add or change the entry.
+    async fn set(&self, key: &K, value: &V) -> Result<(), RouteError>;
+    async fn delete(&self, key: &K) -> Result<(), RouteError>;
 }
 
 /// Forwarding and the pods' masquerade.
@@ -94,7 +143,7 @@ fn pod_cidrs(node: &Node) -> Vec<String> {
     all.iter().filter_map(|c| canonical_v4(c)).collect()
 }
 
-fn internal_ipv4(node: &Node) -> Option<Ipv4Addr> {
+pub(crate) fn internal_ipv4(node: &Node) -> Option<Ipv4Addr> {
     let addrs = node.status.as_ref()?.addresses.as_ref()?;
     addrs
         .iter()
@@ -110,6 +159,20 @@ pub fn desired_routes<'a>(
     own_name: &str,
     own_ip: IpAddr,
 ) -> BTreeMap<String, Ipv4Addr> {
+    other_nodes(nodes, own_name, own_ip, internal_ipv4)
+        .into_iter()
+        .map(|(cidr, (ip, _))| (cidr, ip))
+        .collect()
+}
+
+/// Every other node's IPv4 podCIDRs with the node and its address as
+/// `address` reads it, under the rules of [`desired_routes`].
+pub fn other_nodes<'a>(
+    nodes: impl IntoIterator<Item = &'a Node>,
+    own_name: &str,
+    own_ip: IpAddr,
+    address: impl Fn(&Node) -> Option<Ipv4Addr>,
+) -> BTreeMap<String, (Ipv4Addr, &'a Node)> {
     let mut sorted: Vec<&Node> = nodes.into_iter().collect();
     sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let mut out = BTreeMap::new();
@@ -122,7 +185,7 @@ pub fn desired_routes<'a>(
         if node.metadata.name.as_deref() == Some(own_name) {
             continue;
         }
-        let Some(ip) = internal_ipv4(node) else {
+        let Some(ip) = address(node) else {
             continue;
         };
         if IpAddr::V4(ip) == own_ip || ip.is_unspecified() || ip.is_loopback() {
@@ -130,7 +193,7 @@ pub fn desired_routes<'a>(
         }
         for cidr in pod_cidrs(node) {
             if !own_cidrs.contains(&cidr) {
-                out.entry(cidr).or_insert(ip);
+                out.entry(cidr).or_insert((ip, node));
             }
         }
     }
@@ -155,32 +218,64 @@ pub async fn reconcile(
     table: &dyn RouteTable,
     desired: &BTreeMap<String, Ipv4Addr>,
 ) -> Result<usize, RouteError> {
+    reconcile_entries("route to a node's pods", &RouteEntries(table), desired).await
+}
+
+/// A [`RouteTable`] as [`Entries`].
+struct RouteEntries<'a>(&'a dyn RouteTable);
+
+#[async_trait::async_trait]
+impl Entries<String, Ipv4Addr> for RouteEntries<'_> {
+    async fn list(&self) -> Result<BTreeMap<String, Ipv4Addr>, RouteError> {
+        self.0.list().await
+    }
+    async fn set(&self, cidr: &String, via: &Ipv4Addr) -> Result<(), RouteError> {
+        self.0.replace(cidr, *via).await
+    }
+    async fn delete(&self, cidr: &String) -> Result<(), RouteError> {
+        self.0.delete(cidr).await
+    }
+}
+
+/// Make the entries in `table` equal `desired` (`what` names them in the
+/// log): set what is missing or different, delete what is no longer
+/// wanted. Goes on after a failure; returns the number of changes made,
+/// or the first error.
+pub async fn reconcile_entries<K, V>(
+    what: &str,
+    table: &dyn Entries<K, V>,
+    desired: &BTreeMap<K, V>,
+) -> Result<usize, RouteError>
+where
+    K: Ord + Display + Send + Sync,
+    V: PartialEq + Display + Send + Sync,
+{
     let current = table.list().await?;
     let mut changes = 0;
     let mut first_err = None;
-    for (cidr, via) in desired {
-        if current.get(cidr) == Some(via) {
+    for (key, value) in desired {
+        if current.get(key) == Some(value) {
             continue;
         }
-        match table.replace(cidr, *via).await {
+        match table.set(key, value).await {
             Ok(()) => {
-                tracing::info!(pod_cidr = %cidr, via = %via, "route to a node's pods set");
+                tracing::info!(%key, %value, "{what} set");
                 changes += 1;
             }
             Err(e) => {
-                tracing::warn!(pod_cidr = %cidr, via = %via, error = %e, "setting a route to a node's pods failed");
+                tracing::warn!(%key, %value, error = %e, "setting a {what} failed");
                 first_err.get_or_insert(e);
             }
         }
     }
-    for cidr in current.keys().filter(|c| !desired.contains_key(*c)) {
-        match table.delete(cidr).await {
+    for key in current.keys().filter(|k| !desired.contains_key(*k)) {
+        match table.delete(key).await {
             Ok(()) => {
-                tracing::info!(pod_cidr = %cidr, "route to a node's pods removed");
+                tracing::info!(%key, "{what} removed");
                 changes += 1;
             }
             Err(e) => {
-                tracing::warn!(pod_cidr = %cidr, error = %e, "removing a route to a node's pods failed");
+                tracing::warn!(%key, error = %e, "removing a {what} failed");
                 first_err.get_or_insert(e);
             }
         }
@@ -247,13 +342,61 @@ impl Drop for MasqueradeGuard {
     }
 }
 
+/// How the other nodes' pods are reached: [`HostGw`], or [`crate::vxlan::Vxlan`].
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync {
+    /// What the backend keeps in the kernel; compared between passes so
+    /// that unchanged passes do nothing.
+    type Desired: PartialEq + Send + Sync;
+    fn desired(&self, nodes: &NodeSet, settings: &Settings) -> Self::Desired;
+    /// Bring the kernel in line; failures are logged and retried at the
+    /// next resync.
+    async fn apply(&self, desired: &Self::Desired);
+}
+
+/// The host-gateway backend: every other node's podCIDR via its InternalIP.
+pub struct HostGw<'a>(pub &'a dyn RouteTable);
+
+#[async_trait::async_trait]
+impl Backend for HostGw<'_> {
+    type Desired = BTreeMap<String, Ipv4Addr>;
+
+    fn desired(&self, nodes: &NodeSet, settings: &Settings) -> Self::Desired {
+        desired_routes(nodes.nodes(), &settings.node_name, settings.node_ip)
+    }
+
+    async fn apply(&self, desired: &Self::Desired) {
+        // A route that cannot be set (a node address not on this link) is
+        // retried at the next resync, not at every Node status update.
+        let _ = reconcile(self.0, desired).await;
+    }
+}
+
+/// This node's pod subnet: its Node's first IPv4 podCIDR, or the default.
+pub fn local_pod_cidr(nodes: &NodeSet, settings: &Settings) -> String {
+    nodes
+        .nodes()
+        .find(|n| n.metadata.name.as_deref() == Some(settings.node_name.as_str()))
+        .and_then(|own| pod_cidrs(own).into_iter().next())
+        .unwrap_or_else(|| settings.local_pod_cidr.clone())
+}
+
 /// What one pass computed and applied, so that unchanged passes do nothing.
-#[derive(Default)]
-struct Applied {
-    routes: Option<BTreeMap<String, Ipv4Addr>>,
+pub(crate) struct Applied<D = BTreeMap<String, Ipv4Addr>> {
+    desired: Option<D>,
     cidrs: Option<BTreeSet<String>>,
 }
 
+impl<D> Default for Applied<D> {
+    fn default() -> Self {
+        Applied {
+            desired: None,
+            cidrs: None,
+        }
+    }
+}
+
+#[cfg(test)]
 async fn sync(
     nodes: &NodeSet,
     settings: &Settings,
@@ -262,27 +405,28 @@ async fn sync(
     applied: &mut Applied,
     force: bool,
 ) {
-    let routes = desired_routes(nodes.nodes(), &settings.node_name, settings.node_ip);
-    let mut local = settings.local_pod_cidr.clone();
-    if let Some(own) = nodes
-        .nodes()
-        .find(|n| n.metadata.name.as_deref() == Some(settings.node_name.as_str()))
-        && let Some(c) = pod_cidrs(own).into_iter().next()
-    {
-        local = c;
-    }
-    let cidrs = all_pod_cidrs(nodes.nodes(), &local);
+    sync_backend(nodes, settings, &HostGw(table), host, applied, force).await;
+}
+
+pub(crate) async fn sync_backend<B: Backend>(
+    nodes: &NodeSet,
+    settings: &Settings,
+    backend: &B,
+    host: &dyn HostNet,
+    applied: &mut Applied<B::Desired>,
+    force: bool,
+) {
+    let desired = backend.desired(nodes, settings);
+    let cidrs = all_pod_cidrs(nodes.nodes(), &local_pod_cidr(nodes, settings));
     if force || applied.cidrs.as_ref() != Some(&cidrs) {
         match host.masquerade(&cidrs).await {
             Ok(()) => applied.cidrs = Some(cidrs),
             Err(e) => tracing::warn!(error = %e, "setting the pods' masquerade rules failed"),
         }
     }
-    if force || applied.routes.as_ref() != Some(&routes) {
-        // A route that cannot be set (a node address not on this link) is
-        // retried at the next resync, not at every Node status update.
-        let _ = reconcile(table, &routes).await;
-        applied.routes = Some(routes);
+    if force || applied.desired.as_ref() != Some(&desired) {
+        backend.apply(&desired).await;
+        applied.desired = Some(desired);
     }
 }
 
@@ -291,6 +435,17 @@ pub async fn run(
     client: kube::Client,
     settings: Settings,
     table: Arc<dyn RouteTable>,
+    host: Arc<dyn HostNet>,
+) {
+    run_backend(client, settings, HostGw(table.as_ref()), host).await;
+}
+
+/// Keep `backend`'s state and the masquerade table in line with the Nodes
+/// until the future is dropped.
+pub async fn run_backend<B: Backend>(
+    client: kube::Client,
+    settings: Settings,
+    backend: B,
     host: Arc<dyn HostNet>,
 ) {
     if let Err(e) = host.enable_forwarding().await {
@@ -311,7 +466,7 @@ pub async fn run(
                 Some(Ok(ev)) => {
                     nodes.apply(ev);
                     if nodes.ready() {
-                        sync(&nodes, &settings, table.as_ref(), host.as_ref(), &mut applied, false).await;
+                        sync_backend(&nodes, &settings, &backend, host.as_ref(), &mut applied, false).await;
                     }
                 }
                 Some(Err(e)) => tracing::debug!(error = %e, "watching nodes for routes"),
@@ -319,14 +474,18 @@ pub async fn run(
             },
             _ = tick.tick() => {
                 if nodes.ready() {
-                    sync(&nodes, &settings, table.as_ref(), host.as_ref(), &mut applied, true).await;
+                    sync_backend(&nodes, &settings, &backend, host.as_ref(), &mut applied, true).await;
                 }
             }
         }
     }
 }
 
-async fn command(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, RouteError> {
+pub(crate) async fn command(
+    program: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<String, RouteError> {
     use tokio::io::AsyncWriteExt as _;
     let cmd = format!("{program} {}", args.join(" "));
     let mut c = tokio::process::Command::new(program);

@@ -5,6 +5,11 @@
 //! node-b reaches an httpd pod on node-a by pod IP and through a ClusterIP
 //! Service, over the host-gateway routes the agents keep, and the server
 //! pod sees the client pod's own address (no masquerade between pods).
+//!
+//! The second test puts each node namespace behind a router namespace on
+//! its own /30 (no shared layer 2: host-gw routes cannot work) and runs
+//! the agents with `--flannel-backend vxlan`; the same traffic then goes
+//! over the VXLAN overlay.
 //! Needs root; skips otherwise.
 
 mod support;
@@ -32,14 +37,40 @@ fn must(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The host bridge, the nodes' network namespaces and their agents;
-/// everything is removed on drop.
+/// A command in a network namespace; its output.
+fn in_netns(ns: &str, args: &[&str]) -> String {
+    let mut all = vec!["netns", "exec", ns];
+    all.extend_from_slice(args);
+    must("ip", &all)
+}
+
+/// The tests build network namespaces and run four agents: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// How the node namespaces reach each other.
+#[derive(Clone, Copy, PartialEq)]
+enum Topology {
+    /// Veths into one host bridge, 172.31.<net>.0/24 (one layer-2 segment).
+    Bridged,
+    /// Veths into a router namespace, each node on its own /30 in
+    /// 172.30.<net>.0/24; the host reaches them through the router.
+    Routed,
+}
+
+/// The host bridge (or router), the nodes' network namespaces and their
+/// agents; everything is removed on drop.
 struct Nodes {
     net: u8,
-    bridge: String,
+    topology: Topology,
+    /// Host links and namespaces besides the nodes' (the bridge; the router).
+    links: Vec<String>,
+    other_netns: Vec<String>,
+    /// Host routes, as `ip route del` arguments.
+    host_routes: Vec<Vec<String>>,
     names: Vec<(String, String)>,
     dirs: Vec<tempfile::TempDir>,
     agents: Vec<Child>,
+    agent_args: Vec<String>,
 }
 
 impl Nodes {
@@ -48,11 +79,68 @@ impl Nodes {
     }
 
     fn ip(&self, i: usize) -> String {
-        format!("172.31.{}.{}", self.net, i + 2)
+        match self.topology {
+            Topology::Bridged => format!("172.31.{}.{}", self.net, i + 2),
+            Topology::Routed => format!("172.30.{}.{}", self.net, 4 * (i + 1) + 2),
+        }
     }
 
+    /// The host's address the nodes reach the server on.
     fn gateway(&self) -> String {
-        format!("172.31.{}.1", self.net)
+        match self.topology {
+            Topology::Bridged => format!("172.31.{}.1", self.net),
+            Topology::Routed => format!("172.30.{}.1", self.net),
+        }
+    }
+
+    fn empty(net: u8, topology: Topology) -> Nodes {
+        Nodes {
+            net,
+            topology,
+            links: vec![],
+            other_netns: vec![],
+            host_routes: vec![],
+            names: vec![],
+            dirs: vec![],
+            agents: vec![],
+            agent_args: vec![],
+        }
+    }
+
+    /// Node `letter`'s namespace, its eth0 at `addr` with a default route
+    /// via `gateway`, the peer of `veth` made in `veth_netns` (the host when None).
+    fn add_node(
+        &mut self,
+        letter: &str,
+        veth: &str,
+        veth_netns: Option<&str>,
+        addr: &str,
+        gateway: &str,
+    ) {
+        let ns = format!("sk{}-{letter}-{}", self.prefix(), self.net);
+        let _ = run("ip", &["netns", "delete", &ns]);
+        self.names.push((ns.clone(), format!("node-{letter}")));
+        must("ip", &["netns", "add", &ns]);
+        let mut add = vec![];
+        if let Some(r) = veth_netns {
+            add.extend(["-n", r]);
+        }
+        add.extend([
+            "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        must("ip", &add);
+        in_netns(&ns, &["ip", "link", "set", "lo", "up"]);
+        in_netns(&ns, &["ip", "addr", "add", addr, "dev", "eth0"]);
+        in_netns(&ns, &["ip", "link", "set", "eth0", "up"]);
+        in_netns(&ns, &["ip", "route", "add", "default", "via", gateway]);
+        self.dirs.push(tempfile::tempdir().expect("tempdir"));
+    }
+
+    fn prefix(&self) -> &'static str {
+        match self.topology {
+            Topology::Bridged => "mn",
+            Topology::Routed => "vx",
+        }
     }
 
     fn agent_dir(&self, i: usize) -> &Path {
@@ -67,14 +155,9 @@ impl Nodes {
     /// 172.31.<net>.0/24 with the bridge as their default gateway.
     fn create(net: u8) -> Nodes {
         let bridge = format!("skmn{net}");
-        let mut nodes = Nodes {
-            net,
-            bridge: bridge.clone(),
-            names: vec![],
-            dirs: vec![],
-            agents: vec![],
-        };
+        let mut nodes = Nodes::empty(net, Topology::Bridged);
         let _ = run("ip", &["link", "delete", &bridge]);
+        nodes.links.push(bridge.clone());
         must("ip", &["link", "add", &bridge, "type", "bridge"]);
         must(
             "ip",
@@ -88,35 +171,72 @@ impl Nodes {
         );
         must("ip", &["link", "set", &bridge, "up"]);
         for (i, letter) in ["a", "b"].iter().enumerate() {
-            let ns = format!("skmn-{letter}-{net}");
             let veth = format!("skmn{net}{letter}");
-            let _ = run("ip", &["netns", "delete", &ns]);
-            nodes.names.push((ns.clone(), format!("node-{letter}")));
-            must("ip", &["netns", "add", &ns]);
-            must(
-                "ip",
-                &[
-                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-                ],
-            );
+            let (addr, gateway) = (format!("{}/24", nodes.ip(i)), nodes.gateway());
+            nodes.add_node(letter, &veth, None, &addr, &gateway);
             must("ip", &["link", "set", &veth, "master", &bridge, "up"]);
-            let exec = |args: &[&str]| {
-                let mut all = vec!["netns", "exec", ns.as_str()];
-                all.extend_from_slice(args);
-                must("ip", &all);
-            };
-            exec(&["ip", "link", "set", "lo", "up"]);
-            exec(&[
+        }
+        nodes
+    }
+
+    /// A router namespace joined to the host by a veth (172.30.<net>.0/30,
+    /// the host .1) and to each node namespace by its own veth and /30
+    /// (node-a 172.30.<net>.6, node-b .10, the router .5 and .9); the
+    /// host routes 172.30.<net>.0/24 via the router. The nodes share no
+    /// layer 2 with each other or the host.
+    fn create_routed(net: u8) -> Nodes {
+        let mut nodes = Nodes::empty(net, Topology::Routed);
+        let router = format!("skvx-r-{net}");
+        let uplink = format!("skvx{net}h");
+        let _ = run("ip", &["netns", "delete", &router]);
+        let _ = run("ip", &["link", "delete", &uplink]);
+        nodes.other_netns.push(router.clone());
+        must("ip", &["netns", "add", &router]);
+        nodes.links.push(uplink.clone());
+        must(
+            "ip",
+            &[
+                "link", "add", &uplink, "type", "veth", "peer", "name", "up0", "netns", &router,
+            ],
+        );
+        let host = format!("{}/30", nodes.gateway());
+        must("ip", &["addr", "add", &host, "dev", &uplink]);
+        must("ip", &["link", "set", &uplink, "up"]);
+        let router_ip = format!("172.30.{net}.2");
+        in_netns(&router, &["ip", "link", "set", "lo", "up"]);
+        in_netns(
+            &router,
+            &[
                 "ip",
                 "addr",
                 "add",
-                &format!("{}/24", nodes.ip(i)),
+                &format!("{router_ip}/30"),
                 "dev",
-                "eth0",
-            ]);
-            exec(&["ip", "link", "set", "eth0", "up"]);
-            exec(&["ip", "route", "add", "default", "via", &nodes.gateway()]);
-            nodes.dirs.push(tempfile::tempdir().expect("tempdir"));
+                "up0",
+            ],
+        );
+        in_netns(&router, &["ip", "link", "set", "up0", "up"]);
+        in_netns(
+            &router,
+            &["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"],
+        );
+        let route: Vec<String> = [format!("172.30.{net}.0/24"), "via".into(), router_ip]
+            .into_iter()
+            .collect();
+        let mut add = vec!["route", "add"];
+        add.extend(route.iter().map(String::as_str));
+        must("ip", &add);
+        nodes.host_routes.push(route);
+        for (i, letter) in ["a", "b"].iter().enumerate() {
+            let hop = format!("172.30.{net}.{}", 4 * (i + 1) + 1);
+            let veth = format!("n{letter}");
+            let addr = format!("{}/30", nodes.ip(i));
+            nodes.add_node(letter, &veth, Some(&router), &addr, &hop);
+            in_netns(
+                &router,
+                &["ip", "addr", "add", &format!("{hop}/30"), "dev", &veth],
+            );
+            in_netns(&router, &["ip", "link", "set", &veth, "up"]);
         }
         nodes
     }
@@ -162,6 +282,7 @@ impl Nodes {
                     "--service-cidr",
                     &s.flag("--service-cidr").expect("service cidr"),
                 ])
+                .args(&self.agent_args)
                 .env("RUST_LOG", "info")
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -169,6 +290,22 @@ impl Nodes {
                 .expect("spawn skiff agent");
             self.agents.push(child);
         }
+    }
+
+    /// Wait until node `i`'s skiff routes hold `want`, then check they hold only that.
+    fn wait_for_only_route(&self, s: &Server, i: usize, want: &str) {
+        eventually_within(
+            Duration::from_secs(30),
+            &format!("the route {want} on node {i}"),
+            s,
+            || self.skiff_routes(i).contains(want),
+        );
+        let routes = self.skiff_routes(i);
+        assert_eq!(
+            routes.lines().count(),
+            1,
+            "node {i}'s skiff routes:\n{routes}"
+        );
     }
 
     /// `ip route show proto 67` in a node's namespace.
@@ -211,16 +348,25 @@ impl Drop for Nodes {
                 .arg(d.path())
                 .status();
         }
-        for (ns, _) in &self.names {
+        for route in &self.host_routes {
+            let _ = Command::new("ip")
+                .args(["route", "del"])
+                .args(route)
+                .stderr(Stdio::null())
+                .status();
+        }
+        for ns in self.names.iter().map(|(ns, _)| ns).chain(&self.other_netns) {
             let _ = Command::new("ip")
                 .args(["netns", "delete", ns])
                 .stderr(Stdio::null())
                 .status();
         }
-        let _ = Command::new("ip")
-            .args(["link", "delete", &self.bridge])
-            .stderr(Stdio::null())
-            .status();
+        for link in &self.links {
+            let _ = Command::new("ip")
+                .args(["link", "delete", link])
+                .stderr(Stdio::null())
+                .status();
+        }
         for d in &self.dirs {
             // Left-over rootfs mounts of killed pods would keep the directory.
             let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
@@ -293,37 +439,28 @@ fn in_cidr(ip: &str, cidr: &str) -> bool {
     to_u32(ip) & mask == to_u32(net) & mask
 }
 
-#[test]
-fn pods_reach_each_other_across_nodes() {
+/// Why the multi-node tests cannot run here, if they cannot.
+fn missing_prerequisite(tools: &[&str]) -> Option<String> {
     if let Some(why) = agent_prerequisite_missing() {
-        eprintln!("skipping the multi-node end-to-end test: {why}");
-        return;
+        return Some(why);
     }
-    for tool in ["/usr/bin/nsenter", "/usr/sbin/ip"] {
+    for tool in tools {
         if !Path::new(tool).exists() && !Path::new(&tool.replace("/usr", "")).exists() {
-            eprintln!("skipping the multi-node end-to-end test: {tool} is missing");
-            return;
+            return Some(format!("{tool} is missing"));
         }
     }
-    let net = 200 + (std::process::id() % 50) as u8;
-    let mut nodes = Nodes::create(net);
-    let s = support::start_bound(
-        &nodes.gateway(),
-        &[
-            "--cluster-cidr",
-            "10.240.0.0/16",
-            "--service-cidr",
-            "10.241.0.0/16",
-        ],
-    );
-    nodes.start_agents(&s);
+    None
+}
 
+/// Both nodes registered, Ready, with their own podCIDR and the
+/// namespace's address as InternalIP; their podCIDRs.
+fn wait_for_nodes(nodes: &Nodes, s: &Server) -> Vec<String> {
     // Both nodes register, get a podCIDR and become Ready.
     let mut cidrs = vec![String::new(); 2];
     eventually_within(
         Duration::from_secs(120),
         "both nodes Ready with a podCIDR",
-        &s,
+        s,
         || {
             for (i, (_, node)) in nodes.names.iter().enumerate() {
                 let out = s.kubectl(&[
@@ -354,35 +491,14 @@ fn pods_reach_each_other_across_nodes() {
         assert_eq!(ip.trim(), nodes.ip(i), "{node}'s InternalIP");
     }
 
-    // Each node routes the other's podCIDR via the other's address, and only that.
-    for (i, other) in [(0, 1), (1, 0)] {
-        let want = format!("{} via {}", cidrs[other], nodes.ip(other));
-        eventually_within(
-            Duration::from_secs(30),
-            &format!("the route {want} on node {i}"),
-            &s,
-            || nodes.skiff_routes(i).contains(&want),
-        );
-        let routes = nodes.skiff_routes(i);
-        assert_eq!(
-            routes.lines().count(),
-            1,
-            "node {i}'s skiff routes:\n{routes}"
-        );
-        let fwd = must(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                nodes.netns(i),
-                "cat",
-                "/proc/sys/net/ipv4/ip_forward",
-            ],
-        );
-        assert_eq!(fwd.trim(), "1");
-    }
+    cidrs
+}
 
-    import_busybox(&nodes, &s);
+/// An httpd pod on node-a behind a ClusterIP Service; a pod on node-b
+/// reaches it by pod IP and through the Service with its own address, and
+/// a listener outside the pod network only masqueraded.
+fn pods_talk_across_nodes(nodes: &Nodes, s: &Server, cidrs: &[String]) {
+    import_busybox(nodes, s);
     let web = "mkdir -p /www && echo hello-from-node-a > /www/index.html && exec httpd -f -vv -p 8080 -h /www";
     s.ok_stdin(
         &["apply", "-f", "-"],
@@ -396,7 +512,7 @@ fn pods_reach_each_other_across_nodes() {
     eventually_within(
         Duration::from_secs(120),
         "the web pod Running on node-a",
-        &s,
+        s,
         || {
             let out = s.kubectl(&[
                 "get",
@@ -426,7 +542,7 @@ fn pods_reach_each_other_across_nodes() {
     eventually_within(
         Duration::from_secs(30),
         "the web Service's endpoints",
-        &s,
+        s,
         || {
             s.ok(&[
                 "get",
@@ -477,7 +593,7 @@ fn pods_reach_each_other_across_nodes() {
     eventually_within(
         Duration::from_secs(120),
         "the client pod to finish",
-        &s,
+        s,
         || {
             phase = s.ok(&["get", "pod", "client", "-o", "jsonpath={.status.phase}"]);
             phase == "Succeeded" || phase == "Failed"
@@ -537,8 +653,10 @@ fn pods_reach_each_other_across_nodes() {
         from_client >= 2,
         "the web pod saw no requests from {client_ip}; its log:\n{web_logs}"
     );
+}
 
-    // A node that goes away takes its route with it.
+/// Delete the pods, stop node-b's agent and delete its Node.
+fn remove_node_b(nodes: &mut Nodes, s: &Server) {
     s.ok(&["delete", "pod", "client", "--wait=true", "--timeout=60s"]);
     s.ok(&["delete", "pod", "web", "--wait=true", "--timeout=60s"]);
     let mut b = nodes.agents.remove(1);
@@ -547,10 +665,203 @@ fn pods_reach_each_other_across_nodes() {
         .status();
     let _ = b.wait();
     s.ok(&["delete", "node", "node-b"]);
+}
+
+#[test]
+fn pods_reach_each_other_across_nodes() {
+    if let Some(why) = missing_prerequisite(&["/usr/bin/nsenter", "/usr/sbin/ip"]) {
+        eprintln!("skipping the multi-node end-to-end test: {why}");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let net = 200 + (std::process::id() % 50) as u8;
+    let mut nodes = Nodes::create(net);
+    let s = support::start_bound(
+        &nodes.gateway(),
+        &[
+            "--cluster-cidr",
+            "10.240.0.0/16",
+            "--service-cidr",
+            "10.241.0.0/16",
+        ],
+    );
+    nodes.start_agents(&s);
+    let cidrs = wait_for_nodes(&nodes, &s);
+
+    // Each node routes the other's podCIDR via the other's address, and only that.
+    for (i, other) in [(0, 1), (1, 0)] {
+        let want = format!("{} via {}", cidrs[other], nodes.ip(other));
+        nodes.wait_for_only_route(&s, i, &want);
+        let fwd = must(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                nodes.netns(i),
+                "cat",
+                "/proc/sys/net/ipv4/ip_forward",
+            ],
+        );
+        assert_eq!(fwd.trim(), "1");
+    }
+
+    pods_talk_across_nodes(&nodes, &s, &cidrs);
+
+    // A node that goes away takes its route with it.
+    remove_node_b(&mut nodes, &s);
     eventually_within(
         Duration::from_secs(30),
         "node-a to remove the route to node-b's pods",
         &s,
         || nodes.skiff_routes(0).trim().is_empty(),
+    );
+}
+
+/// The network address of a podCIDR: the node's VTEP address.
+fn vtep(cidr: &str) -> &str {
+    cidr.split_once('/').expect("cidr").0
+}
+
+#[test]
+fn pods_reach_each_other_across_nodes_over_vxlan() {
+    let tools = ["/usr/bin/nsenter", "/usr/sbin/ip", "/usr/sbin/bridge"];
+    if let Some(why) = missing_prerequisite(&tools) {
+        eprintln!("skipping the multi-node VXLAN end-to-end test: {why}");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let net = 200 + (std::process::id() % 50) as u8;
+    let mut nodes = Nodes::create_routed(net);
+    nodes.agent_args = vec!["--flannel-backend".into(), "vxlan".into()];
+    // No shared layer 2: each node reaches the other through the router,
+    // so a host-gw route via the other's address could not be set.
+    for (i, other) in [(0, 1), (1, 0)] {
+        let route = in_netns(
+            nodes.netns(i),
+            &["ip", "-4", "route", "get", &nodes.ip(other)],
+        );
+        assert!(
+            route.contains(&format!(" via 172.30.{net}.")),
+            "node {i} reaches node {other} directly: {route}"
+        );
+    }
+    let s = support::start_bound(
+        &nodes.gateway(),
+        &[
+            "--cluster-cidr",
+            "10.242.0.0/16",
+            "--service-cidr",
+            "10.243.0.0/16",
+        ],
+    );
+    nodes.start_agents(&s);
+    let cidrs = wait_for_nodes(&nodes, &s);
+
+    // Each node has its VXLAN device and publishes it on its Node.
+    let mut macs = vec![];
+    for (i, (ns, node)) in nodes.names.iter().enumerate() {
+        let mut annotations = serde_json::Value::Null;
+        eventually_within(
+            Duration::from_secs(30),
+            &format!("{node}'s VXLAN annotations"),
+            &s,
+            || {
+                let json = s.ok(&["get", "node", node, "-o", "json"]);
+                let v: serde_json::Value = serde_json::from_str(&json).expect("node json");
+                annotations = v["metadata"]["annotations"].clone();
+                annotations["flannel.alpha.coreos.com/backend-type"] == "vxlan"
+            },
+        );
+        let mac = in_netns(ns, &["cat", "/sys/class/net/skiff.vxlan/address"])
+            .trim()
+            .to_string();
+        assert_eq!(
+            annotations["flannel.alpha.coreos.com/backend-data"],
+            format!("{{\"VNI\":1,\"VtepMAC\":\"{mac}\"}}").as_str(),
+            "{node}'s annotations: {annotations}"
+        );
+        assert_eq!(
+            annotations["flannel.alpha.coreos.com/public-ip"],
+            nodes.ip(i).as_str()
+        );
+        let link = in_netns(ns, &["ip", "-d", "link", "show", "dev", "skiff.vxlan"]);
+        for want in [
+            "mtu 1450 ".to_string(),
+            ",UP,".to_string(),
+            "vxlan id 1 ".to_string(),
+            format!("local {} dev eth0 ", nodes.ip(i)),
+            "dstport 8472 ".to_string(),
+            "nolearning".to_string(),
+        ] {
+            assert!(
+                link.contains(&want),
+                "{node}'s device has no {want:?}: {link}"
+            );
+        }
+        let addr = in_netns(
+            ns,
+            &["ip", "-4", "-o", "addr", "show", "dev", "skiff.vxlan"],
+        );
+        assert!(
+            addr.contains(&format!("inet {}/32 ", vtep(&cidrs[i]))),
+            "{node}'s VTEP address: {addr}"
+        );
+        macs.push(mac);
+    }
+
+    // Each node reaches the other's podCIDR via its VTEP: a route on the
+    // device, a permanent neighbour entry and a forwarding entry to the
+    // other node's address.
+    let netns: Vec<String> = nodes.names.iter().map(|(ns, _)| ns.clone()).collect();
+    let neighbours = |i: usize| in_netns(&netns[i], &["ip", "neigh", "show", "dev", "skiff.vxlan"]);
+    let fdb = |i: usize| in_netns(&netns[i], &["bridge", "fdb", "show", "dev", "skiff.vxlan"]);
+    for (i, other) in [(0, 1), (1, 0)] {
+        let want = format!(
+            "{} via {} dev skiff.vxlan onlink",
+            cidrs[other],
+            vtep(&cidrs[other])
+        );
+        nodes.wait_for_only_route(&s, i, &want);
+        let n = neighbours(i);
+        assert!(
+            n.contains(&format!(
+                "{} lladdr {} PERMANENT",
+                vtep(&cidrs[other]),
+                macs[other]
+            )),
+            "node {i}'s neighbours:\n{n}"
+        );
+        let f = fdb(i);
+        assert!(
+            f.contains(&format!(
+                "{} dst {} self permanent",
+                macs[other],
+                nodes.ip(other)
+            )),
+            "node {i}'s forwarding entries:\n{f}"
+        );
+    }
+
+    pods_talk_across_nodes(&nodes, &s, &cidrs);
+    // The pods' interfaces have the overlay's MTU (the CNI bridge config's),
+    // so that full-size packets fit in the VXLAN encapsulation: the web
+    // pod's veth on node-a.
+    let ports = in_netns(&netns[0], &["ip", "-o", "link", "show", "master", "skiff0"]);
+    assert!(
+        ports.contains("mtu 1450 ") && !ports.contains("mtu 1500 "),
+        "node-a's pod interfaces: {ports}"
+    );
+
+    // A node that goes away takes its route and entries with it.
+    remove_node_b(&mut nodes, &s);
+    eventually_within(
+        Duration::from_secs(30),
+        "node-a to remove node-b's route and VXLAN entries",
+        &s,
+        || {
+            nodes.skiff_routes(0).trim().is_empty()
+                && neighbours(0).trim().is_empty()
+                && !fdb(0).contains(&macs[1])
+        },
     );
 }

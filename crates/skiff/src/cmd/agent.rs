@@ -47,6 +47,11 @@ pub struct Args {
     /// The cluster's pod range (as the server's --cluster-cidr).
     #[arg(long, default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
+    /// How pods reach the other nodes' pods: host-gw (routes via the nodes'
+    /// addresses; they must share a layer-2 segment) or vxlan (an overlay
+    /// over UDP 8472, as flannel's; k3s's default). All nodes use the same.
+    #[arg(long, default_value = "host-gw", value_name = "host-gw|vxlan")]
+    pub flannel_backend: skiff_kubelet::routes::FlannelBackend,
     /// The node components beside the kubelet (proxy, DNS).
     #[command(flatten)]
     pub node: super::node::NodeArgs,
@@ -148,6 +153,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.container_runtime_endpoint.clone(),
         );
         config.kubelet_port = args.kubelet_port;
+        config.flannel_backend = args.flannel_backend;
         if let Some(token) = args.token.clone().filter(|t| !t.is_empty()) {
             config.kubelet_token = Some(token);
         }

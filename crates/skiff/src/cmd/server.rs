@@ -38,6 +38,9 @@ pub struct Args {
     /// The in-process agent's kubelet API port (logs, exec, port-forward); 0 picks a free one.
     #[arg(long, env = "SKIFF_KUBELET_PORT", default_value_t = skiff_kubelet::server::DEFAULT_PORT)]
     pub kubelet_port: u16,
+    /// The in-process agent's pod network across nodes: host-gw or vxlan (as `skiff agent --flannel-backend`).
+    #[arg(long, default_value = "host-gw", value_name = "host-gw|vxlan")]
+    pub flannel_backend: skiff_kubelet::routes::FlannelBackend,
     /// The node components beside the in-process agent (proxy, DNS).
     #[command(flatten)]
     pub node: super::node::NodeArgs,
@@ -148,6 +151,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let mut agent = agent;
             agent.cni_bridge = args.node.cni_bridge.clone();
             agent.kubelet_port = args.kubelet_port;
+            agent.flannel_backend = args.flannel_backend;
             agent.cluster_dns = vec![super::node::cluster_dns(&args.node, service_cidr)];
             agent.cluster_domain = args.node.cluster_domain.clone();
             let cluster = super::node::Cluster {
