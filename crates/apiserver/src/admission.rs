@@ -503,6 +503,236 @@ pub async fn allocate(req: &Req<'_>, obj: &mut Value) -> ApiResult<Allocated> {
     Ok(out)
 }
 
+/// What an update of a Service claimed (released again when the update is
+/// not stored) and what it gives up (released once it is stored).
+#[derive(Default)]
+pub struct ServiceUpdate {
+    pub claimed: Allocated,
+    pub released: Allocated,
+}
+
+fn node_ports_of(svc: &Value) -> Vec<(i64, String, u16)> {
+    let has_node_ports = matches!(
+        svc.pointer("/spec/type").and_then(Value::as_str),
+        Some("NodePort" | "LoadBalancer")
+    );
+    if !has_node_ports {
+        return Vec::new();
+    }
+    svc.pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let node_port = p
+                .get("nodePort")
+                .and_then(Value::as_u64)
+                .filter(|n| *n != 0)?;
+            Some((
+                p.get("port").and_then(Value::as_i64).unwrap_or(0),
+                p.get("protocol")
+                    .and_then(Value::as_str)
+                    .unwrap_or("TCP")
+                    .to_string(),
+                u16::try_from(node_port).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// ClusterIP and NodePorts across a Service update (↔ the service REST's
+/// patchAllocatedValues, dropTypeDependentFields and allocateUpdate): a
+/// ClusterIP left out is carried over and may not change once set; a
+/// nodePort left out is carried over from the old port with the same port
+/// and protocol, a new one is claimed (or allocated), and those no longer
+/// used are released after the write; a type without node ports drops the
+/// unchanged ones; ExternalName gives up the ClusterIP, and a change away
+/// from ExternalName allocates one.
+pub async fn allocate_update(
+    req: &Req<'_>,
+    new: &mut Value,
+    old: &Value,
+) -> ApiResult<ServiceUpdate> {
+    let mut out = ServiceUpdate::default();
+    if req.info.kind != "Service" || !req.info.group.is_empty() {
+        return Ok(out);
+    }
+    let mut parent = crate::alloc::Parent::of(old);
+    if parent.namespace.is_empty() {
+        parent.namespace = req.namespace.clone().unwrap_or_default();
+    }
+    out.claimed.parent = Some(parent.clone());
+    out.released.parent = Some(parent.clone());
+    let allocator = crate::alloc::Allocator { server: req.server };
+    let type_of = |v: &Value| {
+        v.pointer("/spec/type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string()
+    };
+    let (old_type, new_type) = (type_of(old), type_of(new));
+    let old_ip = if old_type == "ExternalName" {
+        String::new()
+    } else {
+        old.pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+
+    // The ClusterIP.
+    if new_type == "ExternalName" {
+        if let Ok(ip) = old_ip.parse::<Ipv4Addr>() {
+            out.released.ips.push(ip);
+        }
+        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+            for k in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+                spec.remove(k);
+            }
+        }
+    } else {
+        let wanted = new
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if wanted.is_empty() && !old_ip.is_empty() {
+            new["spec"]["clusterIP"] = json!(old_ip);
+            new["spec"]["clusterIPs"] = old
+                .pointer("/spec/clusterIPs")
+                .cloned()
+                .unwrap_or_else(|| json!([old_ip]));
+        } else if !old_ip.is_empty() && wanted != old_ip {
+            return Err(invalid_field(
+                req,
+                new,
+                "spec.clusterIPs[0]",
+                &wanted,
+                "may not change once set",
+            ));
+        } else if old_ip.is_empty() && wanted != "None" {
+            let ip = if wanted.is_empty() {
+                None
+            } else {
+                Some(wanted.parse::<Ipv4Addr>().map_err(|_| {
+                    invalid_field(
+                        req,
+                        new,
+                        "spec.clusterIPs[0]",
+                        &wanted,
+                        "must be a valid IP address",
+                    )
+                })?)
+            };
+            let (ip, owned) = allocator
+                .ip(ip, &parent, req.dry_run)
+                .await
+                .map_err(|e| alloc_error(req, new, "spec.clusterIPs", &wanted, e))?;
+            if owned {
+                out.claimed.ips.push(ip);
+            }
+            new["spec"]["clusterIP"] = json!(ip.to_string());
+            new["spec"]["clusterIPs"] = json!([ip.to_string()]);
+        } else if old_ip.is_empty() && wanted == "None" {
+            new["spec"]["clusterIPs"] = json!(["None"]);
+        }
+        if new.pointer("/spec/ipFamilies").is_none() {
+            new["spec"]["ipFamilies"] = json!(["IPv4"]);
+        }
+        if new.pointer("/spec/ipFamilyPolicy").is_none() {
+            new["spec"]["ipFamilyPolicy"] = json!("SingleStack");
+        }
+    }
+
+    // NodePorts.
+    let old_ports = node_ports_of(old);
+    let held = |p: u16| old_ports.iter().any(|(_, _, n)| *n == p);
+    let n = new
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if new_type == "NodePort" || new_type == "LoadBalancer" {
+        for i in 0..n {
+            let port = new["spec"]["ports"][i]
+                .get("port")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let protocol = new["spec"]["ports"][i]
+                .get("protocol")
+                .and_then(Value::as_str)
+                .unwrap_or("TCP")
+                .to_string();
+            let mut wanted = new["spec"]["ports"][i]
+                .get("nodePort")
+                .and_then(Value::as_u64)
+                .filter(|p| *p != 0)
+                .and_then(|p| u16::try_from(p).ok());
+            if wanted.is_none() {
+                wanted = old_ports
+                    .iter()
+                    .find(|(p, proto, _)| *p == port && *proto == protocol)
+                    .map(|(_, _, n)| *n);
+            }
+            if let Some(p) = wanted
+                && held(p)
+            {
+                new["spec"]["ports"][i]["nodePort"] = json!(p);
+                continue;
+            }
+            match allocator.port(wanted, &parent, req.dry_run).await {
+                Ok((p, owned)) => {
+                    if owned {
+                        out.claimed.ports.push(p);
+                    }
+                    new["spec"]["ports"][i]["nodePort"] = json!(p);
+                }
+                Err(e) => {
+                    release(req.server, &out.claimed).await;
+                    return Err(alloc_error(
+                        req,
+                        new,
+                        &format!("spec.ports[{i}].nodePort"),
+                        &wanted.unwrap_or(0).to_string(),
+                        e,
+                    ));
+                }
+            }
+        }
+    } else {
+        for i in 0..n {
+            let Some(p) = new["spec"]["ports"][i]
+                .get("nodePort")
+                .and_then(Value::as_u64)
+                .filter(|p| *p != 0)
+            else {
+                continue;
+            };
+            if u16::try_from(p).is_ok_and(held) {
+                if let Some(m) = new["spec"]["ports"][i].as_object_mut() {
+                    m.remove("nodePort");
+                }
+            } else {
+                release(req.server, &out.claimed).await;
+                return Err(invalid_field(
+                    req,
+                    new,
+                    &format!("spec.ports[{i}].nodePort"),
+                    &p.to_string(),
+                    &format!("may not be used when `type` is '{new_type}'"),
+                ));
+            }
+        }
+    }
+    let kept: Vec<u16> = node_ports_of(new).into_iter().map(|(_, _, n)| n).collect();
+    out.released.ports = old_ports
+        .into_iter()
+        .map(|(_, _, n)| n)
+        .filter(|n| !kept.contains(n))
+        .collect();
+    out.released.ports.dedup();
+    Ok(out)
+}
+
 pub async fn release(server: &ApiServer, a: &Allocated) {
     let Some(parent) = &a.parent else { return };
     let allocator = crate::alloc::Allocator { server };

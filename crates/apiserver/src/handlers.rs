@@ -546,7 +546,17 @@ pub async fn write_update(
     sub: Option<&str>,
 ) -> ApiResult<Written> {
     admission::prepare_update(req, &mut new, old, sub)?;
-    validate(req, &new, Some(old))?;
+    // A Service's ClusterIP and NodePorts (not through subresources); what
+    // this claims is given back when the update is not stored.
+    let services = if sub.is_none() {
+        admission::allocate_update(req, &mut new, old).await?
+    } else {
+        admission::ServiceUpdate::default()
+    };
+    if let Err(e) = validate(req, &new, Some(old)) {
+        admission::release(req.server, &services.claimed).await;
+        return Err(e);
+    }
     let name = name_of(old).to_string();
     // Finalizers gone from an object being deleted: delete it now.
     // (A pod still in its grace period stays until the kubelet's final delete,
@@ -561,6 +571,7 @@ pub async fn write_update(
             .pointer("/metadata/deletionTimestamp")
             .is_some_and(|v| !v.is_null())
     {
+        admission::release(req.server, &services.claimed).await;
         if req.dry_run {
             return Ok(Written::Deleted(new));
         }
@@ -580,6 +591,7 @@ pub async fn write_update(
     let mut new_cmp = new.clone();
     set_resource_version(&mut new_cmp, 0);
     if old_cmp == new_cmp {
+        admission::release(req.server, &services.claimed).await;
         return Ok(Written::Updated(old.clone()));
     }
     if req.dry_run {
@@ -587,12 +599,24 @@ pub async fn write_update(
     }
     strip_resource_version(&mut new);
     let bytes = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
-    let kv = req
+    let kv = match req
         .server
         .store
         .update(&req.key(&name), bytes, revision)
         .await
-        .map_err(|e| ApiError::from_store(e, req.info.group, req.info.plural, &name))?;
+    {
+        Ok(kv) => kv,
+        Err(e) => {
+            admission::release(req.server, &services.claimed).await;
+            return Err(ApiError::from_store(
+                e,
+                req.info.group,
+                req.info.plural,
+                &name,
+            ));
+        }
+    };
+    admission::release(req.server, &services.released).await;
     set_resource_version(&mut new, kv.mod_revision);
     Ok(Written::Updated(new))
 }
