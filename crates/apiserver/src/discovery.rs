@@ -9,6 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use serde_json::{Value, json};
 use skiff_api::registry::{ResourceInfo, registry};
 
+use crate::resource_metrics::{GROUP as METRICS_GROUP, VERSION as METRICS_VERSION};
+
 /// The media type of aggregated discovery responses.
 pub const AGGREGATED_V2: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
@@ -76,6 +78,7 @@ pub fn api_group_list() -> Value {
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, versions)| api_group(g, &versions))
+        .chain([api_group(METRICS_GROUP, &[METRICS_VERSION])])
         .collect();
     with_kind(
         serde_json::to_value(APIGroupList { groups }).unwrap_or_default(),
@@ -85,6 +88,13 @@ pub fn api_group_list() -> Value {
 }
 
 pub fn api_group_doc(group: &str) -> Option<Value> {
+    if group == METRICS_GROUP {
+        return Some(with_kind(
+            serde_json::to_value(api_group(group, &[METRICS_VERSION])).unwrap_or_default(),
+            "APIGroup",
+            "v1",
+        ));
+    }
     let (_, versions) = registry()
         .groups()
         .into_iter()
@@ -145,6 +155,9 @@ fn subresource_shape(r: &ResourceInfo, sub: &str) -> (Vec<String>, (String, Stri
 }
 
 pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
+    if (group, version) == (METRICS_GROUP, METRICS_VERSION) {
+        return Some(crate::resource_metrics::api_resource_list());
+    }
     let mut resources = Vec::new();
     for r in registry().in_group_version(group, version) {
         resources.push(APIResource {
@@ -263,6 +276,9 @@ pub fn aggregated(legacy: bool, media: &str) -> Value {
             json!({"name": group, "creationTimestamp": null})
         };
         items.push(json!({"metadata": metadata, "versions": versions}));
+    }
+    if !legacy {
+        items.push(crate::resource_metrics::aggregated_group());
     }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": api_version, "metadata": {}, "items": items})
 }

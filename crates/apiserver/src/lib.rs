@@ -20,6 +20,7 @@ pub mod output;
 pub mod patching;
 pub mod proxy;
 pub mod request;
+pub mod resource_metrics;
 pub mod server;
 pub mod state;
 pub mod status;

@@ -373,7 +373,7 @@ fn unavailable(message: String) -> ApiError {
 }
 
 /// Send a request to the kubelet at `host:port`.
-async fn kubelet_request(
+pub(crate) async fn kubelet_request(
     server: &ApiServer,
     host: &str,
     port: u16,

@@ -224,6 +224,10 @@ async fn route(
             &crate::authz::review(kind, review, &user),
         ));
     }
+    // metrics.k8s.io is served here (no aggregation), not from the store.
+    if crate::resource_metrics::handles(path) {
+        return crate::resource_metrics::handle(server, &method, path, query, labels).await;
+    }
     if let Some(rp) = parse_resource_path(path)? {
         let watch = rp.watch_prefix || (method == Method::GET && query.flag("watch"));
         labels.verb = verb_for(&method, rp.name.is_some(), watch);

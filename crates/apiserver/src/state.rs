@@ -81,6 +81,8 @@ pub struct ApiServer {
     pub identity: crate::identity::Identity,
     openapi: Mutex<HashMap<(String, String), Bytes>>,
     openapi_v2: std::sync::OnceLock<(Bytes, Bytes)>,
+    /// The kubelets' latest Summary samples (metrics.k8s.io).
+    pub resource_metrics: crate::resource_metrics::MetricsCache,
 }
 
 pub fn version_info() -> Value {
@@ -238,6 +240,7 @@ pub async fn start(
         token_signer,
         openapi: Mutex::new(HashMap::new()),
         openapi_v2: std::sync::OnceLock::new(),
+        resource_metrics: Default::default(),
     });
     crate::alloc::claim_existing(&server).await?;
     crate::alloc::spawn_repair(&server);

@@ -11,9 +11,12 @@ use crate::runtime::{
     ContainerStats, LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
 };
 
+/// RFC 3339 with as many fractional digits as needed (Go's RFC3339Nano):
+/// consumers compute CPU rates from these times, so whole seconds would
+/// not do.
 fn rfc3339_ns(ns: i64) -> String {
     jiff::Timestamp::from_nanosecond(i128::from(ns))
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .map(|t| t.to_string())
         .unwrap_or_default()
 }
 
@@ -165,5 +168,11 @@ mod tests {
             pods[0]["containers"][1]["cpu"]["time"],
             "2023-11-14T22:13:20Z"
         );
+    }
+
+    #[test]
+    fn times_keep_their_fraction() {
+        assert_eq!(rfc3339_ns(1_700_000_000_250_000_000), "2023-11-14T22:13:20.25Z");
+        assert_eq!(rfc3339_ns(1_700_000_000_000_000_001), "2023-11-14T22:13:20.000000001Z");
     }
 }
