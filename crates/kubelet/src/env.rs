@@ -88,6 +88,68 @@ impl Lookup for NoLookup {
     }
 }
 
+/// A [`Lookup`] that holds one of a shared set of permits while it asks:
+/// the pod workers' API requests are bounded together (see
+/// [`crate::pods::API_CONCURRENCY`]).
+pub struct Limited<L> {
+    inner: L,
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl<L> Limited<L> {
+    pub fn new(inner: L, slots: std::sync::Arc<tokio::sync::Semaphore>) -> Self {
+        Limited { inner, slots }
+    }
+
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, String> {
+        self.slots.acquire().await.map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait::async_trait]
+impl<L: Lookup> Lookup for Limited<L> {
+    async fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, String> {
+        let _permit = self.permit().await?;
+        self.inner.config_map(namespace, name).await
+    }
+    async fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, String> {
+        let _permit = self.permit().await?;
+        self.inner.secret(namespace, name).await
+    }
+    async fn config_map_files(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        let _permit = self.permit().await?;
+        self.inner.config_map_files(namespace, name).await
+    }
+    async fn secret_files(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        let _permit = self.permit().await?;
+        self.inner.secret_files(namespace, name).await
+    }
+    async fn service_account_token(
+        &self,
+        namespace: &str,
+        request: &TokenRequest,
+    ) -> Result<Token, String> {
+        let _permit = self.permit().await?;
+        self.inner.service_account_token(namespace, request).await
+    }
+}
+
 /// Reads configMaps and secrets through the API.
 pub struct ApiLookup(pub kube::Client);
 
@@ -454,6 +516,66 @@ pub fn parse_bytes(q: &str) -> Option<u64> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Counts the lookups in flight and the most seen at once.
+    #[derive(Default)]
+    struct Slow {
+        now: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Lookup for Slow {
+        async fn config_map(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<BTreeMap<String, String>>, String> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let n = self.now.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(n, SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            self.now.fetch_sub(1, SeqCst);
+            Ok(None)
+        }
+        async fn secret(
+            &self,
+            ns: &str,
+            name: &str,
+        ) -> Result<Option<BTreeMap<String, String>>, String> {
+            self.config_map(ns, name).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limited_lookups_share_their_permits() {
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(2));
+        let limited = Limited::new(Slow::default(), slots.clone());
+        let asks = (0..6).map(|i| {
+            let limited = &limited;
+            async move {
+                if i % 2 == 0 {
+                    limited.config_map("ns", "a").await
+                } else {
+                    limited.secret_files("ns", "b").await.map(|_| None)
+                }
+            }
+        });
+        let results = futures::future::join_all(asks).await;
+        assert!(results.iter().all(|r| r.is_ok()));
+        assert_eq!(
+            limited.inner.most.load(std::sync::atomic::Ordering::SeqCst),
+            2
+        );
+        // A permit held elsewhere (a status write) leaves one for lookups.
+        let _held = slots.acquire().await.unwrap();
+        let limited = Limited::new(Slow::default(), slots.clone());
+        futures::future::join_all((0..3).map(|_| limited.config_map("ns", "a"))).await;
+        assert_eq!(
+            limited.inner.most.load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+    }
 
     #[test]
     fn expansion() {

@@ -391,8 +391,10 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
     settings.image_backoff_max = config.image_backoff.1;
     settings.cluster_dns = config.cluster_dns.clone();
     settings.cluster_domain = config.cluster_domain.clone();
+    let api_slots = Arc::new(tokio::sync::Semaphore::new(pods::API_CONCURRENCY));
     let shared = Arc::new(pods::Shared {
         client: client.clone(),
+        api_slots: api_slots.clone(),
         runtime: runtime.clone(),
         settings: Arc::new(settings),
         recorder: skiff_runtime::events::Recorder::new(
@@ -400,7 +402,7 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
             "kubelet",
             Some(&config.node_name),
         ),
-        lookup: Box::new(env::ApiLookup(client.clone())),
+        lookup: Box::new(env::Limited::new(env::ApiLookup(client.clone()), api_slots)),
     });
     let heartbeat = async {
         let mut tick = tokio::time::interval(node::NODE_STATUS_INTERVAL);

@@ -27,8 +27,18 @@ pub const ORPHAN_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the runtime is relisted for container state changes (↔ the kubelet's PLEG).
 pub const RELIST_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How many API requests the pod workers make at once (status writes,
+/// events, deletions, configMap/secret/token reads), as the kubelet bounds
+/// its own with kubeAPIQPS/Burst. Over HTTP/1.1 every concurrent request
+/// needs its own connection, and the client's pool keeps every connection
+/// it ever opened: without a bound a burst of pods left ~100 idle TLS
+/// connections (and their buffers) in the agent and the API server.
+pub const API_CONCURRENCY: usize = 8;
+
 pub struct Shared {
     pub client: kube::Client,
+    /// Permits for the workers' API requests ([`API_CONCURRENCY`]).
+    pub api_slots: Arc<tokio::sync::Semaphore>,
     pub runtime: Arc<dyn Runtime>,
     pub settings: Arc<Settings>,
     pub recorder: Recorder,
@@ -269,7 +279,7 @@ async fn worker(shared: Arc<Shared>, uid: String, mut rx: watch::Receiver<Update
                 let result = w.terminate(&pod, grace).await;
                 record_events(&shared, &pod, &mut w).await;
                 match result {
-                    Ok(()) => match delete_pod(&shared.client, &pod).await {
+                    Ok(()) => match delete_pod(&shared, &pod).await {
                         Ok(()) => {
                             tracing::info!(pod = %key_of(&pod), "pod terminated and deleted");
                             return uid;
@@ -290,7 +300,7 @@ async fn worker(shared: Arc<Shared>, uid: String, mut rx: watch::Receiver<Update
                     Ok(r) => {
                         record_events(&shared, &pod, &mut w).await;
                         if written.as_ref() != Some(&r.status) {
-                            match patch_status(&shared.client, &pod, &r.status).await {
+                            match patch_status(&shared, &pod, &r.status).await {
                                 Ok(()) => written = Some(r.status),
                                 Err(e) => {
                                     tracing::warn!(error = %e, pod = %key_of(&pod), "writing the pod status failed")
@@ -334,7 +344,14 @@ async fn worker(shared: Arc<Shared>, uid: String, mut rx: watch::Receiver<Update
 }
 
 async fn record_events(shared: &Shared, pod: &Pod, w: &mut PodWorker) {
-    for e in w.take_events() {
+    let events = w.take_events();
+    if events.is_empty() {
+        return;
+    }
+    let Ok(_permit) = shared.api_slots.acquire().await else {
+        return;
+    };
+    for e in events {
         let mut reference = skiff_runtime::events::reference(pod);
         reference.field_path = e.field_path.clone();
         let kind = match e.kind {
@@ -348,10 +365,11 @@ async fn record_events(shared: &Shared, pod: &Pod, w: &mut PodWorker) {
     }
 }
 
-async fn patch_status(client: &kube::Client, pod: &Pod, status: &Value) -> Result<(), kube::Error> {
+async fn patch_status(shared: &Shared, pod: &Pod, status: &Value) -> Result<(), kube::Error> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let name = pod.metadata.name.as_deref().unwrap_or_default();
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let api: Api<Pod> = Api::namespaced(shared.client.clone(), ns);
+    let _permit = shared.api_slots.acquire().await;
     let patch = json!({"status": status});
     match api
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -364,10 +382,11 @@ async fn patch_status(client: &kube::Client, pod: &Pod, status: &Value) -> Resul
 }
 
 /// The last step of a graceful deletion: the kubelet's delete with gracePeriodSeconds=0.
-async fn delete_pod(client: &kube::Client, pod: &Pod) -> Result<(), kube::Error> {
+async fn delete_pod(shared: &Shared, pod: &Pod) -> Result<(), kube::Error> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let name = pod.metadata.name.as_deref().unwrap_or_default();
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let api: Api<Pod> = Api::namespaced(shared.client.clone(), ns);
+    let _permit = shared.api_slots.acquire().await;
     let dp = DeleteParams {
         grace_period_seconds: Some(0),
         preconditions: Some(Preconditions {

@@ -347,6 +347,7 @@ impl Drop for Nodes {
                 .args(["-KILL", "-f"])
                 .arg(d.path())
                 .status();
+            support::remove_containers_under(d.path());
         }
         for route in &self.host_routes {
             let _ = Command::new("ip")
@@ -366,23 +367,6 @@ impl Drop for Nodes {
                 .args(["link", "delete", link])
                 .stderr(Stdio::null())
                 .status();
-        }
-        for d in &self.dirs {
-            // Left-over rootfs mounts of killed pods would keep the directory.
-            let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-            let prefix = d.path().display().to_string();
-            let mut points: Vec<&str> = mounts
-                .lines()
-                .filter_map(|l| l.split(' ').nth(1))
-                .filter(|m| m.starts_with(&prefix))
-                .collect();
-            points.sort_by_key(|m| std::cmp::Reverse(m.len()));
-            for m in points {
-                let _ = Command::new("umount")
-                    .args(["-l", m])
-                    .stderr(Stdio::null())
-                    .status();
-            }
         }
     }
 }

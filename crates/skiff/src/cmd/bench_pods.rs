@@ -383,9 +383,7 @@ pub async fn run(count: usize, rate: u64, burst: usize) -> anyhow::Result<ExitCo
     // Pods deleted with grace 0 leave the API at once and the kubelet tears
     // them down afterwards (as Kubernetes does): the burst starts on a node
     // that has finished, so that it measures startup alone.
-    while Instant::now() < deadline
-        && runtime_sandboxes(&agent_dir).await.is_some_and(|n| n > 1)
-    {
+    while Instant::now() < deadline && runtime_sandboxes(&agent_dir).await.is_some_and(|n| n > 1) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!(

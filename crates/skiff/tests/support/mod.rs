@@ -362,6 +362,7 @@ impl Drop for Server {
             .args(["-KILL", "-f"])
             .arg(self.dir.path())
             .status();
+        remove_containers_under(self.dir.path());
         // The service proxy's rules stay after it exits, as kube-proxy's do.
         if let Some(table) = self
             .extra
@@ -679,5 +680,63 @@ pub fn wait_for_web(s: &Server) -> Web {
             "-o",
             "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
         ]),
+    }
+}
+
+/// After an agent's containerd and shims under `dir` were killed: kill and
+/// delete the containers they ran (their processes would live on,
+/// reparented to init, since a shim's death does not stop them), through
+/// runc's state in the agent's data directory, then lazily unmount what is
+/// left mounted under `dir` (rootfs overlays, volumes) so that it can be
+/// removed.
+pub fn remove_containers_under(dir: &Path) {
+    fn runc_roots(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+        if dir.ends_with("containerd/state/runc") {
+            // One runc root per containerd namespace (k8s.io).
+            out.extend(
+                std::fs::read_dir(dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+            return;
+        }
+        if depth == 0 {
+            return;
+        }
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                runc_roots(&e.path(), depth - 1, out);
+            }
+        }
+    }
+    let mut roots = Vec::new();
+    runc_roots(dir, 5, &mut roots);
+    for root in roots {
+        for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(&root)
+                .args(["delete", "--force"])
+                .arg(e.file_name())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let prefix = dir.display().to_string();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in points {
+        let _ = Command::new("umount")
+            .args(["-l", m])
+            .stderr(Stdio::null())
+            .status();
     }
 }
