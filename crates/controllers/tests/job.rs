@@ -310,10 +310,9 @@ async fn job_fails_past_its_active_deadline() {
         .unwrap()
         .uid()
         .unwrap();
-    eventually("2 pods", || async {
-        (pods_of(&client, &uid).await.len() == 2).then_some(())
-    })
-    .await;
+    // No wait for the 2 pods here: with a 1 s deadline a slow machine may
+    // create and delete them between two polls. That they existed shows in
+    // status.failed below (the active pods deleted at the deadline count).
     let failed = eventually("DeadlineExceeded", || async {
         Some(api.get("slow").await.unwrap()).filter(|j| condition(j, "Failed").is_some())
     })
