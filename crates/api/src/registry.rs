@@ -9,8 +9,8 @@ use std::sync::LazyLock;
 use k8s_openapi::api::{
     apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
     coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-    events::v1 as events, networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
-    scheduling::v1 as scheduling, storage::v1 as storage,
+    events::v1 as events, networking::v1 as networking, node::v1 as node, policy::v1 as policy,
+    rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use serde_json::Value;
 
@@ -309,6 +309,13 @@ impl Registry {
             resource!(storage::CSIDriver, "csidrivers", [], [], []),
             resource!(storage::CSINode, "csinodes", [], [], []),
             resource!(
+                storage::CSIStorageCapacity,
+                "csistoragecapacities",
+                [],
+                [],
+                []
+            ),
+            resource!(
                 storage::VolumeAttachment,
                 "volumeattachments",
                 [],
@@ -316,6 +323,7 @@ impl Registry {
                 ["status"]
             ),
             resource!(events::Event, "events.k8s.io", ["ev"], [], []),
+            resource!(node::RuntimeClass, "runtimeclasses", [], [], []),
         ];
         let mut by_path = HashMap::new();
         let mut by_kind = HashMap::new();

@@ -237,60 +237,101 @@ fn parse_label_requirement(part: &str) -> Result<Requirement, SelectorError> {
 /// A parsed field selector (`=`, `==`, `!=` only, as Kubernetes).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldSelector {
-    reqs: Vec<Requirement>,
+    reqs: Vec<FieldRequirement>,
 }
 
-/// The fields a resource can be selected by, beyond metadata.name/namespace.
-fn supported_fields(group: &str, kind: &str) -> &'static [&'static str] {
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FieldRequirement {
+    req: Requirement,
+    /// The value the field has when the object leaves it out: Kubernetes
+    /// computes field sets from the object with defaults applied
+    /// (`strconv.FormatBool(node.Spec.Unschedulable)` is "false" for a node
+    /// without the field).
+    default: &'static str,
+}
+
+/// One selectable field of a resource and its value when absent.
+type Field = (&'static str, &'static str);
+
+const NAME: Field = ("metadata.name", "");
+const NAMESPACE: Field = ("metadata.namespace", "");
+
+/// The fields a resource can be selected by, as kube-apiserver registers
+/// them (pkg/registry/*/strategy.go `ToSelectableFields` and the field label
+/// conversion functions): metadata.name and metadata.namespace for every
+/// namespaced resource without its own set, metadata.name alone for
+/// cluster-scoped ones.
+fn selectable_fields(group: &str, kind: &str, namespaced: bool) -> &'static [Field] {
     match (group, kind) {
         ("", "Pod") => &[
-            "spec.nodeName",
-            "spec.restartPolicy",
-            "spec.schedulerName",
-            "spec.serviceAccountName",
-            "spec.hostNetwork",
-            "status.phase",
-            "status.podIP",
-            "status.nominatedNodeName",
+            NAME,
+            NAMESPACE,
+            ("spec.nodeName", ""),
+            ("spec.restartPolicy", ""),
+            ("spec.schedulerName", ""),
+            ("spec.serviceAccountName", ""),
+            ("spec.hostNetwork", "false"),
+            ("status.phase", ""),
+            ("status.podIP", ""),
+            ("status.nominatedNodeName", ""),
         ],
         ("", "Event") => &[
-            "involvedObject.kind",
-            "involvedObject.namespace",
-            "involvedObject.name",
-            "involvedObject.uid",
-            "involvedObject.apiVersion",
-            "involvedObject.resourceVersion",
-            "involvedObject.fieldPath",
-            "reason",
-            "reportingComponent",
-            "source",
-            "type",
+            NAME,
+            NAMESPACE,
+            ("involvedObject.kind", ""),
+            ("involvedObject.namespace", ""),
+            ("involvedObject.name", ""),
+            ("involvedObject.uid", ""),
+            ("involvedObject.apiVersion", ""),
+            ("involvedObject.resourceVersion", ""),
+            ("involvedObject.fieldPath", ""),
+            ("reason", ""),
+            ("reportingComponent", ""),
+            ("source", ""),
+            ("type", ""),
         ],
         ("events.k8s.io", "Event") => &[
-            "regarding.kind",
-            "regarding.namespace",
-            "regarding.name",
-            "regarding.uid",
-            "reason",
-            "type",
+            NAME,
+            NAMESPACE,
+            ("regarding.kind", ""),
+            ("regarding.namespace", ""),
+            ("regarding.name", ""),
+            ("regarding.uid", ""),
+            ("regarding.apiVersion", ""),
+            ("regarding.resourceVersion", ""),
+            ("regarding.fieldPath", ""),
+            ("reason", ""),
+            ("reportingController", ""),
+            ("type", ""),
         ],
-        ("", "Node") => &["spec.unschedulable"],
-        ("", "Namespace") => &["status.phase"],
-        ("", "Secret") => &["type"],
-        ("", "ReplicationController") => &["status.replicas"],
-        ("apps", "ReplicaSet") => &["status.replicas"],
-        ("batch", "Job") => &["status.successful"],
-        ("certificates.k8s.io", "CertificateSigningRequest") => &["spec.signerName"],
-        _ => &[],
+        ("", "Node") => &[NAME, ("spec.unschedulable", "false")],
+        ("", "Namespace") => &[NAME, ("status.phase", "")],
+        ("", "Secret") => &[NAME, NAMESPACE, ("type", "")],
+        ("", "Service") => &[NAME, NAMESPACE, ("spec.clusterIP", ""), ("spec.type", "")],
+        ("", "ReplicationController") | ("apps", "ReplicaSet") => {
+            &[NAME, NAMESPACE, ("status.replicas", "0")]
+        }
+        ("batch", "Job") => &[NAME, NAMESPACE, ("status.successful", "0")],
+        ("certificates.k8s.io", "CertificateSigningRequest") => &[NAME, ("spec.signerName", "")],
+        _ if namespaced => &[NAME, NAMESPACE],
+        _ => &[NAME],
     }
 }
 
 impl FieldSelector {
-    pub fn parse(s: &str, group: &str, kind: &str) -> Result<FieldSelector, SelectorError> {
+    /// Parses a field selector for a resource; a field the resource does not
+    /// register fails with Kubernetes' `field label not supported` message.
+    pub fn parse(
+        s: &str,
+        group: &str,
+        kind: &str,
+        namespaced: bool,
+    ) -> Result<FieldSelector, SelectorError> {
         let mut reqs = Vec::new();
         if s.trim().is_empty() {
             return Ok(FieldSelector { reqs });
         }
+        let fields = selectable_fields(group, kind, namespaced);
         for part in s.split(',') {
             let part = part.trim();
             let (key, op) = if let Some((k, v)) = part.split_once("!=") {
@@ -305,15 +346,15 @@ impl FieldSelector {
                 )));
             };
             let key = key.trim();
-            if key != "metadata.name"
-                && key != "metadata.namespace"
-                && !supported_fields(group, kind).contains(&key)
-            {
+            let Some(&(_, default)) = fields.iter().find(|(f, _)| *f == key) else {
                 return Err(SelectorError::UnsupportedField(key.to_string()));
-            }
-            reqs.push(Requirement {
-                key: key.to_string(),
-                op,
+            };
+            reqs.push(FieldRequirement {
+                req: Requirement {
+                    key: key.to_string(),
+                    op,
+                },
+                default,
             });
         }
         Ok(FieldSelector { reqs })
@@ -325,17 +366,18 @@ impl FieldSelector {
 
     /// The single name this selector pins, if any (`metadata.name=x`).
     pub fn name(&self) -> Option<&str> {
-        self.reqs.iter().find_map(|r| match (&r.key[..], &r.op) {
-            ("metadata.name", Op::Eq(v)) => Some(v.as_str()),
-            _ => None,
-        })
+        self.reqs
+            .iter()
+            .find_map(|r| match (&r.req.key[..], &r.req.op) {
+                ("metadata.name", Op::Eq(v)) => Some(v.as_str()),
+                _ => None,
+            })
     }
 
     pub fn matches_object(&self, obj: &Value) -> bool {
         self.reqs.iter().all(|r| {
-            let value = field_value(obj, &r.key);
-            // Absent fields compare as "" (as Kubernetes' field sets do).
-            r.matches(Some(value.as_deref().unwrap_or("")))
+            let value = field_value(obj, &r.req.key);
+            r.req.matches(Some(value.as_deref().unwrap_or(r.default)))
         })
     }
 }
@@ -409,20 +451,67 @@ mod tests {
     #[test]
     fn field_selectors() {
         let pod = json!({"metadata": {"name": "p", "namespace": "default"}, "spec": {}, "status": {"phase": "Running"}});
-        let s = FieldSelector::parse("spec.nodeName=", "", "Pod").unwrap();
+        let s = FieldSelector::parse("spec.nodeName=", "", "Pod", true).unwrap();
         assert!(s.matches_object(&pod));
-        let s = FieldSelector::parse("metadata.name=p,status.phase!=Failed", "", "Pod").unwrap();
+        let s =
+            FieldSelector::parse("metadata.name=p,status.phase!=Failed", "", "Pod", true).unwrap();
         assert!(s.matches_object(&pod));
         assert_eq!(s.name(), Some("p"));
         assert_eq!(
-            FieldSelector::parse("spec.bogus=1", "", "Pod"),
+            FieldSelector::parse("spec.bogus=1", "", "Pod", true),
             Err(SelectorError::UnsupportedField("spec.bogus".into()))
         );
         let ev = json!({"involvedObject": {"name": "p", "kind": "Pod"}, "source": {"component": "kubelet"}});
         assert!(
-            FieldSelector::parse("involvedObject.name=p,source=kubelet", "", "Event")
+            FieldSelector::parse("involvedObject.name=p,source=kubelet", "", "Event", true)
                 .unwrap()
                 .matches_object(&ev)
+        );
+    }
+
+    #[test]
+    fn field_selectors_see_defaults() {
+        // kube-apiserver computes field sets with defaults applied: a node
+        // without spec.unschedulable is schedulable ("false").
+        let node = json!({"metadata": {"name": "n"}, "spec": {}});
+        let cordoned = json!({"metadata": {"name": "c"}, "spec": {"unschedulable": true}});
+        let s = FieldSelector::parse("spec.unschedulable=false", "", "Node", false).unwrap();
+        assert!(s.matches_object(&node));
+        assert!(!s.matches_object(&cordoned));
+        let s = FieldSelector::parse("spec.unschedulable!=true", "", "Node", false).unwrap();
+        assert!(s.matches_object(&node));
+        let pod = json!({"metadata": {"name": "p"}, "spec": {}});
+        assert!(
+            FieldSelector::parse("spec.hostNetwork=false", "", "Pod", true)
+                .unwrap()
+                .matches_object(&pod)
+        );
+        let rs = json!({"metadata": {"name": "r"}, "status": {}});
+        assert!(
+            FieldSelector::parse("status.replicas=0", "apps", "ReplicaSet", true)
+                .unwrap()
+                .matches_object(&rs)
+        );
+        assert!(
+            FieldSelector::parse("status.successful=0", "batch", "Job", true)
+                .unwrap()
+                .matches_object(&rs)
+        );
+    }
+
+    #[test]
+    fn field_sets_are_per_resource() {
+        // Cluster-scoped resources have no metadata.namespace field.
+        assert_eq!(
+            FieldSelector::parse("metadata.namespace=x", "", "Node", false),
+            Err(SelectorError::UnsupportedField("metadata.namespace".into()))
+        );
+        assert!(FieldSelector::parse("metadata.name=x", "", "Node", false).is_ok());
+        assert!(FieldSelector::parse("metadata.namespace=x", "apps", "Deployment", true).is_ok());
+        assert!(FieldSelector::parse("spec.type=NodePort", "", "Service", true).is_ok());
+        assert_eq!(
+            FieldSelector::parse("spec.replicas=1", "apps", "Deployment", true),
+            Err(SelectorError::UnsupportedField("spec.replicas".into()))
         );
     }
 }

@@ -154,7 +154,7 @@ pub fn prepare_create(req: &Req<'_>, obj: &mut Value) -> ApiResult<()> {
     }
     skiff_api::defaults::apply_defaults(info.group, info.kind, obj);
     match (info.group, info.kind) {
-        ("", "Pod") => admit_pod(req, obj),
+        ("", "Pod") => admit_pod(req, obj)?,
         ("batch", "Job") => generate_job_selector(obj),
         ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet")
         | ("", "ReplicationController") => {
@@ -315,9 +315,11 @@ fn mount_service_account_token(pod: &mut Value, suffix: &str) {
 }
 
 /// ServiceAccount, DefaultTolerationSeconds and Priority admission.
-fn admit_pod(req: &Req<'_>, pod: &mut Value) {
+fn admit_pod(req: &Req<'_>, pod: &mut Value) -> ApiResult<()> {
+    admit_runtime_class(req, pod)?;
+    let pod_name = name_of(pod).to_string();
     let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
-        return;
+        return Ok(());
     };
     if spec
         .get("serviceAccountName")
@@ -339,7 +341,7 @@ fn admit_pod(req: &Req<'_>, pod: &mut Value) {
         mount_service_account_token(pod, &generated_suffix());
     }
     let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
-        return;
+        return Ok(());
     };
     let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
     if let Some(list) = tolerations.as_array_mut() {
@@ -359,23 +361,144 @@ fn admit_pod(req: &Req<'_>, pod: &mut Value) {
             }
         }
     }
+    // The Priority admission plugin: priority (and preemptionPolicy) from
+    // the named PriorityClass, or the global default; an unknown class is
+    // refused.
+    let class = spec
+        .get("priorityClassName")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let pc = if class.is_empty() {
+        None
+    } else {
+        match req
+            .server
+            .cache
+            .get(&format!("/registry/priorityclasses/{class}"))
+        {
+            Some(pc) => Some(pc),
+            None => {
+                return Err(ApiError::forbidden(format!(
+                    "pods \"{}\" is forbidden: no PriorityClass with name {class} was found",
+                    pod_name
+                )));
+            }
+        }
+    };
     if spec.get("priority").is_none() {
-        let class = spec
-            .get("priorityClassName")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let value = if class.is_empty() {
-            0
-        } else {
-            req.server
-                .cache
-                .get(&format!("/registry/priorityclasses/{class}"))
-                .and_then(|pc| pc.value.get("value").and_then(Value::as_i64))
-                .unwrap_or(0)
-        };
+        let value = pc
+            .as_ref()
+            .and_then(|pc| pc.value.get("value").and_then(Value::as_i64))
+            .unwrap_or(0);
         spec.insert("priority".into(), json!(value));
     }
+    if spec.get("preemptionPolicy").is_none()
+        && let Some(policy) = pc
+            .as_ref()
+            .and_then(|pc| pc.value.get("preemptionPolicy"))
+            .filter(|p| p.is_string())
+    {
+        spec.insert("preemptionPolicy".into(), policy.clone());
+    }
+    Ok(())
+}
+
+/// Whether admitting this object looks up other objects in the cache.
+pub fn reads_cache(info: &ResourceInfo, obj: &Value) -> bool {
+    info.group.is_empty()
+        && info.kind == "Pod"
+        && ["runtimeClassName", "priorityClassName"].iter().any(|f| {
+            obj.pointer(&format!("/spec/{f}"))
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty())
+        })
+}
+
+/// The RuntimeClass admission plugin (plugin/pkg/admission/runtimeclass):
+/// a pod naming a RuntimeClass gets its overhead and scheduling constraints,
+/// and a pod naming one that does not exist is refused.
+fn admit_runtime_class(req: &Req<'_>, pod: &mut Value) -> ApiResult<()> {
+    let Some(class) = pod
+        .pointer("/spec/runtimeClassName")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+    else {
+        return Ok(());
+    };
+    let forbidden =
+        |why: String| ApiError::forbidden(format!("pods \"{}\" is forbidden: {why}", name_of(pod)));
+    let Some(rc) = req
+        .server
+        .cache
+        .get(&format!("/registry/runtimeclasses/{class}"))
+    else {
+        return Err(forbidden(format!(
+            "pod rejected: RuntimeClass \"{class}\" not found"
+        )));
+    };
+    let rc = &rc.value;
+    if let Some(fixed) = rc.pointer("/overhead/podFixed").filter(|v| !v.is_null()) {
+        match pod.pointer("/spec/overhead") {
+            Some(existing) if !existing.is_null() && existing != fixed => {
+                return Err(forbidden(
+                    "pod rejected: Pod's Overhead doesn't match RuntimeClass's defined Overhead"
+                        .into(),
+                ));
+            }
+            _ => {
+                if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.insert("overhead".into(), fixed.clone());
+                }
+            }
+        }
+    } else if pod
+        .pointer("/spec/overhead")
+        .is_some_and(|o| o.as_object().is_some_and(|m| !m.is_empty()))
+    {
+        return Err(forbidden(
+            "pod rejected: Pod Overhead set without corresponding RuntimeClass defined Overhead"
+                .into(),
+        ));
+    }
+    let Some(scheduling) = rc.get("scheduling").filter(|v| !v.is_null()) else {
+        return Ok(());
+    };
+    let pod_name = name_of(pod).to_string();
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return Ok(());
+    };
+    if let Some(selector) = scheduling.get("nodeSelector").and_then(Value::as_object) {
+        let pod_selector = spec.entry("nodeSelector").or_insert_with(|| json!({}));
+        if let Some(ps) = pod_selector.as_object_mut() {
+            for (k, v) in selector {
+                match ps.get(k) {
+                    Some(existing) if existing != v => {
+                        return Err(ApiError::forbidden(format!(
+                            "pods \"{pod_name}\" is forbidden: conflict: runtimeClass.scheduling.nodeSelector[{k}] = {}; pod.spec.nodeSelector[{k}] = {}",
+                            v.as_str().unwrap_or_default(),
+                            existing.as_str().unwrap_or_default()
+                        )));
+                    }
+                    _ => {
+                        ps.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+    }
+    if let Some(extra) = scheduling.get("tolerations").and_then(Value::as_array) {
+        let list = spec.entry("tolerations").or_insert_with(|| json!([]));
+        if let Some(list) = list.as_array_mut() {
+            for t in extra {
+                if !list.contains(t) {
+                    list.push(t.clone());
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Resources claimed for one object (only those this request claimed:
@@ -909,7 +1032,12 @@ pub fn graceful_period(info: &ResourceInfo, obj: &Value, requested: Option<i64>)
             .and_then(Value::as_i64)
             .unwrap_or(30)
     });
-    if grace <= 0 { None } else { Some(grace) }
+    // A negative grace period becomes 1 s (pod strategy's CheckGracefulDelete).
+    match grace {
+        0 => None,
+        g if g < 0 => Some(1),
+        g => Some(g),
+    }
 }
 
 /// Kinds whose finished delete answers with a Status rather than the object.

@@ -136,7 +136,10 @@ pub async fn resource(
         (&Method::POST, Some(n), Some("binding")) => {
             bind(&req, &n, decode_body(&body, &media)?).await
         }
-        (&Method::POST, Some(n), Some("eviction")) => evict(&req, &n).await,
+        (&Method::POST, Some(n), Some("eviction")) => {
+            let eviction = decode_body(&body, &media)?;
+            evict(&req, &n, &eviction).await
+        }
         (&Method::POST, Some(n), Some("token")) => {
             token_request(&req, &n, decode_body(&body, &media)?).await
         }
@@ -160,8 +163,14 @@ pub async fn resource(
             })
             .await
         }
-        (&Method::DELETE, Some(n), None) => delete(&req, &n, &body).await,
-        (&Method::DELETE, None, None) => delete_collection(&req, &body).await,
+        (&Method::DELETE, Some(n), None) => {
+            let opts = DeleteOptions::from_request(&req, &body, &media)?;
+            delete(&req, &n, &opts).await
+        }
+        (&Method::DELETE, None, None) => {
+            let opts = DeleteOptions::from_request(&req, &body, &media)?;
+            delete_collection(&req, &opts).await
+        }
         (_, Some(_), Some(sub))
             if ["log", "exec", "attach", "portforward", "proxy"].contains(&sub) =>
         {
@@ -227,6 +236,7 @@ impl Filter {
             req.query.get("fieldSelector").unwrap_or_default(),
             req.info.group,
             req.info.kind,
+            req.info.namespaced,
         )
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
         Ok(Filter { labels, fields })
@@ -487,6 +497,11 @@ async fn create(req: &mut Req<'_>, mut obj: Value) -> ApiResult<Response<Body>> 
 /// The create path after decoding (also used by server-side apply of a new object).
 pub async fn create_object(req: &Req<'_>, obj: &mut Value) -> ApiResult<Value> {
     admission::ensure_namespace_active(req).await?;
+    if admission::reads_cache(req.info, obj) {
+        // Admission looks objects up in the cache: let it see every write
+        // acknowledged before this request (a RuntimeClass created just now).
+        req.server.cache.sync().await?;
+    }
     admission::prepare_create(req, obj)?;
     validate(req, obj, None)?;
     let allocated = admission::allocate(req, obj).await?;
@@ -782,63 +797,126 @@ async fn update_scale(
     Err(ApiError::modified(req.info.group, req.info.plural, name))
 }
 
-/// DeleteOptions from the body or the query.
-struct DeleteOptions {
+/// DeleteOptions from the body (JSON, YAML or protobuf, as client-go sends
+/// it) or the query.
+pub struct DeleteOptions {
     grace: Option<i64>,
     propagation: Option<String>,
     uid: Option<String>,
     resource_version: Option<String>,
+    /// `dryRun: ["All"]` in the body (the query's dryRun is `req.dry_run`).
+    dry_run: bool,
 }
 
-fn delete_options(req: &Req<'_>, body: &[u8]) -> ApiResult<DeleteOptions> {
-    let mut o = DeleteOptions {
-        grace: req.query.int("gracePeriodSeconds")?,
-        propagation: req.query.get("propagationPolicy").map(str::to_string),
-        uid: None,
-        resource_version: None,
-    };
-    if !body.iter().all(u8::is_ascii_whitespace) {
-        let v: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
-        if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
-            o.grace = Some(g);
-        }
-        if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
-            o.propagation = Some(p.to_string());
-        }
-        if v.get("orphanDependents").and_then(Value::as_bool) == Some(true)
-            && o.propagation.is_none()
-        {
-            o.propagation = Some("Orphan".into());
-        }
-        o.uid = v
-            .pointer("/preconditions/uid")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        o.resource_version = v
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        if let Some(dr) = v.get("dryRun").and_then(Value::as_array)
-            && dr.iter().any(|d| d == "All")
-        {
-            // handled by the caller through req.dry_run for query; body dryRun also honoured
-        }
+impl DeleteOptions {
+    /// The options of a DELETE request: the query's, overridden by a body's.
+    pub fn from_request(req: &Req<'_>, body: &[u8], media: &str) -> ApiResult<DeleteOptions> {
+        let decoded = if body.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            Some(decode_body(body, media).map_err(|e| {
+                ApiError::bad_request(format!("error decoding DeleteOptions: {}", e.message))
+            })?)
+        };
+        DeleteOptions::from_value(req, decoded.as_ref())
     }
-    if let Some(p) = &o.propagation
-        && !["Orphan", "Background", "Foreground"].contains(&p.as_str())
-    {
-        return Err(ApiError::bad_request(format!(
-            "propagationPolicy {p:?} is not supported: use Orphan, Background or Foreground"
-        )));
+
+    /// The options of a request with no body (the query's alone).
+    pub fn from_query(req: &Req<'_>) -> ApiResult<DeleteOptions> {
+        DeleteOptions::from_value(req, None)
     }
-    Ok(o)
+
+    /// The options from the query and an already decoded DeleteOptions
+    /// object (a DELETE body, or an Eviction's `deleteOptions`).
+    pub fn from_value(req: &Req<'_>, v: Option<&Value>) -> ApiResult<DeleteOptions> {
+        let mut o = DeleteOptions {
+            grace: req.query.int("gracePeriodSeconds")?,
+            propagation: req.query.get("propagationPolicy").map(str::to_string),
+            uid: None,
+            resource_version: None,
+            dry_run: false,
+        };
+        if let Some(v) = v {
+            if let Some(g) = v.get("gracePeriodSeconds").filter(|g| !g.is_null()) {
+                o.grace = Some(g.as_i64().ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "error decoding DeleteOptions: gracePeriodSeconds: {g} is not an integer"
+                    ))
+                })?);
+            }
+            if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
+                o.propagation = Some(p.to_string());
+            }
+            if let Some(orphan) = v.get("orphanDependents").and_then(Value::as_bool) {
+                if o.propagation.is_some() {
+                    return Err(invalid_delete_options(
+                        "FieldValueInvalid",
+                        "propagationPolicy",
+                        "Invalid value: orphanDependents and deletionPropagation cannot be both set",
+                    ));
+                }
+                o.propagation = Some(if orphan { "Orphan" } else { "Background" }.into());
+            }
+            o.uid = v
+                .pointer("/preconditions/uid")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            o.resource_version = v
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            if let Some(dr) = v.get("dryRun").and_then(Value::as_array) {
+                for d in dr {
+                    match d.as_str() {
+                        Some("All") => o.dry_run = true,
+                        _ => {
+                            return Err(invalid_delete_options(
+                                "FieldValueNotSupported",
+                                "dryRun",
+                                &format!("Unsupported value: {d}: supported values: \"All\""),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(p) = &o.propagation
+            && !["Orphan", "Background", "Foreground"].contains(&p.as_str())
+        {
+            return Err(invalid_delete_options(
+                "FieldValueNotSupported",
+                "propagationPolicy",
+                &format!(
+                    "Unsupported value: {p:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+                ),
+            ));
+        }
+        Ok(o)
+    }
+}
+
+/// A 422 for DeleteOptions, as kube-apiserver's ValidateDeleteOptions.
+fn invalid_delete_options(reason: &str, field: &str, message: &str) -> ApiError {
+    ApiError::invalid(
+        "meta.k8s.io",
+        "DeleteOptions",
+        "",
+        vec![crate::status::Cause {
+            reason: reason.into(),
+            message: message.into(),
+            field: field.into(),
+        }],
+    )
 }
 
 /// Delete one object, honouring finalizers, graceful pod deletion and
 /// propagation policy. Returns the last state (or the object being deleted).
-pub async fn delete_one(req: &Req<'_>, name: &str, opts_body: &[u8]) -> ApiResult<(Value, bool)> {
-    let opts = delete_options(req, opts_body)?;
+pub async fn delete_one(
+    req: &Req<'_>,
+    name: &str,
+    opts: &DeleteOptions,
+) -> ApiResult<(Value, bool)> {
+    let dry_run = req.dry_run || opts.dry_run;
     for _ in 0..MAX_RETRIES {
         let (old, revision) = read_current(req, name).await?;
         if let Some(uid) = &opts.uid
@@ -893,7 +971,7 @@ pub async fn delete_one(req: &Req<'_>, name: &str, opts_body: &[u8]) -> ApiResul
                 .and_then(Value::as_array)
                 .is_some_and(|f| !f.is_empty());
         if finalizers.is_empty() && graceful.is_none() && !namespace_finalizers {
-            if req.dry_run {
+            if dry_run {
                 return Ok((old, true));
             }
             match req.server.store.delete(&req.key(name), revision).await {
@@ -951,7 +1029,7 @@ pub async fn delete_one(req: &Req<'_>, name: &str, opts_body: &[u8]) -> ApiResul
         if new == old {
             return Ok((old, false));
         }
-        if req.dry_run {
+        if dry_run {
             return Ok((new, false));
         }
         strip_resource_version(&mut new);
@@ -980,8 +1058,8 @@ pub async fn delete_one(req: &Req<'_>, name: &str, opts_body: &[u8]) -> ApiResul
     Err(ApiError::modified(req.info.group, req.info.plural, name))
 }
 
-async fn delete(req: &Req<'_>, name: &str, body: &[u8]) -> ApiResult<Response<Body>> {
-    let (obj, gone) = delete_one(req, name, body).await?;
+async fn delete(req: &Req<'_>, name: &str, opts: &DeleteOptions) -> ApiResult<Response<Body>> {
+    let (obj, gone) = delete_one(req, name, opts).await?;
     // Kubernetes answers a finished delete with the object for most kinds
     // and a Status for a few (namespaces too answer with the object).
     if gone && admission::delete_returns_status(req.info) {
@@ -997,7 +1075,7 @@ async fn delete(req: &Req<'_>, name: &str, body: &[u8]) -> ApiResult<Response<Bo
     Ok(req.respond(200, &obj))
 }
 
-async fn delete_collection(req: &Req<'_>, body: &[u8]) -> ApiResult<Response<Body>> {
+async fn delete_collection(req: &Req<'_>, opts: &DeleteOptions) -> ApiResult<Response<Body>> {
     let filter = Filter::from_query(req)?;
     req.server.cache.sync().await?;
     let (items, rev, _) = req
@@ -1021,7 +1099,7 @@ async fn delete_collection(req: &Req<'_>, body: &[u8]) -> ApiResult<Response<Bod
             dry_run: req.dry_run,
             warnings: Vec::new(),
         };
-        match delete_one(&ns_req, &name, body).await {
+        match delete_one(&ns_req, &name, opts).await {
             Ok((v, _)) => deleted.push(v),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
@@ -1098,10 +1176,12 @@ async fn bind(req: &Req<'_>, name: &str, binding: Value) -> ApiResult<Response<B
     ))
 }
 
-async fn evict(req: &Req<'_>, name: &str) -> ApiResult<Response<Body>> {
+async fn evict(req: &Req<'_>, name: &str, eviction: &Value) -> ApiResult<Response<Body>> {
     // PodDisruptionBudgets are enforced by the disruption controller's
-    // status; until it runs, an eviction is a graceful delete.
-    delete_one(req, name, b"").await?;
+    // status; until it runs, an eviction is a graceful delete with the
+    // Eviction's deleteOptions.
+    let opts = DeleteOptions::from_value(req, eviction.get("deleteOptions"))?;
+    delete_one(req, name, &opts).await?;
     Ok(json_response(
         201,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),

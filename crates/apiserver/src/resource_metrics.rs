@@ -646,8 +646,13 @@ impl Selectors {
     fn parse(query: &Query, kind: &str) -> ApiResult<Selectors> {
         let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or_default())
             .map_err(|e| ApiError::bad_request(format!("unable to parse labelSelector: {e}")))?;
-        let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or_default(), "", kind)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let fields = FieldSelector::parse(
+            query.get("fieldSelector").unwrap_or_default(),
+            "metrics.k8s.io",
+            kind,
+            kind == "PodMetrics",
+        )
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
         Ok(Selectors { labels, fields })
     }
 

@@ -1,0 +1,341 @@
+//! API behaviours the Kubernetes conformance suite relies on, checked the
+//! way client-go exercises them: field selectors computed with defaults,
+//! DeleteOptions in protobuf, ...
+
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+use skiff_testsupport::TestServer;
+
+/// A protobuf varint.
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// A length-delimited protobuf field.
+fn bytes_field(tag: u64, data: &[u8], out: &mut Vec<u8>) {
+    varint(tag << 3 | 2, out);
+    varint(data.len() as u64, out);
+    out.extend_from_slice(data);
+}
+
+/// `k8s\0` + runtime.Unknown{typeMeta{apiVersion, kind}, raw}, as client-go
+/// encodes a body in protobuf.
+fn k8s_protobuf(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
+    let mut type_meta = Vec::new();
+    bytes_field(1, api_version.as_bytes(), &mut type_meta);
+    bytes_field(2, kind.as_bytes(), &mut type_meta);
+    let mut out = b"k8s\0".to_vec();
+    bytes_field(1, &type_meta, &mut out);
+    bytes_field(2, raw, &mut out);
+    out
+}
+
+#[tokio::test]
+async fn schedulable_nodes_match_spec_unschedulable_false() {
+    let s = TestServer::start().await;
+    let nodes: Api<Node> = Api::all(s.client.clone());
+    for (name, spec) in [
+        ("plain", json!({})),
+        ("cordoned", json!({"unschedulable": true})),
+    ] {
+        let n: Node =
+            serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap();
+        nodes.create(&PostParams::default(), &n).await.unwrap();
+    }
+    let names = |l: kube::core::ObjectList<Node>| -> Vec<String> {
+        l.items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .collect()
+    };
+    let schedulable = nodes
+        .list(&ListParams::default().fields("spec.unschedulable=false"))
+        .await
+        .unwrap();
+    assert_eq!(names(schedulable), vec!["plain".to_string()]);
+    let cordoned = nodes
+        .list(&ListParams::default().fields("spec.unschedulable=true"))
+        .await
+        .unwrap();
+    assert_eq!(names(cordoned), vec!["cordoned".to_string()]);
+    // Nodes have no metadata.namespace field: Kubernetes refuses it.
+    let err = nodes
+        .list(&ListParams::default().fields("metadata.namespace=default"))
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(e) => {
+            assert_eq!(e.code, 400);
+            assert_eq!(e.message, "field label not supported: metadata.namespace");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn delete_options_in_protobuf_are_honoured() {
+    let s = TestServer::start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "pb"}})).unwrap();
+    let created = cms.create(&PostParams::default(), &cm).await.unwrap();
+    let uid = created.metadata.uid.clone().unwrap();
+
+    // DeleteOptions{preconditions{uid: <wrong>}}: field 2 is Preconditions, its field 1 the uid.
+    let mut pre = Vec::new();
+    bytes_field(1, b"not-the-uid", &mut pre);
+    let mut raw = Vec::new();
+    bytes_field(2, &pre, &mut raw);
+    let body = k8s_protobuf("v1", "DeleteOptions", &raw);
+    let req = http::Request::delete("/api/v1/namespaces/default/configmaps/pb")
+        .header("content-type", "application/vnd.kubernetes.protobuf")
+        .body(body)
+        .unwrap();
+    let err = s.client.request_text(req).await.unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(e) if e.code == 409 && e.message.contains("Precondition failed: UID")),
+        "{err:?}"
+    );
+    assert!(cms.get_opt("pb").await.unwrap().is_some());
+
+    // dryRun: ["All"] (field 5) keeps the object.
+    let mut raw = Vec::new();
+    bytes_field(5, b"All", &mut raw);
+    let req = http::Request::delete("/api/v1/namespaces/default/configmaps/pb")
+        .header("content-type", "application/vnd.kubernetes.protobuf")
+        .body(k8s_protobuf("v1", "DeleteOptions", &raw))
+        .unwrap();
+    s.client.request_text(req).await.unwrap();
+    assert!(cms.get_opt("pb").await.unwrap().is_some());
+
+    // The right uid and propagationPolicy Background (field 4) delete it.
+    let mut pre = Vec::new();
+    bytes_field(1, uid.as_bytes(), &mut pre);
+    let mut raw = Vec::new();
+    bytes_field(2, &pre, &mut raw);
+    bytes_field(4, b"Background", &mut raw);
+    let req = http::Request::delete("/api/v1/namespaces/default/configmaps/pb")
+        .header("content-type", "application/vnd.kubernetes.protobuf")
+        .body(k8s_protobuf("v1", "DeleteOptions", &raw))
+        .unwrap();
+    s.client.request_text(req).await.unwrap();
+    assert!(cms.get_opt("pb").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn bad_delete_options_are_refused_as_kubernetes_refuses_them() {
+    let s = TestServer::start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "keep"}})).unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    for (body, field) in [
+        (
+            json!({"propagationPolicy": "Sideways"}),
+            "propagationPolicy",
+        ),
+        (
+            json!({"propagationPolicy": "Orphan", "orphanDependents": true}),
+            "propagationPolicy",
+        ),
+        (json!({"dryRun": ["Some"]}), "dryRun"),
+    ] {
+        let req = http::Request::delete("/api/v1/namespaces/default/configmaps/keep")
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .unwrap();
+        match s.client.request_text(req).await.unwrap_err() {
+            kube::Error::Api(e) => {
+                assert_eq!(
+                    (e.code, e.reason.as_str()),
+                    (422, "Invalid"),
+                    "{body}: {e:?}"
+                );
+                assert!(e.message.contains(field), "{e:?}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // A body that is not a DeleteOptions in any encoding: 400, not a 500.
+    let req = http::Request::delete("/api/v1/namespaces/default/configmaps/keep")
+        .header("content-type", "application/vnd.kubernetes.protobuf")
+        .body(b"not protobuf".to_vec())
+        .unwrap();
+    match s.client.request_text(req).await.unwrap_err() {
+        kube::Error::Api(e) => assert_eq!(e.code, 400, "{e:?}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(cms.get_opt("keep").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn evictions_use_their_delete_options() {
+    let s = TestServer::start().await;
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
+    let pod: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "ev"}, "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}}),
+    )
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let eviction = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "ev"},
+        "deleteOptions": {"gracePeriodSeconds": 7}});
+    let req = http::Request::post("/api/v1/namespaces/default/pods/ev/eviction")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&eviction).unwrap())
+        .unwrap();
+    s.client.request_text(req).await.unwrap();
+    let p = pods.get("ev").await.unwrap();
+    assert_eq!(p.metadata.deletion_grace_period_seconds, Some(7));
+}
+
+#[tokio::test]
+async fn runtime_classes_admit_pods_with_their_overhead_and_scheduling() {
+    use k8s_openapi::api::node::v1::RuntimeClass;
+    let s = TestServer::start().await;
+    // Discovery lists node.k8s.io/v1 runtimeclasses.
+    let resources = s
+        .client
+        .list_api_group_resources("node.k8s.io/v1")
+        .await
+        .unwrap();
+    assert!(
+        resources
+            .resources
+            .iter()
+            .any(|r| r.name == "runtimeclasses")
+    );
+
+    let rcs: Api<RuntimeClass> = Api::all(s.client.clone());
+    let rc: RuntimeClass = serde_json::from_value(json!({
+        "metadata": {"name": "fast"}, "handler": "runc",
+        "overhead": {"podFixed": {"cpu": "10m", "memory": "1Mi"}},
+        "scheduling": {"nodeSelector": {"disk": "ssd"},
+                       "tolerations": [{"key": "fast", "operator": "Exists", "effect": "NoSchedule"}]}
+    }))
+    .unwrap();
+    rcs.create(&PostParams::default(), &rc).await.unwrap();
+    // The cache serves admission: wait until it has the class.
+    skiff_testsupport::eventually("the RuntimeClass in the cache", || async {
+        rcs.get_opt("fast").await.ok().flatten()
+    })
+    .await;
+
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
+    let pod = |name: &str, class: &str| -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "spec": {"runtimeClassName": class, "containers": [{"name": "c", "image": "busybox"}]}}))
+        .unwrap()
+    };
+    let created = pods
+        .create(&PostParams::default(), &pod("with-class", "fast"))
+        .await
+        .unwrap();
+    let spec = created.spec.unwrap();
+    let overhead = spec.overhead.unwrap();
+    assert_eq!(overhead["cpu"].0, "10m");
+    assert_eq!(overhead["memory"].0, "1Mi");
+    assert_eq!(spec.node_selector.unwrap()["disk"], "ssd");
+    assert!(
+        spec.tolerations
+            .unwrap()
+            .iter()
+            .any(|t| t.key.as_deref() == Some("fast"))
+    );
+
+    let err = pods
+        .create(&PostParams::default(), &pod("missing-class", "nonexistent"))
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(e) => {
+            assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"));
+            assert!(
+                e.message
+                    .contains("pod rejected: RuntimeClass \"nonexistent\" not found"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // A pod whose overhead disagrees with its class is refused.
+    let mut mismatched = pod("mismatched", "fast");
+    mismatched.spec.as_mut().unwrap().overhead = Some(
+        [(
+            "cpu".to_string(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("1".into()),
+        )]
+        .into(),
+    );
+    let err = pods
+        .create(&PostParams::default(), &mismatched)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 403),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn csi_storage_capacities_are_served() {
+    use k8s_openapi::api::storage::v1::CSIStorageCapacity;
+    let s = TestServer::start().await;
+    let caps: Api<CSIStorageCapacity> = Api::namespaced(s.client.clone(), "default");
+    let cap: CSIStorageCapacity = serde_json::from_value(json!({
+        "metadata": {"name": "cap", "labels": {"test": "x"}}, "storageClassName": "local",
+        "capacity": "1Gi"
+    }))
+    .unwrap();
+    caps.create(&PostParams::default(), &cap).await.unwrap();
+    let listed = caps
+        .list(&ListParams::default().labels("test=x"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    let all: Api<CSIStorageCapacity> = Api::all(s.client.clone());
+    assert_eq!(
+        all.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn pods_get_their_priority_class_or_are_refused() {
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
+    let s = TestServer::start().await;
+    let pcs: Api<PriorityClass> = Api::all(s.client.clone());
+    let pc: PriorityClass = serde_json::from_value(
+        json!({"metadata": {"name": "high"}, "value": 1000, "preemptionPolicy": "Never"}),
+    )
+    .unwrap();
+    pcs.create(&PostParams::default(), &pc).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
+    let pod = |name: &str, class: &str| -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "spec": {"priorityClassName": class, "containers": [{"name": "c", "image": "busybox"}]}}))
+        .unwrap()
+    };
+    let p = pods
+        .create(&PostParams::default(), &pod("hi", "high"))
+        .await
+        .unwrap();
+    let spec = p.spec.unwrap();
+    assert_eq!(spec.priority, Some(1000));
+    assert_eq!(spec.preemption_policy.as_deref(), Some("Never"));
+    let err = pods
+        .create(&PostParams::default(), &pod("nope", "missing"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 403 && e.message.contains("no PriorityClass with name missing was found")),
+        "{err:?}"
+    );
+}
