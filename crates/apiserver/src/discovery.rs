@@ -72,12 +72,41 @@ fn api_group(group: &str, versions: &[&str]) -> APIGroup {
     }
 }
 
+/// The groups of the create-only review resources not in the registry
+/// (authentication.k8s.io, authorization.k8s.io), each with its version.
+fn review_groups() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&'static str, &'static str)> = Vec::new();
+    for r in crate::authz::REVIEWS {
+        let served = registry().groups().iter().any(|(g, _)| *g == r.group);
+        if !served && !out.contains(&(r.group, r.version)) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
+}
+
+fn review_resource(r: &crate::authz::Review) -> APIResource {
+    APIResource {
+        name: r.plural.into(),
+        singular_name: r.kind.to_ascii_lowercase(),
+        namespaced: r.namespaced,
+        kind: r.kind.into(),
+        verbs: verbs(&["create"]),
+        short_names: None,
+        categories: None,
+        storage_version_hash: None,
+        group: None,
+        version: None,
+    }
+}
+
 pub fn api_group_list() -> Value {
     let groups = registry()
         .groups()
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, versions)| api_group(g, &versions))
+        .chain(review_groups().into_iter().map(|(g, v)| api_group(g, &[v])))
         .chain([api_group(METRICS_GROUP, &[METRICS_VERSION])])
         .collect();
     with_kind(
@@ -88,6 +117,13 @@ pub fn api_group_list() -> Value {
 }
 
 pub fn api_group_doc(group: &str) -> Option<Value> {
+    if let Some((g, v)) = review_groups().into_iter().find(|(g, _)| *g == group) {
+        return Some(with_kind(
+            serde_json::to_value(api_group(g, &[v])).unwrap_or_default(),
+            "APIGroup",
+            "v1",
+        ));
+    }
     if group == METRICS_GROUP {
         return Some(with_kind(
             serde_json::to_value(api_group(group, &[METRICS_VERSION])).unwrap_or_default(),
@@ -188,6 +224,12 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
             });
         }
     }
+    resources.extend(
+        crate::authz::REVIEWS
+            .iter()
+            .filter(|r| r.group == group && r.version == version)
+            .map(review_resource),
+    );
     if resources.is_empty() {
         return None;
     }
@@ -278,6 +320,23 @@ pub fn aggregated(legacy: bool, media: &str) -> Value {
         items.push(json!({"metadata": metadata, "versions": versions}));
     }
     if !legacy {
+        for (group, version) in review_groups() {
+            let resources: Vec<Value> = crate::authz::REVIEWS
+                .iter()
+                .filter(|r| r.group == group && r.version == version)
+                .map(|r| {
+                    json!({
+                        "resource": r.plural,
+                        "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+                        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                        "singularResource": r.kind.to_ascii_lowercase(),
+                        "verbs": ["create"],
+                    })
+                })
+                .collect();
+            items.push(json!({"metadata": {"name": group, "creationTimestamp": null},
+                "versions": [{"version": version, "resources": resources, "freshness": "Current"}]}));
+        }
         items.push(crate::resource_metrics::aggregated_group());
     }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": api_version, "metadata": {}, "items": items})
@@ -326,6 +385,25 @@ mod tests {
                 .unwrap()
                 .iter()
                 .any(|g| g["metadata"]["name"] == "apps")
+        );
+        for group in ["authorization.k8s.io", "authentication.k8s.io"] {
+            assert!(
+                apis["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|g| g["metadata"]["name"] == group),
+                "{group}"
+            );
+            assert!(api_group_doc(group).is_some());
+        }
+        let sar = api_resource_list("authorization.k8s.io", "v1").unwrap();
+        assert!(
+            sar["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["name"] == "subjectaccessreviews" && r["verbs"] == json!(["create"]))
         );
         let api = aggregated(true, AGGREGATED_V2);
         assert_eq!(api["items"].as_array().unwrap().len(), 1);

@@ -48,6 +48,28 @@ impl Output {
     }
 }
 
+/// Whether an Accept header takes a plain object (JSON, YAML, protobuf or a
+/// wildcard), not only a Table or metadata-only transformation.
+pub fn accepts_plain(accept: &str) -> bool {
+    if accept.trim().is_empty() {
+        return true;
+    }
+    accept.split(',').any(|part| {
+        let mut params = part.split(';');
+        let essence = params.next().unwrap_or("").trim().to_ascii_lowercase();
+        let transformed = params.any(|p| p.trim().starts_with("as="));
+        !transformed
+            && matches!(
+                essence.as_str(),
+                "*/*"
+                    | "application/*"
+                    | "application/json"
+                    | "application/yaml"
+                    | "application/vnd.kubernetes.protobuf"
+            )
+    })
+}
+
 pub fn partial_metadata(obj: &Value) -> Value {
     json!({
         "kind": "PartialObjectMetadata",
@@ -161,6 +183,15 @@ mod tests {
             Output::Table(IncludeObject::Metadata)
         );
         assert_eq!(Output::negotiate("application/json", None), Output::Json);
+        assert!(accepts_plain(""));
+        assert!(accepts_plain("application/json, */*"));
+        assert!(accepts_plain(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+        ));
+        assert!(!accepts_plain(
+            "application/json;as=Table;v=v1;g=meta.k8s.io"
+        ));
+        assert!(!accepts_plain("text/html"));
         assert_eq!(Output::negotiate("", None), Output::Json);
         assert_eq!(
             Output::negotiate(

@@ -201,28 +201,25 @@ async fn route(
         .unwrap_or("")
         .to_string();
     let method = req.method().clone();
-    if method == Method::POST
-        && let Some(kind) = match path {
-            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" => {
-                Some("SelfSubjectAccessReview")
-            }
-            "/apis/authentication.k8s.io/v1/selfsubjectreviews" => Some("SelfSubjectReview"),
-            _ => None,
-        }
-    {
+    if let Some((review, namespace)) = crate::authz::find(path) {
         labels.verb = "POST";
+        if method != Method::POST {
+            return Err(ApiError::method_not_allowed());
+        }
+        // Reviews have no metadata to print: a client that only takes a
+        // Table (or metadata) gets 406, as from kube-apiserver.
+        if !crate::output::accepts_plain(&accept) {
+            return Err(ApiError::not_acceptable());
+        }
         let ct = req
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let (_, body) = read_body(req).await?;
-        let review =
-            crate::request::decode_body(&body, &crate::request::media_type(ct.as_deref()))?;
-        return Ok(json_response(
-            201,
-            &crate::authz::review(kind, review, &user),
-        ));
+        let body = crate::request::decode_body(&body, &crate::request::media_type(ct.as_deref()))?;
+        let answer = crate::authz::answer(server, review, namespace.as_deref(), body, &user)?;
+        return Ok(json_response(201, &answer));
     }
     // metrics.k8s.io is served here (no aggregation), not from the store.
     if crate::resource_metrics::handles(path) {

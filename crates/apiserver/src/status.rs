@@ -139,6 +139,15 @@ impl ApiError {
         ApiError::new(403, "Forbidden", message)
     }
 
+    /// 406: nothing in the Accept header can be served.
+    pub fn not_acceptable() -> ApiError {
+        ApiError::new(
+            406,
+            "NotAcceptable",
+            "the server was unable to respond with a content type that the client supports",
+        )
+    }
+
     pub fn too_large() -> ApiError {
         ApiError::new(
             413,

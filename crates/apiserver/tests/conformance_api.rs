@@ -339,3 +339,120 @@ async fn pods_get_their_priority_class_or_are_refused() {
         "{err:?}"
     );
 }
+
+/// POSTs a JSON body and returns (status code, response body).
+async fn post_json(
+    s: &TestServer,
+    path: &str,
+    accept: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut req = http::Request::post(path).header("content-type", "application/json");
+    if !accept.is_empty() {
+        req = req.header("accept", accept);
+    }
+    let req = req.body(serde_json::to_vec(&body).unwrap()).unwrap();
+    match s.client.request_text(req).await {
+        Ok(text) => (201, serde_json::from_str(&text).unwrap()),
+        Err(kube::Error::Api(e)) => (e.code, json!({"reason": e.reason, "message": e.message})),
+        Err(e) => panic!("{e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn access_reviews_answer_and_validate() {
+    let s = TestServer::start().await;
+    let spec = json!({"resourceAttributes": {"verb": "list", "resource": "configmaps", "namespace": "team", "version": "v1"},
+        "user": "system:serviceaccount:team:e2e", "groups": ["system:authenticated"]});
+    let (code, sar) = post_json(&s, "/apis/authorization.k8s.io/v1/subjectaccessreviews", "",
+        json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec})).await;
+    assert_eq!(code, 201, "{sar}");
+    assert_eq!(sar["kind"], "SubjectAccessReview");
+    // Truthful: every authenticated user may do everything until RBAC.
+    assert_eq!(sar["status"]["allowed"], true);
+    assert_eq!(sar["spec"]["user"], "system:serviceaccount:team:e2e");
+
+    let (code, lsar) = post_json(
+        &s,
+        "/apis/authorization.k8s.io/v1/namespaces/team/localsubjectaccessreviews",
+        "",
+        json!({"apiVersion": "authorization.k8s.io/v1", "kind": "LocalSubjectAccessReview",
+               "metadata": {"namespace": "team"}, "spec": spec}),
+    )
+    .await;
+    assert_eq!(code, 201, "{lsar}");
+    assert_eq!(lsar["status"]["allowed"], true);
+    // A local review must stay in its namespace.
+    let (code, e) = post_json(
+        &s,
+        "/apis/authorization.k8s.io/v1/namespaces/other/localsubjectaccessreviews",
+        "",
+        json!({"spec": spec}),
+    )
+    .await;
+    assert_eq!(code, 400, "{e}");
+    // A subject is required.
+    let (code, e) = post_json(
+        &s,
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        "",
+        json!({"spec": {"resourceAttributes": {"verb": "get", "resource": "pods"}}}),
+    )
+    .await;
+    assert_eq!((code, e["reason"].as_str()), (422, Some("Invalid")), "{e}");
+    // Exactly one of resourceAttributes and nonResourceAttributes.
+    let (code, _) = post_json(
+        &s,
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        "",
+        json!({"spec": {}}),
+    )
+    .await;
+    assert_eq!(code, 422);
+
+    let (code, rules) = post_json(
+        &s,
+        "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+        "",
+        json!({"spec": {"namespace": "default"}}),
+    )
+    .await;
+    assert_eq!(code, 201);
+    assert_eq!(rules["status"]["resourceRules"][0]["verbs"][0], "*");
+
+    // A review has no metadata to print as a Table: 406, as kube-apiserver.
+    let (code, e) = post_json(
+        &s,
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        "application/json;as=Table;v=v1;g=meta.k8s.io",
+        json!({"spec": {"nonResourceAttributes": {"path": "/", "verb": "get"}}}),
+    )
+    .await;
+    assert_eq!(
+        (code, e["reason"].as_str()),
+        (406, Some("NotAcceptable")),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn token_reviews_authenticate_tokens() {
+    let s = TestServer::start().await;
+    let (code, r) = post_json(
+        &s,
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        "",
+        json!({"spec": {"token": "not-a-token"}}),
+    )
+    .await;
+    assert_eq!(code, 201);
+    assert_eq!(r["status"]["authenticated"], false);
+    let (code, _) = post_json(
+        &s,
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        "",
+        json!({"spec": {}}),
+    )
+    .await;
+    assert_eq!(code, 422);
+}
