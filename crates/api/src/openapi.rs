@@ -80,6 +80,181 @@ pub fn unknown_fields(info: &ResourceInfo, value: &Value) -> Vec<String> {
     out
 }
 
+/// Go's zero `metav1.Time`, which its JSON encoder writes as `null`.
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// Replaces `null` in fields the kind requires with the field's zero value,
+/// as Go's decoder does (a `null` string is "", a `null` Time is the zero
+/// time), so that the typed round trip accepts what kube-apiserver accepts
+/// (a Service status condition without lastTransitionTime, from
+/// `metav1.Condition{}`). Returns the JSON pointers of the Time fields
+/// filled with [`ZERO_TIME`]. They are stored as that string, not as
+/// `null`: Go clients read it as the same zero time, and typed clients in
+/// other languages (k8s-openapi's required `Time`) can still decode the
+/// object.
+pub fn fill_required_nulls(info: &ResourceInfo, value: &mut Value) -> Vec<String> {
+    let defs = &SCHEMAS.defs;
+    let mut times = Vec::new();
+    if let Some(root) = defs.get(&info.schema_name) {
+        fill_nulls(defs, root, value, String::new(), &mut times, 0);
+    }
+    times
+}
+
+fn fill_nulls(
+    defs: &Map<String, Value>,
+    schema: &Value,
+    value: &mut Value,
+    pointer: String,
+    times: &mut Vec<String>,
+    depth: usize,
+) {
+    if depth > 64 {
+        return;
+    }
+    let schema = resolve(defs, schema);
+    match value {
+        Value::Object(map) => {
+            let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+                return;
+            };
+            let required: Vec<&str> = schema
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            for (k, v) in map.iter_mut() {
+                let Some(prop) = props.get(k) else { continue };
+                let child = format!("{pointer}/{}", k.replace('~', "~0").replace('/', "~1"));
+                if v.is_null() {
+                    if required.contains(&k.as_str()) {
+                        let prop = resolve(defs, prop);
+                        *v = match (
+                            prop.get("type").and_then(Value::as_str),
+                            prop.get("format").and_then(Value::as_str),
+                        ) {
+                            (Some("string"), Some("date-time")) => {
+                                times.push(child);
+                                json!(ZERO_TIME)
+                            }
+                            (Some("string"), _) => json!(""),
+                            (Some("integer" | "number"), _) => json!(0),
+                            (Some("boolean"), _) => json!(false),
+                            (Some("array"), _) => json!([]),
+                            (Some("object"), _) => json!({}),
+                            _ => Value::Null,
+                        };
+                    }
+                } else {
+                    fill_nulls(defs, prop, v, child, times, depth + 1);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (i, v) in items.iter_mut().enumerate() {
+                    fill_nulls(
+                        defs,
+                        item_schema,
+                        v,
+                        format!("{pointer}/{i}"),
+                        times,
+                        depth + 1,
+                    );
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The fields a JSON body sets more than once (`spec.replicas`,
+/// `spec.containers[0].name`), in the order they occur: what Kubernetes'
+/// strict decoder reports as `duplicate field "..."`. A body that is not
+/// valid JSON has none (its decoding fails elsewhere).
+pub fn duplicate_fields(body: &[u8]) -> Vec<String> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+
+    struct Walk<'a> {
+        path: String,
+        out: &'a RefCell<Vec<String>>,
+    }
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let child = if self.path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{}.{key}", self.path)
+                };
+                if !seen.insert(key) {
+                    self.out.borrow_mut().push(child.clone());
+                }
+                map.next_value_seed(Walk {
+                    path: child,
+                    out: self.out,
+                })?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0usize;
+            while seq
+                .next_element_seed(Walk {
+                    path: format!("{}[{i}]", self.path),
+                    out: self.out,
+                })?
+                .is_some()
+            {
+                i += 1;
+            }
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+    let out = RefCell::new(Vec::new());
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let walked = Walk {
+        path: String::new(),
+        out: &out,
+    }
+    .deserialize(&mut de);
+    if walked.is_err() {
+        return Vec::new();
+    }
+    out.into_inner()
+}
+
 fn walk(
     defs: &Map<String, Value>,
     schema: &Value,
@@ -396,6 +571,38 @@ fn rewrite_refs(v: &mut Value) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn required_nulls_become_zero_values() {
+        let services = registry().lookup("", "v1", "services").unwrap();
+        let mut svc = json!({"metadata": {"name": "s"}, "status": {"conditions": [
+            {"type": "StatusUpdate", "status": "True", "reason": "E2E", "message": "m",
+             "lastTransitionTime": null}]}});
+        let times = fill_required_nulls(services, &mut svc);
+        assert_eq!(times, vec!["/status/conditions/0/lastTransitionTime"]);
+        let typed = (services.roundtrip)(svc).unwrap();
+        assert_eq!(
+            typed.pointer("/status/conditions/0/lastTransitionTime"),
+            Some(&json!(ZERO_TIME))
+        );
+        assert_eq!(
+            typed.pointer("/status/conditions/0/reason"),
+            Some(&json!("E2E"))
+        );
+    }
+
+    #[test]
+    fn finds_duplicate_fields_in_order() {
+        let body = br#"{"spec": {"replicas": 2, "x": {"a": 1}, "replicas": 3,
+            "containers": [{"name": "a", "name": "b"}]}, "spec2": 1, "spec2": 2}"#;
+        assert_eq!(
+            duplicate_fields(body),
+            vec!["spec.replicas", "spec.containers[0].name", "spec2"]
+        );
+        assert!(duplicate_fields(br#"{"a": {"b": 1}, "c": {"b": 2}}"#).is_empty());
+        assert!(duplicate_fields(b"not json").is_empty());
+    }
+
     use super::*;
 
     #[test]

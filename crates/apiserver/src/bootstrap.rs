@@ -34,6 +34,7 @@ pub async fn ensure(
         field_manager: "skiff-apiserver".into(),
         dry_run: false,
         warnings: Vec::new(),
+        duplicate_fields: Vec::new(),
     };
     let name = obj
         .pointer("/metadata/name")

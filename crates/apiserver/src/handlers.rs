@@ -51,6 +51,9 @@ pub struct Req<'a> {
     pub field_manager: String,
     pub dry_run: bool,
     pub warnings: Vec<String>,
+    /// Fields the JSON body set twice (reported with the unknown fields
+    /// under fieldValidation Strict/Warn, as Kubernetes' strict decoder).
+    pub duplicate_fields: Vec<String>,
 }
 
 impl Req<'_> {
@@ -101,6 +104,7 @@ pub async fn resource(
         field_manager: query.get("fieldManager").unwrap_or_default().to_string(),
         dry_run: query.dry_run()?,
         warnings: Vec::new(),
+        duplicate_fields: Vec::new(),
     };
     if req.field_manager.is_empty() {
         let ua = parts
@@ -115,6 +119,12 @@ pub async fn resource(
         .get(hyper::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let media = media_type(content_type);
+    if matches!(parts.method, Method::POST | Method::PUT)
+        && matches!(media.as_str(), "application/json" | "")
+        && req.query.get("fieldValidation") != Some("Ignore")
+    {
+        req.duplicate_fields = skiff_api::openapi::duplicate_fields(&body);
+    }
     let name = rp.name.clone();
     let sub = rp.subresource.as_deref();
     match (&parts.method, name, sub) {
@@ -399,22 +409,25 @@ fn check_type(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
 fn decode_typed(req: &mut Req<'_>, obj: Value) -> ApiResult<Value> {
     let mode = req.query.get("fieldValidation").unwrap_or("Warn");
     if mode != "Ignore" {
-        let unknown = skiff_api::openapi::unknown_fields(req.info, &obj);
+        let unknown: Vec<String> = skiff_api::openapi::unknown_fields(req.info, &obj)
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .chain(
+                req.duplicate_fields
+                    .iter()
+                    .map(|f| format!("duplicate field \"{f}\"")),
+            )
+            .collect();
         if !unknown.is_empty() {
             match mode {
                 "Strict" => {
-                    let msgs: Vec<String> = unknown
-                        .iter()
-                        .map(|f| format!("unknown field \"{f}\""))
-                        .collect();
+                    let msgs = &unknown;
                     return Err(ApiError::bad_request(format!(
                         "strict decoding error: {}",
                         msgs.join(", ")
                     )));
                 }
-                "Warn" => req
-                    .warnings
-                    .extend(unknown.iter().map(|f| format!("unknown field \"{f}\""))),
+                "Warn" => req.warnings.extend(unknown),
                 other => {
                     return Err(ApiError::bad_request(format!(
                         "fieldValidation parameter unsupported: {other} (supported values: Ignore, Warn, Strict)"
@@ -423,6 +436,8 @@ fn decode_typed(req: &mut Req<'_>, obj: Value) -> ApiResult<Value> {
             }
         }
     }
+    let mut obj = obj;
+    skiff_api::openapi::fill_required_nulls(req.info, &mut obj);
     (req.info.roundtrip)(obj)
         .map_err(|e| ApiError::bad_request(format!("error decoding {}: {e}", req.info.kind)))
 }
@@ -1098,6 +1113,7 @@ async fn delete_collection(req: &Req<'_>, opts: &DeleteOptions) -> ApiResult<Res
             field_manager: req.field_manager.clone(),
             dry_run: req.dry_run,
             warnings: Vec::new(),
+            duplicate_fields: Vec::new(),
         };
         match delete_one(&ns_req, &name, opts).await {
             Ok((v, _)) => deleted.push(v),

@@ -91,6 +91,7 @@ pub async fn renew(
         field_manager: "kube-apiserver".into(),
         dry_run: false,
         warnings: Vec::new(),
+        duplicate_fields: Vec::new(),
     };
     let time = now_micro(now);
     match server.cache.get(&req.key(&identity.lease_name)) {

@@ -456,3 +456,67 @@ async fn token_reviews_authenticate_tokens() {
     .await;
     assert_eq!(code, 422);
 }
+
+#[tokio::test]
+async fn strict_field_validation_reports_unknown_and_duplicate_fields() {
+    let s = TestServer::start().await;
+    let body = r#"{"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "my-dep", "labels": {"app": "nginx"}},
+        "spec": {"unknownField": "foo", "replicas": 2, "replicas": 3,
+          "selector": {"matchLabels": {"app": "nginx"}},
+          "template": {"metadata": {"labels": {"app": "nginx"}},
+            "spec": {"containers": [{"name": "nginx", "image": "nginx:latest"}]}}}}"#;
+    let req = http::Request::post(
+        "/apis/apps/v1/namespaces/default/deployments?fieldManager=m&fieldValidation=Strict",
+    )
+    .header("content-type", "application/json")
+    .body(body.as_bytes().to_vec())
+    .unwrap();
+    match s.client.request_text(req).await.unwrap_err() {
+        kube::Error::Api(e) => {
+            assert_eq!(e.code, 400);
+            assert!(
+                e.message.contains(
+                    r#"strict decoding error: unknown field "spec.unknownField", duplicate field "spec.replicas""#
+                ),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // Warn (the default) creates the object and says why in warnings.
+    let req = http::Request::post("/apis/apps/v1/namespaces/default/deployments")
+        .header("content-type", "application/json")
+        .body(body.as_bytes().to_vec())
+        .unwrap();
+    let created: serde_json::Value =
+        serde_json::from_str(&s.client.request_text(req).await.unwrap()).unwrap();
+    // The last value wins, as in Go's decoder.
+    assert_eq!(created["spec"]["replicas"], 3);
+}
+
+#[tokio::test]
+async fn status_conditions_without_a_transition_time_are_accepted() {
+    use k8s_openapi::api::core::v1::Service;
+    let s = TestServer::start().await;
+    let svcs: Api<Service> = Api::namespaced(s.client.clone(), "default");
+    let svc: Service = serde_json::from_value(json!({"metadata": {"name": "st"},
+        "spec": {"ports": [{"port": 80}]}}))
+    .unwrap();
+    svcs.create(&PostParams::default(), &svc).await.unwrap();
+    let current = svcs.get("st").await.unwrap();
+    let mut body = serde_json::to_value(&current).unwrap();
+    // What client-go sends for metav1.Condition{} without a time: null.
+    body["status"] = json!({"conditions": [{"type": "StatusUpdate", "status": "True",
+        "reason": "E2E", "message": "Set from e2e test", "lastTransitionTime": null}]});
+    let req = http::Request::put("/api/v1/namespaces/default/services/st/status")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&body).unwrap())
+        .unwrap();
+    s.client.request_text(req).await.unwrap();
+    // Typed clients still decode the Service.
+    let updated = svcs.get("st").await.unwrap();
+    let conditions = updated.status.unwrap().conditions.unwrap();
+    assert_eq!(conditions[0].reason, "E2E");
+}
