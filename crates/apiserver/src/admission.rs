@@ -894,9 +894,13 @@ pub fn prepare_update(
     }
     match sub {
         Some("status") => {
-            // Only status changes through /status (metadata labels/annotations too, as Kubernetes allows).
+            // Only status changes through /status (metadata labels/annotations too, as Kubernetes allows,
+            // except a Deployment's labels: its status strategy resets them).
             let status = new.get("status").cloned();
-            let labels = new.pointer("/metadata/labels").cloned();
+            let labels = new
+                .pointer("/metadata/labels")
+                .cloned()
+                .filter(|_| (info.group, info.kind) != ("apps", "Deployment"));
             let annotations = new.pointer("/metadata/annotations").cloned();
             let mut merged = old.clone();
             match status {

@@ -520,3 +520,29 @@ async fn status_conditions_without_a_transition_time_are_accepted() {
     let conditions = updated.status.unwrap().conditions.unwrap();
     assert_eq!(conditions[0].reason, "E2E");
 }
+
+#[tokio::test]
+async fn deployment_status_writes_keep_the_labels() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams};
+    let s = TestServer::start().await;
+    let deps: Api<Deployment> = Api::namespaced(s.client.clone(), "default");
+    let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "d", "labels": {"test-deployment": "updated"}},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}))
+    .unwrap();
+    deps.create(&PostParams::default(), &d).await.unwrap();
+    // The deployment status strategy resets labels (kube-apiserver); annotations may change.
+    deps.patch_status(
+        "d",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"test-deployment": "patched-status"},
+            "annotations": {"a": "b"}}, "status": {"readyReplicas": 1}})),
+    )
+    .await
+    .unwrap();
+    let got = deps.get_status("d").await.unwrap();
+    assert_eq!(got.metadata.labels.unwrap()["test-deployment"], "updated");
+    assert_eq!(got.metadata.annotations.unwrap()["a"], "b");
+    assert_eq!(got.status.unwrap().ready_replicas, Some(1));
+}
