@@ -95,6 +95,25 @@ pub async fn bootstrap(server: &Arc<ApiServer>, port: u16) -> ApiResult<()> {
             "subsets": [{"addresses": [{"ip": host}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]}),
     )
     .await?;
+    // The same endpoints as an EndpointSlice, as kube-apiserver's endpoint
+    // reconciler writes it (pkg/controlplane/reconcilers/endpointsadapter.go):
+    // what the service proxy routes the `kubernetes` ClusterIP by.
+    let address_type = match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(_)) => "IPv6",
+        _ => "IPv4",
+    };
+    ensure(
+        server,
+        "discovery.k8s.io/v1",
+        "EndpointSlice",
+        Some("default"),
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+            "addressType": address_type,
+            "endpoints": [{"addresses": [host], "conditions": {"ready": true}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}),
+    )
+    .await?;
     for (name, value, description) in [
         (
             "system-node-critical",

@@ -536,8 +536,10 @@ async fn deployment_status_writes_keep_the_labels() {
     deps.patch_status(
         "d",
         &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"labels": {"test-deployment": "patched-status"},
-            "annotations": {"a": "b"}}, "status": {"readyReplicas": 1}})),
+        &Patch::Merge(
+            json!({"metadata": {"labels": {"test-deployment": "patched-status"},
+            "annotations": {"a": "b"}}, "status": {"readyReplicas": 1}}),
+        ),
     )
     .await
     .unwrap();
@@ -545,4 +547,37 @@ async fn deployment_status_writes_keep_the_labels() {
     assert_eq!(got.metadata.labels.unwrap()["test-deployment"], "updated");
     assert_eq!(got.metadata.annotations.unwrap()["a"], "b");
     assert_eq!(got.status.unwrap().ready_replicas, Some(1));
+}
+
+#[tokio::test]
+async fn the_kubernetes_service_has_an_endpoint_slice_like_its_endpoints() {
+    use k8s_openapi::api::core::v1::Endpoints;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let s = TestServer::start().await;
+    let eps: Api<Endpoints> = Api::namespaced(s.client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(s.client.clone(), "default");
+    let ep = eps.get("kubernetes").await.unwrap();
+    let subset = &ep.subsets.unwrap()[0];
+    let list = slices
+        .list(&ListParams::default().labels("kubernetes.io/service-name=kubernetes"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1);
+    let slice = &list.items[0];
+    let ips: Vec<&str> = slice
+        .endpoints
+        .iter()
+        .flat_map(|e| e.addresses.iter().map(String::as_str))
+        .collect();
+    let want: Vec<&str> = subset
+        .addresses
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|a| a.ip.as_str())
+        .collect();
+    assert_eq!(ips, want);
+    let port = &slice.ports.as_ref().unwrap()[0];
+    assert_eq!(port.port, Some(subset.ports.as_ref().unwrap()[0].port));
+    assert_eq!(port.name.as_deref(), Some("https"));
 }
