@@ -376,7 +376,13 @@ impl FieldSelector {
 
     pub fn matches_object(&self, obj: &Value) -> bool {
         self.reqs.iter().all(|r| {
-            let value = field_value(obj, &r.req.key);
+            let mut value = field_value(obj, &r.req.key);
+            // An Event's `source` is its reporting component when it has no
+            // source (one written through events.k8s.io), as the event
+            // strategy's field set computes it.
+            if r.req.key == "source" && value.as_deref().is_none_or(str::is_empty) {
+                value = field_value(obj, "reportingComponent");
+            }
             r.req.matches(Some(value.as_deref().unwrap_or(r.default)))
         })
     }

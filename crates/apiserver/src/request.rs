@@ -117,7 +117,7 @@ pub fn percent_decode(s: &str) -> String {
 }
 
 /// Query parameters (last value wins).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Query(pub HashMap<String, String>);
 
 impl Query {

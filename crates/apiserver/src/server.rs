@@ -109,7 +109,7 @@ pub async fn serve(
     }
 }
 
-fn verb_for(method: &Method, has_name: bool, watch: bool) -> &'static str {
+pub(crate) fn verb_for(method: &Method, has_name: bool, watch: bool) -> &'static str {
     match (method, has_name) {
         (&Method::GET, _) if watch => "WATCH",
         (&Method::GET, true) => "GET",
@@ -154,7 +154,7 @@ fn authenticated(server: &ApiServer, req: &Request<Incoming>) -> Option<String> 
     server.authenticate(token)
 }
 
-async fn read_body(
+pub(crate) async fn read_body(
     req: Request<Incoming>,
 ) -> Result<(hyper::http::request::Parts, Bytes), ApiError> {
     let (parts, body) = req.into_parts();
@@ -220,6 +220,10 @@ async fn route(
         let body = crate::request::decode_body(&body, &crate::request::media_type(ct.as_deref()))?;
         let answer = crate::authz::answer(server, review, namespace.as_deref(), body, &user)?;
         return Ok(json_response(201, &answer));
+    }
+    // events.k8s.io/v1 is a view of the core Events.
+    if let Some(core) = crate::events_view::core_path(path) {
+        return crate::events_view::handle(server, req, &core, query, &accept, labels).await;
     }
     // metrics.k8s.io is served here (no aggregation), not from the store.
     if crate::resource_metrics::handles(path) {

@@ -581,3 +581,95 @@ async fn the_kubernetes_service_has_an_endpoint_slice_like_its_endpoints() {
     assert_eq!(port.port, Some(subset.ports.as_ref().unwrap()[0].port));
     assert_eq!(port.name.as_deref(), Some("https"));
 }
+
+#[tokio::test]
+async fn events_k8s_io_is_a_view_of_core_events() {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    use kube::api::{DeleteParams, Patch, PatchParams, WatchEvent, WatchParams};
+    let s = TestServer::start().await;
+    let events: Api<Event> = Api::namespaced(s.client.clone(), "default");
+    let all: Api<Event> = Api::all(s.client.clone());
+    let core: Api<CoreEvent> = Api::namespaced(s.client.clone(), "default");
+    let ev: Event = serde_json::from_value(json!({
+        "metadata": {"name": "event-test", "labels": {"testevent-constant": "true"}},
+        "regarding": {"namespace": "default"}, "eventTime": "2017-09-19T13:49:16.000000Z",
+        "note": "This is event-test", "action": "Do", "reason": "Test", "type": "Normal",
+        "reportingController": "test-controller", "reportingInstance": "test-node"}))
+    .unwrap();
+    let mut watch = events
+        .watch(
+            &WatchParams::default().labels("testevent-constant=true"),
+            "0",
+        )
+        .await
+        .unwrap()
+        .boxed();
+    let created = events.create(&PostParams::default(), &ev).await.unwrap();
+    assert_eq!(created.note.as_deref(), Some("This is event-test"));
+    let lp = ListParams::default().labels("testevent-constant=true");
+    assert_eq!(all.list(&lp).await.unwrap().items.len(), 1);
+    // The same object through core/v1, found by its source (= reporting controller).
+    let by_source = core
+        .list(&ListParams::default().fields("source=test-controller"))
+        .await
+        .unwrap();
+    assert_eq!(by_source.items.len(), 1);
+    assert_eq!(
+        by_source.items[0].message.as_deref(),
+        Some("This is event-test")
+    );
+    let by_controller = events
+        .list(&ListParams::default().fields("reportingController=test-controller"))
+        .await
+        .unwrap();
+    assert_eq!(by_controller.items.len(), 1);
+    // A strategic merge patch in the events.k8s.io shape.
+    events
+        .patch(
+            "event-test",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"note": "patched"})),
+        )
+        .await
+        .unwrap();
+    let got = events.get("event-test").await.unwrap();
+    assert_eq!(got.note.as_deref(), Some("patched"));
+    assert_eq!(got.reporting_controller.as_deref(), Some("test-controller"));
+    // An update adding a series.
+    let mut updated = got.clone();
+    updated.series = Some(
+        serde_json::from_value(
+            json!({"count": 100, "lastObservedTime": "2017-09-19T13:49:16.000000Z"}),
+        )
+        .unwrap(),
+    );
+    events
+        .replace("event-test", &PostParams::default(), &updated)
+        .await
+        .unwrap();
+    assert_eq!(
+        events
+            .get("event-test")
+            .await
+            .unwrap()
+            .series
+            .unwrap()
+            .count,
+        100
+    );
+    // The watch saw it added in the events.k8s.io shape.
+    match watch.next().await.unwrap().unwrap() {
+        WatchEvent::Added(e) => {
+            assert_eq!(e.reporting_controller.as_deref(), Some("test-controller"))
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    events
+        .delete("event-test", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(all.list(&lp).await.unwrap().items.is_empty());
+    assert!(core.get_opt("event-test").await.unwrap().is_none());
+}
