@@ -259,6 +259,19 @@ async fn route(
         .collect();
     match segs.as_slice() {
         ["version"] => Ok(json_response(200, &crate::state::version_info())),
+        // Service account issuer discovery (OIDC), as kube-apiserver serves it.
+        [".well-known", "openid-configuration"] => Ok(json_response(
+            200,
+            &server.token_signer.openid_configuration(&format!(
+                "https://{}/openid/v1/jwks",
+                server.advertise_address
+            )),
+        )),
+        ["openid", "v1", "jwks"] => Ok(bytes_response(
+            200,
+            "application/jwk-set+json",
+            server.token_signer.jwks().to_string(),
+        )),
         ["metrics"] => Ok(bytes_response(
             200,
             "text/plain; version=0.0.4",

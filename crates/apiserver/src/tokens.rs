@@ -98,6 +98,33 @@ impl TokenSigner {
         Some(format!("{signing_input}.{}", B64.encode(sig.as_ref())))
     }
 
+    /// The service account issuer's OpenID discovery document
+    /// (`/.well-known/openid-configuration`), pointing to `jwks_uri`.
+    pub fn openid_configuration(&self, jwks_uri: &str) -> Value {
+        json!({
+            "issuer": ISSUER,
+            "jwks_uri": jwks_uri,
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["ES256"],
+        })
+    }
+
+    /// The public keys tokens are signed with, as a JSON Web Key Set
+    /// (`/openid/v1/jwks`).
+    pub fn jwks(&self) -> Value {
+        // An uncompressed P-256 point: 0x04 || X (32 bytes) || Y (32 bytes).
+        let point = self.key.public_key().as_ref();
+        let (x, y) = match point {
+            [4, rest @ ..] if rest.len() == 64 => rest.split_at(32),
+            _ => return json!({"keys": []}),
+        };
+        json!({"keys": [{
+            "use": "sig", "kty": "EC", "kid": self.key_id, "crv": "P-256", "alg": "ES256",
+            "x": B64.encode(x), "y": B64.encode(y),
+        }]})
+    }
+
     /// Verify a token's signature, issuer and lifetime.
     pub fn verify(&self, token: &str, now: i64) -> Option<ServiceAccountUser> {
         let mut parts = token.split('.');
@@ -153,6 +180,19 @@ mod tests {
         let mut forged = token.clone();
         forged.replace_range(forged.len() - 4.., "AAAA");
         assert_eq!(signer.verify(&forged, 1001), None);
+        // The published key verifies the token (what an OIDC client does).
+        let jwk = &signer.jwks()["keys"][0];
+        assert_eq!(jwk["kid"], signer.key_id);
+        let mut point = vec![4u8];
+        for c in ["x", "y"] {
+            point.extend(B64.decode(jwk[c].as_str().unwrap()).unwrap());
+        }
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &point)
+            .verify(input.as_bytes(), &B64.decode(sig).unwrap())
+            .unwrap();
+        let conf = signer.openid_configuration("https://10.0.0.1:6443/openid/v1/jwks");
+        assert_eq!(conf["issuer"], ISSUER);
         // The same key after a restart.
         let again = TokenSigner::load_or_create(dir.path()).unwrap();
         assert_eq!(again.verify(&token, 1001), Some(user));

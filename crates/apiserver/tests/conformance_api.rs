@@ -673,3 +673,72 @@ async fn events_k8s_io_is_a_view_of_core_events() {
     assert!(all.list(&lp).await.unwrap().items.is_empty());
     assert!(core.get_opt("event-test").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn service_account_tokens_are_reviewed_and_their_issuer_discoverable() {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let s = TestServer::start().await;
+    let sas: Api<ServiceAccount> = Api::namespaced(s.client.clone(), "default");
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "mount-test"}})).unwrap();
+    sas.create(&PostParams::default(), &sa).await.unwrap();
+    let tr: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": []}})).unwrap();
+    let token = sas
+        .create_token_request("mount-test", &PostParams::default(), &tr)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let (code, review) = post_json(
+        &s,
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        "",
+        json!({"spec": {"token": token}}),
+    )
+    .await;
+    assert_eq!(code, 201);
+    assert_eq!(review["status"]["authenticated"], true, "{review}");
+    assert_eq!(
+        review["status"]["user"]["username"],
+        "system:serviceaccount:default:mount-test"
+    );
+    assert!(
+        review["status"]["user"]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g == "system:serviceaccounts:default")
+    );
+
+    // OIDC discovery: the issuer tokens carry, and the key set verifying them.
+    let get = |path: &str| http::Request::get(path).body(Vec::new()).unwrap();
+    let conf: serde_json::Value = serde_json::from_str(
+        &s.client
+            .request_text(get("/.well-known/openid-configuration"))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let claims = token.split('.').nth(1).unwrap();
+    use base64::Engine;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(conf["issuer"], claims["iss"]);
+    assert!(
+        conf["jwks_uri"]
+            .as_str()
+            .unwrap()
+            .ends_with("/openid/v1/jwks")
+    );
+    let jwks: serde_json::Value =
+        serde_json::from_str(&s.client.request_text(get("/openid/v1/jwks")).await.unwrap())
+            .unwrap();
+    assert_eq!(jwks["keys"][0]["kty"], "EC");
+    assert_eq!(jwks["keys"][0]["alg"], "ES256");
+}
