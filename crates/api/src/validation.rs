@@ -1026,6 +1026,54 @@ fn validate_pod_template(
 
 /// `ValidatePodSpec` (the essentials). `extra_volumes` are names that volume mounts may
 /// refer to besides `spec.volumes` (a StatefulSet's volumeClaimTemplates).
+/// The longest sysctl name Kubernetes accepts.
+const SYSCTL_MAX_LENGTH: usize = 253;
+
+/// Whether a sysctl name matches Kubernetes' `SysctlContainSlashFmt`:
+/// segments of `[a-z0-9]([-_a-z0-9]*[a-z0-9])?` separated by `.` or `/`
+/// (kernel.shm_rmid_forced, net/ipv4/ip_forward).
+fn is_sysctl_name(name: &str) -> bool {
+    if name.is_empty() || name.len() > SYSCTL_MAX_LENGTH {
+        return false;
+    }
+    name.split(['.', '/']).all(|seg| {
+        let b = seg.as_bytes();
+        let edge = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+        match (b.first(), b.last()) {
+            (Some(first), Some(last)) => {
+                edge(first) && edge(last) && b.iter().all(|c| edge(c) || *c == b'-' || *c == b'_')
+            }
+            _ => false,
+        }
+    })
+}
+
+/// `spec.securityContext.sysctls` (ValidateSysctls): valid and unique names.
+fn validate_sysctls(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    let sysctls_path = child(&child(path, "securityContext"), "sysctls");
+    let mut seen = HashSet::new();
+    for (i, s) in arr(spec, &["securityContext", "sysctls"])
+        .iter()
+        .enumerate()
+    {
+        let name_path = child(&index(&sysctls_path, i), "name");
+        let name = st(s, &["name"]);
+        if name.is_empty() {
+            errs.push(FieldError::required(&name_path, ""));
+        } else if !is_sysctl_name(name) {
+            errs.push(FieldError::invalid_repr(
+                &name_path,
+                &go_quote(name),
+                &format!(
+                    "must have at most {SYSCTL_MAX_LENGTH} characters and match regex ^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$"
+                ),
+            ));
+        } else if !seen.insert(name.replace('/', ".")) {
+            errs.push(FieldError::duplicate_repr(&name_path, &go_quote(name)));
+        }
+    }
+}
+
 fn validate_pod_spec(
     spec: &Value,
     path: &str,
@@ -1071,6 +1119,8 @@ fn validate_pod_spec(
         }
         volumes.insert(name.to_string());
     }
+
+    validate_sysctls(spec, path, errs);
 
     let containers_path = child(path, "containers");
     let containers = arr(spec, &["containers"]);
@@ -2493,6 +2543,46 @@ fn normalize(v: &Value) -> Value {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+
+    #[test]
+    fn sysctl_names() {
+        for ok in [
+            "kernel.shm_rmid_forced",
+            "net/ipv4/ip_forward",
+            "kernel.shmmax",
+            "safe-and-unsafe",
+            "a",
+        ] {
+            assert!(is_sysctl_name(ok), "{ok}");
+        }
+        for bad in [
+            "foo-",
+            "bar..",
+            "",
+            ".a",
+            "A.b",
+            "a..b",
+            "kernel.shm_rmid_forced_",
+        ] {
+            assert!(!is_sysctl_name(bad), "{bad}");
+        }
+        let spec = json!({"securityContext": {"sysctls": [
+            {"name": "foo-", "value": "bar"}, {"name": "kernel.shmmax", "value": "1"},
+            {"name": "safe-and-unsafe", "value": "1"}, {"name": "bar..", "value": "42"}]}});
+        let mut errs = Vec::new();
+        validate_sysctls(&spec, "spec", &mut errs);
+        let text: Vec<String> = errs
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(
+            text[0].starts_with("spec.securityContext.sysctls[0].name: Invalid value: \"foo-\""),
+            "{text:?}"
+        );
+        assert!(text[1].contains("Invalid value: \"bar..\""), "{text:?}");
+    }
+
     use super::*;
 
     const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
