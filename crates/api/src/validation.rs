@@ -1026,6 +1026,53 @@ fn validate_pod_template(
 
 /// `ValidatePodSpec` (the essentials). `extra_volumes` are names that volume mounts may
 /// refer to besides `spec.volumes` (a StatefulSet's volumeClaimTemplates).
+/// `validateEphemeralContainers`: like containers, unique names among all
+/// of the pod's containers, an existing target, and none of the fields an
+/// ephemeral container cannot have.
+fn validate_ephemeral_containers(
+    spec: &Value,
+    path: &str,
+    volumes: &HashSet<String>,
+    names: &mut HashSet<String>,
+    is_pod: bool,
+    errs: &mut Vec<FieldError>,
+) {
+    let eph_path = child(path, "ephemeralContainers");
+    let regular: HashSet<&str> = arr(spec, &["containers"])
+        .iter()
+        .chain(arr(spec, &["initContainers"]).iter())
+        .map(|c| st(c, &["name"]))
+        .collect();
+    for (i, c) in arr(spec, &["ephemeralContainers"]).iter().enumerate() {
+        let cpath = index(&eph_path, i);
+        validate_container(c, &cpath, volumes, names, is_pod, errs);
+        for field in [
+            "ports",
+            "livenessProbe",
+            "readinessProbe",
+            "startupProbe",
+            "lifecycle",
+            "resources",
+            "resizePolicy",
+            "restartPolicy",
+        ] {
+            if is_set(c, &[field]) {
+                errs.push(FieldError::forbidden(
+                    child(&cpath, field),
+                    "cannot be set for an Ephemeral Container",
+                ));
+            }
+        }
+        let target = st(c, &["targetContainerName"]);
+        if !target.is_empty() && !regular.contains(target) {
+            errs.push(FieldError::not_found(
+                child(&cpath, "targetContainerName"),
+                &Value::from(target),
+            ));
+        }
+    }
+}
+
 /// The longest sysctl name Kubernetes accepts.
 const SYSCTL_MAX_LENGTH: usize = 253;
 
@@ -1152,6 +1199,7 @@ fn validate_pod_spec(
             ));
         }
     }
+    validate_ephemeral_containers(spec, path, &volumes, &mut names, is_pod, errs);
 
     if let Some(policy) = get(spec, &["restartPolicy"]).as_str() {
         match policy {
@@ -1352,6 +1400,23 @@ fn validate_protocol(protocol: &Value, path: &str, errs: &mut Vec<FieldError>) {
 }
 
 fn validate_pod_update(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
+    // Ephemeral containers are only added, never changed or removed
+    // (ValidatePodEphemeralContainersUpdate).
+    let new_eph = arr(new, &["ephemeralContainers"]);
+    for old_c in arr(old, &["ephemeralContainers"]) {
+        let name = st(old_c, &["name"]);
+        match new_eph.iter().find(|c| st(c, &["name"]) == name) {
+            Some(c) if normalize(c) == normalize(old_c) => {}
+            Some(_) => errs.push(FieldError::forbidden(
+                "spec.ephemeralContainers",
+                &format!("existing ephemeral containers \"{name}\" may not be changed"),
+            )),
+            None => errs.push(FieldError::forbidden(
+                "spec.ephemeralContainers",
+                &format!("existing ephemeral containers \"{name}\" may not be removed"),
+            )),
+        }
+    }
     for key in ["containers", "initContainers"] {
         let new_c = arr(new, &[key]);
         let old_c = arr(old, &[key]);

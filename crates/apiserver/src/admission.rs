@@ -919,6 +919,22 @@ pub fn prepare_update(
             }
             *new = merged;
         }
+        Some("ephemeralcontainers") => {
+            // Only spec.ephemeralContainers changes through this subresource.
+            let ephemeral = new.pointer("/spec/ephemeralContainers").cloned();
+            let mut merged = old.clone();
+            if let Some(spec) = merged.get_mut("spec").and_then(Value::as_object_mut) {
+                match ephemeral {
+                    Some(e) if !e.is_null() => {
+                        spec.insert("ephemeralContainers".into(), e);
+                    }
+                    _ => {
+                        spec.remove("ephemeralContainers");
+                    }
+                }
+            }
+            *new = merged;
+        }
         Some("finalize") => {
             let finalizers = new.pointer("/spec/finalizers").cloned();
             let mut merged = old.clone();
@@ -926,6 +942,20 @@ pub fn prepare_update(
             *new = merged;
         }
         _ => {
+            if info.group.is_empty() && info.kind == "Pod" {
+                // Ephemeral containers change only through their subresource.
+                let ephemeral = old.pointer("/spec/ephemeralContainers").cloned();
+                if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                    match ephemeral {
+                        Some(e) => {
+                            spec.insert("ephemeralContainers".into(), e);
+                        }
+                        None => {
+                            spec.remove("ephemeralContainers");
+                        }
+                    }
+                }
+            }
             if info.has_subresource("status") && info.kind != "Node" {
                 match old.get("status") {
                     Some(s) => new["status"] = s.clone(),

@@ -132,6 +132,9 @@ pub async fn resource(
         (&Method::GET, Some(n), None) if watch => crate::watch::serve(&req, Some(n)).await,
         (&Method::GET, None, None) => list(&req).await,
         (&Method::GET, Some(n), None | Some("status")) => get(&req, &n).await,
+        (&Method::GET, Some(n), Some("ephemeralcontainers")) if is_pods(req.info) => {
+            get(&req, &n).await
+        }
         (&Method::GET, Some(n), Some("scale")) => {
             let obj = read(&req, &n).await?;
             Ok(req.respond(200, &admission::scale_of(req.info, &obj.value)))
@@ -152,6 +155,14 @@ pub async fn resource(
         }
         (&Method::POST, Some(n), Some("token")) => {
             token_request(&req, &n, decode_body(&body, &media)?).await
+        }
+        (&Method::PUT, Some(n), Some("ephemeralcontainers")) if is_pods(req.info) => {
+            let obj = decode_body(&body, &media)?;
+            update(&mut req, &n, obj, Some("ephemeralcontainers")).await
+        }
+        (&Method::PATCH, Some(n), Some("ephemeralcontainers")) if is_pods(req.info) => {
+            let patch = decode_body(&body, &media)?;
+            patch_object(&mut req, &n, &media, patch, Some("ephemeralcontainers")).await
         }
         (&Method::PUT, Some(n), sub @ (None | Some("status") | Some("finalize"))) => {
             let obj = decode_body(&body, &media)?;
@@ -194,6 +205,10 @@ pub async fn resource(
         }
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+fn is_pods(info: &ResourceInfo) -> bool {
+    info.group.is_empty() && info.kind == "Pod"
 }
 
 /// A consistent read of one object: the cache, once it has caught up with the store.

@@ -742,3 +742,70 @@ async fn service_account_tokens_are_reviewed_and_their_issuer_discoverable() {
     assert_eq!(jwks["keys"][0]["kty"], "EC");
     assert_eq!(jwks["keys"][0]["alg"], "ES256");
 }
+
+#[tokio::test]
+async fn ephemeral_containers_are_added_through_their_subresource() {
+    use kube::api::{Patch, PatchParams};
+    let s = TestServer::start().await;
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "target"},
+        "spec": {"containers": [{"name": "main", "image": "busybox"}]}}))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let debugger = json!({"name": "debugger", "image": "busybox", "targetContainerName": "main",
+        "command": ["sh"], "stdin": true, "tty": true});
+    // What `kubectl debug` and client-go's UpdateEphemeralContainers send.
+    let req = http::Request::patch("/api/v1/namespaces/default/pods/target/ephemeralcontainers")
+        .header("content-type", "application/strategic-merge-patch+json")
+        .body(serde_json::to_vec(&json!({"spec": {"ephemeralContainers": [debugger]}})).unwrap())
+        .unwrap();
+    s.client.request_text(req).await.unwrap();
+    let got = pods.get("target").await.unwrap();
+    let eph = got
+        .spec
+        .as_ref()
+        .unwrap()
+        .ephemeral_containers
+        .clone()
+        .unwrap();
+    assert_eq!(eph[0].name, "debugger");
+    assert_eq!(eph[0].target_container_name.as_deref(), Some("main"));
+
+    // A regular update cannot remove it; the subresource cannot change it.
+    let mut without = got.clone();
+    without.spec.as_mut().unwrap().ephemeral_containers = None;
+    let kept = pods
+        .replace("target", &PostParams::default(), &without)
+        .await
+        .unwrap();
+    assert_eq!(kept.spec.unwrap().ephemeral_containers.unwrap().len(), 1);
+    let changed =
+        json!({"spec": {"ephemeralContainers": [{"name": "debugger", "image": "other"}]}});
+    let req = http::Request::patch("/api/v1/namespaces/default/pods/target/ephemeralcontainers")
+        .header("content-type", "application/merge-patch+json")
+        .body(serde_json::to_vec(&changed).unwrap())
+        .unwrap();
+    match s.client.request_text(req).await.unwrap_err() {
+        kube::Error::Api(e) => {
+            assert_eq!(e.code, 422, "{e:?}");
+            assert!(e.message.contains("may not be changed"), "{}", e.message);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // Fields an ephemeral container cannot have are refused.
+    let with_port = json!({"spec": {"ephemeralContainers": [debugger,
+        {"name": "second", "image": "busybox", "ports": [{"containerPort": 80}]}]}});
+    let err = pods
+        .patch_subresource(
+            "ephemeralcontainers",
+            "target",
+            &PatchParams::default(),
+            &Patch::Strategic(with_port),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 422 && e.message.contains("cannot be set for an Ephemeral Container")),
+        "{err:?}"
+    );
+}
