@@ -14,6 +14,8 @@ use crate::runtime::Mount;
 pub const ETC_HOSTS: &str = "/etc/hosts";
 /// The first line of a file the kubelet manages.
 pub const MANAGED_HEADER: &str = "# Kubernetes-managed hosts file.\n";
+/// The first line of a host-network pod's copy of the node's file.
+pub const HOST_NETWORK_HEADER: &str = "# Kubernetes-managed hosts file (host network).\n";
 
 /// The pod's hostname and domain (↔ GeneratePodHostNameAndDomain):
 /// spec.hostname or the pod's name (at most 63 characters, without a
@@ -85,13 +87,11 @@ pub fn managed_content(
     out
 }
 
-/// The file of a host-network pod: the node's own file and the pod's
-/// hostAliases (↔ nodeHostsFileContent).
+/// The file of a host-network pod: its header, the node's own file as it
+/// is, and the pod's hostAliases (↔ nodeHostsFileContent).
 pub fn node_content(node_hosts: &str, aliases: &[HostAlias]) -> String {
-    let mut out = node_hosts.to_string();
-    if !out.is_empty() && !out.ends_with('\n') {
-        out.push('\n');
-    }
+    let mut out = String::from(HOST_NETWORK_HEADER);
+    out.push_str(node_hosts);
     out.push_str(&alias_entries(aliases));
     out
 }
@@ -212,7 +212,7 @@ mod tests {
         let content = std::fs::read_to_string(&file).unwrap();
         assert_eq!(
             content,
-            "127.0.0.1 localhost\n10.0.0.1 node-1\n\n# Entries added by HostAliases.\n1.2.3.4\ta\n"
+            "# Kubernetes-managed hosts file (host network).\n127.0.0.1 localhost\n10.0.0.1 node-1\n# Entries added by HostAliases.\n1.2.3.4\ta\n"
         );
         // Written once: what is there stays.
         std::fs::write(&file, "changed\n").unwrap();

@@ -1651,7 +1651,7 @@ mod conformance_tests {
         let m = mount_at(&h, "app", "/etc/hosts").unwrap();
         assert_eq!(
             std::fs::read_to_string(&m.host_path).unwrap(),
-            "127.0.0.1 localhost\n192.168.1.10 node-1\n"
+            "# Kubernetes-managed hosts file (host network).\n127.0.0.1 localhost\n192.168.1.10 node-1\n"
         );
     }
 }
