@@ -408,7 +408,7 @@ impl PodWorker {
                 .sysctls
                 .iter()
                 .flatten()
-                .map(|s| (s.name.clone(), s.value.clone()))
+                .map(|s| (sysctl_with_dots(&s.name), s.value.clone()))
                 .collect(),
             run_as_user: psc.run_as_user,
             run_as_group: psc.run_as_group,
@@ -1058,7 +1058,7 @@ impl PodWorker {
         let env = match container_env(pod, c, ctx, lookup).await {
             Ok(env) => {
                 for (reason, message) in env.warnings {
-                    self.event(EventKind::Warning, &reason, message, field.clone());
+                    self.event(EventKind::Warning, &reason, message, None);
                 }
                 env.vars
             }
@@ -2105,6 +2105,23 @@ pub fn resources(pod: &Pod, c: &SpecContainer, memory_capacity: u64) -> Resource
         cpu_shares: cpu_request.map(|m| (m * 1024 / 1000).max(2)).unwrap_or(2),
         memory_limit_in_bytes: memory_limit as i64,
         oom_score_adj,
+    }
+}
+
+/// A sysctl name with '.' separators (↔ ConvertSysctlVariableToDotsSeparator):
+/// when the first separator is '/', dots and slashes swap
+/// (`net/ipv4/conf/eno2.100/rp_filter` is `net.ipv4.conf.eno2/100.rp_filter`).
+pub fn sysctl_with_dots(name: &str) -> String {
+    match name.find(['.', '/']) {
+        Some(i) if name.as_bytes()[i] == b'/' => name
+            .chars()
+            .map(|c| match c {
+                '/' => '.',
+                '.' => '/',
+                c => c,
+            })
+            .collect(),
+        _ => name.to_string(),
     }
 }
 

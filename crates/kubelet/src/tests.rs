@@ -1565,6 +1565,14 @@ mod conformance_tests {
             sb.sysctls.get("kernel.shm_rmid_forced").map(String::as_str),
             Some("1")
         );
+        assert_eq!(
+            crate::sync::sysctl_with_dots("net/ipv4/conf/eno2.100/rp_filter"),
+            "net.ipv4.conf.eno2/100.rp_filter"
+        );
+        assert_eq!(
+            crate::sync::sysctl_with_dots("kernel.msgmax"),
+            "kernel.msgmax"
+        );
         assert_eq!((sb.run_as_user, sb.run_as_group), (Some(1000), Some(2000)));
         assert_eq!(sb.supplemental_groups, vec![1001, 3000]);
         let app = &s
