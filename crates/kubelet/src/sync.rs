@@ -299,6 +299,13 @@ impl PodWorker {
         }
     }
 
+    /// Do not run the pod: it was not admitted (↔ rejectPod: a Warning event,
+    /// and the status Failed with `reason` and `message`).
+    pub fn reject(&mut self, reason: &str, message: &str) {
+        self.event(EventKind::Warning, reason, message.into(), None);
+        self.final_status = Some(json!({"phase": "Failed", "reason": reason, "message": message}));
+    }
+
     /// Use `prober` for httpGet, tcpSocket and gRPC probes and hooks (tests);
     /// before the first sync, and before [`PodWorker::probe_signals`].
     pub fn set_prober(&mut self, prober: Arc<dyn crate::probes::Prober>) {

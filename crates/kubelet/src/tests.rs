@@ -1306,6 +1306,7 @@ mod volume_tests {
 mod conformance_tests {
     use super::*;
     use crate::runtime::Mount;
+    use crate::sync::EventKind;
 
     fn mount_at(h: &Harness, container: &str, path: &str) -> Option<Mount> {
         h.rt.lock()
@@ -1640,6 +1641,28 @@ mod conformance_tests {
                 .config
                 .hostname,
             "h1"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rejected_pod_never_runs_and_is_failed() {
+        let mut h = Harness::new(&["busybox:skiff"]);
+        h.worker
+            .reject("NodePorts", "Pod was rejected: Predicate NodePorts failed");
+        let st = h.sync(&simple("Always")).await;
+        assert_eq!(st["phase"], "Failed");
+        assert_eq!(st["reason"], "NodePorts");
+        assert_eq!(
+            st["message"],
+            "Pod was rejected: Predicate NodePorts failed"
+        );
+        assert_eq!(h.rt.count_calls("RunPodSandbox"), 0);
+        let events = h.worker.take_events();
+        assert!(
+            events
+                .iter()
+                .any(|e| e.kind == EventKind::Warning && e.reason == "NodePorts"),
+            "{events:?}"
         );
     }
 

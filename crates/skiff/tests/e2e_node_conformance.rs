@@ -5,9 +5,10 @@
 //! hostname.subdomain), sysctls, no_new_privs, supplemental groups and
 //! fsGroup ownership of a secret volume read by a non-root user,
 //! termination messages (a non-root user at a custom path, and the log
-//! tail with FallbackToLogsOnError), and activeDeadlineSeconds lowered on
-//! a running pod. Needs root and Debian's containerd, runc,
-//! containernetworking-plugins and busybox-static, which .ci/run installs.
+//! tail with FallbackToLogsOnError), activeDeadlineSeconds lowered on
+//! a running pod, and a pod rejected for a hostPort taken on the node.
+//! Needs root and Debian's containerd, runc, containernetworking-plugins
+//! and busybox-static, which .ci/run installs.
 
 mod support;
 
@@ -304,6 +305,30 @@ fn node_behaviours_in_real_containers() {
             "jsonpath={.status.containerStatuses[0].state.terminated}"
         ])
         .contains("exitCode"),
+    );
+
+    // A pod whose hostPort is taken on the node is not admitted: Failed
+    // with reason NodePorts (so that a controller replaces it).
+    let port = 20000 + std::process::id() % 10000;
+    let host_port_pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: {node}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: busybox:skiff\n    imagePullPolicy: IfNotPresent\n    command: [sleep, \"3600\"]\n    ports: [{{containerPort: 80, hostPort: {port}}}]\n",
+            node = s.ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]),
+        )
+    };
+    s.ok_stdin(&["apply", "-f", "-"], &host_port_pod("port-a"));
+    eventually("port-a Running", &s, || {
+        s.ok(&["get", "pod", "port-a", "-o", "jsonpath={.status.phase}"]) == "Running"
+    });
+    s.ok_stdin(&["apply", "-f", "-"], &host_port_pod("port-b"));
+    ends(&s, "port-b", "Failed");
+    assert_eq!(
+        s.ok(&["get", "pod", "port-b", "-o", "jsonpath={.status.reason}"]),
+        "NodePorts"
+    );
+    assert_eq!(
+        s.ok(&["get", "pod", "port-a", "-o", "jsonpath={.status.phase}"]),
+        "Running"
     );
 
     s.ok(&[
