@@ -160,6 +160,8 @@ pub struct ContainerConfig {
     pub supplemental_groups: Vec<i64>,
     /// allowPrivilegeEscalation: false (↔ CRI no_new_privs).
     pub no_new_privs: bool,
+    /// An ephemeral container's target: it joins that container's PID namespace.
+    pub target_container_id: Option<String>,
     pub read_only_root: bool,
     pub capabilities_add: Vec<String>,
     pub capabilities_drop: Vec<String>,

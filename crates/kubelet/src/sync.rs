@@ -213,6 +213,7 @@ fn uid_selector(uid: &str) -> Labels {
 enum Kind {
     Init,
     App,
+    Ephemeral,
 }
 
 impl Kind {
@@ -220,6 +221,7 @@ impl Kind {
         match self {
             Kind::Init => format!("spec.initContainers{{{name}}}"),
             Kind::App => format!("spec.containers{{{name}}}"),
+            Kind::Ephemeral => format!("spec.ephemeralContainers{{{name}}}"),
         }
     }
 }
@@ -741,6 +743,26 @@ impl PodWorker {
                     }
                 }
             }
+            // ↔ computePodActions' EphemeralContainersToStart: started once
+            // (initialized or not), never restarted.
+            for c in ephemeral_containers(&spec) {
+                if latest_of(&containers, &c.name).is_none() {
+                    acted = true;
+                    self.start(
+                        pod,
+                        &c,
+                        Kind::Ephemeral,
+                        0,
+                        sandbox_id,
+                        cfg,
+                        &ip,
+                        lookup,
+                        &mut waiting,
+                        &mut requeue,
+                    )
+                    .await;
+                }
+            }
         }
 
         if acted {
@@ -763,6 +785,15 @@ impl PodWorker {
             .await;
         let app_statuses = self
             .statuses(pod, &spec.containers, Kind::App, &containers, &waiting)
+            .await;
+        let ephemeral_statuses = self
+            .statuses(
+                pod,
+                &ephemeral_containers(&spec),
+                Kind::Ephemeral,
+                &containers,
+                &waiting,
+            )
             .await;
         let inits_complete = spec
             .init_containers
@@ -802,6 +833,9 @@ impl PodWorker {
         if deadline_exceeded {
             status["reason"] = json!(DEADLINE_REASON);
             status["message"] = json!(DEADLINE_MESSAGE);
+        }
+        if !ephemeral_statuses.is_empty() {
+            status["ephemeralContainerStatuses"] = json!(ephemeral_statuses);
         }
         if is_terminal(Some(&phase)) {
             // Done: free the sandbox (and its IP); keep the containers for their logs.
@@ -1158,6 +1192,11 @@ impl PodWorker {
             run_as_group: sc.run_as_group.or(psc.run_as_group),
             supplemental_groups: supplemental_groups(&psc),
             no_new_privs: sc.allow_privilege_escalation == Some(false),
+            target_container_id: if kind == Kind::Ephemeral {
+                self.target_of(pod, &c.name).await
+            } else {
+                None
+            },
             read_only_root: sc.read_only_root_filesystem.unwrap_or(false),
             capabilities_add: caps.add.unwrap_or_default(),
             capabilities_drop: caps.drop.unwrap_or_default(),
@@ -1267,6 +1306,32 @@ impl PodWorker {
             }
         }
         Step::Busy
+    }
+
+    /// The runtime id of the running container whose PID namespace ephemeral
+    /// container `name` joins (its targetContainerName).
+    async fn target_of(&self, pod: &Pod, name: &str) -> Option<String> {
+        let target = pod
+            .spec
+            .as_ref()?
+            .ephemeral_containers
+            .as_ref()?
+            .iter()
+            .find(|e| e.name == name)?
+            .target_container_name
+            .clone()
+            .filter(|t| !t.is_empty())?;
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let containers = self
+            .runtime
+            .list_containers(&uid_selector(uid))
+            .await
+            .ok()?;
+        containers
+            .iter()
+            .filter(|c| c.name == target && c.state == ContainerState::Running)
+            .max_by_key(|c| c.attempt)
+            .map(|c| c.id.clone())
     }
 
     /// The file behind instance `attempt` of container `name`'s termination
@@ -1663,6 +1728,7 @@ impl PodWorker {
                             .as_ref()
                             .is_some_and(|l| self.probes.ready(&c.name, &l.id))
                 }
+                Kind::Ephemeral => false,
                 Kind::Init => {
                     if c.restart_policy.as_deref() == Some("Always") {
                         running
@@ -1971,6 +2037,22 @@ pub fn remove_pod_cgroups(root: &str, uid: &str) -> bool {
         }
     }
     all
+}
+
+/// The pod's ephemeral containers as containers (the same fields, less
+/// targetContainerName).
+fn ephemeral_containers(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<SpecContainer> {
+    spec.ephemeral_containers
+        .iter()
+        .flatten()
+        .filter_map(|e| {
+            let mut v = serde_json::to_value(e).ok()?;
+            if let Some(m) = v.as_object_mut() {
+                m.remove("targetContainerName");
+            }
+            serde_json::from_value(v).ok()
+        })
+        .collect()
 }
 
 /// The most of a termination message file that is read (↔ MaxContainerTerminationMessageLength).

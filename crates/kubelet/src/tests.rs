@@ -1645,6 +1645,59 @@ mod conformance_tests {
     }
 
     #[tokio::test]
+    async fn ephemeral_containers_start_once_and_are_never_restarted() {
+        // ↔ Ephemeral Containers "will start an ephemeral container in an existing pod".
+        let mut h = Harness::new(&["busybox:skiff"]);
+        let p = simple("Always");
+        h.sync(&p).await;
+        let mut debugged = p.clone();
+        debugged.spec.as_mut().unwrap().ephemeral_containers = Some(vec![
+            serde_json::from_value(json!({"name": "debugger", "image": "busybox:skiff",
+                "command": ["sh", "-c", "while true; do echo polo; sleep 2; done"],
+                "stdin": true, "tty": true, "targetContainerName": "app"}))
+            .unwrap(),
+        ]);
+        let st = h.sync(&debugged).await;
+        let e = &st["ephemeralContainerStatuses"][0];
+        assert_eq!(e["name"], "debugger", "{st:#}");
+        assert!(e["state"]["running"].is_object(), "{st:#}");
+        assert_eq!(st["containerStatuses"].as_array().unwrap().len(), 1);
+        assert_eq!(st["phase"], "Running");
+        {
+            let s = h.rt.lock();
+            let app = s
+                .containers
+                .iter()
+                .find(|(_, c)| c.config.name == "app")
+                .unwrap()
+                .0
+                .clone();
+            let dbg = &s
+                .containers
+                .values()
+                .find(|c| c.config.name == "debugger")
+                .unwrap()
+                .config;
+            assert_eq!(dbg.target_container_id.as_deref(), Some(app.as_str()));
+            assert!(dbg.stdin && dbg.tty);
+        }
+        let events = h.worker.take_events();
+        assert!(
+            events.iter().any(|e| e.reason == "Started"
+                && e.field_path.as_deref() == Some("spec.ephemeralContainers{debugger}")),
+            "{events:?}"
+        );
+        h.rt.exit("debugger", 1);
+        let st = h.sync(&debugged).await;
+        assert_eq!(
+            st["ephemeralContainerStatuses"][0]["state"]["terminated"]["exitCode"], 1,
+            "{st:#}"
+        );
+        assert_eq!(st["phase"], "Running");
+        assert_eq!(h.rt.count_calls("CreateContainer debugger"), 1);
+    }
+
+    #[tokio::test]
     async fn a_rejected_pod_never_runs_and_is_failed() {
         let mut h = Harness::new(&["busybox:skiff"]);
         h.worker
