@@ -857,7 +857,12 @@ impl PodWorker {
         let (Some(seconds), Some(start)) = (spec.active_deadline_seconds, self.started_at) else {
             return false;
         };
-        let deadline = start + Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
+        // A deadline past what the clock can hold never comes.
+        let Some(deadline) =
+            start.checked_add(Duration::from_secs(u64::try_from(seconds).unwrap_or(0)))
+        else {
+            return false;
+        };
         match deadline.duration_since(now) {
             Ok(left) if !left.is_zero() => {
                 *requeue = (*requeue).min(left + Duration::from_millis(10));

@@ -1438,6 +1438,11 @@ mod conformance_tests {
         let r = h.worker.sync(&p, &NoLookup).await.unwrap();
         assert_eq!(r.status["phase"], "Running");
         assert!(r.requeue <= Duration::from_secs(10));
+        // One the clock cannot reach never passes.
+        let mut h = Harness::new(&["busybox:skiff"]);
+        let mut forever = simple("Always");
+        forever.spec.as_mut().unwrap().active_deadline_seconds = Some(i64::MAX);
+        assert_eq!(h.sync(&forever).await["phase"], "Running");
         // A pod past its deadline when first seen never starts.
         let mut h = Harness::new(&["busybox:skiff"]);
         let mut late = started_long_ago(simple("Always"));
