@@ -170,8 +170,12 @@ pub(crate) fn sandbox_config(c: &SandboxConfig) -> cri::PodSandboxConfig {
             security_context: Some(cri::LinuxSandboxSecurityContext {
                 namespace_options: Some(namespace_options(c)),
                 privileged: c.host_network || c.host_pid || c.host_ipc,
+                run_as_user: c.run_as_user.map(|value| cri::Int64Value { value }),
+                run_as_group: c.run_as_group.map(|value| cri::Int64Value { value }),
+                supplemental_groups: c.supplemental_groups.clone(),
                 ..Default::default()
             }),
+            sysctls: to_map(&c.sysctls),
             ..Default::default()
         }),
         windows: None,
@@ -240,9 +244,18 @@ fn container_config(c: &ContainerConfig, sandbox: &SandboxConfig) -> cri::Contai
                     ..Default::default()
                 }),
                 privileged: c.privileged,
-                namespace_options: Some(namespace_options(sandbox)),
+                namespace_options: Some(match &c.target_container_id {
+                    Some(id) => cri::NamespaceOption {
+                        pid: cri::NamespaceMode::Target as i32,
+                        target_id: id.clone(),
+                        ..namespace_options(sandbox)
+                    },
+                    None => namespace_options(sandbox),
+                }),
                 run_as_user: c.run_as_user.map(|value| cri::Int64Value { value }),
                 run_as_group: c.run_as_group.map(|value| cri::Int64Value { value }),
+                supplemental_groups: c.supplemental_groups.clone(),
+                no_new_privs: c.no_new_privs,
                 readonly_rootfs: c.read_only_root,
                 ..Default::default()
             }),

@@ -1,11 +1,14 @@
 //! Container environments (↔ kubelet's makeEnvironmentVariables): env
 //! values with $(VAR) expansion, valueFrom fieldRef, resourceFieldRef,
-//! configMapKeyRef and secretKeyRef, and envFrom.
+//! configMapKeyRef and secretKeyRef, envFrom, and the service links
+//! (↔ pkg/kubelet/envvars).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 use kube::api::Api;
+use kube::runtime::reflector::Store;
 
 /// Where configMaps and secrets come from (the API; a stub in tests).
 #[async_trait::async_trait]
@@ -46,6 +49,11 @@ pub trait Lookup: Send + Sync {
     ) -> Result<Token, String> {
         let _ = (namespace, request);
         Err("service account tokens are not available".into())
+    }
+    /// Every Service known (↔ the kubelet's service lister), for the
+    /// service links; an error while they have not been read once.
+    fn services(&self) -> Result<Vec<Arc<Service>>, String> {
+        Ok(Vec::new())
     }
 }
 
@@ -148,10 +156,24 @@ impl<L: Lookup> Lookup for Limited<L> {
         let _permit = self.permit().await?;
         self.inner.service_account_token(namespace, request).await
     }
+    fn services(&self) -> Result<Vec<Arc<Service>>, String> {
+        self.inner.services()
+    }
 }
 
-/// Reads configMaps and secrets through the API.
-pub struct ApiLookup(pub kube::Client);
+/// Reads configMaps and secrets through the API, and Services from a
+/// shared reflector (one watch for the node, not a LIST per pod).
+pub struct ApiLookup {
+    pub client: kube::Client,
+    /// None: no service links (as a kubelet without a service lister).
+    pub services: Option<Store<Service>>,
+}
+
+impl ApiLookup {
+    fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+}
 
 #[async_trait::async_trait]
 impl Lookup for ApiLookup {
@@ -160,7 +182,7 @@ impl Lookup for ApiLookup {
         namespace: &str,
         name: &str,
     ) -> Result<Option<BTreeMap<String, String>>, String> {
-        let api: Api<ConfigMap> = Api::namespaced(self.0.clone(), namespace);
+        let api: Api<ConfigMap> = Api::namespaced(self.client(), namespace);
         match api.get_opt(name).await {
             Ok(Some(cm)) => {
                 let mut data = cm.data.unwrap_or_default();
@@ -179,7 +201,7 @@ impl Lookup for ApiLookup {
         namespace: &str,
         name: &str,
     ) -> Result<Option<BTreeMap<String, String>>, String> {
-        let api: Api<Secret> = Api::namespaced(self.0.clone(), namespace);
+        let api: Api<Secret> = Api::namespaced(self.client(), namespace);
         match api.get_opt(name).await {
             Ok(Some(s)) => {
                 let mut data: BTreeMap<String, String> = s
@@ -202,7 +224,7 @@ impl Lookup for ApiLookup {
         namespace: &str,
         name: &str,
     ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
-        let api: Api<ConfigMap> = Api::namespaced(self.0.clone(), namespace);
+        let api: Api<ConfigMap> = Api::namespaced(self.client(), namespace);
         match api.get_opt(name).await {
             Ok(Some(cm)) => {
                 let mut files: BTreeMap<String, Vec<u8>> = cm
@@ -225,7 +247,7 @@ impl Lookup for ApiLookup {
         namespace: &str,
         name: &str,
     ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
-        let api: Api<Secret> = Api::namespaced(self.0.clone(), namespace);
+        let api: Api<Secret> = Api::namespaced(self.client(), namespace);
         match api.get_opt(name).await {
             Ok(Some(s)) => {
                 let mut files: BTreeMap<String, Vec<u8>> = s
@@ -253,7 +275,7 @@ impl Lookup for ApiLookup {
             BoundObjectReference, TokenRequest as ApiTokenRequest, TokenRequestSpec,
         };
         use k8s_openapi::api::core::v1::ServiceAccount;
-        let api: Api<ServiceAccount> = Api::namespaced(self.0.clone(), namespace);
+        let api: Api<ServiceAccount> = Api::namespaced(self.client(), namespace);
         let body = ApiTokenRequest {
             spec: TokenRequestSpec {
                 audiences: request.audiences.clone(),
@@ -284,6 +306,19 @@ impl Lookup for ApiLookup {
                 .expiration_seconds
                 .unwrap_or(request.expiration_seconds),
         })
+    }
+    fn services(&self) -> Result<Vec<Arc<Service>>, String> {
+        let Some(store) = &self.services else {
+            return Ok(Vec::new());
+        };
+        use futures::FutureExt;
+        // ↔ getServiceEnvVarMap before serviceHasSynced.
+        if store.wait_until_ready().now_or_never().is_none() {
+            return Err(
+                "services have not yet been read at least once, cannot construct envvars".into(),
+            );
+        }
+        Ok(store.state())
     }
 }
 
@@ -355,18 +390,128 @@ pub fn field_ref(pod: &Pod, path: &str, host_ip: &str, pod_ip: &str) -> Option<S
     Some(v)
 }
 
+/// What a container's environment is made from besides the pod.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EnvContext<'a> {
+    pub host_ip: &'a str,
+    pub pod_ip: &'a str,
+    /// The node's allocatable memory in bytes: the value of a
+    /// resourceFieldRef to limits.memory when the container sets none.
+    pub memory_capacity: u64,
+}
+
+/// A container's environment, in order, and the warnings to record as
+/// events (envFrom keys skipped as invalid names).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Environment {
+    pub vars: Vec<(String, String)>,
+    /// (reason, message) of Warning events.
+    pub warnings: Vec<(String, String)>,
+}
+
+/// Whether `name` is a valid environment variable name (↔
+/// validation.IsEnvVarName: `[-._a-zA-Z][-._a-zA-Z0-9]*`).
+pub fn is_env_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || matches!(c, '-' | '.' | '_') => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+}
+
+/// A service's name as an environment variable prefix (↔ makeEnvVariableName).
+fn service_env_name(name: &str) -> String {
+    let n = name.replace(['.', '-'], "_").to_ascii_uppercase();
+    if n.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("_{n}")
+    } else {
+        n
+    }
+}
+
+/// The service links of a pod in `namespace` (↔ getServiceEnvVarMap and
+/// envvars.FromServices): the Services of its namespace when
+/// `enable_service_links`, and always the `kubernetes` Service of
+/// `default`; headless Services and those without a ClusterIP give none.
+pub fn service_env(
+    services: &[Arc<Service>],
+    namespace: &str,
+    enable_service_links: bool,
+) -> Vec<(String, String)> {
+    let mut chosen: BTreeMap<String, &Service> = BTreeMap::new();
+    for s in services {
+        let Some(spec) = s.spec.as_ref() else {
+            continue;
+        };
+        let ip = spec.cluster_ip.as_deref().unwrap_or_default();
+        if ip.is_empty() || ip == "None" {
+            continue;
+        }
+        let name = s.metadata.name.clone().unwrap_or_default();
+        let ns = s.metadata.namespace.as_deref().unwrap_or_default();
+        if ns == "default" && name == "kubernetes" {
+            chosen.entry(name).or_insert(s);
+        } else if ns == namespace && enable_service_links {
+            chosen.insert(name, s);
+        }
+    }
+    let mut out = Vec::new();
+    for (name, s) in chosen {
+        let Some(spec) = s.spec.as_ref() else {
+            continue;
+        };
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        let Some(first) = ports.first() else { continue };
+        let ip = spec.cluster_ip.clone().unwrap_or_default();
+        let prefix = service_env_name(&name);
+        out.push((format!("{prefix}_SERVICE_HOST"), ip.clone()));
+        out.push((format!("{prefix}_SERVICE_PORT"), first.port.to_string()));
+        for p in ports {
+            if let Some(pn) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                out.push((
+                    format!("{prefix}_SERVICE_PORT_{}", service_env_name(pn)),
+                    p.port.to_string(),
+                ));
+            }
+        }
+        // Docker link variables.
+        for (i, p) in ports.iter().enumerate() {
+            let proto = p.protocol.as_deref().unwrap_or("TCP");
+            let lower = proto.to_ascii_lowercase();
+            let url = format!("{lower}://{ip}:{}", p.port);
+            if i == 0 {
+                out.push((format!("{prefix}_PORT"), url.clone()));
+            }
+            let pp = format!("{prefix}_PORT_{}_{}", p.port, proto.to_ascii_uppercase());
+            out.push((format!("{pp}_PROTO"), lower));
+            out.push((format!("{pp}_PORT"), p.port.to_string()));
+            out.push((format!("{pp}_ADDR"), ip.clone()));
+            out.push((pp, url));
+        }
+    }
+    out
+}
+
 /// The environment of `c`, in order, or why it cannot be made (a
 /// CreateContainerConfigError).
 pub async fn container_env(
     pod: &Pod,
     c: &Container,
-    host_ip: &str,
-    pod_ip: &str,
+    ctx: EnvContext<'_>,
     lookup: &dyn Lookup,
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<Environment, String> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let enable_links = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    let services = service_env(&lookup.services()?, ns, enable_links);
     let mut out: Vec<(String, String)> = Vec::new();
-    let mut vars: HashMap<String, String> = HashMap::new();
+    let mut warnings = Vec::new();
+    // $(VAR) sees the container's own variables first, then the service links.
+    let mut vars: HashMap<String, String> = services.iter().cloned().collect();
     let set = |out: &mut Vec<(String, String)>,
                vars: &mut HashMap<String, String>,
                k: String,
@@ -380,25 +525,45 @@ pub async fn container_env(
     };
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
-        let (data, optional, what) = if let Some(r) = &from.config_map_ref {
+        let (data, optional, what, kind, name) = if let Some(r) = &from.config_map_ref {
             (
                 lookup.config_map(ns, &r.name).await?,
                 r.optional.unwrap_or(false),
                 format!("configmap \"{}\"", r.name),
+                "configMap",
+                &r.name,
             )
         } else if let Some(r) = &from.secret_ref {
             (
                 lookup.secret(ns, &r.name).await?,
                 r.optional.unwrap_or(false),
                 format!("secret \"{}\"", r.name),
+                "secret",
+                &r.name,
             )
         } else {
             continue;
         };
         match data {
             Some(d) => {
+                let mut invalid = Vec::new();
                 for (k, v) in d {
-                    set(&mut out, &mut vars, format!("{prefix}{k}"), v);
+                    let key = format!("{prefix}{k}");
+                    if is_env_var_name(&key) {
+                        set(&mut out, &mut vars, key, v);
+                    } else {
+                        invalid.push(key);
+                    }
+                }
+                if !invalid.is_empty() {
+                    // ↔ makeEnvironmentVariables' InvalidEnvironmentVariableNames event.
+                    warnings.push((
+                        "InvalidEnvironmentVariableNames".to_string(),
+                        format!(
+                            "Keys [{}] from the EnvFrom {kind} {ns}/{name} were skipped since they are considered invalid environment variable names.",
+                            invalid.join(", ")
+                        ),
+                    ));
                 }
             }
             None if optional => {}
@@ -410,10 +575,21 @@ pub async fn container_env(
             expand(v, &vars)
         } else if let Some(from) = &e.value_from {
             if let Some(f) = &from.field_ref {
-                field_ref(pod, &f.field_path, host_ip, pod_ip)
+                field_ref(pod, &f.field_path, ctx.host_ip, ctx.pod_ip)
                     .ok_or_else(|| format!("unsupported fieldRef {}", f.field_path))?
             } else if let Some(r) = &from.resource_field_ref {
-                resource_field(c, &r.resource)
+                let container = r
+                    .container_name
+                    .as_deref()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or(&c.name);
+                crate::volumes::resource_value(
+                    pod,
+                    container,
+                    &r.resource,
+                    r.divisor.as_ref().map(|d| d.0.as_str()),
+                    ctx.memory_capacity,
+                )?
             } else if let Some(r) = &from.config_map_key_ref {
                 match lookup.config_map(ns, &r.name).await? {
                     Some(d) => match d.get(&r.key) {
@@ -452,39 +628,16 @@ pub async fn container_env(
         };
         set(&mut out, &mut vars, e.name.clone(), value);
     }
-    Ok(out)
-}
-
-/// requests/limits as resourceFieldRef reports them (cpu in whole cores, rounded up; memory in bytes).
-fn resource_field(c: &Container, resource: &str) -> String {
-    let res = c.resources.as_ref();
-    let (map, key) = match resource.split_once('.') {
-        Some(("limits", k)) => (res.and_then(|r| r.limits.as_ref()), k),
-        Some(("requests", k)) => (res.and_then(|r| r.requests.as_ref()), k),
-        _ => return String::new(),
-    };
-    let Some(q) = map.and_then(|m| m.get(key)) else {
-        return if key == "cpu" {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-                .to_string()
-        } else {
-            String::new()
-        };
-    };
-    let q = q.0.as_str();
-    if key == "cpu" {
-        let cores = if let Some(m) = q.strip_suffix('m') {
-            m.parse::<f64>().unwrap_or(0.0) / 1000.0
-        } else {
-            q.parse::<f64>().unwrap_or(0.0)
-        };
-        return (cores.ceil() as i64).max(1).to_string();
+    // The service links the container did not set itself.
+    for (k, v) in services {
+        if !out.iter().any(|(name, _)| *name == k) {
+            out.push((k, v));
+        }
     }
-    parse_bytes(q)
-        .map(|b| b.to_string())
-        .unwrap_or_else(|| q.to_string())
+    Ok(Environment {
+        vars: out,
+        warnings,
+    })
 }
 
 /// A memory quantity in bytes ("128Mi", "1G", "1000").
@@ -515,7 +668,7 @@ pub fn parse_bytes(q: &str) -> Option<u64> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     /// Counts the lookups in flight and the most seen at once.
     #[derive(Default)]
@@ -627,9 +780,12 @@ mod tests {
         }))
         .unwrap();
         let c = &pod.spec.as_ref().unwrap().containers[0];
-        let env = container_env(&pod, c, "192.168.0.1", "10.42.0.5", &Stub)
-            .await
-            .unwrap();
+        let ctx = EnvContext {
+            host_ip: "192.168.0.1",
+            pod_ip: "10.42.0.5",
+            memory_capacity: 1 << 30,
+        };
+        let env = container_env(&pod, c, ctx, &Stub).await.unwrap().vars;
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         assert_eq!(get("CM_k").as_deref(), Some("from-cm"));
         assert_eq!(get("B").as_deref(), Some("a-b"));
@@ -647,12 +803,198 @@ mod tests {
         let err = container_env(
             &missing,
             &missing.spec.as_ref().unwrap().containers[0],
-            "",
-            "",
+            EnvContext::default(),
             &Stub,
         )
         .await
         .unwrap_err();
         assert!(err.contains("not found"), "{err}");
+    }
+
+    /// ConfigMaps with the keys of the conformance tests, a key that is no
+    /// variable name, and Services in two namespaces.
+    struct Cluster {
+        services: Vec<Arc<Service>>,
+        synced: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl Lookup for Cluster {
+        async fn config_map(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<BTreeMap<String, String>>, String> {
+            Ok(Some(
+                [("data-1", "value-1"), ("data.2", "value-2"), ("1bad", "x")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ))
+        }
+        async fn secret(
+            &self,
+            ns: &str,
+            name: &str,
+        ) -> Result<Option<BTreeMap<String, String>>, String> {
+            self.config_map(ns, name).await
+        }
+        fn services(&self) -> Result<Vec<Arc<Service>>, String> {
+            if !self.synced {
+                return Err("services have not yet been read at least once".into());
+            }
+            Ok(self.services.clone())
+        }
+    }
+
+    fn service(ns: &str, name: &str, ip: &str, ports: Value) -> Arc<Service> {
+        Arc::new(
+            serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns},
+                "spec": {"clusterIP": ip, "ports": ports}}))
+            .unwrap(),
+        )
+    }
+
+    fn cluster() -> Cluster {
+        Cluster {
+            services: vec![
+                service(
+                    "default",
+                    "kubernetes",
+                    "10.43.0.1",
+                    json!([{"name": "https", "port": 443}]),
+                ),
+                service(
+                    "ns",
+                    "fooservice",
+                    "10.43.0.7",
+                    json!([{"port": 8765, "protocol": "TCP"}]),
+                ),
+                service(
+                    "ns",
+                    "my-db.v2",
+                    "10.43.0.8",
+                    json!([
+                    {"name": "sql", "port": 5432},
+                    {"name": "metrics-port", "port": 9187, "protocol": "UDP"}]),
+                ),
+                service("ns", "headless", "None", json!([{"port": 80}])),
+                service("other", "elsewhere", "10.43.0.9", json!([{"port": 80}])),
+            ],
+            synced: true,
+        }
+    }
+
+    fn env_pod(spec: Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": spec}))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn env_from_keeps_dashed_and_dotted_keys_and_skips_invalid_ones() {
+        let pod = env_pod(
+            json!({"enableServiceLinks": false, "containers": [{"name": "c",
+            "envFrom": [{"configMapRef": {"name": "cm"}}, {"prefix": "p-", "secretRef": {"name": "s"}}]}]}),
+        );
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        let env = container_env(&pod, c, EnvContext::default(), &cluster())
+            .await
+            .unwrap();
+        let names: Vec<&str> = env.vars.iter().map(|(k, _)| k.as_str()).collect();
+        for want in ["data-1", "data.2", "p-data-1", "p-data.2", "p-1bad"] {
+            assert!(names.contains(&want), "{want} in {names:?}");
+        }
+        assert!(!names.contains(&"1bad"), "{names:?}");
+        assert_eq!(
+            env.warnings,
+            vec![(
+                "InvalidEnvironmentVariableNames".to_string(),
+                "Keys [1bad] from the EnvFrom configMap ns/cm were skipped since they are considered invalid environment variable names.".to_string()
+            )]
+        );
+        assert!(is_env_var_name("-a.b_c9") && !is_env_var_name("") && !is_env_var_name("a b"));
+    }
+
+    #[tokio::test]
+    async fn service_links_follow_the_kubelet() {
+        let pod = env_pod(json!({"containers": [{"name": "c",
+            "env": [{"name": "FOOSERVICE_SERVICE_PORT", "value": "mine"},
+                    {"name": "URL", "value": "http://$(FOOSERVICE_SERVICE_HOST):$(FOOSERVICE_SERVICE_PORT)"}]}]}));
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        let env = container_env(&pod, c, EnvContext::default(), &cluster())
+            .await
+            .unwrap()
+            .vars;
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("FOOSERVICE_SERVICE_HOST"), Some("10.43.0.7"));
+        // The container's own value wins, for itself and for $(VAR).
+        assert_eq!(get("FOOSERVICE_SERVICE_PORT"), Some("mine"));
+        assert_eq!(get("URL"), Some("http://10.43.0.7:mine"));
+        assert_eq!(get("FOOSERVICE_PORT"), Some("tcp://10.43.0.7:8765"));
+        assert_eq!(
+            get("FOOSERVICE_PORT_8765_TCP"),
+            Some("tcp://10.43.0.7:8765")
+        );
+        assert_eq!(get("FOOSERVICE_PORT_8765_TCP_PROTO"), Some("tcp"));
+        assert_eq!(get("FOOSERVICE_PORT_8765_TCP_PORT"), Some("8765"));
+        assert_eq!(get("FOOSERVICE_PORT_8765_TCP_ADDR"), Some("10.43.0.7"));
+        assert_eq!(get("MY_DB_V2_SERVICE_PORT"), Some("5432"));
+        assert_eq!(get("MY_DB_V2_SERVICE_PORT_SQL"), Some("5432"));
+        assert_eq!(get("MY_DB_V2_SERVICE_PORT_METRICS_PORT"), Some("9187"));
+        assert_eq!(get("MY_DB_V2_PORT_9187_UDP"), Some("udp://10.43.0.8:9187"));
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.43.0.1"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT_HTTPS"), Some("443"));
+        assert_eq!(get("HEADLESS_SERVICE_HOST"), None);
+        assert_eq!(get("ELSEWHERE_SERVICE_HOST"), None);
+
+        // enableServiceLinks: false keeps only the master service.
+        let off = env_pod(json!({"enableServiceLinks": false, "containers": [{"name": "c"}]}));
+        let env = container_env(
+            &off,
+            &off.spec.as_ref().unwrap().containers[0],
+            EnvContext::default(),
+            &cluster(),
+        )
+        .await
+        .unwrap()
+        .vars;
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(names.contains(&"KUBERNETES_SERVICE_HOST"), "{names:?}");
+        assert!(!names.contains(&"FOOSERVICE_SERVICE_HOST"), "{names:?}");
+
+        // Before the Services are read once, no environment can be made.
+        let unsynced = Cluster {
+            synced: false,
+            ..cluster()
+        };
+        let err = container_env(
+            &off,
+            &off.spec.as_ref().unwrap().containers[0],
+            EnvContext::default(),
+            &unsynced,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.contains("services have not yet been read"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn resource_limits_default_to_the_node_allocatable() {
+        let pod = env_pod(json!({"containers": [{"name": "c", "env": [
+            {"name": "MEMORY_LIMIT", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}}},
+            {"name": "MEMORY_LIMIT_MI", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+            {"name": "CPU_LIMIT", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+            {"name": "MEMORY_REQUEST", "valueFrom": {"resourceFieldRef": {"resource": "requests.memory"}}}]}]}));
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        let ctx = EnvContext {
+            memory_capacity: 2 << 30,
+            ..Default::default()
+        };
+        let env = container_env(&pod, c, ctx, &NoLookup).await.unwrap().vars;
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("MEMORY_LIMIT").as_deref(), Some("2147483648"));
+        assert_eq!(get("MEMORY_LIMIT_MI").as_deref(), Some("2048"));
+        assert!(get("CPU_LIMIT").unwrap().parse::<u32>().unwrap() >= 1);
+        assert_eq!(get("MEMORY_REQUEST").as_deref(), Some("0"));
     }
 }

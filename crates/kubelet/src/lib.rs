@@ -11,12 +11,14 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod admission;
 pub mod cni;
 pub mod containerd;
 pub mod cri;
 pub mod dns;
 pub mod env;
 pub mod hooks;
+pub mod hosts;
 pub mod image;
 pub mod logs;
 pub mod mount;
@@ -392,6 +394,23 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
     settings.cluster_dns = config.cluster_dns.clone();
     settings.cluster_domain = config.cluster_domain.clone();
     let api_slots = Arc::new(tokio::sync::Semaphore::new(pods::API_CONCURRENCY));
+    // One Service watch for the whole node: the containers' service links.
+    let (services, services_writer) = kube::runtime::reflector::store();
+    let service_reflector = {
+        use futures::StreamExt;
+        use kube::runtime::WatchStreamExt;
+        let api: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::all(client.clone());
+        kube::runtime::reflector(
+            services_writer,
+            kube::runtime::watcher(api, kube::runtime::watcher::Config::default()),
+        )
+        .default_backoff()
+        .for_each(|ev| async move {
+            if let Err(e) = ev {
+                tracing::warn!(error = %e, "service watch failed; retrying");
+            }
+        })
+    };
     let shared = Arc::new(pods::Shared {
         client: client.clone(),
         api_slots: api_slots.clone(),
@@ -402,7 +421,13 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
             "kubelet",
             Some(&config.node_name),
         ),
-        lookup: Box::new(env::Limited::new(env::ApiLookup(client.clone()), api_slots)),
+        lookup: Box::new(env::Limited::new(
+            env::ApiLookup {
+                client: client.clone(),
+                services: Some(services),
+            },
+            api_slots,
+        )),
     });
     let heartbeat = async {
         let mut tick = tokio::time::interval(node::NODE_STATUS_INTERVAL);
@@ -464,6 +489,7 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
         agent.lease_loop(),
         heartbeat,
         pods::run(shared),
+        service_reflector,
         api_server,
         pod_routes,
         static_pods

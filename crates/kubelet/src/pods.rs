@@ -110,6 +110,7 @@ pub async fn run(shared: Arc<Shared>) {
                     Ok((uid, generation)) => {
                         if workers.senders.get(&uid).is_some_and(|(g, _)| *g == generation) {
                             workers.senders.remove(&uid);
+                            workers.rejected.remove(&uid);
                         }
                     }
                     Err(e) => tracing::error!(error = %e, "a pod worker panicked"),
@@ -194,6 +195,8 @@ struct Workers {
     senders: HashMap<String, (u64, watch::Sender<Update>)>,
     tasks: JoinSet<(String, u64)>,
     generation: u64,
+    /// Pods not admitted (they count for no later admission).
+    rejected: HashSet<String>,
 }
 
 impl Workers {
@@ -208,6 +211,12 @@ impl Workers {
             tx.send_modify(|u| u.pod = Some(pod));
             return;
         }
+        let rejection = self.admit(&uid, &pod);
+        if rejection.is_some() {
+            self.rejected.insert(uid.clone());
+        } else {
+            self.rejected.remove(&uid);
+        }
         let (tx, rx) = watch::channel(Update {
             pod: Some(pod),
             pokes: 0,
@@ -217,7 +226,36 @@ impl Workers {
         self.senders.insert(uid.clone(), (generation, tx));
         let shared = shared.clone();
         self.tasks
-            .spawn(async move { (worker(shared, uid, rx).await, generation) });
+            .spawn(async move { (worker(shared, uid, rx, rejection).await, generation) });
+    }
+
+    /// Admission of a pod new to this agent (↔ HandlePodAdditions' canAdmitPod)
+    /// against the other active pods; pods already running or finished are
+    /// not judged again (an agent restart).
+    fn admit(&self, uid: &str, pod: &Pod) -> Option<crate::admission::Rejection> {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Running" | "Succeeded" | "Failed"))
+            || pod.metadata.deletion_timestamp.is_some()
+        {
+            return None;
+        }
+        let others: Vec<Pod> = self
+            .senders
+            .iter()
+            .filter(|(other, _)| other.as_str() != uid && !self.rejected.contains(*other))
+            .filter_map(|(_, (_, tx))| tx.borrow().pod.clone())
+            .filter(|p| {
+                !matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                )
+            })
+            .collect();
+        let rejection = crate::admission::admit(pod, &others);
+        if let Some(r) = &rejection {
+            tracing::info!(pod = %key_of(pod), reason = %r.reason, "pod not admitted");
+        }
+        rejection
     }
 }
 
@@ -244,8 +282,16 @@ fn needs_sync(before: Option<&Pod>, after: Option<&Pod>) -> bool {
     }
 }
 
-async fn worker(shared: Arc<Shared>, uid: String, mut rx: watch::Receiver<Update>) -> String {
+async fn worker(
+    shared: Arc<Shared>,
+    uid: String,
+    mut rx: watch::Receiver<Update>,
+    rejection: Option<crate::admission::Rejection>,
+) -> String {
     let mut w = PodWorker::new(shared.runtime.clone(), shared.settings.clone());
+    if let Some(r) = rejection {
+        w.reject(&r.reason, &r.message);
+    }
     // Probe results that change wake a sync; probe events are recorded as they come.
     let (probe_results, probe_events) = w.probe_signals();
     let mut written: Option<Value> = None;

@@ -80,6 +80,12 @@ pub struct SandboxConfig {
     pub cgroup_parent: String,
     /// The pod's resolv.conf (None: the runtime copies the host's).
     pub dns: Option<DnsConfig>,
+    /// Namespaced kernel parameters of the pod (securityContext.sysctls).
+    pub sysctls: Labels,
+    /// The pod's securityContext: user, group and supplemental groups of the sandbox.
+    pub run_as_user: Option<i64>,
+    pub run_as_group: Option<i64>,
+    pub supplemental_groups: Vec<i64>,
 }
 
 /// A pod's resolv.conf (↔ CRI's DNSConfig).
@@ -150,6 +156,12 @@ pub struct ContainerConfig {
     pub privileged: bool,
     pub run_as_user: Option<i64>,
     pub run_as_group: Option<i64>,
+    /// The pod's supplementalGroups, and its fsGroup.
+    pub supplemental_groups: Vec<i64>,
+    /// allowPrivilegeEscalation: false (↔ CRI no_new_privs).
+    pub no_new_privs: bool,
+    /// An ephemeral container's target: it joins that container's PID namespace.
+    pub target_container_id: Option<String>,
     pub read_only_root: bool,
     pub capabilities_add: Vec<String>,
     pub capabilities_drop: Vec<String>,

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use k8s_openapi::api::core::v1::{Container as SpecContainer, Pod};
 use serde_json::{Value, json};
 
-use crate::env::{Lookup, container_env, expand};
+use crate::env::{EnvContext, Lookup, container_env, expand};
 use crate::runtime::*;
 
 /// Tunables of the pod workers.
@@ -41,6 +41,8 @@ pub struct Settings {
     pub cluster_domain: String,
     /// The host's resolv.conf (dnsPolicy Default, host networking).
     pub resolv_conf: PathBuf,
+    /// The host's hosts file (host-network pods' /etc/hosts).
+    pub etc_hosts: PathBuf,
     /// Mounts the tmpfs of memory-backed volumes.
     pub mounter: Arc<dyn crate::mount::Mounter>,
     /// How often configMap, secret, downwardAPI and projected volumes are refreshed.
@@ -64,6 +66,7 @@ impl Settings {
             cluster_dns: vec![std::net::IpAddr::from([10, 43, 0, 10])],
             cluster_domain: "cluster.local".into(),
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            etc_hosts: PathBuf::from("/etc/hosts"),
             mounter: Arc::new(crate::mount::SystemMounter),
             volume_refresh: Duration::from_secs(30),
         }
@@ -210,6 +213,7 @@ fn uid_selector(uid: &str) -> Labels {
 enum Kind {
     Init,
     App,
+    Ephemeral,
 }
 
 impl Kind {
@@ -217,6 +221,7 @@ impl Kind {
         match self {
             Kind::Init => format!("spec.initContainers{{{name}}}"),
             Kind::App => format!("spec.containers{{{name}}}"),
+            Kind::Ephemeral => format!("spec.ephemeralContainers{{{name}}}"),
         }
     }
 }
@@ -227,6 +232,10 @@ struct Waiting {
     reason: String,
     message: String,
 }
+
+/// The status reason and message of a pod killed at its activeDeadlineSeconds.
+pub const DEADLINE_REASON: &str = "DeadlineExceeded";
+pub const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
 
 fn is_terminal(phase: Option<&str>) -> bool {
     matches!(phase, Some("Succeeded" | "Failed"))
@@ -242,6 +251,11 @@ pub struct PodWorker {
     details: HashMap<String, ContainerStatus>,
     events: Vec<PodEvent>,
     start_time: Option<String>,
+    /// When the pod started on this node (activeDeadlineSeconds counts from it).
+    started_at: Option<SystemTime>,
+    /// Exited container id → its status message with the termination
+    /// message read once (from the file or the log tail).
+    messages: HashMap<String, String>,
     /// The status once the pod reached Succeeded or Failed.
     final_status: Option<Value>,
     /// Per container: the crash-loop event was reported for this backoff.
@@ -274,6 +288,8 @@ impl PodWorker {
             details: HashMap::new(),
             events: Vec::new(),
             start_time: None,
+            started_at: None,
+            messages: HashMap::new(),
             final_status: None,
             backoff_reported: HashMap::new(),
             sandbox_ips: HashMap::new(),
@@ -283,6 +299,13 @@ impl PodWorker {
                 Arc::new(crate::probes::NetProber),
             ),
         }
+    }
+
+    /// Do not run the pod: it was not admitted (↔ rejectPod: a Warning event,
+    /// and the status Failed with `reason` and `message`).
+    pub fn reject(&mut self, reason: &str, message: &str) {
+        self.event(EventKind::Warning, reason, message.into(), None);
+        self.final_status = Some(json!({"phase": "Failed", "reason": reason, "message": message}));
     }
 
     /// Use `prober` for httpGet, tcpSocket and gRPC probes and hooks (tests);
@@ -355,16 +378,12 @@ impl PodWorker {
                 });
             }
         }
-        let hostname = spec
-            .hostname
-            .clone()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| name.clone());
         let hostname = if spec.host_network.unwrap_or(false) {
             String::new()
         } else {
-            hostname.chars().take(63).collect()
+            crate::hosts::hostname_and_domain(pod, &self.settings.cluster_domain).0
         };
+        let psc = spec.security_context.clone().unwrap_or_default();
         SandboxConfig {
             name,
             namespace: pod
@@ -394,6 +413,15 @@ impl PodWorker {
                 &self.settings.cluster_domain,
                 &self.settings.resolv_conf,
             )),
+            sysctls: psc
+                .sysctls
+                .iter()
+                .flatten()
+                .map(|s| (sysctl_with_dots(&s.name), s.value.clone()))
+                .collect(),
+            run_as_user: psc.run_as_user,
+            run_as_group: psc.run_as_group,
+            supplemental_groups: supplemental_groups(&psc),
         }
     }
 
@@ -461,12 +489,15 @@ impl PodWorker {
         }
         self.probes.add_pod(pod);
         if self.start_time.is_none() {
-            self.start_time = pod
+            let known = pod
                 .status
                 .as_ref()
                 .and_then(|s| s.start_time.as_ref())
-                .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+                .map(|t| t.0);
+            self.start_time = known
+                .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
                 .or_else(|| Some(rfc3339(SystemTime::now())));
+            self.started_at = Some(known.map(SystemTime::from).unwrap_or_else(SystemTime::now));
         }
         let restart_policy = spec
             .restart_policy
@@ -475,6 +506,8 @@ impl PodWorker {
         let mut waiting: HashMap<String, Waiting> = HashMap::new();
         let mut requeue = self.settings.resync;
         let now = SystemTime::now();
+        // ↔ activeDeadlineHandler: past the deadline the pod is killed and Failed.
+        let deadline_exceeded = self.past_deadline(&spec, now, &mut requeue);
 
         let mut sandboxes = self.runtime.list_sandboxes(&uid_selector(&uid)).await?;
         sandboxes.sort_by_key(|s| std::cmp::Reverse((s.attempt, s.created_at)));
@@ -499,7 +532,7 @@ impl PodWorker {
                     .iter()
                     .all(|c| containers.iter().any(|x| x.name == c.name));
                 let done = restart_policy == "Never" && all_created;
-                if !done {
+                if !done && !deadline_exceeded {
                     acted = true;
                     let attempt = sandboxes.first().map(|s| s.attempt + 1).unwrap_or(0);
                     // Whatever ran in a dead sandbox is stopped; the new one starts over.
@@ -554,16 +587,21 @@ impl PodWorker {
             pod_ips = vec![self.settings.host_ip.clone()];
         }
 
-        if sandbox.is_some() {
+        if sandbox.is_some() && !deadline_exceeded {
             self.volumes
                 .refresh(pod, &self.settings, lookup, self.settings.volume_refresh)
                 .await;
         }
+        if deadline_exceeded {
+            acted = true;
+            self.kill_for_deadline(pod, &containers, pod_ip.as_deref().unwrap_or_default())
+                .await;
+        }
 
         // Containers: inits in order, then the others.
-        let mut init_done = true;
         let mut init_failed = false;
-        if let Some((sandbox_id, cfg)) = &sandbox {
+        if let Some((sandbox_id, cfg)) = sandbox.as_ref().filter(|_| !deadline_exceeded) {
+            let mut init_done = true;
             let ip = pod_ip.clone().unwrap_or_default();
             for c in spec.init_containers.iter().flatten() {
                 let sidecar = c.restart_policy.as_deref() == Some("Always");
@@ -705,8 +743,26 @@ impl PodWorker {
                     }
                 }
             }
-        } else {
-            init_done = spec.init_containers.as_ref().is_none_or(|i| i.is_empty());
+            // ↔ computePodActions' EphemeralContainersToStart: started once
+            // (initialized or not), never restarted.
+            for c in ephemeral_containers(&spec) {
+                if latest_of(&containers, &c.name).is_none() {
+                    acted = true;
+                    self.start(
+                        pod,
+                        &c,
+                        Kind::Ephemeral,
+                        0,
+                        sandbox_id,
+                        cfg,
+                        &ip,
+                        lookup,
+                        &mut waiting,
+                        &mut requeue,
+                    )
+                    .await;
+                }
+            }
         }
 
         if acted {
@@ -714,24 +770,29 @@ impl PodWorker {
         }
         self.details
             .retain(|id, _| containers.iter().any(|c| &c.id == id));
+        self.messages
+            .retain(|id, _| containers.iter().any(|c| &c.id == id));
 
         // The status.
         let init_statuses = self
             .statuses(
+                pod,
                 spec.init_containers.as_deref().unwrap_or_default(),
                 Kind::Init,
                 &containers,
                 &waiting,
-                false,
             )
             .await;
         let app_statuses = self
+            .statuses(pod, &spec.containers, Kind::App, &containers, &waiting)
+            .await;
+        let ephemeral_statuses = self
             .statuses(
-                &spec.containers,
-                Kind::App,
+                pod,
+                &ephemeral_containers(&spec),
+                Kind::Ephemeral,
                 &containers,
                 &waiting,
-                !init_done,
             )
             .await;
         let inits_complete = spec
@@ -748,25 +809,34 @@ impl PodWorker {
                         == Some(0)
                 }
             });
-        let phase = phase(&restart_policy, inits_complete, init_failed, &app_statuses);
+        let mut phase = phase(&restart_policy, inits_complete, init_failed, &app_statuses);
+        if deadline_exceeded {
+            phase = "Failed".into();
+        }
         self.probes.observe(
             pod,
             &app_statuses,
             pod_ip.as_deref(),
             is_terminal(Some(&phase)),
         );
-        let sandbox_ready = sandbox.is_some();
-        let status = self.pod_status(
+        let sandbox_ready = sandbox.is_some() && !deadline_exceeded;
+        let mut status = self.pod_status(
             pod,
             &phase,
             pod_ip.as_deref(),
             &pod_ips,
-            inits_complete,
             sandbox_ready,
             &spec,
             &init_statuses,
             &app_statuses,
         );
+        if deadline_exceeded {
+            status["reason"] = json!(DEADLINE_REASON);
+            status["message"] = json!(DEADLINE_MESSAGE);
+        }
+        if !ephemeral_statuses.is_empty() {
+            status["ephemeralContainerStatuses"] = json!(ephemeral_statuses);
+        }
         if is_terminal(Some(&phase)) {
             // Done: free the sandbox (and its IP); keep the containers for their logs.
             self.stop_sandboxes(&uid).await;
@@ -774,6 +844,81 @@ impl PodWorker {
             requeue = Duration::from_secs(60);
         }
         Ok(SyncResult { status, requeue })
+    }
+
+    /// Whether the pod has been active longer than its activeDeadlineSeconds
+    /// (↔ activeDeadlineHandler.ShouldEvict); if not yet, look again when it will be.
+    fn past_deadline(
+        &self,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        now: SystemTime,
+        requeue: &mut Duration,
+    ) -> bool {
+        let (Some(seconds), Some(start)) = (spec.active_deadline_seconds, self.started_at) else {
+            return false;
+        };
+        // A deadline past what the clock can hold never comes.
+        let Some(deadline) =
+            start.checked_add(Duration::from_secs(u64::try_from(seconds).unwrap_or(0)))
+        else {
+            return false;
+        };
+        match deadline.duration_since(now) {
+            Ok(left) if !left.is_zero() => {
+                *requeue = (*requeue).min(left + Duration::from_millis(10));
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Stop what runs of a pod past its deadline (preStop hooks first, the
+    /// pod's grace period), as the kubelet's killPod.
+    async fn kill_for_deadline(&mut self, pod: &Pod, containers: &[Container], pod_ip: &str) {
+        self.event(
+            EventKind::Normal,
+            DEADLINE_REASON,
+            DEADLINE_MESSAGE.into(),
+            None,
+        );
+        self.probes.stop();
+        let prober = self.probes.prober();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let grace = grace_period(pod, None);
+        for l in containers
+            .iter()
+            .filter(|c| c.state == ContainerState::Running)
+        {
+            let hooked = spec.containers.iter().find(|s| s.name == l.name);
+            let kind = if hooked.is_some() {
+                Kind::App
+            } else {
+                Kind::Init
+            };
+            let field = Some(kind.field(&l.name));
+            self.event(
+                EventKind::Normal,
+                "Killing",
+                format!("Stopping container {}", l.name),
+                field.clone(),
+            );
+            let (stopped, events) = crate::hooks::stop_with_pre_stop(
+                self.runtime.as_ref(),
+                prober.as_ref(),
+                pod,
+                hooked,
+                field,
+                &l.id,
+                pod_ip,
+                grace,
+            )
+            .await;
+            self.events.extend(events);
+            if let Err(e) = stopped {
+                tracing::warn!(error = %e, pod = %pod_key(pod), container = %l.name, "stopping a container past the pod's deadline failed");
+            }
+            self.details.remove(&l.id);
+        }
     }
 
     /// Kill running container `l` of `c` whose liveness or startup probe
@@ -951,8 +1096,18 @@ impl PodWorker {
             waiting.insert(c.name.clone(), w);
             return Step::Blocked;
         }
-        let env = match container_env(pod, c, &self.settings.host_ip, pod_ip, lookup).await {
-            Ok(env) => env,
+        let ctx = EnvContext {
+            host_ip: &self.settings.host_ip,
+            pod_ip,
+            memory_capacity: self.settings.memory_capacity,
+        };
+        let env = match container_env(pod, c, ctx, lookup).await {
+            Ok(env) => {
+                for (reason, message) in env.warnings {
+                    self.event(EventKind::Warning, &reason, message, None);
+                }
+                env.vars
+            }
             Err(message) => {
                 self.event(
                     EventKind::Warning,
@@ -972,7 +1127,7 @@ impl PodWorker {
             }
         };
         let vars: HashMap<String, String> = env.iter().cloned().collect();
-        let mounts = match self.volume_mounts(pod, c, kind, &vars, lookup).await {
+        let mut mounts = match self.volume_mounts(pod, c, kind, &vars, lookup).await {
             Ok(m) => m,
             Err(w) => {
                 waiting.insert(c.name.clone(), w);
@@ -980,6 +1135,22 @@ impl PodWorker {
                 return Step::Blocked;
             }
         };
+        // ↔ makeMounts: the pod's /etc/hosts once it has an IP, and the termination log.
+        if !pod_ip.is_empty() {
+            match crate::hosts::ensure(
+                &self.settings.log_root,
+                pod,
+                &[pod_ip.to_string()],
+                &self.settings.cluster_domain,
+                &self.settings.etc_hosts,
+            ) {
+                Ok(file) => mounts.extend(crate::hosts::mount_for(c, &file)),
+                Err(e) => {
+                    tracing::warn!(error = %e, pod = %pod_key(pod), "writing the pod's hosts file failed")
+                }
+            }
+        }
+        mounts.extend(self.termination_log_mount(pod, c, attempt));
         let sc = c.security_context.clone().unwrap_or_default();
         let psc = pod
             .spec
@@ -1024,6 +1195,13 @@ impl PodWorker {
             privileged: sc.privileged.unwrap_or(false),
             run_as_user: sc.run_as_user.or(psc.run_as_user),
             run_as_group: sc.run_as_group.or(psc.run_as_group),
+            supplemental_groups: supplemental_groups(&psc),
+            no_new_privs: sc.allow_privilege_escalation == Some(false),
+            target_container_id: if kind == Kind::Ephemeral {
+                self.target_of(pod, &c.name).await
+            } else {
+                None
+            },
             read_only_root: sc.read_only_root_filesystem.unwrap_or(false),
             capabilities_add: caps.add.unwrap_or_default(),
             capabilities_drop: caps.drop.unwrap_or_default(),
@@ -1133,6 +1311,141 @@ impl PodWorker {
             }
         }
         Step::Busy
+    }
+
+    /// The runtime id of the running container whose PID namespace ephemeral
+    /// container `name` joins (its targetContainerName).
+    async fn target_of(&self, pod: &Pod, name: &str) -> Option<String> {
+        let target = pod
+            .spec
+            .as_ref()?
+            .ephemeral_containers
+            .as_ref()?
+            .iter()
+            .find(|e| e.name == name)?
+            .target_container_name
+            .clone()
+            .filter(|t| !t.is_empty())?;
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let containers = self
+            .runtime
+            .list_containers(&uid_selector(uid))
+            .await
+            .ok()?;
+        containers
+            .iter()
+            .filter(|c| c.name == target && c.state == ContainerState::Running)
+            .max_by_key(|c| c.attempt)
+            .map(|c| c.id.clone())
+    }
+
+    /// The file behind instance `attempt` of container `name`'s termination
+    /// log (↔ the kubelet's `<pod dir>/containers/<name>/<id>`; the attempt
+    /// stands for the id, so an exited instance's file is found again).
+    fn termination_log_path(&self, pod: &Pod, name: &str, attempt: u32) -> PathBuf {
+        crate::volumes::pod_dir(
+            &self.settings.log_root,
+            pod.metadata.uid.as_deref().unwrap_or_default(),
+        )
+        .join("containers")
+        .join(name)
+        .join(attempt.to_string())
+    }
+
+    /// A new, empty, world-writable termination log for instance `attempt`
+    /// of `c`, mounted at its terminationMessagePath (any user the container
+    /// runs as can write it).
+    fn termination_log_mount(&self, pod: &Pod, c: &SpecContainer, attempt: u32) -> Option<Mount> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = c
+            .termination_message_path
+            .as_deref()
+            .filter(|p| !p.is_empty())?;
+        let file = self.termination_log_path(pod, &c.name, attempt);
+        let made = file
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::File::create(&file))
+            .and_then(|_| std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)));
+        if let Err(e) = made {
+            tracing::warn!(error = %e, file = %file.display(), "creating the termination log failed");
+            return None;
+        }
+        Some(Mount {
+            container_path: path.to_string(),
+            host_path: file.display().to_string(),
+            readonly: false,
+            ..Default::default()
+        })
+    }
+
+    /// The status message of exited instance `d` of `c` with its
+    /// termination message (↔ getTerminationMessage and
+    /// readLastStringFromContainerLogs): the file's last 4096 bytes, or
+    /// with FallbackToLogsOnError and a failure, an empty file gives the
+    /// last 80 lines (2048 bytes at most) of the log.
+    fn termination_message(&self, pod: &Pod, c: &SpecContainer, d: &ContainerStatus) -> String {
+        let fallback = c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError")
+            && d.exit_code != 0
+            && d.reason != "ContainerCannotRun";
+        let (mut message, check_logs) = match c
+            .termination_message_path
+            .as_deref()
+            .filter(|p| !p.is_empty())
+        {
+            None => (String::new(), fallback),
+            Some(_) => {
+                let file = self.termination_log_path(pod, &c.name, d.attempt);
+                match read_tail(&file, MAX_TERMINATION_MESSAGE) {
+                    Ok(data) => {
+                        let empty = data.is_empty();
+                        (
+                            String::from_utf8_lossy(&data).into_owned(),
+                            fallback && empty,
+                        )
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => (String::new(), fallback),
+                    Err(e) => (
+                        format!("Error on reading termination log {}: {e}", file.display()),
+                        false,
+                    ),
+                }
+            }
+        };
+        if check_logs {
+            let log = crate::logs::log_file(&self.log_dir(pod), &c.name, d.attempt);
+            message = match last_log_lines(&log) {
+                Ok(text) => text,
+                Err(e) => format!("Error on reading termination message from logs: {e}"),
+            };
+        }
+        match (d.message.is_empty(), message.is_empty()) {
+            (_, true) => d.message.clone(),
+            (true, false) => message,
+            (false, false) => format!("{}: {message}", d.message),
+        }
+    }
+
+    /// `d`, with the termination message of an exited instance (read once).
+    fn with_message(
+        &mut self,
+        pod: &Pod,
+        c: &SpecContainer,
+        mut d: ContainerStatus,
+    ) -> ContainerStatus {
+        if d.state != ContainerState::Exited {
+            return d;
+        }
+        let message = match self.messages.get(&d.id) {
+            Some(m) => m.clone(),
+            None => {
+                let m = self.termination_message(pod, c, &d);
+                self.messages.insert(d.id.clone(), m.clone());
+                m
+            }
+        };
+        d.message = message;
+        d
     }
 
     /// Set up the pod's volumes and the mounts of `c`; why not (FailedMount events).
@@ -1323,23 +1636,34 @@ impl PodWorker {
     /// The containerStatuses of `specs`.
     async fn statuses(
         &mut self,
+        pod: &Pod,
         specs: &[SpecContainer],
         kind: Kind,
         containers: &[Container],
         waiting: &HashMap<String, Waiting>,
-        initializing: bool,
     ) -> Vec<Value> {
+        // ↔ convertToAPIContainerStatuses' defaultWaitingState.
+        let default_reason = if pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.as_ref())
+            .is_some_and(|i| !i.is_empty())
+        {
+            "PodInitializing"
+        } else {
+            "ContainerCreating"
+        };
         let mut out = Vec::new();
         for c in specs {
             let mut instances: Vec<&Container> =
                 containers.iter().filter(|x| x.name == c.name).collect();
             instances.sort_by_key(|x| std::cmp::Reverse((x.attempt, x.created_at)));
             let latest = match instances.first() {
-                Some(l) => self.detail(l).await,
+                Some(l) => self.detail(l).await.map(|d| self.with_message(pod, c, d)),
                 None => None,
             };
             let previous = match instances.get(1) {
-                Some(p) => self.detail(p).await,
+                Some(p) => self.detail(p).await.map(|d| self.with_message(pod, c, d)),
                 None => None,
             };
             let container_id =
@@ -1393,14 +1717,7 @@ impl PodWorker {
                         _ => (json!({"waiting": {"reason": "ContainerCreating"}}), last),
                     }
                 }
-                (None, None) => {
-                    let reason = if kind == Kind::App && initializing {
-                        "PodInitializing"
-                    } else {
-                        "ContainerCreating"
-                    };
-                    (json!({"waiting": {"reason": reason}}), json!({}))
-                }
+                (None, None) => (json!({"waiting": {"reason": default_reason}}), json!({})),
             };
             let running = state.get("running").is_some();
             // ↔ the prober manager's UpdatePodStatus: started once the
@@ -1416,6 +1733,7 @@ impl PodWorker {
                             .as_ref()
                             .is_some_and(|l| self.probes.ready(&c.name, &l.id))
                 }
+                Kind::Ephemeral => false,
                 Kind::Init => {
                     if c.restart_policy.as_deref() == Some("Always") {
                         running
@@ -1450,6 +1768,8 @@ impl PodWorker {
         out
     }
 
+    /// The pod's status; its conditions as pkg/kubelet/status/generate.go
+    /// makes them.
     #[allow(clippy::too_many_arguments)]
     fn pod_status(
         &self,
@@ -1457,7 +1777,6 @@ impl PodWorker {
         phase: &str,
         pod_ip: Option<&str>,
         pod_ips: &[String],
-        initialized: bool,
         sandbox_ready: bool,
         spec: &k8s_openapi::api::core::v1::PodSpec,
         init_statuses: &[Value],
@@ -1482,52 +1801,65 @@ impl PodWorker {
                 .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_string))
                 .unwrap_or_else(|| now.clone());
             let mut c = json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": since});
-            if !ok {
-                if let Some(r) = reason {
-                    c["reason"] = json!(r);
-                }
-                if let Some(m) = message {
-                    c["message"] = json!(m);
-                }
+            if let Some(r) = reason {
+                c["reason"] = json!(r);
+            }
+            if let Some(m) = message {
+                c["message"] = json!(m);
             }
             c
         };
-        let terminal = is_terminal(Some(phase));
-        let unready = |statuses: &[Value], want_ready: bool| -> Vec<String> {
-            statuses
-                .iter()
-                .filter(|s| s["ready"] != want_ready)
-                .filter_map(|s| s["name"].as_str().map(str::to_string))
-                .collect()
-        };
-        let not_ready = unready(app_statuses, true);
+        let not_ready: Vec<String> = app_statuses
+            .iter()
+            .filter(|s| s["ready"] != true)
+            .filter_map(|s| s["name"].as_str().map(str::to_string))
+            .collect();
+        // ↔ isInitContainerInitialized: sidecars once started, others once succeeded.
         let not_init: Vec<String> = spec
             .init_containers
             .iter()
             .flatten()
             .zip(init_statuses)
-            .filter(|(_, s)| s["ready"] != true)
+            .filter(|(c, s)| {
+                if c.restart_policy.as_deref() == Some("Always") {
+                    s["started"] != true
+                } else {
+                    s["ready"] != true
+                }
+            })
             .map(|(c, _)| c.name.clone())
             .collect();
-        let ready = not_ready.is_empty() && !terminal && initialized;
-        let (ready_reason, ready_message) = if terminal {
-            ("PodCompleted", None)
-        } else if !initialized {
-            (
-                "ContainersNotInitialized",
+        // ↔ HasAnyRegularContainerStarted.
+        let app_started = app_statuses
+            .iter()
+            .any(|s| s["state"].get("running").is_some() || s["state"].get("terminated").is_some());
+        let initialized = if phase == "Succeeded" {
+            condition("Initialized", true, Some("PodCompleted"), None)
+        } else if app_started || not_init.is_empty() {
+            condition("Initialized", true, None, None)
+        } else {
+            condition(
+                "Initialized",
+                false,
+                Some("ContainersNotInitialized"),
                 Some(format!(
                     "containers with incomplete status: [{}]",
                     not_init.join(" ")
                 )),
             )
-        } else {
-            (
-                "ContainersNotReady",
+        };
+        let (ready, ready_reason, ready_message) = match phase {
+            "Succeeded" => (false, Some("PodCompleted"), None),
+            "Failed" => (false, Some("PodFailed"), None),
+            _ if !not_ready.is_empty() => (
+                false,
+                Some("ContainersNotReady"),
                 Some(format!(
                     "containers with unready status: [{}]",
                     not_ready.join(" ")
                 )),
-            )
+            ),
+            _ => (true, None, None),
         };
         let scheduled = old
             .iter()
@@ -1536,21 +1868,9 @@ impl PodWorker {
             .unwrap_or_else(|| json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
         let conditions = json!([
             condition("PodReadyToStartContainers", sandbox_ready, None, None),
-            condition(
-                "Initialized",
-                initialized,
-                Some(if terminal {
-                    "PodCompleted"
-                } else {
-                    "ContainersNotInitialized"
-                }),
-                (!terminal).then(|| format!(
-                    "containers with incomplete status: [{}]",
-                    not_init.join(" ")
-                ))
-            ),
-            condition("Ready", ready, Some(ready_reason), ready_message.clone()),
-            condition("ContainersReady", ready, Some(ready_reason), ready_message),
+            initialized,
+            condition("Ready", ready, ready_reason, ready_message.clone()),
+            condition("ContainersReady", ready, ready_reason, ready_message),
             scheduled,
         ]);
         let mut status = json!({
@@ -1724,6 +2044,57 @@ pub fn remove_pod_cgroups(root: &str, uid: &str) -> bool {
     all
 }
 
+/// The pod's ephemeral containers as containers (the same fields, less
+/// targetContainerName).
+fn ephemeral_containers(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<SpecContainer> {
+    spec.ephemeral_containers
+        .iter()
+        .flatten()
+        .filter_map(|e| {
+            let mut v = serde_json::to_value(e).ok()?;
+            if let Some(m) = v.as_object_mut() {
+                m.remove("targetContainerName");
+            }
+            serde_json::from_value(v).ok()
+        })
+        .collect()
+}
+
+/// The most of a termination message file that is read (↔ MaxContainerTerminationMessageLength).
+pub const MAX_TERMINATION_MESSAGE: u64 = 4096;
+/// The log lines and bytes a termination message falls back to.
+pub const TERMINATION_LOG_LINES: u64 = 80;
+pub const TERMINATION_LOG_BYTES: usize = 2048;
+
+/// The last `max` bytes of `file` (↔ tail.ReadAtMost).
+fn read_tail(file: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(file)?;
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(max)))?;
+    let mut out = Vec::new();
+    f.take(max).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// The last [`TERMINATION_LOG_LINES`] lines of a CRI log file as the
+/// container wrote them, at most the last [`TERMINATION_LOG_BYTES`].
+fn last_log_lines(file: &std::path::Path) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(file)?;
+    let start = crate::logs::tail_offset(&mut f, TERMINATION_LOG_LINES)?;
+    f.seek(SeekFrom::Start(start))?;
+    let mut raw = Vec::new();
+    f.read_to_end(&mut raw)?;
+    let mut formatter = crate::logs::Formatter::new(crate::logs::LogOptions::default());
+    let mut out = Vec::new();
+    for line in raw.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        formatter.push(line, &mut out);
+    }
+    let from = out.len().saturating_sub(TERMINATION_LOG_BYTES);
+    Ok(String::from_utf8_lossy(&out[from..]).into_owned())
+}
+
 fn latest_of(containers: &[Container], name: &str) -> Option<Container> {
     containers
         .iter()
@@ -1829,6 +2200,32 @@ pub fn resources(pod: &Pod, c: &SpecContainer, memory_capacity: u64) -> Resource
         memory_limit_in_bytes: memory_limit as i64,
         oom_score_adj,
     }
+}
+
+/// A sysctl name with '.' separators (↔ ConvertSysctlVariableToDotsSeparator):
+/// when the first separator is '/', dots and slashes swap
+/// (`net/ipv4/conf/eno2.100/rp_filter` is `net.ipv4.conf.eno2/100.rp_filter`).
+pub fn sysctl_with_dots(name: &str) -> String {
+    match name.find(['.', '/']) {
+        Some(i) if name.as_bytes()[i] == b'/' => name
+            .chars()
+            .map(|c| match c {
+                '/' => '.',
+                '.' => '/',
+                c => c,
+            })
+            .collect(),
+        _ => name.to_string(),
+    }
+}
+
+/// A container's supplemental groups (↔ determineEffectiveSecurityContext):
+/// the pod's fsGroup, then its supplementalGroups.
+pub fn supplemental_groups(psc: &k8s_openapi::api::core::v1::PodSecurityContext) -> Vec<i64> {
+    psc.fs_group
+        .into_iter()
+        .chain(psc.supplemental_groups.iter().flatten().copied())
+        .collect()
 }
 
 /// The grace period of a deletion: the one the deletion set, else the spec's, else 30 s.

@@ -154,9 +154,11 @@ async fn init_containers_run_in_order_first() {
         "ContainersNotInitialized"
     );
     assert!(st["initContainerStatuses"][0]["state"]["running"].is_object());
+    // ↔ convertToAPIContainerStatuses: with init containers, what is not
+    // created yet waits with PodInitializing.
     assert_eq!(
         st["initContainerStatuses"][1]["state"]["waiting"]["reason"],
-        "ContainerCreating"
+        "PodInitializing"
     );
     assert_eq!(
         st["containerStatuses"][0]["state"]["waiting"]["reason"],
@@ -369,7 +371,12 @@ async fn restart_policies_decide_the_phase() {
             st["containerStatuses"][0]["state"]["terminated"]["exitCode"],
             code
         );
-        assert_eq!(condition(&st, "Ready")["reason"], "PodCompleted");
+        let reason = if want == "Failed" {
+            "PodFailed"
+        } else {
+            "PodCompleted"
+        };
+        assert_eq!(condition(&st, "Ready")["reason"], reason);
         // The sandbox is stopped; nothing restarts.
         assert!(
             h.rt.lock()
@@ -990,7 +997,9 @@ mod volume_tests {
             "{}",
             b.display()
         );
-        assert_eq!(mounts.len(), 7);
+        // The volume mounts and the pod's /etc/hosts.
+        assert_eq!(mounts.len(), 8);
+        assert!(mounts.iter().any(|m| m.container_path == "/etc/hosts"));
 
         // DNS: ClusterFirst.
         let dns =
@@ -1135,7 +1144,10 @@ mod volume_tests {
         h.sync(&p).await;
         assert!(target.is_dir());
         assert_eq!(
-            h.mounts("app"),
+            h.mounts("app")
+                .into_iter()
+                .filter(|m| m.container_path != "/etc/hosts")
+                .collect::<Vec<_>>(),
             vec![Mount {
                 container_path: "/data".into(),
                 host_path: target.display().to_string(),
@@ -1286,6 +1298,449 @@ mod volume_tests {
                 searches: vec!["corp.example".into()],
                 options: vec!["ndots:3".into()]
             }
+        );
+    }
+}
+
+/// What the conformance suite's node tests check of the pod worker.
+mod conformance_tests {
+    use super::*;
+    use crate::runtime::Mount;
+    use crate::sync::EventKind;
+
+    fn mount_at(h: &Harness, container: &str, path: &str) -> Option<Mount> {
+        h.rt.lock()
+            .containers
+            .values()
+            .filter(|c| c.config.name == container)
+            .max_by_key(|c| c.config.attempt)
+            .and_then(|c| {
+                c.config
+                    .mounts
+                    .iter()
+                    .find(|m| m.container_path == path)
+                    .cloned()
+            })
+    }
+
+    #[tokio::test]
+    async fn a_failed_init_container_leaves_a_never_pod_uninitialized() {
+        // ↔ InitContainer "should not start app containers and fail the pod
+        // if init containers fail on a RestartNever pod".
+        let mut h = Harness::new(&["busybox:skiff"]);
+        let p = pod(json!({"restartPolicy": "Never",
+            "initContainers": [{"name": "init1", "image": "busybox:skiff"}, {"name": "init2", "image": "busybox:skiff"}],
+            "containers": [{"name": "run1", "image": "busybox:skiff"}]}));
+        let st = h.sync(&p).await;
+        // Not created yet: PodInitializing, for init and app containers alike.
+        assert_eq!(
+            st["initContainerStatuses"][1]["state"]["waiting"]["reason"],
+            "PodInitializing"
+        );
+        assert_eq!(
+            st["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "PodInitializing"
+        );
+        h.rt.exit("init1", 0);
+        h.sync(&p).await;
+        h.rt.exit("init2", 1);
+        let st = h.sync(&p).await;
+        assert_eq!(st["phase"], "Failed", "{st:#}");
+        let init = condition(&st, "Initialized");
+        assert_eq!(init["status"], "False");
+        assert_eq!(init["reason"], "ContainersNotInitialized");
+        assert_eq!(
+            init["message"],
+            "containers with incomplete status: [init2]"
+        );
+        assert_eq!(condition(&st, "Ready")["reason"], "PodFailed");
+        assert_eq!(condition(&st, "ContainersReady")["reason"], "PodFailed");
+        assert_eq!(
+            st["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "PodInitializing"
+        );
+        assert_eq!(h.rt.count_calls("CreateContainer run1"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_succeeded_pod_is_initialized_with_reason_pod_completed() {
+        let mut h = Harness::new(&["busybox:skiff"]);
+        let p = pod(json!({"restartPolicy": "Never",
+            "initContainers": [{"name": "init1", "image": "busybox:skiff"}],
+            "containers": [{"name": "run1", "image": "busybox:skiff"}]}));
+        h.sync(&p).await;
+        h.rt.exit("init1", 0);
+        h.sync(&p).await;
+        h.rt.exit("run1", 0);
+        let st = h.sync(&p).await;
+        assert_eq!(st["phase"], "Succeeded", "{st:#}");
+        let init = condition(&st, "Initialized");
+        assert_eq!(
+            (init["status"].as_str(), init["reason"].as_str()),
+            (Some("True"), Some("PodCompleted"))
+        );
+        assert_eq!(condition(&st, "Ready")["reason"], "PodCompleted");
+    }
+
+    fn started_long_ago(mut p: Pod) -> Pod {
+        p.status = Some(
+            serde_json::from_value(
+                json!({"phase": "Running", "startTime": "2020-01-01T00:00:00Z"}),
+            )
+            .unwrap(),
+        );
+        p
+    }
+
+    #[tokio::test]
+    async fn a_lowered_active_deadline_kills_the_pod() {
+        // ↔ Pods "should allow activeDeadlineSeconds to be updated".
+        let mut h = Harness::new(&["busybox:skiff"]);
+        let p = started_long_ago(simple("Always"));
+        let st = h.sync(&p).await;
+        assert_eq!(st["phase"], "Running", "{st:#}");
+        let mut updated = p.clone();
+        updated.spec.as_mut().unwrap().active_deadline_seconds = Some(5);
+        let st = h.sync(&updated).await;
+        assert_eq!(st["phase"], "Failed", "{st:#}");
+        assert_eq!(st["reason"], "DeadlineExceeded");
+        assert_eq!(
+            st["message"],
+            "Pod was active on the node longer than the specified deadline"
+        );
+        assert!(
+            st["containerStatuses"][0]["state"]["terminated"].is_object(),
+            "{st:#}"
+        );
+        assert_eq!(h.rt.lock().stops.len(), 1);
+        assert!(
+            h.rt.lock()
+                .sandboxes
+                .values()
+                .all(|s| s.state == SandboxState::NotReady)
+        );
+        let events = h.worker.take_events();
+        assert!(
+            events.iter().any(|e| e.reason == "DeadlineExceeded"),
+            "{events:?}"
+        );
+        // Nothing starts again.
+        let again = h.sync(&updated).await;
+        assert_eq!(again["phase"], "Failed");
+        assert_eq!(h.rt.count_calls("CreateContainer"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_pod_within_its_deadline_is_looked_at_when_it_passes() {
+        let mut h = Harness::new(&["busybox:skiff"]);
+        let mut p = simple("Always");
+        p.spec.as_mut().unwrap().active_deadline_seconds = Some(3600);
+        let r = h.worker.sync(&p, &NoLookup).await.unwrap();
+        assert_eq!(r.status["phase"], "Running");
+        assert!(r.requeue <= Duration::from_secs(10));
+        // One the clock cannot reach never passes.
+        let mut h = Harness::new(&["busybox:skiff"]);
+        let mut forever = simple("Always");
+        forever.spec.as_mut().unwrap().active_deadline_seconds = Some(i64::MAX);
+        assert_eq!(h.sync(&forever).await["phase"], "Running");
+        // A pod past its deadline when first seen never starts.
+        let mut h = Harness::new(&["busybox:skiff"]);
+        let mut late = started_long_ago(simple("Always"));
+        late.spec.as_mut().unwrap().active_deadline_seconds = Some(60);
+        let st = h.sync(&late).await;
+        assert_eq!(st["phase"], "Failed");
+        assert_eq!(st["reason"], "DeadlineExceeded");
+        assert_eq!(h.rt.count_calls("RunPodSandbox"), 0);
+    }
+
+    fn log_dir(h: &Harness) -> std::path::PathBuf {
+        h.settings.log_root.join("default_web_uid-1")
+    }
+
+    #[tokio::test]
+    async fn termination_messages_come_from_the_file() {
+        // ↔ Container Runtime "should report termination message if
+        // TerminationMessagePath is set as non-root user and at a non-default path".
+        let mut h = Harness::new(&["busybox:skiff"]);
+        let p = pod(
+            json!({"restartPolicy": "Never", "containers": [{"name": "app", "image": "busybox:skiff",
+            "terminationMessagePath": "/dev/termination-custom-log", "terminationMessagePolicy": "File",
+            "securityContext": {"runAsUser": 1000}}]}),
+        );
+        h.sync(&p).await;
+        let m = mount_at(&h, "app", "/dev/termination-custom-log")
+            .expect("the termination log is mounted");
+        assert!(!m.readonly);
+        let meta = std::fs::metadata(&m.host_path).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+            0o666,
+            "writable by any user"
+        );
+        std::fs::write(&m.host_path, "DONE").unwrap();
+        h.rt.exit("app", 0);
+        let st = h.sync(&p).await;
+        assert_eq!(st["phase"], "Succeeded");
+        assert_eq!(
+            st["containerStatuses"][0]["state"]["terminated"]["message"], "DONE",
+            "{st:#}"
+        );
+    }
+
+    #[tokio::test]
+    async fn fallback_to_logs_on_error_reads_the_log_tail_only_for_failures() {
+        // From the file when the container succeeds.
+        let mut h = Harness::new(&["busybox:skiff"]);
+        let policy = |restart: &str| {
+            pod(
+                json!({"restartPolicy": restart, "containers": [{"name": "app", "image": "busybox:skiff",
+                "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "FallbackToLogsOnError"}]}),
+            )
+        };
+        let p = policy("Never");
+        h.sync(&p).await;
+        let m = mount_at(&h, "app", "/dev/termination-log").unwrap();
+        std::fs::write(&m.host_path, "OK").unwrap();
+        std::fs::write(
+            log_dir(&h).join("app/0.log"),
+            "2026-12-07T00:00:00.000000000Z stdout F from the log\n",
+        )
+        .unwrap();
+        h.rt.exit("app", 0);
+        let st = h.sync(&p).await;
+        assert_eq!(
+            st["containerStatuses"][0]["state"]["terminated"]["message"], "OK",
+            "{st:#}"
+        );
+
+        // From the log when it fails and the file is empty: the last line, as written.
+        let mut h = Harness::new(&["busybox:skiff"]);
+        h.sync(&p).await;
+        let mut log = String::new();
+        for i in 0..100 {
+            log.push_str(&format!(
+                "2026-12-07T00:00:00.000000000Z stderr F line {i}\n"
+            ));
+        }
+        log.push_str("2026-12-07T00:00:01.000000000Z stdout P DONE\n");
+        std::fs::write(log_dir(&h).join("app/0.log"), &log).unwrap();
+        h.rt.exit("app", 1);
+        let st = h.sync(&p).await;
+        let message = st["containerStatuses"][0]["state"]["terminated"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(message.ends_with("line 99\nDONE"), "{message:?}");
+        assert!(
+            !message.contains("line 20\n"),
+            "only the last 80 lines: {message:?}"
+        );
+
+        // The File policy never reads the log.
+        let mut h = Harness::new(&["busybox:skiff"]);
+        let file_only = pod(
+            json!({"restartPolicy": "Never", "containers": [{"name": "app", "image": "busybox:skiff",
+            "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"}]}),
+        );
+        h.sync(&file_only).await;
+        std::fs::write(log_dir(&h).join("app/0.log"), &log).unwrap();
+        h.rt.exit("app", 1);
+        let st = h.sync(&file_only).await;
+        assert!(
+            st["containerStatuses"][0]["state"]["terminated"]
+                .get("message")
+                .is_none(),
+            "{st:#}"
+        );
+    }
+
+    #[tokio::test]
+    async fn security_context_reaches_the_runtime() {
+        let mut h = Harness::new(&["busybox:skiff"]);
+        let p = pod(
+            json!({"securityContext": {"runAsUser": 1000, "runAsGroup": 2000, "fsGroup": 1001,
+                "supplementalGroups": [3000], "sysctls": [{"name": "kernel.shm_rmid_forced", "value": "1"}]},
+            "containers": [{"name": "app", "image": "busybox:skiff",
+                "securityContext": {"allowPrivilegeEscalation": false}},
+                {"name": "other", "image": "busybox:skiff", "securityContext": {"runAsUser": 0}}]}),
+        );
+        h.sync(&p).await;
+        let s = h.rt.lock();
+        let sb = &s.sandboxes.values().next().unwrap().config;
+        assert_eq!(
+            sb.sysctls.get("kernel.shm_rmid_forced").map(String::as_str),
+            Some("1")
+        );
+        assert_eq!(
+            crate::sync::sysctl_with_dots("net/ipv4/conf/eno2.100/rp_filter"),
+            "net.ipv4.conf.eno2/100.rp_filter"
+        );
+        assert_eq!(
+            crate::sync::sysctl_with_dots("kernel.msgmax"),
+            "kernel.msgmax"
+        );
+        assert_eq!((sb.run_as_user, sb.run_as_group), (Some(1000), Some(2000)));
+        assert_eq!(sb.supplemental_groups, vec![1001, 3000]);
+        let app = &s
+            .containers
+            .values()
+            .find(|c| c.config.name == "app")
+            .unwrap()
+            .config;
+        assert!(app.no_new_privs);
+        assert_eq!(
+            (app.run_as_user, app.run_as_group),
+            (Some(1000), Some(2000))
+        );
+        assert_eq!(app.supplemental_groups, vec![1001, 3000]);
+        let other = &s
+            .containers
+            .values()
+            .find(|c| c.config.name == "other")
+            .unwrap()
+            .config;
+        assert!(!other.no_new_privs);
+        assert_eq!(other.run_as_user, Some(0));
+    }
+
+    #[tokio::test]
+    async fn every_container_gets_the_pods_hosts_file() {
+        let mut h = Harness::new(&["busybox:skiff"]);
+        let p = pod(json!({"hostname": "h1", "subdomain": "sub",
+            "hostAliases": [{"ip": "123.45.67.89", "hostnames": ["foo", "bar"]}],
+            "volumes": [{"name": "own", "emptyDir": {}}],
+            "initContainers": [{"name": "init", "image": "busybox:skiff"}],
+            "containers": [{"name": "app", "image": "busybox:skiff"},
+                {"name": "mine", "image": "busybox:skiff", "volumeMounts": [{"name": "own", "mountPath": "/etc/hosts"}]}]}));
+        h.sync(&p).await;
+        let m = mount_at(&h, "init", "/etc/hosts").expect("init containers get it too");
+        let content = std::fs::read_to_string(&m.host_path).unwrap();
+        assert!(
+            content.starts_with("# Kubernetes-managed hosts file.\n"),
+            "{content}"
+        );
+        assert!(
+            content.contains("\n10.42.0.2\th1.sub.default.svc.cluster.local\th1\n"),
+            "{content}"
+        );
+        assert!(
+            content.ends_with("# Entries added by HostAliases.\n123.45.67.89\tfoo\tbar\n"),
+            "{content}"
+        );
+        h.rt.exit("init", 0);
+        h.sync(&p).await;
+        assert_eq!(
+            mount_at(&h, "app", "/etc/hosts").unwrap().host_path,
+            m.host_path
+        );
+        // Its own /etc/hosts mount wins.
+        let own = mount_at(&h, "mine", "/etc/hosts").unwrap();
+        assert_ne!(own.host_path, m.host_path);
+        // The hostname is the sandbox's too.
+        assert_eq!(
+            h.rt.lock()
+                .sandboxes
+                .values()
+                .next()
+                .unwrap()
+                .config
+                .hostname,
+            "h1"
+        );
+    }
+
+    #[tokio::test]
+    async fn ephemeral_containers_start_once_and_are_never_restarted() {
+        // ↔ Ephemeral Containers "will start an ephemeral container in an existing pod".
+        let mut h = Harness::new(&["busybox:skiff"]);
+        let p = simple("Always");
+        h.sync(&p).await;
+        let mut debugged = p.clone();
+        debugged.spec.as_mut().unwrap().ephemeral_containers = Some(vec![
+            serde_json::from_value(json!({"name": "debugger", "image": "busybox:skiff",
+                "command": ["sh", "-c", "while true; do echo polo; sleep 2; done"],
+                "stdin": true, "tty": true, "targetContainerName": "app"}))
+            .unwrap(),
+        ]);
+        let st = h.sync(&debugged).await;
+        let e = &st["ephemeralContainerStatuses"][0];
+        assert_eq!(e["name"], "debugger", "{st:#}");
+        assert!(e["state"]["running"].is_object(), "{st:#}");
+        assert_eq!(st["containerStatuses"].as_array().unwrap().len(), 1);
+        assert_eq!(st["phase"], "Running");
+        {
+            let s = h.rt.lock();
+            let app = s
+                .containers
+                .iter()
+                .find(|(_, c)| c.config.name == "app")
+                .unwrap()
+                .0
+                .clone();
+            let dbg = &s
+                .containers
+                .values()
+                .find(|c| c.config.name == "debugger")
+                .unwrap()
+                .config;
+            assert_eq!(dbg.target_container_id.as_deref(), Some(app.as_str()));
+            assert!(dbg.stdin && dbg.tty);
+        }
+        let events = h.worker.take_events();
+        assert!(
+            events.iter().any(|e| e.reason == "Started"
+                && e.field_path.as_deref() == Some("spec.ephemeralContainers{debugger}")),
+            "{events:?}"
+        );
+        h.rt.exit("debugger", 1);
+        let st = h.sync(&debugged).await;
+        assert_eq!(
+            st["ephemeralContainerStatuses"][0]["state"]["terminated"]["exitCode"], 1,
+            "{st:#}"
+        );
+        assert_eq!(st["phase"], "Running");
+        assert_eq!(h.rt.count_calls("CreateContainer debugger"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_pod_never_runs_and_is_failed() {
+        let mut h = Harness::new(&["busybox:skiff"]);
+        h.worker
+            .reject("NodePorts", "Pod was rejected: Predicate NodePorts failed");
+        let st = h.sync(&simple("Always")).await;
+        assert_eq!(st["phase"], "Failed");
+        assert_eq!(st["reason"], "NodePorts");
+        assert_eq!(
+            st["message"],
+            "Pod was rejected: Predicate NodePorts failed"
+        );
+        assert_eq!(h.rt.count_calls("RunPodSandbox"), 0);
+        let events = h.worker.take_events();
+        assert!(
+            events
+                .iter()
+                .any(|e| e.kind == EventKind::Warning && e.reason == "NodePorts"),
+            "{events:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn host_network_pods_get_the_nodes_hosts_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let node_hosts = dir.path().join("hosts");
+        std::fs::write(&node_hosts, "127.0.0.1 localhost\n192.168.1.10 node-1\n").unwrap();
+        let mut h = Harness::new(&["busybox:skiff"]);
+        let mut s = (*h.settings).clone();
+        s.etc_hosts = node_hosts;
+        h.worker = PodWorker::new(h.rt.clone() as Arc<dyn Runtime>, Arc::new(s));
+        let p = pod(
+            json!({"hostNetwork": true, "containers": [{"name": "app", "image": "busybox:skiff"}]}),
+        );
+        h.sync(&p).await;
+        let m = mount_at(&h, "app", "/etc/hosts").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&m.host_path).unwrap(),
+            "# Kubernetes-managed hosts file (host network).\n127.0.0.1 localhost\n192.168.1.10 node-1\n"
         );
     }
 }

@@ -520,6 +520,47 @@ impl CachedToken {
     }
 }
 
+/// The pod's securityContext.fsGroup, as a gid.
+fn fs_group(pod: &Pod) -> Option<u32> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|sc| sc.fs_group)
+        .and_then(|g| u32::try_from(g).ok())
+}
+
+/// Give everything under `dir` to group `gid` with group access (↔
+/// pkg/volume's SetVolumeOwnership): group read (and write unless
+/// `readonly`) on files, plus setgid and search on directories;
+/// symlinks get the group only. Links are not followed.
+pub fn set_ownership(dir: &Path, gid: u32, readonly: bool) -> Result<(), String> {
+    fn walk(path: &Path, gid: u32, readonly: bool) -> Result<(), String> {
+        let meta = std::fs::symlink_metadata(path).map_err(|e| io("reading", path, e))?;
+        std::os::unix::fs::lchown(path, None, Some(gid))
+            .map_err(|e| io("changing the group of", path, e))?;
+        if meta.file_type().is_symlink() {
+            return Ok(());
+        }
+        let mut mask = if readonly { 0o440 } else { 0o660 };
+        if meta.is_dir() {
+            mask |= 0o2000 | 0o110;
+        }
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode | mask != mode {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | mask))
+                .map_err(|e| io("setting the mode of", path, e))?;
+        }
+        if meta.is_dir() {
+            for e in std::fs::read_dir(path).map_err(|e| io("reading", path, e))? {
+                let e = e.map_err(|e| io("reading", path, e))?;
+                walk(&e.path(), gid, readonly)?;
+            }
+        }
+        Ok(())
+    }
+    walk(dir, gid, readonly)
+}
+
 /// One pod's volumes, as its worker keeps them.
 #[derive(Debug, Default)]
 pub struct PodVolumes {
@@ -611,6 +652,9 @@ impl PodVolumes {
                 std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
                     .map_err(|e| io("setting the mode of", &dir, e))?;
             }
+            if let Some(gid) = fs_group(pod) {
+                set_ownership(&dir, gid, false)?;
+            }
             return Ok(dir);
         }
         // Secrets and projections (which carry tokens) live in memory, as in Kubernetes.
@@ -619,6 +663,9 @@ impl PodVolumes {
         }
         let payload = self.payload(pod, v, settings, lookup).await?;
         write_atomic(&dir, &payload)?;
+        if let Some(gid) = fs_group(pod) {
+            set_ownership(&dir, gid, true)?;
+        }
         Ok(dir)
     }
 
@@ -795,6 +842,11 @@ impl PodVolumes {
             match self.payload(pod, v, settings, lookup).await {
                 Ok(payload) => match write_atomic(&dir, &payload) {
                     Ok(true) => {
+                        if let Some(gid) = fs_group(pod)
+                            && let Err(e) = set_ownership(&dir, gid, true)
+                        {
+                            tracing::warn!(volume = %v.name, error = %e, "giving a volume to the pod's fsGroup failed");
+                        }
                         tracing::info!(volume = %v.name, pod_uid = %uid, "volume contents updated")
                     }
                     Ok(false) => {}
@@ -917,8 +969,12 @@ pub fn remove_orphaned(
     let mut removed = Vec::new();
     for e in entries.flatten() {
         let uid = e.file_name().to_string_lossy().into_owned();
-        // Pod directories hold `volumes/`; the log directories beside them do not.
-        if claimed.contains(&uid) || !e.path().join("volumes").is_dir() {
+        // Pod directories hold `volumes/`, `etc-hosts` or `containers/`
+        // (termination logs); the log directories beside them do not.
+        let pod_dir = ["volumes", "etc-hosts", "containers"]
+            .iter()
+            .any(|f| e.path().join(f).exists());
+        if claimed.contains(&uid) || !pod_dir {
             continue;
         }
         match teardown(root, &uid, mounter) {
@@ -934,6 +990,37 @@ pub fn remove_orphaned(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fs_group_ownership_gives_the_group_access() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("vol");
+        let payload: Payload = [
+            ("data-1".to_string(), file("x", 0o400)),
+            ("sub/data-2".to_string(), file("y", 0o600)),
+        ]
+        .into();
+        write_atomic(&vol, &payload).unwrap();
+        // A group the test may give files to: its own.
+        let gid = std::fs::metadata(&vol).unwrap().gid();
+        set_ownership(&vol, gid, true).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        // Read-only volumes: group read; directories get setgid and search.
+        assert_eq!(mode(&vol.join("data-1")), 0o440);
+        assert_eq!(mode(&vol.join("sub/data-2")), 0o640);
+        assert_eq!(mode(&vol.join("..data/sub")) & 0o2050, 0o2050);
+        assert_eq!(std::fs::metadata(vol.join("data-1")).unwrap().gid(), gid);
+        // Writable volumes (emptyDir): group read and write.
+        let scratch = dir.path().join("scratch");
+        std::fs::create_dir(&scratch).unwrap();
+        std::fs::write(scratch.join("f"), "z").unwrap();
+        std::fs::set_permissions(scratch.join("f"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        set_ownership(&scratch, gid, false).unwrap();
+        assert_eq!(mode(&scratch.join("f")), 0o660);
+        assert_eq!(mode(&scratch) & 0o2070, 0o2070);
+    }
 
     fn file(data: &str, mode: u32) -> FileProjection {
         FileProjection {
