@@ -636,15 +636,16 @@ pub async fn handle(
             "portforward" if offered.iter().any(|p| p == crate::ws::SPDY_TUNNEL_PROTOCOL) => {
                 return spdy_tunnel(server, &host, port, &target, req).await;
             }
-            "exec" | "attach" => match websocket_protocols(&offered, truthy(get(&q, "stdin")))? {
-                Some((to_kubelet, to_client)) => {
+            "exec" | "attach" => {
+                if let Some((to_kubelet, to_client)) =
+                    websocket_protocols(&offered, truthy(get(&q, "stdin")))?
+                {
                     if let Ok(v) = HeaderValue::from_str(&to_kubelet) {
                         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
                     }
                     answer_protocol = to_client;
                 }
-                None => {}
-            },
+            }
             _ => {}
         }
     }
