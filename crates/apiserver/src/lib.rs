@@ -24,6 +24,7 @@ pub mod request;
 pub mod resource_metrics;
 pub mod rewrite;
 pub mod server;
+pub mod spdy;
 pub mod state;
 pub mod status;
 pub mod tls;

@@ -14,11 +14,11 @@
 //! WebSockets: containerd's streaming server speaks the exec/attach
 //! channel protocols up to `v4.channel.k8s.io` (and port-forward's
 //! `v4.channel.k8s.io`) itself, so those are spliced. kubectl 1.31+ offers
-//! only `v5.channel.k8s.io`, which is v4 plus a stdin close signal: it is
-//! relayed as v4 when stdin is not asked for, and refused (400) with stdin
-//! so that kubectl falls back to SPDY (kube-apiserver 1.30+ translates to
-//! SPDY instead). Logs over WebSocket and kubectl's SPDY-in-WebSocket
-//! port-forward tunnel are framed here (see [`crate::ws`]).
+//! only `v5.channel.k8s.io` (v4 plus a close signal for stdin), which is
+//! translated to SPDY streams to the kubelet as kube-apiserver 1.30+ does
+//! (see [`crate::spdy`]). Logs over WebSocket and kubectl's
+//! SPDY-in-WebSocket port-forward tunnel are framed here (see
+//! [`crate::ws`]).
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -626,9 +626,7 @@ pub async fn handle(
     } else {
         Method::GET
     };
-    let mut headers = req.headers().clone();
-    // The subprotocol told to the client instead of the kubelet's.
-    let mut answer_protocol = None;
+    let headers = req.headers().clone();
     if rp.info.plural == "pods" && crate::ws::is_websocket(req.headers()) {
         let offered = crate::ws::offered_protocols(req.headers());
         match sub.as_str() {
@@ -636,15 +634,14 @@ pub async fn handle(
             "portforward" if offered.iter().any(|p| p == crate::ws::SPDY_TUNNEL_PROTOCOL) => {
                 return spdy_tunnel(server, &host, port, &target, req).await;
             }
-            "exec" | "attach" => {
-                if let Some((to_kubelet, to_client)) =
-                    websocket_protocols(&offered, truthy(get(&q, "stdin")))?
-                {
-                    if let Ok(v) = HeaderValue::from_str(&to_kubelet) {
-                        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
-                    }
-                    answer_protocol = to_client;
-                }
+            "exec" | "attach" if offered.iter().any(|p| p == V5_CHANNEL_PROTOCOL) => {
+                let streams = crate::spdy::Streams {
+                    stdin: truthy(get(&q, "stdin")),
+                    stdout: truthy(get(&q, "stdout")),
+                    stderr: truthy(get(&q, "stderr")),
+                    tty: truthy(get(&q, "tty")),
+                };
+                return stream_translator(server, &host, port, &target, req, streams).await;
             }
             _ => {}
         }
@@ -652,14 +649,7 @@ pub async fn handle(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let resp = kubelet_request(server, &host, port, method, &target, &headers).await?;
     match client_upgrade {
-        Some(on) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
-            let mut out = splice(on, resp);
-            if let Some(p) = answer_protocol {
-                out.headers_mut()
-                    .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
-            }
-            Ok(out)
-        }
+        Some(on) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => Ok(splice(on, resp)),
         _ if resp.status().is_success() => Ok(stream_back(resp)),
         _ => Err(error_from(resp).await),
     }
@@ -668,40 +658,6 @@ pub async fn handle(
 /// kubectl 1.31+'s exec/attach subprotocol.
 pub const V5_CHANNEL_PROTOCOL: &str = "v5.channel.k8s.io";
 const V4_CHANNEL_PROTOCOL: &str = "v4.channel.k8s.io";
-
-/// The subprotocols to offer the kubelet for an exec/attach WebSocket, and
-/// the one to answer the client with when it differs. containerd's
-/// streaming server speaks `channel.k8s.io`, `base64.channel.k8s.io` and
-/// their `v4.` versions itself: those are spliced through. `v5` is `v4`
-/// plus the client's close signal for stdin (`[255, 0]`), which a v4
-/// WebSocket cannot carry: without stdin the two are the same on the wire
-/// and v5 is relayed as v4; with stdin another offered protocol is used,
-/// or the upgrade is refused, which makes kubectl fall back to SPDY.
-pub fn websocket_protocols(
-    offered: &[String],
-    stdin: bool,
-) -> ApiResult<Option<(String, Option<&'static str>)>> {
-    if !offered.iter().any(|p| p == V5_CHANNEL_PROTOCOL) {
-        return Ok(None);
-    }
-    if !stdin {
-        return Ok(Some((
-            V4_CHANNEL_PROTOCOL.to_string(),
-            Some(V5_CHANNEL_PROTOCOL),
-        )));
-    }
-    let others: Vec<&str> = offered
-        .iter()
-        .map(String::as_str)
-        .filter(|p| *p != V5_CHANNEL_PROTOCOL)
-        .collect();
-    if others.is_empty() {
-        return Err(ApiError::bad_request(
-            "stdin over v5.channel.k8s.io is not supported by this server; use the SPDY/3.1 upgrade",
-        ));
-    }
-    Ok(Some((others.join(", "), None)))
-}
 
 /// The log stream's subprotocol (↔ wsstream.Reader's handshake): the
 /// first offered one known, binary without an offer.
@@ -725,6 +681,38 @@ pub fn log_protocol(offered: &[String]) -> ApiResult<String> {
                 crate::ws::BASE64_BINARY_PROTOCOL
             ))
         })
+}
+
+/// exec/attach over `v5.channel.k8s.io` (↔ StreamTranslator): the kubelet
+/// gets the SPDY/3.1 `v4.channel.k8s.io` upgrade kubectl would have sent,
+/// and [`crate::spdy::translate`] carries the streams between the two.
+async fn stream_translator(
+    server: &ApiServer,
+    host: &str,
+    port: u16,
+    target: &str,
+    mut req: Request<Incoming>,
+    streams: crate::spdy::Streams,
+) -> ApiResult<Response<Body>> {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+    headers.insert(
+        "x-stream-protocol-version",
+        HeaderValue::from_static(V4_CHANNEL_PROTOCOL),
+    );
+    let resp = kubelet_request(server, host, port, Method::POST, target, &headers).await?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(error_from(resp).await);
+    }
+    let answer = crate::ws::switching_protocols(req.headers(), V5_CHANNEL_PROTOCOL)
+        .ok_or_else(|| ApiError::bad_request("missing Sec-WebSocket-Key"))?;
+    crate::spdy::translate(
+        hyper::upgrade::on(&mut req),
+        hyper::upgrade::on(resp),
+        streams,
+    );
+    Ok(answer)
 }
 
 /// pods/log over WebSocket: the log is read from the kubelet as usual and
@@ -853,29 +841,8 @@ mod tests {
     }
 
     #[test]
-    fn negotiates_websocket_subprotocols() {
+    fn negotiates_the_log_subprotocol() {
         let offer = |ps: &[&str]| ps.iter().map(|p| p.to_string()).collect::<Vec<_>>();
-        // Without v5: spliced as offered.
-        assert_eq!(
-            websocket_protocols(&offer(&["channel.k8s.io"]), true).unwrap(),
-            None
-        );
-        // v5 without stdin: v4 to the kubelet, v5 to the client.
-        assert_eq!(
-            websocket_protocols(&offer(&["v5.channel.k8s.io"]), false).unwrap(),
-            Some(("v4.channel.k8s.io".to_string(), Some("v5.channel.k8s.io")))
-        );
-        // v5 with stdin: another offered protocol, else refused.
-        assert_eq!(
-            websocket_protocols(&offer(&["v5.channel.k8s.io", "v4.channel.k8s.io"]), true).unwrap(),
-            Some(("v4.channel.k8s.io".to_string(), None))
-        );
-        assert_eq!(
-            websocket_protocols(&offer(&["v5.channel.k8s.io"]), true)
-                .unwrap_err()
-                .code,
-            400
-        );
         assert_eq!(log_protocol(&[]).unwrap(), "");
         assert_eq!(
             log_protocol(&offer(&["x", "base64.binary.k8s.io"])).unwrap(),

@@ -241,6 +241,17 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         w.flush().await
     }
 
+    /// Write bytes as they are (for a connection that is not a WebSocket).
+    pub async fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut w = self.0.lock().await;
+        w.write_all(bytes).await?;
+        w.flush().await
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.0.lock().await.shutdown().await;
+    }
+
     /// A normal close (1000), then the end of the stream.
     pub async fn close(&self) {
         let mut w = self.0.lock().await;

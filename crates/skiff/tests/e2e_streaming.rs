@@ -1,7 +1,11 @@
 //! Logs, exec, attach, port-forward and cp through the real kubectl: the
 //! API server proxies pods/log, pods/exec, pods/attach and
 //! pods/portforward to the kubelet API, which reads CRI log files and
-//! relays SPDY streams to containerd's streaming server. Needs root and
+//! relays SPDY streams to containerd's streaming server. kubectl 1.32
+//! tries WebSocket first (exec/attach/cp as v5.channel.k8s.io, which the
+//! API server translates to SPDY; port-forward as SPDY tunnelled in a
+//! WebSocket); a raw WebSocket client checks what the server answers on
+//! that path. Needs root and
 //! Debian's containerd, runc, containernetworking-plugins and
 //! busybox-static, which .ci/run installs.
 
@@ -439,6 +443,16 @@ mod wsclient {
         }
     }
 
+    /// Send one binary message (masked, as a client must).
+    pub fn send(tls: &mut Tls, payload: &[u8]) {
+        let mask = [0x11u8, 0x22, 0x33, 0x44];
+        assert!(payload.len() < 126, "short messages only");
+        let mut f = vec![0x82, 0x80 | payload.len() as u8];
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        tls.write_all(&f).expect("send message");
+    }
+
     /// The data of the messages on one channel (first payload byte).
     pub fn channel(messages: &[(u8, Vec<u8>)], ch: u8) -> String {
         messages
@@ -525,13 +539,25 @@ fn websocket_exec_logs_and_port_forward() {
         "{messages:?}"
     );
 
-    // stdin over v5 alone is refused (not 101), so kubectl falls back to SPDY.
-    let (code, _, _) = open(
+    // stdin over v5: data on channel 0, then v5's close signal [255, 0]
+    // ends the SPDY stdin stream to the kubelet, so `tr` sees EOF.
+    let (code, headers, mut ws) = open(
         &s,
-        &format!("{pod}/exec?command=cat&stdin=1&stdout=1"),
+        &format!("{pod}/exec?command=tr&command=a-z&command=A-Z&stdin=1&stdout=1&stderr=1"),
         "v5.channel.k8s.io",
     );
-    assert_eq!(code, 400);
+    assert_eq!(code, 101, "{headers:?}");
+    assert_eq!(
+        header(&headers, "sec-websocket-protocol"),
+        Some("v5.channel.k8s.io")
+    );
+    wsclient::send(&mut ws, b"\x00hello stdin\n");
+    wsclient::send(&mut ws, &[255, 0]);
+    let messages = read_all(&mut ws);
+    assert_eq!(channel(&messages, 1), "HELLO STDIN\n", "{messages:?}");
+    let status: serde_json::Value =
+        serde_json::from_str(&channel(&messages, 3)).expect("status JSON on channel 3");
+    assert_eq!(status["status"], "Success", "{status}");
 
     // Logs: binary messages, then a close (↔ the conformance test).
     let (code, headers, mut ws) = open(&s, &format!("{pod}/log?container=alive"), "binary.k8s.io");
