@@ -4,7 +4,7 @@
 //! service ports by name and by number, paths, queries and methods passed
 //! on, HTML links rewritten to go through the proxy, the 301 to
 //! `.../proxy/`, and Kubernetes' errors (503 without endpoints, 400 for a
-//! bad request). Needs root and what e2e_streaming needs.
+//! bad request), and nodes/NAME:PORT/proxy to the kubelet's port. Needs root and what e2e_streaming needs.
 
 mod support;
 
@@ -125,6 +125,20 @@ fn pods_and_services_proxy() {
         ),
         "GET q=1 \n"
     );
+
+    // nodes/NAME:PORT/proxy with the kubelet's own port is the kubelet.
+    let node = s.ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let kubelet_port = s.ok(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={.items[0].status.daemonEndpoints.kubeletEndpoint.Port}",
+    ]);
+    let pod_list = raw(
+        &s,
+        &format!("/api/v1/nodes/{node}:{kubelet_port}/proxy/pods"),
+    );
+    assert!(pod_list.contains(r#""name":"web""#), "{pod_list}");
 
     // Errors as Kubernetes gives them.
     // (404 until the endpoints controller wrote the empty Endpoints.)
