@@ -408,39 +408,42 @@ mod wsclient {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Read one message: (opcode, payload); None when the stream ends.
+    pub fn read_message(tls: &mut Tls) -> Option<(u8, Vec<u8>)> {
+        let mut h = [0u8; 2];
+        tls.read_exact(&mut h).ok()?;
+        let opcode = h[0] & 0x0F;
+        assert_eq!(h[1] & 0x80, 0, "server frames are not masked");
+        let len = match h[1] & 0x7F {
+            126 => {
+                let mut b = [0u8; 2];
+                tls.read_exact(&mut b).expect("length");
+                u16::from_be_bytes(b) as usize
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                tls.read_exact(&mut b).expect("length");
+                usize::try_from(u64::from_be_bytes(b)).expect("length")
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        tls.read_exact(&mut payload).expect("payload");
+        Some((opcode, payload))
+    }
+
     /// Read messages until the server closes: (opcode, payload) of each.
     pub fn read_all(tls: &mut Tls) -> Vec<(u8, Vec<u8>)> {
         let mut out = Vec::new();
-        loop {
-            let mut h = [0u8; 2];
-            if tls.read_exact(&mut h).is_err() {
-                return out;
-            }
-            let opcode = h[0] & 0x0F;
-            assert_eq!(h[1] & 0x80, 0, "server frames are not masked");
-            let len = match h[1] & 0x7F {
-                126 => {
-                    let mut b = [0u8; 2];
-                    tls.read_exact(&mut b).expect("length");
-                    u16::from_be_bytes(b) as usize
-                }
-                127 => {
-                    let mut b = [0u8; 8];
-                    tls.read_exact(&mut b).expect("length");
-                    usize::try_from(u64::from_be_bytes(b)).expect("length")
-                }
-                n => n as usize,
-            };
-            let mut payload = vec![0u8; len];
-            tls.read_exact(&mut payload).expect("payload");
+        while let Some((opcode, payload)) = read_message(tls) {
+            out.push((opcode, payload));
             if opcode == 0x8 {
-                out.push((opcode, payload));
                 // Answer the close, as a client must.
                 let _ = tls.write_all(&[0x88, 0x80, 0, 0, 0, 0]);
-                return out;
+                break;
             }
-            out.push((opcode, payload));
         }
+        out
     }
 
     /// Send one binary message (masked, as a client must).
@@ -588,7 +591,7 @@ fn websocket_exec_logs_and_port_forward() {
         .collect();
     assert_eq!(String::from_utf8_lossy(&decoded), "container is alive\n");
 
-    // Port-forward: the server accepts kubectl's SPDY-in-WebSocket tunnel...
+    // Port-forward: the server accepts kubectl's SPDY-in-WebSocket tunnel.
     let (code, headers, _) = open(
         &s,
         &format!("{pod}/portforward"),
@@ -599,7 +602,38 @@ fn websocket_exec_logs_and_port_forward() {
         header(&headers, "sec-websocket-protocol"),
         Some("SPDY/3.1+portforward.k8s.io")
     );
-    // ...and kubectl 1.32 (WebSocket first) forwards through it.
+    // The older WebSocket port-forward (v4.channel.k8s.io, as the e2e
+    // suite's test): spliced to containerd; each port's data and error
+    // channels first carry the port, then the data channel the bytes.
+    let (code, headers, mut ws) = open(
+        &s,
+        &format!("{pod}/portforward?ports=8080"),
+        "v4.channel.k8s.io",
+    );
+    assert_eq!(code, 101, "{headers:?}");
+    assert_eq!(
+        header(&headers, "sec-websocket-protocol"),
+        Some("v4.channel.k8s.io")
+    );
+    wsclient::send(&mut ws, b"\x00GET / HTTP/1.0\r\n\r\n");
+    let mut seen = Vec::new();
+    let mut forwarded = String::new();
+    while let Some((_, payload)) = wsclient::read_message(&mut ws) {
+        if payload.len() == 3 && payload[1..] == 8080u16.to_le_bytes() {
+            seen.push(payload[0]);
+            continue;
+        }
+        if payload.first() == Some(&0) {
+            forwarded.push_str(&String::from_utf8_lossy(&payload[1..]));
+            if forwarded.contains("through-the-tunnel") {
+                break;
+            }
+        }
+    }
+    assert!(forwarded.contains("through-the-tunnel"), "{forwarded}");
+    assert_eq!(seen, vec![0, 1], "the port on the data and error channels");
+
+    // kubectl 1.32 (WebSocket first) forwards through the tunnel.
     let mut pf = spawn_kubectl(&s, &["port-forward", "pod/alive", ":8080"]);
     let mut line = String::new();
     BufReader::new(pf.stdout.as_mut().expect("stdout"))
