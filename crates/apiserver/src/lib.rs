@@ -19,14 +19,18 @@ pub mod identity;
 pub mod metrics;
 pub mod output;
 pub mod patching;
+pub mod podproxy;
 pub mod proxy;
 pub mod request;
 pub mod resource_metrics;
+pub mod rewrite;
 pub mod server;
+pub mod spdy;
 pub mod state;
 pub mod status;
 pub mod tls;
 pub mod tokens;
 pub mod watch;
+pub mod ws;
 
 pub use state::{ApiServer, Config, Running, StartError, run, start};

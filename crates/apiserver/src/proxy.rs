@@ -4,16 +4,21 @@
 //! node is looked up in the watch cache, then the request goes to the
 //! kubelet API at the Node's InternalIP and status.daemonEndpoints port
 //! over TLS, authenticated with the node-join token. Logs stream back as
-//! they come; an upgrade (SPDY/3.1, as kubectl falls back to) is relayed
-//! and both connections are spliced after 101 Switching Protocols.
+//! they come; an upgrade (SPDY/3.1, or a WebSocket) is relayed and both
+//! connections are spliced after 101 Switching Protocols.
 //!
 //! The kubelet's certificate is self-signed and not verified (as
 //! kube-apiserver without --kubelet-certificate-authority); the kubelet
 //! authenticates the API server by the token.
 //!
-//! WebSocket upgrades (kubectl's `v5.channel.k8s.io` first attempt) are
-//! refused with 400: containerd's streaming server has no v5 protocol,
-//! and a non-101 answer makes kubectl fall back to SPDY.
+//! WebSockets: containerd's streaming server speaks the exec/attach
+//! channel protocols up to `v4.channel.k8s.io` (and port-forward's
+//! `v4.channel.k8s.io`) itself, so those are spliced. kubectl 1.31+ offers
+//! only `v5.channel.k8s.io` (v4 plus a close signal for stdin), which is
+//! translated to SPDY streams to the kubelet as kube-apiserver 1.30+ does
+//! (see [`crate::spdy`]). Logs over WebSocket and kubectl's
+//! SPDY-in-WebSocket port-forward tunnel are framed here (see
+//! [`crate::ws`]).
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -43,16 +48,18 @@ use crate::status::{ApiError, ApiResult};
 pub const DEFAULT_KUBELET_PORT: u16 = 10250;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whether `rp` is a subresource served by a kubelet.
+/// Whether `rp` is a subresource served by a kubelet, or pods/proxy and
+/// services/proxy (served by [`crate::podproxy`]).
 pub fn handles(rp: &ResourcePath) -> bool {
     let sub = rp.subresource.as_deref();
-    rp.info.group.is_empty()
-        && rp.name.is_some()
-        && match rp.info.plural {
-            "pods" => matches!(sub, Some("log" | "exec" | "attach" | "portforward")),
-            "nodes" => sub == Some("proxy"),
-            _ => false,
-        }
+    crate::podproxy::handles(rp)
+        || rp.info.group.is_empty()
+            && rp.name.is_some()
+            && match rp.info.plural {
+                "pods" => matches!(sub, Some("log" | "exec" | "attach" | "portforward")),
+                "nodes" => sub == Some("proxy"),
+                _ => false,
+            }
 }
 
 /// Query parameters in order (repeated keys kept).
@@ -262,7 +269,7 @@ fn reason_for(code: u16) -> &'static str {
 }
 
 /// A response body fed from a channel.
-struct ChannelBody(mpsc::Receiver<Bytes>);
+pub(crate) struct ChannelBody(pub(crate) mpsc::Receiver<Bytes>);
 
 impl http_body::Body for ChannelBody {
     type Data = Bytes;
@@ -325,7 +332,7 @@ impl ServerCertVerifier for NoVerify {
     }
 }
 
-fn client_tls() -> ApiResult<Arc<rustls::ClientConfig>> {
+pub(crate) fn client_tls() -> ApiResult<Arc<rustls::ClientConfig>> {
     static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
     if let Some(c) = CONFIG.get() {
         return Ok(c.clone());
@@ -501,7 +508,10 @@ fn stream_back(resp: Response<Incoming>) -> Response<Body> {
 
 /// Relay an upgraded kubelet connection: answer 101 with the kubelet's
 /// headers and splice the two connections.
-fn splice(client_upgrade: hyper::upgrade::OnUpgrade, resp: Response<Incoming>) -> Response<Body> {
+pub(crate) fn splice(
+    client_upgrade: hyper::upgrade::OnUpgrade,
+    resp: Response<Incoming>,
+) -> Response<Body> {
     let mut out = Response::new(full(Bytes::new()));
     *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     for (k, v) in resp.headers() {
@@ -527,7 +537,7 @@ fn splice(client_upgrade: hyper::upgrade::OnUpgrade, resp: Response<Incoming>) -
     out
 }
 
-async fn read_object(server: &ApiServer, key: &str) -> ApiResult<Option<Value>> {
+pub(crate) async fn read_object(server: &ApiServer, key: &str) -> ApiResult<Option<Value>> {
     server.cache.sync().await?;
     Ok(server.cache.get(key).map(|o| o.value.clone()))
 }
@@ -538,26 +548,38 @@ pub async fn handle(
     rp: ResourcePath,
     mut req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
+    if crate::podproxy::handles(&rp) {
+        return crate::podproxy::handle(server, rp, req).await;
+    }
     let name = rp.name.clone().unwrap_or_default();
     let sub = rp.subresource.clone().unwrap_or_default();
     let q = parse_query(req.uri().query());
     let upgrade = is_upgrade(req.headers());
-    if upgrade
-        && req
-            .headers()
-            .get(header::UPGRADE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.to_ascii_lowercase().contains("websocket"))
-    {
-        return Err(ApiError::bad_request(
-            "websocket streaming (v5.channel.k8s.io) is not supported by this server; use the SPDY/3.1 upgrade",
-        ));
-    }
     let nodes = skiff_api::registry::registry()
         .lookup("", "v1", "nodes")
         .ok_or_else(|| ApiError::internal("no nodes resource"))?;
     let (node_name, target) = if rp.info.plural == "nodes" {
-        // /api/v1/nodes/{name}/proxy/{path...}
+        // /api/v1/nodes/[{scheme}:]{name}[:{port}]/proxy/{path...}
+        let (scheme, node_name, port) = crate::podproxy::split_scheme_name_port(&name)
+            .ok_or_else(|| ApiError::bad_request(format!("invalid node request {name:?}")))?;
+        let node = read_object(server, &nodes.key(None, node_name))
+            .await?
+            .ok_or_else(|| ApiError::not_found("", "nodes", node_name))?;
+        let (host, kubelet_port) = kubelet_endpoint(&node).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "node {node_name} has no address to reach its kubelet at"
+            ))
+        })?;
+        // ↔ node.ResourceLocation: another port than the kubelet's is a
+        // plain proxy to the node's address.
+        if !port.is_empty() && port != kubelet_port.to_string() {
+            let loc = crate::podproxy::Location {
+                https: scheme == "https",
+                host,
+                port: Some(port.to_string()),
+            };
+            return crate::podproxy::forward(req, &loc, 5).await;
+        }
         let prefix = format!("/api/v1/nodes/{name}/proxy");
         let rest = req.uri().path().strip_prefix(&prefix).unwrap_or("/");
         let rest = if rest.is_empty() { "/" } else { rest };
@@ -565,7 +587,7 @@ pub async fn handle(
             Some(q) => format!("{rest}?{q}"),
             None => rest.to_string(),
         };
-        (name.clone(), target)
+        (node_name.to_string(), target)
     } else {
         let ns = rp.namespace.clone().unwrap_or_else(|| "default".into());
         let pod = read_object(server, &rp.info.key(Some(&ns), &name))
@@ -604,13 +626,141 @@ pub async fn handle(
     } else {
         Method::GET
     };
+    let headers = req.headers().clone();
+    if rp.info.plural == "pods" && crate::ws::is_websocket(req.headers()) {
+        let offered = crate::ws::offered_protocols(req.headers());
+        match sub.as_str() {
+            "log" => return log_websocket(server, &host, port, &target, req, &offered).await,
+            "portforward" if offered.iter().any(|p| p == crate::ws::SPDY_TUNNEL_PROTOCOL) => {
+                return spdy_tunnel(server, &host, port, &target, req).await;
+            }
+            "exec" | "attach" if offered.iter().any(|p| p == V5_CHANNEL_PROTOCOL) => {
+                let streams = crate::spdy::Streams {
+                    stdin: truthy(get(&q, "stdin")),
+                    stdout: truthy(get(&q, "stdout")),
+                    stderr: truthy(get(&q, "stderr")),
+                    tty: truthy(get(&q, "tty")),
+                };
+                return stream_translator(server, &host, port, &target, req, streams).await;
+            }
+            _ => {}
+        }
+    }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let resp = kubelet_request(server, &host, port, method, &target, req.headers()).await?;
+    let resp = kubelet_request(server, &host, port, method, &target, &headers).await?;
     match client_upgrade {
         Some(on) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => Ok(splice(on, resp)),
         _ if resp.status().is_success() => Ok(stream_back(resp)),
         _ => Err(error_from(resp).await),
     }
+}
+
+/// kubectl 1.31+'s exec/attach subprotocol.
+pub const V5_CHANNEL_PROTOCOL: &str = "v5.channel.k8s.io";
+const V4_CHANNEL_PROTOCOL: &str = "v4.channel.k8s.io";
+
+/// The log stream's subprotocol (↔ wsstream.Reader's handshake): the
+/// first offered one known, binary without an offer.
+pub fn log_protocol(offered: &[String]) -> ApiResult<String> {
+    if offered.is_empty() {
+        return Ok(String::new());
+    }
+    offered
+        .iter()
+        .find(|p| {
+            matches!(
+                p.as_str(),
+                crate::ws::BINARY_PROTOCOL | crate::ws::BASE64_BINARY_PROTOCOL
+            )
+        })
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "requested protocol(s) are not supported: {offered:?}; supports [\"{}\" \"{}\"]",
+                crate::ws::BINARY_PROTOCOL,
+                crate::ws::BASE64_BINARY_PROTOCOL
+            ))
+        })
+}
+
+/// exec/attach over `v5.channel.k8s.io` (↔ StreamTranslator): the kubelet
+/// gets the SPDY/3.1 `v4.channel.k8s.io` upgrade kubectl would have sent,
+/// and [`crate::spdy::translate`] carries the streams between the two.
+async fn stream_translator(
+    server: &ApiServer,
+    host: &str,
+    port: u16,
+    target: &str,
+    mut req: Request<Incoming>,
+    streams: crate::spdy::Streams,
+) -> ApiResult<Response<Body>> {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+    headers.insert(
+        "x-stream-protocol-version",
+        HeaderValue::from_static(V4_CHANNEL_PROTOCOL),
+    );
+    let resp = kubelet_request(server, host, port, Method::POST, target, &headers).await?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(error_from(resp).await);
+    }
+    let answer = crate::ws::switching_protocols(req.headers(), V5_CHANNEL_PROTOCOL)
+        .ok_or_else(|| ApiError::bad_request("missing Sec-WebSocket-Key"))?;
+    crate::spdy::translate(
+        hyper::upgrade::on(&mut req),
+        hyper::upgrade::on(resp),
+        streams,
+    );
+    Ok(answer)
+}
+
+/// pods/log over WebSocket: the log is read from the kubelet as usual and
+/// each chunk sent as a message.
+async fn log_websocket(
+    server: &ApiServer,
+    host: &str,
+    port: u16,
+    target: &str,
+    mut req: Request<Incoming>,
+    offered: &[String],
+) -> ApiResult<Response<Body>> {
+    let protocol = log_protocol(offered)?;
+    let resp = kubelet_request(server, host, port, Method::GET, target, &HeaderMap::new()).await?;
+    if !resp.status().is_success() {
+        return Err(error_from(resp).await);
+    }
+    let answer = crate::ws::switching_protocols(req.headers(), &protocol)
+        .ok_or_else(|| ApiError::bad_request("missing Sec-WebSocket-Key"))?;
+    crate::ws::serve_log(hyper::upgrade::on(&mut req), resp.into_body(), protocol);
+    Ok(answer)
+}
+
+/// Port-forward as kubectl 1.31+ asks for it: SPDY tunnelled in a
+/// WebSocket. The kubelet gets the SPDY/3.1 upgrade kubectl would have
+/// sent; its connection is carried in the WebSocket's binary messages.
+async fn spdy_tunnel(
+    server: &ApiServer,
+    host: &str,
+    port: u16,
+    target: &str,
+    mut req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+    headers.insert(
+        "x-stream-protocol-version",
+        HeaderValue::from_static("portforward.k8s.io"),
+    );
+    let resp = kubelet_request(server, host, port, Method::POST, target, &headers).await?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(error_from(resp).await);
+    }
+    let answer = crate::ws::switching_protocols(req.headers(), crate::ws::SPDY_TUNNEL_PROTOCOL)
+        .ok_or_else(|| ApiError::bad_request("missing Sec-WebSocket-Key"))?;
+    crate::ws::serve_tunnel(hyper::upgrade::on(&mut req), hyper::upgrade::on(resp));
+    Ok(answer)
 }
 
 #[cfg(test)]
@@ -688,6 +838,22 @@ mod tests {
         let n = json!({"status": {"addresses": [{"type": "Hostname", "address": "n1"}]}});
         assert_eq!(kubelet_endpoint(&n), Some(("n1".into(), 10250)));
         assert_eq!(kubelet_endpoint(&json!({})), None);
+    }
+
+    #[test]
+    fn negotiates_the_log_subprotocol() {
+        let offer = |ps: &[&str]| ps.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        assert_eq!(log_protocol(&[]).unwrap(), "");
+        assert_eq!(
+            log_protocol(&offer(&["x", "base64.binary.k8s.io"])).unwrap(),
+            "base64.binary.k8s.io"
+        );
+        assert_eq!(
+            log_protocol(&offer(&["v4.channel.k8s.io"]))
+                .unwrap_err()
+                .code,
+            400
+        );
     }
 
     #[test]
