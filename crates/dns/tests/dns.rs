@@ -27,12 +27,18 @@ fn query(name: &str, qtype: RecordType) -> Message {
 async fn udp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
     let q = query(name, qtype);
     let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-    socket.send_to(&q.to_vec().unwrap(), server).await.unwrap();
     let mut buf = vec![0u8; 65535];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    // Resend on a timeout, as resolvers do: a query sent before the server
+    // bound its socket is lost (the first queries race the server's start).
+    let mut attempts = 0;
+    let n = loop {
+        socket.send_to(&q.to_vec().unwrap(), server).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf)).await {
+            Ok(received) => break received.unwrap().0,
+            Err(_) if attempts < 5 => attempts += 1,
+            Err(e) => panic!("no answer from {server} to {name} {qtype}: {e}"),
+        }
+    };
     let resp = Message::from_vec(&buf[..n]).unwrap();
     assert_eq!(resp.id, q.id);
     resp
