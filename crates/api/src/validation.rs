@@ -1056,7 +1056,16 @@ fn validate_ephemeral_containers(
             "resizePolicy",
             "restartPolicy",
         ] {
-            if is_set(c, &[field]) {
+            // Kubernetes compares with the Go zero value: `resources: {}`
+            // (what kubectl debug sends) is not set.
+            let value = get(c, &[field]);
+            let set = match value {
+                Value::Null => false,
+                Value::Object(m) => m.values().any(|v| !is_zero(v)),
+                Value::Array(a) => !a.is_empty(),
+                _ => true,
+            };
+            if set {
                 errs.push(FieldError::forbidden(
                     child(&cpath, field),
                     "cannot be set for an Ephemeral Container",
@@ -2556,6 +2565,19 @@ fn arr<'a>(v: &'a Value, path: &[&str]) -> &'a [Value] {
 
 fn map_len(v: &Value, path: &[&str]) -> usize {
     get(v, path).as_object().map(|m| m.len()).unwrap_or(0)
+}
+
+/// Whether a JSON value is what Go's zero value encodes to (null, "", 0,
+/// false, an empty list or map, or an object of zero values).
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(m) => m.values().all(is_zero),
+    }
 }
 
 fn is_set(v: &Value, path: &[&str]) -> bool {

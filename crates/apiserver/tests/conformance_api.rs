@@ -809,3 +809,20 @@ async fn ephemeral_containers_are_added_through_their_subresource() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn ephemeral_containers_may_carry_empty_resources_as_kubectl_debug_sends() {
+    let s = TestServer::start().await;
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "t"},
+        "spec": {"containers": [{"name": "main", "image": "busybox"}]}}))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let body = json!({"spec": {"ephemeralContainers": [{"name": "debugger", "image": "busybox",
+        "resources": {}, "terminationMessagePolicy": "File", "targetContainerName": "main"}]}});
+    let req = http::Request::patch("/api/v1/namespaces/default/pods/t/ephemeralcontainers")
+        .header("content-type", "application/strategic-merge-patch+json")
+        .body(serde_json::to_vec(&body).unwrap())
+        .unwrap();
+    s.client.request_text(req).await.unwrap();
+}

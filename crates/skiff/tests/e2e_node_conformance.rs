@@ -339,3 +339,72 @@ fn node_behaviours_in_real_containers() {
         "--timeout=90s",
     ]);
 }
+
+/// `kubectl debug` adds an ephemeral container through the
+/// pods/ephemeralcontainers subresource; the kubelet starts it in the
+/// target's PID namespace and reports it, and `kubectl exec` reaches it
+/// (the conformance suite's "will start an ephemeral container in an
+/// existing pod").
+#[test]
+fn ephemeral_containers_run_through_kubectl_debug() {
+    if let Some(why) = support::agent_prerequisite_missing() {
+        eprintln!("skipping the ephemeral container end-to-end test: {why}");
+        return;
+    }
+    let s = Server::start_with_agent();
+    eventually("the node Ready", &s, || {
+        s.ok(&["get", "nodes", "--no-headers"]).contains(" Ready ")
+    });
+    support::import_busybox(&s);
+    eventually("the default service account", &s, || {
+        s.kubectl(&["get", "serviceaccount", "default"])
+            .status
+            .success()
+    });
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: target}\nspec:\n  terminationGracePeriodSeconds: 1\n  \
+         containers:\n  - name: main\n    image: busybox:skiff\n    imagePullPolicy: IfNotPresent\n    \
+         command: [sh, -c, 'echo main-running; sleep 3600']\n",
+    );
+    eventually("the target pod Running", &s, || {
+        s.ok(&["get", "pod", "target", "-o", "jsonpath={.status.phase}"]) == "Running"
+    });
+    s.ok(&[
+        "debug",
+        "target",
+        "--image=busybox:skiff",
+        "--image-pull-policy=IfNotPresent",
+        "--target=main",
+        "--container=debugger",
+        "--",
+        "sleep",
+        "3599",
+    ]);
+    eventually("the ephemeral container running", &s, || {
+        s.ok(&[
+            "get",
+            "pod",
+            "target",
+            "-o",
+            "jsonpath={.status.ephemeralContainerStatuses[0].state.running.startedAt}",
+        ]) != ""
+    });
+    // In the target's PID namespace it sees the main container's process
+    // (`sleep 3600`, which the shell exec'd; its own is `sleep 3599`).
+    let ps = s.ok(&["exec", "target", "-c", "debugger", "--", "ps"]);
+    assert!(ps.contains("sleep 3600"), "{ps}");
+    assert_eq!(
+        s.ok(&[
+            "exec",
+            "target",
+            "-c",
+            "debugger",
+            "--",
+            "echo",
+            "from-debugger"
+        ])
+        .trim(),
+        "from-debugger"
+    );
+}
