@@ -56,9 +56,21 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.create.is_empty() && self.update.is_empty() && self.delete.is_empty()
     }
+
+    /// Delete every one of `slices`.
+    pub fn delete_all(slices: &[&EndpointSlice]) -> Plan {
+        Plan {
+            delete: slices
+                .iter()
+                .map(|s| s.metadata.name.clone().unwrap_or_default())
+                .collect(),
+            ..Plan::default()
+        }
+    }
 }
 
-fn port_key(ports: &[EndpointPort]) -> String {
+/// A key that is the same for the same set of ports in any order.
+pub(crate) fn port_key(ports: &[EndpointPort]) -> String {
     let mut parts: Vec<String> = ports
         .iter()
         .map(|p| {
@@ -177,11 +189,9 @@ fn new_slice(
     now: &str,
 ) -> EndpointSlice {
     let name = svc.metadata.name.clone().unwrap_or_default();
-    let mut prefix: String = name.chars().take(57).collect();
-    prefix.push('-');
     EndpointSlice {
         metadata: ObjectMeta {
-            generate_name: Some(prefix),
+            generate_name: Some(slice_name_prefix(&name)),
             namespace: svc.metadata.namespace.clone(),
             labels: Some(slice_labels(svc)),
             annotations: Some(BTreeMap::from([(
@@ -195,6 +205,14 @@ fn new_slice(
         endpoints,
         ports: (!ports.is_empty()).then(|| ports.to_vec()),
     }
+}
+
+/// The generateName of a service's slices: its name and a dash (the name
+/// cut so that the generated name stays a valid object name).
+pub(crate) fn slice_name_prefix(service: &str) -> String {
+    let mut prefix: String = service.chars().take(57).collect();
+    prefix.push('-');
+    prefix
 }
 
 /// Plan the slices of `svc` from the pods its selector matches and the
@@ -320,7 +338,7 @@ pub fn plan_slices(
 // Tracking our own writes until the informer shows them.
 
 #[derive(Clone, Debug, PartialEq)]
-enum Expect {
+pub(crate) enum Expect {
     /// The slice exists with at least this resourceVersion.
     AtLeast(String),
     Deleted,
@@ -336,13 +354,15 @@ fn rv_at_least(have: Option<&str>, want: &str) -> bool {
     }
 }
 
+/// The writes made per service that the slice informer has not shown yet
+/// (↔ the EndpointSliceTracker).
 #[derive(Default)]
-struct Tracker {
+pub(crate) struct Tracker {
     pending: HashMap<Key, (Instant, Vec<(String, Expect)>)>,
 }
 
 impl Tracker {
-    fn note_write(&mut self, svc: &Key, slice: String, what: Expect) {
+    pub(crate) fn note_write(&mut self, svc: &Key, slice: String, what: Expect) {
         let entry = self
             .pending
             .entry(svc.clone())
@@ -354,7 +374,7 @@ impl Tracker {
 
     /// Whether the informer shows every write we made for `svc` (forgetting
     /// the satisfied and the timed-out expectations).
-    fn caught_up(&mut self, svc: &Key, slices: &Store<EndpointSlice>) -> bool {
+    pub(crate) fn caught_up(&mut self, svc: &Key, slices: &Store<EndpointSlice>) -> bool {
         let Some((since, list)) = self.pending.get_mut(svc) else {
             return true;
         };
@@ -389,12 +409,25 @@ struct Stores {
     slices: Store<EndpointSlice>,
 }
 
-fn slice_service(slice: &EndpointSlice) -> Option<Key> {
+/// The service a slice belongs to (its service-name label).
+pub(crate) fn slice_service(slice: &EndpointSlice) -> Option<Key> {
     let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
     Some(Key::new(
         slice.metadata.namespace.as_deref().unwrap_or_default(),
         name,
     ))
+}
+
+/// The slices in `slices` of service `key`.
+pub(crate) fn service_slices(slices: &Store<EndpointSlice>, key: &Key) -> Vec<Arc<EndpointSlice>> {
+    slices
+        .state()
+        .into_iter()
+        .filter(|s| {
+            s.metadata.namespace.as_deref() == Some(key.namespace.as_str())
+                && slice_service(s).as_ref() == Some(key)
+        })
+        .collect()
 }
 
 fn node_zone(node: &Node) -> Option<&String> {
@@ -518,7 +551,7 @@ pub async fn run(ctx: crate::Context) {
     );
 }
 
-fn lock(tracker: &Mutex<Tracker>) -> std::sync::MutexGuard<'_, Tracker> {
+pub(crate) fn lock(tracker: &Mutex<Tracker>) -> std::sync::MutexGuard<'_, Tracker> {
     tracker
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -537,31 +570,15 @@ async fn reconcile(
     if !lock(tracker).caught_up(key, &stores.slices) {
         return Ok(Some(STALE_RETRY));
     }
-    let all_slices = stores.slices.state();
-    let existing: Vec<&EndpointSlice> = all_slices
-        .iter()
-        .map(|s| s.as_ref())
-        .filter(|s| {
-            s.metadata.namespace.as_deref() == Some(key.namespace.as_str())
-                && slice_service(s).as_ref() == Some(key)
-        })
-        .collect();
+    let all_slices = service_slices(&stores.slices, key);
+    let existing: Vec<&EndpointSlice> = all_slices.iter().map(|s| s.as_ref()).collect();
     let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &key.namespace);
 
     let svc = stores.services.get(&key.object_ref());
     let selector = svc.as_deref().and_then(service_selector);
     let (Some(svc), Some(selector)) = (svc.as_deref(), selector) else {
         // Gone, or no longer selecting pods: our slices go.
-        for s in existing {
-            let name = s.metadata.name.clone().unwrap_or_default();
-            match api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(e.into()),
-            }
-            lock(tracker).note_write(key, name, Expect::Deleted);
-        }
-        return Ok(None);
+        return apply_plan(&api, tracker, key, Plan::delete_all(&existing)).await;
     };
     let all_pods = stores.pods.state();
     let pods: Vec<&Pod> = all_pods
@@ -590,6 +607,17 @@ async fn reconcile(
         return Ok(None);
     }
     tracing::debug!(service = %key, create = plan.create.len(), update = plan.update.len(), delete = plan.delete.len(), "syncing endpoint slices");
+    apply_plan(&api, tracker, key, plan).await
+}
+
+/// Create, update and delete the slices of `plan` (the slices of service
+/// `key`), noting each write in `tracker`.
+pub(crate) async fn apply_plan(
+    api: &Api<EndpointSlice>,
+    tracker: &Mutex<Tracker>,
+    key: &Key,
+    plan: Plan,
+) -> Outcome {
     for slice in &plan.create {
         match api.create(&PostParams::default(), slice).await {
             Ok(created) => {
@@ -629,9 +657,19 @@ pub async fn list_service_slices(
     namespace: &str,
     service: &str,
 ) -> Result<Vec<EndpointSlice>, kube::Error> {
+    list_managed_slices(client, namespace, service, MANAGED_BY).await
+}
+
+/// Every slice of a service whose managed-by label is `managed_by`, straight from the API.
+pub async fn list_managed_slices(
+    client: &kube::Client,
+    namespace: &str,
+    service: &str,
+    managed_by: &str,
+) -> Result<Vec<EndpointSlice>, kube::Error> {
     let api: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
     let lp = ListParams::default().labels(&format!(
-        "{SERVICE_NAME_LABEL}={service},{MANAGED_BY_LABEL}={MANAGED_BY}"
+        "{SERVICE_NAME_LABEL}={service},{MANAGED_BY_LABEL}={managed_by}"
     ));
     Ok(api.list(&lp).await?.items)
 }

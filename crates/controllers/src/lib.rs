@@ -17,6 +17,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod endpointslicemirroring;
 pub mod gc;
 pub mod history;
 pub mod job;
@@ -101,6 +102,7 @@ pub async fn run_all(ctx: Context) {
         serviceaccount::run_with_root_ca(ctx.clone(), ctx.config.root_ca.clone()),
         endpoints::run(ctx.clone()),
         endpointslice::run(ctx.clone()),
+        endpointslicemirroring::run(ctx.clone()),
         nodelifecycle::run(ctx.clone()),
         podgc::run(ctx.clone()),
         nodeipam::run(ctx.clone()),

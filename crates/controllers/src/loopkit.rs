@@ -1,4 +1,4 @@
-//! Plumbing shared by the serviceaccount, endpoints, endpointslice,
+//! Plumbing shared by the serviceaccount, endpoints, endpointslice(mirroring),
 //! nodelifecycle, podgc and nodeipam controllers: a deduplicating work queue
 //! with delayed and rate-limited adds (↔ client-go's workqueue), informers
 //! (a watcher feeding a store, reporting every change with the object's

@@ -295,7 +295,7 @@ impl Runtime for CriRuntime {
         let mut c = self.runtime.clone();
         let req = cri::RunPodSandboxRequest {
             config: Some(sandbox_config(config)),
-            runtime_handler: String::new(),
+            runtime_handler: config.runtime_handler.clone(),
         };
         Ok(
             call("RunPodSandbox", REQUEST_TIMEOUT, c.run_pod_sandbox(req))

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
+use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::api::Api;
 use kube::runtime::reflector::Store;
 
@@ -54,6 +55,12 @@ pub trait Lookup: Send + Sync {
     /// service links; an error while they have not been read once.
     fn services(&self) -> Result<Vec<Arc<Service>>, String> {
         Ok(Vec::new())
+    }
+    /// The handler of RuntimeClass `name` (↔ the kubelet's RuntimeClass
+    /// manager, a reflector, not a GET per pod); None when it does not exist.
+    fn runtime_class_handler(&self, name: &str) -> Result<Option<String>, String> {
+        let _ = name;
+        Ok(None)
     }
 }
 
@@ -159,14 +166,20 @@ impl<L: Lookup> Lookup for Limited<L> {
     fn services(&self) -> Result<Vec<Arc<Service>>, String> {
         self.inner.services()
     }
+    fn runtime_class_handler(&self, name: &str) -> Result<Option<String>, String> {
+        self.inner.runtime_class_handler(name)
+    }
 }
 
-/// Reads configMaps and secrets through the API, and Services from a
-/// shared reflector (one watch for the node, not a LIST per pod).
+/// Reads configMaps and secrets through the API, and Services and
+/// RuntimeClasses from shared reflectors (one watch each for the node, not
+/// a LIST per pod).
 pub struct ApiLookup {
     pub client: kube::Client,
     /// None: no service links (as a kubelet without a service lister).
     pub services: Option<Store<Service>>,
+    /// None: no RuntimeClass is known.
+    pub runtime_classes: Option<Store<RuntimeClass>>,
 }
 
 impl ApiLookup {
@@ -319,6 +332,18 @@ impl Lookup for ApiLookup {
             );
         }
         Ok(store.state())
+    }
+    fn runtime_class_handler(&self, name: &str) -> Result<Option<String>, String> {
+        let Some(store) = &self.runtime_classes else {
+            return Ok(None);
+        };
+        use futures::FutureExt;
+        if store.wait_until_ready().now_or_never().is_none() {
+            return Err("RuntimeClasses have not yet been read at least once".into());
+        }
+        Ok(store
+            .get(&kube::runtime::reflector::ObjectRef::new(name))
+            .map(|rc| rc.handler.clone()))
     }
 }
 

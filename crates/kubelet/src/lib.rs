@@ -394,23 +394,11 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
     settings.cluster_dns = config.cluster_dns.clone();
     settings.cluster_domain = config.cluster_domain.clone();
     let api_slots = Arc::new(tokio::sync::Semaphore::new(pods::API_CONCURRENCY));
-    // One Service watch for the whole node: the containers' service links.
-    let (services, services_writer) = kube::runtime::reflector::store();
-    let service_reflector = {
-        use futures::StreamExt;
-        use kube::runtime::WatchStreamExt;
-        let api: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::all(client.clone());
-        kube::runtime::reflector(
-            services_writer,
-            kube::runtime::watcher(api, kube::runtime::watcher::Config::default()),
-        )
-        .default_backoff()
-        .for_each(|ev| async move {
-            if let Err(e) = ev {
-                tracing::warn!(error = %e, "service watch failed; retrying");
-            }
-        })
-    };
+    // One Service watch for the whole node: the containers' service links;
+    // one RuntimeClass watch: the sandboxes' runtime handlers.
+    let (services, service_reflector) = reflect::<k8s_openapi::api::core::v1::Service>(&client);
+    let (runtime_classes, runtime_class_reflector) =
+        reflect::<k8s_openapi::api::node::v1::RuntimeClass>(&client);
     let shared = Arc::new(pods::Shared {
         client: client.clone(),
         api_slots: api_slots.clone(),
@@ -425,6 +413,7 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
             env::ApiLookup {
                 client: client.clone(),
                 services: Some(services),
+                runtime_classes: Some(runtime_classes),
             },
             api_slots,
         )),
@@ -490,10 +479,45 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
         heartbeat,
         pods::run(shared),
         service_reflector,
+        runtime_class_reflector,
         api_server,
         pod_routes,
         static_pods
     );
     drop(supervisor);
     Ok(())
+}
+
+/// A reflector of every `K` in the cluster: its store, and the future that
+/// keeps it current (watch failures are logged and retried with backoff).
+fn reflect<K>(
+    client: &kube::Client,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    impl std::future::Future<Output = ()> + Send + use<K>,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    use futures::StreamExt;
+    use kube::runtime::WatchStreamExt;
+    let (store, writer) = kube::runtime::reflector::store();
+    let api: kube::Api<K> = kube::Api::all(client.clone());
+    let run = kube::runtime::reflector(
+        writer,
+        kube::runtime::watcher(api, kube::runtime::watcher::Config::default()),
+    )
+    .default_backoff()
+    .for_each(|ev| async move {
+        if let Err(e) = ev {
+            tracing::warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying");
+        }
+    });
+    (store, run)
 }

@@ -86,6 +86,9 @@ pub struct SandboxConfig {
     pub run_as_user: Option<i64>,
     pub run_as_group: Option<i64>,
     pub supplemental_groups: Vec<i64>,
+    /// The runtime handler of the pod's RuntimeClass (CRI RunPodSandbox's
+    /// runtime_handler); empty for the runtime's default.
+    pub runtime_handler: String,
 }
 
 /// A pod's resolv.conf (↔ CRI's DNSConfig).

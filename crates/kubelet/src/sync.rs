@@ -205,6 +205,25 @@ pub fn pod_labels(pod: &Pod, node: &str) -> Labels {
     l
 }
 
+/// The runtime handler of the pod's RuntimeClass (↔ the RuntimeClass
+/// manager's LookupRuntimeHandler): empty without a class, an error naming
+/// the class when it does not exist.
+fn runtime_handler(pod: &Pod, lookup: &dyn Lookup) -> Result<String, String> {
+    let Some(name) = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.runtime_class_name.as_deref())
+        .filter(|n| !n.is_empty())
+    else {
+        return Ok(String::new());
+    };
+    match lookup.runtime_class_handler(name) {
+        Ok(Some(handler)) => Ok(handler),
+        Ok(None) => Err(format!("runtimeclass.node.k8s.io \"{name}\" not found")),
+        Err(e) => Err(format!("failed to lookup RuntimeClass {name}: {e}")),
+    }
+}
+
 fn uid_selector(uid: &str) -> Labels {
     [(LABEL_POD_UID.to_string(), uid.to_string())].into()
 }
@@ -422,6 +441,8 @@ impl PodWorker {
             run_as_user: psc.run_as_user,
             run_as_group: psc.run_as_group,
             supplemental_groups: supplemental_groups(&psc),
+            // Resolved from the RuntimeClass when the sandbox is created.
+            runtime_handler: String::new(),
         }
     }
 
@@ -558,11 +579,21 @@ impl PodWorker {
                             None,
                         );
                     }
-                    let cfg = self.sandbox_config(pod, attempt);
+                    let mut cfg = self.sandbox_config(pod, attempt);
                     if let Err(e) = std::fs::create_dir_all(&cfg.log_directory) {
                         tracing::warn!(error = %e, dir = %cfg.log_directory.display(), "creating the pod log directory failed");
                     }
-                    match self.runtime.run_sandbox(&cfg).await {
+                    let created = match runtime_handler(pod, lookup) {
+                        Ok(handler) => {
+                            cfg.runtime_handler = handler;
+                            self.runtime
+                                .run_sandbox(&cfg)
+                                .await
+                                .map_err(|e| e.to_string())
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match created {
                         Ok(id) => {
                             pod_ips = self.sandbox_ips(&id).await;
                             pod_ip = pod_ips.first().cloned();

@@ -1744,3 +1744,95 @@ mod conformance_tests {
         );
     }
 }
+
+mod runtime_class_tests {
+    use super::*;
+    use crate::env::Lookup;
+    use crate::sync::EventKind;
+    use std::collections::BTreeMap;
+
+    /// Knows only RuntimeClasses (name → handler).
+    struct Classes(BTreeMap<String, String>);
+
+    #[async_trait::async_trait]
+    impl Lookup for Classes {
+        async fn config_map(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<BTreeMap<String, String>>, String> {
+            Ok(None)
+        }
+        async fn secret(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<BTreeMap<String, String>>, String> {
+            Ok(None)
+        }
+        fn runtime_class_handler(&self, name: &str) -> Result<Option<String>, String> {
+            Ok(self.0.get(name).cloned())
+        }
+    }
+
+    fn with_class(class: &str) -> Pod {
+        let mut p = simple("Always");
+        if let Some(spec) = p.spec.as_mut() {
+            spec.runtime_class_name = Some(class.into());
+        }
+        p
+    }
+
+    fn handlers(h: &Harness) -> Vec<String> {
+        h.rt.lock()
+            .sandboxes
+            .values()
+            .map(|s| s.config.runtime_handler.clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_runtime_class_handler_reaches_run_pod_sandbox() {
+        let lookup = Classes(BTreeMap::from([(
+            "sandboxed".to_string(),
+            "runsc".to_string(),
+        )]));
+        let mut h = Harness::new(&["busybox:skiff"]);
+        h.worker
+            .sync(&with_class("sandboxed"), &lookup)
+            .await
+            .unwrap();
+        assert_eq!(handlers(&h), ["runsc"]);
+
+        // Without a RuntimeClass: the runtime's default handler.
+        let mut h = Harness::new(&["busybox:skiff"]);
+        h.worker.sync(&simple("Always"), &lookup).await.unwrap();
+        assert_eq!(handlers(&h), [""]);
+    }
+
+    #[tokio::test]
+    async fn a_missing_runtime_class_leaves_the_pod_pending_without_a_sandbox() {
+        let lookup = Classes(BTreeMap::new());
+        let mut h = Harness::new(&["busybox:skiff"]);
+        let st = h
+            .worker
+            .sync(&with_class("gone"), &lookup)
+            .await
+            .unwrap()
+            .status;
+        assert_eq!(st["phase"], "Pending");
+        assert_eq!(h.rt.count_calls("RunPodSandbox"), 0);
+        let events = h.worker.take_events();
+        assert!(
+            events.iter().any(|e| e.kind == EventKind::Warning
+                && e.reason == "FailedCreatePodSandBox"
+                && e.message
+                    == "Failed to create pod sandbox: runtimeclass.node.k8s.io \"gone\" not found"),
+            "{events:?}"
+        );
+        // Created later: the next sync runs the sandbox with its handler.
+        let lookup = Classes(BTreeMap::from([("gone".to_string(), "runc".to_string())]));
+        h.worker.sync(&with_class("gone"), &lookup).await.unwrap();
+        assert_eq!(handlers(&h), ["runc"]);
+    }
+}

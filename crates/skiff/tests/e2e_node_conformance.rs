@@ -6,7 +6,9 @@
 //! fsGroup ownership of a secret volume read by a non-root user,
 //! termination messages (a non-root user at a custom path, and the log
 //! tail with FallbackToLogsOnError), activeDeadlineSeconds lowered on
-//! a running pod, and a pod rejected for a hostPort taken on the node.
+//! a running pod, a pod rejected for a hostPort taken on the node, and
+//! RuntimeClass handlers (runc runs; an unconfigured handler leaves the pod
+//! Pending with FailedCreatePodSandBox).
 //! Needs root and Debian's containerd, runc, containernetworking-plugins
 //! and busybox-static, which .ci/run installs.
 
@@ -151,6 +153,40 @@ kind: Pod
 metadata: {name: deadline}
 spec:
   terminationGracePeriodSeconds: 2
+  containers:
+  - name: c
+    image: busybox:skiff
+    imagePullPolicy: IfNotPresent
+    command: [sleep, "3600"]
+---
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {name: skiff-runc}
+handler: runc
+---
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {name: skiff-unconfigured}
+handler: nonexistent
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: rc-runc}
+spec:
+  restartPolicy: Never
+  runtimeClassName: skiff-runc
+  containers:
+  - name: c
+    image: busybox:skiff
+    imagePullPolicy: IfNotPresent
+    command: [echo, ran]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: rc-unconfigured}
+spec:
+  terminationGracePeriodSeconds: 1
+  runtimeClassName: skiff-unconfigured
   containers:
   - name: c
     image: busybox:skiff
@@ -329,6 +365,33 @@ fn node_behaviours_in_real_containers() {
     assert_eq!(
         s.ok(&["get", "pod", "port-a", "-o", "jsonpath={.status.phase}"]),
         "Running"
+    );
+
+    // RuntimeClass handlers: runc (containerd's runtime) runs; a handler
+    // containerd does not know creates no sandbox and the pod stays Pending.
+    ends(&s, "rc-runc", "Succeeded");
+    assert_eq!(logs(&s, "rc-runc").trim(), "ran");
+    eventually("FailedCreatePodSandBox naming the handler", &s, || {
+        s.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=rc-unconfigured",
+            "-o",
+            r#"jsonpath={range .items[*]}{.type} {.reason}: {.message}{"\n"}{end}"#,
+        ])
+        .lines()
+        .any(|l| l.starts_with("Warning FailedCreatePodSandBox: ") && l.contains("nonexistent"))
+    });
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "pod",
+            "rc-unconfigured",
+            "-o",
+            "jsonpath={.status.phase}"
+        ]),
+        "Pending"
     );
 
     s.ok(&[
