@@ -264,6 +264,42 @@ fn conformance_dns_lookups_answer_as_coredns() {
         RecordType::A,
         records(&[&format!("A {kubernetes_ip}")]),
     );
+    // The same through kube-dns's ClusterIP (what the pods' resolv.conf
+    // names), UDP and TCP through the service proxy.
+    let cluster_dns = SocketAddr::new(s.cluster_dns().parse().expect("the kube-dns ClusterIP"), 53);
+    expect(
+        &s,
+        cluster_dns,
+        "kubernetes.default.svc.cluster.local.",
+        RecordType::A,
+        records(&[&format!("A {kubernetes_ip}")]),
+    );
+    // And over TCP from inside the pod (dig +tcp): a length-prefixed
+    // query through nc; the answer ends with the A record's address.
+    let (_, q) = query_bytes("kubernetes.default.svc.cluster.local.", RecordType::A);
+    let len = u16::try_from(q.len()).expect("a short query");
+    let octal: String = len
+        .to_be_bytes()
+        .iter()
+        .chain(q.iter())
+        .map(|b| format!("\\{b:03o}"))
+        .collect();
+    let want: Vec<String> = kubernetes_ip.split('.').map(str::to_string).collect();
+    let mut tail = String::new();
+    eventually(
+        "a TCP answer through the kube-dns ClusterIP from the pod",
+        &s,
+        || {
+            tail = in_pod(
+                &s,
+                &format!(
+                    "printf '{octal}' | nc -w 3 {} 53 | tail -c 4 | od -An -tu1",
+                    s.cluster_dns()
+                ),
+            );
+            tail.split_whitespace().collect::<Vec<_>>() == want
+        },
+    );
 
     // "should provide DNS for services" / "for pods for Subdomain": the
     // headless Service's ready pod, by the Service's name and by the pod's
