@@ -25,7 +25,10 @@ const NS: &str = "dns-e2e";
 
 /// The suite's Services (e2eservice.CreateServiceSpec: port `http` 80)
 /// and its prober pod (hostname dns-querier-1, subdomain the headless
-/// Service's name, labelled for both Services' selectors).
+/// Service's name, labelled for both Services' selectors): a querier and
+/// a web server of its file system (agnhost test-webserver serves /), whose
+/// /results are read through pods/proxy as the suite
+/// reads its probes' OK files (no container port declared, as there).
 fn manifest() -> String {
     format!(
         r#"apiVersion: v1
@@ -60,11 +63,20 @@ spec:
   hostname: dns-querier-1
   subdomain: dns-test-service
   terminationGracePeriodSeconds: 1
+  volumes:
+  - name: results
+    emptyDir: {{}}
   containers:
+  - name: webserver
+    image: busybox:skiff
+    imagePullPolicy: IfNotPresent
+    command: ["httpd", "-f", "-p", "80", "-h", "/"]
+    volumeMounts: [{{name: results, mountPath: /results}}]
   - name: querier
     image: busybox:skiff
     imagePullPolicy: IfNotPresent
     command: ["sleep", "3600"]
+    volumeMounts: [{{name: results, mountPath: /results}}]
 "#
     )
 }
@@ -175,7 +187,9 @@ fn dig_search(
 
 /// Runs `script` in the prober pod; its stdout, or a panic with its output.
 fn in_pod(s: &Server, script: &str) -> String {
-    let out = s.kubectl(&["exec", "-n", NS, "dns-test", "--", "sh", "-c", script]);
+    let out = s.kubectl(&[
+        "exec", "-n", NS, "dns-test", "-c", "querier", "--", "sh", "-c", script,
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
@@ -522,6 +536,23 @@ fn conformance_dns_lookups_answer_as_coredns() {
     for name in [hosts_fqdn.as_str(), "dns-querier-1"] {
         let out = in_pod(&s, &format!("ping -c 1 -W 1 {name} | head -n 1"));
         assert!(out.contains(&format!("({pod_ip})")), "{name}:\n{out}");
+    }
+    // The suite's probes write /results/<prefix>_<udp|tcp|hosts>@<name>
+    // and read it through pods/proxy (the '@' stays in the path).
+    in_pod(
+        &s,
+        &format!(
+            "for n in dns-querier-1 {hosts_fqdn} kubernetes.default; do \
+               ping -c 1 -W 1 $n | head -n 1 | grep -q '(' && echo OK > /results/busybox_hosts@$n; done"
+        ),
+    );
+    for name in ["dns-querier-1", hosts_fqdn.as_str(), "kubernetes.default"] {
+        let body = s.ok(&[
+            "get",
+            "--raw",
+            &format!("/api/v1/namespaces/{NS}/pods/dns-test/proxy/results/busybox_hosts@{name}"),
+        ]);
+        assert_eq!(body.trim(), "OK", "{name}");
     }
 
     s.ok(&["delete", "namespace", NS, "--wait=false"]);
