@@ -1214,6 +1214,64 @@ mod tests {
         );
     }
 
+    /// The conformance suite's probes run `dig +search` with the pod's
+    /// resolv.conf (ndots:5, search `<ns>.svc.<zone> svc.<zone> <zone>`):
+    /// every search candidate before the real name must be NXDOMAIN, or
+    /// dig stops there with an empty answer; the name itself answers.
+    #[test]
+    fn dig_search_walks_past_every_candidate_to_the_name() {
+        let r = fixture();
+        let search = [
+            "shop.svc.cluster.local",
+            "svc.cluster.local",
+            "cluster.local",
+        ];
+        for (name, qtype, fqdn) in [
+            ("web", RecordType::A, "web.shop.svc.cluster.local."),
+            ("web.shop", RecordType::A, "web.shop.svc.cluster.local."),
+            ("web.shop.svc", RecordType::A, "web.shop.svc.cluster.local."),
+            (
+                "web.shop.svc.cluster.local",
+                RecordType::A,
+                "web.shop.svc.cluster.local.",
+            ),
+            ("db.shop.svc", RecordType::A, "db.shop.svc.cluster.local."),
+            (
+                "db-0.db.shop.svc",
+                RecordType::A,
+                "db-0.db.shop.svc.cluster.local.",
+            ),
+            (
+                "_http._tcp.web.shop.svc",
+                RecordType::SRV,
+                "_http._tcp.web.shop.svc.cluster.local.",
+            ),
+            (
+                "_pg._tcp.db.shop.svc",
+                RecordType::SRV,
+                "_pg._tcp.db.shop.svc.cluster.local.",
+            ),
+            (
+                "ext.shop.svc",
+                RecordType::CNAME,
+                "ext.shop.svc.cluster.local.",
+            ),
+        ] {
+            let mut candidates: Vec<String> = Vec::new();
+            if name.matches('.').count() < 5 {
+                candidates.extend(search.iter().map(|d| format!("{name}.{d}.")));
+            }
+            candidates.push(format!("{name}."));
+            let (found, l) = candidates
+                .iter()
+                .map(|c| (c.clone(), r.lookup(&n(c), qtype)))
+                .find(|(_, l)| *l != Lookup::NxDomain)
+                .unwrap();
+            assert_eq!(found, fqdn, "{name}");
+            assert!(matches!(l, Lookup::Answer { .. }), "{name}: {l:?}");
+        }
+    }
+
     #[test]
     fn other_names_are_forwarded() {
         let r = fixture();
