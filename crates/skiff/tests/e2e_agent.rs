@@ -5,18 +5,13 @@
 
 mod support;
 
-use support::{Server, eventually};
+use support::eventually;
 
 #[test]
 fn kubectl_run_starts_a_real_container() {
-    if let Some(why) = support::agent_prerequisite_missing() {
-        eprintln!("skipping the node agent end-to-end test: {why}");
+    let Some(s) = support::node_ready("the node agent end-to-end test") else {
         return;
-    }
-    let s = Server::start_with_agent();
-    eventually("the node Ready", &s, || {
-        s.ok(&["get", "nodes", "--no-headers"]).contains(" Ready ")
-    });
+    };
     let runtime = s.ok(&[
         "get",
         "nodes",

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
-use support::{Server, agent_prerequisite_missing, eventually, import_busybox};
+use support::{Server, eventually, import_busybox};
 
 const NS: &str = "dns-e2e";
 
@@ -201,14 +201,9 @@ fn in_pod(s: &Server, script: &str) -> String {
 
 #[test]
 fn conformance_dns_lookups_answer_as_coredns() {
-    if let Some(why) = agent_prerequisite_missing() {
-        eprintln!("skipping the DNS conformance end-to-end test: {why}");
+    let Some(s) = support::node_ready("the DNS conformance end-to-end test") else {
         return;
-    }
-    let s = Server::start_with_agent();
-    eventually("the node Ready", &s, || {
-        s.ok(&["get", "nodes", "--no-headers"]).contains(" Ready ")
-    });
+    };
     import_busybox(&s);
 
     // The node's DNS server, as kube-dns's EndpointSlice names it.

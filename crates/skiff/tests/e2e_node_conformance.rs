@@ -196,14 +196,9 @@ spec:
 
 #[test]
 fn node_behaviours_in_real_containers() {
-    if let Some(why) = support::agent_prerequisite_missing() {
-        eprintln!("skipping the node conformance end-to-end test: {why}");
+    let Some(s) = support::node_ready("the node conformance end-to-end test") else {
         return;
-    }
-    let s = Server::start_with_agent();
-    eventually("the node Ready", &s, || {
-        s.ok(&["get", "nodes", "--no-headers"]).contains(" Ready ")
-    });
+    };
     support::import_busybox(&s);
     s.ok(&[
         "create",
@@ -410,14 +405,9 @@ fn node_behaviours_in_real_containers() {
 /// existing pod").
 #[test]
 fn ephemeral_containers_run_through_kubectl_debug() {
-    if let Some(why) = support::agent_prerequisite_missing() {
-        eprintln!("skipping the ephemeral container end-to-end test: {why}");
+    let Some(s) = support::node_ready("the ephemeral container end-to-end test") else {
         return;
-    }
-    let s = Server::start_with_agent();
-    eventually("the node Ready", &s, || {
-        s.ok(&["get", "nodes", "--no-headers"]).contains(" Ready ")
-    });
+    };
     support::import_busybox(&s);
     eventually("the default service account", &s, || {
         s.kubectl(&["get", "serviceaccount", "default"])

@@ -28,14 +28,9 @@ fn raw(s: &Server, path: &str) -> String {
 
 #[test]
 fn pods_and_services_proxy() {
-    if let Some(why) = support::agent_prerequisite_missing() {
-        eprintln!("skipping the proxy end-to-end test: {why}");
+    let Some(s) = support::node_ready("the proxy end-to-end test") else {
         return;
-    }
-    let s = Server::start_with_agent();
-    eventually("the node Ready", &s, || {
-        s.ok(&["get", "nodes", "--no-headers"]).contains(" Ready ")
-    });
+    };
     support::import_busybox(&s);
     let manifest = json!({
         "apiVersion": "v1", "kind": "List", "items": [

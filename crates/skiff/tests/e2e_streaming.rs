@@ -66,14 +66,9 @@ fn running(s: &Server, pod: &str) -> bool {
 
 #[test]
 fn logs_exec_attach_port_forward_and_cp() {
-    if let Some(why) = support::agent_prerequisite_missing() {
-        eprintln!("skipping the streaming end-to-end test: {why}");
+    let Some(s) = support::node_ready("the streaming end-to-end test") else {
         return;
-    }
-    let s = Server::start_with_agent();
-    eventually("the node Ready", &s, || {
-        s.ok(&["get", "nodes", "--no-headers"]).contains(" Ready ")
-    });
+    };
     let port = s.ok(&[
         "get",
         "nodes",
@@ -471,14 +466,9 @@ fn websocket_exec_logs_and_port_forward() {
     use base64::Engine;
     use wsclient::{channel, header, open, read_all};
 
-    if let Some(why) = support::agent_prerequisite_missing() {
-        eprintln!("skipping the websocket end-to-end test: {why}");
+    let Some(s) = support::node_ready("the websocket end-to-end test") else {
         return;
-    }
-    let s = Server::start_with_agent();
-    eventually("the node Ready", &s, || {
-        s.ok(&["get", "nodes", "--no-headers"]).contains(" Ready ")
-    });
+    };
     support::import_busybox(&s);
     s.ok(&[
         "run",

@@ -60,14 +60,9 @@ fn rows(s: &Server, args: &[&str]) -> Option<Vec<Vec<String>>> {
 
 #[test]
 fn kubectl_top_nodes_and_pods() {
-    if let Some(why) = support::agent_prerequisite_missing() {
-        eprintln!("skipping the kubectl top end-to-end test: {why}");
+    let Some(s) = support::node_ready("the kubectl top end-to-end test") else {
         return;
-    }
-    let s = Server::start_with_agent();
-    eventually("the node Ready", &s, || {
-        s.ok(&["get", "nodes", "--no-headers"]).contains(" Ready ")
-    });
+    };
 
     // Discovery: the group, its resources, and kubectl's view of them.
     let resources = s.ok(&["api-resources"]);

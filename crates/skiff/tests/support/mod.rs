@@ -533,6 +533,21 @@ pub fn agent_prerequisite_missing() -> Option<String> {
     None
 }
 
+/// A server with its node agent and the node Ready, or None (with the
+/// reason printed) where this host cannot run real containers, so that the
+/// end-to-end test `what` skips.
+pub fn node_ready(what: &str) -> Option<Server> {
+    if let Some(why) = agent_prerequisite_missing() {
+        eprintln!("skipping {what}: {why}");
+        return None;
+    }
+    let s = Server::start_with_agent();
+    eventually("the node Ready", &s, || {
+        s.ok(&["get", "nodes", "--no-headers"]).contains(" Ready ")
+    });
+    Some(s)
+}
+
 /// Build `busybox:skiff` from busybox-static and import it into the
 /// server's node (there is no registry here).
 pub fn import_busybox(s: &Server) {
