@@ -49,7 +49,7 @@ mod encode;
 
 pub use encode::{
     decode_watch_event, encode, encode_list, encode_message, encode_object, envelope, frame,
-    has_protobuf, watch_event,
+    has_protobuf, watch_event, watch_frame,
 };
 use schema::{GROUPS, KINDS, MESSAGES};
 

@@ -73,18 +73,35 @@ pub fn encode_message(message: &str, value: &Value) -> Result<Vec<u8>, ProtobufE
 /// contentEncoding: "", contentType: ""}`, byte for byte as Go's protobuf
 /// serializer writes it.
 pub fn envelope(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
-    let type_meta_len = field_len(1, api_version.len()) + field_len(2, kind.len());
-    let mut out =
-        Vec::with_capacity(MAGIC.len() + field_len(1, type_meta_len) + field_len(2, raw.len()) + 4);
-    out.extend_from_slice(MAGIC);
-    put_key(&mut out, 1, WIRE_LEN);
-    put_varint(&mut out, type_meta_len as u64);
-    put_bytes(&mut out, 1, api_version.as_bytes());
-    put_bytes(&mut out, 2, kind.as_bytes());
-    put_bytes(&mut out, 2, raw);
-    put_bytes(&mut out, 3, b"");
-    put_bytes(&mut out, 4, b"");
+    let mut out = Vec::with_capacity(envelope_len(api_version, kind, raw.len()));
+    put_envelope_head(&mut out, api_version, kind, raw.len());
+    out.extend_from_slice(raw);
+    put_envelope_tail(&mut out);
     out
+}
+
+/// The size of [`envelope`]'s output for a `raw_len`-byte message.
+fn envelope_len(api_version: &str, kind: &str, raw_len: usize) -> usize {
+    let type_meta_len = field_len(1, api_version.len()) + field_len(2, kind.len());
+    MAGIC.len() + field_len(1, type_meta_len) + field_len(2, raw_len) + 4
+}
+
+/// The envelope up to the `raw` bytes (which the caller appends).
+fn put_envelope_head(out: &mut Vec<u8>, api_version: &str, kind: &str, raw_len: usize) {
+    let type_meta_len = field_len(1, api_version.len()) + field_len(2, kind.len());
+    out.extend_from_slice(MAGIC);
+    put_key(out, 1, WIRE_LEN);
+    put_varint(out, type_meta_len as u64);
+    put_bytes(out, 1, api_version.as_bytes());
+    put_bytes(out, 2, kind.as_bytes());
+    put_key(out, 2, WIRE_LEN);
+    put_varint(out, raw_len as u64);
+}
+
+/// The envelope after `raw`: empty contentEncoding and contentType.
+fn put_envelope_tail(out: &mut Vec<u8>) {
+    put_bytes(out, 3, b"");
+    put_bytes(out, 4, b"");
 }
 
 /// A list body (`k8s\0` + `runtime.Unknown` of `<Kind>List{metadata = 1;
@@ -118,12 +135,15 @@ pub fn encode_list<'a>(
     for item in items.clone() {
         raw_len = raw_len.saturating_add(field_len(2, item.len()));
     }
-    let mut raw = Vec::with_capacity(raw_len);
-    put_bytes(&mut raw, 1, &meta);
+    // Written in place: the items are copied once.
+    let mut out = Vec::with_capacity(envelope_len(api_version, list_kind, raw_len));
+    put_envelope_head(&mut out, api_version, list_kind, raw_len);
+    put_bytes(&mut out, 1, &meta);
     for item in items {
-        put_bytes(&mut raw, 2, item);
+        put_bytes(&mut out, 2, item);
     }
-    Ok(envelope(api_version, list_kind, &raw))
+    put_envelope_tail(&mut out);
+    Ok(out)
 }
 
 /// The `metav1.WatchEvent{type, object: RawExtension{raw: object}}` message
@@ -137,6 +157,25 @@ pub fn watch_event(event_type: &str, object: &[u8]) -> Vec<u8> {
     put_key(&mut out, 2, WIRE_LEN);
     put_varint(&mut out, ext_len as u64);
     put_bytes(&mut out, 1, object);
+    out
+}
+
+/// A whole watch frame ([`frame`] of [`watch_event`] of [`envelope`]) for
+/// an object's message encoding `raw`, written with one allocation.
+pub fn watch_frame(event_type: &str, api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
+    let object_len = envelope_len(api_version, kind, raw.len());
+    let ext_len = field_len(1, object_len);
+    let event_len = field_len(1, event_type.len()) + field_len(2, ext_len);
+    let mut out = Vec::with_capacity(event_len + 4);
+    out.extend_from_slice(&u32::try_from(event_len).unwrap_or(u32::MAX).to_be_bytes());
+    put_bytes(&mut out, 1, event_type.as_bytes());
+    put_key(&mut out, 2, WIRE_LEN);
+    put_varint(&mut out, ext_len as u64);
+    put_key(&mut out, 1, WIRE_LEN);
+    put_varint(&mut out, object_len as u64);
+    put_envelope_head(&mut out, api_version, kind, raw.len());
+    out.extend_from_slice(raw);
+    put_envelope_tail(&mut out);
     out
 }
 
@@ -1312,6 +1351,10 @@ mod tests {
 
         let event = watch_event("ADDED", &encode(&a).unwrap());
         let framed = frame(&event);
+        assert_eq!(
+            watch_frame("ADDED", "v1", "ConfigMap", &encode_object(&a).unwrap()),
+            framed
+        );
         assert_eq!(framed[..4], (event.len() as u32).to_be_bytes());
         assert!(
             !event.starts_with(MAGIC),

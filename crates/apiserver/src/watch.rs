@@ -66,6 +66,7 @@ fn frame_in(wire: Wire, kind: &str, object: &Value) -> Option<Bytes> {
 
 struct Encoder {
     info: &'static skiff_api::registry::ResourceInfo,
+    api_version: String,
     output: Output,
     sent_columns: bool,
 }
@@ -75,10 +76,12 @@ impl Encoder {
         Some(match self.output {
             Output::Json => frame_raw(kind, &ev.object.bytes),
             Output::Protobuf => match ev.object.protobuf() {
-                Some(raw) => frame_protobuf(
+                Some(raw) => Bytes::from(skiff_api::protobuf::watch_frame(
                     kind,
-                    &skiff_api::protobuf::envelope(&self.info.api_version(), self.info.kind, raw),
-                ),
+                    &self.api_version,
+                    self.info.kind,
+                    raw,
+                )),
                 None => return frame_in(Wire::Protobuf, kind, &ev.object.value),
             },
             Output::PartialMetadata(wire) => {
@@ -188,6 +191,7 @@ pub async fn serve(req: &Req<'_>, name: Option<String>) -> ApiResult<Response<Bo
     };
     let mut enc = Encoder {
         info: req.info,
+        api_version: req.info.api_version(),
         output: req.output,
         sent_columns: false,
     };
