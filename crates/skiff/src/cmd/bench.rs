@@ -357,19 +357,32 @@ async fn bench_api_once(args: &ApiArgs, extra: &[String]) -> anyhow::Result<ApiF
     // in JSON and in protobuf. The first protobuf LIST encodes every pod
     // once (the cache keeps each object's encoding); later ones copy bytes.
     let list_path = "/api/v1/namespaces/bench/pods";
+    let server_pid = child.as_ref().map(|c| c.child.id());
     let (first_pb, pb_size) = timed_get(&client, list_path, PROTOBUF).await?;
+    // Raw LISTs, and the server's CPU time per LIST in each encoding.
     let mut raw_times = Vec::new();
     let mut pb_times = Vec::new();
+    let mut json_size = 0;
+    let mut list_cpu = [Duration::ZERO; 2];
+    for (i, accept) in ["application/json", PROTOBUF].into_iter().enumerate() {
+        let before = server_pid.and_then(cpu_time);
+        for _ in 0..5 {
+            let (t, size) = timed_get(&client, list_path, accept).await?;
+            if i == 0 {
+                raw_times.push(t);
+                json_size = size;
+            } else {
+                pb_times.push(t);
+            }
+        }
+        if let (Some(b), Some(a)) = (before, server_pid.and_then(cpu_time)) {
+            list_cpu[i] = a.saturating_sub(b) / 5;
+        }
+    }
     let mut typed_times = Vec::new();
     let mut pb_decode_times = Vec::new();
     let mut count = 0;
-    let mut json_size = 0;
     for _ in 0..5 {
-        let (t, size) = timed_get(&client, list_path, "application/json").await?;
-        raw_times.push(t);
-        json_size = size;
-        let (t, _) = timed_get(&client, list_path, PROTOBUF).await?;
-        pb_times.push(t);
         let t = Instant::now();
         count = pods.list(&ListParams::default()).await?.items.len();
         typed_times.push(t.elapsed());
@@ -384,15 +397,17 @@ async fn bench_api_once(args: &ApiArgs, extra: &[String]) -> anyhow::Result<ApiF
     typed_times.sort();
     pb_decode_times.sort();
     println!(
-        "LIST {count} pods, JSON:             {:.1} ms median raw ({:.1} MiB), {:.1} ms with client decoding (kube-rs, typed)",
+        "LIST {count} pods, JSON:             {:.1} ms median raw ({:.1} MiB, server CPU {:.1} ms), {:.1} ms with client decoding (kube-rs, typed)",
         ms(percentile(&raw_times, 0.5)),
         json_size as f64 / 1048576.0,
+        ms(list_cpu[0]),
         ms(percentile(&typed_times, 0.5))
     );
     println!(
-        "LIST {count} pods, protobuf:         {:.1} ms median raw ({:.1} MiB; first, encoding every pod: {:.1} ms), {:.1} ms with client decoding (skiff_api::protobuf::decode to JSON values)",
+        "LIST {count} pods, protobuf:         {:.1} ms median raw ({:.1} MiB, server CPU {:.1} ms; first, encoding every pod: {:.1} ms), {:.1} ms with client decoding (skiff_api::protobuf::decode to JSON values)",
         ms(percentile(&pb_times, 0.5)),
         pb_size as f64 / 1048576.0,
+        ms(list_cpu[1]),
         ms(first_pb),
         ms(percentile(&pb_decode_times, 0.5))
     );
@@ -438,14 +453,15 @@ async fn bench_api_once(args: &ApiArgs, extra: &[String]) -> anyhow::Result<ApiF
     ] {
         let n: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))?;
         let _ = namespaces.create(&PostParams::default(), &n).await;
-        let (delivered, expected, delays, bytes) =
-            watch_fanout(&client, ns, accept, args.watches).await?;
+        let (delivered, expected, delays, bytes, cpu) =
+            watch_fanout(&client, ns, accept, args.watches, server_pid).await?;
         println!(
-            "watch delivery ({label}), {} watches x {WATCH_WRITES} writes: {delivered} of {expected} delivered, p50 {:.2} ms, p99 {:.2} ms, {:.0} bytes per event",
+            "watch delivery ({label}), {} watches x {WATCH_WRITES} writes: {delivered} of {expected} delivered, p50 {:.2} ms, p99 {:.2} ms, {:.0} bytes per event, server CPU {:.1} ms",
             args.watches,
             ms(percentile(&delays, 0.5)),
             ms(percentile(&delays, 0.99)),
-            bytes as f64 / delivered.max(1) as f64
+            bytes as f64 / delivered.max(1) as f64,
+            ms(cpu)
         );
     }
     if let Some(c) = &child
@@ -490,13 +506,15 @@ async fn timed_get(
 }
 
 /// `watches` raw watch streams of ConfigMaps in `namespace` with `accept`,
-/// `WATCH_WRITES` creates: (delivered, expected, sorted delays, bytes read).
+/// `WATCH_WRITES` creates: (delivered, expected, sorted delays, bytes read,
+/// server CPU time from the first write to the last delivery).
 async fn watch_fanout(
     client: &kube::Client,
     namespace: &str,
     accept: &'static str,
     watches: usize,
-) -> anyhow::Result<(usize, usize, Vec<Duration>, usize)> {
+    server_pid: Option<u32>,
+) -> anyhow::Result<(usize, usize, Vec<Duration>, usize, Duration)> {
     use futures::{AsyncBufReadExt, AsyncReadExt};
     let sent: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
@@ -569,6 +587,7 @@ async fn watch_fanout(
         ready_rx.recv().await.context("watch setup")?;
     }
     let wcm: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let cpu_before = server_pid.and_then(cpu_time);
     for i in 0..WATCH_WRITES {
         let name = format!("w{i}");
         let cm: ConfigMap = serde_json::from_value(
@@ -589,6 +608,10 @@ async fn watch_fanout(
             _ => break,
         }
     }
+    let cpu = match (cpu_before, server_pid.and_then(cpu_time)) {
+        (Some(b), Some(a)) => a.saturating_sub(b),
+        _ => Duration::ZERO,
+    };
     for w in watchers {
         w.abort();
     }
@@ -598,6 +621,7 @@ async fn watch_fanout(
         expected,
         delays,
         bytes.load(std::sync::atomic::Ordering::Relaxed),
+        cpu,
     ))
 }
 
