@@ -1,4 +1,4 @@
-//! Decoding of Kubernetes protobuf request bodies
+//! Decoding (and, in `protobuf_encode.rs`, encoding) of Kubernetes protobuf bodies
 //! (`Content-Type: application/vnd.kubernetes.protobuf`) into the object's
 //! JSON form.
 //!
@@ -44,6 +44,13 @@ use serde_json::{Map, Number, Value};
 #[path = "protobuf_schema.rs"]
 mod schema;
 
+#[path = "protobuf_encode.rs"]
+mod encode;
+
+pub use encode::{
+    decode_watch_event, encode, encode_list, encode_message, encode_object, envelope, frame,
+    has_protobuf, watch_event, watch_frame,
+};
 use schema::{GROUPS, KINDS, MESSAGES};
 
 /// The media type of Kubernetes protobuf bodies.
@@ -90,6 +97,18 @@ pub enum ProtobufError {
         "object is not a valid protobuf-encoded Kubernetes object: messages are nested more than {MAX_DEPTH} levels deep"
     )]
     TooDeep,
+    /// Encoding: the kind has no protobuf message (custom resources, Table).
+    /// The message is apimachinery's errNotMarshalable.
+    #[error(
+        "object {api_version}, Kind={kind} does not implement the protobuf marshalling interface and cannot be encoded to a protobuf message"
+    )]
+    NotMarshalable { api_version: String, kind: String },
+    /// Encoding: a JSON value does not fit its field.
+    #[error("unable to encode the object as protobuf: {reason} (in {message})")]
+    Unencodable {
+        message: &'static str,
+        reason: String,
+    },
 }
 
 /// Whether a `Content-Type` header value names the Kubernetes protobuf media
@@ -921,6 +940,15 @@ mod tests {
         body
     }
 
+    /// Decodes a body and checks that encoding the result and decoding that
+    /// again gives the same object (`decode(encode(x)) == x`).
+    fn dec(body: &[u8]) -> Value {
+        let v = decode(body).unwrap();
+        let again = encode(&v).unwrap();
+        assert_eq!(decode(&again).unwrap(), v, "round trip of {v}");
+        v
+    }
+
     fn quantity(s: &str) -> Enc {
         Enc::new().str(1, s)
     }
@@ -956,7 +984,7 @@ mod tests {
             .map_str(2, "a", "1")
             .map_str(2, "empty", "")
             .map_bytes(3, "bin", &[0, 1, 2, 255]);
-        let v = decode(&envelope("v1", "ConfigMap", &raw)).unwrap();
+        let v = dec(&envelope("v1", "ConfigMap", &raw));
         assert_eq!(
             v,
             json!({
@@ -980,7 +1008,7 @@ mod tests {
         let raw = Enc::new()
             .msg(1, object_meta("x", &[], None))
             .map_str(2, "a", "1");
-        let v = decode(&envelope("v1", "ConfigMap", &raw)).unwrap();
+        let v = dec(&envelope("v1", "ConfigMap", &raw));
         // Exactly `kubectl create configmap x --from-literal=a=1 --dry-run=client -o json`.
         assert_eq!(
             v,
@@ -1059,7 +1087,7 @@ mod tests {
             .msg(1, object_meta("web", &labels, None))
             .msg(2, spec)
             .msg(3, go_deployment_status());
-        let v = decode(&envelope("apps/v1", "Deployment", &raw)).unwrap();
+        let v = dec(&envelope("apps/v1", "Deployment", &raw));
         // Exactly `kubectl create deployment web --image=busybox --dry-run=client -o json`.
         assert_eq!(
             v,
@@ -1126,7 +1154,7 @@ mod tests {
             )
             .msg(2, spec)
             .msg(3, go_deployment_status().int(2, 3));
-        let v = decode(&envelope("apps/v1", "Deployment", &raw)).unwrap();
+        let v = dec(&envelope("apps/v1", "Deployment", &raw));
         assert_eq!(
             v,
             json!({
@@ -1170,7 +1198,7 @@ mod tests {
             .msg(1, object_meta("s", &[], None))
             .map_bytes(2, "k", b"v")
             .str(3, "");
-        let v = decode(&envelope("v1", "Secret", &raw)).unwrap();
+        let v = dec(&envelope("v1", "Secret", &raw));
         assert_eq!(
             v,
             json!({
@@ -1190,7 +1218,7 @@ mod tests {
             .map_bytes(2, "bin", &[0xde, 0xad, 0xbe, 0xef, 0x00])
             .map_bytes(2, "empty", b"")
             .str(3, "Opaque");
-        let v = decode(&envelope("v1", "Secret", &raw)).unwrap();
+        let v = dec(&envelope("v1", "Secret", &raw));
         assert_eq!(
             v["data"],
             json!({"k": "dg==", "bin": "3q2+7wA=", "empty": ""})
@@ -1211,7 +1239,7 @@ mod tests {
         let raw = Enc::new()
             .msg(1, object_meta("p", &[], None))
             .msg(2, Enc::new().msg(1, volume));
-        let v = decode(&envelope("v1", "Pod", &raw)).unwrap();
+        let v = dec(&envelope("v1", "Pod", &raw));
         assert_eq!(
             v["spec"]["volumes"],
             json!([{"name": "cfg", "configMap": {"name": "my-cm", "defaultMode": 420}}])
@@ -1232,7 +1260,7 @@ mod tests {
             .msg(1, meta)
             .msg(2, Enc::new().bytes(1, br#"{"spec":{"replicas":2}}"#))
             .int(3, 7);
-        let v = decode(&envelope("apps/v1", "ControllerRevision", &raw)).unwrap();
+        let v = dec(&envelope("apps/v1", "ControllerRevision", &raw));
         assert_eq!(v["data"], json!({"spec": {"replicas": 2}}));
         assert_eq!(v["revision"], json!(7));
         assert_eq!(
@@ -1345,7 +1373,7 @@ mod tests {
             .key(97, 5)
             .bytes_raw(&[1, 2, 3, 4])
             .map_str(2, "a", "1");
-        let v = decode(&envelope("v1", "ConfigMap", &raw)).unwrap();
+        let v = dec(&envelope("v1", "ConfigMap", &raw));
         assert_eq!(v["data"], json!({"a": "1"}));
         assert_eq!(v["metadata"]["name"], "x");
     }

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,6 +28,25 @@ pub struct CachedObject {
     pub value: Value,
     pub bytes: Bytes,
     pub revision: i64,
+    /// The protobuf message encoding (without the `k8s\0` envelope, as a
+    /// list's items repeat it), made on first use by a protobuf client;
+    /// None when the kind has no protobuf form.
+    pub protobuf: OnceLock<Option<Bytes>>,
+}
+
+impl CachedObject {
+    /// The object's protobuf message encoding, encoded once per object version.
+    pub fn protobuf(&self) -> Option<&Bytes> {
+        self.protobuf
+            .get_or_init(|| match skiff_api::protobuf::encode_object(&self.value) {
+                Ok(raw) => Some(Bytes::from(raw)),
+                Err(e) => {
+                    tracing::warn!(key = %self.key, error = %e, "object has no protobuf encoding");
+                    None
+                }
+            })
+            .as_ref()
+    }
 }
 
 pub type ObjRef = Arc<CachedObject>;
@@ -103,6 +122,7 @@ pub fn decode(key: &str, value: &[u8], revision: i64) -> Option<CachedObject> {
         value: v,
         bytes,
         revision,
+        protobuf: OnceLock::new(),
     })
 }
 

@@ -14,7 +14,7 @@ use skiff_api::selector::{FieldSelector, LabelSelector};
 
 use crate::admission;
 use crate::cache::{ObjRef, set_resource_version};
-use crate::output::{self, Output};
+use crate::output::{self, Output, Wire};
 use crate::request::{Query, ResourcePath, decode_body, media_type};
 use crate::server::{Body, bytes_response, json_response};
 use crate::state::ApiServer;
@@ -71,8 +71,11 @@ impl Req<'_> {
                 code,
                 &output::table(self.info, [obj], inc, rv_of(obj), None, true),
             ),
-            Output::PartialMetadata => json_response(code, &output::partial_metadata(obj)),
+            Output::PartialMetadata(wire) => {
+                output::value_response(code, wire, &output::partial_metadata(obj))
+            }
             Output::Json => json_response(code, obj),
+            Output::Protobuf => output::value_response(code, Wire::Protobuf, obj),
         };
         for w in &self.warnings {
             if let Ok(v) = hyper::header::HeaderValue::from_str(&format!(
@@ -86,6 +89,8 @@ impl Req<'_> {
     }
 }
 
+/// Serves a request on a resource in the negotiated encoding; when that is
+/// protobuf, errors are protobuf Status objects too (as kube-apiserver's).
 pub async fn resource(
     server: &Arc<ApiServer>,
     rp: ResourcePath,
@@ -95,12 +100,29 @@ pub async fn resource(
     accept: &str,
     watch: bool,
 ) -> ApiResult<Response<Body>> {
+    let protobuf = skiff_api::protobuf::has_protobuf(&rp.info.api_version(), rp.info.kind);
+    let out = Output::negotiate(accept, query.get("includeObject"), protobuf, watch)?;
+    match serve_resource(server, rp, parts, body, query, out, watch).await {
+        Err(e) if out.wire() == Wire::Protobuf => Ok(output::error_response(&e, Wire::Protobuf)),
+        r => r,
+    }
+}
+
+async fn serve_resource(
+    server: &Arc<ApiServer>,
+    rp: ResourcePath,
+    parts: &Parts,
+    body: Bytes,
+    query: &Query,
+    out: Output,
+    watch: bool,
+) -> ApiResult<Response<Body>> {
     let mut req = Req {
         server,
         info: rp.info,
         namespace: rp.namespace.clone(),
         query,
-        output: Output::negotiate(accept, query.get("includeObject")),
+        output: out,
         field_manager: query.get("fieldManager").unwrap_or_default().to_string(),
         dry_run: query.dry_run()?,
         warnings: Vec::new(),
@@ -243,6 +265,14 @@ async fn get(req: &Req<'_>, name: &str) -> ApiResult<Response<Body>> {
             }
             r
         }
+        Output::Protobuf => match obj.protobuf() {
+            Some(raw) => bytes_response(
+                200,
+                skiff_api::protobuf::MEDIA_TYPE,
+                skiff_api::protobuf::envelope(&req.info.api_version(), req.info.kind, raw),
+            ),
+            None => req.respond(200, &obj.value),
+        },
         _ => req.respond(200, &obj.value),
     })
 }
@@ -379,10 +409,21 @@ async fn list(req: &Req<'_>) -> ApiResult<Response<Body>> {
                 true,
             ),
         ),
-        Output::PartialMetadata => json_response(
+        Output::PartialMetadata(wire) => output::value_response(
             200,
+            wire,
             &output::partial_metadata_list(&items, rev, continue_token.as_deref()),
         ),
+        Output::Protobuf => {
+            match output::list_protobuf(req.info, &items, rev, continue_token.as_deref(), None) {
+                Some(body) => bytes_response(200, skiff_api::protobuf::MEDIA_TYPE, body),
+                None => bytes_response(
+                    200,
+                    "application/json",
+                    output::list_bytes(req.info, &items, rev, continue_token.as_deref(), None),
+                ),
+            }
+        }
     })
 }
 
@@ -1097,8 +1138,9 @@ async fn delete(req: &Req<'_>, name: &str, opts: &DeleteOptions) -> ApiResult<Re
             .pointer("/metadata/uid")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        return Ok(json_response(
+        return Ok(output::value_response(
             200,
+            req.output.wire(),
             &success_status(req.info.group, req.info.plural, name, uid),
         ));
     }

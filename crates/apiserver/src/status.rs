@@ -222,6 +222,12 @@ impl ApiError {
         status
     }
 
+    /// The `Status` object in protobuf (`k8s\0` + runtime.Unknown of a
+    /// meta.k8s.io/v1 Status), for clients that negotiated protobuf.
+    pub fn to_status_protobuf(&self) -> Option<Vec<u8>> {
+        skiff_api::protobuf::encode(&self.to_status()).ok()
+    }
+
     /// Map a store error for the object (group, plural, name).
     pub fn from_store(e: StoreError, group: &str, plural: &str, name: &str) -> ApiError {
         match e {
@@ -258,6 +264,7 @@ pub fn success_status(group: &str, plural: &str, name: &str, uid: &str) -> Value
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -284,5 +291,24 @@ mod tests {
             "Pod \"p\" is invalid: spec.containers: Required value"
         );
         assert_eq!(inv["details"]["causes"][0]["field"], "spec.containers");
+    }
+
+    #[test]
+    fn status_in_protobuf() {
+        let mut e = ApiError::not_found("apps", "deployments", "web");
+        e.retry_after = Some(3);
+        e.causes.push(Cause {
+            reason: "FieldValueInvalid".into(),
+            message: "bad".into(),
+            field: "spec".into(),
+        });
+        let body = e.to_status_protobuf().unwrap();
+        assert!(body.starts_with(b"k8s\0"));
+        assert_eq!(skiff_api::protobuf::decode(&body).unwrap(), e.to_status());
+        let ok = success_status("", "configmaps", "x", "u");
+        assert_eq!(
+            skiff_api::protobuf::decode(&skiff_api::protobuf::encode(&ok).unwrap()).unwrap(),
+            ok
+        );
     }
 }

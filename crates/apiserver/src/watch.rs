@@ -2,6 +2,11 @@
 //! watch cache, with resourceVersion semantics, label/field selectors
 //! (objects moving in and out of a selector become ADDED/DELETED),
 //! bookmarks, `sendInitialEvents`, and `timeoutSeconds`.
+//!
+//! In protobuf (`application/vnd.kubernetes.protobuf;stream=watch`) each
+//! event is a frame of a 4-byte big-endian length and a `metav1.WatchEvent`
+//! message whose `object.raw` is the object's full protobuf body (`k8s\0` +
+//! runtime.Unknown), built from the cache's per-object encoding.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,7 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::cache::{CacheEvent, EventType};
 use crate::handlers::{Filter, Req, name_of, scope_prefix};
-use crate::output::{self, Output};
+use crate::output::{self, Output, Wire};
 use crate::server::Body;
 use crate::status::{ApiError, ApiResult};
 
@@ -37,18 +42,50 @@ fn frame_value(kind: &str, object: &Value) -> Bytes {
     frame_raw(kind, &serde_json::to_vec(object).unwrap_or_default())
 }
 
+/// A protobuf watch frame for an object's full protobuf body.
+fn frame_protobuf(kind: &str, body: &[u8]) -> Bytes {
+    Bytes::from(skiff_api::protobuf::frame(
+        &skiff_api::protobuf::watch_event(kind, body),
+    ))
+}
+
+/// A frame for `object` in `wire`; an object without a protobuf form is
+/// left out of a protobuf stream (it cannot be represented there).
+fn frame_in(wire: Wire, kind: &str, object: &Value) -> Option<Bytes> {
+    match wire {
+        Wire::Json => Some(frame_value(kind, object)),
+        Wire::Protobuf => match skiff_api::protobuf::encode(object) {
+            Ok(body) => Some(frame_protobuf(kind, &body)),
+            Err(e) => {
+                tracing::warn!(error = %e, "watch event has no protobuf form, skipped");
+                None
+            }
+        },
+    }
+}
+
 struct Encoder {
     info: &'static skiff_api::registry::ResourceInfo,
+    api_version: String,
     output: Output,
     sent_columns: bool,
 }
 
 impl Encoder {
-    fn encode(&mut self, kind: &str, ev: &CacheEvent) -> Bytes {
-        match self.output {
+    fn encode(&mut self, kind: &str, ev: &CacheEvent) -> Option<Bytes> {
+        Some(match self.output {
             Output::Json => frame_raw(kind, &ev.object.bytes),
-            Output::PartialMetadata => {
-                frame_value(kind, &output::partial_metadata(&ev.object.value))
+            Output::Protobuf => match ev.object.protobuf() {
+                Some(raw) => Bytes::from(skiff_api::protobuf::watch_frame(
+                    kind,
+                    &self.api_version,
+                    self.info.kind,
+                    raw,
+                )),
+                None => return frame_in(Wire::Protobuf, kind, &ev.object.value),
+            },
+            Output::PartialMetadata(wire) => {
+                return frame_in(wire, kind, &output::partial_metadata(&ev.object.value));
             }
             Output::Table(inc) => {
                 let rv = ev.revision.to_string();
@@ -63,10 +100,10 @@ impl Encoder {
                 self.sent_columns = true;
                 frame_value(kind, &t)
             }
-        }
+        })
     }
 
-    fn bookmark(&self, revision: i64, initial_end: bool) -> Bytes {
+    fn bookmark(&self, revision: i64, initial_end: bool) -> Option<Bytes> {
         let mut meta = json!({"resourceVersion": revision.to_string()});
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
@@ -75,14 +112,14 @@ impl Encoder {
             Output::Table(_) => {
                 json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": [], "rows": []})
             }
-            Output::PartialMetadata => {
+            Output::PartialMetadata(_) => {
                 json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
             }
-            Output::Json => {
+            Output::Json | Output::Protobuf => {
                 json!({"kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": meta})
             }
         };
-        frame_value("BOOKMARK", &obj)
+        frame_in(self.output.wire(), "BOOKMARK", &obj)
     }
 }
 
@@ -141,13 +178,20 @@ pub async fn serve(req: &Req<'_>, name: Option<String>) -> ApiResult<Response<Bo
         Ok(x) => x,
         Err(e) if e.code == 410 => {
             // As kube-apiserver: a 200 stream whose only event is an ERROR with the 410 Status.
-            let body = frame_value("ERROR", &e.to_status());
+            let body = match req.output.wire() {
+                Wire::Json => frame_value("ERROR", &e.to_status()),
+                Wire::Protobuf => match e.to_status_protobuf() {
+                    Some(status) => frame_protobuf("ERROR", &status),
+                    None => return Err(e),
+                },
+            };
             return Ok(stream_response(req, single(body)));
         }
         Err(e) => return Err(e),
     };
     let mut enc = Encoder {
         info: req.info,
+        api_version: req.info.api_version(),
         output: req.output,
         sent_columns: false,
     };
@@ -161,17 +205,17 @@ pub async fn serve(req: &Req<'_>, name: Option<String>) -> ApiResult<Response<Bo
         for ev in &initial {
             if let Some(kind) = visible(&filter, name_c.as_deref(), ev) {
                 let kind = if from.is_none() { "ADDED" } else { kind };
-                if tx.send(enc.encode(kind, ev)).await.is_err() {
+                if let Some(frame) = enc.encode(kind, ev)
+                    && tx.send(frame).await.is_err()
+                {
                     return;
                 }
             }
             last_sent = last_sent.max(ev.revision);
         }
         if send_initial
-            && tx
-                .send(enc.bookmark(start_revision.max(last_sent), true))
-                .await
-                .is_err()
+            && let Some(frame) = enc.bookmark(start_revision.max(last_sent), true)
+            && tx.send(frame).await.is_err()
         {
             return;
         }
@@ -183,7 +227,11 @@ pub async fn serve(req: &Req<'_>, name: Option<String>) -> ApiResult<Response<Bo
                 ev = rx.recv() => ev,
                 _ = ticker.tick(), if bookmarks => {
                     let rev = cache.revision().max(last_sent);
-                    if tx.send(enc.bookmark(rev, false)).await.is_err() { return; }
+                    if let Some(frame) = enc.bookmark(rev, false)
+                        && tx.send(frame).await.is_err()
+                    {
+                        return;
+                    }
                     continue;
                 }
                 () = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => return,
@@ -199,7 +247,8 @@ pub async fn serve(req: &Req<'_>, name: Option<String>) -> ApiResult<Response<Bo
             }
             last_sent = ev.revision;
             if let Some(kind) = visible(&filter, name_c.as_deref(), &ev)
-                && tx.send(enc.encode(kind, &ev)).await.is_err()
+                && let Some(frame) = enc.encode(kind, &ev)
+                && tx.send(frame).await.is_err()
             {
                 return;
             }
@@ -214,17 +263,20 @@ fn single(b: Bytes) -> mpsc::Receiver<Bytes> {
     rx
 }
 
-fn stream_response(_req: &Req<'_>, rx: mpsc::Receiver<Bytes>) -> Response<Body> {
+fn stream_response(req: &Req<'_>, rx: mpsc::Receiver<Bytes>) -> Response<Body> {
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
             .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
     });
     let mut resp = Response::new(StreamBody::new(stream).boxed());
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    // As kube-apiserver: JSON keeps its media type, others get ";stream=watch".
+    let content_type = match req.output.wire() {
+        Wire::Json => "application/json",
+        Wire::Protobuf => "application/vnd.kubernetes.protobuf;stream=watch",
+    };
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache, private"),

@@ -353,26 +353,63 @@ async fn bench_api_once(args: &ApiArgs, extra: &[String]) -> anyhow::Result<ApiF
         );
     }
 
-    // 2. LIST of all those pods (server time + transfer, and with decoding).
+    // 2. LIST of all those pods (server time + transfer, and with decoding),
+    // in JSON and in protobuf. The first protobuf LIST encodes every pod
+    // once (the cache keeps each object's encoding); later ones copy bytes.
+    let list_path = "/api/v1/namespaces/bench/pods";
+    let server_pid = child.as_ref().map(|c| c.child.id());
+    let (first_pb, pb_size) = timed_get(&client, list_path, PROTOBUF).await?;
+    // Raw LISTs, and the server's CPU time per LIST in each encoding.
     let mut raw_times = Vec::new();
+    let mut pb_times = Vec::new();
+    let mut json_size = 0;
+    let mut list_cpu = [Duration::ZERO; 2];
+    for (i, accept) in ["application/json", PROTOBUF].into_iter().enumerate() {
+        let before = server_pid.and_then(cpu_time);
+        for _ in 0..5 {
+            let (t, size) = timed_get(&client, list_path, accept).await?;
+            if i == 0 {
+                raw_times.push(t);
+                json_size = size;
+            } else {
+                pb_times.push(t);
+            }
+        }
+        if let (Some(b), Some(a)) = (before, server_pid.and_then(cpu_time)) {
+            list_cpu[i] = a.saturating_sub(b) / 5;
+        }
+    }
     let mut typed_times = Vec::new();
+    let mut pb_decode_times = Vec::new();
     let mut count = 0;
     for _ in 0..5 {
-        let req = http::Request::get("/api/v1/namespaces/bench/pods").body(Vec::new())?;
-        let t = Instant::now();
-        let text = client.request_text(req).await?;
-        raw_times.push(t.elapsed());
-        let _ = text.len();
         let t = Instant::now();
         count = pods.list(&ListParams::default()).await?.items.len();
         typed_times.push(t.elapsed());
+        let t = Instant::now();
+        let body = get_bytes(&client, list_path, PROTOBUF).await?;
+        let list = skiff_api::protobuf::decode(&body)?;
+        let _ = list.get("items").and_then(|i| i.as_array()).map(Vec::len);
+        pb_decode_times.push(t.elapsed());
     }
     raw_times.sort();
+    pb_times.sort();
     typed_times.sort();
+    pb_decode_times.sort();
     println!(
-        "LIST {count} pods:                   {:.1} ms median (raw JSON), {:.1} ms with client decoding",
+        "LIST {count} pods, JSON:             {:.1} ms median raw ({:.1} MiB, server CPU {:.1} ms), {:.1} ms with client decoding (kube-rs, typed)",
         ms(percentile(&raw_times, 0.5)),
+        json_size as f64 / 1048576.0,
+        ms(list_cpu[0]),
         ms(percentile(&typed_times, 0.5))
+    );
+    println!(
+        "LIST {count} pods, protobuf:         {:.1} ms median raw ({:.1} MiB, server CPU {:.1} ms; first, encoding every pod: {:.1} ms), {:.1} ms with client decoding (skiff_api::protobuf::decode to JSON values)",
+        ms(percentile(&pb_times, 0.5)),
+        pb_size as f64 / 1048576.0,
+        ms(list_cpu[1]),
+        ms(first_pb),
+        ms(percentile(&pb_decode_times, 0.5))
     );
 
     // 3. Single-object write latency at a fixed rate (open loop).
@@ -408,69 +445,25 @@ async fn bench_api_once(args: &ApiArgs, extra: &[String]) -> anyhow::Result<ApiF
         ms(percentile(&lat, 0.99))
     );
 
-    // 4. Watch fan-out: N watches, each write's delivery delay to every watcher.
-    let wcm: Api<ConfigMap> = Api::namespaced(client.clone(), "watch");
-    let sent: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
-    let mut watchers = Vec::new();
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    for _ in 0..args.watches {
-        let wcm = wcm.clone();
-        let sent = sent.clone();
-        let tx = tx.clone();
-        let ready_tx = ready_tx.clone();
-        watchers.push(tokio::spawn(async move {
-            let stream = wcm.watch(&WatchParams::default().timeout(290), "0").await?;
-            let _ = ready_tx.send(());
-            let mut stream = stream.boxed();
-            while let Some(ev) = stream.try_next().await? {
-                if let WatchEvent::Added(cm) = ev {
-                    let now = Instant::now();
-                    let name = cm.metadata.name.unwrap_or_default();
-                    let at = sent.lock().ok().and_then(|m| m.get(&name).copied());
-                    if let Some(at) = at {
-                        let _ = tx.send(now.saturating_duration_since(at));
-                    }
-                }
-            }
-            anyhow::Ok(())
-        }));
+    // 4. Watch fan-out: N watches, each write's delivery delay to every
+    // watcher, with JSON and then protobuf watch streams.
+    for (label, accept, ns) in [
+        ("JSON", "application/json", "watch"),
+        ("protobuf", PROTOBUF, "watch-pb"),
+    ] {
+        let n: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))?;
+        let _ = namespaces.create(&PostParams::default(), &n).await;
+        let (delivered, expected, delays, bytes, cpu) =
+            watch_fanout(&client, ns, accept, args.watches, server_pid).await?;
+        println!(
+            "watch delivery ({label}), {} watches x {WATCH_WRITES} writes: {delivered} of {expected} delivered, p50 {:.2} ms, p99 {:.2} ms, {:.0} bytes per event, server CPU {:.1} ms",
+            args.watches,
+            ms(percentile(&delays, 0.5)),
+            ms(percentile(&delays, 0.99)),
+            bytes as f64 / delivered.max(1) as f64,
+            ms(cpu)
+        );
     }
-    drop(tx);
-    for _ in 0..args.watches {
-        ready_rx.recv().await.context("watch setup")?;
-    }
-    let writes = 20;
-    for i in 0..writes {
-        let name = format!("w{i}");
-        let cm: ConfigMap =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
-        if let Ok(mut m) = sent.lock() {
-            m.insert(name, Instant::now());
-        }
-        wcm.create(&PostParams::default(), &cm).await?;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let expected = writes * args.watches;
-    let mut delays = Vec::with_capacity(expected);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while delays.len() < expected {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(d)) => delays.push(d),
-            _ => break,
-        }
-    }
-    for w in watchers {
-        w.abort();
-    }
-    delays.sort();
-    println!(
-        "watch delivery, {} watches x {writes} writes: {} of {expected} delivered, p50 {:.2} ms, p99 {:.2} ms",
-        args.watches,
-        delays.len(),
-        ms(percentile(&delays, 0.5)),
-        ms(percentile(&delays, 0.99))
-    );
     if let Some(c) = &child
         && let Some(rss) = rss_kib(c.child.id())
     {
@@ -480,6 +473,156 @@ async fn bench_api_once(args: &ApiArgs, extra: &[String]) -> anyhow::Result<ApiF
         );
     }
     Ok(figures)
+}
+
+/// What client-go's typed clients send.
+const PROTOBUF: &str = "application/vnd.kubernetes.protobuf, application/json";
+
+/// Writes of the watch phase.
+const WATCH_WRITES: usize = 20;
+
+/// GET `path` with `accept`: the body.
+async fn get_bytes(client: &kube::Client, path: &str, accept: &str) -> anyhow::Result<Vec<u8>> {
+    use futures::AsyncReadExt;
+    let req = http::Request::get(path)
+        .header(http::header::ACCEPT, accept)
+        .body(Vec::new())?;
+    let mut body = Vec::new();
+    Box::pin(client.request_stream(req).await?)
+        .read_to_end(&mut body)
+        .await?;
+    Ok(body)
+}
+
+/// GET `path` with `accept`: (time to the last byte, body size).
+async fn timed_get(
+    client: &kube::Client,
+    path: &str,
+    accept: &str,
+) -> anyhow::Result<(Duration, usize)> {
+    let t = Instant::now();
+    let body = get_bytes(client, path, accept).await?;
+    Ok((t.elapsed(), body.len()))
+}
+
+/// `watches` raw watch streams of ConfigMaps in `namespace` with `accept`,
+/// `WATCH_WRITES` creates: (delivered, expected, sorted delays, bytes read,
+/// server CPU time from the first write to the last delivery).
+async fn watch_fanout(
+    client: &kube::Client,
+    namespace: &str,
+    accept: &'static str,
+    watches: usize,
+    server_pid: Option<u32>,
+) -> anyhow::Result<(usize, usize, Vec<Duration>, usize, Duration)> {
+    use futures::{AsyncBufReadExt, AsyncReadExt};
+    let sent: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let path = format!(
+        "/api/v1/namespaces/{namespace}/configmaps?watch=true&resourceVersion=0&timeoutSeconds=290"
+    );
+    let mut watchers = Vec::new();
+    for _ in 0..watches {
+        let (client, sent, tx, ready_tx, bytes, path) = (
+            client.clone(),
+            sent.clone(),
+            tx.clone(),
+            ready_tx.clone(),
+            bytes.clone(),
+            path.clone(),
+        );
+        watchers.push(tokio::spawn(async move {
+            let req = http::Request::get(path.as_str())
+                .header(http::header::ACCEPT, accept)
+                .body(Vec::new())?;
+            let mut stream = Box::pin(client.request_stream(req).await?);
+            let _ = ready_tx.send(());
+            let deliver = |name: &str| {
+                let now = Instant::now();
+                let at = sent.lock().ok().and_then(|m| m.get(name).copied());
+                if let Some(at) = at {
+                    let _ = tx.send(now.saturating_duration_since(at));
+                }
+            };
+            if accept == PROTOBUF {
+                loop {
+                    let mut len = [0u8; 4];
+                    stream.read_exact(&mut len).await?;
+                    let mut msg = vec![0u8; u32::from_be_bytes(len) as usize];
+                    stream.read_exact(&mut msg).await?;
+                    bytes.fetch_add(msg.len() + 4, std::sync::atomic::Ordering::Relaxed);
+                    let (kind, obj) = skiff_api::protobuf::decode_watch_event(&msg)?;
+                    if kind == "ADDED" {
+                        deliver(
+                            obj.pointer("/metadata/name")
+                                .and_then(|v| v.as_str())
+                                .unwrap_or(""),
+                        );
+                    }
+                }
+            } else {
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if stream.read_line(&mut line).await? == 0 {
+                        return anyhow::Ok(());
+                    }
+                    bytes.fetch_add(line.len(), std::sync::atomic::Ordering::Relaxed);
+                    let ev: serde_json::Value = serde_json::from_str(&line)?;
+                    if ev["type"] == "ADDED" {
+                        deliver(
+                            ev.pointer("/object/metadata/name")
+                                .and_then(|v| v.as_str())
+                                .unwrap_or(""),
+                        );
+                    }
+                }
+            }
+        }));
+    }
+    drop(tx);
+    for _ in 0..watches {
+        ready_rx.recv().await.context("watch setup")?;
+    }
+    let wcm: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let cpu_before = server_pid.and_then(cpu_time);
+    for i in 0..WATCH_WRITES {
+        let name = format!("w{i}");
+        let cm: ConfigMap = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": name, "labels": {"app": "bench"}}, "data": {"key": "value"}}),
+        )?;
+        if let Ok(mut m) = sent.lock() {
+            m.insert(name, Instant::now());
+        }
+        wcm.create(&PostParams::default(), &cm).await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let expected = WATCH_WRITES * watches;
+    let mut delays = Vec::with_capacity(expected);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while delays.len() < expected {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(d)) => delays.push(d),
+            _ => break,
+        }
+    }
+    let cpu = match (cpu_before, server_pid.and_then(cpu_time)) {
+        (Some(b), Some(a)) => a.saturating_sub(b),
+        _ => Duration::ZERO,
+    };
+    for w in watchers {
+        w.abort();
+    }
+    delays.sort();
+    Ok((
+        delays.len(),
+        expected,
+        delays,
+        bytes.load(std::sync::atomic::Ordering::Relaxed),
+        cpu,
+    ))
 }
 
 /// Wait until `want` pods in `namespace` (matching `selector`) have a node.
