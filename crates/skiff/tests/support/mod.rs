@@ -726,10 +726,30 @@ pub fn remove_containers_under(dir: &Path) {
             }
         }
     }
+    /// The named network namespace (`/var/run/netns/cni-...`, made by
+    /// containerd for a pod sandbox) a container runs in, from runc's state.
+    fn netns_of(state: &Path) -> Option<String> {
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(state.join("state.json")).ok()?).ok()?;
+        state
+            .pointer("/config/namespaces")?
+            .as_array()?
+            .iter()
+            .filter(|ns| {
+                matches!(
+                    ns.get("type").and_then(|t| t.as_str()),
+                    Some("NEWNET" | "network")
+                )
+            })
+            .find_map(|ns| ns.get("path")?.as_str()?.strip_prefix("/var/run/netns/"))
+            .map(str::to_string)
+    }
     let mut roots = Vec::new();
     runc_roots(dir, 5, &mut roots);
+    let mut netns = Vec::new();
     for root in roots {
         for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            netns.extend(netns_of(&e.path()));
             let _ = Command::new("runc")
                 .arg("--root")
                 .arg(&root)
@@ -739,6 +759,16 @@ pub fn remove_containers_under(dir: &Path) {
                 .stderr(Stdio::null())
                 .status();
         }
+    }
+    // The sandboxes' network namespaces: containerd removes them with the
+    // sandbox, which a killed agent never does.
+    netns.sort();
+    netns.dedup();
+    for ns in netns {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &ns])
+            .stderr(Stdio::null())
+            .status();
     }
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     let prefix = dir.display().to_string();
