@@ -966,6 +966,19 @@ impl DeleteOptions {
     }
 }
 
+/// When a graceful deletion of `grace` seconds from now ends: saturating
+/// at the last representable instant rather than overflowing (a grace
+/// period is any int64, from the query, the body or the pod's spec).
+fn deletion_deadline(grace: i64) -> jiff::Timestamp {
+    jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs(grace))
+        .unwrap_or(if grace < 0 {
+            jiff::Timestamp::MIN
+        } else {
+            jiff::Timestamp::MAX
+        })
+}
+
 /// A 422 for DeleteOptions, as kube-apiserver's ValidateDeleteOptions.
 fn invalid_delete_options(reason: &str, field: &str, message: &str) -> ApiError {
     ApiError::invalid(
@@ -1073,7 +1086,7 @@ pub async fn delete_one(
         }
         let grace = graceful.unwrap_or(0);
         if !already_deleting {
-            let ts = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+            let ts = deletion_deadline(grace);
             meta.insert(
                 "deletionTimestamp".into(),
                 json!(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
@@ -1086,7 +1099,7 @@ pub async fn delete_one(
                 .and_then(Value::as_i64)
                 .unwrap_or(i64::MAX);
             if g < current {
-                let ts = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(g);
+                let ts = deletion_deadline(g);
                 meta.insert(
                     "deletionTimestamp".into(),
                     json!(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),

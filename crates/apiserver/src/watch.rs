@@ -219,7 +219,9 @@ pub async fn serve(req: &Req<'_>, name: Option<String>) -> ApiResult<Response<Bo
         {
             return;
         }
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        // A timeout beyond what the clock holds is no timeout (security
+        // review L2: `Instant + Duration` panicked near i64::MAX seconds).
+        let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
         let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
         ticker.tick().await;
         loop {

@@ -826,3 +826,79 @@ async fn ephemeral_containers_may_carry_empty_resources_as_kubectl_debug_sends()
         .unwrap();
     s.client.request_text(req).await.unwrap();
 }
+
+#[tokio::test]
+async fn huge_grace_periods_do_not_break_deletion() {
+    use kube::api::DeleteParams;
+    let s = TestServer::start().await;
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "slow"},
+        "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 1_000_000_000_000i64,
+            "containers": [{"name": "c", "image": "busybox"}]}}))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    // The pod's own grace period (security review I4: this panicked the handler).
+    pods.delete("slow", &DeleteParams::default()).await.unwrap();
+    let p = pods.get("slow").await.unwrap();
+    assert!(p.metadata.deletion_timestamp.is_some());
+    // A query grace period at the int64 limit on another pod.
+    let other: Pod = serde_json::from_value(json!({"metadata": {"name": "slower"},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}}))
+    .unwrap();
+    pods.create(&PostParams::default(), &other).await.unwrap();
+    let req = http::Request::delete(format!(
+        "/api/v1/namespaces/default/pods/slower?gracePeriodSeconds={}",
+        i64::MAX
+    ))
+    .body(Vec::new())
+    .unwrap();
+    s.client.request_text(req).await.unwrap();
+    assert!(
+        pods.get("slower")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    // A shorter grace period still finishes them.
+    for name in ["slow", "slower"] {
+        pods.delete(
+            name,
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(pods.get_opt(name).await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn a_watch_timeout_at_the_int64_limit_is_a_watch_without_one() {
+    use futures::StreamExt;
+    use kube::api::WatchEvent;
+    let s = TestServer::start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
+    // kube-rs caps its own timeout; the raw query reaches the server as sent.
+    let req = http::Request::get(format!(
+        "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds={}",
+        i64::MAX
+    ))
+    .body(Vec::new())
+    .unwrap();
+    let mut stream = s
+        .client
+        .request_events::<ConfigMap>(req)
+        .await
+        .unwrap()
+        .boxed();
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "seen"}})).unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    match stream.next().await.unwrap().unwrap() {
+        WatchEvent::Added(c) => assert_eq!(c.metadata.name.as_deref(), Some("seen")),
+        other => panic!("unexpected {other:?}"),
+    }
+}
