@@ -193,15 +193,16 @@ impl Server {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .expect("log file");
+        // Loopback unless the test binds elsewhere itself.
+        let bind: &[&str] = if self.extra.iter().any(|a| a == "--bind-address") {
+            &[]
+        } else {
+            &["--bind-address", "127.0.0.1"]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args([
-                "server",
-                "--bind-address",
-                "127.0.0.1",
-                "--https-listen-port",
-                &self.port.to_string(),
-                "--data-dir",
-            ])
+            .arg("server")
+            .args(bind)
+            .args(["--https-listen-port", &self.port.to_string(), "--data-dir"])
             .arg(self.dir.path())
             .args(&self.extra)
             .env("RUST_LOG", "info")
