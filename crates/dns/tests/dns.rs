@@ -78,9 +78,21 @@ fn rdata(msg: &Message) -> Vec<String> {
 /// UDP, `big.example.` with TC set over UDP and in full over TCP (same
 /// port), and never answers `slow.example.`.
 async fn fake_upstream() -> SocketAddr {
-    let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-    let addr = udp.local_addr().unwrap();
-    let tcp = TcpListener::bind(addr).await.unwrap();
+    // A UDP port whose TCP twin is free too: the ephemeral port the kernel
+    // picks for UDP may be taken for TCP by another test's connection.
+    let mut attempts = 0;
+    let (udp, addr, tcp) = loop {
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => break (udp, addr, tcp),
+            Err(e) if attempts < 20 => {
+                attempts += 1;
+                eprintln!("fake upstream: TCP {addr} taken ({e}); another port");
+            }
+            Err(e) => panic!("no UDP/TCP port pair for the fake upstream: {e}"),
+        }
+    };
     fn answer(q: &Message, truncated: bool) -> Option<Message> {
         let name = q.queries[0].name.clone();
         let mut resp = Message::response(q.id, OpCode::Query);
