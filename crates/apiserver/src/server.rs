@@ -219,7 +219,12 @@ async fn route(
         let (_, body) = read_body(req).await?;
         let body = crate::request::decode_body(&body, &crate::request::media_type(ct.as_deref()))?;
         let answer = crate::authz::answer(server, review, namespace.as_deref(), body, &user)?;
-        return Ok(json_response(201, &answer));
+        // In protobuf when the client prefers it (client-go), as any object.
+        let wire = match crate::output::Output::negotiate(&accept, None, true, false)? {
+            crate::output::Output::Protobuf => crate::output::Wire::Protobuf,
+            _ => crate::output::Wire::Json,
+        };
+        return Ok(crate::output::value_response(201, wire, &answer));
     }
     // events.k8s.io/v1 is a view of the core Events.
     if let Some(core) = crate::events_view::core_path(path) {

@@ -902,3 +902,35 @@ async fn a_watch_timeout_at_the_int64_limit_is_a_watch_without_one() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn reviews_answer_in_protobuf_when_asked() {
+    let s = TestServer::start().await;
+    let req = http::Request::post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")
+        .header("content-type", "application/json")
+        .header(
+            "accept",
+            "application/vnd.kubernetes.protobuf, application/json",
+        )
+        .body(
+            serde_json::to_vec(
+                &json!({"spec": {"nonResourceAttributes": {"path": "/", "verb": "get"}}}),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    let resp = s
+        .client
+        .send(req.map(kube::client::Body::from))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers().get("content-type").unwrap(),
+        "application/vnd.kubernetes.protobuf"
+    );
+    use http_body_util::BodyExt;
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let review = skiff_api::protobuf::decode(&body).unwrap();
+    assert_eq!(review["kind"], "SelfSubjectAccessReview");
+    assert_eq!(review["status"]["allowed"], true);
+}
