@@ -66,7 +66,7 @@ up() {
   [ -n "$skiff" ] && [ -x "$skiff" ] || die "no skiff binary: build it (make build) or set SKIFF"
   [ -r "$data_dir/node-token" ] || die "no $data_dir/node-token: is skiff server running with --data-dir $data_dir?"
   ip netns list | grep -qw "$ns" && die "$ns exists: run '$0 down' first"
-  sysctl -qw net.ipv4.ip_forward=1
+  echo 1 >/proc/sys/net/ipv4/ip_forward
   if ! ip link show "$bridge" >/dev/null 2>&1; then
     ip link add "$bridge" type bridge
     ip addr add "$net.1/24" dev "$bridge"

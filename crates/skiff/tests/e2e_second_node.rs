@@ -42,7 +42,12 @@ const NET: &str = "172.31.253";
 
 #[test]
 fn second_node_script_joins_an_untainted_node() {
-    if let Some(why) = support::agent_prerequisite_missing() {
+    if let Some(why) = support::agent_prerequisite_missing().or_else(|| {
+        ["/usr/bin/nsenter", "/usr/sbin/ip"]
+            .into_iter()
+            .find(|p| !std::path::Path::new(p).exists())
+            .map(|p| format!("{p} is missing"))
+    }) {
         eprintln!("skipping the second-node script end-to-end test: {why}");
         return;
     }
