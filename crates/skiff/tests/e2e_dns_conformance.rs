@@ -209,7 +209,9 @@ fn conformance_dns_lookups_answer_as_coredns() {
     // The node's DNS server, as kube-dns's EndpointSlice names it.
     let mut dns = None;
     eventually("kube-dns published", &s, || {
-        let addr = s.ok(&[
+        // Until the node's DNS server publishes its slice the list is empty
+        // and the jsonpath fails: not yet, rather than an error.
+        let out = s.kubectl(&[
             "get",
             "endpointslices",
             "-n",
@@ -219,6 +221,10 @@ fn conformance_dns_lookups_answer_as_coredns() {
             "-o",
             r#"jsonpath={.items[0].endpoints[0].addresses[0]} {.items[0].ports[?(@.name=="dns")].port}"#,
         ]);
+        if !out.status.success() {
+            return false;
+        }
+        let addr = String::from_utf8_lossy(&out.stdout).into_owned();
         let mut parts = addr.split_whitespace();
         if let (Some(ip), Some(port)) = (parts.next(), parts.next())
             && let (Ok(ip), Ok(port)) = (ip.parse::<IpAddr>(), port.parse::<u16>())
