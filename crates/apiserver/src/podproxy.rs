@@ -23,9 +23,8 @@ use rustls::pki_types::ServerName;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
-use crate::proxy::{ChannelBody, client_tls, read_object};
+use crate::proxy::{client_tls, read_object, relay};
 use crate::request::ResourcePath;
 use crate::rewrite::Rewriter;
 use crate::server::{Body, full};
@@ -532,7 +531,7 @@ async fn respond(resp: Response<Incoming>, rw: &Rewriter) -> Result<Response<Bod
         return Ok(build(
             status,
             out_headers,
-            stream(resp.into_body(), Vec::new()),
+            relay(resp.into_body(), Vec::new()),
         ));
     }
     let media = headers
@@ -548,7 +547,7 @@ async fn respond(resp: Response<Incoming>, rw: &Rewriter) -> Result<Response<Bod
         return Ok(build(
             status,
             out_headers,
-            stream(resp.into_body(), Vec::new()),
+            relay(resp.into_body(), Vec::new()),
         ));
     }
     // Buffer the page to rewrite it; a page too large passes through as it is.
@@ -559,7 +558,7 @@ async fn respond(resp: Response<Incoming>, rw: &Rewriter) -> Result<Response<Bod
         if let Ok(data) = frame.into_data() {
             page.extend_from_slice(&data);
             if page.len() > MAX_REWRITE {
-                return Ok(build(status, out_headers, stream(body, page)));
+                return Ok(build(status, out_headers, relay(body, page)));
             }
         }
     }
@@ -571,32 +570,6 @@ fn build(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {
     *out.status_mut() = status;
     *out.headers_mut() = headers;
     out
-}
-
-/// Stream `first` and then the rest of `body` back, as it comes.
-fn stream(mut body: Incoming, first: Vec<u8>) -> Body {
-    let (tx, rx) = mpsc::channel::<Bytes>(16);
-    tokio::spawn(async move {
-        if !first.is_empty() && tx.send(Bytes::from(first)).await.is_err() {
-            return;
-        }
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(f) => {
-                    if let Ok(data) = f.into_data()
-                        && tx.send(data).await.is_err()
-                    {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "reading from the proxied backend failed");
-                    return;
-                }
-            }
-        }
-    });
-    BodyExt::boxed(ChannelBody(rx))
 }
 
 #[cfg(test)]

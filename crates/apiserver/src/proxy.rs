@@ -478,9 +478,23 @@ async fn error_from(resp: Response<Incoming>) -> ApiError {
 fn stream_back(resp: Response<Incoming>) -> Response<Body> {
     let status = resp.status();
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-    let mut body = resp.into_body();
+    let mut out = Response::new(relay(resp.into_body(), Vec::new()));
+    *out.status_mut() = status;
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        content_type.unwrap_or_else(|| HeaderValue::from_static("text/plain")),
+    );
+    out
+}
+
+/// A body that streams `first` and then the rest of `body` as it comes
+/// (a backend's answer passed on without buffering it).
+pub(crate) fn relay(mut body: Incoming, first: Vec<u8>) -> Body {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
+        if !first.is_empty() && tx.send(Bytes::from(first)).await.is_err() {
+            return;
+        }
         while let Some(frame) = body.frame().await {
             match frame {
                 Ok(f) => {
@@ -491,19 +505,13 @@ fn stream_back(resp: Response<Incoming>) -> Response<Body> {
                     }
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "reading from the kubelet failed");
+                    tracing::debug!(error = %e, "reading from the proxied backend failed");
                     return;
                 }
             }
         }
     });
-    let mut out = Response::new(BodyExt::boxed(ChannelBody(rx)));
-    *out.status_mut() = status;
-    out.headers_mut().insert(
-        header::CONTENT_TYPE,
-        content_type.unwrap_or_else(|| HeaderValue::from_static("text/plain")),
-    );
-    out
+    BodyExt::boxed(ChannelBody(rx))
 }
 
 /// Relay an upgraded kubelet connection: answer 101 with the kubelet's
