@@ -164,6 +164,7 @@ pub fn prepare_create(req: &Req<'_>, obj: &mut Value) -> ApiResult<()> {
         }
         _ => {}
     }
+    crate::podsecurity::admit(req, obj, None, None)?;
     record_manager(req, None, obj);
     Ok(())
 }
@@ -1018,6 +1019,7 @@ pub fn prepare_update(
             new["metadata"]["generation"] = json!(generation);
         }
     }
+    crate::podsecurity::admit(req, new, Some(old), sub)?;
     if new != old {
         record_manager(req, Some(old), new);
     }

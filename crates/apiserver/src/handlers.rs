@@ -492,6 +492,7 @@ fn decode_typed(req: &mut Req<'_>, obj: Value) -> ApiResult<Value> {
             }
         }
     }
+    crate::podsecurity::warn(req, &obj);
     let mut obj = obj;
     skiff_api::openapi::fill_required_nulls(req.info, &mut obj);
     (req.info.roundtrip)(obj)

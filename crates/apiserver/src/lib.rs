@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod output;
 pub mod patching;
 pub mod podproxy;
+pub mod podsecurity;
 pub mod proxy;
 pub mod request;
 pub mod resource_metrics;

@@ -30,6 +30,8 @@ pub struct Config {
     pub store: Arc<dyn Store>,
     /// Events kept by the watch cache for watches that resume.
     pub watch_history: usize,
+    /// The Pod Security level of namespaces without the labels.
+    pub pod_security_default: crate::podsecurity::Level,
 }
 
 impl Config {
@@ -43,6 +45,7 @@ impl Config {
             node_port_range: (30000, 32767),
             store,
             watch_history: 100_000,
+            pod_security_default: Default::default(),
         }
     }
 }
@@ -83,6 +86,7 @@ pub struct ApiServer {
     openapi_v2: std::sync::OnceLock<(Bytes, Bytes)>,
     /// The kubelets' latest Summary samples (metrics.k8s.io).
     pub resource_metrics: crate::resource_metrics::MetricsCache,
+    pub pod_security_default: crate::podsecurity::Level,
 }
 
 pub fn version_info() -> Value {
@@ -241,6 +245,7 @@ pub async fn start(
         openapi: Mutex::new(HashMap::new()),
         openapi_v2: std::sync::OnceLock::new(),
         resource_metrics: Default::default(),
+        pod_security_default: config.pod_security_default,
     });
     crate::alloc::claim_existing(&server).await?;
     crate::alloc::spawn_repair(&server);

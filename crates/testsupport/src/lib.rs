@@ -17,11 +17,17 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// A server whose configuration `configure` changes first.
+    pub async fn start_with(configure: impl FnOnce(&mut skiff_apiserver::Config)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let store = skiff_store_sqlite::SqliteStore::open(&dir.path().join("state.db")).unwrap();
         let mut config = skiff_apiserver::Config::new(dir.path().to_path_buf(), Arc::new(store));
         config.bind_address = IpAddr::V4(Ipv4Addr::LOCALHOST);
         config.port = 0;
+        configure(&mut config);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (running, _handle) = skiff_apiserver::start(config, async move {
             let _ = rx.await;

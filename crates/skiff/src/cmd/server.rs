@@ -20,6 +20,11 @@ pub struct Args {
     /// Extra names or addresses for the serving certificate.
     #[arg(long = "tls-san")]
     pub tls_san: Vec<String>,
+    /// Pod Security level of namespaces without pod-security.kubernetes.io
+    /// labels (privileged, baseline or restricted), for enforce, audit and
+    /// warn, as the PodSecurity admission configuration's defaults.
+    #[arg(long, default_value = "privileged", value_name = "LEVEL")]
+    pub pod_security_default: skiff_apiserver::podsecurity::Level,
     /// Service ClusterIP range.
     #[arg(long, default_value = "10.43.0.0/16")]
     pub service_cidr: String,
@@ -118,6 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.tls_sans = args.tls_san.clone();
         config.service_cidr = service_cidr;
         config.node_port_range = node_ports;
+        config.pod_security_default = args.pod_security_default;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             super::shutdown_signal().await;
