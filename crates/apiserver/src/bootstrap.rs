@@ -25,17 +25,7 @@ pub async fn ensure(
         crate::status::ApiError::internal(format!("unknown kind {api_version} {kind}"))
     })?;
     let query = Query::default();
-    let req = Req {
-        server,
-        info,
-        namespace: namespace.map(str::to_string),
-        query: &query,
-        output: Output::Json,
-        field_manager: "skiff-apiserver".into(),
-        dry_run: false,
-        warnings: Vec::new(),
-        duplicate_fields: Vec::new(),
-    };
+    let req = loopback(server, info, namespace, &query);
     let name = obj
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -53,6 +43,48 @@ pub async fn ensure(
         Ok(_) => Ok(()),
         Err(e) if e.code == 409 => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// Write `obj` over the stored object of the same name (the RBAC policy
+/// reconciliation), through the normal update path.
+pub async fn replace(
+    server: &Arc<ApiServer>,
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    obj: Value,
+) -> ApiResult<()> {
+    let info = registry().lookup_kind(api_version, kind).ok_or_else(|| {
+        crate::status::ApiError::internal(format!("unknown kind {api_version} {kind}"))
+    })?;
+    let query = Query::default();
+    let req = loopback(server, info, namespace, &query);
+    let name = crate::handlers::name_of(&obj).to_string();
+    let (old, revision) = crate::handlers::read_current(&req, &name).await?;
+    crate::handlers::write_update(&req, obj, &old, revision, None)
+        .await
+        .map(|_| ())
+}
+
+/// A request of the API server itself.
+fn loopback<'a>(
+    server: &'a Arc<ApiServer>,
+    info: &'static skiff_api::registry::ResourceInfo,
+    namespace: Option<&str>,
+    query: &'a Query,
+) -> Req<'a> {
+    Req {
+        server,
+        info,
+        namespace: namespace.map(str::to_string),
+        query,
+        output: Output::Json,
+        field_manager: "skiff-apiserver".into(),
+        dry_run: false,
+        warnings: Vec::new(),
+        duplicate_fields: Vec::new(),
+        user: crate::authz::UserInfo::apiserver(),
     }
 }
 

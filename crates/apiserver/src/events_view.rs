@@ -207,6 +207,7 @@ pub async fn handle(
     query: &Query,
     accept: &str,
     labels: &mut RequestLabels,
+    user: crate::authz::UserInfo,
 ) -> Result<Response<Body>, ApiError> {
     let Some(rp) = parse_resource_path(core)? else {
         return Err(ApiError::no_route());
@@ -245,7 +246,8 @@ pub async fn handle(
         "application/json"
     };
     let resp =
-        crate::handlers::resource(server, rp, &parts, body, &query, inner_accept, watch).await;
+        crate::handlers::resource(server, rp, &parts, body, &query, inner_accept, watch, user)
+            .await;
     let resp = resp?;
     if wants_table {
         return Ok(resp);

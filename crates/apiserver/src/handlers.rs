@@ -54,6 +54,8 @@ pub struct Req<'a> {
     /// Fields the JSON body set twice (reported with the unknown fields
     /// under fieldValidation Strict/Warn, as Kubernetes' strict decoder).
     pub duplicate_fields: Vec<String>,
+    /// Who asks (after impersonation).
+    pub user: crate::authz::UserInfo,
 }
 
 impl Req<'_> {
@@ -99,10 +101,11 @@ pub async fn resource(
     query: &Query,
     accept: &str,
     watch: bool,
+    user: crate::authz::UserInfo,
 ) -> ApiResult<Response<Body>> {
     let protobuf = skiff_api::protobuf::has_protobuf(&rp.info.api_version(), rp.info.kind);
     let out = Output::negotiate(accept, query.get("includeObject"), protobuf, watch)?;
-    match serve_resource(server, rp, parts, body, query, out, watch).await {
+    match serve_resource(server, rp, parts, body, query, out, watch, user).await {
         Err(e) if out.wire() == Wire::Protobuf => Ok(output::error_response(&e, Wire::Protobuf)),
         r => r,
     }
@@ -116,8 +119,10 @@ async fn serve_resource(
     query: &Query,
     out: Output,
     watch: bool,
+    user: crate::authz::UserInfo,
 ) -> ApiResult<Response<Body>> {
     let mut req = Req {
+        user,
         server,
         info: rp.info,
         namespace: rp.namespace.clone(),
@@ -574,6 +579,7 @@ pub async fn create_object(req: &Req<'_>, obj: &mut Value) -> ApiResult<Value> {
         req.server.cache.sync().await?;
     }
     admission::prepare_create(req, obj)?;
+    crate::authz::admit_write(req, "create", None, Some(obj), None)?;
     validate(req, obj, None)?;
     let allocated = admission::allocate(req, obj).await?;
     let name = name_of(obj).to_string();
@@ -600,7 +606,7 @@ pub async fn create_object(req: &Req<'_>, obj: &mut Value) -> ApiResult<Value> {
 }
 
 /// Read the current object from the store (authoritative, for read-modify-write).
-async fn read_current(req: &Req<'_>, name: &str) -> ApiResult<(Value, i64)> {
+pub(crate) async fn read_current(req: &Req<'_>, name: &str) -> ApiResult<(Value, i64)> {
     let key = req.key(name);
     let kv = req
         .server
@@ -632,6 +638,7 @@ pub async fn write_update(
     sub: Option<&str>,
 ) -> ApiResult<Written> {
     admission::prepare_update(req, &mut new, old, sub)?;
+    crate::authz::admit_write(req, "update", sub, Some(&new), Some(old))?;
     // A Service's ClusterIP and NodePorts (not through subresources); what
     // this claims is given back when the update is not stored.
     let services = if sub.is_none() {
@@ -1003,6 +1010,7 @@ pub async fn delete_one(
     let dry_run = req.dry_run || opts.dry_run;
     for _ in 0..MAX_RETRIES {
         let (old, revision) = read_current(req, name).await?;
+        crate::authz::admit_write(req, "delete", None, None, Some(&old))?;
         if let Some(uid) = &opts.uid
             && old.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid.as_str())
         {
@@ -1171,6 +1179,7 @@ async fn delete_collection(req: &Req<'_>, opts: &DeleteOptions) -> ApiResult<Res
     for o in &items {
         let name = name_of(&o.value).to_string();
         let ns_req = Req {
+            user: req.user.clone(),
             server: req.server,
             info: req.info,
             namespace: o
@@ -1301,6 +1310,22 @@ async fn token_request(req: &Req<'_>, name: &str, mut request: Value) -> ApiResu
             }],
         ));
     }
+    if expiration > 1 << 32 {
+        return Err(ApiError::invalid(
+            "authentication.k8s.io",
+            "TokenRequest",
+            name,
+            vec![crate::status::Cause {
+                reason: "FieldValueInvalid".into(),
+                message: format!(
+                    "Invalid value: {expiration}: may not specify a duration larger than 2^32 seconds"
+                ),
+                field: "spec.expirationSeconds".into(),
+            }],
+        ));
+    }
+    // --service-account-max-token-expiration: longer requests get the maximum.
+    let expiration = expiration.min(crate::tokens::MAX_EXPIRATION_SECONDS);
     let audiences: Vec<String> = request
         .pointer("/spec/audiences")
         .and_then(Value::as_array)
@@ -1326,6 +1351,43 @@ async fn token_request(req: &Req<'_>, name: &str, mut request: Value) -> ApiResu
                 .to_string(),
         )
     });
+    // A token bound to a pod or secret needs it to exist (with the uid
+    // given); the token carries its uid and dies with it.
+    let bound = match bound {
+        Some((kind, bound_name, uid)) if kind == "Pod" || kind == "Secret" => {
+            let plural = if kind == "Pod" { "pods" } else { "secrets" };
+            let key = format!(
+                "/registry/{plural}/{}/{bound_name}",
+                req.namespace.as_deref().unwrap_or_default()
+            );
+            let current = req
+                .server
+                .cache
+                .get(&key)
+                .ok_or_else(|| ApiError::not_found("", plural, &bound_name))?;
+            let current_uid = current
+                .value
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            if !uid.is_empty() && uid != current_uid {
+                return Err(ApiError::conflict(
+                    "",
+                    plural,
+                    &bound_name,
+                    &format!("the UID in the bound object reference ({uid}) does not match the UID in record. The object might have been deleted and then recreated"),
+                ));
+            }
+            Some((kind, bound_name, current_uid))
+        }
+        Some((kind, _, _)) if !kind.is_empty() => {
+            return Err(ApiError::bad_request(format!(
+                "cannot bind token to object of type {kind}"
+            )));
+        }
+        _ => None,
+    };
     let now = jiff::Timestamp::now().as_second();
     let user = crate::tokens::ServiceAccountUser {
         namespace: req.namespace.clone().unwrap_or_default(),

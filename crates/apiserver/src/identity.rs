@@ -92,6 +92,7 @@ pub async fn renew(
         dry_run: false,
         warnings: Vec::new(),
         duplicate_fields: Vec::new(),
+        user: crate::authz::UserInfo::apiserver(),
     };
     let time = now_micro(now);
     match server.cache.get(&req.key(&identity.lease_name)) {

@@ -352,7 +352,7 @@ fn node_token(server: &ApiServer) -> Option<String> {
     server
         .tokens
         .iter()
-        .find(|(_, user)| user.as_str() == "system:node")
+        .find(|(_, user)| user.name == crate::state::NODE_TOKEN_USER)
         .map(|(t, _)| t.clone())
 }
 

@@ -145,7 +145,7 @@ async fn handle(server: Arc<ApiServer>, req: Request<Incoming>) -> Response<Body
     resp
 }
 
-fn authenticated(server: &ApiServer, req: &Request<Incoming>) -> Option<String> {
+fn authenticated(server: &ApiServer, req: &Request<Incoming>) -> Option<crate::authz::UserInfo> {
     let auth = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -194,6 +194,11 @@ async fn route(
     let Some(user) = authenticated(server, &req) else {
         return Err(ApiError::unauthorized());
     };
+    // Authorization before anything else, as kube-apiserver's handler chain.
+    let user = crate::authz::impersonate(server, user, req.headers())?;
+    let attributes =
+        crate::authz::Attributes::of_request(user.clone(), req.method().as_str(), path, query);
+    crate::authz::check(server, &attributes)?;
     let accept = req
         .headers()
         .get(header::ACCEPT)
@@ -228,7 +233,7 @@ async fn route(
     }
     // events.k8s.io/v1 is a view of the core Events.
     if let Some(core) = crate::events_view::core_path(path) {
-        return crate::events_view::handle(server, req, &core, query, &accept, labels).await;
+        return crate::events_view::handle(server, req, &core, query, &accept, labels, user).await;
     }
     // metrics.k8s.io is served here (no aggregation), not from the store.
     if crate::resource_metrics::handles(path) {
@@ -251,7 +256,8 @@ async fn route(
             return crate::proxy::handle(server, rp, req).await;
         }
         let (parts, body) = read_body(req).await?;
-        return crate::handlers::resource(server, rp, &parts, body, query, &accept, watch).await;
+        return crate::handlers::resource(server, rp, &parts, body, query, &accept, watch, user)
+            .await;
     }
     if method != Method::GET {
         return Err(ApiError::method_not_allowed());

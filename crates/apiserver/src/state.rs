@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use skiff_store::Store;
 use tokio::net::TcpListener;
 
+use crate::authz::UserInfo;
 use crate::cache::WatchCache;
 use crate::metrics::Metrics;
 use crate::status::ApiError;
@@ -75,7 +76,10 @@ pub struct ApiServer {
     pub metrics: Metrics,
     pub allocators: Mutex<Allocators>,
     pub advertise_address: String,
-    pub(crate) tokens: HashMap<String, String>,
+    /// Static bearer tokens and who they authenticate.
+    pub(crate) tokens: Vec<(String, UserInfo)>,
+    pub rbac: Arc<crate::rbac::Rbac>,
+    pub node_authz: Arc<crate::nodeauthz::NodeAuthorizer>,
     pub token_signer: crate::tokens::TokenSigner,
     /// This server's identity Lease (kube-system/apiserver-<id>).
     pub identity: crate::identity::Identity,
@@ -83,6 +87,14 @@ pub struct ApiServer {
     openapi_v2: std::sync::OnceLock<(Bytes, Bytes)>,
     /// The kubelets' latest Summary samples (metrics.k8s.io).
     pub resource_metrics: crate::resource_metrics::MetricsCache,
+}
+
+/// Who the node-join token authenticates.
+pub const NODE_TOKEN_USER: &str = "system:node-token";
+
+/// Equal, in time independent of where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub fn version_info() -> Value {
@@ -101,22 +113,84 @@ pub fn version_info() -> Value {
 }
 
 impl ApiServer {
-    /// The user name a bearer token authenticates, if any.
-    pub fn authenticate(&self, token: &str) -> Option<String> {
-        if let Some(user) = self.tokens.get(token) {
-            return Some(user.clone());
+    /// The user a bearer token authenticates, if any.
+    pub fn authenticate(&self, token: &str) -> Option<UserInfo> {
+        self.authenticate_token(token, &[])
+            .map(|(user, _)| user)
+    }
+
+    /// The user a bearer token authenticates for one of `audiences` (the
+    /// API server's own when empty), and the audiences it was accepted for,
+    /// as the token authenticators answer a TokenReview.
+    pub fn authenticate_token(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Option<(UserInfo, Vec<String>)> {
+        let api = [crate::tokens::API_AUDIENCE.to_string()];
+        let wanted = if audiences.is_empty() { &api[..] } else { audiences };
+        if let Some(user) = self.static_token(token) {
+            return Some((user, wanted.to_vec()));
         }
-        // A service account token: valid signature and lifetime, and the account still exists.
-        let user = self
+        // A service account token: valid signature and lifetime, for one of
+        // the audiences; its account (and the pod or secret it is bound to)
+        // still exists with the same uid.
+        let claims = self
             .token_signer
             .verify(token, jiff::Timestamp::now().as_second())?;
-        let sa = self.cache.get(&format!(
+        let accepted: Vec<String> = wanted
+            .iter()
+            .filter(|a| claims.audiences.contains(a))
+            .cloned()
+            .collect();
+        if accepted.is_empty() {
+            return None;
+        }
+        let user = &claims.user;
+        let uid_of = |key: String| {
+            self.cache.get(&key).map(|o| {
+                o.value
+                    .pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            })
+        };
+        let sa_uid = uid_of(format!(
             "/registry/serviceaccounts/{}/{}",
             user.namespace, user.name
         ))?;
-        let uid_matches = user.uid.is_empty()
-            || sa.value.pointer("/metadata/uid").and_then(Value::as_str) == Some(user.uid.as_str());
-        uid_matches.then(|| user.username())
+        if !user.uid.is_empty() && sa_uid != user.uid {
+            return None;
+        }
+        let mut info = UserInfo::service_account(&user.namespace, &user.name, &sa_uid);
+        if let Some((kind, name, uid)) = &claims.bound {
+            let plural = if kind == "Pod" { "pods" } else { "secrets" };
+            let current = uid_of(format!("/registry/{plural}/{}/{name}", user.namespace))?;
+            if !uid.is_empty() && &current != uid {
+                return None;
+            }
+            if kind == "Pod" {
+                info.extra.insert(
+                    "authentication.kubernetes.io/pod-name".into(),
+                    vec![name.clone()],
+                );
+                info.extra.insert(
+                    "authentication.kubernetes.io/pod-uid".into(),
+                    vec![current],
+                );
+            }
+        }
+        Some((info, accepted))
+    }
+
+    /// A static token (the admin's, the node-join token), compared in
+    /// constant time.
+    fn static_token(&self, token: &str) -> Option<UserInfo> {
+        self.tokens
+            .iter()
+            .find(|(t, _)| same(t.as_bytes(), token.as_bytes()))
+            .map(|(_, u)| u.clone())
     }
 
     pub fn render_metrics(&self) -> String {
@@ -222,9 +296,16 @@ pub async fn start(
     } else {
         config.bind_address
     };
-    let mut tokens = HashMap::new();
-    tokens.insert(pki.admin_token.clone(), "admin".to_string());
-    tokens.insert(pki.node_token.clone(), "system:node".to_string());
+    let tokens = vec![
+        (
+            pki.admin_token.clone(),
+            UserInfo::new("admin", &[crate::authz::MASTERS]),
+        ),
+        (
+            pki.node_token.clone(),
+            UserInfo::new(NODE_TOKEN_USER, &[crate::authz::MASTERS]),
+        ),
+    ];
     let token_signer = crate::tokens::TokenSigner::load_or_create(&config.data_dir)?;
     let server = Arc::new(ApiServer {
         store: config.store.clone(),
@@ -237,14 +318,21 @@ pub async fn start(
             &SocketAddr::new(advertise_ip, local.port()).to_string(),
         ),
         tokens,
+        rbac: Default::default(),
+        node_authz: Default::default(),
         token_signer,
         openapi: Mutex::new(HashMap::new()),
         openapi_v2: std::sync::OnceLock::new(),
         resource_metrics: Default::default(),
     });
+    crate::rbac::follow(&server.rbac, &server.cache);
+    crate::nodeauthz::follow(&server.node_authz, &server.cache);
     crate::alloc::claim_existing(&server).await?;
     crate::alloc::spawn_repair(&server);
     crate::bootstrap::bootstrap(&server, local.port())
+        .await
+        .map_err(StartError::Bootstrap)?;
+    crate::policy::reconcile(&server)
         .await
         .map_err(StartError::Bootstrap)?;
     tokio::spawn(crate::identity::run(

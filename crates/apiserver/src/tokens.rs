@@ -13,6 +13,13 @@ use serde_json::{Value, json};
 use crate::tls::{TlsError, write_private};
 
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+/// The audiences the API server accepts tokens for (`--api-audiences`
+/// defaults to the issuer).
+pub const API_AUDIENCE: &str = ISSUER;
+/// The longest lifetime a TokenRequest gets (kube-apiserver's
+/// `--service-account-max-token-expiration`; skiff sets it to a year, the
+/// kubelet's own extended lifetime for projected tokens).
+pub const MAX_EXPIRATION_SECONDS: i64 = 365 * 24 * 3600;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 pub struct TokenSigner {
@@ -27,6 +34,15 @@ pub struct ServiceAccountUser {
     pub namespace: String,
     pub name: String,
     pub uid: String,
+}
+
+/// What a verified token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    pub user: ServiceAccountUser,
+    pub audiences: Vec<String>,
+    /// ("Pod" | "Secret", name, uid) the token is bound to.
+    pub bound: Option<(String, String, String)>,
 }
 
 impl ServiceAccountUser {
@@ -80,7 +96,7 @@ impl TokenSigner {
         };
         let claims = json!({
             "aud": aud,
-            "exp": now + expiration_seconds,
+            "exp": now.saturating_add(expiration_seconds),
             "iat": now,
             "nbf": now,
             "iss": ISSUER,
@@ -126,7 +142,7 @@ impl TokenSigner {
     }
 
     /// Verify a token's signature, issuer and lifetime.
-    pub fn verify(&self, token: &str, now: i64) -> Option<ServiceAccountUser> {
+    pub fn verify(&self, token: &str, now: i64) -> Option<Claims> {
         let mut parts = token.split('.');
         let (h, c, s) = (parts.next()?, parts.next()?, parts.next()?);
         if parts.next().is_some() {
@@ -144,18 +160,42 @@ impl TokenSigner {
         }
         let exp = claims.get("exp").and_then(Value::as_i64)?;
         let nbf = claims.get("nbf").and_then(Value::as_i64).unwrap_or(0);
-        if now >= exp || now + 60 < nbf {
+        if now >= exp || now.saturating_add(60) < nbf {
             return None;
         }
         let k8s = claims.get("kubernetes.io")?;
-        Some(ServiceAccountUser {
-            namespace: k8s.get("namespace")?.as_str()?.to_string(),
-            name: k8s.pointer("/serviceaccount/name")?.as_str()?.to_string(),
-            uid: k8s
-                .pointer("/serviceaccount/uid")
-                .and_then(Value::as_str)
+        let audiences = match claims.get("aud") {
+            Some(Value::String(a)) => vec![a.clone()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let text = |v: Option<&Value>| {
+            v.and_then(Value::as_str)
                 .unwrap_or_default()
-                .to_string(),
+                .to_string()
+        };
+        let bound = [("pod", "Pod"), ("secret", "Secret")]
+            .into_iter()
+            .find_map(|(field, kind)| {
+                let b = k8s.get(field)?;
+                Some((
+                    kind.to_string(),
+                    text(b.get("name")),
+                    text(b.get("uid")),
+                ))
+            });
+        Some(Claims {
+            user: ServiceAccountUser {
+                namespace: k8s.get("namespace")?.as_str()?.to_string(),
+                name: k8s.pointer("/serviceaccount/name")?.as_str()?.to_string(),
+                uid: text(k8s.pointer("/serviceaccount/uid")),
+            },
+            audiences,
+            bound,
         })
     }
 }
@@ -175,7 +215,14 @@ mod tests {
             uid: "u1".into(),
         };
         let token = signer.issue(&user, &[], 1000, 3600, None).unwrap();
-        assert_eq!(signer.verify(&token, 1001), Some(user.clone()));
+        assert_eq!(signer.verify(&token, 1001).map(|c| c.user), Some(user.clone()));
+        assert_eq!(signer.verify(&token, 1001).unwrap().audiences, vec![ISSUER.to_string()]);
+        let bound = signer
+            .issue(&user, &["vault".into()], 1000, 3600, Some(("Pod", "p", "pu")))
+            .unwrap();
+        let claims = signer.verify(&bound, 1001).unwrap();
+        assert_eq!(claims.audiences, vec!["vault".to_string()]);
+        assert_eq!(claims.bound, Some(("Pod".into(), "p".into(), "pu".into())));
         assert_eq!(signer.verify(&token, 4600), None, "expired");
         let mut forged = token.clone();
         forged.replace_range(forged.len() - 4.., "AAAA");
@@ -195,6 +242,6 @@ mod tests {
         assert_eq!(conf["issuer"], ISSUER);
         // The same key after a restart.
         let again = TokenSigner::load_or_create(dir.path()).unwrap();
-        assert_eq!(again.verify(&token, 1001), Some(user));
+        assert_eq!(again.verify(&token, 1001).map(|c| c.user), Some(user));
     }
 }

@@ -17,6 +17,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod clusterroleaggregation;
 pub mod endpointslicemirroring;
 pub mod gc;
 pub mod history;
@@ -111,5 +112,6 @@ pub async fn run_all(ctx: Context) {
         statefulset::run(ctx.clone()),
         job::run(ctx.clone()),
         cronjob::run(ctx.clone()),
+        clusterroleaggregation::run(ctx.clone()),
     );
 }

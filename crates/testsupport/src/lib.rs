@@ -40,6 +40,42 @@ impl TestServer {
             stop: Some(tx),
         }
     }
+
+    /// Creates namespace `name` as the admin.
+    pub async fn namespace(&self, name: &str) {
+        let ns: k8s_openapi::api::core::v1::Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(self.client.clone())
+            .create(&Default::default(), &ns)
+            .await
+            .unwrap();
+    }
+
+    /// A client that authenticates as the admin and impersonates `user`
+    /// with `groups` (`kubectl --as user --as-group g`).
+    pub async fn client_as(&self, user: &str, groups: &[&str]) -> kube::Client {
+        let mut config = self.config().await;
+        config.auth_info.impersonate = Some(user.to_string());
+        config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// A client that presents bearer `token` instead of the admin's credentials.
+    pub async fn client_with_token(&self, token: &str) -> kube::Client {
+        let mut config = self.config().await;
+        config.auth_info = kube::config::AuthInfo {
+            token: Some(token.to_string().into()),
+            ..Default::default()
+        };
+        kube::Client::try_from(config).unwrap()
+    }
+
+    async fn config(&self) -> kube::Config {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap()
+    }
 }
 
 impl Drop for TestServer {
