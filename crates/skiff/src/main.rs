@@ -44,6 +44,8 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Save or restore all cluster state (`skiff backup save FILE`, `skiff backup restore FILE --data-dir DIR`).
     Backup(cmd::backup::Args),
+    /// Encryption of Secrets at rest (`skiff secrets-encrypt status|rotate|reencrypt`, on a stopped server).
+    SecretsEncrypt(cmd::secrets_encrypt::Args),
     /// Run the system kubectl with this cluster's admin kubeconfig.
     #[command(disable_help_flag = true)]
     Kubectl(cmd::kubectl::Args),
@@ -55,6 +57,7 @@ fn main() -> std::process::ExitCode {
         Command::Server(args) => cmd::server::run(args),
         Command::Kubectl(args) => cmd::kubectl::run(args),
         Command::Backup(args) => cmd::backup::run(args),
+        Command::SecretsEncrypt(args) => cmd::secrets_encrypt::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Agent(args) => cmd::agent::run(args),
         Command::Images(args) => cmd::images::run(args),

@@ -162,6 +162,7 @@ impl SqliteStore {
     /// Opens the store at `path` with `options`. Blocks while it opens the file.
     pub fn open_with(path: &Path, options: SqliteOptions) -> Result<SqliteStore, SqliteError> {
         let lock = lock(path)?;
+        make_private(path)?;
         let (conn, state) = schema::open_writer(path, &options)?;
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
@@ -263,9 +264,39 @@ pub fn read_snapshot(path: &Path, prefix: &str) -> skiff_store::Result<RangeResu
     read::range(&mut conn, prefix, None, 0)
 }
 
+/// The store holds every Secret: its file is created readable by its owner
+/// only (0600) before SQLite opens it, which gives its `-wal` and `-shm`
+/// files the same mode; files of an existing store are made so too.
+fn make_private(path: &Path) -> Result<(), SqliteError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| SqliteError::Io { path: p, source }
+    };
+    // An empty file is an empty database to SQLite.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))?;
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = PathBuf::from(name);
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&file)(e)),
+        }
+    }
+    Ok(())
+}
+
 /// Takes the exclusive lock of the store at `path`: an advisory lock on
 /// `<path>.lock`, released by the kernel if the process dies.
 fn lock(path: &Path) -> Result<std::fs::File, SqliteError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     let lock_path = PathBuf::from(name);
@@ -277,6 +308,7 @@ fn lock(path: &Path) -> Result<std::fs::File, SqliteError> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&lock_path)
         .map_err(io)?;
     match file.try_lock() {

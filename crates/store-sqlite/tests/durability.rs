@@ -179,3 +179,45 @@ async fn one_store_per_file() {
     let store = common::open(&path);
     store.create("/a", Vec::new()).await.unwrap();
 }
+
+/// The store file, its WAL, shared memory and lock files are readable by
+/// their owner only, also when an older skiff left them world-readable
+/// (security review S1).
+#[tokio::test]
+async fn files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let names = ["state.db", "state.db-wal", "state.db-shm", "state.db.lock"];
+    let mode = |name: &str| {
+        std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    {
+        let store = common::open(&path);
+        store
+            .create("/registry/secrets/a", b"{}".to_vec())
+            .await
+            .unwrap();
+        for name in names {
+            assert_eq!(mode(name), 0o600, "{name}");
+        }
+    }
+    for name in names {
+        let p = dir.path().join(name);
+        if p.exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    let store = common::open(&path);
+    store
+        .create("/registry/secrets/b", b"{}".to_vec())
+        .await
+        .unwrap();
+    for name in names {
+        assert_eq!(mode(name), 0o600, "{name} after reopening");
+    }
+}

@@ -9,7 +9,11 @@
 //! (key length u32, key, value length u32, value), then the SHA-256 of
 //! everything before it. The whole file is read and checked before anything
 //! is written to the target, and `save` writes a temporary file that it
-//! renames into place only once complete.
+//! renames into place only once complete. Backups are written 0600 through a
+//! new file (O_EXCL|O_NOFOLLOW). They hold the values as stored: Secrets
+//! encrypted at rest stay encrypted, and restoring them needs the same
+//! `cred/encryption-config.json` in the target data directory. Restore takes
+//! only keys under `/registry/` with JSON-object or encrypted values.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -76,7 +80,7 @@ pub async fn open_store(ds: &DatastoreArgs, data_dir: &Path) -> anyhow::Result<A
     }
     let db = sqlite_path(data_dir);
     if let Some(dir) = db.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        super::create_private_dir(dir)?;
     }
     let store = skiff_store_sqlite::SqliteStore::open(&db).context("opening the embedded store")?;
     Ok(Arc::new(store))
@@ -255,8 +259,7 @@ async fn save(t: Target) -> anyhow::Result<()> {
     let tmp = PathBuf::from(tmp);
     {
         use std::io::Write;
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut f = create_private_new(&tmp)?;
         f.write_all(&data)
             .with_context(|| format!("writing {}", tmp.display()))?;
         f.sync_all()
@@ -273,10 +276,67 @@ async fn save(t: Target) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates `path` for the backup: a new file (O_EXCL: a file someone planted
+/// there is an error, not reused; O_NOFOLLOW: nor is a symlink followed)
+/// readable by its owner only, since it holds every Secret.
+fn create_private_new(path: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Ours, left by an interrupted save, when it is a regular file we own.
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::symlink_metadata(path)
+                .with_context(|| format!("checking {}", path.display()))?;
+            let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+            if !meta.file_type().is_file() || Some(meta.uid()) != uid {
+                bail!(
+                    "{} exists and is not a file of ours: remove it or save elsewhere",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+            open().with_context(|| format!("creating {}", path.display()))
+        }
+        r => r.with_context(|| format!("creating {}", path.display())),
+    }
+}
+
+/// What a backup may hold: keys under `/registry/` whose values are JSON
+/// objects or values encrypted at rest (`k8s:enc:`). Anything else (such as
+/// a `/bootstrap/` key, or a value no API server could read) is refused
+/// before anything is written.
+pub fn check_entries(snapshot: &Snapshot) -> anyhow::Result<()> {
+    for (key, value) in &snapshot.entries {
+        if !key.starts_with(skiff_store_etcd::REGISTRY) || key.contains("/../") {
+            bail!(
+                "backup holds key {key:?}, outside {}",
+                skiff_store_etcd::REGISTRY
+            );
+        }
+        if value.starts_with(b"k8s:enc:") {
+            continue;
+        }
+        if serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(value).is_err() {
+            bail!("backup holds a value for {key} that is neither a JSON object nor encrypted");
+        }
+    }
+    Ok(())
+}
+
 async fn restore(t: Target) -> anyhow::Result<()> {
     let data = std::fs::read(&t.file).with_context(|| format!("reading {}", t.file.display()))?;
     let snapshot =
         decode(&data).with_context(|| format!("{}: refusing to restore", t.file.display()))?;
+    check_entries(&snapshot)
+        .with_context(|| format!("{}: refusing to restore", t.file.display()))?;
     let (store, target): (Arc<dyn Store>, String) = if let Some(config) = t.datastore.etcd_config()
     {
         let target = format!(
@@ -298,9 +358,10 @@ async fn restore(t: Target) -> anyhow::Result<()> {
                 "restore needs --data-dir DIR (a new, empty data directory) or --datastore-endpoint"
             );
         };
+        super::create_private_dir(&data_dir)?;
         let db = sqlite_path(&data_dir);
         if let Some(dir) = db.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            super::create_private_dir(dir)?;
         }
         let store = skiff_store_sqlite::SqliteStore::open(&db)
             .with_context(|| format!("opening the embedded store in {}", data_dir.display()))?;
@@ -387,6 +448,59 @@ mod tests {
             bad[i] ^= 0x01;
             assert!(decode(&bad).is_err(), "flipped byte {i} was accepted");
         }
+    }
+
+    #[test]
+    fn restore_takes_only_registry_objects() {
+        let ok = Snapshot {
+            revision: 1,
+            entries: vec![
+                (
+                    "/registry/pods/default/a".into(),
+                    b"{\"kind\":\"Pod\"}".to_vec(),
+                ),
+                (
+                    "/registry/secrets/default/s".into(),
+                    b"k8s:enc:aescbc:v1:k:xxxx".to_vec(),
+                ),
+            ],
+        };
+        check_entries(&ok).unwrap();
+        for (key, value) in [
+            ("/bootstrap/abc", b"{}".to_vec()),
+            ("registry/x", b"{}".to_vec()),
+            ("/registry/../bootstrap/x", b"{}".to_vec()),
+            ("/registry/pods/default/a", b"[1]".to_vec()),
+            ("/registry/pods/default/a", b"not json".to_vec()),
+        ] {
+            let bad = Snapshot {
+                revision: 1,
+                entries: vec![(key.into(), value)],
+            };
+            assert!(check_entries(&bad).is_err(), "{key} accepted");
+        }
+    }
+
+    #[test]
+    fn backup_files_are_new_private_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.partial");
+        drop(create_private_new(&path).unwrap());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A leftover of ours is replaced (and stays private).
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(create_private_new(&path).unwrap());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A symlink planted there is neither followed nor reused.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let link = dir.path().join("l.partial");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(create_private_new(&link).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
     }
 
     #[test]

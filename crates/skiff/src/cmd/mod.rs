@@ -8,6 +8,7 @@ pub mod images;
 pub mod kubectl;
 pub mod node;
 pub mod scheduler;
+pub mod secrets_encrypt;
 pub mod server;
 pub mod sim;
 
@@ -27,6 +28,21 @@ pub fn default_data_dir() -> PathBuf {
             .unwrap_or_else(|| PathBuf::from("."))
             .join(".skiff")
     }
+}
+
+/// Creates `dir` (and its parents) readable by its owner only, and makes an
+/// existing one so: the server's data directory and its database directory
+/// hold every Secret and key (CIS 1.1.11, k3s keeps its server dir 0700).
+pub fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} private", dir.display()))
 }
 
 /// Logs to stderr, filtered by RUST_LOG (default: info).

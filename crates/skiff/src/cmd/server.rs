@@ -70,6 +70,9 @@ pub struct Args {
     /// started later with the same datastore and token joins that cluster.
     #[arg(long, env = "SKIFF_TOKEN")]
     pub token: Option<String>,
+    /// Encryption of Secrets at rest.
+    #[command(flatten)]
+    pub encryption: super::secrets_encrypt::EncryptionArgs,
     /// Leader election of the scheduler and the controller manager.
     #[command(flatten)]
     pub leader: super::LeaderElectArgs,
@@ -103,6 +106,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
+        super::create_private_dir(&data_dir)?;
         let store = super::backup::open_store(&args.datastore, &data_dir).await?;
         let token = args.token.clone().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
         if let Some(token) = &token {
@@ -117,6 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 skiff_apiserver::tls::write_private(&node_token, token.as_bytes())?;
             }
         }
+        let store = super::secrets_encrypt::wrap(store, &args.encryption, &data_dir).await?;
         let mut config = skiff_apiserver::Config::new(data_dir.clone(), store);
         config.bind_address = args.bind_address;
         config.port = args.https_listen_port;
