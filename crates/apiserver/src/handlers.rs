@@ -1377,7 +1377,9 @@ async fn token_request(req: &Req<'_>, name: &str, mut request: Value) -> ApiResu
                     "",
                     plural,
                     &bound_name,
-                    &format!("the UID in the bound object reference ({uid}) does not match the UID in record. The object might have been deleted and then recreated"),
+                    &format!(
+                        "the UID in the bound object reference ({uid}) does not match the UID in record. The object might have been deleted and then recreated"
+                    ),
                 ));
             }
             Some((kind, bound_name, current_uid))

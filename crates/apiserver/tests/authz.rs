@@ -7,8 +7,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
-use skiff_testsupport::{eventually, TestServer};
+use serde_json::{Value, json};
+use skiff_testsupport::{TestServer, eventually};
 
 fn obj<T: DeserializeOwned>(v: Value) -> T {
     serde_json::from_value(v).unwrap()
@@ -43,8 +43,10 @@ async fn sa_token(s: &TestServer, ns: &str, name: &str) -> String {
     ))
     .header("content-type", "application/json")
     .body(
-        serde_json::to_vec(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}))
-            .unwrap(),
+        serde_json::to_vec(
+            &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}),
+        )
+        .unwrap(),
     )
     .unwrap();
     let text = s.client.request_text(req).await.unwrap();
@@ -62,19 +64,31 @@ async fn a_service_account_holds_nothing_until_a_binding_grants_it() {
     // Discovery and the self reviews are everyone's (system:discovery,
     // system:basic-user); Secrets are not.
     app.apiserver_version().await.unwrap();
-    let (code, msg) = refused(Api::<Secret>::namespaced(app.clone(), "team").list(&ListParams::default()).await);
+    let (code, msg) = refused(
+        Api::<Secret>::namespaced(app.clone(), "team")
+            .list(&ListParams::default())
+            .await,
+    );
     assert_eq!(code, 403);
     assert_eq!(
         msg,
         "secrets is forbidden: User \"system:serviceaccount:team:app\" cannot list resource \"secrets\" in API group \"\" in the namespace \"team\""
     );
-    let (code, msg) = refused(Api::<Pod>::all(app.clone()).list(&ListParams::default()).await);
+    let (code, msg) = refused(
+        Api::<Pod>::all(app.clone())
+            .list(&ListParams::default())
+            .await,
+    );
     assert_eq!(code, 403);
     assert_eq!(
         msg,
         "pods is forbidden: User \"system:serviceaccount:team:app\" cannot list resource \"pods\" in API group \"\" at the cluster scope"
     );
-    let (code, msg) = refused(Api::<ConfigMap>::namespaced(app.clone(), "team").get("x").await);
+    let (code, msg) = refused(
+        Api::<ConfigMap>::namespaced(app.clone(), "team")
+            .get("x")
+            .await,
+    );
     assert_eq!(code, 403);
     assert_eq!(
         msg,
@@ -93,13 +107,23 @@ async fn a_service_account_holds_nothing_until_a_binding_grants_it() {
     let _: ConfigMap = create(&s.client, Some("team"), json!({"metadata": {"name": "x"}})).await;
     let _: ConfigMap = create(&s.client, Some("team"), json!({"metadata": {"name": "y"}})).await;
     let cms = Api::<ConfigMap>::namespaced(app.clone(), "team");
-    eventually("the binding to take effect", || async { cms.get("x").await.ok() }).await;
+    eventually("the binding to take effect", || async {
+        cms.get("x").await.ok()
+    })
+    .await;
     let (code, _) = refused(cms.get("y").await);
     assert_eq!(code, 403, "resourceNames limit the grant");
     let (code, _) = refused(cms.list(&ListParams::default()).await);
     assert_eq!(code, 403, "a named grant does not allow list");
-    Api::<Pod>::namespaced(app.clone(), "team").list(&ListParams::default()).await.unwrap();
-    let (code, _) = refused(Api::<Pod>::namespaced(app.clone(), "other").list(&ListParams::default()).await);
+    Api::<Pod>::namespaced(app.clone(), "team")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let (code, _) = refused(
+        Api::<Pod>::namespaced(app.clone(), "other")
+            .list(&ListParams::default())
+            .await,
+    );
     assert_eq!(code, 403, "a RoleBinding grants in its own namespace only");
     let (code, msg) = refused(
         Api::<Pod>::namespaced(app.clone(), "team")
@@ -114,16 +138,24 @@ async fn a_service_account_holds_nothing_until_a_binding_grants_it() {
         .delete("team-sas", &Default::default())
         .await
         .unwrap();
-    eventually("the grant to go", || async { cms.get("x").await.is_err().then_some(()) }).await;
+    eventually("the grant to go", || async {
+        cms.get("x").await.is_err().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn cluster_roles_aggregate_and_bind_cluster_wide() {
     let s = TestServer::start().await;
-    let _: ClusterRole = create(&s.client, None, json!({
+    let _: ClusterRole = create(
+        &s.client,
+        None,
+        json!({
         "metadata": {"name": "node-reader"},
         "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]},
-                  {"nonResourceURLs": ["/metrics", "/logs/*"], "verbs": ["get"]}]})).await;
+                  {"nonResourceURLs": ["/metrics", "/logs/*"], "verbs": ["get"]}]}),
+    )
+    .await;
     let _: ClusterRoleBinding = create(&s.client, None, json!({
         "metadata": {"name": "alice-nodes"},
         "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"}],
@@ -131,17 +163,25 @@ async fn cluster_roles_aggregate_and_bind_cluster_wide() {
     let alice = s.client_as("alice", &[]).await;
     let bob = s.client_as("bob", &["readers"]).await;
     eventually("the cluster binding", || async {
-        Api::<Node>::all(alice.clone()).list(&ListParams::default()).await.ok()
+        Api::<Node>::all(alice.clone())
+            .list(&ListParams::default())
+            .await
+            .ok()
     })
     .await;
     let get = |c: kube::Client, path: &'static str| async move {
-        c.request_text(http::Request::get(path).body(Vec::new()).unwrap()).await
+        c.request_text(http::Request::get(path).body(Vec::new()).unwrap())
+            .await
     };
     get(alice.clone(), "/metrics").await.unwrap();
     let (code, msg) = refused(get(bob.clone(), "/metrics").await);
     assert_eq!(code, 403);
     assert_eq!(msg, "forbidden: User \"bob\" cannot get path \"/metrics\"");
-    let (code, msg) = refused(Api::<Node>::all(bob.clone()).list(&ListParams::default()).await);
+    let (code, msg) = refused(
+        Api::<Node>::all(bob.clone())
+            .list(&ListParams::default())
+            .await,
+    );
     assert_eq!(code, 403);
     assert_eq!(
         msg,
@@ -153,9 +193,14 @@ async fn cluster_roles_aggregate_and_bind_cluster_wide() {
         "metadata": {"name": "readers-edit"},
         "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "readers"}],
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cm-editor"}})).await;
-    let _: ClusterRole = create(&s.client, None, json!({
+    let _: ClusterRole = create(
+        &s.client,
+        None,
+        json!({
         "metadata": {"name": "cm-editor"},
-        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]})).await;
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]}),
+    )
+    .await;
     let cms = Api::<ConfigMap>::namespaced(bob.clone(), "ops");
     let cm: ConfigMap = obj(json!({"metadata": {"name": "c"}}));
     eventually("a role bound before it existed to apply", || async {
@@ -176,7 +221,11 @@ async fn impersonation_needs_the_impersonate_verb() {
     // The admin (system:masters) may impersonate anyone; the impersonated
     // user then has only its own rights.
     let carol = s.client_as("carol", &["devs"]).await;
-    let (code, msg) = refused(Api::<Secret>::namespaced(carol.clone(), "default").list(&ListParams::default()).await);
+    let (code, msg) = refused(
+        Api::<Secret>::namespaced(carol.clone(), "default")
+            .list(&ListParams::default())
+            .await,
+    );
     assert_eq!(code, 403);
     assert!(msg.contains("User \"carol\" cannot list"), "{msg}");
 
@@ -187,7 +236,10 @@ async fn impersonation_needs_the_impersonate_verb() {
         .unwrap();
     let (code, msg) = refused(s.client.request_text(req).await);
     assert_eq!(code, 500, "{msg}");
-    assert_eq!(msg, "Internal error occurred: requested impersonation of groups, extra or uid without a user");
+    assert_eq!(
+        msg,
+        "Internal error occurred: requested impersonation of groups, extra or uid without a user"
+    );
 
     // A user granted `impersonate` on one user name may become that user only.
     let _: ClusterRole = create(&s.client, None, json!({
@@ -210,7 +262,10 @@ async fn impersonation_needs_the_impersonate_verb() {
             client.request_text(req).await
         }
     };
-    eventually("the impersonate grant", || async { as_sa("dave").await.ok() }).await;
+    eventually("the impersonate grant", || async {
+        as_sa("dave").await.ok()
+    })
+    .await;
     let (code, msg) = refused(as_sa("erin").await);
     assert_eq!(code, 403);
     assert_eq!(
@@ -237,7 +292,10 @@ async fn nobody_grants_what_they_do_not_hold() {
     let roles = Api::<Role>::namespaced(mallory.clone(), "team");
     let held: Role = obj(json!({"metadata": {"name": "pod-reader"},
         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]}));
-    eventually("mallory's grant", || async { roles.create(&PostParams::default(), &held).await.ok() }).await;
+    eventually("mallory's grant", || async {
+        roles.create(&PostParams::default(), &held).await.ok()
+    })
+    .await;
     let more: Role = obj(json!({"metadata": {"name": "secret-reader"},
         "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}));
     let (code, msg) = refused(roles.create(&PostParams::default(), &more).await);
@@ -246,7 +304,10 @@ async fn nobody_grants_what_they_do_not_hold() {
         msg.starts_with("roles.rbac.authorization.k8s.io \"secret-reader\" is forbidden: user \"mallory\" (groups=[\"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:"),
         "{msg}"
     );
-    assert!(msg.contains("{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\"]}"), "{msg}");
+    assert!(
+        msg.contains("{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\"]}"),
+        "{msg}"
+    );
     // Binding a role she holds is fine; binding cluster-admin is not.
     let bindings = Api::<RoleBinding>::namespaced(mallory.clone(), "team");
     let ok: RoleBinding = obj(json!({"metadata": {"name": "friend"},
@@ -258,16 +319,27 @@ async fn nobody_grants_what_they_do_not_hold() {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"}}));
     let (code, msg) = refused(bindings.create(&PostParams::default(), &admin).await);
     assert_eq!(code, 403, "{msg}");
-    assert!(msg.contains("is attempting to grant RBAC permissions not currently held"), "{msg}");
+    assert!(
+        msg.contains("is attempting to grant RBAC permissions not currently held"),
+        "{msg}"
+    );
     // With `bind` on that role she may.
     let _: Role = create(&s.client, Some("team"), json!({
         "metadata": {"name": "binder"},
         "rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["bind"], "resourceNames": ["cluster-admin"]}]})).await;
-    let _: RoleBinding = create(&s.client, Some("team"), json!({
+    let _: RoleBinding = create(
+        &s.client,
+        Some("team"),
+        json!({
         "metadata": {"name": "mallory-binds"},
         "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "mallory"}],
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "binder"}})).await;
-    eventually("the bind grant", || async { bindings.create(&PostParams::default(), &admin).await.ok() }).await;
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "binder"}}),
+    )
+    .await;
+    eventually("the bind grant", || async {
+        bindings.create(&PostParams::default(), &admin).await.ok()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -280,32 +352,56 @@ async fn nodes_reach_only_what_their_pods_use() {
     for name in ["used", "unused"] {
         let _: Secret = create(&s.client, Some("team"), json!({"metadata": {"name": name}})).await;
     }
-    let _: ConfigMap = create(&s.client, Some("team"), json!({"metadata": {"name": "env"}})).await;
-    let _: Pod = create(&s.client, Some("team"), json!({
+    let _: ConfigMap = create(
+        &s.client,
+        Some("team"),
+        json!({"metadata": {"name": "env"}}),
+    )
+    .await;
+    let _: Pod = create(
+        &s.client,
+        Some("team"),
+        json!({
         "metadata": {"name": "p1"},
         "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox",
                   "envFrom": [{"configMapRef": {"name": "env"}}]}],
-                 "volumes": [{"name": "s", "secret": {"secretName": "used"}}]}})).await;
+                 "volumes": [{"name": "s", "secret": {"secretName": "used"}}]}}),
+    )
+    .await;
     let n1 = s.client_as("system:node:n1", &["system:nodes"]).await;
     let n2 = s.client_as("system:node:n2", &["system:nodes"]).await;
     let secrets = Api::<Secret>::namespaced(n1.clone(), "team");
-    eventually("the node graph", || async { secrets.get("used").await.ok() }).await;
-    Api::<ConfigMap>::namespaced(n1.clone(), "team").get("env").await.unwrap();
+    eventually("the node graph", || async {
+        secrets.get("used").await.ok()
+    })
+    .await;
+    Api::<ConfigMap>::namespaced(n1.clone(), "team")
+        .get("env")
+        .await
+        .unwrap();
     let (code, msg) = refused(secrets.get("unused").await);
     assert_eq!(code, 403);
     assert_eq!(
         msg,
         "secrets \"unused\" is forbidden: User \"system:node:n1\" cannot get resource \"secrets\" in API group \"\" in the namespace \"team\": no relationship found between node 'n1' and this object"
     );
-    let (code, _) = refused(Api::<Secret>::namespaced(n2.clone(), "team").get("used").await);
+    let (code, _) = refused(
+        Api::<Secret>::namespaced(n2.clone(), "team")
+            .get("used")
+            .await,
+    );
     assert_eq!(code, 403, "another node's pod's secret");
     let (code, _) = refused(secrets.list(&ListParams::default()).await);
     assert_eq!(code, 403, "nodes may not list secrets");
     // system:node (RBAC) lets nodes read pods and nodes.
-    Api::<Pod>::all(n1.clone()).list(&ListParams::default()).await.unwrap();
+    Api::<Pod>::all(n1.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
 
     // NodeRestriction: a node changes only its own Node and Lease.
-    let status = Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}));
+    let status =
+        Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}));
     Api::<Node>::all(n1.clone())
         .patch_status("n1", &PatchParams::default(), &status)
         .await
@@ -316,15 +412,24 @@ async fn nodes_reach_only_what_their_pods_use() {
             .await,
     );
     assert_eq!(code, 403);
-    assert_eq!(msg, "nodes \"n2\" is forbidden: node \"n1\" is not allowed to modify node \"n2\"");
+    assert_eq!(
+        msg,
+        "nodes \"n2\" is forbidden: node \"n1\" is not allowed to modify node \"n2\""
+    );
     let leases = Api::<Lease>::namespaced(n1.clone(), "kube-node-lease");
     leases
-        .create(&PostParams::default(), &obj(json!({"metadata": {"name": "n1"}, "spec": {"holderIdentity": "n1"}})))
+        .create(
+            &PostParams::default(),
+            &obj(json!({"metadata": {"name": "n1"}, "spec": {"holderIdentity": "n1"}})),
+        )
         .await
         .unwrap();
     let (code, _) = refused(
         leases
-            .create(&PostParams::default(), &obj(json!({"metadata": {"name": "n2"}, "spec": {"holderIdentity": "n2"}})))
+            .create(
+                &PostParams::default(),
+                &obj(json!({"metadata": {"name": "n2"}, "spec": {"holderIdentity": "n2"}})),
+            )
             .await,
     );
     assert_eq!(code, 403);
@@ -336,7 +441,11 @@ async fn nodes_reach_only_what_their_pods_use() {
     assert_eq!(code, 403);
     assert!(msg.contains("can only create mirror pods"), "{msg}");
     // Deleting another node's pod is refused; its own is allowed.
-    let (code, _) = refused(Api::<Pod>::namespaced(n2.clone(), "team").delete("p1", &Default::default()).await);
+    let (code, _) = refused(
+        Api::<Pod>::namespaced(n2.clone(), "team")
+            .delete("p1", &Default::default())
+            .await,
+    );
     assert_eq!(code, 403);
     pods.delete("p1", &Default::default()).await.unwrap();
 }

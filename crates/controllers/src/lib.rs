@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+pub mod clusterroleaggregation;
 pub mod cron;
 pub mod cronjob;
 pub mod ctrlutil;
@@ -17,7 +18,6 @@ pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
-pub mod clusterroleaggregation;
 pub mod endpointslicemirroring;
 pub mod gc;
 pub mod history;

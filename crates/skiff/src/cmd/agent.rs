@@ -171,7 +171,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let node = tokio::spawn(super::node::run(
-            client.clone(),
+            super::node::Clients::shared(client.clone()),
             args.node.clone(),
             cluster,
             async move {
