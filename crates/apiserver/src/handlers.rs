@@ -159,6 +159,9 @@ async fn serve_resource(
         (&Method::GET, Some(n), None) if watch => crate::watch::serve(&req, Some(n)).await,
         (&Method::GET, None, None) => list(&req).await,
         (&Method::GET, Some(n), None | Some("status")) => get(&req, &n).await,
+        (&Method::GET, Some(n), Some("approval")) if req.info.has_subresource("approval") => {
+            get(&req, &n).await
+        }
         (&Method::GET, Some(n), Some("ephemeralcontainers")) if is_pods(req.info) => {
             get(&req, &n).await
         }
@@ -190,6 +193,14 @@ async fn serve_resource(
         (&Method::PATCH, Some(n), Some("ephemeralcontainers")) if is_pods(req.info) => {
             let patch = decode_body(&body, &media)?;
             patch_object(&mut req, &n, &media, patch, Some("ephemeralcontainers")).await
+        }
+        (&Method::PUT, Some(n), sub @ Some("approval")) if req.info.has_subresource("approval") => {
+            let obj = decode_body(&body, &media)?;
+            update(&mut req, &n, obj, sub).await
+        }
+        (&Method::PATCH, Some(n), sub @ Some("approval")) if req.info.has_subresource("approval") => {
+            let patch = decode_body(&body, &media)?;
+            patch_object(&mut req, &n, &media, patch, sub).await
         }
         (&Method::PUT, Some(n), sub @ (None | Some("status") | Some("finalize"))) => {
             let obj = decode_body(&body, &media)?;
@@ -537,13 +548,16 @@ fn check_namespace(req: &Req<'_>, obj: &mut Value) -> ApiResult<()> {
 }
 
 fn validate(req: &Req<'_>, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
-    let errs = skiff_api::validation::validate_object(
+    let mut errs = skiff_api::validation::validate_object(
         req.info.group,
         req.info.kind,
         obj,
         old,
         req.info.namespaced,
     );
+    if (req.info.group, req.info.kind) == ("certificates.k8s.io", "CertificateSigningRequest") {
+        errs.extend(crate::certificates::validate(obj, old));
+    }
     if errs.is_empty() {
         return Ok(());
     }

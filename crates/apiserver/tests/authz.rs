@@ -449,3 +449,119 @@ async fn nodes_reach_only_what_their_pods_use() {
     assert_eq!(code, 403);
     pods.delete("p1", &Default::default()).await.unwrap();
 }
+
+fn csr_request(cn: &str, org: Option<&str>) -> String {
+    use base64::Engine;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    if let Some(o) = org {
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, o);
+    }
+    let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+    base64::engine::general_purpose::STANDARD.encode(pem)
+}
+
+/// The Certificates API as the conformance test drives it, and the
+/// approval and signing permissions on top.
+#[tokio::test]
+async fn certificate_signing_requests_and_who_may_approve_them() {
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequest as Csr;
+    let s = TestServer::start().await;
+    let csrs: Api<Csr> = Api::all(s.client.clone());
+    let template = json!({"metadata": {"generateName": "e2e-"}, "spec": {
+        "request": csr_request("e2e.example.com", None), "signerName": "example.com/e2e",
+        "usages": ["digital signature", "key encipherment", "server auth"], "expirationSeconds": 3600}});
+    let created = csrs.create(&PostParams::default(), &obj(template.clone())).await.unwrap();
+    let name = created.metadata.name.clone().unwrap();
+    let spec = &created.spec;
+    assert_eq!(spec.username.as_deref(), Some("system:admin"), "the requester is stamped");
+    assert!(spec.groups.as_ref().unwrap().contains(&"system:masters".to_string()));
+    assert_eq!(spec.expiration_seconds, Some(3600));
+    let listed = csrs
+        .list(&ListParams::default().fields("spec.signerName=example.com/e2e"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    // /approval takes conditions, the main resource does not.
+    let patched = csrs
+        .patch_approval(&name, &PatchParams::default(), &Patch::Merge(json!({
+            "metadata": {"annotations": {"patchedapproval": "true"}},
+            "status": {"conditions": [{"type": "ApprovalPatch", "status": "True", "reason": "e2e"}]}})))
+        .await
+        .unwrap();
+    let conds = patched.status.as_ref().unwrap().conditions.clone().unwrap();
+    assert_eq!(conds.len(), 1);
+    assert_eq!(conds[0].type_, "ApprovalPatch");
+    assert!(conds[0].last_update_time.is_some(), "timestamps are the server's");
+    let same = csrs
+        .patch(&name, &PatchParams::default(), &Patch::Merge(json!({
+            "status": {"conditions": [{"type": "Sneaky", "status": "True"}]}})))
+        .await
+        .unwrap();
+    assert_eq!(same.status.unwrap().conditions.unwrap()[0].type_, "ApprovalPatch");
+    // A certificate through /status.
+    let cert = {
+        let key = rcgen::KeyPair::generate().unwrap();
+        rcgen::CertificateParams::new(vec!["e2e.example.com".to_string()]).unwrap().self_signed(&key).unwrap().pem()
+    };
+    let cert_b64 = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(&cert)
+    };
+    let with_cert = csrs
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({
+            "status": {"certificate": cert_b64}})))
+        .await
+        .unwrap();
+    assert_eq!(with_cert.status.unwrap().certificate.unwrap().0, cert.as_bytes());
+    // Bad requests are refused with their field.
+    let mut bad = template.clone();
+    bad["spec"]["request"] = json!("bm90IGEgcmVxdWVzdA==");
+    let (code, msg) = refused(csrs.create(&PostParams::default(), &obj(bad)).await);
+    assert_eq!(code, 422);
+    assert!(msg.contains("spec.request"), "{msg}");
+    // system:masters through the plain client signer is refused.
+    let mut masters = template.clone();
+    masters["spec"]["signerName"] = json!("kubernetes.io/kube-apiserver-client");
+    masters["spec"]["usages"] = json!(["client auth"]);
+    masters["spec"]["request"] = json!(csr_request("mallory", Some("system:masters")));
+    let (code, msg) = refused(csrs.create(&PostParams::default(), &obj(masters)).await);
+    assert_eq!(code, 403);
+    assert!(msg.ends_with("use of kubernetes.io/kube-apiserver-client signer with system:masters group is not allowed"), "{msg}");
+
+    // Updating /approval is not approving: that needs `approve` on the signer.
+    let _: ClusterRole = create(&s.client, None, json!({
+        "metadata": {"name": "csr-updater"},
+        "rules": [{"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests", "certificatesigningrequests/approval"], "verbs": ["get", "update", "patch"]}]})).await;
+    let _: ClusterRoleBinding = create(&s.client, None, json!({
+        "metadata": {"name": "ops-csr"},
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "ops"}],
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "csr-updater"}})).await;
+    let ops: Api<Csr> = Api::all(s.client_as("ops", &[]).await);
+    let approve = Patch::Merge(json!({"status": {"conditions": [
+        {"type": "ApprovalPatch", "status": "True", "reason": "e2e"},
+        {"type": "Approved", "status": "True", "reason": "ops"}]}}));
+    let (code, msg) = eventually("ops's grant", || async {
+        match ops.patch_approval(&name, &PatchParams::default(), &approve).await {
+            Err(kube::Error::Api(e)) if e.message.contains("not permitted to approve") => Some((e.code, e.message)),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(code, 403);
+    assert!(msg.ends_with("user not permitted to approve requests with signerName \"example.com/e2e\""), "{msg}");
+    let _: ClusterRole = create(&s.client, None, json!({
+        "metadata": {"name": "e2e-approver"},
+        "rules": [{"apiGroups": ["certificates.k8s.io"], "resources": ["signers"], "verbs": ["approve"], "resourceNames": ["example.com/*"]}]})).await;
+    let _: ClusterRoleBinding = create(&s.client, None, json!({
+        "metadata": {"name": "ops-approves"},
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "ops"}],
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "e2e-approver"}})).await;
+    let approved = eventually("the approve grant", || async {
+        ops.patch_approval(&name, &PatchParams::default(), &approve).await.ok()
+    })
+    .await;
+    assert!(approved.status.unwrap().conditions.unwrap().iter().any(|c| c.type_ == "Approved"));
+    csrs.delete(&name, &Default::default()).await.unwrap();
+}
