@@ -163,6 +163,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 root_ca: Some(running.ca_pem.clone()),
                 node_monitor_grace_period: std::time::Duration::from_secs(args.node_monitor_grace_period),
                 election: election.clone(),
+                // The cluster CA signs what the CSR API approves (k3s runs
+                // kube-controller-manager with --cluster-signing-*-file).
+                signing: Some(super::controller_manager::signing(
+                    &data_dir.join("tls/server-ca.crt"),
+                    &data_dir.join("tls/server-ca.key"),
+                )?),
             };
             let client = component("controller", "system:kube-controller-manager", None).await?;
             tokio::spawn(super::controller_manager::run_elected(client, settings, stopped()));
