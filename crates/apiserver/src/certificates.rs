@@ -7,8 +7,8 @@
 //! are in skiff-controllers.
 
 use serde_json::{Value, json};
-use x509_parser::prelude::FromDer;
 use skiff_api::validation::FieldError;
+use x509_parser::prelude::FromDer;
 
 use crate::authz::{Attributes, UserInfo};
 use crate::handlers::Req;
@@ -130,7 +130,12 @@ pub fn prepare_create(req: &Req<'_>, obj: &mut Value) -> ApiResult<()> {
 /// certificate and conditions other than Approved/Denied; `/approval` the
 /// conditions. Approving needs `approve` and issuing a certificate `sign`
 /// on the request's signer.
-pub fn prepare_update(req: &Req<'_>, new: &mut Value, old: &Value, sub: Option<&str>) -> ApiResult<()> {
+pub fn prepare_update(
+    req: &Req<'_>,
+    new: &mut Value,
+    old: &Value,
+    sub: Option<&str>,
+) -> ApiResult<()> {
     if !is_csr(req) {
         return Ok(());
     }
@@ -249,7 +254,10 @@ fn populate_timestamps(obj: &mut Value, old: Option<&Value>) {
                 .and_then(|o| o.get("lastTransitionTime"))
                 .filter(|t| !t.is_null())
                 .cloned();
-            m.insert("lastTransitionTime".into(), before.unwrap_or_else(|| json!(now)));
+            m.insert(
+                "lastTransitionTime".into(),
+                before.unwrap_or_else(|| json!(now)),
+            );
         }
     }
 }
@@ -272,11 +280,18 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     if usages.is_empty() {
-        errs.push(FieldError::required("spec.usages", "usages must be provided"));
+        errs.push(FieldError::required(
+            "spec.usages",
+            "usages must be provided",
+        ));
     }
     for (i, u) in usages.iter().enumerate() {
         if !USAGES.contains(u) {
-            errs.push(FieldError::not_supported(format!("spec.usages[{i}]"), &json!(u), USAGES));
+            errs.push(FieldError::not_supported(
+                format!("spec.usages[{i}]"),
+                &json!(u),
+                USAGES,
+            ));
         }
     }
     let signer = obj
@@ -285,7 +300,9 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         .unwrap_or_default();
     if signer.is_empty() {
         errs.push(FieldError::required("spec.signerName", ""));
-    } else if signer.split('/').count() != 2 || !signer.split('/').next().unwrap_or_default().contains('.') {
+    } else if signer.split('/').count() != 2
+        || !signer.split('/').next().unwrap_or_default().contains('.')
+    {
         errs.push(FieldError::invalid(
             "spec.signerName",
             &json!(signer),
@@ -296,7 +313,9 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
             errs.push(FieldError::invalid("spec.signerName", &json!(signer), &e));
         }
     }
-    if let Some(secs) = obj.pointer("/spec/expirationSeconds").and_then(Value::as_i64)
+    if let Some(secs) = obj
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
         && secs < 600
     {
         errs.push(FieldError::invalid(
@@ -351,8 +370,14 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         ));
     }
     if let Some(old) = old {
-        let old_cert = old.pointer("/status/certificate").and_then(Value::as_str).unwrap_or_default();
-        let new_cert = obj.pointer("/status/certificate").and_then(Value::as_str).unwrap_or_default();
+        let old_cert = old
+            .pointer("/status/certificate")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let new_cert = obj
+            .pointer("/status/certificate")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if !old_cert.is_empty() && old_cert != new_cert {
             errs.push(FieldError::forbidden(
                 "status.certificate",
@@ -395,9 +420,13 @@ mod tests {
     fn csr_pem(cn: &str, org: Option<&str>) -> String {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
         if let Some(o) = org {
-            params.distinguished_name.push(rcgen::DnType::OrganizationName, o);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::OrganizationName, o);
         }
         params.serialize_request(&key).unwrap().pem().unwrap()
     }
@@ -415,7 +444,10 @@ mod tests {
         assert_eq!(r.organizations, vec!["system:nodes".to_string()]);
         assert!(parse_request(b"not pem").is_err());
         // A tampered request fails its signature.
-        let mut der = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap().1.contents;
+        let mut der = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .unwrap()
+            .1
+            .contents;
         let n = der.len();
         der[n - 3] ^= 0x55;
         let tampered = format!(
@@ -433,7 +465,11 @@ mod tests {
         let good = json!({"metadata": {"name": "c"}, "spec": {
             "request": b64(&csr_pem("u", None)), "signerName": "example.com/signer",
             "usages": ["client auth"], "expirationSeconds": 3600}});
-        assert!(validate(&good, None).is_empty(), "{:?}", validate(&good, None));
+        assert!(
+            validate(&good, None).is_empty(),
+            "{:?}",
+            validate(&good, None)
+        );
         let mut bad = good.clone();
         bad["spec"]["signerName"] = json!("nosigner");
         bad["spec"]["usages"] = json!(["teleport"]);
@@ -442,7 +478,12 @@ mod tests {
         let fields: Vec<String> = validate(&bad, None).into_iter().map(|e| e.field).collect();
         assert_eq!(
             fields,
-            vec!["spec.request", "spec.usages[0]", "spec.signerName", "spec.expirationSeconds"]
+            vec![
+                "spec.request",
+                "spec.usages[0]",
+                "spec.signerName",
+                "spec.expirationSeconds"
+            ]
         );
         let mut both = good.clone();
         both["status"] = json!({"conditions": [{"type": "Approved", "status": "True"}, {"type": "Denied", "status": "True"}]});
@@ -454,6 +495,11 @@ mod tests {
         let mut approved = good.clone();
         approved["status"] = json!({"conditions": [{"type": "Approved", "status": "True"}]});
         let errs = validate(&good, Some(&approved));
-        assert!(errs.iter().any(|e| e.message.contains("may not remove a condition of type \"Approved\"")), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e
+                .message
+                .contains("may not remove a condition of type \"Approved\"")),
+            "{errs:?}"
+        );
     }
 }

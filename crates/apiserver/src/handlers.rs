@@ -198,7 +198,9 @@ async fn serve_resource(
             let obj = decode_body(&body, &media)?;
             update(&mut req, &n, obj, sub).await
         }
-        (&Method::PATCH, Some(n), sub @ Some("approval")) if req.info.has_subresource("approval") => {
+        (&Method::PATCH, Some(n), sub @ Some("approval"))
+            if req.info.has_subresource("approval") =>
+        {
             let patch = decode_body(&body, &media)?;
             patch_object(&mut req, &n, &media, patch, sub).await
         }

@@ -217,6 +217,15 @@ async fn route(
         "/healthz" | "/livez" | "/readyz" => {
             return Ok(bytes_response(200, "text/plain; charset=utf-8", "ok"));
         }
+        // The cluster CA for agents to check against their token's hash
+        // before they trust this server (k3s's /cacerts).
+        "/cacerts" => {
+            return Ok(bytes_response(
+                200,
+                "text/plain; charset=utf-8",
+                server.ca_pem.clone(),
+            ));
+        }
         _ => {}
     }
     let Some(user) = authenticated(server, &req, cert_user) else {

@@ -74,6 +74,8 @@ pub enum StartError {
 pub use crate::alloc::Allocators;
 
 pub struct ApiServer {
+    /// The cluster CA (PEM), as `/cacerts` serves it.
+    pub ca_pem: String,
     pub store: Arc<dyn Store>,
     pub cache: Arc<WatchCache>,
     pub metrics: Metrics,
@@ -95,6 +97,8 @@ pub struct ApiServer {
 
 /// Who the node-join token authenticates.
 pub const NODE_TOKEN_USER: &str = "system:node-token";
+/// The join token's group (kubeadm's bootstrap tokens').
+pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
 
 /// Equal, in time independent of where they differ.
 fn same(a: &[u8], b: &[u8]) -> bool {
@@ -344,11 +348,15 @@ pub async fn start(
         ),
         (
             pki.node_token.clone(),
-            UserInfo::new(NODE_TOKEN_USER, &[crate::authz::MASTERS]),
+            // Enough to ask for certificates (system:node-bootstrapper and
+            // the nodeclient approval), nothing else: agents then act as
+            // their own certificates' users.
+            UserInfo::new(NODE_TOKEN_USER, &[BOOTSTRAPPERS]),
         ),
     ];
     let token_signer = crate::tokens::TokenSigner::load_or_create(&config.data_dir)?;
     let server = Arc::new(ApiServer {
+        ca_pem: pki.ca_pem.clone(),
         store: config.store.clone(),
         cache,
         metrics: Metrics::default(),

@@ -172,7 +172,12 @@ impl Pki {
         let serving_cert_pem = fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
         let serving_key_pem = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
         let admin_token = read_or_create(&data_dir.join("admin.token"), || Ok(random_token()))?;
-        let node_token = read_or_create(&data_dir.join("node-token"), || Ok(random_token()))?;
+        // k3s's secure token, K10<sha256 of the CA>::server:<secret>: an
+        // agent checks the CA it is served against the hash before it sends
+        // anything. A bare token from an older cluster keeps working.
+        let node_token = read_or_create(&data_dir.join("node-token"), || {
+            Ok(join_token(&ca_pem, &random_token()))
+        })?;
         Ok(Pki {
             ca_pem,
             ca_key_pem,
@@ -326,6 +331,20 @@ impl Pki {
     }
 }
 
+/// The SHA-256 of the CA as `/cacerts` serves it, in hex.
+pub fn ca_hash(ca_pem: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, ca_pem.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A join token pinning `ca_pem`: `K10<sha256>::server:<secret>`.
+pub fn join_token(ca_pem: &str, secret: &str) -> String {
+    format!("K10{}::server:{secret}", ca_hash(ca_pem))
+}
+
 /// Client certificates live a year and are renewed at start within 120
 /// days of expiry, as k3s's.
 pub const CLIENT_CERT_DAYS: i64 = 365;
@@ -389,6 +408,14 @@ mod tests {
         assert_eq!(a.ca_pem, b.ca_pem);
         assert_eq!(a.serving_cert_pem, b.serving_cert_pem);
         assert_eq!(a.admin_token, b.admin_token);
+        // The join token pins this CA.
+        assert!(
+            a.node_token
+                .starts_with(&format!("K10{}::server:", ca_hash(&a.ca_pem))),
+            "{}",
+            a.node_token
+        );
+        assert_eq!(a.node_token, b.node_token);
         a.server_config().unwrap();
         // A new SAN re-issues the serving certificate from the same CA.
         let c = Pki::load_or_create(dir.path(), &["example.test".into()]).unwrap();

@@ -454,9 +454,13 @@ fn csr_request(cn: &str, org: Option<&str>) -> String {
     use base64::Engine;
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
     if let Some(o) = org {
-        params.distinguished_name.push(rcgen::DnType::OrganizationName, o);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, o);
     }
     let pem = params.serialize_request(&key).unwrap().pem().unwrap();
     base64::engine::general_purpose::STANDARD.encode(pem)
@@ -472,11 +476,23 @@ async fn certificate_signing_requests_and_who_may_approve_them() {
     let template = json!({"metadata": {"generateName": "e2e-"}, "spec": {
         "request": csr_request("e2e.example.com", None), "signerName": "example.com/e2e",
         "usages": ["digital signature", "key encipherment", "server auth"], "expirationSeconds": 3600}});
-    let created = csrs.create(&PostParams::default(), &obj(template.clone())).await.unwrap();
+    let created = csrs
+        .create(&PostParams::default(), &obj(template.clone()))
+        .await
+        .unwrap();
     let name = created.metadata.name.clone().unwrap();
     let spec = &created.spec;
-    assert_eq!(spec.username.as_deref(), Some("system:admin"), "the requester is stamped");
-    assert!(spec.groups.as_ref().unwrap().contains(&"system:masters".to_string()));
+    assert_eq!(
+        spec.username.as_deref(),
+        Some("system:admin"),
+        "the requester is stamped"
+    );
+    assert!(
+        spec.groups
+            .as_ref()
+            .unwrap()
+            .contains(&"system:masters".to_string())
+    );
     assert_eq!(spec.expiration_seconds, Some(3600));
     let listed = csrs
         .list(&ListParams::default().fields("spec.signerName=example.com/e2e"))
@@ -493,28 +509,49 @@ async fn certificate_signing_requests_and_who_may_approve_them() {
     let conds = patched.status.as_ref().unwrap().conditions.clone().unwrap();
     assert_eq!(conds.len(), 1);
     assert_eq!(conds[0].type_, "ApprovalPatch");
-    assert!(conds[0].last_update_time.is_some(), "timestamps are the server's");
+    assert!(
+        conds[0].last_update_time.is_some(),
+        "timestamps are the server's"
+    );
     let same = csrs
-        .patch(&name, &PatchParams::default(), &Patch::Merge(json!({
-            "status": {"conditions": [{"type": "Sneaky", "status": "True"}]}})))
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+            "status": {"conditions": [{"type": "Sneaky", "status": "True"}]}})),
+        )
         .await
         .unwrap();
-    assert_eq!(same.status.unwrap().conditions.unwrap()[0].type_, "ApprovalPatch");
+    assert_eq!(
+        same.status.unwrap().conditions.unwrap()[0].type_,
+        "ApprovalPatch"
+    );
     // A certificate through /status.
     let cert = {
         let key = rcgen::KeyPair::generate().unwrap();
-        rcgen::CertificateParams::new(vec!["e2e.example.com".to_string()]).unwrap().self_signed(&key).unwrap().pem()
+        rcgen::CertificateParams::new(vec!["e2e.example.com".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+            .pem()
     };
     let cert_b64 = {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.encode(&cert)
     };
     let with_cert = csrs
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({
-            "status": {"certificate": cert_b64}})))
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+            "status": {"certificate": cert_b64}})),
+        )
         .await
         .unwrap();
-    assert_eq!(with_cert.status.unwrap().certificate.unwrap().0, cert.as_bytes());
+    assert_eq!(
+        with_cert.status.unwrap().certificate.unwrap().0,
+        cert.as_bytes()
+    );
     // Bad requests are refused with their field.
     let mut bad = template.clone();
     bad["spec"]["request"] = json!("bm90IGEgcmVxdWVzdA==");
@@ -543,14 +580,22 @@ async fn certificate_signing_requests_and_who_may_approve_them() {
         {"type": "ApprovalPatch", "status": "True", "reason": "e2e"},
         {"type": "Approved", "status": "True", "reason": "ops"}]}}));
     let (code, msg) = eventually("ops's grant", || async {
-        match ops.patch_approval(&name, &PatchParams::default(), &approve).await {
-            Err(kube::Error::Api(e)) if e.message.contains("not permitted to approve") => Some((e.code, e.message)),
+        match ops
+            .patch_approval(&name, &PatchParams::default(), &approve)
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.message.contains("not permitted to approve") => {
+                Some((e.code, e.message))
+            }
             _ => None,
         }
     })
     .await;
     assert_eq!(code, 403);
-    assert!(msg.ends_with("user not permitted to approve requests with signerName \"example.com/e2e\""), "{msg}");
+    assert!(
+        msg.ends_with("user not permitted to approve requests with signerName \"example.com/e2e\""),
+        "{msg}"
+    );
     let _: ClusterRole = create(&s.client, None, json!({
         "metadata": {"name": "e2e-approver"},
         "rules": [{"apiGroups": ["certificates.k8s.io"], "resources": ["signers"], "verbs": ["approve"], "resourceNames": ["example.com/*"]}]})).await;
@@ -559,9 +604,19 @@ async fn certificate_signing_requests_and_who_may_approve_them() {
         "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "ops"}],
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "e2e-approver"}})).await;
     let approved = eventually("the approve grant", || async {
-        ops.patch_approval(&name, &PatchParams::default(), &approve).await.ok()
+        ops.patch_approval(&name, &PatchParams::default(), &approve)
+            .await
+            .ok()
     })
     .await;
-    assert!(approved.status.unwrap().conditions.unwrap().iter().any(|c| c.type_ == "Approved"));
+    assert!(
+        approved
+            .status
+            .unwrap()
+            .conditions
+            .unwrap()
+            .iter()
+            .any(|c| c.type_ == "Approved")
+    );
     csrs.delete(&name, &Default::default()).await.unwrap();
 }

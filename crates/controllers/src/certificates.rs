@@ -5,6 +5,13 @@
 //! node, `selfnodeclient` for its own renewal), and **csrsigning** issues
 //! the certificate of every approved request for the `kubernetes.io`
 //! client signers from the cluster CA.
+//!
+//! skiff's agents also ask, with their join token, for the client
+//! certificates of the node's other components (the service proxy, DNS,
+//! ingress and network policy users, through
+//! `kubernetes.io/kube-apiserver-client`); the approver approves those
+//! on the same SubjectAccessReview as a new node's, as k3s's supervisor
+//! issues them for its node token.
 
 use std::sync::Arc;
 
@@ -69,7 +76,12 @@ pub fn parse(pem: &[u8]) -> Option<Subject> {
 }
 
 fn usages(csr: &Csr) -> Vec<&str> {
-    csr.spec.usages.iter().flatten().map(String::as_str).collect()
+    csr.spec
+        .usages
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect()
 }
 
 /// A kubelet client request (certificates' isNodeClientCert): O exactly
@@ -87,6 +99,26 @@ pub fn is_node_client(csr: &Csr, subject: &Subject) -> bool {
         && u.iter().all(|x| allowed.contains(x))
 }
 
+/// The users of a node's own components (no groups).
+pub const NODE_COMPONENTS: &[&str] = &[
+    "system:kube-proxy",
+    "system:skiff-dns",
+    "system:skiff-ingress",
+    "system:skiff-netpol",
+];
+
+/// A node component's client request: CN one of [`NODE_COMPONENTS`], no
+/// O, no SANs, client usages only.
+pub fn is_node_component(csr: &Csr, subject: &Subject) -> bool {
+    let allowed = ["key encipherment", "digital signature", "client auth"];
+    let u = usages(csr);
+    NODE_COMPONENTS.contains(&subject.common_name.as_str())
+        && subject.organizations.is_empty()
+        && !subject.has_sans
+        && u.contains(&"client auth")
+        && u.iter().all(|x| allowed.contains(x))
+}
+
 fn has_condition(csr: &Csr, t: &str) -> bool {
     csr.status
         .as_ref()
@@ -97,14 +129,11 @@ fn has_condition(csr: &Csr, t: &str) -> bool {
 pub async fn run(ctx: crate::Context) {
     let queue = Arc::new(WorkQueue::<String>::new());
     let q = queue.clone();
-    let (csrs, informer) = ctx
-        .informers
-        .get::<Csr>()
-        .informer(move |ev, _| {
-            if let Some(name) = loopkit::event_object(ev).and_then(|c| c.metadata.name.clone()) {
-                q.add(name);
-            }
-        });
+    let (csrs, informer) = ctx.informers.get::<Csr>().informer(move |ev, _| {
+        if let Some(name) = loopkit::event_object(ev).and_then(|c| c.metadata.name.clone()) {
+            q.add(name);
+        }
+    });
     let signing = ctx.config.signing.clone();
     let client = ctx.client.clone();
     let worker = async {
@@ -136,20 +165,28 @@ async fn reconcile(
     let signer = csr.spec.signer_name.as_str();
     let subject = parse(&csr.spec.request.0);
     if !has_condition(&csr, "Approved") {
-        if signer == KUBELET_CLIENT
-            && let Some(subject) = &subject
-            && is_node_client(&csr, subject)
+        if let Some(subject) = &subject
+            && ((signer == KUBELET_CLIENT && is_node_client(&csr, subject))
+                || (signer == APISERVER_CLIENT && is_node_component(&csr, subject)))
             && may_request(client, &csr, subject).await?
         {
             let mut conditions: Vec<serde_json::Value> = csr
                 .status
                 .as_ref()
                 .and_then(|s| s.conditions.as_ref())
-                .map(|c| c.iter().filter_map(|c| serde_json::to_value(c).ok()).collect())
+                .map(|c| {
+                    c.iter()
+                        .filter_map(|c| serde_json::to_value(c).ok())
+                        .collect()
+                })
                 .unwrap_or_default();
             conditions.push(json!({
                 "type": "Approved", "status": "True", "reason": "AutoApproved",
-                "message": "Auto approving kubelet client certificate after SubjectAccessReview."
+                "message": if signer == KUBELET_CLIENT {
+                    "Auto approving kubelet client certificate after SubjectAccessReview."
+                } else {
+                    "Auto approving node component client certificate after SubjectAccessReview."
+                }
             }));
             // The resourceVersion makes it a compare-and-swap: a conflict
             // comes back as a newer event.
@@ -157,7 +194,10 @@ async fn reconcile(
                 "metadata": {"resourceVersion": csr.metadata.resource_version},
                 "status": {"conditions": conditions}
             });
-            match api.patch_approval(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match api
+                .patch_approval(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(_) => tracing::info!(csr = %name, "approved kubelet client certificate request"),
                 Err(e) if loopkit::is_status(&e, 404) || loopkit::is_status(&e, 409) => {}
                 Err(e) => return Err(e.into()),
@@ -166,8 +206,15 @@ async fn reconcile(
         return Ok(None);
     }
     // Approved: issue the certificate, once.
-    let Some(signing) = signing else { return Ok(None) };
-    if csr.status.as_ref().and_then(|s| s.certificate.as_ref()).is_some_and(|c| !c.0.is_empty()) {
+    let Some(signing) = signing else {
+        return Ok(None);
+    };
+    if csr
+        .status
+        .as_ref()
+        .and_then(|s| s.certificate.as_ref())
+        .is_some_and(|c| !c.0.is_empty())
+    {
         return Ok(None);
     }
     if signer != KUBELET_CLIENT && signer != APISERVER_CLIENT {
@@ -191,7 +238,10 @@ async fn reconcile(
     } else {
         failed(&csr, &format!("invalid request for signer {signer:?}"))
     };
-    match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => tracing::info!(csr = %name, signer, "signed certificate request"),
         Err(e) if loopkit::is_status(&e, 404) => {}
         Err(e) => return Err(e.into()),
@@ -204,7 +254,11 @@ fn failed(csr: &Csr, message: &str) -> serde_json::Value {
         .status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .map(|c| c.iter().filter_map(|c| serde_json::to_value(c).ok()).collect())
+        .map(|c| {
+            c.iter()
+                .filter_map(|c| serde_json::to_value(c).ok())
+                .collect()
+        })
         .unwrap_or_default();
     conditions.push(json!({"type": "Failed", "status": "True", "reason": "SignerValidationFailure", "message": message}));
     json!({"status": {"conditions": conditions}})
@@ -213,7 +267,11 @@ fn failed(csr: &Csr, message: &str) -> serde_json::Value {
 /// A SubjectAccessReview for the requester: `create` on
 /// certificatesigningrequests/selfnodeclient when renewing its own
 /// certificate, else /nodeclient.
-async fn may_request(client: &kube::Client, csr: &Csr, subject: &Subject) -> Result<bool, kube::Error> {
+async fn may_request(
+    client: &kube::Client,
+    csr: &Csr,
+    subject: &Subject,
+) -> Result<bool, kube::Error> {
     let spec = &csr.spec;
     let sub = if spec.username.as_deref() == Some(subject.common_name.as_str()) {
         "selfnodeclient"
@@ -249,7 +307,11 @@ pub fn sign(csr: &Csr, signing: &Signing) -> Result<String, rcgen::Error> {
     let pem = String::from_utf8_lossy(&csr.spec.request.0).into_owned();
     let mut request = rcgen::CertificateSigningRequestParams::from_pem(&pem)?;
     let mut duration = signing.duration;
-    if let Some(secs) = csr.spec.expiration_seconds.and_then(|s| u64::try_from(s).ok()) {
+    if let Some(secs) = csr
+        .spec
+        .expiration_seconds
+        .and_then(|s| u64::try_from(s).ok())
+    {
         duration = duration.min(std::time::Duration::from_secs(secs));
     }
     let now = time::OffsetDateTime::now_utc();
@@ -261,8 +323,12 @@ pub fn sign(csr: &Csr, signing: &Signing) -> Result<String, rcgen::Error> {
     params.extended_key_usages = Vec::new();
     for u in usages(csr) {
         match u {
-            "digital signature" => params.key_usages.push(rcgen::KeyUsagePurpose::DigitalSignature),
-            "key encipherment" => params.key_usages.push(rcgen::KeyUsagePurpose::KeyEncipherment),
+            "digital signature" => params
+                .key_usages
+                .push(rcgen::KeyUsagePurpose::DigitalSignature),
+            "key encipherment" => params
+                .key_usages
+                .push(rcgen::KeyUsagePurpose::KeyEncipherment),
             "client auth" => params
                 .extended_key_usages
                 .push(rcgen::ExtendedKeyUsagePurpose::ClientAuth),
@@ -284,8 +350,12 @@ mod tests {
     fn request(cn: &str, org: &str, usages: &[&str]) -> Csr {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        params.distinguished_name.push(rcgen::DnType::OrganizationName, org);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, org);
         let pem = params.serialize_request(&key).unwrap().pem().unwrap();
         let request = {
             use base64::Engine;
@@ -298,14 +368,27 @@ mod tests {
 
     #[test]
     fn node_client_requests_are_recognised_as_upstream() {
-        let ok = request("system:node:n1", "system:nodes", &["digital signature", "client auth"]);
+        let ok = request(
+            "system:node:n1",
+            "system:nodes",
+            &["digital signature", "client auth"],
+        );
         assert!(is_node_client(&ok, &parse(&ok.spec.request.0).unwrap()));
         let server = request("system:node:n1", "system:nodes", &["server auth"]);
-        assert!(!is_node_client(&server, &parse(&server.spec.request.0).unwrap()));
+        assert!(!is_node_client(
+            &server,
+            &parse(&server.spec.request.0).unwrap()
+        ));
         let masters = request("system:node:n1", "system:masters", &["client auth"]);
-        assert!(!is_node_client(&masters, &parse(&masters.spec.request.0).unwrap()));
+        assert!(!is_node_client(
+            &masters,
+            &parse(&masters.spec.request.0).unwrap()
+        ));
         let user = request("alice", "system:nodes", &["client auth"]);
-        assert!(!is_node_client(&user, &parse(&user.spec.request.0).unwrap()));
+        assert!(!is_node_client(
+            &user,
+            &parse(&user.spec.request.0).unwrap()
+        ));
     }
 
     #[test]
@@ -313,7 +396,8 @@ mod tests {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca.distinguished_name.push(rcgen::DnType::CommonName, "test-ca");
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "test-ca");
         let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
         let signing = Signing {
             ca_pem,
@@ -326,11 +410,21 @@ mod tests {
         let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
         let cert = block.parse_x509().unwrap();
         assert_eq!(
-            cert.subject().iter_common_name().next().unwrap().as_str().unwrap(),
+            cert.subject()
+                .iter_common_name()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap(),
             "system:node:n1"
         );
         assert_eq!(
-            cert.issuer().iter_common_name().next().unwrap().as_str().unwrap(),
+            cert.issuer()
+                .iter_common_name()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap(),
             "test-ca"
         );
         let life = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();

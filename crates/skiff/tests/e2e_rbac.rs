@@ -192,3 +192,39 @@ fn impersonation_is_the_admins_not_everyones() {
         );
     }
 }
+
+#[test]
+fn an_agent_refuses_a_server_whose_ca_its_token_does_not_pin() {
+    let s = Server::start();
+    let token = std::fs::read_to_string(s.data_dir().join("node-token")).expect("node-token");
+    let token = token.trim();
+    assert!(token.starts_with("K10"), "{token}");
+    // The same secret, another CA hash: as if a man in the middle answered.
+    let secret = token.split_once("::").map(|(_, s)| s).unwrap_or_default();
+    let forged = format!("K10{}::{secret}", "0".repeat(64));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args([
+            "agent",
+            "--server",
+            &format!("https://127.0.0.1:{}", s.port),
+            "--token",
+            &forged,
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("skiff agent");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "token CA hash does not match the Cluster CA certificate hash: {} != ",
+            "0".repeat(64)
+        )),
+        "{err}"
+    );
+    // Nothing was sent with the token: the server saw no request for a certificate.
+    let csrs = s.ok(&["get", "csr", "-o", "name"]);
+    assert!(csrs.trim().is_empty(), "{csrs}");
+}

@@ -33,10 +33,15 @@ pub struct Args {
 pub const SIGNING_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
 
 /// The CSR signer's CA from a certificate and key file.
-pub fn signing(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<skiff_controllers::certificates::Signing> {
+pub fn signing(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<skiff_controllers::certificates::Signing> {
     Ok(skiff_controllers::certificates::Signing {
-        ca_pem: std::fs::read_to_string(cert).with_context(|| format!("reading {}", cert.display()))?,
-        key_pem: std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?,
+        ca_pem: std::fs::read_to_string(cert)
+            .with_context(|| format!("reading {}", cert.display()))?,
+        key_pem: std::fs::read_to_string(key)
+            .with_context(|| format!("reading {}", key.display()))?,
         duration: SIGNING_DURATION,
     })
 }
@@ -54,7 +59,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_tracing();
     let cidr = super::server::parse_cidr(&args.cluster_cidr)?;
     let election = args.leader.config()?;
-    let signing = match (&args.cluster_signing_cert_file, &args.cluster_signing_key_file) {
+    let signing = match (
+        &args.cluster_signing_cert_file,
+        &args.cluster_signing_key_file,
+    ) {
         (Some(cert), Some(key)) => Some(signing(cert, key)?),
         _ => None,
     };
