@@ -76,6 +76,8 @@ pub use crate::alloc::Allocators;
 pub struct ApiServer {
     /// The cluster CA (PEM), as `/cacerts` serves it.
     pub ca_pem: String,
+    /// How this server connects to kubelets (its client certificate).
+    pub kubelet_tls: Arc<rustls::ClientConfig>,
     pub store: Arc<dyn Store>,
     pub cache: Arc<WatchCache>,
     pub metrics: Metrics,
@@ -355,8 +357,15 @@ pub async fn start(
         ),
     ];
     let token_signer = crate::tokens::TokenSigner::load_or_create(&config.data_dir)?;
+    let (kubelet_cert, kubelet_key) = pki.client_cert(
+        "kube-apiserver-kubelet-client",
+        "system:kube-apiserver-kubelet-client",
+        None,
+    )?;
+    let kubelet_tls = crate::proxy::kubelet_client_tls(&kubelet_cert, &kubelet_key)?;
     let server = Arc::new(ApiServer {
         ca_pem: pki.ca_pem.clone(),
+        kubelet_tls,
         store: config.store.clone(),
         cache,
         metrics: Metrics::default(),

@@ -181,6 +181,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             agent.flannel_backend = args.flannel_backend;
             agent.cluster_dns = vec![super::node::cluster_dns(&args.node, service_cidr)];
             agent.cluster_domain = args.node.cluster_domain.clone();
+            // The kubelet API verifies callers against the cluster CA.
+            agent.client_ca = Some(running.ca_pem.clone());
             let cluster = super::node::Cluster {
                 node_name: agent.node_name.clone(),
                 node_ip: agent.node_ip.unwrap_or_else(skiff_kubelet::node::default_node_ip),
