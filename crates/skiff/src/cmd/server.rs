@@ -20,6 +20,11 @@ pub struct Args {
     /// Extra names or addresses for the serving certificate.
     #[arg(long = "tls-san")]
     pub tls_san: Vec<String>,
+    /// `Node,RBAC` (every request authorized), or `AlwaysAllow` to turn
+    /// authorization off: for benchmarks only (`skiff bench api
+    /// --compare-authorization`), never for a cluster anyone else reaches.
+    #[arg(long, default_value = "Node,RBAC", value_parser = ["Node,RBAC", "AlwaysAllow"])]
+    pub authorization_mode: String,
     /// Pod Security level of namespaces without pod-security.kubernetes.io
     /// labels (privileged, baseline or restricted), for enforce, audit and
     /// warn, as the PodSecurity admission configuration's defaults.
@@ -129,6 +134,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.service_cidr = service_cidr;
         config.node_port_range = node_ports;
         config.pod_security_default = args.pod_security_default;
+        config.authorization = args.authorization_mode != "AlwaysAllow";
+        if !config.authorization {
+            tracing::warn!("--authorization-mode AlwaysAllow: every authenticated request is allowed (benchmarks only)");
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             super::shutdown_signal().await;
