@@ -307,3 +307,44 @@ fn the_kubelet_api_authorizes_callers_by_certificate() {
             .success()
     });
 }
+
+#[test]
+fn kubeconfigs_for_new_users_carry_their_certificate() {
+    let s = Server::start();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args([
+            "kubeconfig",
+            "create",
+            "dana",
+            "--group",
+            "auditors",
+            "--data-dir",
+        ])
+        .arg(s.data_dir())
+        .output()
+        .expect("skiff kubeconfig create");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let kc = s.data_dir().join("dana.kubeconfig");
+    std::fs::write(&kc, &out.stdout).expect("write");
+    let kc = kc.to_str().unwrap_or_default();
+    let who = s.ok(&["auth", "whoami", "--kubeconfig", kc]);
+    assert!(who.contains("dana") && who.contains("auditors"), "{who}");
+    let out = s.kubectl(&["get", "pods", "--kubeconfig", kc]);
+    assert!(
+        stderr(&out).contains("User \"dana\" cannot list resource \"pods\""),
+        "{}",
+        stderr(&out)
+    );
+    s.ok(&[
+        "create",
+        "clusterrolebinding",
+        "auditors-view",
+        "--clusterrole=view",
+        "--group=auditors",
+    ]);
+    eventually("the group's binding", &s, || {
+        s.kubectl(&["get", "pods", "--kubeconfig", kc])
+            .status
+            .success()
+    });
+}
