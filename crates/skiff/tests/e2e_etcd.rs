@@ -269,10 +269,15 @@ fn backup_restore_across_backends() {
         ]),
         "restore into a new data dir",
     );
-    let c = start_in(c_dir, &[]);
+    // Still encrypted: the restored server needs the original's key.
+    let c = start_in(c_dir, &["--encryption-provider-config", &config]);
     assert_eq!(
         c.json(&["-n", "shop", "get", "cm", "prices"])["metadata"]["uid"],
         before["metadata"]["uid"]
+    );
+    assert_eq!(
+        c.json(&["-n", "shop", "get", "secret", "key"])["data"]["k"],
+        "dg=="
     );
     assert_eq!(
         c.json(&["-n", "shop", "get", "cm", "on-etcd"])["data"]["x"],

@@ -198,6 +198,11 @@ fn store_error(e: etcd_client::Error) -> StoreError {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
                 StoreError::Unavailable(status.message().to_string())
             }
+            // tonic's status for a connection that broke under a request
+            // (the member died mid-call): as retryable as a refused one.
+            tonic::Code::Unknown if status.message() == "transport error" => {
+                StoreError::Unavailable(status.message().to_string())
+            }
             _ => StoreError::Backend(status.message().to_string()),
         },
         E::TransportError(_) | E::IoError(_) | E::EndpointError(_) | E::WatchError(_) => {
@@ -842,6 +847,14 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn broken_connections_are_retryable() {
+        let e = etcd_client::Error::GRpcStatus(tonic::Status::unknown("transport error"));
+        assert!(matches!(store_error(e), StoreError::Unavailable(_)));
+        let e = etcd_client::Error::GRpcStatus(tonic::Status::unknown("something else"));
+        assert!(matches!(store_error(e), StoreError::Backend(_)));
+    }
 
     #[test]
     fn registry_keys_map_under_the_prefix() {
