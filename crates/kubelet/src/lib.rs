@@ -28,6 +28,7 @@ pub mod probes;
 pub mod pullsecrets;
 pub mod routes;
 pub mod runtime;
+pub mod security;
 pub mod server;
 pub mod static_pods;
 pub mod stats;

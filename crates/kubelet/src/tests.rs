@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 
 use crate::env::NoLookup;
 use crate::fake::FakeRuntime;
-use crate::runtime::{ContainerState, LABEL_NODE, LABEL_POD_UID, Runtime, SandboxState};
+use crate::runtime::{
+    ContainerState, LABEL_NODE, LABEL_POD_UID, Runtime, SandboxState, SecurityProfile,
+};
 use crate::sync::{PodWorker, Settings, phase, pull_policy};
 
 fn settings(dir: &std::path::Path) -> Arc<Settings> {
@@ -431,6 +433,101 @@ async fn missing_config_map_is_create_container_config_error() {
     let w = &st["containerStatuses"][0]["state"]["waiting"];
     assert_eq!(w["reason"], "CreateContainerConfigError");
     assert_eq!(w["message"], "configmap \"cfg\" not found");
+}
+
+#[tokio::test]
+async fn run_as_non_root_refuses_a_root_image() {
+    let mut h = Harness::new(&["busybox:skiff", "app:user"]);
+    h.rt.lock()
+        .image_users
+        .insert("app:user".into(), (Some(1000), String::new()));
+    let p = pod(json!({"securityContext": {"runAsNonRoot": true},
+        "containers": [{"name": "root", "image": "busybox:skiff"},
+            {"name": "user", "image": "app:user"},
+            {"name": "explicit", "image": "busybox:skiff", "securityContext": {"runAsUser": 1234}}]}));
+    let st = h.sync(&p).await;
+    let by_name = |n: &str| {
+        st["containerStatuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    let w = &by_name("root")["state"]["waiting"];
+    assert_eq!(w["reason"], "CreateContainerConfigError", "{st:#}");
+    assert_eq!(
+        w["message"],
+        "container has runAsNonRoot and image will run as root (pod: \"web_default(uid-1)\", container: root)"
+    );
+    assert!(by_name("user")["state"]["running"].is_object(), "{st:#}");
+    assert!(
+        by_name("explicit")["state"]["running"].is_object(),
+        "{st:#}"
+    );
+    let s = h.rt.lock();
+    assert!(!s.containers.values().any(|c| c.config.name == "root"));
+}
+
+#[tokio::test]
+async fn run_as_non_root_refuses_a_named_image_user() {
+    let mut h = Harness::new(&["app:named"]);
+    h.rt.lock()
+        .image_users
+        .insert("app:named".into(), (None, "nobody".into()));
+    let p = pod(json!({"containers": [{"name": "app", "image": "app:named",
+        "securityContext": {"runAsNonRoot": true}}]}));
+    let st = h.sync(&p).await;
+    let w = &st["containerStatuses"][0]["state"]["waiting"];
+    assert_eq!(w["reason"], "CreateContainerConfigError", "{st:#}");
+    assert_eq!(
+        w["message"],
+        "container has runAsNonRoot and image has non-numeric user (nobody), cannot verify user is non-root (pod: \"web_default(uid-1)\", container: app)"
+    );
+}
+
+#[tokio::test]
+async fn hardening_fields_reach_the_runtime() {
+    let mut h = Harness::new(&["busybox:skiff"]);
+    let p = pod(
+        json!({"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "app", "image": "busybox:skiff",
+            "securityContext": {"readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false,
+                "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}},
+            {"name": "local", "image": "busybox:skiff",
+            "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}}}]}),
+    );
+    h.sync(&p).await;
+    let s = h.rt.lock();
+    let sb = &s.sandboxes.values().next().unwrap().config;
+    assert_eq!(sb.seccomp, SecurityProfile::RuntimeDefault);
+    let app = &s
+        .containers
+        .values()
+        .find(|c| c.config.name == "app")
+        .unwrap()
+        .config;
+    assert!(app.read_only_root && app.no_new_privs);
+    assert_eq!(app.capabilities_drop, vec!["ALL".to_string()]);
+    assert_eq!(app.capabilities_add, vec!["NET_BIND_SERVICE".to_string()]);
+    assert_eq!(app.seccomp, SecurityProfile::RuntimeDefault);
+    let local = &s
+        .containers
+        .values()
+        .find(|c| c.config.name == "local")
+        .unwrap()
+        .config;
+    assert_eq!(
+        local.seccomp,
+        SecurityProfile::Localhost(h.settings.seccomp_root.join("p.json").display().to_string())
+    );
+    assert!(!local.read_only_root && !local.no_new_privs);
+    let plain = pod(json!({"containers": [{"name": "x", "image": "busybox:skiff"}]}));
+    assert_eq!(
+        h.worker.sandbox_config(&plain, 0).seccomp,
+        SecurityProfile::Unconfined
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,104 @@
+//! The kubelet honours the security context in real containers
+//! (containerd + runc through the in-process node agent): runAsNonRoot
+//! refuses busybox:skiff (an image that runs as root) with the kubelet's
+//! CreateContainerConfigError, readOnlyRootFilesystem, capabilities drop
+//! ALL, seccompProfile RuntimeDefault and allowPrivilegeEscalation=false
+//! (no_new_privs) take effect, and a container without a profile runs
+//! unconfined. Needs root and Debian's containerd, runc,
+//! containernetworking-plugins and busybox-static, which .ci/run installs.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Server, eventually, eventually_within};
+
+fn container(name: &str, script: &str, security: Value) -> Value {
+    json!({"name": name, "image": "busybox:skiff", "imagePullPolicy": "IfNotPresent",
+        "command": ["sh", "-c", script], "securityContext": security})
+}
+
+fn create(s: &Server, name: &str, spec: Value) {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec});
+    s.ok_stdin(&["create", "-f", "-"], &pod.to_string());
+}
+
+fn logs(s: &Server, pod: &str, container: &str) -> String {
+    s.ok(&["logs", pod, "-c", container])
+}
+
+#[test]
+fn the_kubelet_honours_security_contexts() {
+    let Some(s) = support::node_ready("the security context end-to-end test") else {
+        return;
+    };
+    support::import_busybox(&s);
+
+    create(
+        &s,
+        "nonroot",
+        json!({"restartPolicy": "Never", "securityContext": {"runAsNonRoot": true},
+            "containers": [container("app", "true", json!({}))]}),
+    );
+    create(
+        &s,
+        "hardened",
+        json!({"restartPolicy": "Never", "containers": [
+            container("readonly", "touch /x; echo rc=$?", json!({"readOnlyRootFilesystem": true})),
+            container("nocaps", "touch /f && chown 1:1 /f; echo rc=$?", json!({"capabilities": {"drop": ["ALL"]}})),
+            container("caps", "touch /f && chown 1:1 /f; echo rc=$?", json!({})),
+            container("seccomp", "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status",
+                json!({"seccompProfile": {"type": "RuntimeDefault"}, "allowPrivilegeEscalation": false})),
+            container("plain", "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status", json!({})),
+        ]}),
+    );
+
+    let expected = "container has runAsNonRoot and image will run as root (pod: \"nonroot_default(";
+    eventually(
+        "nonroot refused with CreateContainerConfigError",
+        &s,
+        || {
+            let p = s.json(&["get", "pod", "nonroot"]);
+            let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+            w["reason"] == "CreateContainerConfigError"
+                && w["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(expected) && m.ends_with(")\", container: app)"))
+        },
+    );
+    let p = s.json(&["get", "pod", "nonroot"]);
+    assert!(
+        p["status"]["containerStatuses"][0]["state"]["running"].is_null(),
+        "{p:#}"
+    );
+
+    eventually_within(
+        Duration::from_secs(120),
+        "pod hardened Succeeded",
+        &s,
+        || {
+            let phase = s.ok(&["get", "pod", "hardened", "-o", "jsonpath={.status.phase}"]);
+            assert_ne!(
+                phase,
+                "Failed",
+                "{}",
+                s.ok(&["describe", "pod", "hardened"])
+            );
+            phase == "Succeeded"
+        },
+    );
+    let readonly = logs(&s, "hardened", "readonly");
+    assert!(readonly.contains("Read-only file system"), "{readonly}");
+    assert!(readonly.contains("rc=1"), "{readonly}");
+    let nocaps = logs(&s, "hardened", "nocaps");
+    assert!(nocaps.contains("Operation not permitted"), "{nocaps}");
+    assert!(nocaps.contains("rc=1"), "{nocaps}");
+    assert_eq!(logs(&s, "hardened", "caps").trim(), "rc=0");
+    let seccomp = logs(&s, "hardened", "seccomp");
+    assert!(seccomp.contains("Seccomp:\t2"), "{seccomp}");
+    assert!(seccomp.contains("NoNewPrivs:\t1"), "{seccomp}");
+    let plain = logs(&s, "hardened", "plain");
+    assert!(plain.contains("Seccomp:\t0"), "{plain}");
+    assert!(plain.contains("NoNewPrivs:\t0"), "{plain}");
+}
