@@ -1187,6 +1187,7 @@ fn validate_pod_spec(
     for (i, c) in containers.iter().enumerate() {
         let cpath = index(&containers_path, i);
         validate_container(c, &cpath, &volumes, &mut names, is_pod, errs);
+        validate_probes_and_lifecycle(c, &cpath, errs);
         if is_set(c, &["restartPolicy"]) {
             errs.push(FieldError::forbidden(
                 child(&cpath, "restartPolicy"),
@@ -1198,6 +1199,23 @@ fn validate_pod_spec(
     for (i, c) in arr(spec, &["initContainers"]).iter().enumerate() {
         let cpath = index(&init_path, i);
         validate_container(c, &cpath, &volumes, &mut names, is_pod, errs);
+        if st(c, &["restartPolicy"]) == "Always" {
+            validate_probes_and_lifecycle(c, &cpath, errs);
+        } else {
+            for field in [
+                "lifecycle",
+                "livenessProbe",
+                "readinessProbe",
+                "startupProbe",
+            ] {
+                if is_set(c, &[field]) {
+                    errs.push(FieldError::forbidden(
+                        child(&cpath, field),
+                        "may not be set for init containers without restartPolicy=Always",
+                    ));
+                }
+            }
+        }
         if let Some(policy) = get(c, &["restartPolicy"]).as_str()
             && policy != "Always"
         {
@@ -1392,6 +1410,166 @@ fn validate_container(
                 "must be unique",
             ));
         }
+    }
+}
+
+/// A container's lifecycle hooks and probes (↔ validateLifecycle,
+/// validateLivenessProbe, validateReadinessProbe, validateStartupProbe).
+fn validate_probes_and_lifecycle(c: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    let lifecycle = get(c, &["lifecycle"]);
+    for hook in ["postStart", "preStop"] {
+        let h = get(lifecycle, &[hook]);
+        if !h.is_null() {
+            validate_handler(h, &child(&child(path, "lifecycle"), hook), errs);
+        }
+    }
+    for kind in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        let probe = get(c, &[kind]);
+        if probe.is_null() {
+            continue;
+        }
+        let ppath = child(path, kind);
+        validate_handler(probe, &ppath, errs);
+        for field in [
+            "initialDelaySeconds",
+            "timeoutSeconds",
+            "periodSeconds",
+            "successThreshold",
+            "failureThreshold",
+        ] {
+            validate_nonnegative(probe, &[field], &child(&ppath, field), errs);
+        }
+        if let Some(grace) = opt_int(probe, &["terminationGracePeriodSeconds"]) {
+            if kind == "readinessProbe" {
+                errs.push(FieldError::invalid_repr(
+                    child(&ppath, "terminationGracePeriodSeconds"),
+                    &grace.to_string(),
+                    "must not be set for readinessProbes",
+                ));
+            } else if grace <= 0 {
+                errs.push(FieldError::invalid_repr(
+                    child(&ppath, "terminationGracePeriodSeconds"),
+                    &grace.to_string(),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        // Absent is defaulted to 1.
+        if kind != "readinessProbe"
+            && let Some(n) = opt_int(probe, &["successThreshold"])
+            && n != 1
+        {
+            errs.push(FieldError::invalid_repr(
+                child(&ppath, "successThreshold"),
+                &n.to_string(),
+                "must be 1",
+            ));
+        }
+    }
+}
+
+/// One handler of a probe or hook: exactly one of exec, httpGet,
+/// tcpSocket, grpc (↔ validateHandler).
+fn validate_handler(h: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    let mut count = 0;
+    for kind in ["exec", "httpGet", "tcpSocket", "grpc"] {
+        let action = get(h, &[kind]);
+        if action.is_null() {
+            continue;
+        }
+        let apath = child(path, kind);
+        if count > 0 {
+            errs.push(FieldError::forbidden(
+                &apath,
+                "may not specify more than 1 handler type",
+            ));
+            continue;
+        }
+        count += 1;
+        match kind {
+            "exec" => {
+                if arr(action, &["command"]).is_empty() {
+                    errs.push(FieldError::required(child(&apath, "command"), ""));
+                }
+            }
+            "httpGet" => validate_http_get_action(action, &apath, errs),
+            "tcpSocket" => {
+                validate_port_num_or_name(get(action, &["port"]), &child(&apath, "port"), errs)
+            }
+            _ => validate_port_num_or_name(
+                &Value::from(int(action, &["port"])),
+                &child(&apath, "port"),
+                errs,
+            ),
+        }
+    }
+    if count == 0 {
+        errs.push(FieldError::required(path, "must specify a handler type"));
+    }
+}
+
+/// ↔ validateHTTPGetAction: a path, a port, HTTP or HTTPS, and header
+/// names that are HTTP tokens (so that a probe cannot smuggle request
+/// lines through them).
+fn validate_http_get_action(action: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    // Defaulting sets path "/" and scheme HTTP; only an explicit "" is missing.
+    if get(action, &["path"]).as_str() == Some("") {
+        errs.push(FieldError::required(child(path, "path"), ""));
+    }
+    validate_port_num_or_name(get(action, &["port"]), &child(path, "port"), errs);
+    if let Some(scheme) = get(action, &["scheme"]).as_str()
+        && scheme != "HTTP"
+        && scheme != "HTTPS"
+    {
+        errs.push(FieldError::not_supported(
+            child(path, "scheme"),
+            &Value::from(scheme),
+            &["HTTP", "HTTPS"],
+        ));
+    }
+    for header in arr(action, &["httpHeaders"]) {
+        let name = st(header, &["name"]);
+        for msg in is_http_header_name(name) {
+            errs.push(FieldError::invalid_repr(
+                child(path, "httpHeaders"),
+                &go_quote(name),
+                &msg,
+            ));
+        }
+    }
+}
+
+/// `ValidatePortNumOrName`: an IntOrString port.
+fn validate_port_num_or_name(port: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    match port {
+        Value::String(name) => {
+            for msg in is_valid_port_name(name) {
+                errs.push(FieldError::invalid_repr(path, &go_quote(name), &msg));
+            }
+        }
+        other => {
+            let n = opt_int(other, &[]).unwrap_or(0);
+            for msg in is_valid_port_num(n) {
+                errs.push(FieldError::invalid_repr(path, &n.to_string(), &msg));
+            }
+        }
+    }
+}
+
+/// `validation.IsHTTPHeaderName`.
+pub fn is_http_header_name(value: &str) -> Vec<String> {
+    if !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        Vec::new()
+    } else {
+        vec![regex_error(
+            "a valid HTTP header name must consist of alphanumeric characters or '-'",
+            "[-A-Za-z0-9]+",
+            &["X-Header-Name"],
+        )]
     }
 }
 
@@ -3342,6 +3520,151 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn probe_and_lifecycle_rules() {
+        let c = |extra: Value| {
+            let mut c = json!({"name": "c", "image": "i"});
+            c.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            json!({"containers": [c]})
+        };
+        let cases: Vec<(Value, Vec<(&str, &str)>)> = vec![
+            (
+                c(
+                    json!({"livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080,
+                    "httpHeaders": [{"name": "X-Custom-Header", "value": "a\r\nb"}]}}}),
+                ),
+                vec![],
+            ),
+            (
+                c(
+                    json!({"readinessProbe": {"httpGet": {"path": "/", "port": 80,
+                    "httpHeaders": [{"name": "Host: x\r\nX-Evil", "value": "v"}]}}}),
+                ),
+                vec![(
+                    "spec.containers[0].readinessProbe.httpGet.httpHeaders",
+                    "Invalid value: \"Host: x\\r\\nX-Evil\": a valid HTTP header name must consist of alphanumeric characters or '-' (e.g. 'X-Header-Name', regex used for validation is '[-A-Za-z0-9]+')",
+                )],
+            ),
+            (
+                c(
+                    json!({"lifecycle": {"postStart": {"httpGet": {"path": "", "port": 0, "scheme": "FTP",
+                    "httpHeaders": [{"name": "", "value": "v"}]}}}}),
+                ),
+                vec![
+                    (
+                        "spec.containers[0].lifecycle.postStart.httpGet.path",
+                        "Required value",
+                    ),
+                    (
+                        "spec.containers[0].lifecycle.postStart.httpGet.port",
+                        "Invalid value: 0: must be between 1 and 65535, inclusive",
+                    ),
+                    (
+                        "spec.containers[0].lifecycle.postStart.httpGet.scheme",
+                        "Unsupported value: \"FTP\": supported values: \"HTTP\", \"HTTPS\"",
+                    ),
+                    (
+                        "spec.containers[0].lifecycle.postStart.httpGet.httpHeaders",
+                        "Invalid value: \"\": a valid HTTP header name",
+                    ),
+                ],
+            ),
+            (
+                c(json!({"lifecycle": {"preStop": {}}})),
+                vec![(
+                    "spec.containers[0].lifecycle.preStop",
+                    "Required value: must specify a handler type",
+                )],
+            ),
+            (
+                c(
+                    json!({"startupProbe": {"exec": {"command": ["true"]}, "tcpSocket": {"port": "http"}}}),
+                ),
+                vec![(
+                    "spec.containers[0].startupProbe.tcpSocket",
+                    "Forbidden: may not specify more than 1 handler type",
+                )],
+            ),
+            (
+                c(
+                    json!({"livenessProbe": {"exec": {}, "periodSeconds": -1, "successThreshold": 2}}),
+                ),
+                vec![
+                    (
+                        "spec.containers[0].livenessProbe.exec.command",
+                        "Required value",
+                    ),
+                    (
+                        "spec.containers[0].livenessProbe.periodSeconds",
+                        "Invalid value: -1: must be greater than or equal to 0",
+                    ),
+                    (
+                        "spec.containers[0].livenessProbe.successThreshold",
+                        "Invalid value: 2: must be 1",
+                    ),
+                ],
+            ),
+            (
+                c(
+                    json!({"readinessProbe": {"tcpSocket": {"port": "Not_A_Name"}, "terminationGracePeriodSeconds": 5}}),
+                ),
+                vec![
+                    (
+                        "spec.containers[0].readinessProbe.tcpSocket.port",
+                        "Invalid value: \"Not_A_Name\": must contain only alpha-numeric characters",
+                    ),
+                    (
+                        "spec.containers[0].readinessProbe.terminationGracePeriodSeconds",
+                        "Invalid value: 5: must not be set for readinessProbes",
+                    ),
+                ],
+            ),
+            (
+                c(json!({"livenessProbe": {"grpc": {"port": 70000}}})),
+                vec![(
+                    "spec.containers[0].livenessProbe.grpc.port",
+                    "Invalid value: 70000: must be between 1 and 65535, inclusive",
+                )],
+            ),
+            (
+                json!({"initContainers": [{"name": "i", "image": "i", "readinessProbe": {"exec": {"command": ["true"]}}}],
+                    "containers": [{"name": "c", "image": "i"}]}),
+                vec![(
+                    "spec.initContainers[0].readinessProbe",
+                    "Forbidden: may not be set for init containers without restartPolicy=Always",
+                )],
+            ),
+        ];
+        for (spec, want) in cases {
+            let errs = validate_object("", "Pod", &pod(spec.clone()), None, true);
+            assert_eq!(errs.len(), want.len(), "{spec}: {:#?}", triples(&errs));
+            for (f, m) in want {
+                assert!(
+                    has(&errs, f, m),
+                    "{spec}: want {f}: {m}; got {:#?}",
+                    triples(&errs)
+                );
+            }
+        }
+        // Pod templates of workloads get the same checks.
+        let d = json!({"metadata": {"name": "d", "namespace": "default"}, "spec": {
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {"metadata": {"labels": {"a": "b"}}, "spec": c(json!({"livenessProbe": {"httpGet": {"path": "/", "port": 80,
+                "httpHeaders": [{"name": "a b", "value": "v"}]}}}))}}});
+        let errs = validate_object("apps", "Deployment", &d, None, true);
+        assert!(
+            has(
+                &errs,
+                "spec.template.spec.containers[0].livenessProbe.httpGet.httpHeaders",
+                "Invalid value: \"a b\""
+            ),
+            "{:#?}",
+            triples(&errs)
+        );
     }
 
     #[test]
