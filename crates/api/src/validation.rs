@@ -29,6 +29,7 @@ pub enum FieldErrorKind {
     NotSupported,
     Forbidden,
     TooLong,
+    TooMany,
     NotFound,
 }
 
@@ -42,6 +43,7 @@ impl FieldErrorKind {
             FieldErrorKind::NotSupported => "FieldValueNotSupported",
             FieldErrorKind::Forbidden => "FieldValueForbidden",
             FieldErrorKind::TooLong => "FieldValueTooLong",
+            FieldErrorKind::TooMany => "FieldValueTooMany",
             FieldErrorKind::NotFound => "FieldValueNotFound",
         }
     }
@@ -55,6 +57,7 @@ impl FieldErrorKind {
             FieldErrorKind::NotSupported => "Unsupported value",
             FieldErrorKind::Forbidden => "Forbidden",
             FieldErrorKind::TooLong => "Too long",
+            FieldErrorKind::TooMany => "Too many",
             FieldErrorKind::NotFound => "Not found",
         }
     }
@@ -120,6 +123,16 @@ impl FieldError {
             field,
             "Too long".into(),
             &format!("may not be more than {max_bytes} {unit}"),
+        )
+    }
+
+    /// `field.TooMany`: "Too many: 1001: must have at most 1000 items".
+    pub fn too_many(field: impl Into<String>, actual: usize, max: usize) -> Self {
+        Self::with(
+            FieldErrorKind::TooMany,
+            field,
+            format!("Too many: {actual}"),
+            &format!("must have at most {max} items"),
         )
     }
 
@@ -968,6 +981,8 @@ pub fn validate_object(
         ("", "ConfigMap") => validate_config_map(obj, old, &mut errs),
         ("", "Secret") => validate_secret(obj, old, &mut errs),
         ("", "Namespace") => validate_namespace(obj, &mut errs),
+        ("", "Endpoints") => validate_endpoints(obj, &mut errs),
+        ("discovery.k8s.io", "EndpointSlice") => validate_endpoint_slice(obj, old, &mut errs),
         ("apps" | "extensions", "Deployment") => {
             validate_replica_set_like(obj, old, true, &mut errs)
         }
@@ -2208,6 +2223,17 @@ fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
     let headless = ips.first() == Some(&"None");
     let ports = arr(spec, &["ports"]);
 
+    for (i, ip) in arr(spec, &["externalIPs"]).iter().enumerate() {
+        let field = index("spec.externalIPs", i);
+        let ip = ip.as_str().unwrap_or_default();
+        let msgs = is_valid_ip(ip);
+        if msgs.is_empty() {
+            errs.extend(validate_non_special_ip(ip, &field));
+        }
+        for msg in msgs {
+            errs.push(FieldError::invalid_repr(&field, &go_quote(ip), &msg));
+        }
+    }
     if ports.is_empty() && !headless && ty != "ExternalName" {
         errs.push(FieldError::required("spec.ports", ""));
     }
@@ -2560,6 +2586,255 @@ fn validate_secret(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>)
             ));
         }
         validate_immutable_data(obj, old, &["data"], errs);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Endpoints and EndpointSlices
+// ---------------------------------------------------------------------------
+
+/// `ValidateNonSpecialIP`: endpoint (and external) addresses may not be
+/// unspecified, loopback, link-local or link-local multicast, so that no
+/// Service, proxy or ingress can be pointed at a node's own services or
+/// at a cloud's metadata service.
+pub fn validate_non_special_ip(ip: &str, field: &str) -> Vec<FieldError> {
+    let Ok(addr) = ip.parse::<IpAddr>() else {
+        return vec![FieldError::invalid_repr(
+            field,
+            &go_quote(ip),
+            "must be a valid IP address",
+        )];
+    };
+    // Go treats an IPv4-mapped IPv6 address as the IPv4 address.
+    let addr = match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
+        v4 => v4,
+    };
+    let (unspecified, loopback, link_local, link_local_multicast) = match addr {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            (
+                v4.is_unspecified(),
+                v4.is_loopback(),
+                v4.is_link_local(),
+                o[0] == 224 && o[1] == 0 && o[2] == 0,
+            )
+        }
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            (
+                v6.is_unspecified(),
+                v6.is_loopback(),
+                o[0] == 0xfe && o[1] & 0xc0 == 0x80,
+                o[0] == 0xff && o[1] & 0x0f == 0x02,
+            )
+        }
+    };
+    let mut errs = Vec::new();
+    let mut push = |detail: &str| errs.push(FieldError::invalid_repr(field, &go_quote(ip), detail));
+    if unspecified {
+        push(&format!("may not be unspecified ({ip})"));
+    }
+    if loopback {
+        push("may not be in the loopback range (127.0.0.0/8, ::1/128)");
+    }
+    if link_local {
+        push("may not be in the link-local range (169.254.0.0/16, fe80::/10)");
+    }
+    if link_local_multicast {
+        push("may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)");
+    }
+    errs
+}
+
+/// Whether `e` is one of [`validate_non_special_ip`]'s refusals of a
+/// well-formed address.
+pub fn is_special_ip_error(e: &FieldError) -> bool {
+    e.kind == FieldErrorKind::Invalid
+        && [
+            "may not be in the loopback range (127.0.0.0/8, ::1/128)",
+            "may not be in the link-local range (169.254.0.0/16, fe80::/10)",
+            "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)",
+        ]
+        .iter()
+        .any(|d| e.message.ends_with(d))
+        || e.message.contains(": may not be unspecified (")
+}
+
+fn validate_dns1123_label_field(value: &str, field: &str, errs: &mut Vec<FieldError>) {
+    for msg in is_dns1123_label(value) {
+        errs.push(FieldError::invalid_repr(field, &go_quote(value), &msg));
+    }
+}
+
+fn validate_node_name_field(value: &str, field: &str, errs: &mut Vec<FieldError>) {
+    for msg in is_dns1123_subdomain(value) {
+        errs.push(FieldError::invalid_repr(field, &go_quote(value), &msg));
+    }
+}
+
+fn validate_port_protocol(p: &Value, field: &str, errs: &mut Vec<FieldError>) {
+    // Absent is defaulted to TCP.
+    match get(p, &["protocol"]).as_str() {
+        None | Some("TCP" | "UDP" | "SCTP") => {}
+        Some("") => errs.push(FieldError::required(field, "")),
+        Some(other) => errs.push(FieldError::not_supported(
+            field,
+            &Value::from(other),
+            &["SCTP", "TCP", "UDP"],
+        )),
+    }
+}
+
+fn validate_app_protocol(p: &Value, field: &str, errs: &mut Vec<FieldError>) {
+    if let Some(app) = get(p, &["appProtocol"]).as_str() {
+        for msg in is_qualified_name(app) {
+            errs.push(FieldError::invalid_repr(field, &go_quote(app), &msg));
+        }
+    }
+}
+
+/// ↔ ValidateEndpoints (validateEndpointSubsets, validateEndpointAddress,
+/// validateEndpointPort).
+fn validate_endpoints(obj: &Value, errs: &mut Vec<FieldError>) {
+    for (i, ss) in arr(obj, &["subsets"]).iter().enumerate() {
+        let spath = index("subsets", i);
+        let ready = arr(ss, &["addresses"]);
+        let not_ready = arr(ss, &["notReadyAddresses"]);
+        if ready.is_empty() && not_ready.is_empty() {
+            errs.push(FieldError::required(
+                &spath,
+                "must specify `addresses` or `notReadyAddresses`",
+            ));
+        }
+        for (key, list) in [("addresses", ready), ("notReadyAddresses", not_ready)] {
+            for (j, a) in list.iter().enumerate() {
+                let apath = index(&child(&spath, key), j);
+                let ip = st(a, &["ip"]);
+                let ip_path = child(&apath, "ip");
+                for msg in is_valid_ip(ip) {
+                    errs.push(FieldError::invalid_repr(&ip_path, &go_quote(ip), &msg));
+                }
+                let hostname = st(a, &["hostname"]);
+                if !hostname.is_empty() {
+                    validate_dns1123_label_field(hostname, &child(&apath, "hostname"), errs);
+                }
+                if let Some(node) = get(a, &["nodeName"]).as_str() {
+                    validate_node_name_field(node, &child(&apath, "nodeName"), errs);
+                }
+                errs.extend(validate_non_special_ip(ip, &ip_path));
+            }
+        }
+        let ports = arr(ss, &["ports"]);
+        for (j, p) in ports.iter().enumerate() {
+            let ppath = index(&child(&spath, "ports"), j);
+            let name = st(p, &["name"]);
+            if ports.len() > 1 && name.is_empty() {
+                errs.push(FieldError::required(child(&ppath, "name"), ""));
+            } else if !name.is_empty() {
+                validate_dns1123_label_field(name, &child(&ppath, "name"), errs);
+            }
+            let port = int(p, &["port"]);
+            for msg in is_valid_port_num(port) {
+                errs.push(FieldError::invalid_repr(
+                    child(&ppath, "port"),
+                    &port.to_string(),
+                    &msg,
+                ));
+            }
+            validate_port_protocol(p, &child(&ppath, "protocol"), errs);
+            validate_app_protocol(p, &child(&ppath, "appProtocol"), errs);
+        }
+    }
+}
+
+/// ↔ ValidateEndpointSlice / ValidateEndpointSliceUpdate.
+fn validate_endpoint_slice(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+    let address_type = st(obj, &["addressType"]);
+    match old {
+        Some(old) if st(old, &["addressType"]) != address_type => {
+            errs.push(FieldError::invalid_repr(
+                "addressType",
+                &go_quote(address_type),
+                FIELD_IMMUTABLE_ERROR_MSG,
+            ))
+        }
+        Some(_) => {}
+        None => match address_type {
+            "IPv4" | "IPv6" | "FQDN" => {}
+            "" => errs.push(FieldError::required("addressType", "")),
+            other => errs.push(FieldError::not_supported(
+                "addressType",
+                &Value::from(other),
+                &["FQDN", "IPv4", "IPv6"],
+            )),
+        },
+    }
+    let endpoints = arr(obj, &["endpoints"]);
+    if endpoints.len() > 1000 {
+        errs.push(FieldError::too_many("endpoints", endpoints.len(), 1000));
+        return;
+    }
+    for (i, e) in endpoints.iter().enumerate() {
+        let epath = index("endpoints", i);
+        let apath = child(&epath, "addresses");
+        let addresses = arr(e, &["addresses"]);
+        if addresses.is_empty() {
+            errs.push(FieldError::required(
+                &apath,
+                "must contain at least 1 address",
+            ));
+        } else if addresses.len() > 100 {
+            errs.push(FieldError::too_many(&apath, addresses.len(), 100));
+        }
+        for (j, a) in addresses.iter().enumerate() {
+            let field = index(&apath, j);
+            let a = a.as_str().unwrap_or_default();
+            match address_type {
+                "IPv4" | "IPv6" => {
+                    let ok = match address_type {
+                        "IPv4" => a.parse::<std::net::Ipv4Addr>().is_ok(),
+                        _ => a.parse::<std::net::Ipv6Addr>().is_ok(),
+                    };
+                    if !ok {
+                        errs.push(FieldError::invalid_repr(
+                            &field,
+                            &go_quote(a),
+                            &format!("must be a valid {address_type} address"),
+                        ));
+                    }
+                    errs.extend(validate_non_special_ip(a, &field));
+                }
+                "FQDN" => {
+                    for msg in is_dns1123_subdomain(a) {
+                        errs.push(FieldError::invalid_repr(&field, &go_quote(a), &msg));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(node) = get(e, &["nodeName"]).as_str() {
+            validate_node_name_field(node, &child(&epath, "nodeName"), errs);
+        }
+        if let Some(hostname) = get(e, &["hostname"]).as_str() {
+            validate_dns1123_label_field(hostname, &child(&epath, "hostname"), errs);
+        }
+    }
+    let mut names = HashSet::new();
+    for (i, p) in arr(obj, &["ports"]).iter().enumerate() {
+        let ppath = index("ports", i);
+        let name = st(p, &["name"]);
+        if !name.is_empty() {
+            validate_dns1123_label_field(name, &child(&ppath, "name"), errs);
+        }
+        if !names.insert(name) {
+            errs.push(FieldError::duplicate_repr(
+                child(&ppath, "name"),
+                &go_quote(name),
+            ));
+        }
+        validate_port_protocol(p, &child(&ppath, "protocol"), errs);
+        validate_app_protocol(p, &child(&ppath, "appProtocol"), errs);
     }
 }
 
@@ -3665,6 +3940,189 @@ mod tests {
             "{:#?}",
             triples(&errs)
         );
+    }
+
+    #[test]
+    fn endpoint_addresses_may_not_be_special() {
+        let ep = |subsets: Value| json!({"metadata": {"name": "e", "namespace": "default"}, "subsets": subsets});
+        let ok = validate_object(
+            "",
+            "Endpoints",
+            &ep(
+                json!([{"addresses": [{"ip": "10.1.2.3", "hostname": "a", "nodeName": "n1"}],
+                "notReadyAddresses": [{"ip": "2001:db8::1"}],
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}, {"name": "dns", "port": 53, "protocol": "UDP"}]}]),
+            ),
+            None,
+            true,
+        );
+        assert!(ok.is_empty(), "{:#?}", triples(&ok));
+        let special = [
+            (
+                "127.0.0.1",
+                "may not be in the loopback range (127.0.0.0/8, ::1/128)",
+            ),
+            (
+                "127.3.4.5",
+                "may not be in the loopback range (127.0.0.0/8, ::1/128)",
+            ),
+            (
+                "::1",
+                "may not be in the loopback range (127.0.0.0/8, ::1/128)",
+            ),
+            (
+                "::ffff:127.0.0.1",
+                "may not be in the loopback range (127.0.0.0/8, ::1/128)",
+            ),
+            (
+                "169.254.169.254",
+                "may not be in the link-local range (169.254.0.0/16, fe80::/10)",
+            ),
+            (
+                "fe80::1",
+                "may not be in the link-local range (169.254.0.0/16, fe80::/10)",
+            ),
+            (
+                "224.0.0.251",
+                "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)",
+            ),
+            (
+                "ff02::1",
+                "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)",
+            ),
+            ("0.0.0.0", "may not be unspecified (0.0.0.0)"),
+            ("::", "may not be unspecified (::)"),
+        ];
+        for (ip, msg) in special {
+            let errs = validate_object(
+                "",
+                "Endpoints",
+                &ep(json!([{"addresses": [{"ip": ip}], "ports": [{"port": 10250}]}])),
+                None,
+                true,
+            );
+            assert_eq!(
+                triples(&errs),
+                vec![(
+                    "subsets[0].addresses[0].ip".to_string(),
+                    "FieldValueInvalid",
+                    format!("Invalid value: \"{ip}\": {msg}")
+                )],
+                "{ip}"
+            );
+            let v6 = ip.contains(':');
+            let slice = json!({"metadata": {"name": "s", "namespace": "default"},
+                "addressType": if v6 { "IPv6" } else { "IPv4" },
+                "endpoints": [{"addresses": [ip]}], "ports": [{"port": 10250}]});
+            let errs = validate_object("discovery.k8s.io", "EndpointSlice", &slice, None, true);
+            assert!(
+                has(
+                    &errs,
+                    "endpoints[0].addresses[0]",
+                    &format!("Invalid value: \"{ip}\": {msg}")
+                ),
+                "{ip}: {:#?}",
+                triples(&errs)
+            );
+            let svc = json!({"metadata": {"name": "s", "namespace": "default"},
+                "spec": {"ports": [{"port": 80}], "externalIPs": [ip]}});
+            let errs = validate_object("", "Service", &svc, None, true);
+            assert!(
+                has(
+                    &errs,
+                    "spec.externalIPs[0]",
+                    &format!("Invalid value: \"{ip}\": {msg}")
+                ),
+                "{ip}: {:#?}",
+                triples(&errs)
+            );
+        }
+        let errs = validate_object(
+            "",
+            "Endpoints",
+            &ep(
+                json!([{"addresses": [{"ip": "nope"}], "ports": [{"port": 80}, {"port": 0, "protocol": "ICMP"}]}, {}]),
+            ),
+            None,
+            true,
+        );
+        for (f, m) in [
+            (
+                "subsets[0].addresses[0].ip",
+                "Invalid value: \"nope\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+            ),
+            (
+                "subsets[0].addresses[0].ip",
+                "Invalid value: \"nope\": must be a valid IP address",
+            ),
+            ("subsets[0].ports[0].name", "Required value"),
+            ("subsets[0].ports[1].name", "Required value"),
+            (
+                "subsets[0].ports[1].port",
+                "Invalid value: 0: must be between 1 and 65535, inclusive",
+            ),
+            (
+                "subsets[0].ports[1].protocol",
+                "Unsupported value: \"ICMP\"",
+            ),
+            (
+                "subsets[1]",
+                "Required value: must specify `addresses` or `notReadyAddresses`",
+            ),
+        ] {
+            assert!(has(&errs, f, m), "want {f}: {m}; got {:#?}", triples(&errs));
+        }
+        // EndpointSlices: the address must be of the slice's type, at least one per endpoint.
+        let slice = |ty: &str, endpoints: Value| {
+            json!({"metadata": {"name": "s", "namespace": "default"},
+            "addressType": ty, "endpoints": endpoints, "ports": [{"name": "a"}, {"name": "a"}]})
+        };
+        let errs = validate_object(
+            "discovery.k8s.io",
+            "EndpointSlice",
+            &slice(
+                "IPv4",
+                json!([{"addresses": ["2001:db8::1"]}, {"addresses": []}]),
+            ),
+            None,
+            true,
+        );
+        for (f, m) in [
+            (
+                "endpoints[0].addresses[0]",
+                "Invalid value: \"2001:db8::1\": must be a valid IPv4 address",
+            ),
+            (
+                "endpoints[1].addresses",
+                "Required value: must contain at least 1 address",
+            ),
+            ("ports[1].name", "Duplicate value: \"a\""),
+        ] {
+            assert!(has(&errs, f, m), "want {f}: {m}; got {:#?}", triples(&errs));
+        }
+        let fqdn = slice("FQDN", json!([{"addresses": ["example.com"]}]));
+        let errs = validate_object("discovery.k8s.io", "EndpointSlice", &fqdn, None, true);
+        assert_eq!(fields(&errs), vec!["ports[1].name"]);
+        let errs = validate_object(
+            "discovery.k8s.io",
+            "EndpointSlice",
+            &slice("IPv6", json!([])),
+            Some(&fqdn),
+            true,
+        );
+        assert!(has(
+            &errs,
+            "addressType",
+            "Invalid value: \"IPv6\": field is immutable"
+        ));
+        let errs = validate_object(
+            "discovery.k8s.io",
+            "EndpointSlice",
+            &slice("IPX", json!([])),
+            None,
+            true,
+        );
+        assert!(has(&errs, "addressType", "Unsupported value: \"IPX\""));
     }
 
     #[test]
