@@ -32,6 +32,7 @@ pub mod security;
 pub mod server;
 pub mod static_pods;
 pub mod stats;
+pub mod subpath;
 pub mod sync;
 pub mod volumes;
 pub mod vxlan;

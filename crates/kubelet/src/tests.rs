@@ -1266,6 +1266,10 @@ mod volume_tests {
             st["containerStatuses"][0]["state"]["waiting"]["reason"], "CreateContainerConfigError",
             "{st:#}"
         );
+        assert_eq!(
+            st["containerStatuses"][0]["state"]["waiting"]["message"],
+            "unable to provision SubPath `../../etc`: must not contain '..'"
+        );
         // A link inside the volume that points out of it.
         let d = h.volume("kubernetes.io~empty-dir", "d");
         std::os::unix::fs::symlink("/etc", d.join("out")).unwrap();
@@ -1274,13 +1278,28 @@ mod volume_tests {
             "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "d", "mountPath": "/x", "subPath": "out"}]}]}),
         );
         let st = h.sync(&p2).await;
-        assert!(
-            st["containerStatuses"][0]["state"]["waiting"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("outside the volume"),
+        assert_eq!(
+            st["containerStatuses"][0]["state"]["waiting"]["message"],
+            "failed to prepare subPath for volumeMount \"d\" of container \"app\"",
             "{st:#}"
         );
+        // A directory to be made through that link is not made (outside
+        // the volume, on the host) before the check.
+        let outside = h.dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, d.join("out2")).unwrap();
+        let p3 = pod(
+            json!({"nodeName": "node-1", "volumes": [{"name": "d", "emptyDir": {}}],
+            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "d", "mountPath": "/x", "subPath": "out2/x.service.d"}]}]}),
+        );
+        let st = h.sync(&p3).await;
+        let w = &st["containerStatuses"][0]["state"]["waiting"];
+        assert_eq!(w["reason"], "CreateContainerConfigError", "{st:#}");
+        assert_eq!(
+            w["message"],
+            "failed to create subPath directory for volumeMount \"d\" of container \"app\""
+        );
+        assert!(!outside.join("x.service.d").exists());
     }
 
     #[tokio::test(start_paused = true)]

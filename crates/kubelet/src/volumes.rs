@@ -890,13 +890,19 @@ impl PodVolumes {
             };
             let mut host = root.clone();
             if !sub.is_empty() {
-                if Path::new(&sub).is_absolute()
-                    || Path::new(&sub)
-                        .components()
-                        .any(|c| c == Component::ParentDir)
+                // ↔ makeMounts: the kubelet's messages; the details (which
+                // could tell about the host's files) only go to the log.
+                if Path::new(&sub).is_absolute() {
+                    return Err(format!(
+                        "error SubPath `{sub}` must not be an absolute path"
+                    ));
+                }
+                if Path::new(&sub)
+                    .components()
+                    .any(|c| c == Component::ParentDir)
                 {
                     return Err(format!(
-                        "invalid subpath {sub:?}: must be a relative path without '..'"
+                        "unable to provision SubPath `{sub}`: must not contain '..'"
                     ));
                 }
                 let path = root.join(&sub);
@@ -904,18 +910,30 @@ impl PodVolumes {
                     let mode = std::fs::metadata(root)
                         .map(|m| m.permissions().mode() & 0o7777)
                         .unwrap_or(0o755);
-                    std::fs::create_dir_all(&path).map_err(|e| io("creating subpath", &path, e))?;
-                    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+                    if let Err(e) = crate::subpath::safe_make_dir(root, Path::new(&sub), mode) {
+                        tracing::warn!(error = %e, container = %c.name, volume = %vm.name, "creating the subPath directory failed");
+                        return Err(format!(
+                            "failed to create subPath directory for volumeMount {:?} of container {:?}",
+                            vm.name, c.name
+                        ));
+                    }
                 }
-                let real =
-                    std::fs::canonicalize(&path).map_err(|e| io("resolving subpath", &path, e))?;
-                let real_root =
-                    std::fs::canonicalize(root).map_err(|e| io("resolving volume", root, e))?;
+                let prepare_failed = |e: String| {
+                    tracing::warn!(error = %e, container = %c.name, volume = %vm.name, "preparing the subPath failed");
+                    format!(
+                        "failed to prepare subPath for volumeMount {:?} of container {:?}",
+                        vm.name, c.name
+                    )
+                };
+                let real = std::fs::canonicalize(&path)
+                    .map_err(|e| prepare_failed(io("resolving subpath", &path, e)))?;
+                let real_root = std::fs::canonicalize(root)
+                    .map_err(|e| prepare_failed(io("resolving volume", root, e)))?;
                 if !real.starts_with(&real_root) {
-                    return Err(format!(
+                    return Err(prepare_failed(format!(
                         "subpath {sub:?} of volume {:?} resolves outside the volume",
                         vm.name
-                    ));
+                    )));
                 }
                 host = real;
             }
