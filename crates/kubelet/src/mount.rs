@@ -138,6 +138,9 @@ impl FakeMounter {
 impl Mounter for FakeMounter {
     fn mount_tmpfs(&self, target: &Path, _size: Option<u64>) -> Result<(), MountError> {
         Self::lock(&self.calls).push(format!("tmpfs {}", target.display()));
+        // A fresh tmpfs' root is 1777, as mount(8) leaves it without mode=.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(target, std::fs::Permissions::from_mode(0o1777));
         Self::lock(&self.mounted).insert(target.to_path_buf());
         Ok(())
     }

@@ -980,6 +980,42 @@ mod volume_tests {
         )
     }
 
+    /// ↔ security review S2: no other user of the node reaches a pod's
+    /// secrets and tokens, and no one can plant files in their volumes.
+    #[tokio::test]
+    async fn secret_and_token_volumes_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let mut h = H::new(Duration::from_secs(30));
+        let pods = h.dir.path().join("pods");
+        // An older skiff (or the umask) left the pods directory open.
+        std::fs::create_dir_all(&pods).unwrap();
+        std::fs::set_permissions(&pods, std::fs::Permissions::from_mode(0o755)).unwrap();
+        h.api
+            .put_config_map("app-config", &[("a", "alpha"), ("b", "beta")]);
+        h.api
+            .put_config_map("kube-root-ca.crt", &[("ca.crt", "PEM")]);
+        h.api.secrets.lock().unwrap().insert(
+            "creds".into(),
+            [("password".to_string(), b"p".to_vec())].into(),
+        );
+        h.sync(&full_pod()).await;
+        assert_eq!(mode(&pods), 0o750);
+        assert_eq!(mode(&pods.join("uid-1")), 0o750);
+        let sec = h.volume("kubernetes.io~secret", "sec");
+        let token = h.volume("kubernetes.io~projected", "kube-api-access-x1");
+        assert!(h.mounter.is_mounted(&sec) && h.mounter.is_mounted(&token));
+        // Their tmpfs roots are not world-writable (tmpfs' own 1777).
+        assert_eq!(mode(&sec), 0o755);
+        assert_eq!(mode(&token), 0o755);
+        // Memory-backed emptyDirs stay writable by any container user.
+        assert_eq!(
+            mode(&h.volume("kubernetes.io~empty-dir", "scratch")),
+            0o1777
+        );
+    }
+
     #[tokio::test]
     async fn api_volumes_are_written_and_mounted() {
         let mut h = H::new(Duration::from_secs(30));

@@ -3,8 +3,9 @@
 //! refuses busybox:skiff (an image that runs as root) with the kubelet's
 //! CreateContainerConfigError, readOnlyRootFilesystem, capabilities drop
 //! ALL, seccompProfile RuntimeDefault and allowPrivilegeEscalation=false
-//! (no_new_privs) take effect, and a container without a profile runs
-//! unconfined. Needs root and Debian's containerd, runc,
+//! (no_new_privs) take effect, a container without a profile runs
+//! unconfined, and the pod's token volume is private to root on the
+//! node. Needs root and Debian's containerd, runc,
 //! containernetworking-plugins and busybox-static, which .ci/run installs.
 
 mod support;
@@ -68,6 +69,33 @@ fn the_kubelet_honours_security_contexts() {
         },
     );
     let p = s.json(&["get", "pod", "nonroot"]);
+    // Its volumes are set up: the service account token's tmpfs is not
+    // world-writable and no other user of the node reaches it.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| {
+            std::fs::metadata(p)
+                .map(|m| m.permissions().mode() & 0o7777)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        };
+        let pods = s.data_dir().join("agent/pods");
+        let uid = p["metadata"]["uid"].as_str().expect("the pod's uid");
+        assert_eq!(mode(&pods), 0o750);
+        assert_eq!(mode(&pods.join(uid)), 0o750);
+        let projected = pods.join(uid).join("volumes/kubernetes.io~projected");
+        let token_dir = std::fs::read_dir(&projected)
+            .expect("the pod's projected volumes")
+            .flatten()
+            .find(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("kube-api-access-")
+            })
+            .expect("the service account token volume")
+            .path();
+        assert_eq!(mode(&token_dir), 0o755);
+        assert!(token_dir.join("token").is_file());
+    }
     assert!(
         p["status"]["containerStatuses"][0]["state"]["running"].is_null(),
         "{p:#}"
