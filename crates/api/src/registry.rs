@@ -8,9 +8,10 @@ use std::sync::LazyLock;
 
 use k8s_openapi::api::{
     apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
-    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-    events::v1 as events, networking::v1 as networking, node::v1 as node, policy::v1 as policy,
-    rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
+    certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core,
+    discovery::v1 as discovery, events::v1 as events, networking::v1 as networking,
+    node::v1 as node, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
+    storage::v1 as storage,
 };
 use serde_json::Value;
 
@@ -324,6 +325,13 @@ impl Registry {
             ),
             resource!(events::Event, "events.k8s.io", ["ev"], [], []),
             resource!(node::RuntimeClass, "runtimeclasses", [], [], []),
+            resource!(
+                certificates::CertificateSigningRequest,
+                "certificatesigningrequests",
+                ["csr"],
+                [],
+                ["status", "approval"]
+            ),
         ];
         let mut by_path = HashMap::new();
         let mut by_kind = HashMap::new();

@@ -165,6 +165,7 @@ pub fn prepare_create(req: &Req<'_>, obj: &mut Value) -> ApiResult<()> {
         _ => {}
     }
     crate::podsecurity::admit(req, obj, None, None)?;
+    crate::certificates::prepare_create(req, obj)?;
     record_manager(req, None, obj);
     Ok(())
 }
@@ -893,7 +894,12 @@ pub fn prepare_update(
     if info.group.is_empty() && info.kind == "Secret" {
         merge_string_data(new);
     }
+    let csr = (info.group, info.kind) == ("certificates.k8s.io", "CertificateSigningRequest");
+    if csr {
+        crate::certificates::prepare_update(req, new, old, sub)?;
+    }
     match sub {
+        _ if csr => {}
         Some("status") => {
             // Only status changes through /status (metadata labels/annotations too, as Kubernetes allows,
             // except a Deployment's labels: its status strategy resets them).

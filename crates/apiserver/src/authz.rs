@@ -212,7 +212,11 @@ impl Attributes {
         } else if self.name.is_empty() {
             format!("{} is forbidden: {reason}", self.qualified_resource())
         } else {
-            format!("{} {:?} is forbidden: {reason}", self.qualified_resource(), self.name)
+            format!(
+                "{} {:?} is forbidden: {reason}",
+                self.qualified_resource(),
+                self.name
+            )
         };
         let mut e = ApiError::forbidden(message);
         if self.resource_request {
@@ -459,7 +463,11 @@ pub fn admit_write(
                 .pointer("/roleRef/name")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let plural = if kind == "Role" { "roles" } else { "clusterroles" };
+            let plural = if kind == "Role" {
+                "roles"
+            } else {
+                "clusterroles"
+            };
             if authorize(req.server, &ask("bind", plural, role)).allowed() {
                 return Ok(());
             }
@@ -630,7 +638,9 @@ fn spec_user(spec: &Value) -> UserInfo {
 }
 
 fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 /// The attributes a SubjectAccessReviewSpec asks about.
@@ -686,8 +696,7 @@ fn rules_status(server: &ApiServer, user: &UserInfo, namespace: &str) -> Value {
     if crate::nodeauthz::node_name(user).is_some() {
         // The Node authorizer's permissions are not enumerable.
         status["incomplete"] = json!(true);
-        status["evaluationError"] =
-            json!("node authorizer does not support user rule resolution");
+        status["evaluationError"] = json!("node authorizer does not support user rule resolution");
     }
     status
 }
@@ -807,30 +816,56 @@ mod tests {
     }
 
     fn attrs(method: &str, path: &str, query: &str) -> Attributes {
-        Attributes::of_request(UserInfo::new("u", &[]), method, path, &Query::parse(Some(query)))
+        Attributes::of_request(
+            UserInfo::new("u", &[]),
+            method,
+            path,
+            &Query::parse(Some(query)),
+        )
     }
 
     #[test]
     fn request_attributes_as_kube_apiserver_reads_them() {
         let a = attrs("GET", "/api/v1/namespaces/ns/pods", "");
-        assert_eq!((a.verb.as_str(), a.namespace.as_str(), a.resource.as_str()), ("list", "ns", "pods"));
+        assert_eq!(
+            (a.verb.as_str(), a.namespace.as_str(), a.resource.as_str()),
+            ("list", "ns", "pods")
+        );
         let a = attrs("GET", "/api/v1/namespaces/ns/pods", "watch=true");
         assert_eq!(a.verb, "watch");
         let a = attrs("GET", "/api/v1/watch/namespaces/ns/pods/p", "");
         assert_eq!((a.verb.as_str(), a.name.as_str()), ("watch", "p"));
-        let a = attrs("GET", "/api/v1/namespaces/ns/pods", "fieldSelector=metadata.name%3Dp");
+        let a = attrs(
+            "GET",
+            "/api/v1/namespaces/ns/pods",
+            "fieldSelector=metadata.name%3Dp",
+        );
         assert_eq!((a.verb.as_str(), a.name.as_str()), ("list", "p"));
         let a = attrs("DELETE", "/apis/apps/v1/namespaces/ns/deployments", "");
-        assert_eq!((a.verb.as_str(), a.api_group.as_str()), ("deletecollection", "apps"));
+        assert_eq!(
+            (a.verb.as_str(), a.api_group.as_str()),
+            ("deletecollection", "apps")
+        );
         let a = attrs("PUT", "/api/v1/namespaces/ns/status", "");
         assert_eq!(
-            (a.resource.as_str(), a.name.as_str(), a.subresource.as_str(), a.namespace.as_str()),
+            (
+                a.resource.as_str(),
+                a.name.as_str(),
+                a.subresource.as_str(),
+                a.namespace.as_str()
+            ),
             ("namespaces", "ns", "status", "ns")
         );
         let a = attrs("GET", "/api/v1/namespaces/ns", "");
-        assert_eq!((a.verb.as_str(), a.resource.as_str(), a.name.as_str()), ("get", "namespaces", "ns"));
+        assert_eq!(
+            (a.verb.as_str(), a.resource.as_str(), a.name.as_str()),
+            ("get", "namespaces", "ns")
+        );
         let a = attrs("GET", "/api/v1/namespaces/ns/pods/p/exec", "command=ls");
-        assert_eq!((a.verb.as_str(), a.subresource.as_str()), ("create", "exec"));
+        assert_eq!(
+            (a.verb.as_str(), a.subresource.as_str()),
+            ("create", "exec")
+        );
         let a = attrs("GET", "/apis/apps/v1", "");
         assert!(!a.resource_request);
         assert_eq!(a.verb, "get");
@@ -854,7 +889,10 @@ mod tests {
         );
         let mut a = attrs("GET", "/metrics", "");
         a.user.name = "x".into();
-        assert_eq!(a.forbidden("").message, "forbidden: User \"x\" cannot get path \"/metrics\"");
+        assert_eq!(
+            a.forbidden("").message,
+            "forbidden: User \"x\" cannot get path \"/metrics\""
+        );
         let mut a = attrs("GET", "/api/v1/nodes", "");
         a.user.name = "x".into();
         assert!(a.forbidden("").message.ends_with("at the cluster scope"));

@@ -500,6 +500,74 @@ fn decode_deleted(prev: &KeyValue, revision: i64) -> Option<CachedObject> {
     decode(&prev.key, &prev.value, revision)
 }
 
+/// What [`follow`] hands its handler: an object put (added or modified),
+/// or the key of one deleted.
+pub enum Followed<'a> {
+    Put(&'a CachedObject),
+    Delete(&'a str),
+}
+
+type Keys = std::collections::HashSet<String>;
+
+/// Start a watch on `prefix` and hand over its current objects; keys
+/// handed over before that are no longer there are handed over as deletes.
+fn relist(
+    cache: &WatchCache,
+    prefix: &str,
+    known: &mut Keys,
+    handler: &mut impl FnMut(Followed<'_>),
+) -> Option<mpsc::Receiver<Arc<CacheEvent>>> {
+    let (initial, rx) = cache.watch(prefix, None).ok()?;
+    let mut now = Keys::with_capacity(initial.len());
+    for ev in &initial {
+        handler(Followed::Put(&ev.object));
+        now.insert(ev.object.key.clone());
+    }
+    for gone in known.difference(&now) {
+        handler(Followed::Delete(gone));
+    }
+    *known = now;
+    Some(rx)
+}
+
+/// Feed `handler` every object under `prefix` and every later change, for
+/// in-memory indexes of the API server itself (the RBAC and Node
+/// authorizers). Returns once the objects there now have been handled; a
+/// task follows the changes from then on, until the cache is dropped. A
+/// watch the cache ends (a slow consumer, a re-list) is started again, and
+/// keys that vanished meanwhile are handed over as deletes.
+pub fn follow(
+    cache: &Arc<WatchCache>,
+    prefix: &str,
+    mut handler: impl FnMut(Followed<'_>) + Send + 'static,
+) {
+    let mut known = Keys::new();
+    let Some(mut rx) = relist(cache, prefix, &mut known, &mut handler) else {
+        return;
+    };
+    let weak = Arc::downgrade(cache);
+    let prefix = prefix.to_string();
+    tokio::spawn(async move {
+        loop {
+            while let Some(ev) = rx.recv().await {
+                if ev.kind == EventType::Deleted {
+                    known.remove(&ev.object.key);
+                    handler(Followed::Delete(&ev.object.key));
+                } else {
+                    known.insert(ev.object.key.clone());
+                    handler(Followed::Put(&ev.object));
+                }
+            }
+            let Some(cache) = weak.upgrade() else { return };
+            tracing::info!(%prefix, "index watch ended; following again from a fresh list");
+            match relist(&cache, &prefix, &mut known, &mut handler) {
+                Some(next) => rx = next,
+                None => return,
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,72 +669,4 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code, 410);
     }
-}
-
-/// What [`follow`] hands its handler: an object put (added or modified),
-/// or the key of one deleted.
-pub enum Followed<'a> {
-    Put(&'a CachedObject),
-    Delete(&'a str),
-}
-
-type Keys = std::collections::HashSet<String>;
-
-/// Start a watch on `prefix` and hand over its current objects; keys
-/// handed over before that are no longer there are handed over as deletes.
-fn relist(
-    cache: &WatchCache,
-    prefix: &str,
-    known: &mut Keys,
-    handler: &mut impl FnMut(Followed<'_>),
-) -> Option<mpsc::Receiver<Arc<CacheEvent>>> {
-    let (initial, rx) = cache.watch(prefix, None).ok()?;
-    let mut now = Keys::with_capacity(initial.len());
-    for ev in &initial {
-        handler(Followed::Put(&ev.object));
-        now.insert(ev.object.key.clone());
-    }
-    for gone in known.difference(&now) {
-        handler(Followed::Delete(gone));
-    }
-    *known = now;
-    Some(rx)
-}
-
-/// Feed `handler` every object under `prefix` and every later change, for
-/// in-memory indexes of the API server itself (the RBAC and Node
-/// authorizers). Returns once the objects there now have been handled; a
-/// task follows the changes from then on, until the cache is dropped. A
-/// watch the cache ends (a slow consumer, a re-list) is started again, and
-/// keys that vanished meanwhile are handed over as deletes.
-pub fn follow(
-    cache: &Arc<WatchCache>,
-    prefix: &str,
-    mut handler: impl FnMut(Followed<'_>) + Send + 'static,
-) {
-    let mut known = Keys::new();
-    let Some(mut rx) = relist(cache, prefix, &mut known, &mut handler) else {
-        return;
-    };
-    let weak = Arc::downgrade(cache);
-    let prefix = prefix.to_string();
-    tokio::spawn(async move {
-        loop {
-            while let Some(ev) = rx.recv().await {
-                if ev.kind == EventType::Deleted {
-                    known.remove(&ev.object.key);
-                    handler(Followed::Delete(&ev.object.key));
-                } else {
-                    known.insert(ev.object.key.clone());
-                    handler(Followed::Put(&ev.object));
-                }
-            }
-            let Some(cache) = weak.upgrade() else { return };
-            tracing::info!(%prefix, "index watch ended; following again from a fresh list");
-            match relist(&cache, &prefix, &mut known, &mut handler) {
-                Some(next) => rx = next,
-                None => return,
-            }
-        }
-    });
 }

@@ -159,6 +159,9 @@ async fn serve_resource(
         (&Method::GET, Some(n), None) if watch => crate::watch::serve(&req, Some(n)).await,
         (&Method::GET, None, None) => list(&req).await,
         (&Method::GET, Some(n), None | Some("status")) => get(&req, &n).await,
+        (&Method::GET, Some(n), Some("approval")) if req.info.has_subresource("approval") => {
+            get(&req, &n).await
+        }
         (&Method::GET, Some(n), Some("ephemeralcontainers")) if is_pods(req.info) => {
             get(&req, &n).await
         }
@@ -190,6 +193,16 @@ async fn serve_resource(
         (&Method::PATCH, Some(n), Some("ephemeralcontainers")) if is_pods(req.info) => {
             let patch = decode_body(&body, &media)?;
             patch_object(&mut req, &n, &media, patch, Some("ephemeralcontainers")).await
+        }
+        (&Method::PUT, Some(n), sub @ Some("approval")) if req.info.has_subresource("approval") => {
+            let obj = decode_body(&body, &media)?;
+            update(&mut req, &n, obj, sub).await
+        }
+        (&Method::PATCH, Some(n), sub @ Some("approval"))
+            if req.info.has_subresource("approval") =>
+        {
+            let patch = decode_body(&body, &media)?;
+            patch_object(&mut req, &n, &media, patch, sub).await
         }
         (&Method::PUT, Some(n), sub @ (None | Some("status") | Some("finalize"))) => {
             let obj = decode_body(&body, &media)?;
@@ -544,6 +557,9 @@ fn validate(req: &Req<'_>, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
         old,
         req.info.namespaced,
     );
+    if (req.info.group, req.info.kind) == ("certificates.k8s.io", "CertificateSigningRequest") {
+        errs.extend(crate::certificates::validate(obj, old));
+    }
     // kube-apiserver never advertises a loopback address (ResolveBindAddress
     // picks a host interface); skiff does when it listens on one, so the
     // endpoints of its own `kubernetes` Service, which it writes itself,
@@ -1384,7 +1400,9 @@ async fn token_request(req: &Req<'_>, name: &str, mut request: Value) -> ApiResu
                     "",
                     plural,
                     &bound_name,
-                    &format!("the UID in the bound object reference ({uid}) does not match the UID in record. The object might have been deleted and then recreated"),
+                    &format!(
+                        "the UID in the bound object reference ({uid}) does not match the UID in record. The object might have been deleted and then recreated"
+                    ),
                 ));
             }
             Some((kind, bound_name, current_uid))

@@ -12,6 +12,7 @@ pub mod authz;
 pub mod bootdata;
 pub mod bootstrap;
 pub mod cache;
+pub mod certificates;
 pub mod discovery;
 pub mod events_view;
 pub mod handlers;

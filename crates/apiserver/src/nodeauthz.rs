@@ -147,7 +147,11 @@ fn pod_refs(pod: &Value) -> Vec<Ref> {
     let spec = pod.get("spec").cloned().unwrap_or_default();
     add(
         Kind::ServiceAccount,
-        Some(s(&spec, "/serviceAccountName").as_deref().unwrap_or("default")),
+        Some(
+            s(&spec, "/serviceAccountName")
+                .as_deref()
+                .unwrap_or("default"),
+        ),
     );
     for p in spec
         .get("imagePullSecrets")
@@ -165,7 +169,10 @@ fn pod_refs(pod: &Value) -> Vec<Ref> {
             .flatten()
         {
             for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
-                add(Kind::Secret, s(e, "/valueFrom/secretKeyRef/name").as_deref());
+                add(
+                    Kind::Secret,
+                    s(e, "/valueFrom/secretKeyRef/name").as_deref(),
+                );
                 add(
                     Kind::ConfigMap,
                     s(e, "/valueFrom/configMapKeyRef/name").as_deref(),
@@ -190,7 +197,10 @@ fn pod_refs(pod: &Value) -> Vec<Ref> {
     {
         add(Kind::Secret, s(v, "/secret/secretName").as_deref());
         add(Kind::ConfigMap, s(v, "/configMap/name").as_deref());
-        add(Kind::Claim, s(v, "/persistentVolumeClaim/claimName").as_deref());
+        add(
+            Kind::Claim,
+            s(v, "/persistentVolumeClaim/claimName").as_deref(),
+        );
         if v.get("ephemeral").is_some_and(Value::is_object) {
             let vol = s(v, "/name").unwrap_or_default();
             add(Kind::Claim, Some(&format!("{pod_name}-{vol}")));
@@ -309,7 +319,7 @@ impl NodeAuthorizer {
     /// get (or list/watch of one name) of an object a pod on the node uses.
     fn read_object(&self, a: &Attributes, uses: impl Fn(&Graph) -> bool, node: &str) -> Verdict {
         if !matches!(a.verb.as_str(), "get" | "list" | "watch") {
-            return Verdict::NoOpinion(format!("can only read resources of this type"));
+            return Verdict::NoOpinion("can only read resources of this type".into());
         }
         if !a.subresource.is_empty() {
             return Verdict::NoOpinion(format!("cannot read subresource {}", a.subresource));
@@ -329,7 +339,9 @@ impl NodeAuthorizer {
     /// serviceaccounts/token for a service account a pod on the node runs as.
     fn create_token(&self, a: &Attributes, node: &str) -> Verdict {
         if a.verb != "create" || a.subresource != "token" || a.name.is_empty() {
-            return Verdict::NoOpinion("can only create tokens for individual service accounts".into());
+            return Verdict::NoOpinion(
+                "can only create tokens for individual service accounts".into(),
+            );
         }
         let r = (Kind::ServiceAccount, a.namespace.clone(), a.name.clone());
         if self.read().uses(node, &r) {
@@ -348,7 +360,9 @@ fn lease(a: &Attributes, node: &str) -> Verdict {
         a.verb.as_str(),
         "get" | "create" | "update" | "patch" | "delete"
     ) {
-        return Verdict::NoOpinion(format!("can only get, create, update, patch, or delete a node lease"));
+        return Verdict::NoOpinion(
+            "can only get, create, update, patch, or delete a node lease".into(),
+        );
     }
     if a.namespace != LEASE_NAMESPACE {
         return Verdict::NoOpinion(format!(
@@ -356,7 +370,9 @@ fn lease(a: &Attributes, node: &str) -> Verdict {
         ));
     }
     if a.verb != "create" && a.name != node {
-        return Verdict::NoOpinion("can only access node lease with the same name as the requesting node".into());
+        return Verdict::NoOpinion(
+            "can only access node lease with the same name as the requesting node".into(),
+        );
     }
     Verdict::Allow
 }
@@ -410,7 +426,9 @@ pub fn admit(
     match (resource, subresource) {
         ("nodes", _) => {
             if name != node {
-                return forbid(format!("node \"{node}\" is not allowed to modify node \"{name}\""));
+                return forbid(format!(
+                    "node \"{node}\" is not allowed to modify node \"{name}\""
+                ));
             }
             if verb == "update" || verb == "patch" {
                 let taints = |v: Option<&Value>| v.and_then(|n| n.pointer("/spec/taints")).cloned();
@@ -427,16 +445,22 @@ pub fn admit(
                     .pointer("/metadata/annotations/kubernetes.io~1config.mirror")
                     .is_some();
                 if !mirror {
-                    return forbid(format!("pod does not have \"kubernetes.io/config.mirror\" annotation, node \"{node}\" can only create mirror pods"));
+                    return forbid(format!(
+                        "pod does not have \"kubernetes.io/config.mirror\" annotation, node \"{node}\" can only create mirror pods"
+                    ));
                 }
                 if bound_node(Some(&pod)) != node {
-                    return forbid(format!("node \"{node}\" can only create pods with spec.nodeName set to itself"));
+                    return forbid(format!(
+                        "node \"{node}\" can only create pods with spec.nodeName set to itself"
+                    ));
                 }
                 Ok(())
             }
             "delete" => {
                 if bound_node(old) != node {
-                    return forbid(format!("node \"{node}\" can only delete pods with spec.nodeName set to itself"));
+                    return forbid(format!(
+                        "node \"{node}\" can only delete pods with spec.nodeName set to itself"
+                    ));
                 }
                 Ok(())
             }
@@ -444,19 +468,25 @@ pub fn admit(
         },
         ("pods", "status") => {
             if bound_node(old) != node {
-                return forbid(format!("node \"{node}\" can only update pod status for pods with spec.nodeName set to itself"));
+                return forbid(format!(
+                    "node \"{node}\" can only update pod status for pods with spec.nodeName set to itself"
+                ));
             }
             Ok(())
         }
         ("pods", "eviction") => {
             if bound_node(old) != node {
-                return forbid(format!("node \"{node}\" can only evict pods with spec.nodeName set to itself"));
+                return forbid(format!(
+                    "node \"{node}\" can only evict pods with spec.nodeName set to itself"
+                ));
             }
             Ok(())
         }
         ("leases", _) => {
             if name != node {
-                return forbid(format!("can only access node lease with the same name as the requesting node"));
+                return forbid(
+                    "can only access node lease with the same name as the requesting node".into(),
+                );
             }
             Ok(())
         }
@@ -516,12 +546,30 @@ mod tests {
             ("configmaps", "proj-cm"),
             ("persistentvolumeclaims", "data"),
         ] {
-            assert_eq!(n.authorize(&get(&n1, res, "ns", name)), Verdict::Allow, "{res}/{name}");
-            assert_ne!(n.authorize(&get(&n2, res, "ns", name)), Verdict::Allow, "other node: {res}/{name}");
-            assert_ne!(n.authorize(&get(&n1, res, "other", name)), Verdict::Allow, "other namespace");
+            assert_eq!(
+                n.authorize(&get(&n1, res, "ns", name)),
+                Verdict::Allow,
+                "{res}/{name}"
+            );
+            assert_ne!(
+                n.authorize(&get(&n2, res, "ns", name)),
+                Verdict::Allow,
+                "other node: {res}/{name}"
+            );
+            assert_ne!(
+                n.authorize(&get(&n1, res, "other", name)),
+                Verdict::Allow,
+                "other namespace"
+            );
         }
-        assert_eq!(n.authorize(&get(&n1, "persistentvolumes", "", "pv-1")), Verdict::Allow);
-        assert_ne!(n.authorize(&get(&n1, "persistentvolumes", "", "pv-2")), Verdict::Allow);
+        assert_eq!(
+            n.authorize(&get(&n1, "persistentvolumes", "", "pv-1")),
+            Verdict::Allow
+        );
+        assert_ne!(
+            n.authorize(&get(&n1, "persistentvolumes", "", "pv-2")),
+            Verdict::Allow
+        );
         let mut list = get(&n1, "secrets", "ns", "");
         list.verb = "list".into();
         assert_ne!(n.authorize(&list), Verdict::Allow, "no listing of secrets");
@@ -540,8 +588,14 @@ mod tests {
         // A pod moved to another node moves its references (update).
         n.put_pod("/registry/pods/ns/p1", &pod("p1", "n1"));
         n.put_pod("/registry/pods/ns/p1", &pod("p1", "n2"));
-        assert_ne!(n.authorize(&get(&n1, "secrets", "ns", "env-secret")), Verdict::Allow);
-        assert_eq!(n.authorize(&get(&n2, "secrets", "ns", "env-secret")), Verdict::Allow);
+        assert_ne!(
+            n.authorize(&get(&n1, "secrets", "ns", "env-secret")),
+            Verdict::Allow
+        );
+        assert_eq!(
+            n.authorize(&get(&n2, "secrets", "ns", "env-secret")),
+            Verdict::Allow
+        );
     }
 
     #[test]
@@ -563,28 +617,92 @@ mod tests {
         assert_ne!(n.authorize(&del), Verdict::Allow);
         // Not a node: no opinion.
         let other = UserInfo::new("system:node:n1", &[]);
-        assert_eq!(n.authorize(&get(&other, "nodes", "", "n1")), Verdict::NoOpinion(String::new()));
+        assert_eq!(
+            n.authorize(&get(&other, "nodes", "", "n1")),
+            Verdict::NoOpinion(String::new())
+        );
     }
 
     #[test]
     fn node_restriction() {
         let n1 = kubelet("n1");
         let node = json!({"metadata": {"name": "n1"}, "spec": {}});
-        assert!(admit(&n1, "update", "nodes", "status", "n1", Some(&node), Some(&node)).is_ok());
+        assert!(
+            admit(
+                &n1,
+                "update",
+                "nodes",
+                "status",
+                "n1",
+                Some(&node),
+                Some(&node)
+            )
+            .is_ok()
+        );
         let e = admit(&n1, "patch", "nodes", "", "n2", Some(&node), Some(&node)).unwrap_err();
         assert_eq!(e.code, 403);
-        assert_eq!(e.message, "nodes \"n2\" is forbidden: node \"n1\" is not allowed to modify node \"n2\"");
+        assert_eq!(
+            e.message,
+            "nodes \"n2\" is forbidden: node \"n1\" is not allowed to modify node \"n2\""
+        );
         let tainted = json!({"metadata": {"name": "n1"}, "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}});
-        assert!(admit(&n1, "update", "nodes", "", "n1", Some(&node), Some(&tainted)).is_err());
+        assert!(
+            admit(
+                &n1,
+                "update",
+                "nodes",
+                "",
+                "n1",
+                Some(&node),
+                Some(&tainted)
+            )
+            .is_err()
+        );
         let mine = json!({"spec": {"nodeName": "n1"}});
         let theirs = json!({"spec": {"nodeName": "n2"}});
-        assert!(admit(&n1, "update", "pods", "status", "p", Some(&mine), Some(&mine)).is_ok());
-        assert!(admit(&n1, "update", "pods", "status", "p", Some(&theirs), Some(&theirs)).is_err());
+        assert!(
+            admit(
+                &n1,
+                "update",
+                "pods",
+                "status",
+                "p",
+                Some(&mine),
+                Some(&mine)
+            )
+            .is_ok()
+        );
+        assert!(
+            admit(
+                &n1,
+                "update",
+                "pods",
+                "status",
+                "p",
+                Some(&theirs),
+                Some(&theirs)
+            )
+            .is_err()
+        );
         assert!(admit(&n1, "delete", "pods", "", "p", None, Some(&theirs)).is_err());
-        assert!(admit(&n1, "create", "pods", "", "p", Some(&mine), None).is_err(), "not a mirror pod");
+        assert!(
+            admit(&n1, "create", "pods", "", "p", Some(&mine), None).is_err(),
+            "not a mirror pod"
+        );
         let mirror = json!({"metadata": {"annotations": {"kubernetes.io/config.mirror": "x"}}, "spec": {"nodeName": "n1"}});
         assert!(admit(&n1, "create", "pods", "", "p", Some(&mirror), None).is_ok());
         // Other users are not restricted here.
-        assert!(admit(&UserInfo::new("admin", &[]), "patch", "nodes", "", "n2", None, None).is_ok());
+        assert!(
+            admit(
+                &UserInfo::new("admin", &[]),
+                "patch",
+                "nodes",
+                "",
+                "n2",
+                None,
+                None
+            )
+            .is_ok()
+        );
     }
 }

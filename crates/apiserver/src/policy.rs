@@ -26,7 +26,13 @@ const AGGREGATE: &str = "rbac.authorization.k8s.io/aggregate-to-";
 
 fn split(s: &str) -> Vec<String> {
     s.split_whitespace()
-        .map(|w| if w == "core" { String::new() } else { w.to_string() })
+        .map(|w| {
+            if w == "core" {
+                String::new()
+            } else {
+                w.to_string()
+            }
+        })
         .collect()
 }
 
@@ -126,10 +132,7 @@ pub fn node_rules() -> Vec<Rule> {
 
 fn cluster_roles() -> Vec<ClusterRole> {
     vec![
-        role(
-            "cluster-admin",
-            vec![rule("*", "*", "*"), urls("*", "*")],
-        ),
+        role("cluster-admin", vec![rule("*", "*", "*"), urls("*", "*")]),
         role(
             "system:discovery",
             vec![urls(
@@ -180,8 +183,16 @@ fn cluster_roles() -> Vec<ClusterRole> {
         ClusterRole {
             name: "system:aggregate-to-admin",
             rules: vec![
-                rule("create", "authorization.k8s.io", "localsubjectaccessreviews"),
-                rule(READ_WRITE, "rbac.authorization.k8s.io", "roles rolebindings"),
+                rule(
+                    "create",
+                    "authorization.k8s.io",
+                    "localsubjectaccessreviews",
+                ),
+                rule(
+                    READ_WRITE,
+                    "rbac.authorization.k8s.io",
+                    "roles rolebindings",
+                ),
             ],
             aggregate_to: &["admin"],
             aggregates: None,
@@ -359,7 +370,11 @@ fn cluster_roles() -> Vec<ClusterRole> {
             vec![
                 rule("get list patch update watch", "core", "persistentvolumes"),
                 rule(READ, "storage.k8s.io", "storageclasses"),
-                rule("get list patch update watch", "core", "persistentvolumeclaims"),
+                rule(
+                    "get list patch update watch",
+                    "core",
+                    "persistentvolumeclaims",
+                ),
             ],
         ),
         role(
@@ -391,7 +406,11 @@ fn cluster_roles() -> Vec<ClusterRole> {
         role(
             "system:skiff-controller-manager",
             vec![
-                rule("get list watch patch update delete deletecollection", "*", "*"),
+                rule(
+                    "get list watch patch update delete deletecollection",
+                    "*",
+                    "*",
+                ),
                 rule(
                     "create",
                     "core",
@@ -412,11 +431,7 @@ fn cluster_roles() -> Vec<ClusterRole> {
                 // does not hold itself.
                 rule("escalate", "rbac.authorization.k8s.io", "clusterroles"),
                 // The CSR approver and signer.
-                rule(
-                    "approve",
-                    "certificates.k8s.io",
-                    "signers",
-                ),
+                rule("approve", "certificates.k8s.io", "signers"),
                 rule("sign", "certificates.k8s.io", "signers"),
             ],
         ),
@@ -443,6 +458,8 @@ fn cluster_roles() -> Vec<ClusterRole> {
                 rule(READ, "core", "services endpoints secrets"),
                 rule(READ, "discovery.k8s.io", "endpointslices"),
                 rule(READ, "networking.k8s.io", "ingresses ingressclasses"),
+                // The default IngressClass, made when missing.
+                rule("create", "networking.k8s.io", "ingressclasses"),
                 rule("update patch", "networking.k8s.io", "ingresses/status"),
                 events(),
             ],
@@ -460,22 +477,55 @@ fn cluster_roles() -> Vec<ClusterRole> {
 
 /// (binding name, role, subjects as (kind, name[, namespace])).
 fn cluster_role_bindings() -> Vec<(&'static str, &'static str, Vec<Value>)> {
-    let group = |n: &str| json!({"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": n});
-    let user = |n: &str| json!({"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": n});
+    let group =
+        |n: &str| json!({"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": n});
+    let user =
+        |n: &str| json!({"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": n});
     vec![
-        ("cluster-admin", "cluster-admin", vec![group("system:masters")]),
-        ("system:basic-user", "system:basic-user", vec![group("system:authenticated")]),
-        ("system:discovery", "system:discovery", vec![group("system:authenticated")]),
+        (
+            "cluster-admin",
+            "cluster-admin",
+            vec![group("system:masters")],
+        ),
+        (
+            "system:basic-user",
+            "system:basic-user",
+            vec![group("system:authenticated")],
+        ),
+        (
+            "system:discovery",
+            "system:discovery",
+            vec![group("system:authenticated")],
+        ),
         (
             "system:public-info-viewer",
             "system:public-info-viewer",
-            vec![group("system:authenticated"), group("system:unauthenticated")],
+            vec![
+                group("system:authenticated"),
+                group("system:unauthenticated"),
+            ],
         ),
-        ("system:monitoring", "system:monitoring", vec![group("system:monitoring")]),
+        (
+            "system:monitoring",
+            "system:monitoring",
+            vec![group("system:monitoring")],
+        ),
         ("system:node", "system:node", vec![]),
-        ("system:node-proxier", "system:node-proxier", vec![user("system:kube-proxy")]),
-        ("system:kube-scheduler", "system:kube-scheduler", vec![user("system:kube-scheduler")]),
-        ("system:volume-scheduler", "system:volume-scheduler", vec![user("system:kube-scheduler")]),
+        (
+            "system:node-proxier",
+            "system:node-proxier",
+            vec![user("system:kube-proxy")],
+        ),
+        (
+            "system:kube-scheduler",
+            "system:kube-scheduler",
+            vec![user("system:kube-scheduler")],
+        ),
+        (
+            "system:volume-scheduler",
+            "system:volume-scheduler",
+            vec![user("system:kube-scheduler")],
+        ),
         (
             "system:kube-controller-manager",
             "system:kube-controller-manager",
@@ -486,9 +536,21 @@ fn cluster_role_bindings() -> Vec<(&'static str, &'static str, Vec<Value>)> {
             "system:skiff-controller-manager",
             vec![user("system:kube-controller-manager")],
         ),
-        ("system:skiff-dns", "system:skiff-dns", vec![user("system:skiff-dns")]),
-        ("system:skiff-ingress", "system:skiff-ingress", vec![user("system:skiff-ingress")]),
-        ("system:skiff-netpol", "system:skiff-netpol", vec![user("system:skiff-netpol")]),
+        (
+            "system:skiff-dns",
+            "system:skiff-dns",
+            vec![user("system:skiff-dns")],
+        ),
+        (
+            "system:skiff-ingress",
+            "system:skiff-ingress",
+            vec![user("system:skiff-ingress")],
+        ),
+        (
+            "system:skiff-netpol",
+            "system:skiff-netpol",
+            vec![user("system:skiff-netpol")],
+        ),
         // The API server's client identity towards kubelets.
         (
             "system:kube-apiserver-kubelet-client",
@@ -498,7 +560,11 @@ fn cluster_role_bindings() -> Vec<(&'static str, &'static str, Vec<Value>)> {
         // TLS bootstrap: agents joining with the node token create CSRs for
         // their node's client certificate, approved automatically, and
         // renew them as nodes (kubeadm's bindings of the same roles).
-        ("skiff:node-bootstrapper", "system:node-bootstrapper", vec![group("system:bootstrappers")]),
+        (
+            "skiff:node-bootstrapper",
+            "system:node-bootstrapper",
+            vec![group("system:bootstrappers")],
+        ),
         (
             "skiff:node-autoapprove-bootstrap",
             "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
@@ -538,7 +604,10 @@ fn cluster_role_object(r: &ClusterRole) -> Value {
 
 fn autoupdate(existing: &Value) -> bool {
     existing
-        .pointer(&format!("/metadata/annotations/{}", AUTOUPDATE.replace('/', "~1")))
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            AUTOUPDATE.replace('/', "~1")
+        ))
         .and_then(Value::as_str)
         != Some("false")
 }
@@ -596,7 +665,9 @@ pub async fn reconcile(server: &Arc<ApiServer>) -> ApiResult<()> {
                     .and_then(Value::as_array)
                     .cloned()
                     .unwrap_or_default();
-                let same = |a: &Value, b: &Value| a.get("kind") == b.get("kind") && a.get("name") == b.get("name");
+                let same = |a: &Value, b: &Value| {
+                    a.get("kind") == b.get("kind") && a.get("name") == b.get("name")
+                };
                 let missing: Vec<Value> = subjects
                     .into_iter()
                     .filter(|s| !have_subjects.iter().any(|h| same(h, s)))
@@ -630,13 +701,15 @@ mod tests {
             "true"
         );
         assert_eq!(
-            v["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"],
-            "true",
+            v["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"], "true",
             "view is part of edit"
         );
         let names: Vec<&str> = roles.iter().map(|r| r.name).collect();
         for (b, role, _) in cluster_role_bindings() {
-            assert!(names.contains(&role), "binding {b} names a missing role {role}");
+            assert!(
+                names.contains(&role),
+                "binding {b} names a missing role {role}"
+            );
         }
     }
 
@@ -645,7 +718,13 @@ mod tests {
         let roles = cluster_roles();
         let rules = |n: &str| roles.iter().find(|r| r.name == n).unwrap().rules.clone();
         let secrets = rule("get", "core", "secrets");
-        assert!(crate::rbac::covers(&rules("system:aggregate-to-edit"), &[secrets.clone()]));
-        assert!(!crate::rbac::covers(&rules("system:aggregate-to-view"), &[secrets]));
+        assert!(crate::rbac::covers(
+            &rules("system:aggregate-to-edit"),
+            &[secrets.clone()]
+        ));
+        assert!(!crate::rbac::covers(
+            &rules("system:aggregate-to-view"),
+            &[secrets]
+        ));
     }
 }

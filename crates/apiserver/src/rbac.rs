@@ -82,7 +82,9 @@ impl Rule {
         } else {
             format!("{}/{}", a.resource, a.subresource)
         };
-        self.api_groups.iter().any(|g| g == "*" || *g == a.api_group)
+        self.api_groups
+            .iter()
+            .any(|g| g == "*" || *g == a.api_group)
             && self.resources.iter().any(|r| {
                 r == "*"
                     || *r == combined
@@ -244,7 +246,10 @@ fn reason(key: &Key, b: &Binding, user: &UserInfo) -> String {
     } else {
         format!("ClusterRole {:?}", b.role_name)
     };
-    format!("RBAC: allowed by {binding} of {role} to User {:?}", user.name)
+    format!(
+        "RBAC: allowed by {binding} of {role} to User {:?}",
+        user.name
+    )
 }
 
 /// The RBAC authorizer's state.
@@ -355,16 +360,23 @@ fn covers_one(owner: &Rule, sub: &Rule) -> bool {
         || sub.resources.iter().all(|w| {
             owner.resources.contains(w)
                 || w.split_once('/').is_some_and(|(_, subres)| {
-                    owner.resources.iter().any(|r| r.strip_prefix("*/") == Some(subres))
+                    owner
+                        .resources
+                        .iter()
+                        .any(|r| r.strip_prefix("*/") == Some(subres))
                 })
         });
     let names = owner.resource_names.is_empty()
         || (!sub.resource_names.is_empty()
-            && sub.resource_names.iter().all(|n| owner.resource_names.contains(n)));
+            && sub
+                .resource_names
+                .iter()
+                .all(|n| owner.resource_names.contains(n)));
     let urls = sub.non_resource_urls.iter().all(|u| {
-        owner.non_resource_urls.iter().any(|o| {
-            o == "*" || o == u || o.strip_suffix('*').is_some_and(|p| u.starts_with(p))
-        })
+        owner
+            .non_resource_urls
+            .iter()
+            .any(|o| o == "*" || o == u || o.strip_suffix('*').is_some_and(|p| u.starts_with(p)))
     });
     all(&owner.verbs, &sub.verbs)
         && all(&owner.api_groups, &sub.api_groups)
@@ -523,7 +535,9 @@ mod tests {
         a.subresource = "status".into();
         a.resource = "nodes".into();
         assert!(r.allows(&a), "*/status");
-        let nr = Rule::from_value(&json!({"verbs": ["get"], "nonResourceURLs": ["/apis/*", "/version"]}));
+        let nr = Rule::from_value(
+            &json!({"verbs": ["get"], "nonResourceURLs": ["/apis/*", "/version"]}),
+        );
         let mut p = Attributes {
             user: u.clone(),
             verb: "get".into(),
@@ -548,28 +562,58 @@ mod tests {
         rbac.apply("RoleBinding", "a", "b1", Some(&json!({"metadata": {"name": "b1", "namespace": "a"},
                     "subjects": [{"kind": "ServiceAccount", "name": "sa"}, {"kind": "Group", "name": "team"}],
                     "roleRef": {"kind": "ClusterRole", "name": "view", "apiGroup": "rbac.authorization.k8s.io"}})));
-        rbac.apply("RoleBinding", "a", "b2", Some(&json!({"metadata": {"name": "b2", "namespace": "a"},
+        rbac.apply(
+            "RoleBinding",
+            "a",
+            "b2",
+            Some(&json!({"metadata": {"name": "b2", "namespace": "a"},
                     "subjects": [{"kind": "User", "name": "alice"}],
-                    "roleRef": {"kind": "Role", "name": "secrets"}})));
+                    "roleRef": {"kind": "Role", "name": "secrets"}})),
+        );
         let sa = user("system:serviceaccount:a:sa", &["system:serviceaccounts"]);
         assert!(rbac.authorize(&res(&sa, "list", "", "pods", "a")).is_some());
-        assert!(rbac.authorize(&res(&sa, "list", "", "pods", "b")).is_none(), "other namespace");
-        assert!(rbac.authorize(&res(&sa, "list", "", "pods", "")).is_none(), "cluster scope");
-        assert!(rbac.authorize(&res(&sa, "delete", "", "pods", "a")).is_none());
-        assert!(rbac.authorize(&res(&sa, "get", "", "secrets", "a")).is_none());
+        assert!(
+            rbac.authorize(&res(&sa, "list", "", "pods", "b")).is_none(),
+            "other namespace"
+        );
+        assert!(
+            rbac.authorize(&res(&sa, "list", "", "pods", "")).is_none(),
+            "cluster scope"
+        );
+        assert!(
+            rbac.authorize(&res(&sa, "delete", "", "pods", "a"))
+                .is_none()
+        );
+        assert!(
+            rbac.authorize(&res(&sa, "get", "", "secrets", "a"))
+                .is_none()
+        );
         let member = user("bob", &["team"]);
-        assert!(rbac.authorize(&res(&member, "get", "", "pods", "a")).is_some());
+        assert!(
+            rbac.authorize(&res(&member, "get", "", "pods", "a"))
+                .is_some()
+        );
         let alice = user("alice", &[]);
-        let why = rbac.authorize(&res(&alice, "get", "", "secrets", "a")).unwrap();
+        let why = rbac
+            .authorize(&res(&alice, "get", "", "secrets", "a"))
+            .unwrap();
         assert_eq!(
             why,
             "RBAC: allowed by RoleBinding \"a/b2\" of Role \"a/secrets\" to User \"alice\""
         );
         // Updating a binding drops its old subjects.
-        rbac.apply("RoleBinding", "a", "b2", Some(&json!({"metadata": {"name": "b2", "namespace": "a"},
+        rbac.apply(
+            "RoleBinding",
+            "a",
+            "b2",
+            Some(&json!({"metadata": {"name": "b2", "namespace": "a"},
                     "subjects": [{"kind": "User", "name": "carol"}],
-                    "roleRef": {"kind": "Role", "name": "secrets"}})));
-        assert!(rbac.authorize(&res(&alice, "get", "", "secrets", "a")).is_none());
+                    "roleRef": {"kind": "Role", "name": "secrets"}})),
+        );
+        assert!(
+            rbac.authorize(&res(&alice, "get", "", "secrets", "a"))
+                .is_none()
+        );
         // Deleting the role removes what the binding grants.
         rbac.apply("ClusterRole", "", "view", None);
         assert!(rbac.authorize(&res(&sa, "list", "", "pods", "a")).is_none());
@@ -578,8 +622,14 @@ mod tests {
         rbac.apply("ClusterRoleBinding", "", "admins", Some(&json!({"metadata": {"name": "admins"}, "subjects": [{"kind": "Group", "name": "system:masters"}],
                     "roleRef": {"kind": "ClusterRole", "name": "all"}})));
         let admin = user("root", &["system:masters"]);
-        assert!(rbac.authorize(&res(&admin, "delete", "apps", "deployments", "x")).is_some());
-        assert!(rbac.authorize(&res(&admin, "create", "", "nodes", "")).is_some());
+        assert!(
+            rbac.authorize(&res(&admin, "delete", "apps", "deployments", "x"))
+                .is_some()
+        );
+        assert!(
+            rbac.authorize(&res(&admin, "create", "", "nodes", ""))
+                .is_some()
+        );
         assert_eq!(rbac.rules_for(&carol(), "a").len(), 1);
     }
 

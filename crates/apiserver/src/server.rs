@@ -14,6 +14,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::authz::UserInfo;
 use crate::discovery;
 use crate::metrics::RequestLabels;
 use crate::request::{Query, parse_resource_path};
@@ -89,9 +90,22 @@ pub async fn serve(
                     return;
                 }
             };
+            // x509 authentication: the verified client certificate, if any,
+            // names the user of every request on this connection.
+            let cert_user: Option<Arc<UserInfo>> = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| crate::tls::cert_subject(leaf))
+                .map(|s| {
+                    let groups: Vec<&str> = s.groups.iter().map(String::as_str).collect();
+                    Arc::new(UserInfo::new(s.user.clone(), &groups))
+                });
             let service = hyper::service::service_fn(move |req| {
                 let server = server.clone();
-                async move { Ok::<_, Infallible>(handle(server, req).await) }
+                let cert_user = cert_user.clone();
+                async move { Ok::<_, Infallible>(handle(server, req, cert_user).await) }
             });
             let builder =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -123,7 +137,11 @@ pub(crate) fn verb_for(method: &Method, has_name: bool, watch: bool) -> &'static
     }
 }
 
-async fn handle(server: Arc<ApiServer>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    server: Arc<ApiServer>,
+    req: Request<Incoming>,
+    cert_user: Option<Arc<UserInfo>>,
+) -> Response<Body> {
     let started = Instant::now();
     let path = req.uri().path().to_string();
     let query = Query::parse(req.uri().query());
@@ -135,7 +153,7 @@ async fn handle(server: Arc<ApiServer>, req: Request<Incoming>) -> Response<Body
         subresource: String::new(),
         scope: "",
     };
-    let resp = match route(&server, req, &path, &query, &mut labels).await {
+    let resp = match route(&server, req, cert_user, &path, &query, &mut labels).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
@@ -145,7 +163,16 @@ async fn handle(server: Arc<ApiServer>, req: Request<Incoming>) -> Response<Body
     resp
 }
 
-fn authenticated(server: &ApiServer, req: &Request<Incoming>) -> Option<crate::authz::UserInfo> {
+/// The request's user: its connection's client certificate first, then a
+/// bearer token (kube-apiserver's authenticator order).
+fn authenticated(
+    server: &ApiServer,
+    req: &Request<Incoming>,
+    cert_user: Option<Arc<UserInfo>>,
+) -> Option<UserInfo> {
+    if let Some(user) = cert_user {
+        return Some(UserInfo::clone(&user));
+    }
     let auth = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -180,6 +207,7 @@ pub(crate) async fn read_body(
 async fn route(
     server: &Arc<ApiServer>,
     req: Request<Incoming>,
+    cert_user: Option<Arc<UserInfo>>,
     path: &str,
     query: &Query,
     labels: &mut RequestLabels,
@@ -189,9 +217,18 @@ async fn route(
         "/healthz" | "/livez" | "/readyz" => {
             return Ok(bytes_response(200, "text/plain; charset=utf-8", "ok"));
         }
+        // The cluster CA for agents to check against their token's hash
+        // before they trust this server (k3s's /cacerts).
+        "/cacerts" => {
+            return Ok(bytes_response(
+                200,
+                "text/plain; charset=utf-8",
+                server.ca_pem.clone(),
+            ));
+        }
         _ => {}
     }
-    let Some(user) = authenticated(server, &req) else {
+    let Some(user) = authenticated(server, &req, cert_user) else {
         return Err(ApiError::unauthorized());
     };
     // Authorization before anything else, as kube-apiserver's handler chain.

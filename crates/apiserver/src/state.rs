@@ -74,6 +74,8 @@ pub enum StartError {
 pub use crate::alloc::Allocators;
 
 pub struct ApiServer {
+    /// The cluster CA (PEM), as `/cacerts` serves it.
+    pub ca_pem: String,
     pub store: Arc<dyn Store>,
     pub cache: Arc<WatchCache>,
     pub metrics: Metrics,
@@ -95,6 +97,8 @@ pub struct ApiServer {
 
 /// Who the node-join token authenticates.
 pub const NODE_TOKEN_USER: &str = "system:node-token";
+/// The join token's group (kubeadm's bootstrap tokens').
+pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
 
 /// Equal, in time independent of where they differ.
 fn same(a: &[u8], b: &[u8]) -> bool {
@@ -119,8 +123,7 @@ pub fn version_info() -> Value {
 impl ApiServer {
     /// The user a bearer token authenticates, if any.
     pub fn authenticate(&self, token: &str) -> Option<UserInfo> {
-        self.authenticate_token(token, &[])
-            .map(|(user, _)| user)
+        self.authenticate_token(token, &[]).map(|(user, _)| user)
     }
 
     /// The user a bearer token authenticates for one of `audiences` (the
@@ -132,7 +135,11 @@ impl ApiServer {
         audiences: &[String],
     ) -> Option<(UserInfo, Vec<String>)> {
         let api = [crate::tokens::API_AUDIENCE.to_string()];
-        let wanted = if audiences.is_empty() { &api[..] } else { audiences };
+        let wanted = if audiences.is_empty() {
+            &api[..]
+        } else {
+            audiences
+        };
         if let Some(user) = self.static_token(token) {
             return Some((user, wanted.to_vec()));
         }
@@ -179,10 +186,8 @@ impl ApiServer {
                     "authentication.kubernetes.io/pod-name".into(),
                     vec![name.clone()],
                 );
-                info.extra.insert(
-                    "authentication.kubernetes.io/pod-uid".into(),
-                    vec![current],
-                );
+                info.extra
+                    .insert("authentication.kubernetes.io/pod-uid".into(), vec![current]);
             }
         }
         Some((info, accepted))
@@ -268,6 +273,42 @@ pub struct Running {
     pub admin_token: String,
     pub ca_pem: String,
     pub server: Arc<ApiServer>,
+    /// The URL components reach this server at.
+    pub url: String,
+    pki: Arc<Pki>,
+    data_dir: PathBuf,
+}
+
+impl Running {
+    /// The kubeconfig of a component of this server,
+    /// `<data-dir>/cred/NAME.kubeconfig` (k3s's layout): its credential a
+    /// client certificate for `user` in `group` from the cluster CA.
+    pub fn component_kubeconfig(
+        &self,
+        name: &str,
+        user: &str,
+        group: Option<&str>,
+    ) -> Result<PathBuf, TlsError> {
+        let dir = self.data_dir.join("cred");
+        std::fs::create_dir_all(&dir).map_err(|source| TlsError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let path = dir.join(format!("{name}.kubeconfig"));
+        let kubeconfig = self.pki.cert_kubeconfig(&self.url, name, user, group)?;
+        crate::tls::write_private(&path, kubeconfig.as_bytes())?;
+        Ok(path)
+    }
+
+    /// A client certificate and key (PEM) for `user` in `group`, signed by
+    /// the cluster CA (`skiff kubeconfig create`).
+    pub fn issue_client(
+        &self,
+        user: &str,
+        group: Option<&str>,
+    ) -> Result<(String, String), TlsError> {
+        self.pki.issue_client(user, group)
+    }
 }
 
 /// Start serving; returns once the port is bound and the cluster bootstrapped.
@@ -307,11 +348,15 @@ pub async fn start(
         ),
         (
             pki.node_token.clone(),
-            UserInfo::new(NODE_TOKEN_USER, &[crate::authz::MASTERS]),
+            // Enough to ask for certificates (system:node-bootstrapper and
+            // the nodeclient approval), nothing else: agents then act as
+            // their own certificates' users.
+            UserInfo::new(NODE_TOKEN_USER, &[BOOTSTRAPPERS]),
         ),
     ];
     let token_signer = crate::tokens::TokenSigner::load_or_create(&config.data_dir)?;
     let server = Arc::new(ApiServer {
+        ca_pem: pki.ca_pem.clone(),
         store: config.store.clone(),
         cache,
         metrics: Metrics::default(),
@@ -344,10 +389,11 @@ pub async fn start(
         Arc::downgrade(&server),
         server.identity.clone(),
     ));
-    let kubeconfig = pki.kubeconfig(&format!(
-        "https://{}",
-        SocketAddr::new(advertise_ip, local.port())
-    ));
+    let url = format!("https://{}", SocketAddr::new(advertise_ip, local.port()));
+    // The admin's credential is a client certificate in system:masters, as
+    // k3s's admin kubeconfig; the admin token keeps working for bearer use.
+    let kubeconfig =
+        pki.cert_kubeconfig(&url, "admin", "system:admin", Some(crate::authz::MASTERS))?;
     let kubeconfig_path = config.data_dir.join("kubeconfig.yaml");
     crate::tls::write_private(&kubeconfig_path, kubeconfig.as_bytes())?;
     let running = Running {
@@ -357,6 +403,9 @@ pub async fn start(
         admin_token: pki.admin_token.clone(),
         ca_pem: pki.ca_pem.clone(),
         server: server.clone(),
+        url,
+        pki: Arc::new(pki),
+        data_dir: config.data_dir.clone(),
     };
     let handle = tokio::spawn(crate::server::serve(server, listener, tls, shutdown));
     tracing::info!(addr = %local, "API server listening");

@@ -1,6 +1,8 @@
 //! The cluster's PKI and credentials: a CA and a serving certificate
-//! generated into the data directory on first start (as k3s does), the
-//! admin and node-join tokens, and the admin kubeconfig.
+//! generated into the data directory on first start (as k3s does), client
+//! certificates for the admin and each control-plane component (CN the
+//! user, O the group, as Kubernetes reads them), the admin and node-join
+//! tokens, and kubeconfigs.
 
 use std::fs;
 use std::io;
@@ -53,6 +55,8 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
 /// The credentials of a cluster, as kept in `<data-dir>/tls` and `<data-dir>/token`.
 pub struct Pki {
     pub ca_pem: String,
+    ca_key_pem: String,
+    dir: PathBuf,
     pub serving_cert_pem: String,
     pub serving_key_pem: String,
     /// Bearer token of the cluster admin (the kubeconfig's).
@@ -168,9 +172,16 @@ impl Pki {
         let serving_cert_pem = fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
         let serving_key_pem = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
         let admin_token = read_or_create(&data_dir.join("admin.token"), || Ok(random_token()))?;
-        let node_token = read_or_create(&data_dir.join("node-token"), || Ok(random_token()))?;
+        // k3s's secure token, K10<sha256 of the CA>::server:<secret>: an
+        // agent checks the CA it is served against the hash before it sends
+        // anything. A bare token from an older cluster keeps working.
+        let node_token = read_or_create(&data_dir.join("node-token"), || {
+            Ok(join_token(&ca_pem, &random_token()))
+        })?;
         Ok(Pki {
             ca_pem,
+            ca_key_pem,
+            dir,
             serving_cert_pem,
             serving_key_pem,
             admin_token,
@@ -196,22 +207,193 @@ impl Pki {
             return Err(TlsError::Empty("serving.crt".into()));
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // Client certificates signed by the cluster CA authenticate their
+        // CN and O; a client without one goes on to bearer tokens.
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in rustls_pemfile::certs(&mut self.ca_pem.as_bytes()) {
+            let ca = ca.map_err(|e| TlsError::Io {
+                path: "server-ca.crt".into(),
+                source: e,
+            })?;
+            roots.add(ca)?;
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
+            .with_client_cert_verifier(verifier)
             .with_single_cert(certs, key)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
 
-    /// An admin kubeconfig for `server` (e.g. https://127.0.0.1:6443).
-    pub fn kubeconfig(&self, server: &str) -> String {
-        let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem.as_bytes());
+    /// A kubeconfig for `server` (e.g. https://127.0.0.1:6443) with the
+    /// token as its credential.
+    pub fn token_kubeconfig(&self, server: &str, user: &str, token: &str) -> String {
+        self.kubeconfig_with(server, user, &format!("    token: {token}\n"))
+    }
+
+    fn kubeconfig_with(&self, server: &str, user: &str, credential: &str) -> String {
+        let ca = b64(&self.ca_pem);
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: {server}\n  name: skiff\ncontexts:\n- context:\n    cluster: skiff\n    user: admin\n  name: skiff\ncurrent-context: skiff\npreferences: {{}}\nusers:\n- name: admin\n  user:\n    token: {}\n",
-            self.admin_token
+            "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: {server}\n  name: skiff\ncontexts:\n- context:\n    cluster: skiff\n    user: {user}\n  name: skiff\ncurrent-context: skiff\npreferences: {{}}\nusers:\n- name: {user}\n  user:\n{credential}"
         )
     }
+
+    /// A client certificate and key (PEM) for `user` in `group`, signed by
+    /// the cluster CA, valid for a year from now.
+    pub fn issue_client(
+        &self,
+        user: &str,
+        group: Option<&str>,
+    ) -> Result<(String, String), TlsError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, user);
+        if let Some(group) = group {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, group);
+        }
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + time::Duration::days(CLIENT_CERT_DAYS);
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let ca_key = KeyPair::from_pem(&self.ca_key_pem)?;
+        let ca_params = ca_params()?;
+        let issuer = Issuer::from_params(&ca_params, &ca_key);
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// The client certificate of component `name` (`tls/client-NAME.crt`
+    /// and `.key`, k3s's layout) for `user` in `group`: the one on disk
+    /// while it names the same subject and is more than 120 days from
+    /// expiry, else a new one (k3s renews at start within 120 days).
+    pub fn client_cert(
+        &self,
+        name: &str,
+        user: &str,
+        group: Option<&str>,
+    ) -> Result<(String, String), TlsError> {
+        let cert_path = self.dir.join(format!("client-{name}.crt"));
+        let key_path = self.dir.join(format!("client-{name}.key"));
+        if let (Ok(cert), Ok(key)) = (
+            fs::read_to_string(&cert_path),
+            fs::read_to_string(&key_path),
+        ) {
+            let now = jiff::Timestamp::now().as_second();
+            let fresh = pem_der(&cert)
+                .and_then(|der| cert_subject(&der))
+                .is_some_and(|s| {
+                    s.user == user
+                        && s.groups.iter().map(String::as_str).eq(group)
+                        && s.not_after - now > RENEW_WITHIN_DAYS * 86_400
+                });
+            if fresh {
+                return Ok((cert, key));
+            }
+        }
+        let (cert, key) = self.issue_client(user, group)?;
+        write_private(&key_path, key.as_bytes())?;
+        write_private(&cert_path, cert.as_bytes())?;
+        Ok((cert, key))
+    }
+
+    /// A kubeconfig for `server` whose credential is the client
+    /// certificate `name` (see [`Pki::client_cert`]).
+    pub fn cert_kubeconfig(
+        &self,
+        server: &str,
+        name: &str,
+        user: &str,
+        group: Option<&str>,
+    ) -> Result<String, TlsError> {
+        let (cert, key) = self.client_cert(name, user, group)?;
+        Ok(self.kubeconfig_with(
+            server,
+            name,
+            &format!(
+                "    client-certificate-data: {}\n    client-key-data: {}\n",
+                b64(&cert),
+                b64(&key)
+            ),
+        ))
+    }
+}
+
+/// The SHA-256 of the CA as `/cacerts` serves it, in hex.
+pub fn ca_hash(ca_pem: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, ca_pem.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A join token pinning `ca_pem`: `K10<sha256>::server:<secret>`.
+pub fn join_token(ca_pem: &str, secret: &str) -> String {
+    format!("K10{}::server:{secret}", ca_hash(ca_pem))
+}
+
+/// Client certificates live a year and are renewed at start within 120
+/// days of expiry, as k3s's.
+pub const CLIENT_CERT_DAYS: i64 = 365;
+pub const RENEW_WITHIN_DAYS: i64 = 120;
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+}
+
+fn pem_der(pem: &str) -> Option<Vec<u8>> {
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .next()?
+        .ok()
+        .map(|c| c.to_vec())
+}
+
+/// Who a client certificate names (x509 authentication, as
+/// kube-apiserver's: the subject's CommonName is the user, each
+/// Organization a group) and when it expires.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertSubject {
+    pub user: String,
+    pub groups: Vec<String>,
+    pub not_after: i64,
+}
+
+/// The subject of a DER certificate; None when it does not parse or
+/// names no user.
+pub fn cert_subject(der: &[u8]) -> Option<CertSubject> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let user = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    if user.is_empty() {
+        return None;
+    }
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    Some(CertSubject {
+        user,
+        groups,
+        not_after: cert.validity().not_after.timestamp(),
+    })
 }
 
 #[cfg(test)]
@@ -226,11 +408,87 @@ mod tests {
         assert_eq!(a.ca_pem, b.ca_pem);
         assert_eq!(a.serving_cert_pem, b.serving_cert_pem);
         assert_eq!(a.admin_token, b.admin_token);
+        // The join token pins this CA.
+        assert!(
+            a.node_token
+                .starts_with(&format!("K10{}::server:", ca_hash(&a.ca_pem))),
+            "{}",
+            a.node_token
+        );
+        assert_eq!(a.node_token, b.node_token);
         a.server_config().unwrap();
         // A new SAN re-issues the serving certificate from the same CA.
         let c = Pki::load_or_create(dir.path(), &["example.test".into()]).unwrap();
         assert_eq!(a.ca_pem, c.ca_pem);
         assert_ne!(a.serving_cert_pem, c.serving_cert_pem);
-        assert!(a.kubeconfig("https://127.0.0.1:6443").contains("token: "));
+        assert!(
+            a.token_kubeconfig("https://127.0.0.1:6443", "admin", "t")
+                .contains("token: t")
+        );
+    }
+
+    #[test]
+    fn client_certificates_name_their_user_and_group_and_are_reused_until_renewal() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(dir.path(), &[]).unwrap();
+        let (cert, _) = pki
+            .client_cert("kubelet", "system:node:n1", Some("system:nodes"))
+            .unwrap();
+        let subject = cert_subject(&pem_der(&cert).unwrap()).unwrap();
+        assert_eq!(subject.user, "system:node:n1");
+        assert_eq!(subject.groups, vec!["system:nodes".to_string()]);
+        let now = jiff::Timestamp::now().as_second();
+        assert!(subject.not_after - now > 364 * 86_400 && subject.not_after - now <= 365 * 86_400);
+        // The same subject again: the same certificate.
+        let (again, _) = pki
+            .client_cert("kubelet", "system:node:n1", Some("system:nodes"))
+            .unwrap();
+        assert_eq!(cert, again);
+        // Another subject under the same name: a new one.
+        let (other, _) = pki
+            .client_cert("kubelet", "system:node:n2", Some("system:nodes"))
+            .unwrap();
+        assert_ne!(cert, other);
+        // A certificate within 120 days of expiry is renewed.
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "system:node:n2");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "system:nodes");
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(100);
+        let key = KeyPair::generate().unwrap();
+        let ca_key = KeyPair::from_pem(&pki.ca_key_pem).unwrap();
+        let ca = ca_params().unwrap();
+        let old = params
+            .signed_by(&key, &Issuer::from_params(&ca, &ca_key))
+            .unwrap();
+        write_private(
+            &dir.path().join("tls/client-kubelet.crt"),
+            old.pem().as_bytes(),
+        )
+        .unwrap();
+        write_private(
+            &dir.path().join("tls/client-kubelet.key"),
+            key.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+        let (renewed, _) = pki
+            .client_cert("kubelet", "system:node:n2", Some("system:nodes"))
+            .unwrap();
+        assert_ne!(renewed, old.pem());
+        let kc = pki
+            .cert_kubeconfig(
+                "https://127.0.0.1:6443",
+                "kubelet",
+                "system:node:n2",
+                Some("system:nodes"),
+            )
+            .unwrap();
+        assert!(
+            kc.contains("client-certificate-data: ") && kc.contains("client-key-data: "),
+            "{kc}"
+        );
     }
 }

@@ -173,20 +173,12 @@ impl TokenSigner {
                 .collect(),
             _ => Vec::new(),
         };
-        let text = |v: Option<&Value>| {
-            v.and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_string();
         let bound = [("pod", "Pod"), ("secret", "Secret")]
             .into_iter()
             .find_map(|(field, kind)| {
                 let b = k8s.get(field)?;
-                Some((
-                    kind.to_string(),
-                    text(b.get("name")),
-                    text(b.get("uid")),
-                ))
+                Some((kind.to_string(), text(b.get("name")), text(b.get("uid"))))
             });
         Some(Claims {
             user: ServiceAccountUser {
@@ -215,10 +207,22 @@ mod tests {
             uid: "u1".into(),
         };
         let token = signer.issue(&user, &[], 1000, 3600, None).unwrap();
-        assert_eq!(signer.verify(&token, 1001).map(|c| c.user), Some(user.clone()));
-        assert_eq!(signer.verify(&token, 1001).unwrap().audiences, vec![ISSUER.to_string()]);
+        assert_eq!(
+            signer.verify(&token, 1001).map(|c| c.user),
+            Some(user.clone())
+        );
+        assert_eq!(
+            signer.verify(&token, 1001).unwrap().audiences,
+            vec![ISSUER.to_string()]
+        );
         let bound = signer
-            .issue(&user, &["vault".into()], 1000, 3600, Some(("Pod", "p", "pu")))
+            .issue(
+                &user,
+                &["vault".into()],
+                1000,
+                3600,
+                Some(("Pod", "p", "pu")),
+            )
             .unwrap();
         let claims = signer.verify(&bound, 1001).unwrap();
         assert_eq!(claims.audiences, vec!["vault".to_string()]);

@@ -374,18 +374,30 @@ async fn access_reviews_answer_and_validate() {
     assert_eq!(sar["spec"]["user"], "system:serviceaccount:team:e2e");
     let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(json!({
         "metadata": {"name": "cm-reader", "namespace": "team"},
-        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]})).unwrap();
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]}))
+    .unwrap();
     let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
         "metadata": {"name": "e2e-reads", "namespace": "team"},
         "subjects": [{"kind": "ServiceAccount", "name": "e2e", "namespace": "team"}],
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm-reader"}})).unwrap();
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm-reader"}}))
+    .unwrap();
     Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(s.client.clone(), "team")
-        .create(&PostParams::default(), &role).await.unwrap();
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
     Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(s.client.clone(), "team")
-        .create(&PostParams::default(), &binding).await.unwrap();
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
     let body = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec});
     let sar = skiff_testsupport::eventually("the binding to take effect", || async {
-        let (_, sar) = post_json(&s, "/apis/authorization.k8s.io/v1/subjectaccessreviews", "", body.clone()).await;
+        let (_, sar) = post_json(
+            &s,
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            "",
+            body.clone(),
+        )
+        .await;
         (sar["status"]["allowed"] == true).then_some(sar)
     })
     .await;
@@ -442,7 +454,11 @@ async fn access_reviews_answer_and_validate() {
     assert_eq!(code, 201);
     // The admin is bound to cluster-admin.
     let all = rules["status"]["resourceRules"].as_array().unwrap();
-    assert!(all.iter().any(|r| r["verbs"][0] == "*" && r["resources"][0] == "*"), "{rules}");
+    assert!(
+        all.iter()
+            .any(|r| r["verbs"][0] == "*" && r["resources"][0] == "*"),
+        "{rules}"
+    );
 
     // A review has no metadata to print as a Table: 406, as kube-apiserver.
     let (code, e) = post_json(

@@ -128,19 +128,20 @@ async fn service_account_tokens_authenticate_until_the_account_goes() {
         .await
         .unwrap();
     let token = out.status.unwrap().token;
-    // A client using only that token.
-    let kc = kube::config::Kubeconfig::read_from(&s.kubeconfig).unwrap();
-    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    config.auth_info.token = Some(token.into());
-    let as_sa = kube::Client::try_from(config).unwrap();
+    // A client using only that token: authenticated (discovery is every
+    // authenticated user's), not authorized to list namespaces.
+    let as_sa = s.client_with_token(&token).await;
+    as_sa.list_core_api_versions().await.unwrap();
     let nss: Api<Namespace> = Api::all(as_sa.clone());
-    nss.list(&Default::default()).await.unwrap();
+    let err = nss.list(&Default::default()).await.unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 403),
+        "{err:?}"
+    );
     sas.delete("builder", &DeleteParams::default())
         .await
         .unwrap();
-    let err = nss.list(&Default::default()).await.unwrap_err();
+    let err = as_sa.list_core_api_versions().await.unwrap_err();
     assert!(
         matches!(err, kube::Error::Api(ref e) if e.code == 401),
         "{err:?}"

@@ -48,15 +48,14 @@ pub fn aggregated_rules(role: &ClusterRole, all: &[Arc<ClusterRole>]) -> Option<
 pub async fn run(ctx: crate::Context) {
     let queue = Arc::new(WorkQueue::<String>::new());
     let q = queue.clone();
-    let (roles, informer) = ctx
-        .informers
-        .get::<ClusterRole>()
-        .informer(move |ev, _| {
-            if loopkit::event_object(ev).is_some() || matches!(ev, kube::runtime::watcher::Event::InitDone) {
-                // Any role may feed any aggregating role.
-                q.add(String::new());
-            }
-        });
+    let (roles, informer) = ctx.informers.get::<ClusterRole>().informer(move |ev, _| {
+        if loopkit::event_object(ev).is_some()
+            || matches!(ev, kube::runtime::watcher::Event::InitDone)
+        {
+            // Any role may feed any aggregating role.
+            q.add(String::new());
+        }
+    });
     let client = ctx.client.clone();
     let worker = async {
         if !loopkit::wait_ready(&roles).await {
@@ -87,7 +86,9 @@ async fn reconcile(client: &kube::Client, roles: &Store<ClusterRole>) -> Outcome
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => tracing::info!(role = %name, rules = rules.len(), "aggregated ClusterRole rules"),
+            Ok(_) => {
+                tracing::info!(role = %name, rules = rules.len(), "aggregated ClusterRole rules")
+            }
             Err(e) if loopkit::is_status(&e, 404) => {}
             Err(e) => return Err(e.into()),
         }
@@ -107,11 +108,15 @@ mod tests {
     fn unions_the_selected_roles_rules_once_in_name_order() {
         let view = role(serde_json::json!({"metadata": {"name": "view"},
             "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"agg": "view"}}]}}));
-        let b = role(serde_json::json!({"metadata": {"name": "b", "labels": {"agg": "view"}},
-            "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}]}));
-        let a = role(serde_json::json!({"metadata": {"name": "a", "labels": {"agg": "view"}},
+        let b = role(
+            serde_json::json!({"metadata": {"name": "b", "labels": {"agg": "view"}},
+            "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}]}),
+        );
+        let a = role(
+            serde_json::json!({"metadata": {"name": "a", "labels": {"agg": "view"}},
             "rules": [{"verbs": ["list"], "apiGroups": [""], "resources": ["pods"]},
-                      {"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}]}));
+                      {"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}]}),
+        );
         let other = role(serde_json::json!({"metadata": {"name": "c"},
             "rules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]}));
         let all = vec![view.clone(), b, a, other.clone()];

@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+pub mod certificates;
+pub mod clusterroleaggregation;
 pub mod cron;
 pub mod cronjob;
 pub mod ctrlutil;
@@ -17,7 +19,6 @@ pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
-pub mod clusterroleaggregation;
 pub mod endpointslicemirroring;
 pub mod gc;
 pub mod history;
@@ -74,6 +75,8 @@ pub struct Config {
     pub terminated_pod_gc_threshold: usize,
     /// The cluster CA (PEM) published as kube-root-ca.crt in every namespace.
     pub root_ca: Option<String>,
+    /// The CA the CSR signer issues from (none: approved requests wait).
+    pub signing: Option<certificates::Signing>,
 }
 
 impl Default for Config {
@@ -84,6 +87,7 @@ impl Default for Config {
             node_monitor_grace_period: std::time::Duration::from_secs(40),
             terminated_pod_gc_threshold: 12500,
             root_ca: None,
+            signing: None,
         }
     }
 }
@@ -113,5 +117,6 @@ pub async fn run_all(ctx: Context) {
         job::run(ctx.clone()),
         cronjob::run(ctx.clone()),
         clusterroleaggregation::run(ctx.clone()),
+        certificates::run(ctx.clone()),
     );
 }

@@ -108,20 +108,7 @@ fn bad_input_is_refused_with_a_status() {
 #[test]
 fn unauthenticated_requests_get_401() {
     let s = Server::start();
-    let cfg = std::fs::read_to_string(s.kubeconfig()).expect("kubeconfig");
-    let bad = cfg
-        .lines()
-        .map(|l| {
-            if l.trim_start().starts_with("token:") {
-                "    token: wrong"
-            } else {
-                l
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let path = s.data_dir().join("bad-kubeconfig.yaml");
-    std::fs::write(&path, bad).expect("write");
+    let path = s.token_kubeconfig("wrong");
     let out = s.kubectl_full(
         "",
         &[

@@ -359,12 +359,15 @@ fn service_account_token_from_kubectl_create_token() {
     let token = s.ok(&["create", "token", "bot", "--duration=1h"]);
     let token = token.trim();
     assert_eq!(token.split('.').count(), 3, "{token}");
-    let who = s.ok(&["auth", "whoami", "--token", token]);
+    let as_bot = s.token_kubeconfig(token);
+    let as_bot = as_bot.to_str().unwrap_or_default();
+    let who = s.ok(&["auth", "whoami", "--kubeconfig", as_bot]);
     assert!(who.contains("system:serviceaccount:default:bot"), "{who}");
     s.ok(&["delete", "serviceaccount", "bot"]);
-    let out = s.kubectl(&["get", "pods", "--token", token]);
+    let out = s.kubectl(&["auth", "whoami", "--kubeconfig", as_bot]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success(),
-        "a deleted account's token still works"
+        !out.status.success() && stderr.contains("Unauthorized"),
+        "a deleted account's token still works: {stderr}"
     );
 }

@@ -254,15 +254,14 @@ impl Nodes {
             let child = Command::new("nsenter")
                 .arg(format!("--net=/var/run/netns/{ns}"))
                 .arg(env!("CARGO_BIN_EXE_skiff"))
-                .args([
-                    "agent",
-                    "--server",
-                    &url,
-                    "--token",
-                    token.trim(),
-                    "--ca-file",
-                ])
-                .arg(&ca)
+                .args(["agent", "--server", &url, "--token", token.trim()])
+                // The bridged nodes are given the CA; the routed ones find
+                // it by the hash their K10 token pins.
+                .args(if self.topology == Topology::Bridged {
+                    vec!["--ca-file".to_string(), ca.display().to_string()]
+                } else {
+                    vec![]
+                })
                 .arg("--data-dir")
                 .arg(&dir)
                 .args([
@@ -671,6 +670,7 @@ fn pods_reach_each_other_across_nodes() {
     );
     nodes.start_agents(&s);
     let cidrs = wait_for_nodes(&nodes, &s);
+    agents_act_as_their_nodes(&nodes, &s);
 
     // Each node routes the other's podCIDR via the other's address, and only that.
     for (i, other) in [(0, 1), (1, 0)] {
@@ -699,6 +699,89 @@ fn pods_reach_each_other_across_nodes() {
         &s,
         || nodes.skiff_routes(0).trim().is_empty(),
     );
+}
+
+/// Each agent joined through the CSR API and acts as its own node: its
+/// certificate cannot read a Secret no pod of its uses, nor change another
+/// Node.
+fn agents_act_as_their_nodes(nodes: &Nodes, s: &Server) {
+    let csrs = s.json(&["get", "csr"]);
+    let kubelet_csrs: Vec<&serde_json::Value> = csrs["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|c| c["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet")
+        .collect();
+    assert_eq!(kubelet_csrs.len(), nodes.names.len(), "{csrs}");
+    for c in &kubelet_csrs {
+        assert_eq!(c["spec"]["username"], "system:node-token", "{c}");
+        assert_eq!(c["status"]["conditions"][0]["type"], "Approved", "{c}");
+        assert_eq!(
+            c["status"]["conditions"][0]["reason"], "AutoApproved",
+            "{c}"
+        );
+        assert!(
+            c["status"]["certificate"]
+                .as_str()
+                .is_some_and(|x| !x.is_empty()),
+            "{c}"
+        );
+    }
+    // A kubeconfig with node-a's own credentials.
+    let dir = nodes.agent_dir(0).join("agent");
+    let admin = std::fs::read_to_string(s.kubeconfig()).expect("kubeconfig");
+    let b64 = |p: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.join(p)).expect(p))
+    };
+    let as_node: Vec<String> = admin
+        .lines()
+        .map(|l| {
+            let t = l.trim_start();
+            if t.starts_with("client-certificate-data:") {
+                format!("    client-certificate-data: {}", b64("client-kubelet.crt"))
+            } else if t.starts_with("client-key-data:") {
+                format!("    client-key-data: {}", b64("client-kubelet.key"))
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    let kc = nodes.agent_dir(0).join("node.kubeconfig");
+    std::fs::write(&kc, as_node.join("\n") + "\n").expect("write kubeconfig");
+    let kc = kc.to_str().unwrap_or_default();
+    let (node_a, node_b) = (&nodes.names[0].1, &nodes.names[1].1);
+    let who = s.ok(&["auth", "whoami", "--kubeconfig", kc]);
+    assert!(
+        who.contains(&format!("system:node:{node_a}")) && who.contains("system:nodes"),
+        "{who}"
+    );
+    s.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "nobodys",
+        "--from-literal=k=v",
+    ]);
+    let out = s.kubectl(&["get", "secret", "nobodys", "--kubeconfig", kc]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(&format!(
+                "no relationship found between node '{node_a}' and this object"
+            )),
+        "{err}"
+    );
+    let out = s.kubectl(&["label", "node", node_b, "stolen=yes", "--kubeconfig", kc]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(&format!(
+                "node \"{node_a}\" is not allowed to modify node \"{node_b}\""
+            )),
+        "{err}"
+    );
+    s.ok(&["label", "node", node_a, "mine=yes", "--kubeconfig", kc]);
 }
 
 /// The network address of a podCIDR: the node's VTEP address.

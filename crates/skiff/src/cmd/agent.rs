@@ -20,7 +20,8 @@ pub struct Args {
     /// The local load balancer's port on 127.0.0.1 with several --server (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     pub lb_server_port: u16,
-    /// Node-join token (the server's <data-dir>/node-token).
+    /// Node-join token (the server's <data-dir>/node-token). A K10 token pins
+    /// the cluster CA: the agent checks the server's before it sends anything.
     #[arg(long, env = "SKIFF_TOKEN")]
     pub token: Option<String>,
     /// The cluster CA (the server's <data-dir>/tls/server-ca.crt); without it the server's certificate is not verified.
@@ -85,10 +86,20 @@ pub fn config(
     c
 }
 
-/// The agent's client, and the load balancer it goes through with several servers.
-async fn client(args: &Args) -> anyhow::Result<(kube::Client, Option<agentlb::LoadBalancer>)> {
+/// The agent's clients (the kubelet's, and the node components'), and the
+/// load balancer they go through with several servers.
+async fn clients(
+    args: &Args,
+    node_name: &str,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(
+    kube::Client,
+    super::node::Clients,
+    Option<agentlb::LoadBalancer>,
+)> {
     if let Some(kc) = &args.kubeconfig {
-        return Ok((skiff_runtime::client_from_kubeconfig(kc).await?, None));
+        let client = skiff_runtime::client_from_kubeconfig(kc).await?;
+        return Ok((client.clone(), super::node::Clients::shared(client), None));
     }
     let first = args
         .server
@@ -99,6 +110,14 @@ async fn client(args: &Args) -> anyhow::Result<(kube::Client, Option<agentlb::Lo
         .token
         .clone()
         .context("--token is required with --server")?;
+    // The CA: given, or pinned by the token, before the token goes anywhere.
+    let ca_pem = match (&args.ca_file, super::join::pinned_hash(&token)) {
+        (Some(path), _) => {
+            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        }
+        (None, Some(hash)) => Some(super::join::pinned_ca(&first, hash).await?.into_bytes()),
+        (None, None) => None,
+    };
     let (server, lb) = if args.server.len() > 1 {
         let bind = std::net::SocketAddr::from(([127, 0, 0, 1], args.lb_server_port));
         let lb = agentlb::LoadBalancer::start(bind, &args.server).await?;
@@ -110,21 +129,76 @@ async fn client(args: &Args) -> anyhow::Result<(kube::Client, Option<agentlb::Lo
     };
     let mut config = kube::Config::new(server.parse().context("--server is not a URL")?);
     config.auth_info.token = Some(token.into());
-    match &args.ca_file {
-        Some(path) => {
-            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let der = pem_to_der(&pem).context("the CA file holds no certificate")?;
-            config.root_cert = Some(vec![der]);
-        }
-        None => {
-            tracing::warn!("no --ca-file: the API server's certificate is not verified");
-            config.accept_invalid_certs = true;
-        }
-    }
-    Ok((kube::Client::try_from(config)?, lb))
+    let Some(ca_pem) = ca_pem else {
+        // A bare token pins nothing: the agent acts with the token itself.
+        tracing::warn!(
+            "neither --ca-file nor a K10 token: the API server's certificate is not verified"
+        );
+        config.accept_invalid_certs = true;
+        let client = kube::Client::try_from(config)?;
+        return Ok((client.clone(), super::node::Clients::shared(client), lb));
+    };
+    let der = pem_to_der(&ca_pem).context("the cluster CA holds no certificate")?;
+    config.root_cert = Some(vec![der.clone()]);
+    let bootstrap = kube::Client::try_from(config)?;
+    // Each component as its own user, its certificate from the CSR API.
+    let dir = data_dir.join("agent");
+    let client_for =
+        |name: &'static str, user: String, group: Option<&'static str>, signer: &'static str| {
+            let (bootstrap, dir, server, der) = (&bootstrap, &dir, &server, &der);
+            async move {
+                let id = super::join::Identity {
+                    name,
+                    user,
+                    group,
+                    signer,
+                };
+                let (cert, key) = super::join::credentials(bootstrap, dir, &id).await?;
+                super::join::cert_client(server, der, &cert, &key)
+            }
+        };
+    use skiff_controllers::certificates::{APISERVER_CLIENT, KUBELET_CLIENT};
+    let kubelet = client_for(
+        "kubelet",
+        format!("system:node:{node_name}"),
+        Some("system:nodes"),
+        KUBELET_CLIENT,
+    )
+    .await?;
+    let node = super::node::Clients {
+        proxy: client_for(
+            "kube-proxy",
+            "system:kube-proxy".into(),
+            None,
+            APISERVER_CLIENT,
+        )
+        .await?,
+        dns: client_for(
+            "skiff-dns",
+            "system:skiff-dns".into(),
+            None,
+            APISERVER_CLIENT,
+        )
+        .await?,
+        ingress: client_for(
+            "skiff-ingress",
+            "system:skiff-ingress".into(),
+            None,
+            APISERVER_CLIENT,
+        )
+        .await?,
+        netpol: client_for(
+            "skiff-netpol",
+            "system:skiff-netpol".into(),
+            None,
+            APISERVER_CLIENT,
+        )
+        .await?,
+    };
+    Ok((kubelet, node, lb))
 }
 
-fn pem_to_der(pem: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn pem_to_der(pem: &[u8]) -> Option<Vec<u8>> {
     use base64::Engine;
     let text = std::str::from_utf8(pem).ok()?;
     let body: String = text
@@ -146,12 +220,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let (client, _lb) = client(&args).await?;
         let mut config = config(
-            data_dir,
+            data_dir.clone(),
             args.node_name.clone(),
             args.container_runtime_endpoint.clone(),
         );
+        let (client, node_clients, _lb) = clients(&args, &config.node_name, &data_dir).await?;
         config.kubelet_port = args.kubelet_port;
         config.flannel_backend = args.flannel_backend;
         if let Some(token) = args.token.clone().filter(|t| !t.is_empty()) {
@@ -171,7 +245,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let node = tokio::spawn(super::node::run(
-            client.clone(),
+            node_clients,
             args.node.clone(),
             cluster,
             async move {

@@ -18,8 +18,32 @@ pub struct Args {
     /// How long a node may go without renewing its Lease before it is NotReady/Unknown (seconds).
     #[arg(long, default_value_t = 40)]
     pub node_monitor_grace_period: u64,
+    /// PEM CA certificate the CSR signer issues cluster-scoped certificates from.
+    #[arg(long, requires = "cluster_signing_key_file")]
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    /// PEM private key of --cluster-signing-cert-file.
+    #[arg(long, requires = "cluster_signing_cert_file")]
+    pub cluster_signing_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub leader: super::LeaderElectArgs,
+}
+
+/// How long issued certificates live (kube-controller-manager's
+/// --cluster-signing-duration default).
+pub const SIGNING_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
+
+/// The CSR signer's CA from a certificate and key file.
+pub fn signing(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<skiff_controllers::certificates::Signing> {
+    Ok(skiff_controllers::certificates::Signing {
+        ca_pem: std::fs::read_to_string(cert)
+            .with_context(|| format!("reading {}", cert.display()))?,
+        key_pem: std::fs::read_to_string(key)
+            .with_context(|| format!("reading {}", key.display()))?,
+        duration: SIGNING_DURATION,
+    })
 }
 
 /// What the binary configures of the controllers.
@@ -28,12 +52,20 @@ pub struct Settings {
     pub root_ca: Option<String>,
     pub node_monitor_grace_period: std::time::Duration,
     pub election: skiff_runtime::leader::LeaderConfig,
+    pub signing: Option<skiff_controllers::certificates::Signing>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_tracing();
     let cidr = super::server::parse_cidr(&args.cluster_cidr)?;
     let election = args.leader.config()?;
+    let signing = match (
+        &args.cluster_signing_cert_file,
+        &args.cluster_signing_key_file,
+    ) {
+        (Some(cert), Some(key)) => Some(signing(cert, key)?),
+        _ => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -54,6 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 args.node_monitor_grace_period,
             ),
             election,
+            signing,
         };
         run_elected(client, settings, super::shutdown_signal()).await;
         Ok(ExitCode::SUCCESS)
@@ -71,6 +104,7 @@ pub async fn run_elected(
         cluster_cidr: settings.cluster_cidr,
         root_ca: settings.root_ca,
         node_monitor_grace_period: settings.node_monitor_grace_period,
+        signing: settings.signing,
         ..Default::default()
     };
     let mut ctx = skiff_controllers::Context::new(client.clone(), config);

@@ -5,6 +5,7 @@ mod bench_pods;
 mod bench_proxy;
 pub mod controller_manager;
 pub mod images;
+mod join;
 pub mod kubectl;
 pub mod node;
 pub mod scheduler;

@@ -69,10 +69,32 @@ pub fn cluster_dns(args: &NodeArgs, service_cidr: (Ipv4Addr, u8)) -> IpAddr {
         .unwrap_or_else(|| IpAddr::V4(Ipv4Addr::from(u32::from(service_cidr.0) + 10)))
 }
 
+/// The API clients of a node's components, each its own identity on a
+/// server's node (an agent's share the agent's).
+#[derive(Clone)]
+pub struct Clients {
+    pub proxy: kube::Client,
+    pub dns: kube::Client,
+    pub ingress: kube::Client,
+    pub netpol: kube::Client,
+}
+
+impl Clients {
+    /// One client for every component.
+    pub fn shared(client: kube::Client) -> Clients {
+        Clients {
+            proxy: client.clone(),
+            dns: client.clone(),
+            ingress: client.clone(),
+            netpol: client,
+        }
+    }
+}
+
 /// Run the proxy, the DNS server and the ingress controller until `stop` completes. A component
 /// that cannot start is logged and left out; the others go on.
 pub async fn run(
-    client: kube::Client,
+    clients: Clients,
     args: NodeArgs,
     cluster: Cluster,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
@@ -101,7 +123,7 @@ pub async fn run(
             mode: args.proxy_mode,
             ..Default::default()
         };
-        let (client, stop) = (client.clone(), stopped());
+        let (client, stop) = (clients.proxy.clone(), stopped());
         tasks.spawn(async move {
             if let Err(e) = skiff_proxy::run(client, config, stop).await {
                 tracing::error!(error = %e, "the service proxy stopped; Services will not be reachable from this node");
@@ -115,7 +137,7 @@ pub async fn run(
             ..Default::default()
         };
         let dns_ip = cluster_dns(&args, cluster.service_cidr);
-        let (client, stop, node) = (client.clone(), stopped(), cluster.node_name.clone());
+        let (client, stop, node) = (clients.dns.clone(), stopped(), cluster.node_name.clone());
         tasks.spawn(async move {
             if let Err(e) = skiff_dns::run_node(client, config, node, dns_ip, stop).await {
                 tracing::error!(error = %e, "the cluster DNS server stopped on this node");
@@ -130,7 +152,7 @@ pub async fn run(
             status_address: Some(cluster.node_ip.to_string()),
             ..Default::default()
         };
-        let (client, stop) = (client.clone(), stopped());
+        let (client, stop) = (clients.ingress.clone(), stopped());
         tasks.spawn(async move {
             if let Err(e) = skiff_ingress::run(client, config, stop).await {
                 tracing::error!(error = %e, "the ingress controller stopped on this node");
@@ -143,7 +165,7 @@ pub async fn run(
             table: args.netpol_table.clone(),
             ..Default::default()
         };
-        let (client, stop) = (client.clone(), stopped());
+        let (client, stop) = (clients.netpol.clone(), stopped());
         tasks.spawn(async move {
             if let Err(e) = skiff_netpol::run(client, config, stop).await {
                 tracing::error!(error = %e, "network policy enforcement stopped; NetworkPolicies are not enforced on this node");

@@ -146,16 +146,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         eprintln!("skiff: API server on https://{}; kubeconfig: {}", running.addr, running.kubeconfig_path.display());
         eprintln!("skiff: node join token in {}", data_dir.join("node-token").display());
-        // The other control-plane components are clients of the API server, as in k3s.
-        let client = skiff_runtime::client_from_kubeconfig(&running.kubeconfig_path).await.context("kube client")?;
+        // The other components are clients of the API server, as in k3s,
+        // each with its own identity (a client certificate from the cluster
+        // CA) and only the permissions its bootstrap role grants.
+        let component = |name: &str, user: &str, group: Option<&str>| {
+            let name = name.to_string();
+            let path = running.component_kubeconfig(&name, user, group);
+            async move {
+                let path = path.with_context(|| format!("the {name} credentials"))?;
+                skiff_runtime::client_from_kubeconfig(&path).await.with_context(|| format!("the {name} client"))
+            }
+        };
         if !args.disable_controller_manager {
             let settings = super::controller_manager::Settings {
                 cluster_cidr,
                 root_ca: Some(running.ca_pem.clone()),
                 node_monitor_grace_period: std::time::Duration::from_secs(args.node_monitor_grace_period),
                 election: election.clone(),
+                // The cluster CA signs what the CSR API approves (k3s runs
+                // kube-controller-manager with --cluster-signing-*-file).
+                signing: Some(super::controller_manager::signing(
+                    &data_dir.join("tls/server-ca.crt"),
+                    &data_dir.join("tls/server-ca.key"),
+                )?),
             };
-            tokio::spawn(super::controller_manager::run_elected(client.clone(), settings, stopped()));
+            let client = component("controller", "system:kube-controller-manager", None).await?;
+            tokio::spawn(super::controller_manager::run_elected(client, settings, stopped()));
         }
         if !args.disable_agent {
             let agent = super::agent::config(data_dir.clone(), args.node_name.clone(), args.container_runtime_endpoint.clone());
@@ -171,8 +187,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 cluster_cidr,
                 service_cidr,
             };
-            tokio::spawn(super::node::run(client.clone(), args.node.clone(), cluster, stopped()));
-            let agent_client = client.clone();
+            let clients = super::node::Clients {
+                proxy: component("kube-proxy", "system:kube-proxy", None).await?,
+                dns: component("skiff-dns", "system:skiff-dns", None).await?,
+                ingress: component("skiff-ingress", "system:skiff-ingress", None).await?,
+                netpol: component("skiff-netpol", "system:skiff-netpol", None).await?,
+            };
+            tokio::spawn(super::node::run(clients, args.node.clone(), cluster, stopped()));
+            let node_user = format!("system:node:{}", agent.node_name);
+            let agent_client = component("kubelet", &node_user, Some("system:nodes")).await?;
             let stop = stopped();
             tokio::spawn(async move {
                 // An agent that cannot start (no containerd, not root) leaves the control plane running.
@@ -187,7 +210,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             });
         }
         if !args.disable_scheduler {
-            tokio::spawn(super::scheduler::run_elected(client.clone(), "default-scheduler".into(), election, stopped()));
+            let client = component("scheduler", "system:kube-scheduler", None).await?;
+            tokio::spawn(super::scheduler::run_elected(client, "default-scheduler".into(), election, stopped()));
         }
         let _ = handle.await;
         tracing::info!("stopped");

@@ -244,6 +244,29 @@ impl Server {
         self.dir.path().join("kubeconfig.yaml")
     }
 
+    /// A kubeconfig for this server whose only credential is `token` (the
+    /// admin kubeconfig's client certificate would otherwise authenticate
+    /// first, as it does with kube-apiserver).
+    pub fn token_kubeconfig(&self, token: &str) -> PathBuf {
+        let admin = std::fs::read_to_string(self.kubeconfig()).expect("kubeconfig");
+        let mut lines: Vec<String> = admin
+            .lines()
+            .filter(|l| {
+                let l = l.trim_start();
+                !l.starts_with("client-certificate-data:")
+                    && !l.starts_with("client-key-data:")
+                    && !l.starts_with("token:")
+            })
+            .map(str::to_string)
+            .collect();
+        lines.push(format!("    token: {token}"));
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.dir.path().join(format!("token-{n}.kubeconfig"));
+        std::fs::write(&path, lines.join("\n") + "\n").expect("write kubeconfig");
+        path
+    }
+
     pub fn kubectl_version(&self, version: &str, args: &[&str]) -> Output {
         self.kubectl_full(version, args, None, &[])
     }

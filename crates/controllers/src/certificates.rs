@@ -1,0 +1,433 @@
+//! The certificate controllers of kube-controller-manager
+//! (pkg/controller/certificates): **csrapproving** approves kubelet client
+//! requests (`kubernetes.io/kube-apiserver-client-kubelet`) whose requester
+//! a SubjectAccessReview allows to ask for one (`nodeclient` for a new
+//! node, `selfnodeclient` for its own renewal), and **csrsigning** issues
+//! the certificate of every approved request for the `kubernetes.io`
+//! client signers from the cluster CA.
+//!
+//! skiff's agents also ask, with their join token, for the client
+//! certificates of the node's other components (the service proxy, DNS,
+//! ingress and network policy users, through
+//! `kubernetes.io/kube-apiserver-client`); the approver approves those
+//! on the same SubjectAccessReview as a new node's, as k3s's supervisor
+//! issues them for its node token.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest as Csr;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use crate::loopkit::{self, Outcome, Store, WorkQueue};
+
+const CONTROLLER: &str = "csr";
+pub const KUBELET_CLIENT: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+pub const APISERVER_CLIENT: &str = "kubernetes.io/kube-apiserver-client";
+
+/// The CA the signer issues from, and for how long.
+#[derive(Clone, Debug)]
+pub struct Signing {
+    pub ca_pem: String,
+    pub key_pem: String,
+    pub duration: std::time::Duration,
+}
+
+/// What a request asks for, from its PEM (signature verified).
+#[derive(Debug, PartialEq)]
+pub struct Subject {
+    pub common_name: String,
+    pub organizations: Vec<String>,
+    pub has_sans: bool,
+}
+
+pub fn parse(pem: &[u8]) -> Option<Subject> {
+    use x509_parser::prelude::FromDer;
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem).ok()?;
+    let (_, csr) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&block.contents)
+            .ok()?;
+    csr.verify_signature().ok()?;
+    let subject = &csr.certification_request_info.subject;
+    let has_sans = csr.requested_extensions().is_some_and(|mut e| {
+        e.any(|x| {
+            matches!(
+                x,
+                x509_parser::extensions::ParsedExtension::SubjectAlternativeName(_)
+            )
+        })
+    });
+    Some(Subject {
+        common_name: subject
+            .iter_common_name()
+            .next()
+            .and_then(|c| c.as_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        organizations: subject
+            .iter_organization()
+            .filter_map(|o| o.as_str().ok().map(str::to_string))
+            .collect(),
+        has_sans,
+    })
+}
+
+fn usages(csr: &Csr) -> Vec<&str> {
+    csr.spec
+        .usages
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect()
+}
+
+/// A kubelet client request (certificates' isNodeClientCert): O exactly
+/// system:nodes, CN system:node:NAME, no SANs, client usages only.
+pub fn is_node_client(csr: &Csr, subject: &Subject) -> bool {
+    let allowed = ["key encipherment", "digital signature", "client auth"];
+    let u = usages(csr);
+    subject.organizations == ["system:nodes"]
+        && subject
+            .common_name
+            .strip_prefix("system:node:")
+            .is_some_and(|n| !n.is_empty())
+        && !subject.has_sans
+        && u.contains(&"client auth")
+        && u.iter().all(|x| allowed.contains(x))
+}
+
+/// The users of a node's own components (no groups).
+pub const NODE_COMPONENTS: &[&str] = &[
+    "system:kube-proxy",
+    "system:skiff-dns",
+    "system:skiff-ingress",
+    "system:skiff-netpol",
+];
+
+/// A node component's client request: CN one of [`NODE_COMPONENTS`], no
+/// O, no SANs, client usages only.
+pub fn is_node_component(csr: &Csr, subject: &Subject) -> bool {
+    let allowed = ["key encipherment", "digital signature", "client auth"];
+    let u = usages(csr);
+    NODE_COMPONENTS.contains(&subject.common_name.as_str())
+        && subject.organizations.is_empty()
+        && !subject.has_sans
+        && u.contains(&"client auth")
+        && u.iter().all(|x| allowed.contains(x))
+}
+
+fn has_condition(csr: &Csr, t: &str) -> bool {
+    csr.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == t))
+}
+
+pub async fn run(ctx: crate::Context) {
+    let queue = Arc::new(WorkQueue::<String>::new());
+    let q = queue.clone();
+    let (csrs, informer) = ctx.informers.get::<Csr>().informer(move |ev, _| {
+        if let Some(name) = loopkit::event_object(ev).and_then(|c| c.metadata.name.clone()) {
+            q.add(name);
+        }
+    });
+    let signing = ctx.config.signing.clone();
+    let client = ctx.client.clone();
+    let worker = async {
+        if !loopkit::wait_ready(&csrs).await {
+            return;
+        }
+        loop {
+            let key = queue.next().await;
+            let outcome = reconcile(&client, &csrs, signing.as_ref(), &key).await;
+            queue.finish(CONTROLLER, key, outcome);
+        }
+    };
+    tokio::join!(informer, worker);
+}
+
+async fn reconcile(
+    client: &kube::Client,
+    csrs: &Store<Csr>,
+    signing: Option<&Signing>,
+    name: &str,
+) -> Outcome {
+    let Some(csr) = csrs.get(&crate::ctrlutil::informer::ObjKey::new("", name)) else {
+        return Ok(None);
+    };
+    let api: Api<Csr> = Api::all(client.clone());
+    if has_condition(&csr, "Denied") || has_condition(&csr, "Failed") {
+        return Ok(None);
+    }
+    let signer = csr.spec.signer_name.as_str();
+    let subject = parse(&csr.spec.request.0);
+    if !has_condition(&csr, "Approved") {
+        if let Some(subject) = &subject
+            && ((signer == KUBELET_CLIENT && is_node_client(&csr, subject))
+                || (signer == APISERVER_CLIENT && is_node_component(&csr, subject)))
+            && may_request(client, &csr, subject).await?
+        {
+            let mut conditions: Vec<serde_json::Value> = csr
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .map(|c| {
+                    c.iter()
+                        .filter_map(|c| serde_json::to_value(c).ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            conditions.push(json!({
+                "type": "Approved", "status": "True", "reason": "AutoApproved",
+                "message": if signer == KUBELET_CLIENT {
+                    "Auto approving kubelet client certificate after SubjectAccessReview."
+                } else {
+                    "Auto approving node component client certificate after SubjectAccessReview."
+                }
+            }));
+            // The resourceVersion makes it a compare-and-swap: a conflict
+            // comes back as a newer event.
+            let patch = json!({
+                "metadata": {"resourceVersion": csr.metadata.resource_version},
+                "status": {"conditions": conditions}
+            });
+            match api
+                .patch_approval(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => tracing::info!(csr = %name, "approved kubelet client certificate request"),
+                Err(e) if loopkit::is_status(&e, 404) || loopkit::is_status(&e, 409) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        return Ok(None);
+    }
+    // Approved: issue the certificate, once.
+    let Some(signing) = signing else {
+        return Ok(None);
+    };
+    if csr
+        .status
+        .as_ref()
+        .and_then(|s| s.certificate.as_ref())
+        .is_some_and(|c| !c.0.is_empty())
+    {
+        return Ok(None);
+    }
+    if signer != KUBELET_CLIENT && signer != APISERVER_CLIENT {
+        return Ok(None);
+    }
+    let valid = subject.as_ref().is_some_and(|s| {
+        if signer == KUBELET_CLIENT {
+            is_node_client(&csr, s)
+        } else {
+            usages(&csr).contains(&"client auth")
+        }
+    });
+    let patch = if valid {
+        match sign(&csr, signing) {
+            Ok(pem) => {
+                use base64::Engine;
+                json!({"status": {"certificate": base64::engine::general_purpose::STANDARD.encode(pem)}})
+            }
+            Err(e) => failed(&csr, &format!("the certificate could not be issued: {e}")),
+        }
+    } else {
+        failed(&csr, &format!("invalid request for signer {signer:?}"))
+    };
+    match api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => tracing::info!(csr = %name, signer, "signed certificate request"),
+        Err(e) if loopkit::is_status(&e, 404) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(None)
+}
+
+fn failed(csr: &Csr, message: &str) -> serde_json::Value {
+    let mut conditions: Vec<serde_json::Value> = csr
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .map(|c| {
+            c.iter()
+                .filter_map(|c| serde_json::to_value(c).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    conditions.push(json!({"type": "Failed", "status": "True", "reason": "SignerValidationFailure", "message": message}));
+    json!({"status": {"conditions": conditions}})
+}
+
+/// A SubjectAccessReview for the requester: `create` on
+/// certificatesigningrequests/selfnodeclient when renewing its own
+/// certificate, else /nodeclient.
+async fn may_request(
+    client: &kube::Client,
+    csr: &Csr,
+    subject: &Subject,
+) -> Result<bool, kube::Error> {
+    let spec = &csr.spec;
+    let sub = if spec.username.as_deref() == Some(subject.common_name.as_str()) {
+        "selfnodeclient"
+    } else {
+        "nodeclient"
+    };
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: spec.username.clone(),
+            uid: spec.uid.clone(),
+            groups: spec.groups.clone(),
+            extra: spec.extra.clone(),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some("certificates.k8s.io".into()),
+                resource: Some("certificatesigningrequests".into()),
+                subresource: Some(sub.into()),
+                verb: Some("create".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    let answer = api.create(&PostParams::default(), &review).await?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
+}
+
+/// Issue the request's certificate from the CA: its subject and public
+/// key, the usages asked for, valid from now (less five minutes of clock
+/// skew) for the shorter of the signer's duration and expirationSeconds.
+pub fn sign(csr: &Csr, signing: &Signing) -> Result<String, rcgen::Error> {
+    let pem = String::from_utf8_lossy(&csr.spec.request.0).into_owned();
+    let mut request = rcgen::CertificateSigningRequestParams::from_pem(&pem)?;
+    let mut duration = signing.duration;
+    if let Some(secs) = csr
+        .spec
+        .expiration_seconds
+        .and_then(|s| u64::try_from(s).ok())
+    {
+        duration = duration.min(std::time::Duration::from_secs(secs));
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let params = &mut request.params;
+    params.not_before = now - time::Duration::minutes(5);
+    params.not_after = now + duration;
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    params.key_usages = Vec::new();
+    params.extended_key_usages = Vec::new();
+    for u in usages(csr) {
+        match u {
+            "digital signature" => params
+                .key_usages
+                .push(rcgen::KeyUsagePurpose::DigitalSignature),
+            "key encipherment" => params
+                .key_usages
+                .push(rcgen::KeyUsagePurpose::KeyEncipherment),
+            "client auth" => params
+                .extended_key_usages
+                .push(rcgen::ExtendedKeyUsagePurpose::ClientAuth),
+            "server auth" => params
+                .extended_key_usages
+                .push(rcgen::ExtendedKeyUsagePurpose::ServerAuth),
+            _ => {}
+        }
+    }
+    let key = rcgen::KeyPair::from_pem(&signing.key_pem)?;
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&signing.ca_pem, key)?;
+    Ok(request.signed_by(&issuer)?.pem())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(cn: &str, org: &str, usages: &[&str]) -> Csr {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, org);
+        let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+        let request = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(pem)
+        };
+        serde_json::from_value(json!({"metadata": {"name": "r"}, "spec": {
+            "request": request, "signerName": KUBELET_CLIENT, "usages": usages}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn node_client_requests_are_recognised_as_upstream() {
+        let ok = request(
+            "system:node:n1",
+            "system:nodes",
+            &["digital signature", "client auth"],
+        );
+        assert!(is_node_client(&ok, &parse(&ok.spec.request.0).unwrap()));
+        let server = request("system:node:n1", "system:nodes", &["server auth"]);
+        assert!(!is_node_client(
+            &server,
+            &parse(&server.spec.request.0).unwrap()
+        ));
+        let masters = request("system:node:n1", "system:masters", &["client auth"]);
+        assert!(!is_node_client(
+            &masters,
+            &parse(&masters.spec.request.0).unwrap()
+        ));
+        let user = request("alice", "system:nodes", &["client auth"]);
+        assert!(!is_node_client(
+            &user,
+            &parse(&user.spec.request.0).unwrap()
+        ));
+    }
+
+    #[test]
+    fn signs_with_the_ca_for_the_shorter_duration() {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "test-ca");
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let signing = Signing {
+            ca_pem,
+            key_pem: ca_key.serialize_pem(),
+            duration: std::time::Duration::from_secs(365 * 86_400),
+        };
+        let mut csr = request("system:node:n1", "system:nodes", &["client auth"]);
+        csr.spec.expiration_seconds = Some(3600);
+        let pem = sign(&csr, &signing).unwrap();
+        let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        let cert = block.parse_x509().unwrap();
+        assert_eq!(
+            cert.subject()
+                .iter_common_name()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap(),
+            "system:node:n1"
+        );
+        assert_eq!(
+            cert.issuer()
+                .iter_common_name()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap(),
+            "test-ca"
+        );
+        let life = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+        assert_eq!(life, 3600 + 300);
+    }
+}

@@ -1,0 +1,230 @@
+//! Authorization with the real kubectl: a service account's token holds
+//! nothing until a binding grants it; `view` cannot read Secrets and `edit`
+//! can (the aggregated bootstrap roles); `kubectl auth can-i --list --as`
+//! tells what the server enforces; `kubectl --as` is the admin's, not
+//! everyone's; the components run as their own users.
+
+mod support;
+use support::{Server, eventually};
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn service_account_tokens_get_what_bindings_grant() {
+    let s = Server::start();
+    s.ok(&["create", "namespace", "team"]);
+    s.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "-n",
+        "team",
+        "--from-literal=password=x",
+    ]);
+    eventually("the default service account", &s, || {
+        s.kubectl(&["get", "serviceaccount", "default", "-n", "team"])
+            .status
+            .success()
+    });
+    // The identity of the team namespace's pods' default token.
+    let token = s.ok(&["create", "token", "default", "-n", "team"]);
+    let kc = s.token_kubeconfig(token.trim());
+    let kc = kc.to_str().unwrap_or_default();
+    let as_pod = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["-n", "team", "--kubeconfig", kc]);
+        s.kubectl(&all)
+    };
+    let out = as_pod(&["get", "secrets"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "Error from server (Forbidden): secrets is forbidden: User \"system:serviceaccount:team:default\" cannot list resource \"secrets\" in API group \"\" in the namespace \"team\""
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!as_pod(&["get", "pods"]).status.success(), "no grant yet");
+
+    // view: pods yes, secrets no.
+    s.ok(&[
+        "create",
+        "rolebinding",
+        "pods-view",
+        "-n",
+        "team",
+        "--clusterrole=view",
+        "--serviceaccount=team:default",
+    ]);
+    eventually("view to take effect", &s, || {
+        as_pod(&["get", "pods"]).status.success()
+    });
+    let out = as_pod(&["get", "secret", "db"]);
+    assert!(!out.status.success(), "view reads secrets");
+    assert!(
+        stderr(&out).contains("cannot get resource \"secrets\""),
+        "{}",
+        stderr(&out)
+    );
+    // can-i as the admin asking for the account agrees with enforcement.
+    let as_sa = "--as=system:serviceaccount:team:default";
+    assert_eq!(
+        s.kubectl(&["auth", "can-i", "list", "pods", "-n", "team", as_sa])
+            .status
+            .code(),
+        Some(0)
+    );
+    let out = s.kubectl(&["auth", "can-i", "get", "secrets", "-n", "team", as_sa]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
+    let list = s.ok(&["auth", "can-i", "--list", "-n", "team", as_sa]);
+    let line = |resource: &str| {
+        list.lines()
+            .find(|l| l.split_whitespace().next() == Some(resource))
+            .map(str::to_string)
+    };
+    assert!(
+        line("pods").is_some_and(|l| l.contains("get")
+            && l.contains("list")
+            && l.contains("watch")
+            && !l.contains("create")),
+        "{list}"
+    );
+    assert!(line("secrets").is_none(), "{list}");
+    assert!(
+        line("selfsubjectaccessreviews.authorization.k8s.io").is_some(),
+        "{list}"
+    );
+
+    // edit: secrets yes, and writes.
+    s.ok(&[
+        "create",
+        "rolebinding",
+        "team-edit",
+        "-n",
+        "team",
+        "--clusterrole=edit",
+        "--serviceaccount=team:default",
+    ]);
+    eventually("edit to take effect", &s, || {
+        as_pod(&["get", "secret", "db"]).status.success()
+    });
+    assert!(
+        as_pod(&["create", "configmap", "c", "--from-literal=a=b"])
+            .status
+            .success()
+    );
+    // Still nothing outside the namespace, and no RBAC of its own.
+    let out = s.kubectl(&["get", "secrets", "-n", "default", "--kubeconfig", kc]);
+    assert!(!out.status.success());
+    let out = as_pod(&[
+        "create",
+        "rolebinding",
+        "me-admin",
+        "--clusterrole=cluster-admin",
+        "--serviceaccount=team:default",
+    ]);
+    assert!(!out.status.success(), "edit may not grant itself admin");
+}
+
+#[test]
+fn impersonation_is_the_admins_not_everyones() {
+    let s = Server::start();
+    let who = s.ok(&["auth", "whoami", "--as=jane", "--as-group=devs"]);
+    assert!(who.contains("jane") && who.contains("devs"), "{who}");
+    let out = s.kubectl(&["get", "pods", "--as=jane"]);
+    assert!(
+        stderr(&out).contains("pods is forbidden: User \"jane\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""),
+        "{}",
+        stderr(&out)
+    );
+    s.ok(&["create", "serviceaccount", "bot"]);
+    let token = s.ok(&["create", "token", "bot"]);
+    let kc = s.token_kubeconfig(token.trim());
+    let out = s.kubectl(&[
+        "get",
+        "pods",
+        "--as=system:admin",
+        "--kubeconfig",
+        kc.to_str().unwrap_or_default(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("users \"system:admin\" is forbidden: User \"system:serviceaccount:default:bot\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"),
+        "{}",
+        stderr(&out)
+    );
+    // The components are users of their own, with their bootstrap roles.
+    for (user, verb, resource, allowed) in [
+        (
+            "system:kube-scheduler",
+            "create",
+            "pods --subresource=binding",
+            "yes",
+        ),
+        ("system:kube-scheduler", "get", "secrets", "no"),
+        (
+            "system:kube-proxy",
+            "list",
+            "endpointslices.discovery.k8s.io",
+            "yes",
+        ),
+        ("system:kube-proxy", "list", "secrets", "no"),
+        (
+            "system:kube-controller-manager",
+            "create",
+            "replicasets.apps",
+            "yes",
+        ),
+    ] {
+        let as_user = format!("--as={user}");
+        let mut args = vec!["auth", "can-i", verb];
+        args.extend(resource.split(' '));
+        args.extend(["-A", &as_user]);
+        let out = s.kubectl(&args);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            allowed,
+            "{user} {verb} {resource}"
+        );
+    }
+}
+
+#[test]
+fn an_agent_refuses_a_server_whose_ca_its_token_does_not_pin() {
+    let s = Server::start();
+    let token = std::fs::read_to_string(s.data_dir().join("node-token")).expect("node-token");
+    let token = token.trim();
+    assert!(token.starts_with("K10"), "{token}");
+    // The same secret, another CA hash: as if a man in the middle answered.
+    let secret = token.split_once("::").map(|(_, s)| s).unwrap_or_default();
+    let forged = format!("K10{}::{secret}", "0".repeat(64));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args([
+            "agent",
+            "--server",
+            &format!("https://127.0.0.1:{}", s.port),
+            "--token",
+            &forged,
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("skiff agent");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "token CA hash does not match the Cluster CA certificate hash: {} != ",
+            "0".repeat(64)
+        )),
+        "{err}"
+    );
+    // Nothing was sent with the token: the server saw no request for a certificate.
+    let csrs = s.ok(&["get", "csr", "-o", "name"]);
+    assert!(csrs.trim().is_empty(), "{csrs}");
+}
