@@ -5,7 +5,10 @@
 //! component at a time with openat(O_NOFOLLOW), and the missing
 //! components are made with mkdirat under the directory just opened, so
 //! that a component swapped for a symlink meanwhile fails the walk
-//! instead of redirecting it.
+//! instead of redirecting it. Then the subPath is opened the same way
+//! and bind-mounted through its descriptor (↔ PrepareSafeSubpath), so a
+//! sibling container swapping a component for a symlink between the
+//! check and the runtime's mount changes nothing.
 
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
@@ -93,6 +96,91 @@ pub fn safe_make_dir(root: &Path, sub: &Path, mode: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// Open `sub` (relative, without `..`) under `root` without following a
+/// symlink out of it (↔ doSafeOpen): the path is resolved, checked to lie
+/// inside the volume, and walked from the volume's root with
+/// openat(O_PATH|O_NOFOLLOW), so the descriptor is what was checked even
+/// if a component is swapped afterwards. Also says whether it is a
+/// directory.
+pub fn safe_open(root: &Path, sub: &Path) -> Result<(OwnedFd, bool), String> {
+    let real_root =
+        std::fs::canonicalize(root).map_err(|e| format!("resolving {}: {e}", root.display()))?;
+    let path = root.join(sub);
+    let real =
+        std::fs::canonicalize(&path).map_err(|e| format!("resolving {}: {e}", path.display()))?;
+    let Ok(inside) = real.strip_prefix(&real_root) else {
+        return Err(format!(
+            "{} resolves to {}, outside the volume {}",
+            path.display(),
+            real.display(),
+            real_root.display()
+        ));
+    };
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut fd = rustix::fs::open(&real_root, flags | OFlags::DIRECTORY, Mode::empty())
+        .map_err(|e| format!("opening {}: {e}", real_root.display()))?;
+    let mut shown = real_root.clone();
+    for c in inside.components() {
+        shown.push(c);
+        fd = rustix::fs::openat(&fd, c.as_os_str(), flags, Mode::empty())
+            .map_err(|e| format!("opening {}: {e}", shown.display()))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| format!("{}: {e}", shown.display()))?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink {
+            return Err(format!("{} became a symlink", shown.display()));
+        }
+    }
+    let st = rustix::fs::fstat(&fd).map_err(|e| format!("{}: {e}", shown.display()))?;
+    let dir = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
+    Ok((fd, dir))
+}
+
+/// Bind what `sub` of the volume at `root` is now onto `target` (↔
+/// PrepareSafeSubpath): opened with [`safe_open`] and mounted through
+/// `/proc/<pid>/fd/<n>`, so the container gets what was checked, not
+/// whatever the path names when the runtime mounts it. A target already
+/// mounted (a restarted container) is reused.
+pub fn prepare(
+    mounter: &dyn crate::mount::Mounter,
+    root: &Path,
+    sub: &Path,
+    target: &Path,
+) -> Result<PathBuf, String> {
+    if mounter.is_mount_point(target) {
+        return Ok(target.to_path_buf());
+    }
+    let (fd, dir) = safe_open(root, sub)?;
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+    }
+    let made = if dir {
+        std::fs::create_dir(target)
+    } else {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(target)
+            .map(|_| ())
+    };
+    if let Err(e) = made
+        && e.kind() != std::io::ErrorKind::AlreadyExists
+    {
+        return Err(format!("creating {}: {e}", target.display()));
+    }
+    use std::os::fd::AsRawFd;
+    let source = PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        fd.as_raw_fd()
+    ));
+    mounter
+        .bind_mount(&source, target)
+        .map_err(|e| e.to_string())?;
+    drop(fd);
+    Ok(target.to_path_buf())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +239,39 @@ mod tests {
         std::os::unix::fs::symlink("real", root.join("link")).unwrap();
         safe_make_dir(&root, Path::new("link/new"), 0o755).unwrap();
         assert!(root.join("real/new").is_dir());
+    }
+
+    #[test]
+    fn subpaths_are_bound_from_what_was_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("vol");
+        std::fs::create_dir_all(root.join("data/logs")).unwrap();
+        std::fs::write(root.join("data/f"), "x").unwrap();
+        std::os::unix::fs::symlink("data/f", root.join("link")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), root.join("out")).unwrap();
+        let m = crate::mount::FakeMounter::default();
+        let targets = dir.path().join("pod/volume-subpaths/vol/app");
+        let t0 = prepare(&m, &root, Path::new("data/logs"), &targets.join("0")).unwrap();
+        let t1 = prepare(&m, &root, Path::new("link"), &targets.join("1")).unwrap();
+        assert!(t0.is_dir() && t1.is_file());
+        let real = |p: &str| std::fs::canonicalize(root.join(p)).unwrap();
+        let binds = m.binds.lock().unwrap().clone();
+        assert_eq!(binds.get(&t0), Some(&real("data/logs")));
+        assert_eq!(binds.get(&t1), Some(&real("data/f")));
+        // A restarted container reuses the mount.
+        prepare(&m, &root, Path::new("data/logs"), &t0).unwrap();
+        assert_eq!(
+            m.calls
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c.starts_with("bind"))
+                .count(),
+            2
+        );
+        // Out of the volume: nothing is bound.
+        assert!(prepare(&m, &root, Path::new("out"), &targets.join("2")).is_err());
+        assert!(!m.is_mounted(&targets.join("2")));
     }
 
     #[test]

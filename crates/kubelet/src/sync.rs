@@ -1540,18 +1540,20 @@ impl PodWorker {
                 message,
             });
         }
-        self.volumes.mounts(pod, c, vars).map_err(|message| {
-            self.event(
-                EventKind::Warning,
-                "Failed",
-                format!("Error: {message}"),
-                Some(kind.field(&c.name)),
-            );
-            Waiting {
-                reason: "CreateContainerConfigError".into(),
-                message,
-            }
-        })
+        self.volumes
+            .mounts(pod, c, vars, &self.settings)
+            .map_err(|message| {
+                self.event(
+                    EventKind::Warning,
+                    "Failed",
+                    format!("Error: {message}"),
+                    Some(kind.field(&c.name)),
+                );
+                Waiting {
+                    reason: "CreateContainerConfigError".into(),
+                    message,
+                }
+            })
     }
 
     /// The pod's imagePullSecrets' credentials for `image`; missing

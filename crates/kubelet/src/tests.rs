@@ -1074,8 +1074,14 @@ mod volume_tests {
             "the subPathExpr directory is made"
         );
         assert_eq!(mode(&disk), 0o777);
-        // Memory-backed: the memory emptyDir, the secret and the projection.
-        let mounted = h.mounter.mounted.lock().unwrap().clone();
+        // Memory-backed: the memory emptyDir, the secret and the projection
+        // (besides the subPaths' bind mounts, checked below).
+        let mut mounted = h.mounter.mounted.lock().unwrap().clone();
+        let bound: Vec<PathBuf> = h.mounter.binds.lock().unwrap().keys().cloned().collect();
+        assert_eq!(bound.len(), 2, "{bound:?}");
+        for b in &bound {
+            assert!(mounted.remove(b));
+        }
         assert_eq!(
             mounted,
             [scratch.clone(), sec.clone(), sa.clone()]
@@ -1110,15 +1116,33 @@ mod volume_tests {
             by_path("/scratch").propagation,
             crate::runtime::MountPropagation::HostToContainer
         );
+        // SubPaths are bound from what was opened and checked, onto the
+        // pod's volume-subpaths/<volume>/<container>/<mount index>.
+        let binds = h.mounter.binds.lock().unwrap().clone();
+        let pod_dir = h.dir.path().join("pods/uid-1");
         assert_eq!(
             by_path("/logs").host_path,
-            std::fs::canonicalize(disk.join("logs"))
-                .unwrap()
+            pod_dir
+                .join("volume-subpaths/disk/app/5")
                 .display()
                 .to_string()
         );
+        assert_eq!(
+            binds.get(&PathBuf::from(by_path("/logs").host_path)),
+            Some(&std::fs::canonicalize(disk.join("logs")).unwrap())
+        );
         // A subPath into a configMap volume is the file itself (and gets no updates).
-        let b = PathBuf::from(by_path("/b-only").host_path);
+        assert_eq!(
+            by_path("/b-only").host_path,
+            pod_dir
+                .join("volume-subpaths/cfg/app/6")
+                .display()
+                .to_string()
+        );
+        let b = binds
+            .get(&PathBuf::from(by_path("/b-only").host_path))
+            .unwrap()
+            .clone();
         assert_eq!(read(&b), "beta");
         assert!(
             b.parent()

@@ -909,14 +909,16 @@ impl PodVolumes {
         pod: &Pod,
         c: &Container,
         vars: &HashMap<String, String>,
+        settings: &Settings,
     ) -> Result<Vec<Mount>, String> {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
         let volumes = pod
             .spec
             .as_ref()
             .and_then(|s| s.volumes.clone())
             .unwrap_or_default();
         let mut out = Vec::new();
-        for vm in c.volume_mounts.iter().flatten() {
+        for (index, vm) in c.volume_mounts.iter().flatten().enumerate() {
             let volume = volumes.iter().find(|v| v.name == vm.name);
             let Some(root) = self.ready.get(&vm.name) else {
                 return Err(format!(
@@ -966,17 +968,18 @@ impl PodVolumes {
                         vm.name, c.name
                     )
                 };
-                let real = std::fs::canonicalize(&path)
-                    .map_err(|e| prepare_failed(io("resolving subpath", &path, e)))?;
-                let real_root = std::fs::canonicalize(root)
-                    .map_err(|e| prepare_failed(io("resolving volume", root, e)))?;
-                if !real.starts_with(&real_root) {
-                    return Err(prepare_failed(format!(
-                        "subpath {sub:?} of volume {:?} resolves outside the volume",
-                        vm.name
-                    )));
-                }
-                host = real;
+                let target = pod_dir(&settings.log_root, uid)
+                    .join("volume-subpaths")
+                    .join(&vm.name)
+                    .join(&c.name)
+                    .join(index.to_string());
+                host = crate::subpath::prepare(
+                    settings.mounter.as_ref(),
+                    root,
+                    Path::new(&sub),
+                    &target,
+                )
+                .map_err(prepare_failed)?;
             }
             let api = volume.is_some_and(is_api_backed);
             out.push(Mount {

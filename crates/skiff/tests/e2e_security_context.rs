@@ -5,7 +5,8 @@
 //! ALL, seccompProfile RuntimeDefault and allowPrivilegeEscalation=false
 //! (no_new_privs) take effect, a container without a profile runs
 //! unconfined, and the pod's token volume is private to root on the
-//! node. Needs root and Debian's containerd, runc,
+//! node; a subPath through a symlink out of its volume creates nothing
+//! on the host. Needs root and Debian's containerd, runc,
 //! containernetworking-plugins and busybox-static, which .ci/run installs.
 
 mod support;
@@ -18,6 +19,11 @@ use support::{Server, eventually, eventually_within};
 fn container(name: &str, script: &str, security: Value) -> Value {
     json!({"name": name, "image": "busybox:skiff", "imagePullPolicy": "IfNotPresent",
         "command": ["sh", "-c", script], "securityContext": security})
+}
+
+fn with_mounts(mut c: Value, mounts: Value) -> Value {
+    c["volumeMounts"] = mounts;
+    c
 }
 
 fn create(s: &Server, name: &str, spec: Value) {
@@ -53,6 +59,20 @@ fn the_kubelet_honours_security_contexts() {
                 json!({"seccompProfile": {"type": "RuntimeDefault"}, "allowPrivilegeEscalation": false})),
             container("plain", "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status", json!({})),
         ]}),
+    );
+
+    // An init container links a name in an emptyDir to a directory of
+    // the host; a subPath through that link must not create anything there.
+    let outside = s.data_dir().join("outside");
+    std::fs::create_dir_all(&outside).expect("a host directory");
+    let link = format!("ln -s {} /vol/a", outside.display());
+    create(
+        &s,
+        "subpath",
+        json!({"restartPolicy": "Never", "volumes": [{"name": "vol", "emptyDir": {}}],
+            "initContainers": [with_mounts(container("link", &link, json!({})), json!([{"name": "vol", "mountPath": "/vol"}]))],
+            "containers": [with_mounts(container("app", "true", json!({})),
+                json!([{"name": "vol", "mountPath": "/x", "subPath": "a/x.service.d"}]))]}),
     );
 
     let expected = "container has runAsNonRoot and image will run as root (pod: \"nonroot_default(";
@@ -129,4 +149,13 @@ fn the_kubelet_honours_security_contexts() {
     let plain = logs(&s, "hardened", "plain");
     assert!(plain.contains("Seccomp:\t0"), "{plain}");
     assert!(plain.contains("NoNewPrivs:\t0"), "{plain}");
+
+    eventually("the subPath through a link refused", &s, || {
+        let p = s.json(&["get", "pod", "subpath"]);
+        let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+        w["reason"] == "CreateContainerConfigError"
+            && w["message"]
+                == "failed to create subPath directory for volumeMount \"vol\" of container \"app\""
+    });
+    assert!(!outside.join("x.service.d").exists());
 }
