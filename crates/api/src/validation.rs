@@ -982,6 +982,7 @@ pub fn validate_object(
         ("", "Secret") => validate_secret(obj, old, &mut errs),
         ("", "Namespace") => validate_namespace(obj, &mut errs),
         ("", "Endpoints") => validate_endpoints(obj, &mut errs),
+        ("", "Node") => validate_node(obj, old, &mut errs),
         ("discovery.k8s.io", "EndpointSlice") => validate_endpoint_slice(obj, old, &mut errs),
         ("apps" | "extensions", "Deployment") => {
             validate_replica_set_like(obj, old, true, &mut errs)
@@ -2694,6 +2695,29 @@ fn validate_app_protocol(p: &Value, field: &str, errs: &mut Vec<FieldError>) {
     }
 }
 
+/// ↔ ValidateNodeUpdate's address check: no address twice in
+/// status.addresses. (Kubernetes does not refuse special addresses in a
+/// Node; the API server's proxy refuses to connect to them instead.)
+fn validate_node(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+    if old.is_none() {
+        return;
+    }
+    let mut seen = HashSet::new();
+    for (i, a) in arr(obj, &["status", "addresses"]).iter().enumerate() {
+        let (ty, address) = (st(a, &["type"]), st(a, &["address"]));
+        if !seen.insert((ty, address)) {
+            errs.push(FieldError::duplicate_repr(
+                index("status.addresses", i),
+                &format!(
+                    "core.NodeAddress{{Type:{}, Address:{}}}",
+                    go_quote(ty),
+                    go_quote(address)
+                ),
+            ));
+        }
+    }
+}
+
 /// ↔ ValidateEndpoints (validateEndpointSubsets, validateEndpointAddress,
 /// validateEndpointPort).
 fn validate_endpoints(obj: &Value, errs: &mut Vec<FieldError>) {
@@ -4123,6 +4147,26 @@ mod tests {
             true,
         );
         assert!(has(&errs, "addressType", "Unsupported value: \"IPX\""));
+    }
+
+    #[test]
+    fn node_addresses_are_not_repeated_on_update() {
+        let node = |addresses: Value| json!({"metadata": {"name": "n1"}, "status": {"addresses": addresses}});
+        let twice = node(json!([{"type": "InternalIP", "address": "10.0.0.1"},
+            {"type": "Hostname", "address": "n1"}, {"type": "InternalIP", "address": "10.0.0.1"}]));
+        let errs = validate_object("", "Node", &twice, Some(&node(json!([]))), false);
+        assert_eq!(
+            triples(&errs),
+            vec![(
+                "status.addresses[2]".to_string(),
+                "FieldValueDuplicate",
+                "Duplicate value: core.NodeAddress{Type:\"InternalIP\", Address:\"10.0.0.1\"}"
+                    .to_string()
+            )]
+        );
+        let distinct = node(json!([{"type": "InternalIP", "address": "10.0.0.1"},
+            {"type": "ExternalIP", "address": "10.0.0.1"}]));
+        assert!(validate_object("", "Node", &distinct, Some(&node(json!([]))), false).is_empty());
     }
 
     #[test]
