@@ -1243,6 +1243,11 @@ fn validate_pod_spec(
         }
     }
     validate_ephemeral_containers(spec, path, &volumes, &mut names, is_pod, errs);
+    validate_seccomp_profile(
+        get(spec, &["securityContext", "seccompProfile"]),
+        &child(&child(path, "securityContext"), "seccompProfile"),
+        errs,
+    );
 
     if let Some(policy) = get(spec, &["restartPolicy"]).as_str() {
         match policy {
@@ -1401,6 +1406,13 @@ fn validate_container(
         validate_protocol(get(p, &["protocol"]), &child(&ppath, "protocol"), errs);
     }
 
+    let sc_path = child(path, "securityContext");
+    validate_seccomp_profile(
+        get(c, &["securityContext", "seccompProfile"]),
+        &child(&sc_path, "seccompProfile"),
+        errs,
+    );
+
     let mounts_path = child(path, "volumeMounts");
     let mut mount_points = HashSet::new();
     for (i, m) in arr(c, &["volumeMounts"]).iter().enumerate() {
@@ -1426,6 +1438,62 @@ fn validate_container(
                 "must be unique",
             ));
         }
+    }
+}
+
+/// ↔ validateSeccompProfileField: a known type, and a Localhost profile
+/// that is a relative path without `..` (the kubelet reads it under its
+/// seccomp directory).
+fn validate_seccomp_profile(sp: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    if sp.is_null() {
+        return;
+    }
+    let ty = st(sp, &["type"]);
+    let type_path = child(path, "type");
+    match ty {
+        "Localhost" | "RuntimeDefault" | "Unconfined" => {}
+        "" => errs.push(FieldError::required(
+            &type_path,
+            "type is required when seccompProfile is set",
+        )),
+        other => errs.push(FieldError::not_supported(
+            &type_path,
+            &Value::from(other),
+            &["Localhost", "RuntimeDefault", "Unconfined"],
+        )),
+    }
+    let profile_path = child(path, "localhostProfile");
+    match (ty, get(sp, &["localhostProfile"]).as_str()) {
+        ("Localhost", None) => errs.push(FieldError::required(
+            &profile_path,
+            "must be set when seccomp type is Localhost",
+        )),
+        ("Localhost", Some(p)) => {
+            if p.starts_with('/') {
+                errs.push(FieldError::invalid_repr(
+                    &profile_path,
+                    &go_quote(p),
+                    "must be a relative path",
+                ));
+            }
+            if p.split('/').any(|part| part == "..") {
+                errs.push(FieldError::invalid_repr(
+                    &profile_path,
+                    &go_quote(p),
+                    "must not contain '..'",
+                ));
+            }
+        }
+        (_, Some(p)) => errs.push(FieldError::invalid_repr(
+            &profile_path,
+            &format!(
+                "&core.SeccompProfile{{Type:{}, LocalhostProfile:{}}}",
+                go_quote(ty),
+                go_quote(p)
+            ),
+            "can only be set when seccomp type is Localhost",
+        )),
+        (_, None) => {}
     }
 }
 
@@ -4147,6 +4215,69 @@ mod tests {
             true,
         );
         assert!(has(&errs, "addressType", "Unsupported value: \"IPX\""));
+    }
+
+    #[test]
+    fn seccomp_profiles() {
+        let spec = |psc: Value, sc: Value| {
+            json!({"securityContext": {"seccompProfile": psc},
+                "containers": [{"name": "c", "image": "i", "securityContext": {"seccompProfile": sc}}]})
+        };
+        let check = |psc: Value, sc: Value| {
+            triples(&validate_object("", "Pod", &pod(spec(psc, sc)), None, true))
+        };
+        assert!(
+            check(
+                json!({"type": "RuntimeDefault"}),
+                json!({"type": "Localhost", "localhostProfile": "profiles/a.json"})
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            check(
+                json!({"type": "Localhost", "localhostProfile": "../../etc/x"}),
+                json!({"type": "Localhost", "localhostProfile": "/abs.json"})
+            ),
+            vec![
+                (
+                    "spec.containers[0].securityContext.seccompProfile.localhostProfile"
+                        .to_string(),
+                    "FieldValueInvalid",
+                    "Invalid value: \"/abs.json\": must be a relative path".to_string()
+                ),
+                (
+                    "spec.securityContext.seccompProfile.localhostProfile".to_string(),
+                    "FieldValueInvalid",
+                    "Invalid value: \"../../etc/x\": must not contain '..'".to_string()
+                ),
+            ]
+        );
+        assert_eq!(
+            check(json!({"type": "Localhost"}), json!({"type": "Bogus"})),
+            vec![
+                (
+                    "spec.containers[0].securityContext.seccompProfile.type".to_string(),
+                    "FieldValueNotSupported",
+                    "Unsupported value: \"Bogus\": supported values: \"Localhost\", \"RuntimeDefault\", \"Unconfined\"".to_string()
+                ),
+                (
+                    "spec.securityContext.seccompProfile.localhostProfile".to_string(),
+                    "FieldValueRequired",
+                    "Required value: must be set when seccomp type is Localhost".to_string()
+                ),
+            ]
+        );
+        let errs = check(
+            json!({}),
+            json!({"type": "RuntimeDefault", "localhostProfile": "x"}),
+        );
+        assert_eq!(
+            errs.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
+            vec![
+                "spec.containers[0].securityContext.seccompProfile.localhostProfile",
+                "spec.securityContext.seccompProfile.type"
+            ]
+        );
     }
 
     #[test]

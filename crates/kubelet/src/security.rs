@@ -113,6 +113,11 @@ fn field_profile(p: &SeccompProfile, root: &Path) -> Result<SecurityProfile, Str
     match p.type_.as_str() {
         "RuntimeDefault" => Ok(SecurityProfile::RuntimeDefault),
         "Localhost" => match p.localhost_profile.as_deref() {
+            // Validation refuses these; the kubelet never reads a profile
+            // outside its directory all the same.
+            Some(name) if name.starts_with('/') || name.split('/').any(|c| c == "..") => Err(
+                format!("localhostProfile {name:?} must be a relative path without '..'"),
+            ),
             Some(name) if !name.is_empty() => Ok(SecurityProfile::Localhost(
                 root.join(name).display().to_string(),
             )),
@@ -261,6 +266,12 @@ mod tests {
             seccomp_profile(&p, Some(&cs[3]), root),
             Err("localhostProfile must be set if seccompProfile type is Localhost.".into())
         );
+        let escaping = pod(json!({"containers": [
+            {"name": "a", "image": "i", "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "../../etc/p.json"}}},
+            {"name": "b", "image": "i", "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "/etc/p.json"}}}]}));
+        for c in &escaping.spec.as_ref().unwrap().containers {
+            assert!(seccomp_profile(&escaping, Some(c), root).is_err());
+        }
         let plain = pod(json!({"containers": [{"name": "a", "image": "i"}]}));
         assert_eq!(
             seccomp_profile(
