@@ -348,12 +348,36 @@ pub(crate) fn client_tls() -> ApiResult<Arc<rustls::ClientConfig>> {
     Ok(CONFIG.get_or_init(|| Arc::new(config)).clone())
 }
 
-fn node_token(server: &ApiServer) -> Option<String> {
-    server
-        .tokens
-        .iter()
-        .find(|(_, user)| user.name == crate::state::NODE_TOKEN_USER)
-        .map(|(t, _)| t.clone())
+/// The API server's client configuration towards kubelets: it presents
+/// its `system:kube-apiserver-kubelet-client` certificate (no replayable
+/// credential goes to whatever address a Node names), and each kubelet
+/// authorizes the call with a SubjectAccessReview.
+pub fn kubelet_client_tls(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<rustls::ClientConfig>, crate::tls::TlsError> {
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|source| crate::tls::TlsError::Io {
+            path: "client-kube-apiserver-kubelet-client.crt".into(),
+            source,
+        })?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+        .map_err(|source| crate::tls::TlsError::Io {
+            path: "client-kube-apiserver-kubelet-client.key".into(),
+            source,
+        })?
+        .ok_or_else(|| {
+            crate::tls::TlsError::Empty("client-kube-apiserver-kubelet-client.key".into())
+        })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+        .with_client_auth_cert(certs, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// Headers about the connection rather than the request: not relayed.
@@ -388,8 +412,6 @@ pub(crate) async fn kubelet_request(
     target: &str,
     headers: &HeaderMap,
 ) -> ApiResult<Response<Incoming>> {
-    let token = node_token(server)
-        .ok_or_else(|| ApiError::internal("no node token to authenticate to the kubelet"))?;
     let addr = format!("{host}:{port}");
     let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port))).await {
         Ok(Ok(t)) => t,
@@ -410,7 +432,7 @@ pub(crate) async fn kubelet_request(
         Err(_) => ServerName::try_from(host.to_string())
             .map_err(|e| ApiError::internal(format!("kubelet host {host:?}: {e}")))?,
     };
-    let tls = tokio_rustls::TlsConnector::from(client_tls()?)
+    let tls = tokio_rustls::TlsConnector::from(server.kubelet_tls.clone())
         .connect(name, tcp)
         .await
         .map_err(|e| {
@@ -430,9 +452,6 @@ pub(crate) async fn kubelet_request(
     let mut req = Request::builder().method(method).uri(target);
     if let Ok(v) = HeaderValue::from_str(&addr) {
         req = req.header(header::HOST, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
-        req = req.header(header::AUTHORIZATION, v);
     }
     for (k, v) in headers {
         if relayed(k) {

@@ -31,6 +31,9 @@ pub struct Config {
     pub store: Arc<dyn Store>,
     /// Events kept by the watch cache for watches that resume.
     pub watch_history: usize,
+    /// Authorize requests (Node, RBAC). Off only for benchmarks
+    /// (`--authorization-mode AlwaysAllow`).
+    pub authorization: bool,
     /// The Pod Security level of namespaces without the labels.
     pub pod_security_default: crate::podsecurity::Level,
 }
@@ -47,6 +50,7 @@ impl Config {
             store,
             watch_history: 100_000,
             pod_security_default: Default::default(),
+            authorization: true,
         }
     }
 }
@@ -76,6 +80,10 @@ pub use crate::alloc::Allocators;
 pub struct ApiServer {
     /// The cluster CA (PEM), as `/cacerts` serves it.
     pub ca_pem: String,
+    /// Requests are authorized (false: AlwaysAllow, for benchmarks).
+    pub authorization: bool,
+    /// How this server connects to kubelets (its client certificate).
+    pub kubelet_tls: Arc<rustls::ClientConfig>,
     pub store: Arc<dyn Store>,
     pub cache: Arc<WatchCache>,
     pub metrics: Metrics,
@@ -355,8 +363,16 @@ pub async fn start(
         ),
     ];
     let token_signer = crate::tokens::TokenSigner::load_or_create(&config.data_dir)?;
+    let (kubelet_cert, kubelet_key) = pki.client_cert(
+        "kube-apiserver-kubelet-client",
+        "system:kube-apiserver-kubelet-client",
+        None,
+    )?;
+    let kubelet_tls = crate::proxy::kubelet_client_tls(&kubelet_cert, &kubelet_key)?;
     let server = Arc::new(ApiServer {
         ca_pem: pki.ca_pem.clone(),
+        kubelet_tls,
+        authorization: config.authorization,
         store: config.store.clone(),
         cache,
         metrics: Metrics::default(),

@@ -309,6 +309,20 @@ impl Pki {
         Ok((cert, key))
     }
 
+    /// A kubeconfig for `server` with a client certificate and key (PEM)
+    /// as the credential of `user`.
+    pub fn kubeconfig_with_cert(&self, server: &str, user: &str, cert: &str, key: &str) -> String {
+        self.kubeconfig_with(
+            server,
+            user,
+            &format!(
+                "    client-certificate-data: {}\n    client-key-data: {}\n",
+                b64(cert),
+                b64(key)
+            ),
+        )
+    }
+
     /// A kubeconfig for `server` whose credential is the client
     /// certificate `name` (see [`Pki::client_cert`]).
     pub fn cert_kubeconfig(
@@ -319,15 +333,7 @@ impl Pki {
         group: Option<&str>,
     ) -> Result<String, TlsError> {
         let (cert, key) = self.client_cert(name, user, group)?;
-        Ok(self.kubeconfig_with(
-            server,
-            name,
-            &format!(
-                "    client-certificate-data: {}\n    client-key-data: {}\n",
-                b64(&cert),
-                b64(&key)
-            ),
-        ))
+        Ok(self.kubeconfig_with_cert(server, name, &cert, &key))
     }
 }
 

@@ -88,6 +88,10 @@ pub struct Config {
     /// The bearer token the API server presents to the kubelet API (the
     /// node-join token); without one the API refuses every request.
     pub kubelet_token: Option<String>,
+    /// The cluster CA (PEM): callers of the kubelet API present client
+    /// certificates from it and are authorized by SubjectAccessReview
+    /// (instead of `kubelet_token`).
+    pub client_ca: Option<String>,
     /// Route the other nodes' podCIDRs via their InternalIPs and masquerade
     /// only pod traffic leaving the pod network ([`routes`]), when the agent
     /// runs its own containerd and CNI.
@@ -117,6 +121,7 @@ impl Config {
             cluster_domain: "cluster.local".into(),
             kubelet_port: server::DEFAULT_PORT,
             kubelet_token: None,
+            client_ca: None,
             route_pod_cidrs: true,
             flannel_backend: routes::FlannelBackend::HostGw,
         }
@@ -251,7 +256,7 @@ async fn start_kubelet_api(
     runtime: Arc<dyn Runtime>,
     host_ip: IpAddr,
 ) -> Option<(u16, impl std::future::Future<Output = ()> + use<>)> {
-    if config.kubelet_token.as_deref().is_none_or(str::is_empty) {
+    if config.client_ca.is_none() && config.kubelet_token.as_deref().is_none_or(str::is_empty) {
         tracing::warn!(
             "no token for the kubelet API: it refuses every request (logs, exec and port-forward do not work)"
         );
@@ -262,7 +267,7 @@ async fn start_kubelet_api(
         "localhost".into(),
         "127.0.0.1".into(),
     ];
-    let tls = match server::tls_config(&config.node_name, &names) {
+    let tls = match server::tls_config(&config.node_name, &names, config.client_ca.as_deref()) {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "the kubelet API cannot start");
@@ -286,6 +291,8 @@ async fn start_kubelet_api(
         client,
         node_name: config.node_name.clone(),
         token: config.kubelet_token.clone(),
+        verify_clients: config.client_ca.is_some(),
+        decisions: Default::default(),
         log_root: config.data_dir.join("pods"),
     });
     Some((port, server::serve(api, listener, tls)))

@@ -50,9 +50,20 @@ pub struct KubeletApi {
     pub runtime: Arc<dyn Runtime>,
     pub client: kube::Client,
     pub node_name: String,
-    /// The bearer token callers must present; without one every request
-    /// but /healthz is refused.
+    /// The bearer token callers must present when clients are not
+    /// verified by certificate; without either every request but /healthz
+    /// is refused.
     pub token: Option<String>,
+    /// Callers present client certificates from the cluster CA (the API
+    /// server's `system:kube-apiserver-kubelet-client`), and each call is
+    /// authorized with a SubjectAccessReview, as the kubelet's webhook
+    /// authorizer does; the token is then not accepted.
+    pub verify_clients: bool,
+    /// SubjectAccessReview answers, cached as the kubelet caches them
+    /// (allowed 5 minutes, denied 30 seconds).
+    pub decisions: std::sync::Mutex<
+        std::collections::HashMap<(String, String, String), (bool, std::time::Instant)>,
+    >,
     /// Where the pods' log directories are (`<ns>_<name>_<uid>`).
     pub log_root: PathBuf,
 }
@@ -97,10 +108,13 @@ impl http_body::Body for ChannelBody {
     }
 }
 
-/// A self-signed serving certificate for `names` (host names and addresses).
+/// A self-signed serving certificate for `names` (host names and
+/// addresses); with `client_ca` (PEM), client certificates signed by it are
+/// verified (and required for everything but /healthz).
 pub fn tls_config(
     node_name: &str,
     names: &[String],
+    client_ca: Option<&str>,
 ) -> Result<Arc<rustls::ServerConfig>, ServerError> {
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::new(names.to_vec())?;
@@ -112,10 +126,29 @@ pub fn tls_config(
         rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()),
     );
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone()], key_der)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let mut config = match client_ca {
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for der in rustls_pemfile::certs(&mut pem.as_bytes()).flatten() {
+                roots.add(der)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+            builder
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(vec![cert.der().clone()], key_der)?
+        }
+        None => builder
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key_der)?,
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -162,9 +195,17 @@ pub async fn serve(api: Arc<KubeletApi>, listener: TcpListener, tls: Arc<rustls:
                     return;
                 }
             };
+            let user = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| cert_user(leaf))
+                .map(Arc::new);
             let service = hyper::service::service_fn(move |req| {
                 let api = api.clone();
-                async move { Ok::<_, Infallible>(handle(api, req).await) }
+                let user = user.clone();
+                async move { Ok::<_, Infallible>(handle(api, req, user).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), service)
@@ -180,7 +221,120 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorized(api: &KubeletApi, req: &Request<Incoming>) -> bool {
+/// The user (CN) and groups (O) of a verified client certificate.
+fn cert_user(der: &[u8]) -> Option<(String, Vec<String>)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let user = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    Some((user, groups))
+}
+
+/// What a kubelet API request asks for, as the kubelet's authorizer
+/// reads it (pkg/kubelet/server/auth.go): the verb from the method, the
+/// `nodes` subresource from the path.
+pub fn request_attributes(method: &Method, path: &str) -> (&'static str, &'static str) {
+    let verb = match *method {
+        Method::POST => "create",
+        Method::GET | Method::HEAD => "get",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "",
+    };
+    let first = path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let sub = match first {
+        "stats" => "stats",
+        "metrics" => "metrics",
+        "logs" => "log",
+        "spec" => "spec",
+        "checkpoint" => "checkpoint",
+        "configz" => "configz",
+        _ => "proxy",
+    };
+    (verb, sub)
+}
+
+const ALLOWED_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+const DENIED_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// 401 when the caller is not authenticated, 403 when it may not; None
+/// when it may.
+async fn authorize(
+    api: &KubeletApi,
+    req: &Request<Incoming>,
+    user: Option<&(String, Vec<String>)>,
+) -> Option<(u16, String)> {
+    if !api.verify_clients {
+        return (!token_matches(api, req)).then(|| (401, "Unauthorized".to_string()));
+    }
+    let Some((name, groups)) = user else {
+        return Some((401, "Unauthorized".to_string()));
+    };
+    let (verb, sub) = request_attributes(req.method(), req.uri().path());
+    let key = (
+        format!("{name}\0{}", groups.join(",")),
+        verb.to_string(),
+        sub.to_string(),
+    );
+    let cached = api.decisions.lock().ok().and_then(|d| {
+        d.get(&key)
+            .filter(|(_, until)| *until > std::time::Instant::now())
+            .map(|(a, _)| *a)
+    });
+    let allowed = match cached {
+        Some(a) => a,
+        None => {
+            let review: k8s_openapi::api::authorization::v1::SubjectAccessReview =
+                match serde_json::from_value(serde_json::json!({
+                    "spec": {"user": name, "groups": groups, "resourceAttributes": {
+                        "verb": verb, "resource": "nodes", "subresource": sub, "name": api.node_name}}
+                })) {
+                    Ok(r) => r,
+                    Err(e) => return Some((500, e.to_string())),
+                };
+            let reviews: Api<k8s_openapi::api::authorization::v1::SubjectAccessReview> =
+                Api::all(api.client.clone());
+            let allowed = match reviews.create(&Default::default(), &review).await {
+                Ok(r) => r.status.is_some_and(|s| s.allowed),
+                Err(e) => {
+                    tracing::warn!(error = %e, "kubelet API: SubjectAccessReview failed");
+                    return Some((
+                        500,
+                        format!(
+                            "Authorization error (user={name}, verb={verb}, resource=nodes, subresource={sub})"
+                        ),
+                    ));
+                }
+            };
+            let ttl = if allowed { ALLOWED_TTL } else { DENIED_TTL };
+            if let Ok(mut d) = api.decisions.lock() {
+                d.insert(key, (allowed, std::time::Instant::now() + ttl));
+            }
+            allowed
+        }
+    };
+    (!allowed).then(|| {
+        (
+            403,
+            format!("Forbidden (user={name}, verb={verb}, resource=nodes, subresource={sub})"),
+        )
+    })
+}
+
+fn token_matches(api: &KubeletApi, req: &Request<Incoming>) -> bool {
     let Some(token) = api.token.as_deref().filter(|t| !t.is_empty()) else {
         return false;
     };
@@ -268,13 +422,17 @@ impl Query {
     }
 }
 
-async fn handle(api: Arc<KubeletApi>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    api: Arc<KubeletApi>,
+    req: Request<Incoming>,
+    user: Option<Arc<(String, Vec<String>)>>,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     if path == "/healthz" {
         return text(200, "ok");
     }
-    if !authorized(&api, &req) {
-        return text(401, "Unauthorized");
+    if let Some((code, message)) = authorize(&api, &req, user.as_deref()).await {
+        return text(code, message);
     }
     let query = Query(parse_query(req.uri().query()));
     let segs: Vec<&str> = path
@@ -699,7 +857,32 @@ mod tests {
     }
 
     #[test]
+    fn requests_map_to_node_subresources_as_the_kubelet_authorizer() {
+        assert_eq!(
+            request_attributes(&Method::GET, "/stats/summary"),
+            ("get", "stats")
+        );
+        assert_eq!(
+            request_attributes(&Method::GET, "/metrics/cadvisor"),
+            ("get", "metrics")
+        );
+        assert_eq!(
+            request_attributes(&Method::GET, "/logs/syslog"),
+            ("get", "log")
+        );
+        assert_eq!(
+            request_attributes(&Method::POST, "/exec/ns/p/c"),
+            ("create", "proxy")
+        );
+        assert_eq!(
+            request_attributes(&Method::GET, "/containerLogs/ns/p/c"),
+            ("get", "proxy")
+        );
+        assert_eq!(request_attributes(&Method::GET, "/pods"), ("get", "proxy"));
+    }
+
+    #[test]
     fn makes_a_certificate() {
-        tls_config("n1", &["n1".into(), "127.0.0.1".into()]).unwrap();
+        tls_config("n1", &["n1".into(), "127.0.0.1".into()], None).unwrap();
     }
 }

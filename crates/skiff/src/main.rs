@@ -46,6 +46,8 @@ enum Command {
     Backup(cmd::backup::Args),
     /// Encryption of Secrets at rest (`skiff secrets-encrypt status|rotate|reencrypt`, on a stopped server).
     SecretsEncrypt(cmd::secrets_encrypt::Args),
+    /// Kubeconfigs for new users (`skiff kubeconfig create USER --group G`).
+    Kubeconfig(cmd::kubeconfig::Args),
     /// Run the system kubectl with this cluster's admin kubeconfig.
     #[command(disable_help_flag = true)]
     Kubectl(cmd::kubectl::Args),
@@ -56,6 +58,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Server(args) => cmd::server::run(args),
         Command::Kubectl(args) => cmd::kubectl::run(args),
+        Command::Kubeconfig(args) => cmd::kubeconfig::run(args),
         Command::Backup(args) => cmd::backup::run(args),
         Command::SecretsEncrypt(args) => cmd::secrets_encrypt::run(args),
         Command::Bench(args) => cmd::bench::run(args),

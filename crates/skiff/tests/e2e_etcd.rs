@@ -174,11 +174,41 @@ fn backup_restore_across_backends() {
         ]),
         "restore into etcd",
     );
+    // Its Secrets stay encrypted: without the original's key a server
+    // refuses to start rather than serve a cluster missing them.
+    let keyless = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args([
+            "server",
+            "--disable-agent",
+            "--bind-address",
+            "127.0.0.1",
+            "--https-listen-port",
+            "0",
+        ])
+        .args([
+            "--datastore-endpoint",
+            &endpoint,
+            "--datastore-prefix",
+            "/restored/",
+            "--data-dir",
+        ])
+        .arg(work.path().join("keyless"))
+        .output()
+        .expect("skiff server");
+    let err = String::from_utf8_lossy(&keyless.stderr);
+    assert!(!keyless.status.success(), "{err}");
+    assert!(
+        err.contains("the datastore holds Secrets encrypted at rest (k8s:enc:aescbc:v1"),
+        "{err}"
+    );
+    let config = format!("{a_dir}/cred/encryption-config.json");
     let b = Server::start_with(&[
         "--datastore-endpoint",
         &endpoint,
         "--datastore-prefix",
         "/restored/",
+        "--encryption-provider-config",
+        &config,
     ]);
     let got = b.json(&["-n", "shop", "get", "cm", "prices"]);
     assert_eq!(got["data"], before["data"]);

@@ -228,3 +228,123 @@ fn an_agent_refuses_a_server_whose_ca_its_token_does_not_pin() {
     let csrs = s.ok(&["get", "csr", "-o", "name"]);
     assert!(csrs.trim().is_empty(), "{csrs}");
 }
+
+#[test]
+fn the_kubelet_api_authorizes_callers_by_certificate() {
+    let Some(s) = support::node_ready("the kubelet API authorization test") else {
+        return;
+    };
+    let node = s.ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let ip = s.ok(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
+    ]);
+    let port = s.ok(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={.items[0].status.daemonEndpoints.kubeletEndpoint.Port}",
+    ]);
+    let kubelet = format!("--server=https://{ip}:{port}");
+    let direct = |kubeconfig: &str| {
+        s.kubectl(&[
+            "get",
+            "--raw",
+            "/pods",
+            &kubelet,
+            "--insecure-skip-tls-verify",
+            "--kubeconfig",
+            kubeconfig,
+        ])
+    };
+    // The join token opens nothing on the kubelet.
+    let token = std::fs::read_to_string(s.data_dir().join("node-token")).expect("node-token");
+    let kc = s.token_kubeconfig(token.trim());
+    let out = direct(kc.to_str().unwrap_or_default());
+    // (kubectl's words for a 401)
+    assert!(
+        !out.status.success()
+            && stderr(&out).contains("the server has asked for the client to provide credentials"),
+        "{}",
+        stderr(&out)
+    );
+    // A certificate of the cluster is authorized by SubjectAccessReview:
+    // the admin's may, the DNS component's may not.
+    let admin = s.kubeconfig();
+    let out = direct(admin.to_str().unwrap_or_default());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dns = s.data_dir().join("cred/skiff-dns.kubeconfig");
+    let out = direct(dns.to_str().unwrap_or_default());
+    assert!(
+        stderr(&out).contains(
+            "Forbidden (user=system:skiff-dns, verb=get, resource=nodes, subresource=proxy)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // Through the API server, nodes/proxy is an RBAC permission of its own.
+    let path = format!("/api/v1/nodes/{node}/proxy/pods");
+    let out = s.kubectl(&["get", "--raw", &path, "--as=jane"]);
+    assert!(
+        stderr(&out).contains(&format!(
+            "nodes \"{node}\" is forbidden: User \"jane\" cannot get resource \"nodes/proxy\" in API group \"\" at the cluster scope"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    s.ok(&[
+        "create",
+        "clusterrolebinding",
+        "jane-kubelet",
+        "--clusterrole=system:kubelet-api-admin",
+        "--user=jane",
+    ]);
+    eventually("jane's grant", &s, || {
+        s.kubectl(&["get", "--raw", &path, "--as=jane"])
+            .status
+            .success()
+    });
+}
+
+#[test]
+fn kubeconfigs_for_new_users_carry_their_certificate() {
+    let s = Server::start();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args([
+            "kubeconfig",
+            "create",
+            "dana",
+            "--group",
+            "auditors",
+            "--data-dir",
+        ])
+        .arg(s.data_dir())
+        .output()
+        .expect("skiff kubeconfig create");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let kc = s.data_dir().join("dana.kubeconfig");
+    std::fs::write(&kc, &out.stdout).expect("write");
+    let kc = kc.to_str().unwrap_or_default();
+    let who = s.ok(&["auth", "whoami", "--kubeconfig", kc]);
+    assert!(who.contains("dana") && who.contains("auditors"), "{who}");
+    let out = s.kubectl(&["get", "pods", "--kubeconfig", kc]);
+    assert!(
+        stderr(&out).contains("User \"dana\" cannot list resource \"pods\""),
+        "{}",
+        stderr(&out)
+    );
+    s.ok(&[
+        "create",
+        "clusterrolebinding",
+        "auditors-view",
+        "--clusterrole=view",
+        "--group=auditors",
+    ]);
+    eventually("the group's binding", &s, || {
+        s.kubectl(&["get", "pods", "--kubeconfig", kc])
+            .status
+            .success()
+    });
+}

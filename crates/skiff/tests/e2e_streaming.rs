@@ -367,7 +367,11 @@ mod wsclient {
     /// the response headers (lower-case names), and the stream.
     pub fn open(s: &Server, path: &str, protocols: &str) -> (u16, Vec<(String, String)>, Tls) {
         let mut tls = connect(s);
-        let token = kubeconfig_field(s, "token:");
+        // The admin's bearer token (the kubeconfig holds its certificate).
+        let token = std::fs::read_to_string(s.data_dir().join("admin.token"))
+            .expect("admin.token")
+            .trim()
+            .to_string();
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {token}\r\n\
              Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\

@@ -96,10 +96,16 @@ async fn clients(
     kube::Client,
     super::node::Clients,
     Option<agentlb::LoadBalancer>,
+    Option<String>,
 )> {
     if let Some(kc) = &args.kubeconfig {
         let client = skiff_runtime::client_from_kubeconfig(kc).await?;
-        return Ok((client.clone(), super::node::Clients::shared(client), None));
+        return Ok((
+            client.clone(),
+            super::node::Clients::shared(client),
+            None,
+            None,
+        ));
     }
     let first = args
         .server
@@ -113,10 +119,17 @@ async fn clients(
     // The CA: given, or pinned by the token, before the token goes anywhere.
     let ca_pem = match (&args.ca_file, super::join::pinned_hash(&token)) {
         (Some(path), _) => {
-            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
         }
-        (None, Some(hash)) => Some(super::join::pinned_ca(&first, hash).await?.into_bytes()),
-        (None, None) => None,
+        (None, Some(hash)) => super::join::pinned_ca(&first, hash).await?.into_bytes(),
+        (None, None) => {
+            // A bare token pins nothing: whoever answers is trusted, as
+            // before secure tokens (use the node-token's K10 form).
+            tracing::warn!(
+                "neither --ca-file nor a K10 token: the cluster CA is taken unverified from {first}/cacerts"
+            );
+            super::join::unverified_ca(&first).await?.into_bytes()
+        }
     };
     let (server, lb) = if args.server.len() > 1 {
         let bind = std::net::SocketAddr::from(([127, 0, 0, 1], args.lb_server_port));
@@ -129,15 +142,6 @@ async fn clients(
     };
     let mut config = kube::Config::new(server.parse().context("--server is not a URL")?);
     config.auth_info.token = Some(token.into());
-    let Some(ca_pem) = ca_pem else {
-        // A bare token pins nothing: the agent acts with the token itself.
-        tracing::warn!(
-            "neither --ca-file nor a K10 token: the API server's certificate is not verified"
-        );
-        config.accept_invalid_certs = true;
-        let client = kube::Client::try_from(config)?;
-        return Ok((client.clone(), super::node::Clients::shared(client), lb));
-    };
     let der = pem_to_der(&ca_pem).context("the cluster CA holds no certificate")?;
     config.root_cert = Some(vec![der.clone()]);
     let bootstrap = kube::Client::try_from(config)?;
@@ -195,7 +199,8 @@ async fn clients(
         )
         .await?,
     };
-    Ok((kubelet, node, lb))
+    let ca = String::from_utf8_lossy(&ca_pem).into_owned();
+    Ok((kubelet, node, lb, Some(ca)))
 }
 
 pub(super) fn pem_to_der(pem: &[u8]) -> Option<Vec<u8>> {
@@ -225,7 +230,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.node_name.clone(),
             args.container_runtime_endpoint.clone(),
         );
-        let (client, node_clients, _lb) = clients(&args, &config.node_name, &data_dir).await?;
+        let (client, node_clients, _lb, ca) = clients(&args, &config.node_name, &data_dir).await?;
+        // The kubelet API verifies callers against the cluster CA.
+        config.client_ca = ca;
         config.kubelet_port = args.kubelet_port;
         config.flannel_backend = args.flannel_backend;
         if let Some(token) = args.token.clone().filter(|t| !t.is_empty()) {

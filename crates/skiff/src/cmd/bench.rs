@@ -29,6 +29,8 @@ enum What {
     Pods(PodsArgs),
     /// Service proxy programming, cluster DNS, ClusterIP vs direct throughput; needs root.
     Proxy(ProxyArgs),
+    /// RBAC decision cost with N Roles and RoleBindings, in process.
+    Authz(AuthzArgs),
 }
 
 #[derive(clap::Args)]
@@ -95,12 +97,27 @@ struct ApiArgs {
     /// then on a one-member etcd (Debian's `etcd`) started for the run.
     #[arg(long)]
     compare_etcd: bool,
+    /// Run the whole benchmark twice, side by side: with authorization
+    /// (Node, RBAC), then with `--authorization-mode AlwaysAllow`.
+    #[arg(long)]
+    compare_authorization: bool,
+}
+
+#[derive(clap::Args)]
+struct AuthzArgs {
+    /// Roles (each with a RoleBinding) in the index.
+    #[arg(long, default_value_t = 1000)]
+    roles: usize,
+    /// Decisions timed.
+    #[arg(long, default_value_t = 100_000)]
+    decisions: usize,
 }
 
 /// The figures compared across stores.
 struct ApiFigures {
     creates_per_second: f64,
     write_p99: Duration,
+    list_json: Duration,
 }
 
 pub(super) struct Child {
@@ -229,10 +246,135 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.endpoints,
             args.seconds,
         )),
+        What::Authz(args) => bench_authz(&args),
     }
 }
 
+/// A client for user `skiff-bench` (a client certificate from the child
+/// server's CA) bound to cluster-admin by a ClusterRoleBinding.
+async fn rbac_user_client(child: &Child, admin: &kube::Client) -> anyhow::Result<kube::Client> {
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "skiff-bench"},
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "skiff-bench"}],
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"}
+    }))?;
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(&PostParams::default(), &binding)
+        .await?;
+    let pki = skiff_apiserver::tls::Pki::load_or_create(child._dir.path(), &[])?;
+    let admin_kc = std::fs::read_to_string(&child.kubeconfig)?;
+    let url = admin_kc
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .context("server URL in the kubeconfig")?;
+    let kc = pki.cert_kubeconfig(url, "bench", "skiff-bench", None)?;
+    let path = child._dir.path().join("bench.kubeconfig");
+    std::fs::write(&path, kc)?;
+    let user = client(&path).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Api::<Namespace>::all(user.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            bail!("the benchmark user's binding did not take effect");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(user)
+}
+
+/// RBAC decisions against an index of `roles` Roles, each bound by a
+/// RoleBinding to one service account, in as many namespaces: the p50/p99
+/// of an allowed and of a denied decision.
+fn bench_authz(args: &AuthzArgs) -> anyhow::Result<ExitCode> {
+    use skiff_apiserver::authz::{Attributes, UserInfo};
+    let rbac = skiff_apiserver::rbac::Rbac::default();
+    let started = Instant::now();
+    for i in 0..args.roles {
+        let ns = format!("ns-{i}");
+        let role = serde_json::json!({"metadata": {"name": format!("role-{i}"), "namespace": ns},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps", "pods"], "verbs": ["get", "list"]},
+                      {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["*"], "resourceNames": ["web"]}]});
+        rbac.apply("Role", &ns, &format!("role-{i}"), Some(&role));
+        let binding = serde_json::json!({"metadata": {"name": format!("binding-{i}"), "namespace": ns},
+            "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": ns},
+                         {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": format!("team-{i}")}],
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": format!("role-{i}")}});
+        rbac.apply("RoleBinding", &ns, &format!("binding-{i}"), Some(&binding));
+    }
+    let built = started.elapsed();
+    let ask = |i: usize, resource: &str| Attributes {
+        user: UserInfo::service_account(&format!("ns-{i}"), "app", ""),
+        verb: "list".into(),
+        resource_request: true,
+        namespace: format!("ns-{i}"),
+        resource: resource.into(),
+        ..Default::default()
+    };
+    let mut figures = Vec::new();
+    for (what, resource) in [("allowed", "pods"), ("denied", "secrets")] {
+        let mut times = Vec::with_capacity(args.decisions);
+        let mut allowed = 0usize;
+        for n in 0..args.decisions {
+            let a = ask(n % args.roles.max(1), resource);
+            let t = Instant::now();
+            if rbac.authorize(&a).is_some() {
+                allowed += 1;
+            }
+            times.push(t.elapsed());
+        }
+        times.sort();
+        figures.push((
+            what,
+            percentile(&times, 0.5),
+            percentile(&times, 0.99),
+            allowed,
+        ));
+    }
+    println!(
+        "skiff bench authz: {} Roles + {} RoleBindings indexed in {:.1} ms",
+        args.roles,
+        args.roles,
+        ms(built)
+    );
+    for (what, p50, p99, allowed) in figures {
+        println!(
+            "  {what:>7} decision: p50 {:.2} µs, p99 {:.2} µs ({allowed} of {} allowed)",
+            p50.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6,
+            args.decisions
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn bench_api(args: ApiArgs) -> anyhow::Result<ExitCode> {
+    if args.compare_authorization {
+        println!("== authorization on (Node,RBAC)");
+        let on = bench_api_once(&args, &[]).await?;
+        println!("== authorization off (--authorization-mode AlwaysAllow)");
+        let off = bench_api_once(
+            &args,
+            &["--authorization-mode".into(), "AlwaysAllow".into()],
+        )
+        .await?;
+        println!(
+            "authorization on / off: creates/s {:.0} / {:.0} = {:.3}; write p99 {:.2} / {:.2} ms = {:.3}; LIST JSON median {:.1} / {:.1} ms = {:.3}",
+            on.creates_per_second,
+            off.creates_per_second,
+            on.creates_per_second / off.creates_per_second.max(1.0),
+            ms(on.write_p99),
+            ms(off.write_p99),
+            on.write_p99.as_secs_f64() / off.write_p99.as_secs_f64().max(1e-9),
+            ms(on.list_json),
+            ms(off.list_json),
+            on.list_json.as_secs_f64() / off.list_json.as_secs_f64().max(1e-9)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if !args.compare_etcd {
         bench_api_once(&args, &[]).await?;
         return Ok(ExitCode::SUCCESS);
@@ -266,6 +408,7 @@ async fn bench_api_once(args: &ApiArgs, extra: &[String]) -> anyhow::Result<ApiF
     let mut figures = ApiFigures {
         creates_per_second: 0.0,
         write_p99: Duration::ZERO,
+        list_json: Duration::ZERO,
     };
     let child = match &args.kubeconfig {
         Some(_) => None,
@@ -288,6 +431,13 @@ async fn bench_api_once(args: &ApiArgs, extra: &[String]) -> anyhow::Result<ApiF
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // On a server of its own, the benchmark acts as an ordinary user whom
+    // a ClusterRoleBinding makes cluster-admin, so that each request goes
+    // through the RBAC authorizer (system:masters would skip it).
+    let client = match &child {
+        Some(c) => rbac_user_client(c, &client).await?,
+        None => client,
+    };
     println!(
         "skiff bench api: {} cores",
         std::thread::available_parallelism()
@@ -393,6 +543,7 @@ async fn bench_api_once(args: &ApiArgs, extra: &[String]) -> anyhow::Result<ApiF
         pb_decode_times.push(t.elapsed());
     }
     raw_times.sort();
+    figures.list_json = percentile(&raw_times, 0.5);
     pb_times.sort();
     typed_times.sort();
     pb_decode_times.sort();

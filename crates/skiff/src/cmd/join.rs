@@ -24,19 +24,24 @@ pub fn pinned_hash(token: &str) -> Option<&str> {
     (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hash)
 }
 
-/// The server's CA from `/cacerts`, fetched without trusting anything and
-/// accepted only when its SHA-256 is `hash`.
-pub async fn pinned_ca(server: &str, hash: &str) -> anyhow::Result<String> {
+/// The server's CA from `/cacerts`, not verified (a bare token).
+pub async fn unverified_ca(server: &str) -> anyhow::Result<String> {
     let mut config = kube::Config::new(server.parse().context("--server is not a URL")?);
     config.accept_invalid_certs = true;
     let client = kube::Client::try_from(config)?;
     let req = http::Request::get("/cacerts")
         .body(Vec::new())
         .context("building the /cacerts request")?;
-    let pem = client
+    client
         .request_text(req)
         .await
-        .with_context(|| format!("fetching the cluster CA from {server}/cacerts"))?;
+        .with_context(|| format!("fetching the cluster CA from {server}/cacerts"))
+}
+
+/// The server's CA from `/cacerts`, fetched without trusting anything and
+/// accepted only when its SHA-256 is `hash`.
+pub async fn pinned_ca(server: &str, hash: &str) -> anyhow::Result<String> {
+    let pem = unverified_ca(server).await?;
     let got: String = sha2::Sha256::digest(pem.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))

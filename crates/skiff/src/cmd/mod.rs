@@ -6,6 +6,7 @@ mod bench_proxy;
 pub mod controller_manager;
 pub mod images;
 mod join;
+pub mod kubeconfig;
 pub mod kubectl;
 pub mod node;
 pub mod scheduler;

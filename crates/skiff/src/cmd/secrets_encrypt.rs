@@ -85,6 +85,26 @@ pub async fn wrap(
             .context("reading the datastore")?
             .kvs
             .is_empty();
+        // Values written encrypted cannot be served without their keys: a
+        // server restored from a backup of an encrypted cluster needs the
+        // original configuration, and starting without it would hide them.
+        let first_secret = store
+            .range("/registry/secrets/", None, 1)
+            .await
+            .context("reading the datastore")?;
+        if let Some(kv) = first_secret.kvs.first()
+            && kv.value.starts_with(b"k8s:enc:")
+        {
+            bail!(
+                "the datastore holds Secrets encrypted at rest ({}), and there is no {}: start with --encryption-provider-config pointing at the original server's cred/encryption-config.json",
+                String::from_utf8_lossy(kv.value.get(..kv.value.len().min(40)).unwrap_or_default())
+                    .split(':')
+                    .take(4)
+                    .collect::<Vec<_>>()
+                    .join(":"),
+                path.display()
+            );
+        }
         match args.secrets_encryption {
             Some(false) => return Ok(store),
             Some(true) => {}

@@ -20,6 +20,11 @@ pub struct Args {
     /// Extra names or addresses for the serving certificate.
     #[arg(long = "tls-san")]
     pub tls_san: Vec<String>,
+    /// `Node,RBAC` (every request authorized), or `AlwaysAllow` to turn
+    /// authorization off: for benchmarks only (`skiff bench api
+    /// --compare-authorization`), never for a cluster anyone else reaches.
+    #[arg(long, default_value = "Node,RBAC", value_parser = ["Node,RBAC", "AlwaysAllow"])]
+    pub authorization_mode: String,
     /// Pod Security level of namespaces without pod-security.kubernetes.io
     /// labels (privileged, baseline or restricted), for enforce, audit and
     /// warn, as the PodSecurity admission configuration's defaults.
@@ -129,6 +134,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.service_cidr = service_cidr;
         config.node_port_range = node_ports;
         config.pod_security_default = args.pod_security_default;
+        config.authorization = args.authorization_mode != "AlwaysAllow";
+        if !config.authorization {
+            tracing::warn!("--authorization-mode AlwaysAllow: every authenticated request is allowed (benchmarks only)");
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             super::shutdown_signal().await;
@@ -181,6 +190,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             agent.flannel_backend = args.flannel_backend;
             agent.cluster_dns = vec![super::node::cluster_dns(&args.node, service_cidr)];
             agent.cluster_domain = args.node.cluster_domain.clone();
+            // The kubelet API verifies callers against the cluster CA.
+            agent.client_ca = Some(running.ca_pem.clone());
             let cluster = super::node::Cluster {
                 node_name: agent.node_name.clone(),
                 node_ip: agent.node_ip.unwrap_or_else(skiff_kubelet::node::default_node_ip),
