@@ -29,6 +29,7 @@ pub enum FieldErrorKind {
     NotSupported,
     Forbidden,
     TooLong,
+    TooMany,
     NotFound,
 }
 
@@ -42,6 +43,7 @@ impl FieldErrorKind {
             FieldErrorKind::NotSupported => "FieldValueNotSupported",
             FieldErrorKind::Forbidden => "FieldValueForbidden",
             FieldErrorKind::TooLong => "FieldValueTooLong",
+            FieldErrorKind::TooMany => "FieldValueTooMany",
             FieldErrorKind::NotFound => "FieldValueNotFound",
         }
     }
@@ -55,6 +57,7 @@ impl FieldErrorKind {
             FieldErrorKind::NotSupported => "Unsupported value",
             FieldErrorKind::Forbidden => "Forbidden",
             FieldErrorKind::TooLong => "Too long",
+            FieldErrorKind::TooMany => "Too many",
             FieldErrorKind::NotFound => "Not found",
         }
     }
@@ -120,6 +123,16 @@ impl FieldError {
             field,
             "Too long".into(),
             &format!("may not be more than {max_bytes} {unit}"),
+        )
+    }
+
+    /// `field.TooMany`: "Too many: 1001: must have at most 1000 items".
+    pub fn too_many(field: impl Into<String>, actual: usize, max: usize) -> Self {
+        Self::with(
+            FieldErrorKind::TooMany,
+            field,
+            format!("Too many: {actual}"),
+            &format!("must have at most {max} items"),
         )
     }
 
@@ -968,6 +981,9 @@ pub fn validate_object(
         ("", "ConfigMap") => validate_config_map(obj, old, &mut errs),
         ("", "Secret") => validate_secret(obj, old, &mut errs),
         ("", "Namespace") => validate_namespace(obj, &mut errs),
+        ("", "Endpoints") => validate_endpoints(obj, &mut errs),
+        ("", "Node") => validate_node(obj, old, &mut errs),
+        ("discovery.k8s.io", "EndpointSlice") => validate_endpoint_slice(obj, old, &mut errs),
         ("apps" | "extensions", "Deployment") => {
             validate_replica_set_like(obj, old, true, &mut errs)
         }
@@ -1187,6 +1203,7 @@ fn validate_pod_spec(
     for (i, c) in containers.iter().enumerate() {
         let cpath = index(&containers_path, i);
         validate_container(c, &cpath, &volumes, &mut names, is_pod, errs);
+        validate_probes_and_lifecycle(c, &cpath, errs);
         if is_set(c, &["restartPolicy"]) {
             errs.push(FieldError::forbidden(
                 child(&cpath, "restartPolicy"),
@@ -1198,6 +1215,23 @@ fn validate_pod_spec(
     for (i, c) in arr(spec, &["initContainers"]).iter().enumerate() {
         let cpath = index(&init_path, i);
         validate_container(c, &cpath, &volumes, &mut names, is_pod, errs);
+        if st(c, &["restartPolicy"]) == "Always" {
+            validate_probes_and_lifecycle(c, &cpath, errs);
+        } else {
+            for field in [
+                "lifecycle",
+                "livenessProbe",
+                "readinessProbe",
+                "startupProbe",
+            ] {
+                if is_set(c, &[field]) {
+                    errs.push(FieldError::forbidden(
+                        child(&cpath, field),
+                        "may not be set for init containers without restartPolicy=Always",
+                    ));
+                }
+            }
+        }
         if let Some(policy) = get(c, &["restartPolicy"]).as_str()
             && policy != "Always"
         {
@@ -1209,6 +1243,11 @@ fn validate_pod_spec(
         }
     }
     validate_ephemeral_containers(spec, path, &volumes, &mut names, is_pod, errs);
+    validate_seccomp_profile(
+        get(spec, &["securityContext", "seccompProfile"]),
+        &child(&child(path, "securityContext"), "seccompProfile"),
+        errs,
+    );
 
     if let Some(policy) = get(spec, &["restartPolicy"]).as_str() {
         match policy {
@@ -1367,6 +1406,13 @@ fn validate_container(
         validate_protocol(get(p, &["protocol"]), &child(&ppath, "protocol"), errs);
     }
 
+    let sc_path = child(path, "securityContext");
+    validate_seccomp_profile(
+        get(c, &["securityContext", "seccompProfile"]),
+        &child(&sc_path, "seccompProfile"),
+        errs,
+    );
+
     let mounts_path = child(path, "volumeMounts");
     let mut mount_points = HashSet::new();
     for (i, m) in arr(c, &["volumeMounts"]).iter().enumerate() {
@@ -1392,6 +1438,222 @@ fn validate_container(
                 "must be unique",
             ));
         }
+    }
+}
+
+/// ↔ validateSeccompProfileField: a known type, and a Localhost profile
+/// that is a relative path without `..` (the kubelet reads it under its
+/// seccomp directory).
+fn validate_seccomp_profile(sp: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    if sp.is_null() {
+        return;
+    }
+    let ty = st(sp, &["type"]);
+    let type_path = child(path, "type");
+    match ty {
+        "Localhost" | "RuntimeDefault" | "Unconfined" => {}
+        "" => errs.push(FieldError::required(
+            &type_path,
+            "type is required when seccompProfile is set",
+        )),
+        other => errs.push(FieldError::not_supported(
+            &type_path,
+            &Value::from(other),
+            &["Localhost", "RuntimeDefault", "Unconfined"],
+        )),
+    }
+    let profile_path = child(path, "localhostProfile");
+    match (ty, get(sp, &["localhostProfile"]).as_str()) {
+        ("Localhost", None) => errs.push(FieldError::required(
+            &profile_path,
+            "must be set when seccomp type is Localhost",
+        )),
+        ("Localhost", Some(p)) => {
+            if p.starts_with('/') {
+                errs.push(FieldError::invalid_repr(
+                    &profile_path,
+                    &go_quote(p),
+                    "must be a relative path",
+                ));
+            }
+            if p.split('/').any(|part| part == "..") {
+                errs.push(FieldError::invalid_repr(
+                    &profile_path,
+                    &go_quote(p),
+                    "must not contain '..'",
+                ));
+            }
+        }
+        (_, Some(p)) => errs.push(FieldError::invalid_repr(
+            &profile_path,
+            &format!(
+                "&core.SeccompProfile{{Type:{}, LocalhostProfile:{}}}",
+                go_quote(ty),
+                go_quote(p)
+            ),
+            "can only be set when seccomp type is Localhost",
+        )),
+        (_, None) => {}
+    }
+}
+
+/// A container's lifecycle hooks and probes (↔ validateLifecycle,
+/// validateLivenessProbe, validateReadinessProbe, validateStartupProbe).
+fn validate_probes_and_lifecycle(c: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    let lifecycle = get(c, &["lifecycle"]);
+    for hook in ["postStart", "preStop"] {
+        let h = get(lifecycle, &[hook]);
+        if !h.is_null() {
+            validate_handler(h, &child(&child(path, "lifecycle"), hook), errs);
+        }
+    }
+    for kind in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        let probe = get(c, &[kind]);
+        if probe.is_null() {
+            continue;
+        }
+        let ppath = child(path, kind);
+        validate_handler(probe, &ppath, errs);
+        for field in [
+            "initialDelaySeconds",
+            "timeoutSeconds",
+            "periodSeconds",
+            "successThreshold",
+            "failureThreshold",
+        ] {
+            validate_nonnegative(probe, &[field], &child(&ppath, field), errs);
+        }
+        if let Some(grace) = opt_int(probe, &["terminationGracePeriodSeconds"]) {
+            if kind == "readinessProbe" {
+                errs.push(FieldError::invalid_repr(
+                    child(&ppath, "terminationGracePeriodSeconds"),
+                    &grace.to_string(),
+                    "must not be set for readinessProbes",
+                ));
+            } else if grace <= 0 {
+                errs.push(FieldError::invalid_repr(
+                    child(&ppath, "terminationGracePeriodSeconds"),
+                    &grace.to_string(),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        // Absent is defaulted to 1.
+        if kind != "readinessProbe"
+            && let Some(n) = opt_int(probe, &["successThreshold"])
+            && n != 1
+        {
+            errs.push(FieldError::invalid_repr(
+                child(&ppath, "successThreshold"),
+                &n.to_string(),
+                "must be 1",
+            ));
+        }
+    }
+}
+
+/// One handler of a probe or hook: exactly one of exec, httpGet,
+/// tcpSocket, grpc (↔ validateHandler).
+fn validate_handler(h: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    let mut count = 0;
+    for kind in ["exec", "httpGet", "tcpSocket", "grpc"] {
+        let action = get(h, &[kind]);
+        if action.is_null() {
+            continue;
+        }
+        let apath = child(path, kind);
+        if count > 0 {
+            errs.push(FieldError::forbidden(
+                &apath,
+                "may not specify more than 1 handler type",
+            ));
+            continue;
+        }
+        count += 1;
+        match kind {
+            "exec" => {
+                if arr(action, &["command"]).is_empty() {
+                    errs.push(FieldError::required(child(&apath, "command"), ""));
+                }
+            }
+            "httpGet" => validate_http_get_action(action, &apath, errs),
+            "tcpSocket" => {
+                validate_port_num_or_name(get(action, &["port"]), &child(&apath, "port"), errs)
+            }
+            _ => validate_port_num_or_name(
+                &Value::from(int(action, &["port"])),
+                &child(&apath, "port"),
+                errs,
+            ),
+        }
+    }
+    if count == 0 {
+        errs.push(FieldError::required(path, "must specify a handler type"));
+    }
+}
+
+/// ↔ validateHTTPGetAction: a path, a port, HTTP or HTTPS, and header
+/// names that are HTTP tokens (so that a probe cannot smuggle request
+/// lines through them).
+fn validate_http_get_action(action: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    // Defaulting sets path "/" and scheme HTTP; only an explicit "" is missing.
+    if get(action, &["path"]).as_str() == Some("") {
+        errs.push(FieldError::required(child(path, "path"), ""));
+    }
+    validate_port_num_or_name(get(action, &["port"]), &child(path, "port"), errs);
+    if let Some(scheme) = get(action, &["scheme"]).as_str()
+        && scheme != "HTTP"
+        && scheme != "HTTPS"
+    {
+        errs.push(FieldError::not_supported(
+            child(path, "scheme"),
+            &Value::from(scheme),
+            &["HTTP", "HTTPS"],
+        ));
+    }
+    for header in arr(action, &["httpHeaders"]) {
+        let name = st(header, &["name"]);
+        for msg in is_http_header_name(name) {
+            errs.push(FieldError::invalid_repr(
+                child(path, "httpHeaders"),
+                &go_quote(name),
+                &msg,
+            ));
+        }
+    }
+}
+
+/// `ValidatePortNumOrName`: an IntOrString port.
+fn validate_port_num_or_name(port: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    match port {
+        Value::String(name) => {
+            for msg in is_valid_port_name(name) {
+                errs.push(FieldError::invalid_repr(path, &go_quote(name), &msg));
+            }
+        }
+        other => {
+            let n = opt_int(other, &[]).unwrap_or(0);
+            for msg in is_valid_port_num(n) {
+                errs.push(FieldError::invalid_repr(path, &n.to_string(), &msg));
+            }
+        }
+    }
+}
+
+/// `validation.IsHTTPHeaderName`.
+pub fn is_http_header_name(value: &str) -> Vec<String> {
+    if !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        Vec::new()
+    } else {
+        vec![regex_error(
+            "a valid HTTP header name must consist of alphanumeric characters or '-'",
+            "[-A-Za-z0-9]+",
+            &["X-Header-Name"],
+        )]
     }
 }
 
@@ -2030,6 +2292,17 @@ fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
     let headless = ips.first() == Some(&"None");
     let ports = arr(spec, &["ports"]);
 
+    for (i, ip) in arr(spec, &["externalIPs"]).iter().enumerate() {
+        let field = index("spec.externalIPs", i);
+        let ip = ip.as_str().unwrap_or_default();
+        let msgs = is_valid_ip(ip);
+        if msgs.is_empty() {
+            errs.extend(validate_non_special_ip(ip, &field));
+        }
+        for msg in msgs {
+            errs.push(FieldError::invalid_repr(&field, &go_quote(ip), &msg));
+        }
+    }
     if ports.is_empty() && !headless && ty != "ExternalName" {
         errs.push(FieldError::required("spec.ports", ""));
     }
@@ -2382,6 +2655,278 @@ fn validate_secret(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>)
             ));
         }
         validate_immutable_data(obj, old, &["data"], errs);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Endpoints and EndpointSlices
+// ---------------------------------------------------------------------------
+
+/// `ValidateNonSpecialIP`: endpoint (and external) addresses may not be
+/// unspecified, loopback, link-local or link-local multicast, so that no
+/// Service, proxy or ingress can be pointed at a node's own services or
+/// at a cloud's metadata service.
+pub fn validate_non_special_ip(ip: &str, field: &str) -> Vec<FieldError> {
+    let Ok(addr) = ip.parse::<IpAddr>() else {
+        return vec![FieldError::invalid_repr(
+            field,
+            &go_quote(ip),
+            "must be a valid IP address",
+        )];
+    };
+    // Go treats an IPv4-mapped IPv6 address as the IPv4 address.
+    let addr = match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
+        v4 => v4,
+    };
+    let (unspecified, loopback, link_local, link_local_multicast) = match addr {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            (
+                v4.is_unspecified(),
+                v4.is_loopback(),
+                v4.is_link_local(),
+                o[0] == 224 && o[1] == 0 && o[2] == 0,
+            )
+        }
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            (
+                v6.is_unspecified(),
+                v6.is_loopback(),
+                o[0] == 0xfe && o[1] & 0xc0 == 0x80,
+                o[0] == 0xff && o[1] & 0x0f == 0x02,
+            )
+        }
+    };
+    let mut errs = Vec::new();
+    let mut push = |detail: &str| errs.push(FieldError::invalid_repr(field, &go_quote(ip), detail));
+    if unspecified {
+        push(&format!("may not be unspecified ({ip})"));
+    }
+    if loopback {
+        push("may not be in the loopback range (127.0.0.0/8, ::1/128)");
+    }
+    if link_local {
+        push("may not be in the link-local range (169.254.0.0/16, fe80::/10)");
+    }
+    if link_local_multicast {
+        push("may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)");
+    }
+    errs
+}
+
+/// Whether `e` is one of [`validate_non_special_ip`]'s refusals of a
+/// well-formed address.
+pub fn is_special_ip_error(e: &FieldError) -> bool {
+    e.kind == FieldErrorKind::Invalid
+        && [
+            "may not be in the loopback range (127.0.0.0/8, ::1/128)",
+            "may not be in the link-local range (169.254.0.0/16, fe80::/10)",
+            "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)",
+        ]
+        .iter()
+        .any(|d| e.message.ends_with(d))
+        || e.message.contains(": may not be unspecified (")
+}
+
+fn validate_dns1123_label_field(value: &str, field: &str, errs: &mut Vec<FieldError>) {
+    for msg in is_dns1123_label(value) {
+        errs.push(FieldError::invalid_repr(field, &go_quote(value), &msg));
+    }
+}
+
+fn validate_node_name_field(value: &str, field: &str, errs: &mut Vec<FieldError>) {
+    for msg in is_dns1123_subdomain(value) {
+        errs.push(FieldError::invalid_repr(field, &go_quote(value), &msg));
+    }
+}
+
+fn validate_port_protocol(p: &Value, field: &str, errs: &mut Vec<FieldError>) {
+    // Absent is defaulted to TCP.
+    match get(p, &["protocol"]).as_str() {
+        None | Some("TCP" | "UDP" | "SCTP") => {}
+        Some("") => errs.push(FieldError::required(field, "")),
+        Some(other) => errs.push(FieldError::not_supported(
+            field,
+            &Value::from(other),
+            &["SCTP", "TCP", "UDP"],
+        )),
+    }
+}
+
+fn validate_app_protocol(p: &Value, field: &str, errs: &mut Vec<FieldError>) {
+    if let Some(app) = get(p, &["appProtocol"]).as_str() {
+        for msg in is_qualified_name(app) {
+            errs.push(FieldError::invalid_repr(field, &go_quote(app), &msg));
+        }
+    }
+}
+
+/// ↔ ValidateNodeUpdate's address check: no address twice in
+/// status.addresses. (Kubernetes does not refuse special addresses in a
+/// Node; the API server's proxy refuses to connect to them instead.)
+fn validate_node(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+    if old.is_none() {
+        return;
+    }
+    let mut seen = HashSet::new();
+    for (i, a) in arr(obj, &["status", "addresses"]).iter().enumerate() {
+        let (ty, address) = (st(a, &["type"]), st(a, &["address"]));
+        if !seen.insert((ty, address)) {
+            errs.push(FieldError::duplicate_repr(
+                index("status.addresses", i),
+                &format!(
+                    "core.NodeAddress{{Type:{}, Address:{}}}",
+                    go_quote(ty),
+                    go_quote(address)
+                ),
+            ));
+        }
+    }
+}
+
+/// ↔ ValidateEndpoints (validateEndpointSubsets, validateEndpointAddress,
+/// validateEndpointPort).
+fn validate_endpoints(obj: &Value, errs: &mut Vec<FieldError>) {
+    for (i, ss) in arr(obj, &["subsets"]).iter().enumerate() {
+        let spath = index("subsets", i);
+        let ready = arr(ss, &["addresses"]);
+        let not_ready = arr(ss, &["notReadyAddresses"]);
+        if ready.is_empty() && not_ready.is_empty() {
+            errs.push(FieldError::required(
+                &spath,
+                "must specify `addresses` or `notReadyAddresses`",
+            ));
+        }
+        for (key, list) in [("addresses", ready), ("notReadyAddresses", not_ready)] {
+            for (j, a) in list.iter().enumerate() {
+                let apath = index(&child(&spath, key), j);
+                let ip = st(a, &["ip"]);
+                let ip_path = child(&apath, "ip");
+                for msg in is_valid_ip(ip) {
+                    errs.push(FieldError::invalid_repr(&ip_path, &go_quote(ip), &msg));
+                }
+                let hostname = st(a, &["hostname"]);
+                if !hostname.is_empty() {
+                    validate_dns1123_label_field(hostname, &child(&apath, "hostname"), errs);
+                }
+                if let Some(node) = get(a, &["nodeName"]).as_str() {
+                    validate_node_name_field(node, &child(&apath, "nodeName"), errs);
+                }
+                errs.extend(validate_non_special_ip(ip, &ip_path));
+            }
+        }
+        let ports = arr(ss, &["ports"]);
+        for (j, p) in ports.iter().enumerate() {
+            let ppath = index(&child(&spath, "ports"), j);
+            let name = st(p, &["name"]);
+            if ports.len() > 1 && name.is_empty() {
+                errs.push(FieldError::required(child(&ppath, "name"), ""));
+            } else if !name.is_empty() {
+                validate_dns1123_label_field(name, &child(&ppath, "name"), errs);
+            }
+            let port = int(p, &["port"]);
+            for msg in is_valid_port_num(port) {
+                errs.push(FieldError::invalid_repr(
+                    child(&ppath, "port"),
+                    &port.to_string(),
+                    &msg,
+                ));
+            }
+            validate_port_protocol(p, &child(&ppath, "protocol"), errs);
+            validate_app_protocol(p, &child(&ppath, "appProtocol"), errs);
+        }
+    }
+}
+
+/// ↔ ValidateEndpointSlice / ValidateEndpointSliceUpdate.
+fn validate_endpoint_slice(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+    let address_type = st(obj, &["addressType"]);
+    match old {
+        Some(old) if st(old, &["addressType"]) != address_type => {
+            errs.push(FieldError::invalid_repr(
+                "addressType",
+                &go_quote(address_type),
+                FIELD_IMMUTABLE_ERROR_MSG,
+            ))
+        }
+        Some(_) => {}
+        None => match address_type {
+            "IPv4" | "IPv6" | "FQDN" => {}
+            "" => errs.push(FieldError::required("addressType", "")),
+            other => errs.push(FieldError::not_supported(
+                "addressType",
+                &Value::from(other),
+                &["FQDN", "IPv4", "IPv6"],
+            )),
+        },
+    }
+    let endpoints = arr(obj, &["endpoints"]);
+    if endpoints.len() > 1000 {
+        errs.push(FieldError::too_many("endpoints", endpoints.len(), 1000));
+        return;
+    }
+    for (i, e) in endpoints.iter().enumerate() {
+        let epath = index("endpoints", i);
+        let apath = child(&epath, "addresses");
+        let addresses = arr(e, &["addresses"]);
+        if addresses.is_empty() {
+            errs.push(FieldError::required(
+                &apath,
+                "must contain at least 1 address",
+            ));
+        } else if addresses.len() > 100 {
+            errs.push(FieldError::too_many(&apath, addresses.len(), 100));
+        }
+        for (j, a) in addresses.iter().enumerate() {
+            let field = index(&apath, j);
+            let a = a.as_str().unwrap_or_default();
+            match address_type {
+                "IPv4" | "IPv6" => {
+                    let ok = match address_type {
+                        "IPv4" => a.parse::<std::net::Ipv4Addr>().is_ok(),
+                        _ => a.parse::<std::net::Ipv6Addr>().is_ok(),
+                    };
+                    if !ok {
+                        errs.push(FieldError::invalid_repr(
+                            &field,
+                            &go_quote(a),
+                            &format!("must be a valid {address_type} address"),
+                        ));
+                    }
+                    errs.extend(validate_non_special_ip(a, &field));
+                }
+                "FQDN" => {
+                    for msg in is_dns1123_subdomain(a) {
+                        errs.push(FieldError::invalid_repr(&field, &go_quote(a), &msg));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(node) = get(e, &["nodeName"]).as_str() {
+            validate_node_name_field(node, &child(&epath, "nodeName"), errs);
+        }
+        if let Some(hostname) = get(e, &["hostname"]).as_str() {
+            validate_dns1123_label_field(hostname, &child(&epath, "hostname"), errs);
+        }
+    }
+    let mut names = HashSet::new();
+    for (i, p) in arr(obj, &["ports"]).iter().enumerate() {
+        let ppath = index("ports", i);
+        let name = st(p, &["name"]);
+        if !name.is_empty() {
+            validate_dns1123_label_field(name, &child(&ppath, "name"), errs);
+        }
+        if !names.insert(name) {
+            errs.push(FieldError::duplicate_repr(
+                child(&ppath, "name"),
+                &go_quote(name),
+            ));
+        }
+        validate_port_protocol(p, &child(&ppath, "protocol"), errs);
+        validate_app_protocol(p, &child(&ppath, "appProtocol"), errs);
     }
 }
 
@@ -3342,6 +3887,417 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn probe_and_lifecycle_rules() {
+        let c = |extra: Value| {
+            let mut c = json!({"name": "c", "image": "i"});
+            c.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            json!({"containers": [c]})
+        };
+        let cases: Vec<(Value, Vec<(&str, &str)>)> = vec![
+            (
+                c(
+                    json!({"livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080,
+                    "httpHeaders": [{"name": "X-Custom-Header", "value": "a\r\nb"}]}}}),
+                ),
+                vec![],
+            ),
+            (
+                c(
+                    json!({"readinessProbe": {"httpGet": {"path": "/", "port": 80,
+                    "httpHeaders": [{"name": "Host: x\r\nX-Evil", "value": "v"}]}}}),
+                ),
+                vec![(
+                    "spec.containers[0].readinessProbe.httpGet.httpHeaders",
+                    "Invalid value: \"Host: x\\r\\nX-Evil\": a valid HTTP header name must consist of alphanumeric characters or '-' (e.g. 'X-Header-Name', regex used for validation is '[-A-Za-z0-9]+')",
+                )],
+            ),
+            (
+                c(
+                    json!({"lifecycle": {"postStart": {"httpGet": {"path": "", "port": 0, "scheme": "FTP",
+                    "httpHeaders": [{"name": "", "value": "v"}]}}}}),
+                ),
+                vec![
+                    (
+                        "spec.containers[0].lifecycle.postStart.httpGet.path",
+                        "Required value",
+                    ),
+                    (
+                        "spec.containers[0].lifecycle.postStart.httpGet.port",
+                        "Invalid value: 0: must be between 1 and 65535, inclusive",
+                    ),
+                    (
+                        "spec.containers[0].lifecycle.postStart.httpGet.scheme",
+                        "Unsupported value: \"FTP\": supported values: \"HTTP\", \"HTTPS\"",
+                    ),
+                    (
+                        "spec.containers[0].lifecycle.postStart.httpGet.httpHeaders",
+                        "Invalid value: \"\": a valid HTTP header name",
+                    ),
+                ],
+            ),
+            (
+                c(json!({"lifecycle": {"preStop": {}}})),
+                vec![(
+                    "spec.containers[0].lifecycle.preStop",
+                    "Required value: must specify a handler type",
+                )],
+            ),
+            (
+                c(
+                    json!({"startupProbe": {"exec": {"command": ["true"]}, "tcpSocket": {"port": "http"}}}),
+                ),
+                vec![(
+                    "spec.containers[0].startupProbe.tcpSocket",
+                    "Forbidden: may not specify more than 1 handler type",
+                )],
+            ),
+            (
+                c(
+                    json!({"livenessProbe": {"exec": {}, "periodSeconds": -1, "successThreshold": 2}}),
+                ),
+                vec![
+                    (
+                        "spec.containers[0].livenessProbe.exec.command",
+                        "Required value",
+                    ),
+                    (
+                        "spec.containers[0].livenessProbe.periodSeconds",
+                        "Invalid value: -1: must be greater than or equal to 0",
+                    ),
+                    (
+                        "spec.containers[0].livenessProbe.successThreshold",
+                        "Invalid value: 2: must be 1",
+                    ),
+                ],
+            ),
+            (
+                c(
+                    json!({"readinessProbe": {"tcpSocket": {"port": "Not_A_Name"}, "terminationGracePeriodSeconds": 5}}),
+                ),
+                vec![
+                    (
+                        "spec.containers[0].readinessProbe.tcpSocket.port",
+                        "Invalid value: \"Not_A_Name\": must contain only alpha-numeric characters",
+                    ),
+                    (
+                        "spec.containers[0].readinessProbe.terminationGracePeriodSeconds",
+                        "Invalid value: 5: must not be set for readinessProbes",
+                    ),
+                ],
+            ),
+            (
+                c(json!({"livenessProbe": {"grpc": {"port": 70000}}})),
+                vec![(
+                    "spec.containers[0].livenessProbe.grpc.port",
+                    "Invalid value: 70000: must be between 1 and 65535, inclusive",
+                )],
+            ),
+            (
+                json!({"initContainers": [{"name": "i", "image": "i", "readinessProbe": {"exec": {"command": ["true"]}}}],
+                    "containers": [{"name": "c", "image": "i"}]}),
+                vec![(
+                    "spec.initContainers[0].readinessProbe",
+                    "Forbidden: may not be set for init containers without restartPolicy=Always",
+                )],
+            ),
+        ];
+        for (spec, want) in cases {
+            let errs = validate_object("", "Pod", &pod(spec.clone()), None, true);
+            assert_eq!(errs.len(), want.len(), "{spec}: {:#?}", triples(&errs));
+            for (f, m) in want {
+                assert!(
+                    has(&errs, f, m),
+                    "{spec}: want {f}: {m}; got {:#?}",
+                    triples(&errs)
+                );
+            }
+        }
+        // Pod templates of workloads get the same checks.
+        let d = json!({"metadata": {"name": "d", "namespace": "default"}, "spec": {
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {"metadata": {"labels": {"a": "b"}}, "spec": c(json!({"livenessProbe": {"httpGet": {"path": "/", "port": 80,
+                "httpHeaders": [{"name": "a b", "value": "v"}]}}}))}}});
+        let errs = validate_object("apps", "Deployment", &d, None, true);
+        assert!(
+            has(
+                &errs,
+                "spec.template.spec.containers[0].livenessProbe.httpGet.httpHeaders",
+                "Invalid value: \"a b\""
+            ),
+            "{:#?}",
+            triples(&errs)
+        );
+    }
+
+    #[test]
+    fn endpoint_addresses_may_not_be_special() {
+        let ep = |subsets: Value| json!({"metadata": {"name": "e", "namespace": "default"}, "subsets": subsets});
+        let ok = validate_object(
+            "",
+            "Endpoints",
+            &ep(
+                json!([{"addresses": [{"ip": "10.1.2.3", "hostname": "a", "nodeName": "n1"}],
+                "notReadyAddresses": [{"ip": "2001:db8::1"}],
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}, {"name": "dns", "port": 53, "protocol": "UDP"}]}]),
+            ),
+            None,
+            true,
+        );
+        assert!(ok.is_empty(), "{:#?}", triples(&ok));
+        let special = [
+            (
+                "127.0.0.1",
+                "may not be in the loopback range (127.0.0.0/8, ::1/128)",
+            ),
+            (
+                "127.3.4.5",
+                "may not be in the loopback range (127.0.0.0/8, ::1/128)",
+            ),
+            (
+                "::1",
+                "may not be in the loopback range (127.0.0.0/8, ::1/128)",
+            ),
+            (
+                "::ffff:127.0.0.1",
+                "may not be in the loopback range (127.0.0.0/8, ::1/128)",
+            ),
+            (
+                "169.254.169.254",
+                "may not be in the link-local range (169.254.0.0/16, fe80::/10)",
+            ),
+            (
+                "fe80::1",
+                "may not be in the link-local range (169.254.0.0/16, fe80::/10)",
+            ),
+            (
+                "224.0.0.251",
+                "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)",
+            ),
+            (
+                "ff02::1",
+                "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)",
+            ),
+            ("0.0.0.0", "may not be unspecified (0.0.0.0)"),
+            ("::", "may not be unspecified (::)"),
+        ];
+        for (ip, msg) in special {
+            let errs = validate_object(
+                "",
+                "Endpoints",
+                &ep(json!([{"addresses": [{"ip": ip}], "ports": [{"port": 10250}]}])),
+                None,
+                true,
+            );
+            assert_eq!(
+                triples(&errs),
+                vec![(
+                    "subsets[0].addresses[0].ip".to_string(),
+                    "FieldValueInvalid",
+                    format!("Invalid value: \"{ip}\": {msg}")
+                )],
+                "{ip}"
+            );
+            let v6 = ip.contains(':');
+            let slice = json!({"metadata": {"name": "s", "namespace": "default"},
+                "addressType": if v6 { "IPv6" } else { "IPv4" },
+                "endpoints": [{"addresses": [ip]}], "ports": [{"port": 10250}]});
+            let errs = validate_object("discovery.k8s.io", "EndpointSlice", &slice, None, true);
+            assert!(
+                has(
+                    &errs,
+                    "endpoints[0].addresses[0]",
+                    &format!("Invalid value: \"{ip}\": {msg}")
+                ),
+                "{ip}: {:#?}",
+                triples(&errs)
+            );
+            let svc = json!({"metadata": {"name": "s", "namespace": "default"},
+                "spec": {"ports": [{"port": 80}], "externalIPs": [ip]}});
+            let errs = validate_object("", "Service", &svc, None, true);
+            assert!(
+                has(
+                    &errs,
+                    "spec.externalIPs[0]",
+                    &format!("Invalid value: \"{ip}\": {msg}")
+                ),
+                "{ip}: {:#?}",
+                triples(&errs)
+            );
+        }
+        let errs = validate_object(
+            "",
+            "Endpoints",
+            &ep(
+                json!([{"addresses": [{"ip": "nope"}], "ports": [{"port": 80}, {"port": 0, "protocol": "ICMP"}]}, {}]),
+            ),
+            None,
+            true,
+        );
+        for (f, m) in [
+            (
+                "subsets[0].addresses[0].ip",
+                "Invalid value: \"nope\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+            ),
+            (
+                "subsets[0].addresses[0].ip",
+                "Invalid value: \"nope\": must be a valid IP address",
+            ),
+            ("subsets[0].ports[0].name", "Required value"),
+            ("subsets[0].ports[1].name", "Required value"),
+            (
+                "subsets[0].ports[1].port",
+                "Invalid value: 0: must be between 1 and 65535, inclusive",
+            ),
+            (
+                "subsets[0].ports[1].protocol",
+                "Unsupported value: \"ICMP\"",
+            ),
+            (
+                "subsets[1]",
+                "Required value: must specify `addresses` or `notReadyAddresses`",
+            ),
+        ] {
+            assert!(has(&errs, f, m), "want {f}: {m}; got {:#?}", triples(&errs));
+        }
+        // EndpointSlices: the address must be of the slice's type, at least one per endpoint.
+        let slice = |ty: &str, endpoints: Value| {
+            json!({"metadata": {"name": "s", "namespace": "default"},
+            "addressType": ty, "endpoints": endpoints, "ports": [{"name": "a"}, {"name": "a"}]})
+        };
+        let errs = validate_object(
+            "discovery.k8s.io",
+            "EndpointSlice",
+            &slice(
+                "IPv4",
+                json!([{"addresses": ["2001:db8::1"]}, {"addresses": []}]),
+            ),
+            None,
+            true,
+        );
+        for (f, m) in [
+            (
+                "endpoints[0].addresses[0]",
+                "Invalid value: \"2001:db8::1\": must be a valid IPv4 address",
+            ),
+            (
+                "endpoints[1].addresses",
+                "Required value: must contain at least 1 address",
+            ),
+            ("ports[1].name", "Duplicate value: \"a\""),
+        ] {
+            assert!(has(&errs, f, m), "want {f}: {m}; got {:#?}", triples(&errs));
+        }
+        let fqdn = slice("FQDN", json!([{"addresses": ["example.com"]}]));
+        let errs = validate_object("discovery.k8s.io", "EndpointSlice", &fqdn, None, true);
+        assert_eq!(fields(&errs), vec!["ports[1].name"]);
+        let errs = validate_object(
+            "discovery.k8s.io",
+            "EndpointSlice",
+            &slice("IPv6", json!([])),
+            Some(&fqdn),
+            true,
+        );
+        assert!(has(
+            &errs,
+            "addressType",
+            "Invalid value: \"IPv6\": field is immutable"
+        ));
+        let errs = validate_object(
+            "discovery.k8s.io",
+            "EndpointSlice",
+            &slice("IPX", json!([])),
+            None,
+            true,
+        );
+        assert!(has(&errs, "addressType", "Unsupported value: \"IPX\""));
+    }
+
+    #[test]
+    fn seccomp_profiles() {
+        let spec = |psc: Value, sc: Value| {
+            json!({"securityContext": {"seccompProfile": psc},
+                "containers": [{"name": "c", "image": "i", "securityContext": {"seccompProfile": sc}}]})
+        };
+        let check = |psc: Value, sc: Value| {
+            triples(&validate_object("", "Pod", &pod(spec(psc, sc)), None, true))
+        };
+        assert!(
+            check(
+                json!({"type": "RuntimeDefault"}),
+                json!({"type": "Localhost", "localhostProfile": "profiles/a.json"})
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            check(
+                json!({"type": "Localhost", "localhostProfile": "../../etc/x"}),
+                json!({"type": "Localhost", "localhostProfile": "/abs.json"})
+            ),
+            vec![
+                (
+                    "spec.containers[0].securityContext.seccompProfile.localhostProfile"
+                        .to_string(),
+                    "FieldValueInvalid",
+                    "Invalid value: \"/abs.json\": must be a relative path".to_string()
+                ),
+                (
+                    "spec.securityContext.seccompProfile.localhostProfile".to_string(),
+                    "FieldValueInvalid",
+                    "Invalid value: \"../../etc/x\": must not contain '..'".to_string()
+                ),
+            ]
+        );
+        assert_eq!(
+            check(json!({"type": "Localhost"}), json!({"type": "Bogus"})),
+            vec![
+                (
+                    "spec.containers[0].securityContext.seccompProfile.type".to_string(),
+                    "FieldValueNotSupported",
+                    "Unsupported value: \"Bogus\": supported values: \"Localhost\", \"RuntimeDefault\", \"Unconfined\"".to_string()
+                ),
+                (
+                    "spec.securityContext.seccompProfile.localhostProfile".to_string(),
+                    "FieldValueRequired",
+                    "Required value: must be set when seccomp type is Localhost".to_string()
+                ),
+            ]
+        );
+        let errs = check(
+            json!({}),
+            json!({"type": "RuntimeDefault", "localhostProfile": "x"}),
+        );
+        assert_eq!(
+            errs.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
+            vec![
+                "spec.containers[0].securityContext.seccompProfile.localhostProfile",
+                "spec.securityContext.seccompProfile.type"
+            ]
+        );
+    }
+
+    #[test]
+    fn node_addresses_are_not_repeated_on_update() {
+        let node = |addresses: Value| json!({"metadata": {"name": "n1"}, "status": {"addresses": addresses}});
+        let twice = node(json!([{"type": "InternalIP", "address": "10.0.0.1"},
+            {"type": "Hostname", "address": "n1"}, {"type": "InternalIP", "address": "10.0.0.1"}]));
+        let errs = validate_object("", "Node", &twice, Some(&node(json!([]))), false);
+        assert_eq!(
+            triples(&errs),
+            vec![(
+                "status.addresses[2]".to_string(),
+                "FieldValueDuplicate",
+                "Duplicate value: core.NodeAddress{Type:\"InternalIP\", Address:\"10.0.0.1\"}"
+                    .to_string()
+            )]
+        );
+        let distinct = node(json!([{"type": "InternalIP", "address": "10.0.0.1"},
+            {"type": "ExternalIP", "address": "10.0.0.1"}]));
+        assert!(validate_object("", "Node", &distinct, Some(&node(json!([]))), false).is_empty());
     }
 
     #[test]

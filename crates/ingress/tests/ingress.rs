@@ -1,6 +1,7 @@
 //! The Ingress controller against a real (in-process) API server, with
-//! plain HTTP servers on 127.0.0.1 as the "pods" behind the Services'
-//! EndpointSlices: host and path routing, round-robin, 404/502/503, TLS by
+//! plain HTTP servers on this host's own address (not loopback, which the
+//! API refuses in EndpointSlices as Kubernetes does) as the "pods" behind
+//! the Services' EndpointSlices: host and path routing, round-robin, 404/502/503, TLS by
 //! SNI with a Secret, h2 over ALPN, upgrades, live reload on an open
 //! connection, status.loadBalancer and the default IngressClass.
 #![allow(clippy::unwrap_used)]
@@ -26,11 +27,23 @@ use skiff_testsupport::{TestServer, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The "pods'" address: this host's source address towards its default
+/// route (connecting a UDP socket sends nothing).
+fn pod_ip() -> Ipv4Addr {
+    let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    s.connect((Ipv4Addr::new(203, 0, 113, 1), 9))
+        .expect("this test needs a non-loopback address with a default route");
+    match s.local_addr().unwrap().ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        other => panic!("not an IPv4 address: {other}"),
+    }
+}
+
 /// A "pod": answers `<name> <uri> host=.. xff=.. proto=.. xhost=..`, and
 /// on `Upgrade: echo` switches protocols and echoes bytes prefixed with
 /// its name.
 async fn backend(name: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let listener = TcpListener::bind((pod_ip(), 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
@@ -146,7 +159,7 @@ fn slice(name: &str, service: &str, port_name: &str, port: u16) -> EndpointSlice
         "metadata": {"name": name, "labels": {"kubernetes.io/service-name": service}},
         "addressType": "IPv4",
         "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
-        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+        "endpoints": [{"addresses": [pod_ip().to_string()], "conditions": {"ready": true}}],
     }))
 }
 
@@ -170,7 +183,7 @@ async fn routes_hosts_and_paths_to_endpoints_with_tls_and_live_reload() {
         backend("b1").await,
     );
     let dead = {
-        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let l = TcpListener::bind((pod_ip(), 0)).await.unwrap();
         l.local_addr().unwrap().port()
     };
 

@@ -173,6 +173,7 @@ pub(crate) fn sandbox_config(c: &SandboxConfig) -> cri::PodSandboxConfig {
                 run_as_user: c.run_as_user.map(|value| cri::Int64Value { value }),
                 run_as_group: c.run_as_group.map(|value| cri::Int64Value { value }),
                 supplemental_groups: c.supplemental_groups.clone(),
+                seccomp: Some(security_profile(&c.seccomp)),
                 ..Default::default()
             }),
             sysctls: to_map(&c.sysctls),
@@ -257,10 +258,27 @@ fn container_config(c: &ContainerConfig, sandbox: &SandboxConfig) -> cri::Contai
                 supplemental_groups: c.supplemental_groups.clone(),
                 no_new_privs: c.no_new_privs,
                 readonly_rootfs: c.read_only_root,
+                seccomp: Some(security_profile(&c.seccomp)),
                 ..Default::default()
             }),
         }),
         ..Default::default()
+    }
+}
+
+/// Always explicit, as the kubelet sends it: an absent profile would
+/// decode as RuntimeDefault, proto3's zero value.
+fn security_profile(p: &SecurityProfile) -> cri::SecurityProfile {
+    let (t, localhost_ref) = match p {
+        SecurityProfile::Unconfined => (cri::security_profile::ProfileType::Unconfined, ""),
+        SecurityProfile::RuntimeDefault => (cri::security_profile::ProfileType::RuntimeDefault, ""),
+        SecurityProfile::Localhost(path) => {
+            (cri::security_profile::ProfileType::Localhost, path.as_str())
+        }
+    };
+    cri::SecurityProfile {
+        profile_type: t as i32,
+        localhost_ref: localhost_ref.into(),
     }
 }
 
@@ -270,6 +288,8 @@ fn image(i: cri::Image) -> Image {
         repo_tags: i.repo_tags,
         repo_digests: i.repo_digests,
         size: i.size,
+        uid: i.uid.map(|u| u.value),
+        username: i.username,
     }
 }
 

@@ -33,6 +33,8 @@ pub struct State {
     pub sandboxes: BTreeMap<String, FakeSandbox>,
     pub containers: BTreeMap<String, FakeContainer>,
     pub images: BTreeSet<String>,
+    /// The user of an image (ImageStatus' uid and username); root if absent.
+    pub image_users: HashMap<String, (Option<i64>, String)>,
     /// Container name → exit code it exits with as soon as it starts.
     pub exit_on_start: HashMap<String, i32>,
     /// Container names whose start fails.
@@ -348,11 +350,14 @@ impl Runtime for FakeRuntime {
 
     async fn image_status(&self, image: &str) -> Result<Option<Image>, RuntimeError> {
         let s = self.lock();
+        let (uid, username) = s.image_users.get(image).cloned().unwrap_or_default();
         Ok(s.images.contains(image).then(|| Image {
             id: format!("sha256:{}", image.len()),
             repo_tags: vec![image.into()],
             repo_digests: vec![],
             size: 1,
+            uid,
+            username,
         }))
     }
 
@@ -381,6 +386,7 @@ impl Runtime for FakeRuntime {
                 repo_tags: vec![i.clone()],
                 repo_digests: vec![],
                 size: 1,
+                ..Default::default()
             })
             .collect())
     }

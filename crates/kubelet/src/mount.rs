@@ -18,6 +18,10 @@ pub trait Mounter: Send + Sync + std::fmt::Debug {
     /// Mount a tmpfs on `target` (an existing directory); `size` in bytes when limited.
     fn mount_tmpfs(&self, target: &Path, size: Option<u64>) -> Result<(), MountError>;
     fn unmount(&self, target: &Path) -> Result<(), MountError>;
+    /// Bind-mount `source` on `target` (an existing file or directory)
+    /// without resolving `source` first: a subPath is bound through
+    /// `/proc/<pid>/fd/<n>` of a safely opened descriptor.
+    fn bind_mount(&self, source: &Path, target: &Path) -> Result<(), MountError>;
     /// Whether something is mounted on `path`.
     fn is_mount_point(&self, path: &Path) -> bool;
     /// The mount points at or under `dir`.
@@ -103,6 +107,18 @@ impl Mounter for SystemMounter {
         run("umount", &[&target.display().to_string()])
     }
 
+    fn bind_mount(&self, source: &Path, target: &Path) -> Result<(), MountError> {
+        run(
+            "mount",
+            &[
+                "--no-canonicalize",
+                "--bind",
+                &source.display().to_string(),
+                &target.display().to_string(),
+            ],
+        )
+    }
+
     fn is_mount_point(&self, path: &Path) -> bool {
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         Self::mount_points().contains(&path)
@@ -121,8 +137,11 @@ impl Mounter for SystemMounter {
 #[derive(Debug, Default)]
 pub struct FakeMounter {
     pub mounted: Mutex<BTreeSet<PathBuf>>,
-    /// Every call, in order ("tmpfs <path>", "umount <path>").
+    /// Every call, in order ("tmpfs <path>", "umount <path>", "bind <source> <target>").
     pub calls: Mutex<Vec<String>>,
+    /// Bind mounts: target → what the source named when it was bound
+    /// (a `/proc/<pid>/fd/<n>` link resolved).
+    pub binds: Mutex<std::collections::BTreeMap<PathBuf, PathBuf>>,
 }
 
 impl FakeMounter {
@@ -138,6 +157,9 @@ impl FakeMounter {
 impl Mounter for FakeMounter {
     fn mount_tmpfs(&self, target: &Path, _size: Option<u64>) -> Result<(), MountError> {
         Self::lock(&self.calls).push(format!("tmpfs {}", target.display()));
+        // A fresh tmpfs' root is 1777, as mount(8) leaves it without mode=.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(target, std::fs::Permissions::from_mode(0o1777));
         Self::lock(&self.mounted).insert(target.to_path_buf());
         Ok(())
     }
@@ -145,6 +167,15 @@ impl Mounter for FakeMounter {
     fn unmount(&self, target: &Path) -> Result<(), MountError> {
         Self::lock(&self.calls).push(format!("umount {}", target.display()));
         Self::lock(&self.mounted).remove(target);
+        Self::lock(&self.binds).remove(target);
+        Ok(())
+    }
+
+    fn bind_mount(&self, source: &Path, target: &Path) -> Result<(), MountError> {
+        let resolved = std::fs::read_link(source).unwrap_or_else(|_| source.to_path_buf());
+        Self::lock(&self.calls).push(format!("bind {} {}", resolved.display(), target.display()));
+        Self::lock(&self.mounted).insert(target.to_path_buf());
+        Self::lock(&self.binds).insert(target.to_path_buf(), resolved);
         Ok(())
     }
 

@@ -92,6 +92,7 @@ pub struct HttpRequest {
     pub scheme: String,
     pub host: String,
     pub port: u16,
+    /// The request target as sent: escaped as Go's url package does.
     pub path: String,
     pub headers: Vec<(String, String)>,
 }
@@ -152,6 +153,8 @@ fn dial_error(addr: &str, e: &std::io::Error) -> String {
 impl Prober for NetProber {
     async fn http_get(&self, request: &HttpRequest, timeout: Duration) -> Result<u16, String> {
         let url = request.url();
+        // Go's transport refuses these before it dials.
+        check_headers(&request.headers).map_err(|e| format!("Get \"{url}\": {e}"))?;
         let https = request.scheme.eq_ignore_ascii_case("HTTPS");
         if !https && !request.scheme.eq_ignore_ascii_case("HTTP") {
             return Err(format!(
@@ -225,6 +228,159 @@ impl Prober for NetProber {
         }
         result
     }
+}
+
+/// Header names must be HTTP tokens and values free of control
+/// characters but tab, as Go's transport insists (so that no header can
+/// add lines to the request).
+pub fn check_headers(headers: &[(String, String)]) -> Result<(), String> {
+    const TCHAR: &[u8] = b"!#$%&'*+-.^_`|~";
+    for (name, value) in headers {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || TCHAR.contains(&b))
+        {
+            return Err(format!(
+                "net/http: invalid header field name {}",
+                go_quote(name)
+            ));
+        }
+        if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(format!(
+                "net/http: invalid header field value for {}",
+                go_quote(name)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A string as Go's %q prints it (ASCII escapes; enough for error messages).
+fn go_quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Whether Go's url package escapes `b` in a path (shouldEscape, encodePath).
+fn should_escape_in_path(b: u8) -> bool {
+    !(b.is_ascii_alphanumeric() || b"-_.~$&+,/:;=@".contains(&b))
+}
+
+/// Go's url.PathEscape-like escape of a decoded path (escape, encodePath).
+fn escape_path(p: &[u8]) -> String {
+    let mut out = String::with_capacity(p.len());
+    for &b in p {
+        if should_escape_in_path(b) {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push(char::from(b));
+        }
+    }
+    out
+}
+
+/// Percent-decoding as Go's unescape in path mode: None on a bad escape.
+fn unescape(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// The request target of an httpGet path, as the kubelet's formatURL and
+/// Go's URL.RequestURI make it: a path that is already validly encoded is
+/// sent as is, anything else is escaped; a path Go cannot parse (control
+/// characters, a bad %-escape) is escaped whole, its `?` included, so no
+/// CR, LF or space ever reaches the request line. (A space in the query,
+/// which Go would pass on raw, is escaped too.)
+pub fn request_target(path: &str) -> String {
+    let whole = |p: &str| {
+        let t = escape_path(p.as_bytes());
+        if t.starts_with('/') {
+            t
+        } else {
+            format!("/{t}")
+        }
+    };
+    if path.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return whole(path);
+    }
+    let (rest, fragment) = path.split_once('#').unwrap_or((path, ""));
+    if unescape(fragment).is_none() {
+        return whole(path);
+    }
+    let (p, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    let Some(decoded) = unescape(p) else {
+        return whole(path);
+    };
+    let valid_encoded = p
+        .bytes()
+        .all(|b| b"!$&'()*+,;=:@[]%".contains(&b) || !should_escape_in_path(b));
+    let mut target = if valid_encoded {
+        p.to_string()
+    } else {
+        escape_path(&decoded)
+    };
+    if !target.starts_with('/') {
+        target.insert(0, '/');
+    }
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        target.push('?');
+        target.push_str(&q.replace(' ', "%20"));
+    }
+    target
+}
+
+/// A probe's host as it goes into the URL: Go refuses control
+/// characters (and anything else that cannot be in a host name) when it
+/// parses the URL, before any connection.
+fn check_host(host: &str, url: &str) -> Result<(), String> {
+    if host.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return Err(format!(
+            "parse {}: net/url: invalid control character in URL",
+            go_quote(url)
+        ));
+    }
+    if let Some(c) = host
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:[]%".contains(*c)))
+    {
+        return Err(format!(
+            "parse {}: invalid character {} in host name",
+            go_quote(url),
+            go_quote(&c.to_string())
+        ));
+    }
+    Ok(())
 }
 
 /// Send `request` as an HTTP/1.1 GET over `stream`; the response's status code.
@@ -558,13 +714,7 @@ pub fn http_request(
         .clone()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| pod_ip.to_string());
-    let path = action.path.clone().unwrap_or_default();
-    let path = if path.starts_with('/') {
-        path
-    } else {
-        format!("/{path}")
-    };
-    Ok(HttpRequest {
+    let request = HttpRequest {
         scheme: action
             .scheme
             .clone()
@@ -572,14 +722,16 @@ pub fn http_request(
             .unwrap_or_else(|| "HTTP".into()),
         host,
         port,
-        path,
+        path: request_target(action.path.as_deref().unwrap_or_default()),
         headers: action
             .http_headers
             .iter()
             .flatten()
             .map(|h| (h.name.clone(), h.value.clone()))
             .collect(),
-    })
+    };
+    check_host(&request.host, &request.url())?;
+    Ok(request)
 }
 
 /// Whether a runtime error is an exec that ran out of time.
@@ -1773,5 +1925,123 @@ pub(crate) mod tests {
             )),
             "{err}"
         );
+    }
+
+    #[test]
+    fn request_targets_are_escaped_as_go_does() {
+        for (path, want) in [
+            ("/healthz", "/healthz"),
+            ("healthz", "/healthz"),
+            ("", "/"),
+            ("/a/b?x=1&y=2", "/a/b?x=1&y=2"),
+            ("/a%20b", "/a%20b"),
+            ("/a b", "/a%20b"),
+            ("/caf\u{e9}", "/caf%C3%A9"),
+            ("/x#frag", "/x"),
+            ("/p?a b", "/p?a%20b"),
+            // Control characters: Go cannot parse it, so all of it is the path.
+            (
+                "/v3/kv/put HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+                "/v3/kv/put%20HTTP/1.1%0D%0AHost:%20x%0D%0AContent-Length:%202%0D%0A%0D%0A%7B%7D",
+            ),
+            ("/a?b\n", "/a%3Fb%0A"),
+            // A bad escape: likewise.
+            ("/%zz?q", "/%25zz%3Fq"),
+        ] {
+            let t = request_target(path);
+            assert_eq!(t, want, "{path:?}");
+            assert!(!t.bytes().any(|b| b <= b' ' || b == 0x7f), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn headers_and_hosts_cannot_add_lines() {
+        let h = |n: &str, v: &str| vec![(n.to_string(), v.to_string())];
+        assert_eq!(check_headers(&h("X-Custom-Header", "a\tb")), Ok(()));
+        assert_eq!(
+            check_headers(&h("X-A", "v\r\nX-Injected: 1")),
+            Err("net/http: invalid header field value for \"X-A\"".into())
+        );
+        assert_eq!(
+            check_headers(&h("X-A\r\nX-B", "v")),
+            Err("net/http: invalid header field name \"X-A\\r\\nX-B\"".into())
+        );
+        assert!(check_headers(&h("", "v")).is_err());
+        assert!(check_headers(&h("A B", "v")).is_err());
+        let c: SpecContainer = serde_json::from_value(json!({"name": "c"})).unwrap();
+        let action = |host: &str| -> k8s_openapi::api::core::v1::HTTPGetAction {
+            serde_json::from_value(json!({"host": host, "port": 80, "path": "/"})).unwrap()
+        };
+        assert!(http_request(&action("10.0.0.1"), &c, "10.1.1.1").is_ok());
+        assert!(http_request(&action("fd00::1"), &c, "10.1.1.1").is_ok());
+        assert_eq!(
+            http_request(&action("a\r\nX-Injected: 1"), &c, "10.1.1.1"),
+            Err("parse \"http://[a\\r\\nX-Injected: 1]:80/\": net/url: invalid control character in URL".into())
+        );
+        assert!(http_request(&action("a b"), &c, "10.1.1.1").is_err());
+    }
+
+    /// The request the real prober writes: one request line, its own
+    /// headers, nothing smuggled.
+    #[tokio::test]
+    async fn the_real_prober_sends_no_injected_lines() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+                let _ = s.shutdown().await;
+            }
+        });
+        let c: SpecContainer = serde_json::from_value(json!({"name": "c"})).unwrap();
+        let action: k8s_openapi::api::core::v1::HTTPGetAction = serde_json::from_value(json!({
+            "host": "127.0.0.1", "port": port,
+            "path": "/x HTTP/1.1\r\nHost: evil\r\nContent-Length: 2\r\n\r\n{}",
+            "httpHeaders": [{"name": "X-Ok", "value": "1"}]}))
+        .unwrap();
+        let req = http_request(&action, &c, "").unwrap();
+        assert_eq!(
+            NetProber.http_get(&req, Duration::from_secs(5)).await,
+            Ok(200)
+        );
+        let sent = rx.recv().await.unwrap();
+        let lines: Vec<&str> = sent.trim_end().split("\r\n").collect();
+        assert_eq!(
+            lines[0],
+            "GET /x%20HTTP/1.1%0D%0AHost:%20evil%0D%0AContent-Length:%202%0D%0A%0D%0A%7B%7D HTTP/1.1"
+        );
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with("Host:")).count(),
+            1,
+            "{sent}"
+        );
+        assert!(!sent.contains("Host: evil"), "{sent}");
+        // A header that would add a line is refused before any connection.
+        let bad = HttpRequest {
+            headers: vec![("X-A".into(), "1\r\nHost: evil".into())],
+            ..req
+        };
+        let err = NetProber
+            .http_get(&bad, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            err.ends_with(": net/http: invalid header field value for \"X-A\""),
+            "{err}"
+        );
+        assert!(rx.try_recv().is_err());
     }
 }

@@ -89,6 +89,20 @@ pub struct SandboxConfig {
     /// The runtime handler of the pod's RuntimeClass (CRI RunPodSandbox's
     /// runtime_handler); empty for the runtime's default.
     pub runtime_handler: String,
+    /// The pod's seccomp profile (the sandbox's).
+    pub seccomp: SecurityProfile,
+}
+
+/// A seccomp profile (↔ CRI's SecurityProfile).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SecurityProfile {
+    /// No filter (the kubelet's default without --seccomp-default).
+    #[default]
+    Unconfined,
+    /// The runtime's default profile (containerd's).
+    RuntimeDefault,
+    /// A profile file on the node, by absolute path.
+    Localhost(String),
 }
 
 /// A pod's resolv.conf (↔ CRI's DNSConfig).
@@ -168,6 +182,7 @@ pub struct ContainerConfig {
     pub read_only_root: bool,
     pub capabilities_add: Vec<String>,
     pub capabilities_drop: Vec<String>,
+    pub seccomp: SecurityProfile,
     pub resources: Resources,
     /// Bind mounts (volumes, /etc/hosts, termination log).
     pub mounts: Vec<Mount>,
@@ -281,12 +296,15 @@ pub struct ContainerStatus {
     pub labels: Labels,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Image {
     pub id: String,
     pub repo_tags: Vec<String>,
     pub repo_digests: Vec<String>,
     pub size: u64,
+    /// The image's user: a numeric uid, or else a user name (neither: root).
+    pub uid: Option<i64>,
+    pub username: String,
 }
 
 /// Pod sandbox and container lifecycle, and images (↔ CRI's

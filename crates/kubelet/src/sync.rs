@@ -47,10 +47,16 @@ pub struct Settings {
     pub mounter: Arc<dyn crate::mount::Mounter>,
     /// How often configMap, secret, downwardAPI and projected volumes are refreshed.
     pub volume_refresh: Duration,
+    /// Where Localhost seccomp profiles are (the kubelet's `<root-dir>/seccomp`).
+    pub seccomp_root: PathBuf,
 }
 
 impl Settings {
     pub fn new(node_name: &str, host_ip: &str, log_root: PathBuf) -> Settings {
+        let seccomp_root = log_root
+            .parent()
+            .map(|p| p.join("seccomp"))
+            .unwrap_or_else(|| PathBuf::from("seccomp"));
         Settings {
             node_name: node_name.into(),
             host_ip: host_ip.into(),
@@ -69,6 +75,7 @@ impl Settings {
             etc_hosts: PathBuf::from("/etc/hosts"),
             mounter: Arc::new(crate::mount::SystemMounter),
             volume_refresh: Duration::from_secs(30),
+            seccomp_root,
         }
     }
 }
@@ -443,6 +450,9 @@ impl PodWorker {
             supplemental_groups: supplemental_groups(&psc),
             // Resolved from the RuntimeClass when the sandbox is created.
             runtime_handler: String::new(),
+            // A Localhost profile without a name (refused by validation) is left unconfined.
+            seccomp: crate::security::seccomp_profile(pod, None, &self.settings.seccomp_root)
+                .unwrap_or_default(),
         }
     }
 
@@ -1182,6 +1192,28 @@ impl PodWorker {
             }
         }
         mounts.extend(self.termination_log_mount(pod, c, attempt));
+        // ↔ generateContainerConfig: the image's user against runAsNonRoot,
+        // and the seccomp profile.
+        let seccomp = match self.check_security(pod, c, &image).await {
+            Ok(p) => p,
+            Err(message) => {
+                self.event(
+                    EventKind::Warning,
+                    "Failed",
+                    format!("Error: {message}"),
+                    field,
+                );
+                waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: "CreateContainerConfigError".into(),
+                        message,
+                    },
+                );
+                *requeue = (*requeue).min(Duration::from_secs(5));
+                return Step::Blocked;
+            }
+        };
         let sc = c.security_context.clone().unwrap_or_default();
         let psc = pod
             .spec
@@ -1236,6 +1268,7 @@ impl PodWorker {
             read_only_root: sc.read_only_root_filesystem.unwrap_or(false),
             capabilities_add: caps.add.unwrap_or_default(),
             capabilities_drop: caps.drop.unwrap_or_default(),
+            seccomp,
             resources: resources(pod, c, self.settings.memory_capacity),
             mounts,
         };
@@ -1507,18 +1540,20 @@ impl PodWorker {
                 message,
             });
         }
-        self.volumes.mounts(pod, c, vars).map_err(|message| {
-            self.event(
-                EventKind::Warning,
-                "Failed",
-                format!("Error: {message}"),
-                Some(kind.field(&c.name)),
-            );
-            Waiting {
-                reason: "CreateContainerConfigError".into(),
-                message,
-            }
-        })
+        self.volumes
+            .mounts(pod, c, vars, &self.settings)
+            .map_err(|message| {
+                self.event(
+                    EventKind::Warning,
+                    "Failed",
+                    format!("Error: {message}"),
+                    Some(kind.field(&c.name)),
+                );
+                Waiting {
+                    reason: "CreateContainerConfigError".into(),
+                    message,
+                }
+            })
     }
 
     /// The pod's imagePullSecrets' credentials for `image`; missing
@@ -1544,6 +1579,29 @@ impl PodWorker {
             }
         }
         crate::pullsecrets::auth_for(image, &secrets)
+    }
+
+    /// The checks of the kubelet's generateContainerConfig that may refuse
+    /// a container: runAsNonRoot against the image's user (↔ getImageUser,
+    /// verifyRunAsNonRoot), and its seccomp profile.
+    async fn check_security(
+        &self,
+        pod: &Pod,
+        c: &SpecContainer,
+        image: &str,
+    ) -> Result<SecurityProfile, String> {
+        if crate::security::effective(pod, c).run_as_non_root == Some(true) {
+            let user = match self.runtime.image_status(image).await {
+                Ok(Some(i)) => crate::security::ImageUser {
+                    uid: i.uid,
+                    username: i.username,
+                },
+                Ok(None) => crate::security::ImageUser::default(),
+                Err(e) => return Err(e.to_string()),
+            };
+            crate::security::verify_run_as_non_root(pod, c, &user)?;
+        }
+        crate::security::seccomp_profile(pod, Some(c), &self.settings.seccomp_root)
     }
 
     async fn ensure_image(

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 
 use crate::env::NoLookup;
 use crate::fake::FakeRuntime;
-use crate::runtime::{ContainerState, LABEL_NODE, LABEL_POD_UID, Runtime, SandboxState};
+use crate::runtime::{
+    ContainerState, LABEL_NODE, LABEL_POD_UID, Runtime, SandboxState, SecurityProfile,
+};
 use crate::sync::{PodWorker, Settings, phase, pull_policy};
 
 fn settings(dir: &std::path::Path) -> Arc<Settings> {
@@ -431,6 +433,101 @@ async fn missing_config_map_is_create_container_config_error() {
     let w = &st["containerStatuses"][0]["state"]["waiting"];
     assert_eq!(w["reason"], "CreateContainerConfigError");
     assert_eq!(w["message"], "configmap \"cfg\" not found");
+}
+
+#[tokio::test]
+async fn run_as_non_root_refuses_a_root_image() {
+    let mut h = Harness::new(&["busybox:skiff", "app:user"]);
+    h.rt.lock()
+        .image_users
+        .insert("app:user".into(), (Some(1000), String::new()));
+    let p = pod(json!({"securityContext": {"runAsNonRoot": true},
+        "containers": [{"name": "root", "image": "busybox:skiff"},
+            {"name": "user", "image": "app:user"},
+            {"name": "explicit", "image": "busybox:skiff", "securityContext": {"runAsUser": 1234}}]}));
+    let st = h.sync(&p).await;
+    let by_name = |n: &str| {
+        st["containerStatuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    let w = &by_name("root")["state"]["waiting"];
+    assert_eq!(w["reason"], "CreateContainerConfigError", "{st:#}");
+    assert_eq!(
+        w["message"],
+        "container has runAsNonRoot and image will run as root (pod: \"web_default(uid-1)\", container: root)"
+    );
+    assert!(by_name("user")["state"]["running"].is_object(), "{st:#}");
+    assert!(
+        by_name("explicit")["state"]["running"].is_object(),
+        "{st:#}"
+    );
+    let s = h.rt.lock();
+    assert!(!s.containers.values().any(|c| c.config.name == "root"));
+}
+
+#[tokio::test]
+async fn run_as_non_root_refuses_a_named_image_user() {
+    let mut h = Harness::new(&["app:named"]);
+    h.rt.lock()
+        .image_users
+        .insert("app:named".into(), (None, "nobody".into()));
+    let p = pod(json!({"containers": [{"name": "app", "image": "app:named",
+        "securityContext": {"runAsNonRoot": true}}]}));
+    let st = h.sync(&p).await;
+    let w = &st["containerStatuses"][0]["state"]["waiting"];
+    assert_eq!(w["reason"], "CreateContainerConfigError", "{st:#}");
+    assert_eq!(
+        w["message"],
+        "container has runAsNonRoot and image has non-numeric user (nobody), cannot verify user is non-root (pod: \"web_default(uid-1)\", container: app)"
+    );
+}
+
+#[tokio::test]
+async fn hardening_fields_reach_the_runtime() {
+    let mut h = Harness::new(&["busybox:skiff"]);
+    let p = pod(
+        json!({"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "app", "image": "busybox:skiff",
+            "securityContext": {"readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false,
+                "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}},
+            {"name": "local", "image": "busybox:skiff",
+            "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}}}]}),
+    );
+    h.sync(&p).await;
+    let s = h.rt.lock();
+    let sb = &s.sandboxes.values().next().unwrap().config;
+    assert_eq!(sb.seccomp, SecurityProfile::RuntimeDefault);
+    let app = &s
+        .containers
+        .values()
+        .find(|c| c.config.name == "app")
+        .unwrap()
+        .config;
+    assert!(app.read_only_root && app.no_new_privs);
+    assert_eq!(app.capabilities_drop, vec!["ALL".to_string()]);
+    assert_eq!(app.capabilities_add, vec!["NET_BIND_SERVICE".to_string()]);
+    assert_eq!(app.seccomp, SecurityProfile::RuntimeDefault);
+    let local = &s
+        .containers
+        .values()
+        .find(|c| c.config.name == "local")
+        .unwrap()
+        .config;
+    assert_eq!(
+        local.seccomp,
+        SecurityProfile::Localhost(h.settings.seccomp_root.join("p.json").display().to_string())
+    );
+    assert!(!local.read_only_root && !local.no_new_privs);
+    let plain = pod(json!({"containers": [{"name": "x", "image": "busybox:skiff"}]}));
+    assert_eq!(
+        h.worker.sandbox_config(&plain, 0).seccomp,
+        SecurityProfile::Unconfined
+    );
 }
 
 #[tokio::test]
@@ -883,6 +980,42 @@ mod volume_tests {
         )
     }
 
+    /// ↔ security review S2: no other user of the node reaches a pod's
+    /// secrets and tokens, and no one can plant files in their volumes.
+    #[tokio::test]
+    async fn secret_and_token_volumes_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let mut h = H::new(Duration::from_secs(30));
+        let pods = h.dir.path().join("pods");
+        // An older skiff (or the umask) left the pods directory open.
+        std::fs::create_dir_all(&pods).unwrap();
+        std::fs::set_permissions(&pods, std::fs::Permissions::from_mode(0o755)).unwrap();
+        h.api
+            .put_config_map("app-config", &[("a", "alpha"), ("b", "beta")]);
+        h.api
+            .put_config_map("kube-root-ca.crt", &[("ca.crt", "PEM")]);
+        h.api.secrets.lock().unwrap().insert(
+            "creds".into(),
+            [("password".to_string(), b"p".to_vec())].into(),
+        );
+        h.sync(&full_pod()).await;
+        assert_eq!(mode(&pods), 0o750);
+        assert_eq!(mode(&pods.join("uid-1")), 0o750);
+        let sec = h.volume("kubernetes.io~secret", "sec");
+        let token = h.volume("kubernetes.io~projected", "kube-api-access-x1");
+        assert!(h.mounter.is_mounted(&sec) && h.mounter.is_mounted(&token));
+        // Their tmpfs roots are not world-writable (tmpfs' own 1777).
+        assert_eq!(mode(&sec), 0o755);
+        assert_eq!(mode(&token), 0o755);
+        // Memory-backed emptyDirs stay writable by any container user.
+        assert_eq!(
+            mode(&h.volume("kubernetes.io~empty-dir", "scratch")),
+            0o1777
+        );
+    }
+
     #[tokio::test]
     async fn api_volumes_are_written_and_mounted() {
         let mut h = H::new(Duration::from_secs(30));
@@ -941,8 +1074,14 @@ mod volume_tests {
             "the subPathExpr directory is made"
         );
         assert_eq!(mode(&disk), 0o777);
-        // Memory-backed: the memory emptyDir, the secret and the projection.
-        let mounted = h.mounter.mounted.lock().unwrap().clone();
+        // Memory-backed: the memory emptyDir, the secret and the projection
+        // (besides the subPaths' bind mounts, checked below).
+        let mut mounted = h.mounter.mounted.lock().unwrap().clone();
+        let bound: Vec<PathBuf> = h.mounter.binds.lock().unwrap().keys().cloned().collect();
+        assert_eq!(bound.len(), 2, "{bound:?}");
+        for b in &bound {
+            assert!(mounted.remove(b));
+        }
         assert_eq!(
             mounted,
             [scratch.clone(), sec.clone(), sa.clone()]
@@ -977,15 +1116,33 @@ mod volume_tests {
             by_path("/scratch").propagation,
             crate::runtime::MountPropagation::HostToContainer
         );
+        // SubPaths are bound from what was opened and checked, onto the
+        // pod's volume-subpaths/<volume>/<container>/<mount index>.
+        let binds = h.mounter.binds.lock().unwrap().clone();
+        let pod_dir = h.dir.path().join("pods/uid-1");
         assert_eq!(
             by_path("/logs").host_path,
-            std::fs::canonicalize(disk.join("logs"))
-                .unwrap()
+            pod_dir
+                .join("volume-subpaths/disk/app/5")
                 .display()
                 .to_string()
         );
+        assert_eq!(
+            binds.get(&PathBuf::from(by_path("/logs").host_path)),
+            Some(&std::fs::canonicalize(disk.join("logs")).unwrap())
+        );
         // A subPath into a configMap volume is the file itself (and gets no updates).
-        let b = PathBuf::from(by_path("/b-only").host_path);
+        assert_eq!(
+            by_path("/b-only").host_path,
+            pod_dir
+                .join("volume-subpaths/cfg/app/6")
+                .display()
+                .to_string()
+        );
+        let b = binds
+            .get(&PathBuf::from(by_path("/b-only").host_path))
+            .unwrap()
+            .clone();
         assert_eq!(read(&b), "beta");
         assert!(
             b.parent()
@@ -1169,6 +1326,10 @@ mod volume_tests {
             st["containerStatuses"][0]["state"]["waiting"]["reason"], "CreateContainerConfigError",
             "{st:#}"
         );
+        assert_eq!(
+            st["containerStatuses"][0]["state"]["waiting"]["message"],
+            "unable to provision SubPath `../../etc`: must not contain '..'"
+        );
         // A link inside the volume that points out of it.
         let d = h.volume("kubernetes.io~empty-dir", "d");
         std::os::unix::fs::symlink("/etc", d.join("out")).unwrap();
@@ -1177,13 +1338,28 @@ mod volume_tests {
             "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "d", "mountPath": "/x", "subPath": "out"}]}]}),
         );
         let st = h.sync(&p2).await;
-        assert!(
-            st["containerStatuses"][0]["state"]["waiting"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("outside the volume"),
+        assert_eq!(
+            st["containerStatuses"][0]["state"]["waiting"]["message"],
+            "failed to prepare subPath for volumeMount \"d\" of container \"app\"",
             "{st:#}"
         );
+        // A directory to be made through that link is not made (outside
+        // the volume, on the host) before the check.
+        let outside = h.dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, d.join("out2")).unwrap();
+        let p3 = pod(
+            json!({"nodeName": "node-1", "volumes": [{"name": "d", "emptyDir": {}}],
+            "containers": [{"name": "app", "image": "busybox:skiff", "volumeMounts": [{"name": "d", "mountPath": "/x", "subPath": "out2/x.service.d"}]}]}),
+        );
+        let st = h.sync(&p3).await;
+        let w = &st["containerStatuses"][0]["state"]["waiting"];
+        assert_eq!(w["reason"], "CreateContainerConfigError", "{st:#}");
+        assert_eq!(
+            w["message"],
+            "failed to create subPath directory for volumeMount \"d\" of container \"app\""
+        );
+        assert!(!outside.join("x.service.d").exists());
     }
 
     #[tokio::test(start_paused = true)]

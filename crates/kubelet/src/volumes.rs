@@ -496,11 +496,44 @@ pub fn check_host_path(path: &str, kind: &str) -> Result<(), String> {
     }
 }
 
-/// Make `dir` a memory-backed directory (a tmpfs) unless it is one already.
-fn ensure_tmpfs(mounter: &dyn Mounter, dir: &Path, size: Option<u64>) -> Result<(), String> {
+/// Make `dir` a memory-backed directory (a tmpfs) unless it is one
+/// already; with `mode`, its root gets that mode instead of tmpfs' 1777.
+fn ensure_tmpfs(
+    mounter: &dyn Mounter,
+    dir: &Path,
+    size: Option<u64>,
+    mode: Option<u32>,
+) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
     if !mounter.is_mount_point(dir) {
         mounter.mount_tmpfs(dir, size).map_err(|e| e.to_string())?;
+    }
+    if let Some(mode) = mode {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| io("setting the mode of", dir, e))?;
+    }
+    Ok(())
+}
+
+/// The mode of the kubelet's pods directory and of each pod's directory
+/// (the kubelet's 0750): no other user of the node reaches a pod's
+/// volumes, secrets and tokens among them.
+pub const POD_DIR_MODE: u32 = 0o750;
+
+/// Create the pods directory and pod `uid`'s directory with
+/// [`POD_DIR_MODE`], and make existing ones so (whatever the umask, and
+/// directories an older skiff left 0755).
+pub fn ensure_pod_dir(root: &Path, uid: &str) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = pod_dir(root, uid);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(POD_DIR_MODE)
+        .create(&dir)
+        .map_err(|e| io("creating", &dir, e))?;
+    for d in [root, dir.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(POD_DIR_MODE))
+            .map_err(|e| io("setting the mode of", d, e))?;
     }
     Ok(())
 }
@@ -601,6 +634,12 @@ impl PodVolumes {
             .as_ref()
             .and_then(|s| s.volumes.clone())
             .unwrap_or_default();
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        if !uid.is_empty()
+            && let Err(e) = ensure_pod_dir(&settings.log_root, uid)
+        {
+            tracing::warn!(error = %e, "making the pod's directory private failed");
+        }
         for v in &volumes {
             if self.ready.contains_key(&v.name) {
                 continue;
@@ -646,7 +685,7 @@ impl PodVolumes {
                     .as_ref()
                     .and_then(|q| crate::env::parse_bytes(&q.0))
                     .filter(|s| *s > 0);
-                ensure_tmpfs(mounter, &dir, size)?;
+                ensure_tmpfs(mounter, &dir, size, None)?;
             } else {
                 std::fs::create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
                 std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
@@ -657,9 +696,11 @@ impl PodVolumes {
             }
             return Ok(dir);
         }
-        // Secrets and projections (which carry tokens) live in memory, as in Kubernetes.
+        // Secrets and projections (which carry tokens) live in memory, as in
+        // Kubernetes, on a tmpfs whose root is not world-writable (no one
+        // can plant a file there before the payload is written).
         if v.secret.is_some() || v.projected.is_some() {
-            ensure_tmpfs(mounter, &dir, None)?;
+            ensure_tmpfs(mounter, &dir, None, Some(0o755))?;
         }
         let payload = self.payload(pod, v, settings, lookup).await?;
         write_atomic(&dir, &payload)?;
@@ -868,14 +909,16 @@ impl PodVolumes {
         pod: &Pod,
         c: &Container,
         vars: &HashMap<String, String>,
+        settings: &Settings,
     ) -> Result<Vec<Mount>, String> {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
         let volumes = pod
             .spec
             .as_ref()
             .and_then(|s| s.volumes.clone())
             .unwrap_or_default();
         let mut out = Vec::new();
-        for vm in c.volume_mounts.iter().flatten() {
+        for (index, vm) in c.volume_mounts.iter().flatten().enumerate() {
             let volume = volumes.iter().find(|v| v.name == vm.name);
             let Some(root) = self.ready.get(&vm.name) else {
                 return Err(format!(
@@ -890,13 +933,19 @@ impl PodVolumes {
             };
             let mut host = root.clone();
             if !sub.is_empty() {
-                if Path::new(&sub).is_absolute()
-                    || Path::new(&sub)
-                        .components()
-                        .any(|c| c == Component::ParentDir)
+                // ↔ makeMounts: the kubelet's messages; the details (which
+                // could tell about the host's files) only go to the log.
+                if Path::new(&sub).is_absolute() {
+                    return Err(format!(
+                        "error SubPath `{sub}` must not be an absolute path"
+                    ));
+                }
+                if Path::new(&sub)
+                    .components()
+                    .any(|c| c == Component::ParentDir)
                 {
                     return Err(format!(
-                        "invalid subpath {sub:?}: must be a relative path without '..'"
+                        "unable to provision SubPath `{sub}`: must not contain '..'"
                     ));
                 }
                 let path = root.join(&sub);
@@ -904,20 +953,33 @@ impl PodVolumes {
                     let mode = std::fs::metadata(root)
                         .map(|m| m.permissions().mode() & 0o7777)
                         .unwrap_or(0o755);
-                    std::fs::create_dir_all(&path).map_err(|e| io("creating subpath", &path, e))?;
-                    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+                    if let Err(e) = crate::subpath::safe_make_dir(root, Path::new(&sub), mode) {
+                        tracing::warn!(error = %e, container = %c.name, volume = %vm.name, "creating the subPath directory failed");
+                        return Err(format!(
+                            "failed to create subPath directory for volumeMount {:?} of container {:?}",
+                            vm.name, c.name
+                        ));
+                    }
                 }
-                let real =
-                    std::fs::canonicalize(&path).map_err(|e| io("resolving subpath", &path, e))?;
-                let real_root =
-                    std::fs::canonicalize(root).map_err(|e| io("resolving volume", root, e))?;
-                if !real.starts_with(&real_root) {
-                    return Err(format!(
-                        "subpath {sub:?} of volume {:?} resolves outside the volume",
-                        vm.name
-                    ));
-                }
-                host = real;
+                let prepare_failed = |e: String| {
+                    tracing::warn!(error = %e, container = %c.name, volume = %vm.name, "preparing the subPath failed");
+                    format!(
+                        "failed to prepare subPath for volumeMount {:?} of container {:?}",
+                        vm.name, c.name
+                    )
+                };
+                let target = pod_dir(&settings.log_root, uid)
+                    .join("volume-subpaths")
+                    .join(&vm.name)
+                    .join(&c.name)
+                    .join(index.to_string());
+                host = crate::subpath::prepare(
+                    settings.mounter.as_ref(),
+                    root,
+                    Path::new(&sub),
+                    &target,
+                )
+                .map_err(prepare_failed)?;
             }
             let api = volume.is_some_and(is_api_backed);
             out.push(Mount {

@@ -220,12 +220,14 @@ mod tests {
                 repo_tags: vec!["b:1".into(), "a:2".into()],
                 repo_digests: vec![],
                 size: 1_234_567,
+                ..Default::default()
             },
             Image {
                 id: "sha256:fedcba".into(),
                 repo_tags: vec![],
                 repo_digests: vec!["c@sha256:x".into()],
                 size: 999,
+                ..Default::default()
             },
         ];
         let rows = image_rows(&images);
