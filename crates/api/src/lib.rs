@@ -12,6 +12,7 @@ pub mod registry;
 pub mod selector;
 pub mod table;
 pub mod validation;
+pub mod x509;
 
 /// The Kubernetes version skiff's API corresponds to (k8s-openapi feature v1_33).
 pub const KUBERNETES_VERSION: &str = "v1.33.0+skiff";

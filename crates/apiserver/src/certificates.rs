@@ -8,7 +8,6 @@
 
 use serde_json::{Value, json};
 use skiff_api::validation::FieldError;
-use x509_parser::prelude::FromDer;
 
 use crate::authz::{Attributes, UserInfo};
 use crate::handlers::Req;
@@ -48,39 +47,6 @@ fn is_csr(req: &Req<'_>) -> bool {
     (req.info.group, req.info.kind) == ("certificates.k8s.io", "CertificateSigningRequest")
 }
 
-/// The subject a PEM CertificateSigningRequest asks for, after checking
-/// that it parses and its signature verifies (certificates.ParseCSR).
-pub struct Requested {
-    pub common_name: String,
-    pub organizations: Vec<String>,
-}
-
-pub fn parse_request(pem: &[u8]) -> Result<Requested, String> {
-    let (_, block) = x509_parser::pem::parse_x509_pem(pem)
-        .map_err(|_| "PEM block type must be CERTIFICATE REQUEST".to_string())?;
-    if block.label != "CERTIFICATE REQUEST" && block.label != "NEW CERTIFICATE REQUEST" {
-        return Err("PEM block type must be CERTIFICATE REQUEST".into());
-    }
-    let (_, csr) =
-        x509_parser::certification_request::X509CertificationRequest::from_der(&block.contents)
-            .map_err(|e| format!("asn1: {e}"))?;
-    csr.verify_signature()
-        .map_err(|_| "x509: ECDSA verification failure".to_string())?;
-    let subject = &csr.certification_request_info.subject;
-    Ok(Requested {
-        common_name: subject
-            .iter_common_name()
-            .next()
-            .and_then(|c| c.as_str().ok())
-            .unwrap_or_default()
-            .to_string(),
-        organizations: subject
-            .iter_organization()
-            .filter_map(|o| o.as_str().ok().map(str::to_string))
-            .collect(),
-    })
-}
-
 /// The bytes of a `[]byte` field (base64 in JSON).
 fn bytes_at(obj: &Value, pointer: &str) -> Option<Vec<u8>> {
     use base64::Engine;
@@ -114,7 +80,7 @@ pub fn prepare_create(req: &Req<'_>, obj: &mut Value) -> ApiResult<()> {
         .unwrap_or_default();
     if signer == KUBE_APISERVER_CLIENT
         && let Some(request) = bytes_at(obj, "/spec/request")
-        && let Ok(r) = parse_request(&request)
+        && let Ok(r) = skiff_api::x509::request_subject(&request)
         && r.organizations.iter().any(|o| o == crate::authz::MASTERS)
     {
         return Err(ApiError::forbidden(format!(
@@ -269,7 +235,7 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
     match bytes_at(obj, "/spec/request") {
         None => errs.push(FieldError::required("spec.request", "")),
         Some(b) => {
-            if let Err(e) = parse_request(&b) {
+            if let Err(e) = skiff_api::x509::request_subject(&b) {
                 errs.push(FieldError::invalid_repr("spec.request", "[]byte{...}", &e));
             }
         }
@@ -361,7 +327,7 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
     }
     if let Some(cert) = bytes_at(obj, "/status/certificate")
         && !cert.is_empty()
-        && !valid_certificates(&cert)
+        && !skiff_api::x509::valid_certificates(&cert)
     {
         errs.push(FieldError::invalid_repr(
             "status.certificate",
@@ -400,19 +366,6 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
     errs
 }
 
-/// Every PEM block a CERTIFICATE that parses, and at least one.
-fn valid_certificates(pem: &[u8]) -> bool {
-    let mut any = false;
-    for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
-        let Ok(block) = block else { return false };
-        if block.label != "CERTIFICATE" || block.parse_x509().is_err() {
-            return false;
-        }
-        any = true;
-    }
-    any
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,10 +392,10 @@ mod tests {
     #[test]
     fn requests_parse_and_verify() {
         let pem = csr_pem("system:node:n1", Some("system:nodes"));
-        let r = parse_request(pem.as_bytes()).unwrap();
+        let r = skiff_api::x509::request_subject(pem.as_bytes()).unwrap();
         assert_eq!(r.common_name, "system:node:n1");
         assert_eq!(r.organizations, vec!["system:nodes".to_string()]);
-        assert!(parse_request(b"not pem").is_err());
+        assert!(skiff_api::x509::request_subject(b"not pem").is_err());
         // A tampered request fails its signature.
         let mut der = x509_parser::pem::parse_x509_pem(pem.as_bytes())
             .unwrap()
@@ -457,7 +410,7 @@ mod tests {
                 base64::engine::general_purpose::STANDARD.encode(&der)
             }
         );
-        assert!(parse_request(tampered.as_bytes()).is_err());
+        assert!(skiff_api::x509::request_subject(tampered.as_bytes()).is_err());
     }
 
     #[test]

@@ -99,8 +99,8 @@ pub async fn serve(
                 .and_then(|chain| chain.first())
                 .and_then(|leaf| crate::tls::cert_subject(leaf))
                 .map(|s| {
-                    let groups: Vec<&str> = s.groups.iter().map(String::as_str).collect();
-                    Arc::new(UserInfo::new(s.user.clone(), &groups))
+                    let groups: Vec<&str> = s.organizations.iter().map(String::as_str).collect();
+                    Arc::new(UserInfo::new(s.common_name.clone(), &groups))
                 });
             let service = hyper::service::service_fn(move |req| {
                 let server = server.clone();

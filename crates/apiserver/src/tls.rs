@@ -295,8 +295,8 @@ impl Pki {
             let fresh = pem_der(&cert)
                 .and_then(|der| cert_subject(&der))
                 .is_some_and(|s| {
-                    s.user == user
-                        && s.groups.iter().map(String::as_str).eq(group)
+                    s.common_name == user
+                        && s.organizations.iter().map(String::as_str).eq(group)
                         && s.not_after - now > RENEW_WITHIN_DAYS * 86_400
                 });
             if fresh {
@@ -369,37 +369,9 @@ fn pem_der(pem: &str) -> Option<Vec<u8>> {
 
 /// Who a client certificate names (x509 authentication, as
 /// kube-apiserver's: the subject's CommonName is the user, each
-/// Organization a group) and when it expires.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CertSubject {
-    pub user: String,
-    pub groups: Vec<String>,
-    pub not_after: i64,
-}
-
-/// The subject of a DER certificate; None when it does not parse or
-/// names no user.
-pub fn cert_subject(der: &[u8]) -> Option<CertSubject> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let subject = cert.subject();
-    let user = subject
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
-    if user.is_empty() {
-        return None;
-    }
-    let groups = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok().map(str::to_string))
-        .collect();
-    Some(CertSubject {
-        user,
-        groups,
-        not_after: cert.validity().not_after.timestamp(),
-    })
+/// Organization a group) and when it expires; None without a user.
+pub fn cert_subject(der: &[u8]) -> Option<skiff_api::x509::Subject> {
+    skiff_api::x509::certificate_subject(der).filter(|s| !s.common_name.is_empty())
 }
 
 #[cfg(test)]
@@ -441,8 +413,8 @@ mod tests {
             .client_cert("kubelet", "system:node:n1", Some("system:nodes"))
             .unwrap();
         let subject = cert_subject(&pem_der(&cert).unwrap()).unwrap();
-        assert_eq!(subject.user, "system:node:n1");
-        assert_eq!(subject.groups, vec!["system:nodes".to_string()]);
+        assert_eq!(subject.common_name, "system:node:n1");
+        assert_eq!(subject.organizations, vec!["system:nodes".to_string()]);
         let now = jiff::Timestamp::now().as_second();
         assert!(subject.not_after - now > 364 * 86_400 && subject.not_after - now <= 365 * 86_400);
         // The same subject again: the same certificate.

@@ -36,43 +36,12 @@ pub struct Signing {
     pub duration: std::time::Duration,
 }
 
-/// What a request asks for, from its PEM (signature verified).
-#[derive(Debug, PartialEq)]
-pub struct Subject {
-    pub common_name: String,
-    pub organizations: Vec<String>,
-    pub has_sans: bool,
-}
+/// What a request asks for (skiff_api's one X.509 reader).
+pub use skiff_api::x509::Subject;
 
+/// The subject of a PEM request whose signature verifies.
 pub fn parse(pem: &[u8]) -> Option<Subject> {
-    use x509_parser::prelude::FromDer;
-    let (_, block) = x509_parser::pem::parse_x509_pem(pem).ok()?;
-    let (_, csr) =
-        x509_parser::certification_request::X509CertificationRequest::from_der(&block.contents)
-            .ok()?;
-    csr.verify_signature().ok()?;
-    let subject = &csr.certification_request_info.subject;
-    let has_sans = csr.requested_extensions().is_some_and(|mut e| {
-        e.any(|x| {
-            matches!(
-                x,
-                x509_parser::extensions::ParsedExtension::SubjectAlternativeName(_)
-            )
-        })
-    });
-    Some(Subject {
-        common_name: subject
-            .iter_common_name()
-            .next()
-            .and_then(|c| c.as_str().ok())
-            .unwrap_or_default()
-            .to_string(),
-        organizations: subject
-            .iter_organization()
-            .filter_map(|o| o.as_str().ok().map(str::to_string))
-            .collect(),
-        has_sans,
-    })
+    skiff_api::x509::request_subject(pem).ok()
 }
 
 fn usages(csr: &Csr) -> Vec<&str> {

@@ -223,19 +223,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// The user (CN) and groups (O) of a verified client certificate.
 fn cert_user(der: &[u8]) -> Option<(String, Vec<String>)> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let subject = cert.subject();
-    let user = subject
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
-    let groups = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok().map(str::to_string))
-        .collect();
-    Some((user, groups))
+    skiff_api::x509::certificate_subject(der).map(|s| (s.common_name, s.organizations))
 }
 
 /// What a kubelet API request asks for, as the kubelet's authorizer

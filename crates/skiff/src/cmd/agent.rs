@@ -100,11 +100,19 @@ async fn clients(
 )> {
     if let Some(kc) = &args.kubeconfig {
         let client = skiff_runtime::client_from_kubeconfig(kc).await?;
+        // The kubeconfig's CA is the one the kubelet API verifies callers with.
+        let kubeconfig = kube::config::Kubeconfig::read_from(kc)?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+        let ca = config
+            .root_cert
+            .as_ref()
+            .and_then(|certs| certs.first())
+            .map(|der| der_to_pem(der));
         return Ok((
             client.clone(),
             super::node::Clients::shared(client),
             None,
-            None,
+            ca,
         ));
     }
     let first = args
@@ -203,6 +211,20 @@ async fn clients(
     Ok((kubelet, node, lb, Some(ca)))
 }
 
+fn der_to_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
+}
+
 pub(super) fn pem_to_der(pem: &[u8]) -> Option<Vec<u8>> {
     use base64::Engine;
     let text = std::str::from_utf8(pem).ok()?;
@@ -268,4 +290,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn certificates_round_trip_between_der_and_pem() {
+        let der: Vec<u8> = (0..200u8).collect();
+        assert_eq!(
+            super::pem_to_der(super::der_to_pem(&der).as_bytes()),
+            Some(der)
+        );
+    }
 }

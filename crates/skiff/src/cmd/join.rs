@@ -97,8 +97,8 @@ pub async fn credentials(
         let fresh = super::agent::pem_to_der(cert.as_bytes())
             .and_then(|der| skiff_apiserver::tls::cert_subject(&der))
             .is_some_and(|s| {
-                s.user == id.user
-                    && s.groups.iter().map(String::as_str).eq(id.group)
+                s.common_name == id.user
+                    && s.organizations.iter().map(String::as_str).eq(id.group)
                     && s.not_after - now > RENEW_WITHIN
             });
         if fresh {

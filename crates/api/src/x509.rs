@@ -1,0 +1,86 @@
+//! What Kubernetes reads from X.509 certificates and PKCS#10 certificate
+//! requests: the subject's CommonName is the user and each Organization a
+//! group (x509 client authentication, the CSR API's approval and signing).
+//! One parser for the API server, the controllers and the kubelet.
+
+use x509_parser::prelude::FromDer;
+
+/// A certificate's or request's subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub common_name: String,
+    pub organizations: Vec<String>,
+    /// A request asks for subject alternative names.
+    pub has_sans: bool,
+    /// A certificate's notAfter (Unix seconds); 0 for a request.
+    pub not_after: i64,
+}
+
+fn subject_of(name: &x509_parser::x509::X509Name<'_>) -> (String, Vec<String>) {
+    let cn = name
+        .iter_common_name()
+        .next()
+        .and_then(|c| c.as_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let orgs = name
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    (cn, orgs)
+}
+
+/// The subject of a DER certificate (its chain is the caller's to verify).
+pub fn certificate_subject(der: &[u8]) -> Option<Subject> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let (common_name, organizations) = subject_of(cert.subject());
+    Some(Subject {
+        common_name,
+        organizations,
+        has_sans: false,
+        not_after: cert.validity().not_after.timestamp(),
+    })
+}
+
+/// The subject a PEM certificate request asks for, once it parses and its
+/// signature verifies (certificates.ParseCSR); the error in Go's words.
+pub fn request_subject(pem: &[u8]) -> Result<Subject, String> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem)
+        .map_err(|_| "PEM block type must be CERTIFICATE REQUEST".to_string())?;
+    if block.label != "CERTIFICATE REQUEST" && block.label != "NEW CERTIFICATE REQUEST" {
+        return Err("PEM block type must be CERTIFICATE REQUEST".into());
+    }
+    let (_, csr) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&block.contents)
+            .map_err(|e| format!("asn1: {e}"))?;
+    csr.verify_signature()
+        .map_err(|_| "x509: ECDSA verification failure".to_string())?;
+    let (common_name, organizations) = subject_of(&csr.certification_request_info.subject);
+    let has_sans = csr.requested_extensions().is_some_and(|mut e| {
+        e.any(|x| {
+            matches!(
+                x,
+                x509_parser::extensions::ParsedExtension::SubjectAlternativeName(_)
+            )
+        })
+    });
+    Ok(Subject {
+        common_name,
+        organizations,
+        has_sans,
+        not_after: 0,
+    })
+}
+
+/// Every PEM block a CERTIFICATE that parses, and at least one.
+pub fn valid_certificates(pem: &[u8]) -> bool {
+    let mut any = false;
+    for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
+        let Ok(block) = block else { return false };
+        if block.label != "CERTIFICATE" || block.parse_x509().is_err() {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
