@@ -121,7 +121,15 @@ impl Pki {
         let ca_key_pem = read_or_create(&ca_key_path, || Ok(KeyPair::generate()?.serialize_pem()))?;
         let ca_key = KeyPair::from_pem(&ca_key_pem)?;
         let ca_params = ca_params()?;
-        let ca_pem = read_or_create(&ca_path, || Ok(ca_params.self_signed(&ca_key)?.pem()))?;
+        // A new CA lives ten years (kubeadm's and k3s's); its identity as an
+        // issuer is its name and key, not its validity.
+        let ca_pem = read_or_create(&ca_path, || {
+            let mut params = ca_params.clone();
+            let now = time::OffsetDateTime::now_utc();
+            params.not_before = now - time::Duration::hours(1);
+            params.not_after = now + time::Duration::days(CA_DAYS);
+            Ok(params.self_signed(&ca_key)?.pem())
+        })?;
 
         let sans_path = dir.join("serving.sans");
         let mut all_sans: Vec<String> = vec![
@@ -149,12 +157,25 @@ impl Pki {
         let key_path = dir.join("serving.key");
         let current = fs::read_to_string(&sans_path).unwrap_or_default();
         let have_all = all_sans.iter().all(|s| current.lines().any(|l| l == s));
-        if !have_all || !cert_path.exists() || !key_path.exists() {
+        // The serving certificate lives a year and is re-issued at start
+        // within 120 days of its expiry (k3s), or when a name is missing.
+        let expiring = fs::read_to_string(&cert_path)
+            .ok()
+            .and_then(|pem| pem_der(&pem))
+            .and_then(|der| skiff_api::x509::certificate_subject(&der))
+            .is_none_or(|s| {
+                s.not_after - jiff::Timestamp::now().as_second() < RENEW_WITHIN_DAYS * 86_400
+            });
+        if !have_all || expiring || !cert_path.exists() || !key_path.exists() {
             let key = KeyPair::generate()?;
             let mut params = CertificateParams::new(Vec::<String>::new())?;
             params
                 .distinguished_name
                 .push(DnType::CommonName, "skiff-apiserver");
+            let now = time::OffsetDateTime::now_utc();
+            params.not_before = now - time::Duration::minutes(5);
+            params.not_after = now + time::Duration::days(CLIENT_CERT_DAYS);
+            params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
             params.subject_alt_names = all_sans
                 .iter()
                 .map(|s| match s.parse::<std::net::IpAddr>() {
@@ -351,6 +372,9 @@ pub fn join_token(ca_pem: &str, secret: &str) -> String {
     format!("K10{}::server:{secret}", ca_hash(ca_pem))
 }
 
+/// The cluster CA lives ten years.
+pub const CA_DAYS: i64 = 3650;
+
 /// Client certificates live a year and are renewed at start within 120
 /// days of expiry, as k3s's.
 pub const CLIENT_CERT_DAYS: i64 = 365;
@@ -403,6 +427,35 @@ mod tests {
             a.token_kubeconfig("https://127.0.0.1:6443", "admin", "t")
                 .contains("token: t")
         );
+    }
+
+    #[test]
+    fn the_ca_lives_ten_years_and_the_serving_certificate_one_renewed_before_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(dir.path(), &[]).unwrap();
+        let now = jiff::Timestamp::now().as_second();
+        let life = |pem: &str| {
+            skiff_api::x509::certificate_subject(&pem_der(pem).unwrap())
+                .unwrap()
+                .not_after
+                - now
+        };
+        assert!((3649 * 86_400..=3650 * 86_400).contains(&life(&pki.ca_pem)));
+        assert!((364 * 86_400..=365 * 86_400).contains(&life(&pki.serving_cert_pem)));
+        // A serving certificate within 120 days of expiry is re-issued at start.
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+        let key = KeyPair::generate().unwrap();
+        let ca_key = KeyPair::from_pem(&pki.ca_key_pem).unwrap();
+        let ca = ca_params().unwrap();
+        let old = params
+            .signed_by(&key, &Issuer::from_params(&ca, &ca_key))
+            .unwrap();
+        write_private(&dir.path().join("tls/serving.crt"), old.pem().as_bytes()).unwrap();
+        let again = Pki::load_or_create(dir.path(), &[]).unwrap();
+        assert_ne!(again.serving_cert_pem, old.pem());
+        assert!(life(&again.serving_cert_pem) > 364 * 86_400);
+        assert_eq!(again.ca_pem, pki.ca_pem);
     }
 
     #[test]

@@ -131,6 +131,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.bind_address = args.bind_address;
         config.port = args.https_listen_port;
         config.tls_sans = args.tls_san.clone();
+        // The node's own address is in the serving certificate (k3s adds
+        // it), so agents and clients reaching it there can verify it.
+        let node_ip = skiff_kubelet::node::default_node_ip().to_string();
+        if !config.tls_sans.contains(&node_ip) {
+            config.tls_sans.push(node_ip);
+        }
         config.service_cidr = service_cidr;
         config.node_port_range = node_ports;
         config.pod_security_default = args.pod_security_default;
