@@ -254,13 +254,22 @@ impl Nodes {
             let child = Command::new("nsenter")
                 .arg(format!("--net=/var/run/netns/{ns}"))
                 .arg(env!("CARGO_BIN_EXE_skiff"))
-                .args(["agent", "--server", &url, "--token", token.trim()])
-                // The bridged nodes are given the CA; the routed ones find
-                // it by the hash their K10 token pins.
+                .args(["agent", "--server", &url])
+                // The bridged nodes are given the CA and the token; the
+                // routed ones read the token from its file and find the CA
+                // by the hash it pins.
                 .args(if self.topology == Topology::Bridged {
-                    vec!["--ca-file".to_string(), ca.display().to_string()]
+                    vec![
+                        "--token".to_string(),
+                        token.trim().to_string(),
+                        "--ca-file".to_string(),
+                        ca.display().to_string(),
+                    ]
                 } else {
-                    vec![]
+                    vec![
+                        "--token-file".to_string(),
+                        s.data_dir().join("node-token").display().to_string(),
+                    ]
                 })
                 .arg("--data-dir")
                 .arg(&dir)

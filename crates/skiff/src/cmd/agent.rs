@@ -24,6 +24,10 @@ pub struct Args {
     /// the cluster CA: the agent checks the server's before it sends anything.
     #[arg(long, env = "SKIFF_TOKEN")]
     pub token: Option<String>,
+    /// A file holding the token, instead of --token (which other local
+    /// users can read in /proc/PID/cmdline).
+    #[arg(long, env = "SKIFF_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// The cluster CA (the server's <data-dir>/tls/server-ca.crt); without it the server's certificate is not verified.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
@@ -239,6 +243,8 @@ pub(super) fn pem_to_der(pem: &[u8]) -> Option<Vec<u8>> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_tracing();
+    let mut args = args;
+    args.token = super::resolve_token(args.token.take(), args.token_file.as_deref())?;
     let data_dir = args
         .data_dir
         .clone()

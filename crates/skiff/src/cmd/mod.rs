@@ -16,6 +16,26 @@ pub mod sim;
 
 use std::path::PathBuf;
 
+/// The token given with `--token`, or read from `--token-file` (k3s's
+/// flag: a token on the command line is visible to every local user in
+/// /proc/PID/cmdline), trimmed; None when neither is given.
+pub fn resolve_token(
+    token: Option<String>,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<String>> {
+    use anyhow::Context as _;
+    let token = match file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading --token-file {}", path.display()))?,
+        ),
+        None => token,
+    };
+    Ok(token
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty()))
+}
+
 /// /var/lib/skiff for root, ~/.skiff otherwise (as k3s's rootless mode).
 pub fn default_data_dir() -> PathBuf {
     use std::os::unix::fs::MetadataExt;
@@ -168,6 +188,26 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tokens_come_from_the_flag_or_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("token");
+        std::fs::write(&file, "K10abc::server:s3cret\n").expect("write");
+        assert_eq!(
+            super::resolve_token(None, Some(&file)).expect("read"),
+            Some("K10abc::server:s3cret".to_string())
+        );
+        assert_eq!(
+            super::resolve_token(Some(" t ".into()), None).expect("flag"),
+            Some("t".into())
+        );
+        assert_eq!(
+            super::resolve_token(Some("  ".into()), None).expect("blank"),
+            None
+        );
+        assert!(super::resolve_token(None, Some(&dir.path().join("missing"))).is_err());
+    }
+
     use super::*;
     use std::time::Duration;
 

@@ -75,6 +75,10 @@ pub struct Args {
     /// started later with the same datastore and token joins that cluster.
     #[arg(long, env = "SKIFF_TOKEN")]
     pub token: Option<String>,
+    /// A file holding the token, instead of --token (which other local
+    /// users can read in /proc/PID/cmdline).
+    #[arg(long, env = "SKIFF_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// Encryption of Secrets at rest.
     #[command(flatten)]
     pub encryption: super::secrets_encrypt::EncryptionArgs,
@@ -98,6 +102,8 @@ fn parse_range(s: &str) -> anyhow::Result<(u16, u16)> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_tracing();
+    let mut args = args;
+    args.token = super::resolve_token(args.token.take(), args.token_file.as_deref())?;
     let data_dir = args
         .data_dir
         .clone()
