@@ -389,7 +389,9 @@ async fn suspended_job_waits_then_runs_and_expires() {
     let ctx = context(&client);
     tasks.push(tokio::spawn(skiff_controllers::gc::run(ctx)));
     let api: Api<Job> = Api::namespaced(client.clone(), "default");
-    let spec = json!({"suspend": true, "ttlSecondsAfterFinished": 1});
+    // Three seconds: long enough to see Complete before the TTL deletes
+    // the Job even when a loaded machine slows the polling down.
+    let spec = json!({"suspend": true, "ttlSecondsAfterFinished": 3});
     let uid = api
         .create(&PostParams::default(), &job("later", spec))
         .await
