@@ -10,10 +10,44 @@ use x509_parser::prelude::FromDer;
 pub struct Subject {
     pub common_name: String,
     pub organizations: Vec<String>,
-    /// A request asks for subject alternative names.
-    pub has_sans: bool,
-    /// A certificate's notAfter (Unix seconds); 0 for a request.
+    /// Subject alternative names: DNS names, IP addresses, e-mail
+    /// addresses and URIs.
+    pub dns_names: Vec<String>,
+    pub ip_addresses: Vec<std::net::IpAddr>,
+    pub emails: Vec<String>,
+    pub uris: Vec<String>,
+    /// A certificate's notBefore and notAfter (Unix seconds); 0 for a request.
+    pub not_before: i64,
     pub not_after: i64,
+}
+
+impl Subject {
+    /// Any subject alternative name at all.
+    pub fn has_sans(&self) -> bool {
+        !(self.dns_names.is_empty()
+            && self.ip_addresses.is_empty()
+            && self.emails.is_empty()
+            && self.uris.is_empty())
+    }
+
+    fn add_names(&mut self, names: &[x509_parser::extensions::GeneralName<'_>]) {
+        use x509_parser::extensions::GeneralName;
+        for n in names {
+            match n {
+                GeneralName::DNSName(d) => self.dns_names.push((*d).to_string()),
+                GeneralName::RFC822Name(e) => self.emails.push((*e).to_string()),
+                GeneralName::URI(u) => self.uris.push((*u).to_string()),
+                GeneralName::IPAddress(b) => {
+                    if let Ok(v4) = <[u8; 4]>::try_from(*b) {
+                        self.ip_addresses.push(std::net::IpAddr::from(v4));
+                    } else if let Ok(v6) = <[u8; 16]>::try_from(*b) {
+                        self.ip_addresses.push(std::net::IpAddr::from(v6));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 fn subject_of(name: &x509_parser::x509::X509Name<'_>) -> (String, Vec<String>) {
@@ -34,12 +68,20 @@ fn subject_of(name: &x509_parser::x509::X509Name<'_>) -> (String, Vec<String>) {
 pub fn certificate_subject(der: &[u8]) -> Option<Subject> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let (common_name, organizations) = subject_of(cert.subject());
-    Some(Subject {
+    let mut subject = Subject {
         common_name,
         organizations,
-        has_sans: false,
+        dns_names: Vec::new(),
+        ip_addresses: Vec::new(),
+        emails: Vec::new(),
+        uris: Vec::new(),
+        not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
-    })
+    };
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        subject.add_names(&san.value.general_names);
+    }
+    Some(subject)
 }
 
 /// The subject a PEM certificate request asks for, once it parses and its
@@ -56,20 +98,22 @@ pub fn request_subject(pem: &[u8]) -> Result<Subject, String> {
     csr.verify_signature()
         .map_err(|_| "x509: ECDSA verification failure".to_string())?;
     let (common_name, organizations) = subject_of(&csr.certification_request_info.subject);
-    let has_sans = csr.requested_extensions().is_some_and(|mut e| {
-        e.any(|x| {
-            matches!(
-                x,
-                x509_parser::extensions::ParsedExtension::SubjectAlternativeName(_)
-            )
-        })
-    });
-    Ok(Subject {
+    let mut subject = Subject {
         common_name,
         organizations,
-        has_sans,
+        dns_names: Vec::new(),
+        ip_addresses: Vec::new(),
+        emails: Vec::new(),
+        uris: Vec::new(),
+        not_before: 0,
         not_after: 0,
-    })
+    };
+    for ext in csr.requested_extensions().into_iter().flatten() {
+        if let x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) = ext {
+            subject.add_names(&san.general_names);
+        }
+    }
+    Ok(subject)
 }
 
 /// Every PEM block a CERTIFICATE that parses, and at least one.

@@ -350,11 +350,14 @@ pub(crate) fn client_tls() -> ApiResult<Arc<rustls::ClientConfig>> {
 
 /// The API server's client configuration towards kubelets: it presents
 /// its `system:kube-apiserver-kubelet-client` certificate (no replayable
-/// credential goes to whatever address a Node names), and each kubelet
-/// authorizes the call with a SubjectAccessReview.
+/// credential goes to whatever address a Node names), each kubelet
+/// authorizes the call with a SubjectAccessReview, and the kubelet's
+/// serving certificate must be issued by `kubelet_ca_pem` for the address
+/// dialled (kube-apiserver's --kubelet-certificate-authority).
 pub fn kubelet_client_tls(
     cert_pem: &str,
     key_pem: &str,
+    kubelet_ca_pem: &str,
 ) -> Result<Arc<rustls::ClientConfig>, crate::tls::TlsError> {
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
         .collect::<Result<_, _>>()
@@ -370,11 +373,18 @@ pub fn kubelet_client_tls(
         .ok_or_else(|| {
             crate::tls::TlsError::Empty("client-kube-apiserver-kubelet-client.key".into())
         })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for der in rustls_pemfile::certs(&mut kubelet_ca_pem.as_bytes()) {
+        let der = der.map_err(|source| crate::tls::TlsError::Io {
+            path: "the kubelet CA".into(),
+            source,
+        })?;
+        roots.add(der)?;
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+        .with_root_certificates(roots)
         .with_client_auth_cert(certs, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))

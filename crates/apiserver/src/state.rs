@@ -368,7 +368,9 @@ pub async fn start(
         "system:kube-apiserver-kubelet-client",
         None,
     )?;
-    let kubelet_tls = crate::proxy::kubelet_client_tls(&kubelet_cert, &kubelet_key)?;
+    // Kubelets' serving certificates come from the CSR signer, which signs
+    // with the cluster CA.
+    let kubelet_tls = crate::proxy::kubelet_client_tls(&kubelet_cert, &kubelet_key, &pki.ca_pem)?;
     let server = Arc::new(ApiServer {
         ca_pem: pki.ca_pem.clone(),
         kubelet_tls,

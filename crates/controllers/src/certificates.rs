@@ -12,6 +12,13 @@
 //! `kubernetes.io/kube-apiserver-client`); the approver approves those
 //! on the same SubjectAccessReview as a new node's, as k3s's supervisor
 //! issues them for its node token.
+//!
+//! Kubelet serving requests (`kubernetes.io/kubelet-serving`) are approved
+//! when the node asks for its own names: the requester is the node the
+//! subject names, and every DNS name and IP address is one its Node
+//! reports (kube-controller-manager leaves these to an external approver;
+//! k3s signs its agents' serving certificates itself). The API server
+//! then verifies each kubelet against the cluster CA.
 
 use std::sync::Arc;
 
@@ -19,6 +26,7 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest as Csr;
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -27,6 +35,7 @@ use crate::loopkit::{self, Outcome, Store, WorkQueue};
 const CONTROLLER: &str = "csr";
 pub const KUBELET_CLIENT: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 pub const APISERVER_CLIENT: &str = "kubernetes.io/kube-apiserver-client";
+pub const KUBELET_SERVING: &str = "kubernetes.io/kubelet-serving";
 
 /// The CA the signer issues from, and for how long.
 #[derive(Clone, Debug)]
@@ -63,7 +72,7 @@ pub fn is_node_client(csr: &Csr, subject: &Subject) -> bool {
             .common_name
             .strip_prefix("system:node:")
             .is_some_and(|n| !n.is_empty())
-        && !subject.has_sans
+        && !subject.has_sans()
         && u.contains(&"client auth")
         && u.iter().all(|x| allowed.contains(x))
 }
@@ -83,9 +92,67 @@ pub fn is_node_component(csr: &Csr, subject: &Subject) -> bool {
     let u = usages(csr);
     NODE_COMPONENTS.contains(&subject.common_name.as_str())
         && subject.organizations.is_empty()
-        && !subject.has_sans
+        && !subject.has_sans()
         && u.contains(&"client auth")
         && u.iter().all(|x| allowed.contains(x))
+}
+
+/// A kubelet serving request (the signer's isKubeletServing): O exactly
+/// system:nodes, CN system:node:NAME, DNS or IP names and nothing else,
+/// server usages only.
+pub fn is_kubelet_serving(csr: &Csr, subject: &Subject) -> bool {
+    let allowed = ["key encipherment", "digital signature", "server auth"];
+    let u = usages(csr);
+    subject.organizations == ["system:nodes"]
+        && subject
+            .common_name
+            .strip_prefix("system:node:")
+            .is_some_and(|n| !n.is_empty())
+        && (!subject.dns_names.is_empty() || !subject.ip_addresses.is_empty())
+        && subject.emails.is_empty()
+        && subject.uris.is_empty()
+        && u.contains(&"server auth")
+        && u.iter().all(|x| allowed.contains(x))
+}
+
+/// Whether a kubelet serving request may be approved: asked for by the
+/// node it names (the requester is `system:node:NAME` in system:nodes),
+/// for names that node's Node object reports as its addresses (its name
+/// counts as a host name). kube-controller-manager leaves these requests
+/// to an external approver; skiff approves them as k3s's supervisor
+/// issues serving certificates to its agents, so that the API server can
+/// verify every kubelet it talks to.
+pub fn serving_names_allowed(csr: &Csr, subject: &Subject, node: &Node) -> bool {
+    let spec = &csr.spec;
+    let requester_is_node = spec.username.as_deref() == Some(subject.common_name.as_str())
+        && spec.groups.iter().flatten().any(|g| g == "system:nodes");
+    let Some(name) = subject.common_name.strip_prefix("system:node:") else {
+        return false;
+    };
+    if !requester_is_node || node.metadata.name.as_deref() != Some(name) {
+        return false;
+    }
+    let addresses: Vec<(&str, &str)> = node
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|a| (a.type_.as_str(), a.address.as_str()))
+        .collect();
+    let dns_ok = subject.dns_names.iter().all(|d| {
+        d == name
+            || addresses
+                .iter()
+                .any(|(t, a)| matches!(*t, "Hostname" | "InternalDNS" | "ExternalDNS") && a == d)
+    });
+    let ips_ok = subject.ip_addresses.iter().all(|ip| {
+        addresses.iter().any(|(t, a)| {
+            matches!(*t, "InternalIP" | "ExternalIP")
+                && a.parse::<std::net::IpAddr>().is_ok_and(|a| a == *ip)
+        })
+    });
+    dns_ok && ips_ok
 }
 
 fn has_condition(csr: &Csr, t: &str) -> bool {
@@ -103,24 +170,28 @@ pub async fn run(ctx: crate::Context) {
             q.add(name);
         }
     });
+    // Kubelet serving requests are checked against their Node's
+    // addresses: a request that came before its Node is retried later.
+    let (nodes, node_informer) = ctx.informers.get::<Node>().informer(|_, _| {});
     let signing = ctx.config.signing.clone();
     let client = ctx.client.clone();
     let worker = async {
-        if !loopkit::wait_ready(&csrs).await {
+        if !loopkit::wait_ready(&csrs).await || !loopkit::wait_ready(&nodes).await {
             return;
         }
         loop {
             let key = queue.next().await;
-            let outcome = reconcile(&client, &csrs, signing.as_ref(), &key).await;
+            let outcome = reconcile(&client, &csrs, &nodes, signing.as_ref(), &key).await;
             queue.finish(CONTROLLER, key, outcome);
         }
     };
-    tokio::join!(informer, worker);
+    tokio::join!(informer, node_informer, worker);
 }
 
 async fn reconcile(
     client: &kube::Client,
     csrs: &Store<Csr>,
+    nodes: &Store<Node>,
     signing: Option<&Signing>,
     name: &str,
 ) -> Outcome {
@@ -134,11 +205,24 @@ async fn reconcile(
     let signer = csr.spec.signer_name.as_str();
     let subject = parse(&csr.spec.request.0);
     if !has_condition(&csr, "Approved") {
-        if let Some(subject) = &subject
-            && ((signer == KUBELET_CLIENT && is_node_client(&csr, subject))
-                || (signer == APISERVER_CLIENT && is_node_component(&csr, subject)))
-            && may_request(client, &csr, subject).await?
-        {
+        let approve = match &subject {
+            Some(s) if signer == KUBELET_CLIENT && is_node_client(&csr, s) => {
+                may_request(client, &csr, s).await?
+            }
+            Some(s) if signer == APISERVER_CLIENT && is_node_component(&csr, s) => {
+                may_request(client, &csr, s).await?
+            }
+            Some(s) if signer == KUBELET_SERVING && is_kubelet_serving(&csr, s) => {
+                let node_name = s.common_name.trim_start_matches("system:node:");
+                match nodes.get(&crate::ctrlutil::informer::ObjKey::new("", node_name)) {
+                    Some(node) => serving_names_allowed(&csr, s, &node),
+                    // Its Node is not registered yet (or not yet seen).
+                    None => return Ok(Some(std::time::Duration::from_millis(500))),
+                }
+            }
+            _ => false,
+        };
+        if approve {
             let mut conditions: Vec<serde_json::Value> = csr
                 .status
                 .as_ref()
@@ -151,10 +235,10 @@ async fn reconcile(
                 .unwrap_or_default();
             conditions.push(json!({
                 "type": "Approved", "status": "True", "reason": "AutoApproved",
-                "message": if signer == KUBELET_CLIENT {
-                    "Auto approving kubelet client certificate after SubjectAccessReview."
-                } else {
-                    "Auto approving node component client certificate after SubjectAccessReview."
+                "message": match signer {
+                    KUBELET_CLIENT => "Auto approving kubelet client certificate after SubjectAccessReview.",
+                    KUBELET_SERVING => "Auto approving kubelet serving certificate for the names its Node reports.",
+                    _ => "Auto approving node component client certificate after SubjectAccessReview.",
                 }
             }));
             // The resourceVersion makes it a compare-and-swap: a conflict
@@ -167,7 +251,7 @@ async fn reconcile(
                 .patch_approval(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                Ok(_) => tracing::info!(csr = %name, "approved kubelet client certificate request"),
+                Ok(_) => tracing::info!(csr = %name, signer, "approved certificate request"),
                 Err(e) if loopkit::is_status(&e, 404) || loopkit::is_status(&e, 409) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -186,15 +270,13 @@ async fn reconcile(
     {
         return Ok(None);
     }
-    if signer != KUBELET_CLIENT && signer != APISERVER_CLIENT {
+    if ![KUBELET_CLIENT, APISERVER_CLIENT, KUBELET_SERVING].contains(&signer) {
         return Ok(None);
     }
-    let valid = subject.as_ref().is_some_and(|s| {
-        if signer == KUBELET_CLIENT {
-            is_node_client(&csr, s)
-        } else {
-            usages(&csr).contains(&"client auth")
-        }
+    let valid = subject.as_ref().is_some_and(|s| match signer {
+        KUBELET_CLIENT => is_node_client(&csr, s),
+        KUBELET_SERVING => is_kubelet_serving(&csr, s),
+        _ => usages(&csr).contains(&"client auth"),
     });
     let patch = if valid {
         match sign(&csr, signing) {
@@ -317,8 +399,13 @@ mod tests {
     use super::*;
 
     fn request(cn: &str, org: &str, usages: &[&str]) -> Csr {
+        request_with_names(cn, org, usages, &[])
+    }
+
+    fn request_with_names(cn: &str, org: &str, usages: &[&str], names: &[&str]) -> Csr {
         let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, cn);
@@ -358,6 +445,86 @@ mod tests {
             &user,
             &parse(&user.spec.request.0).unwrap()
         ));
+    }
+
+    fn node(name: &str, addresses: &[(&str, &str)]) -> Node {
+        let addresses: Vec<serde_json::Value> = addresses
+            .iter()
+            .map(|(t, a)| json!({"type": t, "address": a}))
+            .collect();
+        serde_json::from_value(
+            json!({"metadata": {"name": name}, "status": {"addresses": addresses}}),
+        )
+        .unwrap()
+    }
+
+    fn serving(names: &[&str], requester: &str) -> (Csr, Subject) {
+        let mut csr = request_with_names(
+            "system:node:n1",
+            "system:nodes",
+            &["digital signature", "key encipherment", "server auth"],
+            names,
+        );
+        csr.spec.signer_name = KUBELET_SERVING.into();
+        csr.spec.username = Some(requester.into());
+        csr.spec.groups = Some(vec!["system:nodes".into(), "system:authenticated".into()]);
+        let subject = parse(&csr.spec.request.0).unwrap();
+        (csr, subject)
+    }
+
+    #[test]
+    fn kubelet_serving_requests_are_approved_only_for_the_nodes_own_names() {
+        let n1 = node("n1", &[("InternalIP", "10.0.0.5"), ("Hostname", "n1.lan")]);
+        let (csr, s) = serving(&["n1", "n1.lan", "10.0.0.5"], "system:node:n1");
+        assert_eq!(s.dns_names, ["n1", "n1.lan"]);
+        assert_eq!(
+            s.ip_addresses,
+            ["10.0.0.5".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert!(is_kubelet_serving(&csr, &s));
+        assert!(serving_names_allowed(&csr, &s, &n1));
+        // Another node's address, or a name the Node does not report.
+        let (csr, s) = serving(&["n1", "10.0.0.6"], "system:node:n1");
+        assert!(!serving_names_allowed(&csr, &s, &n1));
+        let (csr, s) = serving(&["api.example.com"], "system:node:n1");
+        assert!(!serving_names_allowed(&csr, &s, &n1));
+        // Asked for by someone else than the node it names.
+        let (csr, s) = serving(&["n1", "10.0.0.5"], "system:node:n2");
+        assert!(!serving_names_allowed(&csr, &s, &n1));
+        let (csr, s) = serving(&["n1", "10.0.0.5"], "system:node:n1");
+        assert!(!serving_names_allowed(
+            &csr,
+            &s,
+            &node("n2", &[("InternalIP", "10.0.0.5")])
+        ));
+        // No names, or client usages: not a serving request.
+        let (csr, s) = serving(&[], "system:node:n1");
+        assert!(!is_kubelet_serving(&csr, &s));
+        let (mut csr, s) = serving(&["n1"], "system:node:n1");
+        csr.spec.usages = Some(vec!["client auth".into()]);
+        assert!(!is_kubelet_serving(&csr, &s));
+    }
+
+    #[test]
+    fn serving_certificates_carry_the_requested_names() {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let signing = Signing {
+            ca_pem: ca.self_signed(&ca_key).unwrap().pem(),
+            key_pem: ca_key.serialize_pem(),
+            duration: std::time::Duration::from_secs(86_400),
+        };
+        let (csr, _) = serving(&["n1", "10.0.0.5"], "system:node:n1");
+        let pem = sign(&csr, &signing).unwrap();
+        let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        let s = skiff_api::x509::certificate_subject(&block.contents).unwrap();
+        assert_eq!(s.dns_names, ["n1"]);
+        assert_eq!(
+            s.ip_addresses,
+            ["10.0.0.5".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(s.organizations, ["system:nodes"]);
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod routes;
 pub mod runtime;
 pub mod security;
 pub mod server;
+pub mod serving;
 pub mod static_pods;
 pub mod stats;
 pub mod subpath;
@@ -53,6 +54,8 @@ use runtime::Runtime;
 /// How long a starting agent waits for its Node's podCIDR before running
 /// pods on the default range.
 const POD_CIDR_WAIT: Duration = Duration::from_secs(15);
+/// How long pods wait at start for the kubelet's first serving certificate.
+const SERVING_CERT_WAIT: Duration = Duration::from_secs(15);
 
 /// How the agent runs.
 #[derive(Clone, Debug)]
@@ -255,19 +258,25 @@ async fn start_kubelet_api(
     client: kube::Client,
     runtime: Arc<dyn Runtime>,
     host_ip: IpAddr,
-) -> Option<(u16, impl std::future::Future<Output = ()> + use<>)> {
+) -> Option<KubeletApiTask<impl std::future::Future<Output = ()> + use<>>> {
     if config.client_ca.is_none() && config.kubelet_token.as_deref().is_none_or(str::is_empty) {
         tracing::warn!(
             "no token for the kubelet API: it refuses every request (logs, exec and port-forward do not work)"
         );
     }
-    let names = vec![
-        config.node_name.clone(),
-        host_ip.to_string(),
-        "localhost".into(),
-        "127.0.0.1".into(),
-    ];
-    let tls = match server::tls_config(&config.node_name, &names, config.client_ca.as_deref()) {
+    let names = serving::Names {
+        node_name: config.node_name.clone(),
+        dns: vec![config.node_name.clone()],
+        ips: vec![host_ip],
+    };
+    let cert = match serving::ServingCert::new(&names, &config.data_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "the kubelet API cannot start");
+            return None;
+        }
+    };
+    let tls = match server::tls_config(cert.clone(), config.client_ca.as_deref()) {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "the kubelet API cannot start");
@@ -295,7 +304,21 @@ async fn start_kubelet_api(
         decisions: Default::default(),
         log_root: config.data_dir.join("pods"),
     });
-    Some((port, server::serve(api, listener, tls)))
+    Some(KubeletApiTask {
+        port,
+        serve: server::serve(api, listener, tls),
+        cert,
+        names,
+    })
+}
+
+/// A bound kubelet API: its port, the future serving it, and the serving
+/// certificate to keep issued.
+struct KubeletApiTask<F> {
+    port: u16,
+    serve: F,
+    cert: Arc<serving::ServingCert>,
+    names: serving::Names,
 }
 
 /// Run the node agent until the future is dropped. Returns only when the
@@ -357,11 +380,37 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
         labels: config.node_labels.clone(),
         kubelet_port: kubelet_api
             .as_ref()
-            .map(|(port, _)| *port)
+            .map(|k| k.port)
             .unwrap_or(config.kubelet_port),
     };
     let agent = node::NodeAgent::new(client.clone(), spec);
     let registered = agent.register_until_done().await;
+    // The serving certificate is asked for once the Node (whose addresses
+    // the approver checks its names against) exists.
+    let (serve_api, mut maintain_cert) = match kubelet_api {
+        Some(k) => {
+            let wait = (config.client_ca.is_some() && !k.cert.is_issued()).then(|| k.cert.clone());
+            let maintain =
+                serving::maintain(client.clone(), k.names, config.data_dir.clone(), k.cert);
+            (Some(k.serve), Some((Box::pin(maintain), wait)))
+        }
+        None => (None, None),
+    };
+    // In a cluster with a CA (every skiff server and agent) the API server
+    // verifies the kubelet's certificate: no pod starts here, for a while,
+    // before one is issued, so that its logs and exec work from the start.
+    if let Some((maintain, Some(cert))) = maintain_cert.as_mut() {
+        tokio::select! {
+            () = maintain.as_mut() => {}
+            issued = cert.wait_issued(SERVING_CERT_WAIT) => {
+                if !issued {
+                    tracing::warn!(
+                        "no serving certificate from the cluster CA yet: the API server cannot reach this kubelet's logs, exec and port-forward until one is issued"
+                    );
+                }
+            }
+        }
+    }
     let mut pod_cidr = registered
         .spec
         .as_ref()
@@ -457,9 +506,11 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
     };
     tracing::info!(node = %config.node_name, "agent running");
     let api_server = async {
-        match kubelet_api {
-            Some((_, serve)) => serve.await,
-            None => std::future::pending().await,
+        match (serve_api, maintain_cert) {
+            (Some(serve), Some((maintain, _))) => {
+                tokio::join!(serve, maintain);
+            }
+            _ => std::future::pending().await,
         }
     };
     let pod_routes = async {

@@ -1687,7 +1687,11 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn the_real_prober_speaks_https_without_verifying() {
-        let tls = crate::server::tls_config("node-1", &["127.0.0.1".to_string()], None).unwrap();
+        let tls = crate::server::tls_config(
+            crate::serving::self_signed_for_tests("node-1", "127.0.0.1"),
+            None,
+        )
+        .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {

@@ -1,5 +1,7 @@
 //! The kubelet API (↔ pkg/kubelet/server): HTTPS on port 10250 for the
-//! API server, authenticated with the node-join token. `/healthz`,
+//! API server, with a serving certificate from the cluster CA
+//! ([`crate::serving`]); callers authenticate with client certificates
+//! and each call is authorized by a SubjectAccessReview. `/healthz`,
 //! `/pods`, `/containerLogs/{ns}/{pod}/{container}` (CRI log files, see
 //! [`crate::logs`]), and `/exec`, `/attach`, `/portForward`, which ask the
 //! runtime for a CRI streaming URL and then relay the client's upgraded
@@ -108,23 +110,14 @@ impl http_body::Body for ChannelBody {
     }
 }
 
-/// A self-signed serving certificate for `names` (host names and
-/// addresses); with `client_ca` (PEM), client certificates signed by it are
-/// verified (and required for everything but /healthz).
+/// The kubelet API's TLS configuration: the serving certificate `cert`
+/// presents (see [`crate::serving`]); with `client_ca` (PEM), client
+/// certificates signed by it are verified (and required for everything
+/// but /healthz).
 pub fn tls_config(
-    node_name: &str,
-    names: &[String],
+    cert: Arc<dyn rustls::server::ResolvesServerCert>,
     client_ca: Option<&str>,
 ) -> Result<Arc<rustls::ServerConfig>, ServerError> {
-    let key = rcgen::KeyPair::generate()?;
-    let mut params = rcgen::CertificateParams::new(names.to_vec())?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("{node_name}@kubelet"));
-    let cert = params.self_signed(&key)?;
-    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(
-        rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()),
-    );
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
@@ -143,11 +136,9 @@ pub fn tls_config(
             .map_err(|e| rustls::Error::General(e.to_string()))?;
             builder
                 .with_client_cert_verifier(verifier)
-                .with_single_cert(vec![cert.der().clone()], key_der)?
+                .with_cert_resolver(cert)
         }
-        None => builder
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.der().clone()], key_der)?,
+        None => builder.with_no_client_auth().with_cert_resolver(cert),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
@@ -871,6 +862,7 @@ mod tests {
 
     #[test]
     fn makes_a_certificate() {
-        tls_config("n1", &["n1".into(), "127.0.0.1".into()], None).unwrap();
+        let cert = crate::serving::self_signed_for_tests("n1", "127.0.0.1");
+        tls_config(cert, None).unwrap();
     }
 }

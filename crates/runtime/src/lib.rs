@@ -2,6 +2,7 @@
 //! record). Every component is a `kube` client of the API server; nothing here
 //! touches the store.
 
+pub mod certificates;
 pub mod events;
 pub mod leader;
 

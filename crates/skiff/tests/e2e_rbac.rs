@@ -275,6 +275,33 @@ fn the_kubelet_api_authorizes_callers_by_certificate() {
     let admin = s.kubeconfig();
     let out = direct(admin.to_str().unwrap_or_default());
     assert!(out.status.success(), "{}", stderr(&out));
+    // The kubelet serves a certificate of the cluster CA for its address
+    // (kubectl verifies it with the admin kubeconfig's CA), which it asked
+    // for as its node through the CSR API.
+    eventually("the kubelet's serving certificate", &s, || {
+        s.kubectl(&[
+            "get",
+            "--raw",
+            "/pods",
+            &kubelet,
+            "--kubeconfig",
+            admin.to_str().unwrap_or_default(),
+        ])
+        .status
+        .success()
+    });
+    let serving = s.ok(&[
+        "get",
+        "csr",
+        "--field-selector",
+        "spec.signerName=kubernetes.io/kubelet-serving",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.username} {.status.conditions[0].type}{\"\\n\"}{end}",
+    ]);
+    assert!(
+        serving.contains(&format!("system:node:{node} Approved")),
+        "{serving}"
+    );
     let dns = s.data_dir().join("cred/skiff-dns.kubeconfig");
     let out = direct(dns.to_str().unwrap_or_default());
     assert!(

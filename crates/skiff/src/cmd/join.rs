@@ -13,8 +13,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use base64::Engine as _;
-use k8s_openapi::api::certificates::v1::CertificateSigningRequest as Csr;
-use kube::api::{Api, PostParams};
 use sha2::Digest as _;
 
 /// The CA hash a secure token pins, if it is one.
@@ -116,52 +114,18 @@ pub async fn credentials(
             .push(rcgen::DnType::OrganizationName, group);
     }
     let request = params.serialize_request(&key)?.pem()?;
-    let csr: Csr = serde_json::from_value(serde_json::json!({
-        "metadata": {"generateName": "node-csr-"},
-        "spec": {
-            "request": base64::engine::general_purpose::STANDARD.encode(&request),
-            "signerName": id.signer,
-            "usages": ["digital signature", "key encipherment", "client auth"],
-        }
-    }))?;
-    let api: Api<Csr> = Api::all(bootstrap.clone());
-    let created = api
-        .create(&PostParams::default(), &csr)
-        .await
-        .with_context(|| format!("requesting the {} certificate", id.name))?;
-    let name = created.metadata.name.unwrap_or_default();
-    tracing::info!(csr = %name, user = %id.user, "asked for a client certificate");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let cert = loop {
-        tick.tick().await;
-        let csr = api
-            .get(&name)
-            .await
-            .with_context(|| format!("reading {name}"))?;
-        let status = csr.status.unwrap_or_default();
-        if let Some(c) = status
-            .conditions
-            .iter()
-            .flatten()
-            .find(|c| c.type_ == "Denied" || c.type_ == "Failed")
-        {
-            anyhow::bail!(
-                "certificate request {name} for {}: {} {}",
-                id.user,
-                c.type_,
-                c.message.clone().unwrap_or_default()
-            );
-        }
-        if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
-            break String::from_utf8(cert.0).context("the issued certificate is not PEM")?;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "certificate request {name} for {} was not approved and signed within 5 minutes (is the controller manager running?)",
-            id.user
-        );
-    };
+    let cert = skiff_runtime::certificates::request_certificate(
+        bootstrap,
+        &skiff_runtime::certificates::Request {
+            generate_name: "node-csr-",
+            signer: id.signer,
+            usages: &["digital signature", "key encipherment", "client auth"],
+            request_pem: &request,
+        },
+        Duration::from_secs(300),
+    )
+    .await
+    .with_context(|| format!("requesting the {} certificate for {}", id.name, id.user))?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     skiff_apiserver::tls::write_private(&key_path, key.serialize_pem().as_bytes())?;
     skiff_apiserver::tls::write_private(&cert_path, cert.as_bytes())?;
