@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod defaults;
+pub mod jwt;
 pub mod openapi;
 pub mod openapi_v2_proto;
 pub mod patch;

@@ -84,8 +84,8 @@ fn pod_ip(pod: &Value) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
-/// Go's net.IP.IsGlobalUnicast.
-fn global_unicast(ip: IpAddr) -> bool {
+/// Go's net.IP.IsGlobalUnicast (what proxyutil.IsProxyableIP allows).
+pub(crate) fn global_unicast(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             !(v4.is_unspecified()
@@ -100,6 +100,28 @@ fn global_unicast(ip: IpAddr) -> bool {
                 || v6.is_multicast()
                 || (v6.segments()[0] & 0xffc0) == 0xfe80)
         }
+    }
+}
+
+/// ↔ proxyutil.IsProxyableHostname: every address `host` resolves to may
+/// be proxied to (no loopback, link-local or other special address), so
+/// a Node object cannot turn the API server against its own host.
+pub(crate) async fn proxyable_hostname(host: &str) -> Result<(), ApiError> {
+    let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => tokio::net::lookup_host((host, 0))
+            .await
+            .map_err(|e| ApiError::bad_request(format!("lookup {host}: {e}")))?
+            .map(|a| a.ip())
+            .collect(),
+    };
+    if addrs.is_empty() {
+        return Err(ApiError::bad_request("no addresses for hostname"));
+    }
+    if addrs.into_iter().all(global_unicast) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("address not allowed"))
     }
 }
 
@@ -589,6 +611,26 @@ mod tests {
         assert_eq!(split_scheme_name_port("ftp:web:21"), None);
         assert_eq!(split_scheme_name_port(":80"), None);
         assert_eq!(split_scheme_name_port("a:b:c:d"), None);
+    }
+
+    #[tokio::test]
+    async fn node_addresses_must_be_proxyable() {
+        proxyable_hostname("192.0.2.7").await.unwrap();
+        for host in [
+            "127.0.0.1",
+            "::1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "fe80::1",
+            "localhost",
+        ] {
+            let e = proxyable_hostname(host).await.unwrap_err();
+            assert_eq!(
+                (e.code, e.message.as_str()),
+                (400, "address not allowed"),
+                "{host}"
+            );
+        }
     }
 
     #[test]

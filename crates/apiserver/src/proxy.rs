@@ -607,6 +607,7 @@ pub async fn handle(
                 "node {node_name} has no address to reach its kubelet at"
             ))
         })?;
+        crate::podproxy::proxyable_hostname(&host).await?;
         // ↔ node.ResourceLocation: another port than the kubelet's is a
         // plain proxy to the node's address.
         if !port.is_empty() && port != kubelet_port.to_string() {

@@ -182,6 +182,26 @@ impl ApiServer {
         if !user.uid.is_empty() && sa_uid != user.uid {
             return None;
         }
+        if let Some(secret) = &claims.legacy_secret {
+            // A legacy token is valid while its Secret holds it (and is not
+            // being deleted).
+            use base64::Engine as _;
+            let key = format!("/registry/secrets/{}/{secret}", user.namespace);
+            let object = self.cache.get(&key)?;
+            let held = object
+                .value
+                .pointer("/data/token")
+                .and_then(Value::as_str)
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())?;
+            if object
+                .value
+                .pointer("/metadata/deletionTimestamp")
+                .is_some()
+                || !same(&held, token.as_bytes())
+            {
+                return None;
+            }
+        }
         let mut info = UserInfo::service_account(&user.namespace, &user.name, &sa_uid);
         if let Some((kind, name, uid)) = &claims.bound {
             let plural = if kind == "Pod" { "pods" } else { "secrets" };
@@ -349,19 +369,18 @@ pub async fn start(
     } else {
         config.bind_address
     };
-    let tokens = vec![
-        (
-            pki.admin_token.clone(),
-            UserInfo::new("admin", &[crate::authz::MASTERS]),
-        ),
-        (
-            pki.node_token.clone(),
-            // Enough to ask for certificates (system:node-bootstrapper and
-            // the nodeclient approval), nothing else: agents then act as
-            // their own certificates' users.
-            UserInfo::new(NODE_TOKEN_USER, &[BOOTSTRAPPERS]),
-        ),
-    ];
+    let mut tokens = vec![(
+        pki.admin_token.clone(),
+        UserInfo::new("admin", &[crate::authz::MASTERS]),
+    )];
+    // The join tokens, in their K10 form or as the bare secret: enough to
+    // ask for certificates (system:node-bootstrapper and the nodeclient
+    // approval), nothing else; agents then act as their certificates' users.
+    for token in std::iter::once(&pki.node_token).chain(pki.agent_token.iter()) {
+        let bootstrap = UserInfo::new(NODE_TOKEN_USER, &[BOOTSTRAPPERS]);
+        tokens.push((token.clone(), bootstrap.clone()));
+        tokens.push((crate::tls::join_token_secret(token).to_string(), bootstrap));
+    }
     let token_signer = crate::tokens::TokenSigner::load_or_create(&config.data_dir)?;
     let (kubelet_cert, kubelet_key) = pki.client_cert(
         "kube-apiserver-kubelet-client",

@@ -63,6 +63,8 @@ pub struct Pki {
     pub admin_token: String,
     /// Token agents join with (printed by the server, as k3s's node-token).
     pub node_token: String,
+    /// A token that joins agents only (`<data-dir>/agent-token`).
+    pub agent_token: Option<String>,
 }
 
 fn random_token() -> String {
@@ -196,9 +198,24 @@ impl Pki {
         // k3s's secure token, K10<sha256 of the CA>::server:<secret>: an
         // agent checks the CA it is served against the hash before it sends
         // anything. A bare token from an older cluster keeps working.
-        let node_token = read_or_create(&data_dir.join("node-token"), || {
+        // A token given as a bare secret (`--token`) is kept in this form too.
+        let node_token_path = data_dir.join("node-token");
+        let node_token = read_or_create(&node_token_path, || {
             Ok(join_token(&ca_pem, &random_token()))
         })?;
+        let node_token = secure_token_file(&node_token_path, &ca_pem, node_token, "server")?;
+        // The agent token (`--agent-token`, as k3s's): it joins agents but
+        // is not the key of the cluster's bootstrap data.
+        let agent_token_path = data_dir.join("agent-token");
+        let agent_token = match fs::read_to_string(&agent_token_path) {
+            Ok(t) if !t.trim().is_empty() => Some(secure_token_file(
+                &agent_token_path,
+                &ca_pem,
+                t.trim().to_string(),
+                "node",
+            )?),
+            _ => None,
+        };
         Ok(Pki {
             ca_pem,
             ca_key_pem,
@@ -207,6 +224,7 @@ impl Pki {
             serving_key_pem,
             admin_token,
             node_token,
+            agent_token,
         })
     }
 
@@ -372,6 +390,39 @@ pub fn join_token(ca_pem: &str, secret: &str) -> String {
     format!("K10{}::server:{secret}", ca_hash(ca_pem))
 }
 
+/// The secret of a join token: what follows `K10<hash>::<user>:` in a
+/// secure token, the whole of a bare one.
+pub fn join_token_secret(token: &str) -> &str {
+    token
+        .strip_prefix("K10")
+        .and_then(|rest| rest.split_once("::"))
+        .and_then(|(_, rest)| rest.split_once(':'))
+        .map_or(token, |(_, secret)| secret)
+}
+
+/// A join token in k3s's secure form for `ca_pem`, as the token files
+/// keep it: `K10<sha256 of the CA>::<user>:<secret>` (`server` for the
+/// cluster token, `node` for the agent token). A bare secret gets the
+/// CA's hash; a secure token for another CA is re-pinned to this one.
+pub fn secure_join_token(ca_pem: &str, token: &str, user: &str) -> String {
+    let secret = join_token_secret(token);
+    format!("K10{}::{user}:{secret}", ca_hash(ca_pem))
+}
+
+/// The token in `path`, rewritten in its secure form when it is not.
+fn secure_token_file(
+    path: &Path,
+    ca_pem: &str,
+    token: String,
+    user: &str,
+) -> Result<String, TlsError> {
+    let secure = secure_join_token(ca_pem, &token, user);
+    if secure != token {
+        write_private(path, secure.as_bytes())?;
+    }
+    Ok(secure)
+}
+
 /// The cluster CA lives ten years.
 pub const CA_DAYS: i64 = 3650;
 
@@ -403,6 +454,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn token_files_are_kept_in_the_secure_form() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("node-token"), "cluster-secret\n").unwrap();
+        std::fs::write(dir.path().join("agent-token"), "agent-secret").unwrap();
+        let a = Pki::load_or_create(dir.path(), &[]).unwrap();
+        let hash = ca_hash(&a.ca_pem);
+        assert_eq!(a.node_token, format!("K10{hash}::server:cluster-secret"));
+        assert_eq!(
+            a.agent_token.as_deref(),
+            Some(format!("K10{hash}::node:agent-secret").as_str())
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("agent-token")).unwrap(),
+            format!("K10{hash}::node:agent-secret")
+        );
+        assert_eq!(join_token_secret(&a.node_token), "cluster-secret");
+        assert_eq!(join_token_secret("bare"), "bare");
+        // A token pinned to another CA is re-pinned to this one.
+        let other = format!("K10{}::server:cluster-secret", "0".repeat(64));
+        assert_eq!(secure_join_token(&a.ca_pem, &other, "server"), a.node_token);
+    }
+
+    #[test]
     fn generates_once_and_reloads_the_same() {
         let dir = tempfile::tempdir().unwrap();
         let a = Pki::load_or_create(dir.path(), &["10.0.0.1".into()]).unwrap();
@@ -418,6 +492,7 @@ mod tests {
             a.node_token
         );
         assert_eq!(a.node_token, b.node_token);
+        assert_eq!(a.agent_token, None);
         a.server_config().unwrap();
         // A new SAN re-issues the serving certificate from the same CA.
         let c = Pki::load_or_create(dir.path(), &["example.test".into()]).unwrap();

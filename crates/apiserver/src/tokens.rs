@@ -6,9 +6,8 @@
 use std::path::Path;
 
 use base64::Engine;
-use ring::rand::SystemRandom;
-use ring::signature::{self, EcdsaKeyPair, KeyPair};
 use serde_json::{Value, json};
+use skiff_api::jwt::{B64, EsKey, LEGACY_ISSUER};
 
 use crate::tls::{TlsError, write_private};
 
@@ -20,12 +19,8 @@ pub const API_AUDIENCE: &str = ISSUER;
 /// `--service-account-max-token-expiration`; skiff sets it to a year, the
 /// kubelet's own extended lifetime for projected tokens).
 pub const MAX_EXPIRATION_SECONDS: i64 = 365 * 24 * 3600;
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
 pub struct TokenSigner {
-    key: EcdsaKeyPair,
-    key_id: String,
-    rng: SystemRandom,
+    key: EsKey,
 }
 
 /// Who a valid token speaks for.
@@ -43,6 +38,9 @@ pub struct Claims {
     pub audiences: Vec<String>,
     /// ("Pod" | "Secret", name, uid) the token is bound to.
     pub bound: Option<(String, String, String)>,
+    /// A legacy token's Secret (issuer `kubernetes/serviceaccount`): the
+    /// token is valid while that Secret holds it.
+    pub legacy_secret: Option<String>,
 }
 
 impl ServiceAccountUser {
@@ -64,15 +62,11 @@ impl TokenSigner {
                 der
             }
         };
-        let rng = SystemRandom::new();
-        let key = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &der, &rng)
-            .map_err(|e| TlsError::Io {
-                path: path.clone(),
-                source: std::io::Error::other(format!("bad service account key: {e}")),
-            })?;
-        let digest = ring::digest::digest(&ring::digest::SHA256, key.public_key().as_ref());
-        let key_id = B64.encode(&digest.as_ref()[..16]);
-        Ok(TokenSigner { key, key_id, rng })
+        let key = EsKey::from_pkcs8(&der).map_err(|e| TlsError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(format!("bad service account key: {e}")),
+        })?;
+        Ok(TokenSigner { key })
     }
 
     /// Sign a token for `user`, valid from `now` for `expiration_seconds`.
@@ -104,14 +98,7 @@ impl TokenSigner {
             "kubernetes.io": k8s,
             "sub": user.username(),
         });
-        let header = json!({"alg": "ES256", "kid": self.key_id, "typ": "JWT"});
-        let signing_input = format!(
-            "{}.{}",
-            B64.encode(header.to_string()),
-            B64.encode(claims.to_string())
-        );
-        let sig = self.key.sign(&self.rng, signing_input.as_bytes()).ok()?;
-        Some(format!("{signing_input}.{}", B64.encode(sig.as_ref())))
+        self.key.sign(&claims)
     }
 
     /// The service account issuer's OpenID discovery document
@@ -130,33 +117,24 @@ impl TokenSigner {
     /// (`/openid/v1/jwks`).
     pub fn jwks(&self) -> Value {
         // An uncompressed P-256 point: 0x04 || X (32 bytes) || Y (32 bytes).
-        let point = self.key.public_key().as_ref();
+        let point = self.key.public_point();
         let (x, y) = match point {
             [4, rest @ ..] if rest.len() == 64 => rest.split_at(32),
             _ => return json!({"keys": []}),
         };
         json!({"keys": [{
-            "use": "sig", "kty": "EC", "kid": self.key_id, "crv": "P-256", "alg": "ES256",
+            "use": "sig", "kty": "EC", "kid": self.key.key_id(), "crv": "P-256", "alg": "ES256",
             "x": B64.encode(x), "y": B64.encode(y),
         }]})
     }
 
     /// Verify a token's signature, issuer and lifetime.
     pub fn verify(&self, token: &str, now: i64) -> Option<Claims> {
-        let mut parts = token.split('.');
-        let (h, c, s) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() {
-            return None;
-        }
-        let sig = B64.decode(s).ok()?;
-        let public = signature::UnparsedPublicKey::new(
-            &signature::ECDSA_P256_SHA256_FIXED,
-            self.key.public_key().as_ref(),
-        );
-        public.verify(format!("{h}.{c}").as_bytes(), &sig).ok()?;
-        let claims: Value = serde_json::from_slice(&B64.decode(c).ok()?).ok()?;
-        if claims.get("iss").and_then(Value::as_str) != Some(ISSUER) {
-            return None;
+        let claims = self.key.verify(token)?;
+        match claims.get("iss").and_then(Value::as_str) {
+            Some(ISSUER) => {}
+            Some(LEGACY_ISSUER) => return legacy(&claims),
+            _ => return None,
         }
         let exp = claims.get("exp").and_then(Value::as_i64)?;
         let nbf = claims.get("nbf").and_then(Value::as_i64).unwrap_or(0);
@@ -188,8 +166,38 @@ impl TokenSigner {
             },
             audiences,
             bound,
+            legacy_secret: None,
         })
     }
+}
+
+/// A legacy token's claims (serviceaccount.legacyValidator): no expiry, no
+/// audience (the API server's own, implicitly).
+fn legacy(claims: &Value) -> Option<Claims> {
+    let text = |k: &str| {
+        claims
+            .get(format!("kubernetes.io/serviceaccount/{k}"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let (namespace, name, secret) = (
+        text("namespace")?,
+        text("service-account.name")?,
+        text("secret.name")?,
+    );
+    if namespace.is_empty() || name.is_empty() || secret.is_empty() {
+        return None;
+    }
+    Some(Claims {
+        user: ServiceAccountUser {
+            namespace,
+            name,
+            uid: text("service-account.uid").unwrap_or_default(),
+        },
+        audiences: vec![API_AUDIENCE.to_string()],
+        bound: None,
+        legacy_secret: Some(secret),
+    })
 }
 
 #[cfg(test)]
@@ -233,12 +241,13 @@ mod tests {
         assert_eq!(signer.verify(&forged, 1001), None);
         // The published key verifies the token (what an OIDC client does).
         let jwk = &signer.jwks()["keys"][0];
-        assert_eq!(jwk["kid"], signer.key_id);
+        assert_eq!(jwk["kid"], signer.key.key_id());
         let mut point = vec![4u8];
         for c in ["x", "y"] {
             point.extend(B64.decode(jwk[c].as_str().unwrap()).unwrap());
         }
         let (input, sig) = token.rsplit_once('.').unwrap();
+        use ring::signature;
         signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &point)
             .verify(input.as_bytes(), &B64.decode(sig).unwrap())
             .unwrap();
@@ -246,6 +255,21 @@ mod tests {
         assert_eq!(conf["issuer"], ISSUER);
         // The same key after a restart.
         let again = TokenSigner::load_or_create(dir.path()).unwrap();
-        assert_eq!(again.verify(&token, 1001).map(|c| c.user), Some(user));
+        assert_eq!(
+            again.verify(&token, 1001).map(|c| c.user),
+            Some(user.clone())
+        );
+        // A legacy token (a token Secret's): no expiry, the API audience.
+        let der = std::fs::read(dir.path().join("tls/service-account.key")).unwrap();
+        let legacy = EsKey::from_pkcs8(&der)
+            .unwrap()
+            .sign(&skiff_api::jwt::legacy_claims(
+                "default", "default", "u1", "t1",
+            ))
+            .unwrap();
+        let claims = signer.verify(&legacy, i64::MAX).unwrap();
+        assert_eq!(claims.user, user);
+        assert_eq!(claims.legacy_secret.as_deref(), Some("t1"));
+        assert_eq!(claims.audiences, vec![API_AUDIENCE.to_string()]);
     }
 }

@@ -1,11 +1,13 @@
 //! The API server verifies the kubelets it calls (kube-apiserver's
 //! --kubelet-certificate-authority): a kubelet's serving certificate must
 //! come from the cluster CA and name the address the API server dials.
-//! A fake kubelet answers `/pods` over TLS with each kind of certificate.
+//! A fake kubelet on 127.0.0.1 answers a pod's log over TLS with each kind
+//! of certificate. `nodes/proxy` refuses such an address outright
+//! (IsProxyableHostname).
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use skiff_testsupport::TestServer;
@@ -94,11 +96,34 @@ async fn point_node_at(s: &TestServer, port: u16) {
         .unwrap();
 }
 
-async fn proxy_pods(s: &TestServer) -> Result<String, String> {
-    let req = http::Request::get("/api/v1/nodes/n1/proxy/pods")
+/// The admin's client without kube's retries: a 503 is the answer under
+/// test here, not something to retry with backoff.
+async fn no_retry(s: &TestServer) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(&s.kubeconfig).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    config.default_retry = false;
+    kube::Client::try_from(config).unwrap()
+}
+
+/// The log of a pod bound to n1: the kubelet's answer.
+async fn pod_log(s: &TestServer) -> Result<String, String> {
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
+    if pods.get_opt("p").await.unwrap().is_none() {
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}}))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    let req = http::Request::get("/api/v1/namespaces/default/pods/p/log")
         .body(Vec::new())
         .unwrap();
-    s.client.request_text(req).await.map_err(|e| e.to_string())
+    no_retry(s)
+        .await
+        .request_text(req)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::test]
@@ -111,7 +136,7 @@ async fn kubelets_must_present_a_certificate_from_the_cluster_ca_for_their_addre
     // Self-signed: refused before any request is sent.
     let (c, k) = certificate("127.0.0.1", None);
     point_node_at(&s, fake_kubelet(&c, &k).await).await;
-    let err = proxy_pods(&s).await.unwrap_err();
+    let err = pod_log(&s).await.unwrap_err();
     assert!(
         err.contains("TLS handshake") && err.contains("UnknownIssuer"),
         "{err}"
@@ -120,7 +145,7 @@ async fn kubelets_must_present_a_certificate_from_the_cluster_ca_for_their_addre
     // From the cluster CA, but for another address: refused.
     let (c, k) = certificate("10.9.9.9", Some((&ca_pem, &ca_key)));
     point_node_at(&s, fake_kubelet(&c, &k).await).await;
-    let err = proxy_pods(&s).await.unwrap_err();
+    let err = pod_log(&s).await.unwrap_err();
     assert!(
         err.contains("TLS handshake") && err.contains("not valid for name"),
         "{err}"
@@ -129,5 +154,15 @@ async fn kubelets_must_present_a_certificate_from_the_cluster_ca_for_their_addre
     // From the cluster CA for the address dialled: the call goes through.
     let (c, k) = certificate("127.0.0.1", Some((&ca_pem, &ca_key)));
     point_node_at(&s, fake_kubelet(&c, &k).await).await;
-    assert_eq!(proxy_pods(&s).await.unwrap(), "{}");
+    assert_eq!(pod_log(&s).await.unwrap(), "{}");
+
+    // nodes/proxy does not dial a loopback address at all.
+    let req = http::Request::get("/api/v1/nodes/n1/proxy/pods")
+        .body(Vec::new())
+        .unwrap();
+    let err = s.client.request_text(req).await.unwrap_err().to_string();
+    assert!(
+        err.contains("address not allowed") && err.contains("400"),
+        "{err}"
+    );
 }

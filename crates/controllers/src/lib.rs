@@ -33,6 +33,7 @@ pub mod serviceaccount;
 pub mod servicelb;
 pub mod shared;
 pub mod statefulset;
+pub mod tokens;
 pub mod workload;
 
 /// What every controller gets.
@@ -77,6 +78,9 @@ pub struct Config {
     pub root_ca: Option<String>,
     /// The CA the CSR signer issues from (none: approved requests wait).
     pub signing: Option<certificates::Signing>,
+    /// The key service-account token Secrets are signed with
+    /// (`--service-account-private-key-file`; none: they stay empty).
+    pub service_account_key: Option<Arc<skiff_api::jwt::EsKey>>,
 }
 
 impl Default for Config {
@@ -88,6 +92,7 @@ impl Default for Config {
             terminated_pod_gc_threshold: 12500,
             root_ca: None,
             signing: None,
+            service_account_key: None,
         }
     }
 }
@@ -118,5 +123,6 @@ pub async fn run_all(ctx: Context) {
         cronjob::run(ctx.clone()),
         clusterroleaggregation::run(ctx.clone()),
         certificates::run(ctx.clone()),
+        tokens::run(ctx.clone()),
     );
 }

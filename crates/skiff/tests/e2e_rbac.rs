@@ -230,6 +230,167 @@ fn an_agent_refuses_a_server_whose_ca_its_token_does_not_pin() {
 }
 
 #[test]
+fn an_agent_token_joins_agents_and_is_not_the_cluster_token() {
+    let s = Server::start_with(&["--token", "cluster-secret", "--agent-token", "agent-secret"]);
+    let read = |f: &str| {
+        std::fs::read_to_string(s.data_dir().join(f))
+            .expect(f)
+            .trim()
+            .to_string()
+    };
+    // Both files keep their token pinned to the CA (k3s's K10 form).
+    let (node_token, agent_token) = (read("node-token"), read("agent-token"));
+    let hash = node_token
+        .strip_prefix("K10")
+        .and_then(|t| t.split_once("::"))
+        .map(|(h, _)| h.to_string())
+        .unwrap_or_default();
+    assert_eq!(hash.len(), 64, "{node_token}");
+    assert_eq!(node_token, format!("K10{hash}::server:cluster-secret"));
+    assert_eq!(agent_token, format!("K10{hash}::node:agent-secret"));
+    // The agent token, in either form, is the bootstrap identity: it may
+    // ask for certificates and nothing else.
+    for token in [agent_token.as_str(), "agent-secret"] {
+        let kc = s.token_kubeconfig(token);
+        let kc = kc.to_str().unwrap_or_default();
+        let who = s.ok(&[
+            "auth",
+            "whoami",
+            "--kubeconfig",
+            kc,
+            "-o",
+            "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
+        ]);
+        assert!(
+            who.starts_with("system:node-token ") && who.contains("system:bootstrappers"),
+            "{who}"
+        );
+        let out = s.kubectl(&["get", "secrets", "-A", "--kubeconfig", kc]);
+        assert!(
+            stderr(&out).contains("User \"system:node-token\" cannot list resource \"secrets\""),
+            "{}",
+            stderr(&out)
+        );
+        let out = s.kubectl(&[
+            "auth",
+            "can-i",
+            "create",
+            "certificatesigningrequests",
+            "--kubeconfig",
+            kc,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn a_token_secret_made_by_hand_holds_a_token_valid_while_the_secret_lives() {
+    let s = Server::start();
+    s.ok(&["create", "namespace", "legacy"]);
+    s.ok(&["create", "serviceaccount", "robot", "-n", "legacy"]);
+    let secret = |name: &str, account: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: legacy\n  annotations:\n    kubernetes.io/service-account.name: {account}\ntype: kubernetes.io/service-account-token\n"
+        )
+    };
+    s.ok_stdin(&["apply", "-f", "-"], &secret("robot-token", "robot"));
+    // The tokens controller fills in the token, the CA and the namespace.
+    let mut token = String::new();
+    eventually("the token Secret filled in", &s, || {
+        token = s.ok(&[
+            "get",
+            "secret",
+            "robot-token",
+            "-n",
+            "legacy",
+            "-o",
+            "jsonpath={.data.token}",
+        ]);
+        !token.trim().is_empty()
+    });
+    let decode = |b64: &str| {
+        use base64::Engine as _;
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .expect("base64"),
+        )
+        .expect("utf-8")
+    };
+    let token = decode(&token);
+    let ns = s.ok(&[
+        "get",
+        "secret",
+        "robot-token",
+        "-n",
+        "legacy",
+        "-o",
+        "jsonpath={.data.namespace}",
+    ]);
+    assert_eq!(decode(&ns), "legacy");
+    let ca = s.ok(&[
+        "get",
+        "secret",
+        "robot-token",
+        "-n",
+        "legacy",
+        "-o",
+        "jsonpath={.data.ca\\.crt}",
+    ]);
+    let server_ca = std::fs::read_to_string(s.data_dir().join("tls/server-ca.crt")).expect("CA");
+    assert_eq!(decode(&ca), server_ca);
+    let uid = s.ok(&[
+        "get",
+        "serviceaccount",
+        "robot",
+        "-n",
+        "legacy",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    let annotated = s.ok(&[
+        "get",
+        "secret",
+        "robot-token",
+        "-n",
+        "legacy",
+        "-o",
+        "jsonpath={.metadata.annotations.kubernetes\\.io/service-account\\.uid}",
+    ]);
+    assert_eq!(annotated, uid);
+    // The token is the account's, with the account's (empty) rights.
+    let kc = s.token_kubeconfig(&token);
+    let kc = kc.to_str().unwrap_or_default();
+    let who = s.ok(&[
+        "auth",
+        "whoami",
+        "--kubeconfig",
+        kc,
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(who, "system:serviceaccount:legacy:robot");
+    let out = s.kubectl(&["get", "pods", "-n", "legacy", "--kubeconfig", kc]);
+    assert!(
+        stderr(&out).contains("cannot list resource \"pods\""),
+        "{}",
+        stderr(&out)
+    );
+    // Once the Secret is gone, so is the token (kubectl's words for a 401).
+    s.ok(&["delete", "secret", "robot-token", "-n", "legacy"]);
+    eventually("the token refused", &s, || {
+        let out = s.kubectl(&["auth", "whoami", "--kubeconfig", kc]);
+        stderr(&out).contains("You must be logged in to the server (Unauthorized)")
+    });
+    // A token Secret for an account that does not exist is deleted.
+    s.ok_stdin(&["apply", "-f", "-"], &secret("ghost-token", "ghost"));
+    eventually("the ghost's token Secret deleted", &s, || {
+        let out = s.kubectl(&["get", "secret", "ghost-token", "-n", "legacy"]);
+        stderr(&out).contains("NotFound") || stderr(&out).contains("not found")
+    });
+}
+
+#[test]
 fn the_kubelet_api_authorizes_callers_by_certificate() {
     let Some(s) = support::node_ready("the kubelet API authorization test") else {
         return;

@@ -230,11 +230,17 @@ fn der_to_pem(der: &[u8]) -> String {
 }
 
 pub(super) fn pem_to_der(pem: &[u8]) -> Option<Vec<u8>> {
+    pem_block(pem, "CERTIFICATE")
+}
+
+/// The DER of the first PEM block labelled `label`.
+pub(super) fn pem_block(pem: &[u8], label: &str) -> Option<Vec<u8>> {
     use base64::Engine;
     let text = std::str::from_utf8(pem).ok()?;
+    let begin = format!("-----BEGIN {label}-----");
     let body: String = text
         .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE-----"))
+        .skip_while(|l| !l.starts_with(&begin))
         .skip(1)
         .take_while(|l| !l.starts_with("-----END"))
         .collect();

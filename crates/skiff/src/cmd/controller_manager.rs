@@ -24,6 +24,10 @@ pub struct Args {
     /// PEM private key of --cluster-signing-cert-file.
     #[arg(long, requires = "cluster_signing_cert_file")]
     pub cluster_signing_key_file: Option<PathBuf>,
+    /// The P-256 key (PKCS#8, DER or PEM) service-account token Secrets are
+    /// signed with: the API server's <data-dir>/tls/service-account.key.
+    #[arg(long)]
+    pub service_account_private_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub leader: super::LeaderElectArgs,
 }
@@ -53,6 +57,21 @@ pub struct Settings {
     pub node_monitor_grace_period: std::time::Duration,
     pub election: skiff_runtime::leader::LeaderConfig,
     pub signing: Option<skiff_controllers::certificates::Signing>,
+    pub service_account_key: Option<Arc<skiff_api::jwt::EsKey>>,
+}
+
+/// The service-account signing key from a PKCS#8 file (DER, or PEM).
+pub fn service_account_key(path: &std::path::Path) -> anyhow::Result<Arc<skiff_api::jwt::EsKey>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let der = if bytes.starts_with(b"-----BEGIN") {
+        super::agent::pem_block(&bytes, "PRIVATE KEY")
+            .with_context(|| format!("{}: no PRIVATE KEY block", path.display()))?
+    } else {
+        bytes
+    };
+    let key = skiff_api::jwt::EsKey::from_pkcs8(&der)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(Arc::new(key))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -66,6 +85,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (Some(cert), Some(key)) => Some(signing(cert, key)?),
         _ => None,
     };
+    let service_account_key = args
+        .service_account_private_key_file
+        .as_deref()
+        .map(service_account_key)
+        .transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -87,6 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ),
             election,
             signing,
+            service_account_key,
         };
         run_elected(client, settings, super::shutdown_signal()).await;
         Ok(ExitCode::SUCCESS)
@@ -105,6 +130,7 @@ pub async fn run_elected(
         root_ca: settings.root_ca,
         node_monitor_grace_period: settings.node_monitor_grace_period,
         signing: settings.signing,
+        service_account_key: settings.service_account_key,
         ..Default::default()
     };
     let mut ctx = skiff_controllers::Context::new(client.clone(), config);

@@ -79,6 +79,15 @@ pub struct Args {
     /// users can read in /proc/PID/cmdline).
     #[arg(long, env = "SKIFF_TOKEN_FILE", conflicts_with = "token")]
     pub token_file: Option<PathBuf>,
+    /// A token that joins agents but not servers (as k3s's --agent-token):
+    /// kept in <data-dir>/agent-token, so that agents need not hold the
+    /// cluster token, which is the key of the bootstrap data in a shared
+    /// datastore.
+    #[arg(long, env = "SKIFF_AGENT_TOKEN")]
+    pub agent_token: Option<String>,
+    /// A file holding the agent token, instead of --agent-token.
+    #[arg(long, env = "SKIFF_AGENT_TOKEN_FILE", conflicts_with = "agent_token")]
+    pub agent_token_file: Option<PathBuf>,
     /// Encryption of Secrets at rest.
     #[command(flatten)]
     pub encryption: super::secrets_encrypt::EncryptionArgs,
@@ -104,6 +113,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_tracing();
     let mut args = args;
     args.token = super::resolve_token(args.token.take(), args.token_file.as_deref())?;
+    args.agent_token =
+        super::resolve_token(args.agent_token.take(), args.agent_token_file.as_deref())?;
     let data_dir = args
         .data_dir
         .clone()
@@ -131,6 +142,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
                 skiff_apiserver::tls::write_private(&node_token, token.as_bytes())?;
             }
+        }
+        if let Some(agent_token) = args.agent_token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            // Kept as given; the API server rewrites it pinned to the CA.
+            skiff_apiserver::tls::write_private(&data_dir.join("agent-token"), agent_token.as_bytes())?;
         }
         let store = super::secrets_encrypt::wrap(store, &args.encryption, &data_dir).await?;
         let mut config = skiff_apiserver::Config::new(data_dir.clone(), store);
@@ -167,6 +182,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         eprintln!("skiff: API server on https://{}; kubeconfig: {}", running.addr, running.kubeconfig_path.display());
         eprintln!("skiff: node join token in {}", data_dir.join("node-token").display());
+        if data_dir.join("agent-token").exists() {
+            eprintln!("skiff: agent join token in {}", data_dir.join("agent-token").display());
+        }
         // The other components are clients of the API server, as in k3s,
         // each with its own identity (a client certificate from the cluster
         // CA) and only the permissions its bootstrap role grants.
@@ -189,6 +207,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 signing: Some(super::controller_manager::signing(
                     &data_dir.join("tls/server-ca.crt"),
                     &data_dir.join("tls/server-ca.key"),
+                )?),
+                // The API server's service-account key signs token Secrets.
+                service_account_key: Some(super::controller_manager::service_account_key(
+                    &data_dir.join("tls/service-account.key"),
                 )?),
             };
             let client = component("controller", "system:kube-controller-manager", None).await?;
