@@ -65,16 +65,25 @@ fn usages(csr: &Csr) -> Vec<&str> {
 /// A kubelet client request (certificates' isNodeClientCert): O exactly
 /// system:nodes, CN system:node:NAME, no SANs, client usages only.
 pub fn is_node_client(csr: &Csr, subject: &Subject) -> bool {
-    let allowed = ["key encipherment", "digital signature", "client auth"];
-    let u = usages(csr);
+    is_node_subject(subject) && !subject.has_sans() && usages_for(csr, "client auth")
+}
+
+/// O exactly system:nodes and CN system:node:NAME.
+fn is_node_subject(subject: &Subject) -> bool {
     subject.organizations == ["system:nodes"]
         && subject
             .common_name
             .strip_prefix("system:node:")
             .is_some_and(|n| !n.is_empty())
-        && !subject.has_sans()
-        && u.contains(&"client auth")
-        && u.iter().all(|x| allowed.contains(x))
+}
+
+/// The usages include `purpose` ("client auth" or "server auth") and
+/// nothing but it, digital signature and key encipherment.
+fn usages_for(csr: &Csr, purpose: &str) -> bool {
+    let u = usages(csr);
+    u.contains(&purpose)
+        && u.iter()
+            .all(|x| ["key encipherment", "digital signature", purpose].contains(x))
 }
 
 /// The users of a node's own components (no groups).
@@ -88,31 +97,21 @@ pub const NODE_COMPONENTS: &[&str] = &[
 /// A node component's client request: CN one of [`NODE_COMPONENTS`], no
 /// O, no SANs, client usages only.
 pub fn is_node_component(csr: &Csr, subject: &Subject) -> bool {
-    let allowed = ["key encipherment", "digital signature", "client auth"];
-    let u = usages(csr);
     NODE_COMPONENTS.contains(&subject.common_name.as_str())
         && subject.organizations.is_empty()
         && !subject.has_sans()
-        && u.contains(&"client auth")
-        && u.iter().all(|x| allowed.contains(x))
+        && usages_for(csr, "client auth")
 }
 
 /// A kubelet serving request (the signer's isKubeletServing): O exactly
 /// system:nodes, CN system:node:NAME, DNS or IP names and nothing else,
 /// server usages only.
 pub fn is_kubelet_serving(csr: &Csr, subject: &Subject) -> bool {
-    let allowed = ["key encipherment", "digital signature", "server auth"];
-    let u = usages(csr);
-    subject.organizations == ["system:nodes"]
-        && subject
-            .common_name
-            .strip_prefix("system:node:")
-            .is_some_and(|n| !n.is_empty())
+    is_node_subject(subject)
         && (!subject.dns_names.is_empty() || !subject.ip_addresses.is_empty())
         && subject.emails.is_empty()
         && subject.uris.is_empty()
-        && u.contains(&"server auth")
-        && u.iter().all(|x| allowed.contains(x))
+        && usages_for(csr, "server auth")
 }
 
 /// Whether a kubelet serving request may be approved: asked for by the

@@ -7,6 +7,18 @@
 mod support;
 use support::{Server, eventually};
 
+/// `kubectl auth whoami` with `kubeconfig`, printed by `jsonpath`.
+fn whoami(s: &Server, kubeconfig: &str, jsonpath: &str) -> String {
+    s.ok(&[
+        "auth",
+        "whoami",
+        "--kubeconfig",
+        kubeconfig,
+        "-o",
+        &format!("jsonpath={jsonpath}"),
+    ])
+}
+
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -253,14 +265,11 @@ fn an_agent_token_joins_agents_and_is_not_the_cluster_token() {
     for token in [agent_token.as_str(), "agent-secret"] {
         let kc = s.token_kubeconfig(token);
         let kc = kc.to_str().unwrap_or_default();
-        let who = s.ok(&[
-            "auth",
-            "whoami",
-            "--kubeconfig",
+        let who = whoami(
+            &s,
             kc,
-            "-o",
-            "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
-        ]);
+            "{.status.userInfo.username} {.status.userInfo.groups}",
+        );
         assert!(
             who.starts_with("system:node-token ") && who.contains("system:bootstrappers"),
             "{who}"
@@ -294,18 +303,21 @@ fn a_token_secret_made_by_hand_holds_a_token_valid_while_the_secret_lives() {
         )
     };
     s.ok_stdin(&["apply", "-f", "-"], &secret("robot-token", "robot"));
-    // The tokens controller fills in the token, the CA and the namespace.
-    let mut token = String::new();
-    eventually("the token Secret filled in", &s, || {
-        token = s.ok(&[
+    let field = |jsonpath: &str| {
+        s.ok(&[
             "get",
             "secret",
             "robot-token",
             "-n",
             "legacy",
             "-o",
-            "jsonpath={.data.token}",
-        ]);
+            &format!("jsonpath={jsonpath}"),
+        ])
+    };
+    // The tokens controller fills in the token, the CA and the namespace.
+    let mut token = String::new();
+    eventually("the token Secret filled in", &s, || {
+        token = field("{.data.token}");
         !token.trim().is_empty()
     });
     let decode = |b64: &str| {
@@ -318,25 +330,9 @@ fn a_token_secret_made_by_hand_holds_a_token_valid_while_the_secret_lives() {
         .expect("utf-8")
     };
     let token = decode(&token);
-    let ns = s.ok(&[
-        "get",
-        "secret",
-        "robot-token",
-        "-n",
-        "legacy",
-        "-o",
-        "jsonpath={.data.namespace}",
-    ]);
+    let ns = field("{.data.namespace}");
     assert_eq!(decode(&ns), "legacy");
-    let ca = s.ok(&[
-        "get",
-        "secret",
-        "robot-token",
-        "-n",
-        "legacy",
-        "-o",
-        "jsonpath={.data.ca\\.crt}",
-    ]);
+    let ca = field("{.data.ca\\.crt}");
     let server_ca = std::fs::read_to_string(s.data_dir().join("tls/server-ca.crt")).expect("CA");
     assert_eq!(decode(&ca), server_ca);
     let uid = s.ok(&[
@@ -348,27 +344,12 @@ fn a_token_secret_made_by_hand_holds_a_token_valid_while_the_secret_lives() {
         "-o",
         "jsonpath={.metadata.uid}",
     ]);
-    let annotated = s.ok(&[
-        "get",
-        "secret",
-        "robot-token",
-        "-n",
-        "legacy",
-        "-o",
-        "jsonpath={.metadata.annotations.kubernetes\\.io/service-account\\.uid}",
-    ]);
+    let annotated = field("{.metadata.annotations.kubernetes\\.io/service-account\\.uid}");
     assert_eq!(annotated, uid);
     // The token is the account's, with the account's (empty) rights.
     let kc = s.token_kubeconfig(&token);
     let kc = kc.to_str().unwrap_or_default();
-    let who = s.ok(&[
-        "auth",
-        "whoami",
-        "--kubeconfig",
-        kc,
-        "-o",
-        "jsonpath={.status.userInfo.username}",
-    ]);
+    let who = whoami(&s, kc, "{.status.userInfo.username}");
     assert_eq!(who, "system:serviceaccount:legacy:robot");
     let out = s.kubectl(&["get", "pods", "-n", "legacy", "--kubeconfig", kc]);
     assert!(
