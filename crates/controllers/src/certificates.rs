@@ -198,7 +198,12 @@ pub async fn run(ctx: crate::Context) {
         }
         loop {
             let key = queue.next().await;
-            let outcome = reconcile(&client, &csrs, &nodes, signing.as_ref(), &key).await;
+            let outcome = crate::loopkit::guarded(
+                CONTROLLER,
+                &key,
+                reconcile(&client, &csrs, &nodes, signing.as_ref(), &key),
+            )
+            .await;
             queue.finish(CONTROLLER, key, outcome);
         }
     };

@@ -63,7 +63,8 @@ pub async fn run(ctx: crate::Context) {
         }
         loop {
             let key = queue.next().await;
-            let outcome = reconcile(&client, &roles).await;
+            let outcome =
+                crate::loopkit::guarded(CONTROLLER, &key, reconcile(&client, &roles)).await;
             queue.finish(CONTROLLER, key, outcome);
         }
     };

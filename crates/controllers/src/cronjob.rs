@@ -152,8 +152,11 @@ pub fn earliest_time(cj: &CronJob, now: jiff::Timestamp) -> jiff::Timestamp {
         .or(cj.metadata.creation_timestamp.as_ref())
         .map_or(now, |t| t.0);
     if let Some(deadline) = cj.spec.as_ref().and_then(|s| s.starting_deadline_seconds) {
-        let limit = now - jiff::SignedDuration::from_secs(deadline);
-        if limit > earliest {
+        // A deadline reaching before the first representable instant
+        // limits nothing (startingDeadlineSeconds is any non-negative int64).
+        if let Ok(limit) = now.checked_sub(jiff::SignedDuration::from_secs(deadline))
+            && limit > earliest
+        {
             earliest = limit;
         }
     }
@@ -216,7 +219,9 @@ pub fn plan(cj: &CronJob, now: jiff::Timestamp) -> Plan {
         return with(Action::Nothing);
     };
     if let Some(deadline) = spec.starting_deadline_seconds
-        && scheduled + jiff::SignedDuration::from_secs(deadline) < now
+        && scheduled
+            .checked_add(jiff::SignedDuration::from_secs(deadline))
+            .is_ok_and(|missed_at| missed_at < now)
     {
         return with(Action::MissSchedule(scheduled));
     }
@@ -659,6 +664,15 @@ mod tests {
 
     fn active(name: &str) -> serde_json::Value {
         json!([{"kind": "Job", "name": name, "namespace": "default", "uid": format!("uid-{name}")}])
+    }
+
+    #[test]
+    fn a_huge_starting_deadline_neither_panics_nor_limits() {
+        // Security review D4: startingDeadlineSeconds near i64::MAX.
+        let cj = cronjob(json!({"startingDeadlineSeconds": i64::MAX}), json!({}));
+        let now = ts("2024-03-10T12:03:30Z");
+        assert_eq!(earliest_time(&cj, now), ts("2024-03-10T12:00:30Z"));
+        assert!(matches!(plan(&cj, now).action, Action::Start { .. }));
     }
 
     #[test]

@@ -501,7 +501,8 @@ pub async fn run(ctx: crate::Context) {
             .for_each(|e| queue.add(Key::of(e.as_ref())));
         loop {
             let key = queue.next().await;
-            let outcome = reconcile(&client, &stores, &key).await;
+            let outcome =
+                crate::loopkit::guarded(CONTROLLER, &key, reconcile(&client, &stores, &key)).await;
             queue.finish(CONTROLLER, key, outcome);
         }
     };

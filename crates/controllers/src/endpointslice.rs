@@ -537,7 +537,12 @@ pub async fn run(ctx: crate::Context) {
         let tracker = Mutex::new(Tracker::default());
         loop {
             let key = queue.next().await;
-            let outcome = reconcile(&client, &stores, &tracker, &key).await;
+            let outcome = crate::loopkit::guarded(
+                CONTROLLER,
+                &key,
+                reconcile(&client, &stores, &tracker, &key),
+            )
+            .await;
             queue.finish(CONTROLLER, key, outcome);
         }
     };

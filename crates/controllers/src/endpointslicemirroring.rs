@@ -423,7 +423,9 @@ pub async fn run(ctx: crate::Context) {
         let tracker = Mutex::new(Tracker::default());
         loop {
             let key = queue.next().await;
-            let outcome = reconcile(&ctx, &stores, &tracker, &key).await;
+            let outcome =
+                crate::loopkit::guarded(CONTROLLER, &key, reconcile(&ctx, &stores, &tracker, &key))
+                    .await;
             queue.finish(CONTROLLER, key, outcome);
         }
     };

@@ -1102,7 +1102,11 @@ fn deadline_left(job: &Job, status: &JobStatus, now: jiff::Timestamp) -> Option<
         return None;
     }
     let start = status.start_time.as_ref()?.0;
-    let end = start + jiff::SignedDuration::from_secs(deadline);
+    // A deadline beyond the last representable instant never passes
+    // (activeDeadlineSeconds is any non-negative int64).
+    let end = start
+        .checked_add(jiff::SignedDuration::from_secs(deadline))
+        .ok()?;
     Some(Duration::try_from(end.duration_since(now)).unwrap_or(Duration::ZERO))
 }
 
@@ -1119,7 +1123,9 @@ pub fn ttl_left(job: &Job, ttl: i32, now: jiff::Timestamp) -> Option<Duration> {
         .as_ref()
         .map(|t| t.0)
         .or_else(|| job.status.as_ref()?.completion_time.as_ref().map(|t| t.0))?;
-    let expire = finished_at + jiff::SignedDuration::from_secs(i64::from(ttl));
+    let expire = finished_at
+        .checked_add(jiff::SignedDuration::from_secs(i64::from(ttl)))
+        .ok()?;
     Some(Duration::try_from(expire.duration_since(now)).unwrap_or(Duration::ZERO))
 }
 
@@ -1464,6 +1470,10 @@ mod tests {
         assert_eq!(deadline_left(&j, &status, now), Some(Duration::ZERO));
         let suspended = job(json!({"activeDeadlineSeconds": 30, "suspend": true}));
         assert_eq!(deadline_left(&suspended, &status, now), None);
+        // A deadline past the last representable instant never comes
+        // (security review D4: it panicked every controller).
+        let far = job(json!({"activeDeadlineSeconds": 9_000_000_000_000_000_000_i64}));
+        assert_eq!(deadline_left(&far, &status, now), None);
         assert_eq!(deadline_left(&job(json!({})), &status, now), None);
 
         let mut finished = job(json!({}));

@@ -44,6 +44,18 @@ pub fn is_status(e: &kube::Error, code: u16) -> bool {
 /// What a reconcile asks for: nothing more, or another look after a delay.
 pub type Outcome = Result<Option<Duration>, Error>;
 
+/// A reconcile with its panic caught ([`crate::ctrlutil::catch_panic`]):
+/// a panic is an error, retried with backoff like any other.
+pub async fn guarded<K: Display + ?Sized>(
+    controller: &str,
+    key: &K,
+    reconcile: impl std::future::Future<Output = Outcome>,
+) -> Outcome {
+    crate::ctrlutil::catch_panic(controller, key, reconcile)
+        .await
+        .unwrap_or_else(|panic| Err(Error::Invalid(format!("panic: {panic}"))))
+}
+
 /// The key of a namespaced object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {

@@ -249,7 +249,12 @@ pub async fn run(ctx: crate::Context) {
         );
         loop {
             let name = queue.next().await;
-            let outcome = reconcile(&ctx, &nodes, &mut alloc, &queue, &name).await;
+            let outcome = crate::loopkit::guarded(
+                CONTROLLER,
+                &name,
+                reconcile(&ctx, &nodes, &mut alloc, &queue, &name),
+            )
+            .await;
             queue.finish(CONTROLLER, name, outcome);
         }
     };

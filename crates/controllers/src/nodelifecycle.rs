@@ -424,8 +424,12 @@ pub async fn run(ctx: crate::Context) {
         loop {
             let work = queue.next().await;
             let outcome = match &work {
-                Work::Node(name) => c.reconcile_node(name).await,
-                Work::Pod(key) => c.reconcile_pod(key).await,
+                Work::Node(name) => {
+                    crate::loopkit::guarded(CONTROLLER, name, c.reconcile_node(name)).await
+                }
+                Work::Pod(key) => {
+                    crate::loopkit::guarded(CONTROLLER, key, c.reconcile_pod(key)).await
+                }
             };
             c.queue.finish(CONTROLLER, work, outcome);
         }

@@ -195,7 +195,8 @@ pub async fn run_with(ctx: crate::Context, settings: Settings) {
             if full {
                 last_full = Some(Instant::now());
             }
-            gc.pass(full).await;
+            // A panic in one pass is logged and the next pass runs.
+            let _ = crate::ctrlutil::catch_panic("podgc", &"pass", gc.pass(full)).await;
         }
     };
     worker.await;

@@ -102,7 +102,12 @@ pub async fn run_with_root_ca(ctx: crate::Context, root_ca: Option<String>) {
         };
         loop {
             let ns = queue.next().await;
-            let outcome = reconcile(&client, &stores, root_ca.as_deref(), &ns).await;
+            let outcome = crate::loopkit::guarded(
+                CONTROLLER,
+                &ns,
+                reconcile(&client, &stores, root_ca.as_deref(), &ns),
+            )
+            .await;
             queue.finish(CONTROLLER, ns, outcome);
         }
     };

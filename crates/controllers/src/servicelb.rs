@@ -102,7 +102,9 @@ pub async fn run(ctx: crate::Context) {
         }
         loop {
             let key = queue.next().await;
-            let outcome = reconcile(&ctx, &services, &nodes, &key).await;
+            let outcome =
+                crate::loopkit::guarded(CONTROLLER, &key, reconcile(&ctx, &services, &nodes, &key))
+                    .await;
             queue.finish(CONTROLLER, key, outcome);
         }
     };

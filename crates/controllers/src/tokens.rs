@@ -120,8 +120,12 @@ pub async fn run(ctx: crate::Context) {
         }
         loop {
             let k = queue.next().await;
-            let outcome =
-                reconcile(&client, &secrets, &accounts, &key, root_ca.as_deref(), &k).await;
+            let outcome = crate::loopkit::guarded(
+                CONTROLLER,
+                &k,
+                reconcile(&client, &secrets, &accounts, &key, root_ca.as_deref(), &k),
+            )
+            .await;
             queue.finish(CONTROLLER, k, outcome);
         }
     };

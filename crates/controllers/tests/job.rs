@@ -449,3 +449,41 @@ async fn suspended_job_waits_then_runs_and_expires() {
     .await;
     stop(tasks);
 }
+
+/// Security review D4: an activeDeadlineSeconds past the last representable
+/// instant made the Job controller panic, and with it every controller, at
+/// each restart. It is accepted (as Kubernetes accepts any int64), never
+/// reached, and a Job created after it still runs to completion.
+#[tokio::test]
+async fn a_deadline_beyond_the_clock_neither_panics_nor_stops_other_jobs() {
+    let server = TestServer::start().await;
+    let client = server.client.clone();
+    let tasks = start(&client, true);
+    let api: Api<Job> = Api::namespaced(client.clone(), "default");
+    api.create(
+        &PostParams::default(),
+        &job(
+            "far",
+            json!({"activeDeadlineSeconds": 9_000_000_000_000_000_000_i64}),
+        ),
+    )
+    .await
+    .unwrap();
+    let next = api
+        .create(&PostParams::default(), &job("next", json!({})))
+        .await
+        .unwrap();
+    let far_done = eventually("both jobs to complete", || {
+        let api = api.clone();
+        async move {
+            let far = api.get("far").await.ok()?;
+            let next = api.get("next").await.ok()?;
+            (condition(&far, "Complete").is_some() && condition(&next, "Complete").is_some())
+                .then_some(far)
+        }
+    })
+    .await;
+    assert!(condition(&far_done, "Failed").is_none());
+    assert!(next.uid().is_some());
+    stop(tasks);
+}

@@ -33,6 +33,38 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+static RECONCILE_PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many reconciles have panicked since the process started.
+pub fn reconcile_panics() -> u64 {
+    RECONCILE_PANICS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Run one reconcile, a panic in it caught (↔ utilruntime.HandleCrash):
+/// logged with the controller and key, counted, and returned as the
+/// panic's message, so the key is retried with backoff and every other key
+/// keeps being served.
+pub async fn catch_panic<T, K: std::fmt::Display + ?Sized>(
+    controller: &str,
+    key: &K,
+    reconcile: impl Future<Output = T>,
+) -> std::result::Result<T, String> {
+    use futures::FutureExt as _;
+    match std::panic::AssertUnwindSafe(reconcile).catch_unwind().await {
+        Ok(v) => Ok(v),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            RECONCILE_PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(controller, key = %key, panic = %message, "reconcile panicked; retrying with backoff");
+            Err(message)
+        }
+    }
+}
+
 fn api_status(e: &kube::Error) -> Option<&kube::core::Status> {
     match e {
         kube::Error::Api(s) => Some(s),
@@ -72,7 +104,7 @@ pub async fn run_workers<T, F, Fut>(
     workers: usize,
     reconcile: F,
 ) where
-    T: Clone + Eq + std::hash::Hash + std::fmt::Display,
+    T: Clone + Eq + std::hash::Hash + std::fmt::Display + Sync,
     F: Fn(T) -> Fut,
     Fut: Future<Output = Result<Option<Duration>>>,
 {
@@ -82,7 +114,10 @@ pub async fn run_workers<T, F, Fut>(
         async move {
             loop {
                 let item = queue.next().await;
-                match reconcile(item.clone()).await {
+                let outcome = catch_panic(name, &item, reconcile(item.clone()))
+                    .await
+                    .unwrap_or_else(|panic| Err(Error::Other(format!("panic: {panic}"))));
+                match outcome {
                     Ok(requeue) => {
                         queue.forget(&item);
                         if let Some(after) = requeue {
@@ -247,6 +282,41 @@ pub fn next_availability<'a>(
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    /// Security review D4: one object whose reconcile panics must not stop
+    /// the others; it is retried with backoff.
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_key_is_retried_and_the_others_served() {
+        let queue = Arc::new(WorkQueue::<String>::new(
+            Duration::from_millis(10),
+            Duration::from_secs(1),
+        ));
+        for k in ["bad", "good"] {
+            queue.add(k.to_string());
+        }
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let before = reconcile_panics();
+        let log = seen.clone();
+        let workers = run_workers("test", queue.clone(), 1, move |k: String| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(k.clone());
+                if k == "bad" {
+                    panic!("poison object {k}");
+                }
+                Ok(None)
+            }
+        });
+        tokio::select! {
+            () = workers => unreachable!("workers run until dropped"),
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        let seen = seen.lock().unwrap().clone();
+        assert!(seen.contains(&"good".to_string()), "{seen:?}");
+        let bad = seen.iter().filter(|k| *k == "bad").count();
+        assert!(bad >= 2, "the panicking key is retried: {seen:?}");
+        assert!(reconcile_panics() >= before + 2);
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
