@@ -125,6 +125,49 @@ pub enum PatchError {
     /// A `$deleteFromPrimitiveList/<field>` directive is malformed.
     #[error("invalid patch format of $deleteFromPrimitiveList: {0}")]
     InvalidDeleteFromPrimitiveList(String),
+    /// A JSON patch with more operations than kube-apiserver allows.
+    #[error(
+        "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {0}"
+    )]
+    TooManyOperations(usize),
+    /// JSON patch `copy` operations that together copy too much
+    /// (evanphx/json-patch's AccumulatedCopySizeLimit).
+    #[error(
+        "Unable to complete the copy, the accumulated size increase of copy is {size}, exceeding the limit {MAX_JSON_PATCH_COPY_BYTES}"
+    )]
+    CopyTooLarge { size: usize },
+}
+
+/// kube-apiserver's maxJSONPatchOperations.
+pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+/// kube-apiserver's JSONPatchMaxCopyBytes (its request body limit, 3 MiB).
+pub const MAX_JSON_PATCH_COPY_BYTES: usize = 3 * 1024 * 1024;
+
+/// The size of `v` as compact JSON, without building it (an upper bound
+/// for strings with escapes is not needed: each byte counts once).
+fn json_size(v: &Value) -> usize {
+    match v {
+        Value::Null => 4,
+        Value::Bool(b) => {
+            if *b {
+                4
+            } else {
+                5
+            }
+        }
+        Value::Number(n) => n.to_string().len(),
+        Value::String(s) => s.len().saturating_add(2),
+        Value::Array(a) => a.iter().fold(a.len().saturating_add(1), |acc, x| {
+            acc.saturating_add(json_size(x))
+        }),
+        Value::Object(o) => o.iter().fold(
+            o.len().saturating_mul(2).saturating_add(1),
+            |acc, (k, x)| {
+                acc.saturating_add(k.len().saturating_add(2))
+                    .saturating_add(json_size(x))
+            },
+        ),
+    }
 }
 
 type Result<T> = std::result::Result<T, PatchError>;
@@ -144,21 +187,39 @@ pub fn json_patch(doc: &Value, patch: &Value) -> Result<Value> {
             type_name(patch)
         )));
     }
+    if let Some(ops) = patch.as_array()
+        && ops.len() > MAX_JSON_PATCH_OPERATIONS
+    {
+        return Err(PatchError::TooManyOperations(ops.len()));
+    }
     let ops: json_patch::Patch = serde_json::from_value(patch.clone())
         .map_err(|e| PatchError::InvalidPatch(e.to_string()))?;
     let mut out = doc.clone();
-    // `out` is our own copy, so the undo log of `json_patch::patch` is not needed.
-    json_patch::patch_unsafe(&mut out, &ops).map_err(|e| {
-        let path = e.path.to_string();
-        match e.kind {
-            json_patch::PatchErrorKind::TestFailed => PatchError::TestFailed { path },
-            json_patch::PatchErrorKind::InvalidPointer => PatchError::PathNotFound { path },
-            json_patch::PatchErrorKind::InvalidFromPointer => PatchError::PathNotFound {
-                path: format!("from of operation {}", e.operation),
-            },
-            _ => PatchError::InvalidPatch(e.to_string()),
+    // One operation at a time, so that what `copy` operations add is
+    // counted before it is made (a copy of the whole document doubles it).
+    let mut copied = 0usize;
+    for (i, op) in ops.0.into_iter().enumerate() {
+        if let json_patch::PatchOperation::Copy(c) = &op
+            && let Some(from) = out.pointer(c.from.as_str())
+        {
+            copied = copied.saturating_add(json_size(from));
+            if copied > MAX_JSON_PATCH_COPY_BYTES {
+                return Err(PatchError::CopyTooLarge { size: copied });
+            }
         }
-    })?;
+        // `out` is our own copy, so the undo log of `json_patch::patch` is not needed.
+        json_patch::patch_unsafe(&mut out, &[op]).map_err(|e| {
+            let path = e.path.to_string();
+            match e.kind {
+                json_patch::PatchErrorKind::TestFailed => PatchError::TestFailed { path },
+                json_patch::PatchErrorKind::InvalidPointer => PatchError::PathNotFound { path },
+                json_patch::PatchErrorKind::InvalidFromPointer => PatchError::PathNotFound {
+                    path: format!("from of operation {i}"),
+                },
+                _ => PatchError::InvalidPatch(e.to_string()),
+            }
+        })?;
+    }
     Ok(out)
 }
 

@@ -867,6 +867,14 @@ async fn update_scale(
             .pointer("/spec/replicas")
             .and_then(Value::as_i64)
             .ok_or_else(|| ApiError::bad_request("spec.replicas is required in a Scale"))?;
+        // A Scale's replicas is an int32: what does not fit is refused as
+        // kube-apiserver's decoder refuses it, never stored (security
+        // review I2: typed clients could no longer decode the object).
+        if i32::try_from(replicas).is_err() {
+            return Err(ApiError::bad_request(format!(
+                "Scale in version \"v1\" cannot be handled as a Scale: json: cannot unmarshal number {replicas} into Go struct field ScaleSpec.spec.replicas of type int32"
+            )));
+        }
         if replicas < 0 {
             return Err(ApiError::invalid(
                 "autoscaling",

@@ -37,5 +37,6 @@ pub mod tls;
 pub mod tokens;
 pub mod watch;
 pub mod ws;
+pub mod yaml;
 
 pub use state::{ApiServer, Config, Running, StartError, run, start};

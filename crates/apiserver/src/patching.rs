@@ -42,12 +42,16 @@ pub fn apply_patch(
             ));
         }
     };
-    result.map_err(|e| {
-        ApiError::new(
+    result.map_err(|e| match e {
+        // ↔ errors.NewRequestEntityTooLargeError in the patcher.
+        skiff_api::patch::PatchError::TooManyOperations(_) => {
+            ApiError::new(413, "RequestEntityTooLarge", e.to_string())
+        }
+        e => ApiError::new(
             422,
             "Invalid",
             format!("the server rejected our request due to an error in our request: {e}"),
-        )
+        ),
     })
 }
 

@@ -192,10 +192,7 @@ pub fn decode_body(body: &[u8], media: &str) -> Result<Value, ApiError> {
             if let Ok(v) = serde_json::from_slice::<Value>(body) {
                 return Ok(v);
             }
-            let yaml: serde_yaml::Value = serde_yaml::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
-            serde_json::to_value(yaml)
-                .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
+            crate::yaml::to_json(body).map_err(ApiError::bad_request)
         }
         // kubectl's typed clients (create configmap/secret/deployment, ...) send protobuf.
         "application/vnd.kubernetes.protobuf" => {
