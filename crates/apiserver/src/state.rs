@@ -36,6 +36,31 @@ pub struct Config {
     pub authorization: bool,
     /// The Pod Security level of namespaces without the labels.
     pub pod_security_default: crate::podsecurity::Level,
+    /// How connections are kept in check (security review D1).
+    pub limits: ConnectionLimits,
+}
+
+/// What one client connection may hold, as kube-apiserver's http.Server
+/// bounds it: a connection that does not finish its TLS handshake, or
+/// send a request's headers, in time is closed; beyond `max_connections`
+/// open at once, new ones are closed at accept.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    pub tls_handshake_timeout: std::time::Duration,
+    /// kube-apiserver's ReadHeaderTimeout (32 s); also how long a
+    /// connection may stay idle between requests (HTTP/1.1).
+    pub header_read_timeout: std::time::Duration,
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            tls_handshake_timeout: std::time::Duration::from_secs(10),
+            header_read_timeout: std::time::Duration::from_secs(32),
+            max_connections: 16_384,
+        }
+    }
 }
 
 impl Config {
@@ -51,6 +76,7 @@ impl Config {
             watch_history: 100_000,
             pod_security_default: Default::default(),
             authorization: true,
+            limits: ConnectionLimits::default(),
         }
     }
 }
@@ -444,7 +470,13 @@ pub async fn start(
         pki: Arc::new(pki),
         data_dir: config.data_dir.clone(),
     };
-    let handle = tokio::spawn(crate::server::serve(server, listener, tls, shutdown));
+    let handle = tokio::spawn(crate::server::serve(
+        server,
+        listener,
+        tls,
+        config.limits,
+        shutdown,
+    ));
     tracing::info!(addr = %local, "API server listening");
     Ok((running, handle))
 }

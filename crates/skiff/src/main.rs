@@ -53,7 +53,23 @@ enum Command {
     Kubectl(cmd::kubectl::Args),
 }
 
+/// Raise the soft open-files limit to the hard one, as the Go runtime does
+/// for kube-apiserver (and k3s's unit sets LimitNOFILE=1048576): every
+/// connection, watch and container log is a descriptor, and the default
+/// soft limit of 1,024 is what a few idle clients would exhaust.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(current), Some(max)) = (limit.current, limit.maximum)
+        && current < max
+    {
+        limit.current = Some(max);
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    raise_open_files_limit();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => cmd::server::run(args),
