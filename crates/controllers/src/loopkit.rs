@@ -46,14 +46,17 @@ pub type Outcome = Result<Option<Duration>, Error>;
 
 /// A reconcile with its panic caught ([`crate::ctrlutil::catch_panic`]):
 /// a panic is an error, retried with backoff like any other.
-pub async fn guarded<K: Display + ?Sized>(
-    controller: &str,
-    key: &K,
-    reconcile: impl std::future::Future<Output = Outcome>,
-) -> Outcome {
-    crate::ctrlutil::catch_panic(controller, key, reconcile)
-        .await
-        .unwrap_or_else(|panic| Err(Error::Invalid(format!("panic: {panic}"))))
+pub fn guarded<'a, K: Display + ?Sized>(
+    controller: &'a str,
+    key: &'a K,
+    reconcile: impl std::future::Future<Output = Outcome> + 'a,
+) -> impl std::future::Future<Output = Outcome> + 'a {
+    let caught = crate::ctrlutil::catch_panic(controller, key, reconcile);
+    async move {
+        caught
+            .await
+            .unwrap_or_else(|panic| Err(Error::Invalid(format!("panic: {panic}"))))
+    }
 }
 
 /// The key of a namespaced object.

@@ -43,24 +43,29 @@ pub fn reconcile_panics() -> u64 {
 /// Run one reconcile, a panic in it caught (↔ utilruntime.HandleCrash):
 /// logged with the controller and key, counted, and returned as the
 /// panic's message, so the key is retried with backoff and every other key
-/// keeps being served.
-pub async fn catch_panic<T, K: std::fmt::Display + ?Sized>(
-    controller: &str,
-    key: &K,
-    reconcile: impl Future<Output = T>,
-) -> std::result::Result<T, String> {
+/// keeps being served. The reconcile future moves to the heap at once
+/// (reconcile futures are large; two copies of one on a worker's stack
+/// overflow it in debug builds).
+pub fn catch_panic<'a, T, K: std::fmt::Display + ?Sized>(
+    controller: &'a str,
+    key: &'a K,
+    reconcile: impl Future<Output = T> + 'a,
+) -> impl Future<Output = std::result::Result<T, String>> + 'a {
     use futures::FutureExt as _;
-    match std::panic::AssertUnwindSafe(reconcile).catch_unwind().await {
-        Ok(v) => Ok(v),
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into());
-            RECONCILE_PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::error!(controller, key = %key, panic = %message, "reconcile panicked; retrying with backoff");
-            Err(message)
+    let reconcile = Box::pin(reconcile);
+    async move {
+        match std::panic::AssertUnwindSafe(reconcile).catch_unwind().await {
+            Ok(v) => Ok(v),
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                RECONCILE_PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(controller, key = %key, panic = %message, "reconcile panicked; retrying with backoff");
+                Err(message)
+            }
         }
     }
 }
