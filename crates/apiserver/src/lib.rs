@@ -16,6 +16,7 @@ pub mod certificates;
 pub mod discovery;
 pub mod events_view;
 pub mod handlers;
+pub mod health;
 pub mod identity;
 pub mod metrics;
 pub mod nodeauthz;

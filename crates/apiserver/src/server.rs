@@ -242,10 +242,11 @@ async fn route(
     labels: &mut RequestLabels,
 ) -> Result<Response<Body>, ApiError> {
     // Health endpoints answer without credentials (load balancers and probes).
+    if crate::health::handles(path) {
+        let (code, body) = crate::health::answer(server, path, query).await;
+        return Ok(bytes_response(code, "text/plain; charset=utf-8", body));
+    }
     match path {
-        "/healthz" | "/livez" | "/readyz" => {
-            return Ok(bytes_response(200, "text/plain; charset=utf-8", "ok"));
-        }
         // The cluster CA for agents to check against their token's hash
         // before they trust this server (k3s's /cacerts).
         "/cacerts" => {
