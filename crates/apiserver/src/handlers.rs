@@ -480,6 +480,39 @@ fn check_type(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
 }
 
 /// Unknown fields per fieldValidation, then the typed round trip.
+/// How deeply objects may nest: what serde_json reads back (its recursion
+/// limit of 128, less a level of headroom).
+pub const MAX_OBJECT_DEPTH: usize = 126;
+
+/// The nesting depth of `v`: 0 for a scalar, 1 for a flat object.
+fn depth(v: &Value) -> usize {
+    // Iterative, so that depth itself cannot overflow the stack.
+    let mut deepest = 0;
+    let mut stack: Vec<(&Value, usize)> = vec![(v, 0)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(a) => Box::new(a.iter()),
+            Value::Object(o) => Box::new(o.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(d + 1);
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    deepest
+}
+
+/// The bytes an object is stored as, once it is known to read back:
+/// nothing nested deeper than the decoder reads is stored (security
+/// review I3: such an object could no longer be read, updated or deleted).
+fn encode_for_store(obj: &Value) -> ApiResult<Vec<u8>> {
+    if depth(obj) > MAX_OBJECT_DEPTH {
+        return Err(ApiError::bad_request(format!(
+            "json: exceeded max depth of {MAX_OBJECT_DEPTH}"
+        )));
+    }
+    serde_json::to_vec(obj).map_err(|e| ApiError::internal(e.to_string()))
+}
+
 fn decode_typed(req: &mut Req<'_>, obj: Value) -> ApiResult<Value> {
     let mode = req.query.get("fieldValidation").unwrap_or("Warn");
     if mode != "Ignore" {
@@ -611,7 +644,7 @@ pub async fn create_object(req: &Req<'_>, obj: &mut Value) -> ApiResult<Value> {
         admission::release(req.server, &allocated).await;
         return Ok(obj.clone());
     }
-    let bytes = serde_json::to_vec(&*obj).map_err(|e| ApiError::internal(e.to_string()))?;
+    let bytes = encode_for_store(obj)?;
     match req.server.store.create(&req.key(&name), bytes).await {
         Ok(kv) => {
             set_resource_version(obj, kv.mod_revision);
@@ -715,7 +748,7 @@ pub async fn write_update(
         return Ok(Written::Updated(new));
     }
     strip_resource_version(&mut new);
-    let bytes = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
+    let bytes = encode_for_store(&new)?;
     let kv = match req
         .server
         .store
@@ -1157,7 +1190,7 @@ pub async fn delete_one(
             return Ok((new, false));
         }
         strip_resource_version(&mut new);
-        let bytes = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
+        let bytes = encode_for_store(&new)?;
         match req
             .server
             .store
@@ -1285,7 +1318,7 @@ async fn bind(req: &Req<'_>, name: &str, binding: Value) -> ApiResult<Response<B
             break;
         }
         strip_resource_version(&mut new);
-        let bytes = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
+        let bytes = encode_for_store(&new)?;
         match req
             .server
             .store
@@ -1457,4 +1490,31 @@ async fn token_request(req: &Req<'_>, name: &str, mut request: Value) -> ApiResu
     }
     request["status"] = json!({"token": token, "expirationTimestamp": expires});
     Ok(json_response(201, &request))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(levels: usize) -> Value {
+        let mut v = json!("leaf");
+        for _ in 0..levels {
+            v = json!({ "a": v });
+        }
+        v
+    }
+
+    #[test]
+    fn what_is_stored_reads_back() {
+        assert_eq!(depth(&json!(1)), 0);
+        assert_eq!(depth(&json!({"a": [1, {"b": 2}]})), 3);
+        let deepest = nested(MAX_OBJECT_DEPTH);
+        let bytes = encode_for_store(&deepest).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), deepest);
+        let err = encode_for_store(&nested(MAX_OBJECT_DEPTH + 1)).unwrap_err();
+        assert_eq!(err.code, 400);
+        // serde_json itself stops a little further: the limit is its own.
+        let too_deep = serde_json::to_vec(&nested(130)).unwrap();
+        assert!(serde_json::from_slice::<Value>(&too_deep).is_err());
+    }
 }

@@ -148,3 +148,42 @@ async fn scale_refuses_replicas_beyond_int32() {
         Some(1)
     );
 }
+
+#[tokio::test]
+async fn nothing_is_stored_deeper_than_it_can_be_read() {
+    // Review I3: a JSON patch can nest an object past what the decoder
+    // reads; stored, it could no longer be read, updated or deleted.
+    let s = TestServer::start().await;
+    let nested = |levels: usize| {
+        let mut v = json!("leaf");
+        for _ in 0..levels {
+            v = json!({ "a": v });
+        }
+        v
+    };
+    let revision = json!({"apiVersion": "apps/v1", "kind": "ControllerRevision",
+        "metadata": {"name": "deep"}, "revision": 1, "data": nested(100)});
+    let req = http::Request::post("/apis/apps/v1/namespaces/default/controllerrevisions")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&revision).unwrap())
+        .unwrap();
+    s.client.request_text(req).await.unwrap();
+    let path = "/apis/apps/v1/namespaces/default/controllerrevisions/deep";
+    let pointer = format!("/data{}/b", "/a".repeat(99));
+    let ops = json!([{"op": "add", "path": pointer, "value": nested(40)}]);
+    let (code, _, message) = refused(
+        &s,
+        "PATCH",
+        path,
+        "application/json-patch+json",
+        serde_json::to_vec(&ops).unwrap(),
+    )
+    .await;
+    assert_eq!(code, 400, "{message}");
+    assert!(message.contains("exceeded max depth"), "{message}");
+    // Still readable and deletable.
+    let get = http::Request::get(path).body(Vec::new()).unwrap();
+    s.client.request_text(get).await.unwrap();
+    let delete = http::Request::delete(path).body(Vec::new()).unwrap();
+    s.client.request_text(delete).await.unwrap();
+}
