@@ -47,8 +47,13 @@ pub struct Config {
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
     pub tls_handshake_timeout: std::time::Duration,
-    /// kube-apiserver's ReadHeaderTimeout (32 s); also how long a
-    /// connection may stay idle between requests (HTTP/1.1).
+    /// How long a request's headers may take, counted (by hyper) from the
+    /// end of the previous response, so it is also the idle timeout of an
+    /// HTTP/1.1 keep-alive connection. kube-apiserver has 32 s for headers
+    /// and 90 s idle; one timer for both is 100 s here, beyond the 90 s
+    /// after which clients' pools (Go's, kube-rs's) drop an idle connection
+    /// themselves, so that a client never sends a request on a connection
+    /// the server is closing.
     pub header_read_timeout: std::time::Duration,
     pub max_connections: usize,
 }
@@ -57,7 +62,7 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
             tls_handshake_timeout: std::time::Duration::from_secs(10),
-            header_read_timeout: std::time::Duration::from_secs(32),
+            header_read_timeout: std::time::Duration::from_secs(100),
             max_connections: 16_384,
         }
     }
