@@ -164,8 +164,17 @@ pub async fn bind(port: u16) -> Result<TcpListener, ServerError> {
 }
 
 /// Serve the kubelet API on `listener` until dropped.
+/// A kubelet API connection must finish its TLS handshake within this...
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// ...send each request's headers within this (from the end of the
+/// previous response, so it is also the idle timeout), and at most this
+/// many are open at once (security review D1; the API server's limits).
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(100);
+const MAX_CONNECTIONS: usize = 4_096;
+
 pub async fn serve(api: Arc<KubeletApi>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
     let acceptor = TlsAcceptor::from(tls);
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -175,14 +184,24 @@ pub async fn serve(api: Arc<KubeletApi>, listener: TcpListener, tls: Arc<rustls:
                 continue;
             }
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "kubelet API: too many open connections, closing a new one");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let api = api.clone();
         tokio::spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(t) => t,
-                Err(e) => {
+            let _permit = permit;
+            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "kubelet API TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "kubelet API TLS handshake timed out");
                     return;
                 }
             };
@@ -199,6 +218,8 @@ pub async fn serve(api: Arc<KubeletApi>, listener: TcpListener, tls: Arc<rustls:
                 async move { Ok::<_, Infallible>(handle(api, req, user).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(tls), service)
                 .with_upgrades();
             if let Err(e) = conn.await {
@@ -858,6 +879,32 @@ mod tests {
             ("get", "proxy")
         );
         assert_eq!(request_attributes(&Method::GET, "/pods"), ("get", "proxy"));
+    }
+
+    /// Security review D1: a connection that never completes its TLS
+    /// handshake is closed (paused time: the timeout passes at once).
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_that_never_handshakes_is_disconnected() {
+        use tokio::io::AsyncReadExt as _;
+        let config = kube::Config::new("https://127.0.0.1:1".parse().unwrap());
+        let api = Arc::new(KubeletApi {
+            runtime: Arc::new(crate::fake::FakeRuntime::default()),
+            client: kube::Client::try_from(config).unwrap(),
+            node_name: "n1".into(),
+            token: None,
+            verify_clients: false,
+            decisions: Default::default(),
+            log_root: std::env::temp_dir(),
+        });
+        let cert = crate::serving::self_signed_for_tests("n1", "127.0.0.1");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(api, listener, tls_config(cert, None).unwrap()));
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT * 2, tcp.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+        server.abort();
     }
 
     #[test]
