@@ -50,34 +50,36 @@ impl Subject {
     }
 }
 
-fn subject_of(name: &x509_parser::x509::X509Name<'_>) -> (String, Vec<String>) {
-    let cn = name
+/// The subject named by `name`: CN and O, no names or validity yet.
+fn subject_of(name: &x509_parser::x509::X509Name<'_>) -> Subject {
+    let common_name = name
         .iter_common_name()
         .next()
         .and_then(|c| c.as_str().ok())
         .unwrap_or_default()
         .to_string();
-    let orgs = name
+    let organizations = name
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(str::to_string))
         .collect();
-    (cn, orgs)
-}
-
-/// The subject of a DER certificate (its chain is the caller's to verify).
-pub fn certificate_subject(der: &[u8]) -> Option<Subject> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let (common_name, organizations) = subject_of(cert.subject());
-    let mut subject = Subject {
+    Subject {
         common_name,
         organizations,
         dns_names: Vec::new(),
         ip_addresses: Vec::new(),
         emails: Vec::new(),
         uris: Vec::new(),
-        not_before: cert.validity().not_before.timestamp(),
-        not_after: cert.validity().not_after.timestamp(),
-    };
+        not_before: 0,
+        not_after: 0,
+    }
+}
+
+/// The subject of a DER certificate (its chain is the caller's to verify).
+pub fn certificate_subject(der: &[u8]) -> Option<Subject> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let mut subject = subject_of(cert.subject());
+    subject.not_before = cert.validity().not_before.timestamp();
+    subject.not_after = cert.validity().not_after.timestamp();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         subject.add_names(&san.value.general_names);
     }
@@ -97,17 +99,7 @@ pub fn request_subject(pem: &[u8]) -> Result<Subject, String> {
             .map_err(|e| format!("asn1: {e}"))?;
     csr.verify_signature()
         .map_err(|_| "x509: ECDSA verification failure".to_string())?;
-    let (common_name, organizations) = subject_of(&csr.certification_request_info.subject);
-    let mut subject = Subject {
-        common_name,
-        organizations,
-        dns_names: Vec::new(),
-        ip_addresses: Vec::new(),
-        emails: Vec::new(),
-        uris: Vec::new(),
-        not_before: 0,
-        not_after: 0,
-    };
+    let mut subject = subject_of(&csr.certification_request_info.subject);
     for ext in csr.requested_extensions().into_iter().flatten() {
         if let x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) = ext {
             subject.add_names(&san.general_names);

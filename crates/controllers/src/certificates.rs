@@ -145,22 +145,10 @@ pub fn serving_names_allowed(csr: &Csr, subject: &Subject, node: &Node) -> bool 
                 .iter()
                 .any(|(t, a)| matches!(*t, "Hostname" | "InternalDNS" | "ExternalDNS") && a == d)
     });
-    // Never a loopback, link-local or other special address: the API
-    // server would refuse to dial one anyway (IsProxyableIP).
-    let special = |ip: &std::net::IpAddr| match ip {
-        std::net::IpAddr::V4(v4) => {
-            v4.is_unspecified()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-        }
-        std::net::IpAddr::V6(v6) => {
-            v6.is_unspecified()
-                || v6.is_loopback()
-                || v6.is_multicast()
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-        }
+    // Never an address ValidateNonSpecialIP refuses (unspecified,
+    // loopback, link-local): nothing should reach a node's own services.
+    let special = |ip: &std::net::IpAddr| {
+        !skiff_api::validation::validate_non_special_ip(&ip.to_string(), "").is_empty()
     };
     let ips_ok = subject.ip_addresses.iter().all(|ip| {
         !special(ip)
