@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod defaults;
+pub mod duration;
 pub mod jwt;
 pub mod openapi;
 pub mod openapi_v2_proto;

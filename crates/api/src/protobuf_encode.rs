@@ -561,7 +561,7 @@ fn encode_special(
                     format!("expected a duration string, got {}", json_type(v)),
                 )
             })?;
-            let nanos = parse_go_duration(s)
+            let nanos = crate::duration::parse_go(s)
                 .ok_or_else(|| encode_err(name, format!("{s:?} is not a duration")))?;
             put_int(out, 1, nanos);
             Ok(())
@@ -731,71 +731,6 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Go's `time.ParseDuration`: "1h0m0s", "1.5s", "300ms", "2.5µs", "-5s".
-fn parse_go_duration(s: &str) -> Option<i64> {
-    let (neg, mut rest) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    if rest == "0" {
-        return Some(0);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total: i128 = 0;
-    while !rest.is_empty() {
-        let int_end = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let int_part = &rest[..int_end];
-        rest = &rest[int_end..];
-        let mut frac_part = "";
-        if let Some(r) = rest.strip_prefix('.') {
-            let frac_end = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
-            frac_part = &r[..frac_end];
-            rest = &r[frac_end..];
-        }
-        if int_part.is_empty() && frac_part.is_empty() {
-            return None;
-        }
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit: i128 = match &rest[..unit_end] {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => return None,
-        };
-        rest = &rest[unit_end..];
-        let whole: i128 = if int_part.is_empty() {
-            0
-        } else {
-            int_part.parse().ok()?
-        };
-        let mut value = whole.checked_mul(unit)?;
-        let mut scale = unit;
-        for d in frac_part.bytes() {
-            scale /= 10;
-            if scale == 0 {
-                break;
-            }
-            value = value.checked_add(i128::from(d - b'0') * scale)?;
-        }
-        total = total.checked_add(value)?;
-        if total > i128::from(i64::MAX) + 1 {
-            return None;
-        }
-    }
-    let total = if neg { -total } else { total };
-    i64::try_from(total).ok()
-}
-
 /// Standard base64 (padding optional, as Go's JSON decoder of `[]byte`
 /// also ignores `\r` and `\n`).
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
@@ -904,13 +839,13 @@ mod tests {
             ("7ns", 7),
             ("-5s", -5_000_000_000),
         ] {
-            assert_eq!(parse_go_duration(s), Some(n), "{s}");
+            assert_eq!(crate::duration::parse_go(s), Some(n), "{s}");
             if s != "0" && s != "2.5us" {
                 assert_eq!(super::super::go_duration(n), s);
             }
         }
         for bad in ["", "5", "s", "5x", "1.s5", "9999999999999999h"] {
-            assert_eq!(parse_go_duration(bad), None, "{bad}");
+            assert_eq!(crate::duration::parse_go(bad), None, "{bad}");
         }
     }
 

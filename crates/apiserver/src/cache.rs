@@ -7,7 +7,7 @@
 //! reader that asked for revision `r` (see [`WatchCache::sync_to`]) sees every
 //! write with revision `<= r`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
@@ -89,16 +89,90 @@ struct State {
     /// Events after this revision are in `events`.
     history_start: i64,
     objects: BTreeMap<String, ObjRef>,
+    /// How many objects each key prefix ending in '/' holds (every
+    /// ancestor of every key), kept as objects come and go, so that a
+    /// request's cost is known before it runs (API Priority and Fairness
+    /// sizes a LIST by it) without walking the objects.
+    counts: HashMap<String, usize>,
     events: VecDeque<Arc<CacheEvent>>,
+    /// The encoded size of the objects of `events`.
+    events_bytes: usize,
     watchers: Vec<Watcher>,
     next_watcher: u64,
+}
+
+/// How much history the cache keeps for watches that resume: at most
+/// `events` events and `bytes` bytes of their objects (security review
+/// I5: one large object updated over and over must not pin 10⁵ copies).
+#[derive(Clone, Copy, Debug)]
+pub struct History {
+    pub events: usize,
+    pub bytes: usize,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            events: 100_000,
+            bytes: 256 * 1024 * 1024,
+        }
+    }
 }
 
 pub struct WatchCache {
     state: RwLock<State>,
     revision_tx: watch::Sender<i64>,
     store: Arc<dyn Store>,
-    history: usize,
+    history: History,
+}
+
+/// A watch on the cache: the objects or events it starts from, then the
+/// later events (see [`WatchCache::watch`]).
+#[derive(Debug)]
+pub struct Subscription {
+    pub initial: Vec<Arc<CacheEvent>>,
+    /// The cache revision `initial` reflects.
+    pub revision: i64,
+    pub events: Events,
+}
+
+/// The events of a [`Subscription`] after its initial set.
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::Receiver<Arc<CacheEvent>>,
+    after: i64,
+}
+
+impl Events {
+    /// The next event, None once the cache dropped the watcher (a slow
+    /// consumer, a re-list): its client watches again. Events the initial
+    /// set already reflects are skipped.
+    pub async fn recv(&mut self) -> Option<Arc<CacheEvent>> {
+        loop {
+            let ev = self.rx.recv().await?;
+            if ev.revision > self.after {
+                return Some(ev);
+            }
+        }
+    }
+}
+
+/// Every prefix ending in '/' of `key`, the key itself excluded.
+fn ancestors(key: &str) -> impl Iterator<Item = &str> {
+    key.match_indices('/').map(move |(i, _)| &key[..=i])
+}
+
+fn count_in(counts: &mut HashMap<String, usize>, key: &str, added: bool) {
+    for prefix in ancestors(key) {
+        if added {
+            *counts.entry(prefix.to_string()).or_default() += 1;
+        } else if let Some(n) = counts.get_mut(prefix) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(prefix);
+            }
+        }
+    }
 }
 
 /// Decode a stored value into a served object.
@@ -191,7 +265,7 @@ impl WatchCache {
     /// Load everything under /registry/ and follow the store from there.
     pub async fn start(
         store: Arc<dyn Store>,
-        history: usize,
+        history: History,
     ) -> Result<Arc<WatchCache>, StoreError> {
         let (objects, revision, stream) = Self::load(&*store).await?;
         let (revision_tx, _) = watch::channel(revision);
@@ -199,8 +273,10 @@ impl WatchCache {
             state: RwLock::new(State {
                 revision,
                 history_start: revision,
+                counts: counts_of(&objects),
                 objects,
                 events: VecDeque::new(),
+                events_bytes: 0,
                 watchers: Vec::new(),
                 next_watcher: 0,
             }),
@@ -249,9 +325,12 @@ impl WatchCache {
         loop {
             match Self::load(&*self.store).await {
                 Ok((objects, revision, stream)) => {
+                    let counts = counts_of(&objects);
                     let mut st = self.write_state();
                     st.objects = objects;
+                    st.counts = counts;
                     st.events.clear();
+                    st.events_bytes = 0;
                     st.watchers.clear();
                     st.revision = revision;
                     st.history_start = revision;
@@ -311,16 +390,23 @@ impl WatchCache {
             }
             st.revision = revision;
             let Some(obj) = obj else {
-                if kind == EventType::Deleted {
-                    st.objects.remove(&key);
+                if kind == EventType::Deleted && st.objects.remove(&key).is_some() {
+                    count_in(&mut st.counts, &key, false);
                 }
                 continue;
             };
             let obj = Arc::new(obj);
             let (prev, kind) = if kind == EventType::Deleted {
-                (st.objects.remove(&key), kind)
+                let prev = st.objects.remove(&key);
+                if prev.is_some() {
+                    count_in(&mut st.counts, &key, false);
+                }
+                (prev, kind)
             } else {
                 let prev = st.objects.insert(key.clone(), obj.clone());
+                if prev.is_none() {
+                    count_in(&mut st.counts, &key, true);
+                }
                 // A put over a key the cache did not have is an add.
                 let kind = if prev.is_none() {
                     EventType::Added
@@ -335,10 +421,14 @@ impl WatchCache {
                 object: obj,
                 prev,
             });
+            st.events_bytes = st.events_bytes.saturating_add(event.object.bytes.len());
             st.events.push_back(event.clone());
-            while st.events.len() > self.history {
+            while st.events.len() > self.history.events
+                || (st.events_bytes > self.history.bytes && st.events.len() > 1)
+            {
                 if let Some(old) = st.events.pop_front() {
                     st.history_start = old.revision;
+                    st.events_bytes = st.events_bytes.saturating_sub(old.object.bytes.len());
                 }
             }
             st.watchers.retain(|w| {
@@ -432,25 +522,40 @@ impl WatchCache {
         (out, st.revision, more)
     }
 
-    /// Count the objects under a prefix.
+    /// How many objects are under `prefix` (ending in '/'), in constant time.
     pub fn count(&self, prefix: &str) -> usize {
-        let st = self.read_state();
-        st.objects
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .count()
+        self.read_state().counts.get(prefix).copied().unwrap_or(0)
     }
 
     /// Start a watch on `prefix`. With `from` = None, the current objects
     /// come first as ADDED events; with `from` = Some(r), every event after
     /// revision r is replayed (410 Gone when history no longer reaches r).
-    pub fn watch(
-        &self,
-        prefix: &str,
-        from: Option<i64>,
-    ) -> Result<(Vec<Arc<CacheEvent>>, mpsc::Receiver<Arc<CacheEvent>>), ApiError> {
+    ///
+    /// The watcher is registered under a short write lock and the initial
+    /// set is read under the read lock (security review I5: not built
+    /// while every reader and the feed wait); events applied in between
+    /// reach both, and [`Events::recv`] skips those the initial set holds.
+    pub fn watch(&self, prefix: &str, from: Option<i64>) -> Result<Subscription, ApiError> {
         let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
-        let mut st = self.write_state();
+        let gone = |r: i64, start: i64| {
+            ApiError::gone(format!("too old resource version: {r} ({start})"))
+        };
+        {
+            let mut st = self.write_state();
+            if let Some(r) = from
+                && r < st.history_start
+            {
+                return Err(gone(r, st.history_start));
+            }
+            let id = st.next_watcher;
+            st.next_watcher += 1;
+            st.watchers.push(Watcher {
+                id,
+                prefix: prefix.to_string(),
+                tx,
+            });
+        }
+        let st = self.read_state();
         let initial: Vec<Arc<CacheEvent>> = match from {
             None => st
                 .objects
@@ -466,11 +571,9 @@ impl WatchCache {
                 })
                 .collect(),
             Some(r) => {
+                // History may have moved on since the watcher was registered.
                 if r < st.history_start {
-                    return Err(ApiError::gone(format!(
-                        "too old resource version: {r} ({})",
-                        st.history_start
-                    )));
+                    return Err(gone(r, st.history_start));
                 }
                 // Events are in revision order: find the first after r.
                 let first = st.events.partition_point(|e| e.revision <= r);
@@ -481,19 +584,25 @@ impl WatchCache {
                     .collect()
             }
         };
-        let id = st.next_watcher;
-        st.next_watcher += 1;
-        st.watchers.push(Watcher {
-            id,
-            prefix: prefix.to_string(),
-            tx,
-        });
-        Ok((initial, rx))
+        let revision = st.revision;
+        Ok(Subscription {
+            initial,
+            revision,
+            events: Events { rx, after: revision },
+        })
     }
 
     pub fn watcher_count(&self) -> usize {
         self.read_state().watchers.len()
     }
+}
+
+fn counts_of(objects: &BTreeMap<String, ObjRef>) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for key in objects.keys() {
+        count_in(&mut counts, key, true);
+    }
+    counts
 }
 
 fn decode_deleted(prev: &KeyValue, revision: i64) -> Option<CachedObject> {
@@ -516,8 +625,10 @@ fn relist(
     prefix: &str,
     known: &mut Keys,
     handler: &mut impl FnMut(Followed<'_>),
-) -> Option<mpsc::Receiver<Arc<CacheEvent>>> {
-    let (initial, rx) = cache.watch(prefix, None).ok()?;
+) -> Option<Events> {
+    let Subscription {
+        initial, events, ..
+    } = cache.watch(prefix, None).ok()?;
     let mut now = Keys::with_capacity(initial.len());
     for ev in &initial {
         handler(Followed::Put(&ev.object));
@@ -527,7 +638,7 @@ fn relist(
         handler(Followed::Delete(gone));
     }
     *known = now;
-    Some(rx)
+    Some(events)
 }
 
 /// Feed `handler` every object under `prefix` and every later change, for
@@ -576,7 +687,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(skiff_store_sqlite::SqliteStore::open(&dir.path().join("db")).unwrap());
-        let cache = WatchCache::start(store.clone(), 3).await.unwrap();
+        let history = History {
+            events: 3,
+            ..History::default()
+        };
+        let cache = WatchCache::start(store.clone(), history).await.unwrap();
         (dir, store, cache)
     }
 
@@ -628,9 +743,10 @@ mod tests {
         let (rest, _, _) = cache.list("/registry/pods/", Some(&page[0].key), 1, |_| true);
         assert_eq!(rest[0].key, "/registry/pods/default/b");
 
-        let (replay, _) = cache
+        let replay = cache
             .watch("/registry/pods/", Some(a.mod_revision))
-            .unwrap();
+            .unwrap()
+            .initial;
         assert_eq!(replay.len(), 1);
         assert_eq!(replay[0].object.key, "/registry/pods/default/b");
     }
@@ -638,7 +754,11 @@ mod tests {
     #[tokio::test]
     async fn live_events_and_gone() {
         let (_d, store, cache) = cache().await;
-        let (initial, mut rx) = cache.watch("/registry/pods/", None).unwrap();
+        let Subscription {
+            initial,
+            events: mut rx,
+            ..
+        } = cache.watch("/registry/pods/", None).unwrap();
         assert!(initial.is_empty());
         let a = store
             .create("/registry/pods/default/a", obj("a"))
@@ -668,5 +788,96 @@ mod tests {
             .watch("/registry/pods/", Some(a.mod_revision - 1))
             .unwrap_err();
         assert_eq!(err.code, 410);
+    }
+
+    #[tokio::test]
+    async fn counts_follow_creates_and_deletes() {
+        let (_d, store, cache) = cache().await;
+        store.create("/registry/pods/a/x", obj("x")).await.unwrap();
+        let y = store.create("/registry/pods/b/y", obj("y")).await.unwrap();
+        store.create("/registry/nodes/n", obj("n")).await.unwrap();
+        cache.sync().await.unwrap();
+        assert_eq!(cache.count("/registry/pods/"), 2);
+        assert_eq!(cache.count("/registry/pods/b/"), 1);
+        assert_eq!(cache.count("/registry/"), 3);
+        store
+            .update("/registry/pods/b/y", obj("y"), y.mod_revision)
+            .await
+            .unwrap();
+        store.delete("/registry/pods/a/x", 0).await.unwrap();
+        cache.sync().await.unwrap();
+        assert_eq!(cache.count("/registry/pods/"), 1);
+        assert_eq!(cache.count("/registry/pods/a/"), 0);
+        assert_eq!(cache.count("/registry/pods/b/"), 1);
+        assert_eq!(cache.count("/registry/po"), 0, "only whole segments");
+    }
+
+    /// Security review I5: history is bounded in bytes as well as in events.
+    #[tokio::test]
+    async fn history_is_bounded_in_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(skiff_store_sqlite::SqliteStore::open(&dir.path().join("db")).unwrap());
+        let history = History {
+            events: 1000,
+            bytes: 10_000,
+        };
+        let cache = WatchCache::start(store.clone(), history).await.unwrap();
+        let big = |i: usize| {
+            serde_json::to_vec(&serde_json::json!({"metadata": {"name": "big"}, "data": "x".repeat(3000 + i)}))
+                .unwrap()
+        };
+        let first = store.create("/registry/configmaps/d/big", big(0)).await.unwrap();
+        let mut rev = first.mod_revision;
+        for i in 1..10 {
+            rev = store
+                .update("/registry/configmaps/d/big", big(i), rev)
+                .await
+                .unwrap()
+                .mod_revision;
+        }
+        cache.sync().await.unwrap();
+        // Ten versions of ~3 KB do not fit in 10 KB: the oldest are gone.
+        let err = cache
+            .watch("/registry/configmaps/", Some(first.mod_revision))
+            .unwrap_err();
+        assert_eq!(err.code, 410);
+        let kept = cache
+            .watch("/registry/configmaps/", Some(rev - 2))
+            .unwrap()
+            .initial;
+        assert_eq!(kept.len(), 2);
+    }
+
+    /// Events applied between a watch's registration and its initial set
+    /// are not handed over twice.
+    #[tokio::test]
+    async fn events_the_initial_set_holds_are_skipped() {
+        let (_d, store, cache) = cache().await;
+        let mut sub = cache.watch("/registry/pods/", None).unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let old = CachedObject {
+            key: "/registry/pods/d/a".into(),
+            value: serde_json::json!({}),
+            bytes: Bytes::new(),
+            revision: sub.revision,
+            protobuf: OnceLock::new(),
+        };
+        // As if the feed had sent an event the initial set already holds.
+        tx.send(Arc::new(CacheEvent {
+            revision: sub.revision,
+            kind: EventType::Added,
+            object: Arc::new(old),
+            prev: None,
+        }))
+        .await
+        .unwrap();
+        drop(tx);
+        sub.events = Events {
+            rx,
+            after: sub.revision,
+        };
+        assert!(sub.events.recv().await.is_none());
+        drop(store);
     }
 }

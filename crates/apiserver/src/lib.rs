@@ -15,6 +15,7 @@ pub mod cache;
 pub mod certificates;
 pub mod discovery;
 pub mod events_view;
+pub mod flowcontrol;
 pub mod handlers;
 pub mod health;
 pub mod identity;

@@ -32,6 +32,7 @@ struct Histogram {
 pub struct Metrics {
     totals: Mutex<HashMap<(Labels, u16), u64>>,
     durations: Mutex<HashMap<Labels, Histogram>>,
+    panics: std::sync::atomic::AtomicU64,
 }
 
 /// What one request was, for its metric labels.
@@ -45,6 +46,12 @@ pub struct RequestLabels {
 }
 
 impl Metrics {
+    /// A request handler panicked (and was answered 500).
+    pub fn count_panic(&self) {
+        self.panics
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn observe(&self, req: &RequestLabels, code: u16, elapsed: Duration) {
         let labels = Labels {
             verb: req.verb,
@@ -125,6 +132,11 @@ impl Metrics {
                 );
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP apiserver_request_panics_total Requests whose handler panicked (answered 500; the server goes on).\n# TYPE apiserver_request_panics_total counter\napiserver_request_panics_total {}",
+            self.panics.load(std::sync::atomic::Ordering::Relaxed)
+        );
         for (name, help, value) in extra {
             let _ = writeln!(
                 out,

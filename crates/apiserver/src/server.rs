@@ -174,22 +174,186 @@ async fn handle(
     let started = Instant::now();
     let path = req.uri().path().to_string();
     let query = Query::parse(req.uri().query());
-    let mut labels = RequestLabels {
-        verb: "OTHER",
-        group: String::new(),
-        version: String::new(),
-        resource: String::new(),
-        subresource: String::new(),
-        scope: "",
+    // The user is filled in once authenticated.
+    let attributes = crate::authz::Attributes::of_request(
+        UserInfo::default(),
+        req.method().as_str(),
+        &path,
+        &query,
+    );
+    let mut labels = fallback_labels(&attributes);
+    let timeout = if crate::flowcontrol::long_running(&attributes) {
+        Ok(None)
+    } else {
+        request_timeout(&query, server.request_timeout).map(Some)
     };
-    let resp = match route(&server, req, cert_user, &path, &query, &mut labels).await {
-        Ok(r) => r,
+    let resp = match timeout {
         Err(e) => error_response(&e),
+        Ok(timeout) => {
+            // Each request runs in its own task: a panic in it is a 500
+            // for that request alone. A request that outlives its timeout
+            // is answered 504 and stopped at its next await, as a Go
+            // handler whose context is cancelled (a write under way may
+            // or may not land, as there; it is not acknowledged).
+            let mut task = {
+                let (server, path, query) = (server.clone(), path.clone(), query.clone());
+                tokio::spawn(async move {
+                    let mut labels = fallback_labels(&attributes);
+                    let r = route(&server, req, cert_user, attributes, &path, &query, &mut labels).await;
+                    (r, labels)
+                })
+            };
+            let outcome = match timeout {
+                Some(t) => tokio::time::timeout(t, &mut task).await.ok(),
+                None => Some((&mut task).await),
+            };
+            match outcome {
+                Some(Ok((r, l))) => {
+                    labels = l;
+                    r.unwrap_or_else(|e| error_response(&e))
+                }
+                Some(Err(e)) => {
+                    tracing::error!(%path, error = %e, "request handler panicked");
+                    server.metrics.count_panic();
+                    error_response(&ApiError::internal("the request handler failed"))
+                }
+                None => {
+                    task.abort();
+                    let mut e = ApiError::new(
+                        504,
+                        "Timeout",
+                        "Timeout: request did not complete within requested timeout - context deadline exceeded",
+                    );
+                    e.retry_after = Some(0);
+                    error_response(&e)
+                }
+            }
+        }
     };
     let code = resp.status().as_u16();
     server.metrics.observe(&labels, code, started.elapsed());
     tracing::debug!(verb = labels.verb, %path, code, elapsed_ms = started.elapsed().as_millis() as u64, "request");
     resp
+}
+
+/// The labels of a request's metrics as far as its path tells them (the
+/// handlers refine them).
+fn fallback_labels(a: &crate::authz::Attributes) -> RequestLabels {
+    RequestLabels {
+        verb: match a.verb.as_str() {
+            "get" => "GET",
+            "list" => "LIST",
+            "watch" => "WATCH",
+            "create" => "POST",
+            "update" => "PUT",
+            "patch" => "PATCH",
+            "delete" => "DELETE",
+            "deletecollection" => "DELETECOLLECTION",
+            _ => "OTHER",
+        },
+        group: a.api_group.clone(),
+        version: a.api_version.clone(),
+        resource: a.resource.clone(),
+        subresource: a.subresource.clone(),
+        scope: "",
+    }
+}
+
+/// How long a request may take: the server's limit, or less when the
+/// `timeout` query parameter asks for less (kube-apiserver's
+/// WithRequestDeadline; 0 or more than the limit is the limit).
+fn request_timeout(query: &Query, limit: std::time::Duration) -> Result<std::time::Duration, ApiError> {
+    let Some(value) = query.get("timeout").filter(|v| !v.is_empty()) else {
+        return Ok(limit);
+    };
+    let asked = skiff_api::duration::parse_go(value).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "invalid timeout specified in the request URL - time: invalid duration {value:?}"
+        ))
+    })?;
+    let asked = std::time::Duration::from_nanos(u64::try_from(asked).unwrap_or(0));
+    Ok(if asked.is_zero() || asked > limit {
+        limit
+    } else {
+        asked
+    })
+}
+
+/// Hold `held` (a watch's place in the per-user count) for as long as the
+/// response body is being sent.
+fn holding<T: Send + Sync + Unpin + 'static>(resp: Response<Body>, held: T) -> Response<Body> {
+    struct Holding<T> {
+        body: Body,
+        _held: T,
+    }
+    impl<T: Unpin> hyper::body::Body for Holding<T> {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+            std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        }
+        fn is_end_stream(&self) -> bool {
+            self.body.is_end_stream()
+        }
+        fn size_hint(&self) -> hyper::body::SizeHint {
+            self.body.size_hint()
+        }
+    }
+    resp.map(|body| Holding { body, _held: held }.boxed())
+}
+
+/// Flow control for a request (see [`crate::flowcontrol`]): a seat held
+/// while it runs, and for a watch its place in the user's watch count.
+async fn admit(
+    server: &ApiServer,
+    attrs: &crate::authz::Attributes,
+    path: &str,
+    query: &Query,
+) -> Result<(Option<crate::flowcontrol::Seat>, Option<crate::flowcontrol::WatchSlot>), ApiError> {
+    let watch = attrs.verb == "watch";
+    if crate::flowcontrol::long_running(attrs) && !watch {
+        return Ok((None, None));
+    }
+    let level = crate::flowcontrol::classify(attrs);
+    let exempt = level == crate::flowcontrol::Level::Exempt;
+    let slot = if watch && !exempt {
+        Some(server.flow.watches.open(&attrs.user)?)
+    } else {
+        None
+    };
+    // A LIST walks every object of its scope; so does a watch that starts
+    // with the current objects.
+    let initial_list = !watch
+        || matches!(query.get("resourceVersion"), None | Some("" | "0"))
+        || query.get("sendInitialEvents") == Some("true");
+    let collection = attrs.name.is_empty()
+        && matches!(attrs.verb.as_str(), "list" | "watch" | "deletecollection")
+        && initial_list;
+    let objects = if collection && !exempt {
+        match parse_resource_path(path) {
+            Ok(Some(rp)) => server.cache.count(&match &rp.namespace {
+                Some(ns) if rp.info.namespaced => rp.info.namespace_prefix(ns),
+                _ => rp.info.key_prefix(),
+            }),
+            _ => 0,
+        }
+    } else {
+        0
+    };
+    let mutating = !matches!(attrs.verb.as_str(), "get" | "list" | "watch");
+    let seat = server
+        .flow
+        .admit(
+            level,
+            &attrs.user.name,
+            crate::flowcontrol::width(collection, objects),
+            mutating,
+        )
+        .await?;
+    Ok((Some(seat), slot))
 }
 
 /// The request's user: its connection's client certificate first, then a
@@ -237,6 +401,7 @@ async fn route(
     server: &Arc<ApiServer>,
     req: Request<Incoming>,
     cert_user: Option<Arc<UserInfo>>,
+    mut attributes: crate::authz::Attributes,
     path: &str,
     query: &Query,
     labels: &mut RequestLabels,
@@ -261,10 +426,28 @@ async fn route(
     let Some(user) = authenticated(server, &req, cert_user) else {
         return Err(ApiError::unauthorized());
     };
-    // Authorization before anything else, as kube-apiserver's handler chain.
     let user = crate::authz::impersonate(server, user, req.headers())?;
-    let attributes =
-        crate::authz::Attributes::of_request(user.clone(), req.method().as_str(), path, query);
+    attributes.user = user.clone();
+    // Flow control, then authorization, as kube-apiserver's handler chain.
+    let (seat, watch) = admit(server, &attributes, path, query).await?;
+    let resp = authorized(server, req, user, attributes, path, query, labels).await;
+    drop(seat);
+    Ok(match watch {
+        Some(slot) => holding(resp?, slot),
+        None => resp?,
+    })
+}
+
+/// Serve an authenticated request once flow control let it run.
+async fn authorized(
+    server: &Arc<ApiServer>,
+    req: Request<Incoming>,
+    user: UserInfo,
+    attributes: crate::authz::Attributes,
+    path: &str,
+    query: &Query,
+    labels: &mut RequestLabels,
+) -> Result<Response<Body>, ApiError> {
     if server.authorization {
         crate::authz::check(server, &attributes)?;
     }

@@ -29,8 +29,8 @@ pub struct Config {
     pub service_cidr: (Ipv4Addr, u8),
     pub node_port_range: (u16, u16),
     pub store: Arc<dyn Store>,
-    /// Events kept by the watch cache for watches that resume.
-    pub watch_history: usize,
+    /// History kept by the watch cache for watches that resume.
+    pub watch_history: crate::cache::History,
     /// Authorize requests (Node, RBAC). Off only for benchmarks
     /// (`--authorization-mode AlwaysAllow`).
     pub authorization: bool,
@@ -38,6 +38,12 @@ pub struct Config {
     pub pod_security_default: crate::podsecurity::Level,
     /// How connections are kept in check (security review D1).
     pub limits: ConnectionLimits,
+    /// Max-inflight, priority and fairness, watches per user.
+    pub flow_control: crate::flowcontrol::Config,
+    /// The longest a request that is not long-running may take (the
+    /// `timeout` query parameter may ask for less), as kube-apiserver's
+    /// `--request-timeout`.
+    pub request_timeout: std::time::Duration,
 }
 
 /// What one client connection may hold, as kube-apiserver's http.Server
@@ -78,10 +84,12 @@ impl Config {
             service_cidr: (Ipv4Addr::new(10, 43, 0, 0), 16),
             node_port_range: (30000, 32767),
             store,
-            watch_history: 100_000,
+            watch_history: Default::default(),
             pod_security_default: Default::default(),
             authorization: true,
             limits: ConnectionLimits::default(),
+            flow_control: Default::default(),
+            request_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -118,6 +126,9 @@ pub struct ApiServer {
     pub store: Arc<dyn Store>,
     pub cache: Arc<WatchCache>,
     pub metrics: Metrics,
+    /// Overload control: who runs now and who waits.
+    pub flow: crate::flowcontrol::FlowControl,
+    pub request_timeout: std::time::Duration,
     pub allocators: Mutex<Allocators>,
     pub advertise_address: String,
     /// Static bearer tokens and who they authenticate.
@@ -262,7 +273,7 @@ impl ApiServer {
     }
 
     pub fn render_metrics(&self) -> String {
-        self.metrics.render(&[
+        let mut out = self.metrics.render(&[
             (
                 "apiserver_registered_watchers",
                 "Number of currently registered watchers.",
@@ -273,7 +284,9 @@ impl ApiServer {
                 "The store's revision as seen by the watch cache.",
                 self.cache.revision() as f64,
             ),
-        ])
+        ]);
+        self.flow.render_metrics(&mut out);
+        out
     }
 
     /// The v2 document as (JSON, gnostic protobuf), built once.
@@ -428,6 +441,8 @@ pub async fn start(
         store: config.store.clone(),
         cache,
         metrics: Metrics::default(),
+        flow: crate::flowcontrol::FlowControl::new(config.flow_control),
+        request_timeout: config.request_timeout,
         allocators: Mutex::new(allocators),
         advertise_address: SocketAddr::new(advertise_ip, local.port()).to_string(),
         identity: crate::identity::Identity::new(

@@ -174,7 +174,11 @@ pub async fn serve(req: &Req<'_>, name: Option<String>) -> ApiResult<Response<Bo
         (Some(n), false, _) | (Some(n), true, Some(_)) => req.key(n),
         _ => scope_prefix(req),
     };
-    let (initial, mut rx) = match req.server.cache.watch(&prefix, from) {
+    let crate::cache::Subscription {
+        initial,
+        revision: start_revision,
+        events: mut rx,
+    } = match req.server.cache.watch(&prefix, from) {
         Ok(x) => x,
         Err(e) if e.code == 410 => {
             // As kube-apiserver: a 200 stream whose only event is an ERROR with the 410 Status.
@@ -197,7 +201,6 @@ pub async fn serve(req: &Req<'_>, name: Option<String>) -> ApiResult<Response<Bo
     };
     let (tx, body_rx) = mpsc::channel::<Bytes>(256);
     let cache = req.server.cache.clone();
-    let start_revision = cache.revision();
     let filter = Arc::new(filter);
     let name_c = name.clone();
     tokio::spawn(async move {

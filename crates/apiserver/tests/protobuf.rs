@@ -436,7 +436,7 @@ async fn watch_error_in_protobuf() {
         skiff_apiserver::Config::new(dir.path().to_path_buf(), std::sync::Arc::new(store));
     config.bind_address = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
     config.port = 0;
-    config.watch_history = 2;
+    config.watch_history.events = 2;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (running, _handle) = skiff_apiserver::start(config, async move {
         let _ = stopped.await;

@@ -187,44 +187,11 @@ fn field(s: &str, b: Bounds) -> Result<u64, ScheduleError> {
 
 /// A Go duration ("1h30m", "90s", "1.5h").
 fn parse_go_duration(s: &str) -> Result<Duration, ScheduleError> {
-    let err = || {
+    skiff_api::duration::parse_go_std(s.trim()).ok_or_else(|| {
         ScheduleError::Parse(format!(
             "failed to parse duration {s}: time: invalid duration {s:?}"
         ))
-    };
-    let mut rest = s.trim();
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return Err(err());
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(err)?;
-        if num_len == 0 {
-            return Err(err());
-        }
-        let value: f64 = rest[..num_len].parse().map_err(|_| err())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(err()),
-        };
-        total += value * scale;
-        rest = &rest[unit_len..];
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| err())
+    })
 }
 
 impl Schedule {

@@ -60,10 +60,16 @@ impl TestServer {
     /// A client that authenticates as the admin and impersonates `user`
     /// with `groups` (`kubectl --as user --as-group g`).
     pub async fn client_as(&self, user: &str, groups: &[&str]) -> kube::Client {
+        kube::Client::try_from(self.config_as(user, groups).await).unwrap()
+    }
+
+    /// The configuration of [`TestServer::client_as`], to adjust first
+    /// (`default_retry = false` to see 429s and 503s instead of retrying).
+    pub async fn config_as(&self, user: &str, groups: &[&str]) -> kube::Config {
         let mut config = self.config().await;
         config.auth_info.impersonate = Some(user.to_string());
         config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
-        kube::Client::try_from(config).unwrap()
+        config
     }
 
     /// A client that presents bearer `token` instead of the admin's credentials.
@@ -76,7 +82,8 @@ impl TestServer {
         kube::Client::try_from(config).unwrap()
     }
 
-    async fn config(&self) -> kube::Config {
+    /// The admin's client configuration, to adjust before building a client.
+    pub async fn config(&self) -> kube::Config {
         let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
         kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await

@@ -31,6 +31,22 @@ enum What {
     Proxy(ProxyArgs),
     /// RBAC decision cost with N Roles and RoleBindings, in process.
     Authz(AuthzArgs),
+    /// A flooding client against a well-behaved one and a node's Lease
+    /// renewals, per overload mode (priority and fairness, max-inflight, none).
+    Overload(OverloadArgs),
+}
+
+#[derive(clap::Args)]
+struct OverloadArgs {
+    /// ConfigMaps in the namespace the flooding client LISTs.
+    #[arg(long, default_value_t = 1000)]
+    objects: usize,
+    /// Concurrent workers of the flooding client.
+    #[arg(long, default_value_t = 64)]
+    flooders: usize,
+    /// Seconds of each phase (unloaded, flooded).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
 }
 
 #[derive(clap::Args)]
@@ -140,7 +156,7 @@ pub(super) fn start_server(control_plane: bool) -> anyhow::Result<Child> {
     start_server_with(control_plane, &[])
 }
 
-fn start_server_with(control_plane: bool, extra: &[String]) -> anyhow::Result<Child> {
+pub(super) fn start_server_with(control_plane: bool, extra: &[String]) -> anyhow::Result<Child> {
     let dir = tempfile::tempdir().context("tempdir")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -247,6 +263,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.seconds,
         )),
         What::Authz(args) => bench_authz(&args),
+        What::Overload(args) => runtime.block_on(super::bench_overload::run(
+            args.objects,
+            args.flooders,
+            args.seconds,
+        )),
     }
 }
 

@@ -1,6 +1,7 @@
 pub mod agent;
 pub mod backup;
 pub mod bench;
+mod bench_overload;
 mod bench_pods;
 mod bench_proxy;
 pub mod controller_manager;
@@ -151,39 +152,17 @@ impl LeaderElectArgs {
 }
 
 /// A duration as Kubernetes flags write them: `500ms`, `15s`, `2m`, `1h`,
-/// or combinations such as `1m30s`; a bare number is seconds.
+/// or combinations such as `1m30s` (Go's); a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        return std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("{s}: {e}"));
-    }
-    let mut total = std::time::Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("{s}: a unit (ms, s, m, h) is missing"))?;
-        let (num, tail) = rest.split_at(num_end);
-        let value: f64 = num.parse().map_err(|_| format!("{s}: not a duration"))?;
-        let unit_end = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, next) = tail.split_at(unit_end);
-        let scale = match unit {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(format!("{s}: unknown unit {unit:?} (ms, s, m, h)")),
-        };
-        total += std::time::Duration::try_from_secs_f64(value * scale)
-            .map_err(|e| format!("{s}: {e}"))?;
-        rest = next;
-    }
     if s.is_empty() {
         return Err("an empty duration".into());
     }
-    Ok(total)
+    if let Ok(secs) = s.parse::<f64>() {
+        return std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("{s}: {e}"));
+    }
+    skiff_api::duration::parse_go_std(s)
+        .ok_or_else(|| format!("{s}: not a duration (such as 500ms, 15s, 1m30s, 1h)"))
 }
 
 #[cfg(test)]

@@ -30,6 +30,29 @@ pub struct Args {
     /// warn, as the PodSecurity admission configuration's defaults.
     #[arg(long, default_value = "privileged", value_name = "LEVEL")]
     pub pod_security_default: skiff_apiserver::podsecurity::Level,
+    /// API Priority and Fairness: requests queue per user within priority
+    /// levels (system, nodes, controllers, workloads, others) and a
+    /// client that floods gets 429s while the rest keep their latency.
+    /// `false`: plain max-inflight limits instead.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub enable_priority_and_fairness: bool,
+    /// Read-only requests in flight at once (with priority and fairness:
+    /// the two limits' sum is shared out among the priority levels; 0
+    /// without it: no limit).
+    #[arg(long, default_value_t = 400)]
+    pub max_requests_inflight: usize,
+    /// Mutating requests in flight at once (see --max-requests-inflight).
+    #[arg(long, default_value_t = 200)]
+    pub max_mutating_requests_inflight: usize,
+    /// The longest a request may take (watches, exec, logs and proxying
+    /// excepted), such as 60s or 2m; the `timeout` query parameter may
+    /// ask for less.
+    #[arg(long, default_value = "60s", value_parser = super::parse_duration)]
+    pub request_timeout: std::time::Duration,
+    /// Watches one user may have open at once (0: no limit;
+    /// system:masters is never limited).
+    #[arg(long, default_value_t = 4096)]
+    pub max_watches_per_user: usize,
     /// Service ClusterIP range.
     #[arg(long, default_value = "10.43.0.0/16")]
     pub service_cidr: String,
@@ -162,6 +185,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.node_port_range = node_ports;
         config.pod_security_default = args.pod_security_default;
         config.authorization = args.authorization_mode != "AlwaysAllow";
+        config.request_timeout = args.request_timeout;
+        config.flow_control = skiff_apiserver::flowcontrol::Config {
+            priority_and_fairness: args.enable_priority_and_fairness,
+            max_requests_inflight: args.max_requests_inflight,
+            max_mutating_requests_inflight: args.max_mutating_requests_inflight,
+            // A quarter of the request timeout, as kube-apiserver.
+            queue_wait: args.request_timeout / 4,
+            max_watches_per_user: args.max_watches_per_user,
+            ..Default::default()
+        };
         if !config.authorization {
             tracing::warn!("--authorization-mode AlwaysAllow: every authenticated request is allowed (benchmarks only)");
         }
