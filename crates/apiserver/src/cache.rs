@@ -537,9 +537,8 @@ impl WatchCache {
     /// reach both, and [`Events::recv`] skips those the initial set holds.
     pub fn watch(&self, prefix: &str, from: Option<i64>) -> Result<Subscription, ApiError> {
         let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
-        let gone = |r: i64, start: i64| {
-            ApiError::gone(format!("too old resource version: {r} ({start})"))
-        };
+        let gone =
+            |r: i64, start: i64| ApiError::gone(format!("too old resource version: {r} ({start})"));
         {
             let mut st = self.write_state();
             if let Some(r) = from
@@ -588,7 +587,10 @@ impl WatchCache {
         Ok(Subscription {
             initial,
             revision,
-            events: Events { rx, after: revision },
+            events: Events {
+                rx,
+                after: revision,
+            },
         })
     }
 
@@ -824,10 +826,15 @@ mod tests {
         };
         let cache = WatchCache::start(store.clone(), history).await.unwrap();
         let big = |i: usize| {
-            serde_json::to_vec(&serde_json::json!({"metadata": {"name": "big"}, "data": "x".repeat(3000 + i)}))
-                .unwrap()
+            serde_json::to_vec(
+                &serde_json::json!({"metadata": {"name": "big"}, "data": "x".repeat(3000 + i)}),
+            )
+            .unwrap()
         };
-        let first = store.create("/registry/configmaps/d/big", big(0)).await.unwrap();
+        let first = store
+            .create("/registry/configmaps/d/big", big(0))
+            .await
+            .unwrap();
         let mut rev = first.mod_revision;
         for i in 1..10 {
             rev = store

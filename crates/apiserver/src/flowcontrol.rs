@@ -180,7 +180,9 @@ pub fn width(collection_read: bool, objects: usize) -> u32 {
     if !collection_read {
         return 1;
     }
-    u32::try_from(objects.div_ceil(100)).unwrap_or(u32::MAX).clamp(1, 10)
+    u32::try_from(objects.div_ceil(100))
+        .unwrap_or(u32::MAX)
+        .clamp(1, 10)
 }
 
 /// A running request's hold on the server; dropping it frees the seats.
@@ -190,8 +192,13 @@ pub struct Seat {
 
 enum SeatInner {
     Unlimited,
-    Inflight { _permit: OwnedSemaphorePermit },
-    Level { level: Arc<PriorityLevel>, width: u32 },
+    Inflight {
+        _permit: OwnedSemaphorePermit,
+    },
+    Level {
+        level: Arc<PriorityLevel>,
+        width: u32,
+    },
 }
 
 impl Drop for SeatInner {
@@ -416,13 +423,43 @@ impl FlowControl {
     /// kube-apiserver's names.
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
-        type Family = (&'static str, &'static str, &'static str, fn(&PriorityLevel, u32, usize) -> f64);
+        type Family = (
+            &'static str,
+            &'static str,
+            &'static str,
+            fn(&PriorityLevel, u32, usize) -> f64,
+        );
         let families: [Family; 5] = [
-            ("apiserver_flowcontrol_nominal_limit_seats", "gauge", "Nominal number of execution seats configured for each priority level.", |l, _, _| f64::from(l.seats)),
-            ("apiserver_flowcontrol_current_executing_seats", "gauge", "Concurrency (number of seats) occupied by the currently executing requests.", |_, in_use, _| f64::from(in_use)),
-            ("apiserver_flowcontrol_current_inqueue_requests", "gauge", "Number of requests currently pending in queues.", |_, _, waiting| waiting as f64),
-            ("apiserver_flowcontrol_rejected_requests_total", "counter", "Number of requests rejected by API Priority and Fairness.", |l, _, _| l.rejected.load(Ordering::Relaxed) as f64),
-            ("apiserver_flowcontrol_dispatched_requests_total", "counter", "Number of requests executed by API Priority and Fairness.", |l, _, _| l.dispatched.load(Ordering::Relaxed) as f64),
+            (
+                "apiserver_flowcontrol_nominal_limit_seats",
+                "gauge",
+                "Nominal number of execution seats configured for each priority level.",
+                |l, _, _| f64::from(l.seats),
+            ),
+            (
+                "apiserver_flowcontrol_current_executing_seats",
+                "gauge",
+                "Concurrency (number of seats) occupied by the currently executing requests.",
+                |_, in_use, _| f64::from(in_use),
+            ),
+            (
+                "apiserver_flowcontrol_current_inqueue_requests",
+                "gauge",
+                "Number of requests currently pending in queues.",
+                |_, _, waiting| waiting as f64,
+            ),
+            (
+                "apiserver_flowcontrol_rejected_requests_total",
+                "counter",
+                "Number of requests rejected by API Priority and Fairness.",
+                |l, _, _| l.rejected.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "apiserver_flowcontrol_dispatched_requests_total",
+                "counter",
+                "Number of requests executed by API Priority and Fairness.",
+                |l, _, _| l.dispatched.load(Ordering::Relaxed) as f64,
+            ),
         ];
         let now: Vec<(u32, usize)> = self
             .levels
@@ -600,21 +637,52 @@ mod tests {
         let cases = [
             (attrs("admin", &[MASTERS, auth], "", "pods"), Level::Exempt),
             (
-                attrs("system:node:a", &["system:nodes", auth], "coordination.k8s.io", "leases"),
+                attrs(
+                    "system:node:a",
+                    &["system:nodes", auth],
+                    "coordination.k8s.io",
+                    "leases",
+                ),
                 Level::NodeHigh,
             ),
-            (attrs("system:node:a", &["system:nodes", auth], "", "nodes"), Level::NodeHigh),
-            (attrs("system:node:a", &["system:nodes", auth], "", "pods"), Level::System),
             (
-                attrs("system:kube-scheduler", &[auth], "coordination.k8s.io", "leases"),
+                attrs("system:node:a", &["system:nodes", auth], "", "nodes"),
+                Level::NodeHigh,
+            ),
+            (
+                attrs("system:node:a", &["system:nodes", auth], "", "pods"),
+                Level::System,
+            ),
+            (
+                attrs(
+                    "system:kube-scheduler",
+                    &[auth],
+                    "coordination.k8s.io",
+                    "leases",
+                ),
                 Level::LeaderElection,
             ),
-            (attrs("system:kube-controller-manager", &[auth], "apps", "deployments"), Level::WorkloadHigh),
-            (attrs("system:kube-proxy", &[auth], "", "services"), Level::System),
+            (
+                attrs(
+                    "system:kube-controller-manager",
+                    &[auth],
+                    "apps",
+                    "deployments",
+                ),
+                Level::WorkloadHigh,
+            ),
+            (
+                attrs("system:kube-proxy", &[auth], "", "services"),
+                Level::System,
+            ),
             (
                 attrs(
                     "system:serviceaccount:kube-system:x",
-                    &["system:serviceaccounts", "system:serviceaccounts:kube-system", auth],
+                    &[
+                        "system:serviceaccounts",
+                        "system:serviceaccounts:kube-system",
+                        auth,
+                    ],
                     "",
                     "pods",
                 ),
@@ -630,7 +698,10 @@ mod tests {
                 Level::WorkloadLow,
             ),
             (attrs("alice", &[auth], "", "pods"), Level::GlobalDefault),
-            (attrs("system:anonymous", &["system:unauthenticated"], "", "pods"), Level::CatchAll),
+            (
+                attrs("system:anonymous", &["system:unauthenticated"], "", "pods"),
+                Level::CatchAll,
+            ),
         ];
         for (a, want) in cases {
             assert_eq!(classify(&a), want, "{} {:?}", a.user.name, a.resource);
@@ -670,13 +741,19 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn freed_seats_go_round_robin_over_the_flows_that_wait() {
         let fc = Arc::new(one_seat(50));
-        let first = fc.admit(Level::GlobalDefault, "noisy", 1, false).await.unwrap();
+        let first = fc
+            .admit(Level::GlobalDefault, "noisy", 1, false)
+            .await
+            .unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         let mut spawn = |flow: &'static str, n: usize| {
             let (fc, order) = (fc.clone(), order.clone());
             tasks.push(tokio::spawn(async move {
-                let _seat = fc.admit(Level::GlobalDefault, flow, 1, false).await.unwrap();
+                let _seat = fc
+                    .admit(Level::GlobalDefault, flow, 1, false)
+                    .await
+                    .unwrap();
                 order.lock().unwrap().push(format!("{flow}{n}"));
             }));
         };
@@ -704,13 +781,24 @@ mod tests {
         let waiters: Vec<_> = (0..2)
             .map(|_| {
                 let fc = fc.clone();
-                tokio::spawn(async move { fc.admit(Level::GlobalDefault, "a", 1, false).await.map(|_| ()) })
+                tokio::spawn(async move {
+                    fc.admit(Level::GlobalDefault, "a", 1, false)
+                        .await
+                        .map(|_| ())
+                })
             })
             .collect();
         tokio::task::yield_now().await;
         // The flow's queue holds two: the third is refused at once.
-        let e = fc.admit(Level::GlobalDefault, "a", 1, false).await.err().unwrap();
-        assert_eq!((e.code, &*e.reason, e.retry_after), (429, "TooManyRequests", Some(1)));
+        let e = fc
+            .admit(Level::GlobalDefault, "a", 1, false)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(
+            (e.code, &*e.reason, e.retry_after),
+            (429, "TooManyRequests", Some(1))
+        );
         // Other levels are not affected.
         drop(fc.admit(Level::WorkloadLow, "a", 1, false).await.unwrap());
         // Nobody frees the seat: the waiters give up after the queue wait.
@@ -732,7 +820,11 @@ mod tests {
         let held = fc.admit(Level::GlobalDefault, "a", 1, false).await.unwrap();
         let waiter = {
             let fc = fc.clone();
-            tokio::spawn(async move { fc.admit(Level::GlobalDefault, "b", 1, false).await.map(|_| ()) })
+            tokio::spawn(async move {
+                fc.admit(Level::GlobalDefault, "b", 1, false)
+                    .await
+                    .map(|_| ())
+            })
         };
         tokio::task::yield_now().await;
         let level = &fc.levels[Level::GlobalDefault.index()];
@@ -756,18 +848,29 @@ mod tests {
         // global-default has 20 seats.
         let level = fc.levels[Level::GlobalDefault.index()].clone();
         assert_eq!(level.seats, 20);
-        let a = fc.admit(Level::GlobalDefault, "a", 10, false).await.unwrap();
+        let a = fc
+            .admit(Level::GlobalDefault, "a", 10, false)
+            .await
+            .unwrap();
         let b = fc.admit(Level::GlobalDefault, "a", 5, false).await.unwrap();
         let wide = {
             let fc = fc.clone();
-            tokio::spawn(async move { fc.admit(Level::GlobalDefault, "b", 10, false).await.map(|_| ()) })
+            tokio::spawn(async move {
+                fc.admit(Level::GlobalDefault, "b", 10, false)
+                    .await
+                    .map(|_| ())
+            })
         };
         tokio::task::yield_now().await;
         assert_eq!(level.lock().waiting, 1);
         // A narrow request of another flow does not overtake it.
         let narrow = {
             let fc = fc.clone();
-            tokio::spawn(async move { fc.admit(Level::GlobalDefault, "c", 1, false).await.map(|_| ()) })
+            tokio::spawn(async move {
+                fc.admit(Level::GlobalDefault, "c", 1, false)
+                    .await
+                    .map(|_| ())
+            })
         };
         tokio::task::yield_now().await;
         assert_eq!(level.lock().waiting, 2);
@@ -788,8 +891,22 @@ mod tests {
         });
         let r = fc.admit(Level::GlobalDefault, "a", 1, false).await.unwrap();
         let w = fc.admit(Level::GlobalDefault, "a", 1, true).await.unwrap();
-        assert_eq!(fc.admit(Level::NodeHigh, "n", 1, false).await.err().unwrap().code, 429);
-        assert_eq!(fc.admit(Level::NodeHigh, "n", 1, true).await.err().unwrap().code, 429);
+        assert_eq!(
+            fc.admit(Level::NodeHigh, "n", 1, false)
+                .await
+                .err()
+                .unwrap()
+                .code,
+            429
+        );
+        assert_eq!(
+            fc.admit(Level::NodeHigh, "n", 1, true)
+                .await
+                .err()
+                .unwrap()
+                .code,
+            429
+        );
         // system:masters is never limited.
         drop(fc.admit(Level::Exempt, "admin", 1, true).await.unwrap());
         drop((r, w));

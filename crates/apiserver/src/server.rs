@@ -199,7 +199,16 @@ async fn handle(
                 let (server, path, query) = (server.clone(), path.clone(), query.clone());
                 tokio::spawn(async move {
                     let mut labels = fallback_labels(&attributes);
-                    let r = route(&server, req, cert_user, attributes, &path, &query, &mut labels).await;
+                    let r = route(
+                        &server,
+                        req,
+                        cert_user,
+                        attributes,
+                        &path,
+                        &query,
+                        &mut labels,
+                    )
+                    .await;
                     (r, labels)
                 })
             };
@@ -262,7 +271,10 @@ fn fallback_labels(a: &crate::authz::Attributes) -> RequestLabels {
 /// How long a request may take: the server's limit, or less when the
 /// `timeout` query parameter asks for less (kube-apiserver's
 /// WithRequestDeadline; 0 or more than the limit is the limit).
-fn request_timeout(query: &Query, limit: std::time::Duration) -> Result<std::time::Duration, ApiError> {
+fn request_timeout(
+    query: &Query,
+    limit: std::time::Duration,
+) -> Result<std::time::Duration, ApiError> {
     let Some(value) = query.get("timeout").filter(|v| !v.is_empty()) else {
         return Ok(limit);
     };
@@ -312,7 +324,13 @@ async fn admit(
     attrs: &crate::authz::Attributes,
     path: &str,
     query: &Query,
-) -> Result<(Option<crate::flowcontrol::Seat>, Option<crate::flowcontrol::WatchSlot>), ApiError> {
+) -> Result<
+    (
+        Option<crate::flowcontrol::Seat>,
+        Option<crate::flowcontrol::WatchSlot>,
+    ),
+    ApiError,
+> {
     let watch = attrs.verb == "watch";
     if crate::flowcontrol::long_running(attrs) && !watch {
         return Ok((None, None));

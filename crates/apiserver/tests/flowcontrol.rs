@@ -57,7 +57,9 @@ async fn grant_admin(s: &TestServer, users: &[&str]) {
     crbs.create(&PostParams::default(), &crb).await.unwrap();
     let noisy = client(s, users[0]).await;
     eventually("the grant", || async {
-        code(&get(&noisy, "/api/v1/namespaces/default/configmaps").await).eq(&200).then_some(())
+        code(&get(&noisy, "/api/v1/namespaces/default/configmaps").await)
+            .eq(&200)
+            .then_some(())
     })
     .await;
 }
@@ -121,13 +123,21 @@ async fn a_flooding_user_waits_in_its_own_queue_and_gets_429s() {
     let Err(kube::Error::Api(e)) = blocked else {
         panic!("the blocking LIST should time out: {blocked:?}")
     };
-    assert_eq!((e.code, e.reason.as_str()), (504, "Timeout"), "{}", e.message);
+    assert_eq!(
+        (e.code, e.reason.as_str()),
+        (504, "Timeout"),
+        "{}",
+        e.message
+    );
     assert!(started.elapsed() >= Duration::from_secs(3));
 
     let (quiet_code, noisy_before) = quiet_req.await.unwrap();
     assert_eq!(quiet_code, 200);
     // Round robin: at most one of the noisy user's five went first.
-    assert!(noisy_before <= 1, "{noisy_before} noisy requests went before");
+    assert!(
+        noisy_before <= 1,
+        "{noisy_before} noisy requests went before"
+    );
     let mut codes: Vec<u16> = Vec::new();
     for f in flood {
         codes.push(f.await.unwrap());
@@ -136,7 +146,9 @@ async fn a_flooding_user_waits_in_its_own_queue_and_gets_429s() {
     assert_eq!(codes, [200, 200, 200, 200, 200, 429, 429, 429]);
     let text = get(&s.client, "/metrics").await.unwrap();
     assert!(
-        text.contains("apiserver_flowcontrol_rejected_requests_total{priority_level=\"global-default\"} 3"),
+        text.contains(
+            "apiserver_flowcontrol_rejected_requests_total{priority_level=\"global-default\"} 3"
+        ),
         "{text}"
     );
 }
@@ -153,7 +165,11 @@ async fn a_429_carries_retry_after() {
     let blocker = {
         let noisy = noisy.clone();
         tokio::spawn(async move {
-            get(&noisy, "/api/v1/namespaces/default/configmaps?resourceVersion=999999999&timeout=2s").await
+            get(
+                &noisy,
+                "/api/v1/namespaces/default/configmaps?resourceVersion=999999999&timeout=2s",
+            )
+            .await
         })
     };
     // Raw, to see the header.
@@ -180,12 +196,27 @@ async fn timeouts_are_read_as_go_durations() {
         panic!("{r:?}")
     };
     assert_eq!(e.code, 400);
-    assert!(e.message.starts_with("invalid timeout specified in the request URL"), "{}", e.message);
-    get(&admin, "/api/v1/namespaces?timeout=1m30s").await.unwrap();
+    assert!(
+        e.message
+            .starts_with("invalid timeout specified in the request URL"),
+        "{}",
+        e.message
+    );
+    get(&admin, "/api/v1/namespaces?timeout=1m30s")
+        .await
+        .unwrap();
     // A LIST that cannot finish ends at its timeout with 504.
     let started = Instant::now();
-    let r = get(&admin, "/api/v1/configmaps?resourceVersion=999999999&timeout=500ms").await;
-    assert!(started.elapsed() < Duration::from_secs(9), "{:?}", started.elapsed());
+    let r = get(
+        &admin,
+        "/api/v1/configmaps?resourceVersion=999999999&timeout=500ms",
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
     let Err(kube::Error::Api(e)) = r else {
         panic!("{r:?}")
     };
@@ -204,7 +235,8 @@ async fn watches_are_bounded_per_user_but_not_for_the_admin() {
         panic!("a third watch should be refused")
     };
     assert_eq!(e.code, 429);
-    let admin: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(s.client.clone(), "default");
+    let admin: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(s.client.clone(), "default");
     let mut admins = Vec::new();
     for _ in 0..3 {
         admins.push(admin.watch(&WatchParams::default(), "0").await.unwrap());
@@ -212,7 +244,10 @@ async fn watches_are_bounded_per_user_but_not_for_the_admin() {
     // A closed watch frees its place.
     drop(w1);
     eventually("the place freed", || async {
-        cms.watch(&WatchParams::default(), "0").await.ok().map(|_| ())
+        cms.watch(&WatchParams::default(), "0")
+            .await
+            .ok()
+            .map(|_| ())
     })
     .await;
     drop(w2);

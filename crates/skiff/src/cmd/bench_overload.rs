@@ -34,11 +34,7 @@ struct Figures {
     seconds: f64,
 }
 
-pub async fn run(
-    objects: usize,
-    flooders: usize,
-    seconds: u64,
-) -> anyhow::Result<ExitCode> {
+pub async fn run(objects: usize, flooders: usize, seconds: u64) -> anyhow::Result<ExitCode> {
     let modes: [(&'static str, &[&str]); 3] = [
         ("priority and fairness", &[]),
         (
@@ -62,9 +58,15 @@ pub async fn run(
     for (mode, flags) in modes {
         let extra: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
         let child = start_server_with(false, &extra)?;
-        let figures = measure(&child, mode, objects, flooders, Duration::from_secs(seconds))
-            .await
-            .with_context(|| format!("mode {mode}"))?;
+        let figures = measure(
+            &child,
+            mode,
+            objects,
+            flooders,
+            Duration::from_secs(seconds),
+        )
+        .await
+        .with_context(|| format!("mode {mode}"))?;
         all.push(figures);
     }
     println!();
@@ -114,7 +116,8 @@ async fn client_as(child: &Child, user: &str, groups: &[&str]) -> anyhow::Result
 
 async fn setup(admin: &kube::Client, objects: usize) -> anyhow::Result<()> {
     use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": NAMESPACE}}))?;
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": NAMESPACE}}))?;
     Api::<Namespace>::all(admin.clone())
         .create(&PostParams::default(), &ns)
         .await?;
@@ -169,7 +172,10 @@ async fn measure(
         .await
         .is_err()
     {
-        anyhow::ensure!(Instant::now() < deadline, "the benchmark users' binding did not take effect");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the benchmark users' binding did not take effect"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let leases: Api<Lease> = Api::namespaced(node.clone(), "kube-node-lease");
