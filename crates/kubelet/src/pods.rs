@@ -225,8 +225,21 @@ impl Workers {
         let generation = self.generation;
         self.senders.insert(uid.clone(), (generation, tx));
         let shared = shared.clone();
-        self.tasks
-            .spawn(async move { (worker(shared, uid, rx, rejection).await, generation) });
+        self.tasks.spawn(async move {
+            // A panic in one pod's worker is that pod's: the worker starts
+            // again after a backoff, and every other pod keeps being served.
+            let mut delay = Duration::from_secs(1);
+            loop {
+                let run = worker(shared.clone(), uid.clone(), rx.clone(), rejection.clone());
+                match skiff_runtime::panics::catch("kubelet pod worker", &uid, run).await {
+                    Ok(uid) => return (uid, generation),
+                    Err(_) => {
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(60));
+                    }
+                }
+            }
+        });
     }
 
     /// Admission of a pod new to this agent (↔ HandlePodAdditions' canAdmitPod)

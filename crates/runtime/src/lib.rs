@@ -5,6 +5,7 @@
 pub mod certificates;
 pub mod events;
 pub mod leader;
+pub mod panics;
 
 use std::path::Path;
 

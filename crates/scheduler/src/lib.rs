@@ -323,8 +323,20 @@ impl Scheduler {
         let mut binds: JoinSet<()> = JoinSet::new();
         loop {
             tokio::select! {
-                popped = self.queue.pop() => self.schedule_one(popped, &mut binds).await,
-                Some(_) = binds.join_next(), if !binds.is_empty() => {}
+                popped = self.queue.pop() => {
+                    // A panic in one pod's cycle is that pod's: it is
+                    // retried with backoff and the others keep being scheduled.
+                    let (pod, attempts) = (popped.pod.clone(), popped.attempts);
+                    let cycle = self.schedule_one(popped, &mut binds);
+                    if skiff_runtime::panics::catch("scheduler", &pod.key, cycle).await.is_err() {
+                        self.queue.backoff(pod, attempts.saturating_add(1));
+                    }
+                }
+                Some(joined) = binds.join_next(), if !binds.is_empty() => {
+                    if let Err(e) = joined {
+                        tracing::error!(error = %e, "a binding task failed");
+                    }
+                }
             }
         }
     }

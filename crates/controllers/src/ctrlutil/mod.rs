@@ -33,42 +33,12 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-static RECONCILE_PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// How many reconciles (and other work items of this process) have panicked.
+pub use skiff_runtime::panics::count as reconcile_panics;
 
-/// How many reconciles have panicked since the process started.
-pub fn reconcile_panics() -> u64 {
-    RECONCILE_PANICS.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Run one reconcile, a panic in it caught (↔ utilruntime.HandleCrash):
-/// logged with the controller and key, counted, and returned as the
-/// panic's message, so the key is retried with backoff and every other key
-/// keeps being served. The reconcile future moves to the heap at once
-/// (reconcile futures are large; two copies of one on a worker's stack
-/// overflow it in debug builds).
-pub fn catch_panic<'a, T, K: std::fmt::Display + ?Sized>(
-    controller: &'a str,
-    key: &'a K,
-    reconcile: impl Future<Output = T> + 'a,
-) -> impl Future<Output = std::result::Result<T, String>> + 'a {
-    use futures::FutureExt as _;
-    let reconcile = Box::pin(reconcile);
-    async move {
-        match std::panic::AssertUnwindSafe(reconcile).catch_unwind().await {
-            Ok(v) => Ok(v),
-            Err(payload) => {
-                let message = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic".into());
-                RECONCILE_PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::error!(controller, key = %key, panic = %message, "reconcile panicked; retrying with backoff");
-                Err(message)
-            }
-        }
-    }
-}
+/// Run one reconcile, a panic in it caught (↔ utilruntime.HandleCrash; see
+/// [`skiff_runtime::panics`]).
+pub use skiff_runtime::panics::catch as catch_panic;
 
 fn api_status(e: &kube::Error) -> Option<&kube::core::Status> {
     match e {

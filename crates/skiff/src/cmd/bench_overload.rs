@@ -50,6 +50,28 @@ pub async fn run(objects: usize, flooders: usize, seconds: u64) -> anyhow::Resul
             ],
         ),
     ];
+    // The flooding client stands for another machine: on a machine of two
+    // CPUs or more, it has CPU 1 to itself, and the server and the two
+    // well-behaved clients share CPU 0 (children inherit the mask).
+    let pinned = std::thread::available_parallelism().map_or(1, usize::from) >= 2
+        && pin_process(std::process::id(), 0).is_ok();
+    let flood_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .on_thread_start(move || {
+            if pinned {
+                let _ = pin_thread(1);
+            }
+        })
+        .enable_all()
+        .build()?;
+    println!(
+        "{}",
+        if pinned {
+            "server and well-behaved clients on CPU 0, the flooding client on CPU 1"
+        } else {
+            "not pinned to CPUs: every process shares every CPU"
+        }
+    );
     println!(
         "overload: {flooders} flooding workers (LIST of {objects} ConfigMaps / create, no client retry), \
          one writer every 20 ms, one node Lease renewal every 50 ms; {seconds} s unloaded, then {seconds} s flooded"
@@ -58,8 +80,12 @@ pub async fn run(objects: usize, flooders: usize, seconds: u64) -> anyhow::Resul
     for (mode, flags) in modes {
         let extra: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
         let child = start_server_with(false, &extra)?;
+        if pinned {
+            pin_process(child.child.id(), 0)?;
+        }
         let figures = measure(
             &child,
+            flood_rt.handle(),
             mode,
             objects,
             flooders,
@@ -69,6 +95,7 @@ pub async fn run(objects: usize, flooders: usize, seconds: u64) -> anyhow::Resul
         .with_context(|| format!("mode {mode}"))?;
         all.push(figures);
     }
+    flood_rt.shutdown_background();
     println!();
     println!(
         "{:<24} {:>22} {:>22} {:>7} {:>22} {:>22} {:>7} {:>9} {:>9} {:>7}",
@@ -106,7 +133,15 @@ pub async fn run(objects: usize, flooders: usize, seconds: u64) -> anyhow::Resul
 /// A client of the child server acting as `user` in `groups` (the admin
 /// impersonates them), without kube's retries so that 429s are seen.
 async fn client_as(child: &Child, user: &str, groups: &[&str]) -> anyhow::Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(&child.kubeconfig)?;
+    client_at(&child.kubeconfig, user, groups).await
+}
+
+async fn client_at(
+    kubeconfig: &std::path::Path,
+    user: &str,
+    groups: &[&str],
+) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
     let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
     config.auth_info.impersonate = Some(user.into());
     config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
@@ -153,8 +188,39 @@ async fn setup(admin: &kube::Client, objects: usize) -> anyhow::Result<()> {
 
 use futures::{StreamExt, TryStreamExt};
 
+/// Pin every thread of process `pid` to `cpu` (util-linux's taskset;
+/// threads started later inherit the mask).
+fn pin_process(pid: u32, cpu: usize) -> std::io::Result<()> {
+    taskset(&["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+}
+
+/// Pin the calling thread to `cpu`.
+fn pin_thread(cpu: usize) -> std::io::Result<()> {
+    // /proc/thread-self is a link to "<pid>/task/<tid>".
+    let link = std::fs::read_link("/proc/thread-self")?;
+    let tid = link
+        .file_name()
+        .and_then(|t| t.to_str())
+        .ok_or_else(|| std::io::Error::other("no thread id"))?
+        .to_string();
+    taskset(&["-p", "-c", &cpu.to_string(), &tid])
+}
+
+fn taskset(args: &[&str]) -> std::io::Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("taskset {args:?}: {status}")))
+    }
+}
+
 async fn measure(
     child: &Child,
+    flood_rt: &tokio::runtime::Handle,
     mode: &'static str,
     objects: usize,
     flooders: usize,
@@ -164,7 +230,13 @@ async fn measure(
     setup(&admin, objects).await?;
     let quiet = client_as(child, "quiet", &[]).await?;
     let node = client_as(child, &format!("system:node:{NODE}"), &["system:nodes"]).await?;
-    let noisy = client_as(child, "noisy", &[]).await?;
+    // Made on the flooding runtime, so that its connections run there.
+    let noisy = {
+        let kubeconfig = child.kubeconfig.clone();
+        flood_rt
+            .spawn(async move { client_at(&kubeconfig, "noisy", &[]).await })
+            .await??
+    };
     // Wait for the binding to be in force.
     let deadline = Instant::now() + Duration::from_secs(30);
     while Api::<ConfigMap>::namespaced(quiet.clone(), NAMESPACE)
@@ -205,9 +277,11 @@ async fn measure(
                     other.clone(),
                     stop.clone(),
                 );
-                flood.push(tokio::spawn(async move {
-                    flood_worker(noisy, w, ok, refused, other, stop).await
-                }));
+                flood.push(
+                    flood_rt.spawn(async move {
+                        flood_worker(noisy, w, ok, refused, other, stop).await
+                    }),
+                );
             }
         }
         let writer = tokio::spawn(writer(quiet.clone(), phase, i));
