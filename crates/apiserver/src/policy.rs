@@ -440,7 +440,9 @@ fn cluster_roles() -> Vec<ClusterRole> {
             vec![
                 rule(READ, "core", "services endpoints namespaces pods"),
                 rule(READ, "discovery.k8s.io", "endpointslices"),
-                rule("get", "core", "nodes"),
+                // Every Node's addresses are in the DNS source ACL (pods on
+                // other nodes arrive masqueraded to them).
+                rule(READ, "core", "nodes"),
                 // Each node's DNS publishes its address in kube-system's
                 // kube-dns Service and EndpointSlice.
                 rule("create get update patch", "core", "services"),

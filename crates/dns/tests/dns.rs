@@ -8,7 +8,7 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
@@ -341,6 +341,84 @@ async fn resolves_services_from_the_api_server() {
         (resp.response_code == ResponseCode::NXDomain).then_some(())
     })
     .await;
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// One UDP query from 127.0.0.1: the answer, or None after `wait`.
+async fn udp_once(server: SocketAddr, name: &str, wait: Duration) -> Option<Message> {
+    let q = query(name, RecordType::A);
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    socket.send_to(&q.to_vec().unwrap(), server).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(wait, socket.recv_from(&mut buf))
+        .await
+        .ok()?
+        .unwrap();
+    Some(Message::from_vec(&buf[..n]).unwrap())
+}
+
+/// Review N1, through `run`: with `allowed_sources` set, a source is
+/// answered only while it is in them or is a Node's address (watched):
+/// 127.0.0.1 is neither until a Node with that InternalIP exists, and is
+/// refused again (UDP unanswered, TCP closed at accept) once it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_only_allowed_sources_and_node_addresses() {
+    let api = TestServer::start().await;
+    let client = api.client.clone();
+    let addr = {
+        let probe = Server::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .unwrap();
+        probe.local_addr().unwrap()
+    };
+    let config = Config {
+        listen: vec![addr],
+        upstreams: Some(vec![]),
+        allowed_sources: vec![(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 0)), 8)],
+        ..Config::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(skiff_dns::run(client.clone(), config, async {
+        let _ = stopped.await;
+    }));
+    let name = "nope.default.svc.cluster.local.";
+
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": "local"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]}
+    }))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    let resp = eventually("an answer once 127.0.0.1 is a Node's address", || async {
+        udp_once(addr, name, Duration::from_millis(500)).await
+    })
+    .await;
+    assert_eq!(resp.response_code, ResponseCode::NXDomain);
+    let resp = tcp(addr, name, RecordType::A).await;
+    assert_eq!(resp.response_code, ResponseCode::NXDomain);
+
+    nodes
+        .delete("local", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("no UDP answer once the Node is gone", || async {
+        udp_once(addr, name, Duration::from_millis(500))
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
 
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), running)

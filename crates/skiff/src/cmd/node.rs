@@ -69,6 +69,22 @@ pub fn cluster_dns(args: &NodeArgs, service_cidr: (Ipv4Addr, u8)) -> IpAddr {
         .unwrap_or_else(|| IpAddr::V4(Ipv4Addr::from(u32::from(service_cidr.0) + 10)))
 }
 
+/// Who the node's DNS server answers (security review N1: it listens on
+/// the node's address, so it must not be an open resolver): the pods
+/// (cluster CIDR), the service CIDR, this node's address and loopback.
+/// Pods on other nodes arrive masqueraded to their node's address, which
+/// the server adds from its watch of Nodes (`allow_node_addresses`).
+pub fn dns_allowed_sources(cluster: &Cluster) -> Vec<(IpAddr, u8)> {
+    let host = if cluster.node_ip.is_ipv4() { 32 } else { 128 };
+    vec![
+        (IpAddr::V4(cluster.cluster_cidr.0), cluster.cluster_cidr.1),
+        (IpAddr::V4(cluster.service_cidr.0), cluster.service_cidr.1),
+        (cluster.node_ip, host),
+        (IpAddr::V4(Ipv4Addr::LOCALHOST), 8),
+        (IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), 128),
+    ]
+}
+
 /// The API clients of a node's components, each its own identity on a
 /// server's node (an agent's share the agent's).
 #[derive(Clone)]
@@ -134,6 +150,7 @@ pub async fn run(
         let config = skiff_dns::Config {
             listen: vec![SocketAddr::new(cluster.node_ip, args.dns_port)],
             cluster_domain: args.cluster_domain.clone(),
+            allowed_sources: dns_allowed_sources(&cluster),
             ..Default::default()
         };
         let dns_ip = cluster_dns(&args, cluster.service_cidr);
@@ -233,5 +250,31 @@ mod tests {
             cluster_dns(&given, (Ipv4Addr::new(10, 43, 0, 0), 16)),
             IpAddr::from([10, 0, 0, 2])
         );
+    }
+
+    /// Review N1: the node's DNS answers pods, services, the node and
+    /// loopback, and nobody else.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn dns_answers_only_the_cluster() {
+        let cluster = Cluster {
+            node_name: "n1".into(),
+            node_ip: IpAddr::from([192, 168, 1, 10]),
+            cluster_cidr: (Ipv4Addr::new(10, 42, 0, 0), 16),
+            service_cidr: (Ipv4Addr::new(10, 43, 0, 0), 16),
+        };
+        let acl = skiff_dns::Acl::new(&dns_allowed_sources(&cluster)).unwrap();
+        for ip in [
+            "10.42.1.5",
+            "10.43.0.10",
+            "192.168.1.10",
+            "127.0.0.1",
+            "::1",
+        ] {
+            assert!(acl.allows(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["192.168.1.11", "8.8.8.8", "10.44.0.1", "2001:db8::1"] {
+            assert!(!acl.allows(ip.parse().unwrap()), "{ip}");
+        }
     }
 }
