@@ -525,6 +525,8 @@ impl Waiting<'_> {
                 st.turn.retain(|f| f != self.flow);
             }
             st.waiting = st.waiting.saturating_sub(1);
+            // Those behind it may fit now (it may have been a wide head).
+            self.level.dispatch(&mut st);
             return false;
         }
         self.rx.try_recv().is_ok()
@@ -879,6 +881,44 @@ mod tests {
         narrow.await.unwrap().unwrap();
         drop(a);
         assert_eq!(level.lock().in_use, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_a_wide_head_gives_up_those_behind_it_run() {
+        let fc = Arc::new(FlowControl::new(Config {
+            max_requests_inflight: 245,
+            max_mutating_requests_inflight: 0,
+            ..Config::default()
+        }));
+        let level = fc.levels[Level::GlobalDefault.index()].clone();
+        let _held = fc
+            .admit(Level::GlobalDefault, "a", 15, false)
+            .await
+            .unwrap();
+        let wide = {
+            let fc = fc.clone();
+            tokio::spawn(async move {
+                fc.admit(Level::GlobalDefault, "b", 10, false)
+                    .await
+                    .map(|_| ())
+            })
+        };
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let narrow = {
+            let fc = fc.clone();
+            tokio::spawn(async move {
+                fc.admit(Level::GlobalDefault, "c", 1, false)
+                    .await
+                    .map(|_| ())
+            })
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(level.lock().waiting, 2);
+        // The wide one times out at 15 s; the narrow one, which fits, runs then.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(wide.await.unwrap().err().unwrap().code, 429);
+        narrow.await.unwrap().unwrap();
+        assert_eq!(level.rejected.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]

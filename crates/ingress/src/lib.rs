@@ -68,6 +68,9 @@ pub struct Config {
     /// Whether to create IngressClass `class_name` (marked default) when
     /// it does not exist.
     pub create_default_class: bool,
+    /// What one client connection may hold (security review D1, for
+    /// every listener).
+    pub limits: server::Limits,
 }
 
 impl Default for Config {
@@ -79,6 +82,7 @@ impl Default for Config {
             controller: CONTROLLER.into(),
             status_address: None,
             create_default_class: true,
+            limits: server::Limits::default(),
         }
     }
 }
@@ -169,6 +173,7 @@ impl Bound {
             https,
             Arc::new(proxy::Proxy::new(routes)),
             tls_config,
+            config.limits,
             shutdown,
         )
         .await;

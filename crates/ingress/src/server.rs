@@ -18,7 +18,30 @@ use crate::proxy::{Conn, Proxy, Scheme};
 /// How long open connections may take to finish after shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
 
-async fn serve_io<I>(io: I, proxy: Arc<Proxy>, conn: Conn, watcher: Watcher)
+/// What one client connection may hold, as ingress-nginx bounds it: a TLS
+/// handshake and a request's headers in time (nginx's
+/// `client_header_timeout` is 60 s, and the same timer closes an idle
+/// keep-alive connection), at most `max_connections` open at once (its
+/// `max-worker-connections`, 16,384); beyond that, new connections are
+/// closed at accept. Proxied upgrades (WebSockets) are not timed.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub tls_handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            tls_handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(60),
+            max_connections: 16_384,
+        }
+    }
+}
+
+async fn serve_io<I>(io: I, proxy: Arc<Proxy>, conn: Conn, watcher: Watcher, limits: Limits)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -26,7 +49,16 @@ where
         let proxy = proxy.clone();
         async move { Ok::<_, Infallible>(proxy.handle(req, conn).await) }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(limits.header_read_timeout)
+        .keep_alive_timeout(Duration::from_secs(20));
     let served = watcher
         .watch(builder.serve_connection_with_upgrades(io, service))
         .await;
@@ -35,12 +67,18 @@ where
     }
 }
 
+struct Listening<'a> {
+    tls: &'a TlsAcceptor,
+    proxy: &'a Arc<Proxy>,
+    graceful: &'a GracefulShutdown,
+    open: &'a Arc<tokio::sync::Semaphore>,
+    limits: Limits,
+}
+
 fn accepted(
     accepted: std::io::Result<(TcpStream, SocketAddr)>,
     scheme: Scheme,
-    tls: &TlsAcceptor,
-    proxy: &Arc<Proxy>,
-    graceful: &GracefulShutdown,
+    l: &Listening<'_>,
 ) -> bool {
     let (tcp, peer) = match accepted {
         Ok(c) => c,
@@ -49,6 +87,11 @@ fn accepted(
             return false;
         }
     };
+    let Ok(permit) = l.open.clone().try_acquire_owned() else {
+        tracing::warn!(%peer, max = l.limits.max_connections, "too many open ingress connections: closing a new one");
+        return true;
+    };
+    let limits = l.limits;
     let _ = tcp.set_nodelay(true);
     let Ok(local) = tcp.local_addr() else {
         return true;
@@ -58,17 +101,23 @@ fn accepted(
         local,
         scheme,
     };
-    let proxy = proxy.clone();
-    let watcher = graceful.watcher();
+    let proxy = l.proxy.clone();
+    let watcher = l.graceful.watcher();
     match scheme {
         Scheme::Http => {
-            tokio::spawn(serve_io(TokioIo::new(tcp), proxy, conn, watcher));
+            tokio::spawn(async move {
+                let _permit = permit;
+                serve_io(TokioIo::new(tcp), proxy, conn, watcher, limits).await;
+            });
         }
         Scheme::Https => {
-            let tls = tls.clone();
+            let tls = l.tls.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await {
-                    Ok(Ok(stream)) => serve_io(TokioIo::new(stream), proxy, conn, watcher).await,
+                let _permit = permit;
+                match tokio::time::timeout(limits.tls_handshake_timeout, tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        serve_io(TokioIo::new(stream), proxy, conn, watcher, limits).await
+                    }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
@@ -84,15 +133,24 @@ pub async fn serve(
     https: TcpListener,
     proxy: Arc<Proxy>,
     tls: Arc<rustls::ServerConfig>,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
     let tls = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let listening = Listening {
+        tls: &tls,
+        proxy: &proxy,
+        graceful: &graceful,
+        open: &open,
+        limits,
+    };
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let ok = tokio::select! {
-            a = http.accept() => accepted(a, Scheme::Http, &tls, &proxy, &graceful),
-            a = https.accept() => accepted(a, Scheme::Https, &tls, &proxy, &graceful),
+            a = http.accept() => accepted(a, Scheme::Http, &listening),
+            a = https.accept() => accepted(a, Scheme::Https, &listening),
             _ = &mut shutdown => break,
         };
         if !ok {

@@ -512,3 +512,68 @@ async fn routes_hosts_and_paths_to_endpoints_with_tls_and_live_reload() {
         .unwrap()
         .unwrap();
 }
+
+/// Security review D1 on the ingress listeners: connections beyond the
+/// cap are closed at accept, and one that sends no request headers is
+/// closed after the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_and_silent_ones_closed() {
+    let s = TestServer::start().await;
+    let start = |limits: skiff_ingress::server::Limits| {
+        let client = s.client.clone();
+        async move {
+            let config = Config {
+                http: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                https: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                create_default_class: false,
+                limits,
+                ..Config::default()
+            };
+            let bound = Bound::bind(config).await.unwrap();
+            let http = bound.http_addr().unwrap();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let serving = tokio::spawn(bound.serve(client, async move {
+                let _ = stopped.await;
+            }));
+            (http, stop, serving)
+        }
+    };
+    // At most two connections, and a header timeout (60 s) far beyond
+    // this test's waits.
+    let (http, stop, serving) = start(skiff_ingress::server::Limits {
+        max_connections: 2,
+        ..Default::default()
+    })
+    .await;
+    let a = TcpStream::connect(http).await.unwrap();
+    let b = TcpStream::connect(http).await.unwrap();
+    let mut c = TcpStream::connect(http).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut rest))
+        .await
+        .expect("the connection beyond the cap is closed at accept")
+        .ok();
+    // Closing one frees its place: a request is served (404: no routes).
+    drop((a, b));
+    eventually("a place freed", || async {
+        (get(http, "nothing.example.com", "/").await.0 == 404).then_some(())
+    })
+    .await;
+    let _ = stop.send(());
+    let _ = serving.await;
+
+    // A short header timeout: a connection that sends nothing is closed.
+    let (http, stop, serving) = start(skiff_ingress::server::Limits {
+        header_read_timeout: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    let mut silent = TcpStream::connect(http).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut rest))
+        .await
+        .expect("a silent connection is closed after the header timeout")
+        .ok();
+    let _ = stop.send(());
+    let _ = serving.await;
+}
