@@ -20,6 +20,7 @@ pub mod env;
 pub mod hooks;
 pub mod hosts;
 pub mod image;
+pub mod logrotate;
 pub mod logs;
 pub mod mount;
 pub mod node;
@@ -102,6 +103,9 @@ pub struct Config {
     /// How those routes reach the other nodes: host-gw routes (the
     /// default here; k3s defaults to vxlan) or a VXLAN overlay ([`vxlan`]).
     pub flannel_backend: routes::FlannelBackend,
+    /// Container log rotation (containerLogMaxSize, 10Mi, and
+    /// containerLogMaxFiles, 5, as the kubelet's config): [`logrotate`].
+    pub container_logs: logrotate::Policy,
 }
 
 impl Config {
@@ -127,6 +131,7 @@ impl Config {
             client_ca: None,
             route_pod_cidrs: true,
             flannel_backend: routes::FlannelBackend::HostGw,
+            container_logs: logrotate::Policy::default(),
         }
     }
 
@@ -180,6 +185,8 @@ pub enum Error {
     NodeStatus { node: String, source: kube::Error },
     #[error("renewing the lease of node {node}: {source}")]
     Lease { node: String, source: kube::Error },
+    #[error("container log rotation: {0}")]
+    LogPolicy(#[source] logrotate::Error),
 }
 
 /// The HTTP status of an API error, if it is one.
@@ -324,6 +331,7 @@ struct KubeletApiTask<F> {
 /// Run the node agent until the future is dropped. Returns only when the
 /// runtime cannot be started; everything later is retried.
 pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
+    config.container_logs.validate().map_err(Error::LogPolicy)?;
     std::fs::create_dir_all(&config.data_dir).map_err(io_err(&config.data_dir))?;
     let own_containerd = config.container_runtime_endpoint.is_none();
     let host_ip = config.node_ip.unwrap_or_else(node::default_node_ip);
@@ -534,8 +542,11 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
         config.node_name.clone(),
         config.data_dir.join("pod-manifests"),
     );
+    let log_manager =
+        logrotate::LogManager::new(runtime.clone(), &config.node_name, config.container_logs);
     tokio::join!(
         agent.lease_loop(),
+        log_manager.run(),
         heartbeat,
         pods::run(shared),
         service_reflector,
