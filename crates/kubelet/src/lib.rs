@@ -25,6 +25,7 @@ pub mod logs;
 pub mod mount;
 pub mod node;
 pub mod pods;
+pub mod pressure;
 pub mod probes;
 pub mod pullsecrets;
 pub mod routes;
@@ -55,6 +56,8 @@ use runtime::Runtime;
 /// How long a starting agent waits for its Node's podCIDR before running
 /// pods on the default range.
 const POD_CIDR_WAIT: Duration = Duration::from_secs(15);
+/// An existing CRI runtime's image filesystem (containerd's default root).
+const DEFAULT_CONTAINERD_ROOT: &str = "/var/lib/containerd";
 /// How long pods wait at start for the kubelet's first serving certificate.
 const SERVING_CERT_WAIT: Duration = Duration::from_secs(15);
 
@@ -484,15 +487,43 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
             api_slots,
         )),
     });
+    // Memory, disk and PID pressure, measured every 10 s: a change is
+    // reported at once, not at the next heartbeat.
+    let imagefs = if own_containerd {
+        config.data_dir.join("containerd")
+    } else {
+        PathBuf::from(DEFAULT_CONTAINERD_ROOT)
+    };
+    let (pressure_tx, mut pressure_rx) = tokio::sync::watch::channel(pressure::Pressure::default());
+    let pressure_monitor = pressure::run(
+        Arc::new(pressure::HostMeasure::new(config.data_dir.clone(), imagefs)),
+        pressure::Thresholds::default(),
+        pressure_tx,
+    );
     let heartbeat = async {
         let mut tick = tokio::time::interval(node::NODE_STATUS_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        let mut monitored = true;
         loop {
-            tick.tick().await;
-            let ready = runtime.version().await.is_ok();
-            if let Err(e) = agent.heartbeat(ready).await {
+            let periodic = tokio::select! {
+                _ = tick.tick() => true,
+                r = pressure_rx.changed(), if monitored => {
+                    monitored = r.is_ok();
+                    false
+                }
+            };
+            let health = node::NodeHealth {
+                ready: runtime.version().await.is_ok(),
+                pressure: *pressure_rx.borrow_and_update(),
+            };
+            if (periodic || agent.changed(health))
+                && let Err(e) = agent.heartbeat(health).await
+            {
                 tracing::warn!(error = %e, "node heartbeat failed");
+            }
+            if !periodic {
+                continue;
             }
             // A podCIDR assigned after registration (by the node IPAM controller).
             if own_containerd && let Some(cidr) = agent.pod_cidr().await {
@@ -547,6 +578,7 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
     tokio::join!(
         agent.lease_loop(),
         log_manager.run(),
+        pressure_monitor,
         heartbeat,
         pods::run(shared),
         service_reflector,
