@@ -494,7 +494,21 @@ impl Runtime for CriRuntime {
             image: s.image.map(|i| i.image).unwrap_or_default(),
             image_ref: s.image_ref,
             labels: from_map(s.labels),
+            log_path: s.log_path,
         })
+    }
+
+    async fn reopen_container_log(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut c = self.runtime.clone();
+        call(
+            "ReopenContainerLog",
+            REQUEST_TIMEOUT,
+            c.reopen_container_log(cri::ReopenContainerLogRequest {
+                container_id: id.into(),
+            }),
+        )
+        .await?;
+        Ok(())
     }
 
     async fn list_containers(&self, labels: &Labels) -> Result<Vec<Container>, RuntimeError> {

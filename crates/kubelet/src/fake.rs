@@ -46,6 +46,8 @@ pub struct State {
     pub execs: Vec<(String, Vec<String>)>,
     /// (image, credentials) of every PullImage.
     pub pull_auths: Vec<(String, Option<RegistryAuth>)>,
+    /// Container names whose ReopenContainerLog fails.
+    pub fail_reopen: BTreeSet<String>,
     /// (container id, timeout) of every StopContainer.
     pub stops: Vec<(String, i64)>,
     pub calls: Vec<String>,
@@ -99,6 +101,18 @@ impl FakeRuntime {
     fn call(&self, s: &mut State, what: String) {
         let _ = self;
         s.calls.push(what);
+    }
+}
+
+impl State {
+    /// A container's log file: its sandbox's log directory joined with
+    /// its log path (none without a log directory).
+    fn log_path(&self, c: &FakeContainer) -> Option<std::path::PathBuf> {
+        let sandbox = self.sandboxes.get(&c.sandbox_id)?;
+        if sandbox.config.log_directory.as_os_str().is_empty() || c.config.log_path.is_empty() {
+            return None;
+        }
+        Some(sandbox.config.log_directory.join(&c.config.log_path))
     }
 }
 
@@ -326,7 +340,39 @@ impl Runtime for FakeRuntime {
             image: format!("docker.io/library/{}", c.config.image),
             image_ref: format!("sha256:{}", c.config.image.len()),
             labels: c.config.labels.clone(),
+            log_path: s
+                .log_path(c)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
         })
+    }
+
+    /// As containerd: the log file is created anew at the container's
+    /// log path (the old one having been renamed).
+    async fn reopen_container_log(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut s = self.lock();
+        self.call(&mut s, format!("ReopenContainerLog {id}"));
+        let c = s
+            .containers
+            .get(id)
+            .ok_or_else(|| RuntimeError::NotFound(id.into()))?;
+        if c.state != ContainerState::Running || s.fail_reopen.contains(&c.config.name) {
+            return Err(RuntimeError::Call {
+                call: "ReopenContainerLog",
+                message: format!("container {id} is not running"),
+            });
+        }
+        if let Some(path) = s.log_path(c) {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| RuntimeError::Call {
+                    call: "ReopenContainerLog",
+                    message: format!("{}: {e}", path.display()),
+                })?;
+        }
+        Ok(())
     }
 
     async fn list_containers(&self, labels: &Labels) -> Result<Vec<Container>, RuntimeError> {

@@ -20,10 +20,12 @@ pub mod env;
 pub mod hooks;
 pub mod hosts;
 pub mod image;
+pub mod logrotate;
 pub mod logs;
 pub mod mount;
 pub mod node;
 pub mod pods;
+pub mod pressure;
 pub mod probes;
 pub mod pullsecrets;
 pub mod routes;
@@ -54,6 +56,8 @@ use runtime::Runtime;
 /// How long a starting agent waits for its Node's podCIDR before running
 /// pods on the default range.
 const POD_CIDR_WAIT: Duration = Duration::from_secs(15);
+/// An existing CRI runtime's image filesystem (containerd's default root).
+const DEFAULT_CONTAINERD_ROOT: &str = "/var/lib/containerd";
 /// How long pods wait at start for the kubelet's first serving certificate.
 const SERVING_CERT_WAIT: Duration = Duration::from_secs(15);
 
@@ -102,6 +106,9 @@ pub struct Config {
     /// How those routes reach the other nodes: host-gw routes (the
     /// default here; k3s defaults to vxlan) or a VXLAN overlay ([`vxlan`]).
     pub flannel_backend: routes::FlannelBackend,
+    /// Container log rotation (containerLogMaxSize, 10Mi, and
+    /// containerLogMaxFiles, 5, as the kubelet's config): [`logrotate`].
+    pub container_logs: logrotate::Policy,
 }
 
 impl Config {
@@ -127,6 +134,7 @@ impl Config {
             client_ca: None,
             route_pod_cidrs: true,
             flannel_backend: routes::FlannelBackend::HostGw,
+            container_logs: logrotate::Policy::default(),
         }
     }
 
@@ -180,6 +188,8 @@ pub enum Error {
     NodeStatus { node: String, source: kube::Error },
     #[error("renewing the lease of node {node}: {source}")]
     Lease { node: String, source: kube::Error },
+    #[error("container log rotation: {0}")]
+    LogPolicy(#[source] logrotate::Error),
 }
 
 /// The HTTP status of an API error, if it is one.
@@ -324,6 +334,7 @@ struct KubeletApiTask<F> {
 /// Run the node agent until the future is dropped. Returns only when the
 /// runtime cannot be started; everything later is retried.
 pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
+    config.container_logs.validate().map_err(Error::LogPolicy)?;
     std::fs::create_dir_all(&config.data_dir).map_err(io_err(&config.data_dir))?;
     let own_containerd = config.container_runtime_endpoint.is_none();
     let host_ip = config.node_ip.unwrap_or_else(node::default_node_ip);
@@ -476,15 +487,43 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
             api_slots,
         )),
     });
+    // Memory, disk and PID pressure, measured every 10 s: a change is
+    // reported at once, not at the next heartbeat.
+    let imagefs = if own_containerd {
+        config.data_dir.join("containerd")
+    } else {
+        PathBuf::from(DEFAULT_CONTAINERD_ROOT)
+    };
+    let (pressure_tx, mut pressure_rx) = tokio::sync::watch::channel(pressure::Pressure::default());
+    let pressure_monitor = pressure::run(
+        Arc::new(pressure::HostMeasure::new(config.data_dir.clone(), imagefs)),
+        pressure::Thresholds::default(),
+        pressure_tx,
+    );
     let heartbeat = async {
         let mut tick = tokio::time::interval(node::NODE_STATUS_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        let mut monitored = true;
         loop {
-            tick.tick().await;
-            let ready = runtime.version().await.is_ok();
-            if let Err(e) = agent.heartbeat(ready).await {
+            let periodic = tokio::select! {
+                _ = tick.tick() => true,
+                r = pressure_rx.changed(), if monitored => {
+                    monitored = r.is_ok();
+                    false
+                }
+            };
+            let health = node::NodeHealth {
+                ready: runtime.version().await.is_ok(),
+                pressure: *pressure_rx.borrow_and_update(),
+            };
+            if (periodic || agent.changed(health))
+                && let Err(e) = agent.heartbeat(health).await
+            {
                 tracing::warn!(error = %e, "node heartbeat failed");
+            }
+            if !periodic {
+                continue;
             }
             // A podCIDR assigned after registration (by the node IPAM controller).
             if own_containerd && let Some(cidr) = agent.pod_cidr().await {
@@ -534,8 +573,12 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
         config.node_name.clone(),
         config.data_dir.join("pod-manifests"),
     );
+    let log_manager =
+        logrotate::LogManager::new(runtime.clone(), &config.node_name, config.container_logs);
     tokio::join!(
         agent.lease_loop(),
+        log_manager.run(),
+        pressure_monitor,
         heartbeat,
         pods::run(shared),
         service_reflector,

@@ -1,7 +1,9 @@
 //! Container logs (↔ the kubelet's pkg/kubelet/kuberuntime/logs): reading
 //! the CRI log files containerd writes (`<RFC3339Nano> stdout|stderr F|P
 //! <text>` per line) with tail, since, timestamps and a byte limit, and
-//! following a file until its container exits.
+//! following a file until its container exits, across log rotation (a
+//! new file at the path: the old one is read to its end, then the new
+//! one from its start, as the kubelet's follow reopens on rotation).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -182,9 +184,23 @@ pub fn log_file(pod_log_dir: &Path, container: &str, attempt: u32) -> PathBuf {
     pod_log_dir.join(container).join(format!("{attempt}.log"))
 }
 
+/// Whether the file at `path` is no longer `file` (log rotation renamed
+/// it and the runtime reopened a new one). A missing path is not: the
+/// runtime has not reopened it yet and still writes to `file`.
+async fn replaced(file: &tokio::fs::File, path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let open = file.metadata().await?;
+    match tokio::fs::metadata(path).await {
+        Ok(now) => Ok((now.dev(), now.ino()) != (open.dev(), open.ino())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Send the log at `path` to `tx` as `opts` asks. When following, keeps
 /// reading as the file grows until `running` says the container stopped
-/// (then reads what is left) or the receiver goes away.
+/// (then reads what is left) or the receiver goes away; when the file is
+/// rotated meanwhile, what is left of it is read and then the new file.
 pub async fn stream_log(
     path: &Path,
     opts: LogOptions,
@@ -210,6 +226,8 @@ pub async fn stream_log(
     let mut pending: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 32 * 1024];
     let mut last_round = false;
+    // The file was rotated away: read to its end, then open the new one.
+    let mut rotated = false;
     loop {
         let n = file.read(&mut chunk).await?;
         if n > 0 {
@@ -232,6 +250,17 @@ pub async fn stream_log(
         // End of file.
         if !follow || last_round || tx.is_closed() {
             return Ok(());
+        }
+        if rotated {
+            file = tokio::fs::File::open(path).await?;
+            rotated = false;
+            continue;
+        }
+        if replaced(&file, path).await? {
+            // One more read of the old file for what was written to it
+            // before the runtime reopened the log.
+            rotated = true;
+            continue;
         }
         if !running().await {
             // Read what the container wrote before it stopped, then end.
@@ -429,6 +458,59 @@ mod tests {
             .unwrap();
         running.store(false, Ordering::SeqCst);
         assert_eq!(collect(rx).await, "last\n");
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn follows_across_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        std::fs::write(&path, "2024-01-01T00:00:01Z stdout F first\n").unwrap();
+        let running = Arc::new(AtomicBool::new(true));
+        let (tx, mut rx) = mpsc::channel(4);
+        let opts = LogOptions {
+            follow: true,
+            ..Default::default()
+        };
+        let r = running.clone();
+        let p = path.clone();
+        let task = tokio::spawn(async move {
+            stream_log(&p, opts, tx, move || {
+                let r = r.clone();
+                Box::pin(async move { r.load(Ordering::SeqCst) })
+            })
+            .await
+        });
+        assert_eq!(rx.recv().await.unwrap(), Bytes::from("first\n"));
+        // Rotated: renamed; the runtime still writes to it until it reopens.
+        let rotated = dir.path().join("0.log.20240101-000002");
+        std::fs::rename(&path, &rotated).unwrap();
+        tokio::time::sleep(FOLLOW_POLL * 3).await;
+        let mut old = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&rotated)
+            .unwrap();
+        old.write_all(b"2024-01-01T00:00:02Z stdout F second\n")
+            .unwrap();
+        // Reopened: a new file at the path.
+        std::fs::write(&path, "2024-01-01T00:00:03Z stdout F third\n").unwrap();
+        let mut got = String::new();
+        while !got.ends_with("third\n") {
+            let chunk = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("the new file is followed")
+                .unwrap();
+            got.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        assert_eq!(got, "second\nthird\n");
+        let mut new = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        new.write_all(b"2024-01-01T00:00:04Z stdout F fourth\n")
+            .unwrap();
+        running.store(false, Ordering::SeqCst);
+        assert_eq!(collect(rx).await, "fourth\n");
         task.await.unwrap().unwrap();
     }
 }

@@ -1,7 +1,10 @@
 //! The node's side (↔ the kubelet's node status manager and node lease
 //! controller): registration with capacity from /proc, addresses and
-//! nodeInfo; the Lease renewed every 10 s; conditions refreshed.
+//! nodeInfo; the Lease renewed every 10 s; conditions refreshed (the
+//! pressure conditions from [`crate::pressure`]), each lastTransitionTime
+//! changed only when its status changes.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -12,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
+use crate::pressure::Pressure;
 use crate::{Error, status_code};
 
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -99,44 +103,130 @@ pub fn default_node_ip() -> IpAddr {
     }
 }
 
-/// The kubelet's four conditions; Ready as given.
-pub fn conditions(ready: bool, heartbeat: &Time, transition: &Time) -> Value {
-    let c = |kind: &str, status: &str, reason: &str, message: &str| json!({"type": kind, "status": status, "reason": reason, "message": message, "lastHeartbeatTime": heartbeat, "lastTransitionTime": transition});
-    json!([
-        c(
-            "MemoryPressure",
-            "False",
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available"
-        ),
-        c(
-            "DiskPressure",
-            "False",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure"
-        ),
-        c(
-            "PIDPressure",
-            "False",
-            "KubeletHasSufficientPID",
-            "kubelet has sufficient PID available"
-        ),
-        if ready {
-            c(
+/// What the kubelet's four conditions say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeHealth {
+    /// The container runtime answers.
+    pub ready: bool,
+    pub pressure: Pressure,
+}
+
+impl NodeHealth {
+    /// Ready, without pressure.
+    pub const READY: NodeHealth = NodeHealth {
+        ready: true,
+        pressure: Pressure {
+            memory: false,
+            disk: false,
+            pid: false,
+        },
+    };
+}
+
+/// Each condition's status as last reported and its lastTransitionTime,
+/// which changes only when the status does.
+#[derive(Debug, Default)]
+pub struct Transitions(BTreeMap<&'static str, (bool, Time)>);
+
+impl Transitions {
+    /// The lastTransitionTime of `kind` reported as `status` at `now`.
+    fn time(&mut self, kind: &'static str, status: bool, now: &Time) -> Time {
+        match self.0.get(kind) {
+            Some((s, t)) if *s == status => t.clone(),
+            _ => {
+                self.0.insert(kind, (status, now.clone()));
+                now.clone()
+            }
+        }
+    }
+}
+
+/// (type, status, reason, message) of the kubelet's conditions, as its
+/// node status setters word them.
+fn condition_table(h: NodeHealth) -> [(&'static str, bool, &'static str, &'static str); 4] {
+    let p = h.pressure;
+    [
+        if p.memory {
+            (
+                "MemoryPressure",
+                true,
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+            )
+        } else {
+            (
+                "MemoryPressure",
+                false,
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            )
+        },
+        if p.disk {
+            (
+                "DiskPressure",
+                true,
+                "KubeletHasDiskPressure",
+                "kubelet has disk pressure",
+            )
+        } else {
+            (
+                "DiskPressure",
+                false,
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+            )
+        },
+        if p.pid {
+            (
+                "PIDPressure",
+                true,
+                "KubeletHasInsufficientPID",
+                "kubelet has insufficient PID available",
+            )
+        } else {
+            (
+                "PIDPressure",
+                false,
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            )
+        },
+        if h.ready {
+            (
                 "Ready",
-                "True",
+                true,
                 "KubeletReady",
                 "kubelet is posting ready status",
             )
         } else {
-            c(
+            (
                 "Ready",
-                "False",
+                false,
                 "KubeletNotReady",
                 "container runtime is not ready",
             )
         },
-    ])
+    ]
+}
+
+/// The kubelet's four conditions at `heartbeat`, with their transition
+/// times kept in `transitions`.
+pub fn conditions(health: NodeHealth, heartbeat: &Time, transitions: &mut Transitions) -> Value {
+    let list: Vec<Value> = condition_table(health)
+        .into_iter()
+        .map(|(kind, status, reason, message)| {
+            let transition = transitions.time(kind, status, heartbeat);
+            json!({
+                "type": kind,
+                "status": if status { "True" } else { "False" },
+                "reason": reason,
+                "message": message,
+                "lastHeartbeatTime": heartbeat,
+                "lastTransitionTime": transition,
+            })
+        })
+        .collect();
+    Value::Array(list)
 }
 
 /// What goes into the Node object.
@@ -152,7 +242,12 @@ pub struct NodeSpec {
     pub kubelet_port: u16,
 }
 
-pub fn node_status(n: &NodeSpec, ready: bool, heartbeat: &Time, transition: &Time) -> Value {
+pub fn node_status(
+    n: &NodeSpec,
+    health: NodeHealth,
+    heartbeat: &Time,
+    transitions: &mut Transitions,
+) -> Value {
     let resources = json!({
         "cpu": n.machine.cpus.to_string(),
         "memory": format!("{}Ki", n.machine.memory / 1024),
@@ -161,7 +256,7 @@ pub fn node_status(n: &NodeSpec, ready: bool, heartbeat: &Time, transition: &Tim
     json!({
         "capacity": resources,
         "allocatable": resources,
-        "conditions": conditions(ready, heartbeat, transition),
+        "conditions": conditions(health, heartbeat, transitions),
         "addresses": [{"type": "InternalIP", "address": n.ip.to_string()}, {"type": "Hostname", "address": n.name}],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": n.kubelet_port}},
         "nodeInfo": {
@@ -179,7 +274,12 @@ pub fn node_status(n: &NodeSpec, ready: bool, heartbeat: &Time, transition: &Tim
     })
 }
 
-pub fn node_object(n: &NodeSpec, ready: bool, now: &Time) -> Value {
+pub fn node_object(
+    n: &NodeSpec,
+    health: NodeHealth,
+    now: &Time,
+    transitions: &mut Transitions,
+) -> Value {
     let mut labels = json!({
         "kubernetes.io/hostname": n.name,
         "kubernetes.io/os": "linux",
@@ -193,7 +293,7 @@ pub fn node_object(n: &NodeSpec, ready: bool, now: &Time) -> Value {
         "kind": "Node",
         "metadata": {"name": n.name, "labels": labels, "annotations": {"node.alpha.kubernetes.io/ttl": "0"}},
         "spec": {},
-        "status": node_status(n, ready, now, now),
+        "status": node_status(n, health, now, transitions),
     })
 }
 
@@ -202,7 +302,8 @@ pub struct NodeAgent {
     client: kube::Client,
     pub spec: NodeSpec,
     uid: Mutex<Option<String>>,
-    started: Time,
+    /// The conditions as last reported, and their transition times.
+    reported: Mutex<(NodeHealth, Transitions)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -215,7 +316,7 @@ impl NodeAgent {
             client,
             spec,
             uid: Mutex::new(None),
-            started: skiff_runtime::now_time(),
+            reported: Mutex::new((NodeHealth::READY, Transitions::default())),
         }
     }
 
@@ -223,7 +324,11 @@ impl NodeAgent {
     pub async fn register(&self) -> Result<Node, Error> {
         let name = self.spec.name.clone();
         let api: Api<Node> = Api::all(self.client.clone());
-        let obj = node_object(&self.spec, true, &skiff_runtime::now_time());
+        let obj = {
+            let mut reported = lock(&self.reported);
+            let (health, transitions) = &mut *reported;
+            node_object(&self.spec, *health, &skiff_runtime::now_time(), transitions)
+        };
         let node: Node = serde_json::from_value(obj.clone()).map_err(|e| Error::Register {
             node: name.clone(),
             source: kube::Error::SerdeError(e),
@@ -338,11 +443,22 @@ impl NodeAgent {
         }
     }
 
+    /// Whether `health` differs from what was last reported (the status
+    /// is then posted at once rather than at the next heartbeat).
+    pub fn changed(&self, health: NodeHealth) -> bool {
+        lock(&self.reported).0 != health
+    }
+
     /// Refresh the conditions; re-register when the Node was deleted.
-    pub async fn heartbeat(&self, ready: bool) -> Result<(), Error> {
+    pub async fn heartbeat(&self, health: NodeHealth) -> Result<(), Error> {
         let name = self.spec.name.clone();
         let api: Api<Node> = Api::all(self.client.clone());
-        let patch = json!({"status": {"conditions": conditions(ready, &skiff_runtime::now_time(), &self.started)}});
+        let conditions = {
+            let mut reported = lock(&self.reported);
+            reported.0 = health;
+            conditions(health, &skiff_runtime::now_time(), &mut reported.1)
+        };
+        let patch = json!({"status": {"conditions": conditions}});
         match api
             .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
             .await
@@ -386,7 +502,12 @@ mod tests {
             labels: Default::default(),
             kubelet_port: 40123,
         };
-        let v = node_object(&spec, true, &skiff_runtime::now_time());
+        let v = node_object(
+            &spec,
+            NodeHealth::READY,
+            &skiff_runtime::now_time(),
+            &mut Transitions::default(),
+        );
         let n: Node = serde_json::from_value(v.clone()).unwrap();
         let st = n.status.unwrap();
         assert_eq!(
@@ -400,5 +521,128 @@ mod tests {
             st.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port,
             40123
         );
+    }
+
+    fn time(s: &str) -> Time {
+        Time(s.parse().unwrap())
+    }
+
+    fn find<'a>(conditions: &'a Value, kind: &str) -> &'a Value {
+        conditions
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == kind)
+            .unwrap()
+    }
+
+    #[test]
+    fn pressure_conditions_say_true_with_the_kubelets_reasons() {
+        let now = time("2024-01-01T00:00:00Z");
+        let none = conditions(NodeHealth::READY, &now, &mut Transitions::default());
+        for (kind, reason, message) in [
+            (
+                "MemoryPressure",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            ),
+            (
+                "DiskPressure",
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+            ),
+            (
+                "PIDPressure",
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            ),
+        ] {
+            let c = find(&none, kind);
+            assert_eq!(c["status"], "False", "{kind}");
+            assert_eq!(c["reason"], reason);
+            assert_eq!(c["message"], message);
+        }
+        let all = NodeHealth {
+            ready: true,
+            pressure: Pressure {
+                memory: true,
+                disk: true,
+                pid: true,
+            },
+        };
+        let v = conditions(all, &now, &mut Transitions::default());
+        for (kind, reason, message) in [
+            (
+                "MemoryPressure",
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+            ),
+            (
+                "DiskPressure",
+                "KubeletHasDiskPressure",
+                "kubelet has disk pressure",
+            ),
+            (
+                "PIDPressure",
+                "KubeletHasInsufficientPID",
+                "kubelet has insufficient PID available",
+            ),
+        ] {
+            let c = find(&v, kind);
+            assert_eq!(c["status"], "True", "{kind}");
+            assert_eq!(c["reason"], reason);
+            assert_eq!(c["message"], message);
+        }
+        assert_eq!(find(&v, "Ready")["status"], "True");
+        // Each pressure on its own.
+        let disk = NodeHealth {
+            ready: true,
+            pressure: Pressure {
+                disk: true,
+                ..Pressure::default()
+            },
+        };
+        let v = conditions(disk, &now, &mut Transitions::default());
+        assert_eq!(find(&v, "MemoryPressure")["status"], "False");
+        assert_eq!(find(&v, "DiskPressure")["status"], "True");
+        assert_eq!(find(&v, "PIDPressure")["status"], "False");
+        // They parse as NodeConditions.
+        let _: Vec<k8s_openapi::api::core::v1::NodeCondition> = serde_json::from_value(v).unwrap();
+    }
+
+    #[test]
+    fn transition_times_change_only_on_a_transition() {
+        let t0 = time("2024-01-01T00:00:00Z");
+        let t1 = time("2024-01-01T00:01:00Z");
+        let t2 = time("2024-01-01T00:02:00Z");
+        let t3 = time("2024-01-01T00:03:00Z");
+        let mut tr = Transitions::default();
+        let memory = NodeHealth {
+            ready: true,
+            pressure: Pressure {
+                memory: true,
+                ..Pressure::default()
+            },
+        };
+        let v = conditions(NodeHealth::READY, &t0, &mut tr);
+        assert_eq!(find(&v, "MemoryPressure")["lastTransitionTime"], json!(t0));
+        let v = conditions(NodeHealth::READY, &t1, &mut tr);
+        assert_eq!(find(&v, "MemoryPressure")["lastTransitionTime"], json!(t0));
+        assert_eq!(find(&v, "MemoryPressure")["lastHeartbeatTime"], json!(t1));
+        let v = conditions(memory, &t2, &mut tr);
+        assert_eq!(find(&v, "MemoryPressure")["lastTransitionTime"], json!(t2));
+        // The others did not change.
+        assert_eq!(find(&v, "DiskPressure")["lastTransitionTime"], json!(t0));
+        assert_eq!(find(&v, "Ready")["lastTransitionTime"], json!(t0));
+        let v = conditions(NodeHealth::READY, &t3, &mut tr);
+        assert_eq!(find(&v, "MemoryPressure")["lastTransitionTime"], json!(t3));
+        assert_eq!(find(&v, "MemoryPressure")["status"], "False");
+        let not_ready = NodeHealth {
+            ready: false,
+            ..NodeHealth::READY
+        };
+        let v = conditions(not_ready, &t3, &mut tr);
+        assert_eq!(find(&v, "Ready")["lastTransitionTime"], json!(t3));
+        assert_eq!(find(&v, "Ready")["reason"], "KubeletNotReady");
     }
 }

@@ -294,6 +294,9 @@ pub struct ContainerStatus {
     /// The image's digest reference.
     pub image_ref: String,
     pub labels: Labels,
+    /// The container's CRI log file, absolute (the sandbox's log directory
+    /// joined with the container's `log_path`); empty if it has none.
+    pub log_path: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -333,6 +336,10 @@ pub trait Runtime: Send + Sync {
     async fn container_status(&self, id: &str) -> Result<ContainerStatus, RuntimeError>;
     /// Containers carrying all of `labels`.
     async fn list_containers(&self, labels: &Labels) -> Result<Vec<Container>, RuntimeError>;
+    /// Make a running container's runtime close its log file and open a
+    /// new one at the same path (↔ CRI ReopenContainerLog), after the old
+    /// one was renamed by log rotation.
+    async fn reopen_container_log(&self, id: &str) -> Result<(), RuntimeError>;
 
     /// The image if present.
     async fn image_status(&self, image: &str) -> Result<Option<Image>, RuntimeError>;

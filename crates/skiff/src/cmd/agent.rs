@@ -60,6 +60,35 @@ pub struct Args {
     /// The node components beside the kubelet (proxy, DNS).
     #[command(flatten)]
     pub node: super::node::NodeArgs,
+    /// Container log rotation.
+    #[command(flatten)]
+    pub container_logs: ContainerLogArgs,
+}
+
+/// The kubelet's containerLogMaxSize and containerLogMaxFiles.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ContainerLogArgs {
+    /// A container's log file is rotated when it reaches this size (a
+    /// quantity: 10Mi, 500Ki, 1G).
+    #[arg(long, default_value = "10Mi", value_parser = parse_log_size)]
+    pub container_log_max_size: u64,
+    /// Log files kept per container, the live one included (at least 2).
+    #[arg(long, default_value_t = skiff_kubelet::logrotate::DEFAULT_MAX_FILES,
+          value_parser = clap::value_parser!(u32).range(2..))]
+    pub container_log_max_files: u32,
+}
+
+impl ContainerLogArgs {
+    pub fn policy(&self) -> skiff_kubelet::logrotate::Policy {
+        skiff_kubelet::logrotate::Policy {
+            max_size: self.container_log_max_size,
+            max_files: self.container_log_max_files,
+        }
+    }
+}
+
+fn parse_log_size(s: &str) -> Result<u64, String> {
+    skiff_kubelet::logrotate::parse_max_size(s).map_err(|e| e.to_string())
 }
 
 pub fn host_name() -> String {
@@ -269,6 +298,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.client_ca = ca;
         config.kubelet_port = args.kubelet_port;
         config.flannel_backend = args.flannel_backend;
+        config.container_logs = args.container_logs.policy();
         if let Some(token) = args.token.clone().filter(|t| !t.is_empty()) {
             config.kubelet_token = Some(token);
         }

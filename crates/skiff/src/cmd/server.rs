@@ -77,6 +77,9 @@ pub struct Args {
     /// The node components beside the in-process agent (proxy, DNS).
     #[command(flatten)]
     pub node: super::node::NodeArgs,
+    /// The in-process agent's container log rotation.
+    #[command(flatten)]
+    pub container_logs: super::agent::ContainerLogArgs,
     /// Do not run the controller manager in this process.
     #[arg(long)]
     pub disable_controller_manager: bool,
@@ -255,6 +258,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             agent.cni_bridge = args.node.cni_bridge.clone();
             agent.kubelet_port = args.kubelet_port;
             agent.flannel_backend = args.flannel_backend;
+            agent.container_logs = args.container_logs.policy();
             agent.cluster_dns = vec![super::node::cluster_dns(&args.node, service_cidr)];
             agent.cluster_domain = args.node.cluster_domain.clone();
             // The kubelet API verifies callers against the cluster CA.
