@@ -169,10 +169,7 @@ fn fuzz_label_selector_objects() {
     fuzz(
         "label_selector/objects",
         1024,
-        prop_oneof![
-            json_value(),
-            fuzz_support::json_value_with(expr_key),
-        ],
+        prop_oneof![json_value(), fuzz_support::json_value_with(expr_key),],
         |v| {
             if let Ok(sel) = LabelSelector::from_object(&v) {
                 let _ = sel.matches_object(&v);
@@ -196,7 +193,11 @@ fn fuzz_field_selector() {
         Just("spec.hostNetwork"),
         Just("spec.bogus"),
     ];
-    let part = (field, prop_oneof![Just("="), Just("=="), Just("!=")], "[a-c]{0,2}")
+    let part = (
+        field,
+        prop_oneof![Just("="), Just("=="), Just("!=")],
+        "[a-c]{0,2}",
+    )
         .prop_map(|(f, op, v)| format!("{f}{op}{v}"));
     fuzz(
         "field_selector/parse_match",
@@ -257,7 +258,11 @@ fn fuzz_go_duration_model() {
         (
             prop_oneof![Just(""), Just("-"), Just("+")],
             prop::collection::vec(
-                (prop_oneof![0u64..100, component.0.clone()], component.1, component.2),
+                (
+                    prop_oneof![0u64..100, component.0.clone()],
+                    component.1,
+                    component.2,
+                ),
                 1..4,
             ),
         ),
@@ -274,8 +279,16 @@ fn fuzz_go_duration_model() {
                 text.push_str(name);
                 // Three fraction digits are exact for every unit but ns and µs.
                 let scale = 10i128.pow(u32::try_from(frac.len()).unwrap_or(0));
-                let f: i128 = if frac.is_empty() { 0 } else { frac.parse().unwrap_or(0) };
-                let frac_nanos = if nanos >= 1_000_000 { f * nanos / scale } else { 0 };
+                let f: i128 = if frac.is_empty() {
+                    0
+                } else {
+                    frac.parse().unwrap_or(0)
+                };
+                let frac_nanos = if nanos >= 1_000_000 {
+                    f * nanos / scale
+                } else {
+                    0
+                };
                 total = total
                     .and_then(|t| t.checked_add(i128::from(*whole) * nanos + frac_nanos))
                     .filter(|t| *t <= i128::from(i64::MAX) + 1);

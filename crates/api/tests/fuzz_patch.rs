@@ -122,21 +122,12 @@ fn fuzz_json_patch_operations() {
 /// the copy limit, or refused.
 #[test]
 fn fuzz_json_patch_copy_growth() {
-    let target = prop_oneof![
-        Just("/a/-"),
-        Just("/b"),
-        Just("/c"),
-        Just("/a/0"),
-        Just("")
-    ];
+    let target = prop_oneof![Just("/a/-"), Just("/b"), Just("/c"), Just("/a/0"), Just("")];
     let from = prop_oneof![Just(""), Just("/a"), Just("/b"), Just("/c")];
     fuzz(
         "json_patch/copy_growth",
         64,
-        (
-            0usize..20_000,
-            prop::collection::vec((from, target), 1..40),
-        ),
+        (0usize..20_000, prop::collection::vec((from, target), 1..40)),
         |(len, ops)| {
             let doc = json!({"a": ["x".repeat(len)], "b": {}, "c": 1});
             let patch = Value::Array(

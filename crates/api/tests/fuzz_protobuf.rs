@@ -71,11 +71,7 @@ fn meta() -> impl Strategy<Value = ObjectMeta> {
 }
 
 fn quantity() -> impl Strategy<Value = Quantity> {
-    prop_oneof![
-        "[0-9]{1,4}(m|Mi|Gi|k|)",
-        "\\PC{0,6}",
-    ]
-    .prop_map(Quantity)
+    prop_oneof!["[0-9]{1,4}(m|Mi|Gi|k|)", "\\PC{0,6}",].prop_map(Quantity)
 }
 
 fn container() -> impl Strategy<Value = core::Container> {
@@ -101,18 +97,20 @@ fn container() -> impl Strategy<Value = core::Container> {
             0..3,
         )),
     )
-        .prop_map(|(name, image, command, ports, limits, env)| core::Container {
-            name,
-            image,
-            command: non_empty(command),
-            ports: non_empty(ports),
-            env: non_empty(env),
-            resources: non_empty(limits).map(|l| core::ResourceRequirements {
-                limits: Some(l),
+        .prop_map(
+            |(name, image, command, ports, limits, env)| core::Container {
+                name,
+                image,
+                command: non_empty(command),
+                ports: non_empty(ports),
+                env: non_empty(env),
+                resources: non_empty(limits).map(|l| core::ResourceRequirements {
+                    limits: Some(l),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        })
+            },
+        )
 }
 
 fn pod() -> impl Strategy<Value = Value> {
@@ -124,21 +122,23 @@ fn pod() -> impl Strategy<Value = Value> {
         prop::option::of(any::<i32>()),
         string_map(),
     )
-        .prop_map(|(metadata, containers, deadline, grace, priority, selector)| {
-            let pod = core::Pod {
-                metadata,
-                spec: Some(core::PodSpec {
-                    containers,
-                    active_deadline_seconds: deadline,
-                    termination_grace_period_seconds: grace,
-                    priority,
-                    node_selector: selector,
+        .prop_map(
+            |(metadata, containers, deadline, grace, priority, selector)| {
+                let pod = core::Pod {
+                    metadata,
+                    spec: Some(core::PodSpec {
+                        containers,
+                        active_deadline_seconds: deadline,
+                        termination_grace_period_seconds: grace,
+                        priority,
+                        node_selector: selector,
+                        ..Default::default()
+                    }),
                     ..Default::default()
-                }),
-                ..Default::default()
-            };
-            serde_json::to_value(&pod).unwrap_or(Value::Null)
-        })
+                };
+                serde_json::to_value(&pod).unwrap_or(Value::Null)
+            },
+        )
 }
 
 fn config_map() -> impl Strategy<Value = Value> {
@@ -165,8 +165,13 @@ fn config_map() -> impl Strategy<Value = Value> {
 }
 
 fn deployment() -> impl Strategy<Value = Value> {
-    (meta(), prop::option::of(any::<i32>()), string_map(), container()).prop_map(
-        |(metadata, replicas, labels, container)| {
+    (
+        meta(),
+        prop::option::of(any::<i32>()),
+        string_map(),
+        container(),
+    )
+        .prop_map(|(metadata, replicas, labels, container)| {
             let d = apps::Deployment {
                 metadata,
                 spec: Some(apps::DeploymentSpec {
@@ -190,8 +195,7 @@ fn deployment() -> impl Strategy<Value = Value> {
                 ..Default::default()
             };
             serde_json::to_value(&d).unwrap_or(Value::Null)
-        },
-    )
+        })
 }
 
 fn valid_object() -> impl Strategy<Value = Value> {
@@ -270,7 +274,10 @@ fn fuzz_protobuf_deep_nesting() {
     fuzz(
         "protobuf/deep_nesting",
         128,
-        (prop::collection::vec(1u32..40, 1..400), 0usize..MESSAGES.len()),
+        (
+            prop::collection::vec(1u32..40, 1..400),
+            0usize..MESSAGES.len(),
+        ),
         |(tags, m)| {
             let mut msg: Vec<u8> = Vec::new();
             for tag in tags.iter().rev() {
