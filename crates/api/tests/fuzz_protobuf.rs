@@ -158,7 +158,6 @@ fn config_map() -> impl Strategy<Value = Value> {
                 data,
                 binary_data: non_empty(binary_data),
                 immutable,
-                ..Default::default()
             };
             serde_json::to_value(&cm).unwrap_or(Value::Null)
         })
