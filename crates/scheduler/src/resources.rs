@@ -90,27 +90,50 @@ fn parse(s: &str) -> Option<Parsed> {
 /// `ceil(q * factor)` as an i64, saturating; None when the quantity does not parse.
 fn scaled_ceil(s: &str, factor_pow10: i32) -> Option<i64> {
     let p = parse(s)?;
-    let mut num: i128 = p.mantissa;
+    let pow10 = p
+        .pow10
+        .checked_add(factor_pow10)?
+        .checked_sub(i32::try_from(p.scale).ok()?)?;
+    Some(exact_ceil(&p, pow10).unwrap_or_else(|| approximate_ceil(&p, pow10)))
+}
+
+/// `ceil(mantissa * 2^pow2 * 10^pow10)` in i128, None when that overflows.
+fn exact_ceil(p: &Parsed, pow10: i32) -> Option<i64> {
+    let mut num = p.mantissa.checked_mul(1i128.checked_shl(p.pow2)?)?;
     let mut den: i128 = 1;
-    let pow10 = p.pow10 + factor_pow10 - i32::try_from(p.scale).ok()?;
-    let saturate = |v: Option<i128>| v.unwrap_or(i128::MAX / 4);
     if pow10 >= 0 {
-        num = saturate(
-            10i128
-                .checked_pow(pow10.unsigned_abs())
-                .and_then(|m| num.checked_mul(m)),
-        );
+        num = num.checked_mul(10i128.checked_pow(pow10.unsigned_abs())?)?;
     } else {
-        den = saturate(10i128.checked_pow(pow10.unsigned_abs()));
+        den = 10i128.checked_pow(pow10.unsigned_abs())?;
     }
-    num = saturate(1i128.checked_shl(p.pow2).and_then(|m| num.checked_mul(m)));
+    // den >= 1 and num >= 0: neither the division nor the remainder can
+    // overflow, where `num + den - 1` could (a mantissa near i128::MAX).
     let q = if p.negative {
         // ceil of a negative value truncates toward zero
         -(num / den)
+    } else if num % den == 0 {
+        num / den
     } else {
-        (num + den - 1) / den
+        num / den + 1
     };
     Some(i64::try_from(q).unwrap_or(if q < 0 { i64::MIN } else { i64::MAX }))
+}
+
+/// The same in floating point, for quantities whose exact computation
+/// does not fit an i128 (dozens of digits): such a value is either far
+/// beyond i64 (saturated) or known to within a rounding.
+#[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+fn approximate_ceil(p: &Parsed, pow10: i32) -> i64 {
+    let pow2 = i32::try_from(p.pow2).unwrap_or(i32::MAX);
+    let v = p.mantissa as f64 * 2f64.powi(pow2) * 10f64.powi(pow10);
+    if p.negative {
+        -(v.floor()) as i64
+    } else if p.mantissa > 0 {
+        // A positive value, however small, rounds up to at least 1.
+        (v.ceil() as i64).max(1)
+    } else {
+        0
+    }
 }
 
 /// The value of a quantity in thousandths, rounded up (as Quantity.MilliValue).
@@ -332,6 +355,16 @@ mod tests {
             assert_eq!(value(&q), *val, "value of {s}");
         }
         assert!(is_valid("1.5Gi"));
+        // Found by tests/fuzz_quantity.rs: a mantissa of i128::MAX (0.17
+        // cores) overflowed `num + den - 1` while rounding up.
+        let q = Quantity(".170141183460469231731687303715884105727".into());
+        assert_eq!(milli_value(&q), 171);
+        assert_eq!(value(&q), 1);
+        // Found by the same target: where exact arithmetic overflowed, the
+        // saturated numerator and denominator made -1.7e-8 round to -1.
+        let q = Quantity("-.0000000000000170141183460469231731687303715884105727Ki".into());
+        assert_eq!(milli_value(&q), 0);
+        assert_eq!(value(&q), 0);
         assert!(!is_valid("1.5.3"));
         assert!(!is_valid("Gi"));
     }
