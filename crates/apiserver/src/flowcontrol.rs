@@ -19,8 +19,10 @@
 //! | global-default | every other authenticated user | 20 |
 //! | catch-all | anyone else | 5 |
 //!
-//! The server's seats (the sum of the two max-inflight flags, 600 by
-//! default) are shared out by shares. A request takes one seat, a LIST
+//! The server's seats (the sum of the two max-inflight flags: 600 in
+//! kube-apiserver, 60 per CPU on a `skiff server` of fewer than 10 CPUs,
+//! since its requests are CPU work rather than waits on etcd) are shared
+//! out by shares. A request takes one seat, a LIST
 //! one per 100 objects it walks (at most 10), as Kubernetes' work
 //! estimator. When its level is full a request waits in its **flow**'s
 //! queue (one flow per user), and freed seats go round-robin over the

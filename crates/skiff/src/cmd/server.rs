@@ -38,12 +38,14 @@ pub struct Args {
     pub enable_priority_and_fairness: bool,
     /// Read-only requests in flight at once (with priority and fairness:
     /// the two limits' sum is shared out among the priority levels; 0
-    /// without it: no limit).
-    #[arg(long, default_value_t = 400)]
-    pub max_requests_inflight: usize,
+    /// without it: no limit). Default: kube-apiserver's 400, or 40 per
+    /// CPU on machines of fewer than 10 CPUs.
+    #[arg(long)]
+    pub max_requests_inflight: Option<usize>,
     /// Mutating requests in flight at once (see --max-requests-inflight).
-    #[arg(long, default_value_t = 200)]
-    pub max_mutating_requests_inflight: usize,
+    /// Default: 200, or 20 per CPU on machines of fewer than 10 CPUs.
+    #[arg(long)]
+    pub max_mutating_requests_inflight: Option<usize>,
     /// The longest a request may take (watches, exec, logs and proxying
     /// excepted), such as 60s or 2m; the `timeout` query parameter may
     /// ask for less.
@@ -191,8 +193,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.request_timeout = args.request_timeout;
         config.flow_control = skiff_apiserver::flowcontrol::Config {
             priority_and_fairness: args.enable_priority_and_fairness,
-            max_requests_inflight: args.max_requests_inflight,
-            max_mutating_requests_inflight: args.max_mutating_requests_inflight,
+            max_requests_inflight: args
+                .max_requests_inflight
+                .unwrap_or_else(|| inflight_default(400)),
+            max_mutating_requests_inflight: args
+                .max_mutating_requests_inflight
+                .unwrap_or_else(|| inflight_default(200)),
             // A quarter of the request timeout, as kube-apiserver.
             queue_wait: args.request_timeout / 4,
             max_watches_per_user: args.max_watches_per_user,
@@ -299,4 +305,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// A max-inflight default: kube-apiserver's, scaled down on machines of
+/// fewer than 10 CPUs. kube-apiserver's handlers mostly wait on etcd;
+/// skiff serves reads from memory, so its requests in flight are CPU
+/// work, and seats beyond a few dozen per CPU only let one client's
+/// requests crowd out everyone else's (`skiff bench overload`).
+fn inflight_default(kubernetes: usize) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    kubernetes.min(kubernetes / 10 * cpus)
 }
