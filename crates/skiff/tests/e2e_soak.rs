@@ -16,9 +16,9 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use support::Server;
 
 const CLIENTS: usize = 64;
-const KILLS: u64 = 4;
+const KILLS: u64 = 6;
 /// Acknowledged writes between two kills.
-const WRITES_PER_ROUND: u64 = 400;
+const WRITES_PER_ROUND: u64 = 600;
 
 #[derive(Default)]
 struct Ledger {
@@ -70,17 +70,19 @@ async fn writer(
         if n % 3 == 0 {
             match cms.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {
-                    let mut l = ledger.lock().unwrap();
-                    l.live.remove(&name);
-                    l.deleted.insert(name);
-                    drop(l);
+                    {
+                        let mut l = ledger.lock().unwrap();
+                        l.live.remove(&name);
+                        l.deleted.insert(name);
+                    }
                     acks.send_modify(|a| *a += 1);
                 }
                 Err(_) => {
-                    let mut l = ledger.lock().unwrap();
-                    l.live.remove(&name);
-                    l.unknown.insert(name);
-                    drop(l);
+                    {
+                        let mut l = ledger.lock().unwrap();
+                        l.live.remove(&name);
+                        l.unknown.insert(name);
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
