@@ -109,6 +109,8 @@ pub struct Config {
     /// Container log rotation (containerLogMaxSize, 10Mi, and
     /// containerLogMaxFiles, 5, as the kubelet's config): [`logrotate`].
     pub container_logs: logrotate::Policy,
+    /// The node pressure thresholds (`--eviction-hard`).
+    pub eviction_hard: pressure::Thresholds,
 }
 
 impl Config {
@@ -135,6 +137,7 @@ impl Config {
             route_pod_cidrs: true,
             flannel_backend: routes::FlannelBackend::HostGw,
             container_logs: logrotate::Policy::default(),
+            eviction_hard: pressure::Thresholds::default(),
         }
     }
 
@@ -497,7 +500,7 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
     let (pressure_tx, mut pressure_rx) = tokio::sync::watch::channel(pressure::Pressure::default());
     let pressure_monitor = pressure::run(
         Arc::new(pressure::HostMeasure::new(config.data_dir.clone(), imagefs)),
-        pressure::Thresholds::default(),
+        config.eviction_hard,
         pressure_tx,
     );
     let heartbeat = async {

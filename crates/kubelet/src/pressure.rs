@@ -76,6 +76,45 @@ pub struct Thresholds {
     pub pid_available_percent: u64,
 }
 
+impl Thresholds {
+    /// The kubelet's `--eviction-hard`: `signal<value` pairs separated by
+    /// commas, a value a quantity (memory.available) or a percentage
+    /// (`nodefs.available<10%`); signals not named keep their defaults.
+    /// `0%` (or `0`) turns a signal off, as kind's clusters do for disks.
+    pub fn parse(s: &str) -> Result<Thresholds, String> {
+        let mut t = Thresholds::default();
+        for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (signal, value) = pair
+                .split_once('<')
+                .ok_or_else(|| format!("{pair}: not signal<value"))?;
+            let (signal, value) = (signal.trim(), value.trim());
+            let percent = || -> Result<u64, String> {
+                let v = value.strip_suffix('%').unwrap_or(value);
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|p| *p <= 100)
+                    .ok_or_else(|| format!("{pair}: not a percentage from 0% to 100%"))
+            };
+            match signal {
+                "memory.available" => {
+                    t.memory_available_bytes = if value == "0" || value == "0%" {
+                        0
+                    } else {
+                        crate::env::parse_bytes(value)
+                            .ok_or_else(|| format!("{pair}: not a quantity"))?
+                    }
+                }
+                "nodefs.available" => t.nodefs_available_percent = percent()?,
+                "nodefs.inodesFree" => t.nodefs_inodes_free_percent = percent()?,
+                "imagefs.available" => t.imagefs_available_percent = percent()?,
+                "pid.available" => t.pid_available_percent = percent()?,
+                other => return Err(format!("{other}: not an eviction signal skiff knows")),
+            }
+        }
+        Ok(t)
+    }
+}
+
 impl Default for Thresholds {
     /// memory.available<100Mi, nodefs.available<10%, nodefs.inodesFree<5%,
     /// imagefs.available<15% (the kubelet's defaults), pid.available<5%
@@ -552,5 +591,24 @@ mod tests {
             .unwrap();
         assert!(rx.borrow_and_update().memory);
         task.abort();
+    }
+
+    #[test]
+    fn eviction_hard_is_read_as_the_kubelet_flag() {
+        let t = Thresholds::parse("memory.available<1Gi, nodefs.available<0%,imagefs.available<0%")
+            .unwrap();
+        assert_eq!(t.memory_available_bytes, 1024 * 1024 * 1024);
+        assert_eq!(
+            (t.nodefs_available_percent, t.imagefs_available_percent),
+            (0, 0)
+        );
+        // Signals not named keep their defaults.
+        assert_eq!(
+            t.nodefs_inodes_free_percent,
+            Thresholds::default().nodefs_inodes_free_percent
+        );
+        assert!(Thresholds::parse("nodefs.available<101%").is_err());
+        assert!(Thresholds::parse("disk<5%").is_err());
+        assert!(Thresholds::parse("memory.available=1Gi").is_err());
     }
 }

@@ -255,6 +255,7 @@ impl Nodes {
                 .arg(format!("--net=/var/run/netns/{ns}"))
                 .arg(env!("CARGO_BIN_EXE_skiff"))
                 .args(["agent", "--server", &url])
+                .args(["--eviction-hard", support::EVICTION_HARD])
                 // The bridged nodes are given the CA and the token; the
                 // routed ones read the token from its file and find the CA
                 // by the hash it pins.

@@ -76,6 +76,11 @@ pub struct ContainerLogArgs {
     #[arg(long, default_value_t = skiff_kubelet::logrotate::DEFAULT_MAX_FILES,
           value_parser = clap::value_parser!(u32).range(2..))]
     pub container_log_max_files: u32,
+    /// Node pressure thresholds, as the kubelet's flag:
+    /// `memory.available<100Mi,nodefs.available<10%,nodefs.inodesFree<5%,imagefs.available<15%`
+    /// by default (and pid.available<5%); signals not named keep theirs, `<0%` turns one off.
+    #[arg(long, value_parser = skiff_kubelet::pressure::Thresholds::parse)]
+    pub eviction_hard: Option<skiff_kubelet::pressure::Thresholds>,
 }
 
 impl ContainerLogArgs {
@@ -299,6 +304,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.kubelet_port = args.kubelet_port;
         config.flannel_backend = args.flannel_backend;
         config.container_logs = args.container_logs.policy();
+        if let Some(t) = args.container_logs.eviction_hard {
+            config.eviction_hard = t;
+        }
         if let Some(token) = args.token.clone().filter(|t| !t.is_empty()) {
             config.kubelet_token = Some(token);
         }

@@ -265,6 +265,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             agent.kubelet_port = args.kubelet_port;
             agent.flannel_backend = args.flannel_backend;
             agent.container_logs = args.container_logs.policy();
+        if let Some(t) = args.container_logs.eviction_hard {
+            agent.eviction_hard = t;
+        }
             agent.cluster_dns = vec![super::node::cluster_dns(&args.node, service_cidr)];
             agent.cluster_domain = args.node.cluster_domain.clone();
             // The kubelet API verifies callers against the cluster CA.

@@ -71,6 +71,11 @@ fn which(cmd: &str) -> Option<PathBuf> {
     })
 }
 
+/// The disk thresholds of test nodes, off, as kind's clusters have them:
+/// the tests share one disk with builds, whose free space says nothing of
+/// what a test does. Memory and PID pressure keep the kubelet's defaults.
+pub const EVICTION_HARD: &str = "nodefs.available<0%,nodefs.inodesFree<0%,imagefs.available<0%";
+
 impl Server {
     pub fn start() -> Server {
         Server::start_with(&[])
@@ -205,6 +210,11 @@ impl Server {
             .args(["--https-listen-port", &self.port.to_string(), "--data-dir"])
             .arg(self.dir.path())
             .args(&self.extra)
+            .args(if self.extra.iter().any(|a| a == "--eviction-hard") {
+                &[][..]
+            } else {
+                &["--eviction-hard", EVICTION_HARD][..]
+            })
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
