@@ -107,6 +107,18 @@ fn accepted(
         Scheme::Http => {
             tokio::spawn(async move {
                 let _permit = permit;
+                // hyper's header timer starts with a request's first bytes
+                // (and after each response): a connection that never sends
+                // one is closed here, as HTTPS ones are by the handshake
+                // timeout.
+                let mut first = [0u8; 1];
+                if tokio::time::timeout(limits.header_read_timeout, tcp.peek(&mut first))
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!(%peer, "no request in time: closing the connection");
+                    return;
+                }
                 serve_io(TokioIo::new(tcp), proxy, conn, watcher, limits).await;
             });
         }
