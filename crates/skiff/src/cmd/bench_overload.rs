@@ -37,10 +37,7 @@ struct Figures {
 pub async fn run(objects: usize, flooders: usize, seconds: u64) -> anyhow::Result<ExitCode> {
     let modes: [(&'static str, &[&str]); 3] = [
         ("priority and fairness", &[]),
-        (
-            "max-inflight 400/200",
-            &["--enable-priority-and-fairness=false"],
-        ),
+        ("max-inflight", &["--enable-priority-and-fairness=false"]),
         (
             "no limit",
             &[
