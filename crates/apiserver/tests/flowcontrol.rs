@@ -2,6 +2,7 @@
 //! priority level gets 429s and waits in its own queue, another client of
 //! the same level is served next, the admin is never held up, requests
 //! time out, and watches are bounded per user.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -4,6 +4,7 @@
 //! deleted is there, every acknowledged delete is gone, and every object
 //! decodes. A write whose answer never came (the server died under it) may
 //! or may not have landed, as with etcd, and is not counted either way.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -67,7 +68,7 @@ async fn writer(
             }
         }
         // Every third object is deleted again.
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             match cms.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {
                     {

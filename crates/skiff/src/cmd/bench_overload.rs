@@ -338,7 +338,7 @@ async fn flood_worker(
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
-        let r = if worker % 2 == 0 {
+        let r = if worker.is_multiple_of(2) {
             let req = http::Request::get(&list_path).body(Vec::new());
             match req {
                 Ok(req) => client.request_text(req).await.map(|_| ()),
