@@ -5,11 +5,12 @@
 //! on what aliases may expand to; JSON and YAML renderings of a value
 //! decode back to it.
 
-use std::io::Write;
-use std::time::Instant;
+#[path = "../../api/tests/fuzz_support/mod.rs"]
+mod fuzz_support;
 
+use fuzz_support::fuzz;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use serde_json::{Map, Number, Value};
 use skiff_apiserver::request::decode_body;
 
@@ -26,40 +27,6 @@ const MEDIA: [&str; 8] = [
 
 /// The YAML decoder's allowance of values beyond one per byte (yaml.rs).
 const ALIAS_ALLOWANCE: usize = 100_000;
-
-/// Runs `cases` inputs (or `PROPTEST_CASES`), printing executions and rate.
-fn fuzz<S: Strategy>(
-    name: &str,
-    cases: u32,
-    strategy: S,
-    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
-) {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(cases);
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    let runs = std::cell::Cell::new(0u64);
-    let start = Instant::now();
-    let result = runner.run(&strategy, |v| {
-        runs.set(runs.get() + 1);
-        test(v)
-    });
-    let secs = start.elapsed().as_secs_f64();
-    let _ = writeln!(
-        std::io::stderr(),
-        "fuzz {name}: {} executions in {secs:.2} s ({:.0}/s)",
-        runs.get(),
-        runs.get() as f64 / secs.max(1e-9)
-    );
-    if let Err(e) = result {
-        panic!("fuzz target {name} failed: {e}");
-    }
-}
 
 /// Decodes `body` as every media type: a value or a 4xx, never a panic.
 fn decode_all(body: &[u8]) -> Result<(), TestCaseError> {

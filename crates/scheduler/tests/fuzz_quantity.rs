@@ -2,47 +2,13 @@
 //! "500m"`), which the scheduler applies to every pod a client creates: no
 //! string panics it, and the values agree with exact arithmetic.
 
-use std::io::Write;
-use std::time::Instant;
+#[path = "../../api/tests/fuzz_support/mod.rs"]
+mod fuzz_support;
 
+use fuzz_support::fuzz;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use skiff_scheduler::resources::{is_valid, milli_value, value};
-
-/// Runs `cases` inputs (or `PROPTEST_CASES`), printing executions and rate.
-fn fuzz<S: Strategy>(
-    name: &str,
-    cases: u32,
-    strategy: S,
-    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
-) {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(cases);
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    let runs = std::cell::Cell::new(0u64);
-    let start = Instant::now();
-    let result = runner.run(&strategy, |v| {
-        runs.set(runs.get() + 1);
-        test(v)
-    });
-    let secs = start.elapsed().as_secs_f64();
-    let _ = writeln!(
-        std::io::stderr(),
-        "fuzz {name}: {} executions in {secs:.2} s ({:.0}/s)",
-        runs.get(),
-        runs.get() as f64 / secs.max(1e-9)
-    );
-    if let Err(e) = result {
-        panic!("fuzz target {name} failed: {e}");
-    }
-}
 
 fn suffix_strategy() -> impl Strategy<Value = &'static str> {
     prop_oneof![
