@@ -70,13 +70,23 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             priority_and_fairness: true,
-            max_requests_inflight: 400,
-            max_mutating_requests_inflight: 200,
+            max_requests_inflight: inflight_default(400),
+            max_mutating_requests_inflight: inflight_default(200),
             queue_wait: Duration::from_secs(15),
             queue_length: 50,
             max_watches_per_user: 4096,
         }
     }
+}
+
+/// A max-inflight default: kube-apiserver's, scaled down on machines of
+/// fewer than 10 CPUs (40 and 20 per CPU). kube-apiserver's handlers
+/// mostly wait on etcd; skiff serves reads from memory, so its requests in
+/// flight are CPU work, and seats beyond a few dozen per CPU only let one
+/// client's requests crowd out everyone else's (`skiff bench overload`).
+pub fn inflight_default(kubernetes: usize) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    kubernetes.min(kubernetes / 10 * cpus)
 }
 
 /// The priority levels, in the order of [`LEVELS`].
@@ -723,7 +733,11 @@ mod tests {
 
     #[test]
     fn seats_are_shared_out_by_shares() {
-        let fc = FlowControl::new(Config::default());
+        let fc = FlowControl::new(Config {
+            max_requests_inflight: 400,
+            max_mutating_requests_inflight: 200,
+            ..Config::default()
+        });
         let seats = |l: Level| fc.levels[l.index()].seats;
         // 600 seats over 245 shares, rounded up, as kube-apiserver.
         assert_eq!(seats(Level::WorkloadLow), 245);

@@ -36,6 +36,7 @@ pub struct Metrics {
 }
 
 /// What one request was, for its metric labels.
+#[derive(Clone)]
 pub struct RequestLabels {
     pub verb: &'static str,
     pub group: String,

@@ -197,8 +197,8 @@ async fn handle(
             // or may not land, as there; it is not acknowledged).
             let mut task = {
                 let (server, path, query) = (server.clone(), path.clone(), query.clone());
+                let mut labels = labels.clone();
                 tokio::spawn(async move {
-                    let mut labels = fallback_labels(&attributes);
                     let r = route(
                         &server,
                         req,

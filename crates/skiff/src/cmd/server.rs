@@ -195,10 +195,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             priority_and_fairness: args.enable_priority_and_fairness,
             max_requests_inflight: args
                 .max_requests_inflight
-                .unwrap_or_else(|| inflight_default(400)),
+                .unwrap_or_else(|| skiff_apiserver::flowcontrol::inflight_default(400)),
             max_mutating_requests_inflight: args
                 .max_mutating_requests_inflight
-                .unwrap_or_else(|| inflight_default(200)),
+                .unwrap_or_else(|| skiff_apiserver::flowcontrol::inflight_default(200)),
             // A quarter of the request timeout, as kube-apiserver.
             queue_wait: args.request_timeout / 4,
             max_watches_per_user: args.max_watches_per_user,
@@ -308,14 +308,4 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
-}
-
-/// A max-inflight default: kube-apiserver's, scaled down on machines of
-/// fewer than 10 CPUs. kube-apiserver's handlers mostly wait on etcd;
-/// skiff serves reads from memory, so its requests in flight are CPU
-/// work, and seats beyond a few dozen per CPU only let one client's
-/// requests crowd out everyone else's (`skiff bench overload`).
-fn inflight_default(kubernetes: usize) -> usize {
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    kubernetes.min(kubernetes / 10 * cpus)
 }
