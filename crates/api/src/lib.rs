@@ -12,6 +12,7 @@ pub mod patch;
 pub mod protobuf;
 pub mod registry;
 pub mod selector;
+pub mod structural;
 pub mod table;
 pub mod validation;
 pub mod x509;

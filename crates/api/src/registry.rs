@@ -13,6 +13,7 @@ use k8s_openapi::api::{
     node::v1 as node, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
     storage::v1 as storage,
 };
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 use serde_json::Value;
 
 /// What a typed round trip of an object can fail with (a type mismatch in the body).
@@ -43,6 +44,9 @@ pub struct ResourceInfo {
     pub add_schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
     /// The strategic-merge-patch strategies of the kind's fields (cached).
     pub patch_schema: fn() -> crate::patch::PatchSchema,
+    /// A custom resource (served for a CustomResourceDefinition): no typed
+    /// round trip, no strategic merge; its schema lives with its definition.
+    pub custom: bool,
 }
 
 impl std::fmt::Debug for ResourceInfo {
@@ -112,6 +116,51 @@ impl ResourceInfo {
     }
 }
 
+/// The names a custom resource is served under (from its definition).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CustomNames {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub list_kind: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    pub subresources: &'static [&'static str],
+}
+
+impl ResourceInfo {
+    /// A custom resource: stored under `/registry/{group}/{plural}/` as
+    /// kube-apiserver stores them; its schema is applied by the server.
+    pub fn custom(n: &CustomNames, storage_prefix: &'static str) -> ResourceInfo {
+        ResourceInfo {
+            group: n.group,
+            version: n.version,
+            kind: n.kind,
+            list_kind: n.list_kind,
+            plural: n.plural,
+            singular: n.singular.to_string(),
+            namespaced: n.namespaced,
+            short_names: n.short_names,
+            categories: n.categories,
+            subresources: n.subresources,
+            storage_prefix,
+            schema_name: format!("{}.{}.{}", reverse_domain(n.group), n.version, n.kind),
+            roundtrip: Ok,
+            add_schema: add_schema::<serde_json::Map<String, Value>>,
+            patch_schema: crate::patch::PatchSchema::unknown,
+            custom: true,
+        }
+    }
+}
+
+/// "stable.example.com" → "com.example.stable", as OpenAPI names custom kinds.
+fn reverse_domain(group: &str) -> String {
+    group.split('.').rev().collect::<Vec<_>>().join(".")
+}
+
 fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(
     v: Value,
 ) -> Result<Value, DecodeError> {
@@ -144,6 +193,7 @@ macro_rules! resource {
             roundtrip: roundtrip::<$ty>,
             add_schema: add_schema::<$ty>,
             patch_schema: crate::patch::patch_schema_for::<$ty>,
+            custom: false,
         }
     }};
 }
@@ -331,6 +381,13 @@ impl Registry {
                 ["csr"],
                 [],
                 ["status", "approval"]
+            ),
+            resource!(
+                apiextensions::CustomResourceDefinition,
+                "apiextensions.k8s.io/customresourcedefinitions",
+                ["crd", "crds"],
+                ["api-extensions"],
+                ["status"]
             ),
         ];
         let mut by_path = HashMap::new();

@@ -169,7 +169,12 @@ impl LabelSelector {
         if self.reqs.is_empty() {
             return true;
         }
-        let labels = obj.pointer("/metadata/labels").and_then(Value::as_object);
+        // Direct lookups: `pointer` allocates per path segment, and this
+        // runs once per object a LIST walks.
+        let labels = obj
+            .get("metadata")
+            .and_then(|m| m.get("labels"))
+            .and_then(Value::as_object);
         self.reqs
             .iter()
             .all(|r| r.matches(labels.and_then(|l| l.get(&r.key)).and_then(Value::as_str)))

@@ -7,7 +7,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     ServerAddressByClientCIDR,
 };
 use serde_json::{Value, json};
-use skiff_api::registry::{ResourceInfo, registry};
+use skiff_api::registry::ResourceInfo;
+
+use crate::crd::Resources;
 
 use crate::resource_metrics::{GROUP as METRICS_GROUP, VERSION as METRICS_VERSION};
 
@@ -74,10 +76,10 @@ fn api_group(group: &str, versions: &[&str]) -> APIGroup {
 
 /// The groups of the create-only review resources not in the registry
 /// (authentication.k8s.io, authorization.k8s.io), each with its version.
-fn review_groups() -> Vec<(&'static str, &'static str)> {
+fn review_groups(res: &Resources) -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&'static str, &'static str)> = Vec::new();
     for r in crate::authz::REVIEWS {
-        let served = registry().groups().iter().any(|(g, _)| *g == r.group);
+        let served = res.groups().iter().any(|(g, _)| *g == r.group);
         if !served && !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }
@@ -100,13 +102,17 @@ fn review_resource(r: &crate::authz::Review) -> APIResource {
     }
 }
 
-pub fn api_group_list() -> Value {
-    let groups = registry()
+pub fn api_group_list(res: &Resources) -> Value {
+    let groups = res
         .groups()
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, versions)| api_group(g, &versions))
-        .chain(review_groups().into_iter().map(|(g, v)| api_group(g, &[v])))
+        .chain(
+            review_groups(res)
+                .into_iter()
+                .map(|(g, v)| api_group(g, &[v])),
+        )
         .chain([api_group(METRICS_GROUP, &[METRICS_VERSION])])
         .collect();
     with_kind(
@@ -116,8 +122,8 @@ pub fn api_group_list() -> Value {
     )
 }
 
-pub fn api_group_doc(group: &str) -> Option<Value> {
-    if let Some((g, v)) = review_groups().into_iter().find(|(g, _)| *g == group) {
+pub fn api_group_doc(res: &Resources, group: &str) -> Option<Value> {
+    if let Some((g, v)) = review_groups(res).into_iter().find(|(g, _)| *g == group) {
         return Some(with_kind(
             serde_json::to_value(api_group(g, &[v])).unwrap_or_default(),
             "APIGroup",
@@ -131,7 +137,7 @@ pub fn api_group_doc(group: &str) -> Option<Value> {
             "v1",
         ));
     }
-    let (_, versions) = registry()
+    let (_, versions) = res
         .groups()
         .into_iter()
         .find(|(g, _)| *g == group && !g.is_empty())?;
@@ -190,12 +196,12 @@ fn subresource_shape(r: &ResourceInfo, sub: &str) -> (Vec<String>, (String, Stri
     }
 }
 
-pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
+pub fn api_resource_list(res: &Resources, group: &str, version: &str) -> Option<Value> {
     if (group, version) == (METRICS_GROUP, METRICS_VERSION) {
         return Some(crate::resource_metrics::api_resource_list());
     }
     let mut resources = Vec::new();
-    for r in registry().in_group_version(group, version) {
+    for r in res.in_group_version(group, version) {
         resources.push(APIResource {
             name: r.plural.into(),
             singular_name: r.singular.clone(),
@@ -265,22 +271,23 @@ fn storage_version_hash(r: &ResourceInfo) -> String {
 }
 
 /// Aggregated discovery for /api (legacy = true) or /apis.
-pub fn aggregated(legacy: bool, media: &str) -> Value {
+pub fn aggregated(res: &Resources, legacy: bool, media: &str) -> Value {
     let api_version = if media == AGGREGATED_V2BETA1 {
         "apidiscovery.k8s.io/v2beta1"
     } else {
         "apidiscovery.k8s.io/v2"
     };
     let mut items = Vec::new();
-    for (group, versions) in registry().groups() {
+    for (group, versions) in res.groups() {
         if group.is_empty() != legacy {
             continue;
         }
         let versions: Vec<Value> = versions
             .iter()
             .map(|v| {
-                let resources: Vec<Value> = registry()
+                let resources: Vec<Value> = res
                     .in_group_version(group, v)
+                    .into_iter()
                     .map(|r| {
                         let subs: Vec<Value> = r
                             .subresources
@@ -320,7 +327,7 @@ pub fn aggregated(legacy: bool, media: &str) -> Value {
         items.push(json!({"metadata": metadata, "versions": versions}));
     }
     if !legacy {
-        for (group, version) in review_groups() {
+        for (group, version) in review_groups(res) {
             let resources: Vec<Value> = crate::authz::REVIEWS
                 .iter()
                 .filter(|r| r.group == group && r.version == version)
@@ -348,7 +355,7 @@ mod tests {
 
     #[test]
     fn resource_lists_include_subresources() {
-        let v = api_resource_list("", "v1").unwrap();
+        let v = api_resource_list(&Resources::default(), "", "v1").unwrap();
         let names: Vec<&str> = v["resources"]
             .as_array()
             .unwrap()
@@ -378,7 +385,7 @@ mod tests {
             Some(AGGREGATED_V2)
         );
         assert_eq!(wants_aggregated("application/json"), None);
-        let apis = aggregated(false, AGGREGATED_V2);
+        let apis = aggregated(&Resources::default(), false, AGGREGATED_V2);
         assert!(
             apis["items"]
                 .as_array()
@@ -395,9 +402,9 @@ mod tests {
                     .any(|g| g["metadata"]["name"] == group),
                 "{group}"
             );
-            assert!(api_group_doc(group).is_some());
+            assert!(api_group_doc(&Resources::default(), group).is_some());
         }
-        let sar = api_resource_list("authorization.k8s.io", "v1").unwrap();
+        let sar = api_resource_list(&Resources::default(), "authorization.k8s.io", "v1").unwrap();
         assert!(
             sar["resources"]
                 .as_array()
@@ -405,10 +412,10 @@ mod tests {
                 .iter()
                 .any(|r| r["name"] == "subjectaccessreviews" && r["verbs"] == json!(["create"]))
         );
-        let api = aggregated(true, AGGREGATED_V2);
+        let api = aggregated(&Resources::default(), true, AGGREGATED_V2);
         assert_eq!(api["items"].as_array().unwrap().len(), 1);
         assert!(
-            api_group_list()["groups"]
+            api_group_list(&Resources::default())["groups"]
                 .as_array()
                 .unwrap()
                 .iter()

@@ -209,7 +209,7 @@ pub async fn handle(
     labels: &mut RequestLabels,
     user: crate::authz::UserInfo,
 ) -> Result<Response<Body>, ApiError> {
-    let Some(rp) = parse_resource_path(core)? else {
+    let Some(rp) = parse_resource_path(core, &server.resources)? else {
         return Err(ApiError::no_route());
     };
     let method = req.method().clone();

@@ -30,13 +30,15 @@ pub fn now_rfc3339() -> String {
 }
 
 pub fn name_of(v: &Value) -> &str {
-    v.pointer("/metadata/name")
+    v.get("metadata")
+        .and_then(|m| m.get("name"))
         .and_then(Value::as_str)
         .unwrap_or_default()
 }
 
 fn rv_of(v: &Value) -> Option<&str> {
-    v.pointer("/metadata/resourceVersion")
+    v.get("metadata")
+        .and_then(|m| m.get("resourceVersion"))
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
 }
@@ -69,10 +71,20 @@ impl Req<'_> {
 
     fn respond(&self, code: u16, obj: &Value) -> Response<Body> {
         let mut resp = match self.output {
-            Output::Table(inc) => json_response(
-                code,
-                &output::table(self.info, [obj], inc, rv_of(obj), None, true),
-            ),
+            Output::Table(inc) => {
+                let custom = self.server.resources.custom(self.info);
+                json_response(
+                    code,
+                    &output::table(
+                        output::Printer::of(self.info, custom.as_deref()),
+                        [obj],
+                        inc,
+                        rv_of(obj),
+                        None,
+                        true,
+                    ),
+                )
+            }
             Output::PartialMetadata(wire) => {
                 output::value_response(code, wire, &output::partial_metadata(obj))
             }
@@ -419,7 +431,7 @@ async fn list(req: &Req<'_>) -> ApiResult<Response<Body>> {
         Output::Table(inc) => json_response(
             200,
             &output::table(
-                req.info,
+                output::Printer::of(req.info, req.server.resources.custom(req.info).as_deref()),
                 items.iter().map(|o| &o.value),
                 inc,
                 Some(&rev.to_string()),
@@ -515,8 +527,20 @@ fn encode_for_store(obj: &Value) -> ApiResult<Vec<u8>> {
 
 fn decode_typed(req: &mut Req<'_>, obj: Value) -> ApiResult<Value> {
     let mode = req.query.get("fieldValidation").unwrap_or("Warn");
+    let mut obj = obj;
+    // A custom resource is pruned by its schema (whatever the mode), not
+    // decoded into a type.
+    let custom = match req.server.resources.custom(req.info) {
+        Some(served) => Some((crate::crd::decode(&served, &mut obj)?, served)),
+        None if req.info.custom => return Err(req.not_found(name_of(&obj))),
+        None => None,
+    };
     if mode != "Ignore" {
-        let unknown: Vec<String> = skiff_api::openapi::unknown_fields(req.info, &obj)
+        let unknown_fields = match &custom {
+            Some((dropped, _)) => dropped.clone(),
+            None => skiff_api::openapi::unknown_fields(req.info, &obj),
+        };
+        let unknown: Vec<String> = unknown_fields
             .iter()
             .map(|f| format!("unknown field \"{f}\""))
             .chain(
@@ -543,11 +567,17 @@ fn decode_typed(req: &mut Req<'_>, obj: Value) -> ApiResult<Value> {
             }
         }
     }
+    if custom.is_some() {
+        return Ok(obj);
+    }
     crate::podsecurity::warn(req, &obj);
-    let mut obj = obj;
     skiff_api::openapi::fill_required_nulls(req.info, &mut obj);
-    (req.info.roundtrip)(obj)
-        .map_err(|e| ApiError::bad_request(format!("error decoding {}: {e}", req.info.kind)))
+    let mut obj = (req.info.roundtrip)(obj)
+        .map_err(|e| ApiError::bad_request(format!("error decoding {}: {e}", req.info.kind)))?;
+    if crate::crd::is_definition(req.info) {
+        crate::crd::apply_defaults(&mut obj);
+    }
+    Ok(obj)
 }
 
 fn check_namespace(req: &Req<'_>, obj: &mut Value) -> ApiResult<()> {
@@ -593,6 +623,12 @@ fn validate(req: &Req<'_>, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
     if (req.info.group, req.info.kind) == ("certificates.k8s.io", "CertificateSigningRequest") {
         errs.extend(crate::certificates::validate(obj, old));
     }
+    if crate::crd::is_definition(req.info) {
+        errs.extend(crate::crd::validate_definition(obj, old));
+    }
+    if let Some(served) = req.server.resources.custom(req.info) {
+        errs.extend(crate::crd::validate(&served, obj));
+    }
     // kube-apiserver never advertises a loopback address (ResolveBindAddress
     // picks a host interface); skiff does when it listens on one, so the
     // endpoints of its own `kubernetes` Service, which it writes itself,
@@ -630,6 +666,18 @@ async fn create(req: &mut Req<'_>, mut obj: Value) -> ApiResult<Response<Body>> 
 /// The create path after decoding (also used by server-side apply of a new object).
 pub async fn create_object(req: &Req<'_>, obj: &mut Value) -> ApiResult<Value> {
     admission::ensure_namespace_active(req).await?;
+    if req
+        .server
+        .resources
+        .custom(req.info)
+        .is_some_and(|s| s.terminating)
+    {
+        return Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "create not allowed while custom resource definition is terminating",
+        ));
+    }
     if admission::reads_cache(req.info, obj) {
         // Admission looks objects up in the cache: let it see every write
         // acknowledged before this request (a RuntimeClass created just now).
@@ -1109,6 +1157,9 @@ pub async fn delete_one(
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
+        if crate::crd::is_definition(req.info) {
+            crate::crd::prepare_delete(&old, &mut finalizers, &mut new);
+        }
         match opts.propagation.as_deref() {
             Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
                 finalizers.push(json!("foregroundDeletion"))

@@ -13,6 +13,7 @@ pub mod bootdata;
 pub mod bootstrap;
 pub mod cache;
 pub mod certificates;
+pub mod crd;
 pub mod discovery;
 pub mod events_view;
 pub mod flowcontrol;

@@ -242,8 +242,29 @@ pub fn partial_metadata(obj: &Value) -> Value {
     })
 }
 
-fn row(info: &ResourceInfo, obj: &Value, include: IncludeObject, now: jiff::Timestamp) -> Value {
-    let cells = skiff_api::table::row_cells(info.group, info.kind, obj, now);
+/// Whose columns a Table has: a built-in kind's, or a custom resource's
+/// printer columns.
+#[derive(Clone, Copy)]
+pub enum Printer<'a> {
+    Builtin(&'a ResourceInfo),
+    Custom(&'a crate::crd::Served),
+}
+
+impl<'a> Printer<'a> {
+    /// The printer of `info`, with its definition when it is custom.
+    pub fn of(info: &'a ResourceInfo, custom: Option<&'a crate::crd::Served>) -> Printer<'a> {
+        match custom {
+            Some(s) => Printer::Custom(s),
+            None => Printer::Builtin(info),
+        }
+    }
+}
+
+fn row(printer: Printer<'_>, obj: &Value, include: IncludeObject, now: jiff::Timestamp) -> Value {
+    let cells = match printer {
+        Printer::Builtin(info) => skiff_api::table::row_cells(info.group, info.kind, obj, now),
+        Printer::Custom(served) => crate::crd::row_cells(served, obj, now),
+    };
     let object = match include {
         IncludeObject::None => Value::Null,
         IncludeObject::Metadata => partial_metadata(obj),
@@ -255,7 +276,7 @@ fn row(info: &ResourceInfo, obj: &Value, include: IncludeObject, now: jiff::Time
 /// A Table of objects. Column definitions are left out when `columns` is false
 /// (watch events after the first, as kube-apiserver does).
 pub fn table<'a>(
-    info: &ResourceInfo,
+    printer: Printer<'_>,
     objects: impl IntoIterator<Item = &'a Value>,
     include: IncludeObject,
     resource_version: Option<&str>,
@@ -265,7 +286,7 @@ pub fn table<'a>(
     let now = jiff::Timestamp::now();
     let rows: Vec<Value> = objects
         .into_iter()
-        .map(|o| row(info, o, include, now))
+        .map(|o| row(printer, o, include, now))
         .collect();
     let mut meta = json!({});
     if let Some(rv) = resource_version {
@@ -274,10 +295,13 @@ pub fn table<'a>(
     if let Some(c) = continue_token {
         meta["continue"] = json!(c);
     }
-    let defs = if columns {
-        skiff_api::table::columns_json(info.group, info.kind)
-    } else {
+    let defs = if !columns {
         json!([])
+    } else {
+        match printer {
+            Printer::Builtin(info) => skiff_api::table::columns_json(info.group, info.kind),
+            Printer::Custom(served) => crate::crd::column_definitions(served),
+        }
     };
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": defs, "rows": rows})
 }

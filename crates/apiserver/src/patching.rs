@@ -20,6 +20,12 @@ pub fn apply_patch(
     let result = match media {
         "application/json-patch+json" => skiff_api::patch::json_patch(current, patch),
         "application/merge-patch+json" => skiff_api::patch::merge_patch(current, patch),
+        "application/strategic-merge-patch+json" if info.custom && !scale => {
+            // As kube-apiserver: custom resources have no patch strategies.
+            return Err(ApiError::unsupported_media_type(
+                "strategic merge patch is not supported for custom resources; use application/merge-patch+json, application/json-patch+json or application/apply-patch+yaml",
+            ));
+        }
         "application/strategic-merge-patch+json" => {
             if scale {
                 skiff_api::patch::merge_patch(current, patch)

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 use skiff_api::registry::{ResourceInfo, registry};
 
+use crate::crd::Resources;
+
 use crate::status::ApiError;
 
 /// What a resource path names.
@@ -21,7 +23,10 @@ pub struct ResourcePath {
 
 /// Parse `/api/v1/...` and `/apis/{group}/{version}/...` resource paths.
 /// Returns Ok(None) for paths that are not resource paths (discovery).
-pub fn parse_resource_path(path: &str) -> Result<Option<ResourcePath>, ApiError> {
+pub fn parse_resource_path(
+    path: &str,
+    resources: &Resources,
+) -> Result<Option<ResourcePath>, ApiError> {
     let segs: Vec<&str> = path
         .trim_matches('/')
         .split('/')
@@ -37,7 +42,7 @@ pub fn parse_resource_path(path: &str) -> Result<Option<ResourcePath>, ApiError>
         r => (false, r),
     };
     let lookup = |plural: &str| {
-        registry()
+        resources
             .lookup(group, version, plural)
             .ok_or_else(ApiError::no_route)
     };
@@ -206,30 +211,30 @@ pub fn decode_body(body: &[u8], media: &str) -> Result<Value, ApiError> {
 mod tests {
     use super::*;
 
+    fn pr(path: &str) -> Result<Option<ResourcePath>, ApiError> {
+        parse_resource_path(path, &Resources::default())
+    }
+
     #[test]
     fn paths() {
-        let p = parse_resource_path("/api/v1/namespaces/default/pods/web/status")
+        let p = pr("/api/v1/namespaces/default/pods/web/status")
             .unwrap()
             .unwrap();
         assert_eq!(p.info.plural, "pods");
         assert_eq!(p.namespace.as_deref(), Some("default"));
         assert_eq!(p.name.as_deref(), Some("web"));
         assert_eq!(p.subresource.as_deref(), Some("status"));
-        let p = parse_resource_path("/api/v1/namespaces/kube-system")
-            .unwrap()
-            .unwrap();
+        let p = pr("/api/v1/namespaces/kube-system").unwrap().unwrap();
         assert_eq!(p.info.plural, "namespaces");
         assert_eq!(p.name.as_deref(), Some("kube-system"));
-        let p = parse_resource_path("/api/v1/namespaces/x/finalize")
-            .unwrap()
-            .unwrap();
+        let p = pr("/api/v1/namespaces/x/finalize").unwrap().unwrap();
         assert_eq!(p.subresource.as_deref(), Some("finalize"));
-        let p = parse_resource_path("/apis/apps/v1/watch/namespaces/a/deployments")
+        let p = pr("/apis/apps/v1/watch/namespaces/a/deployments")
             .unwrap()
             .unwrap();
         assert!(p.watch_prefix);
         assert_eq!(p.info.kind, "Deployment");
-        let p = parse_resource_path("/apis/apps/v1/namespaces/default/replicasets/r/scale")
+        let p = pr("/apis/apps/v1/namespaces/default/replicasets/r/scale")
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -240,22 +245,15 @@ mod tests {
             ),
             ("ReplicaSet", Some("default"), Some("scale"))
         );
-        let p = parse_resource_path("/api/v1/pods").unwrap().unwrap();
+        let p = pr("/api/v1/pods").unwrap().unwrap();
         assert!(p.namespace.is_none() && p.name.is_none());
-        assert!(parse_resource_path("/api/v1").unwrap().is_none());
-        assert_eq!(parse_resource_path("/api/v1/bogus").unwrap_err().code, 404);
+        assert!(pr("/api/v1").unwrap().is_none());
+        assert_eq!(pr("/api/v1/bogus").unwrap_err().code, 404);
         assert_eq!(
-            parse_resource_path("/api/v1/namespaces/a/pods/p/bogus")
-                .unwrap_err()
-                .code,
+            pr("/api/v1/namespaces/a/pods/p/bogus").unwrap_err().code,
             404
         );
-        assert_eq!(
-            parse_resource_path("/api/v1/namespaces/a/nodes")
-                .unwrap_err()
-                .code,
-            404
-        );
+        assert_eq!(pr("/api/v1/namespaces/a/nodes").unwrap_err().code, 404);
     }
 
     #[test]

@@ -1051,10 +1051,11 @@ mod tests {
         assert!(!handles("/apis/metrics.k8s.io/v1beta1"));
         assert!(!handles("/apis/metrics.k8s.io/v1beta1/"));
         assert!(!handles("/apis/apps/v1/deployments"));
-        let list = crate::discovery::api_resource_list(GROUP, VERSION).unwrap();
+        let list =
+            crate::discovery::api_resource_list(&Default::default(), GROUP, VERSION).unwrap();
         assert_eq!(list["resources"][0]["kind"], "NodeMetrics");
         assert_eq!(list["resources"][1]["namespaced"], true);
-        let groups = crate::discovery::api_group_list();
+        let groups = crate::discovery::api_group_list(&Default::default());
         assert!(
             groups["groups"]
                 .as_array()
@@ -1063,10 +1064,14 @@ mod tests {
                 .any(|g| g["name"] == GROUP && g["preferredVersion"]["groupVersion"] == API_VERSION)
         );
         assert_eq!(
-            crate::discovery::api_group_doc(GROUP).unwrap()["kind"],
+            crate::discovery::api_group_doc(&Default::default(), GROUP).unwrap()["kind"],
             "APIGroup"
         );
-        let agg = crate::discovery::aggregated(false, crate::discovery::AGGREGATED_V2);
+        let agg = crate::discovery::aggregated(
+            &Default::default(),
+            false,
+            crate::discovery::AGGREGATED_V2,
+        );
         let g = agg["items"]
             .as_array()
             .unwrap()
@@ -1074,7 +1079,11 @@ mod tests {
             .find(|g| g["metadata"]["name"] == GROUP)
             .unwrap();
         assert_eq!(g["versions"][0]["resources"][1]["scope"], "Namespaced");
-        let legacy = crate::discovery::aggregated(true, crate::discovery::AGGREGATED_V2);
+        let legacy = crate::discovery::aggregated(
+            &Default::default(),
+            true,
+            crate::discovery::AGGREGATED_V2,
+        );
         assert_eq!(legacy["items"].as_array().unwrap().len(), 1);
     }
 }

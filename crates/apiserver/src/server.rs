@@ -351,7 +351,7 @@ async fn admit(
         && matches!(attrs.verb.as_str(), "list" | "watch" | "deletecollection")
         && initial_list;
     let objects = if collection && !exempt {
-        match parse_resource_path(path) {
+        match parse_resource_path(path, &server.resources) {
             Ok(Some(rp)) => server.cache.count(&match &rp.namespace {
                 Some(ns) if rp.info.namespaced => rp.info.namespace_prefix(ns),
                 _ => rp.info.key_prefix(),
@@ -509,7 +509,7 @@ async fn authorized(
     if crate::resource_metrics::handles(path) {
         return crate::resource_metrics::handle(server, &method, path, query, labels).await;
     }
-    if let Some(rp) = parse_resource_path(path)? {
+    if let Some(rp) = parse_resource_path(path, &server.resources)? {
         let watch = rp.watch_prefix || (method == Method::GET && query.flag("watch"));
         labels.verb = verb_for(&method, rp.name.is_some(), watch);
         labels.group = rp.info.group.to_string();
@@ -562,7 +562,8 @@ async fn authorized(
             Some(media) => Ok(bytes_response(
                 200,
                 media,
-                serde_json::to_vec(&discovery::aggregated(true, media)).unwrap_or_default(),
+                serde_json::to_vec(&discovery::aggregated(&server.resources, true, media))
+                    .unwrap_or_default(),
             )),
             None => Ok(json_response(
                 200,
@@ -573,17 +574,21 @@ async fn authorized(
             Some(media) => Ok(bytes_response(
                 200,
                 media,
-                serde_json::to_vec(&discovery::aggregated(false, media)).unwrap_or_default(),
+                serde_json::to_vec(&discovery::aggregated(&server.resources, false, media))
+                    .unwrap_or_default(),
             )),
-            None => Ok(json_response(200, &discovery::api_group_list())),
+            None => Ok(json_response(
+                200,
+                &discovery::api_group_list(&server.resources),
+            )),
         },
-        ["api", version] => discovery::api_resource_list("", version)
+        ["api", version] => discovery::api_resource_list(&server.resources, "", version)
             .map(|v| json_response(200, &v))
             .ok_or_else(ApiError::no_route),
-        ["apis", group] => discovery::api_group_doc(group)
+        ["apis", group] => discovery::api_group_doc(&server.resources, group)
             .map(|v| json_response(200, &v))
             .ok_or_else(ApiError::no_route),
-        ["apis", group, version] => discovery::api_resource_list(group, version)
+        ["apis", group, version] => discovery::api_resource_list(&server.resources, group, version)
             .map(|v| json_response(200, &v))
             .ok_or_else(ApiError::no_route),
         ["openapi", "v2"] => {

@@ -143,6 +143,8 @@ pub struct ApiServer {
     /// The kubelets' latest Summary samples (metrics.k8s.io).
     pub resource_metrics: crate::resource_metrics::MetricsCache,
     pub pod_security_default: crate::podsecurity::Level,
+    /// What the server serves: built-in resources and custom ones.
+    pub resources: crate::crd::Resources,
 }
 
 /// Who the node-join token authenticates.
@@ -457,9 +459,11 @@ pub async fn start(
         openapi_v2: std::sync::OnceLock::new(),
         resource_metrics: Default::default(),
         pod_security_default: config.pod_security_default,
+        resources: Default::default(),
     });
     crate::rbac::follow(&server.rbac, &server.cache);
     crate::nodeauthz::follow(&server.node_authz, &server.cache);
+    crate::crd::start(&server);
     crate::alloc::claim_existing(&server).await?;
     crate::alloc::spawn_repair(&server);
     crate::bootstrap::bootstrap(&server, local.port())

@@ -66,6 +66,8 @@ fn frame_in(wire: Wire, kind: &str, object: &Value) -> Option<Bytes> {
 
 struct Encoder {
     info: &'static skiff_api::registry::ResourceInfo,
+    /// The definition of a custom resource (its printer columns).
+    custom: Option<Arc<crate::crd::Served>>,
     api_version: String,
     output: Output,
     sent_columns: bool,
@@ -90,7 +92,7 @@ impl Encoder {
             Output::Table(inc) => {
                 let rv = ev.revision.to_string();
                 let t = output::table(
-                    self.info,
+                    output::Printer::of(self.info, self.custom.as_deref()),
                     [&ev.object.value],
                     inc,
                     Some(&rv),
@@ -195,6 +197,7 @@ pub async fn serve(req: &Req<'_>, name: Option<String>) -> ApiResult<Response<Bo
     };
     let mut enc = Encoder {
         info: req.info,
+        custom: req.server.resources.custom(req.info),
         api_version: req.info.api_version(),
         output: req.output,
         sent_columns: false,

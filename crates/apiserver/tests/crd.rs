@@ -1,0 +1,425 @@
+//! CustomResourceDefinitions against the in-process API server, through
+//! kube-rs: a definition is served at once, its objects are pruned,
+//! defaulted and validated by its schema, its status and Table columns are
+//! what Kubernetes shows, and deleting it deletes its objects.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::core::GroupVersionKind;
+use serde_json::{Value, json};
+use skiff_testsupport::{TestServer, eventually};
+
+const GROUP: &str = "stable.example.com";
+
+fn crontab_definition(scope: &str, plural: &str, kind: &str) -> CustomResourceDefinition {
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{GROUP}")},
+        "spec": {
+            "group": GROUP, "scope": scope,
+            "names": {"plural": plural, "kind": kind, "shortNames": [format!("{plural}-s")]},
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "properties": {
+                        "spec": {"type": "object", "properties": {
+                            "cronSpec": {"type": "string"},
+                            "image": {"type": "string"},
+                            "replicas": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1}
+                        }},
+                        "status": {"type": "object", "properties": {"ready": {"type": "integer"}}}
+                    }
+                }},
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": "Spec", "type": "string", "jsonPath": ".spec.cronSpec"},
+                    {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"}
+                ]
+            }]
+        }
+    }))
+    .unwrap()
+}
+
+fn condition<'a>(crd: &'a Value, ty: &str) -> Option<&'a Value> {
+    crd["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == ty)
+}
+
+async fn established(crds: &Api<CustomResourceDefinition>, name: &str) -> Value {
+    eventually("the definition is established", || async {
+        let crd = serde_json::to_value(crds.get(name).await.ok()?).ok()?;
+        (condition(&crd, "Established")?["status"] == "True").then_some(crd)
+    })
+    .await
+}
+
+fn api(client: &kube::Client, ns: Option<&str>, plural: &str, kind: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, "v1", kind), plural);
+    match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    }
+}
+
+fn object(kind: &str, name: &str, spec: Value) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": format!("{GROUP}/v1"), "kind": kind,
+        "metadata": {"name": name, "labels": {"app": "cron"}},
+        "spec": spec
+    }))
+    .unwrap()
+}
+
+fn refused<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> (u16, String, String) {
+    match r {
+        Err(kube::Error::Api(e)) => (e.code, e.reason, e.message),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_definition_is_served_with_its_schema_status_and_columns() {
+    let s = TestServer::start().await;
+    s.namespace("team").await;
+    let crds: Api<CustomResourceDefinition> = Api::all(s.client.clone());
+    crds.create(
+        &PostParams::default(),
+        &crontab_definition("Namespaced", "crontabs", "CronTab"),
+    )
+    .await
+    .unwrap();
+    let crd = established(&crds, "crontabs.stable.example.com").await;
+    assert_eq!(
+        condition(&crd, "NamesAccepted").unwrap()["reason"],
+        "NoConflicts"
+    );
+    assert_eq!(
+        condition(&crd, "Established").unwrap()["reason"],
+        "InitialNamesAccepted"
+    );
+    assert_eq!(crd["status"]["acceptedNames"]["kind"], "CronTab");
+    assert_eq!(crd["status"]["acceptedNames"]["listKind"], "CronTabList");
+    assert_eq!(crd["status"]["acceptedNames"]["singular"], "crontab");
+    assert_eq!(crd["status"]["storedVersions"], json!(["v1"]));
+    assert_eq!(crd["spec"]["conversion"]["strategy"], "None");
+
+    // Discovery lists the resource and its status subresource.
+    let req = http::Request::get(format!("/apis/{GROUP}/v1"))
+        .body(Vec::new())
+        .unwrap();
+    let list: Value = s.client.request(req).await.unwrap();
+    let names: Vec<&str> = list["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["crontabs", "crontabs/status"]);
+    assert_eq!(list["resources"][0]["shortNames"], json!(["crontabs-s"]));
+    let discovery = kube::Discovery::new(s.client.clone()).run().await.unwrap();
+    assert!(discovery.groups().any(|g| g.name() == GROUP));
+
+    let tabs = api(&s.client, Some("team"), "crontabs", "CronTab");
+    // Unknown fields are pruned (and reported); defaults are set.
+    let mut with_unknown = object(
+        "CronTab",
+        "a",
+        json!({"cronSpec": "* * * * */5", "bogus": 1}),
+    );
+    with_unknown.data["extra"] = json!(true);
+    let created = tabs
+        .create(&PostParams::default(), &with_unknown)
+        .await
+        .unwrap();
+    assert_eq!(
+        created.data["spec"],
+        json!({"cronSpec": "* * * * */5", "replicas": 1})
+    );
+    assert!(created.data.get("extra").is_none());
+    assert_eq!(created.metadata.generation, Some(1));
+    assert!(created.metadata.uid.is_some());
+
+    // fieldValidation=Strict refuses unknown fields.
+    let req = http::Request::post(format!(
+        "/apis/{GROUP}/v1/namespaces/team/crontabs?fieldValidation=Strict"
+    ))
+    .header("content-type", "application/json")
+    .body(
+        serde_json::to_vec(&object(
+            "CronTab",
+            "strict",
+            json!({"cronSpec": "x", "bogus": 1}),
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let (code, _, message) = refused(s.client.request::<Value>(req).await);
+    assert_eq!(code, 400);
+    assert_eq!(
+        message,
+        "strict decoding error: unknown field \"spec.bogus\""
+    );
+
+    // The schema's bounds and types: 422 with Kubernetes' message.
+    let (code, reason, message) = refused(
+        tabs.create(
+            &PostParams::default(),
+            &object("CronTab", "b", json!({"replicas": 11})),
+        )
+        .await,
+    );
+    assert_eq!((code, reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        message,
+        "CronTab.stable.example.com \"b\" is invalid: spec.replicas: Invalid value: 11: spec.replicas in body should be less than or equal to 10"
+    );
+    let (code, _, message) = refused(
+        tabs.create(
+            &PostParams::default(),
+            &object("CronTab", "c", json!({"image": 3})),
+        )
+        .await,
+    );
+    assert_eq!(code, 422);
+    assert!(
+        message.contains("spec.image in body must be of type string: \"integer\""),
+        "{message}"
+    );
+
+    // Merge patch works; strategic merge is refused as kube-apiserver does.
+    let patched = tabs
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"image": "nginx"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.data["spec"]["image"], "nginx");
+    assert_eq!(patched.metadata.generation, Some(2));
+    let (code, _, _) = refused(
+        tabs.patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"image": "x"}})),
+        )
+        .await,
+    );
+    assert_eq!(code, 415);
+
+    // Status only through /status; a status change keeps the generation.
+    let mut with_status = tabs.get("a").await.unwrap();
+    with_status.data["status"] = json!({"ready": 1});
+    let replaced = tabs
+        .replace("a", &PostParams::default(), &with_status)
+        .await
+        .unwrap();
+    assert!(replaced.data.get("status").is_none());
+    let status = tabs
+        .patch_status(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"ready": 2}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status.data["status"]["ready"], 2);
+    assert_eq!(status.metadata.generation, Some(2));
+
+    // Label selectors, and the Table kubectl asks for.
+    let listed = tabs
+        .list(&ListParams::default().labels("app=cron"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert!(
+        tabs.list(&ListParams::default().labels("app=other"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let req = http::Request::get(format!("/apis/{GROUP}/v1/namespaces/team/crontabs"))
+        .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .body(Vec::new())
+        .unwrap();
+    let table: Value = s.client.request(req).await.unwrap();
+    let columns: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, vec!["Name", "Spec", "Replicas"]);
+    assert_eq!(table["rows"][0]["cells"], json!(["a", "* * * * */5", 1]));
+
+    // A watch sees the objects.
+    let mut events = std::pin::pin!(kube::runtime::watcher(tabs.clone(), Default::default()));
+    use futures::StreamExt;
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(first, kube::runtime::watcher::Event::Init),
+        "{first:?}"
+    );
+}
+
+#[tokio::test]
+async fn clashing_names_are_not_accepted_and_bad_definitions_are_refused() {
+    let s = TestServer::start().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(s.client.clone());
+    crds.create(
+        &PostParams::default(),
+        &crontab_definition("Cluster", "widgets", "Widget"),
+    )
+    .await
+    .unwrap();
+    established(&crds, "widgets.stable.example.com").await;
+    // The same kind under another plural: NamesAccepted False.
+    crds.create(
+        &PostParams::default(),
+        &crontab_definition("Cluster", "gadgets", "Widget"),
+    )
+    .await
+    .unwrap();
+    let crd = eventually("the clash is reported", || async {
+        let crd = serde_json::to_value(crds.get("gadgets.stable.example.com").await.ok()?).ok()?;
+        (condition(&crd, "NamesAccepted")?["status"] == "False").then_some(crd)
+    })
+    .await;
+    assert_eq!(
+        condition(&crd, "NamesAccepted").unwrap()["reason"],
+        "NameConflict"
+    );
+    assert_eq!(condition(&crd, "Established").unwrap()["status"], "False");
+    let req = http::Request::get(format!("/apis/{GROUP}/v1/gadgets"))
+        .body(Vec::new())
+        .unwrap();
+    let (code, _, _) = refused(s.client.request::<Value>(req).await);
+    assert_eq!(code, 404);
+
+    // Cluster-scoped objects have no namespace.
+    let widgets = api(&s.client, None, "widgets", "Widget");
+    let w = widgets
+        .create(&PostParams::default(), &object("Widget", "w", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(w.metadata.namespace, None);
+
+    // A name that is not plural.group, two storage versions, no schema.
+    let mut bad =
+        serde_json::to_value(crontab_definition("Namespaced", "things", "Thing")).unwrap();
+    bad["metadata"]["name"] = json!("wrong.stable.example.com");
+    let (code, _, message) = refused(
+        crds.create(
+            &PostParams::default(),
+            &serde_json::from_value(bad).unwrap(),
+        )
+        .await,
+    );
+    assert_eq!(code, 422);
+    assert!(message.contains("metadata.name: Invalid value: \"wrong.stable.example.com\": must be spec.names.plural+\".\"+spec.group"), "{message}");
+    let mut no_schema =
+        serde_json::to_value(crontab_definition("Namespaced", "things", "Thing")).unwrap();
+    no_schema["spec"]["versions"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("schema");
+    let (code, _, message) = refused(
+        crds.create(
+            &PostParams::default(),
+            &serde_json::from_value(no_schema).unwrap(),
+        )
+        .await,
+    );
+    assert_eq!(code, 422);
+    assert!(
+        message.contains(
+            "spec.versions[0].schema.openAPIV3Schema: Required value: schemas are required"
+        ),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_definition_deletes_its_objects_first() {
+    let s = TestServer::start().await;
+    s.namespace("team").await;
+    let crds: Api<CustomResourceDefinition> = Api::all(s.client.clone());
+    crds.create(
+        &PostParams::default(),
+        &crontab_definition("Namespaced", "crontabs", "CronTab"),
+    )
+    .await
+    .unwrap();
+    established(&crds, "crontabs.stable.example.com").await;
+    let tabs = api(&s.client, Some("team"), "crontabs", "CronTab");
+    tabs.create(
+        &PostParams::default(),
+        &object("CronTab", "plain", json!({})),
+    )
+    .await
+    .unwrap();
+    let mut held = object("CronTab", "held", json!({}));
+    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    tabs.create(&PostParams::default(), &held).await.unwrap();
+
+    crds.delete("crontabs.stable.example.com", &DeleteParams::default())
+        .await
+        .unwrap();
+    // The definition waits for its objects; the held one is being deleted.
+    let crd = eventually("the held object is marked for deletion", || async {
+        let h = tabs.get("held").await.ok()?;
+        h.metadata.deletion_timestamp.as_ref()?;
+        serde_json::to_value(crds.get("crontabs.stable.example.com").await.ok()?).ok()
+    })
+    .await;
+    assert_eq!(condition(&crd, "Terminating").unwrap()["status"], "True");
+    assert!(
+        crd["metadata"]["finalizers"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("customresourcecleanup.apiextensions.k8s.io"))
+    );
+    assert!(tabs.get_opt("plain").await.unwrap().is_none());
+    // No new objects while the definition terminates.
+    let (code, _, message) = refused(
+        tabs.create(
+            &PostParams::default(),
+            &object("CronTab", "late", json!({})),
+        )
+        .await,
+    );
+    assert_eq!(code, 405, "{message}");
+
+    // Releasing the held object lets the definition go.
+    tabs.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    eventually("the definition is gone", || async {
+        crds.get_opt("crontabs.stable.example.com")
+            .await
+            .ok()
+            .filter(Option::is_none)
+            .map(|_| ())
+    })
+    .await;
+    let req = http::Request::get(format!("/apis/{GROUP}/v1/namespaces/team/crontabs"))
+        .body(Vec::new())
+        .unwrap();
+    let (code, _, _) = refused(s.client.request::<Value>(req).await);
+    assert_eq!(code, 404);
+}
