@@ -22,6 +22,8 @@ static SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| {
     for r in registry().all() {
         (r.add_schema)(&mut generator);
     }
+    // What custom resources' list schemas refer to.
+    generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta>();
     let mut defs = generator.take_definitions(true);
     for r in registry().all() {
         if let Some(Value::Object(schema)) = defs.get_mut(&r.schema_name) {
@@ -304,14 +306,84 @@ fn walk(
     }
 }
 
+/// A custom resource in the documents: its info and its definition's
+/// `openAPIV3Schema` for the version.
+#[derive(Clone, Copy)]
+pub struct Custom<'a> {
+    pub info: &'a ResourceInfo,
+    pub schema: Option<&'a Value>,
+}
+
+const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+const LIST_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta";
+
+/// The component schemas of a custom kind and its list, as
+/// apiextensions-apiserver's OpenAPI builder makes them: the definition's
+/// schema with apiVersion, kind and metadata, tagged with the kind.
+fn custom_schemas(c: &Custom<'_>) -> [(String, Value); 2] {
+    let r = c.info;
+    let mut kind = c
+        .schema
+        .cloned()
+        .unwrap_or_else(|| json!({"type": "object"}));
+    if !kind.is_object() {
+        kind = json!({"type": "object"});
+    }
+    let api_version = json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"});
+    let kind_prop = json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"});
+    if let Some(m) = kind.as_object_mut() {
+        let props = m.entry("properties").or_insert_with(|| json!({}));
+        if let Some(props) = props.as_object_mut() {
+            props.insert("apiVersion".into(), api_version.clone());
+            props.insert("kind".into(), kind_prop.clone());
+            props.insert(
+                "metadata".into(),
+                json!({"$ref": format!("#/components/schemas/{OBJECT_META}")}),
+            );
+        }
+        m.insert(
+            "x-kubernetes-group-version-kind".into(),
+            json!([{"group": r.group, "version": r.version, "kind": r.kind}]),
+        );
+    }
+    let list = json!({
+        "description": format!("{} is a list of {}", r.list_kind, r.kind),
+        "type": "object",
+        "required": ["items"],
+        "properties": {
+            "apiVersion": api_version,
+            "items": {"type": "array", "description": format!("List of {}. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md", r.plural), "items": {"$ref": format!("#/components/schemas/{}", r.schema_name)}},
+            "kind": kind_prop,
+            "metadata": {"$ref": format!("#/components/schemas/{LIST_META}")},
+        },
+        "x-kubernetes-group-version-kind": [{"group": r.group, "version": r.version, "kind": r.list_kind}],
+    });
+    [
+        (r.schema_name.clone(), kind),
+        (format!("{}List", r.schema_name), list),
+    ]
+}
+
 /// The `/openapi/v3` index.
 pub fn v3_index() -> Value {
+    v3_index_with(&[])
+}
+
+/// The `/openapi/v3` index with custom group-versions, each with the hash
+/// of its current document.
+pub fn v3_index_with(custom: &[(String, String, String)]) -> Value {
     let mut paths = Map::new();
     for (group, versions) in registry().groups() {
         for version in versions {
             let key = gv_key(group, version);
             paths.insert(key.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={}", doc_hash(group, version))}));
         }
+    }
+    for (group, version, hash) in custom {
+        let key = gv_key(group, version);
+        paths.entry(key.clone()).or_insert_with(
+            || json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={hash}")}),
+        );
     }
     paths.insert(
         "version".into(),
@@ -371,7 +443,21 @@ fn operation(
 
 /// One group-version's OpenAPI v3 document.
 pub fn v3_document(group: &str, version: &str) -> Option<Value> {
-    let resources: Vec<&ResourceInfo> = registry().in_group_version(group, version).collect();
+    v3_document_with(group, version, &[])
+}
+
+/// One group-version's OpenAPI v3 document, with the custom resources
+/// served there.
+pub fn v3_document_with(group: &str, version: &str, custom: &[Custom<'_>]) -> Option<Value> {
+    let resources: Vec<&ResourceInfo> = registry()
+        .in_group_version(group, version)
+        .chain(
+            custom
+                .iter()
+                .filter(|c| c.info.group == group && c.info.version == version)
+                .map(|c| c.info),
+        )
+        .collect();
     if resources.is_empty() {
         return None;
     }
@@ -430,6 +516,15 @@ pub fn v3_document(group: &str, version: &str) -> Option<Value> {
     // The component schemas this document needs: everything reachable from its kinds.
     let defs = &SCHEMAS.defs;
     let mut schemas = Map::new();
+    for c in custom
+        .iter()
+        .filter(|c| c.info.group == group && c.info.version == version)
+    {
+        for (name, schema) in custom_schemas(c) {
+            collect_refs(&schema, &mut needed);
+            schemas.insert(name, schema);
+        }
+    }
     while let Some(name) = needed.pop() {
         if schemas.contains_key(&name) {
             continue;
@@ -468,26 +563,43 @@ fn collect_refs(v: &Value, out: &mut Vec<String>) {
 /// Paths carry the same operations as the v3 documents (older kubectl
 /// releases look for the `fieldValidation` parameter here).
 pub fn v2_document() -> Value {
+    v2_document_with(&[])
+}
+
+/// The OpenAPI v2 document with custom resources.
+pub fn v2_document_with(custom: &[Custom<'_>]) -> Value {
     let mut defs = SCHEMAS.defs.clone();
+    for c in custom {
+        for (name, schema) in custom_schemas(c) {
+            defs.insert(name, schema);
+        }
+    }
     for v in defs.values_mut() {
         rewrite_refs(v);
     }
     let mut paths = Map::new();
+    let mut gvs: Vec<(&str, &str)> = Vec::new();
     for (group, versions) in registry().groups() {
-        for version in versions {
-            let Some(doc) = v3_document(group, version) else {
-                continue;
-            };
-            let Some(doc_paths) = doc.get("paths").and_then(Value::as_object) else {
-                continue;
-            };
-            for (path, item) in doc_paths {
-                let mut v2_item = Map::new();
-                for (method, op) in item.as_object().into_iter().flatten() {
-                    v2_item.insert(method.clone(), v2_operation(op));
-                }
-                paths.insert(path.clone(), Value::Object(v2_item));
+        gvs.extend(versions.into_iter().map(|v| (group, v)));
+    }
+    for c in custom {
+        if !gvs.contains(&(c.info.group, c.info.version)) {
+            gvs.push((c.info.group, c.info.version));
+        }
+    }
+    for (group, version) in gvs {
+        let Some(doc) = v3_document_with(group, version, custom) else {
+            continue;
+        };
+        let Some(doc_paths) = doc.get("paths").and_then(Value::as_object) else {
+            continue;
+        };
+        for (path, item) in doc_paths {
+            let mut v2_item = Map::new();
+            for (method, op) in item.as_object().into_iter().flatten() {
+                v2_item.insert(method.clone(), v2_operation(op));
             }
+            paths.insert(path.clone(), Value::Object(v2_item));
         }
     }
     json!({

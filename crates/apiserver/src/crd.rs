@@ -21,6 +21,7 @@
 //! interned: they are replaced with the catalog.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError, RwLock, Weak};
 
 use serde_json::{Value, json};
@@ -84,6 +85,8 @@ struct Catalog {
 /// The resources the server serves: built-in and custom.
 pub struct Resources {
     catalog: RwLock<Arc<Catalog>>,
+    /// Counts catalog changes (documents built from it are cached by it).
+    generation: AtomicU64,
     definitions: Mutex<BTreeMap<String, Value>>,
     wake: mpsc::UnboundedSender<String>,
     woken: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
@@ -94,6 +97,7 @@ impl Default for Resources {
         let (wake, woken) = mpsc::unbounded_channel();
         Resources {
             catalog: RwLock::default(),
+            generation: AtomicU64::new(0),
             definitions: Mutex::default(),
             wake,
             woken: Mutex::new(Some(woken)),
@@ -156,6 +160,18 @@ impl Resources {
             .cloned()
     }
 
+    /// Which catalog this is: changes whenever a definition does.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Every served custom resource version, ordered by group, version, plural.
+    pub fn all_custom(&self) -> Vec<Arc<Served>> {
+        let mut all: Vec<Arc<Served>> = self.catalog().by_path.values().cloned().collect();
+        all.sort_by_key(|s| (s.info.group, s.info.version, s.info.plural));
+        all
+    }
+
     /// The served groups ("" first), built-in then custom, with versions.
     pub fn groups(&self) -> Vec<(&'static str, Vec<&'static str>)> {
         let mut out = registry().groups();
@@ -196,6 +212,7 @@ impl Resources {
             build(&defs)
         };
         *self.catalog.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(rebuilt);
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let _ = self.wake.send(name.to_string());
     }
 

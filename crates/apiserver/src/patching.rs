@@ -22,8 +22,10 @@ pub fn apply_patch(
         "application/merge-patch+json" => skiff_api::patch::merge_patch(current, patch),
         "application/strategic-merge-patch+json" if info.custom && !scale => {
             // As kube-apiserver: custom resources have no patch strategies.
-            return Err(ApiError::unsupported_media_type(
-                "strategic merge patch is not supported for custom resources; use application/merge-patch+json, application/json-patch+json or application/apply-patch+yaml",
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
             ));
         }
         "application/strategic-merge-patch+json" => {

@@ -608,7 +608,7 @@ async fn authorized(
                 ))
             }
         }
-        ["openapi", "v3"] => Ok(json_response(200, &skiff_api::openapi::v3_index())),
+        ["openapi", "v3"] => Ok(json_response(200, &server.openapi_v3_index())),
         ["openapi", "v3", rest @ ..] => {
             let (group, version) = match rest {
                 ["api", v] => ("", *v),

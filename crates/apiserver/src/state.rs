@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -138,8 +138,11 @@ pub struct ApiServer {
     pub token_signer: crate::tokens::TokenSigner,
     /// This server's identity Lease (kube-system/apiserver-<id>).
     pub identity: crate::identity::Identity,
-    openapi: Mutex<HashMap<(String, String), Bytes>>,
-    openapi_v2: std::sync::OnceLock<(Bytes, Bytes)>,
+    /// OpenAPI v3 documents per group-version, with the catalog generation
+    /// they were built from (custom group-versions change with it).
+    openapi: Mutex<HashMap<(String, String), (u64, Bytes)>>,
+    /// The v2 document (JSON, protobuf) and the generation it was built from.
+    openapi_v2: Mutex<Option<(u64, Bytes, Bytes)>>,
     /// The kubelets' latest Summary samples (metrics.k8s.io).
     pub resource_metrics: crate::resource_metrics::MetricsCache,
     pub pod_security_default: crate::podsecurity::Level,
@@ -291,28 +294,46 @@ impl ApiServer {
         out
     }
 
-    /// The v2 document as (JSON, gnostic protobuf), built once.
-    fn openapi_v2(&self) -> &(Bytes, Bytes) {
-        self.openapi_v2.get_or_init(|| {
-            let doc = skiff_api::openapi::v2_document();
-            let json = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
-            let proto = match skiff_api::openapi_v2_proto::encode_document(&doc) {
-                Ok(b) => Bytes::from(b),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot encode the OpenAPI v2 document as protobuf");
-                    Bytes::new()
-                }
-            };
-            (json, proto)
-        })
+    /// The v2 document as (JSON, gnostic protobuf), built again only when
+    /// the custom resources changed.
+    fn openapi_v2(&self) -> (Bytes, Bytes) {
+        let generation = self.resources.generation();
+        let mut cached = self
+            .openapi_v2
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((g, json, proto)) = cached.as_ref()
+            && *g == generation
+        {
+            return (json.clone(), proto.clone());
+        }
+        let served = self.resources.all_custom();
+        let custom: Vec<skiff_api::openapi::Custom<'_>> = served
+            .iter()
+            .map(|s| skiff_api::openapi::Custom {
+                info: s.info,
+                schema: s.schema.as_ref(),
+            })
+            .collect();
+        let doc = skiff_api::openapi::v2_document_with(&custom);
+        let json = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
+        let proto = match skiff_api::openapi_v2_proto::encode_document(&doc) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode the OpenAPI v2 document as protobuf");
+                Bytes::new()
+            }
+        };
+        *cached = Some((generation, json.clone(), proto.clone()));
+        (json, proto)
     }
 
     pub fn openapi_v2_json(&self) -> Bytes {
-        self.openapi_v2().0.clone()
+        self.openapi_v2().0
     }
 
     pub fn openapi_v2_proto(&self) -> Result<Bytes, ApiError> {
-        let b = self.openapi_v2().1.clone();
+        let b = self.openapi_v2().1;
         if b.is_empty() {
             return Err(ApiError::internal(
                 "the OpenAPI v2 document could not be encoded",
@@ -323,18 +344,68 @@ impl ApiServer {
 
     pub fn openapi_v3(&self, group: &str, version: &str) -> Option<Bytes> {
         let key = (group.to_string(), version.to_string());
-        if let Ok(m) = self.openapi.lock()
-            && let Some(b) = m.get(&key)
+        let served: Vec<_> = self
+            .resources
+            .all_custom()
+            .into_iter()
+            .filter(|s| s.info.group == group && s.info.version == version)
+            .collect();
+        // Built-in group-versions never change; custom ones with the catalog.
+        let generation = if served.is_empty() {
+            0
+        } else {
+            self.resources.generation()
+        };
+        if let Some((g, b)) = self
+            .openapi
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            && *g == generation
         {
             return Some(b.clone());
         }
+        let custom: Vec<skiff_api::openapi::Custom<'_>> = served
+            .iter()
+            .map(|s| skiff_api::openapi::Custom {
+                info: s.info,
+                schema: s.schema.as_ref(),
+            })
+            .collect();
         let doc = Bytes::from(
-            serde_json::to_vec(&skiff_api::openapi::v3_document(group, version)?).ok()?,
+            serde_json::to_vec(&skiff_api::openapi::v3_document_with(
+                group, version, &custom,
+            )?)
+            .ok()?,
         );
-        if let Ok(mut m) = self.openapi.lock() {
-            m.insert(key, doc.clone());
-        }
+        self.openapi
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, (generation, doc.clone()));
         Some(doc)
+    }
+
+    /// The `/openapi/v3` index, custom group-versions included (their
+    /// hash is their document's, so clients see a change).
+    pub fn openapi_v3_index(&self) -> Value {
+        let mut custom: Vec<(String, String, String)> = Vec::new();
+        for s in self.resources.all_custom() {
+            let (g, v) = (s.info.group.to_string(), s.info.version.to_string());
+            if custom.iter().any(|(cg, cv, _)| *cg == g && *cv == v) {
+                continue;
+            }
+            if let Some(doc) = self.openapi_v3(&g, &v) {
+                let digest = ring::digest::digest(&ring::digest::SHA256, &doc);
+                let hash: String = digest
+                    .as_ref()
+                    .iter()
+                    .take(8)
+                    .map(|b| format!("{b:02X}"))
+                    .collect();
+                custom.push((g, v, hash));
+            }
+        }
+        skiff_api::openapi::v3_index_with(&custom)
     }
 }
 
@@ -456,7 +527,7 @@ pub async fn start(
         node_authz: Default::default(),
         token_signer,
         openapi: Mutex::new(HashMap::new()),
-        openapi_v2: std::sync::OnceLock::new(),
+        openapi_v2: Mutex::new(None),
         resource_metrics: Default::default(),
         pod_security_default: config.pod_security_default,
         resources: Default::default(),

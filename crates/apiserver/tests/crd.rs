@@ -125,6 +125,50 @@ async fn a_definition_is_served_with_its_schema_status_and_columns() {
     let discovery = kube::Discovery::new(s.client.clone()).run().await.unwrap();
     assert!(discovery.groups().any(|g| g.name() == GROUP));
 
+    // OpenAPI v3 and v2 describe the kind (kubectl explain, validation).
+    let get = |path: String| {
+        let client = s.client.clone();
+        async move {
+            let req = http::Request::get(path).body(Vec::new()).unwrap();
+            client.request::<Value>(req).await.unwrap()
+        }
+    };
+    let index = get("/openapi/v3".into()).await;
+    let url = index["paths"][format!("apis/{GROUP}/v1")]["serverRelativeURL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let doc = get(url).await;
+    let schema = &doc["components"]["schemas"]["com.example.stable.v1.CronTab"];
+    assert_eq!(
+        schema["x-kubernetes-group-version-kind"],
+        json!([{"group": GROUP, "version": "v1", "kind": "CronTab"}])
+    );
+    assert_eq!(
+        schema["properties"]["spec"]["properties"]["replicas"]["maximum"].as_f64(),
+        Some(10.0)
+    );
+    assert!(
+        doc["components"]["schemas"]["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"].is_object()
+    );
+    assert!(
+        doc["paths"]["/apis/stable.example.com/v1/namespaces/{namespace}/crontabs/{name}"]["patch"]
+            .is_object()
+    );
+    let v2 = get("/openapi/v2".into()).await;
+    assert_eq!(
+        v2["definitions"]["com.example.stable.v1.CronTab"]["properties"]["metadata"]["$ref"],
+        "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+    );
+    // Every reference of the list resolves (kubectl 1.27 checks them all).
+    let list_meta =
+        v2["definitions"]["com.example.stable.v1.CronTabList"]["properties"]["metadata"]["$ref"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("#/definitions/")
+            .to_string();
+    assert!(v2["definitions"][&list_meta].is_object(), "{list_meta}");
+
     let tabs = api(&s.client, Some("team"), "crontabs", "CronTab");
     // Unknown fields are pruned (and reported); defaults are set.
     let mut with_unknown = object(
