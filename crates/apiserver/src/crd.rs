@@ -746,6 +746,20 @@ fn set_condition(def: &mut Value, ty: &str, status: &str, reason: &str, message:
     }
 }
 
+/// A custom resource as version `api_version` shows it: conversion
+/// strategy None changes only apiVersion (objects are stored in the
+/// storage version and served in any served one).
+pub fn in_version<'a>(obj: &'a Value, api_version: &str) -> std::borrow::Cow<'a, Value> {
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        Some(v) if v != api_version => {
+            let mut converted = obj.clone();
+            converted["apiVersion"] = json!(api_version);
+            std::borrow::Cow::Owned(converted)
+        }
+        _ => std::borrow::Cow::Borrowed(obj),
+    }
+}
+
 /// Decoding of a custom resource: pruning (the dropped paths are returned
 /// for fieldValidation), typed ObjectMeta, defaults.
 pub fn decode(served: &Served, obj: &mut Value) -> Result<Vec<String>, ApiError> {

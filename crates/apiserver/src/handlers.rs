@@ -61,6 +61,27 @@ pub struct Req<'a> {
 }
 
 impl Req<'_> {
+    /// A stored object as the request's version shows it (custom
+    /// resources are stored in their storage version).
+    pub fn served_version<'v>(&self, obj: &'v Value) -> std::borrow::Cow<'v, Value> {
+        if self.info.custom {
+            crate::crd::in_version(obj, &self.info.api_version())
+        } else {
+            std::borrow::Cow::Borrowed(obj)
+        }
+    }
+
+    /// The bytes an object is stored as: in its storage version.
+    fn stored_bytes(&self, obj: &Value) -> ApiResult<Vec<u8>> {
+        match self.server.resources.custom(self.info) {
+            Some(served) => {
+                let storage = format!("{}/{}", self.info.group, served.storage_version);
+                encode_for_store(&crate::crd::in_version(obj, &storage))
+            }
+            None => encode_for_store(obj),
+        }
+    }
+
     pub fn key(&self, name: &str) -> String {
         self.info.key(self.namespace.as_deref(), name)
     }
@@ -70,6 +91,8 @@ impl Req<'_> {
     }
 
     fn respond(&self, code: u16, obj: &Value) -> Response<Body> {
+        let converted = self.served_version(obj);
+        let obj: &Value = &converted;
         let mut resp = match self.output {
             Output::Table(inc) => {
                 let custom = self.server.resources.custom(self.info);
@@ -692,7 +715,7 @@ pub async fn create_object(req: &Req<'_>, obj: &mut Value) -> ApiResult<Value> {
         admission::release(req.server, &allocated).await;
         return Ok(obj.clone());
     }
-    let bytes = encode_for_store(obj)?;
+    let bytes = req.stored_bytes(obj)?;
     match req.server.store.create(&req.key(&name), bytes).await {
         Ok(kv) => {
             set_resource_version(obj, kv.mod_revision);
@@ -720,8 +743,9 @@ pub(crate) async fn read_current(req: &Req<'_>, name: &str) -> ApiResult<(Value,
         .await
         .map_err(|e| ApiError::from_store(e, req.info.group, req.info.plural, name))?
         .ok_or_else(|| req.not_found(name))?;
-    let mut v: Value = serde_json::from_slice(&kv.value)
+    let v: Value = serde_json::from_slice(&kv.value)
         .map_err(|e| ApiError::internal(format!("stored object is corrupt: {e}")))?;
+    let mut v = req.served_version(&v).into_owned();
     set_resource_version(&mut v, kv.mod_revision);
     Ok((v, kv.mod_revision))
 }
@@ -796,7 +820,7 @@ pub async fn write_update(
         return Ok(Written::Updated(new));
     }
     strip_resource_version(&mut new);
-    let bytes = encode_for_store(&new)?;
+    let bytes = req.stored_bytes(&new)?;
     let kv = match req
         .server
         .store
@@ -1241,7 +1265,7 @@ pub async fn delete_one(
             return Ok((new, false));
         }
         strip_resource_version(&mut new);
-        let bytes = encode_for_store(&new)?;
+        let bytes = req.stored_bytes(&new)?;
         match req
             .server
             .store
@@ -1369,7 +1393,7 @@ async fn bind(req: &Req<'_>, name: &str, binding: Value) -> ApiResult<Response<B
             break;
         }
         strip_resource_version(&mut new);
-        let bytes = encode_for_store(&new)?;
+        let bytes = req.stored_bytes(&new)?;
         match req
             .server
             .store

@@ -76,6 +76,12 @@ struct Encoder {
 impl Encoder {
     fn encode(&mut self, kind: &str, ev: &CacheEvent) -> Option<Bytes> {
         Some(match self.output {
+            Output::Json if self.info.custom => {
+                match crate::crd::in_version(&ev.object.value, &self.api_version) {
+                    std::borrow::Cow::Owned(v) => frame_in(Wire::Json, kind, &v)?,
+                    std::borrow::Cow::Borrowed(_) => frame_raw(kind, &ev.object.bytes),
+                }
+            }
             Output::Json => frame_raw(kind, &ev.object.bytes),
             Output::Protobuf => match ev.object.protobuf() {
                 Some(raw) => Bytes::from(skiff_api::protobuf::watch_frame(

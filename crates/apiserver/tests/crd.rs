@@ -421,9 +421,10 @@ async fn deleting_a_definition_deletes_its_objects_first() {
         .await
         .unwrap();
     // The definition waits for its objects; the held one is being deleted.
-    let crd = eventually("the held object is marked for deletion", || async {
+    let crd = eventually("the plain object is gone, the held one marked", || async {
         let h = tabs.get("held").await.ok()?;
         h.metadata.deletion_timestamp.as_ref()?;
+        tabs.get_opt("plain").await.ok()?.is_none().then_some(())?;
         serde_json::to_value(crds.get("crontabs.stable.example.com").await.ok()?).ok()
     })
     .await;
@@ -434,7 +435,6 @@ async fn deleting_a_definition_deletes_its_objects_first() {
             .unwrap()
             .contains(&json!("customresourcecleanup.apiextensions.k8s.io"))
     );
-    assert!(tabs.get_opt("plain").await.unwrap().is_none());
     // No new objects while the definition terminates.
     let (code, _, message) = refused(
         tabs.create(
@@ -466,4 +466,84 @@ async fn deleting_a_definition_deletes_its_objects_first() {
         .unwrap();
     let (code, _, _) = refused(s.client.request::<Value>(req).await);
     assert_eq!(code, 404);
+}
+
+#[tokio::test]
+async fn every_served_version_shows_objects_in_its_own_apiversion() {
+    let s = TestServer::start().await;
+    s.namespace("team").await;
+    let crds: Api<CustomResourceDefinition> = Api::all(s.client.clone());
+    let mut def =
+        serde_json::to_value(crontab_definition("Namespaced", "crontabs", "CronTab")).unwrap();
+    let mut beta = def["spec"]["versions"][0].clone();
+    beta["name"] = json!("v1beta1");
+    beta["storage"] = json!(false);
+    def["spec"]["versions"].as_array_mut().unwrap().push(beta);
+    crds.create(
+        &PostParams::default(),
+        &serde_json::from_value(def).unwrap(),
+    )
+    .await
+    .unwrap();
+    established(&crds, "crontabs.stable.example.com").await;
+    let versioned = |version: &str| {
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(GROUP, version, "CronTab"),
+            "crontabs",
+        );
+        Api::<DynamicObject>::namespaced_with(s.client.clone(), "team", &ar)
+    };
+    let (v1, v1beta1) = (versioned("v1"), versioned("v1beta1"));
+    let mut obj = object("CronTab", "a", json!({"cronSpec": "x"}));
+    obj.types.as_mut().unwrap().api_version = format!("{GROUP}/v1beta1");
+    let created = v1beta1.create(&PostParams::default(), &obj).await.unwrap();
+    assert_eq!(
+        created.types.unwrap().api_version,
+        "stable.example.com/v1beta1"
+    );
+    // Stored in the storage version, shown in each.
+    assert_eq!(
+        v1.get("a").await.unwrap().types.unwrap().api_version,
+        "stable.example.com/v1"
+    );
+    let listed = v1beta1.list(&ListParams::default()).await.unwrap();
+    assert_eq!(
+        listed.items[0].types.as_ref().unwrap().api_version,
+        "stable.example.com/v1beta1"
+    );
+    let patched = v1beta1
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"image": "i"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        patched.types.unwrap().api_version,
+        "stable.example.com/v1beta1"
+    );
+    let req = http::Request::get(format!("/apis/{GROUP}/v1/namespaces/team/crontabs"))
+        .body(Vec::new())
+        .unwrap();
+    let raw: Value = s.client.request(req).await.unwrap();
+    assert_eq!(raw["items"][0]["apiVersion"], "stable.example.com/v1");
+    assert_eq!(raw["items"][0]["spec"]["image"], "i");
+    // A watch in v1beta1 sends v1beta1 objects.
+    use futures::StreamExt;
+    let mut events = std::pin::pin!(kube::runtime::watcher(v1beta1.clone(), Default::default()));
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(ev) = events.next().await {
+            if let kube::runtime::watcher::Event::InitApply(o) = ev.unwrap() {
+                return o;
+            }
+        }
+        panic!("watch ended")
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        seen.types.unwrap().api_version,
+        "stable.example.com/v1beta1"
+    );
 }
