@@ -58,6 +58,77 @@ pub struct Served {
     pub columns: Vec<Column>,
     /// The definition is being deleted: no new objects.
     pub terminating: bool,
+    /// The scale subresource's paths, when the version has one.
+    pub scale: Option<ScalePaths>,
+}
+
+/// `subresources.scale` of a version: where replicas and the selector live.
+#[derive(Debug, Clone)]
+pub struct ScalePaths {
+    /// ".spec.replicas"
+    pub spec_replicas: String,
+    /// ".status.replicas"
+    pub status_replicas: String,
+    /// ".status.selector" (a label selector in string form), if any.
+    pub label_selector: Option<String>,
+}
+
+/// The segments of a simple JSON path (".spec.replicas").
+fn segments(path: &str) -> Vec<&str> {
+    path.trim_start_matches('.').split('.').collect()
+}
+
+fn at_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    segments(path).iter().try_fold(obj, |v, s| v.get(*s))
+}
+
+impl Served {
+    /// The autoscaling/v1 Scale of a custom resource (replicas absent: 0).
+    pub fn scale_of(&self, obj: &Value) -> Option<Value> {
+        let paths = self.scale.as_ref()?;
+        let meta = obj.get("metadata").cloned().unwrap_or_default();
+        let int = |p: &str| at_path(obj, p).and_then(Value::as_i64).unwrap_or(0);
+        let selector = paths
+            .label_selector
+            .as_deref()
+            .and_then(|p| at_path(obj, p))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        Some(json!({
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+                "creationTimestamp": meta.get("creationTimestamp"),
+            },
+            "spec": {"replicas": int(&paths.spec_replicas)},
+            "status": {"replicas": int(&paths.status_replicas), "selector": selector},
+        }))
+    }
+
+    /// Set the replicas a Scale asks for at the definition's spec path.
+    pub fn set_replicas(&self, obj: &mut Value, replicas: i64) -> Result<(), ApiError> {
+        let paths = self
+            .scale
+            .as_ref()
+            .ok_or_else(|| ApiError::not_found(self.info.group, self.info.plural, "scale"))?;
+        let segs = segments(&paths.spec_replicas);
+        let Some((last, parents)) = segs.split_last() else {
+            return Err(ApiError::internal("empty specReplicasPath"));
+        };
+        let mut cur = obj;
+        for s in parents {
+            if !cur.get(*s).is_some_and(Value::is_object) {
+                cur[*s] = json!({});
+            }
+            cur = &mut cur[*s];
+        }
+        cur[*last] = json!(replicas);
+        Ok(())
+    }
 }
 
 /// An additionalPrinterColumn.
@@ -431,6 +502,17 @@ fn build(defs: &BTreeMap<String, Value>) -> Catalog {
             if v.pointer("/subresources/status").is_some() {
                 subresources.push("status".into());
             }
+            let scale = v.pointer("/subresources/scale").map(|s| ScalePaths {
+                spec_replicas: str_at(s, "/specReplicasPath").to_string(),
+                status_replicas: str_at(s, "/statusReplicasPath").to_string(),
+                label_selector: s
+                    .get("labelSelectorPath")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            });
+            if scale.is_some() {
+                subresources.push("scale".into());
+            }
             let info = intern_info(CustomNames {
                 group: intern(group),
                 version,
@@ -450,6 +532,7 @@ fn build(defs: &BTreeMap<String, Value>) -> Catalog {
                 schema: v.pointer("/schema/openAPIV3Schema").cloned(),
                 columns: columns_of(v),
                 terminating,
+                scale,
             });
             catalog.by_path.insert(
                 (group.to_string(), version.to_string(), plural.to_string()),
@@ -654,6 +737,36 @@ pub fn validate_definition(def: &Value, old: Option<&Value>) -> Vec<FieldError> 
                 schema,
                 &format!("{path}.schema.openAPIV3Schema"),
             )),
+        }
+        if let Some(scale) = v.pointer("/subresources/scale") {
+            let spath = format!("{path}.subresources.scale");
+            for (field, prefix, required) in [
+                ("specReplicasPath", ".spec.", true),
+                ("statusReplicasPath", ".status.", true),
+                ("labelSelectorPath", ".status.", false),
+            ] {
+                match scale.get(field).and_then(Value::as_str) {
+                    None | Some("") if required => {
+                        errs.push(FieldError::required(format!("{spath}.{field}"), ""));
+                    }
+                    None | Some("") => {}
+                    Some(p)
+                        if !p.starts_with(prefix)
+                            || p.len() == prefix.len()
+                            || p.contains(['[', ']', '*', '?', '@']) =>
+                    {
+                        errs.push(FieldError::invalid(
+                            format!("{spath}.{field}"),
+                            &json!(p),
+                            &format!(
+                                "should be a json path under {}",
+                                prefix.trim_end_matches('.')
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
         }
         if let Some(cols) = v.get("additionalPrinterColumns").and_then(Value::as_array) {
             for (j, c) in cols.iter().enumerate() {

@@ -64,7 +64,8 @@ impl Req<'_> {
     /// A stored object as the request's version shows it (custom
     /// resources are stored in their storage version).
     pub fn served_version<'v>(&self, obj: &'v Value) -> std::borrow::Cow<'v, Value> {
-        if self.info.custom {
+        // (Not a Scale or a Status answered for the resource.)
+        if self.info.custom && obj.get("kind").and_then(Value::as_str) == Some(self.info.kind) {
             crate::crd::in_version(obj, &self.info.api_version())
         } else {
             std::borrow::Cow::Borrowed(obj)
@@ -202,7 +203,7 @@ async fn serve_resource(
         }
         (&Method::GET, Some(n), Some("scale")) => {
             let obj = read(&req, &n).await?;
-            Ok(req.respond(200, &admission::scale_of(req.info, &obj.value)))
+            Ok(req.respond(200, &scale_of(&req, &obj.value)?))
         }
         (&Method::POST, None, None) => {
             if req.info.namespaced && req.namespace.is_none() {
@@ -960,6 +961,17 @@ async fn patch_object(
     Err(ApiError::modified(req.info.group, req.info.plural, name))
 }
 
+/// The Scale of an object: a built-in kind's, or what a custom
+/// resource's scale paths say.
+fn scale_of(req: &Req<'_>, obj: &Value) -> ApiResult<Value> {
+    match req.server.resources.custom(req.info) {
+        Some(served) => served
+            .scale_of(obj)
+            .ok_or_else(ApiError::method_not_allowed),
+        None => Ok(admission::scale_of(req.info, obj)),
+    }
+}
+
 async fn update_scale(
     req: &Req<'_>,
     name: &str,
@@ -967,7 +979,7 @@ async fn update_scale(
 ) -> ApiResult<Response<Body>> {
     for _ in 0..MAX_RETRIES {
         let (old, revision) = read_current(req, name).await?;
-        let scale = new_scale(&admission::scale_of(req.info, &old))?;
+        let scale = new_scale(&scale_of(req, &old)?)?;
         let replicas = scale
             .pointer("/spec/replicas")
             .and_then(Value::as_i64)
@@ -1000,10 +1012,13 @@ async fn update_scale(
             return Err(ApiError::modified(req.info.group, req.info.plural, name));
         }
         let mut new = old.clone();
-        new["spec"]["replicas"] = json!(replicas);
+        match req.server.resources.custom(req.info) {
+            Some(served) => served.set_replicas(&mut new, replicas)?,
+            None => new["spec"]["replicas"] = json!(replicas),
+        }
         match write_update(req, new, &old, revision, None).await {
             Ok(Written::Updated(v) | Written::Deleted(v)) => {
-                return Ok(req.respond(200, &admission::scale_of(req.info, &v)));
+                return Ok(req.respond(200, &scale_of(req, &v)?));
             }
             Err(e) if e.code == 409 && e.reason == "Conflict" => continue,
             Err(e) => return Err(e),

@@ -30,10 +30,14 @@ fn crontab_definition(scope: &str, plural: &str, kind: &str) -> CustomResourceDe
                             "image": {"type": "string"},
                             "replicas": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1}
                         }},
-                        "status": {"type": "object", "properties": {"ready": {"type": "integer"}}}
+                        "status": {"type": "object", "properties": {"ready": {"type": "integer"}, "selector": {"type": "string"}}}
                     }
                 }},
-                "subresources": {"status": {}},
+                "subresources": {"status": {}, "scale": {
+                    "specReplicasPath": ".spec.replicas",
+                    "statusReplicasPath": ".status.ready",
+                    "labelSelectorPath": ".status.selector"
+                }},
                 "additionalPrinterColumns": [
                     {"name": "Spec", "type": "string", "jsonPath": ".spec.cronSpec"},
                     {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"}
@@ -120,7 +124,7 @@ async fn a_definition_is_served_with_its_schema_status_and_columns() {
         .iter()
         .map(|r| r["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, vec!["crontabs", "crontabs/status"]);
+    assert_eq!(names, vec!["crontabs", "crontabs/status", "crontabs/scale"]);
     assert_eq!(list["resources"][0]["shortNames"], json!(["crontabs-s"]));
     let discovery = kube::Discovery::new(s.client.clone()).run().await.unwrap();
     assert!(discovery.groups().any(|g| g.name() == GROUP));
@@ -276,6 +280,42 @@ async fn a_definition_is_served_with_its_schema_status_and_columns() {
     assert_eq!(status.data["status"]["ready"], 2);
     assert_eq!(status.metadata.generation, Some(2));
 
+    // The scale subresource reads and writes the definition's paths.
+    tabs.patch_status(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"selector": "app=cron"}})),
+    )
+    .await
+    .unwrap();
+    let scale = tabs.get_scale("a").await.unwrap();
+    assert_eq!(scale.spec.as_ref().unwrap().replicas, Some(1));
+    assert_eq!(scale.status.as_ref().unwrap().replicas, 2);
+    assert_eq!(
+        scale.status.as_ref().unwrap().selector.as_deref(),
+        Some("app=cron")
+    );
+    let scaled = tabs
+        .patch_scale(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 5}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(scaled.spec.unwrap().replicas, Some(5));
+    assert_eq!(tabs.get("a").await.unwrap().data["spec"]["replicas"], 5);
+    // The schema still holds through /scale.
+    let (code, _, _) = refused(
+        tabs.patch_scale(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 50}})),
+        )
+        .await,
+    );
+    assert_eq!(code, 422);
+
     // Label selectors, and the Table kubectl asks for.
     let listed = tabs
         .list(&ListParams::default().labels("app=cron"))
@@ -301,7 +341,7 @@ async fn a_definition_is_served_with_its_schema_status_and_columns() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert_eq!(columns, vec!["Name", "Spec", "Replicas"]);
-    assert_eq!(table["rows"][0]["cells"], json!(["a", "* * * * */5", 1]));
+    assert_eq!(table["rows"][0]["cells"], json!(["a", "* * * * */5", 5]));
 
     // A watch sees the objects.
     let mut events = std::pin::pin!(kube::runtime::watcher(tabs.clone(), Default::default()));

@@ -1,7 +1,7 @@
 //! CustomResourceDefinitions end to end with the real kubectl: the
 //! Kubernetes documentation's CronTab example, applied, listed with its
 //! printer columns, explained (OpenAPI v3, and v2 for kubectl 1.27),
-//! validated, patched, and deleted with its objects.
+//! validated, patched, scaled, and deleted with its objects.
 
 mod support;
 use support::{Server, eventually, kubectl_bin};
@@ -33,6 +33,10 @@ spec:
                   type: integer
                   minimum: 1
                   maximum: 10
+      subresources:
+        scale:
+          specReplicasPath: .spec.replicas
+          statusReplicasPath: .status.replicas
       additionalPrinterColumns:
       - name: Spec
         type: string
@@ -148,6 +152,16 @@ fn the_documentation_crontab_example_works_with_kubectl() {
     let obj = s.json(&["get", "crontab", "my-new-cron-object"]);
     assert_eq!(obj["spec"]["replicas"], 3);
     assert_eq!(obj["metadata"]["generation"], 2);
+    // kubectl scale goes through the scale subresource.
+    let out = s.ok(&["scale", "crontab", "my-new-cron-object", "--replicas=4"]);
+    assert!(
+        out.contains("crontab.stable.example.com/my-new-cron-object scaled"),
+        "{out}"
+    );
+    assert_eq!(
+        s.json(&["get", "ct", "my-new-cron-object"])["spec"]["replicas"],
+        4
+    );
     // Deleting the definition deletes its objects.
     s.ok_stdin(&["delete", "-f", "-"], CRD);
     eventually("the definition is gone", &s, || {
