@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use k8s_openapi::api::{
-    apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
-    certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core,
-    discovery::v1 as discovery, events::v1 as events, networking::v1 as networking,
-    node::v1 as node, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
-    storage::v1 as storage,
+    admissionregistration::v1 as admissionregistration, apps::v1 as apps,
+    autoscaling::v2 as autoscaling, batch::v1 as batch, certificates::v1 as certificates,
+    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+    events::v1 as events, networking::v1 as networking, node::v1 as node, policy::v1 as policy,
+    rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 use serde_json::Value;
@@ -381,6 +381,20 @@ impl Registry {
                 ["csr"],
                 [],
                 ["status", "approval"]
+            ),
+            resource!(
+                admissionregistration::MutatingWebhookConfiguration,
+                "mutatingwebhookconfigurations",
+                [],
+                ["api-extensions"],
+                []
+            ),
+            resource!(
+                admissionregistration::ValidatingWebhookConfiguration,
+                "validatingwebhookconfigurations",
+                [],
+                ["api-extensions"],
+                []
             ),
             resource!(
                 apiextensions::CustomResourceDefinition,

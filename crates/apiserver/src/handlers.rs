@@ -72,6 +72,30 @@ impl Req<'_> {
         }
     }
 
+    /// What admission webhooks are told of this request.
+    pub fn admission_attributes<'b>(
+        &'b self,
+        operation: &'static str,
+        sub: Option<&'b str>,
+        name: &'b str,
+        object: Option<&'b Value>,
+        old: Option<&'b Value>,
+        dry_run: bool,
+    ) -> crate::webhook::Attributes<'b> {
+        crate::webhook::Attributes {
+            operation,
+            info: self.info,
+            sub,
+            namespace: self.namespace.as_deref(),
+            name,
+            object,
+            old,
+            dry_run,
+            user: &self.user,
+            field_manager: &self.field_manager,
+        }
+    }
+
     /// The bytes an object is stored as: in its storage version.
     fn stored_bytes(&self, obj: &Value) -> ApiResult<Vec<u8>> {
         match self.server.resources.custom(self.info) {
@@ -481,6 +505,52 @@ async fn list(req: &Req<'_>) -> ApiResult<Response<Body>> {
     })
 }
 
+/// An object a mutating webhook patched, checked as a request body is
+/// (typed decode, or a custom resource's schema); the system metadata
+/// stays the server's.
+fn redecode(req: &Req<'_>, patched: Value, before: &Value) -> ApiResult<Value> {
+    let mut v = match req.server.resources.custom(req.info) {
+        Some(served) => {
+            let mut v = patched;
+            crate::crd::decode(&served, &mut v)?;
+            v
+        }
+        None => {
+            let mut v = patched;
+            skiff_api::openapi::fill_required_nulls(req.info, &mut v);
+            (req.info.roundtrip)(v).map_err(|e| {
+                ApiError::internal(format!(
+                    "admission webhook patch: error decoding {}: {e}",
+                    req.info.kind
+                ))
+            })?
+        }
+    };
+    let before_meta = before.get("metadata").cloned().unwrap_or_default();
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "resourceVersion",
+            "generation",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "namespace",
+            "name",
+        ] {
+            match before_meta.get(k) {
+                Some(x) => {
+                    meta.insert(k.into(), x.clone());
+                }
+                None => {
+                    meta.remove(k);
+                }
+            }
+        }
+    }
+    Ok(v)
+}
+
 /// Check apiVersion/kind of a body against the resource, filling them when absent.
 fn check_type(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
     let Some(map) = obj.as_object_mut() else {
@@ -708,8 +778,20 @@ pub async fn create_object(req: &Req<'_>, obj: &mut Value) -> ApiResult<Value> {
         req.server.cache.sync().await?;
     }
     admission::prepare_create(req, obj)?;
+    let name = name_of(obj).to_string();
+    let attrs = req.admission_attributes("CREATE", None, &name, None, None, req.dry_run);
+    let before = obj.clone();
+    crate::webhook::mutate(req.server, &attrs, obj, |v| redecode(req, v, &before)).await?;
     crate::authz::admit_write(req, "create", None, Some(obj), None)?;
     validate(req, obj, None)?;
+    crate::webhook::validate(
+        req.server,
+        &crate::webhook::Attributes {
+            object: Some(obj),
+            ..attrs
+        },
+    )
+    .await?;
     let allocated = admission::allocate(req, obj).await?;
     let name = name_of(obj).to_string();
     if req.dry_run {
@@ -768,6 +850,10 @@ pub async fn write_update(
     sub: Option<&str>,
 ) -> ApiResult<Written> {
     admission::prepare_update(req, &mut new, old, sub)?;
+    let name = name_of(old).to_string();
+    let attrs = req.admission_attributes("UPDATE", sub, &name, None, Some(old), req.dry_run);
+    let before = new.clone();
+    crate::webhook::mutate(req.server, &attrs, &mut new, |v| redecode(req, v, &before)).await?;
     crate::authz::admit_write(req, "update", sub, Some(&new), Some(old))?;
     // A Service's ClusterIP and NodePorts (not through subresources); what
     // this claims is given back when the update is not stored.
@@ -780,7 +866,14 @@ pub async fn write_update(
         admission::release(req.server, &services.claimed).await;
         return Err(e);
     }
-    let name = name_of(old).to_string();
+    let validated = crate::webhook::Attributes {
+        object: Some(&new),
+        ..attrs
+    };
+    if let Err(e) = crate::webhook::validate(req.server, &validated).await {
+        admission::release(req.server, &services.claimed).await;
+        return Err(e);
+    }
     // Finalizers gone from an object being deleted: delete it now.
     // (A pod still in its grace period stays until the kubelet's final delete,
     // as Kubernetes' ShouldDeleteDuringUpdate.)
@@ -1190,6 +1283,8 @@ pub async fn delete_one(
                 ),
             ));
         }
+        let attrs = req.admission_attributes("DELETE", None, name, None, Some(&old), dry_run);
+        crate::webhook::validate(req.server, &attrs).await?;
         let mut new = old.clone();
         let mut finalizers: Vec<Value> = new
             .pointer("/metadata/finalizers")

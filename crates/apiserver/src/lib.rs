@@ -39,6 +39,7 @@ pub mod status;
 pub mod tls;
 pub mod tokens;
 pub mod watch;
+pub mod webhook;
 pub mod ws;
 pub mod yaml;
 

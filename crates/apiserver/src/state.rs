@@ -148,6 +148,8 @@ pub struct ApiServer {
     pub pod_security_default: crate::podsecurity::Level,
     /// What the server serves: built-in resources and custom ones.
     pub resources: crate::crd::Resources,
+    /// The admission webhooks in force.
+    pub webhooks: crate::webhook::Webhooks,
 }
 
 /// Who the node-join token authenticates.
@@ -531,10 +533,12 @@ pub async fn start(
         resource_metrics: Default::default(),
         pod_security_default: config.pod_security_default,
         resources: Default::default(),
+        webhooks: Default::default(),
     });
     crate::rbac::follow(&server.rbac, &server.cache);
     crate::nodeauthz::follow(&server.node_authz, &server.cache);
     crate::crd::start(&server);
+    crate::webhook::start(&server);
     crate::alloc::claim_existing(&server).await?;
     crate::alloc::spawn_repair(&server);
     crate::bootstrap::bootstrap(&server, local.port())
