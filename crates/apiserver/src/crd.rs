@@ -60,6 +60,8 @@ pub struct Served {
     pub terminating: bool,
     /// The scale subresource's paths, when the version has one.
     pub scale: Option<ScalePaths>,
+    /// The schema sets defaults (applied on read too).
+    pub has_defaults: bool,
 }
 
 /// `subresources.scale` of a version: where replicas and the selector live.
@@ -533,6 +535,9 @@ fn build(defs: &BTreeMap<String, Value>) -> Catalog {
                 columns: columns_of(v),
                 terminating,
                 scale,
+                has_defaults: v
+                    .pointer("/schema/openAPIV3Schema")
+                    .is_some_and(sets_defaults),
             });
             catalog.by_path.insert(
                 (group.to_string(), version.to_string(), plural.to_string()),
@@ -856,6 +861,37 @@ fn set_condition(def: &mut Value, ty: &str, status: &str, reason: &str, message:
             "type": ty, "status": status, "lastTransitionTime": now,
             "reason": reason, "message": message,
         })),
+    }
+}
+
+fn sets_defaults(schema: &Value) -> bool {
+    match schema {
+        Value::Object(m) => m.contains_key("default") || m.values().any(sets_defaults),
+        Value::Array(a) => a.iter().any(sets_defaults),
+        _ => false,
+    }
+}
+
+/// A stored custom resource as a reader of `served` sees it: in the
+/// version asked for, with the schema's defaults (as kube-apiserver
+/// defaults objects read from storage, so a default added to a definition
+/// shows on objects stored before).
+pub fn on_read<'a>(served: Option<&Served>, obj: &'a Value) -> std::borrow::Cow<'a, Value> {
+    let Some(served) = served else {
+        return std::borrow::Cow::Borrowed(obj);
+    };
+    let converted = in_version(obj, &served.info.api_version());
+    match (&served.schema, served.has_defaults) {
+        (Some(schema), true) => {
+            let mut v = converted.into_owned();
+            skiff_api::structural::apply_defaults(&mut v, schema);
+            if v == *obj {
+                std::borrow::Cow::Borrowed(obj)
+            } else {
+                std::borrow::Cow::Owned(v)
+            }
+        }
+        _ => converted,
     }
 }
 

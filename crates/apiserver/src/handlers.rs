@@ -66,7 +66,7 @@ impl Req<'_> {
     pub fn served_version<'v>(&self, obj: &'v Value) -> std::borrow::Cow<'v, Value> {
         // (Not a Scale or a Status answered for the resource.)
         if self.info.custom && obj.get("kind").and_then(Value::as_str) == Some(self.info.kind) {
-            crate::crd::in_version(obj, &self.info.api_version())
+            crate::crd::on_read(self.server.resources.custom(self.info).as_deref(), obj)
         } else {
             std::borrow::Cow::Borrowed(obj)
         }
@@ -334,6 +334,11 @@ pub async fn read(req: &Req<'_>, name: &str) -> ApiResult<ObjRef> {
 async fn get(req: &Req<'_>, name: &str) -> ApiResult<Response<Body>> {
     let obj = read(req, name).await?;
     Ok(match req.output {
+        // A custom resource read in another version than stored, or
+        // lacking a default: as the reader sees it.
+        Output::Json if matches!(req.served_version(&obj.value), std::borrow::Cow::Owned(_)) => {
+            req.respond(200, &obj.value)
+        }
         Output::Json => {
             let mut r = bytes_response(200, "application/json", obj.bytes.clone());
             for w in &req.warnings {
@@ -474,7 +479,14 @@ async fn list(req: &Req<'_>) -> ApiResult<Response<Body>> {
         Output::Json => bytes_response(
             200,
             "application/json",
-            output::list_bytes(req.info, &items, rev, continue_token.as_deref(), None),
+            output::list_bytes(
+                req.info,
+                req.server.resources.custom(req.info).as_deref(),
+                &items,
+                rev,
+                continue_token.as_deref(),
+                None,
+            ),
         ),
         Output::Table(inc) => json_response(
             200,
@@ -498,7 +510,14 @@ async fn list(req: &Req<'_>) -> ApiResult<Response<Body>> {
                 None => bytes_response(
                     200,
                     "application/json",
-                    output::list_bytes(req.info, &items, rev, continue_token.as_deref(), None),
+                    output::list_bytes(
+                        req.info,
+                        req.server.resources.custom(req.info).as_deref(),
+                        &items,
+                        rev,
+                        continue_token.as_deref(),
+                        None,
+                    ),
                 ),
             }
         }

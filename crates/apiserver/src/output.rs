@@ -309,6 +309,7 @@ pub fn table<'a>(
 /// A list response, assembled from the objects' cached encodings.
 pub fn list_bytes(
     info: &ResourceInfo,
+    custom: Option<&crate::crd::Served>,
     items: &[ObjRef],
     resource_version: i64,
     continue_token: Option<&str>,
@@ -330,20 +331,17 @@ pub fn list_bytes(
     let size: usize = items.iter().map(|o| o.bytes.len() + 1).sum::<usize>() + head.len() + 2;
     let mut buf = BytesMut::with_capacity(size);
     buf.put_slice(head.as_bytes());
-    let api_version = info.api_version();
     for (i, o) in items.iter().enumerate() {
         if i > 0 {
             buf.put_u8(b',');
         }
-        match info.custom {
-            // Stored in another version of the resource: shown in this one.
-            true => match crate::crd::in_version(&o.value, &api_version) {
-                std::borrow::Cow::Owned(v) => {
-                    buf.put_slice(&serde_json::to_vec(&v).unwrap_or_default());
-                }
-                std::borrow::Cow::Borrowed(_) => buf.put_slice(&o.bytes),
-            },
-            false => buf.put_slice(&o.bytes),
+        // A custom resource stored in another version, or lacking a
+        // default its schema sets, is shown as read; others as stored.
+        match crate::crd::on_read(custom, &o.value) {
+            std::borrow::Cow::Owned(v) => {
+                buf.put_slice(&serde_json::to_vec(&v).unwrap_or_default());
+            }
+            std::borrow::Cow::Borrowed(_) => buf.put_slice(&o.bytes),
         }
     }
     buf.put_slice(b"]}");

@@ -77,7 +77,7 @@ impl Encoder {
     fn encode(&mut self, kind: &str, ev: &CacheEvent) -> Option<Bytes> {
         Some(match self.output {
             Output::Json if self.info.custom => {
-                match crate::crd::in_version(&ev.object.value, &self.api_version) {
+                match crate::crd::on_read(self.custom.as_deref(), &ev.object.value) {
                     std::borrow::Cow::Owned(v) => frame_in(Wire::Json, kind, &v)?,
                     std::borrow::Cow::Borrowed(_) => frame_raw(kind, &ev.object.bytes),
                 }

@@ -543,6 +543,10 @@ async fn every_served_version_shows_objects_in_its_own_apiversion() {
     );
     // Stored in the storage version, shown in each.
     assert_eq!(
+        v1beta1.get("a").await.unwrap().types.unwrap().api_version,
+        "stable.example.com/v1beta1"
+    );
+    assert_eq!(
         v1.get("a").await.unwrap().types.unwrap().api_version,
         "stable.example.com/v1"
     );
@@ -586,4 +590,26 @@ async fn every_served_version_shows_objects_in_its_own_apiversion() {
         seen.types.unwrap().api_version,
         "stable.example.com/v1beta1"
     );
+
+    // A default added to the definition shows on objects stored before it
+    // (defaulting on read, as from etcd).
+    let mut def =
+        serde_json::to_value(crds.get("crontabs.stable.example.com").await.unwrap()).unwrap();
+    def["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["tier"] =
+        json!({"type": "string", "default": "gold"});
+    crds.replace(
+        "crontabs.stable.example.com",
+        &PostParams::default(),
+        &serde_json::from_value(def).unwrap(),
+    )
+    .await
+    .unwrap();
+    let read = eventually("the new default shows on read", || async {
+        let o = v1.get("a").await.ok()?;
+        (o.data["spec"]["tier"] == "gold").then_some(o)
+    })
+    .await;
+    assert_eq!(read.data["spec"]["cronSpec"], "x");
+    let listed = v1.list(&ListParams::default()).await.unwrap();
+    assert_eq!(listed.items[0].data["spec"]["tier"], "gold");
 }
