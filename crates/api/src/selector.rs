@@ -332,6 +332,18 @@ impl FieldSelector {
         kind: &str,
         namespaced: bool,
     ) -> Result<FieldSelector, SelectorError> {
+        Self::parse_with(s, group, kind, namespaced, &[])
+    }
+
+    /// As [`FieldSelector::parse`], with more selectable fields (a custom
+    /// resource's `selectableFields`, as "spec.color").
+    pub fn parse_with(
+        s: &str,
+        group: &str,
+        kind: &str,
+        namespaced: bool,
+        extra: &[String],
+    ) -> Result<FieldSelector, SelectorError> {
         let mut reqs = Vec::new();
         if s.trim().is_empty() {
             return Ok(FieldSelector { reqs });
@@ -351,8 +363,10 @@ impl FieldSelector {
                 )));
             };
             let key = key.trim();
-            let Some(&(_, default)) = fields.iter().find(|(f, _)| *f == key) else {
-                return Err(SelectorError::UnsupportedField(key.to_string()));
+            let default = match fields.iter().find(|(f, _)| *f == key) {
+                Some(&(_, default)) => default,
+                None if extra.iter().any(|f| f == key) => "",
+                None => return Err(SelectorError::UnsupportedField(key.to_string())),
             };
             reqs.push(FieldRequirement {
                 req: Requirement {

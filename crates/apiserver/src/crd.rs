@@ -62,6 +62,8 @@ pub struct Served {
     pub scale: Option<ScalePaths>,
     /// The schema sets defaults (applied on read too).
     pub has_defaults: bool,
+    /// `selectableFields` as field-selector keys ("spec.color").
+    pub selectable_fields: Vec<String>,
 }
 
 /// `subresources.scale` of a version: where replicas and the selector live.
@@ -538,6 +540,14 @@ fn build(defs: &BTreeMap<String, Value>) -> Catalog {
                 has_defaults: v
                     .pointer("/schema/openAPIV3Schema")
                     .is_some_and(sets_defaults),
+                selectable_fields: v
+                    .get("selectableFields")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f.get("jsonPath").and_then(Value::as_str))
+                    .map(|p| p.trim_start_matches('.').to_string())
+                    .collect(),
             });
             catalog.by_path.insert(
                 (group.to_string(), version.to_string(), plural.to_string()),

@@ -370,11 +370,18 @@ impl Filter {
     pub fn from_query(req: &Req<'_>) -> ApiResult<Filter> {
         let labels = LabelSelector::parse(req.query.get("labelSelector").unwrap_or_default())
             .map_err(|e| ApiError::bad_request(format!("unable to parse labelSelector: {e}")))?;
-        let fields = FieldSelector::parse(
+        let selectable = req
+            .server
+            .resources
+            .custom(req.info)
+            .map(|s| s.selectable_fields.clone())
+            .unwrap_or_default();
+        let fields = FieldSelector::parse_with(
             req.query.get("fieldSelector").unwrap_or_default(),
             req.info.group,
             req.info.kind,
             req.info.namespaced,
+            &selectable,
         )
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
         Ok(Filter { labels, fields })

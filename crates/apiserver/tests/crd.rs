@@ -38,6 +38,7 @@ fn crontab_definition(scope: &str, plural: &str, kind: &str) -> CustomResourceDe
                     "statusReplicasPath": ".status.ready",
                     "labelSelectorPath": ".status.selector"
                 }},
+                "selectableFields": [{"jsonPath": ".spec.image"}],
                 "additionalPrinterColumns": [
                     {"name": "Spec", "type": "string", "jsonPath": ".spec.cronSpec"},
                     {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"}
@@ -322,6 +323,21 @@ async fn a_definition_is_served_with_its_schema_status_and_columns() {
         .await
         .unwrap();
     assert_eq!(listed.items.len(), 1);
+    // Field selectors: metadata.name and the definition's selectableFields.
+    let by = |sel: &str| {
+        let tabs = tabs.clone();
+        let sel = sel.to_string();
+        async move { tabs.list(&ListParams::default().fields(&sel)).await }
+    };
+    assert_eq!(by("metadata.name=a").await.unwrap().items.len(), 1);
+    assert_eq!(by("spec.image=nginx").await.unwrap().items.len(), 1);
+    assert!(by("spec.image=other").await.unwrap().items.is_empty());
+    let (code, _, message) = refused(by("spec.cronSpec=x").await);
+    assert_eq!(code, 400);
+    assert!(
+        message.contains("field label not supported: spec.cronSpec"),
+        "{message}"
+    );
     assert!(
         tabs.list(&ListParams::default().labels("app=other"))
             .await
