@@ -457,8 +457,11 @@ impl Usage for RuntimeUsage {
                 .flatten()
                 .flatten()
                 .filter_map(|e| {
+                    // `<ns>_<name>_<uid>` (names have no `_`); the pods'
+                    // volume directories, `<uid>`, are beside them.
                     let name = e.file_name().into_string().ok()?;
-                    let uid = name.rsplit('_').next()?.to_string();
+                    let mut parts = name.splitn(3, '_');
+                    let uid = parts.nth(2)?.to_string();
                     Some((uid, e.path()))
                 })
                 .collect()

@@ -1648,6 +1648,42 @@ mod conformance_tests {
     }
 
     #[tokio::test]
+    async fn pod_usage_is_the_runtimes_stats_and_the_log_files() {
+        use crate::eviction::Usage;
+        let mut h = Harness::new(&["busybox:skiff"]);
+        let p = simple("Always");
+        let st = h.sync(&p).await;
+        assert_eq!(st["phase"], "Running", "{st:#}");
+        // Logs (the live file and a rotated one) under the pod's log directory.
+        let dir = h.settings.log_root.join("default_web_uid-1").join("app");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("0.log"), vec![b'x'; 1000]).unwrap();
+        std::fs::write(dir.join("0.log.20260101-000000"), vec![b'x'; 500]).unwrap();
+        let usage = crate::eviction::RuntimeUsage {
+            runtime: h.rt.clone(),
+            node: "node-1".into(),
+            log_root: h.settings.log_root.clone(),
+        };
+        let with_disk = usage.usage(true).await.unwrap();
+        let app = &with_disk["uid-1"].containers["app"];
+        assert_eq!(app.memory, crate::fake::FAKE_WORKING_SET);
+        assert_eq!(
+            app.disk,
+            Some(crate::fake::FAKE_WRITABLE_LAYER + 1500),
+            "writable layer and logs"
+        );
+        let without = usage.usage(false).await.unwrap();
+        assert_eq!(without["uid-1"].containers["app"].disk, None);
+        // Another node's containers are not this node's pods.
+        let other = crate::eviction::RuntimeUsage {
+            runtime: h.rt.clone(),
+            node: "node-2".into(),
+            log_root: h.settings.log_root.clone(),
+        };
+        assert!(other.usage(true).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn a_pod_within_its_deadline_is_looked_at_when_it_passes() {
         let mut h = Harness::new(&["busybox:skiff"]);
         let mut p = simple("Always");
