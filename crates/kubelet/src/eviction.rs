@@ -102,39 +102,33 @@ impl Resource {
     }
 }
 
-/// A quantity of bytes as resource.Quantity prints a BinarySI one: the
-/// largest binary suffix that divides it exactly ("52Mi", "1536"), and
-/// below 1024 as DecimalSI does.
-pub fn binary_si(v: u64) -> String {
-    if v < 1024 {
-        return decimal_si(v);
-    }
+/// `v` with the largest of `suffixes` (powers of `base`) that divides it
+/// exactly (↔ resource.Quantity's canonical form).
+fn canonical(v: u64, base: u64, suffixes: [&str; 6]) -> String {
     let mut n = v;
     let mut suffix = "";
-    for s in ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"] {
-        if !n.is_multiple_of(1024) {
+    for s in suffixes {
+        if n == 0 || !n.is_multiple_of(base) {
             break;
         }
-        n /= 1024;
+        n /= base;
         suffix = s;
     }
     format!("{n}{suffix}")
 }
 
+/// A quantity of bytes as resource.Quantity prints a BinarySI one ("52Mi",
+/// "1536"); below 1024 as DecimalSI does.
+pub fn binary_si(v: u64) -> String {
+    if v < 1024 {
+        return decimal_si(v);
+    }
+    canonical(v, 1024, ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"])
+}
+
 /// A count as resource.Quantity prints a DecimalSI one ("5k", "4194004").
 pub fn decimal_si(v: u64) -> String {
-    let mut n = v;
-    let mut suffix = "";
-    if n != 0 {
-        for s in ["k", "M", "G", "T", "P", "E"] {
-            if !n.is_multiple_of(1000) {
-                break;
-            }
-            n /= 1000;
-            suffix = s;
-        }
-    }
-    format!("{n}{suffix}")
+    canonical(v, 1000, ["k", "M", "G", "T", "P", "E"])
 }
 
 /// The pod's priority (spec.priority, 0 when unset).
