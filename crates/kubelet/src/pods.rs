@@ -695,6 +695,99 @@ fn sweep_pod_cgroups(root: &str, claimed: &HashSet<String>) {
 mod tests {
     use super::*;
 
+    fn running(name: &str, uid: &str, phase: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "uid": uid},
+            "spec": {"containers": [{"name": "c"}]},
+            "status": {"phase": phase},
+        }))
+        .unwrap()
+    }
+
+    fn add(workers: &mut Workers, pod: Pod) -> watch::Receiver<Update> {
+        let (tx, rx) = watch::channel(Update {
+            pod: Some(pod.clone()),
+            pokes: 0,
+            kill: None,
+        });
+        workers.senders.insert(uid_of(&pod), (0, tx));
+        rx
+    }
+
+    fn active(workers: &mut Workers) -> Vec<String> {
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        workers.command(Command::Active(tx));
+        let mut names: Vec<String> = rx
+            .try_recv()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_eviction_manager_sees_active_pods_and_evicts_through_their_workers() {
+        let mut workers = Workers::default();
+        let a = add(&mut workers, running("a", "uid-a", "Running"));
+        let _b = add(&mut workers, running("b", "uid-b", "Pending"));
+        let _done = add(&mut workers, running("done", "uid-done", "Succeeded"));
+        let _rejected = add(&mut workers, running("rejected", "uid-rejected", "Pending"));
+        workers.rejected.insert("uid-rejected".into());
+        let mut deleting = running("deleting", "uid-deleting", "Running");
+        deleting.metadata.deletion_timestamp = Some(skiff_runtime::now_time());
+        let _deleting = add(&mut workers, deleting);
+        assert_eq!(active(&mut workers), ["a", "b"]);
+
+        let done = Arc::new(tokio::sync::Notify::new());
+        let (found, mut answer) = tokio::sync::oneshot::channel();
+        workers.command(Command::Evict {
+            uid: "uid-a".into(),
+            kill: crate::eviction::kill("low"),
+            found,
+            done: done.clone(),
+        });
+        assert!(answer.try_recv().unwrap());
+        // The worker is told (and woken), and the pod is no longer active.
+        let update = a.borrow().clone();
+        assert_eq!(update.pokes, 1);
+        assert_eq!(update.kill.unwrap().0.reason, "Evicted");
+        assert_eq!(active(&mut workers), ["b"]);
+        // No worker, no eviction.
+        let (found, mut answer) = tokio::sync::oneshot::channel();
+        workers.command(Command::Evict {
+            uid: "uid-gone".into(),
+            kill: crate::eviction::kill("low"),
+            found,
+            done,
+        });
+        assert!(!answer.try_recv().unwrap());
+    }
+
+    #[test]
+    fn admission_rejects_best_effort_pods_under_memory_pressure() {
+        let workers = Workers::default();
+        let pod = running("new", "uid-new", "Pending");
+        let memory = crate::pressure::Pressure {
+            memory: true,
+            ..Default::default()
+        };
+        let r = workers.admit("uid-new", &pod, memory).unwrap();
+        assert_eq!(r.reason, "Evicted");
+        assert_eq!(
+            r.message,
+            "Pod was rejected: The node had condition: [MemoryPressure]. "
+        );
+        assert_eq!(
+            workers.admit("uid-new", &pod, crate::pressure::Pressure::default()),
+            None
+        );
+        // A pod already running is not judged again (an agent restart).
+        let old = running("old", "uid-old", "Running");
+        assert_eq!(workers.admit("uid-old", &old, memory), None);
+    }
+
     #[test]
     fn status_only_updates_do_not_need_a_sync() {
         let a: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "resourceVersion": "1"}, "spec": {"containers": [{"name": "c"}]}})).unwrap();
