@@ -621,6 +621,34 @@ mod tests {
     }
 
     #[test]
+    fn crossed_thresholds_carry_their_quantities_memory_first() {
+        let t = Thresholds::default();
+        let o = Observations {
+            memory_available: Some(52 * MI),
+            nodefs: Some(fs(1000, 99, 1000, 10)),
+            imagefs: Some(fs(2000, 100, 1000, 500)),
+            pid_max: Some(1000),
+            pids_running: Some(990),
+        };
+        let c = |signal, threshold, available| Crossed {
+            signal,
+            threshold,
+            available,
+        };
+        assert_eq!(
+            crossed(&t, &o),
+            [
+                c(Signal::MemoryAvailable, 100 * MI, 52 * MI),
+                c(Signal::NodefsAvailable, 100, 99),
+                c(Signal::NodefsInodesFree, 50, 10),
+                c(Signal::ImagefsAvailable, 300, 100),
+                c(Signal::PidAvailable, 50, 10),
+            ]
+        );
+        assert!(crossed(&t, &healthy()).is_empty());
+    }
+
+    #[test]
     fn parses_proc_files() {
         let meminfo =
             "MemTotal:       24683656 kB\nMemFree:         1000 kB\nMemAvailable:   12345678 kB\n";
