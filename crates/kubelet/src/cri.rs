@@ -698,6 +698,10 @@ impl Runtime for CriRuntime {
                     working_set_bytes: v(mem.working_set_bytes),
                     usage_bytes: v(mem.usage_bytes),
                     rss_bytes: v(mem.rss_bytes),
+                    writable_layer_bytes: s
+                        .writable_layer
+                        .and_then(|w| w.used_bytes)
+                        .map(|u| u.value),
                 }
             })
             .collect())

@@ -8,6 +8,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::runtime::*;
 
+/// What the fake reports of every running container's memory and writable layer.
+pub const FAKE_WORKING_SET: u64 = 3 * 1024 * 1024;
+pub const FAKE_WRITABLE_LAYER: u64 = 4096;
+
 #[derive(Clone, Debug)]
 pub struct FakeSandbox {
     pub config: SandboxConfig,
@@ -502,6 +506,8 @@ impl Runtime for FakeRuntime {
                 id: id.clone(),
                 labels: c.config.labels.clone(),
                 timestamp: now_ns(),
+                working_set_bytes: FAKE_WORKING_SET,
+                writable_layer_bytes: Some(FAKE_WRITABLE_LAYER),
                 ..Default::default()
             })
             .collect())

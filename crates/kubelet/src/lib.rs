@@ -17,6 +17,7 @@ pub mod containerd;
 pub mod cri;
 pub mod dns;
 pub mod env;
+pub mod eviction;
 pub mod hooks;
 pub mod hosts;
 pub mod image;
@@ -466,6 +467,7 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
     settings.cluster_dns = config.cluster_dns.clone();
     settings.cluster_domain = config.cluster_domain.clone();
     let api_slots = Arc::new(tokio::sync::Semaphore::new(pods::API_CONCURRENCY));
+    let (pressure_tx, mut pressure_rx) = tokio::sync::watch::channel(pressure::Pressure::default());
     // One Service watch for the whole node: the containers' service links;
     // one RuntimeClass watch: the sandboxes' runtime handlers.
     let (services, service_reflector) = reflect::<k8s_openapi::api::core::v1::Service>(&client);
@@ -489,20 +491,33 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
             },
             api_slots,
         )),
+        pressure: pressure_rx.clone(),
     });
     // Memory, disk and PID pressure, measured every 10 s: a change is
-    // reported at once, not at the next heartbeat.
+    // reported at once, not at the next heartbeat; while a threshold is
+    // crossed the eviction manager evicts a pod per pass.
     let imagefs = if own_containerd {
         config.data_dir.join("containerd")
     } else {
         PathBuf::from(DEFAULT_CONTAINERD_ROOT)
     };
-    let (pressure_tx, mut pressure_rx) = tokio::sync::watch::channel(pressure::Pressure::default());
-    let pressure_monitor = pressure::run(
+    let monitor = pressure::Monitor::new(
         Arc::new(pressure::HostMeasure::new(config.data_dir.clone(), imagefs)),
         config.eviction_hard,
         pressure_tx,
     );
+    let (commands_tx, commands) = tokio::sync::mpsc::channel(8);
+    let eviction_manager = eviction::Manager {
+        node: config.node_name.clone(),
+        pods: Arc::new(pods::WorkerPods { tx: commands_tx }),
+        usage: Arc::new(eviction::RuntimeUsage {
+            runtime: runtime.clone(),
+            node: config.node_name.clone(),
+            log_root: config.data_dir.join("pods"),
+        }),
+        events: shared.clone(),
+    }
+    .run(monitor);
     let heartbeat = async {
         let mut tick = tokio::time::interval(node::NODE_STATUS_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -581,9 +596,9 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
     tokio::join!(
         agent.lease_loop(),
         log_manager.run(),
-        pressure_monitor,
+        eviction_manager,
         heartbeat,
-        pods::run(shared),
+        pods::run(shared, commands),
         service_reflector,
         runtime_class_reflector,
         api_server,

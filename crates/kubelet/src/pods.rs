@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use crate::env::Lookup;
 use crate::runtime::{ContainerState, LABEL_NODE, LABEL_POD_UID, Runtime};
 use crate::status_code;
-use crate::sync::{EventKind, PodWorker, Settings, grace_period, remove_pod};
+use crate::sync::{EventKind, Kill, PodWorker, Settings, grace_period, remove_pod};
 
 /// How often pods nobody claims are looked for.
 pub const ORPHAN_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -43,6 +43,76 @@ pub struct Shared {
     pub settings: Arc<Settings>,
     pub recorder: Recorder,
     pub lookup: Box<dyn Lookup>,
+    /// The node's conditions (admission under pressure, [`crate::eviction::admit`]).
+    pub pressure: watch::Receiver<crate::pressure::Pressure>,
+}
+
+/// What the eviction manager asks of the pod workers' manager.
+pub enum Command {
+    /// The active pods ([`crate::eviction::Pods::active`]).
+    Active(tokio::sync::oneshot::Sender<Vec<Pod>>),
+    /// Have pod `uid`'s worker carry out `kill`; `found` says whether a
+    /// worker has it, `done` is notified once it did.
+    Evict {
+        uid: String,
+        kill: Kill,
+        found: tokio::sync::oneshot::Sender<bool>,
+        done: Arc<tokio::sync::Notify>,
+    },
+}
+
+/// The eviction manager's way to the pod workers ([`run`]'s commands).
+pub struct WorkerPods {
+    pub tx: tokio::sync::mpsc::Sender<Command>,
+}
+
+#[async_trait::async_trait]
+impl crate::eviction::Pods for WorkerPods {
+    async fn active(&self) -> Vec<Pod> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Command::Active(tx)).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    async fn evict(&self, pod: &Pod, kill: Kill) -> bool {
+        let (found, answer) = tokio::sync::oneshot::channel();
+        let done = Arc::new(tokio::sync::Notify::new());
+        let command = Command::Evict {
+            uid: uid_of(pod),
+            kill,
+            found,
+            done: done.clone(),
+        };
+        if self.tx.send(command).await.is_err() || !answer.await.unwrap_or(false) {
+            return false;
+        }
+        if tokio::time::timeout(crate::eviction::POD_CLEANUP_TIMEOUT, done.notified())
+            .await
+            .is_err()
+        {
+            tracing::warn!(pod = %key_of(pod), "eviction manager: timed out waiting for the pod to be killed");
+        }
+        true
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::eviction::NodeEvents for Shared {
+    async fn node_event(&self, kind: EventKind, reason: &str, message: &str) {
+        let kind = match kind {
+            EventKind::Normal => EventType::Normal,
+            EventKind::Warning => EventType::Warning,
+        };
+        let reference = crate::eviction::node_reference(&self.settings.node_name);
+        let Ok(_permit) = self.api_slots.acquire().await else {
+            return;
+        };
+        self.recorder
+            .record(&reference, kind, reason, message)
+            .await;
+    }
 }
 
 fn uid_of(p: &Pod) -> String {
@@ -57,8 +127,9 @@ fn key_of(p: &Pod) -> String {
     )
 }
 
-/// Watch this node's pods and run their workers, until dropped.
-pub async fn run(shared: Arc<Shared>) {
+/// Watch this node's pods and run their workers, and answer the eviction
+/// manager's `commands`, until dropped.
+pub async fn run(shared: Arc<Shared>, mut commands: tokio::sync::mpsc::Receiver<Command>) {
     let api: Api<Pod> = Api::all(shared.client.clone());
     let selector = format!("spec.nodeName={}", shared.settings.node_name);
     let mut stream = watcher::watcher(api, watcher::Config::default().fields(&selector))
@@ -111,11 +182,13 @@ pub async fn run(shared: Arc<Shared>) {
                         if workers.senders.get(&uid).is_some_and(|(g, _)| *g == generation) {
                             workers.senders.remove(&uid);
                             workers.rejected.remove(&uid);
+                            workers.evicted.remove(&uid);
                         }
                     }
                     Err(e) => tracing::error!(error = %e, "a pod worker panicked"),
                 }
             }
+            Some(command) = commands.recv() => workers.command(command),
             _ = relist.tick(), if listed => {
                 for uid in pleg.relist(shared.runtime.as_ref(), &shared.settings.node_name).await {
                     if let Some((_, tx)) = workers.senders.get(&uid) {
@@ -197,6 +270,8 @@ struct Workers {
     generation: u64,
     /// Pods not admitted (they count for no later admission).
     rejected: HashSet<String>,
+    /// Pods being evicted.
+    evicted: HashSet<String>,
 }
 
 impl Workers {
@@ -211,7 +286,7 @@ impl Workers {
             tx.send_modify(|u| u.pod = Some(pod));
             return;
         }
-        let rejection = self.admit(&uid, &pod);
+        let rejection = self.admit(&uid, &pod, *shared.pressure.borrow());
         if rejection.is_some() {
             self.rejected.insert(uid.clone());
         } else {
@@ -220,6 +295,7 @@ impl Workers {
         let (tx, rx) = watch::channel(Update {
             pod: Some(pod),
             pokes: 0,
+            kill: None,
         });
         self.generation += 1;
         let generation = self.generation;
@@ -242,10 +318,55 @@ impl Workers {
         });
     }
 
-    /// Admission of a pod new to this agent (↔ HandlePodAdditions' canAdmitPod)
-    /// against the other active pods; pods already running or finished are
-    /// not judged again (an agent restart).
-    fn admit(&self, uid: &str, pod: &Pod) -> Option<crate::admission::Rejection> {
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Active(answer) => {
+                let active = self
+                    .senders
+                    .iter()
+                    .filter(|(uid, _)| {
+                        !self.rejected.contains(*uid) && !self.evicted.contains(*uid)
+                    })
+                    .filter_map(|(_, (_, tx))| tx.borrow().pod.clone())
+                    .filter(|p| {
+                        p.metadata.deletion_timestamp.is_none()
+                            && !crate::sync::is_terminal(
+                                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                            )
+                    })
+                    .collect();
+                let _ = answer.send(active);
+            }
+            Command::Evict {
+                uid,
+                kill,
+                found,
+                done,
+            } => {
+                let Some((_, tx)) = self.senders.get(&uid).filter(|(_, tx)| !tx.is_closed()) else {
+                    let _ = found.send(false);
+                    return;
+                };
+                self.evicted.insert(uid);
+                tx.send_modify(|u| {
+                    u.kill = Some((kill, done));
+                    u.pokes += 1;
+                });
+                let _ = found.send(true);
+            }
+        }
+    }
+
+    /// Admission of a pod new to this agent (↔ HandlePodAdditions' canAdmitPod:
+    /// the eviction manager's handler, then the predicates) against the other
+    /// active pods; pods already running or finished are not judged again
+    /// (an agent restart).
+    fn admit(
+        &self,
+        uid: &str,
+        pod: &Pod,
+        pressure: crate::pressure::Pressure,
+    ) -> Option<crate::admission::Rejection> {
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if matches!(phase, Some("Running" | "Succeeded" | "Failed"))
             || pod.metadata.deletion_timestamp.is_some()
@@ -264,7 +385,8 @@ impl Workers {
                 )
             })
             .collect();
-        let rejection = crate::admission::admit(pod, &others);
+        let rejection =
+            crate::eviction::admit(pod, pressure).or_else(|| crate::admission::admit(pod, &others));
         if let Some(r) = &rejection {
             tracing::info!(pod = %key_of(pod), reason = %r.reason, "pod not admitted");
         }
@@ -279,6 +401,8 @@ impl Workers {
 struct Update {
     pod: Option<Pod>,
     pokes: u64,
+    /// An eviction: the kill, and what to notify once it is carried out.
+    kill: Option<(Kill, Arc<tokio::sync::Notify>)>,
 }
 
 /// Whether the pod changed in a way that needs a sync now: not our own
@@ -309,10 +433,23 @@ async fn worker(
     let (probe_results, probe_events) = w.probe_signals();
     let mut written: Option<Value> = None;
     let mut last: Option<Pod> = None;
+    // An eviction being carried out: notified after the next sync.
+    let mut killed: Option<Arc<tokio::sync::Notify>> = None;
     loop {
         let update = rx.borrow_and_update().clone();
         let pokes = update.pokes;
         let current = update.pod;
+        if let Some((kill, done)) = update.kill
+            && killed.is_none()
+        {
+            w.kill(kill);
+            killed = Some(done);
+        }
+        let notify = |killed: &Option<Arc<tokio::sync::Notify>>| {
+            if let Some(done) = killed {
+                done.notify_one();
+            }
+        };
         let requeue = match current {
             None => {
                 // Gone from the API without us (force deletion): kill what runs.
@@ -320,6 +457,7 @@ async fn worker(
                     match w.terminate(p, 0).await {
                         Ok(()) => {
                             record_events(&shared, p, &mut w).await;
+                            notify(&killed);
                             tracing::info!(pod = %key_of(p), "pod removed");
                             return uid;
                         }
@@ -329,6 +467,7 @@ async fn worker(
                     }
                     Duration::from_secs(2)
                 } else {
+                    notify(&killed);
                     return uid;
                 }
             }
@@ -340,6 +479,7 @@ async fn worker(
                 match result {
                     Ok(()) => match delete_pod(&shared, &pod).await {
                         Ok(()) => {
+                            notify(&killed);
                             tracing::info!(pod = %key_of(&pod), "pod terminated and deleted");
                             return uid;
                         }
@@ -366,6 +506,8 @@ async fn worker(
                                 }
                             }
                         }
+                        // An eviction is done once the kill's status was written.
+                        notify(&killed);
                         r.requeue
                     }
                     Err(e) => {
@@ -552,6 +694,99 @@ fn sweep_pod_cgroups(root: &str, claimed: &HashSet<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn running(name: &str, uid: &str, phase: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "uid": uid},
+            "spec": {"containers": [{"name": "c"}]},
+            "status": {"phase": phase},
+        }))
+        .unwrap()
+    }
+
+    fn add(workers: &mut Workers, pod: Pod) -> watch::Receiver<Update> {
+        let (tx, rx) = watch::channel(Update {
+            pod: Some(pod.clone()),
+            pokes: 0,
+            kill: None,
+        });
+        workers.senders.insert(uid_of(&pod), (0, tx));
+        rx
+    }
+
+    fn active(workers: &mut Workers) -> Vec<String> {
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        workers.command(Command::Active(tx));
+        let mut names: Vec<String> = rx
+            .try_recv()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_eviction_manager_sees_active_pods_and_evicts_through_their_workers() {
+        let mut workers = Workers::default();
+        let a = add(&mut workers, running("a", "uid-a", "Running"));
+        let _b = add(&mut workers, running("b", "uid-b", "Pending"));
+        let _done = add(&mut workers, running("done", "uid-done", "Succeeded"));
+        let _rejected = add(&mut workers, running("rejected", "uid-rejected", "Pending"));
+        workers.rejected.insert("uid-rejected".into());
+        let mut deleting = running("deleting", "uid-deleting", "Running");
+        deleting.metadata.deletion_timestamp = Some(skiff_runtime::now_time());
+        let _deleting = add(&mut workers, deleting);
+        assert_eq!(active(&mut workers), ["a", "b"]);
+
+        let done = Arc::new(tokio::sync::Notify::new());
+        let (found, mut answer) = tokio::sync::oneshot::channel();
+        workers.command(Command::Evict {
+            uid: "uid-a".into(),
+            kill: crate::eviction::kill("low"),
+            found,
+            done: done.clone(),
+        });
+        assert!(answer.try_recv().unwrap());
+        // The worker is told (and woken), and the pod is no longer active.
+        let update = a.borrow().clone();
+        assert_eq!(update.pokes, 1);
+        assert_eq!(update.kill.unwrap().0.reason, "Evicted");
+        assert_eq!(active(&mut workers), ["b"]);
+        // No worker, no eviction.
+        let (found, mut answer) = tokio::sync::oneshot::channel();
+        workers.command(Command::Evict {
+            uid: "uid-gone".into(),
+            kill: crate::eviction::kill("low"),
+            found,
+            done,
+        });
+        assert!(!answer.try_recv().unwrap());
+    }
+
+    #[test]
+    fn admission_rejects_best_effort_pods_under_memory_pressure() {
+        let workers = Workers::default();
+        let pod = running("new", "uid-new", "Pending");
+        let memory = crate::pressure::Pressure {
+            memory: true,
+            ..Default::default()
+        };
+        let r = workers.admit("uid-new", &pod, memory).unwrap();
+        assert_eq!(r.reason, "Evicted");
+        assert_eq!(
+            r.message,
+            "Pod was rejected: The node had condition: [MemoryPressure]. "
+        );
+        assert_eq!(
+            workers.admit("uid-new", &pod, crate::pressure::Pressure::default()),
+            None
+        );
+        // A pod already running is not judged again (an agent restart).
+        let old = running("old", "uid-old", "Running");
+        assert_eq!(workers.admit("uid-old", &old, memory), None);
+    }
 
     #[test]
     fn status_only_updates_do_not_need_a_sync() {

@@ -18,9 +18,10 @@
 //!
 //! A pressure condition stays True for the pressure transition period
 //! (evictionPressureTransitionPeriod, 5 min) after the signal last crossed
-//! its threshold, so that it does not flap. Pods are not evicted: only the
-//! conditions (and, through the node lifecycle controller, the
-//! `node.kubernetes.io/*-pressure` NoSchedule taints) follow.
+//! its threshold, so that it does not flap. The conditions (and, through
+//! the node lifecycle controller, the `node.kubernetes.io/*-pressure`
+//! NoSchedule taints) follow; [`crate::eviction`] evicts pods while a
+//! threshold is crossed.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -150,36 +151,124 @@ fn below_percent(available: u64, total: u64, percent: u64) -> bool {
         .is_some_and(|(a, t)| a < t)
 }
 
-/// The thresholds crossed by these observations.
-pub fn evaluate(t: &Thresholds, o: &Observations) -> Pressure {
-    let memory = o
-        .memory_available
-        .is_some_and(|m| m < t.memory_available_bytes);
-    let nodefs = o.nodefs.is_some_and(|f| {
-        below_percent(
+/// An eviction signal (↔ evictionapi.Signal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Signal {
+    MemoryAvailable,
+    NodefsAvailable,
+    NodefsInodesFree,
+    ImagefsAvailable,
+    PidAvailable,
+}
+
+impl Signal {
+    /// The signal's name in `--eviction-hard`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::MemoryAvailable => "memory.available",
+            Signal::NodefsAvailable => "nodefs.available",
+            Signal::NodefsInodesFree => "nodefs.inodesFree",
+            Signal::ImagefsAvailable => "imagefs.available",
+            Signal::PidAvailable => "pid.available",
+        }
+    }
+}
+
+/// A threshold the observations crossed: the signal, the threshold as a
+/// quantity (a percentage applied to the capacity) and what was available.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Crossed {
+    pub signal: Signal,
+    pub threshold: u64,
+    pub available: u64,
+}
+
+/// `percent` of `total`, rounded down (↔ GetThresholdQuantity).
+fn percent_of(total: u64, percent: u64) -> u64 {
+    let q = u128::from(total).saturating_mul(u128::from(percent)) / 100;
+    u64::try_from(q).unwrap_or(u64::MAX)
+}
+
+/// The thresholds crossed by these observations, in the order the
+/// eviction manager reclaims them: memory first (↔ byEvictionPriority),
+/// then nodefs, imagefs and PIDs.
+pub fn crossed(t: &Thresholds, o: &Observations) -> Vec<Crossed> {
+    let mut out = Vec::new();
+    if let Some(m) = o.memory_available
+        && m < t.memory_available_bytes
+    {
+        out.push(Crossed {
+            signal: Signal::MemoryAvailable,
+            threshold: t.memory_available_bytes,
+            available: m,
+        });
+    }
+    if let Some(f) = o.nodefs {
+        if below_percent(
             f.available_bytes,
             f.capacity_bytes,
             t.nodefs_available_percent,
-        ) || below_percent(f.inodes_free, f.inodes, t.nodefs_inodes_free_percent)
-    });
-    let imagefs = o.imagefs.is_some_and(|f| {
-        below_percent(
+        ) {
+            out.push(Crossed {
+                signal: Signal::NodefsAvailable,
+                threshold: percent_of(f.capacity_bytes, t.nodefs_available_percent),
+                available: f.available_bytes,
+            });
+        }
+        if below_percent(f.inodes_free, f.inodes, t.nodefs_inodes_free_percent) {
+            out.push(Crossed {
+                signal: Signal::NodefsInodesFree,
+                threshold: percent_of(f.inodes, t.nodefs_inodes_free_percent),
+                available: f.inodes_free,
+            });
+        }
+    }
+    if let Some(f) = o.imagefs
+        && below_percent(
             f.available_bytes,
             f.capacity_bytes,
             t.imagefs_available_percent,
         )
-    });
-    let pid = match (o.pid_max, o.pids_running) {
-        (Some(max), Some(running)) => {
-            below_percent(max.saturating_sub(running), max, t.pid_available_percent)
-        }
-        _ => false,
-    };
-    Pressure {
-        memory,
-        disk: nodefs || imagefs,
-        pid,
+    {
+        out.push(Crossed {
+            signal: Signal::ImagefsAvailable,
+            threshold: percent_of(f.capacity_bytes, t.imagefs_available_percent),
+            available: f.available_bytes,
+        });
     }
+    if let (Some(max), Some(running)) = (o.pid_max, o.pids_running) {
+        let available = max.saturating_sub(running);
+        if below_percent(available, max, t.pid_available_percent) {
+            out.push(Crossed {
+                signal: Signal::PidAvailable,
+                threshold: percent_of(max, t.pid_available_percent),
+                available,
+            });
+        }
+    }
+    out
+}
+
+impl Pressure {
+    /// The conditions these crossed thresholds make.
+    pub fn of(crossed: &[Crossed]) -> Pressure {
+        let any = |f: fn(Signal) -> bool| crossed.iter().any(|c| f(c.signal));
+        Pressure {
+            memory: any(|s| s == Signal::MemoryAvailable),
+            disk: any(|s| {
+                matches!(
+                    s,
+                    Signal::NodefsAvailable | Signal::NodefsInodesFree | Signal::ImagefsAvailable
+                )
+            }),
+            pid: any(|s| s == Signal::PidAvailable),
+        }
+    }
+}
+
+/// The conditions these observations make.
+pub fn evaluate(t: &Thresholds, o: &Observations) -> Pressure {
+    Pressure::of(&crossed(t, o))
 }
 
 /// Keeps a condition True for the transition period after its signal was
@@ -209,29 +298,46 @@ impl Tracker {
     }
 }
 
-/// Measure every [`MONITOR_INTERVAL`] (the first time at once) and
-/// publish the conditions on `tx` (receivers are woken only when they
-/// change), until dropped.
-pub async fn run(
+/// Measures the node and publishes its conditions, one pass at a time.
+pub struct Monitor {
     measure: Arc<dyn Measure>,
     thresholds: Thresholds,
+    tracker: Tracker,
     tx: tokio::sync::watch::Sender<Pressure>,
-) {
-    let mut tick = tokio::time::interval(MONITOR_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut tracker = Tracker::default();
-    loop {
-        let now = tick.tick().await;
-        let m = measure.clone();
+}
+
+impl Monitor {
+    pub fn new(
+        measure: Arc<dyn Measure>,
+        thresholds: Thresholds,
+        tx: tokio::sync::watch::Sender<Pressure>,
+    ) -> Monitor {
+        Monitor {
+            measure,
+            thresholds,
+            tracker: Tracker::default(),
+            tx,
+        }
+    }
+
+    /// Measure at `now` and publish the conditions on the channel (its
+    /// receivers are woken only when they change). The thresholds crossed
+    /// now, with what was measured; None when measuring failed.
+    pub async fn pass(
+        &mut self,
+        now: tokio::time::Instant,
+    ) -> Option<(Vec<Crossed>, Observations, Pressure)> {
+        let m = self.measure.clone();
         let observed = match tokio::task::spawn_blocking(move || m.observe()).await {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(error = %e, "measuring the node's resources failed");
-                continue;
+                return None;
             }
         };
-        let pressure = tracker.update(evaluate(&thresholds, &observed), now);
-        tx.send_if_modified(|current| {
+        let crossed = crossed(&self.thresholds, &observed);
+        let pressure = self.tracker.update(Pressure::of(&crossed), now);
+        self.tx.send_if_modified(|current| {
             if *current == pressure {
                 return false;
             }
@@ -245,6 +351,25 @@ pub async fn run(
             *current = pressure;
             true
         });
+        Some((crossed, observed, pressure))
+    }
+}
+
+/// Measure every [`MONITOR_INTERVAL`] (the first time at once) and
+/// publish the conditions on `tx` (receivers are woken only when they
+/// change), until dropped. The eviction manager
+/// ([`crate::eviction::Manager`]) runs the same passes and acts on them.
+pub async fn run(
+    measure: Arc<dyn Measure>,
+    thresholds: Thresholds,
+    tx: tokio::sync::watch::Sender<Pressure>,
+) {
+    let mut tick = tokio::time::interval(MONITOR_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut monitor = Monitor::new(measure, thresholds, tx);
+    loop {
+        let now = tick.tick().await;
+        monitor.pass(now).await;
     }
 }
 
@@ -493,6 +618,34 @@ mod tests {
         for (name, o, want) in cases {
             assert_eq!(evaluate(&t, &o), want, "{name}");
         }
+    }
+
+    #[test]
+    fn crossed_thresholds_carry_their_quantities_memory_first() {
+        let t = Thresholds::default();
+        let o = Observations {
+            memory_available: Some(52 * MI),
+            nodefs: Some(fs(1000, 99, 1000, 10)),
+            imagefs: Some(fs(2000, 100, 1000, 500)),
+            pid_max: Some(1000),
+            pids_running: Some(990),
+        };
+        let c = |signal, threshold, available| Crossed {
+            signal,
+            threshold,
+            available,
+        };
+        assert_eq!(
+            crossed(&t, &o),
+            [
+                c(Signal::MemoryAvailable, 100 * MI, 52 * MI),
+                c(Signal::NodefsAvailable, 100, 99),
+                c(Signal::NodefsInodesFree, 50, 10),
+                c(Signal::ImagefsAvailable, 300, 100),
+                c(Signal::PidAvailable, 50, 10),
+            ]
+        );
+        assert!(crossed(&t, &healthy()).is_empty());
     }
 
     #[test]

@@ -218,6 +218,8 @@ pub struct ContainerStats {
     pub working_set_bytes: u64,
     pub usage_bytes: u64,
     pub rss_bytes: u64,
+    /// Bytes of the container's writable layer, when the runtime reports it.
+    pub writable_layer_bytes: Option<u64>,
 }
 
 /// Registry credentials for a pull (↔ CRI's AuthConfig).

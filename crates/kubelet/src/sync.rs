@@ -263,7 +263,37 @@ struct Waiting {
 pub const DEADLINE_REASON: &str = "DeadlineExceeded";
 pub const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
 
-fn is_terminal(phase: Option<&str>) -> bool {
+/// Why the worker kills a pod before its time and reports it Failed (↔ an
+/// abnormal termination of the pod workers, TerminatePodOptions): its
+/// activeDeadlineSeconds passed, or the eviction manager evicts it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kill {
+    /// The status reason and message (and those of the event recorded as
+    /// the kill starts).
+    pub reason: String,
+    pub message: String,
+    pub event: EventKind,
+    /// Seconds each container gets to stop; None: the pod's own grace period.
+    pub grace: Option<i64>,
+    /// A condition added to the status: (type, reason), with `message`
+    /// (DisruptionTarget/TerminationByKubelet for an eviction).
+    pub condition: Option<(String, String)>,
+}
+
+impl Kill {
+    /// activeDeadlineSeconds passed (↔ activeDeadlineHandler).
+    pub fn deadline() -> Kill {
+        Kill {
+            reason: DEADLINE_REASON.into(),
+            message: DEADLINE_MESSAGE.into(),
+            event: EventKind::Normal,
+            grace: None,
+            condition: None,
+        }
+    }
+}
+
+pub(crate) fn is_terminal(phase: Option<&str>) -> bool {
     matches!(phase, Some("Succeeded" | "Failed"))
 }
 
@@ -284,6 +314,8 @@ pub struct PodWorker {
     messages: HashMap<String, String>,
     /// The status once the pod reached Succeeded or Failed.
     final_status: Option<Value>,
+    /// Set once the pod is to be killed and Failed.
+    kill: Option<Kill>,
     /// Per container: the crash-loop event was reported for this backoff.
     backoff_reported: HashMap<String, SystemTime>,
     /// Sandbox id → its IPs (they do not change).
@@ -317,6 +349,7 @@ impl PodWorker {
             started_at: None,
             messages: HashMap::new(),
             final_status: None,
+            kill: None,
             backoff_reported: HashMap::new(),
             sandbox_ips: HashMap::new(),
             volumes: crate::volumes::PodVolumes::default(),
@@ -332,6 +365,14 @@ impl PodWorker {
     pub fn reject(&mut self, reason: &str, message: &str) {
         self.event(EventKind::Warning, reason, message.into(), None);
         self.final_status = Some(json!({"phase": "Failed", "reason": reason, "message": message}));
+    }
+
+    /// Kill the pod at the next sync and report it Failed as `kill` says
+    /// (the first kill asked for wins; a pod already finished stays so).
+    pub fn kill(&mut self, kill: Kill) {
+        if self.kill.is_none() && self.final_status.is_none() {
+            self.kill = Some(kill);
+        }
     }
 
     /// Use `prober` for httpGet, tcpSocket and gRPC probes and hooks (tests);
@@ -538,7 +579,11 @@ impl PodWorker {
         let mut requeue = self.settings.resync;
         let now = SystemTime::now();
         // ↔ activeDeadlineHandler: past the deadline the pod is killed and Failed.
-        let deadline_exceeded = self.past_deadline(&spec, now, &mut requeue);
+        if self.kill.is_none() && self.past_deadline(&spec, now, &mut requeue) {
+            self.kill = Some(Kill::deadline());
+        }
+        let killing = self.kill.clone();
+        let deadline_exceeded = killing.is_some();
 
         let mut sandboxes = self.runtime.list_sandboxes(&uid_selector(&uid)).await?;
         sandboxes.sort_by_key(|s| std::cmp::Reverse((s.attempt, s.created_at)));
@@ -633,10 +678,15 @@ impl PodWorker {
                 .refresh(pod, &self.settings, lookup, self.settings.volume_refresh)
                 .await;
         }
-        if deadline_exceeded {
+        if let Some(kill) = &killing {
             acted = true;
-            self.kill_for_deadline(pod, &containers, pod_ip.as_deref().unwrap_or_default())
-                .await;
+            self.kill_now(
+                pod,
+                kill,
+                &containers,
+                pod_ip.as_deref().unwrap_or_default(),
+            )
+            .await;
         }
 
         // Containers: inits in order, then the others.
@@ -871,9 +921,29 @@ impl PodWorker {
             &init_statuses,
             &app_statuses,
         );
-        if deadline_exceeded {
-            status["reason"] = json!(DEADLINE_REASON);
-            status["message"] = json!(DEADLINE_MESSAGE);
+        if let Some(kill) = &killing {
+            status["reason"] = json!(kill.reason);
+            status["message"] = json!(kill.message);
+            if let (Some((kind, reason)), Some(conditions)) =
+                (&kill.condition, status["conditions"].as_array_mut())
+            {
+                let since = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|cs| cs.iter().find(|c| &c.type_ == kind && c.status == "True"))
+                    .and_then(|c| c.last_transition_time.as_ref())
+                    .and_then(|t| serde_json::to_value(t).ok())
+                    .unwrap_or_else(|| json!(rfc3339(now)));
+                conditions.push(json!({
+                    "type": kind,
+                    "status": "True",
+                    "lastProbeTime": null,
+                    "lastTransitionTime": since,
+                    "reason": reason,
+                    "message": kill.message,
+                }));
+            }
         }
         if !ephemeral_statuses.is_empty() {
             status["ephemeralContainerStatuses"] = json!(ephemeral_statuses);
@@ -915,17 +985,12 @@ impl PodWorker {
 
     /// Stop what runs of a pod past its deadline (preStop hooks first, the
     /// pod's grace period), as the kubelet's killPod.
-    async fn kill_for_deadline(&mut self, pod: &Pod, containers: &[Container], pod_ip: &str) {
-        self.event(
-            EventKind::Normal,
-            DEADLINE_REASON,
-            DEADLINE_MESSAGE.into(),
-            None,
-        );
+    async fn kill_now(&mut self, pod: &Pod, kill: &Kill, containers: &[Container], pod_ip: &str) {
+        self.event(kill.event, &kill.reason, kill.message.clone(), None);
         self.probes.stop();
         let prober = self.probes.prober();
         let spec = pod.spec.clone().unwrap_or_default();
-        let grace = grace_period(pod, None);
+        let grace = kill.grace.unwrap_or_else(|| grace_period(pod, None));
         for l in containers
             .iter()
             .filter(|c| c.state == ContainerState::Running)
@@ -956,7 +1021,7 @@ impl PodWorker {
             .await;
             self.events.extend(events);
             if let Err(e) = stopped {
-                tracing::warn!(error = %e, pod = %pod_key(pod), container = %l.name, "stopping a container past the pod's deadline failed");
+                tracing::warn!(error = %e, pod = %pod_key(pod), container = %l.name, "stopping a container of a pod being killed failed");
             }
             self.details.remove(&l.id);
         }

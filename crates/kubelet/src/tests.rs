@@ -1607,6 +1607,83 @@ mod conformance_tests {
     }
 
     #[tokio::test]
+    async fn an_evicted_pod_is_killed_at_once_and_failed_evicted() {
+        // ↔ the eviction manager's evictPod through the pod workers.
+        let mut h = Harness::new(&["busybox:skiff"]);
+        let mut p = simple("Always");
+        p.spec.as_mut().unwrap().termination_grace_period_seconds = Some(30);
+        let st = h.sync(&p).await;
+        assert_eq!(st["phase"], "Running", "{st:#}");
+        let message =
+            "The node was low on resource: memory. Threshold quantity: 100Mi, available: 52Mi. ";
+        h.worker.kill(crate::eviction::kill(message));
+        let st = h.sync(&p).await;
+        assert_eq!(st["phase"], "Failed", "{st:#}");
+        assert_eq!(st["reason"], "Evicted");
+        assert_eq!(st["message"], message);
+        let disruption = condition(&st, "DisruptionTarget");
+        assert_eq!(disruption["status"], "True");
+        assert_eq!(disruption["reason"], "TerminationByKubelet");
+        assert_eq!(disruption["message"], message);
+        assert!(
+            st["containerStatuses"][0]["state"]["terminated"].is_object(),
+            "{st:#}"
+        );
+        // Killed with grace period 0, not the pod's 30 s.
+        let stops = h.rt.lock().stops.clone();
+        assert_eq!(stops.len(), 1);
+        assert_eq!(stops[0].1, 0);
+        let events = h.worker.take_events();
+        assert!(
+            events.iter().any(|e| e.reason == "Evicted"
+                && e.kind == crate::sync::EventKind::Warning
+                && e.message == message),
+            "{events:?}"
+        );
+        // Nothing starts again, and a later kill changes nothing.
+        h.worker.kill(crate::sync::Kill::deadline());
+        let again = h.sync(&p).await;
+        assert_eq!(again["reason"], "Evicted");
+        assert_eq!(h.rt.count_calls("CreateContainer"), 1);
+    }
+
+    #[tokio::test]
+    async fn pod_usage_is_the_runtimes_stats_and_the_log_files() {
+        use crate::eviction::Usage;
+        let mut h = Harness::new(&["busybox:skiff"]);
+        let p = simple("Always");
+        let st = h.sync(&p).await;
+        assert_eq!(st["phase"], "Running", "{st:#}");
+        // Logs (the live file and a rotated one) under the pod's log directory.
+        let dir = h.settings.log_root.join("default_web_uid-1").join("app");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("0.log"), vec![b'x'; 1000]).unwrap();
+        std::fs::write(dir.join("0.log.20260101-000000"), vec![b'x'; 500]).unwrap();
+        let usage = crate::eviction::RuntimeUsage {
+            runtime: h.rt.clone(),
+            node: "node-1".into(),
+            log_root: h.settings.log_root.clone(),
+        };
+        let with_disk = usage.usage(true).await.unwrap();
+        let app = &with_disk["uid-1"].containers["app"];
+        assert_eq!(app.memory, crate::fake::FAKE_WORKING_SET);
+        assert_eq!(
+            app.disk,
+            Some(crate::fake::FAKE_WRITABLE_LAYER + 1500),
+            "writable layer and logs"
+        );
+        let without = usage.usage(false).await.unwrap();
+        assert_eq!(without["uid-1"].containers["app"].disk, None);
+        // Another node's containers are not this node's pods.
+        let other = crate::eviction::RuntimeUsage {
+            runtime: h.rt.clone(),
+            node: "node-2".into(),
+            log_root: h.settings.log_root.clone(),
+        };
+        assert!(other.usage(true).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn a_pod_within_its_deadline_is_looked_at_when_it_passes() {
         let mut h = Harness::new(&["busybox:skiff"]);
         let mut p = simple("Always");
