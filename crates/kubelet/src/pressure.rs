@@ -355,24 +355,6 @@ impl Monitor {
     }
 }
 
-/// Measure every [`MONITOR_INTERVAL`] (the first time at once) and
-/// publish the conditions on `tx` (receivers are woken only when they
-/// change), until dropped. The eviction manager
-/// ([`crate::eviction::Manager`]) runs the same passes and acts on them.
-pub async fn run(
-    measure: Arc<dyn Measure>,
-    thresholds: Thresholds,
-    tx: tokio::sync::watch::Sender<Pressure>,
-) {
-    let mut tick = tokio::time::interval(MONITOR_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut monitor = Monitor::new(measure, thresholds, tx);
-    loop {
-        let now = tick.tick().await;
-        monitor.pass(now).await;
-    }
-}
-
 /// The host: /proc and statvfs.
 #[derive(Clone, Debug)]
 pub struct HostMeasure {
@@ -460,7 +442,6 @@ pub fn parse_loadavg_tasks(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
 
     const MI: u64 = 1024 * 1024;
 
@@ -716,34 +697,6 @@ mod tests {
         assert_eq!(t.update(memory, at(320)), memory);
         assert_eq!(t.update(none, at(600)), memory);
         assert_eq!(t.update(none, at(620)), none);
-    }
-
-    /// Observations set by the test.
-    struct Fake(Mutex<Observations>);
-
-    impl Measure for Fake {
-        fn observe(&self) -> Observations {
-            *self.0.lock().unwrap()
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn measures_every_ten_seconds_and_publishes_changes() {
-        let fake = Arc::new(Fake(Mutex::new(healthy())));
-        let (tx, mut rx) = tokio::sync::watch::channel(Pressure::default());
-        let task = tokio::spawn(run(fake.clone(), Thresholds::default(), tx));
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        assert!(!rx.has_changed().unwrap());
-        fake.0.lock().unwrap().memory_available = Some(MI);
-        // Not measured again before 10 s.
-        tokio::time::sleep(Duration::from_millis(9_990)).await;
-        assert!(!rx.has_changed().unwrap());
-        tokio::time::timeout(Duration::from_millis(20), rx.changed())
-            .await
-            .expect("measured at 10 s")
-            .unwrap();
-        assert!(rx.borrow_and_update().memory);
-        task.abort();
     }
 
     #[test]
