@@ -3,14 +3,6 @@
 //! denies and patches objects; failurePolicy, timeouts, selectors, dry
 //! runs and DELETE are what Kubernetes does.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use base64::Engine;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
@@ -18,136 +10,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 use skiff_testsupport::TestServer;
-
-/// A webhook server on 127.0.0.1 with its CA's PEM.
-struct Hook {
-    addr: SocketAddr,
-    ca_pem: String,
-}
-
-fn respond(review: &Value, path: &str) -> Option<Value> {
-    let req = &review["request"];
-    let uid = req["uid"].clone();
-    let object = if req["operation"] == "DELETE" {
-        &req["oldObject"]
-    } else {
-        &req["object"]
-    };
-    let label = |k: &str| object["metadata"]["labels"][k].as_str().map(str::to_string);
-    let response = match path {
-        "/deny" => {
-            if label("deny").as_deref() == Some("true") {
-                json!({"uid": uid, "allowed": false, "status": {"code": 403, "reason": "Forbidden", "message": format!("{} {} is not welcome", req["operation"].as_str().unwrap_or_default(), req["name"].as_str().unwrap_or_default())}})
-            } else {
-                json!({"uid": uid, "allowed": true})
-            }
-        }
-        "/mutate" => {
-            let patch = if object["metadata"]["labels"].is_object() {
-                json!([{"op": "add", "path": "/metadata/labels/mutated", "value": "yes"}])
-            } else {
-                json!([{"op": "add", "path": "/metadata/labels", "value": {"mutated": "yes"}}])
-            };
-            let patch = base64::engine::general_purpose::STANDARD.encode(patch.to_string());
-            json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch})
-        }
-        "/user" => {
-            // Echo who asked, so the test sees userInfo was sent.
-            let who = req["userInfo"]["username"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            json!({"uid": uid, "allowed": false, "status": {"message": format!("user {who}")}})
-        }
-        "/garbage" => return None,
-        _ => json!({"uid": uid, "allowed": true}),
-    };
-    Some(
-        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}),
-    )
-}
-
-async fn serve_hooks() -> Hook {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "webhook test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap())];
-    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let service =
-                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                        let path = req.uri().path().to_string();
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let review: Value = serde_json::from_slice(&body).unwrap();
-                        if path == "/hang" {
-                            // Never answers: the caller's timeout decides.
-                            std::future::pending::<()>().await;
-                        }
-                        let out = match respond(&review, &path) {
-                            Some(v) => Bytes::from(v.to_string()),
-                            None => Bytes::from_static(b"this is not an AdmissionReview"),
-                        };
-                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(out)))
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
-            });
-        }
-    });
-    Hook {
-        addr,
-        ca_pem: ca.pem(),
-    }
-}
-
-impl Hook {
-    fn webhook(&self, name: &str, path: &str, extra: Value) -> Value {
-        let mut w = json!({
-            "name": name,
-            "clientConfig": {
-                "url": format!("https://{}{path}", self.addr),
-                "caBundle": base64::engine::general_purpose::STANDARD.encode(&self.ca_pem),
-            },
-            "rules": [{"operations": ["CREATE", "UPDATE", "DELETE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}],
-            "sideEffects": "None",
-            "admissionReviewVersions": ["v1"],
-        });
-        for (k, v) in extra.as_object().into_iter().flatten() {
-            w[k] = v.clone();
-        }
-        w
-    }
-}
 
 fn cm(name: &str, labels: Value) -> ConfigMap {
     serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap()
@@ -191,7 +53,7 @@ async fn until_refused(cms: &Api<ConfigMap>, probe: ConfigMap) -> (u16, String) 
 #[tokio::test]
 async fn a_validating_webhook_denies_and_a_mutating_one_patches() {
     let s = TestServer::start().await;
-    let hook = serve_hooks().await;
+    let hook = skiff_testsupport::webhook::serve().await;
     s.namespace("team").await;
     let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), "team");
     validating(
@@ -285,7 +147,7 @@ async fn a_validating_webhook_denies_and_a_mutating_one_patches() {
 #[tokio::test]
 async fn failure_policy_timeouts_selectors_and_dry_runs() {
     let s = TestServer::start().await;
-    let hook = serve_hooks().await;
+    let hook = skiff_testsupport::webhook::serve().await;
     s.namespace("team").await;
     let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), "team");
     // An answer that is not an AdmissionReview: Fail → 500, Ignore → allowed.

@@ -3,6 +3,8 @@
 //! directory, and a kube client for it. Dropping it shuts the server down.
 #![allow(clippy::unwrap_used)]
 
+pub mod webhook;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
