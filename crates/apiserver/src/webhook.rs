@@ -38,6 +38,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_TIMEOUT: u64 = 30;
 /// How much of a webhook's answer is read.
 const MAX_RESPONSE: usize = 3 * 1024 * 1024;
+/// Idle connections kept per webhook.
+const MAX_IDLE: usize = 16;
 
 /// One rule of a webhook.
 #[derive(Debug, Clone, Default)]
@@ -79,6 +81,8 @@ struct Hook {
     /// A configuration that could not be read: every matching request
     /// fails or ignores it per failurePolicy.
     broken: Option<String>,
+    /// Kept-alive connections (address, sender), as client-go's transport.
+    idle: Mutex<Vec<(String, Sender)>>,
 }
 
 #[derive(Default)]
@@ -208,6 +212,7 @@ fn hook_from(config: &str, h: &Value, mutating: bool) -> Hook {
         reinvoke: mutating
             && h.get("reinvocationPolicy").and_then(Value::as_str) == Some("IfNeeded"),
         broken,
+        idle: Mutex::new(Vec::new()),
     }
 }
 
@@ -540,24 +545,10 @@ fn resolve(
 async fn post(server: &ApiServer, hook: &Hook, body: Vec<u8>) -> Result<Value, CallError> {
     let (addr, host, path, url) = resolve(server, &hook.target).map_err(CallError)?;
     let call = async {
-        let tcp = TcpStream::connect(&addr)
-            .await
-            .map_err(|e| format!("dial tcp {addr}: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        let name = match host.parse::<std::net::IpAddr>() {
-            Ok(ip) => ServerName::IpAddress(ip.into()),
-            Err(_) => ServerName::try_from(host.clone()).map_err(|e| e.to_string())?,
+        let mut sender = match hook.idle_connection(&addr) {
+            Some(s) => s,
+            None => connect(hook, &addr, &host).await?,
         };
-        let tls = tokio_rustls::TlsConnector::from(hook.tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("tls: failed to verify certificate: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
         let req = Request::post(path.as_str())
             .header(hyper::header::HOST, host.as_str())
             .header(hyper::header::CONTENT_TYPE, "application/json")
@@ -572,6 +563,7 @@ async fn post(server: &ApiServer, hook: &Hook, body: Vec<u8>) -> Result<Value, C
             .await
             .map_err(|e| format!("reading the response: {e}"))?
             .to_bytes();
+        hook.keep_connection(addr.clone(), sender);
         if !status.is_success() {
             return Err(format!(
                 "the server responded with status {}: {}",
@@ -592,6 +584,52 @@ async fn post(server: &ApiServer, hook: &Hook, body: Vec<u8>) -> Result<Value, C
         Err(_) => Err(CallError(format!(
             "failed to call webhook: Post \"{url}\": context deadline exceeded"
         ))),
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// A new HTTPS connection to a webhook.
+async fn connect(hook: &Hook, addr: &str, host: &str) -> Result<Sender, String> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("dial tcp {addr}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let name = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ServerName::IpAddress(ip.into()),
+        Err(_) => ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?,
+    };
+    let tls = tokio_rustls::TlsConnector::from(hook.tls.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("tls: failed to verify certificate: {e}"))?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+impl Hook {
+    /// A kept-alive connection to `addr` that can take a request now.
+    fn idle_connection(&self, addr: &str) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some((a, sender)) = idle.pop() {
+            if a == addr && sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Keep a connection for the next call (a few per webhook).
+    fn keep_connection(&self, addr: String, sender: Sender) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE {
+            idle.push((addr, sender));
+        }
     }
 }
 

@@ -34,6 +34,22 @@ enum What {
     /// A flooding client against a well-behaved one and a node's Lease
     /// renewals, per overload mode (priority and fairness, max-inflight, none).
     Overload(OverloadArgs),
+    /// Creates of a custom resource (50-field schema, 3 CEL rules) beside
+    /// ConfigMaps, and the latency one validating webhook adds.
+    Crd(CrdArgs),
+}
+
+#[derive(clap::Args)]
+struct CrdArgs {
+    /// Creates per round and kind.
+    #[arg(long, default_value_t = 2000)]
+    objects: usize,
+    /// Creates in flight.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Alternating rounds (ConfigMaps, then custom resources).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 #[derive(clap::Args)]
@@ -263,6 +279,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.seconds,
         )),
         What::Authz(args) => bench_authz(&args),
+        What::Crd(args) => runtime.block_on(super::bench_crd::run(
+            args.objects,
+            args.concurrency,
+            args.rounds,
+        )),
         What::Overload(args) => runtime.block_on(super::bench_overload::run(
             args.objects,
             args.flooders,

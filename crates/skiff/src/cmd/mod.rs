@@ -1,6 +1,7 @@
 pub mod agent;
 pub mod backup;
 pub mod bench;
+mod bench_crd;
 mod bench_overload;
 mod bench_pods;
 mod bench_proxy;
