@@ -1726,6 +1726,24 @@ mod tests {
 
     const T0: &str = "2024-01-01T00:00:00Z";
     const T1: &str = "2024-01-01T00:01:00Z";
+
+    /// A merge key holding a float is written into managedFields as text and
+    /// read back: the number must come back bit for bit (serde_json's
+    /// float_roundtrip; the fuzz target `apply/pod_like` found
+    /// -5.6204940427900785e-226 read back one ulp off without it).
+    #[test]
+    fn floats_in_keys_read_back_exactly() {
+        let key = json!([-5.620_494_042_790_078_5e-226]);
+        let text = serde_json::to_string(&key).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), key);
+        for f in [0.1, 1e-300, 123_456.789_012_345_67, f64::MIN_POSITIVE] {
+            let text = serde_json::to_string(&json!(f)).unwrap();
+            assert_eq!(
+                serde_json::from_str::<f64>(&text).unwrap().to_bits(),
+                f.to_bits()
+            );
+        }
+    }
     const T2: &str = "2024-01-01T00:02:00Z";
 
     fn managed(obj: &Value) -> Vec<Value> {

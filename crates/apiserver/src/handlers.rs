@@ -544,12 +544,16 @@ fn redecode(req: &Req<'_>, patched: Value, before: &Value) -> ApiResult<Value> {
         None => {
             let mut v = patched;
             skiff_api::openapi::fill_required_nulls(req.info, &mut v);
-            (req.info.roundtrip)(v).map_err(|e| {
+            let mut v = (req.info.roundtrip)(v).map_err(|e| {
                 ApiError::internal(format!(
                     "admission webhook patch: error decoding {}: {e}",
                     req.info.kind
                 ))
-            })?
+            })?;
+            // What a webhook added is defaulted as a body is (an init
+            // container gets its imagePullPolicy, ...).
+            skiff_api::defaults::apply_defaults(req.info.group, req.info.kind, &mut v);
+            v
         }
     };
     let before_meta = before.get("metadata").cloned().unwrap_or_default();

@@ -574,6 +574,47 @@ pub(crate) fn splice(
     out
 }
 
+/// The options object of an exec, attach or port-forward request, as
+/// admission sees it (PodExecOptions, PodAttachOptions,
+/// PodPortForwardOptions).
+fn connect_options(sub: &str, container: &str, q: &[(String, String)]) -> Option<Value> {
+    let flag = |k: &str| truthy(get(q, k));
+    match sub {
+        "attach" | "exec" => {
+            let mut o = serde_json::json!({
+                "kind": if sub == "exec" { "PodExecOptions" } else { "PodAttachOptions" },
+                "apiVersion": "v1",
+                "stdin": flag("stdin"),
+                "stdout": flag("stdout"),
+                "stderr": flag("stderr"),
+                "tty": flag("tty"),
+                "container": container,
+            });
+            if sub == "exec" {
+                let command: Vec<&str> = q
+                    .iter()
+                    .filter(|(k, _)| k == "command")
+                    .map(|(_, v)| v.as_str())
+                    .collect();
+                o["command"] = serde_json::json!(command);
+            }
+            Some(o)
+        }
+        "portforward" => {
+            let ports: Vec<u64> = q
+                .iter()
+                .filter(|(k, _)| k == "ports")
+                .flat_map(|(_, v)| v.split(','))
+                .filter_map(|p| p.trim().parse().ok())
+                .collect();
+            Some(
+                serde_json::json!({"kind": "PodPortForwardOptions", "apiVersion": "v1", "ports": ports}),
+            )
+        }
+        _ => None,
+    }
+}
+
 pub(crate) async fn read_object(server: &ApiServer, key: &str) -> ApiResult<Option<Value>> {
     server.cache.sync().await?;
     Ok(server.cache.get(key).map(|o| o.value.clone()))
@@ -584,6 +625,7 @@ pub async fn handle(
     server: &Arc<ApiServer>,
     rp: ResourcePath,
     mut req: Request<Incoming>,
+    user: &crate::authz::UserInfo,
 ) -> ApiResult<Response<Body>> {
     if crate::podproxy::handles(&rp) {
         return crate::podproxy::handle(server, rp, req).await;
@@ -635,6 +677,23 @@ pub async fn handle(
             "portforward" => String::new(),
             _ => pick_container(&pod, &name, get(&q, "container"))?,
         };
+        // Admission of the CONNECT (↔ the connecter handler's Validate):
+        // validating webhooks see the exec/attach/port-forward options.
+        if let Some(options) = connect_options(&sub, &container, &q) {
+            let attrs = crate::webhook::Attributes {
+                operation: "CONNECT",
+                info: rp.info,
+                sub: Some(&sub),
+                namespace: Some(&ns),
+                name: &name,
+                object: Some(&options),
+                old: None,
+                dry_run: false,
+                user,
+                field_manager: "",
+            };
+            crate::webhook::validate(server, &attrs).await?;
+        }
         let node_name = pod
             .pointer("/spec/nodeName")
             .and_then(Value::as_str)

@@ -523,7 +523,7 @@ async fn authorized(
         };
         // Served by the node's kubelet; upgrades need the request itself.
         if crate::proxy::handles(&rp) {
-            return crate::proxy::handle(server, rp, req).await;
+            return crate::proxy::handle(server, rp, req, &user).await;
         }
         let (parts, body) = read_body(req).await?;
         return crate::handlers::resource(server, rp, &parts, body, query, &accept, watch, user)

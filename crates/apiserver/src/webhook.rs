@@ -392,9 +392,18 @@ fn review(a: &Attributes<'_>, object: Option<&Value>, uid: &str) -> Value {
             json!({"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": a.field_manager})
         }
         "DELETE" => json!({"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/v1"}),
+        "CONNECT" => object.cloned().unwrap_or(Value::Null),
         _ => Value::Null,
     };
-    let kind = json!({"group": a.info.group, "version": a.info.version, "kind": a.info.kind});
+    // A CONNECT's object is its options (PodExecOptions, ...), and so is its kind.
+    let kind_name = match (
+        a.operation,
+        object.and_then(|o| o.get("kind")).and_then(Value::as_str),
+    ) {
+        ("CONNECT", Some(k)) => k,
+        _ => a.info.kind,
+    };
+    let kind = json!({"group": a.info.group, "version": a.info.version, "kind": kind_name});
     let resource =
         json!({"group": a.info.group, "version": a.info.version, "resource": a.info.plural});
     let mut request = json!({

@@ -254,3 +254,42 @@ async fn failure_policy_timeouts_selectors_and_dry_runs() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_connect_to_a_pod_goes_through_validating_webhooks() {
+    let s = TestServer::start().await;
+    let hook = skiff_testsupport::webhook::serve().await;
+    s.namespace("team").await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(s.client.clone(), "team");
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    validating(
+        &s,
+        "no-attach",
+        vec![hook.webhook(
+            "no-attach.example.com",
+            "/user",
+            json!({"rules": [{"operations": ["CONNECT"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods/attach", "pods/exec"]}]}),
+        )],
+    )
+    .await;
+    let (code, message) = skiff_testsupport::eventually("the CONNECT is refused", || async {
+        let req = http::Request::post("/api/v1/namespaces/team/pods/p/exec?command=ls&stdout=true")
+            .body(Vec::new())
+            .unwrap();
+        match s.client.request_text(req).await {
+            Err(kube::Error::Api(e)) if e.message.contains("denied") => Some((e.code, e.message)),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(code, 400);
+    assert_eq!(
+        message,
+        "admission webhook \"no-attach.example.com\" denied the request: user system:admin"
+    );
+}
