@@ -126,6 +126,36 @@ pub fn validate(obj: &Value, schema: &Value) -> Vec<FieldError> {
     errs
 }
 
+/// [`validate`], then the schema's CEL rules (`x-kubernetes-validations`,
+/// compiled once with [`crate::cel::Rules::compile`]), with `old`, the
+/// stored object on an update, for transition rules. As kube-apiserver,
+/// the rules are not run on an object with type, enum, required or size
+/// errors: one error says so instead.
+pub fn validate_with_rules(
+    obj: &Value,
+    old: Option<&Value>,
+    schema: &Value,
+    rules: Option<&crate::cel::Rules>,
+) -> Vec<FieldError> {
+    use crate::validation::FieldErrorKind as K;
+    let mut errs = validate(obj, schema);
+    let Some(rules) = rules else { return errs };
+    let blocking = errs.iter().any(|e| {
+        matches!(e.kind, K::NotSupported | K::Required | K::TooLong | K::TooMany)
+            || e.message.contains(" must be of type ")
+    });
+    if blocking {
+        errs.push(FieldError::invalid_repr(
+            "<nil>",
+            "null",
+            "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+        ));
+    } else {
+        errs.extend(rules.validate(schema, obj, old));
+    }
+    errs
+}
+
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
