@@ -642,6 +642,32 @@ mod tests {
     }
 
     #[test]
+    fn rules_run_only_on_objects_without_blocking_errors() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "properties": {"n": {"type": "integer"}},
+            "x-kubernetes-validations": [{"rule": "self.n < 3"}]}}});
+        let rules = crate::cel::Rules::compile(&schema);
+        let check = |obj: Value| -> Vec<String> {
+            validate_with_rules(&obj, None, &schema, rules.as_ref())
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert!(check(json!({"spec": {"n": 2}})).is_empty());
+        assert_eq!(
+            check(json!({"spec": {"n": 5}})),
+            [r#"spec: Invalid value: "object": failed rule: self.n < 3"#]
+        );
+        assert_eq!(
+            check(json!({"spec": {"n": "5"}})),
+            [
+                r#"spec.n: Invalid value: "5": spec.n in body must be of type integer: "string""#,
+                "<nil>: Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+            ]
+        );
+    }
+
+    #[test]
     fn structural_checks() {
         assert!(check_structural(&crontab_schema(), "s").is_empty());
         let bad = json!({"type": "object", "properties": {"spec": {"properties": {}}, "list": {"type": "array"}}});
