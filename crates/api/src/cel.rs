@@ -155,10 +155,7 @@ impl Rules {
                 }
             }
         }
-        node.items = schema
-            .get("items")
-            .and_then(Rules::compile)
-            .map(Box::new);
+        node.items = schema.get("items").and_then(Rules::compile).map(Box::new);
         node.additional = schema
             .get("additionalProperties")
             .filter(|a| a.is_object())
@@ -193,8 +190,12 @@ fn root_context() -> Context<'static, 'static> {
     // None of these names is an overload of the environment, so none fails.
     let _ = ctx.add_function("isSorted", is_sorted);
     let _ = ctx.add_function("sum", sum);
-    let _ = ctx.add_function("min", |This(list): This<Arc<Vec<Cel>>>| extreme(&list, "min", Ordering::Less));
-    let _ = ctx.add_function("max", |This(list): This<Arc<Vec<Cel>>>| extreme(&list, "max", Ordering::Greater));
+    let _ = ctx.add_function("min", |This(list): This<Arc<Vec<Cel>>>| {
+        extreme(&list, "min", Ordering::Less)
+    });
+    let _ = ctx.add_function("max", |This(list): This<Arc<Vec<Cel>>>| {
+        extreme(&list, "max", Ordering::Greater)
+    });
     ctx
 }
 
@@ -289,8 +290,20 @@ fn go_rule(entry: &Value) -> String {
 /// Identifiers a rule may name besides `self`, `oldSelf` and the variables
 /// of its comprehensions: type names and function namespaces.
 const BUILTIN_IDENTS: [&str; 14] = [
-    "int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type",
-    "dyn", "optional", "strings", "google",
+    "int",
+    "uint",
+    "double",
+    "bool",
+    "string",
+    "bytes",
+    "list",
+    "map",
+    "null_type",
+    "type",
+    "dyn",
+    "optional",
+    "strings",
+    "google",
 ];
 
 /// Compiles CEL `src`: the program and whether it names `oldSelf`, or
@@ -303,12 +316,16 @@ fn compile(src: &str) -> Result<(Program, bool), String> {
     bound.extend(BUILTIN_IDENTS);
     let mut undeclared = None;
     let mut uses_old_self = false;
-    visit_idents(program.expression(), &mut bound, &mut |name, id, declared| {
-        uses_old_self |= name == "oldSelf";
-        if !declared {
-            undeclared.get_or_insert((name.to_string(), id));
-        }
-    });
+    visit_idents(
+        program.expression(),
+        &mut bound,
+        &mut |name, id, declared| {
+            uses_old_self |= name == "oldSelf";
+            if !declared {
+                undeclared.get_or_insert((name.to_string(), id));
+            }
+        },
+    );
     if let Some((name, id)) = undeclared {
         let (line, col) = position(src, program.source_info().offset_for(id).map(|o| o.0));
         return Err(format!(
@@ -336,11 +353,7 @@ fn position(src: &str, offset: Option<u32>) -> (usize, usize) {
 
 /// Calls `f` for every identifier, with whether `bound` (or a
 /// comprehension around it) declares it.
-fn visit_idents<'a>(
-    e: &'a IdedExpr,
-    bound: &mut Vec<&'a str>,
-    f: &mut dyn FnMut(&str, u64, bool),
-) {
+fn visit_idents<'a>(e: &'a IdedExpr, bound: &mut Vec<&'a str>, f: &mut dyn FnMut(&str, u64, bool)) {
     match &e.expr {
         Expr::Ident(name) => f(name, e.id, bound.contains(&name.as_str())),
         Expr::Select(s) => visit_idents(&s.operand, bound, f),
@@ -398,7 +411,10 @@ fn compile_entry(
     let src = str_of(entry, "rule");
     let message = str_of(entry, "message");
     if src.trim().is_empty() {
-        errs.push(FieldError::required(format!("{path}.rule"), "rule is not specified"));
+        errs.push(FieldError::required(
+            format!("{path}.rule"),
+            "rule is not specified",
+        ));
         return None;
     }
     let has_newline = |s: &str| s.contains(['\n', '\r']);
@@ -416,13 +432,21 @@ fn compile_entry(
     }
     let program = compile(src);
     if let Err(detail) = &program {
-        errs.push(FieldError::invalid_repr(format!("{path}.rule"), &go_rule(entry), detail));
+        errs.push(FieldError::invalid_repr(
+            format!("{path}.rule"),
+            &go_rule(entry),
+            detail,
+        ));
     }
     let message_expression = match entry.get("messageExpression").and_then(Value::as_str) {
         Some(m) if !m.trim().is_empty() => match compile(m) {
             Ok((p, _)) => Some(p),
             Err(detail) => {
-                let detail = detail.replacen("compilation failed", "messageExpression compilation failed", 1);
+                let detail = detail.replacen(
+                    "compilation failed",
+                    "messageExpression compilation failed",
+                    1,
+                );
                 errs.push(FieldError::invalid_repr(
                     format!("{path}.messageExpression"),
                     &go_rule(entry),
@@ -433,7 +457,10 @@ fn compile_entry(
         },
         _ => None,
     };
-    let reason = entry.get("reason").and_then(Value::as_str).map(str::to_string);
+    let reason = entry
+        .get("reason")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     if let Some(r) = &reason
         && !REASONS.contains(&r.as_str())
     {
@@ -547,7 +574,7 @@ pub fn check_schema(schema: &Value, path: &str) -> Vec<FieldError> {
         .fold(0u64, |t, (c, _)| t.saturating_add(*c));
     if total > SCHEMA_COST_LIMIT {
         let mut costs = std::mem::take(&mut check.costs);
-        costs.sort_by(|a, b| b.0.cmp(&a.0));
+        costs.sort_by_key(|c| std::cmp::Reverse(c.0));
         for (_, p) in costs
             .into_iter()
             .filter(|(c, _)| *c >= SCHEMA_COST_LIMIT / 100)
@@ -614,10 +641,15 @@ impl Check {
             let sizes = static_size;
             for (program, field, what) in [
                 (rule.program.as_ref().ok(), "rule", "estimated rule cost"),
-                (rule.message_expression.as_ref(), "messageExpression", "estimated messageExpression cost"),
+                (
+                    rule.message_expression.as_ref(),
+                    "messageExpression",
+                    "estimated messageExpression cost",
+                ),
             ] {
                 let Some(program) = program else { continue };
-                let cost = estimate(program.expression(), schema, &sizes).saturating_mul(cardinality);
+                let cost =
+                    estimate(program.expression(), schema, &sizes).saturating_mul(cardinality);
                 let fpath = format!("{epath}.{field}");
                 if cost > RULE_COST_LIMIT {
                     self.errs.push(FieldError::forbidden(
@@ -630,19 +662,42 @@ impl Check {
         }
         if let Some(props) = schema.get("properties").and_then(Value::as_object) {
             for (k, child) in props {
-                self.node(child, &format!("{path}.properties[{k}]"), cardinality, uncorrelatable);
+                self.node(
+                    child,
+                    &format!("{path}.properties[{k}]"),
+                    cardinality,
+                    uncorrelatable,
+                );
             }
         }
         if let Some(items) = schema.get("items").filter(|i| i.is_object()) {
             let keyed = schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map");
-            let below = if keyed { uncorrelatable } else { uncorrelatable.or(Some(path)) };
+            let below = if keyed {
+                uncorrelatable
+            } else {
+                uncorrelatable.or(Some(path))
+            };
             let n = static_size(schema);
-            self.node(items, &format!("{path}.items"), cardinality.saturating_mul(n), below);
+            self.node(
+                items,
+                &format!("{path}.items"),
+                cardinality.saturating_mul(n),
+                below,
+            );
         }
         if let Some(a) = schema.get("additionalProperties").filter(|a| a.is_object()) {
-            let below = if atomic(schema) { uncorrelatable.or(Some(path)) } else { uncorrelatable };
+            let below = if atomic(schema) {
+                uncorrelatable.or(Some(path))
+            } else {
+                uncorrelatable
+            };
             let n = static_size(schema);
-            self.node(a, &format!("{path}.additionalProperties"), cardinality.saturating_mul(n), below);
+            self.node(
+                a,
+                &format!("{path}.additionalProperties"),
+                cardinality.saturating_mul(n),
+                below,
+            );
         }
     }
 }
@@ -758,10 +813,15 @@ impl<'a> Estimator<'a> {
     }
 
     fn is_collection(&self, e: &'a IdedExpr) -> bool {
-        matches!(e.expr, Expr::List(_) | Expr::Map(_) | Expr::Comprehension(_))
-            || self
-                .shape(e)
-                .is_some_and(|s| matches!(s.get("type").and_then(Value::as_str), Some("array" | "object")))
+        matches!(
+            e.expr,
+            Expr::List(_) | Expr::Map(_) | Expr::Comprehension(_)
+        ) || self.shape(e).is_some_and(|s| {
+            matches!(
+                s.get("type").and_then(Value::as_str),
+                Some("array" | "object")
+            )
+        })
     }
 
     fn cost(&mut self, e: &'a IdedExpr) -> u64 {
@@ -770,9 +830,10 @@ impl<'a> Estimator<'a> {
             Expr::Ident(name) if name.starts_with('@') => 0,
             Expr::Ident(_) => 1,
             Expr::Literal(_) | Expr::Unspecified => 0,
-            Expr::Call(c) if c.func_name == "@not_strictly_false" => {
-                c.args.iter().fold(0u64, |t, a| t.saturating_add(self.cost(a)))
-            }
+            Expr::Call(c) if c.func_name == "@not_strictly_false" => c
+                .args
+                .iter()
+                .fold(0u64, |t, a| t.saturating_add(self.cost(a))),
             Expr::Select(s) => 1 + self.cost(&s.operand),
             Expr::List(l) => l
                 .elements
@@ -815,12 +876,10 @@ impl<'a> Estimator<'a> {
             }
             Expr::Comprehension(c) => {
                 let n = self.elements(&c.iter_range);
-                let elem = self.shape(&c.iter_range).and_then(|s| {
-                    s.get("items").filter(|i| i.is_object()).or_else(|| {
-                        // A map iterates over its keys.
-                        None
-                    })
-                });
+                // A list's variable is an item; a map's is a key (a string).
+                let elem = self
+                    .shape(&c.iter_range)
+                    .and_then(|s| s.get("items").filter(|i| i.is_object()));
                 let mut total = 1u64
                     .saturating_add(self.cost(&c.iter_range))
                     .saturating_add(self.cost(&c.accu_init));
@@ -848,8 +907,27 @@ impl<'a> Estimator<'a> {
 // ---------------------------------------------------------------------------
 
 const RESERVED: [&str; 21] = [
-    "true", "false", "null", "in", "as", "break", "const", "continue", "else", "for", "function",
-    "if", "import", "let", "loop", "package", "namespace", "return", "var", "void", "while",
+    "true",
+    "false",
+    "null",
+    "in",
+    "as",
+    "break",
+    "const",
+    "continue",
+    "else",
+    "for",
+    "function",
+    "if",
+    "import",
+    "let",
+    "loop",
+    "package",
+    "namespace",
+    "return",
+    "var",
+    "void",
+    "while",
 ];
 
 /// How a property name is spelled in CEL (upstream's `Escape`): reserved
@@ -889,7 +967,8 @@ fn to_cel(v: &Value, schema: Option<&Value>, resource: bool) -> Cel {
         Value::Null => Cel::Null,
         Value::Bool(b) => Cel::Bool(*b),
         Value::Number(n) => {
-            let double = schema.and_then(|s| s.get("type")).and_then(Value::as_str) == Some("number");
+            let double =
+                schema.and_then(|s| s.get("type")).and_then(Value::as_str) == Some("number");
             match (n.as_i64(), n.as_u64()) {
                 (Some(i), _) if !double => Cel::Int(i),
                 (None, Some(u)) if !double => Cel::UInt(u),
@@ -900,7 +979,10 @@ fn to_cel(v: &Value, schema: Option<&Value>, resource: bool) -> Cel {
         Value::Array(items) => {
             let item_schema = schema.and_then(|s| s.get("items"));
             Cel::List(Arc::new(
-                items.iter().map(|i| to_cel(i, item_schema, embedded(item_schema))).collect(),
+                items
+                    .iter()
+                    .map(|i| to_cel(i, item_schema, embedded(item_schema)))
+                    .collect(),
             ))
         }
         Value::Object(map) => to_cel_map(map, schema, resource),
@@ -915,8 +997,12 @@ fn embedded(schema: Option<&Value>) -> bool {
 }
 
 fn to_cel_map(map: &Map<String, Value>, schema: Option<&Value>, resource: bool) -> Cel {
-    let props = schema.and_then(|s| s.get("properties")).and_then(Value::as_object);
-    let additional = schema.and_then(|s| s.get("additionalProperties")).filter(|a| a.is_object());
+    let props = schema
+        .and_then(|s| s.get("properties"))
+        .and_then(Value::as_object);
+    let additional = schema
+        .and_then(|s| s.get("additionalProperties"))
+        .filter(|a| a.is_object());
     let mut out: HashMap<String, Cel> = HashMap::with_capacity(map.len());
     for (k, child) in map {
         if resource && k == "metadata" {
@@ -1038,7 +1124,9 @@ impl Run {
                             let a = schema.get("additionalProperties");
                             rules.additional.as_deref().map(|r| (r, a))
                         });
-                    let Some((sub, Some(child_schema))) = sub else { continue };
+                    let Some((sub, Some(child_schema))) = sub else {
+                        continue;
+                    };
                     let old_child = old.filter(|_| correlated).and_then(|o| o.get(k));
                     let child_path = join(path, k);
                     let child_path = if rules.properties.contains_key(k) {
@@ -1046,23 +1134,32 @@ impl Run {
                     } else {
                         format!("{path}[{k}]")
                     };
-                    self.node(sub, child_schema, child, old_child, &child_path, embedded(Some(child_schema)));
+                    self.node(
+                        sub,
+                        child_schema,
+                        child,
+                        old_child,
+                        &child_path,
+                        embedded(Some(child_schema)),
+                    );
                 }
             }
             Value::Array(items) => {
-                let (Some(sub), Some(item_schema)) = (rules.items.as_deref(), schema.get("items")) else {
+                let (Some(sub), Some(item_schema)) = (rules.items.as_deref(), schema.get("items"))
+                else {
                     return;
                 };
-                let keys: Vec<&str> = match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
-                    Some("map") => schema
-                        .get("x-kubernetes-list-map-keys")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect(),
-                    _ => Vec::new(),
-                };
+                let keys: Vec<&str> =
+                    match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
+                        Some("map") => schema
+                            .get("x-kubernetes-list-map-keys")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .collect(),
+                        _ => Vec::new(),
+                    };
                 let old_items = old.and_then(Value::as_array);
                 for (i, item) in items.iter().enumerate() {
                     let old_item = old_items.filter(|_| !keys.is_empty()).and_then(|olds| {
@@ -1092,7 +1189,10 @@ impl Run {
         path: &str,
         resource: bool,
     ) {
-        let ty = schema.get("type").and_then(Value::as_str).unwrap_or_default();
+        let ty = schema
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let repr = go_quote(ty);
         let this = to_cel(v, Some(schema), resource);
         let old_cel = old.map(|o| to_cel(o, Some(schema), resource));
@@ -1167,7 +1267,8 @@ impl Run {
                 }
             };
             if let Some(detail) = detail {
-                self.errs.push(FieldError::invalid_repr(shown(path), &repr, &detail));
+                self.errs
+                    .push(FieldError::invalid_repr(shown(path), &repr, &detail));
                 continue;
             }
             let at = match &rule.field_path {
@@ -1178,9 +1279,9 @@ impl Run {
                 .message_expression
                 .as_ref()
                 .and_then(|m| {
-                    self.remaining = self
-                        .remaining
-                        .saturating_sub(estimate(m.expression(), schema, &sizes));
+                    self.remaining =
+                        self.remaining
+                            .saturating_sub(estimate(m.expression(), schema, &sizes));
                     match m.execute(&scope) {
                         Ok(Cel::String(s)) => Some(s.trim().to_string()),
                         _ => None,
@@ -1211,7 +1312,11 @@ mod tests {
 
     /// The messages of `obj` (and `old`) validated by the rules of `schema`.
     fn run(schema: &Value, obj: Value, old: Option<Value>) -> Vec<String> {
-        assert!(check_schema(schema, "s").is_empty(), "{:?}", check_schema(schema, "s"));
+        assert!(
+            check_schema(schema, "s").is_empty(),
+            "{:?}",
+            check_schema(schema, "s")
+        );
         let rules = Rules::compile(schema).expect("the schema has rules");
         rules
             .validate(schema, &obj, old.as_ref())
@@ -1238,7 +1343,9 @@ mod tests {
         assert!(run(&s, json!({"spec": {"min": 1, "max": 2}}), None).is_empty());
         assert_eq!(
             run(&s, json!({"spec": {"min": 3, "max": 2}}), None),
-            [r#"spec: Invalid value: "object": failed rule: self.min <= self.max (FieldValueInvalid)"#]
+            [
+                r#"spec: Invalid value: "object": failed rule: self.min <= self.max (FieldValueInvalid)"#
+            ]
         );
     }
 
@@ -1268,8 +1375,14 @@ mod tests {
             json!([]),
         );
         let obj = json!({"spec": {"name": "b"}});
-        assert!(run(&s, obj.clone(), None).is_empty(), "no old object: skipped");
-        assert!(run(&s, obj.clone(), Some(json!({"spec": {}}))).is_empty(), "no old value: skipped");
+        assert!(
+            run(&s, obj.clone(), None).is_empty(),
+            "no old object: skipped"
+        );
+        assert!(
+            run(&s, obj.clone(), Some(json!({"spec": {}}))).is_empty(),
+            "no old value: skipped"
+        );
         assert!(run(&s, obj.clone(), Some(json!({"spec": {"name": "b"}}))).is_empty());
         assert_eq!(
             run(&s, obj, Some(json!({"spec": {"name": "a"}}))),
@@ -1287,8 +1400,23 @@ mod tests {
         );
         assert_eq!(run(&s, json!({"spec": {"n": 7}}), None).len(), 1);
         assert!(run(&s, json!({"spec": {"n": 3}}), None).is_empty());
-        assert!(run(&s, json!({"spec": {"n": 8}}), Some(json!({"spec": {"n": 7}}))).is_empty());
-        assert_eq!(run(&s, json!({"spec": {"n": 6}}), Some(json!({"spec": {"n": 7}}))).len(), 1);
+        assert!(
+            run(
+                &s,
+                json!({"spec": {"n": 8}}),
+                Some(json!({"spec": {"n": 7}}))
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            run(
+                &s,
+                json!({"spec": {"n": 6}}),
+                Some(json!({"spec": {"n": 7}}))
+            )
+            .len(),
+            1
+        );
     }
 
     #[test]
@@ -1334,7 +1462,9 @@ mod tests {
         let obj = json!({"apiVersion": "a/v1", "kind": "K", "metadata": {"name": "db", "labels": {"a": "b"}}});
         assert_eq!(
             run(&s, obj, None),
-            [r#"<nil>: Invalid value: "object": failed rule: self.metadata.name.startsWith('web-') (FieldValueInvalid)"#]
+            [
+                r#"<nil>: Invalid value: "object": failed rule: self.metadata.name.startsWith('web-') (FieldValueInvalid)"#
+            ]
         );
     }
 
@@ -1343,7 +1473,9 @@ mod tests {
         let s = replicas(json!([{"rule": "self.max > 1", "message": "max above one"}]));
         assert_eq!(
             run(&s, json!({"spec": {"min": 1}}), None),
-            [r#"spec: Invalid value: "object": no such key: max evaluating rule: max above one (FieldValueInvalid)"#]
+            [
+                r#"spec: Invalid value: "object": no such key: max evaluating rule: max above one (FieldValueInvalid)"#
+            ]
         );
     }
 
@@ -1361,13 +1493,31 @@ mod tests {
         let obj = json!({"spec": {"xs": [1, 2, 5], "names": ["Ab", "cd"], "ratio": 1, "dash-ed": "v",
             "tags": {"team": "core"}}});
         let cases = [
-            ("self.xs.isSorted() && !self.names.map(n, n.upperAscii()).isSorted() == false", true),
-            ("self.xs.sum() == 8 && self.xs.min() == 1 && self.xs.max() == 5", true),
-            ("self.xs.all(x, x > 0) && self.xs.exists(x, x == 5) && self.xs.exists_one(x, x > 4)", true),
+            (
+                "self.xs.isSorted() && !self.names.map(n, n.upperAscii()).isSorted() == false",
+                true,
+            ),
+            (
+                "self.xs.sum() == 8 && self.xs.min() == 1 && self.xs.max() == 5",
+                true,
+            ),
+            (
+                "self.xs.all(x, x > 0) && self.xs.exists(x, x == 5) && self.xs.exists_one(x, x > 4)",
+                true,
+            ),
             ("self.xs.filter(x, x > 1).map(x, x * 2) == [4, 10]", true),
-            ("size(self.names) == 2 && self.names[0].lowerAscii() == 'ab'", true),
-            ("self.names.all(n, n.matches('^[a-zA-Z]+$')) && 'cd' in self.names", true),
-            ("self.names[1].endsWith('d') && self.names[1].contains('c')", true),
+            (
+                "size(self.names) == 2 && self.names[0].lowerAscii() == 'ab'",
+                true,
+            ),
+            (
+                "self.names.all(n, n.matches('^[a-zA-Z]+$')) && 'cd' in self.names",
+                true,
+            ),
+            (
+                "self.names[1].endsWith('d') && self.names[1].contains('c')",
+                true,
+            ),
             ("self.ratio == 1.0 && self.dash__dash__ed == 'v'", true),
             ("self.tags.team == 'core' && 'team' in self.tags", true),
             ("self.xs.exists_one(x, x > 1)", false),
@@ -1400,10 +1550,26 @@ mod tests {
             r#"{p}[0].rule: Invalid value: apiextensions.ValidationRule{{Rule:"self.min >", Message:"", MessageExpression:"", Reason:(*apiextensions.FieldValueErrorReason)(nil), FieldPath:"", OptionalOldSelf:(*bool)(nil)}}: compilation failed: ERROR: <input>:1:"#
         )), "{}", errs[0]);
         assert!(errs[1].ends_with("compilation failed: ERROR: <input>:1:12: undeclared reference to 'other' (in container '')"), "{}", errs[1]);
-        assert_eq!(errs[2], format!("{p}[2].rule: Required value: rule is not specified"));
-        assert_eq!(errs[3], format!(r#"{p}[3].reason: Unsupported value: "Nope": supported values: "FieldValueDuplicate", "FieldValueForbidden", "FieldValueInvalid", "FieldValueRequired""#));
-        assert_eq!(errs[4], format!(r#"{p}[4].fieldPath: Invalid value: ".nope": fieldPath must be a valid path"#));
-        assert_eq!(errs[5], format!(r#"{p}[5].message: Invalid value: "two\nlines": message must not contain line breaks"#));
+        assert_eq!(
+            errs[2],
+            format!("{p}[2].rule: Required value: rule is not specified")
+        );
+        assert_eq!(
+            errs[3],
+            format!(
+                r#"{p}[3].reason: Unsupported value: "Nope": supported values: "FieldValueDuplicate", "FieldValueForbidden", "FieldValueInvalid", "FieldValueRequired""#
+            )
+        );
+        assert_eq!(
+            errs[4],
+            format!(r#"{p}[4].fieldPath: Invalid value: ".nope": fieldPath must be a valid path"#)
+        );
+        assert_eq!(
+            errs[5],
+            format!(
+                r#"{p}[5].message: Invalid value: "two\nlines": message must not contain line breaks"#
+            )
+        );
     }
 
     #[test]
@@ -1439,7 +1605,10 @@ mod tests {
     fn nested_unbounded_iteration_is_refused() {
         let errs = check_schema(&nested(None), "o");
         let msgs: Vec<String> = errs.iter().map(ToString::to_string).collect();
-        assert_eq!(msgs[0], "o.properties[spec].x-kubernetes-validations[0].rule: Forbidden: estimated rule cost exceeds budget by factor of more than 100x (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)");
+        assert_eq!(
+            msgs[0],
+            "o.properties[spec].x-kubernetes-validations[0].rule: Forbidden: estimated rule cost exceeds budget by factor of more than 100x (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)"
+        );
         assert!(msgs.iter().any(|m| m.starts_with("o: Forbidden: x-kubernetes-validations estimated rule & messageExpression cost total for entire OpenAPIv3 schema exceeds budget by factor of more than 100x")), "{msgs:#?}");
         assert!(check_schema(&nested(Some(100)), "o").is_empty());
         // One unbounded iteration is affordable.
@@ -1456,7 +1625,10 @@ mod tests {
                 "x-kubernetes-validations": [{"rule": "self.names.all(n, n != '')"}]}}}),
             json!([]),
         );
-        assert_eq!(check_schema(&under, "o")[0].field, "o.properties[spec].properties[groups].items.x-kubernetes-validations[0].rule");
+        assert_eq!(
+            check_schema(&under, "o")[0].field,
+            "o.properties[spec].properties[groups].items.x-kubernetes-validations[0].rule"
+        );
     }
 
     #[test]
@@ -1475,7 +1647,10 @@ mod tests {
 
     #[test]
     fn escaping() {
-        assert_eq!(escape("a-b.c/d").as_deref(), Some("a__dash__b__dot__c__slash__d"));
+        assert_eq!(
+            escape("a-b.c/d").as_deref(),
+            Some("a__dash__b__dot__c__slash__d")
+        );
         assert_eq!(escape("x__y").as_deref(), Some("x__underscores__y"));
         assert_eq!(escape("namespace").as_deref(), Some("__namespace__"));
         assert_eq!(escape("1a"), None);

@@ -141,8 +141,10 @@ pub fn validate_with_rules(
     let mut errs = validate(obj, schema);
     let Some(rules) = rules else { return errs };
     let blocking = errs.iter().any(|e| {
-        matches!(e.kind, K::NotSupported | K::Required | K::TooLong | K::TooMany)
-            || e.message.contains(" must be of type ")
+        matches!(
+            e.kind,
+            K::NotSupported | K::Required | K::TooLong | K::TooMany
+        ) || e.message.contains(" must be of type ")
     });
     if blocking {
         errs.push(FieldError::invalid_repr(

@@ -637,7 +637,10 @@ fn scaler_definition(spec_rules: Value, extra: Value) -> CustomResourceDefinitio
         "mode": {"type": "string", "x-kubernetes-validations": [
             {"rule": "self == oldSelf", "message": "mode is immutable"}]}
     });
-    props.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    props
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
     serde_json::from_value(json!({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
         "metadata": {"name": format!("scalers.{GROUP}")},
@@ -663,7 +666,8 @@ async fn cel_validation_rules_refuse_objects_and_bad_definitions() {
     let crds: Api<CustomResourceDefinition> = Api::all(s.client.clone());
 
     // A rule that does not compile, and one too expensive: the definition is refused.
-    let rules = "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule";
+    let rules =
+        "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule";
     let bad = scaler_definition(json!([{"rule": "self.minReplicas >"}]), json!({}));
     let (code, _, message) = refused(crds.create(&PostParams::default(), &bad).await);
     assert_eq!(code, 422);
@@ -671,7 +675,10 @@ async fn cel_validation_rules_refuse_objects_and_bad_definitions() {
         message.contains(&format!(r#"{rules}: Invalid value: apiextensions.ValidationRule{{Rule:"self.minReplicas >", Message:"""#)),
         "{message}"
     );
-    assert!(message.contains("compilation failed: ERROR: <input>:1:"), "{message}");
+    assert!(
+        message.contains("compilation failed: ERROR: <input>:1:"),
+        "{message}"
+    );
     let costly = scaler_definition(
         json!([{"rule": "self.groups.all(g, g.names.all(n, n != ''))"}]),
         json!({"groups": {"type": "array", "items": {"type": "object", "properties": {
@@ -680,7 +687,9 @@ async fn cel_validation_rules_refuse_objects_and_bad_definitions() {
     let (code, _, message) = refused(crds.create(&PostParams::default(), &costly).await);
     assert_eq!(code, 422);
     assert!(
-        message.contains(&format!("{rules}: Forbidden: estimated rule cost exceeds budget by factor of more than 100x")),
+        message.contains(&format!(
+            "{rules}: Forbidden: estimated rule cost exceeds budget by factor of more than 100x"
+        )),
         "{message}"
     );
 
@@ -702,17 +711,25 @@ async fn cel_validation_rules_refuse_objects_and_bad_definitions() {
         scalers
             .create(
                 &PostParams::default(),
-                &object("Scaler", "a", json!({"minReplicas": 5, "maxReplicas": 2, "mode": "fast",
-                    "groups": [{"names": ["x", ""]}]})),
+                &object(
+                    "Scaler",
+                    "a",
+                    json!({"minReplicas": 5, "maxReplicas": 2, "mode": "fast",
+                    "groups": [{"names": ["x", ""]}]}),
+                ),
             )
             .await,
     );
     assert_eq!(code, 422);
     assert!(
-        message.contains(r#"spec: Invalid value: "object": minReplicas must not exceed maxReplicas"#),
+        message
+            .contains(r#"spec: Invalid value: "object": minReplicas must not exceed maxReplicas"#),
         "{message}"
     );
-    assert!(message.contains("spec.groups: Forbidden: no empty names in 1 groups"), "{message}");
+    assert!(
+        message.contains("spec.groups: Forbidden: no empty names in 1 groups"),
+        "{message}"
+    );
 
     // The transition rule runs on updates only.
     let spec = json!({"minReplicas": 1, "maxReplicas": 2, "mode": "fast"});
@@ -725,8 +742,11 @@ async fn cel_validation_rules_refuse_objects_and_bad_definitions() {
         .patch("a", &PatchParams::default(), &patch("fast"))
         .await
         .unwrap();
-    let (code, _, message) =
-        refused(scalers.patch("a", &PatchParams::default(), &patch("slow")).await);
+    let (code, _, message) = refused(
+        scalers
+            .patch("a", &PatchParams::default(), &patch("slow"))
+            .await,
+    );
     assert_eq!(code, 422);
     assert!(
         message.contains(r#"spec.mode: Invalid value: "string": mode is immutable"#),
