@@ -3,6 +3,7 @@
 //! patching, OpenAPI documents and table printing. This crate does no I/O.
 
 pub mod apply;
+pub mod cel;
 pub mod defaults;
 pub mod duration;
 pub mod jwt;

@@ -126,6 +126,38 @@ pub fn validate(obj: &Value, schema: &Value) -> Vec<FieldError> {
     errs
 }
 
+/// [`validate`], then the schema's CEL rules (`x-kubernetes-validations`,
+/// compiled once with [`crate::cel::Rules::compile`]), with `old`, the
+/// stored object on an update, for transition rules. As kube-apiserver,
+/// the rules are not run on an object with type, enum, required or size
+/// errors: one error says so instead.
+pub fn validate_with_rules(
+    obj: &Value,
+    old: Option<&Value>,
+    schema: &Value,
+    rules: Option<&crate::cel::Rules>,
+) -> Vec<FieldError> {
+    use crate::validation::FieldErrorKind as K;
+    let mut errs = validate(obj, schema);
+    let Some(rules) = rules else { return errs };
+    let blocking = errs.iter().any(|e| {
+        matches!(
+            e.kind,
+            K::NotSupported | K::Required | K::TooLong | K::TooMany
+        ) || e.message.contains(" must be of type ")
+    });
+    if blocking {
+        errs.push(FieldError::invalid_repr(
+            "<nil>",
+            "null",
+            "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+        ));
+    } else {
+        errs.extend(rules.validate(schema, obj, old));
+    }
+    errs
+}
+
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -607,6 +639,32 @@ mod tests {
             messages(json!({"spec": {"cronSpec": "* * * * */5", "labels": {"a": 1}}})),
             vec![
                 r#"spec.labels.a: Invalid value: 1: spec.labels.a in body must be of type string: "integer""#
+            ]
+        );
+    }
+
+    #[test]
+    fn rules_run_only_on_objects_without_blocking_errors() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "properties": {"n": {"type": "integer"}},
+            "x-kubernetes-validations": [{"rule": "self.n < 3"}]}}});
+        let rules = crate::cel::Rules::compile(&schema);
+        let check = |obj: Value| -> Vec<String> {
+            validate_with_rules(&obj, None, &schema, rules.as_ref())
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert!(check(json!({"spec": {"n": 2}})).is_empty());
+        assert_eq!(
+            check(json!({"spec": {"n": 5}})),
+            [r#"spec: Invalid value: "object": failed rule: self.n < 3"#]
+        );
+        assert_eq!(
+            check(json!({"spec": {"n": "5"}})),
+            [
+                r#"spec.n: Invalid value: "5": spec.n in body must be of type integer: "string""#,
+                "<nil>: Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
             ]
         );
     }

@@ -64,6 +64,8 @@ pub struct Served {
     pub has_defaults: bool,
     /// `selectableFields` as field-selector keys ("spec.color").
     pub selectable_fields: Vec<String>,
+    /// The schema's CEL rules (`x-kubernetes-validations`), compiled once.
+    pub rules: Option<skiff_api::cel::Rules>,
 }
 
 /// `subresources.scale` of a version: where replicas and the selector live.
@@ -548,6 +550,9 @@ fn build(defs: &BTreeMap<String, Value>) -> Catalog {
                     .filter_map(|f| f.get("jsonPath").and_then(Value::as_str))
                     .map(|p| p.trim_start_matches('.').to_string())
                     .collect(),
+                rules: v
+                    .pointer("/schema/openAPIV3Schema")
+                    .and_then(skiff_api::cel::Rules::compile),
             });
             catalog.by_path.insert(
                 (group.to_string(), version.to_string(), plural.to_string()),
@@ -820,6 +825,7 @@ pub fn validate_definition(def: &Value, old: Option<&Value>) -> Vec<FieldError> 
             ));
         }
     }
+    errs.extend(skiff_api::cel::check_definition(def));
     errs
 }
 
@@ -942,10 +948,13 @@ pub fn decode(served: &Served, obj: &mut Value) -> Result<Vec<String>, ApiError>
     Ok(dropped)
 }
 
-/// Schema validation of a custom resource.
-pub fn validate(served: &Served, obj: &Value) -> Vec<FieldError> {
+/// Schema validation of a custom resource, and its CEL rules (`old`: the
+/// stored object on an update, for transition rules).
+pub fn validate(served: &Served, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
     match &served.schema {
-        Some(schema) => skiff_api::structural::validate(obj, schema),
+        Some(schema) => {
+            skiff_api::structural::validate_with_rules(obj, old, schema, served.rules.as_ref())
+        }
         None => Vec::new(),
     }
 }

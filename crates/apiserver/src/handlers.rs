@@ -751,7 +751,7 @@ fn validate(req: &Req<'_>, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
         errs.extend(crate::crd::validate_definition(obj, old));
     }
     if let Some(served) = req.server.resources.custom(req.info) {
-        errs.extend(crate::crd::validate(&served, obj));
+        errs.extend(crate::crd::validate(&served, obj, old));
     }
     // kube-apiserver never advertises a loopback address (ResolveBindAddress
     // picks a host interface); skiff does when it listens on one, so the

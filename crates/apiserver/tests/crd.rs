@@ -629,3 +629,127 @@ async fn every_served_version_shows_objects_in_its_own_apiversion() {
     let listed = v1.list(&ListParams::default()).await.unwrap();
     assert_eq!(listed.items[0].data["spec"]["tier"], "gold");
 }
+
+fn scaler_definition(spec_rules: Value, extra: Value) -> CustomResourceDefinition {
+    let mut props = json!({
+        "minReplicas": {"type": "integer"},
+        "maxReplicas": {"type": "integer"},
+        "mode": {"type": "string", "x-kubernetes-validations": [
+            {"rule": "self == oldSelf", "message": "mode is immutable"}]}
+    });
+    props
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("scalers.{GROUP}")},
+        "spec": {
+            "group": GROUP, "scope": "Namespaced",
+            "names": {"plural": "scalers", "kind": "Scaler"},
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": props,
+                             "x-kubernetes-validations": spec_rules}
+                }}}
+            }]
+        }
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn cel_validation_rules_refuse_objects_and_bad_definitions() {
+    let s = TestServer::start().await;
+    s.namespace("team").await;
+    let crds: Api<CustomResourceDefinition> = Api::all(s.client.clone());
+
+    // A rule that does not compile, and one too expensive: the definition is refused.
+    let rules =
+        "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule";
+    let bad = scaler_definition(json!([{"rule": "self.minReplicas >"}]), json!({}));
+    let (code, _, message) = refused(crds.create(&PostParams::default(), &bad).await);
+    assert_eq!(code, 422);
+    assert!(
+        message.contains(&format!(r#"{rules}: Invalid value: apiextensions.ValidationRule{{Rule:"self.minReplicas >", Message:"""#)),
+        "{message}"
+    );
+    assert!(
+        message.contains("compilation failed: ERROR: <input>:1:"),
+        "{message}"
+    );
+    let costly = scaler_definition(
+        json!([{"rule": "self.groups.all(g, g.names.all(n, n != ''))"}]),
+        json!({"groups": {"type": "array", "items": {"type": "object", "properties": {
+            "names": {"type": "array", "items": {"type": "string"}}}}}}),
+    );
+    let (code, _, message) = refused(crds.create(&PostParams::default(), &costly).await);
+    assert_eq!(code, 422);
+    assert!(
+        message.contains(&format!(
+            "{rules}: Forbidden: estimated rule cost exceeds budget by factor of more than 100x"
+        )),
+        "{message}"
+    );
+
+    // Bounded, the same rule is accepted.
+    let good = scaler_definition(
+        json!([
+            {"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas must not exceed maxReplicas"},
+            {"rule": "!has(self.groups) || self.groups.all(g, g.names.all(n, n != ''))", "fieldPath": ".groups",
+             "reason": "FieldValueForbidden", "messageExpression": "'no empty names in ' + string(size(self.groups)) + ' groups'"}
+        ]),
+        json!({"groups": {"type": "array", "maxItems": 10, "items": {"type": "object", "properties": {
+            "names": {"type": "array", "maxItems": 10, "items": {"type": "string"}}}}}}),
+    );
+    crds.create(&PostParams::default(), &good).await.unwrap();
+    established(&crds, &format!("scalers.{GROUP}")).await;
+    let scalers = api(&s.client, Some("team"), "scalers", "Scaler");
+
+    let (code, _, message) = refused(
+        scalers
+            .create(
+                &PostParams::default(),
+                &object(
+                    "Scaler",
+                    "a",
+                    json!({"minReplicas": 5, "maxReplicas": 2, "mode": "fast",
+                    "groups": [{"names": ["x", ""]}]}),
+                ),
+            )
+            .await,
+    );
+    assert_eq!(code, 422);
+    assert!(
+        message
+            .contains(r#"spec: Invalid value: "object": minReplicas must not exceed maxReplicas"#),
+        "{message}"
+    );
+    assert!(
+        message.contains("spec.groups: Forbidden: no empty names in 1 groups"),
+        "{message}"
+    );
+
+    // The transition rule runs on updates only.
+    let spec = json!({"minReplicas": 1, "maxReplicas": 2, "mode": "fast"});
+    scalers
+        .create(&PostParams::default(), &object("Scaler", "a", spec))
+        .await
+        .unwrap();
+    let patch = |mode: &str| Patch::Merge(json!({"spec": {"mode": mode, "maxReplicas": 3}}));
+    scalers
+        .patch("a", &PatchParams::default(), &patch("fast"))
+        .await
+        .unwrap();
+    let (code, _, message) = refused(
+        scalers
+            .patch("a", &PatchParams::default(), &patch("slow"))
+            .await,
+    );
+    assert_eq!(code, 422);
+    assert!(
+        message.contains(r#"spec.mode: Invalid value: "string": mode is immutable"#),
+        "{message}"
+    );
+}
