@@ -16,6 +16,7 @@ pub mod selector;
 pub mod structural;
 pub mod table;
 pub mod validation;
+pub mod value;
 pub mod x509;
 
 /// The Kubernetes version skiff's API corresponds to (k8s-openapi feature v1_33).

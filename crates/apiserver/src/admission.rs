@@ -1091,7 +1091,7 @@ pub fn delete_returns_status(info: &ResourceInfo) -> bool {
 }
 
 /// The autoscaling/v1 Scale of a scalable resource.
-pub fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
+pub fn scale_of(obj: &Value) -> Value {
     let selector = match obj.pointer("/spec/selector") {
         Some(Value::Object(m))
             if m.contains_key("matchLabels") || m.contains_key("matchExpressions") =>
@@ -1106,6 +1106,21 @@ pub fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
             .join(","),
         _ => String::new(),
     };
+    scale(
+        obj,
+        obj.pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1),
+        obj.pointer("/status/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0),
+        &selector,
+    )
+}
+
+/// An autoscaling/v1 Scale of `obj` (its identity from the object's
+/// metadata) with the given replicas and selector.
+pub fn scale(obj: &Value, replicas: i64, status_replicas: i64, selector: &str) -> Value {
     let meta = obj.get("metadata").cloned().unwrap_or_default();
     json!({
         "kind": "Scale",
@@ -1117,8 +1132,8 @@ pub fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
             "resourceVersion": meta.get("resourceVersion"),
             "creationTimestamp": meta.get("creationTimestamp"),
         },
-        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(if info.kind == "StatefulSet" { 1 } else { 1 })},
-        "status": {"replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0), "selector": selector},
+        "spec": {"replicas": replicas},
+        "status": {"replicas": status_replicas, "selector": selector},
     })
 }
 
@@ -1197,12 +1212,9 @@ mod tests {
 
     #[test]
     fn scale_selector_strings() {
-        let info = skiff_api::registry::registry()
-            .lookup("apps", "v1", "deployments")
-            .unwrap();
         let d = json!({"metadata": {"name": "web"}, "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"},
             "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]}}, "status": {"replicas": 1}});
-        let s = scale_of(info, &d);
+        let s = scale_of(&d);
         assert_eq!(s["spec"]["replicas"], 2);
         assert_eq!(s["status"]["selector"], "app=web,tier in (a,b)");
     }

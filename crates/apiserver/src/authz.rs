@@ -625,14 +625,14 @@ fn spec_user(spec: &Value) -> UserInfo {
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
-                .map(|(k, v)| (k.clone(), crate::rbac::strings(Some(v))))
+                .map(|(k, v)| (k.clone(), skiff_api::value::strings(Some(v))))
                 .collect()
         })
         .unwrap_or_default();
     UserInfo {
         name: str_at(spec, "/user").to_string(),
         uid: str_at(spec, "/uid").to_string(),
-        groups: crate::rbac::strings(spec.get("groups")),
+        groups: skiff_api::value::strings(spec.get("groups")),
         extra,
     }
 }
@@ -777,7 +777,7 @@ pub fn answer(
                     "Required value",
                 ));
             }
-            let audiences = crate::rbac::strings(spec.get("audiences"));
+            let audiences = skiff_api::value::strings(spec.get("audiences"));
             match server.authenticate_token(token, &audiences) {
                 Some((who, audiences)) => json!({
                     "authenticated": true,

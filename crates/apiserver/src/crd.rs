@@ -27,6 +27,7 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError, RwLock, Weak};
 use serde_json::{Value, json};
 use skiff_api::registry::{CustomNames, ResourceInfo, registry};
 use skiff_api::validation::FieldError;
+use skiff_api::value::strings;
 use tokio::sync::mpsc;
 
 use crate::cache::set_resource_version;
@@ -92,7 +93,6 @@ impl Served {
     /// The autoscaling/v1 Scale of a custom resource (replicas absent: 0).
     pub fn scale_of(&self, obj: &Value) -> Option<Value> {
         let paths = self.scale.as_ref()?;
-        let meta = obj.get("metadata").cloned().unwrap_or_default();
         let int = |p: &str| at_path(obj, p).and_then(Value::as_i64).unwrap_or(0);
         let selector = paths
             .label_selector
@@ -100,19 +100,12 @@ impl Served {
             .and_then(|p| at_path(obj, p))
             .and_then(Value::as_str)
             .unwrap_or_default();
-        Some(json!({
-            "kind": "Scale",
-            "apiVersion": "autoscaling/v1",
-            "metadata": {
-                "name": meta.get("name"),
-                "namespace": meta.get("namespace"),
-                "uid": meta.get("uid"),
-                "resourceVersion": meta.get("resourceVersion"),
-                "creationTimestamp": meta.get("creationTimestamp"),
-            },
-            "spec": {"replicas": int(&paths.spec_replicas)},
-            "status": {"replicas": int(&paths.status_replicas), "selector": selector},
-        }))
+        Some(crate::admission::scale(
+            obj,
+            int(&paths.spec_replicas),
+            int(&paths.status_replicas),
+            selector,
+        ))
     }
 
     /// Set the replicas a Scale asks for at the definition's spec path.
@@ -339,17 +332,6 @@ fn intern_info(names: CustomNames) -> &'static ResourceInfo {
     let leaked: &'static ResourceInfo = Box::leak(Box::new(ResourceInfo::custom(&names, storage)));
     infos.insert(names, leaked);
     leaked
-}
-
-fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn str_at<'a>(v: &'a Value, path: &str) -> &'a str {

@@ -1091,7 +1091,7 @@ fn scale_of(req: &Req<'_>, obj: &Value) -> ApiResult<Value> {
         Some(served) => served
             .scale_of(obj)
             .ok_or_else(ApiError::method_not_allowed),
-        None => Ok(admission::scale_of(req.info, obj)),
+        None => Ok(admission::scale_of(obj)),
     }
 }
 
