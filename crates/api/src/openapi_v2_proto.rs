@@ -45,6 +45,14 @@ pub fn encode_document(doc: &Value) -> std::result::Result<Vec<u8>, EncodeError>
     Ok(out.0)
 }
 
+/// Encodes one schema alone (a `Schema` message): whether a schema from
+/// outside (a custom resource's) can stand in the document.
+pub fn encode_schema(schema: &Value) -> std::result::Result<Vec<u8>, EncodeError> {
+    let mut out = Buf::default();
+    self::schema(schema, &At::ROOT, &mut out)?;
+    Ok(out.0)
+}
+
 // ---------------------------------------------------------------------------
 // Protobuf writer.
 
@@ -907,6 +915,17 @@ fn security_definitions_item(v: &Value, at: &At, out: &mut Buf) -> Result {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_schema_alone_encodes_or_says_why_not() {
+        let ok = json!({"type": "object", "properties": {"a": {"type": "string", "x-kubernetes-int-or-string": true}}});
+        assert!(!encode_schema(&ok).unwrap().is_empty());
+        let mut deep = json!({"type": "string"});
+        for _ in 0..200 {
+            deep = json!({"type": "object", "properties": {"a": deep}});
+        }
+        assert!(encode_schema(&deep).is_err());
+    }
 
     /// One decoded field: varint, fixed64 or length-delimited payload.
     #[derive(Debug, Clone, Copy, PartialEq)]

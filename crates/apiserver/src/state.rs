@@ -310,8 +310,17 @@ impl ApiServer {
             return (json.clone(), proto.clone());
         }
         let served = self.resources.all_custom();
+        // A schema the v2 protobuf cannot carry (too deep, say) leaves its
+        // kind out of v2 (it stays in v3) rather than breaking the document.
         let custom: Vec<skiff_api::openapi::Custom<'_>> = served
             .iter()
+            .filter(|s| match s.schema.as_ref().map(skiff_api::openapi_v2_proto::encode_schema) {
+                Some(Err(e)) => {
+                    tracing::warn!(definition = %s.definition, error = %e, "custom resource schema left out of OpenAPI v2");
+                    false
+                }
+                _ => true,
+            })
             .map(|s| skiff_api::openapi::Custom {
                 info: s.info,
                 schema: s.schema.as_ref(),
