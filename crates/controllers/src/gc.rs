@@ -37,7 +37,10 @@ pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 pub const ORPHAN_FINALIZER: &str = "orphan";
 
 const WORKERS: usize = 4;
-const REDISCOVER: Duration = Duration::from_secs(300);
+/// How often new resources are looked for (kube-controller-manager's
+/// garbage collector: 30 s), so custom resources are followed soon after
+/// their definitions are made.
+const REDISCOVER: Duration = Duration::from_secs(30);
 const RESYNC: Duration = Duration::from_secs(60);
 /// Workers start once the first lists are in, or after this long regardless.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);

@@ -125,8 +125,10 @@ impl Controller {
     }
 
     /// Namespaced resources that can be listed and deleted (cached briefly).
-    async fn resources(&self) -> (Arc<Vec<Res>>, Vec<String>) {
-        if let Ok(guard) = self.discovered.lock()
+    /// `fresh`: discover now, whatever the cache holds.
+    async fn resources(&self, fresh: bool) -> (Arc<Vec<Res>>, Vec<String>) {
+        if !fresh
+            && let Ok(guard) = self.discovered.lock()
             && let Some((at, res, failed)) = guard.as_ref()
             && at.elapsed() < DISCOVERY_TTL
         {
@@ -166,8 +168,8 @@ impl Controller {
     }
 
     /// Delete everything in `namespace` and report what remains.
-    async fn delete_content(&self, namespace: &str) -> Content {
-        let (resources, discovery_failed) = self.resources().await;
+    async fn delete_content(&self, namespace: &str, fresh: bool) -> Content {
+        let (resources, discovery_failed) = self.resources(fresh).await;
         let mut content = Content {
             discovery_failed,
             ..Content::default()
@@ -262,7 +264,13 @@ impl Controller {
         if ns.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Terminating") {
             ns = self.write_status(&ns, None).await?;
         }
-        let content = self.delete_content(name).await;
+        let mut content = self.delete_content(name, false).await;
+        if content.remaining.is_empty() && content.failed.is_empty() {
+            // Nothing left by the cached discovery: make sure with a fresh
+            // one (a custom resource defined since is in no cache yet), as
+            // Kubernetes' deleter discovers on every pass.
+            content = self.delete_content(name, true).await;
+        }
         let ns = self.write_status(&ns, Some(&content)).await?;
         if !content.failed.is_empty() || !content.discovery_failed.is_empty() {
             return Err(Error::Other(format!(
@@ -377,7 +385,7 @@ impl Controller {
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(e.into()),
         }
-        let content = self.delete_content(name).await;
+        let content = self.delete_content(name, false).await;
         if content.remaining.is_empty()
             && content.failed.is_empty()
             && content.discovery_failed.is_empty()

@@ -178,3 +178,69 @@ async fn namespace_terminates_with_conditions_until_finalizers_release_content()
     );
     controller.abort();
 }
+
+#[tokio::test]
+async fn custom_resources_defined_after_discovery_are_deleted_with_their_namespace() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DynamicObject};
+    let server = TestServer::start().await;
+    let client = server.client.clone();
+    let controller = tokio::spawn(skiff_controllers::namespace::run(context(&client)));
+    // A first deletion fills the controller's discovery cache.
+    create_namespace(&client, "early").await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .delete("early", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the first namespace is gone", || async {
+        namespaces
+            .get_opt("early")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // Then a definition, an object of it, and the namespace's deletion,
+    // all within the cache's lifetime.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "gadgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "gadgets", "kind": "Gadget"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    create_namespace(&client, "late").await;
+    let ar = ApiResource::from_gvk_with_plural(
+        &kube::core::GroupVersionKind::gvk("example.com", "v1", "Gadget"),
+        "gadgets",
+    );
+    let gadgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "late", &ar);
+    let gadget: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}
+    }))
+    .unwrap();
+    eventually("the custom resource is served", || async {
+        gadgets.create(&PostParams::default(), &gadget).await.ok()
+    })
+    .await;
+    namespaces
+        .delete("late", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the namespace and its custom resource are gone", || async {
+        let ns_gone = namespaces.get_opt("late").await.unwrap().is_none();
+        let cr_gone = gadgets.get_opt("g").await.unwrap().is_none();
+        (ns_gone && cr_gone).then_some(())
+    })
+    .await;
+    controller.abort();
+}
