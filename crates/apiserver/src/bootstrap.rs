@@ -82,7 +82,7 @@ fn loopback<'a>(
         output: Output::Json,
         field_manager: "skiff-apiserver".into(),
         dry_run: false,
-        warnings: Vec::new(),
+        warnings: Default::default(),
         duplicate_fields: Vec::new(),
         user: crate::authz::UserInfo::apiserver(),
     }

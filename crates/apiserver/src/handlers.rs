@@ -52,7 +52,9 @@ pub struct Req<'a> {
     pub output: Output,
     pub field_manager: String,
     pub dry_run: bool,
-    pub warnings: Vec<String>,
+    /// `Warning` headers of the response (from any stage of the request,
+    /// admission webhooks and policies included).
+    pub warnings: std::sync::Mutex<Vec<String>>,
     /// Fields the JSON body set twice (reported with the unknown fields
     /// under fieldValidation Strict/Warn, as Kubernetes' strict decoder).
     pub duplicate_fields: Vec<String>,
@@ -61,6 +63,34 @@ pub struct Req<'a> {
 }
 
 impl Req<'_> {
+    /// Add a warning for the client (once).
+    pub fn warn(&self, warning: impl Into<String>) {
+        let warning = warning.into();
+        let mut warnings = self
+            .warnings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !warnings.contains(&warning) {
+            warnings.push(warning);
+        }
+    }
+
+    /// The warnings as `Warning: 299 - "..."` headers.
+    fn warning_headers(&self, resp: &mut Response<Body>) {
+        let warnings = self
+            .warnings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for w in warnings.iter() {
+            if let Ok(v) = hyper::header::HeaderValue::from_str(&format!(
+                "299 - \"{}\"",
+                w.replace('"', "\\\"")
+            )) {
+                resp.headers_mut().append(hyper::header::WARNING, v);
+            }
+        }
+    }
+
     /// A stored object as the request's version shows it (custom
     /// resources are stored in their storage version).
     pub fn served_version<'v>(&self, obj: &'v Value) -> std::borrow::Cow<'v, Value> {
@@ -93,6 +123,7 @@ impl Req<'_> {
             dry_run,
             user: &self.user,
             field_manager: &self.field_manager,
+            warnings: self,
         }
     }
 
@@ -139,14 +170,7 @@ impl Req<'_> {
             Output::Json => json_response(code, obj),
             Output::Protobuf => output::value_response(code, Wire::Protobuf, obj),
         };
-        for w in &self.warnings {
-            if let Ok(v) = hyper::header::HeaderValue::from_str(&format!(
-                "299 - \"{}\"",
-                w.replace('"', "\\\"")
-            )) {
-                resp.headers_mut().append(hyper::header::WARNING, v);
-            }
-        }
+        self.warning_headers(&mut resp);
         resp
     }
 }
@@ -190,7 +214,7 @@ async fn serve_resource(
         output: out,
         field_manager: query.get("fieldManager").unwrap_or_default().to_string(),
         dry_run: query.dry_run()?,
-        warnings: Vec::new(),
+        warnings: Default::default(),
         duplicate_fields: Vec::new(),
     };
     if req.field_manager.is_empty() {
@@ -341,11 +365,7 @@ async fn get(req: &Req<'_>, name: &str) -> ApiResult<Response<Body>> {
         }
         Output::Json => {
             let mut r = bytes_response(200, "application/json", obj.bytes.clone());
-            for w in &req.warnings {
-                if let Ok(v) = hyper::header::HeaderValue::from_str(w) {
-                    r.headers_mut().append(hyper::header::WARNING, v);
-                }
-            }
+            req.warning_headers(&mut r);
             r
         }
         Output::Protobuf => match obj.protobuf() {
@@ -531,6 +551,12 @@ async fn list(req: &Req<'_>) -> ApiResult<Response<Body>> {
     })
 }
 
+impl crate::webhook::Warnings for Req<'_> {
+    fn warn(&self, warning: String) {
+        Req::warn(self, warning);
+    }
+}
+
 /// An object a mutating webhook patched, checked as a request body is
 /// (typed decode, or a custom resource's schema); the system metadata
 /// stays the server's.
@@ -682,7 +708,7 @@ fn decode_typed(req: &mut Req<'_>, obj: Value) -> ApiResult<Value> {
                         msgs.join(", ")
                     )));
                 }
-                "Warn" => req.warnings.extend(unknown),
+                "Warn" => unknown.into_iter().for_each(|w| req.warn(w)),
                 other => {
                     return Err(ApiError::bad_request(format!(
                         "fieldValidation parameter unsupported: {other} (supported values: Ignore, Warn, Strict)"
@@ -1471,7 +1497,7 @@ async fn delete_collection(req: &Req<'_>, opts: &DeleteOptions) -> ApiResult<Res
             output: Output::Json,
             field_manager: req.field_manager.clone(),
             dry_run: req.dry_run,
-            warnings: Vec::new(),
+            warnings: Default::default(),
             duplicate_fields: Vec::new(),
         };
         match delete_one(&ns_req, &name, opts).await {

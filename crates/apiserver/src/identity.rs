@@ -90,7 +90,7 @@ pub async fn renew(
         output: Output::Json,
         field_manager: "kube-apiserver".into(),
         dry_run: false,
-        warnings: Vec::new(),
+        warnings: Default::default(),
         duplicate_fields: Vec::new(),
         user: crate::authz::UserInfo::apiserver(),
     };

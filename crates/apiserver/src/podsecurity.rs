@@ -1286,11 +1286,9 @@ pub fn existing_pod_warnings(
 
 /// Adds the warn-mode warnings of a write to the request (once each, as a
 /// retried update decodes again).
-pub fn warn(req: &mut Req<'_>, obj: &Value) {
+pub fn warn(req: &Req<'_>, obj: &Value) {
     for w in warnings(req, obj) {
-        if !req.warnings.contains(&w) {
-            req.warnings.push(w);
-        }
+        req.warn(w);
     }
 }
 

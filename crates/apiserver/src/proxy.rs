@@ -691,6 +691,7 @@ pub async fn handle(
                 dry_run: false,
                 user,
                 field_manager: "",
+                warnings: &crate::webhook::Discard,
             };
             crate::webhook::validate(server, &attrs).await?;
         }

@@ -278,6 +278,18 @@ pub fn start(server: &Arc<ApiServer>) {
     }
 }
 
+/// Where the warnings of webhooks go (the request's `Warning` headers).
+pub trait Warnings: Sync {
+    fn warn(&self, warning: String);
+}
+
+/// Warnings nobody reads.
+pub struct Discard;
+
+impl Warnings for Discard {
+    fn warn(&self, _: String) {}
+}
+
 /// What is being admitted.
 #[derive(Clone, Copy)]
 pub struct Attributes<'a> {
@@ -291,6 +303,7 @@ pub struct Attributes<'a> {
     pub dry_run: bool,
     pub user: &'a UserInfo,
     pub field_manager: &'a str,
+    pub warnings: &'a dyn Warnings,
 }
 
 fn listed(list: &[String], value: &str) -> bool {
@@ -634,6 +647,7 @@ impl Hook {
 
 /// What a webhook said.
 struct Answer {
+    warnings: Vec<String>,
     allowed: bool,
     status: Value,
     patch: Option<Value>,
@@ -667,6 +681,16 @@ fn answer(resp: &Value, uid: &str) -> Result<Answer, CallError> {
         }
     };
     Ok(Answer {
+        warnings: r
+            .get("warnings")
+            .and_then(Value::as_array)
+            .map(|ws| {
+                ws.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
         allowed: r.get("allowed").and_then(Value::as_bool).unwrap_or(false),
         status: r
             .get("result")
@@ -751,7 +775,12 @@ async fn call(
         }
     };
     match result {
-        Ok(ans) => Ok(Some(ans)),
+        Ok(ans) => {
+            for w in &ans.warnings {
+                a.warnings.warn(w.clone());
+            }
+            Ok(Some(ans))
+        }
         Err(e) if hook.fail => Err(failed(hook, &e)),
         Err(e) => {
             tracing::warn!(webhook = %hook.name, error = %e.0, "webhook failed; failurePolicy Ignore");
@@ -877,6 +906,7 @@ mod tests {
             dry_run: false,
             user,
             field_manager: "test",
+            warnings: &Discard,
         }
     }
 

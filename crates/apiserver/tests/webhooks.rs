@@ -102,6 +102,23 @@ async fn a_validating_webhook_denies_and_a_mutating_one_patches() {
     .await;
     assert_eq!(labelled.get("a").map(String::as_str), Some("b"));
     assert_eq!(labelled.get("mutated").map(String::as_str), Some("yes"));
+    // The webhook's warnings reach the client as Warning headers.
+    let req = http::Request::post("/api/v1/namespaces/team/configmaps")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&cm("warned", json!({}))).unwrap())
+        .unwrap();
+    let resp = s
+        .client
+        .send(req.map(kube::client::Body::from))
+        .await
+        .unwrap();
+    let warnings: Vec<String> = resp
+        .headers()
+        .get_all("warning")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(warnings, vec!["299 - \"labelled by the test webhook\""]);
     // Mutating runs before validating: a patched object is what is validated
     // and stored, and a dry run with sideEffects None is allowed.
     let dry = cms

@@ -2,7 +2,7 @@
 //! a CA of its own), answering AdmissionReviews by path:
 //! `/deny` refuses objects labelled `deny: "true"` (403, "<OP> <name> is
 //! not welcome"), `/mutate` adds the label `mutated: "yes"` with a JSON
-//! patch, `/user` refuses and names the requesting user, `/garbage`
+//! patch (and a warning), `/user` refuses and names the requesting user, `/garbage`
 //! answers something that is not an AdmissionReview, `/hang` never
 //! answers, anything else allows.
 
@@ -46,7 +46,8 @@ fn respond(review: &Value, path: &str) -> Option<Value> {
                 json!([{"op": "add", "path": "/metadata/labels", "value": {"mutated": "yes"}}])
             };
             let patch = base64::engine::general_purpose::STANDARD.encode(patch.to_string());
-            json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch})
+            json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch,
+                   "warnings": ["labelled by the test webhook"]})
         }
         "/user" => {
             // Echo who asked, so the test sees userInfo was sent.
