@@ -309,10 +309,15 @@ const BUILTIN_IDENTS: [&str; 14] = [
 /// Compiles CEL `src`: the program and whether it names `oldSelf`, or
 /// cel-go's "compilation failed: ERROR: <input>:line:col: ..." detail.
 fn compile(src: &str) -> Result<(Program, bool), String> {
+    compile_with(src, &["self", "oldSelf"])
+}
+
+/// Compiles CEL `src` with `variables` declared.
+fn compile_with(src: &str, variables: &[&str]) -> Result<(Program, bool), String> {
     let program = env()
         .compile(src)
         .map_err(|e| format!("compilation failed: {e}"))?;
-    let mut bound = vec!["self", "oldSelf"];
+    let mut bound: Vec<&str> = variables.to_vec();
     bound.extend(BUILTIN_IDENTS);
     let mut undeclared = None;
     let mut uses_old_self = false;
@@ -333,6 +338,101 @@ fn compile(src: &str) -> Result<(Program, bool), String> {
         ));
     }
     Ok((program, uses_old_self))
+}
+
+/// A CEL expression of an admission policy (ValidatingAdmissionPolicy's
+/// validations, match conditions and variables): compiled once with its
+/// variables declared, evaluated with JSON values bound to them.
+pub struct Expression {
+    source: String,
+    program: Program,
+}
+
+impl std::fmt::Debug for Expression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+impl Expression {
+    /// Compile `source` with `variables` declared (others are refused as
+    /// cel-go's "undeclared reference").
+    pub fn compile(source: &str, variables: &[&str]) -> Result<Expression, String> {
+        let (program, _) = compile_with(source, variables)?;
+        Ok(Expression {
+            source: source.to_string(),
+            program,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Evaluate with `vars` bound (JSON values, every field visible). The
+    /// expression's estimated cost, with sizes capped by the values bound,
+    /// is charged first: over [`CALL_COST_LIMIT`] it is not run.
+    pub fn eval(&self, vars: &[(&str, &Value)]) -> Result<Cel, String> {
+        let actual: u64 = vars.iter().map(|(_, v)| value_count(v)).sum();
+        let cost = estimate_bounded(self.program.expression(), &Value::Null, &|_| actual, actual);
+        if cost > CALL_COST_LIMIT {
+            return Err("operation cancelled: actual cost limit exceeded".into());
+        }
+        let ctx = root_context();
+        let mut scope = ctx.new_inner_scope();
+        for (name, v) in vars {
+            scope.add_variable_from_value(*name, to_cel(v, None, false));
+        }
+        self.program.execute(&scope).map_err(|e| go_error(&e))
+    }
+
+    /// Evaluate to a bool (anything else is an error, as cel-go's type check).
+    pub fn eval_bool(&self, vars: &[(&str, &Value)]) -> Result<bool, String> {
+        match self.eval(vars)? {
+            Cel::Bool(b) => Ok(b),
+            _ => Err("cel expression must evaluate to a bool".into()),
+        }
+    }
+
+    /// Evaluate to a string (messageExpression).
+    pub fn eval_string(&self, vars: &[(&str, &Value)]) -> Result<String, String> {
+        match self.eval(vars)? {
+            Cel::String(s) => Ok(s.to_string()),
+            _ => Err("messageExpression must evaluate to a string".into()),
+        }
+    }
+
+    /// Evaluate to JSON (a policy's variables, bound for later expressions).
+    pub fn eval_json(&self, vars: &[(&str, &Value)]) -> Result<Value, String> {
+        from_cel(&self.eval(vars)?).ok_or_else(|| "variable cannot be represented as JSON".into())
+    }
+}
+
+/// A CEL value as JSON (None for what JSON cannot hold: types, functions).
+fn from_cel(c: &Cel) -> Option<Value> {
+    Some(match c {
+        Cel::Null => Value::Null,
+        Cel::Bool(b) => Value::Bool(*b),
+        Cel::Int(i) => Value::from(*i),
+        Cel::UInt(u) => Value::from(*u),
+        Cel::Float(f) => serde_json::Number::from_f64(*f).map(Value::Number)?,
+        Cel::String(s) => Value::String(s.to_string()),
+        Cel::List(items) => Value::Array(items.iter().map(from_cel).collect::<Option<_>>()?),
+        Cel::Map(m) => {
+            let mut out = Map::new();
+            for (k, v) in m.map.iter() {
+                let key = match k {
+                    ::cel::objects::Key::String(s) => s.to_string(),
+                    ::cel::objects::Key::Int(i) => i.to_string(),
+                    ::cel::objects::Key::Uint(u) => u.to_string(),
+                    ::cel::objects::Key::Bool(b) => b.to_string(),
+                };
+                out.insert(key, from_cel(v)?);
+            }
+            Value::Object(out)
+        }
+        _ => return None,
+    })
 }
 
 /// 1-based line and column of a character offset in `src`.
@@ -750,9 +850,21 @@ pub fn static_size(schema: &Value) -> u64 {
 /// `schema` and `size` giving the number of elements of a list or map
 /// schema (see the module documentation).
 pub fn estimate(expr: &IdedExpr, schema: &Value, size: &dyn Fn(&Value) -> u64) -> u64 {
+    estimate_bounded(expr, schema, size, (MAX_REQUEST_BYTES - 2) / 2)
+}
+
+/// As [`estimate`], with `unknown` the size of a collection whose schema
+/// is not known (the values bound, for an admission policy's expression).
+fn estimate_bounded(
+    expr: &IdedExpr,
+    schema: &Value,
+    size: &dyn Fn(&Value) -> u64,
+    unknown: u64,
+) -> u64 {
     let mut e = Estimator {
         root: schema,
         size,
+        unknown,
         vars: Vec::new(),
     };
     e.cost(expr)
@@ -761,6 +873,8 @@ pub fn estimate(expr: &IdedExpr, schema: &Value, size: &dyn Fn(&Value) -> u64) -
 struct Estimator<'a> {
     root: &'a Value,
     size: &'a dyn Fn(&Value) -> u64,
+    /// The size of a collection of unknown schema.
+    unknown: u64,
     /// Comprehension variables and the schema of their values, if known.
     vars: Vec<(&'a str, Option<&'a Value>)>,
 }
@@ -807,7 +921,7 @@ impl<'a> Estimator<'a> {
             Expr::Comprehension(c) => self.elements(&c.iter_range),
             _ => match self.shape(e) {
                 Some(s) => (self.size)(s),
-                None => (MAX_REQUEST_BYTES - 2) / 2,
+                None => self.unknown,
             },
         }
     }
@@ -1308,6 +1422,41 @@ impl Run {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_expressions_bind_json_variables() {
+        let vars = ["object", "oldObject", "params"];
+        let e = Expression::compile("object.spec.replicas <= params.max", &vars).unwrap();
+        let object = serde_json::json!({"spec": {"replicas": 3}});
+        let params = serde_json::json!({"max": 5});
+        assert!(
+            e.eval_bool(&[("object", &object), ("params", &params)])
+                .unwrap()
+        );
+        let small = serde_json::json!({"max": 2});
+        assert!(
+            !e.eval_bool(&[("object", &object), ("params", &small)])
+                .unwrap()
+        );
+        let err = Expression::compile("request.name == 'x'", &vars).unwrap_err();
+        assert!(err.contains("undeclared reference to 'request'"), "{err}");
+        let m = Expression::compile("'replicas: ' + string(object.spec.replicas)", &vars).unwrap();
+        assert_eq!(
+            m.eval_string(&[("object", &object)]).unwrap(),
+            "replicas: 3"
+        );
+        let v = Expression::compile("object.spec", &vars).unwrap();
+        assert_eq!(
+            v.eval_json(&[("object", &object)]).unwrap(),
+            serde_json::json!({"replicas": 3})
+        );
+        assert!(
+            Expression::compile("object.spec", &vars)
+                .unwrap()
+                .eval_bool(&[("object", &object)])
+                .is_err()
+        );
+    }
     use serde_json::json;
 
     /// The messages of `obj` (and `old`) validated by the rules of `schema`.

@@ -397,6 +397,20 @@ impl Registry {
                 []
             ),
             resource!(
+                admissionregistration::ValidatingAdmissionPolicy,
+                "validatingadmissionpolicies",
+                [],
+                ["api-extensions"],
+                ["status"]
+            ),
+            resource!(
+                admissionregistration::ValidatingAdmissionPolicyBinding,
+                "validatingadmissionpolicybindings",
+                [],
+                ["api-extensions"],
+                []
+            ),
+            resource!(
                 apiextensions::CustomResourceDefinition,
                 "apiextensions.k8s.io/customresourcedefinitions",
                 ["crd", "crds"],

@@ -840,14 +840,12 @@ pub async fn create_object(req: &Req<'_>, obj: &mut Value) -> ApiResult<Value> {
     crate::webhook::mutate(req.server, &attrs, obj, |v| redecode(req, v, &before)).await?;
     crate::authz::admit_write(req, "create", None, Some(obj), None)?;
     validate(req, obj, None)?;
-    crate::webhook::validate(
-        req.server,
-        &crate::webhook::Attributes {
-            object: Some(obj),
-            ..attrs
-        },
-    )
-    .await?;
+    let validated = crate::webhook::Attributes {
+        object: Some(obj),
+        ..attrs
+    };
+    crate::admission_policy::validate(req.server, &validated)?;
+    crate::webhook::validate(req.server, &validated).await?;
     let allocated = admission::allocate(req, obj).await?;
     let name = name_of(obj).to_string();
     if req.dry_run {
@@ -926,6 +924,10 @@ pub async fn write_update(
         object: Some(&new),
         ..attrs
     };
+    if let Err(e) = crate::admission_policy::validate(req.server, &validated) {
+        admission::release(req.server, &services.claimed).await;
+        return Err(e);
+    }
     if let Err(e) = crate::webhook::validate(req.server, &validated).await {
         admission::release(req.server, &services.claimed).await;
         return Err(e);
@@ -1340,6 +1342,7 @@ pub async fn delete_one(
             ));
         }
         let attrs = req.admission_attributes("DELETE", None, name, None, Some(&old), dry_run);
+        crate::admission_policy::validate(req.server, &attrs)?;
         crate::webhook::validate(req.server, &attrs).await?;
         let mut new = old.clone();
         let mut finalizers: Vec<Value> = new

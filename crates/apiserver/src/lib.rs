@@ -7,6 +7,7 @@
 //! to the store; everything else reaches the cluster through its HTTP API.
 
 pub mod admission;
+pub mod admission_policy;
 pub mod alloc;
 pub mod authz;
 pub mod bootdata;

@@ -150,6 +150,8 @@ pub struct ApiServer {
     pub resources: crate::crd::Resources,
     /// The admission webhooks in force.
     pub webhooks: crate::webhook::Webhooks,
+    /// The ValidatingAdmissionPolicies and bindings in force.
+    pub policies: crate::admission_policy::Policies,
 }
 
 /// Who the node-join token authenticates.
@@ -543,11 +545,13 @@ pub async fn start(
         pod_security_default: config.pod_security_default,
         resources: Default::default(),
         webhooks: Default::default(),
+        policies: Default::default(),
     });
     crate::rbac::follow(&server.rbac, &server.cache);
     crate::nodeauthz::follow(&server.node_authz, &server.cache);
     crate::crd::start(&server);
     crate::webhook::start(&server);
+    crate::admission_policy::start(&server);
     crate::alloc::claim_existing(&server).await?;
     crate::alloc::spawn_repair(&server);
     crate::bootstrap::bootstrap(&server, local.port())

@@ -42,14 +42,66 @@ const MAX_RESPONSE: usize = 3 * 1024 * 1024;
 /// Idle connections kept per webhook.
 const MAX_IDLE: usize = 16;
 
-/// One rule of a webhook.
+/// One rule of a webhook or an admission policy (RuleWithOperations,
+/// NamedRuleWithOperations).
 #[derive(Debug, Clone, Default)]
-struct Rule {
+pub(crate) struct Rule {
     operations: Vec<String>,
     groups: Vec<String>,
     versions: Vec<String>,
     resources: Vec<String>,
     scope: String,
+    /// Only these objects (a policy's resourceNames); empty: all.
+    names: Vec<String>,
+}
+
+impl Rule {
+    pub(crate) fn from_value(r: &Value) -> Rule {
+        Rule {
+            operations: strings(r.get("operations")),
+            groups: strings(r.get("apiGroups")),
+            versions: strings(r.get("apiVersions")),
+            resources: strings(r.get("resources")),
+            scope: r
+                .get("scope")
+                .and_then(Value::as_str)
+                .unwrap_or("*")
+                .to_string(),
+            names: strings(r.get("resourceNames")),
+        }
+    }
+}
+
+/// Whether the namespace and object selectors admit `a` (as webhooks and
+/// policies match): objects by their new or old labels; namespaced objects
+/// by their namespace's labels, a Namespace by its own; cluster-scoped
+/// objects are not filtered by namespace.
+pub(crate) fn selectors_match(
+    server: &ApiServer,
+    namespace_selector: &LabelSelector,
+    object_selector: &LabelSelector,
+    a: &Attributes<'_>,
+) -> bool {
+    let object_ok = object_selector.is_empty()
+        || [a.object, a.old]
+            .into_iter()
+            .flatten()
+            .any(|o| object_selector.matches(&labels_of(Some(o))));
+    if !object_ok {
+        return false;
+    }
+    if namespace_selector.is_empty() {
+        return true;
+    }
+    let namespace_labels = if a.info.group.is_empty() && a.info.kind == "Namespace" {
+        labels_of(a.object.or(a.old))
+    } else if let Some(ns) = a.namespace.filter(|_| a.info.namespaced) {
+        let key = format!("/registry/namespaces/{ns}");
+        labels_of(server.cache.get(&key).as_ref().map(|o| &o.value))
+    } else {
+        return true;
+    };
+    namespace_selector.matches(&namespace_labels)
 }
 
 /// Where a webhook is served.
@@ -164,21 +216,7 @@ fn hook_from(config: &str, h: &Value, mutating: bool) -> Hook {
     let rules = h
         .get("rules")
         .and_then(Value::as_array)
-        .map(|rs| {
-            rs.iter()
-                .map(|r| Rule {
-                    operations: strings(r.get("operations")),
-                    groups: strings(r.get("apiGroups")),
-                    versions: strings(r.get("apiVersions")),
-                    resources: strings(r.get("resources")),
-                    scope: r
-                        .get("scope")
-                        .and_then(Value::as_str)
-                        .unwrap_or("*")
-                        .to_string(),
-                })
-                .collect()
-        })
+        .map(|rs| rs.iter().map(Rule::from_value).collect())
         .unwrap_or_default();
     let side_effects = h
         .get("sideEffects")
@@ -311,7 +349,10 @@ fn listed(list: &[String], value: &str) -> bool {
 }
 
 impl Rule {
-    fn matches(&self, a: &Attributes<'_>) -> bool {
+    pub(crate) fn matches(&self, a: &Attributes<'_>) -> bool {
+        if !self.names.is_empty() && !self.names.iter().any(|n| n == a.name) {
+            return false;
+        }
         if !listed(&self.operations, a.operation)
             || !listed(&self.groups, a.info.group)
             || !listed(&self.versions, a.info.version)
@@ -352,36 +393,14 @@ fn labels_of(obj: Option<&Value>) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-fn exempt(info: &ResourceInfo) -> bool {
+pub(crate) fn exempt(info: &ResourceInfo) -> bool {
     info.group == GROUP
 }
 
 impl Hook {
     fn matches(&self, server: &ApiServer, a: &Attributes<'_>) -> bool {
-        if !self.rules.iter().any(|r| r.matches(a)) {
-            return false;
-        }
-        let object_ok = self.object_selector.is_empty()
-            || [a.object, a.old]
-                .into_iter()
-                .flatten()
-                .any(|o| self.object_selector.matches(&labels_of(Some(o))));
-        if !object_ok {
-            return false;
-        }
-        if self.namespace_selector.is_empty() {
-            return true;
-        }
-        let namespace_labels = if a.info.group.is_empty() && a.info.kind == "Namespace" {
-            labels_of(a.object.or(a.old))
-        } else if let Some(ns) = a.namespace.filter(|_| a.info.namespaced) {
-            let key = format!("/registry/namespaces/{ns}");
-            labels_of(server.cache.get(&key).as_ref().map(|o| &o.value))
-        } else {
-            // Cluster-scoped objects are never filtered by namespace.
-            return true;
-        };
-        self.namespace_selector.matches(&namespace_labels)
+        self.rules.iter().any(|r| r.matches(a))
+            && selectors_match(server, &self.namespace_selector, &self.object_selector, a)
     }
 }
 
@@ -925,6 +944,7 @@ mod tests {
             versions: vec!["v1".into()],
             resources: res.iter().map(|s| s.to_string()).collect(),
             scope: scope.into(),
+            names: Vec::new(),
         };
         assert!(rule(&["CREATE"], &["pods"], "*").matches(&attrs(pods, "CREATE", None, &user)));
         assert!(!rule(&["CREATE"], &["pods"], "*").matches(&attrs(pods, "UPDATE", None, &user)));
@@ -955,6 +975,17 @@ mod tests {
         assert!(rule(&["*"], &["*"], "*").matches(&attrs(nodes, "CREATE", None, &user)));
         assert!(!rule(&["*"], &["*"], "Namespaced").matches(&attrs(nodes, "CREATE", None, &user)));
         assert!(rule(&["*"], &["*"], "Cluster").matches(&attrs(nodes, "CREATE", None, &user)));
+        // resourceNames (a policy's NamedRuleWithOperations): only those objects.
+        let named = Rule {
+            names: vec!["x".into()],
+            ..rule(&["*"], &["pods"], "*")
+        };
+        assert!(named.matches(&attrs(pods, "CREATE", None, &user)));
+        let other = Rule {
+            names: vec!["y".into()],
+            ..rule(&["*"], &["pods"], "*")
+        };
+        assert!(!other.matches(&attrs(pods, "CREATE", None, &user)));
     }
 
     #[test]
