@@ -144,6 +144,14 @@ async fn runs_a_real_pod_through_containerd() {
     config.default_pod_cidr = "10.42.250.0/24".into();
     config.node_ip = Some("127.0.0.1".parse().unwrap());
     config.crash_backoff = (Duration::from_secs(1), Duration::from_secs(4));
+    // Disk thresholds off, as kind's nodes and skiff's own end-to-end
+    // tests have them: the test shares its disk with builds, whose free
+    // space says nothing of what it does (under DiskPressure the kubelet
+    // rightly admits no pod).
+    config.eviction_hard = skiff_kubelet::pressure::Thresholds::parse(
+        "nodefs.available<0%,nodefs.inodesFree<0%,imagefs.available<0%",
+    )
+    .unwrap();
 
     // The test image, built from busybox-static.
     let tar = dir.path().join("busybox-skiff.tar");
