@@ -279,7 +279,7 @@ pub fn start(server: &Arc<ApiServer>) {
 }
 
 /// The `request` variable (an AdmissionRequest's fields).
-fn request_value(a: &Attributes<'_>) -> Value {
+pub(crate) fn request_value(a: &Attributes<'_>) -> Value {
     let mut r = json!({
         "kind": {"group": a.info.group, "version": a.info.version, "kind": a.info.kind},
         "resource": {"group": a.info.group, "version": a.info.version, "resource": a.info.plural},

@@ -134,6 +134,9 @@ struct Hook {
     /// A configuration that could not be read: every matching request
     /// fails or ignores it per failurePolicy.
     broken: Option<String>,
+    /// matchConditions (CEL over object, oldObject, request): all must
+    /// hold for the webhook to be called.
+    conditions: Vec<(String, skiff_api::cel::Expression)>,
     /// Kept-alive connections (address, sender), as client-go's transport.
     idle: Mutex<Vec<(String, Sender)>>,
 }
@@ -218,6 +221,29 @@ fn hook_from(config: &str, h: &Value, mutating: bool) -> Hook {
         .and_then(Value::as_array)
         .map(|rs| rs.iter().map(Rule::from_value).collect())
         .unwrap_or_default();
+    let conditions = h
+        .get("matchConditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+            let src = c
+                .get("expression")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            match skiff_api::cel::Expression::compile(
+                src,
+                &["object", "oldObject", "request", "authorizer"],
+            ) {
+                Ok(e) => Some((name.to_string(), e)),
+                Err(e) => {
+                    broken.get_or_insert(format!("matchCondition '{name}': {e}"));
+                    None
+                }
+            }
+        })
+        .collect();
     let side_effects = h
         .get("sideEffects")
         .and_then(Value::as_str)
@@ -240,6 +266,7 @@ fn hook_from(config: &str, h: &Value, mutating: bool) -> Hook {
         reinvoke: mutating
             && h.get("reinvocationPolicy").and_then(Value::as_str) == Some("IfNeeded"),
         broken,
+        conditions,
         idle: Mutex::new(Vec::new()),
     }
 }
@@ -776,6 +803,30 @@ async fn call(
     a: &Attributes<'_>,
     object: Option<&Value>,
 ) -> Result<Option<Answer>, ApiError> {
+    // matchConditions: a false one skips the webhook; an error follows the
+    // failurePolicy.
+    if hook.broken.is_none() && !hook.conditions.is_empty() {
+        let request = crate::admission_policy::request_value(a);
+        let null = Value::Null;
+        let vars = [
+            ("object", object.unwrap_or(&null)),
+            ("oldObject", a.old.unwrap_or(&null)),
+            ("request", &request),
+        ];
+        for (name, cond) in &hook.conditions {
+            match cond.eval_bool(&vars) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e) => {
+                    let e = CallError(format!("matchCondition '{name}': {e}"));
+                    if hook.fail {
+                        return Err(failed(hook, &e));
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+    }
     if a.dry_run && !hook.dry_run_safe {
         let short = hook.name.rsplit('/').next().unwrap_or(&hook.name);
         return Err(ApiError::bad_request(format!(

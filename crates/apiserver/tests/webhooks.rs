@@ -310,3 +310,53 @@ async fn a_connect_to_a_pod_goes_through_validating_webhooks() {
         "admission webhook \"no-attach.example.com\" denied the request: user system:admin"
     );
 }
+
+#[tokio::test]
+async fn match_conditions_decide_which_requests_a_webhook_sees() {
+    let s = TestServer::start().await;
+    let hook = skiff_testsupport::webhook::serve().await;
+    s.namespace("team").await;
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), "team");
+    validating(
+        &s,
+        "conditional",
+        vec![hook.webhook(
+            "conditional.example.com",
+            "/user",
+            json!({"matchConditions": [
+                {"name": "prefixed", "expression": "object.metadata.name.startsWith('cond-')"},
+                {"name": "not-by-the-server", "expression": "request.userInfo.username != 'system:apiserver'"}
+            ]}),
+        )],
+    )
+    .await;
+    let (code, message) = until_refused(&cms, cm("cond-a", json!({}))).await;
+    assert_eq!(code, 400);
+    assert_eq!(
+        message,
+        "admission webhook \"conditional.example.com\" denied the request: user system:admin"
+    );
+    cms.create(&PostParams::default(), &cm("plain", json!({})))
+        .await
+        .unwrap();
+    // A condition that cannot be evaluated follows failurePolicy (Fail).
+    validating(
+        &s,
+        "erroring",
+        vec![hook.webhook(
+            "erroring.example.com",
+            "/allow",
+            json!({"matchConditions": [{"name": "bad", "expression": "object.metadata.nothing == 'x'"}],
+                   "objectSelector": {"matchLabels": {"probe": "yes"}}}),
+        )],
+    )
+    .await;
+    let (code, message) = until_refused(&cms, cm("p", json!({"probe": "yes"}))).await;
+    assert_eq!(code, 500);
+    assert!(
+        message.starts_with(
+            "Internal error occurred: failed calling webhook \"erroring.example.com\": matchCondition 'bad':"
+        ),
+        "{message}"
+    );
+}
