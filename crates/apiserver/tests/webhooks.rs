@@ -360,3 +360,68 @@ async fn match_conditions_decide_which_requests_a_webhook_sees() {
         "{message}"
     );
 }
+
+/// The machine's first non-loopback IPv4 address (what a Service's
+/// Endpoints may name: validation refuses loopback).
+fn host_ip() -> std::net::IpAddr {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .expect("ip addr");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .filter_map(|cidr| cidr.split('/').next())
+        .filter_map(|ip| ip.parse().ok())
+        .next()
+        .expect("this test needs a non-loopback IPv4 address")
+}
+
+#[tokio::test]
+async fn a_webhook_behind_a_service_is_reached_through_its_endpoints() {
+    let s = TestServer::start().await;
+    s.namespace("hooks").await;
+    s.namespace("team").await;
+    let hook = skiff_testsupport::webhook::serve_at(host_ip(), &["deny-svc.hooks.svc"]).await;
+    // A selectorless Service on 443 whose Endpoints name the server's
+    // address and port (as a webhook pod's would be).
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(s.client.clone(), "hooks");
+    services
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "deny-svc"},
+                "spec": {"ports": [{"name": "https", "port": 443, "targetPort": hook.addr.port()}]}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let endpoints: Api<k8s_openapi::api::core::v1::Endpoints> =
+        Api::namespaced(s.client.clone(), "hooks");
+    endpoints
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "deny-svc"},
+                "subsets": [{"addresses": [{"ip": hook.addr.ip().to_string()}],
+                             "ports": [{"name": "https", "port": hook.addr.port()}]}]}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut w = hook.webhook("svc.example.com", "/deny", json!({}));
+    w["clientConfig"] = json!({
+        "service": {"namespace": "hooks", "name": "deny-svc", "path": "/deny", "port": 443},
+        "caBundle": w["clientConfig"]["caBundle"].clone(),
+    });
+    validating(&s, "through-service", vec![w]).await;
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), "team");
+    let (code, message) = until_refused(&cms, cm("svc", json!({"deny": "true"}))).await;
+    assert_eq!(code, 403);
+    assert_eq!(
+        message,
+        "admission webhook \"svc.example.com\" denied the request: CREATE svc is not welcome"
+    );
+    cms.create(&PostParams::default(), &cm("fine", json!({})))
+        .await
+        .unwrap();
+}

@@ -67,6 +67,12 @@ fn respond(review: &Value, path: &str) -> Option<Value> {
 
 /// Start the server on 127.0.0.1 (on the current tokio runtime).
 pub async fn serve() -> WebhookServer {
+    serve_at("127.0.0.1".parse().unwrap(), &[]).await
+}
+
+/// Start the server on `ip` (port chosen by the system), its certificate
+/// for `ip` and `dns_names` (a Service's `<name>.<namespace>.svc`).
+pub async fn serve_at(ip: std::net::IpAddr, dns_names: &[&str]) -> WebhookServer {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -76,7 +82,12 @@ pub async fn serve() -> WebhookServer {
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap())];
+    params.subject_alt_names = vec![rcgen::SanType::IpAddress(ip)];
+    for name in dns_names {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::DnsName((*name).try_into().unwrap()));
+    }
     let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
     let cert = params.signed_by(&key, &issuer).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -90,7 +101,7 @@ pub async fn serve() -> WebhookServer {
         )
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
