@@ -121,6 +121,11 @@ impl Drop for Cleanup {
             })
         })
         .join();
+        // The test's CNI bridge goes with it.
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", "skiffe2e0"])
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 
