@@ -446,6 +446,8 @@ fn decode_continue(token: &str) -> ApiResult<(String, i64)> {
 
 async fn list(req: &Req<'_>) -> ApiResult<Response<Body>> {
     let filter = Filter::from_query(req)?;
+    // A custom resource's definition (its version, defaults, columns).
+    let custom = req.server.resources.custom(req.info);
     let limit = req.query.int("limit")?.unwrap_or(0).max(0) as usize;
     let prefix = scope_prefix(req);
     let start_after = match req.query.get("continue").filter(|c| !c.is_empty()) {
@@ -508,7 +510,7 @@ async fn list(req: &Req<'_>) -> ApiResult<Response<Body>> {
             "application/json",
             output::list_bytes(
                 req.info,
-                req.server.resources.custom(req.info).as_deref(),
+                custom.as_deref(),
                 &items,
                 rev,
                 continue_token.as_deref(),
@@ -518,7 +520,7 @@ async fn list(req: &Req<'_>) -> ApiResult<Response<Body>> {
         Output::Table(inc) => json_response(
             200,
             &output::table(
-                output::Printer::of(req.info, req.server.resources.custom(req.info).as_deref()),
+                output::Printer::of(req.info, custom.as_deref()),
                 items.iter().map(|o| &o.value),
                 inc,
                 Some(&rev.to_string()),
@@ -539,7 +541,7 @@ async fn list(req: &Req<'_>) -> ApiResult<Response<Body>> {
                     "application/json",
                     output::list_bytes(
                         req.info,
-                        req.server.resources.custom(req.info).as_deref(),
+                        custom.as_deref(),
                         &items,
                         rev,
                         continue_token.as_deref(),
